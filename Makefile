@@ -1,0 +1,34 @@
+# One entry point for people and CI. Every target sets itself up: a fresh clone needs
+# only python3 (>= 3.11) and make.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATA    ?= data
+
+.PHONY: demo test soak bench check clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tillmesh demo --data $(DATA)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+soak: $(STAMP)
+	$(BIN)/pytest -q -m soak -o addopts=''
+
+bench: $(STAMP)
+	$(BIN)/pytest -q -s -m bench -o addopts='' tests/bench
+
+check: $(STAMP)
+	$(BIN)/ruff check tillmesh tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
