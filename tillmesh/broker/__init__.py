@@ -1,0 +1,3 @@
+"""tillmesh.broker."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""tillmesh.conflict."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Events, clocks, version vectors and the durable event log. No network, no merge rules."""
+
+__all__: list[str] = []

@@ -1,0 +1,223 @@
+"""The one exception hierarchy of tillmesh.
+
+Every error a caller can act on is a subclass of `TillmeshError` and carries the
+fields that describe it, so callers branch on type and read attributes rather than
+parse messages. sqlite3 and NATS errors are translated where they cross into
+tillmesh (`raise ... from e`), so the original stays attached as `__cause__`.
+
+    TillmeshError
+    ├── EventError                  an event (or frame) is unacceptable as given
+    │   ├── DecodeError             bytes are not a well-formed event / frame
+    │   ├── ValidationError         well-formed, but a field breaks the schema
+    │   ├── OversizedError          larger than the configured limit
+    │   ├── UnknownEventType        type or schema version newer than this build
+    │   ├── OutOfScope              origin not replicated to this replica
+    │   └── NonCanonicalEncoding    decodes, but re-encodes to other bytes
+    ├── IntegrityError              the log refuses an event to protect history
+    │   ├── Equivocation            same (origin, seq), different content
+    │   └── ChainBroken             prev-hash does not match the origin's head
+    ├── ClockError
+    │   └── ClockSkew               remote timestamp too far ahead of our wall clock
+    ├── StorageError                the SQLite file could not be used
+    │   ├── DatabaseLocked
+    │   ├── DatabaseCorrupt
+    │   └── SchemaTooNew            the file was written by a newer tillmesh
+    ├── ConflictError               business conflict handling
+    │   └── UnknownConflict
+    └── SyncError                   replication protocol / transport
+        ├── FrameError              a sync frame is malformed or hostile
+        └── TransportError          the NATS link failed (wraps nats errors)
+
+Broker (nats-server process) errors live in `tillmesh.broker.errors` because
+`broker/` imports nothing from the rest of tillmesh.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChainBroken",
+    "ClockError",
+    "ClockSkew",
+    "ConflictError",
+    "DatabaseCorrupt",
+    "DatabaseLocked",
+    "DecodeError",
+    "Equivocation",
+    "EventError",
+    "FrameError",
+    "IntegrityError",
+    "NonCanonicalEncoding",
+    "OutOfScope",
+    "OversizedError",
+    "SchemaTooNew",
+    "StorageError",
+    "SyncError",
+    "TillmeshError",
+    "TransportError",
+    "UnknownConflict",
+    "UnknownEventType",
+    "ValidationError",
+]
+
+
+class TillmeshError(Exception):
+    """Base of every tillmesh error."""
+
+
+# --- events -----------------------------------------------------------------
+
+
+class EventError(TillmeshError):
+    """An event, or a frame of events, cannot be accepted as given."""
+
+
+class DecodeError(EventError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"cannot decode: {detail}")
+        self.detail = detail
+
+
+class ValidationError(EventError):
+    def __init__(self, event_type: str, detail: str) -> None:
+        super().__init__(f"invalid {event_type!r} event: {detail}")
+        self.event_type = event_type
+        self.detail = detail
+
+
+class OversizedError(EventError):
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, limit is {limit}")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+
+class UnknownEventType(EventError):
+    """Newer than this build: stored and forwarded, but not applied to state."""
+
+    def __init__(self, event_type: str, schema: int) -> None:
+        super().__init__(f"unknown event type {event_type!r} (schema {schema})")
+        self.event_type = event_type
+        self.schema = schema
+
+
+class OutOfScope(EventError):
+    def __init__(self, origin: str, replica: str) -> None:
+        super().__init__(f"events of {origin!r} are not replicated to {replica!r}")
+        self.origin = origin
+        self.replica = replica
+
+
+class NonCanonicalEncoding(EventError):
+    def __init__(self, origin: str, seq: int) -> None:
+        super().__init__(f"{origin}:{seq} is not canonically encoded")
+        self.origin = origin
+        self.seq = seq
+
+
+# --- integrity ----------------------------------------------------------------
+
+
+class IntegrityError(TillmeshError):
+    """The log refuses an event because accepting it would rewrite history."""
+
+
+class Equivocation(IntegrityError):
+    """Two different events claim the same (origin, seq). Both are kept as evidence."""
+
+    def __init__(self, origin: str, seq: int, stored_hash: bytes, offered_hash: bytes) -> None:
+        super().__init__(
+            f"equivocation at {origin}:{seq}: stored {stored_hash.hex()[:16]}, "
+            f"offered {offered_hash.hex()[:16]}"
+        )
+        self.origin = origin
+        self.seq = seq
+        self.stored_hash = stored_hash
+        self.offered_hash = offered_hash
+
+
+class ChainBroken(IntegrityError):
+    def __init__(self, origin: str, seq: int, expected_prev: bytes, got_prev: bytes) -> None:
+        super().__init__(
+            f"hash chain broken at {origin}:{seq}: expected prev {expected_prev.hex()[:16]}, "
+            f"got {got_prev.hex()[:16]}"
+        )
+        self.origin = origin
+        self.seq = seq
+        self.expected_prev = expected_prev
+        self.got_prev = got_prev
+
+
+# --- clock ------------------------------------------------------------------------
+
+
+class ClockError(TillmeshError):
+    pass
+
+
+class ClockSkew(ClockError):
+    def __init__(self, remote_ms: int, local_ms: int, max_offset_ms: int) -> None:
+        super().__init__(
+            f"remote clock {remote_ms - local_ms} ms ahead of local (max {max_offset_ms} ms)"
+        )
+        self.remote_ms = remote_ms
+        self.local_ms = local_ms
+        self.max_offset_ms = max_offset_ms
+
+
+# --- storage ---------------------------------------------------------------------
+
+
+class StorageError(TillmeshError):
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class DatabaseLocked(StorageError):
+    pass
+
+
+class DatabaseCorrupt(StorageError):
+    pass
+
+
+class SchemaTooNew(StorageError):
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(path, f"schema version {found}, this build supports up to {supported}")
+        self.found = found
+        self.supported = supported
+
+
+# --- conflicts --------------------------------------------------------------------
+
+
+class ConflictError(TillmeshError):
+    pass
+
+
+class UnknownConflict(ConflictError):
+    def __init__(self, conflict_id: str) -> None:
+        super().__init__(f"no conflict with id {conflict_id!r}")
+        self.conflict_id = conflict_id
+
+
+# --- sync ---------------------------------------------------------------------------
+
+
+class SyncError(TillmeshError):
+    pass
+
+
+class FrameError(SyncError):
+    def __init__(self, peer: str, detail: str) -> None:
+        super().__init__(f"bad frame from {peer}: {detail}")
+        self.peer = peer
+        self.detail = detail
+
+
+class TransportError(SyncError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail

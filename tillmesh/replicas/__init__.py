@@ -1,0 +1,3 @@
+"""tillmesh.replicas."""
+
+__all__: list[str] = []
