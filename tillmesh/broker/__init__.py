@@ -1,3 +1,25 @@
-"""tillmesh.broker."""
+"""NATS infrastructure for tillmesh: subjects, credentials, server configs, processes.
 
-__all__: list[str] = []
+Pure infrastructure: nothing here imports another tillmesh package, so the broker
+can be tested (and reasoned about) against a real nats-server on its own.
+"""
+
+from tillmesh.broker.errors import (
+    BinaryNotFound,
+    BrokerError,
+    ConfigError,
+    CredentialsError,
+    InvalidReplicaId,
+    ServerNotReady,
+    ServerStartError,
+)
+
+__all__ = [
+    "BinaryNotFound",
+    "BrokerError",
+    "ConfigError",
+    "CredentialsError",
+    "InvalidReplicaId",
+    "ServerNotReady",
+    "ServerStartError",
+]
