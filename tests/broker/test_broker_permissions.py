@@ -38,7 +38,9 @@ async def test_till_cannot_publish_as_another_till(
     clients += [t1, t2]
     sink = Collector()
     await t2.subscribe("tm.ev.s1.>", cb=sink.on_msg)
-    await t2.flush()
+    # Not t2.flush(): observed to return before the server had processed t2's SUB
+    # (a PONG answering an earlier PING?), so prove the interest with a probe.
+    await probe_until_seen(t1, events_subject("s1/t1"), sink)
 
     await t1.publish(events_subject("s1/t2"), b"forged")
     await t1.publish(events_subject("s1/t1"), b"genuine")
