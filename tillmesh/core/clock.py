@@ -14,8 +14,8 @@ The wall clock is passed in, so tests control time and merges never read it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 
 __all__ = ["COUNTER_BITS", "HybridClock", "hlc_ms", "pack", "system_wall_ms", "unpack"]
 

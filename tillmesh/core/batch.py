@@ -1,0 +1,203 @@
+"""One group-commit transaction, run in the writer's thread.
+
+A `Transaction` takes local appends and remote ingests in arrival order, decides
+each event's fate against the chain heads (accept, duplicate, hold, quarantine),
+hands the accepted ones to the state fold, and writes everything with one
+`executemany` per table. Chain heads are staged here and published to the log
+only after COMMIT, so a failed batch leaves the in-memory view untouched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tillmesh.core.clock import HybridClock
+from tillmesh.core.errors import (
+    ChainBroken,
+    DecodeError,
+    Equivocation,
+    EventError,
+    OutOfScope,
+    OversizedError,
+    TillmeshError,
+    UnknownEventType,
+)
+from tillmesh.core.events import (
+    SCHEMA_VERSION,
+    Body,
+    Event,
+    decode_body,
+    decode_event,
+    encode_event,
+    event_hash,
+)
+from tillmesh.core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
+
+__all__ = ["Head", "IngestResult", "Transaction"]
+
+Head = tuple[int, bytes]  # (seq, hash) of an origin's newest contiguous event
+NO_HEAD: Head = (0, b"")
+MAX_HELD_AHEAD = 1_000_000  # further ahead than this is not held: anti-entropy brings it later
+
+
+@dataclass
+class IngestResult:
+    """What happened to a batch of remote events."""
+
+    accepted: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    held: int = 0
+    rejected: list[TillmeshError] = field(default_factory=list)
+
+
+@dataclass
+class Transaction:
+    conn: sqlite3.Connection
+    heads: dict[str, Head]  # committed heads; read-only here
+    fold: StateFold
+    clock: HybridClock
+    in_scope: Callable[[str], bool]
+    pending_origins: set[str]
+    wall_ms: Callable[[], int]
+    staged: dict[str, Head] = field(default_factory=dict)
+    accepted: list[Accepted] = field(default_factory=list)
+    rows: list[tuple[str, int, int, str, int, bytes, bytes]] = field(default_factory=list)
+    new_hashes: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    quarantined: list[tuple[int, str, str, int, str, str, bytes]] = field(default_factory=list)
+    drained: list[tuple[str, int]] = field(default_factory=list)
+
+    def head(self, origin: str) -> Head:
+        return self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
+
+    # --- local -------------------------------------------------------------------
+
+    def append_local(self, origin: str, body: Body, event_type: str, data: bytes) -> Event:
+        seq, prev = self.head(origin)
+        ev = Event(origin, seq + 1, self.clock.now(), SCHEMA_VERSION, event_type, data, prev)
+        self._accept(ev, event_hash(ev), body, 0)
+        return ev
+
+    # --- remote ------------------------------------------------------------------
+
+    def ingest(self, events: Iterable[Event], peer: str, result: IngestResult) -> None:
+        for ev in events:
+            try:
+                self._ingest_one(ev, peer, result)
+            except (EventError, ChainBroken, Equivocation) as e:
+                result.rejected.append(e)
+
+    def _ingest_one(self, ev: Event, peer: str, result: IngestResult) -> None:
+        if not self.in_scope(ev.origin):
+            self._quarantine(ev, peer, OutOfScope(ev.origin, "this replica"))
+        h = event_hash(ev)
+        seq, head_hash = self.head(ev.origin)
+        if ev.seq <= seq:
+            self._check_duplicate(ev, h, peer)
+            result.duplicates += 1
+        elif ev.seq > seq + 1:
+            self._hold(ev, h, seq)
+            result.held += 1
+        elif ev.prev != head_hash:
+            self._quarantine(ev, peer, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
+        else:
+            self._accept_remote(ev, h, peer, result)
+            self._drain_pending(ev.origin, peer, result)
+
+    def _check_duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+        stored = self.new_hashes.get((ev.origin, ev.seq))
+        if stored is None:
+            row = self.conn.execute(
+                "SELECT hash FROM events WHERE origin=? AND seq=?", (ev.origin, ev.seq)
+            ).fetchone()
+            stored = row[0] if row else None  # None: compacted away, cannot compare
+        if stored is not None and stored != h:
+            self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
+
+    def _hold(self, ev: Event, h: bytes, head_seq: int) -> None:
+        if ev.seq - head_seq > MAX_HELD_AHEAD:
+            raise OversizedError(f"gap before {ev.id}", ev.seq - head_seq, MAX_HELD_AHEAD)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO pending VALUES (?,?,?,?)",
+            (ev.origin, ev.seq, h, encode_event(ev)),
+        )
+        self.pending_origins.add(ev.origin)
+
+    def _accept_remote(self, ev: Event, h: bytes, peer: str, result: IngestResult) -> None:
+        flags = 0
+        body: Body | None = None
+        try:
+            body = decode_body(ev)
+        except UnknownEventType:
+            flags |= FLAG_UNAPPLIED  # stored and forwarded; applied once this build knows it
+        except EventError as e:
+            self._quarantine(ev, peer, e)
+        if not self.clock.observe(ev.hlc):
+            flags |= FLAG_SKEWED  # kept, but it may not drag our clock into the future
+        self._accept(ev, h, body, flags)
+        result.accepted.append(ev)
+
+    def _drain_pending(self, origin: str, peer: str, result: IngestResult) -> None:
+        if origin not in self.pending_origins:
+            return
+        while True:
+            seq, head_hash = self.head(origin)
+            row = self.conn.execute(
+                "SELECT raw FROM pending WHERE origin=? AND seq=?", (origin, seq + 1)
+            ).fetchone()
+            if row is None:
+                self._forget_if_drained(origin)
+                break
+            self.drained.append((origin, seq + 1))
+            ev = decode_event(row[0])
+            if ev.prev != head_hash:
+                self._quarantine(ev, peer, ChainBroken(origin, ev.seq, head_hash, ev.prev))
+            self._accept_remote(ev, event_hash(ev), peer, result)
+
+    def _forget_if_drained(self, origin: str) -> None:
+        drained_here = {seq for o, seq in self.drained if o == origin}
+        rows = self.conn.execute("SELECT seq FROM pending WHERE origin=?", (origin,)).fetchall()
+        if all(seq in drained_here for (seq,) in rows):
+            self.pending_origins.discard(origin)
+
+    # --- shared ------------------------------------------------------------------
+
+    def _accept(self, ev: Event, h: bytes, body: Body | None, flags: int) -> None:
+        self.staged[ev.origin] = (ev.seq, h)
+        self.new_hashes[(ev.origin, ev.seq)] = h
+        self.rows.append((ev.origin, ev.seq, ev.hlc, ev.type, flags, h, encode_event(ev)))
+        if body is not None:
+            self.accepted.append(Accepted(ev, body, flags))
+
+    def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
+        """Keep the refused bytes as evidence, then refuse (raise) the event."""
+        kind = type(error).__name__
+        raw = encode_event(ev)
+        self.quarantined.append((self.wall_ms(), peer, ev.origin, ev.seq, kind, str(error), raw))
+        raise error
+
+    def quarantine_raw(self, peer: str, raw: bytes, error: DecodeError | OversizedError) -> None:
+        """Bytes that are not even an envelope: evidence only."""
+        row = (self.wall_ms(), peer, "?", 0, type(error).__name__, str(error), raw[:4096])
+        self.quarantined.append(row)
+
+    def write(self) -> None:
+        """Fold, then persist rows, heads and evidence; the caller commits."""
+        if self.accepted:
+            self.fold.apply(self.conn, self.accepted)
+        c = self.conn
+        c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", self.rows)
+        c.executemany("DELETE FROM pending WHERE origin=? AND seq=?", self.drained)
+        c.executemany(
+            "INSERT INTO quarantine (received_ms, peer, origin, seq, kind, detail, raw)"
+            " VALUES (?,?,?,?,?,?,?)",
+            self.quarantined,
+        )
+        c.executemany(
+            "INSERT INTO heads (origin, seq, hash) VALUES (?,?,?) ON CONFLICT (origin)"
+            " DO UPDATE SET seq=excluded.seq, hash=excluded.hash",
+            [(o, s, h) for o, (s, h) in self.staged.items()],
+        )
+        if self.rows:
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", (self.clock.last,))

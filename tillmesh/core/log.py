@@ -1,0 +1,348 @@
+"""The durable event log of one replica, on SQLite (WAL, synchronous=FULL).
+
+One writer task owns the write connection and commits in groups: every request
+queued while the previous transaction was being made durable goes into the next
+one, so under load many sales share one fsync, and `append()` returns only after
+its event is on disk. Reads use a second connection (WAL lets them run beside
+the writer).
+
+Guarantees:
+- local events get contiguous seqs from 1, an HLC timestamp and the hash of the
+  previous event (a per-origin hash chain);
+- ingest is idempotent: the same (origin, seq) again is a no-op; different bytes
+  for a stored (origin, seq) are equivocation, kept in quarantine as evidence;
+- an event whose predecessor is missing is held, not applied, until the gap fills,
+  so the version vector always means "everything up to seq, contiguously";
+- the event, the state change the fold derives from it and the version vector
+  commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from tillmesh.core.batch import NO_HEAD, Head, IngestResult, Transaction
+from tillmesh.core.clock import HybridClock, system_wall_ms
+from tillmesh.core.errors import StorageError, TillmeshError
+from tillmesh.core.events import BODY_TYPES, Body, Event, decode_body, decode_event, encode_body
+from tillmesh.core.fold import FLAG_UNAPPLIED, Accepted, StateFold
+from tillmesh.core.schema import MIGRATIONS
+from tillmesh.core.sqlite import connect, migrate, run_in_thread
+
+__all__ = ["EventLog", "IngestResult", "LogStats"]
+
+T = TypeVar("T")
+MAX_BATCH_EVENTS = 5000
+REBUILD_CHUNK = 5000
+
+
+@dataclass
+class _Request:
+    future: asyncio.Future[object]
+    appends: list[tuple[Body, str, bytes]] = field(default_factory=list)
+    ingest: list[Event] = field(default_factory=list)
+    peer: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.appends) + len(self.ingest)
+
+
+@dataclass(frozen=True)
+class LogStats:
+    path: str
+    replica_id: str
+    events: int
+    pending: int
+    quarantined: int
+    version_vector: dict[str, int]
+    file_bytes: int
+
+
+class EventLog:
+    """Open with `await EventLog.open(...)`; use as `async with`."""
+
+    def __init__(
+        self,
+        path: Path,
+        replica_id: str,
+        fold: StateFold,
+        clock: HybridClock,
+        in_scope: Callable[[str], bool],
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self.path = path
+        self.replica_id = replica_id
+        self.fold = fold
+        self.clock = clock
+        self.in_scope = in_scope
+        self.wall_ms = wall_ms
+        self._heads: dict[str, Head] = {}
+        self._pending_origins: set[str] = set()
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader_conn: aiosqlite.Connection | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self.listeners: list[Callable[[list[Event]], None]] = []
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        replica_id: str,
+        fold: StateFold,
+        *,
+        clock: HybridClock | None = None,
+        in_scope: Callable[[str], bool] = lambda origin: True,
+        wall_ms: Callable[[], int] = system_wall_ms,
+    ) -> EventLog:
+        log = cls(Path(path), replica_id, fold, clock or HybridClock(wall_ms), in_scope, wall_ms)
+        await log._start()
+        return log
+
+    async def _start(self) -> None:
+        self._writer_conn = await connect(self.path)
+        try:
+            await run_in_thread(self._writer_conn, self._prepare, self.path)
+        except BaseException:
+            await self._writer_conn.close()
+            raise
+        self._reader_conn = await connect(self.path, readonly=True)
+        self._writer_task = asyncio.create_task(self._write_loop(), name=f"log-writer {self.path}")
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Migrate, claim or check the replica id, load heads, rebuild state if stale."""
+        migrate(conn, str(self.path), MIGRATIONS)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        owner = meta.get("replica_id")
+        if owner is not None and owner != self.replica_id:
+            detail = f"belongs to replica {owner!r}, not {self.replica_id!r}"
+            raise StorageError(str(self.path), detail)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('replica_id', ?)", (self.replica_id,))
+        self.clock.last = max(self.clock.last, int(meta.get("hlc", 0)))
+        for origin, seq, h in conn.execute("SELECT origin, seq, hash FROM heads"):
+            self._heads[origin] = (seq, h)
+        self._pending_origins = {o for (o,) in conn.execute("SELECT DISTINCT origin FROM pending")}
+        if meta.get("fold_version") != self.fold.version:
+            self._rebuild(conn)
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        for conn in (self._reader_conn, self._writer_conn):
+            if conn is not None:
+                await conn.close()
+        self._reader_conn = self._writer_conn = None
+
+    async def __aenter__(self) -> EventLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- writes ------------------------------------------------------------------
+
+    async def append(self, body: Body) -> Event:
+        """Append a local event; returns once it is durable."""
+        return (await self.append_many([body]))[0]
+
+    async def append_many(self, bodies: Sequence[Body]) -> list[Event]:
+        """Append local events atomically (one transaction), in order."""
+        appends = [(body, *encode_body(body)) for body in bodies]  # validates before queueing
+        events = await self._submit(_Request(self._new_future(), appends=appends))
+        assert isinstance(events, list)
+        return events
+
+    async def ingest(self, events: Sequence[Event], peer: str = "") -> IngestResult:
+        """Store remote events idempotently; returns what was accepted, held or refused."""
+        result = await self._submit(_Request(self._new_future(), ingest=list(events), peer=peer))
+        assert isinstance(result, IngestResult)
+        return result
+
+    async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
+        """Like `ingest`, from envelope bytes; bytes that are no envelope are refused."""
+        events, refused = [], []
+        for raw in raws:
+            try:
+                events.append(decode_event(raw))
+            except TillmeshError as e:
+                refused.append(e)
+        result = await self.ingest(events, peer)
+        result.rejected.extend(refused)
+        return result
+
+    def _new_future(self) -> asyncio.Future[object]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, request: _Request) -> object:
+        if self._writer_task is None or self._writer_task.done():
+            raise StorageError(str(self.path), "log is closed")
+        await self._queue.put(request)
+        return await request.future
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while not self._queue.empty() and sum(r.size for r in batch) < MAX_BATCH_EVENTS:
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    await self._commit(batch)
+                    return
+                batch.append(nxt)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        assert self._writer_conn is not None
+        try:
+            results, staged = await run_in_thread(
+                self._writer_conn, lambda c: self._transaction(c, batch), self.path
+            )
+        except BaseException as e:  # the whole group failed: tell every waiter
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        self._heads.update(staged)
+        new_events: list[Event] = []
+        for req, res in zip(batch, results, strict=True):
+            req.future.set_result(res)
+            if isinstance(res, IngestResult):
+                new_events.extend(res.accepted)
+            elif isinstance(res, list):
+                new_events.extend(res)
+        self._notify(new_events)
+
+    def _notify(self, events: list[Event]) -> None:
+        if events:
+            for listener in self.listeners:
+                listener(events)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, batch: list[_Request]
+    ) -> tuple[list[object], dict[str, Head]]:
+        tx = Transaction(
+            conn, self._heads, self.fold, self.clock, self.in_scope,
+            self._pending_origins, self.wall_ms,
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[object] = []
+            for req in batch:
+                if req.appends:
+                    results.append(
+                        [tx.append_local(self.replica_id, b, t, d) for b, t, d in req.appends]
+                    )
+                else:
+                    result = IngestResult()
+                    tx.ingest(req.ingest, req.peer, result)
+                    results.append(result)
+            tx.write()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results, tx.staged
+
+    # --- rebuild -----------------------------------------------------------------
+
+    async def rebuild(self) -> int:
+        """Drop and re-derive all state from the events; returns events applied."""
+        assert self._writer_conn is not None
+        return await run_in_thread(self._writer_conn, self._rebuild_tx, self.path)
+
+    def _rebuild_tx(self, conn: sqlite3.Connection) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = self._rebuild(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
+    def _rebuild(self, conn: sqlite3.Connection) -> int:
+        self.fold.drop_tables(conn)
+        self.fold.create_tables(conn)
+        applied = 0
+        cursor = conn.execute("SELECT raw, flags FROM events ORDER BY origin, seq")
+        while rows := cursor.fetchmany(REBUILD_CHUNK):
+            batch = [_accepted_or_none(raw, flags) for raw, flags in rows]
+            known = [a for a in batch if a is not None]
+            self.fold.apply(conn, known)
+            applied += len(known)
+        conn.execute(  # events this build can now apply are no longer "unapplied"
+            f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE flags & {FLAG_UNAPPLIED}"
+            f" AND type IN ({','.join('?' * len(BODY_TYPES))})",
+            list(BODY_TYPES),
+        )
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('fold_version', ?)", (self.fold.version,))
+        return applied
+
+    # --- reads -------------------------------------------------------------------
+
+    def version_vector(self) -> dict[str, int]:
+        return {origin: seq for origin, (seq, _) in self._heads.items()}
+
+    def head(self, origin: str) -> Head:
+        return self._heads.get(origin, NO_HEAD)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on the read connection's thread (a consistent WAL snapshot)."""
+        assert self._reader_conn is not None
+        def in_tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+        return await run_in_thread(self._reader_conn, in_tx, self.path)
+
+    async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]:
+        """Envelope bytes of `origin`'s events from `from_seq`, at most `limit` of them."""
+        def query(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT raw FROM events WHERE origin=? AND seq>=? ORDER BY seq LIMIT ?",
+                (origin, from_seq, limit),
+            ).fetchall()
+            return [raw for (raw,) in rows]
+        return await self.read(query)
+
+    async def stats(self) -> LogStats:
+        def query(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            counts = [
+                conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("events", "pending", "quarantine")
+            ]
+            return counts[0], counts[1], counts[2]
+        events, pending, quarantined = await self.read(query)
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+        return LogStats(
+            str(self.path), self.replica_id, events, pending, quarantined,
+            self.version_vector(), size,
+        )
+
+
+def _accepted_or_none(raw: bytes, flags: int) -> Accepted | None:
+    """Decode a stored event for the fold; None if this build still cannot apply it."""
+    ev = decode_event(raw)
+    try:
+        body = decode_body(ev)
+    except TillmeshError:
+        return None
+    return Accepted(ev, body, flags & ~FLAG_UNAPPLIED)
