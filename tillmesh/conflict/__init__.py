@@ -1,3 +1,12 @@
-"""tillmesh.conflict."""
+"""tillmesh.conflict: merge semantics. Events in, CRDT state out, conflicts reported.
 
-__all__: list[str] = []
+- `crdt`: small pure CRDT values, the specification;
+- `state.StoreState`: the `StateFold` the log calls, folding batches into `st_` tables;
+- `queries`: the read side, including `state_digest` (equal event sets, equal digest).
+
+Imports only `tillmesh.core`.
+"""
+
+from tillmesh.conflict.state import StoreState
+
+__all__ = ["StoreState"]

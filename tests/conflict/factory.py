@@ -1,0 +1,185 @@
+"""Test helpers: valid chained events for several origins, hypothesis strategies for
+whole scenarios, and a stand-in for the log that applies events to a fresh DB in batches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.clock import pack
+from tillmesh.core.events import (
+    SCHEMA_VERSION,
+    Body,
+    ConflictResolved,
+    Event,
+    Payment,
+    PriceSet,
+    ProductUpserted,
+    RefundIssued,
+    RefundLine,
+    SaleCompleted,
+    SaleLine,
+    SaleVoided,
+    ShiftClosed,
+    ShiftOpened,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
+    decode_body,
+    encode_body,
+    event_hash,
+)
+from tillmesh.core.fold import FLAG_SKEWED, Accepted
+
+__all__ = [
+    "ORIGINS",
+    "SKUS",
+    "UNKNOWN_SALE",
+    "Chain",
+    "apply_all",
+    "fresh_db",
+    "sale_body",
+    "scenarios",
+    "split",
+]
+
+ORIGINS = ("s1/t1", "s1/t2", "hq")
+SKUS = ("A", "B", "C")
+UNKNOWN_SALE = "s9/t9:1"
+
+
+@dataclass
+class Chain:
+    """Makes events that the real log would accept: seq 1.., prev = hash of the previous
+    event of the origin, HLC strictly increasing per origin."""
+
+    heads: dict[str, tuple[int, bytes, int]] = field(default_factory=dict)
+
+    def make(self, origin: str, body: Body, ms: int, flags: int = 0) -> Accepted:
+        seq, prev, last = self.heads.get(origin, (0, b"", -1))
+        hlc = max(pack(ms, 0), last + 1)
+        typ, data = encode_body(body)
+        ev = Event(origin, seq + 1, hlc, SCHEMA_VERSION, typ, data, prev)
+        self.heads[origin] = (seq + 1, event_hash(ev), hlc)
+        return Accepted(ev, decode_body(ev), flags)
+
+
+def sale_body(
+    lines: Sequence[tuple[str, int, int]], receipt: str = "R1", shift: str = ""
+) -> SaleCompleted:
+    """A cash sale paid exactly; lines are (sku, qty, unit_price)."""
+    sl = [SaleLine(sku=s, qty=q, unit_price=p) for s, q, p in lines]
+    total = sum(q * p for _, q, p in lines)
+    return SaleCompleted(
+        receipt=receipt, lines=sl, payments=[Payment(method="cash", amount=total)], shift=shift
+    )
+
+
+def fresh_db(fold: StoreState) -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:")
+    with conn:
+        fold.create_tables(conn)
+    return conn
+
+
+def split(items: Sequence[Accepted], cuts: Sequence[int]) -> list[list[Accepted]]:
+    """Cut `items` into batches at the given positions (any ints; clamped, sorted)."""
+    bounds = sorted({0, len(items), *(min(max(c, 0), len(items)) for c in cuts)})
+    return [list(items[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def apply_all(
+    fold: StoreState,
+    conn: sqlite3.Connection,
+    events: Sequence[Accepted],
+    cuts: Sequence[int] = (),
+) -> sqlite3.Connection:
+    """Stand-in for the log: one transaction per batch, as the log's writer does."""
+    for batch in split(events, cuts):
+        with conn:
+            fold.apply(conn, batch)
+    return conn
+
+
+# --- hypothesis strategies ---------------------------------------------------------------
+
+_skus = st.sampled_from(SKUS)
+_lines = st.lists(
+    st.tuples(_skus, st.integers(1, 5), st.integers(1, 500)), min_size=1, max_size=3
+)
+
+
+@st.composite
+def _body(draw: st.DrawFn, sale_ids: list[str]) -> Body:
+    kind = draw(st.sampled_from(_KINDS))
+    targets = st.sampled_from([*sale_ids, UNKNOWN_SALE])
+    if kind == "sale":
+        receipt = f"R{draw(st.integers(0, 30))}"  # small pool: collisions happen
+        return sale_body(draw(_lines), receipt, draw(st.sampled_from(("sh1", "sh2"))))
+    if kind == "receive":
+        return StockReceived(sku=draw(_skus), qty=draw(st.integers(1, 20)))
+    if kind == "adjust":
+        delta = draw(st.integers(-5, 5).filter(bool))
+        return StockAdjusted(sku=draw(_skus), delta=delta, reason="damage")
+    if kind == "count":
+        return StockCounted(sku=draw(_skus), count=draw(st.integers(0, 40)))
+    if kind == "void":
+        return SaleVoided(sale=draw(targets))
+    if kind == "refund":
+        return _refund(draw, draw(targets))
+    return _admin(draw, kind)
+
+
+def _refund(draw: st.DrawFn, sale: str) -> RefundIssued:
+    lines = draw(
+        st.lists(
+            st.builds(RefundLine, line=st.integers(0, 3), qty=st.integers(1, 5),
+                      amount=st.integers(0, 500)),
+            min_size=1, max_size=2,
+        )
+    )  # fmt: skip
+    method = draw(st.sampled_from(("cash", "card")))
+    return RefundIssued(sale=sale, lines=lines, method=method, restock=draw(st.booleans()))
+
+
+def _admin(draw: st.DrawFn, kind: str) -> Body:
+    if kind == "product":
+        return ProductUpserted(
+            sku=draw(_skus), name=draw(st.sampled_from(("tea", "Tea", "coffee"))),
+            price=draw(st.integers(0, 999)), tax_rate_bp=draw(st.sampled_from((0, 2000))),
+            active=draw(st.booleans()),
+        )  # fmt: skip
+    if kind == "price":
+        return PriceSet(sku=draw(_skus), price=draw(st.integers(0, 999)))
+    if kind == "open":
+        return ShiftOpened(shift=draw(st.sampled_from(("sh1", "sh2"))), float_amount=1000)
+    if kind == "close":
+        shift = draw(st.sampled_from(("sh1", "sh2")))
+        return ShiftClosed(shift=shift, counted_cash=draw(st.integers(0, 5000)))
+    return ConflictResolved(conflict="c1", action="accept", by="mgr")
+
+
+_KINDS = (
+    *("sale",) * 6, "receive", "adjust", "count", "void", "void", "refund", "refund",
+    "product", "product", "price", "price", "open", "close", "resolve",
+)  # fmt: skip
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, max_events: int = 40) -> list[Accepted]:
+    """Valid chained events from ORIGINS, interleaved, HLCs close enough to collide."""
+    chain, events, sale_ids, ms = Chain(), [], [], 1_000_000
+    for _ in range(draw(st.integers(0, max_events))):
+        ms += draw(st.sampled_from((0, 0, 1, 500, 3000, 20_000)))
+        origin = draw(st.sampled_from(ORIGINS))
+        flags = FLAG_SKEWED if draw(st.integers(0, 15)) == 0 else 0
+        acc = chain.make(origin, draw(_body(sale_ids)), ms, flags)
+        if isinstance(acc.body, SaleCompleted):
+            sale_ids.append(acc.event.id)
+        events.append(acc)
+    return events

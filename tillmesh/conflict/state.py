@@ -1,0 +1,256 @@
+"""`StoreState`: the `StateFold` that turns batches of accepted events into store state.
+
+Law: for any set E of events, applying E in any order, split into batches anyhow, any
+event any number of times, yields the same tables (checked by `state_digest` in the
+tests). Three things make that hold:
+
+- idempotence per event: `st_seen` holds (origin, seq) of every folded event, and a
+  batch first drops the events already folded (and duplicates within the batch);
+- every table is keyed by event id or a natural key, never by arrival order;
+- state that depends on several events is a join-semilattice value kept with its
+  inputs: stock is a reset-counter (`stock.py`), the product a policy over all writes
+  (`catalog.py`), restock-on-void the earliest void (`links.py`), shifts the earliest
+  open / latest close.
+
+Speed: the log calls `apply` inside its one transaction per batch. The common events
+(sales of any SKU, stock receipts and adjustments) are gathered into per-table row
+lists and written with one `executemany` per table, and their stock deltas summed per
+SKU into one upsert row each; no per-event SELECT. Counts, voids, refunds and catalog
+writes are rare and may query per event.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from tillmesh.conflict import catalog, links, schema, stock
+from tillmesh.conflict.catalog import PricePolicy
+from tillmesh.core.events import (
+    Body,
+    ConflictResolved,
+    Event,
+    PriceSet,
+    ProductUpserted,
+    RefundIssued,
+    SaleCompleted,
+    SaleVoided,
+    ShiftClosed,
+    ShiftOpened,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
+)
+from tillmesh.core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted
+
+__all__ = ["DEFAULT_WINDOW_MS", "StoreState"]
+
+DEFAULT_WINDOW_MS = 5_000  # writes this close in HLC wall time count as concurrent
+
+Row = tuple[object, ...]
+
+# Earliest open / latest close per shift, by (hlc, origin, seq): a semilattice, so the
+# upsert's result does not depend on which event arrived first.
+_SHIFT_OPEN = """
+INSERT INTO st_shift_open VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (shift) DO UPDATE SET eid = ?2, hlc = ?3, origin = ?4, seq = ?5,
+    float_amount = ?6, cashier = ?7
+WHERE (?3, ?4, ?5) < (st_shift_open.hlc, st_shift_open.origin, st_shift_open.seq)
+"""
+_SHIFT_CLOSE = """
+INSERT INTO st_shift_close VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (shift) DO UPDATE SET eid = ?2, hlc = ?3, origin = ?4, seq = ?5, counted_cash = ?6
+WHERE (?3, ?4, ?5) > (st_shift_close.hlc, st_shift_close.origin, st_shift_close.seq)
+"""
+
+_INSERTS: dict[str, str] = {
+    "sales": "INSERT INTO st_sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "lines": "INSERT INTO st_sale_lines VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "payments": "INSERT INTO st_payments VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "voids": "INSERT INTO st_voids VALUES (?, ?, ?, ?, ?, ?)",
+    "refunds": "INSERT INTO st_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "refund_lines": "INSERT INTO st_refund_lines VALUES (?, ?, ?, ?, ?)",
+    "catalog": "INSERT INTO st_catalog_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "shift_open": _SHIFT_OPEN,
+    "shift_close": _SHIFT_CLOSE,
+    "resolutions": "INSERT INTO st_resolutions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "skewed": "INSERT INTO st_skewed VALUES (?, ?, ?)",
+}
+
+
+class _Batch:
+    """Rows gathered from one batch, per table, before one executemany each."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Row]] = {name: [] for name in _INSERTS}
+        self.moves: list[stock.MoveRow] = []
+        self.agg: dict[str, list[int]] = {}  # sku -> [total delta, min hlc]
+        self.sale_ids: list[str] = []
+        self.counts: list[tuple[Event, StockCounted]] = []
+        self.voids: list[tuple[Event, SaleVoided]] = []
+        self.refunds: list[tuple[Event, RefundIssued]] = []
+        self.catalog_skus: set[str] = set()
+
+    def move(self, sku: str, hlc: int, eid: str, line: int, delta: int) -> None:
+        self.moves.append((sku, hlc, eid, line, delta))
+        acc = self.agg.get(sku)
+        if acc is None:
+            self.agg[sku] = [delta, hlc]
+        else:
+            acc[0] += delta
+            acc[1] = min(acc[1], hlc)
+
+
+class StoreState:
+    """The store's derived state; see the module docstring for the laws it keeps."""
+
+    version = 1
+
+    def __init__(
+        self, price_policy: PricePolicy = "latest", concurrency_window_ms: int = DEFAULT_WINDOW_MS
+    ) -> None:
+        self.price_policy: PricePolicy = price_policy
+        self.window_ms = concurrency_window_ms
+
+    def create_tables(self, conn: sqlite3.Connection) -> None:
+        schema.create(conn)
+        self._sync_policy(conn)
+
+    def drop_tables(self, conn: sqlite3.Connection) -> None:
+        schema.drop(conn)
+
+    def apply(self, conn: sqlite3.Connection, batch: Sequence[Accepted]) -> None:
+        fresh = _fresh(conn, batch)
+        if not fresh:
+            return
+        b = _Batch()
+        for acc in fresh:
+            _collect(b, acc)
+        for name, sql in _INSERTS.items():
+            if b.rows[name]:
+                conn.executemany(sql, b.rows[name])
+        stock.insert_moves(conn, b.moves)
+        stock.bump_aggregated(conn, b.agg)
+        links.link(conn, b.sale_ids, b.voids, b.refunds)
+        stock.apply_counts(conn, b.counts)
+        catalog.refresh(conn, b.catalog_skus, self.price_policy, self.window_ms)
+
+    def _sync_policy(self, conn: sqlite3.Connection) -> None:
+        """The effective catalog depends on the policy: recompute it when that changes."""
+        want = f"{self.price_policy}/{self.window_ms}"
+        row = conn.execute("SELECT value FROM st_config WHERE key = 'price_policy'").fetchone()
+        if row is not None and row[0] == want:
+            return
+        conn.execute("INSERT OR REPLACE INTO st_config VALUES ('price_policy', ?)", (want,))
+        catalog.refresh_all(conn, self.price_policy, self.window_ms)
+
+
+def _fresh(conn: sqlite3.Connection, batch: Sequence[Accepted]) -> list[Accepted]:
+    """Events of `batch` not folded before (nor earlier in the batch); marks them seen."""
+    todo: dict[tuple[str, int], Accepted] = {}
+    for acc in batch:
+        if not acc.flags & FLAG_UNAPPLIED:  # stored and forwarded by the log, never folded
+            todo.setdefault((acc.event.origin, acc.event.seq), acc)
+    seen = _seen(conn, todo)
+    fresh = [acc for key, acc in todo.items() if key not in seen]
+    conn.executemany(
+        "INSERT INTO st_seen VALUES (?, ?)", [(a.event.origin, a.event.seq) for a in fresh]
+    )
+    return fresh
+
+
+def _seen(conn: sqlite3.Connection, keys: dict[tuple[str, int], Accepted]) -> set[tuple[str, int]]:
+    """One range query per origin in the batch, not one per event."""
+    spans: dict[str, list[int]] = {}
+    for origin, seq in keys:
+        span = spans.setdefault(origin, [seq, seq])
+        span[0], span[1] = min(span[0], seq), max(span[1], seq)
+    seen: set[tuple[str, int]] = set()
+    for origin, (lo, hi) in spans.items():
+        rows = conn.execute(
+            "SELECT seq FROM st_seen WHERE origin = ? AND seq BETWEEN ? AND ?", (origin, lo, hi)
+        )
+        seen.update((origin, seq) for (seq,) in rows)
+    return seen
+
+
+def _collect(b: _Batch, acc: Accepted) -> None:
+    ev, body = acc.event, acc.body
+    if acc.flags & FLAG_SKEWED:
+        b.rows["skewed"].append((ev.id, ev.origin, ev.hlc))
+    match body:
+        case SaleCompleted():
+            _sale(b, ev, body)
+        case StockReceived():
+            b.move(body.sku, ev.hlc, ev.id, 0, body.qty)
+        case StockAdjusted():
+            b.move(body.sku, ev.hlc, ev.id, 0, body.delta)
+        case _:
+            _collect_rare(b, ev, body)
+
+
+def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
+    sid = ev.id
+    b.sale_ids.append(sid)
+    b.rows["sales"].append(
+        (sid, ev.origin, ev.seq, ev.hlc, body.receipt, body.total, body.change,
+         body.shift, body.cashier, len(body.lines))
+    )  # fmt: skip
+    lines, payments = b.rows["lines"], b.rows["payments"]
+    for i, ln in enumerate(body.lines):
+        lines.append((sid, i, ln.sku, ln.qty, ln.unit_price, ln.discount, ln.tax))
+        b.move(ln.sku, ev.hlc, sid, i, -ln.qty)
+    for i, p in enumerate(body.payments):
+        payments.append((sid, i, p.method, p.amount, p.card_last4, p.auth, p.reference))
+
+
+def _collect_rare(b: _Batch, ev: Event, body: Body) -> None:
+    match body:
+        case StockCounted():
+            b.counts.append((ev, body))
+        case SaleVoided():
+            b.voids.append((ev, body))
+            b.rows["voids"].append((ev.id, body.sale, ev.hlc, ev.origin, ev.seq, body.reason))
+        case RefundIssued():
+            _refund(b, ev, body)
+        case ProductUpserted() | PriceSet():
+            _catalog(b, ev, body)
+        case _:
+            _collect_admin(b, ev, body)
+
+
+def _refund(b: _Batch, ev: Event, body: RefundIssued) -> None:
+    b.refunds.append((ev, body))
+    b.rows["refunds"].append(
+        (ev.id, body.sale, ev.hlc, ev.origin, ev.seq, body.amount, body.method,
+         int(body.restock), body.reason)
+    )  # fmt: skip
+    for i, ln in enumerate(body.lines):
+        b.rows["refund_lines"].append((ev.id, i, ln.line, ln.qty, ln.amount))
+
+
+def _catalog(b: _Batch, ev: Event, body: ProductUpserted | PriceSet) -> None:
+    b.catalog_skus.add(body.sku)
+    head = (ev.id, body.sku, ev.hlc, ev.origin, ev.seq)
+    if isinstance(body, ProductUpserted):
+        tail: Row = ("product", body.name, body.price, body.tax_rate_bp, int(body.active))
+    else:
+        tail = ("price", None, body.price, None, None)
+    b.rows["catalog"].append(head + tail)
+
+
+def _collect_admin(b: _Batch, ev: Event, body: Body) -> None:
+    match body:
+        case ShiftOpened():
+            row: Row = (body.shift, ev.id, ev.hlc, ev.origin, ev.seq, body.float_amount)
+            b.rows["shift_open"].append((*row, body.cashier))
+        case ShiftClosed():
+            row = (body.shift, ev.id, ev.hlc, ev.origin, ev.seq, body.counted_cash)
+            b.rows["shift_close"].append(row)
+        case ConflictResolved():
+            b.rows["resolutions"].append(
+                (ev.id, body.conflict, body.action, body.by, body.reason, body.price,
+                 ev.hlc, ev.origin)
+            )  # fmt: skip
+        case _:
+            pass  # a body type this fold does not use: nothing to derive from it
