@@ -4,6 +4,7 @@ whole scenarios, and a stand-in for the log that applies events to a fresh DB in
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def fresh_db(fold: StoreState) -> sqlite3.Connection:
 def split(items: Sequence[Accepted], cuts: Sequence[int]) -> list[list[Accepted]]:
     """Cut `items` into batches at the given positions (any ints; clamped, sorted)."""
     bounds = sorted({0, len(items), *(min(max(c, 0), len(items)) for c in cuts)})
-    return [list(items[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [list(items[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def apply_all(
@@ -109,9 +110,7 @@ def apply_all(
 # --- hypothesis strategies ---------------------------------------------------------------
 
 _skus = st.sampled_from(SKUS)
-_lines = st.lists(
-    st.tuples(_skus, st.integers(1, 5), st.integers(1, 500)), min_size=1, max_size=3
-)
+_lines = st.lists(st.tuples(_skus, st.integers(1, 5), st.integers(1, 500)), min_size=1, max_size=3)
 
 
 @st.composite

@@ -55,7 +55,8 @@ def moves(events: Sequence[Accepted]) -> list[Move]:
         if isinstance(b, SaleCompleted):
             out += [(ev.hlc, ln.sku, ev.id, i, -ln.qty) for i, ln in enumerate(b.lines)]
         elif isinstance(b, StockReceived | StockAdjusted):
-            out.append((ev.hlc, b.sku, ev.id, 0, b.qty if isinstance(b, StockReceived) else b.delta))
+            delta = b.qty if isinstance(b, StockReceived) else b.delta
+            out.append((ev.hlc, b.sku, ev.id, 0, delta))
         elif isinstance(b, RefundIssued) and b.restock and b.sale in sales:
             sold = sales[b.sale][1].lines
             out += [(ev.hlc, sold[r.line].sku, ev.id, i, r.qty)
@@ -97,16 +98,23 @@ def model_stock_crdt(events: Sequence[Accepted]) -> dict[str, int]:
     return {sku: c.value for sku, c in counters.items()}
 
 
-def _registers(events: Sequence[Accepted]) -> tuple[dict[str, LWWRegister[tuple[str, int, int]]], dict[str, LWWRegister[int]]]:
-    products: dict[str, LWWRegister[tuple[str, int, int]]] = {}
+ProductValue = tuple[str, int, int]  # (name, tax_rate_bp, active)
+
+
+def _registers(
+    events: Sequence[Accepted],
+) -> tuple[dict[str, LWWRegister[ProductValue]], dict[str, LWWRegister[int]]]:
+    products: dict[str, LWWRegister[ProductValue]] = {}
     prices: dict[str, LWWRegister[int]] = {}
     for a in events:
         ev, b = a.event, a.body
         if isinstance(b, ProductUpserted | PriceSet):
-            prices[b.sku] = prices.get(b.sku, LWWRegister()).write(ev.hlc, ev.origin, ev.seq, b.price)
+            reg = prices.get(b.sku, LWWRegister[int]())
+            prices[b.sku] = reg.write(ev.hlc, ev.origin, ev.seq, b.price)
         if isinstance(b, ProductUpserted):
             value = (b.name, b.tax_rate_bp, int(b.active))
-            products[b.sku] = products.get(b.sku, LWWRegister()).write(ev.hlc, ev.origin, ev.seq, value)
+            preg = products.get(b.sku, LWWRegister[ProductValue]())
+            products[b.sku] = preg.write(ev.hlc, ev.origin, ev.seq, value)
     return products, prices
 
 
@@ -145,4 +153,3 @@ def model_sales(events: Sequence[Accepted]) -> tuple[int, int, int, int, int]:
         if isinstance(a.body, RefundIssued) and a.body.sale in sales and a.body.sale not in voided
     )  # fmt: skip
     return (len(sales), gross, void_total, refunded, gross - void_total - refunded)
-
