@@ -23,7 +23,14 @@ from tillmesh.broker.errors import CredentialsError, InvalidReplicaId
 
 def test_generate_store_credentials_keys_and_uniqueness() -> None:
     creds = generate_store_credentials("s1", ["t1", "t2"], hq=True)
-    assert set(creds) == {"s1/t1", "s1/t2", "hq", leaf_key("s1"), route_key("s1")}
+    assert set(creds) == {
+        "s1/t1",
+        "s1/t2",
+        "hq",
+        leaf_key("s1"),
+        route_key("s1"),
+        route_key("hq"),
+    }
     assert len({c.password for c in creds.values()}) == len(creds)
     assert len({c.user for c in creds.values()}) == len(creds)
     assert all(len(c.password) >= 32 for c in creds.values())  # token_urlsafe(24)

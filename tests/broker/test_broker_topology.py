@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from tillmesh.broker.config import free_port, hq_server_config
 from tillmesh.broker.credentials import Credentials
 from tillmesh.broker.server import EmbeddedNatsServer
 from tillmesh.broker.subjects import events_subject, pull_subject
@@ -120,3 +121,47 @@ async def test_leaf_link_heals_after_hq_sigkill_and_restart(
     at_hq = Collector()
     await hq.subscribe("tm.ev.s1.>", cb=at_hq.on_msg)
     await probe_until_seen(t1, events_subject("s1/t1"), at_hq)
+
+
+async def test_leaf_fails_over_across_a_three_node_hq(
+    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+) -> None:
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]  # client, leaf, route
+    hubs = []
+    for i, (port, leaf_port, cport) in enumerate(ports):
+        peers = [f"127.0.0.1:{p[2]}" for j, p in enumerate(ports) if j != i]
+        cfg = hq_server_config(
+            creds,
+            ["s1"],
+            name=f"hq-{i + 1}",
+            port=port,
+            leaf_port=leaf_port,
+            cluster_port=cport,
+            peer_cluster_addrs=peers,
+        )
+        hubs.append(await servers.start(cfg))
+    await wait_full_mesh(hubs)
+    (till_cfg,) = store_configs("s1", ["t1"], creds, [f"127.0.0.1:{p[1]}" for p in ports])
+    till = await servers.start(till_cfg)
+
+    async def leaf_count(hub: EmbeddedNatsServer) -> int:
+        return int((await hub.monitor("/leafz"))["leafnodes"]) if hub.running else 0
+
+    async def linked() -> bool:
+        return sum([await leaf_count(h) for h in hubs]) == 1
+
+    await wait_until(linked, "the store's leaf connected to one HQ node")
+    counts = [await leaf_count(h) for h in hubs]
+    victim = hubs[counts.index(1)]
+    survivor = next(h for h in hubs if h is not victim)
+    hq = await connect_replica(survivor, creds["hq"], "hq")
+    t1 = await connect_replica(till, creds["s1/t1"], "s1/t1")
+    clients += [hq, t1]
+    at_hq = Collector()
+    await hq.subscribe("tm.ev.s1.>", cb=at_hq.on_msg)
+    await probe_until_seen(t1, events_subject("s1/t1"), at_hq)
+
+    await victim.kill(signal.SIGKILL)
+    await wait_until(linked, "the leaf re-attached to a surviving HQ node")
+    await t1.publish(events_subject("s1/t1"), b"after-failover")
+    await at_hq.wait_for(events_subject("s1/t1"), b"after-failover")

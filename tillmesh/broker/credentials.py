@@ -91,8 +91,8 @@ def generate_store_credentials(
 ) -> dict[str, Credentials]:
     """Fresh credentials for every till of ``store``, its leaf and route links.
 
-    With ``hq=True`` the HQ replica's own credentials are included too, so a single
-    call is enough for a one-store deployment or a test.
+    With ``hq=True`` the HQ replica's own credentials (and HQ's route credentials)
+    are included too, so a single call is enough for a one-store deployment or a test.
     """
     validate_name(store, "store")
     creds: dict[str, Credentials] = {}
@@ -103,6 +103,7 @@ def generate_store_credentials(
     creds[route_key(store)] = generate_credentials(f"route-{store}")
     if hq:
         creds[HQ] = generate_credentials(HQ)
+        creds[route_key(HQ)] = generate_credentials(f"route-{HQ}")  # multi-node HQ
     return creds
 
 
