@@ -153,7 +153,7 @@ class ResetCounter:
 def _max_count(a: Count | None, b: Count | None) -> Count | None:
     if a is None or b is None:
         return a if b is None else b
-    return a if a[:3] >= b[:3] else b
+    return a if a >= b else b  # whole tuple: total even if (hlc, origin, seq) were reused
 
 
 class Write(NamedTuple, Generic[V]):
@@ -169,7 +169,7 @@ class Write(NamedTuple, Generic[V]):
         return (self.hlc, self.origin, self.seq)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: `LWWRegister[int]()` must be able to set __orig_class__
 class LWWRegister(Generic[T]):
     """Last-writer-wins register with a multi-value view.
 
@@ -184,7 +184,8 @@ class LWWRegister(Generic[T]):
       The winner is always in it. This is the view price policies choose from.
 
     Merge = per-origin max by (hlc, seq): a join, so commutative, associative and
-    idempotent; `write` is an inflation.
+    idempotent; `write` is an inflation. Precondition: (origin, seq) names one write
+    (the log refuses equivocation before anything is folded), so keys never tie.
     """
 
     cells: frozenset[Write[T]] = frozenset()
@@ -217,7 +218,7 @@ class LWWRegister(Generic[T]):
         return frozenset(c for c in self.cells if top - hlc_ms(c.hlc) <= window_ms)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: `GSet[int]()` must be able to set __orig_class__
 class GSet(Generic[T]):
     """Grow-only set. Merge = union: commutative, associative, idempotent; add is monotone."""
 
@@ -230,7 +231,7 @@ class GSet(Generic[T]):
         return GSet(self.items | other.items)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: `ORSet[int]()` must be able to set __orig_class__
 class ORSet(Generic[T]):
     """Observed-remove set: every add carries a unique tag; a remove tombstones the tags
     it observed, so an add concurrent with a remove survives (add wins).
