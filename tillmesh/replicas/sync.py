@@ -1,0 +1,438 @@
+"""The sync engine: one pure state machine per replica, deciding what to send and when.
+
+Replication is push plus anti-entropy. Own events are pushed live; every replica
+announces its version vector (on connect, periodically, soon after it changes),
+and whoever sees a peer holding in-scope events it lacks pulls them in bounded
+windows. Any replica serves any in-scope origin it holds, so convergence is
+transitive (A-B and B-C links suffice for A and C to converge) and needs no master.
+
+Pull planning keeps catch-up gentle: at most one pull in flight per peer and one
+per origin (never the same range from two peers at once), each at most
+`pull_window` events, spread over the peers that hold them, preferring the one
+heard from most recently. Serving is filtered by the requester's scope and paced
+by a per-requester token bucket.
+
+Peers are untrusted. Garbage, rejected events, a vector the peer then cannot
+serve, or an out-of-scope request are recorded as incidents and back the peer off
+(its claims ignored, exponentially longer each time) while other peers serve.
+
+No I/O and no clock reads: the transport passes bytes and a monotonic `now` in,
+runs the log reads and ingests the engine asks for, and executes the returned
+`Action`s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tillmesh.broker.subjects import events_subject, pull_subject, vv_subject
+from tillmesh.core.errors import FrameError
+from tillmesh.core.events import HQ
+from tillmesh.core.vv import SeqRange
+from tillmesh.replicas.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    MIN_FRAME_BYTES,
+    Action,
+    EventsFrame,
+    Incident,
+    InflightStatus,
+    IngestOutcome,
+    Message,
+    PeerStatus,
+    Publish,
+    PullRequest,
+    Request,
+    ServePlan,
+    SyncStatus,
+    VersionVectorMsg,
+    build_frames,
+    build_reply,
+    decode_message,
+    encode_message,
+    holds,
+    scope_label,
+)
+
+__all__ = ["HOSTILE_KINDS", "SyncConfig", "SyncEngine"]
+
+# Incident kinds. Hostile ones back the peer off; the others are only counted.
+BAD_FRAME = "bad_frame"  # undecodable, oversized, wrong sender
+REJECTED = "rejected"  # the log refused events it sent (chain, scope, equivocation...)
+SHORT = "short"  # announced events it then did not serve
+BAD_SCOPE = "bad_scope"  # announced a scope its id does not have
+OUT_OF_SCOPE_REQUEST = "out_of_scope_request"  # asked for origins it may not hold
+TIMEOUT = "timeout"  # a pull got no (usable) reply in time
+BUSY = "busy"  # a pull reply made no progress but promised more
+DUPLICATE_FRAME = "duplicate_frame"  # a frame of only known events (replay or leaf echo)
+HOSTILE_KINDS = frozenset({BAD_FRAME, REJECTED, SHORT, BAD_SCOPE, OUT_OF_SCOPE_REQUEST})
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # both directions; NATS max_payload
+    pull_window: int = 2000  # most events asked for (and served) per pull request
+    pull_timeout: float = 5.0
+    announce_interval: float = 5.0  # periodic vv announcement, also our liveness signal
+    announce_min_gap: float = 0.2  # change-triggered announcements are at most this often
+    push_linger: float = 0.0  # > 0: hold own events this long so a burst shares frames
+    serve_rate: float = 20_000.0  # events per second served to one requester
+    serve_burst: int = 20_000
+    retry_backoff: float = 2.0  # after a timeout or a busy reply
+    incident_backoff: float = 10.0  # first backoff after a hostile incident; doubles
+    incident_backoff_max: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_frame_bytes < MIN_FRAME_BYTES:
+            raise ValueError(f"max_frame_bytes must be >= {MIN_FRAME_BYTES}")
+        if self.pull_window < 1 or self.serve_burst < 1 or self.serve_rate <= 0:
+            raise ValueError("pull_window, serve_burst and serve_rate must be positive")
+
+
+@dataclass
+class _Peer:
+    vv: dict[str, int] = field(default_factory=dict)
+    heard_at: float = -math.inf
+    avoid_until: float = -math.inf  # its claims are ignored until then
+    strikes: int = 0  # hostile incidents since its last clean pull: backoff exponent
+    tokens: float = 0.0  # serve budget (token bucket)
+    refilled_at: float = -math.inf
+
+
+@dataclass(frozen=True)
+class _Pull:
+    id: int
+    peer: str
+    ranges: tuple[SeqRange, ...]
+    sent_at: float
+    deadline: float
+
+
+class SyncEngine:
+    """The sync protocol of one replica. Every method is synchronous and I/O-free."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        in_scope: Callable[[str], bool] | None = None,
+        config: SyncConfig | None = None,
+        *,
+        vv: Mapping[str, int] | None = None,
+        requester_scope: Callable[[str], Callable[[str], bool]] = holds,
+    ) -> None:
+        self.replica_id = replica_id
+        self.in_scope = in_scope or holds(replica_id)
+        self.config = config or SyncConfig()
+        self._requester_scope = requester_scope
+        self._vv: dict[str, int] = {o: s for o, s in (vv or {}).items() if self.in_scope(o)}
+        self._peers: dict[str, _Peer] = {}
+        self._inflight: dict[str, _Pull] = {}  # by peer
+        self._incidents: dict[tuple[str, str], Incident] = {}
+        self._next_pull_id = 0
+        self._last_announce = -math.inf
+        self._vv_dirty = True
+        self._push_buffer: list[bytes] = []
+        self._push_since = math.inf
+
+    # --- inbound bytes ------------------------------------------------------------------
+
+    def decode(self, peer: str, payload: bytes, now: float) -> Message | None:
+        """Decode a peer's bytes; on garbage, record the incident and return None."""
+        try:
+            return decode_message(payload, peer, self.config.max_frame_bytes)
+        except FrameError as e:
+            self._hostile(peer, BAD_FRAME, e.detail, now)
+            return None
+
+    # --- own state ----------------------------------------------------------------------
+
+    def on_connected(self, now: float) -> list[Action]:
+        """(Re)connected: announce at once so peers can pull from us and we learn theirs."""
+        return self._announce(now)
+
+    def on_local_vv(self, vv: Mapping[str, int], now: float) -> list[Action]:
+        self._merge_own_vv(vv)
+        return self._announce_if_due(now) + self._plan_pulls(now)
+
+    def on_local_events(self, raws: Sequence[bytes], now: float) -> list[Action]:
+        """Our own newly durable events (envelope bytes, in seq order): push them live."""
+        if not self._push_buffer:
+            self._push_since = now
+        self._push_buffer.extend(raws)
+        buffered = sum(len(r) for r in self._push_buffer)
+        if buffered >= self.config.max_frame_bytes // 2 or self._push_due(now):
+            return self._flush_push()
+        return []
+
+    def build_frames(self, raws: Sequence[bytes], more: bool = False) -> list[bytes]:
+        return build_frames(self.replica_id, raws, self.config.max_frame_bytes, more)
+
+    def _push_due(self, now: float) -> bool:
+        return bool(self._push_buffer) and now - self._push_since >= self.config.push_linger
+
+    def _flush_push(self) -> list[Action]:
+        raws, self._push_buffer = self._push_buffer, []
+        subject = events_subject(self.replica_id)
+        return [Publish(subject, frame) for frame in self.build_frames(raws)]
+
+    def _merge_own_vv(self, vv: Mapping[str, int]) -> None:
+        for origin, seq in vv.items():
+            if seq > self._vv.get(origin, 0) and self.in_scope(origin):
+                self._vv[origin] = seq
+                self._vv_dirty = True
+
+    def _announce_if_due(self, now: float) -> list[Action]:
+        since = now - self._last_announce
+        due = since >= self.config.announce_interval
+        if due or (self._vv_dirty and since >= self.config.announce_min_gap):
+            return self._announce(now)
+        return []
+
+    def _announce(self, now: float) -> list[Action]:
+        self._last_announce, self._vv_dirty = now, False
+        msg = VersionVectorMsg(self.replica_id, dict(self._vv), scope_label(self.replica_id))
+        return [Publish(vv_subject(self.replica_id), encode_message(msg))]
+
+    # --- peers' vectors and pulls -------------------------------------------------------
+
+    def on_vv(self, peer: str, msg: VersionVectorMsg, now: float) -> list[Action]:
+        if peer == self.replica_id:
+            return []
+        if msg.scope != scope_label(peer):
+            self._hostile(peer, BAD_SCOPE, f"announced scope {msg.scope!r}", now)
+            return []
+        state = self._peers.get(peer)
+        if state is None:  # a newcomer should learn our vector soon, not at the next period
+            state = self._peers[peer] = _Peer()
+            self._vv_dirty = True
+        for origin, seq in msg.vv.items():  # max: a reordered old announcement is harmless
+            if self.in_scope(origin) and seq > state.vv.get(origin, 0):
+                state.vv[origin] = seq
+        state.heard_at = now
+        return self._announce_if_due(now) + self._plan_pulls(now)
+
+    def _usable(self, now: float) -> list[str]:
+        """Peers we may send a pull to now: not busy with one, not backed off."""
+        return [
+            name
+            for name, p in self._peers.items()
+            if name not in self._inflight and p.avoid_until <= now
+        ]
+
+    def _wanted(self, peers: Sequence[str]) -> list[tuple[str, int]]:
+        """(origin, first missing seq) that some of `peers` hold and no pull covers, biggest lag
+        first."""
+        claimed = {r[0] for pull in self._inflight.values() for r in pull.ranges}
+        best: dict[str, int] = {}
+        for name in peers:
+            for origin, seq in self._peers[name].vv.items():
+                if seq > self._vv.get(origin, 0) and origin not in claimed:
+                    best[origin] = max(best.get(origin, 0), seq)
+        order = sorted(best, key=lambda o: (self._vv.get(o, 0) - best[o], o))
+        return [(o, self._vv.get(o, 0) + 1) for o in order]
+
+    def _plan_pulls(self, now: float) -> list[Action]:
+        free = self._usable(now)
+        window = self.config.pull_window
+        drafts: dict[str, list[SeqRange]] = {}
+        room: dict[str, int] = {}
+        for origin, first in self._wanted(free):
+            holders = [
+                n
+                for n in free
+                if self._peers[n].vv.get(origin, 0) >= first and room.get(n, window) > 0
+            ]
+            if not holders:
+                continue
+            # Spread first (a peer already given a range this round goes last), then recency.
+            name = min(holders, key=lambda n: (n in drafts, -self._peers[n].heard_at, n))
+            left = room.get(name, window)
+            last = min(self._peers[name].vv[origin], first + left - 1)
+            drafts.setdefault(name, []).append((origin, first, last))
+            room[name] = left - (last - first + 1)
+        return [self._send_pull(name, ranges, now) for name, ranges in drafts.items()]
+
+    def _send_pull(self, peer: str, ranges: list[SeqRange], now: float) -> Action:
+        self._next_pull_id += 1
+        pull = _Pull(self._next_pull_id, peer, tuple(ranges), now, now + self.config.pull_timeout)
+        self._inflight[peer] = pull
+        size = sum(last - first + 1 for _, first, last in ranges)
+        req = PullRequest(self.replica_id, pull.id, ranges, size, self.config.max_frame_bytes)
+        subject = pull_subject(peer)
+        return Request(subject, encode_message(req), self.config.pull_timeout, peer, pull.id)
+
+    def on_pull_failed(self, peer: str, pull_id: int, now: float, detail: str = "") -> list[Action]:
+        """The transport got no usable reply (timeout, no responders, undecodable)."""
+        pull = self._inflight.get(peer)
+        if pull is None or pull.id != pull_id:
+            return []
+        del self._inflight[peer]
+        self._soft(peer, TIMEOUT, detail or f"pull {pull_id} got no reply", now)
+        self._avoid(peer, now + self.config.retry_backoff)
+        return self._plan_pulls(now)
+
+    # --- frames in ------------------------------------------------------------------
+
+    def on_frame(
+        self, peer: str, frame: EventsFrame, outcome: IngestOutcome, now: float
+    ) -> list[Action]:
+        """After the transport ingested `frame` into the log: judge it, plan what next."""
+        if peer == self.replica_id:
+            return []
+        self._merge_own_vv(outcome.vv)
+        pull = self._inflight.get(peer)
+        if pull is not None and frame.pull == pull.id:
+            del self._inflight[peer]
+            self._judge_reply(pull, frame, outcome, now)
+        else:  # live push, or a late / replayed reply: ingested idempotently either way
+            self._judge_push(peer, frame, outcome, now)
+        return self._announce_if_due(now) + self._plan_pulls(now)
+
+    def _judge_push(self, peer: str, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
+        if out.rejected:
+            self._hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
+        elif frame.events and not out.accepted and not out.held:
+            self._soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
+
+    def _judge_reply(self, pull: _Pull, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
+        peer = self._peer(pull.peer)
+        if out.rejected:
+            self._hostile(pull.peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
+            return
+        unmet = [(o, last) for o, _, last in pull.ranges if self._vv.get(o, 0) < last]
+        if not unmet:
+            peer.strikes = 0
+        elif frame.more and not out.accepted:
+            self._soft(pull.peer, BUSY, f"pull {pull.id} made no progress", now)
+            self._avoid(pull.peer, now + self.config.retry_backoff)
+        elif not frame.more:
+            for origin, _ in unmet:  # it evidently holds no more than it gave
+                peer.vv[origin] = min(peer.vv.get(origin, 0), self._vv.get(origin, 0))
+            origin, last = unmet[0]
+            have = self._vv.get(origin, 0)
+            self._hostile(pull.peer, SHORT, f"claimed {origin} to {last}, served to {have}", now)
+
+    # --- serving ----------------------------------------------------------------------
+
+    def on_pull_request(self, peer: str, req: PullRequest, now: float) -> ServePlan:
+        """Which rows to serve `peer`: in its scope and ours, held by us, within budget."""
+        allowed = self._requester_scope(peer)
+        budget = min(req.max_events, self.config.pull_window, self._take_tokens(peer, now))
+        reads: list[tuple[str, int, int]] = []
+        more = False
+        refused = []
+        for origin, first, last in req.ranges:
+            if not (allowed(origin) and self.in_scope(origin)):
+                refused.append(origin)
+                continue
+            count = min(last, self._vv.get(origin, 0)) - first + 1
+            served = min(count, budget)
+            more = more or served < count
+            if served > 0:
+                reads.append((origin, first, served))
+                budget -= served
+        if refused:
+            self._hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
+        self._peer(peer).tokens -= sum(n for _, _, n in reads)
+        max_bytes = min(req.max_bytes, self.config.max_frame_bytes)
+        return ServePlan(req.id, tuple(reads), max_bytes, more)
+
+    def build_reply(self, plan: ServePlan, raws: Sequence[bytes]) -> bytes:
+        """The one reply frame for `plan`, from the rows read (cut to fit; `more` if cut)."""
+        payload, _ = build_reply(self.replica_id, plan.pull_id, raws, plan.max_bytes, plan.more)
+        return payload
+
+    def _take_tokens(self, peer: str, now: float) -> int:
+        p = self._peer(peer)
+        if p.refilled_at == -math.inf:
+            p.tokens = float(self.config.serve_burst)
+        else:
+            p.tokens += (now - p.refilled_at) * self.config.serve_rate
+        p.tokens = min(p.tokens, float(self.config.serve_burst))
+        p.refilled_at = now
+        return max(0, int(p.tokens))
+
+    # --- time ---------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Expire pulls, flush a lingering push, announce when due, plan pulls."""
+        actions: list[Action] = []
+        for peer, pull in list(self._inflight.items()):
+            if pull.deadline <= now:
+                actions += self.on_pull_failed(peer, pull.id, now, f"pull {pull.id} timed out")
+        if self._push_due(now):
+            actions += self._flush_push()
+        return actions + self._announce_if_due(now) + self._plan_pulls(now)
+
+    # --- incidents ----------------------------------------------------------------------
+
+    def _peer(self, name: str) -> _Peer:
+        return self._peers.setdefault(name, _Peer())
+
+    def _avoid(self, peer: str, until: float) -> None:
+        p = self._peer(peer)
+        p.avoid_until = max(p.avoid_until, until)
+
+    def _record(self, peer: str, kind: str, detail: str, now: float) -> None:
+        old = self._incidents.get((peer, kind))
+        count = 1 if old is None else old.count + 1
+        self._incidents[(peer, kind)] = Incident(peer, kind, count, detail[:200], now)
+
+    def _soft(self, peer: str, kind: str, detail: str, now: float) -> None:
+        self._record(peer, kind, detail, now)
+
+    def _hostile(self, peer: str, kind: str, detail: str, now: float) -> None:
+        """Record, and ignore the peer's claims for an exponentially growing while."""
+        self._record(peer, kind, detail, now)
+        p = self._peer(peer)
+        cfg = self.config
+        backoff = min(cfg.incident_backoff * 2.0**p.strikes, cfg.incident_backoff_max)
+        p.strikes += 1
+        self._avoid(peer, now + backoff)
+
+    # --- status -------------------------------------------------------------------------
+
+    @property
+    def vv(self) -> dict[str, int]:
+        return dict(self._vv)
+
+    def receipts(self) -> dict[str, int]:
+        """Per peer, how many of our own events it has told us it holds durably."""
+        return {name: p.vv.get(self.replica_id, 0) for name, p in self._peers.items()}
+
+    def safe_at_hq(self, seq: int) -> bool:
+        """True once HQ has announced holding our events up to `seq`."""
+        if self.replica_id == HQ:
+            return seq <= self._vv.get(HQ, 0)
+        hq = self._peers.get(HQ)
+        return hq is not None and hq.vv.get(self.replica_id, 0) >= seq
+
+    def status(self, now: float) -> SyncStatus:
+        return SyncStatus(
+            replica_id=self.replica_id,
+            vv=dict(self._vv),
+            peers={n: self._peer_status(p, now) for n, p in self._peers.items()},
+            lag=self._lag(now),
+            inflight=[
+                InflightStatus(p.peer, p.id, p.ranges, now - p.sent_at)
+                for p in self._inflight.values()
+            ],
+            incidents=sorted(self._incidents.values(), key=lambda i: (i.peer, i.kind)),
+            receipts=self.receipts(),
+        )
+
+    @staticmethod
+    def _peer_status(p: _Peer, now: float) -> PeerStatus:
+        return PeerStatus(dict(p.vv), now - p.heard_at, max(0.0, p.avoid_until - now))
+
+    def _lag(self, now: float) -> dict[str, int]:
+        lag: dict[str, int] = {}
+        for p in self._peers.values():
+            if p.avoid_until > now:
+                continue
+            for origin, seq in p.vv.items():
+                behind = seq - self._vv.get(origin, 0)
+                if behind > lag.get(origin, 0):
+                    lag[origin] = behind
+        return lag
