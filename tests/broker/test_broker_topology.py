@@ -150,9 +150,15 @@ async def test_leaf_fails_over_across_a_three_node_hq(
     async def linked() -> bool:
         return sum([await leaf_count(h) for h in hubs]) == 1
 
-    await wait_until(linked, "the store's leaf connected to one HQ node")
-    counts = [await leaf_count(h) for h in hubs]
-    victim = hubs[counts.index(1)]
+    attached: list[EmbeddedNatsServer] = []
+
+    async def found_attached() -> bool:
+        counts = [await leaf_count(h) for h in hubs]
+        attached[:] = [h for h, n in zip(hubs, counts, strict=True) if n == 1]
+        return sum(counts) == 1
+
+    await wait_until(found_attached, "the store's leaf connected to one HQ node")
+    victim = attached[0]
     survivor = next(h for h in hubs if h is not victim)
     hq = await connect_replica(survivor, creds["hq"], "hq")
     t1 = await connect_replica(till, creds["s1/t1"], "s1/t1")
