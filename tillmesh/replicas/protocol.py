@@ -124,7 +124,9 @@ def decode_message(payload: bytes, peer: str, max_bytes: int = DEFAULT_MAX_FRAME
         raise FrameError(peer, f"oversized: {len(payload)} bytes, limit {max_bytes}")
     try:
         msg: Message = _decoder.decode(payload)
-    except msgspec.DecodeError as e:  # ValidationError (unknown tag, bad field) is a subclass
+    # DecodeError covers ValidationError (unknown tag, bad field); msgspec lets invalid
+    # UTF-8 in a str surface as UnicodeDecodeError, a ValueError.
+    except (msgspec.DecodeError, ValueError, RecursionError) as e:
         raise FrameError(peer, f"undecodable: {e}") from e
     if msg.sender != peer:
         raise FrameError(peer, f"claims to be sent by {msg.sender!r}")

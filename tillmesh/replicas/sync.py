@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tillmesh.broker.subjects import events_subject, pull_subject, vv_subject
-from tillmesh.core.errors import FrameError
-from tillmesh.core.events import HQ
+from tillmesh.core.errors import FrameError, TillmeshError
+from tillmesh.core.events import HQ, Event, decode_event
 from tillmesh.core.vv import SeqRange
 from tillmesh.replicas.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -274,10 +274,35 @@ class SyncEngine:
 
     # --- frames in ------------------------------------------------------------------
 
+    def admit(self, peer: str, frame: EventsFrame, now: float) -> list[Event]:
+        """The frame's events worth handing to `log.ingest(events, peer)`.
+
+        Drops (as a REJECTED incident) envelopes that do not decode and events of
+        origins the sender cannot legitimately hold: our log alone would accept them
+        if they are in *our* scope (HQ's is everything), so a till of one store could
+        otherwise inject another store's history.
+        """
+        sender_holds = self._requester_scope(peer)
+        events, refused = [], ""
+        for raw in frame.events:
+            try:
+                ev = decode_event(raw)
+            except TillmeshError as e:
+                refused = refused or str(e)
+                continue
+            if sender_holds(ev.origin) and self.in_scope(ev.origin):
+                events.append(ev)
+            else:
+                refused = refused or f"{ev.origin!r} is outside the sender's scope"
+        if refused:
+            dropped = len(frame.events) - len(events)
+            self._hostile(peer, REJECTED, f"{dropped} dropped before ingest: {refused}", now)
+        return events
+
     def on_frame(
         self, peer: str, frame: EventsFrame, outcome: IngestOutcome, now: float
     ) -> list[Action]:
-        """After the transport ingested `frame` into the log: judge it, plan what next."""
+        """After the transport ingested `admit(frame)` into the log: judge, plan what next."""
         if peer == self.replica_id:
             return []
         self._merge_own_vv(outcome.vv)
@@ -292,7 +317,7 @@ class SyncEngine:
     def _judge_push(self, peer: str, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
         if out.rejected:
             self._hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
-        elif frame.events and not out.accepted and not out.held:
+        elif frame.events and out.duplicates == len(frame.events):
             self._soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
 
     def _judge_reply(self, pull: _Pull, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
