@@ -92,7 +92,7 @@ def test_count_then_late_earlier_sale_does_not_change_on_hand(w: World) -> None:
     w.apply([count])
     w.apply([early_sale, later_recv])  # one batch straddling the count: the recompute branch
     assert w.on_hand() == 12
-    assert w.conn.execute("SELECT COUNT(*) FROM st_moves").fetchone() == (2,)  # kept
+    assert w.conn.execute("SELECT COUNT(*) FROM st_all_moves").fetchone() == (2,)  # kept
 
 
 def test_move_at_exactly_the_count_hlc_is_already_counted(w: World) -> None:

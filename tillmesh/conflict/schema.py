@@ -17,10 +17,17 @@ import sqlite3
 __all__ = ["DIGEST_ORDER", "TABLES", "VIEWS", "create", "drop"]
 
 TABLES: dict[str, str] = {
-    # (origin, seq) of every event folded: makes `apply` idempotent per event.
-    "st_seen": "origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)",
-    # Stock: the reset-counter. Keyed by (sku, hlc) first so a recount's
-    # SUM(delta WHERE hlc > count_hlc) is a range scan of one SKU.
+    # Seqs of every event folded, as inclusive runs per origin: makes `apply` idempotent
+    # per event. The log delivers each origin contiguously, so this is one row per origin.
+    "st_seen": "origin TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,"
+    " PRIMARY KEY (origin, lo)",
+    # Stock: the reset-counter. Sale-line moves are not stored row by row (that would be
+    # most of the write volume): they live in st_sales.lines, and st_buckets keeps every
+    # move's delta summed per (sku, minute), so a recount reads whole minutes from
+    # st_buckets and only the count's own minute move by move.
+    "st_buckets": "sku TEXT NOT NULL, bucket INTEGER NOT NULL, delta INTEGER NOT NULL,"
+    " PRIMARY KEY (sku, bucket)",
+    # Moves other than sale lines: receipts, adjustments, void and refund restocks.
     "st_moves": "sku TEXT NOT NULL, hlc INTEGER NOT NULL, eid TEXT NOT NULL,"
     " line INTEGER NOT NULL, delta INTEGER NOT NULL, PRIMARY KEY (sku, hlc, eid, line)",
     "st_stock": "sku TEXT PRIMARY KEY, count_hlc INTEGER NOT NULL, count_origin TEXT NOT NULL,"
@@ -35,18 +42,14 @@ TABLES: dict[str, str] = {
     " tax_rate_bp INTEGER NOT NULL, active INTEGER NOT NULL, product_eid TEXT NOT NULL,"
     " price_eid TEXT NOT NULL",
     "st_config": "key TEXT PRIMARY KEY, value TEXT NOT NULL",
-    # Sales register.
+    # Sales register. Lines and payments are JSON arrays in the sale row (one row per
+    # sale keeps ingest fast); the st_sale_lines / st_payments views expand them.
+    # lines: the event's SaleLine objects as JSON (discount/tax omitted when 0);
+    # payments: [[method, amount, last4, auth, reference], ...] - never the card token.
     "st_sales": "id TEXT PRIMARY KEY, origin TEXT NOT NULL, seq INTEGER NOT NULL,"
     " hlc INTEGER NOT NULL, receipt TEXT NOT NULL, total INTEGER NOT NULL,"
     " change INTEGER NOT NULL, shift TEXT NOT NULL, cashier TEXT NOT NULL,"
-    " nlines INTEGER NOT NULL",
-    "st_sale_lines": "sale_id TEXT NOT NULL, line INTEGER NOT NULL, sku TEXT NOT NULL,"
-    " qty INTEGER NOT NULL, unit_price INTEGER NOT NULL, discount INTEGER NOT NULL,"
-    " tax INTEGER NOT NULL, PRIMARY KEY (sale_id, line)",
-    # No card token here: last4 and auth mode are all the register needs.
-    "st_payments": "sale_id TEXT NOT NULL, idx INTEGER NOT NULL, method TEXT NOT NULL,"
-    " amount INTEGER NOT NULL, last4 TEXT, auth TEXT, reference TEXT NOT NULL,"
-    " PRIMARY KEY (sale_id, idx)",
+    " nlines INTEGER NOT NULL, lines TEXT NOT NULL, payments TEXT NOT NULL",
     "st_voids": "eid TEXT PRIMARY KEY, sale_id TEXT NOT NULL, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL",
     # Which void currently restocks a sale: the earliest by (hlc, origin, seq).
@@ -74,7 +77,7 @@ _INDEXES = (
     "st_counts_sku ON st_counts (sku, hlc)",
     "st_catalog_writes_sku ON st_catalog_writes (sku)",
     "st_sales_receipt ON st_sales (receipt)",
-    "st_sales_shift ON st_sales (shift)",
+    "st_sales_hlc ON st_sales (hlc)",
     "st_voids_sale ON st_voids (sale_id)",
     "st_refunds_sale ON st_refunds (sale_id)",
     "st_resolutions_conflict ON st_resolutions (conflict)",
@@ -82,6 +85,18 @@ _INDEXES = (
 
 # Derived by query, so "voided" and "refunded" can never disagree with the events.
 VIEWS: dict[str, str] = {
+    "st_sale_lines": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS line,"
+    " j.value ->> '$.sku' AS sku, j.value ->> '$.qty' AS qty,"
+    " j.value ->> '$.unit_price' AS unit_price, COALESCE(j.value ->> '$.discount', 0) AS discount,"
+    " COALESCE(j.value ->> '$.tax', 0) AS tax, s.hlc AS hlc"
+    " FROM st_sales s, json_each(s.lines) j",
+    "st_payments": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS idx,"
+    " j.value ->> 0 AS method, j.value ->> 1 AS amount, j.value ->> 2 AS last4,"
+    " j.value ->> 3 AS auth, j.value ->> 4 AS reference"
+    " FROM st_sales s, json_each(s.payments) j",
+    # Every stock move with its cause, sale lines included (for reports and detection).
+    "st_all_moves": "SELECT sku, hlc, eid, line, delta FROM st_moves"
+    " UNION ALL SELECT sku, hlc, sale_id, line, -qty FROM st_sale_lines",
     "st_sale_status": "SELECT s.id AS sale_id,"
     " EXISTS (SELECT 1 FROM st_voids v WHERE v.sale_id = s.id) AS voided,"
     " COALESCE((SELECT SUM(r.amount) FROM st_refunds r WHERE r.sale_id = s.id), 0) AS refunded"
@@ -91,7 +106,8 @@ VIEWS: dict[str, str] = {
 
 # Every table and view, with an ORDER BY on a unique key: the digest's reading order.
 DIGEST_ORDER: tuple[tuple[str, str], ...] = (
-    ("st_seen", "origin, seq"),
+    ("st_seen", "origin, lo"),
+    ("st_buckets", "sku, bucket"),
     ("st_moves", "sku, hlc, eid, line"),
     ("st_stock", "sku"),
     ("st_counts", "eid"),
@@ -109,6 +125,7 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_shift_close", "shift"),
     ("st_resolutions", "eid"),
     ("st_skewed", "eid"),
+    ("st_all_moves", "sku, hlc, eid, line"),
     ("st_sale_status", "sale_id"),
     ("st_stock_levels", "sku"),
 )

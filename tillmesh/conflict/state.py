@@ -21,8 +21,11 @@ writes are rare and may query per event.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections.abc import Sequence
+
+import msgspec
 
 from tillmesh.conflict import catalog, links, schema, stock
 from tillmesh.conflict.catalog import PricePolicy
@@ -49,6 +52,9 @@ DEFAULT_WINDOW_MS = 5_000  # writes this close in HLC wall time count as concurr
 
 Row = tuple[object, ...]
 
+_MAX_SEQ = 1 << 62
+_json = msgspec.json.Encoder().encode
+
 # Earliest open / latest close per shift, by (hlc, origin, seq): a semilattice, so the
 # upsert's result does not depend on which event arrived first.
 _SHIFT_OPEN = """
@@ -64,9 +70,7 @@ WHERE (?3, ?4, ?5) > (st_shift_close.hlc, st_shift_close.origin, st_shift_close.
 """
 
 _INSERTS: dict[str, str] = {
-    "sales": "INSERT INTO st_sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "lines": "INSERT INTO st_sale_lines VALUES (?, ?, ?, ?, ?, ?, ?)",
-    "payments": "INSERT INTO st_payments VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "sales": "INSERT INTO st_sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "voids": "INSERT INTO st_voids VALUES (?, ?, ?, ?, ?, ?)",
     "refunds": "INSERT INTO st_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "refund_lines": "INSERT INTO st_refund_lines VALUES (?, ?, ?, ?, ?)",
@@ -83,8 +87,9 @@ class _Batch:
 
     def __init__(self) -> None:
         self.rows: dict[str, list[Row]] = {name: [] for name in _INSERTS}
-        self.moves: list[stock.MoveRow] = []
+        self.moves: list[stock.MoveRow] = []  # non-sale moves; sale lines live in st_sales
         self.agg: dict[str, list[int]] = {}  # sku -> [total delta, min hlc]
+        self.buckets: dict[tuple[str, int], int] = {}  # (sku, bucket) -> delta
         self.sale_ids: list[str] = []
         self.counts: list[tuple[Event, StockCounted]] = []
         self.voids: list[tuple[Event, SaleVoided]] = []
@@ -93,12 +98,19 @@ class _Batch:
 
     def move(self, sku: str, hlc: int, eid: str, line: int, delta: int) -> None:
         self.moves.append((sku, hlc, eid, line, delta))
+        self.tally(sku, hlc, delta)
+
+    def tally(self, sku: str, hlc: int, delta: int) -> None:
+        """Sum a move into its SKU's batch total and its (sku, minute) bucket."""
         acc = self.agg.get(sku)
         if acc is None:
             self.agg[sku] = [delta, hlc]
         else:
             acc[0] += delta
-            acc[1] = min(acc[1], hlc)
+            if hlc < acc[1]:
+                acc[1] = hlc
+        key = (sku, stock.bucket_of(hlc))
+        self.buckets[key] = self.buckets.get(key, 0) + delta
 
 
 class StoreState:
@@ -129,7 +141,8 @@ class StoreState:
         for name, sql in _INSERTS.items():
             if b.rows[name]:
                 conn.executemany(sql, b.rows[name])
-        stock.insert_moves(conn, b.moves)
+        conn.executemany("INSERT INTO st_moves VALUES (?, ?, ?, ?, ?)", b.moves)
+        stock.bump_buckets(conn, b.buckets)
         stock.bump_aggregated(conn, b.agg)
         links.link(conn, b.sale_ids, b.voids, b.refunds)
         stock.apply_counts(conn, b.counts)
@@ -147,31 +160,43 @@ class StoreState:
 
 def _fresh(conn: sqlite3.Connection, batch: Sequence[Accepted]) -> list[Accepted]:
     """Events of `batch` not folded before (nor earlier in the batch); marks them seen."""
-    todo: dict[tuple[str, int], Accepted] = {}
+    by_origin: dict[str, dict[int, Accepted]] = {}
     for acc in batch:
         if not acc.flags & FLAG_UNAPPLIED:  # stored and forwarded by the log, never folded
-            todo.setdefault((acc.event.origin, acc.event.seq), acc)
-    seen = _seen(conn, todo)
-    fresh = [acc for key, acc in todo.items() if key not in seen]
-    conn.executemany(
-        "INSERT INTO st_seen VALUES (?, ?)", [(a.event.origin, a.event.seq) for a in fresh]
-    )
+            by_origin.setdefault(acc.event.origin, {}).setdefault(acc.event.seq, acc)
+    fresh: list[Accepted] = []
+    for origin, seqs in by_origin.items():
+        fresh += _fresh_of_origin(conn, origin, seqs)
     return fresh
 
 
-def _seen(conn: sqlite3.Connection, keys: dict[tuple[str, int], Accepted]) -> set[tuple[str, int]]:
-    """One range query per origin in the batch, not one per event."""
-    spans: dict[str, list[int]] = {}
-    for origin, seq in keys:
-        span = spans.setdefault(origin, [seq, seq])
-        span[0], span[1] = min(span[0], seq), max(span[1], seq)
-    seen: set[tuple[str, int]] = set()
-    for origin, (lo, hi) in spans.items():
-        rows = conn.execute(
-            "SELECT seq FROM st_seen WHERE origin = ? AND seq BETWEEN ? AND ?", (origin, lo, hi)
-        )
-        seen.update((origin, seq) for (seq,) in rows)
-    return seen
+def _fresh_of_origin(
+    conn: sqlite3.Connection, origin: str, seqs: dict[int, Accepted]
+) -> list[Accepted]:
+    """One read and one rewrite of the origin's seen-runs per batch, not one per event."""
+    runs = conn.execute("SELECT lo, hi FROM st_seen WHERE origin = ? ORDER BY lo", (origin,))
+    old = [(lo, hi) for lo, hi in runs]
+    new = [seq for seq in sorted(seqs) if not _covered(old, seq)]
+    if new:
+        conn.execute("DELETE FROM st_seen WHERE origin = ?", (origin,))
+        merged = _merge_runs(old + [(s, s) for s in new])
+        conn.executemany("INSERT INTO st_seen VALUES (?, ?, ?)", [(origin, *r) for r in merged])
+    return [seqs[s] for s in new]
+
+
+def _covered(runs: list[tuple[int, int]], seq: int) -> bool:
+    i = bisect.bisect_right(runs, (seq, _MAX_SEQ)) - 1
+    return i >= 0 and runs[i][0] <= seq <= runs[i][1]
+
+
+def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(runs):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _collect(b: _Batch, acc: Accepted) -> None:
@@ -190,18 +215,27 @@ def _collect(b: _Batch, acc: Accepted) -> None:
 
 
 def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
-    sid = ev.id
+    # The hot path of ingest: the tally of `_Batch.tally` is inlined, one bucket per sale.
+    hlc, sid, agg, buckets = ev.hlc, ev.id, b.agg, b.buckets
+    bucket, total = stock.bucket_of(hlc), 0
+    for ln in body.lines:
+        sku, qty = ln.sku, ln.qty
+        total += qty * ln.unit_price - ln.discount
+        acc = agg.get(sku)
+        if acc is None:
+            agg[sku] = [-qty, hlc]
+        else:
+            acc[0] -= qty
+            if hlc < acc[1]:
+                acc[1] = hlc
+        key = (sku, bucket)
+        buckets[key] = buckets.get(key, 0) - qty
+    pays = [(p.method, p.amount, p.card_last4, p.auth, p.reference) for p in body.payments]
     b.sale_ids.append(sid)
     b.rows["sales"].append(
-        (sid, ev.origin, ev.seq, ev.hlc, body.receipt, body.total, body.change,
-         body.shift, body.cashier, len(body.lines))
+        (sid, ev.origin, ev.seq, hlc, body.receipt, total, body.change, body.shift,
+         body.cashier, len(body.lines), _json(body.lines).decode(), _json(pays).decode())
     )  # fmt: skip
-    lines, payments = b.rows["lines"], b.rows["payments"]
-    for i, ln in enumerate(body.lines):
-        lines.append((sid, i, ln.sku, ln.qty, ln.unit_price, ln.discount, ln.tax))
-        b.move(ln.sku, ev.hlc, sid, i, -ln.qty)
-    for i, p in enumerate(body.payments):
-        payments.append((sid, i, p.method, p.amount, p.card_last4, p.auth, p.reference))
 
 
 def _collect_rare(b: _Batch, ev: Event, body: Body) -> None:
