@@ -1,0 +1,140 @@
+import msgspec
+import pytest
+
+from tests.factories import cash_sale, chain
+from tillmesh.core.errors import (
+    DecodeError,
+    NonCanonicalEncoding,
+    OversizedError,
+    UnknownEventType,
+    ValidationError,
+)
+from tillmesh.core.events import (
+    Event,
+    Payment,
+    SaleCompleted,
+    SaleLine,
+    StockAdjusted,
+    decode_body,
+    decode_event,
+    decode_events,
+    encode_body,
+    encode_event,
+    encode_events,
+)
+
+
+def test_round_trip_is_byte_identical():
+    (ev,) = chain("s1/t1", [cash_sale()])
+    raw = encode_event(ev)
+    assert encode_event(decode_event(raw)) == raw
+    assert decode_body(decode_event(raw)) == cash_sale()
+
+
+def test_frame_of_events_round_trips():
+    events = chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(5)])
+    assert decode_events(encode_events(events)) == events
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\xc1", b"\x93\x01\x02", b"\xff" * 10, b"\x98" + b"\x00" * 8]
+)
+def test_malformed_bytes_are_a_decode_error(garbage):
+    with pytest.raises(DecodeError):
+        decode_event(garbage)
+
+
+def test_wrong_field_types_are_a_decode_error():
+    raw = msgspec.msgpack.encode(["s1/t1", "one", 1, 1, "sale.completed", b"", b""])
+    with pytest.raises(DecodeError):
+        decode_event(raw)
+
+
+def test_oversized_event_is_refused():
+    with pytest.raises(OversizedError) as info:
+        decode_event(b"\x00" * 70_000)
+    assert info.value.size == 70_000
+
+
+def test_unknown_type_and_future_schema_are_typed():
+    (ev,) = chain("s1/t1", [cash_sale()])
+    with pytest.raises(UnknownEventType):
+        decode_body(msgspec.structs.replace(ev, type="loyalty.points"))
+    with pytest.raises(UnknownEventType) as info:
+        decode_body(msgspec.structs.replace(ev, schema=2))
+    assert info.value.schema == 2
+
+
+def test_body_violating_constraints_is_a_validation_error():
+    (ev,) = chain("s1/t1", [cash_sale()])
+    bad = msgspec.msgpack.encode({"receipt": "R", "lines": [], "payments": []})
+    with pytest.raises(ValidationError):
+        decode_body(msgspec.structs.replace(ev, body=bad))
+
+
+def test_non_canonical_body_is_refused():
+    (ev,) = chain("s1/t1", [StockAdjusted(sku="A", delta=-2, reason="damaged")])
+    reordered = msgspec.msgpack.encode({"reason": "damaged", "delta": -2, "sku": "A"})
+    with pytest.raises(NonCanonicalEncoding):
+        decode_body(msgspec.structs.replace(ev, body=reordered))
+
+
+def test_money_must_be_integer_minor_units():
+    (ev,) = chain("s1/t1", [cash_sale()])
+    floaty = msgspec.msgpack.encode(
+        {
+            "receipt": "R",
+            "lines": [{"sku": "A", "qty": 1, "unit_price": 2.5}],
+            "payments": [{"method": "cash", "amount": 2.5}],
+        }
+    )
+    with pytest.raises(ValidationError):
+        decode_body(msgspec.structs.replace(ev, body=floaty))
+
+
+def test_payments_must_add_up():
+    with pytest.raises(ValidationError, match="payments"):
+        encode_body(
+            SaleCompleted(
+                receipt="R",
+                lines=[SaleLine(sku="A", qty=2, unit_price=100)],
+                payments=[Payment(method="cash", amount=150)],
+            )
+        )
+
+
+def test_card_number_never_enters_an_event():
+    card = Payment(
+        method="card", amount=100, card_token="4111111111111111", card_last4="1111", auth="online"
+    )
+    with pytest.raises(ValidationError, match="card number"):
+        encode_body(
+            SaleCompleted(
+                receipt="R", lines=[SaleLine(sku="A", qty=1, unit_price=100)], payments=[card]
+            )
+        )
+    token = Payment(
+        method="card", amount=100, card_token="tok_8f3a9c2e", card_last4="1111", auth="deferred"
+    )
+    encode_body(
+        SaleCompleted(
+            receipt="R", lines=[SaleLine(sku="A", qty=1, unit_price=100)], payments=[token]
+        )
+    )
+
+
+def test_card_payment_requires_token_last4_and_auth():
+    card = Payment(method="card", amount=100, card_last4="1111")
+    with pytest.raises(ValidationError):
+        encode_body(
+            SaleCompleted(
+                receipt="R", lines=[SaleLine(sku="A", qty=1, unit_price=100)], payments=[card]
+            )
+        )
+
+
+def test_envelope_prev_hash_length_is_checked():
+    (ev,) = chain("s1/t1", [cash_sale()])
+    with pytest.raises(DecodeError):
+        decode_event(encode_event(msgspec.structs.replace(ev, prev=b"x" * 5)))
+    assert isinstance(decode_event(encode_event(ev)), Event)
