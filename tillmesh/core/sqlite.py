@@ -57,9 +57,13 @@ async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Conn
         raise StorageError(str(path), "no such database")
     try:
         conn = await aiosqlite.connect(str(path), isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise translate(path, e) from e
+    try:
         for pragma in _READER_PRAGMAS if readonly else _WRITER_PRAGMAS:
             await conn.execute(pragma)
     except sqlite3.Error as e:
+        await conn.close()  # else its worker thread outlives us and blocks interpreter exit
         raise translate(path, e) from e
     return conn
 
