@@ -1,0 +1,299 @@
+"""Read-only inspection commands: `schema`, `state`, `log stats|dump|verify`.
+
+They open a replica's database file directly (read-only; WAL lets them run beside a
+live replica) and never need the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tillmesh.conflict import queries
+from tillmesh.core.clock import hlc_ms, pack
+from tillmesh.core.errors import StorageError, TillmeshError
+from tillmesh.core.events import BODY_TYPES, Event, decode_body, decode_event
+from tillmesh.core.sqlite import open_sync
+from tillmesh.core.verify import verify_log
+from tillmesh.replicas.cli import add_command, add_group
+
+__all__ = [
+    "event_record",
+    "format_hlc",
+    "iter_events",
+    "open_db",
+    "parse_time",
+    "print_json",
+    "register",
+]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "schema",
+        cmd_schema,
+        "Export a JSON Schema of every event type, for integrators.",
+        "tillmesh schema --out events.schema.json",
+    )
+    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+
+    p = add_command(
+        sub,
+        "state",
+        cmd_state,
+        "Show the state a replica's log folds to.",
+        "tillmesh state data/s1/t1/log.db --digest",
+    )
+    p.add_argument("db", type=Path, help="the replica's log.db")
+    p.add_argument("--json", action="store_true", help="the whole state as JSON")
+    p.add_argument("--digest", action="store_true", help="only the state digest")
+
+    logs = add_group(
+        sub,
+        "log",
+        "Inspect, verify and repair event logs.",
+        "tillmesh log verify data/s1/t1/log.db",
+    )
+    p = add_command(
+        logs,
+        "stats",
+        cmd_stats,
+        "Counts, version vector and file size.",
+        "tillmesh log stats data/s1/t1/log.db --json",
+    )
+    p.add_argument("db", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = add_command(
+        logs,
+        "verify",
+        cmd_verify,
+        "Check hash chains, contiguity and canonical encoding; exit 1 naming every defect.",
+        "tillmesh log verify data/s1/t1/log.db",
+    )
+    p.add_argument("db", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print defects only")
+
+    p = add_command(
+        logs,
+        "dump",
+        cmd_dump,
+        "Print events, filtered, as JSON lines or a table.",
+        "tillmesh log dump data/s1/t1/log.db --origin s1/t2 --type sale.completed",
+    )
+    p.add_argument("db", type=Path)
+    p.add_argument("--origin", help="only this origin (e.g. s1/t2 or hq)")
+    p.add_argument("--from", dest="from_seq", type=int, default=1, help="first seq (with --origin)")
+    p.add_argument("--type", dest="event_type", help="only this event type")
+    p.add_argument(
+        "--since", type=parse_time, help="HLC time at or after (ISO 8601, UTC if no zone)"
+    )
+    p.add_argument("--until", type=parse_time, help="HLC time before (ISO 8601)")
+    p.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a replica database, with a clear error if it is not one."""
+    conn = open_sync(path, readonly=True)
+    try:
+        conn.execute("SELECT 1 FROM heads LIMIT 1")
+    except sqlite3.Error as e:
+        conn.close()
+        raise StorageError(str(path), "not a tillmesh log (no heads table)") from e
+    return conn
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(value: object) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    return msgspec.to_builtins(value)
+
+
+def event_record(ev: Event, flags: int = 0) -> dict[str, Any]:
+    """An event as plain JSON-able data, body decoded when this build knows its type."""
+    record: dict[str, Any] = {
+        "id": ev.id,
+        "origin": ev.origin,
+        "seq": ev.seq,
+        "hlc": ev.hlc,
+        "type": ev.type,
+        "schema": ev.schema,
+        "prev": ev.prev.hex(),
+        "flags": flags,
+    }
+    try:
+        record["body"] = msgspec.to_builtins(decode_body(ev))
+    except TillmeshError as e:
+        record["body_error"] = str(e)
+    return record
+
+
+def iter_events(
+    conn: sqlite3.Connection, where: str = "", params: tuple[Any, ...] = ()
+) -> Iterator[tuple[Event, int]]:
+    cursor = conn.execute(f"SELECT raw, flags FROM events {where} ORDER BY origin, seq", params)
+    while rows := cursor.fetchmany(2000):
+        for raw, flags in rows:
+            yield decode_event(raw), flags
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _, components = msgspec.json.schema_components(
+        [Event, *BODY_TYPES.values()], ref_template="#/$defs/{name}"
+    )
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "tillmesh events",
+        "description": "The envelope (encoded as a msgpack array, in field order) and, "
+        "by `type`, the body it carries as canonical msgpack. Money is integer minor units.",
+        "event_types": {t: f"#/$defs/{cls.__name__}" for t, cls in BODY_TYPES.items()},
+        "$defs": components,
+    }
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    with open_db(args.db) as conn:
+        if args.digest:
+            print(queries.state_digest(conn))
+        elif args.json:
+            print_json(queries.state_snapshot(conn))
+        else:
+            _print_state_table(conn)
+    return 0
+
+
+def _print_state_table(conn: sqlite3.Connection) -> None:
+    summary = queries.sales_summary(conn)
+    print(f"digest   {queries.state_digest(conn)}")
+    print(
+        f"sales    {summary.sales}  gross {summary.gross}  voided {summary.voided}  "
+        f"refunded {summary.refunded}  net {summary.net}"
+    )
+    levels = queries.stock_levels(conn)
+    print(f"stock    {len(levels)} SKUs, {sum(levels.values())} units on hand")
+    for sku, qty in sorted(levels.items())[:20]:
+        print(f"  {sku:24} {qty:>8}")
+    if len(levels) > 20:
+        print(f"  ... {len(levels) - 20} more (use --json)")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with open_db(args.db) as conn:
+        stats = _stats(conn, args.db)
+    if args.json:
+        print_json(stats)
+    else:
+        for key in ("replica_id", "events", "pending", "quarantined", "file_bytes"):
+            print(f"{key:12} {stats[key]}")
+        for origin, seq in sorted(stats["version_vector"].items()):
+            print(f"  {origin:20} {seq}")
+    return 0
+
+
+def _stats(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
+    def count(table: str) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    owner = conn.execute("SELECT value FROM meta WHERE key='replica_id'").fetchone()
+    return {
+        "replica_id": owner[0] if owner else None,
+        "events": count("events"),
+        "pending": count("pending"),
+        "quarantined": count("quarantine"),
+        "version_vector": dict(conn.execute("SELECT origin, seq FROM heads").fetchall()),
+        "file_bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
+    }
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 -> the smallest HLC at that wall time (ms << 16)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return pack(int(moment.timestamp() * 1000), 0)
+
+
+def format_hlc(hlc: int) -> str:
+    return datetime.fromtimestamp(hlc_ms(hlc) / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def dump_filter(args: argparse.Namespace) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    if args.origin:
+        clauses.append("origin = ? AND seq >= ?")
+        params += [args.origin, args.from_seq]
+    if args.event_type:
+        clauses.append("type = ?")
+        params.append(args.event_type)
+    if args.since is not None:
+        clauses.append("hlc >= ?")
+        params.append(args.since)
+    if args.until is not None:
+        clauses.append("hlc < ?")
+        params.append(args.until)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    where, params = dump_filter(args)
+    with open_db(args.db) as conn:
+        for ev, flags in iter_events(conn, where, params):
+            record = event_record(ev, flags)
+            if args.format == "jsonl":
+                sys.stdout.write(json.dumps(record, sort_keys=True, default=_jsonable) + "\n")
+            else:
+                print(f"{format_hlc(ev.hlc)}  {ev.id:24} {ev.type:18} {_summary(record)}")
+    return 0
+
+
+def _summary(record: dict[str, Any]) -> str:
+    body = record.get("body") or {}
+    keys = ("receipt", "sale", "sku", "qty", "delta", "count", "price", "shift")
+    return " ".join(f"{k}={body[k]}" for k in keys if k in body) or record.get("body_error", "")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with open_db(args.db) as conn:
+        report = verify_log(conn)
+    if args.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "origins": report.origins,
+                "findings": [vars(f) for f in report.findings],
+            }
+        )
+        return 0 if report.ok else 1
+    for finding in report.findings:
+        if finding.severity == "defect" or not args.quiet:
+            print(finding)
+    verdict = "OK" if report.ok else f"FAILED: {len(report.defects)} defect(s)"
+    print(f"{args.db}: {report.events} events from {report.origins} origins: {verdict}")
+    return 0 if report.ok else 1
