@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from tillmesh import __version__
 from tillmesh.broker.errors import BrokerError
@@ -77,11 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _optional_modules() -> list[object]:
+def _optional_modules() -> list[ModuleType]:
     """Command groups added by later work; absent ones are simply not offered."""
     import importlib
 
-    found = []
+    found: list[ModuleType] = []
     for name in ("cli_ops", "cli_conflicts", "cli_demo"):
         try:
             found.append(importlib.import_module(f"tillmesh.replicas.{name}"))

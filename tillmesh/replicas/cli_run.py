@@ -3,9 +3,178 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
 
-__all__ = ["register"]
+import httpx
+
+from tillmesh.broker.subjects import HQ
+from tillmesh.core.errors import TransportError
+from tillmesh.replicas.cli import add_command, add_group
+from tillmesh.replicas.cli_inspect import print_json
+from tillmesh.replicas.runtime import Replica
+from tillmesh.replicas.site import init_site, load_site
+
+__all__ = ["register", "run_replica"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Filled in by the replica runtime."""
+    sites = add_group(
+        sub,
+        "site",
+        "Create the configuration of a site (stores, tills, HQ).",
+        "tillmesh site init --data data --stores 2 --tills 3",
+    )
+    p = add_command(
+        sites,
+        "init",
+        cmd_site_init,
+        "Allocate ports and credentials for HQ and every till into DATA/site.json.",
+        "tillmesh site init --data data --stores 2 --tills 3",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the site's data folder")
+    p.add_argument("--stores", type=int, default=1, help="number of stores (s1, s2, ...)")
+    p.add_argument("--tills", type=int, default=3, help="tills per store (t1, t2, ...)")
+
+    p = add_command(
+        sub,
+        "till",
+        cmd_till,
+        "Run one till in the foreground: log, nats-server, sync, HTTP API and page.",
+        "tillmesh till --data data --store s1 --till t1",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the site's data folder")
+    p.add_argument("--store", required=True)
+    p.add_argument("--till", required=True)
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a brand-new till: do not wait for peers to confirm its history",
+    )
+    _add_verbosity(p)
+
+    p = add_command(
+        sub,
+        "hq",
+        cmd_hq,
+        "Run the HQ read replica in the foreground (hub nats-server, ingest, catalog API).",
+        "tillmesh hq --data data",
+    )
+    p.add_argument("--data", type=Path, required=True)
+    _add_verbosity(p)
+
+    p = add_command(
+        sub,
+        "status",
+        cmd_status,
+        "Show a running replica's version vector, peers, lag, receipts and incidents.",
+        "tillmesh status --data data --replica s1/t1",
+    )
+    p.add_argument("--data", type=Path, help="the site's data folder (to find the replica)")
+    p.add_argument("--replica", default=HQ, help="replica id, e.g. s1/t2 or hq")
+    p.add_argument("--url", help="the replica's API URL instead of --data/--replica")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="log sync activity")
+
+
+def cmd_site_init(args: argparse.Namespace) -> int:
+    stores = {
+        f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
+    }
+    site = init_site(args.data, stores)
+    print(f"site written to {args.data}: HQ + {sum(len(t) for t in stores.values())} tills")
+    for rid in site.replicas:
+        print(f"  {rid:8} api {site.api_url(rid)}")
+    return 0
+
+
+def cmd_till(args: argparse.Namespace) -> int:
+    return run_replica(
+        args.data, f"{args.store}/{args.till}", fresh=args.fresh, verbose=args.verbose
+    )
+
+
+def cmd_hq(args: argparse.Namespace) -> int:
+    return run_replica(args.data, HQ, fresh=True, verbose=args.verbose)
+
+
+def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format=f"%(asctime)s {replica_id} %(levelname)s %(message)s",
+    )
+    site, creds = load_site(root)
+    asyncio.run(_run(Replica(site, creds, replica_id, root, fresh=fresh)))
+    return 0
+
+
+async def _run(replica: Replica) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await replica.start()
+    try:
+        ready = asyncio.create_task(replica.ready.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            url = replica.site.api_url(replica.replica_id)
+            print(f"{replica.replica_id} serving on {url}", flush=True)
+        await stopped
+        ready.cancel()
+    finally:
+        await replica.stop()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url or _url_from_site(args.data, args.replica)
+    try:
+        status = httpx.get(f"{url}/status", timeout=5).raise_for_status().json()
+    except httpx.HTTPError as e:
+        raise TransportError(f"no replica answering at {url}: {e}") from e
+    if args.json:
+        print_json(status)
+    else:
+        _print_status(status)
+    return 0
+
+
+def _url_from_site(root: Path | None, replica_id: str) -> str:
+    if root is None:
+        print("tillmesh: error: give --data (with --replica) or --url", file=sys.stderr)
+        raise SystemExit(2)
+    site, _ = load_site(root)
+    return site.api_url(replica_id)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    sync = status.get("sync") or {}
+    print(
+        f"replica   {status.get('replica_id')}   online: {status.get('online')}   "
+        f"not yet at HQ: {status.get('unsynced_to_hq')}   "
+        f"open conflicts: {status.get('open_conflicts', '-')}"
+    )
+    print("version vector:")
+    for origin, seq in sorted((status.get("version_vector") or {}).items()):
+        print(f"  {origin:12} {seq}")
+    print("peers (age s, holds of ours):")
+    receipts = sync.get("receipts", {})
+    for peer, info in sorted((sync.get("peers") or {}).items()):
+        age = "never" if info.get("age") is None else f"{info['age']:.1f}"
+        print(f"  {peer:12} {age:>8}  {receipts.get(peer, 0)}")
+    for origin, lag in sorted((sync.get("lag") or {}).items()):
+        if lag:
+            print(f"lag       {origin}: {lag} events behind")
+    for incident in sync.get("incidents", []):
+        print(
+            f"incident  {incident['peer']}: {incident['kind']} x{incident['count']} "
+            f"({incident['last_detail']})"
+        )
