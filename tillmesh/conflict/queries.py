@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from tillmesh.conflict.schema import DIGEST_ORDER
+from tillmesh.conflict.schema import DIGEST_ORDER, DIGEST_WHERE
 
 __all__ = [
     "SalesSummary",
@@ -179,7 +179,8 @@ def state_digest(conn: sqlite3.Connection) -> str:
     h = hashlib.blake2b(digest_size=32)
     for table, order in DIGEST_ORDER:
         h.update(_encoder.encode(table))
-        for row in conn.execute(f"SELECT * FROM {table} ORDER BY {order}"):
+        where = DIGEST_WHERE.get(table, "")
+        for row in conn.execute(f"SELECT * FROM {table} {where} ORDER BY {order}"):
             h.update(_encoder.encode(row))
     return h.hexdigest()
 
