@@ -1,0 +1,208 @@
+"""The till page in a real headless Chromium against a real till API server.
+
+uvicorn serves `create_app` on 127.0.0.1 (ephemeral port) from a thread with its own
+event loop, over a real EventLog; Playwright drives Debian's Chromium. Needs the
+`playwright` Python package (not a project dependency; the test skips without it)
+and /usr/bin/chromium, which the fixture installs with apt-get when missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from tillmesh.conflict import queries
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.events import ProductUpserted
+from tillmesh.core.log import EventLog
+from tillmesh.replicas.api import create_app
+
+pytestmark = pytest.mark.browser
+sync_api = pytest.importorskip("playwright.sync_api")  # not a project dependency
+expect = sync_api.expect
+
+TILL = "s1/t1"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+UI_TIMEOUT_MS = 15_000
+
+
+@dataclass
+class OfflineReplica:
+    """A till cut off from the network, with two sales HQ has not confirmed."""
+
+    replica_id: str
+    log: EventLog
+
+    def sync_status(self) -> dict[str, object]:
+        return {}
+
+    def online(self) -> bool:
+        return False
+
+    def unsynced_to_hq(self) -> int:
+        return 2
+
+
+class TillServer:
+    """uvicorn + EventLog on a private event loop in a thread; `stop()` ends both."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server: uvicorn.Server | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="till-server", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as e:  # reported by start()/stop() in the test thread
+            self.error = e
+
+    async def _serve(self) -> None:
+        async with await EventLog.open(self.db, TILL, StoreState()) as log:
+            await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
+            await log.append(ProductUpserted(sku="BREAD", name="Bread", price=250))
+            app = create_app(OfflineReplica(TILL, log))
+            config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+            self.server = uvicorn.Server(config)
+            await self.server.serve(sockets=[self.sock])
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.thread.is_alive():
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"till server did not start: {self.error!r}")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.sock.close()
+        assert not self.thread.is_alive(), "till server thread did not stop"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        _apt_install_chromium()
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed and apt-get could not install it")
+    return CHROMIUM
+
+
+def _apt_install_chromium() -> None:
+    if shutil.which("apt-get") is None:
+        return
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        done = subprocess.run(cmd, capture_output=True, timeout=900, check=False)
+        if done.returncode != 0:
+            return
+
+
+@pytest.fixture
+def till(tmp_path: Path) -> Iterator[TillServer]:
+    server = TillServer(tmp_path / "till.db")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    if server.error is not None:
+        raise server.error
+
+
+def sales_in_log(db: Path, receipt: str) -> list[dict[str, Any]]:
+    """Read the sale from the log file with a second, independent EventLog."""
+
+    async def read() -> list[dict[str, Any]]:
+        async with await EventLog.open(db, TILL, StoreState()) as log:
+            return await log.read(lambda c: queries.sale_by_receipt(c, receipt))
+
+    return asyncio.run(read())
+
+
+def test_cash_sale_on_the_till_page(chromium: Path, till: TillServer) -> None:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            receipt = _drive_sale(browser, till.url)
+        finally:
+            browser.close()
+    [sale] = sales_in_log(till.db, receipt)
+    assert (sale["total"], sale["change"], sale["origin"]) == (550, 450, TILL)
+    assert [(ln["sku"], ln["qty"]) for ln in sale["lines"]] == [("COLA", 2), ("BREAD", 1)]
+    assert [(p["method"], p["amount"]) for p in sale["payments"]] == [("cash", 1000)]
+
+
+def _drive_sale(browser: Any, url: str) -> str:
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    requested: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda req: requested.append(req.url))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+
+    expect(page.locator("#net-state")).to_have_text("offline")
+    expect(page.locator("#unsynced")).to_have_text("2 sales not yet at HQ")
+    expect(page.locator("#replica-id")).to_have_text(TILL)
+
+    scan(page, "NOPE")
+    expect(page.locator("#message")).to_contain_text("not found")
+    for sku in ("COLA", "BREAD", "COLA"):
+        scan(page, sku)
+    rows = page.locator("#basket tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator(".qty")).to_have_text("2")
+    expect(rows.nth(0).locator(".line-total")).to_have_text("3.00")
+    expect(page.locator("#total")).to_have_text("5.50")
+
+    page.fill("#tendered", "10")
+    page.click("#pay-cash")
+    expect(page.locator("#receipt")).to_be_visible()
+    expect(page.locator("#sale-view")).to_be_hidden()
+    expect(page.locator("#receipt-total")).to_have_text("5.50")
+    expect(page.locator("#receipt-change")).to_have_text("4.50")
+    receipt = str(page.locator("#receipt-no").inner_text())
+    assert receipt == "s1-t1-000001"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "till-page.png"), full_page=True)
+
+    page.click("#new-sale")
+    expect(page.locator("#basket tbody tr")).to_have_count(0)
+    # Everything the page needed came from the till itself: it works with the network cut.
+    assert all(u.startswith(url) for u in requested), [u for u in requested if url not in u]
+    assert not [e for e in errors if "404" not in e], errors  # the NOPE lookup is a 404
+    return receipt
+
+
+def scan(page: Any, sku: str) -> None:
+    page.fill("#sku", sku)
+    page.press("#sku", "Enter")
