@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,8 @@ async def test_sale_is_created_and_read_back(client: httpx.AsyncClient) -> None:
 async def test_receipts_are_unique_and_survive_an_app_restart(replica: FakeReplica) -> None:
     async with client_for(replica) as c:
         first = [(await sell(c))["receipt"] for _ in range(3)]
+        short = await c.post("/sales", json=one_cola(payments=[cash(100)]))
+        assert short.status_code == 422  # and it takes no receipt number
         custom = await sell(c, receipt="PAPER-17")
         r = await c.post("/sales", json=one_cola(receipt="PAPER-17"))
         assert r.status_code == 409
@@ -399,3 +402,10 @@ async def test_a_closed_log_is_a_503_without_a_trace(
     r = await client.post("/stock/COLA/receive", json={"qty": 1})
     assert r.status_code == 503
     assert r.json() == {"detail": "the till's event log is unavailable"}
+
+
+async def test_concurrent_sales_get_distinct_ordered_receipts(client: httpx.AsyncClient) -> None:
+    # Many sales in flight share group commits; receipts must stay unique and follow seq.
+    outs = await asyncio.gather(*(sell(client) for _ in range(25)))
+    by_seq = sorted(outs, key=lambda o: int(o["sale_id"].rpartition(":")[2]))
+    assert [o["receipt"] for o in by_seq] == [f"s1-t1-{n:06d}" for n in range(1, 26)]

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
+import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from tillmesh.conflict import queries
 from tillmesh.core.clock import hlc_ms
 from tillmesh.core.errors import StorageError, TillmeshError, ValidationError
-from tillmesh.core.events import HQ, Body, Event, SaleVoided
+from tillmesh.core.events import HQ, Body, Event, SaleVoided, encode_body
 from tillmesh.core.log import EventLog
 from tillmesh.replicas import api_models as m
 
@@ -84,7 +85,11 @@ class _Till:
     async def load_counter(self) -> None:
         if self._counter is None:
             rid, prefix = self.replica.replica_id, self.prefix
-            self._counter = await self.read(lambda c: _last_receipt_no(c, rid, prefix))
+            last = await self.read(lambda c: _last_receipt_no(c, rid, prefix))
+            # Concurrent first sales all load; the first to finish wins, or a later
+            # (stale) read would rewind a counter others have already taken from.
+            if self._counter is None:
+                self._counter = last
 
     def take_receipt(self) -> str:
         """Next generated receipt. Call right before `append` with no await in between:
@@ -228,9 +233,12 @@ def _sales_router(till: _Till) -> APIRouter:
         if req.receipt is not None:
             await _check_receipt(till, req.receipt)
         await till.load_counter()
-        receipt = req.receipt or till.take_receipt()
-        body = req.to_body(prices, receipt, till.replica.online())
+        body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
+        encode_body(body)  # refuse a bad sale before it takes a number: no receipt gaps
+        if req.receipt is None:
+            body = msgspec.structs.replace(body, receipt=till.take_receipt())
         ev = await till.append(body)  # returns once durable: only then do we answer
+        receipt = body.receipt
         return m.SaleOut(
             sale_id=ev.id, receipt=receipt, total=body.total, change=body.change,
             hlc=ev.hlc, at=_at(ev.hlc),
