@@ -1,0 +1,427 @@
+"""Run a whole site as real processes: `tillmesh hq` / `tillmesh till` subprocesses, each
+with its own supervised nats-server, SQLite logs in a temp folder.
+
+`Mesh` starts and stops replicas, sells through their HTTP APIs and records every
+acknowledged sale (the oracle), injects faults with real signals, and checks
+convergence against the oracle: over the APIs while running, then on disk with the
+`tillmesh state --digest` and `tillmesh log verify` commands.
+
+Every process is stopped by PID (SIGCONT, SIGTERM, wait, SIGKILL), including the
+nats-server children and any nats-server orphaned by a killed till (found by its
+config path, which lies inside this mesh's folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psutil
+
+from tillmesh.broker.credentials import Credentials
+from tillmesh.broker.subjects import HQ
+from tillmesh.replicas.site import Site, init_site
+
+__all__ = [
+    "TILLMESH",
+    "Mesh",
+    "Oracle",
+    "ReplicaProc",
+    "proc_state",
+    "wait_until",
+]
+
+T = TypeVar("T")
+TILLMESH = [sys.executable, "-m", "tillmesh.replicas.cli"]
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+CONVERGE_TIMEOUT = 60.0
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T]], what: str, timeout: float = 30.0, every: float = 0.1
+) -> T:
+    """Poll `check` until it returns something truthy; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = await check()
+        except (httpx.HTTPError, OSError) as e:  # a replica restarting or frozen
+            last = e
+        if last:
+            return last  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
+        await asyncio.sleep(every)
+
+
+def proc_state(pid: int) -> str | None:
+    """psutil's status of `pid` (psutil.STATUS_STOPPED after SIGSTOP), None if gone."""
+    try:
+        return str(psutil.Process(pid).status())
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _terminate(procs: Iterable[psutil.Process], timeout: float) -> list[int]:
+    """SIGCONT + SIGTERM, wait, SIGKILL the rest, wait. Returns PIDs still alive."""
+    procs = list(procs)
+    for p in procs:
+        _signal(p.pid, signal.SIGCONT)  # a stopped process would sit on its TERM
+        _signal(p.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        _signal(p.pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in alive]
+
+
+# --- one replica process ------------------------------------------------------------------
+
+
+class ReplicaProc:
+    """One `tillmesh till` / `tillmesh hq` subprocess."""
+
+    def __init__(self, mesh: Mesh, rid: str) -> None:
+        self.mesh, self.rid = mesh, rid
+        self.url = mesh.site.api_url(rid)
+        self.data_dir = mesh.site.data_dir(mesh.root, rid)
+        self.out = mesh.logs / f"{rid.replace('/', '-')}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.rid} was never started"
+        return self.popen.pid
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def command(self, fresh: bool) -> list[str]:
+        data = ["--data", str(self.mesh.root)]
+        if self.rid == HQ:
+            return [*TILLMESH, "hq", *data]
+        store, till = self.rid.split("/")
+        return [*TILLMESH, "till", *data, "--store", store, "--till", till] + (
+            ["--fresh"] if fresh else []
+        )
+
+    def spawn(self, fresh: bool) -> None:
+        assert not self.running, f"{self.rid} already running"
+        with open(self.out, "ab") as out:
+            out.write(f"--- start {' '.join(self.command(fresh))}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(
+                self.command(fresh),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's ^C reaches pytest only
+            )
+
+    async def wait_serving(self, timeout: float = START_TIMEOUT) -> None:
+        async def serving() -> bool:
+            if not self.running:
+                raise AssertionError(f"{self.rid} exited early:\n{self.tail()}")
+            if f"{self.rid} serving on" not in self.out.read_text(errors="replace"):
+                return False
+            r = await self.mesh.http.get(f"{self.url}/healthz")
+            return r.status_code == 200
+
+        await wait_until(serving, f"{self.rid} to serve", timeout)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.out.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # --- processes ------------------------------------------------------------------
+
+    def nats_servers(self) -> list[psutil.Process]:
+        """This replica's nats-server processes: children, or orphans of a killed till."""
+        marker = str(self.data_dir / "nats") + os.sep
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if any(arg.startswith(marker) for arg in cmd):
+                found.append(p)
+        return found
+
+    def tree(self) -> list[psutil.Process]:
+        procs: dict[int, psutil.Process] = {p.pid: p for p in self.nats_servers()}
+        if self.running:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                main = psutil.Process(self.pid)
+                procs[main.pid] = main
+                procs.update({c.pid: c for c in main.children(recursive=True)})
+        return list(procs.values())
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> list[int]:
+        """Stop the replica and its nats-server by PID; returns PIDs that would not die."""
+        main = [] if not self.running else [psutil.Process(self.pid)]
+        children = [p for p in self.tree() if not main or p.pid != main[0].pid]
+        left = _terminate(main, timeout)  # a clean shutdown stops its own nats-server
+        if self.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=1)  # reap
+        left += _terminate([p for p in children if p.is_running()], timeout)
+        return left
+
+    def kill(self, sig: int) -> None:
+        _signal(self.pid, sig)
+
+    async def freeze(self, *, tree: bool = False) -> None:
+        for p in self.tree() if tree else [psutil.Process(self.pid)]:
+            await signal_and_wait(p.pid, signal.SIGSTOP)
+
+    async def thaw(self, *, tree: bool = False) -> None:
+        for p in self.tree() if tree else [psutil.Process(self.pid)]:
+            await signal_and_wait(p.pid, signal.SIGCONT)
+
+    # --- API ------------------------------------------------------------------------
+
+    async def status(self, digest: bool = True) -> dict[str, Any]:
+        r = await self.mesh.http.get(f"{self.url}/status", params={"digest": digest})
+        r.raise_for_status()
+        result: dict[str, Any] = r.json()
+        return result
+
+    async def nats_server_pid(self) -> int:
+        async def known() -> int | None:
+            pid = (await self.status(digest=False))["sync"].get("nats_server_pid")
+            return pid if isinstance(pid, int) else None
+
+        return await wait_until(known, f"{self.rid}'s nats-server pid", 20)
+
+
+async def signal_and_wait(pid: int, sig: int, timeout: float = 5.0) -> None:
+    """Send SIGSTOP/SIGCONT and wait until the kernel shows the process (not) stopped."""
+    _signal(pid, sig)
+    stopped = sig == signal.SIGSTOP
+
+    async def settled() -> bool:
+        state = proc_state(pid)
+        return state is None or (state == psutil.STATUS_STOPPED) == stopped
+
+    await wait_until(settled, f"pid {pid} to {'stop' if stopped else 'continue'}", timeout, 0.01)
+
+
+# --- the oracle -----------------------------------------------------------------------------
+
+
+@dataclass
+class Oracle:
+    """Every sale a till acknowledged: sale id -> (receipt, total)."""
+
+    sales: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def record(self, sale_id: str, receipt: str, total: int) -> None:
+        assert sale_id not in self.sales, f"{sale_id} acknowledged twice"
+        self.sales[sale_id] = (receipt, total)
+
+    def heads(self) -> dict[str, int]:
+        """Per origin, the highest acknowledged seq."""
+        heads: dict[str, int] = {}
+        for sale_id in self.sales:
+            origin, seq = split_id(sale_id)
+            heads[origin] = max(heads.get(origin, 0), seq)
+        return heads
+
+    @property
+    def gross(self) -> int:
+        return sum(total for _, total in self.sales.values())
+
+
+def split_id(event_id: str) -> tuple[str, int]:
+    origin, _, seq = event_id.rpartition(":")
+    return origin, int(seq)
+
+
+# --- the site --------------------------------------------------------------------------------
+
+
+class Mesh:
+    """A site in `root`, its replica processes and the oracle. Always `await close()`."""
+
+    def __init__(self, root: Path, stores: dict[str, list[str]]) -> None:
+        self.root = root / "site"
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.site: Site = init_site(self.root, stores)
+        from tillmesh.replicas.site import load_site
+
+        _, self.creds = load_site(self.root)
+        self.creds: dict[str, Credentials]
+        self.procs = {rid: ReplicaProc(self, rid) for rid in self.site.replicas}
+        self.oracle = Oracle()
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+        self._sale_no = 0
+
+    @property
+    def tills(self) -> list[str]:
+        return [rid for rid in self.site.replicas if rid != HQ]
+
+    def __getitem__(self, rid: str) -> ReplicaProc:
+        return self.procs[rid]
+
+    async def start(self, *rids: str, fresh: bool = True) -> None:
+        rids = rids or tuple(self.site.replicas)
+        for rid in rids:
+            self.procs[rid].spawn(fresh)
+        await asyncio.gather(*(self.procs[rid].wait_serving() for rid in rids))
+
+    async def close(self) -> list[int]:
+        """Stop every replica; returns PIDs that survived (should be none)."""
+        await self.http.aclose()
+        left: list[int] = []
+        for proc in self.procs.values():
+            left += proc.stop()
+        return left
+
+    def running(self) -> list[ReplicaProc]:
+        return [p for p in self.procs.values() if p.running]
+
+    # --- selling ------------------------------------------------------------------
+
+    async def sell(self, rid: str, n: int = 1) -> list[str]:
+        """`n` cash sales on `rid`, one at a time; each recorded once acknowledged."""
+        ids = []
+        for _ in range(n):
+            self._sale_no += 1
+            k = self._sale_no
+            price = 100 + k % 97
+            body = {
+                "lines": [{"sku": f"SKU-{k % 7}", "qty": 1 + k % 3, "unit_price": price}],
+                "payments": [{"method": "cash", "amount": (1 + k % 3) * price}],
+            }
+            r = await self.http.post(f"{self.procs[rid].url}/sales", json=body)
+            assert r.status_code == 201, f"sale on {rid}: {r.status_code} {r.text}"
+            out = r.json()
+            self.oracle.record(out["sale_id"], out["receipt"], out["total"])
+            ids.append(out["sale_id"])
+        return ids
+
+    async def sell_everywhere(self, rids: Iterable[str], rounds: int, per_round: int = 2) -> None:
+        """Rounds of concurrent sales on every given replica."""
+        rids = list(rids)
+        for _ in range(rounds):
+            await asyncio.gather(*(self.sell(rid, per_round) for rid in rids))
+
+    # --- convergence ---------------------------------------------------------------
+
+    async def statuses(self) -> dict[str, dict[str, Any]]:
+        procs = self.running()
+        results = await asyncio.gather(*(p.status() for p in procs))
+        return {p.rid: s for p, s in zip(procs, results, strict=True)}
+
+    def _divergence(self, statuses: dict[str, dict[str, Any]]) -> str:
+        """'' if every running replica holds exactly the acknowledged sales, same state."""
+        heads, sales, gross = self.oracle.heads(), len(self.oracle.sales), self.oracle.gross
+        vvs = {rid: s["version_vector"] for rid, s in statuses.items()}
+        digests = {s["digest"] for s in statuses.values()}
+        for rid, s in statuses.items():
+            vv = s["version_vector"]
+            behind = {o: (vv.get(o, 0), h) for o, h in heads.items() if vv.get(o, 0) < h}
+            if behind:
+                return f"{rid} behind (have, acked): {behind}"
+            if (s["sales"]["sales"], s["sales"]["gross"]) != (sales, gross):
+                return f"{rid} sales {s['sales']} != acked {sales} / gross {gross}"
+            if s["pending"]:
+                return f"{rid} holds {s['pending']} pending events"
+            if rid != HQ and s["unsynced_to_hq"]:
+                return f"{rid}: {s['unsynced_to_hq']} sales not yet confirmed by HQ"
+        if len({json.dumps(v, sort_keys=True) for v in vvs.values()}) > 1:
+            return f"version vectors differ: {vvs}"
+        if len(digests) > 1:
+            return f"digests differ: { {r: s['digest'] for r, s in statuses.items()} }"
+        return ""
+
+    async def wait_converged(self, timeout: float = CONVERGE_TIMEOUT) -> dict[str, Any]:
+        """Wait until every running replica holds every acknowledged sale once, the same
+        version vector and state digest, and no till waits on HQ's receipt."""
+        last = ""
+
+        async def converged() -> dict[str, Any] | None:
+            nonlocal last
+            statuses = await self.statuses()
+            last = self._divergence(statuses)
+            return None if last else statuses
+
+        try:
+            return await wait_until(converged, "convergence", timeout, 0.25)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\ndivergence: {last}\n{self._tails()}") from None
+
+    def _tails(self) -> str:
+        return "\n".join(f"--- {p.rid}\n{p.tail(15)}" for p in self.procs.values())
+
+    async def check_on_disk(self, statuses: dict[str, dict[str, Any]]) -> None:
+        """`tillmesh state --digest` equal everywhere (and to the API's), `log verify` OK,
+        and every DB holds exactly the acknowledged sales, each once."""
+        rids = list(statuses)
+        dbs = [self.site.data_dir(self.root, rid) / "log.db" for rid in rids]
+        outs = await asyncio.gather(
+            *(run_cli("state", str(db), "--digest") for db in dbs),
+            *(run_cli("log", "verify", str(db), "--json") for db in dbs),
+        )
+        digests, verifies = outs[: len(dbs)], outs[len(dbs) :]
+        for rid, db, dig, ver in zip(rids, dbs, digests, verifies, strict=True):
+            assert dig.strip() == statuses[rid]["digest"], f"{rid}: CLI digest {dig!r}"
+            report = json.loads(ver)
+            assert report["ok"], f"{rid}: log verify: {report['findings']}"
+            self._check_sales(rid, db)
+        assert len({d.strip() for d in digests}) == 1, f"on-disk digests differ: {digests}"
+
+    def _check_sales(self, rid: str, db: Path) -> None:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            held = conn.execute(
+                "SELECT origin, seq FROM events WHERE type = 'sale.completed'"
+            ).fetchall()
+            rows = conn.execute("SELECT id, receipt, total FROM st_sales").fetchall()
+        finally:
+            conn.close()
+        want = set(self.oracle.sales)
+        got = [f"{o}:{s}" for o, s in held]
+        assert sorted(got) == sorted(want), f"{rid}: sale events != acknowledged sales"
+        assert len(rows) == len(want), f"{rid}: {len(rows)} folded sales, {len(want)} acked"
+        assert {r[0]: (r[1], r[2]) for r in rows} == self.oracle.sales, f"{rid}: folded sales"
+
+    async def converge_and_check(self, timeout: float = CONVERGE_TIMEOUT) -> None:
+        statuses = await self.wait_converged(timeout)
+        await self.check_on_disk(statuses)
+
+
+async def run_cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *TILLMESH, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode not in (0, 1):
+        raise AssertionError(f"tillmesh {' '.join(args)}: exit {proc.returncode}: {err!r}")
+    return out.decode()
