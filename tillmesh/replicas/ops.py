@@ -34,6 +34,9 @@ from tillmesh.core.events import (
     RefundIssued,
     SaleCompleted,
     SaleVoided,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
     decode_body,
     decode_event,
 )
@@ -259,8 +262,9 @@ def _touched_skus(conn: sqlite3.Connection, body: Body | None) -> list[str]:
             "SELECT DISTINCT sku FROM st_sale_lines WHERE sale_id = ? ORDER BY sku", (body.sale,)
         )
         return [sku for (sku,) in rows]
-    sku = getattr(body, "sku", None)
-    return [sku] if isinstance(sku, str) else []
+    if isinstance(body, StockReceived | StockAdjusted | StockCounted):
+        return [body.sku]
+    return []
 
 
 def _stock(conn: sqlite3.Connection, skus: list[str]) -> dict[str, int]:
