@@ -1,0 +1,94 @@
+"""`log restore`: a replacement till from HQ's or a peer's database keeps its id and seq."""
+
+# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_ops_kit import (  # noqa: F401  (fixtures)
+    Built,
+    Site,
+    built,
+    cli,
+    cli_json,
+    digest,
+    pristine_site,
+    sale,
+    with_site,
+)
+
+
+def sync_all(built: Built, *rids: str) -> None:
+    async def go(site: Site) -> None:
+        await site.open(*rids)
+        await site.sync(*rids)
+
+    with_site(built.root, go)
+
+
+def next_append(root: Path, rid: str) -> str:
+    async def go(site: Site) -> str:
+        await site.open(rid)
+        return (await site.append(rid, sale("AFTER-RESTORE")))[0]
+
+    return with_site(root, go)
+
+
+def test_restore_from_hq_keeps_identity_and_sequence(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sync_all(built, "hq", "s1/t1", "s1/t2")
+    lost = built.db("s1/t1")
+    lost.unlink()  # the till's disk died
+    code, out = cli_json(
+        capsys, "log", "restore", lost, "--from", built.db("hq"), "--replica", "s1/t1"
+    )
+    assert code == 0 and out["own_seq"] == 16 and out["rejected"] == []
+    assert out["digest"] == digest(lost) == digest(built.db("s1/t2"))  # store s1's state only
+    code, diff = cli_json(capsys, "log", "diff", lost, built.db("s1/t2"))
+    assert code == 0 and not diff["differs"]
+    assert next_append(built.root, "s1/t1") == "s1/t1:17"
+
+
+def test_restore_refuses_to_overwrite_without_force(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t1 = built.db("s1/t1")
+    before = digest(t1)
+    argv = ["log", "restore", t1, "--from", built.db("s1/t2"), "--replica", "s1/t1"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and "--force" in err and err.count("\n") == 1
+    assert digest(t1) == before
+    code, text, _ = cli(capsys, *argv, "--force")
+    assert code == 0 and "next append is s1/t1:17" in text
+    assert digest(t1) == digest(built.db("s1/t2"))
+
+
+def test_restore_from_another_stores_till_is_refused(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = built.root / "new.db"
+    code, _, err = cli(
+        capsys, "log", "restore", new, "--from", built.db("s2/x1"), "--replica", "s1/t1"
+    )
+    assert code == 2 and "holds less than 's1/t1'" in err
+    assert not new.exists()
+
+
+def test_restore_from_a_compacted_peer_starts_from_its_snapshot(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sync_all(built, "hq", "s1/t1", "s1/t2")
+    t2 = built.db("s1/t2")
+    cli(capsys, "log", "compact", t2, "--peers-vv", built.db("hq"), built.db("s1/t1"))
+    lost = built.db("s1/t1")
+    lost.unlink()
+    code, out = cli_json(capsys, "log", "restore", lost, "--from", t2, "--replica", "s1/t1")
+    assert code == 0 and out["seeded"] == {"hq": 1, "s1/t1": 15, "s1/t2": 13}
+    assert out["own_seq"] == 16 and digest(lost) == digest(t2)
+    code, _, _ = cli(capsys, "log", "verify", lost)
+    assert code == 0
+    assert next_append(built.root, "s1/t1") == "s1/t1:17"
+    code, rebuilt = cli_json(capsys, "log", "rebuild", lost)
+    assert rebuilt["digest"] == rebuilt["digest_before"]
