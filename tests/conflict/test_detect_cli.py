@@ -1,0 +1,112 @@
+"""`tillmesh conflicts` and `tillmesh resolve` on replica files, and policy loading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tillmesh.conflict.policies import Policies, PolicyError, from_state, load_policies
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.events import PriceSet, ProductUpserted, StockReceived
+from tillmesh.core.log import EventLog
+from tillmesh.replicas.cli import main
+from tillmesh.replicas.cli_conflicts import open_conflict_count
+from tillmesh.replicas.cli_inspect import open_db
+
+from .factory import sale_body
+
+
+async def _two_tills_oversell(root: Path) -> Path:
+    """t1 and t2 each sell the one unit of A, then t1 takes t2's events."""
+    logs = [await EventLog.open(root / f"t{i}.db", f"s1/t{i}", StoreState()) for i in (1, 2)]
+    await logs[0].append(StockReceived(sku="A", qty=1))
+    await logs[1].ingest_raw(await logs[0].read_range("s1/t1", 1, 100))
+    await logs[0].append(sale_body([("A", 1, 100)], "R1"))
+    await logs[1].append(sale_body([("A", 1, 100)], "R1"))
+    await logs[0].ingest_raw(await logs[1].read_range("s1/t2", 1, 100))
+    for log in logs:
+        await log.close()
+    return root / "t1.db"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_resolve_and_list_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(asyncio.run(_two_tills_oversell(tmp_path)))
+    code, out, _ = _run(capsys, "conflicts", db, "--json")
+    found = json.loads(out)
+    assert code == 0 and {c["kind"] for c in found} == {"oversell", "receipt_collision"}
+    over = next(c for c in found if c["kind"] == "oversell")
+    assert over["open"] and over["subject"] == "A"
+    code, out, _ = _run(capsys, "resolve", db, over["id"], "--action", "compensate",
+                        "--by", "Ana", "--reason", "two in the back")  # fmt: skip
+    assert code == 0 and "conflict.resolved" in out and "stock.adjusted" in out
+    code, out, _ = _run(capsys, "conflicts", db, "--json", "--open")
+    assert [c["kind"] for c in json.loads(out)] == ["receipt_collision"]
+    code, out, _ = _run(capsys, "conflicts", db)
+    assert "compensate by Ana" in out and "two in the back" in out and "1 open" in out
+    with closing(open_db(Path(db))) as conn:
+        assert open_conflict_count(conn) == 1
+
+
+def test_resolve_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(asyncio.run(_two_tills_oversell(tmp_path)))
+    code, _, err = _run(capsys, "resolve", db, "nosuchid", "--action", "accept",
+                        "--by", "Ana", "--reason", "x")  # fmt: skip
+    assert code == 2 and "no conflict with id 'nosuchid'" in err
+    code, out, _ = _run(capsys, "conflicts", db, "--json", "--kind", "receipt_collision")
+    cid = json.loads(out)[0]["id"]
+    code, _, err = _run(capsys, "resolve", db, cid, "--action", "choose_price", "--price", "5",
+                        "--by", "Ana", "--reason", "x")  # fmt: skip
+    assert code == 2 and "use one of: accept" in err
+    code, _, err = _run(capsys, "conflicts", str(tmp_path / "missing.db"))
+    assert code == 2 and "no such database" in err
+
+
+async def test_resolve_refuses_a_running_replica(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = await EventLog.open(tmp_path / "t1.db", "s1/t1", StoreState())
+    try:
+        await log.append(sale_body([("A", 1, 100)]))
+        code = await asyncio.to_thread(
+            main, ["resolve", str(tmp_path / "t1.db"), "x", "--action", "accept", "--by", "A",
+                   "--reason", "r"],
+        )  # fmt: skip
+        assert code == 2 and "HTTP API" in capsys.readouterr().err
+    finally:
+        await log.close()
+
+
+def test_policies_files(tmp_path: Path) -> None:
+    toml = tmp_path / "p.toml"
+    toml.write_text('price = "hq_wins"\noversell = "flag_recount"\nconcurrency_window_ms = 2000\n')
+    assert load_policies(toml) == Policies("hq_wins", "flag_recount", 2000)
+    js = tmp_path / "p.json"
+    js.write_text('{"price": "lowest"}')
+    assert load_policies(js) == Policies(price="lowest")
+    js.write_text('{"price": "cheapest"}')
+    with pytest.raises(PolicyError, match="price"):
+        load_policies(js)
+    js.write_text('{"prise": "latest"}')
+    with pytest.raises(PolicyError, match="prise"):
+        load_policies(js)
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policies(tmp_path / "none.toml")
+
+
+async def test_policies_default_to_the_folds(tmp_path: Path) -> None:
+    fold = StoreState(price_policy="lowest", concurrency_window_ms=1234)
+    async with await EventLog.open(tmp_path / "h.db", "hq", fold) as log:
+        await log.append(ProductUpserted(sku="A", name="tea", price=5))
+        await log.append(PriceSet(sku="A", price=4))
+        got = await log.read(from_state)
+    assert got == Policies(price="lowest", concurrency_window_ms=1234)
