@@ -106,3 +106,16 @@ def test_dump_filters_by_origin_type_and_time(
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["id"] for r in records] == ["s1/t2:4", "s1/t2:5", "s1/t2:6"]
     assert all(r["body"]["lines"][0]["sku"] == "B" for r in records)
+
+
+@pytest.mark.parametrize(
+    "command", ["replay", "export", "import", "diff", "compact", "rebuild", "restore"]
+)
+def test_every_ops_command_has_an_example_and_json(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(capsys, "log", command, "--help")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:\n  tillmesh log " + command in out and "--json" in out
