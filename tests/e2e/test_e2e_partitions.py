@@ -15,6 +15,7 @@ The soak variants hold each partition far longer and repeat it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -103,8 +104,6 @@ async def hq_cut_off(mesh: Mesh) -> AsyncIterator[Cut]:
 
 
 async def leafnodes(mesh: Mesh, rid: str) -> int:
-    import json
-
     status, body = await http_get(mesh.site.host, mesh.site.ports[rid].monitor, "/leafz")
     assert status == 200
     return int(json.loads(body)["leafnodes"])

@@ -1,0 +1,209 @@
+"""Issue 3, scenario 5: hostile or broken peers on the real NATS mesh of a running site.
+
+A client holding till t2's credentials (stolen, or a buggy t2) publishes, on t2's own
+subjects: a version vector claiming events t2 does not have, garbage, a 1 MiB garbage
+frame, an oversized frame (refused by the client and server limit), a frame naming
+another sender, events of another store, and a replay of one of t2's genuine frames.
+Replication among the others goes on, nothing from those frames is applied, and every
+incident shows in `GET /status` (sync.incidents) of the replicas that received it.
+
+A till with its own credentials cannot publish on another till's subjects: the server
+refuses, and a probe published afterwards on the same connection proves the forged
+message never arrived (NATS keeps one publisher's order).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from tests.e2e.harness import Mesh, wait_until
+from tests.factories import cash_sale, chain
+from tillmesh.broker.server import connect_options
+from tillmesh.broker.subjects import events_subject, pull_subject, vv_subject
+from tillmesh.core.events import encode_event
+from tillmesh.replicas.protocol import EventsFrame, VersionVectorMsg, encode_message
+
+T1, T2, T3, HQ = "s1/t1", "s1/t2", "s1/t3", "hq"
+VICTIMS = (T1, T3, HQ)
+
+
+async def connect_as(mesh: Mesh, who: str, server: str, errors: list[Exception]) -> Client:
+    """A raw NATS client with `who`'s credentials, on `server`'s nats-server."""
+    url = f"nats://{mesh.site.host}:{mesh.site.ports[server].nats}"
+    options = connect_options(url, mesh.creds[who], who)
+
+    async def on_error(e: Exception) -> None:
+        errors.append(e)
+
+    return await nats.connect(**options, error_cb=on_error, connect_timeout=5)
+
+
+async def incidents(mesh: Mesh, rid: str, peer: str = T2) -> dict[str, int]:
+    status = await mesh[rid].status(digest=False)
+    return {i["kind"]: i["count"] for i in status["sync"]["incidents"] if i["peer"] == peer}
+
+
+async def wait_incidents(mesh: Mesh, kind: str, above: dict[str, int] | None = None) -> None:
+    """Until every victim reports more `kind` incidents from t2 than `above` says."""
+    for rid in VICTIMS:
+        floor = (above or {}).get(rid, 0)
+
+        async def reported(rid: str = rid, floor: int = floor) -> bool:
+            return (await incidents(mesh, rid)).get(kind, 0) > floor
+
+        await wait_until(reported, f"{rid} to report a {kind} incident from {T2}", 20)
+
+
+async def capture_a_genuine_frame(mesh: Mesh, evil: Client) -> bytes:
+    frames: list[bytes] = []
+
+    async def grab(msg: Msg) -> None:
+        frames.append(msg.data)
+
+    await evil.subscribe(events_subject(T2), cb=grab)
+
+    async def captured() -> bool:
+        await mesh.sell(T2)  # also proves the subscription is live
+        return bool(frames)
+
+    await wait_until(captured, "a genuine frame of t2", 20, every=0.2)
+    return frames[0]
+
+
+async def test_hostile_frames_are_refused_and_reported(mesh: Mesh) -> None:
+    await mesh.sell_everywhere(mesh.tills, rounds=2)
+    await mesh.wait_converged()
+    errors: list[Exception] = []
+    evil = await connect_as(mesh, T2, T3, errors)
+    try:
+        genuine = await capture_a_genuine_frame(mesh, evil)
+        await mesh.wait_converged()
+        heads = mesh.oracle.heads()
+        await attack(mesh, evil, heads, genuine)
+    finally:
+        await evil.close()
+    await mesh.sell_everywhere(mesh.tills, rounds=2)  # replication goes on
+    statuses = await mesh.wait_converged()
+    await mesh.check_on_disk(statuses)
+    for rid, status in statuses.items():
+        assert set(status["version_vector"]) == {T1, T2, T3}, rid  # no s2 events anywhere
+        if rid in VICTIMS:
+            kinds = {i["kind"] for i in status["sync"]["incidents"] if i["peer"] == T2}
+            assert {"short", "bad_frame", "rejected", "duplicate_frame"} <= kinds, (rid, kinds)
+
+
+async def attack(mesh: Mesh, evil: Client, heads: dict[str, int], genuine: bytes) -> None:
+    ev, vv = events_subject(T2), vv_subject(T2)
+    lie = VersionVectorMsg(T2, {T1: heads[T1] + 1000, T2: heads[T2] + 1000}, "s1")
+    await evil.publish(vv, encode_message(lie))
+    await wait_incidents(mesh, "short")  # they pulled the claimed events; t2 had none
+
+    await evil.publish(ev, b"\xc1 not msgpack")
+    await evil.publish(ev, os.urandom(1 << 20))
+    with pytest.raises(nats.errors.MaxPayloadError):
+        await evil.publish(ev, bytes(evil.max_payload + 1))
+    await evil.publish(ev, encode_message(EventsFrame(T1, [], False, 0)))  # not its name
+    await wait_incidents(mesh, "bad_frame")
+
+    other_store = chain("s2/t1", [cash_sale(receipt="FORGED-S2")])
+    await evil.publish(ev, encode_message(EventsFrame(T2, [encode_event(e) for e in other_store])))
+    await wait_incidents(mesh, "rejected")
+
+    before = {rid: (await incidents(mesh, rid)).get("duplicate_frame", 0) for rid in VICTIMS}
+    sales = {rid: (await mesh[rid].status(digest=False))["sales"] for rid in VICTIMS}
+    await evil.publish(ev, genuine)  # replay
+    await wait_incidents(mesh, "duplicate_frame", before)
+    for rid in VICTIMS:
+        assert (await mesh[rid].status(digest=False))["sales"] == sales[rid], rid
+
+
+# --- permissions ----------------------------------------------------------------------------
+
+
+def forged_next_event_of(mesh: Mesh, origin: str, head: int) -> bytes:
+    """A correctly chained next event of `origin`: a log would accept it if it arrived."""
+    db = mesh.site.data_dir(mesh.root, origin) / "log.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        prev, hlc = conn.execute(
+            "SELECT h.hash, e.hlc FROM heads h JOIN events e ON e.origin = h.origin"
+            " AND e.seq = h.seq WHERE h.origin = ?",
+            (origin,),
+        ).fetchone()
+    finally:
+        conn.close()
+    (event,) = chain(origin, [cash_sale(receipt="FORGED")], hlc + 1, prev, head + 1)
+    return encode_event(event)
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes]] = []
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.seen.append((msg.subject, msg.data))
+
+    def count(self, subject: str, data: bytes) -> int:
+        return self.seen.count((subject, data))
+
+
+async def test_a_till_cannot_publish_as_another_till(mesh: Mesh) -> None:
+    await mesh.sell_everywhere(mesh.tills, rounds=2)
+    await mesh.wait_converged()
+    head = mesh.oracle.heads()[T2]
+    forged = encode_message(EventsFrame(T2, [forged_next_event_of(mesh, T2, head)]))
+    errors: list[Exception] = []
+    t1 = await connect_as(mesh, T1, T1, errors)
+    watcher_nc = await connect_as(mesh, T3, T1, [])
+    watcher = Watcher()
+    try:
+        for subject in ("tm.ev.s1.>", "tm.vv.s1.>"):
+            await watcher_nc.subscribe(subject, cb=watcher.on_msg)
+        await probe_seen(t1, watcher, 1, again=True)  # the watcher's interest is live
+        await t1.publish(events_subject(T2), forged)
+        await t1.publish(vv_subject(T2), encode_message(VersionVectorMsg(T2, {T2: 10**6}, "s1")))
+        await t1.subscribe(pull_subject(T2))  # would steal t2's pull requests
+        await probe_seen(t1, watcher, 2)
+        assert not [s for s, _ in watcher.seen if s in (events_subject(T2), vv_subject(T2))]
+        await wait_until(violations(errors, 3), "permission violations reported", 10)
+        reported = " ".join(str(e) for e in errors)
+        for subject in (events_subject(T2), vv_subject(T2), pull_subject(T2)):
+            assert f'"{subject}"' in reported, reported
+    finally:
+        await t1.close()
+        await watcher_nc.close()
+    for rid in mesh.procs:
+        assert (await mesh[rid].status(digest=False))["version_vector"][T2] == head
+    await mesh.sell_everywhere(mesh.tills, rounds=1)
+    await mesh.converge_and_check()
+
+
+async def probe_seen(nc: Client, watcher: Watcher, k: int, again: bool = False) -> None:
+    """Publish probe `k` on t1's own vv subject (harmless: an origin at seq 0 raises no
+    vector) until the watcher has seen it; `again`: republish while waiting."""
+    subject = vv_subject(T1)
+    probe = encode_message(VersionVectorMsg(T1, {f"s1/probe{k}": 0}, "s1"))
+    await nc.publish(subject, probe)
+
+    async def seen() -> bool:
+        if watcher.count(subject, probe):
+            return True
+        if again:
+            await nc.publish(subject, probe)
+        return False
+
+    await wait_until(seen, f"probe #{k}", 10, every=0.05)
+
+
+def violations(errors: list[Exception], n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return sum("permissions violation" in str(e).lower() for e in errors) >= n
+
+    return check
