@@ -164,3 +164,19 @@ def test_replay_on_a_compacted_log_starts_from_the_snapshot_or_says_why_not(
     assert [e["id"] for e in out["events"]] == ["hq:2", "s1/t2:14", "s1/t1:16"]
     code, _, err = cli(capsys, "log", "replay", t1, "--until", at(20))
     assert code == 2 and "compacted away" in err and "HQ" in err
+
+
+def test_a_locked_database_is_a_one_line_error(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t1 = built.db("s1/t1")
+    holder = sqlite3.connect(t1, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("BEGIN IMMEDIATE")  # a writer holds the lock past busy_timeout
+        code, _, err = cli(capsys, "log", "compact", t1, "--peers-vv", built.db("hq"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 2 and err.startswith("tillmesh: error: ") and "locked" in err
+    assert err.count("\n") == 1

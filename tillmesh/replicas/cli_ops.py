@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -20,6 +21,7 @@ from typing import Any, TypeAlias
 from tillmesh.conflict import queries
 from tillmesh.core.errors import StorageError
 from tillmesh.core.events import HQ, parse_event_id, store_of
+from tillmesh.core.sqlite import translate
 from tillmesh.core.verify import verify_log
 from tillmesh.replicas import ops
 from tillmesh.replicas.cli import add_command
@@ -54,9 +56,21 @@ def _cmd(
     summary: str,
     example: str,
 ) -> argparse.ArgumentParser:
-    p = add_command(logs, name, run, summary, example)
+    p = add_command(logs, name, _translated(run), summary, example)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _translated(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """SQLite errors past the open (locked at BEGIN, damaged pages) as tillmesh errors."""
+
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except sqlite3.Error as e:
+            raise translate(str(getattr(args, "db", None) or getattr(args, "db_a", "?")), e) from e
+
+    return guarded
 
 
 @contextmanager
