@@ -12,6 +12,7 @@ class CountingFold:
     """Counts applied events per origin; can be told to fail, to test atomicity."""
 
     version = 1
+    tables = ("st_counts",)
 
     def __init__(self) -> None:
         self.fail_on_type: str | None = None

@@ -117,6 +117,7 @@ class StoreState:
     """The store's derived state; see the module docstring for the laws it keeps."""
 
     version = 1
+    tables = tuple(schema.TABLES)
 
     def __init__(
         self, price_policy: PricePolicy = "latest", concurrency_window_ms: int = DEFAULT_WINDOW_MS

@@ -41,6 +41,7 @@ __all__ = [
     "plan",
     "read_heads",
     "rebuild",
+    "rebuild_state",
     "save_snapshot",
     "seed_from",
     "snapshot_bases",
@@ -299,28 +300,39 @@ def rebuild(
     tables: Sequence[str],
     progress: Progress | None = None,
 ) -> int:
-    """Re-derive the state tables: snapshot (if compacted) + every event in the log."""
+    """Re-derive the state tables in one transaction; see `rebuild_state`."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _check_snapshot_version(conn, fold)
-        if not has_snapshot(conn) and any(h.base for h in read_heads(conn).values()):
-            raise StorageError("snapshot", "log is compacted but holds no snapshot")
-        fold.drop_tables(conn)
-        fold.create_tables(conn)
-        if has_snapshot(conn):
-            load_snapshot(conn, conn, tables)
-            fold.create_tables(conn)  # lets the fold re-derive anything its config changes
-        applied = fold_rows(conn, fold, _all_rows(conn), progress)
-        conn.execute(
-            f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE flags & {FLAG_UNAPPLIED}"
-            f" AND type IN ({','.join('?' * len(BODY_TYPES))})",
-            list(BODY_TYPES),
-        )
-        _set_meta(conn, "fold_version", fold.version)
+        applied = rebuild_state(conn, fold, tables, progress)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return applied
+
+
+def rebuild_state(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    tables: Sequence[str],
+    progress: Progress | None = None,
+) -> int:
+    """Snapshot (if compacted) + every event in the log -> state; the caller owns the tx."""
+    _check_snapshot_version(conn, fold)
+    if not has_snapshot(conn) and any(h.base for h in read_heads(conn).values()):
+        raise StorageError("snapshot", "log is compacted but holds no snapshot")
+    fold.drop_tables(conn)
+    fold.create_tables(conn)
+    if has_snapshot(conn):
+        load_snapshot(conn, conn, tables)
+        fold.create_tables(conn)  # lets the fold re-derive anything its config changes
+    applied = fold_rows(conn, fold, _all_rows(conn), progress)
+    conn.execute(  # events this build can now apply are no longer "unapplied"
+        f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE flags & {FLAG_UNAPPLIED}"
+        f" AND type IN ({','.join('?' * len(BODY_TYPES))})",
+        list(BODY_TYPES),
+    )
+    _set_meta(conn, "fold_version", fold.version)
     return applied
 
 

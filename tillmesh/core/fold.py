@@ -35,6 +35,7 @@ class StateFold(Protocol):
     whatever the order they are applied in, and be idempotent per event."""
 
     version: int  # bump to make every log rebuild its state on open
+    tables: tuple[str, ...]  # the state tables, snapshotted by compaction
 
     def create_tables(self, conn: sqlite3.Connection) -> None: ...
 

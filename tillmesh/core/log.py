@@ -30,9 +30,10 @@ import aiosqlite
 
 from tillmesh.core.batch import NO_HEAD, Head, IngestResult, Transaction
 from tillmesh.core.clock import HybridClock, system_wall_ms
+from tillmesh.core.compact import rebuild_state
 from tillmesh.core.errors import StorageError, TillmeshError
-from tillmesh.core.events import BODY_TYPES, Body, Event, decode_body, decode_event, encode_body
-from tillmesh.core.fold import FLAG_UNAPPLIED, Accepted, StateFold
+from tillmesh.core.events import Body, Event, decode_event, encode_body
+from tillmesh.core.fold import StateFold
 from tillmesh.core.schema import MIGRATIONS
 from tillmesh.core.sqlite import connect, migrate, run_in_thread
 
@@ -277,22 +278,8 @@ class EventLog:
         return n
 
     def _rebuild(self, conn: sqlite3.Connection) -> int:
-        self.fold.drop_tables(conn)
-        self.fold.create_tables(conn)
-        applied = 0
-        cursor = conn.execute("SELECT raw, flags FROM events ORDER BY origin, seq")
-        while rows := cursor.fetchmany(REBUILD_CHUNK):
-            batch = [_accepted_or_none(raw, flags) for raw, flags in rows]
-            known = [a for a in batch if a is not None]
-            self.fold.apply(conn, known)
-            applied += len(known)
-        conn.execute(  # events this build can now apply are no longer "unapplied"
-            f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE flags & {FLAG_UNAPPLIED}"
-            f" AND type IN ({','.join('?' * len(BODY_TYPES))})",
-            list(BODY_TYPES),
-        )
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('fold_version', ?)", (self.fold.version,))
-        return applied
+        # A compacted log re-derives from its snapshot plus the events it still holds.
+        return rebuild_state(conn, self.fold, self.fold.tables)
 
     # --- reads -------------------------------------------------------------------
 
@@ -336,13 +323,3 @@ class EventLog:
             str(self.path), self.replica_id, events, pending, quarantined,
             self.version_vector(), size,
         )
-
-
-def _accepted_or_none(raw: bytes, flags: int) -> Accepted | None:
-    """Decode a stored event for the fold; None if this build still cannot apply it."""
-    ev = decode_event(raw)
-    try:
-        body = decode_body(ev)
-    except TillmeshError:
-        return None
-    return Accepted(ev, body, flags & ~FLAG_UNAPPLIED)
