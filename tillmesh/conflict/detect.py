@@ -4,8 +4,9 @@
 policies): replicas holding the same events report the same conflicts with the same
 ids, whatever order the events arrived in. Nothing here reads a wall clock.
 
-Conflict id: the first 12 hex digits of blake2b(kind, the involved event ids sorted by
-(origin, seq)). An id therefore names exactly one set of events; if more events join
+Conflict id: the first 12 hex digits of blake2b(kind, subject, the involved event ids
+sorted by (origin, seq)); the subject is in it because one sale can oversell several
+SKUs. An id therefore names exactly one set of events; if more events join
 a conflict (a third void, another sale into a negative run) it gets a new id, and a
 resolution of the old id no longer applies - except for the running kinds below.
 
@@ -116,9 +117,9 @@ def _eid_key(eid: str) -> tuple[str, int]:
     return parse_event_id(eid)
 
 
-def conflict_id(kind: str, events: Iterable[str]) -> str:
-    """Stable short id: blake2b of the kind and the event ids in (origin, seq) order."""
-    text = "\n".join([kind, *sorted(set(events), key=_eid_key)])
+def conflict_id(kind: str, subject: str, events: Iterable[str]) -> str:
+    """Stable short id: blake2b of kind, subject and the event ids in (origin, seq) order."""
+    text = "\n".join([kind, subject, *sorted(set(events), key=_eid_key)])
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
@@ -142,7 +143,7 @@ def detect(
     found: list[Conflict] = []
     for kind in kinds:
         for f in _DETECTORS[kind](conn, policies, resolved):
-            cid = conflict_id(f.kind, f.events)
+            cid = conflict_id(f.kind, f.subject, f.events)
             res = resolved.get(cid) or f.auto
             found.append(Conflict(cid, f.kind, f.subject, _sorted(f.events), f.details, res))
     out = sorted(found, key=lambda c: (KINDS.index(c.kind), c.subject, c.id))
@@ -171,14 +172,14 @@ def _resolutions(conn: sqlite3.Connection) -> dict[str, Resolution]:
 
 
 def _split_resolved(
-    kind: str, ordered: list[str], resolved: dict[str, Resolution]
+    kind: str, subject: str, ordered: list[str], resolved: dict[str, Resolution]
 ) -> Iterator[tuple[list[str], Resolution | None]]:
     """Cut a running conflict's events (in time order) after each prefix a resolution
     names: (resolved chunk, its resolution)..., then the open rest (if any)."""
     start = 0
     if resolved and len(ordered) <= PREFIX_CHECK_LIMIT:
         for end in range(1, len(ordered) + 1):
-            res = resolved.get(conflict_id(kind, ordered[start:end]))
+            res = resolved.get(conflict_id(kind, subject, ordered[start:end]))
             if res is not None:
                 yield ordered[start:end], res
                 start = end
@@ -346,7 +347,7 @@ def _skew(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> li
     for origin, grp in groupby(rows, key=lambda row: row[1]):
         evs = sorted(grp, key=lambda row: _eid_key(row[0]))
         hlcs = {e: h for e, _, h in evs}
-        for chunk, _res in _split_resolved("clock_skew", [e for e, _, _ in evs], r):
+        for chunk, _res in _split_resolved("clock_skew", origin, [e for e, _, _ in evs], r):
             details: Details = {"events": len(chunk), "max_hlc": max(hlcs[e] for e in chunk)}
             out.append(_Found("clock_skew", origin, chunk, details))
     return out
@@ -460,7 +461,7 @@ def _oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -
                 auto = Resolution(eid, "recount", who, f"counted {n}", hlc)
             details: Details = {"lowest": run.lowest, "needs_recount": int(
                 p.oversell == "flag_recount")}  # fmt: skip
-            chunks = list(_split_resolved("oversell", run.events, r))
+            chunks = list(_split_resolved("oversell", sku, run.events, r))
             for i, (chunk, _res) in enumerate(chunks):
                 last = i == len(chunks) - 1
                 out.append(_Found("oversell", sku, chunk, details, auto if last else None))
