@@ -1,0 +1,513 @@
+"""`tillmesh demo`: a whole site as real processes, a day of trading, real faults, proof.
+
+HQ and every till run as their own `tillmesh hq` / `tillmesh till` process (each with
+its own nats-server and SQLite log under the data folder), started in a new session
+so the demo can signal a replica together with its nats-server. The workload
+(`demo_workload`) sells through the tills' HTTP API while the phases break things for
+real: the HQ process tree is SIGKILLed (the back-office PC fails), a till's nats-server
+is SIGSTOPped (its network freezes: it sells alone), a till is SIGKILLed and restarted.
+Afterwards every replica must converge and match the model of what the API
+acknowledged (`demo_workload.verify`).
+
+Every process started here is stopped on the way out (TERM, wait, KILL, including
+the nats-servers), on success, failure and Ctrl-C alike, unless `keep` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+
+from tillmesh.broker.subjects import HQ
+from tillmesh.replicas.demo_workload import Check, TillDriver, Workload, count_conflicts, verify
+from tillmesh.replicas.protocol import holds
+from tillmesh.replicas.site import Site, init_site
+
+__all__ = ["MARKER", "CatchUp", "Demo", "DemoError", "Fleet", "Proc"]
+
+MARKER = "demo.json"  # written by the demo only: the one thing that allows wiping a folder
+START_TIMEOUT = 60.0
+
+
+class DemoError(Exception):
+    """The demo could not run (or could not prove convergence): a clear message."""
+
+
+def _tillmesh() -> list[str]:
+    script = Path(sys.executable).parent / "tillmesh"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tillmesh.replicas.cli"]
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    rid: str
+    popen: subprocess.Popen[bytes] | None = None
+    state: str = "down"  # starting, running, net frozen, killed, stopped
+    nats: psutil.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+class Fleet:
+    """The replica processes of one site, and the real faults the demo injects."""
+
+    def __init__(self, root: Path, site: Site) -> None:
+        self.root, self.site = root, site
+        self.procs = {rid: Proc(rid) for rid in site.replicas}
+
+    def _argv(self, rid: str, fresh: bool) -> list[str]:
+        data = ["--data", str(self.root.resolve())]
+        if rid == HQ:
+            return [*_tillmesh(), "hq", *data]
+        store, till = rid.split("/")
+        return [*_tillmesh(), "till", *data, "--store", store, "--till", till] + (
+            ["--fresh"] if fresh else []
+        )
+
+    async def start(self, rid: str, *, fresh: bool) -> None:
+        proc = self.procs[rid]
+        folder = self.site.data_dir(self.root, rid)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "process.log", "ab") as log:
+            # A new session: Ctrl-C in the terminal reaches the demo only, which then
+            # stops every replica in order instead of all dying at once.
+            proc.popen = subprocess.Popen(
+                self._argv(rid, fresh),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        proc.state = "starting"
+        self._save_pids()
+        await self._await_healthy(proc, folder / "process.log")
+        proc.state = "running"
+        proc.nats = self._nats_child(proc)
+
+    async def _await_healthy(self, proc: Proc, log: Path) -> None:
+        url = f"{self.site.api_url(proc.rid)}/healthz"
+        deadline = time.monotonic() + START_TIMEOUT
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if not proc.alive():
+                    tail = log.read_text(errors="replace").splitlines()[-8:]
+                    raise DemoError(f"{proc.rid} exited at start:\n  " + "\n  ".join(tail))
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).is_success:
+                        return
+                await asyncio.sleep(0.1)
+        raise DemoError(f"{proc.rid} did not serve within {START_TIMEOUT:.0f} s (see {log})")
+
+    def _nats_child(self, proc: Proc) -> psutil.Process | None:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if child.name().startswith("nats-server"):
+                    return child
+        return None
+
+    def _save_pids(self) -> None:
+        pids = {rid: p.pid for rid, p in self.procs.items() if p.alive()}
+        (self.root / MARKER).write_text(
+            json.dumps({"created_by": "tillmesh demo", "pids": pids}, indent=2) + "\n"
+        )
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def kill(self, rid: str) -> list[int]:
+        """SIGKILL the replica and its nats-server at once: a power cut, no shutdown code."""
+        proc = self.procs[rid]
+        victims = self._tree(proc)
+        for p in victims:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGKILL)  # psutil checks the pid is still that process
+        _wait_gone(victims, 5)
+        if proc.popen is not None:
+            proc.popen.wait()
+        proc.state, proc.nats = "killed", None
+        return [p.pid for p in victims]
+
+    def _tree(self, proc: Proc) -> list[psutil.Process]:
+        if not proc.alive():
+            return [proc.nats] if proc.nats is not None else []
+        try:
+            main = psutil.Process(proc.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    async def freeze_network(self, rid: str) -> int:
+        """SIGSTOP the replica's nats-server: the till process keeps running (and
+        selling) while its cluster routes, leaf link and client connection all stall."""
+        proc = self.procs[rid]
+        proc.nats = proc.nats or self._nats_child(proc)
+        if proc.nats is None:
+            raise DemoError(f"{rid}: no nats-server child found to freeze")
+        proc.nats.suspend()
+        for _ in range(100):  # signals are asynchronous: act only on a frozen server
+            if proc.nats.status() == psutil.STATUS_STOPPED:
+                break
+            await asyncio.sleep(0.02)
+        proc.state = "net frozen"
+        return int(proc.nats.pid)
+
+    def thaw_network(self, rid: str) -> None:
+        proc = self.procs[rid]
+        if proc.nats is not None:
+            with contextlib.suppress(psutil.Error):
+                proc.nats.resume()
+        proc.state = "running"
+
+    async def stop_all(self) -> None:
+        """TERM every replica (it stops its own nats-server), wait, then KILL leftovers."""
+        running = [p for p in self.procs.values() if p.alive()]
+        trees = {p.rid: self._tree(p) for p in running}
+        for p in running:
+            for member in trees[p.rid][1:]:
+                with contextlib.suppress(psutil.Error):
+                    member.resume()  # a stopped process would sit on its TERM
+            with contextlib.suppress(ProcessLookupError):
+                assert p.popen is not None
+                p.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(p.alive() for p in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for p in running:
+            left = [m for m in trees[p.rid] if _running(m)]
+            for m in left:
+                with contextlib.suppress(psutil.Error):
+                    m.send_signal(signal.SIGKILL)
+            _wait_gone(left, 5)
+            if p.popen is not None:
+                p.popen.wait()
+            p.state = "stopped"
+
+
+def _running(p: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's zombie is its new parent's to reap)."""
+    try:
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_running(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a few ms after SIGKILL; not worth an await point mid-fault
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+
+@dataclass
+class CatchUp:
+    """How long the replicas in `replicas` took to hold every event acked before a heal."""
+
+    label: str
+    started: float
+    target: dict[str, int]  # origin -> acked head at the heal
+    replicas: list[str]
+    backlog: int  # events acknowledged while the fault lasted
+    took: float | None = None
+
+
+# Share of `duration` (seconds of selling) spent in each phase.
+SHARES = {"trading": 0.15, "hq_down": 0.25, "split": 0.25, "crash": 0.2, "calm": 0.15}
+
+
+@dataclass
+class Demo:
+    root: Path
+    seed: int = 1
+    duration: float = 40.0
+    stores: int = 2
+    tills: int = 3
+    keep: bool = False
+    catalog_size: int = 240
+    rate: float = 4.0  # baskets per second per till
+    converge_timeout: float = 60.0
+    on_phase: Callable[[str, str], None] = lambda title, detail: None
+    phase: tuple[str, str] = ("", "")
+    ticker: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=200))
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leaf: dict[str, int | None] = field(default_factory=dict)  # leaf links per nats-server
+    catchups: list[CatchUp] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    conflicts: dict[str, int] = field(default_factory=dict)
+    converge_took: float | None = None
+    elapsed: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.t0 = time.monotonic()
+        self._polled_at: dict[str, float] = {}
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def note(self, text: str) -> None:
+        self.ticker.appendleft((time.monotonic() - self.t0, text))
+
+    def _phase(self, title: str, detail: str) -> None:
+        self.phase = (title, detail)
+        self.note(f"== {title}")
+        self.on_phase(title, detail)
+
+    async def run(self) -> bool:
+        """Start, trade, break, heal, verify. True if every check passed. `root` must be
+        empty or absent (see `cli_demo.prepare_data`)."""
+        layout = {
+            f"s{i}": [f"t{j}" for j in range(1, self.tills + 1)] for i in range(1, self.stores + 1)
+        }
+        self.site = init_site(self.root, layout)
+        self.fleet = Fleet(self.root, self.site)
+        self.fleet._save_pids()  # the marker: this folder is the demo's to wipe next time
+        interrupted = False
+        try:
+            await self._run()
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            interrupted = True  # Ctrl-C stops everything, --keep or not
+            raise
+        finally:
+            self.elapsed = time.monotonic() - self.t0
+            if interrupted or not self.keep:
+                await self.fleet.stop_all()
+        return self.ok
+
+    async def _run(self) -> None:
+        n = len(self.site.replicas) - 1
+        self._phase(
+            "Starting",
+            f"HQ and {n} tills as separate processes, each with its own nats-server and SQLite log",
+        )
+        await asyncio.gather(*(self.fleet.start(r, fresh=True) for r in self.site.replicas))
+        poller = asyncio.create_task(self._poll_forever())
+        tills = [self._driver(r) for r in self.site.replicas if r != HQ]
+        self.workload = Workload(self.site.api_url(HQ), tills, self.seed, self.note, self.rate)
+        try:
+            await self._trade(self.workload)
+            await self._converge()
+        finally:
+            poller.cancel()
+            await self.workload.close()
+        self.checks = await asyncio.to_thread(verify, self.root, self.site, self.workload.model)
+        self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site)
+
+    def _driver(self, rid: str) -> TillDriver:
+        import random
+
+        d = TillDriver(rid, self.site.api_url(rid), random.Random(f"{self.seed}/{rid}"), {})
+        d.resume()
+        return d
+
+    async def _trade(self, w: Workload) -> None:
+        t = {k: v * max(self.duration, 5.0) for k, v in SHARES.items()}
+        self._phase(
+            "Catalog",
+            f"HQ publishes {self.catalog_size} products; they replicate "
+            "to every till; each store takes a delivery of every SKU",
+        )
+        t0 = time.monotonic()
+        await w.publish_catalog(self.catalog_size)
+        self.note(f"HQ published {self.catalog_size} products in {time.monotonic() - t0:.1f} s")
+        await self._await(self._track("catalog at every till", 0, [HQ]), 30)
+        t0 = time.monotonic()
+        await w.initial_deliveries()
+        self.note(f"{w.model.counts['deliveries']} deliveries in {time.monotonic() - t0:.1f} s")
+        stop = asyncio.Event()
+        selling = asyncio.create_task(w.run_tills(stop))
+        try:
+            self._phase(
+                "Trading",
+                "baskets of 1-10 lines, cash and card, refunds, voids, deliveries, at every till",
+            )
+            await asyncio.sleep(t["trading"])
+            await self._hq_down(w, t["hq_down"])
+            await self._split(t["split"])
+            await self._crash(w, t["crash"])
+            self._phase("Trading", "all faults healed; every till sells")
+            await asyncio.sleep(t["calm"])
+        finally:
+            stop.set()
+            for d in w.tills:
+                d.resume()  # let paused cashiers see `stop` and leave
+            await selling
+
+    async def _hq_down(self, w: Workload, seconds: float) -> None:
+        pids = self.fleet.kill(HQ)
+        self._phase(
+            "HQ down",
+            f"the back-office PC fails: HQ and its nats-server SIGKILLed "
+            f"(pids {' '.join(map(str, pids))}); both stores lose their leaf link to HQ "
+            "and keep selling, their sales queue as 'not at HQ'",
+        )
+        mark = dict(w.model.heads)
+        await asyncio.sleep(seconds)
+        await self.fleet.start(HQ, fresh=False)
+        self._track("HQ back: HQ holds every sale", self._backlog(mark), [HQ])
+        skus = await w.change_prices(12)
+        self._phase(
+            "HQ back",
+            f"HQ restarted on its log and catches up; it reprices {len(skus)} "
+            f"SKUs mid-run ({', '.join(skus[:3])}, ...)",
+        )
+        self._track("price change at every till", 0, [r for r in self.site.replicas if r != HQ])
+
+    async def _split(self, seconds: float) -> None:
+        if self.tills < 2:
+            return
+        victim = "s1/t1"
+        pid = await self.fleet.freeze_network(victim)
+        self._phase(
+            "Store 1 split",
+            f"{victim}'s nats-server SIGSTOPped (pid {pid}): {victim} "
+            "sells alone, cut from its store and HQ; the other tills sell on "
+            "together",
+        )
+        mark = dict(self.workload.model.heads)
+        await asyncio.sleep(seconds)
+        self.fleet.thaw_network(victim)
+        self.note(f"{victim}: SIGCONT, network back")
+        self._track("store 1 split healed", self._backlog(mark), self._scope_of("s1"))
+
+    async def _crash(self, w: Workload, seconds: float) -> None:
+        store = f"s{self.stores}"
+        victim = f"{store}/t{min(2, self.tills)}"
+        driver = next(d for d in w.tills if d.rid == victim)
+        await driver.pause()  # between two requests: every answer given is in its log
+        pids = self.fleet.kill(victim)
+        self._phase(
+            "Till crash",
+            f"{victim} and its nats-server SIGKILLed (pids "
+            f"{' '.join(map(str, pids))}): power cut mid-shift; the others sell "
+            "on",
+        )
+        mark = dict(w.model.heads)
+        await asyncio.sleep(seconds)
+        await self.fleet.start(victim, fresh=False)
+        driver.resume()
+        self.note(f"{victim}: restarted on its own log")
+        self._track(f"{victim} restarted and caught up", self._backlog(mark), self._scope_of(store))
+
+    def _scope_of(self, store: str) -> list[str]:
+        return [HQ, *(f"{store}/{t}" for t in self.site.stores[store])]
+
+    def _backlog(self, mark: dict[str, int]) -> int:
+        heads = self.workload.model.heads
+        return sum(s - mark.get(o, 0) for o, s in heads.items())
+
+    def _track(self, label: str, backlog: int, replicas: list[str]) -> CatchUp:
+        heads = dict(self.workload.model.heads)
+        c = CatchUp(label, time.monotonic(), heads, replicas, backlog)
+        self.catchups.append(c)
+        return c
+
+    async def _await(self, c: CatchUp, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while c.took is None:
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:.0f} s waiting for: {c.label}")
+            await asyncio.sleep(0.05)
+
+    async def _converge(self) -> None:
+        self._phase(
+            "Converging",
+            "selling stopped; waiting until every replica holds every "
+            "acknowledged event and the digests agree",
+        )
+        final = self._track("final convergence", 0, list(self.site.replicas))
+        try:
+            await self._await(final, self.converge_timeout)
+            while not self._digests_agree():
+                if time.monotonic() - final.started > self.converge_timeout:
+                    raise DemoError("replicas hold every event but their digests differ")
+                await asyncio.sleep(0.1)
+        except DemoError as e:
+            self.checks = [Check("site", "convergence", False, str(e))]
+            raise
+        self.converge_took = time.monotonic() - final.started
+        for c in self.catchups:
+            if c.took is None:  # never seen separately: bounded by the final convergence
+                c.took = time.monotonic() - c.started
+
+    def _digests_agree(self) -> bool:
+        for store, tills in self.site.stores.items():
+            digests = {self.status.get(f"{store}/{t}", {}).get("digest") for t in tills}
+            if len(digests) != 1 or None in digests:
+                return False
+        return True
+
+    # --- status polling ----------------------------------------------------------------------
+
+    async def _poll_forever(self) -> None:
+        async with httpx.AsyncClient(timeout=1.5) as client:
+            for n in itertools.count():
+                # Hashing the whole state costs a replica ~30 ms: only every 4th poll.
+                digest = n % 4 == 0 or self.phase[0] == "Converging"
+                polls = (self._poll(client, r, digest) for r in self.site.replicas)
+                await asyncio.gather(*polls)
+                self._resolve_catchups()
+                await asyncio.sleep(0.4)
+
+    async def _poll(self, client: httpx.AsyncClient, rid: str, digest: bool) -> None:
+        if self.fleet.procs[rid].state not in ("running", "net frozen"):
+            return
+        asked = time.monotonic()
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = await client.get(f"{self.site.api_url(rid)}/status?digest={str(digest).lower()}")
+            if r.is_success:
+                old_digest = self.status.get(rid, {}).get("digest")
+                self.status[rid], self._polled_at[rid] = r.json(), asked
+                if not digest:
+                    self.status[rid]["digest"] = old_digest
+        monitor = f"http://{self.site.host}:{self.site.ports[rid].monitor}/leafz"
+        try:
+            self.leaf[rid] = int((await client.get(monitor, timeout=0.5)).json()["leafnodes"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            self.leaf[rid] = None  # a frozen nats-server does not answer
+        self._set_online(rid)
+
+    def _set_online(self, rid: str) -> None:
+        """A till's card terminal authorises online only while the store's link to HQ
+        is up; the till's own `online` light lags by design (15 s), the leaf link not."""
+        workload: Workload | None = getattr(self, "workload", None)
+        for d in workload.tills if workload and rid in self.status else []:
+            if d.rid == rid:
+                d.online = bool(self.leaf.get(rid)) and bool(self.status[rid].get("online"))
+
+    def _resolve_catchups(self) -> None:
+        for c in self.catchups:
+            if c.took is None and all(self._holds(r, c) for r in c.replicas):
+                # The last of the proving polls: an upper bound, within one poll period.
+                c.took = max(self._polled_at[r] for r in c.replicas) - c.started
+
+    def _holds(self, rid: str, c: CatchUp) -> bool:
+        if self._polled_at.get(rid, 0.0) < c.started:
+            return False  # an answer from before the heal proves nothing
+        vv = self.status[rid].get("version_vector", {})
+        scope = holds(rid)
+        return all(vv.get(o, 0) >= s for o, s in c.target.items() if scope(o))
