@@ -1,0 +1,257 @@
+"""Issue 3 benchmarks: catch-up, in-store propagation latency, HQ ingest. Figures only.
+
+Every figure comes from real processes or real nats-servers measured in the same run;
+catch-up is printed beside raw NATS throughput (nats-py core publish -> subscribe of the
+same envelope bytes, framed like pull replies) as a ratio, since the box is shared.
+Targets to compare against: catch-up >= 100,000 events/s; p99 propagation <= 50 ms;
+HQ ingest >= 50,000 events/s. No timed asserts: only that the work was done.
+
+Run with `make bench` (add `-m "bench and soak"` for the 1M catch-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from tests.bench.conftest import percentile, table
+from tests.e2e.harness import Mesh, wait_until
+from tests.factories import cash_sale, chain
+from tillmesh.broker.config import free_port, hq_server_config
+from tillmesh.broker.server import EmbeddedNatsServer, connect_options
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.events import event_hash
+from tillmesh.core.log import EventLog
+from tillmesh.replicas.protocol import holds
+from tillmesh.replicas.runtime import Replica
+
+pytestmark = pytest.mark.bench
+CHUNK = 2000  # = SyncConfig.pull_window: events per pull reply
+
+
+# --- preparing logs -------------------------------------------------------------------------
+
+
+async def populate(db: Path, owner: str, origins: dict[str, int]) -> None:
+    """Write `origins[o]` sales of each origin into `owner`'s log: own ones appended, the
+    others chained and ingested as if replicated."""
+    log = await EventLog.open(db, owner, StoreState(), in_scope=holds(owner))
+    try:
+        for origin, n in origins.items():
+            prev, hlc = b"", 1 << 40
+            for first in range(1, n + 1, CHUNK):
+                bodies = [
+                    cash_sale(sku=f"SKU-{i % 300}", receipt=f"{origin}-{i}")
+                    for i in range(first, min(n, first + CHUNK - 1) + 1)
+                ]
+                if origin == owner:
+                    await log.append_many(bodies)
+                    continue
+                events = chain(origin, bodies, hlc + first, prev, first)
+                prev = event_hash(events[-1])
+                result = await log.ingest(events)
+                assert not result.rejected, result.rejected[:1]
+    finally:
+        await log.close()
+
+
+def raws_of(db: Path, origin: str) -> list[bytes]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [r for (r,) in conn.execute("SELECT raw FROM events WHERE origin = ?", (origin,))]
+    finally:
+        conn.close()
+
+
+# --- raw NATS baseline ----------------------------------------------------------------------
+
+
+async def raw_nats_rate(tmp: Path, raws: list[bytes]) -> float:
+    """Events/s through one nats-server, core publish -> subscribe, framed in CHUNKs."""
+    from tillmesh.broker.credentials import generate_store_credentials
+    from tillmesh.replicas.protocol import build_reply
+
+    creds = generate_store_credentials("s1", ["t1"], hq=True)
+    frames = [
+        build_reply("hq", 1, raws[i : i + CHUNK], 8 << 20, False)[0]
+        for i in range(0, len(raws), CHUNK)
+    ]
+    cfg = hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port())
+    async with EmbeddedNatsServer(cfg, tmp / "raw-nats") as srv:
+        pub = await nats.connect(**connect_options(srv.client_url, creds["hq"], "hq"))
+        sub = await nats.connect(**connect_options(srv.client_url, creds["hq"], "hq"))
+        done, got = asyncio.Event(), [0]
+
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+            got[0] += 1
+            if got[0] == len(frames):
+                done.set()
+
+        await sub.subscribe("tm.ev.hq", cb=on_msg)
+        await sub.flush()
+        await asyncio.sleep(0.2)  # interest propagated (one server: immediate)
+        t0 = time.perf_counter()
+        for frame in frames:
+            await pub.publish("tm.ev.hq", frame)
+        await pub.flush()
+        await asyncio.wait_for(done.wait(), 120)
+        rate = len(raws) / (time.perf_counter() - t0)
+        await pub.close()
+        await sub.close()
+    return rate
+
+
+# --- catch-up ----------------------------------------------------------------------------------
+
+
+async def catch_up(tmp: Path, n: int) -> tuple[float, float]:
+    """A fresh till t1 catches up `n` events from till t2 (both `tillmesh till` processes).
+    Returns (events/s from t1's first progress to done, raw NATS events/s)."""
+    mesh = Mesh(tmp, {"s1": ["t1", "t2"]})
+    try:
+        db = mesh.site.data_dir(mesh.root, "s1/t2") / "log.db"
+        db.parent.mkdir(parents=True)
+        await populate(db, "s1/t2", {"s1/t2": n})
+        raw = await raw_nats_rate(tmp, raws_of(db, "s1/t2"))
+        await mesh.start("s1/t2", fresh=False)
+        await mesh.start("s1/t1", fresh=True)
+        samples: list[tuple[float, int]] = []
+
+        async def caught_up() -> bool:
+            vv = (await mesh["s1/t1"].status(digest=False))["version_vector"]
+            samples.append((time.perf_counter(), vv.get("s1/t2", 0)))
+            return samples[-1][1] == n
+
+        await wait_until(caught_up, f"t1 to catch up {n} events", 60 + n / 2000, every=0.05)
+    finally:
+        await mesh.close()
+    t_first, have_first = next((t, k) for t, k in samples if k > 0)
+    t_last = samples[-1][0]
+    return (n - have_first) / max(t_last - t_first, 1e-3), raw
+
+
+def catch_up_rows(n: int, rate: float, raw: float) -> list[tuple[str, str, str]]:
+    return [
+        (f"catch-up {n:,} events", f"{rate:,.0f} ev/s", f"target >= 100,000 ({rate / 1e5:.2f}x)"),
+        ("raw NATS same bytes", f"{raw:,.0f} ev/s", f"catch-up = {rate / raw:.3f} of raw"),
+    ]
+
+
+async def test_bench_catch_up(tmp_path: Path) -> None:
+    rows = []
+    for n in (10_000, 100_000):
+        rate, raw = await catch_up(tmp_path / f"n{n}", n)
+        rows += catch_up_rows(n, rate, raw)
+    table("catch-up of a till that missed N events (tillmesh till processes)", rows)
+
+
+@pytest.mark.soak
+async def test_bench_catch_up_1m(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if "soak" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("1M catch-up: run with -m soak or -m 'bench and soak'")
+    rate, raw = await catch_up(tmp_path, 1_000_000)
+    table("catch-up of a till that missed 1M events", catch_up_rows(1_000_000, rate, raw))
+
+
+# --- propagation latency --------------------------------------------------------------------
+
+
+async def test_bench_in_store_propagation(tmp_path: Path) -> None:
+    """Durable on till A (append returned) -> durable on till B (B's log listener), both
+    replicas in this process (one clock), each with its own nats-server, routed."""
+    mesh = Mesh(tmp_path, {"s1": ["t1", "t2"]})
+    a = Replica(mesh.site, mesh.creds, "s1/t1", mesh.root, fresh=True)
+    b = Replica(mesh.site, mesh.creds, "s1/t2", mesh.root, fresh=True)
+    arrived: dict[int, float] = {}
+    try:
+        await a.start()
+        await b.start()
+        b.log.listeners.append(
+            lambda evs: arrived.update(
+                {e.seq: time.perf_counter() for e in evs if e.origin == "s1/t1"}
+            )
+        )
+        await wait_until(lambda: _routed(a, b), "t1 and t2 to hear each other", 30)
+        sent: dict[int, float] = {}
+        for i in range(400):
+            ev = await a.log.append(cash_sale(receipt=f"P-{i}"))
+            sent[ev.seq] = time.perf_counter()
+            await asyncio.sleep(0.005)
+        await wait_until(_all_arrived(arrived, sent), "every event on B", 30)
+    finally:
+        await b.stop()
+        await a.stop()
+        await mesh.close()
+    lat = [arrived[s] - t for s, t in sent.items()]
+    p99 = percentile(lat, 99)
+    table(
+        "in-store propagation, durable on A -> durable on B (400 sales, 5 ms apart)",
+        [
+            ("p50", f"{percentile(lat, 50) * 1e3:.2f} ms", ""),
+            ("p99", f"{p99 * 1e3:.2f} ms", f"target <= 50 ms ({p99 / 0.05:.2f}x)"),
+            ("max", f"{max(lat) * 1e3:.2f} ms", ""),
+        ],
+    )
+
+
+async def _routed(a: Replica, b: Replica) -> bool:
+    return "s1/t2" in a.sync_status().get("peers", {}) and "s1/t1" in b.sync_status().get(
+        "peers", {}
+    )
+
+
+def _all_arrived(arrived: dict[int, float], sent: dict[int, float]):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return set(sent) <= set(arrived)
+
+    return check
+
+
+# --- HQ ingest --------------------------------------------------------------------------------
+
+
+async def test_bench_hq_ingest(tmp_path: Path) -> None:
+    """HQ (a `tillmesh hq` process) takes in 10 stores x 5 tills of history. One till per
+    store runs (a `tillmesh till` process holding its whole store's log, as every till
+    does) and serves it; HQ starts empty once they are up."""
+    stores, tills, per_till = 10, 5, 2000
+    layout = {f"s{s}": [f"t{t}" for t in range(1, tills + 1)] for s in range(1, stores + 1)}
+    mesh = Mesh(tmp_path, layout)
+    servers = [f"s{s}/t1" for s in range(1, stores + 1)]
+    total = stores * tills * per_till
+    try:
+        await asyncio.gather(*(_populate_store(mesh, rid, tills, per_till) for rid in servers))
+        await mesh.start(*servers, fresh=False)
+        t0 = time.perf_counter()
+        await mesh.start("hq")
+        ready = time.perf_counter()
+
+        async def ingested() -> bool:
+            vv = (await mesh["hq"].status(digest=False))["version_vector"]
+            return sum(vv.values()) == total
+
+        await wait_until(ingested, f"HQ to hold {total} events", 300, every=0.1)
+        done = time.perf_counter()
+    finally:
+        await mesh.close()
+    rate = total / (done - ready)
+    table(
+        f"HQ ingest: {stores} stores x {tills} tills x {per_till} events = {total:,}",
+        [
+            ("from HQ serving", f"{rate:,.0f} ev/s", f"target >= 50,000 ({rate / 5e4:.2f}x)"),
+            ("from HQ spawn", f"{total / (done - t0):,.0f} ev/s", "includes HQ's start-up"),
+        ],
+    )
+
+
+async def _populate_store(mesh: Mesh, rid: str, tills: int, per_till: int) -> None:
+    store = rid.split("/")[0]
+    db = mesh.site.data_dir(mesh.root, rid) / "log.db"
+    db.parent.mkdir(parents=True)
+    await populate(db, rid, {f"{store}/t{t}": per_till for t in range(1, tills + 1)})
+
