@@ -385,21 +385,32 @@ def _candidates(
     rows = conn.execute("SELECT sku, bucket, delta FROM st_buckets ORDER BY sku, bucket")
     for sku, grp in groupby(rows, key=lambda row: row[0]):
         deltas = {b: d for _, b, d in grp}
-        last_count = {bucket_of(c[0]): c[3] for c in counts.get(sku, ())}  # sorted: last wins
-        lo, replay = 0, set()
-        for b in sorted(deltas.keys() | last_count.keys()):
-            delta = deltas.get(b, 0)
-            neg = delta - pos.get((sku, b), 0)
-            if b in last_count:
-                replay.add(b)
-                lo = last_count[b] + neg
-                continue
-            if lo + neg < 0:
-                replay.add(b)
-            lo += delta
-        if replay and any(b not in last_count for b in replay):
+        in_bucket: dict[int, list[int]] = {}
+        for c in counts.get(sku, ()):  # sorted by (hlc, origin, seq): the last one wins
+            in_bucket.setdefault(bucket_of(c[0]), []).append(c[3])
+        flagged, replay = _scan(deltas, pos, in_bucket, sku)
+        if flagged:
             out[sku] = (deltas, replay)
     return out
+
+
+def _scan(
+    deltas: dict[int, int], pos: dict[tuple[str, int], int], in_bucket: dict[int, list[int]],
+    sku: str,
+) -> tuple[bool, set[int]]:  # fmt: skip
+    """(may the SKU go below zero, the buckets to replay move by move: those whose bound
+    is below zero and, so the replay stays exact, those holding counts)."""
+    lo, flagged, replay = 0, False, set(in_bucket)  # lo: a lower bound of the level
+    for b in sorted(deltas.keys() | in_bucket.keys()):
+        delta = deltas.get(b, 0)
+        neg = delta - pos.get((sku, b), 0)  # the sum of the bucket's negative moves
+        cs = in_bucket.get(b)
+        if lo + neg < 0:
+            flagged = True
+            replay.add(b)
+        flagged = flagged or (cs is not None and min(cs) + neg < 0)
+        lo = lo + delta if cs is None else cs[-1] + neg
+    return flagged, replay
 
 
 def _fine(conn: sqlite3.Connection, sku: str, b: int, counts: Iterable[CountRow]) -> Timeline:
