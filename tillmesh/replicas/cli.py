@@ -23,6 +23,18 @@ Command = Callable[[argparse.Namespace], int]
 EXIT_ERROR = 2
 
 
+def _subparser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, example: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -31,13 +43,7 @@ def add_command(
     example: str,
 ) -> argparse.ArgumentParser:
     """A subcommand whose help ends with an example."""
-    parser = sub.add_parser(
-        name,
-        help=summary,
-        description=summary,
-        epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _subparser(sub, name, summary, example)
     parser.set_defaults(run=run)
     return parser
 
@@ -45,13 +51,8 @@ def add_command(
 def add_group(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, example: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    parser = sub.add_parser(
-        name,
-        help=summary,
-        description=summary,
-        epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """A command with subcommands; run alone, it prints its help."""
+    parser = _subparser(sub, name, summary, example)
     parser.set_defaults(run=lambda args: _usage(parser))
     return parser.add_subparsers(title="commands", metavar="COMMAND")
 
