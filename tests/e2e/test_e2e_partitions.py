@@ -141,6 +141,7 @@ async def sell_through(mesh: Mesh, fault: Fault, *, hold: float, min_rounds: int
     """Sell on every side for `hold` seconds (at least `min_rounds` rounds) inside the
     fault, check the cut is real, heal, sell again, and check full convergence."""
     await mesh.sell_everywhere(mesh.tills, rounds=2)
+    await mesh.wait_converged()  # nothing in flight: the cut checks see only the partition
     async with fault(mesh) as cut:
         deadline, rounds = time.monotonic() + hold, 0
         while rounds < min_rounds or (time.monotonic() < deadline and rounds < 100_000):
