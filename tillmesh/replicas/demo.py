@@ -20,11 +20,12 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,10 @@ START_TIMEOUT = 60.0
 
 class DemoError(Exception):
     """The demo could not run (or could not prove convergence): a clear message."""
+
+
+class PortTaken(DemoError):
+    """Another program bound a port between `init_site` choosing it and a replica using it."""
 
 
 def _tillmesh() -> list[str]:
@@ -91,7 +96,9 @@ class Fleet:
         proc = self.procs[rid]
         folder = self.site.data_dir(self.root, rid)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "process.log", "ab") as log:
+        log_path = folder / "process.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as log:
             # A new session: Ctrl-C in the terminal reaches the demo only, which then
             # stops every replica in order instead of all dying at once.
             proc.popen = subprocess.Popen(
@@ -104,18 +111,16 @@ class Fleet:
             )
         proc.state = "starting"
         self._save_pids()
-        await self._await_healthy(proc, folder / "process.log")
+        await self._await_healthy(proc, log_path, offset)
         proc.state = "running"
         proc.nats = self._nats_child(proc)
 
-    async def _await_healthy(self, proc: Proc, log: Path) -> None:
+    async def _await_healthy(self, proc: Proc, log: Path, offset: int) -> None:
         url = f"{self.site.api_url(proc.rid)}/healthz"
         deadline = time.monotonic() + START_TIMEOUT
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
-                if not proc.alive():
-                    tail = log.read_text(errors="replace").splitlines()[-8:]
-                    raise DemoError(f"{proc.rid} exited at start:\n  " + "\n  ".join(tail))
+                _check_start_log(proc, log, offset)
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(url)).is_success:
                         return
@@ -206,6 +211,18 @@ class Fleet:
             p.state = "stopped"
 
 
+def _check_start_log(proc: Proc, log: Path, offset: int) -> None:
+    """Fail fast on a replica that reported an error (it may not exit by itself)."""
+    with open(log, "rb") as f:
+        f.seek(offset)  # this start's output only
+        text = f.read().decode(errors="replace")
+    if "address already in use" in text:
+        raise PortTaken(f"{proc.rid}: a port of site.json is in use by another program")
+    if not proc.alive() or "tillmesh: error:" in text:
+        tail = "\n  ".join(text.splitlines()[-6:])
+        raise DemoError(f"{proc.rid} failed to start:\n  {tail}")
+
+
 def _running(p: psutil.Process) -> bool:
     """Alive and not a zombie (an orphan's zombie is its new parent's to reap)."""
     try:
@@ -233,6 +250,7 @@ class CatchUp:
     replicas: list[str]
     backlog: int  # events acknowledged while the fault lasted
     took: float | None = None
+    startup: float | None = None  # of `took`, spent starting a restarted process
 
 
 # Share of `duration` (seconds of selling) spent in each phase.
@@ -243,7 +261,7 @@ SHARES = {"trading": 0.15, "hq_down": 0.25, "split": 0.25, "crash": 0.2, "calm":
 class Demo:
     root: Path
     seed: int = 1
-    duration: float = 40.0
+    duration: float = 36.0
     stores: int = 2
     tills: int = 3
     keep: bool = False
@@ -257,7 +275,7 @@ class Demo:
     leaf: dict[str, int | None] = field(default_factory=dict)  # leaf links per nats-server
     catchups: list[CatchUp] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
-    conflicts: dict[str, int] = field(default_factory=dict)
+    conflicts: dict[str, Counter[str]] = field(default_factory=dict)
     converge_took: float | None = None
     elapsed: float = 0.0
 
@@ -280,12 +298,7 @@ class Demo:
     async def run(self) -> bool:
         """Start, trade, break, heal, verify. True if every check passed. `root` must be
         empty or absent (see `cli_demo.prepare_data`)."""
-        layout = {
-            f"s{i}": [f"t{j}" for j in range(1, self.tills + 1)] for i in range(1, self.stores + 1)
-        }
-        self.site = init_site(self.root, layout)
-        self.fleet = Fleet(self.root, self.site)
-        self.fleet._save_pids()  # the marker: this folder is the demo's to wipe next time
+        self._init_site()
         interrupted = False
         try:
             await self._run()
@@ -304,7 +317,7 @@ class Demo:
             "Starting",
             f"HQ and {n} tills as separate processes, each with its own nats-server and SQLite log",
         )
-        await asyncio.gather(*(self.fleet.start(r, fresh=True) for r in self.site.replicas))
+        await self._start_site()
         poller = asyncio.create_task(self._poll_forever())
         tills = [self._driver(r) for r in self.site.replicas if r != HQ]
         self.workload = Workload(self.site.api_url(HQ), tills, self.seed, self.note, self.rate)
@@ -316,6 +329,39 @@ class Demo:
             await self.workload.close()
         self.checks = await asyncio.to_thread(verify, self.root, self.site, self.workload.model)
         self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site)
+
+    def _init_site(self) -> None:
+        layout = {
+            f"s{i}": [f"t{j}" for j in range(1, self.tills + 1)] for i in range(1, self.stores + 1)
+        }
+        self.site = init_site(self.root, layout)
+        self.fleet = Fleet(self.root, self.site)
+        self.fleet._save_pids()  # the marker: this folder is the demo's to wipe next time
+
+    async def _start_site(self, attempts: int = 3) -> None:
+        """Start every replica; on a port race (ports are chosen free, then bound later
+        by the replica, and other programs' connections may grab one in between) start
+        over with a freshly chosen set, since every replica's config names its peers."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._start_all()
+                return
+            except PortTaken as e:
+                if attempt == attempts:
+                    raise
+                self.note(f"{e}; starting over on new ports")
+                await self.fleet.stop_all()
+                shutil.rmtree(self.root)  # this run's own folder, made a moment ago
+                self._init_site()
+
+    async def _start_all(self) -> None:
+        tasks = [asyncio.create_task(self.fleet.start(r, fresh=True)) for r in self.site.replicas]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # one failed: stop waiting for the others (stop_all ends their processes)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _driver(self, rid: str) -> TillDriver:
         import random
@@ -334,7 +380,8 @@ class Demo:
         t0 = time.monotonic()
         await w.publish_catalog(self.catalog_size)
         self.note(f"HQ published {self.catalog_size} products in {time.monotonic() - t0:.1f} s")
-        await self._await(self._track("catalog at every till", 0, [HQ]), 30)
+        tills = [r for r in self.site.replicas if r != HQ]
+        await self._await(self._track("catalog at every till", tills), 30)
         t0 = time.monotonic()
         await w.initial_deliveries()
         self.note(f"{w.model.counts['deliveries']} deliveries in {time.monotonic() - t0:.1f} s")
@@ -367,15 +414,14 @@ class Demo:
         )
         mark = dict(w.model.heads)
         await asyncio.sleep(seconds)
+        self._phase("HQ back", "HQ restarts on its own log and pulls what the stores sold")
+        heal = self._heal_point(mark)
         await self.fleet.start(HQ, fresh=False)
-        self._track("HQ back: HQ holds every sale", self._backlog(mark), [HQ])
+        self._track("HQ back: HQ holds every sale", [HQ], heal).startup = time.monotonic() - heal[0]
         skus = await w.change_prices(12)
-        self._phase(
-            "HQ back",
-            f"HQ restarted on its log and catches up; it reprices {len(skus)} "
-            f"SKUs mid-run ({', '.join(skus[:3])}, ...)",
-        )
-        self._track("price change at every till", 0, [r for r in self.site.replicas if r != HQ])
+        self.note(f"HQ reprices {len(skus)} SKUs mid-run: {', '.join(skus[:4])}, ...")
+        tills = [r for r in self.site.replicas if r != HQ]
+        await self._await(self._track("price change at every till", tills), 30)
 
     async def _split(self, seconds: float) -> None:
         if self.tills < 2:
@@ -390,9 +436,10 @@ class Demo:
         )
         mark = dict(self.workload.model.heads)
         await asyncio.sleep(seconds)
+        heal = self._heal_point(mark)
         self.fleet.thaw_network(victim)
         self.note(f"{victim}: SIGCONT, network back")
-        self._track("store 1 split healed", self._backlog(mark), self._scope_of("s1"))
+        self._track("store 1 split healed", self._scope_of("s1"), heal)
 
     async def _crash(self, w: Workload, seconds: float) -> None:
         store = f"s{self.stores}"
@@ -408,21 +455,27 @@ class Demo:
         )
         mark = dict(w.model.heads)
         await asyncio.sleep(seconds)
+        heal = self._heal_point(mark)
         await self.fleet.start(victim, fresh=False)
         driver.resume()
         self.note(f"{victim}: restarted on its own log")
-        self._track(f"{victim} restarted and caught up", self._backlog(mark), self._scope_of(store))
+        c = self._track(f"{victim} restarted and caught up", self._scope_of(store), heal)
+        c.startup = time.monotonic() - heal[0]
 
     def _scope_of(self, store: str) -> list[str]:
         return [HQ, *(f"{store}/{t}" for t in self.site.stores[store])]
 
-    def _backlog(self, mark: dict[str, int]) -> int:
-        heads = self.workload.model.heads
-        return sum(s - mark.get(o, 0) for o, s in heads.items())
-
-    def _track(self, label: str, backlog: int, replicas: list[str]) -> CatchUp:
+    def _heal_point(self, mark: dict[str, int]) -> tuple[float, dict[str, int], int]:
+        """(when, acked heads, events acked since `mark`) at the moment a fault heals."""
         heads = dict(self.workload.model.heads)
-        c = CatchUp(label, time.monotonic(), heads, replicas, backlog)
+        return time.monotonic(), heads, sum(s - mark.get(o, 0) for o, s in heads.items())
+
+    def _track(
+        self, label: str, replicas: list[str], heal: tuple[float, dict[str, int], int] | None = None
+    ) -> CatchUp:
+        """Time until `replicas` hold every event acked at the heal (default: now)."""
+        started, heads, backlog = heal or (time.monotonic(), dict(self.workload.model.heads), 0)
+        c = CatchUp(label, started, heads, replicas, backlog)
         self.catchups.append(c)
         return c
 
@@ -439,7 +492,7 @@ class Demo:
             "selling stopped; waiting until every replica holds every "
             "acknowledged event and the digests agree",
         )
-        final = self._track("final convergence", 0, list(self.site.replicas))
+        final = self._track("final convergence", list(self.site.replicas))
         try:
             await self._await(final, self.converge_timeout)
             while not self._digests_agree():

@@ -307,8 +307,11 @@ class Workload:
         m.counts["sales"] += 1
         m.counts[kind] += 1
         till.history.append(out["sale_id"])
-        if kind == "card_deferred":
-            self.note(f"{till.rid}  sale {out['receipt']}  card, auth deferred (offline)")
+        if kind == "card_deferred" or m.counts["sales"] % 10 == 0:  # a sample, readable
+            self.note(
+                f"{till.rid}  sale {out['receipt']}  {len(lines)} lines  "
+                f"{out['total'] / 100:.2f}  {kind.replace('_', ' ')}"
+            )
 
     async def _refresh_prices(self, till: TillDriver) -> None:
         try:
@@ -510,13 +513,13 @@ def verify(root: Path, site: Site, model: Model) -> list[Check]:
     return checks
 
 
-def count_conflicts(root: Path, site: Site) -> dict[str, int]:
-    """Conflicts `tillmesh.conflict.detect` finds in each replica's log."""
+def count_conflicts(root: Path, site: Site) -> dict[str, Counter[str]]:
+    """Conflicts `tillmesh.conflict.detect` finds in each replica's log, by kind."""
     out = {}
     for rid in site.replicas:
         conn = open_sync(site.data_dir(root, rid) / "log.db", readonly=True)
         try:
-            out[rid] = len(detect(conn, from_state(conn)))
+            out[rid] = Counter(c.kind for c in detect(conn, from_state(conn)))
         finally:
             conn.close()
     return out

@@ -1,0 +1,92 @@
+"""`tillmesh demo`, shortened, as a subprocess: real replica processes, real faults.
+
+The demo checks itself; this test does not take its word for it. It reads every
+replica's log file afterwards and checks the printed claims against them: one digest
+per store, HQ's view of each store folding to that digest, the printed number of
+sales on every replica, and no process left behind.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+
+from tillmesh.conflict import queries
+from tillmesh.core.sqlite import open_sync
+from tillmesh.replicas.demo_workload import scoped_digest
+from tillmesh.replicas.site import load_site
+
+DEMO = [sys.executable, "-m", "tillmesh.replicas.cli", "demo"]
+
+
+def run_demo(data: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEMO, "--data", str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_db(path: Path) -> tuple[str, int]:
+    conn = open_sync(path, readonly=True)
+    try:
+        return queries.state_digest(conn), queries.sales_summary(conn).sales
+    finally:
+        conn.close()
+
+
+def leftovers(data: Path) -> list[int]:
+    """Processes still running whose command line or nats conf names the data folder."""
+    root = str(data.resolve())
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(root in arg for arg in p.info["cmdline"] or []):
+            found.append(p.info["pid"])
+    return found
+
+
+def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = run_demo(
+        data, "--stores", "2", "--tills", "2", "--duration", "6", "--seed", "3", "--products", "60"
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    # Plain output off a terminal: one line per phase, no live screen.
+    for phase in ("Starting", "HQ down", "Store 1 split", "Till crash", "Converging"):
+        assert re.search(rf"^\[\s*[\d.]+s\] {phase}: ", out, re.M), phase
+    m = re.search(r"^CONVERGED: (\d+) replicas, (\d+) sales", out, re.M)
+    assert m, out
+    assert int(m[1]) == 5
+    printed_sales = int(m[2])
+    assert printed_sales > 0
+
+    site, _ = load_site(data)
+    total = 0
+    for store, tills in site.stores.items():
+        facts = [read_db(data / store / till / "log.db") for till in tills]
+        digests = {digest for digest, _ in facts}
+        assert len(digests) == 1, f"{store}: tills disagree: {digests}"
+        hq_view = scoped_digest(data / "hq" / "log.db", f"{store}/{tills[0]}", site.price_policy)
+        assert digests == {hq_view}, f"{store}: HQ's events of the store fold differently"
+        counts = {sales for _, sales in facts}
+        assert len(counts) == 1
+        total += counts.pop()
+    _, hq_sales = read_db(data / "hq" / "log.db")
+    assert total == hq_sales == printed_sales
+    assert leftovers(data) == [], "the demo left processes running"
+
+
+def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not the demo's")
+    result = run_demo(tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "was not made by `tillmesh demo`" in result.stdout + result.stderr
+    assert precious.read_text() == "not the demo's"
