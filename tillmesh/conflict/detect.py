@@ -413,17 +413,46 @@ def _scan(
     return flagged, replay
 
 
-def _fine(conn: sqlite3.Connection, sku: str, b: int, counts: Iterable[CountRow]) -> Timeline:
-    """Every move and count of `sku` in bucket `b`, in replay order."""
-    lo, hi = b * _BUCKET_HLC, (b + 1) * _BUCKET_HLC
-    tl: Timeline = [(h, 0, e, ln, d, e) for h, e, ln, d in conn.execute(
-        "SELECT hlc, eid, line, delta FROM st_moves WHERE sku = ? AND hlc >= ? AND hlc < ?",
-        (sku, lo, hi))]  # fmt: skip
-    tl += [(h, 0, e, int(ln), -int(q), e) for e, h, ln, q in conn.execute(
-        "SELECT s.id, s.hlc, j.key, j.value ->> '$.qty' FROM st_sales s, json_each(s.lines) j"
-        " WHERE s.hlc >= ? AND s.hlc < ? AND j.value ->> '$.sku' = ?", (lo, hi, sku))]  # fmt: skip
-    tl += [(h, 1, o, q, n, e) for h, o, q, n, e in counts if lo <= h < hi]
-    return sorted(tl)
+Fine = dict[tuple[str, int], Timeline]  # (sku, bucket) -> its moves and counts
+_GAP = 30  # flagged minutes closer than this are read in one range scan
+
+
+def _ranges(buckets: set[int]) -> Iterator[tuple[int, int]]:
+    """Sorted buckets merged into (first, last) ranges, bridging small gaps."""
+    run: list[int] = []
+    for b in sorted(buckets):
+        if run and b - run[1] > _GAP:
+            yield run[0], run[1]
+            run = []
+        run = [run[0] if run else b, b]
+    if run:
+        yield run[0], run[1]
+
+
+def _fine(
+    conn: sqlite3.Connection, wanted: set[tuple[str, int]], counts: dict[str, list[CountRow]]
+) -> Fine:
+    """Every move and count of the wanted (sku, bucket)s, each in replay order: one range
+    scan of st_sales per run of nearby buckets, not one query per bucket."""
+    fine: Fine = {key: [] for key in wanted}
+    for sku, hlc, eid, line, d in conn.execute("SELECT sku, hlc, eid, line, delta FROM st_moves"):
+        if (sku, bucket_of(hlc)) in wanted:
+            fine[(sku, bucket_of(hlc))].append((hlc, 0, eid, line, d, eid))
+    for lo, hi in _ranges({b for _, b in wanted}):
+        for e, h, ln, sku, q in conn.execute(
+            "SELECT s.id, s.hlc, j.key, j.value ->> '$.sku', j.value ->> '$.qty'"
+            " FROM st_sales s, json_each(s.lines) j WHERE s.hlc >= ? AND s.hlc < ?",
+            (lo * _BUCKET_HLC, (hi + 1) * _BUCKET_HLC),
+        ):
+            tl = fine.get((sku, h // _BUCKET_HLC))
+            if tl is not None:
+                tl.append((h, 0, e, int(ln), -int(q), e))
+    for sku, b in wanted:
+        fine[(sku, b)] += [(h, 1, o, q, n, e) for h, o, q, n, e in counts.get(sku, ())
+                           if bucket_of(h) == b]  # fmt: skip
+    for tl in fine.values():
+        tl.sort()
+    return fine
 
 
 class _Run:
@@ -435,10 +464,7 @@ class _Run:
         self.ended_by: tuple[int, str, str, int] | None = None  # (hlc, eid, origin, count)
 
 
-def _replay(
-    conn: sqlite3.Connection, sku: str, deltas: dict[int, int], replay: set[int],
-    counts: list[CountRow],
-) -> list[_Run]:  # fmt: skip
+def _replay(sku: str, deltas: dict[int, int], replay: set[int], fine: Fine) -> list[_Run]:
     runs: list[_Run] = []
     run: _Run | None = None
     level = 0
@@ -446,7 +472,7 @@ def _replay(
         if b not in replay:
             level += deltas.get(b, 0)  # never below zero in here (bound)
             continue
-        for hlc, is_count, who, _, n, eid in _fine(conn, sku, b, counts):
+        for hlc, is_count, who, _, n, eid in fine[(sku, b)]:
             level = n if is_count else level + n
             if level < 0:
                 if run is None:
@@ -463,9 +489,11 @@ def _replay(
 
 def _oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[_Found]:
     counts = _count_rows(conn)
+    candidates = _candidates(conn, counts)
+    fine = _fine(conn, {(sku, b) for sku, (_, bs) in candidates.items() for b in bs}, counts)
     out = []
-    for sku, (deltas, replay) in sorted(_candidates(conn, counts).items()):
-        for run in _replay(conn, sku, deltas, replay, counts.get(sku, [])):
+    for sku, (deltas, replay) in sorted(candidates.items()):
+        for run in _replay(sku, deltas, replay, fine):
             auto = None
             if p.oversell == "flag_recount" and run.ended_by is not None:
                 hlc, eid, who, n = run.ended_by
