@@ -11,6 +11,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    with open_db(args.db) as conn:
+    with closing(open_db(args.db)) as conn:
         if args.digest:
             print(queries.state_digest(conn))
         elif args.json:
@@ -201,7 +202,7 @@ def _print_state_table(conn: sqlite3.Connection) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_db(args.db) as conn:
+    with closing(open_db(args.db)) as conn:
         stats = _stats(conn, args.db)
     if args.json:
         print_json(stats)
@@ -262,7 +263,7 @@ def dump_filter(args: argparse.Namespace) -> tuple[str, tuple[Any, ...]]:
 
 def cmd_dump(args: argparse.Namespace) -> int:
     where, params = dump_filter(args)
-    with open_db(args.db) as conn:
+    with closing(open_db(args.db)) as conn:
         for ev, flags in iter_events(conn, where, params):
             record = event_record(ev, flags)
             if args.format == "jsonl":
@@ -279,7 +280,7 @@ def _summary(record: dict[str, Any]) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with open_db(args.db) as conn:
+    with closing(open_db(args.db)) as conn:
         report = verify_log(conn)
     if args.json:
         print_json(
