@@ -37,6 +37,7 @@ from tillmesh.core.errors import StorageError, TillmeshError, ValidationError
 from tillmesh.core.events import HQ, Body, Event, SaleVoided, encode_body
 from tillmesh.core.log import EventLog
 from tillmesh.replicas import api_models as m
+from tillmesh.replicas.api_conflicts import conflicts_router, count_open
 
 __all__ = ["STATIC_DIR", "ReplicaHandle", "create_app"]
 
@@ -420,18 +421,23 @@ def _status_router(till: _Till) -> APIRouter:
     replica = till.replica
 
     @r.get("/status")
-    async def status(digest: bool = True) -> m.StatusOut:
-        # The page polls with ?digest=false: hashing all state every 2 s is wasted work.
+    async def status(digest: bool = True, conflicts: bool = True) -> m.StatusOut:
+        # The page polls with ?digest=false&conflicts=false: hashing all state and running
+        # conflict detection every 2 s is wasted work.
         stats = await replica.log.stats()
-        summary, dig = await till.read(
-            lambda c: (queries.sales_summary(c), queries.state_digest(c) if digest else None)
+        summary, dig, open_conflicts = await till.read(
+            lambda c: (
+                queries.sales_summary(c),
+                queries.state_digest(c) if digest else None,
+                count_open(c) if conflicts else None,
+            )
         )
         return m.StatusOut(
             replica_id=replica.replica_id, online=replica.online(),
             version_vector=replica.log.version_vector(), events=stats.events,
             pending=stats.pending, quarantined=stats.quarantined,
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
-            sync=replica.sync_status(), digest=dig,
+            sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
         )  # fmt: skip
 
     @r.get("/state/digest")
@@ -466,5 +472,6 @@ def create_app(replica: ReplicaHandle) -> FastAPI:
     _install_errors(app)
     for router in (_sales_router, _stock_router, _catalog_router, _shift_router, _status_router):
         app.include_router(router(till))
+    app.include_router(conflicts_router(replica.log))
     _mount_page(app)
     return app

@@ -414,6 +414,9 @@ class StatusOut(BaseModel):
     sales: SalesSummaryView
     sync: dict[str, Any] = Field(description="the sync engine's status; {} without network")
     digest: str | None = Field(description="state digest; null when ?digest=false")
+    open_conflicts: int | None = Field(
+        default=None, description="unresolved business conflicts; null when ?conflicts=false"
+    )
 
 
 class DigestOut(BaseModel):

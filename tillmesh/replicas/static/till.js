@@ -208,7 +208,7 @@ function newSale() {
 async function pollStatus() {
   const badge = $("net-state");
   try {
-    const s = await api("GET", "/status?digest=false");
+    const s = await api("GET", "/status?digest=false&conflicts=false");
     $("replica-id").textContent = s.replica_id;
     badge.textContent = s.online ? "online" : "offline";
     badge.className = `badge ${s.online ? "online" : "offline"}`;

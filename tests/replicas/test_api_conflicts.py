@@ -1,0 +1,34 @@
+"""Conflicts over the API: an oversell found by detection, resolved through the running log."""
+
+from __future__ import annotations
+
+from tests.replicas.test_api import FakeReplica, client_for, open_log
+from tillmesh.core.events import ProductUpserted
+
+
+async def test_oversell_is_listed_counted_and_resolved(tmp_path):
+    log = await open_log(tmp_path / "till.db")
+    try:
+        await log.append(ProductUpserted(sku="COLA", name="Cola", price=150))
+        async with client_for(FakeReplica("s1/t1", log)) as client:
+            sale = {
+                "lines": [{"sku": "COLA", "qty": 2}],
+                "payments": [{"method": "cash", "amount": 300}],
+            }
+            assert (await client.post("/sales", json=sale)).status_code == 201
+            status = (await client.get("/status")).json()
+            assert status["open_conflicts"] == 1
+            (conflict,) = (await client.get("/conflicts", params={"open": True})).json()
+            assert conflict["kind"] == "oversell" and conflict["subject"] == "COLA"
+
+            decision = {"action": "compensate", "by": "manager ana", "reason": "found 2 in back"}
+            url = f"/conflicts/{conflict['id']}/resolve"
+            assert (await client.post(url, json=decision)).status_code == 201
+            assert (await client.get("/status")).json()["open_conflicts"] == 0
+            (after,) = (await client.get("/conflicts")).json()
+            assert after["resolution"]["by"] == "manager ana"
+            assert (await client.post("/conflicts/nope/resolve", json=decision)).status_code == 404
+            light = (await client.get("/status", params={"conflicts": False})).json()
+            assert light["open_conflicts"] is None
+    finally:
+        await log.close()
