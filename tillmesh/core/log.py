@@ -87,6 +87,7 @@ class EventLog:
         self.wall_ms = wall_ms
         self._heads: dict[str, Head] = {}
         self._pending_origins: set[str] = set()
+        self._bases: dict[str, int] = {}  # compacted away: seqs <= base (set offline)
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
@@ -130,8 +131,10 @@ class EventLog:
             raise StorageError(str(self.path), detail)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('replica_id', ?)", (self.replica_id,))
         self.clock.last = max(self.clock.last, int(meta.get("hlc", 0)))
-        for origin, seq, h in conn.execute("SELECT origin, seq, hash FROM heads"):
+        for origin, seq, h, base in conn.execute("SELECT origin, seq, hash, base FROM heads"):
             self._heads[origin] = (seq, h)
+            if base:
+                self._bases[origin] = base
         self._pending_origins = {o for (o,) in conn.execute("SELECT DISTINCT origin FROM pending")}
         if meta.get("fold_version") != self.fold.version:
             self._rebuild(conn)
@@ -301,7 +304,13 @@ class EventLog:
         return await run_in_thread(self._reader_conn, in_tx, self.path)
 
     async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]:
-        """Envelope bytes of `origin`'s events from `from_seq`, at most `limit` of them."""
+        """Envelope bytes of `origin`'s events from `from_seq`, at most `limit` of them.
+
+        Empty if `from_seq` was compacted away: a range with a hole at its start would
+        only be held by the asker; an empty answer sends it to a peer (HQ) that has it.
+        """
+        if from_seq <= self._bases.get(origin, 0):
+            return []
         def query(conn: sqlite3.Connection) -> list[bytes]:
             rows = conn.execute(
                 "SELECT raw FROM events WHERE origin=? AND seq>=? ORDER BY seq LIMIT ?",
