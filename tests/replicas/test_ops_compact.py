@@ -141,7 +141,9 @@ def test_a_compacted_till_converges_with_one_offline_through_it_via_hq(
         t3 = site.logs["s1/t3"]
         assert t3.head("s1/t1")[0] == 12
         assert (await t3.stats()).pending == 0
-        await site.pull("s1/t3", "hq")  # HQ has the compacted range: the gaps fill
+        await site.pull("s1/t3", "hq")  # HQ has the compacted range
+        assert t3.head("s1/t1")[0] == 16
+        await site.pull("s1/t3", "s1/t1")  # and now t1 can serve the rest, above its base
         assert t3.head("s1/t1")[0] == 17 and (await t3.stats()).pending == 0
         await site.sync("hq", "s1/t1", "s1/t2", "s1/t3")
 
