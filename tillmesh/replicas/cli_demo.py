@@ -91,16 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
     if hasattr(demo, "workload"):
         console.print(render_summary(demo))
+    if error is None and not demo.ok:
+        error = "the replicas do not match what the API acknowledged"
+    console.print(f"[bold red]FAILED[/]: {error}" if error else _success_line(demo), soft_wrap=True)
     if args.keep and hasattr(demo, "fleet"):
         _print_keep(console, demo)
-    if error:
-        console.print(f"[bold red]FAILED[/]: {error}", soft_wrap=True)
-        return 1
-    if not demo.ok:
-        console.print("[bold red]FAILED[/]: the replicas do not match what the API acknowledged")
-        return 1
-    console.print(_success_line(demo), soft_wrap=True)
-    return 0
+    return 1 if error else 0
 
 
 def prepare_data(root: Path) -> None:
@@ -338,7 +334,7 @@ def _success_line(demo: Demo) -> str:
         f"[bold green]CONVERGED[/]: {len(demo.site.replicas)} replicas, {n['sales']} sales, "
         f"one digest per store (HQ included), every acknowledged sale exactly once, stock "
         f"and money equal to the model everywhere ({len(demo.checks)} checks), "
-        f"{conflicts} conflicts flagged for review"
+        f"{conflicts} conflict{'' if conflicts == 1 else 's'} flagged for review"
     )
 
 
