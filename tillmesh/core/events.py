@@ -360,13 +360,15 @@ def check_envelope(ev: Event) -> None:
 
 def encode_body(body: Body) -> tuple[str, bytes]:
     """Validate a freshly made body and return (type, canonical bytes)."""
-    data = _encoder.encode(body)
     try:  # constructing a Struct does not check Meta constraints; decoding does
-        _body_decoders[body.TYPE].decode(data)
+        decoded = _body_decoders[body.TYPE].decode(_encoder.encode(body))
     except msgspec.ValidationError as e:
         raise ValidationError(body.TYPE, str(e)) from e
     _check(body.TYPE, body)
-    return body.TYPE, data
+    # msgspec's omit_defaults compares str defaults by identity: a "cash" read from
+    # SQLite is not the default object and would be written out, while every peer's
+    # decode -> encode omits it. Encoding the decoded body gives the bytes peers expect.
+    return body.TYPE, _encoder.encode(decoded)
 
 
 def decode_body(ev: Event) -> Body:
