@@ -90,8 +90,13 @@ class Replica:
         self.engine = SyncEngine(
             self.replica_id, holds(self.replica_id), self.sync_config, vv=self.log.version_vector()
         )
-        await self._start_server()
-        await self._connect()
+        try:
+            await self._start_server()
+            await self._connect()
+        except BaseException:  # e.g. port taken: close the log, or its thread keeps us alive
+            await self._close_network()
+            await self.log.close()
+            raise
         self._tasks.append(asyncio.create_task(self._supervise(), name="supervise-nats"))
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
 
