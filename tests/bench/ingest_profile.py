@@ -1,0 +1,109 @@
+"""Per-event cost of each ingest stage, in thread CPU time (robust on a shared machine).
+
+Run: .venv/bin/python -m tests.bench.ingest_profile [events]
+Prints µs/event for envelope decode, hash, re-encode, body decode+validate, the
+Transaction's bookkeeping (no SQL), the fold, the events insert and the whole durable
+batch, plus the same bytes through raw sqlite3 executemany for a ratio.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.factories import cash_sale, chain
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.batch import IngestResult
+from tillmesh.core.clock import HybridClock, system_wall_ms
+from tillmesh.core.events import Event, decode_body, decode_event, encode_event, event_hash
+from tillmesh.core.log import EventLog, _Request
+from tillmesh.core.sqlite import open_sync
+
+BATCH = 2000
+
+
+def events(n: int) -> list[Event]:
+    out: list[Event] = []
+    for t in range(5):  # five tills' chains, as the ingest benchmark delivers them
+        out += chain(
+            f"s1/t{t + 2}",
+            [cash_sale(sku=f"SKU-{i % 300}", receipt=f"R{i}") for i in range(n // 5)],
+        )
+    return out
+
+
+def per_event(fn: Callable[[], object], n: int, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - t0)
+    return best / n * 1e6
+
+
+def raw_sqlite(path: Path, evs: list[Event], raws: list[bytes]) -> tuple[float, float]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (o TEXT, s INTEGER, v BLOB, PRIMARY KEY (o, s)) WITHOUT ROWID")
+    rows = [(e.origin, e.seq, r) for e, r in zip(evs, raws, strict=True)]
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for i in range(0, len(rows), BATCH):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?)", rows[i : i + BATCH])
+        conn.execute("COMMIT")
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    conn.close()
+    return wall / len(rows) * 1e6, cpu / len(rows) * 1e6
+
+
+def log_ingest(path: Path, evs: list[Event], fold: bool = True) -> tuple[float, float]:
+    state = StoreState()
+    log = EventLog(path, "s1/t1", state, HybridClock(system_wall_ms), lambda o: True,
+                   system_wall_ms)  # fmt: skip
+    conn = open_sync(path)
+    log._prepare(conn)
+    if not fold:
+        state.apply = lambda conn, batch: None  # type: ignore[method-assign]
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for i in range(0, len(evs), BATCH):
+        req = _Request(None, ingest=evs[i : i + BATCH])  # type: ignore[arg-type]
+        results, staged = log._transaction(conn, [req])
+        res = results[0]
+        assert isinstance(res, IngestResult) and not res.rejected and not res.held
+        log._heads.update(staged)
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    conn.close()
+    return wall / len(evs) * 1e6, cpu / len(evs) * 1e6
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    evs = events(n)
+    raws = [encode_event(e) for e in evs]
+    print(f"{n} events, µs/event (thread CPU, best of 3)")
+    print(f"  decode_event      {per_event(lambda: [decode_event(r) for r in raws], n):6.2f}")
+    print(f"  event_hash        {per_event(lambda: [event_hash(e) for e in evs], n):6.2f}")
+    print(f"  encode_event      {per_event(lambda: [encode_event(e) for e in evs], n):6.2f}")
+    print(f"  decode_body       {per_event(lambda: [decode_body(e) for e in evs], n):6.2f}")
+    with tempfile.TemporaryDirectory() as d:
+        for j, (name, fn) in enumerate((
+            ("raw sqlite3", lambda p: raw_sqlite(p, evs, raws)),
+            ("ingest, no fold", lambda p: log_ingest(p, evs, fold=False)),
+            ("ingest + fold", lambda p: log_ingest(p, evs)),
+        )):
+            walls, cpus = [], []
+            for k in range(2):
+                w, c = fn(Path(d) / f"{j}-{k}.db")
+                walls.append(w)
+                cpus.append(c)
+            w, c = min(walls), min(cpus)
+            print(f"  {name:<17} {c:6.2f} cpu  {w:6.2f} wall  ({1e6 / w:,.0f} ev/s)")
+
+
+if __name__ == "__main__":
+    main()
