@@ -34,6 +34,7 @@ CONFIG = SyncConfig(announce_interval=0.5, announce_min_gap=0.05, pull_window=20
 
 class NoFold:
     version = 1
+    tables: tuple[str, ...] = ()
 
     def create_tables(self, conn: sqlite3.Connection) -> None: ...
 
