@@ -162,9 +162,15 @@ class StoreState:
 def _fresh(conn: sqlite3.Connection, batch: Sequence[Accepted]) -> list[Accepted]:
     """Events of `batch` not folded before (nor earlier in the batch); marks them seen."""
     by_origin: dict[str, dict[int, Accepted]] = {}
-    for acc in batch:
-        if not acc.flags & FLAG_UNAPPLIED:  # stored and forwarded by the log, never folded
-            by_origin.setdefault(acc.event.origin, {}).setdefault(acc.event.seq, acc)
+    for acc in batch:  # runs per event: no setdefault({}), which builds a dict each time
+        if acc.flags & FLAG_UNAPPLIED:  # stored and forwarded by the log, never folded
+            continue
+        ev = acc.event
+        seqs = by_origin.get(ev.origin)
+        if seqs is None:
+            seqs = by_origin[ev.origin] = {}
+        if ev.seq not in seqs:  # the first copy in the batch wins
+            seqs[ev.seq] = acc
     fresh: list[Accepted] = []
     for origin, seqs in by_origin.items():
         fresh += _fresh_of_origin(conn, origin, seqs)
@@ -177,12 +183,27 @@ def _fresh_of_origin(
     """One read and one rewrite of the origin's seen-runs per batch, not one per event."""
     runs = conn.execute("SELECT lo, hi FROM st_seen WHERE origin = ? ORDER BY lo", (origin,))
     old = [(lo, hi) for lo, hi in runs]
-    new = [seq for seq in sorted(seqs) if not _covered(old, seq)]
+    new = sorted(seqs)
+    if old and new[0] <= old[-1][1]:  # else all are past every run: the usual case
+        new = [seq for seq in new if not _covered(old, seq)]
     if new:
         conn.execute("DELETE FROM st_seen WHERE origin = ?", (origin,))
-        merged = _merge_runs(old + [(s, s) for s in new])
+        merged = _merge_runs(old + _runs(new))
         conn.executemany("INSERT INTO st_seen VALUES (?, ?, ?)", [(origin, *r) for r in merged])
     return [seqs[s] for s in new]
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted distinct seqs -> inclusive runs (a batch is mostly one run per origin)."""
+    out: list[tuple[int, int]] = []
+    lo = prev = seqs[0]
+    for seq in seqs[1:]:
+        if seq != prev + 1:
+            out.append((lo, prev))
+            lo = seq
+        prev = seq
+    out.append((lo, prev))
+    return out
 
 
 def _covered(runs: list[tuple[int, int]], seq: int) -> bool:
