@@ -133,7 +133,7 @@ async def test_bench_batched_ingest(tmp_path):
 
 def _rss_and_restart(db: Path) -> tuple[float, float, int]:
     code = (
-        "import asyncio, time, resource, sys\n"
+        "import asyncio, time, sys\n"
         "from tillmesh.core.log import EventLog\n"
         "from tillmesh.conflict.state import StoreState\n"
         "from tillmesh.conflict import queries\n"
@@ -143,7 +143,9 @@ def _rss_and_restart(db: Path) -> tuple[float, float, int]:
         "    levels = await log.read(queries.stock_levels)\n"
         "    ready = time.perf_counter() - t0\n"
         "    ev = await log.append(__import__('tests.factories').factories.cash_sale())\n"
-        "    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        # VmHWM, not ru_maxrss: exec keeps the forking parent's (pytest's) high-water mark
+        "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "    rss = int(hwm.split()[1]) / 1024\n"
         "    print(ready, rss, ev.seq)\n"
         "    await log.close()\n"
         "asyncio.run(main())\n"
@@ -178,7 +180,7 @@ async def test_bench_restart_and_rss_with_a_million_events(tmp_path):
                 f"{ready * 1e3:,.0f} ms",
                 "open + migrate + load heads + first state read; target <= 2 s",
             ),
-            ("peak RSS (ru_maxrss)", f"{rss:,.0f} MB", "target <= 100 MB"),
+            ("peak RSS (VmHWM)", f"{rss:,.0f} MB", "target <= 100 MB"),
             (
                 "file size",
                 f"{sum(p.stat().st_size for p in tmp_path.glob('big.db*')) / 1e6:,.0f} MB",
