@@ -91,6 +91,7 @@ class ClusterSpec:
 class LeafRemoteSpec:
     urls: tuple[str, ...]  # "host:port" of the hub's leafnode listeners
     credentials: Credentials | None = None
+    disabled: bool = False  # nats-server >= 2.12: a reload with this set drops the link
 
 
 @dataclass(frozen=True)
@@ -178,11 +179,17 @@ def _leaf_block(cfg: ServerConfig) -> dict[str, Any]:
         block["listen"] = f"{cfg.host}:{cfg.leaf_port}"
     if cfg.leaf_remotes:
         block["reconnect"] = f"{round(cfg.leaf_reconnect_seconds * 1000)}ms"
-        block["remotes"] = [
-            {"urls": [_auth_url("nats-leaf", r.credentials, u) for u in r.urls]}
-            for r in cfg.leaf_remotes
-        ]
+        block["remotes"] = [_remote_entry(r) for r in cfg.leaf_remotes]
     return block
+
+
+def _remote_entry(remote: LeafRemoteSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "urls": [_auth_url("nats-leaf", remote.credentials, u) for u in remote.urls]
+    }
+    if remote.disabled:
+        entry["disabled"] = True
+    return entry
 
 
 def _validate(cfg: ServerConfig) -> None:

@@ -289,6 +289,17 @@ class EmbeddedNatsServer:
             await asyncio.sleep(0.01)
         raise BrokerError(f"nats-server {self.name!r} did not {'stop' if stopped else 'resume'}")
 
+    async def reload(self, config: ServerConfig) -> None:
+        """Apply a changed config to the running server (SIGHUP), e.g. a leaf remote
+        disabled or enabled again; later restarts keep it."""
+        if config.http_port is None:  # keep the monitoring port readiness was read from
+            config = replace(config, http_port=self.config.http_port)
+        self.config = config
+        self.conf_path.write_text(render_config(config))
+        os.chmod(self.conf_path, 0o600)
+        if self._proc is not None and self.running:
+            self._signal(self._proc, signal.SIGHUP)
+
     async def restart(self) -> None:
         """Stop and start again with the same config, hence the same ports."""
         await self.stop()
