@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         cmd_demo,
         "Run HQ and stores x tills as real processes, sell through real faults "
-        "(HQ down, a till's network frozen, a till killed), then prove convergence.",
+        "(store 1 cut from HQ, HQ down, a till's network frozen, a till killed), "
+        "then prove convergence.",
         "tillmesh demo --data data --seed 7 --duration 36",
     )
     p.add_argument(

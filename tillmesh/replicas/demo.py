@@ -254,7 +254,9 @@ class CatchUp:
 
 
 # Share of `duration` (seconds of selling) spent in each phase.
-SHARES = {"trading": 0.15, "hq_down": 0.25, "split": 0.25, "crash": 0.2, "calm": 0.15}
+SHARES = {
+    "trading": 0.1, "store_cut": 0.15, "hq_down": 0.15, "split": 0.2, "crash": 0.2, "calm": 0.2,
+}  # fmt: skip
 
 
 @dataclass
@@ -393,6 +395,7 @@ class Demo:
                 "baskets of 1-10 lines, cash and card, refunds, voids, deliveries, at every till",
             )
             await asyncio.sleep(t["trading"])
+            await self._store_cut(t["store_cut"])
             await self._hq_down(w, t["hq_down"])
             await self._split(t["split"])
             await self._crash(w, t["crash"])
@@ -403,6 +406,29 @@ class Demo:
             for d in w.tills:
                 d.resume()  # let paused cashiers see `stop` and leave
             await selling
+
+    async def _store_cut(self, seconds: float) -> None:
+        """Store 1 alone loses HQ: every s1 till switches its leaf link off (nats-server
+        config reload, `PUT /link/hq`); store 2 stays connected and keeps reaching HQ."""
+        tills = [f"s1/{t}" for t in self.site.stores["s1"]]
+        await self._set_hq_link(tills, enabled=False)
+        self._phase(
+            "Store 1 cut off",
+            "store 1's leaf links to HQ switched off (config reload of its tills' "
+            "nats-servers): store 1 sells on among its tills, store 2 still reaches HQ",
+        )
+        mark = dict(self.workload.model.heads)
+        await asyncio.sleep(seconds)
+        heal = self._heal_point(mark)
+        await self._set_hq_link(tills, enabled=True)
+        self.note("store 1: leaf links to HQ back on")
+        self._track("store 1 back on HQ", [HQ], heal)
+
+    async def _set_hq_link(self, tills: list[str], *, enabled: bool) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for rid in tills:
+                url = f"{self.site.api_url(rid)}/link/hq"
+                (await client.put(url, json={"enabled": enabled})).raise_for_status()
 
     async def _hq_down(self, w: Workload, seconds: float) -> None:
         pids = self.fleet.kill(HQ)

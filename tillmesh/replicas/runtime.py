@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +190,11 @@ class Replica:
 
     def _app(self) -> Any:
         from tillmesh.replicas.api import create_app  # FastAPI import is slow
+        from tillmesh.replicas.api_link import link_router
 
-        return create_app(self)
+        app = create_app(self)
+        app.include_router(link_router(self))
+        return app
 
     async def _await_own_history(self) -> None:
         if self.fresh or self.replica_id == HQ or self.log.head(self.replica_id)[0] > 0:
@@ -212,6 +215,24 @@ class Replica:
             return False
         own = self.log.head(self.replica_id)[0]
         return all(status.peers[p].vv.get(self.replica_id, 0) <= own for p in heard)
+
+    # --- the store's link to HQ ------------------------------------------------------
+
+    async def set_hq_link(self, enabled: bool) -> bool:
+        """Switch this till's leaf link to HQ off or on (a nats-server config reload).
+
+        With every till of a store switched off, the store is cut from HQ while the
+        other stores stay connected: maintenance, a metered link, or a drill.
+        """
+        if self.server is None or not self.server.config.leaf_remotes:
+            return False
+        remotes = tuple(replace(r, disabled=not enabled) for r in self.server.config.leaf_remotes)
+        await self.server.reload(replace(self.server.config, leaf_remotes=remotes))
+        return True
+
+    def hq_link_enabled(self) -> bool:
+        remotes = self.server.config.leaf_remotes if self.server else ()
+        return bool(remotes) and not any(r.disabled for r in remotes)
 
     # --- what the HTTP API asks (api.ReplicaHandle) ---------------------------------------
 
