@@ -28,6 +28,7 @@ source and by tests in tests/broker:
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,15 +62,34 @@ __all__ = [
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0, read it, release it).
+# Below Linux's ephemeral range (32768-60999): the kernel never hands these to outbound
+# sockets, which is what took a "free" port from under a starting nats-server before.
+_LISTEN_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()  # never give one port twice in a process
 
-    There is an unavoidable race with other processes; on a test box it is rare
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago, for a listener started a moment later.
+
+    Ports come from outside the ephemeral range and are not repeated within a
+    process; another program binding the same port in between is still possible
     and shows up as a ServerStartError ("address already in use").
     """
+    for _ in range(500):
+        port = random.choice(_LISTEN_PORTS)
+        if port not in _handed_out and _bindable(host, port):
+            _handed_out.add(port)
+            return port
+    raise ConfigError("port", f"no free port in {_LISTEN_PORTS.start}-{_LISTEN_PORTS.stop - 1}")
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
