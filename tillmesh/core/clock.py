@@ -65,9 +65,6 @@ class HybridClock:
         self.last = remote
         return True
 
-    def is_skewed(self, remote: int) -> bool:
-        return hlc_ms(remote) - self._wall_ms() > self.max_offset_ms
-
     @staticmethod
     def _advance(last: int, wall: int) -> int:
         last_ms, counter = unpack(last)

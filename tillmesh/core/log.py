@@ -37,7 +37,7 @@ from tillmesh.core.fold import StateFold
 from tillmesh.core.schema import MIGRATIONS
 from tillmesh.core.sqlite import connect, migrate, run_in_thread
 
-__all__ = ["EventLog", "IngestResult", "LogStats"]
+__all__ = ["EventLog", "IngestResult", "LogStats", "read_stats"]
 
 T = TypeVar("T")
 MAX_BATCH_EVENTS = 5000
@@ -200,13 +200,14 @@ class EventLog:
             first = await self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while not self._queue.empty() and sum(r.size for r in batch) < MAX_BATCH_EVENTS:
+            batch, size = [first], first.size
+            while not self._queue.empty() and size < MAX_BATCH_EVENTS:
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     await self._commit(batch)
                     return
                 batch.append(nxt)
+                size += nxt.size
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Request]) -> None:
@@ -320,15 +321,22 @@ class EventLog:
         return await self.read(query)
 
     async def stats(self) -> LogStats:
-        def query(conn: sqlite3.Connection) -> tuple[int, int, int]:
-            counts = [
-                conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("events", "pending", "quarantine")
-            ]
-            return counts[0], counts[1], counts[2]
-        events, pending, quarantined = await self.read(query)
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
-        return LogStats(
-            str(self.path), self.replica_id, events, pending, quarantined,
-            self.version_vector(), size,
-        )
+        return await self.read(lambda conn: read_stats(conn, self.path))
+
+
+def read_stats(conn: sqlite3.Connection, path: Path) -> LogStats:
+    """Counts, version vector and file size of a log, from any connection to it."""
+
+    def count(table: str) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    owner = conn.execute("SELECT value FROM meta WHERE key='replica_id'").fetchone()
+    return LogStats(
+        path=str(path),
+        replica_id=owner[0] if owner else "",
+        events=count("events"),
+        pending=count("pending"),
+        quarantined=count("quarantine"),
+        version_vector=dict(conn.execute("SELECT origin, seq FROM heads").fetchall()),
+        file_bytes=sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
+    )

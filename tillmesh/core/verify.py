@@ -82,9 +82,9 @@ def _verify_origin(
     report: VerifyReport,
     progress: Callable[[int], None] | None,
 ) -> tuple[int, bytes]:
+    # prev_hash None: the first event's prev is checked by envelope rules only (at seq 1
+    # it is empty; after compaction it names a dropped event).
     expected_seq, prev_hash = base + 1, None
-    if base:  # compacted: the first kept event's prev cannot be checked against a dropped one
-        prev_hash = None
     for seq, stored_hash, raw in _rows(conn, origin):
         found = _check_event(origin, seq, stored_hash, raw, expected_seq, prev_hash)
         report.findings.extend(found)

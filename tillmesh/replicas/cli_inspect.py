@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tillmesh.conflict import queries
 from tillmesh.core.clock import hlc_ms, pack
 from tillmesh.core.errors import StorageError, TillmeshError
 from tillmesh.core.events import BODY_TYPES, Event, decode_body, decode_event
+from tillmesh.core.log import read_stats
 from tillmesh.core.sqlite import open_sync
 from tillmesh.core.verify import verify_log
 from tillmesh.replicas.cli import add_command, add_group
@@ -215,18 +217,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _stats(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    def count(table: str) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-
-    owner = conn.execute("SELECT value FROM meta WHERE key='replica_id'").fetchone()
-    return {
-        "replica_id": owner[0] if owner else None,
-        "events": count("events"),
-        "pending": count("pending"),
-        "quarantined": count("quarantine"),
-        "version_vector": dict(conn.execute("SELECT origin, seq FROM heads").fetchall()),
-        "file_bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
-    }
+    stats = asdict(read_stats(conn, path))
+    del stats["path"]
+    stats["replica_id"] = stats["replica_id"] or None
+    return stats
 
 
 def parse_time(text: str) -> int:
