@@ -205,7 +205,8 @@ class ReplicaProc:
     # --- API ------------------------------------------------------------------------
 
     async def status(self, digest: bool = True) -> dict[str, Any]:
-        r = await self.mesh.http.get(f"{self.url}/status", params={"digest": digest})
+        params = {"digest": digest, "conflicts": False}  # detection is not what these test
+        r = await self.mesh.http.get(f"{self.url}/status", params=params)
         r.raise_for_status()
         result: dict[str, Any] = r.json()
         return result

@@ -557,7 +557,9 @@ class Demo:
             return
         asked = time.monotonic()
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = await client.get(f"{self.site.api_url(rid)}/status?digest={str(digest).lower()}")
+            # conflicts=false: detection is counted once at the end, not on every poll
+            params = {"digest": str(digest).lower(), "conflicts": "false"}
+            r = await client.get(f"{self.site.api_url(rid)}/status", params=params)
             if r.is_success:
                 old_digest = self.status.get(rid, {}).get("digest")
                 self.status[rid], self._polled_at[rid] = r.json(), asked
