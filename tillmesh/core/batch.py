@@ -156,9 +156,12 @@ class Transaction:
             self._accept_remote(ev, event_hash(ev), peer, result)
 
     def _forget_if_drained(self, origin: str) -> None:
-        drained_here = {seq for o, seq in self.drained if o == origin}
-        rows = self.conn.execute("SELECT seq FROM pending WHERE origin=?", (origin,)).fetchall()
-        if all(seq in drained_here for (seq,) in rows):
+        # Held rows at or below the head are drained (deleted at write()); one indexed
+        # probe above the head says whether anything still waits, however much is held.
+        above = self.conn.execute(
+            "SELECT 1 FROM pending WHERE origin=? AND seq>? LIMIT 1", (origin, self.head(origin)[0])
+        ).fetchone()
+        if above is None:
             self.pending_origins.discard(origin)
 
     # --- shared ------------------------------------------------------------------
