@@ -23,7 +23,7 @@ from tillmesh.core.errors import StorageError
 from tillmesh.core.events import HQ, parse_event_id, store_of
 from tillmesh.core.sqlite import translate
 from tillmesh.core.verify import verify_log
-from tillmesh.replicas import ops
+from tillmesh.replicas import ops, ops_diff, ops_export, ops_replay, ops_restore
 from tillmesh.replicas.cli import add_command
 from tillmesh.replicas.cli_inspect import event_record, format_hlc, parse_time, print_json
 
@@ -117,7 +117,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         cut = _cut(conn, args)
         total = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         with progress_bar("replaying", total) as progress:
-            result = ops.replay(conn, cut, scope, progress)
+            result = ops_replay.replay(conn, cut, scope, progress)
     steps = [s for s in result.steps if args.since is None or s.event.hlc >= args.since]
     if args.json:
         print_json(
@@ -146,7 +146,7 @@ def _cut(conn: Any, args: argparse.Namespace) -> ops.Cut:
         origin, seq = parse_event_id(args.upto)
     except ValueError:
         raise StorageError("replay", f"--upto wants ORIGIN:SEQ, got {args.upto!r}") from None
-    return ops.event_cut(conn, origin, seq)
+    return ops_replay.event_cut(conn, origin, seq)
 
 
 def _cut_text(args: argparse.Namespace) -> str:
@@ -160,7 +160,7 @@ def _cut_record(cut: ops.Cut) -> dict[str, Any]:
     return {"upto": f"{origin}:{seq}", "hlc": hlc, "time": format_hlc(hlc)}
 
 
-def _step_record(step: ops.ReplayStep) -> dict[str, Any]:
+def _step_record(step: ops_replay.ReplayStep) -> dict[str, Any]:
     return {
         **event_record(step.event, step.flags),
         "time": format_hlc(step.event.hlc),
@@ -170,7 +170,7 @@ def _step_record(step: ops.ReplayStep) -> dict[str, Any]:
     }
 
 
-def _print_steps(steps: list[ops.ReplayStep]) -> None:
+def _print_steps(steps: list[ops_replay.ReplayStep]) -> None:
     print(f"{'time':29} {'event':14} {'type':16} {'sales':>5} {'gross':>9}  stock after")
     for s in steps:
         stock = " ".join(f"{sku}={qty}" for sku, qty in s.stock.items())
@@ -209,7 +209,7 @@ def _export(logs: SubParsers) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with closing(ops.open_log(args.db)) as conn, progress_bar("exporting") as progress:
-        header = ops.export_db(conn, args.out, args.origin, args.since, progress)
+        header = ops_export.export_db(conn, args.out, args.origin, args.since, progress)
     if args.json:
         print_json({"file": str(args.out), "header": header})
         return 0
@@ -239,7 +239,7 @@ def _import(logs: SubParsers) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     replica = args.replica or _recorded_replica(args.db)
     with progress_bar("importing") as progress:
-        report = asyncio.run(ops.import_file(args.file, args.db, replica, progress))
+        report = asyncio.run(ops_export.import_file(args.file, args.db, replica, progress))
     if args.json:
         print_json(report)
     else:
@@ -279,7 +279,7 @@ def _diff(logs: SubParsers) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     with closing(ops.open_log(args.db_a)) as a, closing(ops.open_log(args.db_b)) as b:
-        d = ops.diff_dbs(a, b)
+        d = ops_diff.diff_dbs(a, b)
     if args.json:
         print_json(
             {
@@ -314,7 +314,7 @@ def _origin_text(o: Any) -> str:
     return "; ".join(parts) or "-"
 
 
-def _print_state_diff(s: ops.StateDiff) -> None:
+def _print_state_diff(s: ops_diff.StateDiff) -> None:
     if not s.compared:
         print(s.note)
         return
@@ -490,7 +490,9 @@ def _restore(logs: SubParsers) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     with progress_bar("restoring") as progress:
         report = asyncio.run(
-            ops.restore_db(args.db, args.source, args.replica, force=args.force, progress=progress)
+            ops_restore.restore_db(
+                args.db, args.source, args.replica, force=args.force, progress=progress
+            )
         )
     if args.json:
         print_json(report)

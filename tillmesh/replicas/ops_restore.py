@@ -1,0 +1,147 @@
+"""Restore (`tillmesh log restore`): a replacement replica's database, built from HQ's
+or a peer's and keeping the replica's id, so its next append continues its own chain.
+
+The new database is built beside the target (`<name>.restoring`) and moved into place
+only when complete. A compacted source seeds its snapshot into the new database, which
+needs a source of the same scope (HQ for HQ, a till of the same store for a till).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tillmesh.conflict import queries
+from tillmesh.conflict.state import StoreState
+from tillmesh.core import compact
+from tillmesh.core.compact import HeadRow, read_heads
+from tillmesh.core.errors import StorageError
+from tillmesh.core.events import HQ
+from tillmesh.core.log import EventLog
+from tillmesh.core.sqlite import open_sync
+from tillmesh.replicas.ops import (
+    STATE_TABLES,
+    Progress,
+    fold_for_writing,
+    open_log,
+    replica_of,
+)
+from tillmesh.replicas.protocol import holds
+
+__all__ = ["RestoreReport", "restore_db"]
+
+
+@dataclass
+class RestoreReport:
+    replica_id: str
+    source: str
+    events: int = 0
+    own_seq: int = 0  # the till's own head: its next append gets own_seq + 1
+    seeded: dict[str, int] = field(default_factory=dict)  # origins started from a snapshot
+    rejected: list[str] = field(default_factory=list)
+    digest: str = ""
+
+
+async def restore_db(
+    target: Path, source: Path, replica_id: str, *, force: bool = False,
+    progress: Progress | None = None,
+) -> RestoreReport:  # fmt: skip
+    """A replacement replica's database, from HQ's or a peer's, keeping the replica's id."""
+    _check_target(target, force)
+    tmp = target.with_name(target.name + ".restoring")
+    with closing(open_log(source)) as src:
+        report = RestoreReport(replica_id, replica_of(src) or HQ)
+        _check_source(report.source, replica_id)
+        fold = fold_for_writing(src)
+        _remove_db(tmp)
+        try:
+            await _build(src, tmp, fold, report, progress)
+        except BaseException:
+            _remove_db(tmp)
+            raise
+    _remove_db(target)
+    os.replace(tmp, target)
+    return report
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if target.exists() and target.stat().st_size > 0 and not force:
+        raise StorageError(str(target), "exists and is not empty; --force replaces it")
+
+
+def _check_source(source_id: str, replica_id: str) -> None:
+    if source_id != HQ and (replica_id == HQ or not holds(replica_id)(source_id)):
+        detail = f"holds less than {replica_id!r}: restore from HQ or a till of the same store"
+        raise StorageError(source_id, detail)
+
+
+async def _build(
+    src: sqlite3.Connection, tmp: Path, fold: StoreState, report: RestoreReport,
+    progress: Progress | None,
+) -> None:  # fmt: skip
+    scope = holds(report.replica_id)
+    heads = {o: h for o, h in read_heads(src).items() if scope(o)}
+    async with await EventLog.open(tmp, report.replica_id, fold, in_scope=scope):
+        pass  # creates the schema and the state tables
+    _seed_compacted(src, tmp, heads, report)
+    async with await EventLog.open(tmp, report.replica_id, fold, in_scope=scope) as log:
+        await _copy_events(src, log, heads, report, progress)
+        report.own_seq = log.head(report.replica_id)[0]
+    with closing(open_sync(tmp, readonly=True)) as conn:
+        report.digest = queries.state_digest(conn)
+
+
+def _seed_compacted(
+    src: sqlite3.Connection, tmp: Path, heads: Mapping[str, HeadRow], report: RestoreReport
+) -> None:
+    """Start the compacted origins from the source's snapshot (a same-scope source only)."""
+    compacted = [o for o, h in heads.items() if h.base]
+    if not compacted:
+        return
+    if not _same_scope(report.source, report.replica_id):
+        raise StorageError(
+            report.source, f"compacted ({compacted[0]} and more); restore from HQ instead"
+        )
+    with closing(open_sync(tmp)) as dst:
+        report.seeded = compact.seed_from(src, dst, STATE_TABLES, heads)
+
+
+async def _copy_events(
+    src: sqlite3.Connection,
+    log: EventLog,
+    heads: Mapping[str, HeadRow],
+    report: RestoreReport,
+    progress: Progress | None,
+) -> None:
+    """Every kept event of every origin, ingested as from a peer: chains are checked."""
+    for origin, head in heads.items():
+        for raws in _raw_chunks(src, origin, head.base + 1, head.seq):
+            result = await log.ingest_raw(raws, peer=f"restore:{report.source}")
+            report.events += len(result.accepted)
+            report.rejected += [str(e) for e in result.rejected]
+            if progress is not None:
+                progress(len(raws))
+
+
+def _same_scope(a: str, b: str) -> bool:
+    return a == b == HQ or (HQ not in (a, b) and holds(a)(b))
+
+
+def _raw_chunks(
+    conn: sqlite3.Connection, origin: str, first: int, last: int
+) -> Iterator[Sequence[bytes]]:
+    cursor = conn.execute(
+        "SELECT raw FROM events WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+        (origin, first, last),
+    )
+    while rows := cursor.fetchmany(2000):
+        yield [raw for (raw,) in rows]
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
