@@ -1,9 +1,9 @@
 """Per-event cost of each ingest stage, in thread CPU time (robust on a shared machine).
 
 Run: .venv/bin/python -m tests.bench.ingest_profile [events]
-Prints µs/event for envelope decode, hash, re-encode, body decode+validate, the
-Transaction's bookkeeping (no SQL), the fold, the events insert and the whole durable
-batch, plus the same bytes through raw sqlite3 executemany for a ratio.
+Prints µs/event for envelope decode, hash, re-encode, body decode+validate and all of
+`check_events` (done in the caller's thread), then the writer's durable transaction
+without and with the fold, plus the same bytes through raw sqlite3 executemany.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.factories import cash_sale, chain
 from tillmesh.conflict.state import StoreState
-from tillmesh.core.batch import IngestResult
+from tillmesh.core.batch import IngestResult, check_events
 from tillmesh.core.clock import HybridClock, system_wall_ms
 from tillmesh.core.events import Event, decode_body, decode_event, encode_event, event_hash
 from tillmesh.core.log import EventLog, _Request
@@ -69,9 +69,10 @@ def log_ingest(path: Path, evs: list[Event], fold: bool = True) -> tuple[float, 
     log._prepare(conn)
     if not fold:
         state.apply = lambda conn, batch: None  # type: ignore[method-assign]
+    checked = [check_events(evs[i : i + BATCH]) for i in range(0, len(evs), BATCH)]
     t0, c0 = time.perf_counter(), time.thread_time()
-    for i in range(0, len(evs), BATCH):
-        req = _Request(None, ingest=evs[i : i + BATCH])  # type: ignore[arg-type]
+    for chunk in checked:
+        req = _Request(None, ingest=chunk)  # type: ignore[arg-type]
         results, staged = log._transaction(conn, [req])
         res = results[0]
         assert isinstance(res, IngestResult) and not res.rejected and not res.held
@@ -90,6 +91,8 @@ def main() -> None:
     print(f"  event_hash        {per_event(lambda: [event_hash(e) for e in evs], n):6.2f}")
     print(f"  encode_event      {per_event(lambda: [encode_event(e) for e in evs], n):6.2f}")
     print(f"  decode_body       {per_event(lambda: [decode_body(e) for e in evs], n):6.2f}")
+    print(f"  check_events      {per_event(lambda: check_events(evs), n):6.2f}  (caller's thread)")
+    print("writer thread only (events already checked):")
     with tempfile.TemporaryDirectory() as d:
         for j, (name, fn) in enumerate((
             ("raw sqlite3", lambda p: raw_sqlite(p, evs, raws)),

@@ -5,13 +5,20 @@ each event's fate against the chain heads (accept, duplicate, hold, quarantine),
 hands the accepted ones to the state fold, and writes everything with one
 `executemany` per table. Chain heads are staged here and published to the log
 only after COMMIT, so a failed batch leaves the in-memory view untouched.
+
+What can be known of a remote event without the log (its hash, its canonical
+bytes, its typed and validated body) is worked out beforehand by `check_events`,
+outside the writer's thread: that is most of ingest's Python, and done there it
+overlaps the writer's SQLite work (which releases the GIL) on the other core.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+import msgspec
 
 from tillmesh.core.clock import HybridClock
 from tillmesh.core.errors import (
@@ -35,11 +42,41 @@ from tillmesh.core.events import (
 )
 from tillmesh.core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
 
-__all__ = ["Head", "IngestResult", "Transaction"]
+__all__ = ["CheckedEvent", "Head", "IngestResult", "Transaction", "check_event", "check_events"]
 
 Head = tuple[int, bytes]  # (seq, hash) of an origin's newest contiguous event
 NO_HEAD: Head = (0, b"")
 MAX_HELD_AHEAD = 1_000_000  # further ahead than this is not held: anti-entropy brings it later
+
+
+class CheckedEvent(msgspec.Struct, frozen=True, gc=False):
+    """A remote event with everything that depends on it alone, not on the log.
+
+    `body` is None when the type or schema is unknown to this build (stored and
+    forwarded, not applied) or when the body is invalid (`error`: quarantined if the
+    event's chain position is right, like any refused event).
+    """
+
+    event: Event
+    hash: bytes
+    raw: bytes  # canonical envelope bytes, as stored and served
+    body: Body | None
+    error: EventError | None = None
+
+
+def check_event(ev: Event) -> CheckedEvent:
+    try:
+        body: Body | None = decode_body(ev)
+        error = None
+    except UnknownEventType:
+        body, error = None, None
+    except EventError as e:  # no traceback: it would pin frames for as long as it is kept
+        body, error = None, e.with_traceback(None)
+    return CheckedEvent(ev, event_hash(ev), encode_event(ev), body, error)
+
+
+def check_events(events: Sequence[Event]) -> list[CheckedEvent]:
+    return [check_event(ev) for ev in events]
 
 
 @dataclass
@@ -76,33 +113,33 @@ class Transaction:
     def append_local(self, origin: str, body: Body, event_type: str, data: bytes) -> Event:
         seq, prev = self.head(origin)
         ev = Event(origin, seq + 1, self.clock.now(), SCHEMA_VERSION, event_type, data, prev)
-        self._accept(ev, event_hash(ev), body, 0)
+        self._accept(ev, event_hash(ev), encode_event(ev), body, 0)
         return ev
 
     # --- remote ------------------------------------------------------------------
 
-    def ingest(self, events: Iterable[Event], peer: str, result: IngestResult) -> None:
-        for ev in events:
+    def ingest(self, events: Iterable[CheckedEvent], peer: str, result: IngestResult) -> None:
+        for checked in events:
             try:
-                self._ingest_one(ev, peer, result)
+                self._ingest_one(checked, peer, result)
             except (EventError, ChainBroken, Equivocation) as e:
                 result.rejected.append(e)
 
-    def _ingest_one(self, ev: Event, peer: str, result: IngestResult) -> None:
+    def _ingest_one(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
+        ev = checked.event
         origin = ev.origin
         if not self.in_scope(origin):
             self._quarantine(ev, peer, OutOfScope(origin, "this replica"))
-        h = event_hash(ev)
         seq, head_hash = self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
         if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
-            self._accept_remote(ev, h, peer, result)
+            self._accept_remote(checked, peer, result)
             if origin in self.pending_origins:
                 self._drain_pending(origin, peer, result)
         elif ev.seq <= seq:
-            self._check_duplicate(ev, h, peer)
+            self._check_duplicate(ev, checked.hash, peer)
             result.duplicates += 1
         elif ev.seq > seq + 1:
-            self._hold(ev, h, seq)
+            self._hold(checked, seq)
             result.held += 1
         else:
             self._quarantine(ev, peer, ChainBroken(origin, ev.seq, head_hash, ev.prev))
@@ -117,27 +154,26 @@ class Transaction:
         if stored is not None and stored != h:
             self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
 
-    def _hold(self, ev: Event, h: bytes, head_seq: int) -> None:
+    def _hold(self, checked: CheckedEvent, head_seq: int) -> None:
+        ev = checked.event
         if ev.seq - head_seq > MAX_HELD_AHEAD:
             raise OversizedError(f"gap before {ev.id}", ev.seq - head_seq, MAX_HELD_AHEAD)
         self.conn.execute(
             "INSERT OR IGNORE INTO pending VALUES (?,?,?,?)",
-            (ev.origin, ev.seq, h, encode_event(ev)),
+            (ev.origin, ev.seq, checked.hash, checked.raw),
         )
         self.pending_origins.add(ev.origin)
 
-    def _accept_remote(self, ev: Event, h: bytes, peer: str, result: IngestResult) -> None:
-        flags = 0
-        body: Body | None = None
-        try:
-            body = decode_body(ev)
-        except UnknownEventType:
-            flags |= FLAG_UNAPPLIED  # stored and forwarded; applied once this build knows it
-        except EventError as e:
-            self._quarantine(ev, peer, e)
+    def _accept_remote(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
+        ev, body = checked.event, checked.body
+        if checked.error is not None:
+            self._quarantine(ev, peer, checked.error)
+        # no body and no error: a type or schema this build does not know. Stored and
+        # forwarded; applied once a build that knows it rebuilds the state.
+        flags = 0 if body is not None else FLAG_UNAPPLIED
         if not self.clock.observe(ev.hlc):
             flags |= FLAG_SKEWED  # kept, but it may not drag our clock into the future
-        self._accept(ev, h, body, flags)
+        self._accept(ev, checked.hash, checked.raw, body, flags)
         result.accepted.append(ev)
 
     def _drain_pending(self, origin: str, peer: str, result: IngestResult) -> None:
@@ -150,10 +186,11 @@ class Transaction:
                 self._forget_if_drained(origin)
                 break
             self.drained.append((origin, seq + 1))
-            ev = decode_event(row[0])
+            checked = check_event(decode_event(row[0]))
+            ev = checked.event
             if ev.prev != head_hash:
                 self._quarantine(ev, peer, ChainBroken(origin, ev.seq, head_hash, ev.prev))
-            self._accept_remote(ev, event_hash(ev), peer, result)
+            self._accept_remote(checked, peer, result)
 
     def _forget_if_drained(self, origin: str) -> None:
         # Held rows at or below the head are drained (deleted at write()); one indexed
@@ -166,15 +203,14 @@ class Transaction:
 
     # --- shared ------------------------------------------------------------------
 
-    def _accept(self, ev: Event, h: bytes, body: Body | None, flags: int) -> None:
+    def _accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None:
         origin, seq = ev.origin, ev.seq
         self.staged[origin] = (seq, h)
         self.new_hashes[(origin, seq)] = h
         # bytearray, not bytes: sqlite3 binds bytes only after an adapter lookup that
         # builds and drops an AttributeError (~1 µs per value, two per event here);
         # bytearray is bound directly, as the same BLOB.
-        raw = bytearray(encode_event(ev))
-        self.rows.append((origin, seq, ev.hlc, ev.type, flags, bytearray(h), raw))
+        self.rows.append((origin, seq, ev.hlc, ev.type, flags, bytearray(h), bytearray(raw)))
         if body is not None:
             self.accepted.append(Accepted(ev, body, flags))
 

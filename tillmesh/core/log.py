@@ -28,7 +28,14 @@ from typing import TypeVar
 
 import aiosqlite
 
-from tillmesh.core.batch import NO_HEAD, Head, IngestResult, Transaction
+from tillmesh.core.batch import (
+    NO_HEAD,
+    CheckedEvent,
+    Head,
+    IngestResult,
+    Transaction,
+    check_events,
+)
 from tillmesh.core.clock import HybridClock, system_wall_ms
 from tillmesh.core.compact import rebuild_state
 from tillmesh.core.errors import StorageError, TillmeshError
@@ -42,13 +49,17 @@ __all__ = ["EventLog", "IngestResult", "LogStats", "read_stats"]
 T = TypeVar("T")
 MAX_BATCH_EVENTS = 5000
 REBUILD_CHUNK = 5000
+# Events checked per turn of the event loop before `ingest` queues them: ~1-2 ms of
+# Python, so a big frame neither blocks other tasks (a sale, an API call) for long nor
+# waits for a turn of its own per event.
+CHECK_SLICE = 256
 
 
 @dataclass
 class _Request:
     future: asyncio.Future[object]
     appends: list[tuple[Body, str, bytes]] = field(default_factory=list)
-    ingest: list[Event] = field(default_factory=list)
+    ingest: list[CheckedEvent] = field(default_factory=list)
     peer: str = ""
 
     @property
@@ -169,8 +180,17 @@ class EventLog:
         return events
 
     async def ingest(self, events: Sequence[Event], peer: str = "") -> IngestResult:
-        """Store remote events idempotently; returns what was accepted, held or refused."""
-        result = await self._submit(_Request(self._new_future(), ingest=list(events), peer=peer))
+        """Store remote events idempotently; returns what was accepted, held or refused.
+
+        Hashes, canonical bytes and bodies are checked here, in the caller's thread, so
+        that work for one frame overlaps the writer committing the previous one.
+        """
+        checked: list[CheckedEvent] = []
+        for i in range(0, len(events), CHECK_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            checked += check_events(events[i : i + CHECK_SLICE])
+        result = await self._submit(_Request(self._new_future(), ingest=checked, peer=peer))
         assert isinstance(result, IngestResult)
         return result
 
