@@ -40,6 +40,14 @@ def engine(config: SyncConfig = FAST, vv: dict[str, int] | None = None) -> SyncE
     return SyncEngine("s1/t1", config=config, vv=vv)
 
 
+def deliver(
+    e: SyncEngine, peer: str, frame: EventsFrame, out: IngestOutcome, now: float
+) -> list[Action]:
+    """A frame through the engine as the transport runs it: admit, read ahead, ingested."""
+    e.admit(peer, frame, now)
+    return e.read_ahead(now) + e.on_frame(peer, frame, out, now)
+
+
 def outcome(accepted: int, vv: dict[str, int], rejected: int = 0, dups: int = 0) -> IngestOutcome:
     return IngestOutcome(accepted, dups, 0, rejected, vv)
 
@@ -67,9 +75,36 @@ def test_pull_is_windowed_and_one_per_peer() -> None:
     (req,) = reqs.values()
     assert req.ranges == [("s1/t2", 1, 100)] and req.max_events == 100  # biggest lag first
     assert requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 1001}), 0.1)) == {}  # in flight
-    frame = EventsFrame("s1/t2", [], True, req.id)
-    nxt = requests(e.on_frame("s1/t2", frame, outcome(100, {"s1/t2": 100}), 0.2))
+    frame = EventsFrame("s1/t2", make_chain("s1/t2", 100), True, req.id)
+    nxt = requests(deliver(e, "s1/t2", frame, outcome(100, {"s1/t2": 100}), 0.2))
     assert nxt["s1/t2"].ranges == [("s1/t2", 101, 200)]
+
+
+def test_reads_ahead_while_the_log_ingests_at_most_two_replies_per_peer() -> None:
+    e = engine()
+    chain = make_chain("s1/t2", 300)
+    (req,) = requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 300}), 0.0)).values()
+    first = EventsFrame("s1/t2", chain[:100], True, req.id)
+    e.admit("s1/t2", first, 0.1)
+    ahead = requests(e.read_ahead(0.1))  # sent before the first reply is durable
+    assert ahead["s1/t2"].ranges == [("s1/t2", 101, 200)]
+    second = EventsFrame("s1/t2", chain[100:200], True, ahead["s1/t2"].id)
+    e.admit("s1/t2", second, 0.2)
+    assert requests(e.read_ahead(0.2)) == {}  # two replies of s1/t2 wait for the log
+    nxt = requests(e.on_frame("s1/t2", first, outcome(100, {"s1/t2": 100}), 0.3))
+    assert nxt["s1/t2"].ranges == [("s1/t2", 201, 300)]  # planned past the second
+    assert requests(e.on_frame("s1/t2", second, outcome(100, {"s1/t2": 200}), 0.4)) == {}
+    assert e.status(0.4).incidents == []
+
+
+def test_a_failed_ingest_pulls_the_range_again() -> None:
+    e = engine()
+    (req,) = requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 100}), 0.0)).values()
+    frame = EventsFrame("s1/t2", make_chain("s1/t2", 100), False, req.id)
+    e.admit("s1/t2", frame, 0.1)
+    assert requests(e.read_ahead(0.1)) == {}  # nothing more to ask for
+    again = requests(e.on_ingest_failed("s1/t2", frame, 0.2))
+    assert again["s1/t2"].ranges == [("s1/t2", 1, 100)]
 
 
 def test_small_ranges_share_one_window() -> None:
@@ -105,7 +140,7 @@ def test_short_reply_is_an_incident_and_another_peer_serves() -> None:
     (liar_req,) = requests(e.on_vv("s1/t9", vv_msg("s1/t9", {"s1/t2": 80}), 0.0)).values()
     assert requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 80}), 0.1)) == {}  # claimed
     empty = EventsFrame("s1/t9", [], False, liar_req.id)
-    reqs = requests(e.on_frame("s1/t9", empty, outcome(0, {}), 0.2))
+    reqs = requests(deliver(e, "s1/t9", empty, outcome(0, {}), 0.2))
     assert list(reqs) == ["s1/t2"] and reqs["s1/t2"].ranges == [("s1/t2", 1, 80)]
     (incident,) = e.status(0.2).incidents
     assert (incident.peer, incident.kind, incident.count) == ("s1/t9", "short", 1)
@@ -116,7 +151,7 @@ def test_backoff_doubles_and_claims_are_ignored_meanwhile() -> None:
     e = engine()
     for i, now in enumerate((0.0, 2.5, 7.0)):
         (req,) = requests(e.on_vv("s1/t9", vv_msg("s1/t9", {"hq": 10}), now)).values()
-        e.on_frame("s1/t9", EventsFrame("s1/t9", [], False, req.id), outcome(0, {}), now)
+        deliver(e, "s1/t9", EventsFrame("s1/t9", [], False, req.id), outcome(0, {}), now)
         assert e.status(now).peers["s1/t9"].backoff == min(2.0 * 2**i, 8.0)
         assert requests(e.on_vv("s1/t9", vv_msg("s1/t9", {"hq": 10}), now + 0.1)) == {}
         assert e.status(now).lag == {}
@@ -126,7 +161,7 @@ def test_busy_reply_backs_off_without_incident_of_hostility() -> None:
     e = engine()
     (req,) = requests(e.on_vv("hq", vv_msg("hq", {"hq": 10}), 0.0)).values()
     assert (
-        requests(e.on_frame("hq", EventsFrame("hq", [], True, req.id), outcome(0, {}), 0.1)) == {}
+        requests(deliver(e, "hq", EventsFrame("hq", [], True, req.id), outcome(0, {}), 0.1)) == {}
     )
     assert [i.kind for i in e.status(0.1).incidents] == ["busy"]
     assert requests(e.tick(0.1 + FAST.retry_backoff))["hq"].ranges == [("hq", 1, 10)]
@@ -140,14 +175,14 @@ def test_timeout_retries_with_another_peer() -> None:
     assert set(requests(e.tick(1.0))) == {"s1/t3"}  # s1/t2's pull expired
     assert [(i.peer, i.kind) for i in e.status(1.0).incidents] == [("s1/t2", "timeout")]
     late = EventsFrame("s1/t2", make_chain("hq", 10), False, 1)  # a late reply still counts
-    assert requests(e.on_frame("s1/t2", late, outcome(10, {"hq": 10}), 1.1)) == {}
+    assert requests(deliver(e, "s1/t2", late, outcome(10, {"hq": 10}), 1.1)) == {}
 
 
 def test_rejected_events_back_the_sender_off() -> None:
     e = engine()
     (req,) = requests(e.on_vv("s1/t9", vv_msg("s1/t9", {"hq": 3}), 0.0)).values()
     frame = EventsFrame("s1/t9", make_chain("hq", 3), False, req.id)
-    e.on_frame("s1/t9", frame, outcome(0, {}, rejected=3), 0.1)
+    deliver(e, "s1/t9", frame, outcome(0, {}, rejected=3), 0.1)
     assert [i.kind for i in e.status(0.1).incidents] == ["rejected"]
     assert e.status(0.1).peers["s1/t9"].backoff > 0
 
@@ -234,5 +269,5 @@ def test_own_echo_is_ignored() -> None:
     e = engine()
     assert e.on_vv("s1/t1", vv_msg("s1/t1", {"s1/t1": 99}), 0.0) == []
     frame = EventsFrame("s1/t1", [])
-    assert e.on_frame("s1/t1", frame, outcome(0, {}), 0.0) == []
+    assert deliver(e, "s1/t1", frame, outcome(0, {}), 0.0) == []
     assert encode_message(frame)

@@ -199,8 +199,10 @@ class Node:
 
     def _ingest(self, src: str, frame: EventsFrame, now: float) -> list[Action]:
         self.frames_in.append((src, frame))
-        outcome = self.log.ingest(self.engine.admit(src, frame, now))
-        return self.engine.on_frame(src, frame, outcome, now)
+        events = self.engine.admit(src, frame, now)
+        ahead = self.engine.read_ahead(now)  # as the transport: sent before the ingest
+        outcome = self.log.ingest(events)
+        return ahead + self.engine.on_frame(src, frame, outcome, now)
 
 
 def sees(receiver: str, publisher: str) -> bool:

@@ -9,8 +9,13 @@ transitive (A-B and B-C links suffice for A and C to converge) and needs no mast
 Pull planning keeps catch-up gentle: at most one pull in flight per peer and one
 per origin (never the same range from two peers at once), each at most
 `pull_window` events, spread over the peers that hold them, preferring the one
-heard from most recently. Serving is filtered by the requester's scope and paced
-by a per-requester token bucket.
+heard from most recently. Catch-up reads ahead by one frame: once a reply is
+admitted, the next pull to that peer goes out while the log ingests the reply
+(its events count as held for planning), so the peer serves and the network
+carries frame N+1 while frame N is made durable; at most `MAX_ADMITTED_PER_PEER`
+replies of one peer wait for the log, which bounds what a fast peer can queue.
+Serving is filtered by the requester's scope and paced by a per-requester token
+bucket.
 
 Peers are untrusted. Garbage, rejected events, a vector the peer then cannot
 serve, or an out-of-scope request are recorded as incidents and back the peer off
@@ -55,7 +60,7 @@ from tillmesh.replicas.protocol import (
     scope_label,
 )
 
-__all__ = ["HOSTILE_KINDS", "SyncConfig", "SyncEngine"]
+__all__ = ["HOSTILE_KINDS", "MAX_ADMITTED_PER_PEER", "SyncConfig", "SyncEngine"]
 
 # Incident kinds. Hostile ones back the peer off; the others are only counted.
 BAD_FRAME = "bad_frame"  # undecodable, oversized, wrong sender
@@ -67,6 +72,8 @@ TIMEOUT = "timeout"  # a pull got no (usable) reply in time
 BUSY = "busy"  # a pull reply made no progress but promised more
 DUPLICATE_FRAME = "duplicate_frame"  # a frame of only known events (replay or leaf echo)
 HOSTILE_KINDS = frozenset({BAD_FRAME, REJECTED, SHORT, BAD_SCOPE, OUT_OF_SCOPE_REQUEST})
+# Replies of one peer waiting for (or in) the log: one being ingested, one read ahead.
+MAX_ADMITTED_PER_PEER = 2
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,10 @@ class SyncConfig:
     announce_interval: float = 5.0  # periodic vv announcement, also our liveness signal
     announce_min_gap: float = 0.2  # change-triggered announcements are at most this often
     push_linger: float = 0.0  # > 0: hold own events this long so a burst shares frames
-    serve_rate: float = 20_000.0  # events per second served to one requester
+    # Events per second served to one requester. It bounds what one catching-up
+    # replica can take from us; the cost of serving is a read on the WAL reader's
+    # thread and frame bytes on the loop (~1 µs/event), so sales are not held up.
+    serve_rate: float = 200_000.0
     serve_burst: int = 20_000
     retry_backoff: float = 2.0  # after a timeout or a busy reply
     incident_backoff: float = 10.0  # first backoff after a hostile incident; doubles
@@ -109,6 +119,16 @@ class _Pull:
     deadline: float
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """A pull reply handed to the log and not yet ingested: what it brings, per origin."""
+
+    pull: _Pull
+    brings: dict[str, int]  # origin -> highest seq in the frame
+    deadline: float  # forgotten then if the transport never reports the ingest
+    full: bool  # served all it was asked, or said there is more: worth reading ahead
+
+
 class SyncEngine:
     """The sync protocol of one replica. Every method is synchronous and I/O-free."""
 
@@ -128,6 +148,7 @@ class SyncEngine:
         self._vv: dict[str, int] = {o: s for o, s in (vv or {}).items() if self.in_scope(o)}
         self._peers: dict[str, _Peer] = {}
         self._inflight: dict[str, _Pull] = {}  # by peer
+        self._admitted: dict[int, _Admitted] = {}  # by pull id: replies being ingested
         self._incidents: dict[tuple[str, str], Incident] = {}
         self._next_pull_id = 0
         self._last_announce = -math.inf
@@ -217,20 +238,38 @@ class SyncEngine:
         return [
             name
             for name, p in self._peers.items()
-            if name not in self._inflight and p.avoid_until <= now
+            if name not in self._inflight
+            and p.avoid_until <= now
+            and self._may_read_ahead(name)
         ]
+
+    def _may_read_ahead(self, peer: str) -> bool:
+        """A short or empty reply is judged (after its ingest) before that peer is asked
+        again; full ones let it serve the next range meanwhile, up to the bound."""
+        waiting = [a for a in self._admitted.values() if a.pull.peer == peer]
+        return len(waiting) < MAX_ADMITTED_PER_PEER and all(a.full for a in waiting)
 
     def _wanted(self, peers: Sequence[str]) -> list[tuple[str, int]]:
         """(origin, first missing seq) that some of `peers` hold and no pull covers, biggest lag
         first."""
         claimed = {r[0] for pull in self._inflight.values() for r in pull.ranges}
+        have = self._held_or_coming()
         best: dict[str, int] = {}
         for name in peers:
             for origin, seq in self._peers[name].vv.items():
-                if seq > self._vv.get(origin, 0) and origin not in claimed:
+                if seq > have.get(origin, 0) and origin not in claimed:
                     best[origin] = max(best.get(origin, 0), seq)
-        order = sorted(best, key=lambda o: (self._vv.get(o, 0) - best[o], o))
-        return [(o, self._vv.get(o, 0) + 1) for o in order]
+        order = sorted(best, key=lambda o: (have.get(o, 0) - best[o], o))
+        return [(o, have.get(o, 0) + 1) for o in order]
+
+    def _held_or_coming(self) -> dict[str, int]:
+        """Our vector, raised by the replies being ingested (read-ahead plans past them)."""
+        have = dict(self._vv)
+        for admitted in self._admitted.values():
+            for origin, seq in admitted.brings.items():
+                if seq > have.get(origin, 0):
+                    have[origin] = seq
+        return have
 
     def _plan_pulls(self, now: float) -> list[Action]:
         free = self._usable(now)
@@ -249,6 +288,8 @@ class SyncEngine:
             name = min(holders, key=lambda n: (n in drafts, -self._peers[n].heard_at, n))
             left = room.get(name, window)
             last = min(self._peers[name].vv[origin], first + left - 1)
+            # (`first` may be past our vector by a reply still being ingested: if that
+            # ingest fails, the gap is held by the log and pulled again next round.)
             drafts.setdefault(name, []).append((origin, first, last))
             room[name] = left - (last - first + 1)
         return [self._send_pull(name, ranges, now) for name, ranges in drafts.items()]
@@ -297,7 +338,33 @@ class SyncEngine:
         if refused:
             dropped = len(frame.events) - len(events)
             self._hostile(peer, REJECTED, f"{dropped} dropped before ingest: {refused}", now)
+        self._note_reply(peer, frame, events, now)
         return events
+
+    def _note_reply(self, peer: str, frame: EventsFrame, events: list[Event], now: float) -> None:
+        """A reply to our pull frees the peer for the next pull while the log ingests it."""
+        pull = self._inflight.get(peer)
+        if pull is None or frame.pull != pull.id:
+            return
+        del self._inflight[peer]
+        brings: dict[str, int] = {}
+        for ev in events:
+            if ev.seq > brings.get(ev.origin, 0):
+                brings[ev.origin] = ev.seq
+        served_all = all(brings.get(origin, 0) >= last for origin, _, last in pull.ranges)
+        full = bool(events) and (frame.more or served_all)
+        self._admitted[pull.id] = _Admitted(pull, brings, now + self.config.pull_timeout, full)
+
+    def read_ahead(self, now: float) -> list[Action]:
+        """After `admit`, before the ingest: the pulls that can go out meanwhile."""
+        return self._plan_pulls(now)
+
+    def on_ingest_failed(self, peer: str, frame: EventsFrame, now: float) -> list[Action]:
+        """The log could not take an admitted frame (e.g. closing): plan without it."""
+        admitted = self._admitted.get(frame.pull)
+        if admitted is not None and admitted.pull.peer == peer:
+            del self._admitted[frame.pull]
+        return self._plan_pulls(now)
 
     def on_frame(
         self, peer: str, frame: EventsFrame, outcome: IngestOutcome, now: float
@@ -306,10 +373,10 @@ class SyncEngine:
         if peer == self.replica_id:
             return []
         self._merge_own_vv(outcome.vv)
-        pull = self._inflight.get(peer)
-        if pull is not None and frame.pull == pull.id:
-            del self._inflight[peer]
-            self._judge_reply(pull, frame, outcome, now)
+        admitted = self._admitted.get(frame.pull)
+        if admitted is not None and admitted.pull.peer == peer:
+            del self._admitted[frame.pull]
+            self._judge_reply(admitted.pull, frame, outcome, now)
         else:  # live push, or a late / replayed reply: ingested idempotently either way
             self._judge_push(peer, frame, outcome, now)
         return self._announce_if_due(now) + self._plan_pulls(now)
@@ -386,6 +453,9 @@ class SyncEngine:
         for peer, pull in list(self._inflight.items()):
             if pull.deadline <= now:
                 actions += self.on_pull_failed(peer, pull.id, now, f"pull {pull.id} timed out")
+        for pull_id, admitted in list(self._admitted.items()):
+            if admitted.deadline <= now:  # the transport never reported its ingest
+                del self._admitted[pull_id]
         if self._push_due(now):
             actions += self._flush_push()
         return actions + self._announce_if_due(now) + self._plan_pulls(now)

@@ -218,7 +218,12 @@ class SyncTransport:
 
     async def _ingest(self, peer: str, frame: EventsFrame) -> None:
         events = self.engine.admit(peer, frame, self.clock())
-        result = await self.log.ingest(events, peer)
+        self._enqueue(self.engine.read_ahead(self.clock()))  # the next pull, meanwhile
+        try:
+            result = await self.log.ingest(events, peer)
+        except BaseException:
+            self._enqueue(self.engine.on_ingest_failed(peer, frame, self.clock()))
+            raise
         outcome = IngestOutcome.of(result, self.log.version_vector())
         self._enqueue(self.engine.on_frame(peer, frame, outcome, self.clock()))
 
