@@ -42,11 +42,24 @@ from tillmesh.core.events import (
 )
 from tillmesh.core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
 
-__all__ = ["CheckedEvent", "Head", "IngestResult", "Transaction", "check_event", "check_events"]
+__all__ = [
+    "MAX_QUARANTINE_ROWS",
+    "CheckedEvent",
+    "Head",
+    "IngestResult",
+    "Transaction",
+    "check_event",
+    "check_events",
+    "trim_quarantine",
+]
 
 Head = tuple[int, bytes]  # (seq, hash) of an origin's newest contiguous event
 NO_HEAD: Head = (0, b"")
 MAX_HELD_AHEAD = 1_000_000  # further ahead than this is not held: anti-entropy brings it later
+# Evidence kept in quarantine. A hostile peer can send refused input without end, so the
+# table is a ring: past this many rows the oldest go, equivocations (proof that an origin
+# signed two histories) last of all. `meta.quarantine_dropped` counts what went.
+MAX_QUARANTINE_ROWS = 100_000
 
 
 class CheckedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -233,11 +246,13 @@ class Transaction:
         c = self.conn
         c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", self.rows)
         c.executemany("DELETE FROM pending WHERE origin=? AND seq=?", self.drained)
-        c.executemany(
-            "INSERT INTO quarantine (received_ms, peer, origin, seq, kind, detail, raw)"
-            " VALUES (?,?,?,?,?,?,?)",
-            self.quarantined,
-        )
+        if self.quarantined:
+            c.executemany(
+                "INSERT INTO quarantine (received_ms, peer, origin, seq, kind, detail, raw)"
+                " VALUES (?,?,?,?,?,?,?)",
+                self.quarantined,
+            )
+            trim_quarantine(c, MAX_QUARANTINE_ROWS)
         c.executemany(
             "INSERT INTO heads (origin, seq, hash) VALUES (?,?,?) ON CONFLICT (origin)"
             " DO UPDATE SET seq=excluded.seq, hash=excluded.hash",
@@ -245,3 +260,31 @@ class Transaction:
         )
         if self.rows:
             c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", (self.clock.last,))
+
+
+def trim_quarantine(conn: sqlite3.Connection, max_rows: int) -> int:
+    """Keep at most `max_rows` of evidence, dropping the oldest, equivocations last.
+
+    Returns how many rows went. Ids only grow, so max - min + 1 bounds the count
+    without a scan; the exact count is taken only when that bound is over the cap.
+    """
+    lo, hi = conn.execute("SELECT min(id), max(id) FROM quarantine").fetchone()
+    if hi is None or hi - lo + 1 <= max_rows:
+        return 0
+    (rows,) = conn.execute("SELECT count(*) FROM quarantine").fetchone()
+    dropped = 0
+    for only in ("WHERE kind != 'Equivocation'", ""):
+        excess = rows - dropped - max_rows
+        if excess <= 0:
+            break
+        dropped += conn.execute(
+            f"DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine {only}"
+            " ORDER BY id LIMIT ?)",
+            (excess,),
+        ).rowcount
+    conn.execute(
+        "INSERT INTO meta VALUES ('quarantine_dropped', ?) ON CONFLICT (key)"
+        " DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+        (dropped,),
+    )
+    return dropped

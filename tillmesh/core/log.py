@@ -76,6 +76,7 @@ class LogStats:
     quarantined: int
     version_vector: dict[str, int]
     file_bytes: int
+    quarantine_dropped: int = 0  # oldest evidence dropped past the quarantine's cap
 
 
 class EventLog:
@@ -350,13 +351,14 @@ def read_stats(conn: sqlite3.Connection, path: Path) -> LogStats:
     def count(table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
-    owner = conn.execute("SELECT value FROM meta WHERE key='replica_id'").fetchone()
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     return LogStats(
         path=str(path),
-        replica_id=owner[0] if owner else "",
+        replica_id=str(meta.get("replica_id", "")),
         events=count("events"),
         pending=count("pending"),
         quarantined=count("quarantine"),
+        quarantine_dropped=int(meta.get("quarantine_dropped", 0)),
         version_vector=dict(conn.execute("SELECT origin, seq FROM heads").fetchall()),
         file_bytes=sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
     )
