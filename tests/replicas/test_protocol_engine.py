@@ -17,7 +17,8 @@ from tillmesh.replicas.protocol import (
     decode_message,
     encode_message,
 )
-from tillmesh.replicas.sync import SyncConfig, SyncEngine
+from tillmesh.replicas.sync import SyncEngine
+from tillmesh.replicas.sync_config import SyncConfig
 
 
 def vv_msg(peer: str, vv: dict[str, int]) -> VersionVectorMsg:

@@ -42,7 +42,8 @@ from tillmesh.replicas.protocol import (
     encode_message,
     holds,
 )
-from tillmesh.replicas.sync import SyncConfig, SyncEngine
+from tillmesh.replicas.sync import SyncEngine
+from tillmesh.replicas.sync_config import SyncConfig
 
 __all__ = [
     "FAST",

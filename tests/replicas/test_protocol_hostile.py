@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from test_protocol_harness import FAST, Faults, Hostile, Node, Sim
 
-from tillmesh.replicas.sync import HOSTILE_KINDS
+from tillmesh.replicas.sync_config import HOSTILE_KINDS
 
 HONEST = ["s1/t1", "s1/t2", "s1/t3", "hq"]
 EVIL = "s1/evil"

@@ -26,7 +26,8 @@ from tillmesh.core.events import StockReceived
 from tillmesh.core.fold import Accepted
 from tillmesh.core.log import EventLog
 from tillmesh.replicas.protocol import holds
-from tillmesh.replicas.sync import SyncConfig, SyncEngine
+from tillmesh.replicas.sync import SyncEngine
+from tillmesh.replicas.sync_config import SyncConfig
 from tillmesh.replicas.transport import SyncTransport, peer_from_inbox, peer_from_subject
 
 CONFIG = SyncConfig(announce_interval=0.5, announce_min_gap=0.05, pull_window=20, pull_timeout=2)

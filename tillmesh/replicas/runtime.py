@@ -36,7 +36,8 @@ from tillmesh.core.events import store_of
 from tillmesh.core.log import EventLog
 from tillmesh.replicas.protocol import holds
 from tillmesh.replicas.site import Site
-from tillmesh.replicas.sync import SyncConfig, SyncEngine
+from tillmesh.replicas.sync import SyncEngine
+from tillmesh.replicas.sync_config import SyncConfig
 from tillmesh.replicas.transport import SyncTransport
 
 __all__ = ["Replica"]
