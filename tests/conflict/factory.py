@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
+from tillmesh.conflict import queries
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.clock import pack
 from tillmesh.core.events import (
@@ -47,9 +48,10 @@ __all__ = [
     "sale_body",
     "scenarios",
     "split",
+    "stock_by_key",
 ]
 
-ORIGINS = ("s1/t1", "s1/t2", "hq")
+ORIGINS = ("s1/t1", "s1/t2", "s2/t1", "hq")  # three stores' stock: s1, s2 and HQ's own
 SKUS = ("A", "B", "C")
 UNKNOWN_SALE = "s9/t9:1"
 
@@ -86,6 +88,12 @@ def fresh_db(fold: StoreState) -> sqlite3.Connection:
     with conn:
         fold.create_tables(conn)
     return conn
+
+
+def stock_by_key(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """{(store, sku): on_hand} of the fold, comparable with `model.model_stock`."""
+    levels = queries.stock_by_store(conn)
+    return {(store, sku): n for store, per in levels.items() for sku, n in per.items()}
 
 
 def split(items: Sequence[Accepted], cuts: Sequence[int]) -> list[list[Accepted]]:

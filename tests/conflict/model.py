@@ -3,6 +3,10 @@
 Written independently of tillmesh.conflict.state: stock replays moves and counts sorted by
 time (the obvious "what would a single till have computed" model); catalog and stock are
 also built from the `crdt` spec types; sales are sums over the event set.
+
+Stock is per (store, sku): a move or count belongs to the store of the event making it
+(the part of its origin before "/": "s1/t2" -> "s1", "hq" -> "hq"), except a void's
+restock, which goes back to the store of the sale it cancels.
 """
 
 from __future__ import annotations
@@ -24,9 +28,22 @@ from tillmesh.core.events import (
 )
 from tillmesh.core.fold import Accepted
 
-__all__ = ["model_catalog", "model_sales", "model_stock", "model_stock_crdt", "moves"]
+__all__ = [
+    "StockKey",
+    "model_catalog",
+    "model_sales",
+    "model_stock",
+    "model_stock_crdt",
+    "moves",
+    "store",
+]
 
-Move = tuple[int, str, str, int, int]  # (hlc, sku, id, line, delta)
+StockKey = tuple[str, str]  # (store, sku)
+Move = tuple[int, StockKey, str, int, int]  # (hlc, (store, sku), id, line, delta)
+
+
+def store(origin: str) -> str:
+    return origin.split("/")[0]
 
 
 def _key(ev: Event) -> tuple[int, str, int]:
@@ -48,54 +65,57 @@ def _earliest_voids(events: Sequence[Accepted]) -> dict[str, Event]:
 
 
 def moves(events: Sequence[Accepted]) -> list[Move]:
-    """Every stock move the event set implies."""
+    """Every stock move the event set implies, in the store of the event making it."""
     sales, out = _sales(events), []
     for a in events:
         ev, b = a.event, a.body
+        here = store(ev.origin)
         if isinstance(b, SaleCompleted):
-            out += [(ev.hlc, ln.sku, ev.id, i, -ln.qty) for i, ln in enumerate(b.lines)]
+            out += [(ev.hlc, (here, ln.sku), ev.id, i, -ln.qty) for i, ln in enumerate(b.lines)]
         elif isinstance(b, StockReceived | StockAdjusted):
             delta = b.qty if isinstance(b, StockReceived) else b.delta
-            out.append((ev.hlc, b.sku, ev.id, 0, delta))
+            out.append((ev.hlc, (here, b.sku), ev.id, 0, delta))
         elif isinstance(b, RefundIssued) and b.restock and b.sale in sales:
             sold = sales[b.sale][1].lines
-            out += [(ev.hlc, sold[r.line].sku, ev.id, i, r.qty)
+            out += [(ev.hlc, (here, sold[r.line].sku), ev.id, i, r.qty)
                     for i, r in enumerate(b.lines) if r.line < len(sold)]  # fmt: skip
     for sale_id, void in _earliest_voids(events).items():
         if sale_id in sales:
             lines = sales[sale_id][1].lines
-            out += [(void.hlc, ln.sku, void.id, i, ln.qty) for i, ln in enumerate(lines)]
+            at = store(sales[sale_id][0].origin)
+            out += [(void.hlc, (at, ln.sku), void.id, i, ln.qty) for i, ln in enumerate(lines)]
     return out
 
 
-def model_stock(events: Sequence[Accepted]) -> dict[str, int]:
+def _counts(events: Sequence[Accepted]) -> list[tuple[Event, StockKey, int]]:
+    return [
+        (a.event, (store(a.event.origin), a.body.sku), a.body.count)
+        for a in events
+        if isinstance(a.body, StockCounted)
+    ]
+
+
+def model_stock(events: Sequence[Accepted]) -> dict[StockKey, int]:
     """Replay in time order; at equal HLC the moves go first, so a count at HLC h has seen
     every move at h, and the last count by (hlc, origin, seq) wins."""
-    timeline: list[tuple[int, int, str, int, str, int]] = [
-        (hlc, 0, mid, line, sku, delta) for hlc, sku, mid, line, delta in moves(events)
+    timeline: list[tuple[int, int, str, int, StockKey, int]] = [
+        (hlc, 0, mid, line, key, delta) for hlc, key, mid, line, delta in moves(events)
     ]
-    for a in events:
-        if isinstance(a.body, StockCounted):
-            ev = a.event
-            timeline.append((ev.hlc, 1, ev.origin, ev.seq, a.body.sku, a.body.count))
-    level: dict[str, int] = {}
-    for _, is_count, _, _, sku, n in sorted(timeline):
-        level[sku] = n if is_count else level.get(sku, 0) + n
+    timeline += [(ev.hlc, 1, ev.origin, ev.seq, key, n) for ev, key, n in _counts(events)]
+    level: dict[StockKey, int] = {}
+    for _, is_count, _, _, key, n in sorted(timeline):
+        level[key] = n if is_count else level.get(key, 0) + n
     return level
 
 
-def model_stock_crdt(events: Sequence[Accepted]) -> dict[str, int]:
+def model_stock_crdt(events: Sequence[Accepted]) -> dict[StockKey, int]:
     """The same, built from `crdt.ResetCounter` replicas merged together."""
-    counters: dict[str, ResetCounter] = {}
-    for hlc, sku, mid, line, delta in moves(events):
-        counters[sku] = counters.get(sku, ResetCounter()).move(hlc, f"{mid}#{line}", delta)
-    for a in events:
-        if isinstance(a.body, StockCounted):
-            ev, sku = a.event, a.body.sku
-            counters[sku] = counters.get(sku, ResetCounter()).count(
-                ev.hlc, ev.origin, ev.seq, a.body.count
-            )
-    return {sku: c.value for sku, c in counters.items()}
+    counters: dict[StockKey, ResetCounter] = {}
+    for hlc, key, mid, line, delta in moves(events):
+        counters[key] = counters.get(key, ResetCounter()).move(hlc, f"{mid}#{line}", delta)
+    for ev, key, n in _counts(events):
+        counters[key] = counters.get(key, ResetCounter()).count(ev.hlc, ev.origin, ev.seq, n)
+    return {key: c.value for key, c in counters.items()}
 
 
 ProductValue = tuple[str, int, int]  # (name, tax_rate_bp, active)

@@ -12,11 +12,11 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.conflict.queries import catalog, sales_summary, state_digest, stock_levels
+from tillmesh.conflict.queries import catalog, sales_summary, state_digest
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.fold import Accepted
 
-from .factory import apply_all, fresh_db, scenarios
+from .factory import apply_all, fresh_db, scenarios, stock_by_key
 from .model import model_catalog, model_sales, model_stock, model_stock_crdt
 
 Policy = Literal["latest", "hq_wins", "lowest"]
@@ -62,7 +62,7 @@ def test_fold_agrees_with_reference_models(
 ) -> None:
     fold = StoreState(price_policy=policy)
     conn = apply_all(fold, fresh_db(fold), data.draw(st.permutations(events)), data.draw(_cuts))
-    levels = stock_levels(conn)
+    levels = stock_by_key(conn)
     assert levels == model_stock(events) == model_stock_crdt(events)
     products = {p["sku"]: (p["name"], p["price"], p["tax_rate_bp"], int(p["active"]))
                 for p in catalog(conn)}  # fmt: skip

@@ -26,6 +26,7 @@ from tillmesh.core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted
 from .factory import Chain, apply_all, fresh_db, sale_body
 
 T1, T2, HQ = "s1/t1", "s1/t2", "hq"
+S2 = "s2/t1"  # a till of another store: its stock is apart
 
 
 class World:
@@ -43,8 +44,8 @@ class World:
         for batch in batches:
             apply_all(self.fold, self.conn, batch)
 
-    def on_hand(self, sku: str = "A") -> int:
-        return queries.stock_levels(self.conn, [sku])[sku]
+    def on_hand(self, sku: str = "A", store: str = "s1") -> int:
+        return queries.stock_levels(self.conn, [sku], store=store)[sku]
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def w() -> Iterator[World]:
 
 
 def test_void_before_sale_restocks_once_sale_arrives(w: World) -> None:
-    recv = w.ev(HQ, 1, StockReceived(sku="A", qty=10))
+    recv = w.ev(T1, 1, StockReceived(sku="A", qty=10))
     sale = w.ev(T1, 10, sale_body([("A", 3, 100)]))
     void = w.ev(T2, 20, SaleVoided(sale=sale.event.id))
     w.apply([recv], [void])
@@ -69,10 +70,10 @@ def test_void_before_sale_restocks_once_sale_arrives(w: World) -> None:
 
 
 def test_two_voids_on_two_tills_restock_once_at_the_earliest(w: World) -> None:
-    recv = w.ev(HQ, 1, StockReceived(sku="A", qty=10))
+    recv = w.ev(T1, 1, StockReceived(sku="A", qty=10))
     sale = w.ev(T1, 10, sale_body([("A", 3, 100)]))
     early = w.ev(T1, 20, SaleVoided(sale=sale.event.id))
-    count = w.ev(HQ, 25, StockCounted(sku="A", count=10))  # saw the shelf after the early void
+    count = w.ev(T2, 25, StockCounted(sku="A", count=10))  # saw the shelf after the early void
     late = w.ev(T2, 30, SaleVoided(sale=sale.event.id))
     w.apply([recv, sale], [late])
     assert w.on_hand() == 10  # restocked by the late void for now
@@ -86,7 +87,7 @@ def test_two_voids_on_two_tills_restock_once_at_the_earliest(w: World) -> None:
 
 
 def test_count_then_late_earlier_sale_does_not_change_on_hand(w: World) -> None:
-    count = w.ev(HQ, 50, StockCounted(sku="A", count=7))
+    count = w.ev(T2, 50, StockCounted(sku="A", count=7))
     early_sale = w.ev(T1, 40, sale_body([("A", 2, 100)]))
     later_recv = w.ev(T2, 60, StockReceived(sku="A", qty=5))
     w.apply([count])
@@ -96,7 +97,7 @@ def test_count_then_late_earlier_sale_does_not_change_on_hand(w: World) -> None:
 
 
 def test_move_at_exactly_the_count_hlc_is_already_counted(w: World) -> None:
-    count = w.ev(HQ, 50, StockCounted(sku="A", count=7))
+    count = w.ev(T2, 50, StockCounted(sku="A", count=7))
     same = w.ev(T1, 50, StockReceived(sku="A", qty=5))
     assert same.event.hlc == count.event.hlc
     w.apply([count], [same])
@@ -205,3 +206,57 @@ def test_shift_totals_and_snapshot(w: World) -> None:
     snap = queries.state_snapshot(w.conn)
     assert json.loads(json.dumps(snap)) == snap
     assert snap["stock"] == {"A": -2, "B": 0}
+    assert snap["stock_by_store"] == {"s1": {"A": -2, "B": 0}}
+
+
+def test_stock_is_kept_per_store(w: World) -> None:
+    w.apply([
+        w.ev(HQ, 1, StockReceived(sku="A", qty=5)),  # HQ's own stock: store "hq"
+        w.ev(T1, 2, sale_body([("A", 2, 100)])),
+        w.ev(S2, 3, StockReceived(sku="A", qty=3)),
+        w.ev(S2, 4, sale_body([("A", 1, 100), ("B", 1, 100)])),
+    ])  # fmt: skip
+    assert (w.on_hand(store="s1"), w.on_hand(store="s2"), w.on_hand(store="hq")) == (-2, 2, 5)
+    assert queries.stock_levels(w.conn, store="s2") == {"A": 2, "B": -1}
+    assert queries.stock_levels(w.conn, ["A", "C"], store="s9") == {"A": 0, "C": 0}
+    assert queries.stock_levels(w.conn) == {"A": 5, "B": -1}  # summed over the stores
+    assert queries.stock_by_store(w.conn) == {
+        "hq": {"A": 5}, "s1": {"A": -2}, "s2": {"A": 2, "B": -1},
+    }  # fmt: skip
+    assert queries.stock_by_store(w.conn, ["B"]) == {"hq": {"B": 0}, "s1": {"B": 0},
+                                                     "s2": {"B": -1}}  # fmt: skip
+
+
+def test_count_resets_only_its_own_store(w: World) -> None:
+    w.apply([
+        w.ev(T1, 1, StockReceived(sku="A", qty=10)),
+        w.ev(S2, 2, StockReceived(sku="A", qty=10)),
+        w.ev(S2, 3, StockCounted(sku="A", count=4)),
+        w.ev(T1, 4, sale_body([("A", 1, 100)])),
+    ])  # fmt: skip
+    assert (w.on_hand(store="s1"), w.on_hand(store="s2")) == (9, 4)
+    w.apply([w.ev("s2/t2", 1, sale_body([("A", 1, 100)]))])  # late, before s2's count
+    w.apply([w.ev(T2, 1, sale_body([("A", 1, 100)]))])  # late in s1: no count there
+    assert (w.on_hand(store="s1"), w.on_hand(store="s2")) == (8, 4)
+
+
+def test_void_restocks_the_sales_store_refund_its_own(w: World) -> None:
+    sale = w.ev(T1, 10, sale_body([("A", 2, 100)]))
+    refund = RefundIssued(sale=sale.event.id, lines=[RefundLine(line=0, qty=1, amount=100)])
+    w.apply([sale, w.ev(S2, 30, refund)])  # goods brought back to store 2
+    assert queries.stock_by_store(w.conn) == {"s1": {"A": -2}, "s2": {"A": 1}}
+    w.apply([w.ev(HQ, 40, SaleVoided(sale=sale.event.id))])  # a back-office void at HQ
+    assert queries.stock_by_store(w.conn) == {"s1": {"A": 0}, "s2": {"A": 1}}
+
+
+def test_earlier_void_from_another_store_leaves_no_trace_of_the_later(w: World) -> None:
+    sale = w.ev(T1, 10, sale_body([("A", 2, 100)]))
+    later, earlier = w.ev(S2, 30, SaleVoided(sale=sale.event.id)), w.ev(HQ, 20, SaleVoided(
+        sale=sale.event.id))  # fmt: skip
+    w.apply([sale, later], [earlier])
+    digest = queries.state_digest(w.conn)
+    other = World()
+    other.apply([sale, earlier, later])
+    assert queries.state_digest(other.conn) == digest
+    assert queries.stock_by_store(w.conn) == {"s1": {"A": 0}}
+    other.conn.close()

@@ -3,7 +3,8 @@
 Three replicas (hq, s1/t1, s1/t2) exchange events with `read_range` + `ingest`; a
 partition is not exchanging for a while, heal is exchanging everything. After heal a
 conflict shows on every replica with the SAME id; a resolution appended on one replica
-and merged shows it resolved everywhere.
+and merged shows it resolved everywhere. Stock is store s1's (moved by its tills); HQ
+sees it but cannot append stock events for it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tillmesh.conflict.policies import Policies
 from tillmesh.conflict.resolve import Action, resolve
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.clock import HybridClock
-from tillmesh.core.errors import ConflictError, UnknownConflict
+from tillmesh.core.errors import ConflictError, UnknownConflict, WrongStore
 from tillmesh.core.events import (
     Body,
     PriceSet,
@@ -52,8 +53,10 @@ class Net:
         fold_args = {"price_policy": self.policies.price,
                      "concurrency_window_ms": self.policies.concurrency_window_ms}  # fmt: skip
         for name in NAMES:
+
             def wall(name: str = name) -> int:
                 return self.now + self.skew.get(name, 0)
+
             self.logs[name] = await EventLog.open(
                 root / f"{name.replace('/', '_')}.db", name, StoreState(**fold_args),
                 clock=HybridClock(wall), wall_ms=wall,
@@ -98,7 +101,8 @@ class Net:
         await resolve(self.logs[name], self.policies, cid, action, "mgr ana", "checked", **kw)
 
     async def stock(self, name: str, sku: str = "A") -> int:
-        return await self.logs[name].read(lambda c: queries.stock_levels(c, [sku])[sku])
+        """Store s1's stock of `sku` as replica `name` sees it."""
+        return await self.logs[name].read(lambda c: queries.stock_levels(c, [sku], store="s1")[sku])
 
 
 @pytest.fixture
@@ -121,15 +125,20 @@ async def _resolved_everywhere(net: Net, kind: str, cid: str, action: str) -> Co
 
 
 async def test_oversell_seen_everywhere_then_compensated(net: Net) -> None:
-    await net.do(HQ, StockReceived(sku="A", qty=1))
+    await net.do(T1, StockReceived(sku="A", qty=1))
     await net.heal()
     s1 = await net.do(T1, sale_body([("A", 1, 100)], "R1"), 2_000_000)  # partition: both
     s2 = await net.do(T2, sale_body([("A", 1, 100)], "R2"), 2_000_500)  # sell the last one
     assert await net.conflicts(T1, "oversell") == []
     await net.heal()
     [c] = await net.same_everywhere("oversell")
-    assert c.subject == "A" and c.events == [s2] and c.details["lowest"] == -1 and c.is_open
+    assert c.subject == "A" and c.store == "s1" and c.events == [s2] and c.is_open
+    assert c.details["lowest"] == -1
     assert s1 not in c.events  # the sale that went to zero oversold nothing
+    with pytest.raises(WrongStore, match="resolve it on a till of store 's1'"):
+        await net.resolve(HQ, c.id, "compensate")  # HQ's adjustment would be HQ's stock
+    with pytest.raises(WrongStore):
+        await net.resolve(HQ, c.id, "recount", count=3)
     await net.resolve(T1, c.id, "compensate")
     done = await _resolved_everywhere(net, "oversell", c.id, "compensate")
     assert done.events == [s2]
@@ -191,7 +200,7 @@ async def test_double_void(net: Net) -> None:
 
 
 async def test_double_refund_compensate_reverses_second_restock(net: Net) -> None:
-    await net.do(HQ, StockReceived(sku="A", qty=5))
+    await net.do(T2, StockReceived(sku="A", qty=5))
     sale = await net.do(T1, sale_body([("A", 2, 100)]))
     await net.heal()
     line = [RefundLine(line=0, qty=1, amount=100)]
@@ -201,7 +210,9 @@ async def test_double_refund_compensate_reverses_second_restock(net: Net) -> Non
     [c] = await net.same_everywhere("double_refund")
     assert c.events == [r1, r2]
     assert await net.stock(HQ) == 5
-    await net.resolve(HQ, c.id, "compensate")
+    with pytest.raises(WrongStore):
+        await net.resolve(HQ, c.id, "compensate")
+    await net.resolve(T2, c.id, "compensate")
     await _resolved_everywhere(net, "double_refund", c.id, "compensate")
     assert [await net.stock(n) for n in NAMES] == [4, 4, 4]
 
@@ -251,13 +262,14 @@ async def test_receipt_collision(net: Net) -> None:
 
 
 async def test_count_during_sales_then_recount(net: Net) -> None:
-    await net.do(HQ, StockReceived(sku="A", qty=10), 1_000_000)
+    await net.do(T2, StockReceived(sku="A", qty=10), 1_000_000)
     await net.heal()
-    count = await net.do(HQ, StockCounted(sku="A", count=10), 2_000_000)
-    sale = await net.do(T1, sale_body([("A", 1, 100)]), 2_001_000)  # 1 s later, elsewhere
+    count = await net.do(T2, StockCounted(sku="A", count=10), 2_000_000)
+    sale = await net.do(T1, sale_body([("A", 1, 100)]), 2_001_000)  # 1 s later, other till
+    await net.do(HQ, StockReceived(sku="A", qty=3), 2_001_500)  # HQ's own stock: not s1's
     await net.heal()
     [c] = await net.same_everywhere("count_during_sales")
-    assert c.subject == "A" and c.events == [count, sale]
+    assert c.subject == "A" and c.store == "s1" and c.events == [sale, count]
     net.now = 9_000_000  # the recount happens later, away from the sales
     await net.resolve(T2, c.id, "recount", count=8)
     await _resolved_everywhere(net, "count_during_sales", c.id, "recount")

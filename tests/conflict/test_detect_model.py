@@ -16,30 +16,33 @@ from tillmesh.core.events import RefundIssued, SaleCompleted, SaleVoided, StockC
 from tillmesh.core.fold import Accepted
 
 from .factory import apply_all, fresh_db, scenarios
-from .model import moves
+from .model import StockKey, moves, store
 
-Runs = set[tuple[str, tuple[str, ...]]]
+Runs = set[tuple[StockKey, tuple[str, ...]]]
 
 
 def naive_oversell(events: list[Accepted]) -> Runs:
-    """Every stretch below zero of every SKU: (sku, ids of the moves taking/keeping it there)."""
-    timeline = [(hlc, 0, mid, line, sku, d) for hlc, sku, mid, line, d in moves(events)]
+    """Every stretch below zero of every (store, sku): ((store, sku), ids of the moves
+    taking/keeping it there)."""
+    timeline = [(hlc, 0, mid, line, key, d) for hlc, key, mid, line, d in moves(events)]
     for a in events:
         if isinstance(a.body, StockCounted):
             e = a.event
-            timeline.append((e.hlc, 1, e.origin, e.seq, a.body.sku, a.body.count))
-    level: dict[str, int] = {}
-    open_runs: dict[str, list[str]] = {}
+            timeline.append(
+                (e.hlc, 1, e.origin, e.seq, (store(e.origin), a.body.sku), a.body.count)
+            )
+    level: dict[StockKey, int] = {}
+    open_runs: dict[StockKey, list[str]] = {}
     runs: Runs = set()
-    for _, is_count, mid, _, sku, n in sorted(timeline):
-        level[sku] = n if is_count else level.get(sku, 0) + n
-        if level[sku] < 0:
-            run = open_runs.setdefault(sku, [])
+    for _, is_count, mid, _, key, n in sorted(timeline):
+        level[key] = n if is_count else level.get(key, 0) + n
+        if level[key] < 0:
+            run = open_runs.setdefault(key, [])
             if n < 0 and mid not in run:
                 run.append(mid)
-        elif sku in open_runs:
-            runs.add((sku, tuple(sorted(open_runs.pop(sku)))))
-    runs |= {(sku, tuple(sorted(run))) for sku, run in open_runs.items()}
+        elif key in open_runs:
+            runs.add((key, tuple(sorted(open_runs.pop(key)))))
+    runs |= {(key, tuple(sorted(run))) for key, run in open_runs.items()}
     return runs
 
 
@@ -59,8 +62,9 @@ def test_detect_matches_naive_reference(data: st.DataObject, events: list[Accept
                      data.draw(st.lists(st.integers(0, 60), max_size=4)))  # fmt: skip
     found = detect(conn, Policies())
     conn.close()
-    got = {(c.subject, tuple(sorted(c.events, key=str))) for c in found if c.kind == "oversell"}
-    want = {(sku, tuple(sorted(ids, key=str))) for sku, ids in naive_oversell(events)}
+    got = {((c.store, c.subject), tuple(sorted(c.events, key=str)))
+           for c in found if c.kind == "oversell"}  # fmt: skip
+    want = {(key, tuple(sorted(ids, key=str))) for key, ids in naive_oversell(events)}
     assert got == want
     assert {c.subject for c in found if c.kind == "double_void"} == _naive_doubles(
         events, SaleVoided

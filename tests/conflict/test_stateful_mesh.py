@@ -35,7 +35,7 @@ from tillmesh.core.errors import ConflictError
 from tillmesh.core.events import SaleCompleted
 from tillmesh.core.fold import Accepted
 
-from .factory import Chain, _body, apply_all, fresh_db
+from .factory import Chain, _body, apply_all, fresh_db, stock_by_key
 from .model import model_sales, model_stock
 
 ORIGINS = ("hq", "s1/t1", "s1/t2")
@@ -125,9 +125,11 @@ class Mesh(RuleBasedStateMachine):
         action = data.draw(st.sampled_from(ACTIONS[c.kind]))
         price = data.draw(st.integers(0, 999)) if action == "choose_price" else None
         try:
-            bodies = resolution_bodies(rep.conn, c, action, "mgr", "seen", price=price)
-        except ConflictError:  # e.g. nothing left to compensate
-            bodies = resolution_bodies(rep.conn, c, "accept", "mgr", "seen")
+            bodies = resolution_bodies(
+                rep.conn, c, action, "mgr", "seen", author=ORIGINS[i], price=price
+            )
+        except ConflictError:  # e.g. nothing left to compensate, or another store's stock
+            bodies = resolution_bodies(rep.conn, c, "accept", "mgr", "seen", author=ORIGINS[i])
         self.ms += 1
         self._append(i, [self.chain.make(ORIGINS[i], b, self.ms) for b in bodies])
 
@@ -177,13 +179,13 @@ class Mesh(RuleBasedStateMachine):
         _check_ids(lists[0])
 
     def _check_model(self, conn: sqlite3.Connection, events: list[Accepted]) -> None:
-        assert queries.stock_levels(conn) == model_stock(events)
+        assert stock_by_key(conn) == model_stock(events)
         assert tuple(queries.sales_summary(conn)) == model_sales(events)
 
 
 def _check_ids(conflicts: list[Conflict]) -> None:
     for c in conflicts:
-        assert c.id == conflict_id(c.kind, c.subject, c.events)
+        assert c.id == conflict_id(c.kind, c.subject, c.events, c.store)
     assert len({c.id for c in conflicts}) == len(conflicts)
 
 

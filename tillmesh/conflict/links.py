@@ -12,6 +12,14 @@ sale. Restock needs the sale's lines, so the rules are stated on the SET of even
   +qty of the sale line it names at the refund's HLC. A line index beyond the sale
   moves nothing (detection reports it).
 
+Stores (`stock.stock_store`): a void's restock counts in the SALE's store - a void
+cancels the sale, so its lines go back where they were sold, wherever the void was
+made (a back-office void at HQ too). That also keeps the set of (store, sku) stock rows
+a function of the events: moving a restock to an earlier void never moves it to another
+store, so no row exists or not depending on which void arrived first. A refund's
+restock counts in the REFUND's store, like any move: the goods come back where the
+refund is made.
+
 Until its sale is known, a void/refund waits in `st_waiting`. Only voids, refunds and
 sales with waiting partners ever query here; a batch of plain sales costs one
 `EXISTS` on an (almost always) empty table.
@@ -22,8 +30,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from tillmesh.conflict.stock import MoveRow, add_moves, remove_moves
-from tillmesh.core.events import Event, RefundIssued, SaleVoided
+from tillmesh.conflict.stock import MoveRow, add_moves, remove_moves, stock_store, store_sql
+from tillmesh.core.events import Event, RefundIssued, SaleVoided, parse_event_id
 
 __all__ = ["link", "refund_moves"]
 
@@ -84,7 +92,7 @@ def _restock(conn: sqlite3.Connection, eids: Iterable[str]) -> None:
 def refund_moves(conn: sqlite3.Connection, refund_id: str) -> list[MoveRow]:
     """The restock moves a refund implies once its sale is known (none without restock)."""
     return conn.execute(
-        "SELECT sl.sku, r.hlc, r.eid, rl.idx, rl.qty FROM st_refunds r"
+        f"SELECT {store_sql('r.origin')}, sl.sku, r.hlc, r.eid, rl.idx, rl.qty FROM st_refunds r"
         " JOIN st_refund_lines rl ON rl.refund_id = r.eid"
         " JOIN st_sale_lines sl ON sl.sale_id = r.sale_id AND sl.line = rl.line"
         " WHERE r.eid = ? AND r.restock ORDER BY rl.idx",
@@ -113,10 +121,12 @@ def _reconcile_void(conn: sqlite3.Connection, sale_id: str) -> None:
 
 
 def _void_moves(conn: sqlite3.Connection, sale_id: str, void_id: str, hlc: int) -> list[MoveRow]:
+    """The sale's lines back in stock, in the sale's store, at the void's HLC."""
+    store = stock_store(parse_event_id(sale_id)[0])
     rows = conn.execute(
         "SELECT line, sku, qty FROM st_sale_lines WHERE sale_id = ? ORDER BY line", (sale_id,)
     ).fetchall()
-    return [(sku, hlc, void_id, line, qty) for line, sku, qty in rows]
+    return [(store, sku, hlc, void_id, line, qty) for line, sku, qty in rows]
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:

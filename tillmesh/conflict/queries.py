@@ -10,6 +10,12 @@ Conventions for the money figures (all int minor units):
 - `refunded` sums refunds of known, non-voided sales (a refund of a voided or unknown
   sale is a conflict for `detect`, not money to subtract twice);
 - net = gross - voided - refunded.
+
+Stock is kept per store (`stock.stock_store` of the event that moves it): a till's
+state holds its own store's stock (and HQ's own, if HQ received or adjusted any), HQ's
+every store's. `stock_levels(conn, store=s)` is one store's; without `store` it sums the
+stores the state holds (on a till: its store, as before stock had a store).
+`stock_by_store` gives each store's levels apart, for HQ's reports.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ __all__ = [
     "shift_totals",
     "state_digest",
     "state_snapshot",
+    "stock_by_store",
     "stock_levels",
+    "stock_stores",
 ]
 
 Record = dict[str, Any]
@@ -58,12 +66,43 @@ def _records(cur: sqlite3.Cursor) -> list[Record]:
     return [dict(zip(names, row, strict=True)) for row in cur]
 
 
-def stock_levels(conn: sqlite3.Connection, skus: Iterable[str] | None = None) -> dict[str, int]:
-    """On hand per SKU; SKUs asked for but never moved or counted are 0."""
-    rows = dict(conn.execute("SELECT sku, on_hand FROM st_stock_levels ORDER BY sku"))
+def stock_levels(
+    conn: sqlite3.Connection, skus: Iterable[str] | None = None, *, store: str | None = None
+) -> dict[str, int]:
+    """On hand per SKU in `store`, or summed over every store when `store` is None;
+    SKUs asked for but never moved or counted there are 0."""
+    if store is None:
+        cur = conn.execute(
+            "SELECT sku, SUM(on_hand) FROM st_stock_levels GROUP BY sku ORDER BY sku"
+        )
+    else:
+        cur = conn.execute(
+            "SELECT sku, on_hand FROM st_stock_levels WHERE store = ? ORDER BY sku", (store,)
+        )
+    rows: dict[str, int] = dict(cur)
     if skus is None:
         return rows
     return {sku: rows.get(sku, 0) for sku in skus}
+
+
+def stock_by_store(
+    conn: sqlite3.Connection, skus: Iterable[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """{store: {sku: on_hand}} for every store with stock rows here (HQ: every store)."""
+    out: dict[str, dict[str, int]] = {}
+    for store, sku, on_hand in conn.execute(
+        "SELECT store, sku, on_hand FROM st_stock_levels ORDER BY store, sku"
+    ):
+        out.setdefault(store, {})[sku] = on_hand
+    if skus is None:
+        return out
+    wanted = list(skus)
+    return {store: {sku: levels.get(sku, 0) for sku in wanted} for store, levels in out.items()}
+
+
+def stock_stores(conn: sqlite3.Connection) -> list[str]:
+    """The stores whose stock this state holds, sorted."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT store FROM st_stock ORDER BY store")]
 
 
 def _product_record(r: Record) -> Record:
@@ -196,6 +235,7 @@ def state_snapshot(conn: sqlite3.Connection) -> Record:
     return {
         "digest": state_digest(conn),
         "stock": stock_levels(conn),
+        "stock_by_store": stock_by_store(conn),
         "catalog": catalog(conn),
         "sales": sales_summary(conn)._asdict(),
         "shifts": [shift_totals(conn, s) for s in shifts],

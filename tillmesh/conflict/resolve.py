@@ -10,7 +10,8 @@ then the compensating events, if the action has any:
   log). It takes effect under the price policy like any write: under "hq_wins" only a
   price set from HQ beats HQ's own writes.
 - compensate:
-  - oversell: a `StockAdjusted` raising the SKU back to zero (from the current level);
+  - oversell: a `StockAdjusted` raising the store's stock of the SKU back to zero (from
+    its current level);
   - double_refund / over_refund: `StockAdjusted` reversing the restock of the refunds
     beyond the first (all of them if the sale was voided, as the void restocked it).
     Money cannot be taken back by an event of schema 1; the resolution records it.
@@ -18,6 +19,12 @@ then the compensating events, if the action has any:
   the manager took; without one the resolution records that a recount was ordered.
 
 Which actions fit which kind is `ACTIONS`; anything else is a `ConflictError`.
+
+Stock events count in the store of the replica that appends them (`stock.stock_store`
+of its id), so a compensation or a recount with a count must be appended by a replica of
+the store whose stock it fixes: elsewhere (HQ for a store's oversell) it is a
+`WrongStore` error saying to resolve it on a till of that store. Accept, choose_price
+and a recount without a count append no stock event and work on any replica.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from tillmesh.conflict import queries
 from tillmesh.conflict.detect import Conflict, find_conflict
 from tillmesh.conflict.links import refund_moves
 from tillmesh.conflict.policies import Policies
-from tillmesh.core.errors import ConflictError, UnknownConflict
+from tillmesh.conflict.stock import stock_store
+from tillmesh.core.errors import ConflictError, UnknownConflict, WrongStore
 from tillmesh.core.events import (
     Body,
     ConflictResolved,
@@ -76,17 +84,27 @@ def _note(conflict: Conflict) -> str:
     return f"conflict {conflict.id}"
 
 
-def _oversell_fix(conn: sqlite3.Connection, conflict: Conflict) -> list[Body]:
-    level = queries.stock_levels(conn, [conflict.subject])[conflict.subject]
+def _own_store(conflict: Conflict, store: str | None, author: str) -> str:
+    """The store a stock fix is for, if `author`'s stock events count there."""
+    if store is None:  # only stock kinds carry a store; nothing to fix elsewhere
+        raise ConflictError(f"{conflict.kind} has no stock to fix; use accept")
+    if stock_store(author) != store:
+        raise WrongStore(conflict.id, store, author)
+    return store
+
+
+def _oversell_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[Body]:
+    store, sku = _own_store(conflict, conflict.store, author), conflict.subject
+    level = queries.stock_levels(conn, [sku], store=store)[sku]
     if level >= 0:
         raise ConflictError(
-            f"stock of {conflict.subject} is {level}, not below zero: nothing to compensate"
+            f"stock of {sku} in {store} is {level}, not below zero: nothing to compensate"
             " (use accept)"
         )
-    return [StockAdjusted(sku=conflict.subject, delta=-level, reason=_note(conflict))]
+    return [StockAdjusted(sku=sku, delta=-level, reason=_note(conflict))]
 
 
-def _refund_fix(conn: sqlite3.Connection, conflict: Conflict) -> list[Body]:
+def _refund_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[Body]:
     rows = conn.execute(
         "SELECT eid FROM st_refunds WHERE sale_id = ? ORDER BY hlc, origin, seq",
         (conflict.subject,),
@@ -96,7 +114,8 @@ def _refund_fix(conn: sqlite3.Connection, conflict: Conflict) -> list[Body]:
     reverse = refunds if voided else refunds[1:]
     bodies: list[Body] = []
     for eid in reverse:
-        for sku, _, _, _, qty in refund_moves(conn, eid):
+        for store, sku, _, _, _, qty in refund_moves(conn, eid):
+            _own_store(conflict, store, author)  # the restock counted in the refund's store
             bodies.append(StockAdjusted(sku=sku, delta=-qty, reason=f"{_note(conflict)}: {eid}"))
     if not bodies:
         raise ConflictError("no restock to reverse (money needs no event here); use accept")
@@ -110,20 +129,23 @@ def resolution_bodies(
     by: str,
     reason: str,
     *,
+    author: str,
     price: int | None = None,
     count: int | None = None,
 ) -> list[Body]:
-    """The events resolving `conflict` as the state on `conn` stands; see the module doc."""
+    """The events resolving `conflict` as the state on `conn` stands, to be appended by
+    replica `author` (its store decides where stock events count); see the module doc."""
     _check(conflict, action, price, count)
     head = ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason, price=price)
     if action == "choose_price":
         assert price is not None
         return [head, PriceSet(sku=conflict.subject, price=price)]
     if action == "recount" and count is not None:
+        _own_store(conflict, conflict.store, author)
         return [head, StockCounted(sku=conflict.subject, count=count)]
     if action == "compensate":
         fix = _oversell_fix if conflict.kind == "oversell" else _refund_fix
-        return [head, *fix(conn, conflict)]
+        return [head, *fix(conn, conflict, author)]
     return [head]
 
 
@@ -144,6 +166,8 @@ async def resolve(
         conflict = find_conflict(conn, policies, conflict_id)
         if conflict is None:
             raise UnknownConflict(conflict_id)
-        return resolution_bodies(conn, conflict, action, by, reason, price=price, count=count)
+        return resolution_bodies(
+            conn, conflict, action, by, reason, author=log.replica_id, price=price, count=count
+        )
 
     return await log.append_many(await log.read(build))

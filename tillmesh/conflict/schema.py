@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from tillmesh.conflict.stock import store_sql
+
 __all__ = ["DIGEST_ORDER", "DIGEST_WHERE", "TABLES", "VIEWS", "create", "drop"]
 
 TABLES: dict[str, str] = {
@@ -21,19 +23,22 @@ TABLES: dict[str, str] = {
     # per event. The log delivers each origin contiguously, so this is one row per origin.
     "st_seen": "origin TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,"
     " PRIMARY KEY (origin, lo)",
-    # Stock: the reset-counter. Sale-line moves are not stored row by row (that would be
-    # most of the write volume): they live in st_sales.lines, and st_buckets keeps every
-    # move's delta summed per (sku, minute), so a recount reads whole minutes from
+    # Stock: the reset-counter, per (store, sku) - `stock.stock_store(origin)` of the
+    # event that moves it. Sale-line moves are not stored row by row (that would be most
+    # of the write volume): they live in st_sales.lines, and st_buckets keeps every
+    # move's delta summed per (store, sku, minute), so a recount reads whole minutes from
     # st_buckets and only the count's own minute move by move.
-    "st_buckets": "sku TEXT NOT NULL, bucket INTEGER NOT NULL, delta INTEGER NOT NULL,"
-    " PRIMARY KEY (sku, bucket)",
+    "st_buckets": "store TEXT NOT NULL, sku TEXT NOT NULL, bucket INTEGER NOT NULL,"
+    " delta INTEGER NOT NULL, PRIMARY KEY (store, sku, bucket)",
     # Moves other than sale lines: receipts, adjustments, void and refund restocks.
-    "st_moves": "sku TEXT NOT NULL, hlc INTEGER NOT NULL, eid TEXT NOT NULL,"
-    " line INTEGER NOT NULL, delta INTEGER NOT NULL, PRIMARY KEY (sku, hlc, eid, line)",
-    "st_stock": "sku TEXT PRIMARY KEY, count_hlc INTEGER NOT NULL, count_origin TEXT NOT NULL,"
-    " count_seq INTEGER NOT NULL, count INTEGER NOT NULL, delta_after INTEGER NOT NULL",
-    "st_counts": "eid TEXT PRIMARY KEY, sku TEXT NOT NULL, hlc INTEGER NOT NULL,"
-    " origin TEXT NOT NULL, seq INTEGER NOT NULL, count INTEGER NOT NULL",
+    "st_moves": "store TEXT NOT NULL, sku TEXT NOT NULL, hlc INTEGER NOT NULL,"
+    " eid TEXT NOT NULL, line INTEGER NOT NULL, delta INTEGER NOT NULL,"
+    " PRIMARY KEY (store, sku, hlc, eid, line)",
+    "st_stock": "store TEXT NOT NULL, sku TEXT NOT NULL, count_hlc INTEGER NOT NULL,"
+    " count_origin TEXT NOT NULL, count_seq INTEGER NOT NULL, count INTEGER NOT NULL,"
+    " delta_after INTEGER NOT NULL, PRIMARY KEY (store, sku)",
+    "st_counts": "eid TEXT PRIMARY KEY, store TEXT NOT NULL, sku TEXT NOT NULL,"
+    " hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, count INTEGER NOT NULL",
     # Catalog: every write kept; st_products is derived from them by the price policy.
     "st_catalog_writes": "eid TEXT PRIMARY KEY, sku TEXT NOT NULL, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT,"
@@ -74,7 +79,7 @@ TABLES: dict[str, str] = {
 }
 
 _INDEXES = (
-    "st_counts_sku ON st_counts (sku, hlc)",
+    "st_counts_sku ON st_counts (store, sku, hlc)",
     "st_catalog_writes_sku ON st_catalog_writes (sku)",
     "st_sales_receipt ON st_sales (receipt)",
     "st_sales_hlc ON st_sales (hlc)",
@@ -86,7 +91,7 @@ _INDEXES = (
 # Derived by query, so "voided" and "refunded" can never disagree with the events.
 VIEWS: dict[str, str] = {
     "st_sale_lines": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS line,"
-    " j.value ->> '$.sku' AS sku, j.value ->> '$.qty' AS qty,"
+    f" {store_sql('s.origin')} AS store, j.value ->> '$.sku' AS sku, j.value ->> '$.qty' AS qty,"
     " j.value ->> '$.unit_price' AS unit_price, COALESCE(j.value ->> '$.discount', 0) AS discount,"
     " COALESCE(j.value ->> '$.tax', 0) AS tax, s.hlc AS hlc"
     " FROM st_sales s, json_each(s.lines) j",
@@ -95,21 +100,21 @@ VIEWS: dict[str, str] = {
     " j.value ->> 3 AS auth, j.value ->> 4 AS reference"
     " FROM st_sales s, json_each(s.payments) j",
     # Every stock move with its cause, sale lines included (for reports and detection).
-    "st_all_moves": "SELECT sku, hlc, eid, line, delta FROM st_moves"
-    " UNION ALL SELECT sku, hlc, sale_id, line, -qty FROM st_sale_lines",
+    "st_all_moves": "SELECT store, sku, hlc, eid, line, delta FROM st_moves"
+    " UNION ALL SELECT store, sku, hlc, sale_id, line, -qty FROM st_sale_lines",
     "st_sale_status": "SELECT s.id AS sale_id,"
     " EXISTS (SELECT 1 FROM st_voids v WHERE v.sale_id = s.id) AS voided,"
     " COALESCE((SELECT SUM(r.amount) FROM st_refunds r WHERE r.sale_id = s.id), 0) AS refunded"
     " FROM st_sales s",
-    "st_stock_levels": "SELECT sku, count + delta_after AS on_hand FROM st_stock",
+    "st_stock_levels": "SELECT store, sku, count + delta_after AS on_hand FROM st_stock",
 }
 
 # Every table and view, with an ORDER BY on a unique key: the digest's reading order.
 DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_seen", "origin, lo"),
-    ("st_buckets", "sku, bucket"),
-    ("st_moves", "sku, hlc, eid, line"),
-    ("st_stock", "sku"),
+    ("st_buckets", "store, sku, bucket"),
+    ("st_moves", "store, sku, hlc, eid, line"),
+    ("st_stock", "store, sku"),
     ("st_counts", "eid"),
     ("st_catalog_writes", "eid"),
     ("st_products", "sku"),
@@ -125,9 +130,9 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_shift_close", "shift"),
     ("st_resolutions", "eid"),
     ("st_skewed", "eid"),
-    ("st_all_moves", "sku, hlc, eid, line"),
+    ("st_all_moves", "store, sku, hlc, eid, line"),
     ("st_sale_status", "sale_id"),
-    ("st_stock_levels", "sku"),
+    ("st_stock_levels", "store, sku"),
 )
 
 # Rows that mean "nothing" and whose presence depends on arrival order, left out of the

@@ -15,8 +15,8 @@ tests). Three things make that hold:
 Speed: the log calls `apply` inside its one transaction per batch. The common events
 (sales of any SKU, stock receipts and adjustments) are gathered into per-table row
 lists and written with one `executemany` per table, and their stock deltas summed per
-SKU into one upsert row each; no per-event SELECT. Counts, voids, refunds and catalog
-writes are rare and may query per event.
+(store, SKU) into one upsert row each; no per-event SELECT. Counts, voids, refunds and
+catalog writes are rare and may query per event.
 """
 
 from __future__ import annotations
@@ -88,35 +88,47 @@ class _Batch:
     def __init__(self) -> None:
         self.rows: dict[str, list[Row]] = {name: [] for name in _INSERTS}
         self.moves: list[stock.MoveRow] = []  # non-sale moves; sale lines live in st_sales
-        self.agg: dict[str, list[int]] = {}  # sku -> [total delta, min hlc]
-        self.buckets: dict[tuple[str, int], int] = {}  # (sku, bucket) -> delta
+        self.agg: stock.Aggregated = {}  # store -> sku -> [total delta, min hlc]
+        self.buckets: stock.Buckets = {}  # store -> (sku, bucket) -> delta
+        self._of_origin: dict[str, tuple[dict[str, list[int]], dict[tuple[str, int], int]]] = {}
         self.sale_ids: list[str] = []
         self.counts: list[tuple[Event, StockCounted]] = []
         self.voids: list[tuple[Event, SaleVoided]] = []
         self.refunds: list[tuple[Event, RefundIssued]] = []
         self.catalog_skus: set[str] = set()
 
-    def move(self, sku: str, hlc: int, eid: str, line: int, delta: int) -> None:
-        self.moves.append((sku, hlc, eid, line, delta))
-        self.tally(sku, hlc, delta)
+    def stock_of(self, origin: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], int]]:
+        """The (sku totals, sku buckets) of the store `origin` moves stock in.
 
-    def tally(self, sku: str, hlc: int, delta: int) -> None:
-        """Sum a move into its SKU's batch total and its (sku, minute) bucket."""
-        acc = self.agg.get(sku)
+        One dict lookup per event on the hot path: a batch holds few origins.
+        """
+        found = self._of_origin.get(origin)
+        if found is None:
+            store = stock.stock_store(origin)
+            found = (self.agg.setdefault(store, {}), self.buckets.setdefault(store, {}))
+            self._of_origin[origin] = found
+        return found
+
+    def move(self, ev: Event, sku: str, delta: int) -> None:
+        store = stock.stock_store(ev.origin)
+        self.moves.append((store, sku, ev.hlc, ev.id, 0, delta))
+        agg, buckets = self.stock_of(ev.origin)
+        hlc = ev.hlc
+        acc = agg.get(sku)
         if acc is None:
-            self.agg[sku] = [delta, hlc]
+            agg[sku] = [delta, hlc]
         else:
             acc[0] += delta
             if hlc < acc[1]:
                 acc[1] = hlc
         key = (sku, stock.bucket_of(hlc))
-        self.buckets[key] = self.buckets.get(key, 0) + delta
+        buckets[key] = buckets.get(key, 0) + delta
 
 
 class StoreState:
     """The store's derived state; see the module docstring for the laws it keeps."""
 
-    version = 1
+    version = 2  # 2: stock per (store, sku)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -142,7 +154,7 @@ class StoreState:
         for name, sql in _INSERTS.items():
             if b.rows[name]:
                 conn.executemany(sql, b.rows[name])
-        conn.executemany("INSERT INTO st_moves VALUES (?, ?, ?, ?, ?)", b.moves)
+        conn.executemany("INSERT INTO st_moves VALUES (?, ?, ?, ?, ?, ?)", b.moves)
         stock.bump_buckets(conn, b.buckets)
         stock.bump_aggregated(conn, b.agg)
         links.link(conn, b.sale_ids, b.voids, b.refunds)
@@ -229,16 +241,17 @@ def _collect(b: _Batch, acc: Accepted) -> None:
         case SaleCompleted():
             _sale(b, ev, body)
         case StockReceived():
-            b.move(body.sku, ev.hlc, ev.id, 0, body.qty)
+            b.move(ev, body.sku, body.qty)
         case StockAdjusted():
-            b.move(body.sku, ev.hlc, ev.id, 0, body.delta)
+            b.move(ev, body.sku, body.delta)
         case _:
             _collect_rare(b, ev, body)
 
 
 def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
-    # The hot path of ingest: the tally of `_Batch.tally` is inlined, one bucket per sale.
-    hlc, sid, agg, buckets = ev.hlc, ev.id, b.agg, b.buckets
+    # The hot path of ingest: the tally of `_Batch.move` is inlined, one bucket per sale.
+    hlc, sid = ev.hlc, ev.id
+    agg, buckets = b.stock_of(ev.origin)
     bucket, total = stock.bucket_of(hlc), 0
     for ln in body.lines:
         sku, qty = ln.sku, ln.qty

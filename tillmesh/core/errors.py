@@ -23,7 +23,8 @@ tillmesh (`raise ... from e`), so the original stays attached as `__cause__`.
     │   ├── DatabaseCorrupt
     │   └── SchemaTooNew            the file was written by a newer tillmesh
     ├── ConflictError               business conflict handling
-    │   └── UnknownConflict
+    │   ├── UnknownConflict
+    │   └── WrongStore              a stock fix must be appended by a till of its store
     └── SyncError                   replication protocol / transport
         ├── FrameError              a sync frame is malformed or hostile
         └── TransportError          the NATS link failed (wraps nats errors)
@@ -57,6 +58,7 @@ __all__ = [
     "UnknownConflict",
     "UnknownEventType",
     "ValidationError",
+    "WrongStore",
 ]
 
 
@@ -201,6 +203,22 @@ class UnknownConflict(ConflictError):
     def __init__(self, conflict_id: str) -> None:
         super().__init__(f"no conflict with id {conflict_id!r}")
         self.conflict_id = conflict_id
+
+
+class WrongStore(ConflictError):
+    """A resolution would append stock events for `store` on `replica`, but stock
+    events count in the store of the replica that appends them: it must be resolved
+    on a till of `store`."""
+
+    def __init__(self, conflict_id: str, store: str, replica: str) -> None:
+        super().__init__(
+            f"conflict {conflict_id} is about the stock of store {store!r}, and a stock event "
+            f"appended on {replica!r} would not count there: resolve it on a till of store "
+            f"{store!r} (accept works anywhere)"
+        )
+        self.conflict_id = conflict_id
+        self.store = store
+        self.replica = replica
 
 
 # --- sync ---------------------------------------------------------------------------
