@@ -17,7 +17,7 @@ import psutil  # type: ignore[import-untyped]
 
 from tillmesh.conflict import queries
 from tillmesh.core.sqlite import open_sync
-from tillmesh.replicas.demo_workload import scoped_digest
+from tillmesh.replicas.demo_checks import scoped_digest
 from tillmesh.replicas.site import load_site
 
 DEMO = [sys.executable, "-m", "tillmesh.replicas.cli", "demo"]

@@ -27,8 +27,9 @@ from typing import Any
 import httpx
 
 from tillmesh.broker.subjects import HQ
+from tillmesh.replicas.demo_checks import Check, count_conflicts, verify
 from tillmesh.replicas.demo_fleet import MARKER, DemoError, Fleet, PortTaken
-from tillmesh.replicas.demo_workload import Check, TillDriver, Workload, count_conflicts, verify
+from tillmesh.replicas.demo_workload import TillDriver, Workload
 from tillmesh.replicas.protocol import holds
 from tillmesh.replicas.site import init_site
 

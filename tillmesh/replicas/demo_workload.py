@@ -1,9 +1,9 @@
 """The demo's shoppers, deliveries and head office, driven through the real till HTTP API.
 
-Everything the API acknowledged is recorded in `Model`: the demo's independent idea
-of what the store should look like (stock per store and SKU, every sale once, money
-totals). The replicas are later checked against it, so the model must only ever
-learn from 2xx answers: a request that failed or never came back is not a fact.
+Everything the API acknowledged is recorded in the `Model` (`demo_model`): the demo's
+independent idea of what the store should look like, which the replicas are later
+checked against (`demo_checks`). So the model only ever learns from 2xx answers: a
+request that failed or never came back is not a fact.
 
 Choices (basket size, SKUs, payment, refunds, voids) come from one `random.Random`
 per till seeded from `--seed` and the till's id, so each till's sequence of actions
@@ -14,124 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import string
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tillmesh.broker.subjects import HQ
-from tillmesh.conflict import queries
-from tillmesh.conflict.catalog import PricePolicy
-from tillmesh.conflict.detect import detect
-from tillmesh.conflict.policies import from_state
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import decode_body, decode_event
-from tillmesh.core.fold import Accepted
-from tillmesh.core.sqlite import open_sync
-from tillmesh.replicas.protocol import holds
-from tillmesh.replicas.site import Site
+from tillmesh.replicas.demo_model import Model, SaleRecord, make_catalog
 
-__all__ = [
-    "Check",
-    "Model",
-    "SaleRecord",
-    "TillDriver",
-    "Workload",
-    "count_conflicts",
-    "make_catalog",
-    "scoped_digest",
-    "verify",
-]
+__all__ = ["TillDriver", "Workload"]
 
 Note = Callable[[str], None]
-
-_ITEMS = (
-    "Cola",
-    "Lemonade",
-    "Sparkling water",
-    "Orange juice",
-    "Coffee beans",
-    "Green tea",
-    "Bread",
-    "Croissant",
-    "Bagel",
-    "Butter",
-    "Milk",
-    "Yoghurt",
-    "Cheddar",
-    "Eggs",
-    "Apples",
-    "Bananas",
-    "Tomatoes",
-    "Pasta",
-    "Rice",
-    "Olive oil",
-    "Crisps",
-    "Chocolate",
-    "Biscuits",
-    "Soap",
-    "Shampoo",
-    "Toothpaste",
-    "Batteries",
-    "Light bulb",
-    "Notebook",
-    "Pen",
-    "Tea towel",
-    "Candles",
-)
-_SIZES = ("small", "medium", "large", "250g", "500g", "1kg", "33cl", "1l", "x4", "x12")
-
-
-def make_catalog(rng: random.Random, n: int) -> dict[str, dict[str, Any]]:
-    """`n` products as HQ would define them: SKU -> {name, price, tax_rate_bp}."""
-    return {
-        f"SKU-{i:04d}": {
-            "name": f"{rng.choice(_ITEMS)} {rng.choice(_SIZES)}",
-            "price": rng.randrange(49, 2999),
-            "tax_rate_bp": rng.choice((0, 550, 2000)),
-        }
-        for i in range(1, n + 1)
-    }
-
-
-@dataclass
-class SaleRecord:
-    id: str
-    till: str
-    lines: list[tuple[str, int]]  # (sku, qty) in line order
-    total: int
-    method: str  # how it was paid: refunds go back the same way
-    settled: bool = False  # voided or refunded: the demo touches a sale at most once
-
-
-@dataclass
-class Model:
-    """What the API acknowledged, per store (tills of a store share one stock)."""
-
-    stock: dict[str, Counter[str]] = field(default_factory=dict)
-    sales: dict[str, SaleRecord] = field(default_factory=dict)
-    heads: dict[str, int] = field(default_factory=dict)  # origin -> highest acked seq
-    money: dict[str, Counter[str]] = field(default_factory=dict)  # store -> gross/voided/...
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def ack(self, event_id: str) -> None:
-        origin, _, seq = event_id.rpartition(":")
-        self.heads[origin] = max(self.heads.get(origin, 0), int(seq))
-
-    def move(self, store: str, sku: str, delta: int) -> None:
-        self.stock.setdefault(store, Counter())[sku] += delta
-
-    def add_money(self, store: str, key: str, amount: int) -> None:
-        self.money.setdefault(store, Counter())[key] += amount
-
-    def store_heads(self, store: str) -> dict[str, int]:
-        """Acked heads of the origins a till of `store` holds (its store's and HQ's)."""
-        return {o: s for o, s in self.heads.items() if o == "hq" or o.startswith(f"{store}/")}
 
 
 @dataclass
@@ -389,137 +284,3 @@ class Workload:
 
     async def run_tills(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(self.run_till(t, stop) for t in self.tills))
-
-
-# --- checks against the model ------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    subject: str  # a replica id, or a store for the digest check
-    what: str  # "sales", "stock", "money", "digest" or "convergence"
-    ok: bool
-    detail: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.subject}: {_CHECK_NAMES.get(self.what, self.what)}"
-
-
-_CHECK_NAMES = {
-    "sales": "every acknowledged sale exactly once",
-    "stock": "stock equals the model",
-    "money": "money equals the model",
-    "digest": "one digest on every till and in HQ's scope of the store",
-}
-
-
-@dataclass
-class Facts:
-    """What one replica's log file says, read-only."""
-
-    digest: str
-    sales: dict[str, int]  # sale id -> total
-    stock: dict[str, int]
-    money: dict[str, int]
-
-
-def _read_facts(db: Path) -> Facts:
-    conn = open_sync(db, readonly=True)
-    try:
-        summary = queries.sales_summary(conn)
-        return Facts(
-            queries.state_digest(conn),
-            dict(conn.execute("SELECT id, total FROM st_sales")),
-            {k: v for k, v in queries.stock_levels(conn).items() if v},
-            {"gross": summary.gross, "voided": summary.voided, "refunded": summary.refunded},
-        )
-    finally:
-        conn.close()
-
-
-def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
-    """The digest `replica_id` should have, computed from another (wider) log: fold the
-    events in its scope into a scratch state. Fold order is free (the CRDT law)."""
-    conn, scratch = open_sync(db, readonly=True), sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        fold, scope = StoreState(price_policy=policy), holds(replica_id)
-        fold.create_tables(scratch)
-        scratch.execute("BEGIN")
-        rows = conn.execute("SELECT origin, raw, flags FROM events ORDER BY hlc, origin, seq")
-        while batch := rows.fetchmany(1000):
-            events = [(decode_event(raw), flags) for origin, raw, flags in batch if scope(origin)]
-            fold.apply(scratch, [Accepted(ev, decode_body(ev), fl) for ev, fl in events])
-        scratch.execute("COMMIT")
-        return queries.state_digest(scratch)
-    finally:
-        conn.close()
-        scratch.close()
-
-
-def _expect(
-    model: Model, stores: list[str]
-) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """(sales, stock, money) the model says replicas holding `stores` must show."""
-    sales = {s.id: s.total for s in model.sales.values() if s.till.split("/")[0] in stores}
-    stock: Counter[str] = Counter()
-    money: Counter[str] = Counter({"gross": 0, "voided": 0, "refunded": 0})
-    for store in stores:
-        stock.update(model.stock.get(store, Counter()))
-        money.update(model.money.get(store, Counter()))
-    return sales, {k: v for k, v in stock.items() if v}, dict(money)
-
-
-def _compare(rid: str, facts: Facts, want: tuple[dict[str, int], ...]) -> list[Check]:
-    sales, stock, money = want
-    missing, extra = sales.keys() - facts.sales.keys(), facts.sales.keys() - sales.keys()
-    wrong = [k for k in stock.keys() | facts.stock.keys() if stock.get(k) != facts.stock.get(k)]
-    return [
-        Check(
-            rid,
-            "sales",
-            not missing and not extra and all(facts.sales[k] == v for k, v in sales.items()),
-            f"{len(facts.sales)} sales, {len(missing)} missing, {len(extra)} unknown",
-        ),
-        Check(
-            rid,
-            "stock",
-            not wrong,
-            f"{len(stock)} SKUs" + (f"; differs on {sorted(wrong)[:3]}" if wrong else ""),
-        ),
-        Check(
-            rid,
-            "money",
-            facts.money == {k: money[k] for k in facts.money},
-            f"gross {facts.money['gross']}, voided {facts.money['voided']}, "
-            f"refunded {facts.money['refunded']}",
-        ),
-    ]
-
-
-def verify(root: Path, site: Site, model: Model) -> list[Check]:
-    """Every replica's log file against the model and against its store's other replicas."""
-    facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in site.replicas}
-    checks = []
-    for store, tills in site.stores.items():
-        rids = [f"{store}/{t}" for t in tills]
-        hq = scoped_digest(site.data_dir(root, HQ) / "log.db", rids[0], site.price_policy)
-        digests = {facts[r].digest for r in rids}
-        shown = " ".join(sorted(d[:12] for d in digests | {hq}))
-        checks.append(Check(store, "digest", digests == {hq}, shown))
-        for rid in rids:
-            checks += _compare(rid, facts[rid], _expect(model, [store]))
-    checks += _compare(HQ, facts[HQ], _expect(model, list(site.stores)))
-    return checks
-
-
-def count_conflicts(root: Path, site: Site) -> dict[str, Counter[str]]:
-    """Conflicts `tillmesh.conflict.detect` finds in each replica's log, by kind."""
-    out = {}
-    for rid in site.replicas:
-        conn = open_sync(site.data_dir(root, rid) / "log.db", readonly=True)
-        try:
-            out[rid] = Counter(c.kind for c in detect(conn, from_state(conn)))
-        finally:
-            conn.close()
-    return out
