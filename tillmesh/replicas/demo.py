@@ -5,7 +5,7 @@ HQ and every till run as their own process (`demo_fleet`). The workload
 real: the HQ process tree is SIGKILLed (the back-office PC fails), a till's nats-server
 is SIGSTOPped (its network freezes: it sells alone), a till is SIGKILLed and restarted.
 Afterwards every replica must converge and match the model of what the API
-acknowledged (`demo_workload.verify`).
+acknowledged (`demo_checks.verify`).
 
 Every process started here is stopped on the way out (TERM, wait, KILL, including
 the nats-servers), on success, failure and Ctrl-C alike, unless `keep` is set.
