@@ -57,6 +57,14 @@ class EventLogContract:
         assert stored == [encode_event(original)]
         assert (await log.stats()).quarantined == 1
 
+    async def test_stats_count_what_the_events_table_holds(self, log):
+        await log.append_many([cash_sale(receipt=f"L{i}") for i in range(3)])
+        remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(6)])
+        await log.ingest(remote[:2] + remote[4:])  # 2 stored, 2 held behind a gap
+        stats = await log.stats()
+        rows = await log.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
+        assert stats.events == rows == 5 and stats.pending == 2
+
     async def test_gap_is_held_until_filled(self, log):
         remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(4)])
         held = await log.ingest(remote[2:])

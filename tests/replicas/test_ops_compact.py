@@ -25,6 +25,8 @@ from test_ops_kit import (  # noqa: F401  (fixtures)
     with_site,
 )
 
+from tillmesh.core.log import read_stats
+
 
 def heads(path: Path) -> dict[str, tuple[int, int]]:
     with closing(sqlite3.connect(path)) as conn:
@@ -62,6 +64,8 @@ def test_compact_drops_what_everyone_holds_and_verify_digest_rebuild_still_agree
     assert heads(t1) == {"hq": (2, 1), "s1/t1": (16, 15), "s1/t2": (14, 13)}
     assert seqs(t1, "s1/t1") == [16]
     assert digest(t1) == before
+    with closing(sqlite3.connect(t1)) as conn:  # status polls count from the heads
+        assert read_stats(conn, t1, exact=False).events == count_events(t1) == 3
     code, text, _ = cli(capsys, "log", "verify", t1)
     assert code == 0 and text.rstrip().endswith("OK")
 

@@ -342,13 +342,22 @@ class EventLog:
         return await self.read(query)
 
     async def stats(self) -> LogStats:
-        return await self.read(lambda conn: read_stats(conn, self.path))
+        """For status polls: the event count comes from the heads, not a table scan."""
+        return await self.read(lambda conn: read_stats(conn, self.path, exact=False))
 
 
-def read_stats(conn: sqlite3.Connection, path: Path) -> LogStats:
-    """Counts, version vector and file size of a log, from any connection to it."""
+def read_stats(conn: sqlite3.Connection, path: Path, *, exact: bool = True) -> LogStats:
+    """Counts, version vector and file size of a log, from any connection to it.
+
+    `exact=False` counts events as the sum over origins of head - base: what a log
+    whose chains are intact (as `verify` checks) holds, in O(origins) instead of a
+    scan of every event (tens of ms per million, on every status poll).
+    """
 
     def count(table: str) -> int:
+        if table == "events" and not exact:
+            sql = "SELECT COALESCE(SUM(seq - base), 0) FROM heads"
+            return int(conn.execute(sql).fetchone()[0])
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
