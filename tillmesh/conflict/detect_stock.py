@@ -13,7 +13,7 @@ below: level at its start + its negative moves (all its moves minus the positive
 which are never sale lines and so live in the small st_moves). Only minutes whose bound
 is below zero, and minutes holding a count, are replayed move by move; their sale lines
 are read for just the (store, sku)s flagged, so the replay costs what those went
-through, not the whole history (see `_fine`).
+through, not the whole history (see `_sale_lines`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from itertools import groupby
+from operator import itemgetter
 
 import msgspec
 
@@ -92,13 +93,14 @@ def _count_rows(conn: sqlite3.Connection) -> dict[StockKey, list[CountRow]]:
     return out
 
 
-def _positive(conn: sqlite3.Connection) -> dict[tuple[str, str, int], int]:
-    """Sum of the positive moves per (store, sku, bucket): receipts, restocks, raises."""
-    pos: dict[tuple[str, str, int], int] = {}
+def _positive(conn: sqlite3.Connection) -> dict[StockKey, dict[int, int]]:
+    """Sum of the positive moves per (store, sku) and bucket: receipts, restocks, raises."""
+    pos: dict[StockKey, dict[int, int]] = {}
     rows = conn.execute("SELECT store, sku, hlc, delta FROM st_moves WHERE delta > 0")
     for store, sku, hlc, delta in rows:
-        key = (store, sku, bucket_of(hlc))
-        pos[key] = pos.get(key, 0) + delta
+        per = pos.setdefault((store, sku), {})
+        b = bucket_of(hlc)
+        per[b] = per.get(b, 0) + delta
     return pos
 
 
@@ -107,36 +109,51 @@ Candidates = dict[StockKey, tuple[dict[int, int], set[int]]]
 
 def _candidates(conn: sqlite3.Connection, counts: dict[StockKey, list[CountRow]]) -> Candidates:
     """(store, sku) -> (its bucket deltas, the buckets to replay), for those that may go
-    below zero."""
+    below zero. One pass over st_buckets in key order: the one part of detection that
+    reads every (store, sku, minute) with moves, so it does little per row."""
     pos = _positive(conn)
     out: Candidates = {}
     rows = conn.execute(
-        "SELECT store, sku, bucket, delta FROM st_buckets ORDER BY store, sku, bucket"
+        "SELECT sku, store, bucket, delta FROM st_buckets ORDER BY sku, store, bucket"
     )
-    for key, grp in groupby(rows, key=lambda row: (row[0], row[1])):
-        deltas = {b: d for _, _, b, d in grp}
+    for (sku, store), grp in groupby(rows, key=itemgetter(0, 1)):
+        key: StockKey = (store, sku)
+        buckets = [(b, d) for _, _, b, d in grp]
         in_bucket: dict[int, list[int]] = {}
         for c in counts.get(key, ()):  # sorted by (hlc, origin, seq): the last one wins
             in_bucket.setdefault(bucket_of(c[0]), []).append(c[3])
-        flagged, replay = _scan(key, deltas, pos, in_bucket)
+        if in_bucket:
+            flagged, replay = _scan_counted(buckets, pos.get(key, {}), in_bucket)
+        else:
+            replay = _scan(buckets, pos.get(key, {}))
+            flagged = bool(replay)
         if flagged:
-            out[key] = (deltas, replay)
+            out[key] = (dict(buckets), replay)
     return out
 
 
-def _scan(
-    key: StockKey,
-    deltas: dict[int, int],
-    pos: dict[tuple[str, str, int], int],
-    in_bucket: dict[int, list[int]],
+def _scan(buckets: list[tuple[int, int]], pos: dict[int, int]) -> set[int]:
+    """The buckets, of a never counted (store, sku), whose lower bound is below zero:
+    the level at the bucket's start plus all its negative moves."""
+    lo, replay = 0, set()
+    for b, delta in buckets:
+        if lo + delta - pos.get(b, 0) < 0:  # delta - positive moves = the negative ones
+            replay.add(b)
+        lo += delta
+    return replay
+
+
+def _scan_counted(
+    buckets: list[tuple[int, int]], pos: dict[int, int], in_bucket: dict[int, list[int]]
 ) -> tuple[bool, set[int]]:
-    """(may the (store, sku) go below zero, the buckets to replay move by move: those
-    whose bound is below zero and, so the replay stays exact, those holding counts)."""
-    store, sku = key
+    """`_scan` with counts resetting the level: (may it go below zero, the buckets to
+    replay: those whose bound is below zero and, so the replay stays exact, those
+    holding counts)."""
+    deltas = dict(buckets)
     lo, flagged, replay = 0, False, set(in_bucket)  # lo: a lower bound of the level
     for b in sorted(deltas.keys() | in_bucket.keys()):
         delta = deltas.get(b, 0)
-        neg = delta - pos.get((store, sku, b), 0)  # the sum of the bucket's negative moves
+        neg = delta - pos.get(b, 0)  # the sum of the bucket's negative moves
         cs = in_bucket.get(b)
         if lo + neg < 0:
             flagged = True
@@ -150,7 +167,10 @@ def _scan(
 
 Fine = dict[tuple[str, str, int], list[Step]]  # (store, sku, bucket) -> its moves and counts
 _GAP = 30  # flagged minutes closer than this are read in one range scan
-_FEW = 4  # up to this many flagged (store, sku)s, each reads only its own sale lines
+# A shared pass parses the JSON of every sale in its minutes; `instr` on one SKU's text
+# costs about a third of that per sale (measured), so reading each (store, sku)'s own
+# lines wins until their minutes add up to this many times the shared pass's.
+_SHARED_COST = 3
 
 
 def _ranges(buckets: set[int]) -> Iterator[tuple[int, int]]:
@@ -183,10 +203,11 @@ _LINES_OF_ONE = _LINES.format(
     store=store_sql("s.origin"),
     where=f"{store_sql('s.origin')} = ? AND instr(s.lines, ?) AND j.value ->> '$.sku' = ?",
 )
-# Many: one pass over the minutes, keeping (in SQL) only the lines of the SKUs asked for.
+# Many: one pass over the minutes, keeping (in SQL) only the (store, sku)s asked for.
 _LINES_OF_MANY = _LINES.format(
     store=store_sql("s.origin"),
-    where="j.value ->> '$.sku' IN (SELECT value FROM json_each(?))",
+    where=f"({store_sql('s.origin')}, j.value ->> '$.sku') IN"
+    " (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
 )
 
 
@@ -216,25 +237,31 @@ def _fine(
     return fine
 
 
+def _width(ranges: list[tuple[int, int]]) -> int:
+    return sum(hi - lo + 1 for lo, hi in ranges)
+
+
 def _sale_lines(
     conn: sqlite3.Connection, wanted: dict[StockKey, set[int]]
 ) -> Iterator[tuple[str, int, str, int, str, int]]:
-    """Sale lines (sale, hlc, store, line, sku, qty) of the wanted SKUs over the wanted
-    minutes (a superset: the caller keeps the wanted (store, sku, bucket)s).
+    """Sale lines (sale, hlc, store, line, sku, qty) of the wanted (store, sku)s over
+    their minutes (a superset: the caller keeps the wanted (store, sku, bucket)s).
 
-    A few (store, sku)s each read their own lines: the cost follows what went below
-    zero. Many share one pass over the union of their minutes, so the cost never
-    exceeds one read of those minutes however many SKUs went negative together.
+    Each (store, sku) reads its own lines, so the cost follows what went below zero -
+    unless many went below zero over the same minutes: then one shared pass over those
+    minutes costs less, and never more than one read of them.
     """
-    if len(wanted) <= _FEW:
-        for (store, sku), buckets in sorted(wanted.items()):
+    own = {key: list(_ranges(bs)) for key, bs in sorted(wanted.items())}
+    shared = list(_ranges({b for bs in wanted.values() for b in bs}))
+    if sum(_width(r) for r in own.values()) <= _SHARED_COST * _width(shared):
+        for (store, sku), ranges in own.items():
             args = (store, _sku_needle(sku), sku)
-            for lo, hi in _ranges(buckets):
+            for lo, hi in ranges:
                 yield from conn.execute(_LINES_OF_ONE, (*_hlc_range(lo, hi), *args))
         return
-    skus = _json(sorted({sku for _, sku in wanted})).decode()
-    for lo, hi in _ranges({b for bs in wanted.values() for b in bs}):
-        yield from conn.execute(_LINES_OF_MANY, (*_hlc_range(lo, hi), skus))
+    keys = _json(sorted(wanted)).decode()
+    for lo, hi in shared:
+        yield from conn.execute(_LINES_OF_MANY, (*_hlc_range(lo, hi), keys))
 
 
 # --- oversell: the negative runs ----------------------------------------------------------

@@ -27,16 +27,18 @@ TABLES: dict[str, str] = {
     # event that moves it. Sale-line moves are not stored row by row (that would be most
     # of the write volume): they live in st_sales.lines, and st_buckets keeps every
     # move's delta summed per (store, sku, minute), so a recount reads whole minutes from
-    # st_buckets and only the count's own minute move by move.
+    # st_buckets and only the count's own minute move by move. Keys put sku before store:
+    # most rows of a till share one store, and comparing it first lengthened every key
+    # comparison of the ingest upserts (+4.7k instructions per upsert, callgrind).
     "st_buckets": "store TEXT NOT NULL, sku TEXT NOT NULL, bucket INTEGER NOT NULL,"
-    " delta INTEGER NOT NULL, PRIMARY KEY (store, sku, bucket)",
+    " delta INTEGER NOT NULL, PRIMARY KEY (sku, store, bucket)",
     # Moves other than sale lines: receipts, adjustments, void and refund restocks.
     "st_moves": "store TEXT NOT NULL, sku TEXT NOT NULL, hlc INTEGER NOT NULL,"
     " eid TEXT NOT NULL, line INTEGER NOT NULL, delta INTEGER NOT NULL,"
-    " PRIMARY KEY (store, sku, hlc, eid, line)",
+    " PRIMARY KEY (sku, store, hlc, eid, line)",
     "st_stock": "store TEXT NOT NULL, sku TEXT NOT NULL, count_hlc INTEGER NOT NULL,"
     " count_origin TEXT NOT NULL, count_seq INTEGER NOT NULL, count INTEGER NOT NULL,"
-    " delta_after INTEGER NOT NULL, PRIMARY KEY (store, sku)",
+    " delta_after INTEGER NOT NULL, PRIMARY KEY (sku, store)",
     "st_counts": "eid TEXT PRIMARY KEY, store TEXT NOT NULL, sku TEXT NOT NULL,"
     " hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, count INTEGER NOT NULL",
     # Catalog: every write kept; st_products is derived from them by the price policy.
@@ -79,7 +81,7 @@ TABLES: dict[str, str] = {
 }
 
 _INDEXES = (
-    "st_counts_sku ON st_counts (store, sku, hlc)",
+    "st_counts_sku ON st_counts (sku, store, hlc)",
     "st_catalog_writes_sku ON st_catalog_writes (sku)",
     "st_sales_receipt ON st_sales (receipt)",
     "st_sales_hlc ON st_sales (hlc)",
@@ -112,9 +114,9 @@ VIEWS: dict[str, str] = {
 # Every table and view, with an ORDER BY on a unique key: the digest's reading order.
 DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_seen", "origin, lo"),
-    ("st_buckets", "store, sku, bucket"),
-    ("st_moves", "store, sku, hlc, eid, line"),
-    ("st_stock", "store, sku"),
+    ("st_buckets", "sku, store, bucket"),
+    ("st_moves", "sku, store, hlc, eid, line"),
+    ("st_stock", "sku, store"),
     ("st_counts", "eid"),
     ("st_catalog_writes", "eid"),
     ("st_products", "sku"),
@@ -130,9 +132,9 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_shift_close", "shift"),
     ("st_resolutions", "eid"),
     ("st_skewed", "eid"),
-    ("st_all_moves", "store, sku, hlc, eid, line"),
+    ("st_all_moves", "sku, store, hlc, eid, line"),
     ("st_sale_status", "sale_id"),
-    ("st_stock_levels", "store, sku"),
+    ("st_stock_levels", "sku, store"),
 )
 
 # Rows that mean "nothing" and whose presence depends on arrival order, left out of the

@@ -90,7 +90,8 @@ class _Batch:
         self.moves: list[stock.MoveRow] = []  # non-sale moves; sale lines live in st_sales
         self.agg: stock.Aggregated = {}  # store -> sku -> [total delta, min hlc]
         self.buckets: stock.Buckets = {}  # store -> (sku, bucket) -> delta
-        self._of_origin: dict[str, tuple[dict[str, list[int]], dict[tuple[str, int], int]]] = {}
+        # origin -> its store's (agg, buckets): the per-event lookup `_sale` does inline
+        self.of_origin: dict[str, tuple[dict[str, list[int]], dict[tuple[str, int], int]]] = {}
         self.sale_ids: list[str] = []
         self.counts: list[tuple[Event, StockCounted]] = []
         self.voids: list[tuple[Event, SaleVoided]] = []
@@ -98,15 +99,12 @@ class _Batch:
         self.catalog_skus: set[str] = set()
 
     def stock_of(self, origin: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], int]]:
-        """The (sku totals, sku buckets) of the store `origin` moves stock in.
-
-        One dict lookup per event on the hot path: a batch holds few origins.
-        """
-        found = self._of_origin.get(origin)
+        """The (sku totals, sku buckets) of the store `origin` moves stock in."""
+        found = self.of_origin.get(origin)
         if found is None:
             store = stock.stock_store(origin)
             found = (self.agg.setdefault(store, {}), self.buckets.setdefault(store, {}))
-            self._of_origin[origin] = found
+            self.of_origin[origin] = found
         return found
 
     def move(self, ev: Event, sku: str, delta: int) -> None:
@@ -250,8 +248,8 @@ def _collect(b: _Batch, acc: Accepted) -> None:
 
 def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     # The hot path of ingest: the tally of `_Batch.move` is inlined, one bucket per sale.
-    hlc, sid = ev.hlc, ev.id
-    agg, buckets = b.stock_of(ev.origin)
+    hlc, sid, origin = ev.hlc, ev.id, ev.origin
+    agg, buckets = b.of_origin.get(origin) or b.stock_of(origin)  # a batch has few origins
     bucket, total = stock.bucket_of(hlc), 0
     for ln in body.lines:
         sku, qty = ln.sku, ln.qty
@@ -268,7 +266,7 @@ def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     pays = [(p.method, p.amount, p.card_last4, p.auth, p.reference) for p in body.payments]
     b.sale_ids.append(sid)
     b.rows["sales"].append(
-        (sid, ev.origin, ev.seq, hlc, body.receipt, total, body.change, body.shift,
+        (sid, origin, ev.seq, hlc, body.receipt, total, body.change, body.shift,
          body.cashier, len(body.lines), _json(body.lines).decode(), _json(pays).decode())
     )  # fmt: skip
 

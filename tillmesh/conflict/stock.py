@@ -94,7 +94,7 @@ _INSERT_MOVES = "INSERT INTO st_moves (store, sku, hlc, eid, line, delta) VALUES
 
 _BUMP_BUCKET = """
 INSERT INTO st_buckets (store, sku, bucket, delta) VALUES (?, ?, ?, ?)
-ON CONFLICT (store, sku, bucket) DO UPDATE SET delta = st_buckets.delta + excluded.delta
+ON CONFLICT (sku, store, bucket) DO UPDATE SET delta = st_buckets.delta + excluded.delta
 """
 
 _NEW_STOCK = """
@@ -106,7 +106,7 @@ INSERT INTO st_stock (store, sku, count_hlc, count_origin, count_seq, count, del
 # otherwise a late move straddles the count, so recount (the batch's moves are already
 # stored) - correct either way, and the slow branch is rare.
 _BUMP_AGGREGATED = f"""{_NEW_STOCK} VALUES (?1, ?2, -1, '', 0, 0, ?3)
-ON CONFLICT (store, sku) DO UPDATE SET delta_after = CASE
+ON CONFLICT (sku, store) DO UPDATE SET delta_after = CASE
     WHEN ?4 > st_stock.count_hlc THEN st_stock.delta_after + ?3
     ELSE {_recount("?1", "?2", "st_stock.count_hlc")}
 END
@@ -114,12 +114,12 @@ END
 
 # One move at a time (rare paths): counts iff it is after the (store, sku)'s count.
 _BUMP_ONE = f"""{_NEW_STOCK} VALUES (?1, ?2, -1, '', 0, 0, ?3)
-ON CONFLICT (store, sku) DO UPDATE SET delta_after = st_stock.delta_after
+ON CONFLICT (sku, store) DO UPDATE SET delta_after = st_stock.delta_after
     + CASE WHEN ?4 > st_stock.count_hlc THEN ?3 ELSE 0 END
 """
 
 _SET_COUNT = f"""{_NEW_STOCK} VALUES (?1, ?2, ?3, ?4, ?5, ?6, {_recount("?1", "?2", "?3")})
-ON CONFLICT (store, sku) DO UPDATE SET count_hlc = ?3, count_origin = ?4, count_seq = ?5,
+ON CONFLICT (sku, store) DO UPDATE SET count_hlc = ?3, count_origin = ?4, count_seq = ?5,
     count = ?6, delta_after = excluded.delta_after
 """
 
