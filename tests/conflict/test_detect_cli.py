@@ -45,7 +45,7 @@ def test_list_resolve_and_list_again(tmp_path: Path, capsys: pytest.CaptureFixtu
     found = json.loads(out)
     assert code == 0 and {c["kind"] for c in found} == {"oversell", "receipt_collision"}
     over = next(c for c in found if c["kind"] == "oversell")
-    assert over["open"] and over["subject"] == "A"
+    assert over["open"] and over["subject"] == "A" and over["store"] == "s1"
     code, out, _ = _run(capsys, "resolve", db, over["id"], "--action", "compensate",
                         "--by", "Ana", "--reason", "two in the back")  # fmt: skip
     assert code == 0 and "conflict.resolved" in out and "stock.adjusted" in out
@@ -53,8 +53,30 @@ def test_list_resolve_and_list_again(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [c["kind"] for c in json.loads(out)] == ["receipt_collision"]
     code, out, _ = _run(capsys, "conflicts", db)
     assert "compensate by Ana" in out and "two in the back" in out and "1 open" in out
+    assert f"{over['id']}  oversell             A @s1" in out
     with closing(open_db(Path(db))) as conn:
         assert open_conflict_count(conn) == 1
+
+
+async def _hq_holding(root: Path, till_db: Path) -> Path:
+    till = await EventLog.open(till_db, "s1/t1", StoreState())
+    hq = await EventLog.open(root / "hq.db", "hq", StoreState())
+    for origin, seq in till.version_vector().items():
+        await hq.ingest_raw(await till.read_range(origin, 1, seq))
+    for log in (till, hq):
+        await log.close()
+    return root / "hq.db"
+
+
+def test_hq_cannot_compensate_a_stores_oversell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hq = str(asyncio.run(_hq_holding(tmp_path, asyncio.run(_two_tills_oversell(tmp_path)))))
+    code, out, _ = _run(capsys, "conflicts", hq, "--json", "--kind", "oversell")
+    [over] = json.loads(out)
+    code, _, err = _run(capsys, "resolve", hq, over["id"], "--action", "compensate",
+                        "--by", "Ana", "--reason", "x")  # fmt: skip
+    assert code == 2 and "resolve it on a till of store 's1'" in err
 
 
 def test_resolve_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

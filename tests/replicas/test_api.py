@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.factories import chain
 from tillmesh.conflict import queries
 from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import ProductUpserted
+from tillmesh.core.events import ProductUpserted, StockReceived
 from tillmesh.core.log import EventLog
 from tillmesh.replicas.api import create_app
 
@@ -237,6 +238,33 @@ async def test_stock_after_receive_sale_adjust_count(client: httpx.AsyncClient) 
     await client.post("/stock/BREAD/receive", json={"qty": 4})
     levels = (await client.get("/stock")).json()
     assert levels == [{"sku": "BREAD", "on_hand": 4}, {"sku": "COLA", "on_hand": 20}]
+
+
+async def test_stock_is_this_replicas_store_unless_asked(
+    client: httpx.AsyncClient, log: EventLog
+) -> None:
+    await client.post("/stock/COLA/receive", json={"qty": 10})
+    others = chain("hq", [StockReceived(sku="COLA", qty=50)])  # HQ's own stock
+    others += chain("s2/t1", [StockReceived(sku="BREAD", qty=7)])  # (HQ would hold this)
+    assert not (await log.ingest(others)).rejected
+    assert (await client.get("/stock")).json() == [{"sku": "COLA", "on_hand": 10}]
+    assert (await client.get("/stock/COLA")).json()["on_hand"] == 10
+    assert (await client.get("/stock/COLA?store=hq")).json()["on_hand"] == 50
+    assert (await client.get("/stock?store=s2")).json() == [{"sku": "BREAD", "on_hand": 7}]
+    assert (await client.get("/stock?store=s1.x")).status_code == 422
+
+
+async def test_hq_shows_its_own_stock_and_any_stores(tmp_path: Path) -> None:
+    hq_log = await open_log(tmp_path / "hq.db", "hq")
+    try:
+        assert not (await hq_log.ingest(chain(TILL, [StockReceived(sku="COLA", qty=3)]))).rejected
+        async with client_for(FakeReplica("hq", hq_log)) as hq:
+            r = await hq.post("/stock/COLA/receive", json={"qty": 40})
+            assert r.json()["on_hand"] == 40  # HQ's warehouse, not store 1's shelf
+            assert (await hq.get("/stock")).json() == [{"sku": "COLA", "on_hand": 40}]
+            assert (await hq.get("/stock/COLA?store=s1")).json()["on_hand"] == 3
+    finally:
+        await hq_log.close()
 
 
 async def test_invalid_stock_requests(client: httpx.AsyncClient) -> None:

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 import msgspec
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from tillmesh.conflict import queries
+from tillmesh.conflict.stock import stock_store
 from tillmesh.core.clock import hlc_ms
 from tillmesh.core.errors import StorageError, TillmeshError, ValidationError
 from tillmesh.core.events import HQ, Body, Event, SaleVoided, encode_body
@@ -288,10 +289,18 @@ def _sales_router(till: _Till) -> APIRouter:
 
 # --- stock -----------------------------------------------------------------------------
 
+# Stock is kept per store: a replica's stock events move its own store's stock (HQ's
+# its own, store "hq"), and that is what these endpoints show unless ?store= names
+# another store whose events the replica holds (HQ: any store; a till: its own and hq).
+StoreParam = Annotated[
+    str | None,
+    Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="default: this replica's"),
+]
 
-def _on_hand(conn: sqlite3.Connection, sku: str) -> int | None:
+
+def _on_hand(conn: sqlite3.Connection, sku: str, store: str) -> int | None:
     """On hand; 0 for a catalog SKU never moved; None for a SKU nothing knows."""
-    levels = queries.stock_levels(conn)
+    levels = queries.stock_levels(conn, store=store)
     if sku in levels:
         return levels[sku]
     return 0 if queries.product(conn, sku) is not None else None
@@ -299,11 +308,12 @@ def _on_hand(conn: sqlite3.Connection, sku: str) -> int | None:
 
 def _stock_router(till: _Till) -> APIRouter:
     r = APIRouter(tags=["stock"])
+    own = stock_store(till.replica.replica_id)
 
     async def move(sku: str, body: Body) -> m.StockOut:
         # Stock may arrive before its product replicates here: no catalog check.
         ev = await till.append(body)
-        on_hand = await till.read(lambda c: queries.stock_levels(c, [sku])[sku])
+        on_hand = await till.read(lambda c: queries.stock_levels(c, [sku], store=own)[sku])
         return m.StockOut(sku=sku, on_hand=on_hand, event_id=ev.id, hlc=ev.hlc)
 
     @r.post("/stock/{sku}/receive", status_code=201)
@@ -319,13 +329,13 @@ def _stock_router(till: _Till) -> APIRouter:
         return await move(sku, req.to_body(sku))
 
     @r.get("/stock")
-    async def all_stock() -> list[m.StockLevel]:
-        levels = await till.read(queries.stock_levels)
+    async def all_stock(store: StoreParam = None) -> list[m.StockLevel]:
+        levels = await till.read(lambda c: queries.stock_levels(c, store=store or own))
         return [m.StockLevel(sku=s, on_hand=n) for s, n in levels.items()]
 
     @r.get("/stock/{sku}")
-    async def one_stock(sku: Sku) -> m.StockLevel:
-        on_hand = await till.read(lambda c: _on_hand(c, sku))
+    async def one_stock(sku: Sku, store: StoreParam = None) -> m.StockLevel:
+        on_hand = await till.read(lambda c: _on_hand(c, sku, store or own))
         if on_hand is None:
             raise _not_found(f"SKU {sku!r}")
         return m.StockLevel(sku=sku, on_hand=on_hand)

@@ -125,7 +125,8 @@ def _print_conflict(c: Conflict) -> None:
     details = " ".join(f"{k}={v}" for k, v in sorted(c.details.items()))
     more = f" ... ({len(c.events)} events)" if len(c.events) > 6 else ""
     events = " ".join(c.events[:6]) + more
-    print(f"{c.id}  {c.kind:20} {c.subject:16} {status}")
+    subject = c.subject if c.store is None else f"{c.subject} @{c.store}"  # stock: per store
+    print(f"{c.id}  {c.kind:20} {subject:16} {status}")
     print(f"    events: {events}")
     if details:
         print(f"    {details}")

@@ -195,8 +195,16 @@ def _print_state_table(conn: sqlite3.Connection) -> None:
         f"sales    {summary.sales}  gross {summary.gross}  voided {summary.voided}  "
         f"refunded {summary.refunded}  net {summary.net}"
     )
-    levels = queries.stock_levels(conn)
-    print(f"stock    {len(levels)} SKUs, {sum(levels.values())} units on hand")
+    by_store = queries.stock_by_store(conn)
+    if len(by_store) > 1:  # HQ (or a till holding HQ's own stock too): each store apart
+        for store, levels in by_store.items():
+            _print_stock(f"stock {store}", levels)
+    else:  # a till: its store's stock, as it always printed
+        _print_stock("stock", queries.stock_levels(conn))
+
+
+def _print_stock(title: str, levels: dict[str, int]) -> None:
+    print(f"{title:8} {len(levels)} SKUs, {sum(levels.values())} units on hand")
     for sku, qty in sorted(levels.items())[:20]:
         print(f"  {sku:24} {qty:>8}")
     if len(levels) > 20:
