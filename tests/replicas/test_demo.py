@@ -2,8 +2,9 @@
 
 The demo checks itself; this test does not take its word for it. It reads every
 replica's log file afterwards and checks the printed claims against them: one digest
-per store, HQ's view of each store folding to that digest, the printed number of
-sales on every replica, and no process left behind.
+per store, HQ's view of each store folding to that digest, HQ's stock of each store
+equal to that store's tills', the printed number of sales on every replica, and no
+process left behind.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ def run_demo(data: Path, *args: str, timeout: float = 240) -> subprocess.Complet
     )
 
 
-def read_db(path: Path) -> tuple[str, int]:
+def read_db(path: Path) -> tuple[str, int, dict[str, dict[str, int]]]:
+    """(digest, number of sales, stock per store) of a replica's log file."""
     conn = open_sync(path, readonly=True)
     try:
-        return queries.state_digest(conn), queries.sales_summary(conn).sales
+        summary = queries.sales_summary(conn)
+        return queries.state_digest(conn), summary.sales, queries.stock_by_store(conn)
     finally:
         conn.close()
 
@@ -68,17 +71,18 @@ def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
     assert printed_sales > 0
 
     site, _ = load_site(data)
+    _, hq_sales, hq_stock = read_db(data / "hq" / "log.db")
     total = 0
     for store, tills in site.stores.items():
         facts = [read_db(data / store / till / "log.db") for till in tills]
-        digests = {digest for digest, _ in facts}
+        assert all(stock == {store: hq_stock[store]} for _, _, stock in facts), store
+        digests = {digest for digest, _, _ in facts}
         assert len(digests) == 1, f"{store}: tills disagree: {digests}"
         hq_view = scoped_digest(data / "hq" / "log.db", f"{store}/{tills[0]}", site.price_policy)
         assert digests == {hq_view}, f"{store}: HQ's events of the store fold differently"
-        counts = {sales for _, sales in facts}
+        counts = {sales for _, sales, _ in facts}
         assert len(counts) == 1
         total += counts.pop()
-    _, hq_sales = read_db(data / "hq" / "log.db")
     assert total == hq_sales == printed_sales
     assert leftovers(data) == [], "the demo left processes running"
 

@@ -55,7 +55,7 @@ class Facts:
 
     digest: str
     sales: dict[str, int]  # sale id -> total
-    stock: dict[str, int]
+    stock: dict[tuple[str, str], int]  # (store, sku) -> on hand, zeros left out
     money: dict[str, int]
 
 
@@ -66,7 +66,12 @@ def _read_facts(db: Path) -> Facts:
         return Facts(
             queries.state_digest(conn),
             dict(conn.execute("SELECT id, total FROM st_sales")),
-            {k: v for k, v in queries.stock_levels(conn).items() if v},
+            {
+                (store, sku): n
+                for store, levels in queries.stock_by_store(conn).items()
+                for sku, n in levels.items()
+                if n
+            },
             {"gross": summary.gross, "voided": summary.voided, "refunded": summary.refunded},
         )
     finally:
@@ -92,20 +97,22 @@ def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
         scratch.close()
 
 
-def _expect(
-    model: Model, stores: list[str]
-) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """(sales, stock, money) the model says replicas holding `stores` must show."""
+Expected = tuple[dict[str, int], dict[tuple[str, str], int], dict[str, int]]
+
+
+def _expect(model: Model, stores: list[str]) -> Expected:
+    """(sales, stock, money) the model says replicas holding `stores` must show; stock
+    per (store, sku), as each store keeps its own (HQ too, for every store)."""
     sales = {s.id: s.total for s in model.sales.values() if s.till.split("/")[0] in stores}
-    stock: Counter[str] = Counter()
     money: Counter[str] = Counter({"gross": 0, "voided": 0, "refunded": 0})
+    stock: dict[tuple[str, str], int] = {}
     for store in stores:
-        stock.update(model.stock.get(store, Counter()))
+        stock |= {(store, sku): n for sku, n in model.stock.get(store, Counter()).items() if n}
         money.update(model.money.get(store, Counter()))
-    return sales, {k: v for k, v in stock.items() if v}, dict(money)
+    return sales, stock, dict(money)
 
 
-def _compare(rid: str, facts: Facts, want: tuple[dict[str, int], ...]) -> list[Check]:
+def _compare(rid: str, facts: Facts, want: Expected) -> list[Check]:
     sales, stock, money = want
     missing, extra = sales.keys() - facts.sales.keys(), facts.sales.keys() - sales.keys()
     wrong = [k for k in stock.keys() | facts.stock.keys() if stock.get(k) != facts.stock.get(k)]
@@ -120,7 +127,7 @@ def _compare(rid: str, facts: Facts, want: tuple[dict[str, int], ...]) -> list[C
             rid,
             "stock",
             not wrong,
-            f"{len(stock)} SKUs" + (f"; differs on {sorted(wrong)[:3]}" if wrong else ""),
+            f"{len(stock)} SKU levels" + (f"; differs on {sorted(wrong)[:3]}" if wrong else ""),
         ),
         Check(
             rid,
