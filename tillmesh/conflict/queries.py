@@ -153,13 +153,24 @@ def sale_by_receipt(conn: sqlite3.Connection, receipt: str) -> list[Record]:
 
 
 def sales_summary(conn: sqlite3.Connection, shift: str | None = None) -> SalesSummary:
-    """(count, gross, voided, refunded, net) over all sales, or one shift's."""
-    where, args = ("WHERE s.shift = ?", (shift,)) if shift is not None else ("", ())
-    count, gross, voided, refunded = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(s.total), 0),"
-        " COALESCE(SUM(CASE WHEN st.voided THEN s.total ELSE 0 END), 0),"
-        " COALESCE(SUM(CASE WHEN st.voided THEN 0 ELSE st.refunded END), 0)"
-        f" FROM st_sales s JOIN st_sale_status st ON st.sale_id = s.id {where}",
+    """(count, gross, voided, refunded, net) over all sales, or one shift's.
+
+    Count and gross come from the per-shift totals, voided and refunded from the voids
+    and refunds (joined to their sales): cost grows with those, not with all sales.
+    """
+    where, args = ("WHERE shift = ?", (shift,)) if shift is not None else ("", ())
+    and_shift = "AND s.shift = ?" if shift is not None else ""
+    count, gross = conn.execute(
+        f"SELECT COALESCE(SUM(sales), 0), COALESCE(SUM(gross), 0) FROM st_totals {where}", args
+    ).fetchone()
+    (voided,) = conn.execute(
+        "SELECT COALESCE(SUM(s.total), 0) FROM st_sales s"
+        f" WHERE s.id IN (SELECT sale_id FROM st_voids) {and_shift}",
+        args,
+    ).fetchone()
+    (refunded,) = conn.execute(
+        "SELECT COALESCE(SUM(r.amount), 0) FROM st_refunds r JOIN st_sales s ON s.id = r.sale_id"
+        f" WHERE r.sale_id NOT IN (SELECT sale_id FROM st_voids) {and_shift}",
         args,
     ).fetchone()
     return SalesSummary(count, gross, voided, refunded, gross - voided - refunded)

@@ -57,6 +57,10 @@ TABLES: dict[str, str] = {
     " hlc INTEGER NOT NULL, receipt TEXT NOT NULL, total INTEGER NOT NULL,"
     " change INTEGER NOT NULL, shift TEXT NOT NULL, cashier TEXT NOT NULL,"
     " nlines INTEGER NOT NULL, lines TEXT NOT NULL, payments TEXT NOT NULL",
+    # Sales count and gross per shift ('' for none), summed as sales are folded: a
+    # status poll reads these few rows instead of scanning every sale (plain sums, and
+    # each sale is folded once, so they are order-free like everything else here).
+    "st_totals": "shift TEXT PRIMARY KEY, sales INTEGER NOT NULL, gross INTEGER NOT NULL",
     "st_voids": "eid TEXT PRIMARY KEY, sale_id TEXT NOT NULL, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL",
     # Which void currently restocks a sale: the earliest by (hlc, origin, seq).
@@ -121,6 +125,7 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_catalog_writes", "eid"),
     ("st_products", "sku"),
     ("st_sales", "id"),
+    ("st_totals", "shift"),
     ("st_sale_lines", "sale_id, line"),
     ("st_payments", "sale_id, idx"),
     ("st_voids", "eid"),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import sqlite3
 from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 
@@ -126,7 +127,7 @@ class _Batch:
 class StoreState:
     """The store's derived state; see the module docstring for the laws it keeps."""
 
-    version = 2  # 2: stock per (store, sku)
+    version = 3  # 2: stock per (store, sku); 3: st_totals
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -152,6 +153,7 @@ class StoreState:
         for name, sql in _INSERTS.items():
             if b.rows[name]:
                 conn.executemany(sql, b.rows[name])
+        _bump_totals(conn, b.rows["sales"])
         conn.executemany("INSERT INTO st_moves VALUES (?, ?, ?, ?, ?, ?)", b.moves)
         stock.bump_buckets(conn, b.buckets)
         stock.bump_aggregated(conn, b.agg)
@@ -167,6 +169,22 @@ class StoreState:
             return
         conn.execute("INSERT OR REPLACE INTO st_config VALUES ('price_policy', ?)", (want,))
         catalog.refresh_all(conn, self.price_policy, self.window_ms)
+
+
+_BUMP_TOTALS = """
+INSERT INTO st_totals VALUES (?, ?, ?) ON CONFLICT (shift)
+DO UPDATE SET sales = sales + excluded.sales, gross = gross + excluded.gross
+"""
+
+
+def _bump_totals(conn: sqlite3.Connection, sales: list[Row]) -> None:
+    """Add the batch's sales to their shift's count and gross (one row per shift)."""
+    per_shift: dict[object, list[int]] = {}
+    for row in sales:  # st_sales rows: total at 5, shift at 7
+        acc = per_shift.setdefault(row[7], [0, 0])
+        acc[0] += 1
+        acc[1] += cast(int, row[5])
+    conn.executemany(_BUMP_TOTALS, [(shift, n, g) for shift, (n, g) in per_shift.items()])
 
 
 def _fresh(conn: sqlite3.Connection, batch: Sequence[Accepted]) -> list[Accepted]:
