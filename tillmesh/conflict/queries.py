@@ -41,7 +41,6 @@ __all__ = [
     "state_snapshot",
     "stock_by_store",
     "stock_levels",
-    "stock_stores",
 ]
 
 Record = dict[str, Any]
@@ -98,11 +97,6 @@ def stock_by_store(
         return out
     wanted = list(skus)
     return {store: {sku: levels.get(sku, 0) for sku in wanted} for store, levels in out.items()}
-
-
-def stock_stores(conn: sqlite3.Connection) -> list[str]:
-    """The stores whose stock this state holds, sorted."""
-    return [r[0] for r in conn.execute("SELECT DISTINCT store FROM st_stock ORDER BY store")]
 
 
 def _product_record(r: Record) -> Record:
