@@ -22,7 +22,7 @@ from tests.bench.conftest import percentile, table
 from tests.factories import cash_sale, chain
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.events import encode_event
-from tillmesh.core.log import EventLog
+from tillmesh.core.log import EventLog, IngestResult
 
 pytestmark = pytest.mark.bench
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,28 +107,38 @@ async def test_bench_batched_ingest(tmp_path):
     raw_rate = raw_sqlite_executemany_rate(
         tmp_path / "raw.db", [(e.origin, e.seq, r) for e, r in zip(events, raws, strict=True)]
     )
-    log = await EventLog.open(tmp_path / "ingest.db", "s1/t1", StoreState())
-    t0 = time.perf_counter()
-    for i in range(0, n, 2000):
-        result = await log.ingest_raw(raws[i : i + 2000])
-        assert not result.rejected
-    rate = n / (time.perf_counter() - t0)
-    await log.close()
+    one = await ingest_rate(tmp_path / "one.db", raws, in_flight=1)
+    two = await ingest_rate(tmp_path / "two.db", raws, in_flight=2)
     table(
         "batched ingest of remote events (decode + validate + chain + store + fold)",
         [
+            ("raw sqlite3 executemany", f"{raw_rate:,.0f} ev/s", "store only, no state"),
+            ("tillmesh ingest, 1 frame at a time", f"{one:,.0f} ev/s", f"{one / raw_rate:.2f}x"),
             (
-                "raw sqlite3 executemany",
-                f"{raw_rate:,.0f} ev/s",
-                "store only, no validation or state",
-            ),
-            (
-                "tillmesh ingest",
-                f"{rate:,.0f} ev/s",
-                f"{rate / raw_rate:.2f}x raw; target >= 100,000",
+                "tillmesh ingest, 2 frames in flight",
+                f"{two:,.0f} ev/s",
+                f"{two / raw_rate:.2f}x raw; target >= 100,000",
             ),
         ],
     )
+
+
+async def ingest_rate(db: Path, raws: list[bytes], in_flight: int) -> float:
+    """Frames of 2000 through `ingest_raw`; with 2 in flight (as catch-up's read-ahead
+    delivers them) one frame is checked on the loop while the writer commits the other."""
+    log = await EventLog.open(db, "s1/t1", StoreState())
+    try:
+        running: list[asyncio.Task[IngestResult]] = []
+        t0 = time.perf_counter()
+        for i in range(0, len(raws), 2000):
+            running.append(asyncio.create_task(log.ingest_raw(raws[i : i + 2000])))
+            if len(running) == in_flight:
+                assert not (await running.pop(0)).rejected
+        for task in running:
+            assert not (await task).rejected
+        return len(raws) / (time.perf_counter() - t0)
+    finally:
+        await log.close()
 
 
 def _rss_and_restart(db: Path) -> tuple[float, float, int]:

@@ -183,8 +183,9 @@ class EventLog:
     async def ingest(self, events: Sequence[Event], peer: str = "") -> IngestResult:
         """Store remote events idempotently; returns what was accepted, held or refused.
 
-        Hashes, canonical bytes and bodies are checked here, in the caller's thread, so
-        that work for one frame overlaps the writer committing the previous one.
+        Hashes, canonical bytes and bodies are checked here, in the caller's thread and
+        in slices, so the writer's group commit (which queued sales wait for) holds
+        only what needs the log.
         """
         checked: list[CheckedEvent] = []
         for i in range(0, len(events), CHECK_SLICE):
