@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from test_ops_kit import (  # noqa: F401  (fixtures)
@@ -68,6 +69,24 @@ def test_replay_running_stock_follows_receipts_sales_counts_and_voids(
     assert 30 in stock_a  # the count at 14:21 resets it
     assert stock_a[-1] == out["state"]["stock"]["A"]
     assert out["state"]["sales"]["voided"] == 500  # the void at 14:41
+
+
+def test_replay_at_hq_shows_each_event_its_own_store_s_stock(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, hq = cli_json(capsys, "log", "replay", built.db("hq"), "--until", at(60))
+    _, till = cli_json(capsys, "log", "replay", built.db("s1/t2"), "--until", at(60))
+
+    def stock_a(out: dict[str, Any], store: str) -> dict[str, int]:
+        return {e["id"]: e["stock"]["A"] for e in out["events"] if "A" in e["stock"]
+                and e["origin"].startswith(store + "/")}  # fmt: skip
+
+    # s1's events that HQ held by then show s1's stock at HQ as on the till: s2's sales
+    # of A do not count in it (HQ holds fewer of them: the till had not synced them all).
+    at_hq, on_till = stock_a(hq, "s1"), stock_a(till, "s1")
+    assert len(at_hq) >= 5 and {i: on_till[i] for i in at_hq} == at_hq
+    s2_sales = [e for e in hq["events"] if e["origin"] == "s2/x1" and e["type"] == "sale.completed"]
+    assert list(stock_a(hq, "s2").values())[-1] == -len(s2_sales)  # s2 never received A
 
 
 def test_replay_store_filter_and_table_output(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tillmesh.conflict import queries
+from tillmesh.conflict.stock import stock_store
 from tillmesh.core.errors import StorageError, TillmeshError
 from tillmesh.core.events import (
     Body,
@@ -24,6 +25,7 @@ from tillmesh.core.events import (
     StockReceived,
     decode_body,
     decode_event,
+    parse_event_id,
 )
 from tillmesh.core.fold import Accepted
 from tillmesh.replicas.ops import Cut, Progress, Scope, cut_rows, fold_for, new_scratch
@@ -77,7 +79,9 @@ def replay(
                 fold.apply(scratch, [Accepted(ev, body, flags)])
                 if isinstance(body, SaleCompleted):
                     sales, gross = sales + 1, gross + body.total
-            stock = _stock(scratch, _touched_skus(scratch, body))
+            stock = queries.stock_levels(
+                scratch, _touched_skus(scratch, body), store=_moved_store(ev, body)
+            )
             result.steps.append(ReplayStep(ev, flags, sales, gross, stock))
             result.events += 1
             if progress is not None:
@@ -108,11 +112,8 @@ def _touched_skus(conn: sqlite3.Connection, body: Body | None) -> list[str]:
     return []
 
 
-def _stock(conn: sqlite3.Connection, skus: list[str]) -> dict[str, int]:
-    if not skus:
-        return {}
-    marks = ",".join("?" * len(skus))
-    found = dict(
-        conn.execute(f"SELECT sku, on_hand FROM st_stock_levels WHERE sku IN ({marks})", skus)
-    )
-    return {sku: int(found.get(sku, 0)) for sku in skus}
+def _moved_store(ev: Event, body: Body | None) -> str:
+    """The store whose stock the event moves: its own, but a void restocks the sale's."""
+    if isinstance(body, SaleVoided):
+        return stock_store(parse_event_id(body.sale)[0])
+    return stock_store(ev.origin)
