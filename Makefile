@@ -28,6 +28,7 @@ bench: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check tillmesh tests
+	$(BIN)/ruff format --check tillmesh tests
 	$(BIN)/mypy
 
 clean:

@@ -94,11 +94,13 @@ def main() -> None:
     print(f"  check_events      {per_event(lambda: check_events(evs), n):6.2f}  (caller's thread)")
     print("writer thread only (events already checked):")
     with tempfile.TemporaryDirectory() as d:
-        for j, (name, fn) in enumerate((
-            ("raw sqlite3", lambda p: raw_sqlite(p, evs, raws)),
-            ("ingest, no fold", lambda p: log_ingest(p, evs, fold=False)),
-            ("ingest + fold", lambda p: log_ingest(p, evs)),
-        )):
+        for j, (name, fn) in enumerate(
+            (
+                ("raw sqlite3", lambda p: raw_sqlite(p, evs, raws)),
+                ("ingest, no fold", lambda p: log_ingest(p, evs, fold=False)),
+                ("ingest + fold", lambda p: log_ingest(p, evs)),
+            )
+        ):
             walls, cpus = [], []
             for k in range(2):
                 w, c = fn(Path(d) / f"{j}-{k}.db")

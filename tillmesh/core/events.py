@@ -77,9 +77,7 @@ SKU_PATTERN = r"^[A-Za-z0-9._-]+$"
 # The SKU rule is SKU_PATTERN as `re.search` reads it, and is checked by `check_sku` from
 # each body's `check()`, not by msgspec: msgspec calls into `re` per string, ~1.5 µs per
 # SKU, which was most of decoding a one-line sale. The JSON schema still states the rule.
-Sku = Annotated[
-    str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SKU_PATTERN})
-]
+Sku = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SKU_PATTERN})]
 Money = Annotated[int, Meta(ge=0, le=10**12)]
 PositiveQty = Annotated[int, Meta(gt=0, le=10**9)]
 Text = Annotated[str, Meta(max_length=200)]

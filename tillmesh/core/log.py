@@ -264,8 +264,13 @@ class EventLog:
         self, conn: sqlite3.Connection, batch: list[_Request]
     ) -> tuple[list[object], dict[str, Head]]:
         tx = Transaction(
-            conn, self._heads, self.fold, self.clock, self.in_scope,
-            self._pending_origins, self.wall_ms,
+            conn,
+            self._heads,
+            self.fold,
+            self.clock,
+            self.in_scope,
+            self._pending_origins,
+            self.wall_ms,
         )
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -318,12 +323,14 @@ class EventLog:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` on the read connection's thread (a consistent WAL snapshot)."""
         assert self._reader_conn is not None
+
         def in_tx(conn: sqlite3.Connection) -> T:
             conn.execute("BEGIN")
             try:
                 return fn(conn)
             finally:
                 conn.execute("COMMIT")
+
         return await run_in_thread(self._reader_conn, in_tx, self.path)
 
     async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]:
@@ -334,12 +341,14 @@ class EventLog:
         """
         if from_seq <= self._bases.get(origin, 0):
             return []
+
         def query(conn: sqlite3.Connection) -> list[bytes]:
             rows = conn.execute(
                 "SELECT raw FROM events WHERE origin=? AND seq>=? ORDER BY seq LIMIT ?",
                 (origin, from_seq, limit),
             ).fetchall()
             return [raw for (raw,) in rows]
+
         return await self.read(query)
 
     async def stats(self) -> LogStats:

@@ -61,7 +61,7 @@ def _v1_log_tables(conn: sqlite3.Connection) -> None:
             raw         BLOB NOT NULL
         );
         CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-        """
+        """,
     )
 
 

@@ -151,8 +151,7 @@ def ensure_not_running(path: Path) -> None:
     except sqlite3.OperationalError as e:
         raise DatabaseLocked(
             str(path),
-            "the replica is running (the file is in use): stop it, or resolve through "
-            "its HTTP API",
+            "the replica is running (the file is in use): stop it, or resolve through its HTTP API",
         ) from e
     finally:
         probe.close()
