@@ -417,7 +417,13 @@ async def test_openapi_docs_and_page_are_served(client: httpx.AsyncClient) -> No
     for path in ("/sales", "/sales/{sale_id}/void", "/stock/{sku}/adjust", "/catalog/{sku}/price",
                  "/shifts", "/status", "/state/digest", "/healthz"):  # fmt: skip
         assert path in spec["paths"], path
-    assert (await client.get("/docs")).status_code == 200
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "://" not in docs.text  # nothing off the till
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+        assert f"/static-offline-docs/{asset}" in docs.text
+        assert (await client.get(f"/static-offline-docs/{asset}")).status_code == 200, asset
+    redoc = await client.get("/redoc")
+    assert redoc.status_code == 200 and "/static-offline-docs/redoc.standalone.js" in redoc.text
     page = await client.get("/")
     assert page.status_code == 200 and "/static/till.js" in page.text
     assert (await client.get("/static/till.js")).status_code == 200

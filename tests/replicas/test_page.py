@@ -206,3 +206,22 @@ def _drive_sale(browser: Any, url: str) -> str:
 def scan(page: Any, sku: str) -> None:
     page.fill("#sku", sku)
     page.press("#sku", "Enter")
+
+
+def test_api_docs_render_from_the_till_alone(chromium: Path, till: TillServer) -> None:
+    """Integrators open /docs on a till whose internet is down: Swagger UI must render
+    from the till's own assets and list the API's operations."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            requested: list[str] = []
+            page.on("request", lambda req: requested.append(req.url))
+            page.goto(f"{till.url}/docs")
+            expect(page.locator(".opblock-summary-path").first).to_be_visible()
+            paths = page.locator(".opblock-summary-path").all_inner_texts()
+        finally:
+            browser.close()
+    assert "/sales" in [p.replace("\u200b", "") for p in paths]
+    assert all(u.startswith(till.url) for u in requested), requested

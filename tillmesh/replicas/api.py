@@ -30,6 +30,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from tillmesh.conflict import queries
 from tillmesh.conflict.stock import stock_store
@@ -474,7 +475,9 @@ def _mount_page(app: FastAPI) -> None:
 def create_app(replica: ReplicaHandle) -> FastAPI:
     """The till's HTTP API over a running replica; OpenAPI at /openapi.json, docs at /docs."""
     till = _Till(replica)
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc from assets installed with tillmesh, not a CDN (a
+    # till whose internet is down is when integrators most need them).
+    app = FastAPIOffline(
         title=f"tillmesh till {replica.replica_id}",
         description="Local till API: every write is an event in this replica's durable log.",
         version="1",
