@@ -57,6 +57,16 @@ class EventLogContract:
         assert stored == [encode_event(original)]
         assert (await log.stats()).quarantined == 1
 
+    async def test_ingests_reach_the_log_in_call_order(self, log):
+        # A big frame is checked in slices; a small one handed in after it must not
+        # overtake it (its events would be held behind a gap).
+        remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(1100)])
+        big = asyncio.create_task(log.ingest(remote[:1000]))
+        small = asyncio.create_task(log.ingest(remote[1000:]))
+        first, second = await big, await small
+        assert len(first.accepted) == 1000 and len(second.accepted) == 100
+        assert second.held == 0 and log.version_vector()["s1/t2"] == 1100
+
     async def test_stats_count_what_the_events_table_holds(self, log):
         await log.append_many([cash_sale(receipt=f"L{i}") for i in range(3)])
         remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(6)])

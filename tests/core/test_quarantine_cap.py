@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+
+import msgspec
 
 from tests.core.folds import CountingFold
 from tests.factories import cash_sale, chain
-from tillmesh.core.batch import trim_quarantine
+from tillmesh.core.batch import Transaction, trim_quarantine
 from tillmesh.core.events import encode_event
 from tillmesh.core.log import EventLog, read_stats
 
@@ -25,23 +28,16 @@ async def _log_file(tmp_path):  # type: ignore[no-untyped-def]
     return path, sqlite3.connect(path, isolation_level=None)
 
 
-async def test_oldest_evidence_goes_first_equivocations_last(tmp_path) -> None:
+async def test_past_the_cap_the_oldest_evidence_goes_down_to_90_percent(tmp_path) -> None:
     path, conn = await _log_file(tmp_path)
-    _evidence(conn, ["Equivocation", "ChainBroken", "OutOfScope", "Equivocation"] + ["X"] * 6)
-    assert trim_quarantine(conn, 6) == 4  # the four oldest that are not equivocations
-    kept = [k for (k,) in conn.execute("SELECT kind FROM quarantine ORDER BY id")]
-    assert kept == ["Equivocation", "Equivocation"] + ["X"] * 4
-    assert trim_quarantine(conn, 100) == 0
-    assert read_stats(conn, path).quarantine_dropped == 4
-
-
-async def test_equivocations_go_too_once_they_fill_the_quarantine(tmp_path) -> None:
-    path, conn = await _log_file(tmp_path)
-    _evidence(conn, ["Equivocation"] * 10)
-    assert trim_quarantine(conn, 4) == 6
-    kept = [s for (s,) in conn.execute("SELECT seq FROM quarantine ORDER BY id")]
-    assert kept == [7, 8, 9, 10]  # the newest
-    assert read_stats(conn, path).quarantine_dropped == 6
+    _evidence(conn, ["Equivocation", "ChainBroken"] * 5 + ["X"] * 10)  # ids 1..20
+    assert trim_quarantine(conn, 20) == 0
+    _evidence(conn, ["X"])  # 21 rows: over
+    assert trim_quarantine(conn, 20) == 3  # down to 18 = 90% of 20, the oldest first
+    kept = [i for (i,) in conn.execute("SELECT id FROM quarantine ORDER BY id")]
+    assert kept == list(range(4, 22))
+    assert trim_quarantine(conn, 20) == 0  # under the cap again: nothing to do
+    assert read_stats(conn, path).quarantine_dropped == 3
 
 
 async def test_a_log_under_attack_keeps_its_events_and_a_bounded_quarantine(
@@ -59,5 +55,21 @@ async def test_a_log_under_attack_keeps_its_events_and_a_bounded_quarantine(
         stats = await log.stats()
         assert stats.quarantined <= 50 and stats.quarantine_dropped > 0
         assert await log.read_range("s1/t2", 1, 10) == [encode_event(original)]
+    finally:
+        await log.close()
+
+
+async def test_refused_bodies_do_not_keep_their_transactions_alive(tmp_path) -> None:
+    """A refused event's error must not pin the group commit that refused it (its
+    traceback's frames hold the Transaction, and the untracked CheckedEvent the error)."""
+    log = await EventLog.open(tmp_path / "a.db", "s1/t1", CountingFold())
+    try:
+        (good,) = chain("s1/t2", [cash_sale(price=100)])
+        bad = msgspec.structs.replace(good, body=good.body[:-1] + b"\x00")  # invalid body
+        for _ in range(20):  # the head never moves: a peer can resend it forever
+            assert (await log.ingest([bad], peer="evil")).rejected
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, Transaction)]
+        assert len(alive) <= 1, f"{len(alive)} transactions kept alive"
     finally:
         await log.close()

@@ -101,6 +101,7 @@ class EventLog:
         self._pending_origins: set[str] = set()
         self._bases: dict[str, int] = {}  # compacted away: seqs <= base (set offline)
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._ingest_order = asyncio.Lock()
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -187,12 +188,18 @@ class EventLog:
         in slices, so the writer's group commit (which queued sales wait for) holds
         only what needs the log.
         """
-        checked: list[CheckedEvent] = []
-        for i in range(0, len(events), CHECK_SLICE):
-            if i:
-                await asyncio.sleep(0)
-            checked += check_events(events[i : i + CHECK_SLICE])
-        result = await self._submit(_Request(self._new_future(), ingest=checked, peer=peer))
+        # In call order: a small frame handed in after a big one must not overtake it
+        # while the big one is being checked, or its events would land behind a gap
+        # (held) and the sync engine would judge an honest peer's reply short.
+        async with self._ingest_order:
+            checked: list[CheckedEvent] = []
+            for i in range(0, len(events), CHECK_SLICE):
+                if i:
+                    await asyncio.sleep(0)
+                checked += check_events(events[i : i + CHECK_SLICE])
+            request = _Request(self._new_future(), ingest=checked, peer=peer)
+            self._queue_request(request)
+        result = await request.future
         assert isinstance(result, IngestResult)
         return result
 
@@ -212,10 +219,13 @@ class EventLog:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, request: _Request) -> object:
+        self._queue_request(request)
+        return await request.future
+
+    def _queue_request(self, request: _Request) -> None:
         if self._writer_task is None or self._writer_task.done():
             raise StorageError(str(self.path), "log is closed")
-        await self._queue.put(request)
-        return await request.future
+        self._queue.put_nowait(request)  # unbounded: never blocks
 
     async def _write_loop(self) -> None:
         while True:
