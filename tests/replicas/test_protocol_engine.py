@@ -18,7 +18,7 @@ from tillmesh.replicas.protocol import (
     encode_message,
 )
 from tillmesh.replicas.sync import SyncEngine
-from tillmesh.replicas.sync_config import SyncConfig
+from tillmesh.replicas.sync_config import ADMITTED_TIMEOUT_FACTOR, SyncConfig
 
 
 def vv_msg(peer: str, vv: dict[str, int]) -> VersionVectorMsg:
@@ -96,6 +96,25 @@ def test_reads_ahead_while_the_log_ingests_at_most_two_replies_per_peer() -> Non
     assert nxt["s1/t2"].ranges == [("s1/t2", 201, 300)]  # planned past the second
     assert requests(e.on_frame("s1/t2", second, outcome(100, {"s1/t2": 200}), 0.4)) == {}
     assert e.status(0.4).incidents == []
+
+
+def test_a_reply_held_behind_a_gap_is_not_short() -> None:
+    e = engine()
+    (req,) = requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 100}), 0.0)).values()
+    frame = EventsFrame("s1/t2", make_chain("s1/t2", 100)[50:], False, req.id)
+    e.admit("s1/t2", frame, 0.1)
+    held = IngestOutcome(0, 0, 50, 0, {})  # an earlier range failed: these wait for it
+    e.on_frame("s1/t2", frame, held, 0.2)
+    assert e.status(0.2).incidents == [] and e.status(0.2).peers["s1/t2"].backoff == 0
+
+
+def test_an_admitted_reply_is_forgotten_only_long_after_the_pull_timeout() -> None:
+    e = engine()
+    (req,) = requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 100}), 0.0)).values()
+    e.admit("s1/t2", EventsFrame("s1/t2", make_chain("s1/t2", 100), False, req.id), 0.1)
+    assert requests(e.tick(0.2 + FAST.pull_timeout)) == {}  # still queued for the log
+    late = 0.2 + ADMITTED_TIMEOUT_FACTOR * FAST.pull_timeout
+    assert requests(e.tick(late))["s1/t2"].ranges == [("s1/t2", 1, 100)]  # backstop
 
 
 def test_a_failed_ingest_pulls_the_range_again() -> None:

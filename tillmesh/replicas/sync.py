@@ -58,6 +58,7 @@ from tillmesh.replicas.protocol import (
     scope_label,
 )
 from tillmesh.replicas.sync_config import (
+    ADMITTED_TIMEOUT_FACTOR,
     BAD_FRAME,
     BAD_SCOPE,
     BUSY,
@@ -324,7 +325,10 @@ class SyncEngine:
                 brings[ev.origin] = ev.seq
         served_all = all(brings.get(origin, 0) >= last for origin, _, last in pull.ranges)
         full = bool(events) and (frame.more or served_all)
-        self._admitted[pull.id] = _Admitted(pull, brings, now + self.config.pull_timeout, full)
+        # The transport reports every ingest (on_frame / on_ingest_failed); the deadline
+        # is a backstop only, long enough for a frame queued behind many others.
+        deadline = now + ADMITTED_TIMEOUT_FACTOR * self.config.pull_timeout
+        self._admitted[pull.id] = _Admitted(pull, brings, deadline, full)
 
     def read_ahead(self, now: float) -> list[Action]:
         """After `admit`, before the ingest: the pulls that can go out meanwhile."""
@@ -366,6 +370,8 @@ class SyncEngine:
         unmet = [(o, last) for o, _, last in pull.ranges if self._vv.get(o, 0) < last]
         if not unmet:
             peer.strikes = 0
+        elif out.held:  # served, but behind a gap (an earlier reply failed): pulled again
+            return
         elif frame.more and not out.accepted:
             self._soft(pull.peer, BUSY, f"pull {pull.id} made no progress", now)
             self._avoid(pull.peer, now + self.config.retry_backoff)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from tillmesh.replicas.protocol import DEFAULT_MAX_FRAME_BYTES, MIN_FRAME_BYTES
 
 __all__ = [
+    "ADMITTED_TIMEOUT_FACTOR",
     "BAD_FRAME",
     "BAD_SCOPE",
     "BUSY",
@@ -36,6 +37,9 @@ DUPLICATE_FRAME = "duplicate_frame"  # a frame of only known events (replay or l
 HOSTILE_KINDS = frozenset({BAD_FRAME, REJECTED, SHORT, BAD_SCOPE, OUT_OF_SCOPE_REQUEST})
 # Replies of one peer waiting for (or in) the log: one being ingested, one read ahead.
 MAX_ADMITTED_PER_PEER = 2
+# An admitted reply is forgotten after this many pull timeouts if its ingest was never
+# reported (a backstop: HQ after an outage can queue frames for many seconds).
+ADMITTED_TIMEOUT_FACTOR = 12
 
 
 @dataclass(frozen=True)
