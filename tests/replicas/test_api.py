@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import chain
+from tests.factories import cash_sale, chain
 from tillmesh.conflict import queries
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.events import ProductUpserted, StockReceived
@@ -263,6 +263,23 @@ async def test_hq_shows_its_own_stock_and_any_stores(tmp_path: Path) -> None:
             assert r.json()["on_hand"] == 40  # HQ's warehouse, not store 1's shelf
             assert (await hq.get("/stock")).json() == [{"sku": "COLA", "on_hand": 40}]
             assert (await hq.get("/stock/COLA?store=s1")).json()["on_hand"] == 3
+    finally:
+        await hq_log.close()
+
+
+async def test_hq_refuses_to_void_or_refund_a_stores_sale(tmp_path: Path) -> None:
+    hq_log = await open_log(tmp_path / "hq.db", "hq")
+    try:
+        (sale,) = chain(TILL, [cash_sale(price=150)])
+        assert not (await hq_log.ingest([sale])).rejected
+        async with client_for(FakeReplica("hq", hq_log)) as hq:
+            void = await hq.post(f"/sales/{sale.id}/void")
+            refund = await hq.post(
+                f"/sales/{sale.id}/refunds", json={"lines": [{"line": 0, "qty": 1}]}
+            )
+            for r in (void, refund):
+                assert r.status_code == 409 and "store 's1'" in r.text, r.text
+        assert hq_log.version_vector().get("hq", 0) == 0  # nothing appended
     finally:
         await hq_log.close()
 

@@ -197,6 +197,15 @@ def _sale_view(sale: Record | None, sale_id: str) -> m.SaleView:
     return m.SaleView.model_validate(sale)
 
 
+def _check_own_store(till: _Till, sale_id: str, origin: str) -> None:
+    """Voids and refunds are made in the sale's store: its tills would never hold HQ's
+    (a refund there of an unknown sale, forever), and HQ's restock is HQ's stock."""
+    store, own = stock_store(origin), stock_store(till.replica.replica_id)
+    if store != own:
+        detail = f"sale {sale_id} was made in store {store!r}: void or refund it on a till there"
+        raise HTTPException(409, detail)
+
+
 def _refunded_qty(conn: sqlite3.Connection, sale_id: str) -> dict[int, int]:
     """Per sale line, the qty refunded so far (queries has no per-line figure)."""
     rows = conn.execute(
@@ -257,6 +266,7 @@ def _sales_router(till: _Till) -> APIRouter:
     async def void_sale(sale_id: str, req: m.VoidIn | None = None) -> m.EventOut:
         async with till.lock:
             sale = _sale_view(await till.read(lambda c: queries.sale(c, sale_id)), sale_id)
+            _check_own_store(till, sale_id, sale.origin)
             if sale.voided:
                 raise HTTPException(409, f"sale {sale_id} is already voided")
             ev = await till.append(SaleVoided(sale=sale_id, reason=req.reason if req else ""))
@@ -270,6 +280,7 @@ def _sales_router(till: _Till) -> APIRouter:
             )
             if sale is None:
                 raise _not_found(f"sale {sale_id!r}")
+            _check_own_store(till, sale_id, sale["origin"])
             if sale["voided"]:
                 raise HTTPException(409, f"sale {sale_id} is voided")
             amounts = _refund_amounts(sale, done, req)
