@@ -18,11 +18,8 @@ from tillmesh.conflict import queries
 from tillmesh.conflict.detect import Conflict, detect
 from tillmesh.conflict.policies import Policies
 from tillmesh.conflict.resolve import Action, resolve
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.clock import HybridClock
 from tillmesh.core.errors import ConflictError, UnknownConflict, WrongStore
 from tillmesh.core.events import (
-    Body,
     PriceSet,
     ProductUpserted,
     RefundIssued,
@@ -31,62 +28,24 @@ from tillmesh.core.events import (
     StockCounted,
     StockReceived,
 )
-from tillmesh.core.log import EventLog
 
 from .factory import sale_body
+from .lognet import LogNet
 
 HQ, T1, T2 = "hq", "s1/t1", "s1/t2"
 NAMES = (HQ, T1, T2)
 ONE = [RefundLine(line=0, qty=1, amount=100)]  # refund one unit of the first line
 
 
-class Net:
-    """Replicas on tmp files with their own (test-controlled) wall clocks."""
+class Net(LogNet):
+    """hq, s1/t1, s1/t2 with the given policies; `heal` is exchanging everything."""
 
     def __init__(self, policies: Policies) -> None:
+        super().__init__(NAMES)
         self.policies = policies
-        self.logs: dict[str, EventLog] = {}
-        self.now = 1_000_000  # shared wall ms; `skew` adds per replica
-        self.skew: dict[str, int] = {}
-
-    async def open(self, root: Path) -> None:
-        fold_args = {"price_policy": self.policies.price,
-                     "concurrency_window_ms": self.policies.concurrency_window_ms}  # fmt: skip
-        for name in NAMES:
-
-            def wall(name: str = name) -> int:
-                return self.now + self.skew.get(name, 0)
-
-            self.logs[name] = await EventLog.open(
-                root / f"{name.replace('/', '_')}.db", name, StoreState(**fold_args),
-                clock=HybridClock(wall), wall_ms=wall,
-            )  # fmt: skip
-
-    async def close(self) -> None:
-        for log in self.logs.values():
-            await log.close()
-
-    async def do(self, name: str, body: Body, at_ms: int | None = None) -> str:
-        if at_ms is not None:
-            self.now = at_ms
-        return (await self.logs[name].append(body)).id
-
-    async def pull(self, dst: str, src: str) -> None:
-        """`dst` takes everything `src` has that it lacks (the log-level merge)."""
-        a, b = self.logs[dst], self.logs[src]
-        have = a.version_vector()
-        for origin, seq in sorted(b.version_vector().items()):
-            if seq > have.get(origin, 0):
-                raws = await b.read_range(origin, have.get(origin, 0) + 1, 10_000)
-                result = await a.ingest_raw(raws, peer=src)
-                assert not result.rejected
 
     async def heal(self) -> None:
-        for _ in range(2):
-            for dst in NAMES:
-                for src in NAMES:
-                    if dst != src:
-                        await self.pull(dst, src)
+        await self.exchange()
 
     async def conflicts(self, name: str, kind: str | None = None) -> list[Conflict]:
         found = await self.logs[name].read(lambda c: detect(c, self.policies))
@@ -109,7 +68,11 @@ class Net:
 async def net(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Net]:
     policies = getattr(request, "param", Policies())
     n = Net(policies)
-    await n.open(tmp_path)
+    await n.open(
+        tmp_path,
+        price_policy=policies.price,
+        concurrency_window_ms=policies.concurrency_window_ms,
+    )
     yield n
     await n.close()
 

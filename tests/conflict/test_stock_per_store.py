@@ -23,19 +23,17 @@ from tillmesh.conflict.detect import Conflict, detect
 from tillmesh.conflict.policies import Policies
 from tillmesh.conflict.resolve import resolve
 from tillmesh.conflict.state import StoreState
-from tillmesh.core.clock import HybridClock
 from tillmesh.core.events import (
     HQ,
-    Body,
     ProductUpserted,
     SaleCompleted,
     StockCounted,
     StockReceived,
 )
 from tillmesh.core.fold import Accepted
-from tillmesh.core.log import EventLog
 
 from .factory import Chain, _body, apply_all, fresh_db, sale_body
+from .lognet import LogNet
 from .model import store
 
 STOCK_KINDS = ("oversell", "count_during_sales")
@@ -58,42 +56,15 @@ def _store_view(conn: sqlite3.Connection, s: str, policies: Policies) -> tuple[o
 # --- real logs, real topology ------------------------------------------------------------
 
 
-class Site:
+class Site(LogNet):
+    """HQ and two stores of two tills, each replica holding what the topology gives it."""
+
     def __init__(self) -> None:
-        self.logs: dict[str, EventLog] = {}
-        self.now = 1_000_000
-
-    async def open(self, root: Path) -> None:
-        for name in (HQ, *TILLS):
-            self.logs[name] = await EventLog.open(
-                root / f"{name.replace('/', '_')}.db", name, StoreState(),
-                clock=HybridClock(lambda: self.now), wall_ms=lambda: self.now,
-                in_scope=lambda origin, name=name: _holds(name, origin),  # type: ignore[misc]
-            )  # fmt: skip
-
-    async def close(self) -> None:
-        for log in self.logs.values():
-            await log.close()
-
-    async def do(self, name: str, body: Body, at_ms: int) -> str:
-        self.now = at_ms
-        return (await self.logs[name].append(body)).id
-
-    async def pull(self, dst: str, src: str) -> None:
-        a, b = self.logs[dst], self.logs[src]
-        have = a.version_vector()
-        for origin, seq in sorted(b.version_vector().items()):
-            if _holds(dst, origin) and seq > have.get(origin, 0):
-                raws = await b.read_range(origin, have.get(origin, 0) + 1, 10_000)
-                assert not (await a.ingest_raw(raws, peer=src)).rejected
+        super().__init__((HQ, *TILLS), _holds)
 
     async def sync(self) -> None:
         """Every link of the topology, twice: store clusters, and each till with HQ."""
-        for _ in range(2):
-            for dst in self.logs:
-                for src in self.logs:
-                    if dst != src and (HQ in (dst, src) or store(dst) == store(src)):
-                        await self.pull(dst, src)
+        await self.exchange(lambda a, b: HQ in (a, b) or store(a) == store(b))
 
     async def view(self, name: str, s: str) -> tuple[object, ...]:
         return await self.logs[name].read(lambda c: _store_view(c, s, Policies()))
