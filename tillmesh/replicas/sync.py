@@ -6,16 +6,12 @@ and whoever sees a peer holding in-scope events it lacks pulls them in bounded
 windows. Any replica serves any in-scope origin it holds, so convergence is
 transitive (A-B and B-C links suffice for A and C to converge) and needs no master.
 
-Pull planning keeps catch-up gentle: at most one pull in flight per peer and one
-per origin (never the same range from two peers at once), each at most
-`pull_window` events, spread over the peers that hold them, preferring the one
-heard from most recently. Catch-up reads ahead by one frame: once a reply is
-admitted, the next pull to that peer goes out while the log ingests the reply
-(its events count as held for planning), so the peer serves and the network
-carries frame N+1 while frame N is made durable; at most `MAX_ADMITTED_PER_PEER`
-replies of one peer wait for the log, which bounds what a fast peer can queue.
-Serving is filtered by the requester's scope and paced by a per-requester token
-bucket.
+Pull planning: at most one pull in flight per peer and one per origin, each at
+most `pull_window` events, spread over the peers that hold them, the most recently
+heard first. It reads ahead one frame: a full reply, once admitted, counts as held
+and frees its peer for the next pull while the log ingests it (at most
+`MAX_ADMITTED_PER_PEER` replies of a peer wait). Serving is filtered by the
+requester's scope and paced by a per-requester `TokenBucket`.
 
 Peers are untrusted. Garbage, rejected events, a vector the peer then cannot
 serve, or an out-of-scope request are recorded as incidents and back the peer off
@@ -36,6 +32,7 @@ from tillmesh.broker.subjects import events_subject, pull_subject, vv_subject
 from tillmesh.core.errors import FrameError, TillmeshError
 from tillmesh.core.events import HQ, Event, decode_event
 from tillmesh.core.vv import SeqRange
+from tillmesh.replicas.budget import TokenBucket
 from tillmesh.replicas.protocol import (
     Action,
     EventsFrame,
@@ -80,8 +77,7 @@ class _Peer:
     heard_at: float = -math.inf
     avoid_until: float = -math.inf  # its claims are ignored until then
     strikes: int = 0  # hostile incidents since its last clean pull: backoff exponent
-    tokens: float = 0.0  # serve budget (token bucket)
-    refilled_at: float = -math.inf
+    budget: TokenBucket | None = None  # what we still serve it; made on its first pull
 
 
 @dataclass(frozen=True)
@@ -387,7 +383,8 @@ class SyncEngine:
     def on_pull_request(self, peer: str, req: PullRequest, now: float) -> ServePlan:
         """Which rows to serve `peer`: in its scope and ours, held by us, within budget."""
         allowed = self._requester_scope(peer)
-        budget = min(req.max_events, self.config.pull_window, self._take_tokens(peer, now))
+        bucket = self._bucket(peer)
+        budget = min(req.max_events, self.config.pull_window, bucket.available(now))
         reads: list[tuple[str, int, int]] = []
         more = False
         refused = []
@@ -403,7 +400,7 @@ class SyncEngine:
                 budget -= served
         if refused:
             self._hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
-        self._peer(peer).tokens -= sum(n for _, _, n in reads)
+        bucket.spend(sum(n for _, _, n in reads))
         max_bytes = min(req.max_bytes, self.config.max_frame_bytes)
         return ServePlan(req.id, tuple(reads), max_bytes, more)
 
@@ -412,15 +409,11 @@ class SyncEngine:
         payload, _ = build_reply(self.replica_id, plan.pull_id, raws, plan.max_bytes, plan.more)
         return payload
 
-    def _take_tokens(self, peer: str, now: float) -> int:
+    def _bucket(self, peer: str) -> TokenBucket:
         p = self._peer(peer)
-        if p.refilled_at == -math.inf:
-            p.tokens = float(self.config.serve_burst)
-        else:
-            p.tokens += (now - p.refilled_at) * self.config.serve_rate
-        p.tokens = min(p.tokens, float(self.config.serve_burst))
-        p.refilled_at = now
-        return max(0, int(p.tokens))
+        if p.budget is None:
+            p.budget = TokenBucket(self.config.serve_rate, self.config.serve_burst)
+        return p.budget
 
     # --- time ---------------------------------------------------------------------------
 
