@@ -24,7 +24,6 @@ from __future__ import annotations
 import bisect
 import sqlite3
 from collections.abc import Sequence
-from typing import cast
 
 import msgspec
 
@@ -93,6 +92,7 @@ class _Batch:
         self.buckets: stock.Buckets = {}  # store -> (sku, bucket) -> delta
         # origin -> its store's (agg, buckets): the per-event lookup `_sale` does inline
         self.of_origin: dict[str, tuple[dict[str, list[int]], dict[tuple[str, int], int]]] = {}
+        self.totals: dict[str, list[int]] = {}  # shift -> [sales, gross]
         self.sale_ids: list[str] = []
         self.counts: list[tuple[Event, StockCounted]] = []
         self.voids: list[tuple[Event, SaleVoided]] = []
@@ -153,7 +153,7 @@ class StoreState:
         for name, sql in _INSERTS.items():
             if b.rows[name]:
                 conn.executemany(sql, b.rows[name])
-        _bump_totals(conn, b.rows["sales"])
+        _bump_totals(conn, b.totals)
         conn.executemany("INSERT INTO st_moves VALUES (?, ?, ?, ?, ?, ?)", b.moves)
         stock.bump_buckets(conn, b.buckets)
         stock.bump_aggregated(conn, b.agg)
@@ -177,14 +177,9 @@ DO UPDATE SET sales = sales + excluded.sales, gross = gross + excluded.gross
 """
 
 
-def _bump_totals(conn: sqlite3.Connection, sales: list[Row]) -> None:
+def _bump_totals(conn: sqlite3.Connection, totals: dict[str, list[int]]) -> None:
     """Add the batch's sales to their shift's count and gross (one row per shift)."""
-    per_shift: dict[object, list[int]] = {}
-    for row in sales:  # st_sales rows: total at 5, shift at 7
-        acc = per_shift.setdefault(row[7], [0, 0])
-        acc[0] += 1
-        acc[1] += cast(int, row[5])
-    conn.executemany(_BUMP_TOTALS, [(shift, n, g) for shift, (n, g) in per_shift.items()])
+    conn.executemany(_BUMP_TOTALS, [(shift, n, g) for shift, (n, g) in totals.items()])
 
 
 def _fresh(conn: sqlite3.Connection, batch: Sequence[Accepted]) -> list[Accepted]:
@@ -281,6 +276,12 @@ def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
                 acc[1] = hlc
         key = (sku, bucket)
         buckets[key] = buckets.get(key, 0) - qty
+    shift_totals = b.totals.get(body.shift)
+    if shift_totals is None:
+        b.totals[body.shift] = [1, total]
+    else:
+        shift_totals[0] += 1
+        shift_totals[1] += total
     pays = [(p.method, p.amount, p.card_last4, p.auth, p.reference) for p in body.payments]
     b.sale_ids.append(sid)
     b.rows["sales"].append(
