@@ -30,8 +30,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from tillmesh.conflict.stock import MoveRow, add_moves, remove_moves, stock_store, store_sql
-from tillmesh.core.events import Event, RefundIssued, SaleVoided, parse_event_id
+from tillmesh.conflict.stock import MoveRow, add_moves, remove_moves, sale_store, store_sql
+from tillmesh.core.events import Event, RefundIssued, SaleVoided
 
 __all__ = ["link", "refund_moves"]
 
@@ -122,7 +122,7 @@ def _reconcile_void(conn: sqlite3.Connection, sale_id: str) -> None:
 
 def _void_moves(conn: sqlite3.Connection, sale_id: str, void_id: str, hlc: int) -> list[MoveRow]:
     """The sale's lines back in stock, in the sale's store, at the void's HLC."""
-    store = stock_store(parse_event_id(sale_id)[0])
+    store = sale_store(sale_id)
     rows = conn.execute(
         "SELECT line, sku, qty FROM st_sale_lines WHERE sale_id = ? ORDER BY line", (sale_id,)
     ).fetchall()

@@ -30,7 +30,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from tillmesh.core.clock import COUNTER_BITS
-from tillmesh.core.events import Event, StockCounted
+from tillmesh.core.events import Body, Event, SaleVoided, StockCounted, parse_event_id
 
 __all__ = [
     "BUCKET_MS",
@@ -44,7 +44,9 @@ __all__ = [
     "bump_aggregated",
     "bump_buckets",
     "remove_moves",
+    "sale_store",
     "stock_store",
+    "store_moved_by",
     "store_sql",
 ]
 
@@ -64,6 +66,16 @@ def stock_store(origin: str) -> str:
     written as one `partition` because the fold calls it per event.
     """
     return origin.partition("/")[0]
+
+
+def sale_store(sale_id: str) -> str:
+    """The store whose stock a sale moves, and so where a void of it restocks."""
+    return stock_store(parse_event_id(sale_id)[0])
+
+
+def store_moved_by(ev: Event, body: Body | None) -> str:
+    """The store whose stock `ev` moves: its origin's, but a void restocks the sale's."""
+    return sale_store(body.sale) if isinstance(body, SaleVoided) else stock_store(ev.origin)
 
 
 def store_sql(origin_col: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tillmesh.conflict import queries
-from tillmesh.conflict.stock import stock_store
+from tillmesh.conflict.stock import store_moved_by
 from tillmesh.core.errors import StorageError, TillmeshError
 from tillmesh.core.events import (
     Body,
@@ -25,7 +25,6 @@ from tillmesh.core.events import (
     StockReceived,
     decode_body,
     decode_event,
-    parse_event_id,
 )
 from tillmesh.core.fold import Accepted
 from tillmesh.replicas.ops import Cut, Progress, Scope, cut_rows, fold_for, new_scratch
@@ -80,7 +79,7 @@ def replay(
                 if isinstance(body, SaleCompleted):
                     sales, gross = sales + 1, gross + body.total
             stock = queries.stock_levels(
-                scratch, _touched_skus(scratch, body), store=_moved_store(ev, body)
+                scratch, _touched_skus(scratch, body), store=store_moved_by(ev, body)
             )
             result.steps.append(ReplayStep(ev, flags, sales, gross, stock))
             result.events += 1
@@ -110,10 +109,3 @@ def _touched_skus(conn: sqlite3.Connection, body: Body | None) -> list[str]:
     if isinstance(body, StockReceived | StockAdjusted | StockCounted):
         return [body.sku]
     return []
-
-
-def _moved_store(ev: Event, body: Body | None) -> str:
-    """The store whose stock the event moves: its own, but a void restocks the sale's."""
-    if isinstance(body, SaleVoided):
-        return stock_store(parse_event_id(body.sale)[0])
-    return stock_store(ev.origin)
