@@ -375,16 +375,17 @@ def read_stats(conn: sqlite3.Connection, path: Path, *, exact: bool = True) -> L
     """
 
     def count(table: str) -> int:
-        if table == "events" and not exact:
-            sql = "SELECT COALESCE(SUM(seq - base), 0) FROM heads"
-            return int(conn.execute(sql).fetchone()[0])
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def events_from_heads() -> int:
+        sql = "SELECT COALESCE(SUM(seq - base), 0) FROM heads"
+        return int(conn.execute(sql).fetchone()[0])
 
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     return LogStats(
         path=str(path),
         replica_id=str(meta.get("replica_id", "")),
-        events=count("events"),
+        events=count("events") if exact else events_from_heads(),
         pending=count("pending"),
         quarantined=count("quarantine"),
         quarantine_dropped=int(meta.get("quarantine_dropped", 0)),
