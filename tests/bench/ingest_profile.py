@@ -69,7 +69,7 @@ def log_ingest(path: Path, evs: list[Event], fold: bool = True) -> tuple[float, 
     log._prepare(conn)
     if not fold:
         state.apply = lambda conn, batch: None  # type: ignore[method-assign]
-    checked = [check_events(evs[i : i + BATCH]) for i in range(0, len(evs), BATCH)]
+    checked = [check_events(evs[i : i + BATCH], {}) for i in range(0, len(evs), BATCH)]
     t0, c0 = time.perf_counter(), time.thread_time()
     for chunk in checked:
         req = _Request(None, ingest=chunk)  # type: ignore[arg-type]
@@ -91,7 +91,8 @@ def main() -> None:
     print(f"  event_hash        {per_event(lambda: [event_hash(e) for e in evs], n):6.2f}")
     print(f"  encode_event      {per_event(lambda: [encode_event(e) for e in evs], n):6.2f}")
     print(f"  decode_body       {per_event(lambda: [decode_body(e) for e in evs], n):6.2f}")
-    print(f"  check_events      {per_event(lambda: check_events(evs), n):6.2f}  (caller's thread)")
+    check = per_event(lambda: check_events(evs, {}), n)
+    print(f"  check_events      {check:6.2f}  (caller's thread)")
     print("writer thread only (events already checked):")
     with tempfile.TemporaryDirectory() as d:
         for j, (name, fn) in enumerate(

@@ -78,6 +78,7 @@ class CheckedEvent(msgspec.Struct, frozen=True, gc=False):
     raw: bytes  # canonical envelope bytes, as stored and served
     body: Body | None
     error: EventError | None = None
+    known: bool = False  # at or below the head when checked: hash only, body unchecked
 
 
 def check_event(ev: Event) -> CheckedEvent:
@@ -91,8 +92,17 @@ def check_event(ev: Event) -> CheckedEvent:
     return CheckedEvent(ev, event_hash(ev), encode_event(ev), body, error)
 
 
-def check_events(events: Sequence[Event]) -> list[CheckedEvent]:
-    return [check_event(ev) for ev in events]
+def check_events(events: Sequence[Event], heads: dict[str, Head]) -> list[CheckedEvent]:
+    """Check each event; one at or below its origin's committed head is a duplicate
+    (or equivocation) whatever happens meanwhile, since heads only grow: only its
+    hash is needed, so its body is not decoded (echoes and overlapping pulls)."""
+    out: list[CheckedEvent] = []
+    for ev in events:
+        if ev.seq <= heads.get(ev.origin, NO_HEAD)[0]:
+            out.append(CheckedEvent(ev, event_hash(ev), b"", None, known=True))
+        else:
+            out.append(check_event(ev))
+    return out
 
 
 @dataclass
@@ -183,6 +193,8 @@ class Transaction:
         self.pending_origins.add(ev.origin)
 
     def _accept_remote(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
+        if checked.known:  # cannot happen while heads only grow; checked in full if it does
+            checked = check_event(checked.event)
         ev, body = checked.event, checked.body
         if checked.error is not None:
             self._quarantine(ev, peer, checked.error)

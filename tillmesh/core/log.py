@@ -196,7 +196,7 @@ class EventLog:
             for i in range(0, len(events), CHECK_SLICE):
                 if i:
                     await asyncio.sleep(0)
-                checked += check_events(events[i : i + CHECK_SLICE])
+                checked += check_events(events[i : i + CHECK_SLICE], self._heads)
             request = _Request(self._new_future(), ingest=checked, peer=peer)
             self._queue_request(request)
         result = await request.future
