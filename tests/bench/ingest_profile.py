@@ -3,7 +3,9 @@
 Run: .venv/bin/python -m tests.bench.ingest_profile [events]
 Prints µs/event for envelope decode, hash, re-encode, body decode+validate and all of
 `check_events` (done in the caller's thread), then the writer's durable transaction
-without and with the fold, plus the same bytes through raw sqlite3 executemany.
+without and with the fold, plus the same bytes through raw sqlite3 executemany, and
+`sqlite_floor`: the rows tillmesh itself wrote for those events, replayed through raw
+sqlite3 into the same schema (what SQLite alone costs for this layout, with no Python).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from tillmesh.core.log import EventLog, _Request
 from tillmesh.core.sqlite import open_sync
 
 BATCH = 2000
+# The rows a folded sale costs in this layout: its event and its sales-register row (the
+# stock tables get one upsert per SKU and minute per batch, not per sale).
+FLOOR_TABLES = ("events", "st_sales")
 
 
 def events(n: int) -> list[Event]:
@@ -59,6 +64,35 @@ def raw_sqlite(path: Path, evs: list[Event], raws: list[bytes]) -> tuple[float, 
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     conn.close()
     return wall / len(rows) * 1e6, cpu / len(rows) * 1e6
+
+
+def sqlite_floor(src: Path, dst: Path, tables: tuple[str, ...]) -> float:
+    """µs/event (wall) for raw sqlite3 to write the rows of `tables` that a real ingest
+    wrote into `src`, into an empty log of the same schema, in batches of BATCH, durably.
+
+    This is the storage floor of the layout: no decoding, checking, chaining or folding,
+    only the inserts (with the schema's keys and indexes) and the commits.
+    """
+    state = StoreState()
+    log = EventLog(dst, "s1/t1", state, HybridClock(system_wall_ms), lambda o: True,
+                   system_wall_ms)  # fmt: skip
+    conn = open_sync(dst)
+    log._prepare(conn)  # the log's and the fold's tables, indexes and all
+    source = open_sync(src, readonly=True)
+    # in the order the ingest received them (its chains one after another)
+    rows = {t: source.execute(f"SELECT * FROM {t} ORDER BY origin, seq").fetchall() for t in tables}
+    source.close()
+    n = len(rows[tables[0]])
+    inserts = {t: f"INSERT INTO {t} VALUES ({','.join('?' * len(rows[t][0]))})" for t in tables}
+    t0 = time.perf_counter()
+    for i in range(0, n, BATCH):
+        conn.execute("BEGIN IMMEDIATE")
+        for t in tables:
+            conn.executemany(inserts[t], rows[t][i : i + BATCH])
+        conn.execute("COMMIT")
+    wall = time.perf_counter() - t0
+    conn.close()
+    return wall / n * 1e6
 
 
 def log_ingest(path: Path, evs: list[Event], fold: bool = True) -> tuple[float, float]:
@@ -109,6 +143,9 @@ def main() -> None:
                 cpus.append(c)
             w, c = min(walls), min(cpus)
             print(f"  {name:<17} {c:6.2f} cpu  {w:6.2f} wall  ({1e6 / w:,.0f} ev/s)")
+        floor = sqlite_floor(Path(d) / "2-0.db", Path(d) / "floor.db", FLOOR_TABLES)
+        print(f"  sqlite floor      {floor:6.2f} wall  ({1e6 / floor:,.0f} ev/s): the events")
+        print("                    and st_sales rows above, raw sqlite3, same schema")
 
 
 if __name__ == "__main__":

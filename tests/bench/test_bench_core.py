@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.bench.conftest import percentile, table
+from tests.bench.ingest_profile import FLOOR_TABLES, sqlite_floor
 from tests.factories import cash_sale, chain
 from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import encode_event
+from tillmesh.core.batch import check_events
+from tillmesh.core.events import decode_event, encode_event
 from tillmesh.core.log import EventLog, IngestResult
 
 pytestmark = pytest.mark.bench
@@ -109,6 +111,10 @@ async def test_bench_batched_ingest(tmp_path):
     )
     one = await ingest_rate(tmp_path / "one.db", raws, in_flight=1)
     two = await ingest_rate(tmp_path / "two.db", raws, in_flight=2)
+    floor = 1e6 / sqlite_floor(tmp_path / "one.db", tmp_path / "floor.db", FLOOR_TABLES)
+    t0 = time.thread_time()
+    assert len(check_events([decode_event(r) for r in raws], {})) == n
+    check = n / (time.thread_time() - t0)
     table(
         "batched ingest of remote events (decode + validate + chain + store + fold)",
         [
@@ -119,6 +125,12 @@ async def test_bench_batched_ingest(tmp_path):
                 f"{two:,.0f} ev/s",
                 f"{two / raw_rate:.2f}x raw; target >= 100,000",
             ),
+            (
+                "floor: its events + st_sales rows, raw",
+                f"{floor:,.0f} ev/s",
+                f"{floor / raw_rate:.2f}x raw: SQLite alone for this layout, no Python",
+            ),
+            ("checking alone (decode, hash, body)", f"{check:,.0f} ev/s", "one core, no storage"),
         ],
     )
 
