@@ -11,11 +11,13 @@ most `pull_window` events, spread over the peers that hold them, the most recent
 heard first. It reads ahead one frame: a full reply, once admitted, counts as held
 and frees its peer for the next pull while the log ingests it (at most
 `MAX_ADMITTED_PER_PEER` replies of a peer wait). Serving is filtered by the
-requester's scope and paced by a per-requester `TokenBucket`.
+requester's scope and paced by a per-requester `TokenBucket` (`PullServer`,
+sync_serve.py).
 
 Peers are untrusted. Garbage, rejected events, a vector the peer then cannot
 serve, or an out-of-scope request are recorded as incidents and back the peer off
-(its claims ignored, exponentially longer each time) while other peers serve.
+(its claims ignored, exponentially longer each time) while other peers serve
+(`PeerTable`, sync_peers.py: what we know of each peer, and the incidents).
 
 No I/O and no clock reads: the transport passes bytes and a monotonic `now` in,
 runs the log reads and ingests the engine asks for, and executes the returned
@@ -26,21 +28,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tillmesh.broker.subjects import events_subject, pull_subject, vv_subject
 from tillmesh.core.errors import FrameError, TillmeshError
 from tillmesh.core.events import HQ, Event, decode_event
 from tillmesh.core.vv import SeqRange
-from tillmesh.replicas.budget import TokenBucket
 from tillmesh.replicas.protocol import (
     Action,
     EventsFrame,
-    Incident,
     InflightStatus,
     IngestOutcome,
     Message,
-    PeerStatus,
     Publish,
     PullRequest,
     Request,
@@ -48,7 +47,6 @@ from tillmesh.replicas.protocol import (
     SyncStatus,
     VersionVectorMsg,
     build_frames,
-    build_reply,
     decode_message,
     encode_message,
     holds,
@@ -67,17 +65,10 @@ from tillmesh.replicas.sync_config import (
     TIMEOUT,
     SyncConfig,
 )
+from tillmesh.replicas.sync_peers import Peer, PeerTable
+from tillmesh.replicas.sync_serve import PullServer
 
 __all__ = ["SyncEngine"]
-
-
-@dataclass
-class _Peer:
-    vv: dict[str, int] = field(default_factory=dict)
-    heard_at: float = -math.inf
-    avoid_until: float = -math.inf  # its claims are ignored until then
-    strikes: int = 0  # hostile incidents since its last clean pull: backoff exponent
-    budget: TokenBucket | None = None  # what we still serve it; made on its first pull
 
 
 @dataclass(frozen=True)
@@ -116,10 +107,11 @@ class SyncEngine:
         self.config = config or SyncConfig()
         self._requester_scope = requester_scope
         self._vv: dict[str, int] = {o: s for o, s in (vv or {}).items() if self.in_scope(o)}
-        self._peers: dict[str, _Peer] = {}
+        self._table = PeerTable(self.config)
+        self._peers: dict[str, Peer] = self._table.peers  # the same dict: planning reads it
+        self._server = PullServer(replica_id, self.in_scope, self.config, requester_scope)
         self._inflight: dict[str, _Pull] = {}  # by peer
         self._admitted: dict[int, _Admitted] = {}  # by pull id: replies being ingested
-        self._incidents: dict[tuple[str, str], Incident] = {}
         self._next_pull_id = 0
         self._last_announce = -math.inf
         self._vv_dirty = True
@@ -133,7 +125,7 @@ class SyncEngine:
         try:
             return decode_message(payload, peer, self.config.max_frame_bytes)
         except FrameError as e:
-            self._hostile(peer, BAD_FRAME, e.detail, now)
+            self._table.hostile(peer, BAD_FRAME, e.detail, now)
             return None
 
     # --- own state ----------------------------------------------------------------------
@@ -191,11 +183,11 @@ class SyncEngine:
         if peer == self.replica_id:
             return []
         if msg.scope != scope_label(peer):
-            self._hostile(peer, BAD_SCOPE, f"announced scope {msg.scope!r}", now)
+            self._table.hostile(peer, BAD_SCOPE, f"announced scope {msg.scope!r}", now)
             return []
         state = self._peers.get(peer)
         if state is None:  # a newcomer should learn our vector soon, not at the next period
-            state = self._peers[peer] = _Peer()
+            state = self._peers[peer] = Peer()
             self._vv_dirty = True
         for origin, seq in msg.vv.items():  # max: a reordered old announcement is harmless
             if self.in_scope(origin) and seq > state.vv.get(origin, 0):
@@ -277,8 +269,8 @@ class SyncEngine:
         if pull is None or pull.id != pull_id:
             return []
         del self._inflight[peer]
-        self._soft(peer, TIMEOUT, detail or f"pull {pull_id} got no reply", now)
-        self._avoid(peer, now + self.config.retry_backoff)
+        self._table.soft(peer, TIMEOUT, detail or f"pull {pull_id} got no reply", now)
+        self._table.avoid(peer, now + self.config.retry_backoff)
         return self._plan_pulls(now)
 
     # --- frames in ------------------------------------------------------------------
@@ -305,7 +297,7 @@ class SyncEngine:
                 refused = refused or f"{ev.origin!r} is outside the sender's scope"
         if refused:
             dropped = len(frame.events) - len(events)
-            self._hostile(peer, REJECTED, f"{dropped} dropped before ingest: {refused}", now)
+            self._table.hostile(peer, REJECTED, f"{dropped} dropped before ingest: {refused}", now)
         self._note_reply(peer, frame, events, now)
         return events
 
@@ -354,14 +346,14 @@ class SyncEngine:
 
     def _judge_push(self, peer: str, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
         if out.rejected:
-            self._hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
+            self._table.hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
         elif frame.events and out.duplicates == len(frame.events):
-            self._soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
+            self._table.soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
 
     def _judge_reply(self, pull: _Pull, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
-        peer = self._peer(pull.peer)
+        peer = self._table.get(pull.peer)
         if out.rejected:
-            self._hostile(pull.peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
+            self._table.hostile(pull.peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
             return
         unmet = [(o, last) for o, _, last in pull.ranges if self._vv.get(o, 0) < last]
         if not unmet:
@@ -369,51 +361,30 @@ class SyncEngine:
         elif out.held:  # served, but behind a gap (an earlier reply failed): pulled again
             return
         elif frame.more and not out.accepted:
-            self._soft(pull.peer, BUSY, f"pull {pull.id} made no progress", now)
-            self._avoid(pull.peer, now + self.config.retry_backoff)
+            self._table.soft(pull.peer, BUSY, f"pull {pull.id} made no progress", now)
+            self._table.avoid(pull.peer, now + self.config.retry_backoff)
         elif not frame.more:
             for origin, _ in unmet:  # it evidently holds no more than it gave
                 peer.vv[origin] = min(peer.vv.get(origin, 0), self._vv.get(origin, 0))
             origin, last = unmet[0]
             have = self._vv.get(origin, 0)
-            self._hostile(pull.peer, SHORT, f"claimed {origin} to {last}, served to {have}", now)
+            self._table.hostile(
+                pull.peer, SHORT, f"claimed {origin} to {last}, served to {have}", now
+            )
 
     # --- serving ----------------------------------------------------------------------
 
     def on_pull_request(self, peer: str, req: PullRequest, now: float) -> ServePlan:
         """Which rows to serve `peer`: in its scope and ours, held by us, within budget."""
-        allowed = self._requester_scope(peer)
-        bucket = self._bucket(peer)
-        budget = min(req.max_events, self.config.pull_window, bucket.available(now))
-        reads: list[tuple[str, int, int]] = []
-        more = False
-        refused = []
-        for origin, first, last in req.ranges:
-            if not (allowed(origin) and self.in_scope(origin)):
-                refused.append(origin)
-                continue
-            count = min(last, self._vv.get(origin, 0)) - first + 1
-            served = min(count, budget)
-            more = more or served < count
-            if served > 0:
-                reads.append((origin, first, served))
-                budget -= served
+        self._table.get(peer)  # a requester is a known peer from now on (status lists it)
+        plan, refused = self._server.plan(peer, req, self._vv, now)
         if refused:
-            self._hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
-        bucket.spend(sum(n for _, _, n in reads))
-        max_bytes = min(req.max_bytes, self.config.max_frame_bytes)
-        return ServePlan(req.id, tuple(reads), max_bytes, more)
+            self._table.hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
+        return plan
 
     def build_reply(self, plan: ServePlan, raws: Sequence[bytes]) -> bytes:
         """The one reply frame for `plan`, from the rows read (cut to fit; `more` if cut)."""
-        payload, _ = build_reply(self.replica_id, plan.pull_id, raws, plan.max_bytes, plan.more)
-        return payload
-
-    def _bucket(self, peer: str) -> TokenBucket:
-        p = self._peer(peer)
-        if p.budget is None:
-            p.budget = TokenBucket(self.config.serve_rate, self.config.serve_burst)
-        return p.budget
+        return self._server.reply(plan, raws)
 
     # --- time ---------------------------------------------------------------------------
 
@@ -430,32 +401,6 @@ class SyncEngine:
             actions += self._flush_push()
         return actions + self._announce_if_due(now) + self._plan_pulls(now)
 
-    # --- incidents ----------------------------------------------------------------------
-
-    def _peer(self, name: str) -> _Peer:
-        return self._peers.setdefault(name, _Peer())
-
-    def _avoid(self, peer: str, until: float) -> None:
-        p = self._peer(peer)
-        p.avoid_until = max(p.avoid_until, until)
-
-    def _record(self, peer: str, kind: str, detail: str, now: float) -> None:
-        old = self._incidents.get((peer, kind))
-        count = 1 if old is None else old.count + 1
-        self._incidents[(peer, kind)] = Incident(peer, kind, count, detail[:200], now)
-
-    def _soft(self, peer: str, kind: str, detail: str, now: float) -> None:
-        self._record(peer, kind, detail, now)
-
-    def _hostile(self, peer: str, kind: str, detail: str, now: float) -> None:
-        """Record, and ignore the peer's claims for an exponentially growing while."""
-        self._record(peer, kind, detail, now)
-        p = self._peer(peer)
-        cfg = self.config
-        backoff = min(cfg.incident_backoff * 2.0**p.strikes, cfg.incident_backoff_max)
-        p.strikes += 1
-        self._avoid(peer, now + backoff)
-
     # --- status -------------------------------------------------------------------------
 
     @property
@@ -464,7 +409,7 @@ class SyncEngine:
 
     def receipts(self) -> dict[str, int]:
         """Per peer, how many of our own events it has told us it holds durably."""
-        return {name: p.vv.get(self.replica_id, 0) for name, p in self._peers.items()}
+        return self._table.receipts(self.replica_id)
 
     def safe_at_hq(self, seq: int) -> bool:
         """True once HQ has announced holding our events up to `seq`."""
@@ -477,27 +422,12 @@ class SyncEngine:
         return SyncStatus(
             replica_id=self.replica_id,
             vv=dict(self._vv),
-            peers={n: self._peer_status(p, now) for n, p in self._peers.items()},
-            lag=self._lag(now),
+            peers=self._table.statuses(now),
+            lag=self._table.lag(self._vv, now),
             inflight=[
                 InflightStatus(p.peer, p.id, p.ranges, now - p.sent_at)
                 for p in self._inflight.values()
             ],
-            incidents=sorted(self._incidents.values(), key=lambda i: (i.peer, i.kind)),
+            incidents=self._table.incidents(),
             receipts=self.receipts(),
         )
-
-    @staticmethod
-    def _peer_status(p: _Peer, now: float) -> PeerStatus:
-        return PeerStatus(dict(p.vv), now - p.heard_at, max(0.0, p.avoid_until - now))
-
-    def _lag(self, now: float) -> dict[str, int]:
-        lag: dict[str, int] = {}
-        for p in self._peers.values():
-            if p.avoid_until > now:
-                continue
-            for origin, seq in p.vv.items():
-                behind = seq - self._vv.get(origin, 0)
-                if behind > lag.get(origin, 0):
-                    lag[origin] = behind
-        return lag
