@@ -1,0 +1,157 @@
+"""Sales endpoints of the till API: sell, look up, void, refund, find by receipt.
+
+A sale prices the lines without `unit_price` from the local catalog (409 if it
+cannot) and takes the next generated receipt unless given one. Voids and refunds
+check the local state under the till's lock, and only in the sale's own store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgspec
+from fastapi import APIRouter, HTTPException
+
+from tillmesh.conflict import queries
+from tillmesh.conflict.stock import stock_store
+from tillmesh.core.events import SaleVoided, encode_body
+from tillmesh.replicas import api_models as m
+from tillmesh.replicas.api_common import Record, Till, event_out, hlc_iso, not_found
+
+__all__ = ["sales_router"]
+
+
+def _catalog_of(conn: sqlite3.Connection, skus: list[str]) -> dict[str, Record]:
+    return {sku: p for sku in skus if (p := queries.product(conn, sku)) is not None}
+
+
+def _default_prices(req: m.SaleIn, products: dict[str, Record]) -> dict[str, int]:
+    """Catalog prices for the lines without `unit_price`; 409 if a SKU cannot be priced."""
+    skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
+    unknown = [s for s in skus if s not in products]
+    if unknown:
+        detail = f"unknown SKU {', '.join(unknown)}: not in the catalog; give unit_price to sell it"
+        raise HTTPException(409, detail)
+    inactive = [s for s in skus if not products[s]["active"]]
+    if inactive:
+        raise HTTPException(409, f"SKU {', '.join(inactive)} is inactive in the catalog")
+    return {s: int(products[s]["price"]) for s in skus}
+
+
+async def _check_receipt(till: Till, receipt: str) -> None:
+    if receipt.startswith(till.prefix):
+        raise HTTPException(
+            422, f"receipts starting {till.prefix!r} are reserved for generated ones"
+        )
+    if await till.read(lambda c: queries.sale_by_receipt(c, receipt)):
+        raise HTTPException(409, f"receipt {receipt!r} is already used")
+
+
+def _sale_view(sale: Record | None, sale_id: str) -> m.SaleView:
+    if sale is None:
+        raise not_found(f"sale {sale_id!r}")
+    return m.SaleView.model_validate(sale)
+
+
+def _check_own_store(till: Till, sale_id: str, origin: str) -> None:
+    """Voids and refunds are made in the sale's store: its tills would never hold HQ's
+    (a refund there of an unknown sale, forever), and HQ's restock is HQ's stock."""
+    store, own = stock_store(origin), stock_store(till.replica.replica_id)
+    if store != own:
+        detail = f"sale {sale_id} was made in store {store!r}: void or refund it on a till there"
+        raise HTTPException(409, detail)
+
+
+def _refunded_qty(conn: sqlite3.Connection, sale_id: str) -> dict[int, int]:
+    """Per sale line, the qty refunded so far (queries has no per-line figure)."""
+    rows = conn.execute(
+        "SELECT rl.line, SUM(rl.qty) FROM st_refund_lines rl"
+        " JOIN st_refunds r ON r.eid = rl.refund_id WHERE r.sale_id = ? GROUP BY rl.line",
+        (sale_id,),
+    )
+    return {int(line): int(qty) for line, qty in rows}
+
+
+def _refund_amounts(sale: Record, done: dict[int, int], req: m.RefundIn) -> list[int]:
+    """Amount per refund line; refuses lines the sale lacks and qty beyond what was sold."""
+    lines, wanted, amounts = sale["lines"], dict(done), []
+    for rl in req.lines:
+        if rl.line >= len(lines):
+            raise HTTPException(422, f"sale {sale['id']} has no line {rl.line}")
+        ln = lines[rl.line]
+        wanted[rl.line] = wanted.get(rl.line, 0) + rl.qty
+        if wanted[rl.line] > ln["qty"]:
+            left = ln["qty"] - done.get(rl.line, 0)
+            raise HTTPException(409, f"line {rl.line}: only {left} left to refund")
+        # Pro rata, rounded down: refunding a whole line gives exactly its total.
+        line_total = ln["qty"] * ln["unit_price"] - ln["discount"]
+        amounts.append(rl.amount if rl.amount is not None else line_total * rl.qty // ln["qty"])
+    if sum(amounts) + sale["refunded"] > sale["total"]:
+        raise HTTPException(409, f"refund would exceed the sale total {sale['total']}")
+    return amounts
+
+
+def sales_router(till: Till) -> APIRouter:
+    r = APIRouter(tags=["sales"])
+
+    @r.post("/sales", status_code=201)
+    async def create_sale(req: m.SaleIn) -> m.SaleOut:
+        skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
+        # A read is a hop to the reader thread (~0.5 ms here): only when a line needs it.
+        products = await till.read(lambda c: _catalog_of(c, skus)) if skus else {}
+        prices = _default_prices(req, products)
+        if req.receipt is not None:
+            await _check_receipt(till, req.receipt)
+        await till.load_counter()
+        body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
+        encode_body(body)  # refuse a bad sale before it takes a number: no receipt gaps
+        if req.receipt is None:
+            body = msgspec.structs.replace(body, receipt=till.take_receipt())
+        ev = await till.append(body)  # returns once durable: only then do we answer
+        receipt = body.receipt
+        return m.SaleOut(
+            sale_id=ev.id, receipt=receipt, total=body.total, change=body.change,
+            hlc=ev.hlc, at=hlc_iso(ev.hlc),
+        )  # fmt: skip
+
+    @r.get("/sales/{sale_id:path}")
+    async def get_sale(sale_id: str) -> m.SaleView:
+        return _sale_view(await till.read(lambda c: queries.sale(c, sale_id)), sale_id)
+
+    @r.post("/sales/{sale_id:path}/void", status_code=201)
+    async def void_sale(sale_id: str, req: m.VoidIn | None = None) -> m.EventOut:
+        async with till.lock:
+            sale = _sale_view(await till.read(lambda c: queries.sale(c, sale_id)), sale_id)
+            _check_own_store(till, sale_id, sale.origin)
+            if sale.voided:
+                raise HTTPException(409, f"sale {sale_id} is already voided")
+            ev = await till.append(SaleVoided(sale=sale_id, reason=req.reason if req else ""))
+        return event_out(ev)
+
+    @r.post("/sales/{sale_id:path}/refunds", status_code=201)
+    async def refund_sale(sale_id: str, req: m.RefundIn) -> m.RefundOut:
+        async with till.lock:
+            sale, done = await till.read(
+                lambda c: (queries.sale(c, sale_id), _refunded_qty(c, sale_id))
+            )
+            if sale is None:
+                raise not_found(f"sale {sale_id!r}")
+            _check_own_store(till, sale_id, sale["origin"])
+            if sale["voided"]:
+                raise HTTPException(409, f"sale {sale_id} is voided")
+            amounts = _refund_amounts(sale, done, req)
+            method = req.method or sale["payments"][0]["method"]
+            body = req.to_body(sale_id, amounts, method)
+            ev = await till.append(body)
+        return m.RefundOut(
+            refund_id=ev.id, sale_id=sale_id, amount=body.amount, hlc=ev.hlc, at=hlc_iso(ev.hlc)
+        )
+
+    @r.get("/receipts/{receipt:path}")
+    async def get_receipt(receipt: str) -> m.ReceiptView:
+        sales = await till.read(lambda c: queries.sale_by_receipt(c, receipt))
+        if not sales:
+            raise not_found(f"receipt {receipt!r}")
+        return m.ReceiptView(receipt=receipt, sales=[m.SaleView.model_validate(s) for s in sales])
+
+    return r
