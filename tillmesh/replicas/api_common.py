@@ -61,8 +61,9 @@ class Till:
         # Receipts: "<store>-<till>-<n>". The prefix is reserved for generated ones.
         self.prefix = replica.replica_id.replace("/", "-") + "-"
         self._counter: int | None = None
-        # Voids, refunds and shift changes check local state before appending; the lock
-        # keeps two such requests from passing the same check. Sales never take it.
+        # Voids, refunds, shift changes and sales with a client receipt check local state
+        # before appending; the lock keeps two such requests from passing the same check.
+        # A till serves one checkout, so holding it across the append costs nothing.
         self.lock = asyncio.Lock()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -8,6 +8,7 @@ check the local state under the till's lock, and only in the sale's own store.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import msgspec
 from fastapi import APIRouter, HTTPException
@@ -38,11 +39,25 @@ def _default_prices(req: m.SaleIn, products: dict[str, Record]) -> dict[str, int
     return {s: int(products[s]["price"]) for s in skus}
 
 
-async def _check_receipt(till: Till, receipt: str) -> None:
+def _check_receipt_form(till: Till, receipt: str) -> None:
     if receipt.startswith(till.prefix):
         raise HTTPException(
             422, f"receipts starting {till.prefix!r} are reserved for generated ones"
         )
+
+
+def _sale_lock(till: Till, req: m.SaleIn) -> AbstractAsyncContextManager[object]:
+    """The till's lock for a sale checked against the local state (a client receipt):
+    the check and the append are then one step against other writes, so retries in
+    flight at once take a receipt once. Other sales need no check, nor the lock."""
+    return till.lock if req.receipt is not None else nullcontext()
+
+
+async def _check_sale_state(till: Till, req: m.SaleIn) -> None:
+    """Under `_sale_lock`: refuse a receipt some sale here already has."""
+    receipt = req.receipt
+    if receipt is None:
+        return
     if await till.read(lambda c: queries.sale_by_receipt(c, receipt)):
         raise HTTPException(409, f"receipt {receipt!r} is already used")
 
@@ -101,16 +116,17 @@ def sales_router(till: Till) -> APIRouter:
         products = await till.read(lambda c: _catalog_of(c, skus)) if skus else {}
         prices = _default_prices(req, products)
         if req.receipt is not None:
-            await _check_receipt(till, req.receipt)
+            _check_receipt_form(till, req.receipt)
         await till.load_counter()
         body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
         encode_body(body)  # refuse a bad sale before it takes a number: no receipt gaps
-        if req.receipt is None:
-            body = msgspec.structs.replace(body, receipt=till.take_receipt())
-        ev = await till.append(body)  # returns once durable: only then do we answer
-        receipt = body.receipt
+        async with _sale_lock(till, req):
+            await _check_sale_state(till, req)
+            if req.receipt is None:
+                body = msgspec.structs.replace(body, receipt=till.take_receipt())
+            ev = await till.append(body)  # returns once durable: only then do we answer
         return m.SaleOut(
-            sale_id=ev.id, receipt=receipt, total=body.total, change=body.change,
+            sale_id=ev.id, receipt=body.receipt, total=body.total, change=body.change,
             hlc=ev.hlc, at=hlc_iso(ev.hlc),
         )  # fmt: skip
 
