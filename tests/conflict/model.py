@@ -140,7 +140,7 @@ def _registers(
 
 def _price(reg: LWWRegister[int], policy: str, window_ms: int) -> int | None:
     if policy == "hq_wins":
-        hq = [w for w in reg.cells if w.origin == HQ]
+        hq = [w for w in reg.concurrent(window_ms) if w.origin == HQ]
         return hq[0].value if hq else reg.value
     if policy == "lowest":
         conc = sorted(reg.concurrent(window_ms), key=lambda w: w.key, reverse=True)

@@ -153,6 +153,25 @@ def test_price_policies() -> None:
     assert _prices("lowest", window_ms=1000) == 270  # only t2's write is concurrent
 
 
+def test_hq_wins_only_among_concurrent_writes() -> None:
+    """A store's price change made after HQ's write had settled takes effect; one made
+    within the window of HQ's yields to it."""
+    assert _later_store_price(later_by_ms=60_000) == 250
+    assert _later_store_price(later_by_ms=2_000) == 300
+
+
+def _later_store_price(later_by_ms: int) -> int:
+    w = World("hq_wins", 5000)
+    w.apply([
+        w.ev(HQ, 1000, ProductUpserted(sku="A", name="tea", price=300)),
+        w.ev(T1, 1000 + later_by_ms, PriceSet(sku="A", price=250)),
+    ])  # fmt: skip
+    got = queries.product(w.conn, "A")
+    w.conn.close()
+    assert got is not None
+    return int(got["price"])
+
+
 def test_price_set_alone_makes_no_product_until_upserted(w: World) -> None:
     price = w.ev(T1, 5, PriceSet(sku="A", price=99))
     w.apply([price])

@@ -6,12 +6,13 @@ set of writes (spec: `crdt.LWWRegister`), so it is the same on every replica:
 
 - name, tax_rate_bp, active: from the latest `product.upserted` by (hlc, origin, seq).
   A SKU with only `price.set` writes has no product row yet.
-- price, from all writes of both kinds, by policy:
+- price, from all writes of both kinds, by policy. A policy only arbitrates between
+  concurrent writes (`LWWRegister.concurrent`: each origin's latest write whose HLC wall
+  time is within `window_ms` of the overall latest); a write made after the others had
+  settled is simply the latest, whoever made it:
   - "latest":  the max write by (hlc, origin, seq) (plain LWW);
-  - "hq_wins": any write from origin "hq" beats every store write; LWW within each side;
-  - "lowest":  the lowest price among the concurrent writes of `LWWRegister.concurrent`:
-    each origin's latest write whose HLC wall time is within `window_ms` of the overall
-    latest. Ties on price go to the later write.
+  - "hq_wins": HQ's write among the concurrent ones, else the latest;
+  - "lowest":  the lowest price among the concurrent ones; ties go to the later write.
 
 Catalog writes are rare next to sales, so a per-SKU SELECT per batch is fine.
 """
@@ -60,21 +61,26 @@ def choose_price(writes: Sequence[Write], policy: PricePolicy, window_ms: int) -
     """The write whose price is effective; `writes` must be non-empty."""
     if policy == "latest":
         return max(writes, key=_key)
+    concurrent = _concurrent(writes, window_ms)
     if policy == "hq_wins":
-        return max(writes, key=lambda w: (w.origin == HQ, *_key(w)))
-    return _lowest_concurrent(writes, window_ms)
+        return next((w for w in concurrent if w.origin == HQ), concurrent[0])
+    return min(concurrent, key=lambda w: w.price)  # min keeps the first: the latest on ties
 
 
-def _lowest_concurrent(writes: Sequence[Write], window_ms: int) -> Write:
+def _concurrent(writes: Sequence[Write], window_ms: int) -> list[Write]:
+    """Each origin's latest write within `window_ms` of the overall latest, latest first.
+
+    Before, "hq_wins" let any HQ write beat every store write however much later the
+    store's came, so a store manager's price change was accepted and never took effect.
+    """
     latest: dict[str, Write] = {}
     for w in writes:  # each origin's own writes are causally ordered: keep its last
         if w.origin not in latest or _key(w) > _key(latest[w.origin]):
             latest[w.origin] = w
     top = hlc_ms(max(latest.values(), key=_key).hlc)
-    concurrent = sorted(
+    return sorted(
         (w for w in latest.values() if top - hlc_ms(w.hlc) <= window_ms), key=_key, reverse=True
     )
-    return min(concurrent, key=lambda w: w.price)  # min keeps the first: the latest on ties
 
 
 def effective(

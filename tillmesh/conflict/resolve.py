@@ -7,8 +7,8 @@ then the compensating events, if the action has any:
 - accept: nothing else; the conflict stays in the history as accepted.
 - choose_price (concurrent_price): a `PriceSet` with the chosen price. `detect` does not
   count that write as a new concurrent write (it follows its resolution in the origin's
-  log). It takes effect under the price policy like any write: under "hq_wins" only a
-  price set from HQ beats HQ's own writes.
+  log). It takes effect under the price policy like any write: under "hq_wins" a
+  store's price set made within the window of an HQ write still yields to it.
 - compensate:
   - oversell: a `StockAdjusted` raising the store's stock of the SKU back to zero (from
     its current level);

@@ -127,7 +127,7 @@ class _Batch:
 class StoreState:
     """The store's derived state; see the module docstring for the laws it keeps."""
 
-    version = 3  # 2: stock per (store, sku); 3: st_totals
+    version = 4  # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only
     tables = tuple(schema.TABLES)
 
     def __init__(
