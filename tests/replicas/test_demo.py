@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
+import pytest
 
 from tillmesh.conflict import queries
 from tillmesh.core.sqlite import open_sync
+from tillmesh.replicas.demo import Demo
 from tillmesh.replicas.demo_checks import scoped_digest
 from tillmesh.replicas.site import load_site
 
@@ -94,3 +96,22 @@ def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "was not made by `tillmesh demo`" in result.stdout + result.stderr
     assert precious.read_text() == "not the demo's"
+
+
+@pytest.mark.parametrize(
+    ("stores", "cut", "down"),
+    [
+        (1, "sells on among its tills", "the store's tills lose"),
+        (2, "s2 still reaches HQ", "all 2 stores lose"),
+        (3, "s2, s3 still reach HQ", "all 3 stores lose"),
+    ],
+)
+def test_phase_texts_name_the_stores_the_site_has(
+    tmp_path: Path, stores: int, cut: str, down: str
+) -> None:
+    """`demo --stores 1` said "store 2 still reaches HQ" and "both stores lose"."""
+    demo = Demo(root=tmp_path / "site", stores=stores, tills=1)
+    demo._init_site()
+    cut_text = f"store 1 sells on among its tills{demo._others_still_reach_hq()}"
+    assert cut_text.endswith(cut) and "store 2" not in cut_text
+    assert f"{demo._every_store()} lose" == down

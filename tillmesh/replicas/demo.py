@@ -216,7 +216,7 @@ class Demo:
         self._phase(
             "Store 1 cut off",
             "store 1's leaf links to HQ switched off (config reload of its tills' "
-            "nats-servers): store 1 sells on among its tills, store 2 still reaches HQ",
+            f"nats-servers): store 1 sells on among its tills{self._others_still_reach_hq()}",
         )
         mark = dict(self.workload.model.heads)
         await asyncio.sleep(seconds)
@@ -224,6 +224,16 @@ class Demo:
         await self._set_hq_link(tills, enabled=True)
         self.note("store 1: leaf links to HQ back on")
         self._track("store 1 back on HQ", [HQ], heal)
+
+    def _others_still_reach_hq(self) -> str:
+        others = [s for s in self.site.stores if s != "s1"]
+        if not others:
+            return ""
+        return f", {', '.join(others)} still {'reaches' if len(others) == 1 else 'reach'} HQ"
+
+    def _every_store(self) -> str:
+        n = len(self.site.stores)
+        return "the store's tills" if n == 1 else f"all {n} stores"
 
     async def _set_hq_link(self, tills: list[str], *, enabled: bool) -> None:
         async with httpx.AsyncClient(timeout=5.0) as client:
@@ -236,8 +246,8 @@ class Demo:
         self._phase(
             "HQ down",
             f"the back-office PC fails: HQ and its nats-server SIGKILLed "
-            f"(pids {' '.join(map(str, pids))}); both stores lose their leaf link to HQ "
-            "and keep selling, their sales queue as 'not at HQ'",
+            f"(pids {' '.join(map(str, pids))}); {self._every_store()} lose their leaf link "
+            "to HQ and keep selling, their sales queue as 'not at HQ'",
         )
         mark = dict(w.model.heads)
         await asyncio.sleep(seconds)
