@@ -17,6 +17,7 @@ from tillmesh.core.events import ProductUpserted
 from tillmesh.core.log import EventLog
 
 TILL = "s1/t1"
+PRICES = {"COLA": 150, "BREAD": 250}
 
 
 @pytest.fixture
@@ -35,8 +36,11 @@ async def client(log: EventLog) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def sale(**extra: Any) -> dict[str, Any]:
-    return {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash", "amount": 150}],
-            **extra}  # fmt: skip
+    """A cash sale of one COLA unless `extra` says otherwise; `payments=[]`: cash, exact."""
+    body = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [], **extra}
+    total = sum(ln["qty"] * ln.get("unit_price", PRICES[ln["sku"]]) for ln in body["lines"])
+    body["payments"] = body["payments"] or [{"method": "cash", "amount": total}]
+    return body
 
 
 async def sales_count(client: httpx.AsyncClient) -> int:
@@ -57,3 +61,26 @@ async def test_concurrent_retries_of_one_receipt_make_one_sale(client: httpx.Asy
     assert all("already used" in r.text for r in replies if r.status_code == 409)
     assert len((await client.get("/receipts/RACE-7")).json()["sales"]) == 1
     assert await sales_count(client) == 1
+
+
+# --- 2. a refunded sale is not voided: its stock and money would come back twice ---------
+
+
+async def on_hand(client: httpx.AsyncClient, sku: str) -> int:
+    return int((await client.get(f"/stock/{sku}")).json()["on_hand"])
+
+
+@pytest.mark.parametrize("refunded", [4, 1], ids=["fully", "partly"])
+async def test_a_refunded_sale_cannot_be_voided(client: httpx.AsyncClient, refunded: int) -> None:
+    await client.post("/stock/COLA/count", json={"count": 10})
+    sold = await client.post("/sales", json=sale(lines=[{"sku": "COLA", "qty": 4}], payments=[]))
+    sale_id = sold.json()["sale_id"]
+    refund = {"lines": [{"line": 0, "qty": refunded}]}
+    assert (await client.post(f"/sales/{sale_id}/refunds", json=refund)).status_code == 201
+    assert await on_hand(client, "COLA") == 6 + refunded
+
+    void = await client.post(f"/sales/{sale_id}/void", json={"reason": "changed mind"})
+    assert void.status_code == 409, void.text
+    assert "has refunds" in void.text and "refund the remaining lines" in void.text
+    assert await on_hand(client, "COLA") == 6 + refunded  # not restocked twice
+    assert (await client.get(f"/sales/{sale_id}")).json()["voided"] is False

@@ -77,6 +77,25 @@ def _check_own_store(till: Till, sale_id: str, origin: str) -> None:
         raise HTTPException(409, detail)
 
 
+def _has_refunds(conn: sqlite3.Connection, sale_id: str) -> bool:
+    """Any refund of the sale here, whatever its amount (0 is allowed) or restock."""
+    row = conn.execute("SELECT 1 FROM st_refunds WHERE sale_id = ? LIMIT 1", (sale_id,))
+    return row.fetchone() is not None
+
+
+def _check_voidable(sale: m.SaleView, refunded: bool) -> None:
+    """A void restocks every line and cancels the whole total: after a refund, what the
+    refund gave back would come back twice (the reverse is refused by refunds)."""
+    if sale.voided:
+        raise HTTPException(409, f"sale {sale.id} is already voided")
+    if refunded:
+        raise HTTPException(
+            409,
+            f"sale {sale.id} has refunds: a void would give them back twice;"
+            " refund the remaining lines instead",
+        )
+
+
 def _refunded_qty(conn: sqlite3.Connection, sale_id: str) -> dict[int, int]:
     """Per sale line, the qty refunded so far (queries has no per-line figure)."""
     rows = conn.execute(
@@ -137,10 +156,12 @@ def sales_router(till: Till) -> APIRouter:
     @r.post("/sales/{sale_id:path}/void", status_code=201)
     async def void_sale(sale_id: str, req: m.VoidIn | None = None) -> m.EventOut:
         async with till.lock:
-            sale = _sale_view(await till.read(lambda c: queries.sale(c, sale_id)), sale_id)
+            found, refunded = await till.read(
+                lambda c: (queries.sale(c, sale_id), _has_refunds(c, sale_id))
+            )
+            sale = _sale_view(found, sale_id)
             _check_own_store(till, sale_id, sale.origin)
-            if sale.voided:
-                raise HTTPException(409, f"sale {sale_id} is already voided")
+            _check_voidable(sale, refunded)
             ev = await till.append(SaleVoided(sale=sale_id, reason=req.reason if req else ""))
         return event_out(ev)
 
