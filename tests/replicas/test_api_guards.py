@@ -84,3 +84,23 @@ async def test_a_refunded_sale_cannot_be_voided(client: httpx.AsyncClient, refun
     assert "has refunds" in void.text and "refund the remaining lines" in void.text
     assert await on_hand(client, "COLA") == 6 + refunded  # not restocked twice
     assert (await client.get(f"/sales/{sale_id}")).json()["voided"] is False
+
+
+# --- 3. a line refunds at most its value ------------------------------------------------
+
+
+async def test_a_line_refunds_at_most_its_value(client: httpx.AsyncClient) -> None:
+    lines = [{"sku": "BREAD", "qty": 2}, {"sku": "COLA", "qty": 4}]  # 500 and 600
+    sold = (await client.post("/sales", json=sale(lines=lines))).json()
+    url = f"/sales/{sold['sale_id']}/refunds"
+    assert (await client.post(url, json={"lines": [{"line": 0, "qty": 1}]})).json()["amount"] == 250
+    # Within the sale's total (1100), but 250 + 449 is more than line 0 is worth.
+    over = await client.post(url, json={"lines": [{"line": 0, "qty": 1, "amount": 449}]})
+    assert over.status_code == 409, over.text
+    assert "line 0" in over.text and "at most 250" in over.text
+    # Two entries for one line in a request count together.
+    twice = {"lines": [{"line": 1, "qty": 1, "amount": 400}, {"line": 1, "qty": 1, "amount": 201}]}
+    assert (await client.post(url, json=twice)).status_code == 409
+    ok = await client.post(url, json={"lines": [{"line": 0, "qty": 1, "amount": 250}]})
+    assert ok.status_code == 201, ok.text
+    assert (await client.get(f"/sales/{sold['sale_id']}")).json()["refunded"] == 500

@@ -96,33 +96,50 @@ def _check_voidable(sale: m.SaleView, refunded: bool) -> None:
         )
 
 
-def _refunded_qty(conn: sqlite3.Connection, sale_id: str) -> dict[int, int]:
-    """Per sale line, the qty refunded so far (queries has no per-line figure)."""
+Refunded = dict[int, tuple[int, int]]  # sale line -> (qty, amount) refunded so far
+
+
+def _refunded(conn: sqlite3.Connection, sale_id: str) -> Refunded:
+    """Per sale line, the qty and amount refunded so far (queries has no per-line figure)."""
     rows = conn.execute(
-        "SELECT rl.line, SUM(rl.qty) FROM st_refund_lines rl"
+        "SELECT rl.line, SUM(rl.qty), SUM(rl.amount) FROM st_refund_lines rl"
         " JOIN st_refunds r ON r.eid = rl.refund_id WHERE r.sale_id = ? GROUP BY rl.line",
         (sale_id,),
     )
-    return {int(line): int(qty) for line, qty in rows}
+    return {int(line): (int(qty), int(amount)) for line, qty, amount in rows}
 
 
-def _refund_amounts(sale: Record, done: dict[int, int], req: m.RefundIn) -> list[int]:
-    """Amount per refund line; refuses lines the sale lacks and qty beyond what was sold."""
-    lines, wanted, amounts = sale["lines"], dict(done), []
+def _refund_amounts(sale: Record, done: Refunded, req: m.RefundIn) -> list[int]:
+    """Amount per refund line; refuses lines the sale lacks, and qty or money beyond what
+    each line sold (a line's earlier refunds, here and in this request, count)."""
+    lines, so_far = sale["lines"], dict(done)
+    amounts = []
     for rl in req.lines:
         if rl.line >= len(lines):
             raise HTTPException(422, f"sale {sale['id']} has no line {rl.line}")
-        ln = lines[rl.line]
-        wanted[rl.line] = wanted.get(rl.line, 0) + rl.qty
-        if wanted[rl.line] > ln["qty"]:
-            left = ln["qty"] - done.get(rl.line, 0)
-            raise HTTPException(409, f"line {rl.line}: only {left} left to refund")
-        # Pro rata, rounded down: refunding a whole line gives exactly its total.
-        line_total = ln["qty"] * ln["unit_price"] - ln["discount"]
-        amounts.append(rl.amount if rl.amount is not None else line_total * rl.qty // ln["qty"])
+        amounts.append(_refund_line(lines[rl.line], rl, so_far))
     if sum(amounts) + sale["refunded"] > sale["total"]:
         raise HTTPException(409, f"refund would exceed the sale total {sale['total']}")
     return amounts
+
+
+def _refund_line(ln: Record, rl: m.RefundLineIn, so_far: Refunded) -> int:
+    """One refund line's amount, added to `so_far`; 409 past the line's qty or value."""
+    qty_done, amount_done = so_far.get(rl.line, (0, 0))
+    if qty_done + rl.qty > ln["qty"]:
+        raise HTTPException(409, f"line {rl.line}: only {ln['qty'] - qty_done} left to refund")
+    # Pro rata, rounded down: refunding a whole line gives exactly its total.
+    line_total = ln["qty"] * ln["unit_price"] - ln["discount"]
+    amount = rl.amount if rl.amount is not None else line_total * rl.qty // ln["qty"]
+    left = max(line_total - amount_done, 0)
+    if amount > left:
+        raise HTTPException(
+            409,
+            f"line {rl.line}: refund {amount} would exceed the line's value {line_total}"
+            f" ({amount_done} refunded already); refund at most {left}",
+        )
+    so_far[rl.line] = (qty_done + rl.qty, amount_done + amount)
+    return amount
 
 
 def sales_router(till: Till) -> APIRouter:
@@ -169,7 +186,7 @@ def sales_router(till: Till) -> APIRouter:
     async def refund_sale(sale_id: str, req: m.RefundIn) -> m.RefundOut:
         async with till.lock:
             sale, done = await till.read(
-                lambda c: (queries.sale(c, sale_id), _refunded_qty(c, sale_id))
+                lambda c: (queries.sale(c, sale_id), _refunded(c, sale_id))
             )
             if sale is None:
                 raise not_found(f"sale {sale_id!r}")
