@@ -9,10 +9,12 @@ name for this, so it is done here, once, against the pinned version.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlencode
 
 import aiosqlite
 
@@ -21,6 +23,7 @@ from tillmesh.core.errors import DatabaseCorrupt, DatabaseLocked, SchemaTooNew, 
 __all__ = [
     "Migration",
     "connect",
+    "file_uri",
     "migrate",
     "open_sync",
     "run_in_thread",
@@ -73,19 +76,93 @@ async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Conn
     return conn
 
 
+def file_uri(path: str | Path, **query: str) -> str:
+    """A `file:` URI naming exactly `path`, with `query` parameters (e.g. mode="ro").
+
+    In a URI `#` starts a fragment, `?` the query and `%` an escape: a folder named
+    `we#ird` would otherwise name the file `we` (and SQLite would create it). `as_uri`
+    percent-encodes the absolute path, and SQLite decodes it back.
+    """
+    uri = Path(path).resolve().as_uri()
+    return f"{uri}?{urlencode(query)}" if query else uri
+
+
 def open_sync(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A plain sqlite3 connection, for tools that work on a database offline."""
+    """A plain sqlite3 connection, for tools that work on a database offline.
+
+    `readonly` also reads a file in a folder this process cannot write (a read-only
+    mount, another user's folder): see `_open_readonly`.
+    """
     if readonly and not Path(path).exists():
         raise StorageError(str(path), "no such database")
+    if readonly:
+        return _open_readonly(Path(path))
     try:
-        uri = f"file:{Path(path).resolve()}{'?mode=ro' if readonly else ''}"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-        for pragma in _READER_PRAGMAS if readonly else _WRITER_PRAGMAS:
-            conn.execute(pragma)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return _open_uri(file_uri(path), _WRITER_PRAGMAS)
     except sqlite3.Error as e:
         raise translate(path, e) from e
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """mode=ro, or, where that cannot work, immutable=1 if no one can be writing the file.
+
+    A reader of a WAL database needs its `-shm` (and `-wal`) file, and creates them
+    if absent: in a folder it cannot write, mode=ro then fails ("attempt to write a
+    readonly database"). SQLite's documented way to read such a file is immutable=1:
+    no locks, no -shm, and the -wal ignored. That is exact only for a quiescent file,
+    so it is used only when the folder is unwritable and there is no WAL content:
+    a connection in WAL mode keeps both -wal and -shm in existence while open, so
+    neither a writer nor unmerged commits can exist (a till started *while* we read
+    only appends to its own -wal; its main file changes at a checkpoint, ~40 MB later).
+    A live till's files (-wal and -shm present) keep to mode=ro, which reads them.
+    """
+    try:
+        return _open_uri(file_uri(path, mode="ro"), _READER_PRAGMAS)
+    except sqlite3.Error as e:
+        if not _unwritable_folder(path):
+            raise translate(path, e) from e
+        if _has_wal_content(path):
+            detail = (
+                "its folder is read-only and it has a write-ahead log (-wal) that only a "
+                "writable folder lets SQLite read: copy the file with its -wal elsewhere"
+            )
+            raise StorageError(str(path), detail) from e
+        if not _quiescent(path):
+            raise translate(path, e) from e
+    try:
+        return _open_uri(file_uri(path, mode="ro", immutable="1"), _READER_PRAGMAS)
+    except sqlite3.Error as e:
+        raise translate(path, e) from e
+
+
+def _open_uri(uri: str, pragmas: Sequence[str]) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        for pragma in pragmas:
+            conn.execute(pragma)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _unwritable_folder(path: Path) -> bool:
+    return not os.access(path.resolve().parent, os.W_OK)
+
+
+def _has_wal_content(path: Path) -> bool:
+    wal = _sidecar(path, "-wal")
+    return wal.exists() and wal.stat().st_size > 0
+
+
+def _quiescent(path: Path) -> bool:
+    """No connection can have the file open in WAL mode: no -wal, or no -shm beside it."""
+    return not (_sidecar(path, "-wal").exists() and _sidecar(path, "-shm").exists())
 
 
 async def run_in_thread(

@@ -1,0 +1,126 @@
+"""`open_sync(readonly=True)` on a database in a folder the reader cannot write.
+
+A WAL reader creates `-shm`/`-wal` beside the file, so a read-only folder (a mount,
+another user's data dir) used to fail with "attempt to write a readonly database".
+Root writes anywhere, so these tests drop to an unprivileged user (`setpriv`) in a
+subprocess; the folder is really 0555 for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tillmesh.core.sqlite import open_sync
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def unprivileged(argv: Sequence[str]) -> list[str]:
+    """`argv` run as a user the permission bits apply to (root ignores them)."""
+    return list(argv) if os.geteuid() != 0 else [*NOBODY, *argv]
+
+
+def run_unprivileged(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Python `code` as an unprivileged user, with this checkout importable."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    argv = unprivileged([sys.executable, "-c", code])
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the unprivileged user can enter (pytest's tmp_path is 0700 root's)."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot make a folder unwritable")
+    root = Path(tempfile.mkdtemp(prefix="tillmesh-ro-"))
+    root.chmod(0o755)
+    probe = run_unprivileged("import tillmesh", root)
+    if probe.returncode != 0:
+        shutil.rmtree(root)
+        pytest.skip(f"the unprivileged user cannot run this checkout: {probe.stderr[-200:]}")
+    try:
+        yield root
+    finally:
+        for path in root.rglob("*"):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(root)
+
+
+def make_wal_db(path: Path, rows: int) -> None:
+    """A closed WAL database (SQLite removes -wal and -shm at the last close)."""
+    with closing(open_sync(path)) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(rows)])
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def read_as_nobody(db: Path) -> subprocess.CompletedProcess[str]:
+    code = (
+        "from tillmesh.core.sqlite import open_sync\n"
+        f"conn = open_sync({str(db)!r}, readonly=True)\n"
+        "print(conn.execute('SELECT count(*) FROM t').fetchone()[0])\n"
+    )
+    return run_unprivileged(code, db.parent.parent)
+
+
+def test_a_wal_database_in_a_read_only_folder_is_read(shared_dir: Path) -> None:
+    folder = shared_dir / "ro"
+    folder.mkdir()
+    make_wal_db(folder / "log.db", 7)
+    folder.chmod(0o555)
+    (folder / "log.db").chmod(0o444)
+    result = read_as_nobody(folder / "log.db")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "7\n", "")
+    assert sorted(p.name for p in folder.iterdir()) == ["log.db"]
+
+
+def test_uncheckpointed_commits_are_refused_not_silently_skipped(shared_dir: Path) -> None:
+    """A copied db + -wal: immutable=1 would ignore the -wal and read stale data."""
+    live, folder = shared_dir / "live", shared_dir / "ro"
+    live.mkdir()
+    folder.mkdir()
+    make_wal_db(live / "log.db", 3)
+    with closing(open_sync(live / "log.db")) as writer:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("INSERT INTO t VALUES (99)")  # only in the -wal
+        for suffix in ("", "-wal"):
+            shutil.copy(live / f"log.db{suffix}", folder / f"log.db{suffix}")
+    folder.chmod(0o555)
+    result = read_as_nobody(folder / "log.db")
+    assert result.returncode != 0 and result.stdout == ""
+    assert "write-ahead log (-wal)" in result.stderr and "copy the file" in result.stderr
+
+
+def test_a_live_writer_s_commits_are_read_through_its_shm(shared_dir: Path) -> None:
+    """A writer running in the folder: mode=ro reads its -wal, no immutable fallback."""
+    folder = shared_dir / "live"
+    folder.mkdir()
+    make_wal_db(folder / "log.db", 3)
+    with closing(open_sync(folder / "log.db")) as writer:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("INSERT INTO t VALUES (99)")  # committed, in the -wal only
+        folder.chmod(0o555)
+        result = read_as_nobody(folder / "log.db")
+        folder.chmod(0o755)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "4\n", "")
+
+
+def test_a_writable_folder_still_uses_a_plain_read_only_open(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    make_wal_db(db, 2)
+    with closing(open_sync(db, readonly=True)) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("INSERT INTO t VALUES (1)")
