@@ -104,3 +104,33 @@ async def test_a_line_refunds_at_most_its_value(client: httpx.AsyncClient) -> No
     ok = await client.post(url, json={"lines": [{"line": 0, "qty": 1, "amount": 250}]})
     assert ok.status_code == 201, ok.text
     assert (await client.get(f"/sales/{sold['sale_id']}")).json()["refunded"] == 500
+
+
+# --- 4. a closed shift takes no more sales; an unknown one does -------------------------
+
+
+async def test_no_sale_into_a_shift_closed_here(client: httpx.AsyncClient) -> None:
+    await client.post("/shifts", json={"shift": "morning", "float_amount": 1000})
+    assert (await client.post("/sales", json=sale(shift="morning"))).status_code == 201
+    closed = (await client.post("/shifts/morning/close", json={"counted_cash": 1150})).json()
+    assert closed["over_short"] == 0
+
+    late = await client.post("/sales", json=sale(shift="morning"))
+    assert late.status_code == 409, late.text
+    assert "shift 'morning' is closed" in late.text and "open a new shift" in late.text
+    assert (await client.get("/shifts/morning")).json() == closed  # the count still holds
+    # A shift this till never heard of may be open on another till whose events have
+    # not arrived: the till sells on.
+    assert (await client.post("/sales", json=sale(shift="s1-t2-shift-9"))).status_code == 201
+
+
+async def test_a_sale_racing_a_close_is_in_the_count_or_refused(client: httpx.AsyncClient) -> None:
+    for n in range(5):
+        await client.post("/shifts", json={"shift": f"S{n}", "float_amount": 0})
+        sold, close = await asyncio.gather(
+            client.post("/sales", json=sale(shift=f"S{n}")),
+            client.post(f"/shifts/S{n}/close", json={"counted_cash": 0}),
+        )
+        assert sold.status_code in (201, 409) and close.status_code == 200
+        assert close.json()["sales"] == (sold.status_code == 201), sold.text
+        assert (await client.get(f"/shifts/S{n}")).json() == close.json()

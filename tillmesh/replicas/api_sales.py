@@ -1,8 +1,9 @@
 """Sales endpoints of the till API: sell, look up, void, refund, find by receipt.
 
 A sale prices the lines without `unit_price` from the local catalog (409 if it
-cannot) and takes the next generated receipt unless given one. Voids and refunds
-check the local state under the till's lock, and only in the sale's own store.
+cannot) and takes the next generated receipt unless given one; a given receipt must be
+unused here, a given shift not closed here, both checked under the till's lock. Voids
+and refunds check the local state under the lock, and only in the sale's own store.
 """
 
 from __future__ import annotations
@@ -47,19 +48,35 @@ def _check_receipt_form(till: Till, receipt: str) -> None:
 
 
 def _sale_lock(till: Till, req: m.SaleIn) -> AbstractAsyncContextManager[object]:
-    """The till's lock for a sale checked against the local state (a client receipt):
-    the check and the append are then one step against other writes, so retries in
-    flight at once take a receipt once. Other sales need no check, nor the lock."""
-    return till.lock if req.receipt is not None else nullcontext()
+    """The till's lock for a sale checked against the local state (a client receipt, a
+    shift): the check and the append are then one step against other writes, so retries
+    in flight at once take a receipt once and a sale racing its shift's close is either
+    in the count or refused. Other sales need no check, nor the lock."""
+    return till.lock if req.receipt is not None or req.shift else nullcontext()
+
+
+def _shift_closed(conn: sqlite3.Connection, shift: str) -> bool:
+    row = conn.execute("SELECT 1 FROM st_shift_close WHERE shift = ?", (shift,)).fetchone()
+    return row is not None
 
 
 async def _check_sale_state(till: Till, req: m.SaleIn) -> None:
-    """Under `_sale_lock`: refuse a receipt some sale here already has."""
-    receipt = req.receipt
-    if receipt is None:
+    """Under `_sale_lock`: refuse a receipt some sale here already has, and a shift closed
+    here (its cash was counted). A shift unknown here is fine: it may have been opened on
+    another till whose events have not arrived, and a till keeps selling offline."""
+    receipt, shift = req.receipt, req.shift
+    if receipt is None and not shift:
         return
-    if await till.read(lambda c: queries.sale_by_receipt(c, receipt)):
+    used, closed = await till.read(
+        lambda c: (
+            receipt is not None and bool(queries.sale_by_receipt(c, receipt)),
+            bool(shift) and _shift_closed(c, shift),
+        )
+    )
+    if used:
         raise HTTPException(409, f"receipt {receipt!r} is already used")
+    if closed:
+        raise HTTPException(409, f"shift {shift!r} is closed; open a new shift to sell in")
 
 
 def _sale_view(sale: Record | None, sale_id: str) -> m.SaleView:
