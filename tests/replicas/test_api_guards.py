@@ -12,12 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.factories import cash_sale
 from tests.replicas.test_api import FakeReplica, client_for, open_log
 from tillmesh.core.events import ProductUpserted
 from tillmesh.core.log import EventLog
 
 TILL = "s1/t1"
 PRICES = {"COLA": 150, "BREAD": 250}
+REFUND_ONE = {"lines": [{"line": 0, "qty": 1}]}
 
 
 @pytest.fixture
@@ -134,3 +136,25 @@ async def test_a_sale_racing_a_close_is_in_the_count_or_refused(client: httpx.As
         assert sold.status_code in (201, 409) and close.status_code == 200
         assert close.json()["sales"] == (sold.status_code == 201), sold.text
         assert (await client.get(f"/shifts/S{n}")).json() == close.json()
+
+
+# --- 5. HQ is a read replica: it does not sell ------------------------------------------
+
+
+async def test_hq_refuses_sales_voids_and_refunds_but_moves_its_stock(tmp_path: Path) -> None:
+    hq_log = await open_log(tmp_path / "hq.db", "hq")
+    try:
+        await hq_log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
+        # A sale HQ's log holds of its own, as a build before this check could make one.
+        legacy = await hq_log.append(cash_sale(sku="COLA", price=150, receipt="HQ-1"))
+        async with client_for(FakeReplica("hq", hq_log)) as hq:
+            sold = await hq.post("/sales", json=sale())
+            void = await hq.post(f"/sales/{legacy.id}/void")
+            refund = await hq.post(f"/sales/{legacy.id}/refunds", json=REFUND_ONE)
+            for r in (sold, void, refund):
+                assert r.status_code == 409 and "on a till" in r.text, r.text
+            assert hq_log.version_vector()["hq"] == 2  # nothing appended
+            received = await hq.post("/stock/COLA/receive", json={"qty": 40})
+            assert received.status_code == 201 and received.json()["on_hand"] == 39
+    finally:
+        await hq_log.close()

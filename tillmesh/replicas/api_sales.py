@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException
 
 from tillmesh.conflict import queries
 from tillmesh.conflict.stock import stock_store
-from tillmesh.core.events import SaleVoided, encode_body
+from tillmesh.core.events import HQ, SaleVoided, encode_body
 from tillmesh.replicas import api_models as m
 from tillmesh.replicas.api_common import Record, Till, event_out, hlc_iso, not_found
 
@@ -92,6 +92,16 @@ def _check_own_store(till: Till, sale_id: str, origin: str) -> None:
     if store != own:
         detail = f"sale {sale_id} was made in store {store!r}: void or refund it on a till there"
         raise HTTPException(409, detail)
+    _check_till(till)  # HQ's own sale, from a build that let HQ sell
+
+
+def _check_till(till: Till) -> None:
+    """HQ is a read replica of the stores: a sale there would be store "hq"'s, in no
+    store's books or drawer. Selling (and so voiding, refunding) is done on a till."""
+    if till.replica.replica_id == HQ:
+        raise HTTPException(
+            409, "HQ does not sell: make sales, voids and refunds on a till of the store"
+        )
 
 
 def _has_refunds(conn: sqlite3.Connection, sale_id: str) -> bool:
@@ -164,6 +174,7 @@ def sales_router(till: Till) -> APIRouter:
 
     @r.post("/sales", status_code=201)
     async def create_sale(req: m.SaleIn) -> m.SaleOut:
+        _check_till(till)
         skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
         # A read is a hop to the reader thread (~0.5 ms here): only when a line needs it.
         products = await till.read(lambda c: _catalog_of(c, skus)) if skus else {}
