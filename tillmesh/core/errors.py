@@ -25,6 +25,7 @@ tillmesh (`raise ... from e`), so the original stays attached as `__cause__`.
     ├── ConflictError               business conflict handling
     │   ├── UnknownConflict
     │   └── WrongStore              a stock fix must be appended by a till of its store
+    ├── ReportError                 a report asked for a grouping or window it cannot give
     └── SyncError                   replication protocol / transport
         ├── FrameError              a sync frame is malformed or hostile
         └── TransportError          the NATS link failed (wraps nats errors)
@@ -50,6 +51,7 @@ __all__ = [
     "NonCanonicalEncoding",
     "OutOfScope",
     "OversizedError",
+    "ReportError",
     "SchemaTooNew",
     "StorageError",
     "SyncError",
@@ -219,6 +221,16 @@ class WrongStore(ConflictError):
         self.conflict_id = conflict_id
         self.store = store
         self.replica = replica
+
+
+class ReportError(TillmeshError):
+    """A report was asked for with `what` = `value`, which it cannot give, for `reason`."""
+
+    def __init__(self, what: str, value: object, reason: str) -> None:
+        super().__init__(f"report: {what} {value!r}: {reason}")
+        self.what = what
+        self.value = value
+        self.reason = reason
 
 
 # --- sync ---------------------------------------------------------------------------

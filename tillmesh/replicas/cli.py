@@ -84,7 +84,7 @@ def _optional_modules() -> list[ModuleType]:
     import importlib
 
     found: list[ModuleType] = []
-    for name in ("cli_ops", "cli_conflicts", "cli_demo"):
+    for name in ("cli_ops", "cli_conflicts", "cli_report", "cli_demo"):
         try:
             found.append(importlib.import_module(f"tillmesh.replicas.{name}"))
         except ModuleNotFoundError as e:

@@ -1,0 +1,100 @@
+"""`tillmesh report` on a real HQ log holding two stores' sales."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conflict.factory import sale_body
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.events import SaleVoided
+from tillmesh.core.log import EventLog
+from tillmesh.replicas.cli import main
+
+
+async def _hq_with_two_stores(root: Path) -> Path:
+    """s1/t1 sells twice (one voided), s2/t1 once; HQ ingests both tills' logs."""
+    tills = {rid: await EventLog.open(root / f"{rid[:2]}.db", rid, StoreState())
+             for rid in ("s1/t1", "s2/t1")}  # fmt: skip
+    kept = await tills["s1/t1"].append(sale_body([("A", 2, 150)], "R1"))
+    gone = await tills["s1/t1"].append(sale_body([("B", 1, 40)], "R2"))
+    await tills["s1/t1"].append(SaleVoided(sale=gone.id))
+    await tills["s2/t1"].append(sale_body([("A", 1, 150)], "R1"))
+    assert kept.seq == 1
+    hq = await EventLog.open(root / "hq.db", "hq", StoreState())
+    for rid, log in tills.items():
+        result = await hq.ingest_raw(await log.read_range(rid, 1, 100))
+        assert not result.rejected
+        await log.close()
+    await hq.close()
+    return root / "hq.db"
+
+
+@pytest.fixture
+def hq_db(tmp_path: Path) -> str:
+    return str(asyncio.run(_hq_with_two_stores(tmp_path)))
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sales_by_store_as_csv(hq_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "report", "sales", hq_db, "--by", "store", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert [(r["store"], r["sales"], r["gross"], r["voided"], r["net"]) for r in rows] == [
+        ("s1", "2", "340", "40", "300"),
+        ("s2", "1", "150", "0", "150"),
+    ]
+
+
+def test_payments_and_items_as_json_and_table(
+    hq_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "report", "payments", hq_db, "--store", "s1", "--json")
+    assert code == 0
+    assert json.loads(out) == [
+        {"store": "s1", "method": "cash", "auth": "", "payments": 1, "amount": 300,
+         "change_given": 0, "kept": 300}
+    ]  # fmt: skip
+    code, out, _ = _run(capsys, "report", "items", hq_db, "--top", "1")
+    assert code == 0
+    assert out.splitlines() == [
+        "store  sku  qty  revenue  sales",
+        "s1     A      2      300      1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--since", "2030-01-01", "--until", "2020-01-01"), "--since must be before --until"),
+        (("--by", "store,weekday"), "cannot group by weekday"),
+        (("--utc-offset", "+25:00"), "not a UTC offset"),
+        (("--since", "yesterday"), "not an ISO 8601 time"),
+    ],
+)
+def test_bad_arguments_are_one_clear_line(
+    hq_db: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    try:
+        code = main(["report", "sales", hq_db, *argv])
+    except SystemExit as e:  # argparse's own errors, after printing usage
+        code = int(str(e.code))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_stock_has_no_window(hq_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "report", "stock", hq_db, "--since", "2026-01-01")
+    assert code == 2 and "stock is the level now" in err
+    code, out, _ = _run(capsys, "report", "stock", hq_db, "--below", "0", "--csv")
+    assert code == 0 and out.splitlines() == ["store,sku,on_hand", "s1,A,-2", "s2,A,-1"]
