@@ -126,6 +126,8 @@ class ServerConfig:
     leaf_port: int | None = None  # accept leaf connections (hub side)
     leaf_remotes: tuple[LeafRemoteSpec, ...] = ()
     leaf_reconnect_seconds: float = 1.0
+    # server_tags, shown in /varz: EmbeddedNatsServer tags each start to know its own server.
+    tags: tuple[str, ...] = ()
     # Raw conf text appended verbatim; an escape hatch for experiments and tests.
     extra_conf: str = field(default="", repr=False)
 
@@ -242,6 +244,8 @@ def render_config(cfg: ServerConfig) -> str:
     }
     if cfg.http_port is not None:
         top["http"] = f"{cfg.host}:{cfg.http_port}"
+    if cfg.tags:
+        top["server_tags"] = list(cfg.tags)
     if cfg.users:
         top["authorization"] = {"users": [_user_entry(u) for u in cfg.users]}
     if cfg.cluster is not None:

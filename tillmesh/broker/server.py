@@ -4,19 +4,27 @@
 the binary, waits until the server itself reports healthy on its monitoring port
 (``/healthz``), and on exit terminates and *always* reaps it. Tests use the
 signal helpers (`kill`, `pause`, `resume`, `restart`) to inject real faults.
+
+Two things keep a server from being mistaken for another: each start tags its
+server (``server_tags``, read back from ``/varz``), so a port answered by some
+other nats-server does not count as ready; and on Linux the child is signalled
+when its parent dies, so a killed till leaves no orphan holding its ports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +49,7 @@ __all__ = [
 
 _BINARY = "nats-server"
 _LOG_TAIL_LINES = 20
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def nats_server_binary() -> Path:
@@ -99,6 +108,27 @@ def connect_options(url: str | list[str], creds: Credentials, replica_id: str) -
     }
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies.
+
+    Without it a SIGKILLed till leaves its nats-server running, holding the ports
+    the restarted till needs. The kernel ties this to the *thread* that forks: here
+    the event loop's, which lives as long as the server is wanted. Everything is
+    looked up before the fork, so the child only makes two system calls before exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def _proc_state(pid: int) -> str | None:
     """The one-letter process state from /proc (``T`` = stopped), None if unknown."""
     try:
@@ -134,6 +164,7 @@ class EmbeddedNatsServer:
         self.log_path = self.workdir / f"{config.name}.log"
         self._proc: asyncio.subprocess.Process | None = None
         self._paused = False
+        self._start_tag = ""  # this start's server_tags entry; see _healthy
 
     # ------------------------------------------------------------ properties
 
@@ -150,6 +181,11 @@ class EmbeddedNatsServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of a server that exited on its own; None while running or stopped."""
+        return None if self._proc is None else self._proc.returncode
 
     @property
     def client_url(self) -> str:
@@ -186,8 +222,8 @@ class EmbeddedNatsServer:
         if self.running:
             raise BrokerError(f"nats-server {self.name!r} already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(render_config(self.config))
-        os.chmod(self.conf_path, 0o600)  # it contains passwords
+        self._start_tag = f"tillmesh-start:{secrets.token_hex(8)}"
+        self._write_conf()
         # The server logs to stderr by default; sending stderr to the log file
         # also captures config errors printed before any log_file would open.
         with open(self.log_path, "ab") as log:
@@ -198,6 +234,7 @@ class EmbeddedNatsServer:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                preexec_fn=_die_with_parent(),
             )
         self._paused = False
         try:
@@ -221,11 +258,17 @@ class EmbeddedNatsServer:
         raise ServerNotReady(self.name, self.ready_timeout)
 
     async def _healthy(self) -> bool:
+        """Our server answers /healthz. A 200 alone proves nothing: a second copy of a
+        server polls its monitoring port before it dies of "address already in use",
+        and the port's owner answers; only our server carries this start's tag."""
         try:
             status, _ = await http_get(self.config.host, self.http_port, "/healthz", 1.0)
-        except (OSError, TimeoutError, ValueError, IndexError):
+            if status != 200:
+                return False
+            varz = await self.monitor("/varz", 1.0)
+        except (OSError, TimeoutError, ValueError, IndexError, BrokerError):
             return False
-        return status == 200
+        return self._start_tag in (varz.get("tags") or ())
 
     async def stop(self) -> int | None:
         """SIGTERM, wait up to ``stop_timeout``, then SIGKILL; always reaps.
@@ -295,10 +338,15 @@ class EmbeddedNatsServer:
         if config.http_port is None:  # keep the monitoring port readiness was read from
             config = replace(config, http_port=self.config.http_port)
         self.config = config
-        self.conf_path.write_text(render_config(config))
-        os.chmod(self.conf_path, 0o600)
+        self._write_conf()
         if self._proc is not None and self.running:
             self._signal(self._proc, signal.SIGHUP)
+
+    def _write_conf(self) -> None:
+        """The conf file for `config`, plus this start's tag (kept across reloads)."""
+        tags = (*self.config.tags, self._start_tag) if self._start_tag else self.config.tags
+        self.conf_path.write_text(render_config(replace(self.config, tags=tags)))
+        os.chmod(self.conf_path, 0o600)  # it contains passwords
 
     async def restart(self) -> None:
         """Stop and start again with the same config, hence the same ports."""
