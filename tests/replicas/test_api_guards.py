@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from tests.factories import cash_sale
 from tests.replicas.test_api import FakeReplica, client_for, open_log
 from tillmesh.core.events import ProductUpserted
 from tillmesh.core.log import EventLog
+from tillmesh.replicas.api import create_app
+from tillmesh.replicas.api_link import link_router
 
 TILL = "s1/t1"
 PRICES = {"COLA": 150, "BREAD": 250}
@@ -158,3 +161,49 @@ async def test_hq_refuses_sales_voids_and_refunds_but_moves_its_stock(tmp_path: 
             assert received.status_code == 201 and received.json()["on_hand"] == 39
     finally:
         await hq_log.close()
+
+
+# --- 8. every request model is strict --------------------------------------------------
+
+
+LENIENT_RESOLVES = {
+    "unknown field": {"action": "accept", "by": "ana", "extra": "x"},
+    "count as a string": {"action": "recount", "by": "ana", "count": "12"},
+    "price as a string": {"action": "choose_price", "by": "ana", "price": "150"},
+    "price as a float": {"action": "choose_price", "by": "ana", "price": 150.0},
+}
+
+
+@pytest.mark.parametrize("body", LENIENT_RESOLVES.values(), ids=list(LENIENT_RESOLVES))
+async def test_resolve_is_strict(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    # Refused before the conflict is looked up: no 404 for the unknown id.
+    r = await client.post("/conflicts/c-1/resolve", json=body)
+    assert r.status_code == 422, r.text
+
+
+@dataclass
+class FakeLink:
+    enabled: bool = True
+    calls: list[bool] = field(default_factory=list)
+
+    async def set_hq_link(self, enabled: bool) -> bool:
+        self.calls.append(enabled)
+        self.enabled = enabled
+        return True
+
+    def hq_link_enabled(self) -> bool:
+        return self.enabled
+
+
+async def test_link_switch_is_strict(log: EventLog) -> None:
+    link = FakeLink()
+    app = create_app(FakeReplica(TILL, log))
+    app.include_router(link_router(link))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for bad in ({"enabled": "no"}, {"enabled": 0}, {"enabled": False, "extra": 1}):
+            r = await c.put("/link/hq", json=bad)
+            assert r.status_code == 422, (bad, r.text)
+        assert link.calls == []  # "no" was never read as false (nor as true)
+        r = await c.put("/link/hq", json={"enabled": False})
+        assert r.status_code == 200 and r.json() == {"enabled": False}
+    assert link.calls == [False]

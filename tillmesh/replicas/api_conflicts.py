@@ -12,23 +12,15 @@ from typing import Any
 
 import msgspec
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
 
 from tillmesh.conflict.detect import detect, open_conflict_count
 from tillmesh.conflict.policies import Policies, from_state
-from tillmesh.conflict.resolve import Action, resolve
+from tillmesh.conflict.resolve import resolve
 from tillmesh.core.errors import ConflictError, UnknownConflict
 from tillmesh.core.log import EventLog
+from tillmesh.replicas.api_models import ResolveIn  # strict, like every request model
 
 __all__ = ["ResolveIn", "conflicts_router", "count_open"]
-
-
-class ResolveIn(BaseModel):
-    action: Action
-    by: str = Field(min_length=1, max_length=200, description="who decides (a manager)")
-    reason: str = Field(default="", max_length=200)
-    price: int | None = Field(default=None, ge=0, description="with choose_price, minor units")
-    count: int | None = Field(default=None, ge=0, description="with recount, the counted stock")
 
 
 def count_open(conn: sqlite3.Connection) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 __all__ = ["HqLink", "LinkControl", "link_router"]
 
@@ -22,6 +22,9 @@ class LinkControl(Protocol):
 
 
 class HqLink(BaseModel):
+    # Strict like every request model: "no" or 0 is refused, not read as a bool.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
     enabled: bool
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from tillmesh.conflict.resolve import Action
 from tillmesh.core.events import (
     Payment,
     PriceSet,
@@ -48,6 +49,7 @@ __all__ = [
     "RefundIn",
     "RefundLineIn",
     "RefundOut",
+    "ResolveIn",
     "SaleIn",
     "SaleLineIn",
     "SaleOut",
@@ -378,6 +380,19 @@ class ShiftView(BaseModel):
     closed_by: str | None
     counted_cash: int | None
     over_short: int | None
+
+
+# --- conflicts ------------------------------------------------------------------------
+
+
+class ResolveIn(_In):
+    action: Action
+    by: Annotated[str, Field(min_length=1, max_length=200, description="who decides (a manager)")]
+    reason: Text = ""
+    price: Money | None = Field(None, description="with choose_price, minor units")
+    count: Annotated[int, Field(ge=0, le=10**9)] | None = Field(
+        None, description="with recount, the counted stock"
+    )
 
 
 # --- generic and status ---------------------------------------------------------------
