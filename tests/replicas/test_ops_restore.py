@@ -92,3 +92,18 @@ def test_restore_from_a_compacted_peer_starts_from_its_snapshot(
     assert next_append(built.root, "s1/t1") == "s1/t1:17"
     code, rebuilt = cli_json(capsys, "log", "rebuild", lost)
     assert rebuilt["digest"] == rebuilt["digest_before"]
+
+
+@pytest.mark.parametrize("source", ["hq", "s1/t2"])
+def test_restore_leaves_only_the_restored_file(
+    built: Built, tmp_path: Path, source: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the main file is moved into place: no <db>.restoring-wal/-shm beside it."""
+    out_dir = tmp_path / "new"
+    out_dir.mkdir()
+    new = out_dir / "t1.db"
+    code, _, err = cli(
+        capsys, "log", "restore", new, "--from", built.db(source), "--replica", "s1/t1"
+    )
+    assert (code, err) == (0, "")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["t1.db"]

@@ -91,8 +91,25 @@ async def _build(
     async with await EventLog.open(tmp, report.replica_id, fold, in_scope=scope) as log:
         await _copy_events(src, log, heads, report, progress)
         report.own_seq = log.head(report.replica_id)[0]
-    with closing(open_sync(tmp, readonly=True)) as conn:
-        report.digest = queries.state_digest(conn)
+    report.digest = _finish(tmp)
+
+
+def _finish(tmp: Path) -> str:
+    """The new database's digest, with its WAL merged into the main file and gone.
+
+    Only the main file is moved into place: a -wal/-shm left under the temporary name
+    is clutter at best, and commits still in a -wal would be lost by the move. A
+    read-only connection cannot checkpoint or delete them at close (the digest used
+    to be read through one, leaving both), so a writer checkpoints and closes last.
+    """
+    with closing(open_sync(tmp)) as conn:
+        digest = queries.state_digest(conn)
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:  # nothing else has the new file open: a bug, never a reason to lose events
+        raise StorageError(str(tmp), "could not checkpoint the restored database")
+    for suffix in ("-wal", "-shm"):  # gone at the close; empty if anything is left
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    return digest
 
 
 def _seed_compacted(
