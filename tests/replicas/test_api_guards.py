@@ -207,3 +207,45 @@ async def test_link_switch_is_strict(log: EventLog) -> None:
         r = await c.put("/link/hq", json={"enabled": False})
         assert r.status_code == 200 and r.json() == {"enabled": False}
     assert link.calls == [False]
+
+
+# --- 6. no card number in any free text a client sends ------------------------------------
+
+PAN = "4111111111111111"  # the classic test Visa number: Luhn-valid
+SPACED = "4111 1111 1111 1111"
+
+PAN_REQUESTS = {
+    "sale cashier": ("/sales", sale(cashier=SPACED)),
+    "sale receipt": ("/sales", sale(receipt=PAN)),
+    "sale shift": ("/sales", sale(shift=f"card {PAN}")),
+    "void reason": ("/sales/{sale}/void", {"reason": f"customer card {SPACED}"}),
+    "refund reason": ("/sales/{sale}/refunds", {**REFUND_ONE, "reason": PAN}),
+    "stock reference": ("/stock/COLA/receive", {"qty": 1, "reference": PAN}),
+    "stock adjust reason": ("/stock/COLA/adjust", {"delta": -1, "reason": SPACED}),
+    "shift cashier": ("/shifts", {"float_amount": 0, "cashier": PAN}),
+    "shift id": ("/shifts", {"shift": PAN, "float_amount": 0}),
+    "resolution by": ("/conflicts/c-1/resolve", {"action": "accept", "by": PAN}),
+    "resolution reason": ("/conflicts/c-1/resolve", {"action": "accept", "by": "a", "reason": PAN}),
+}
+
+
+@pytest.mark.parametrize("case", PAN_REQUESTS, ids=list(PAN_REQUESTS))
+async def test_card_numbers_are_refused_in_free_text(
+    client: httpx.AsyncClient, log: EventLog, case: str
+) -> None:
+    sold = (await client.post("/sales", json=sale())).json()
+    before = log.version_vector()
+    url, body = PAN_REQUESTS[case]
+    r = await client.post(url.format(sale=sold["sale_id"]), json=body)
+    assert r.status_code == 422, r.text
+    assert "full card number" in r.text and PAN not in r.text and SPACED not in r.text
+    assert log.version_vector() == before  # nothing stored, nothing replicated
+
+
+async def test_card_numbers_are_refused_in_product_names(tmp_path: Path) -> None:
+    async with await open_log(tmp_path / "hq.db", "hq") as hq_log:
+        hq = client_for(FakeReplica("hq", hq_log))
+        async with hq:
+            r = await hq.put("/catalog/TEA", json={"name": f"Tea {SPACED}", "price": 300})
+            assert r.status_code == 422 and "full card number" in r.text, r.text
+            assert (await hq.put("/catalog/TEA", json={"name": "Tea", "price": 3})).is_success

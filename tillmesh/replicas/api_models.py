@@ -85,7 +85,7 @@ def looks_like_pan(text: str) -> bool:
     """True if `text` holds a 12-19 digit run passing Luhn: a full card number.
 
     Stricter than the event layer (which checks a bare token only): at the edge a
-    card number embedded anywhere in a payment field is refused before it is stored.
+    card number embedded anywhere in a client's free text is refused before it is stored.
     """
     for match in _DIGIT_RUN.finditer(text):
         digits = re.sub(r"\D", "", match.group())
@@ -106,12 +106,17 @@ def _no_pan(value: str) -> str:
     if looks_like_pan(value):
         # The value itself is never echoed back (see api._request_error).
         raise ValueError(
-            "looks like a full card number; send only the processor token and the last 4 digits"
+            "looks like a full card number, which the till never stores: leave it out"
+            " (a card payment sends only the processor token and the last 4 digits)"
         )
     return value
 
 
+# Free text a client sends is stored in the log and replicated to every till and HQ: a
+# card number typed into any of it (a cashier, a reason, a receipt) is refused here.
 NoPanText = Annotated[Text, AfterValidator(_no_pan)]
+NoPanId = Annotated[Id, AfterValidator(_no_pan)]
+NoPanName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_pan)]
 CardToken = Annotated[str, Field(min_length=8, max_length=128), AfterValidator(_no_pan)]
 Last4 = Annotated[str, Field(pattern=r"^[0-9]{4}$")]
 
@@ -164,9 +169,9 @@ class SaleIn(_In):
     lines: Annotated[list[SaleLineIn], Field(min_length=1, max_length=500)]
     payments: Annotated[list[PaymentIn], Field(min_length=1, max_length=20)]
     change: Money | None = Field(None, description="default: whatever cash was paid over the total")
-    receipt: Id | None = Field(None, description="default: <store>-<till>-<counter>")
-    shift: Text = ""
-    cashier: Text = ""
+    receipt: NoPanId | None = Field(None, description="default: <store>-<till>-<counter>")
+    shift: NoPanText = ""
+    cashier: NoPanText = ""
 
     def to_body(self, prices: dict[str, int], receipt: str, online: bool) -> SaleCompleted:
         """The event; `prices` must hold a price for every line without `unit_price`."""
@@ -202,7 +207,7 @@ class SaleOut(BaseModel):
 
 
 class VoidIn(_In):
-    reason: Text = ""
+    reason: NoPanText = ""
 
 
 class RefundLineIn(_In):
@@ -219,7 +224,7 @@ class RefundIn(_In):
         None, description="default: the sale's first payment method"
     )
     restock: bool = True
-    reason: Text = ""
+    reason: NoPanText = ""
 
     def to_body(self, sale_id: str, amounts: list[int], method: str) -> RefundIssued:
         lines = [
@@ -283,7 +288,7 @@ class ReceiptView(BaseModel):
 
 class StockReceiveIn(_In):
     qty: Qty
-    reference: Text = ""
+    reference: NoPanText = ""
 
     def to_body(self, sku: str) -> StockReceived:
         return StockReceived(sku=sku, qty=self.qty, reference=self.reference)
@@ -291,7 +296,7 @@ class StockReceiveIn(_In):
 
 class StockAdjustIn(_In):
     delta: Annotated[int, Field(ge=-(10**9), le=10**9)] = Field(description="signed, not 0")
-    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: NoPanName
 
     def to_body(self, sku: str) -> StockAdjusted:
         return StockAdjusted(sku=sku, delta=self.delta, reason=self.reason)
@@ -318,7 +323,7 @@ class StockOut(StockLevel):
 
 
 class ProductIn(_In):
-    name: Text
+    name: NoPanText
     price: Money
     tax_rate_bp: Annotated[int, Field(ge=0, le=10_000)] = 0
     active: bool = True
@@ -349,9 +354,9 @@ class ProductView(BaseModel):
 
 
 class ShiftOpenIn(_In):
-    shift: Id | None = Field(None, description="default: generated, unique per till")
+    shift: NoPanId | None = Field(None, description="default: generated, unique per till")
     float_amount: Money
-    cashier: Text = ""
+    cashier: NoPanText = ""
 
     def to_body(self, shift: str) -> ShiftOpened:
         return ShiftOpened(shift=shift, float_amount=self.float_amount, cashier=self.cashier)
@@ -387,8 +392,8 @@ class ShiftView(BaseModel):
 
 class ResolveIn(_In):
     action: Action
-    by: Annotated[str, Field(min_length=1, max_length=200, description="who decides (a manager)")]
-    reason: Text = ""
+    by: NoPanName = Field(description="who decides (a manager)")
+    reason: NoPanText = ""
     price: Money | None = Field(None, description="with choose_price, minor units")
     count: Annotated[int, Field(ge=0, le=10**9)] | None = Field(
         None, description="with recount, the counted stock"
