@@ -37,8 +37,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tillmesh site init --data data --stores 2 --tills 3",
     )
     p.add_argument("--data", type=Path, required=True, help="the site's data folder")
-    p.add_argument("--stores", type=int, default=1, help="number of stores (s1, s2, ...)")
-    p.add_argument("--tills", type=int, default=3, help="tills per store (t1, t2, ...)")
+    p.add_argument("--stores", type=_positive, default=1, help="number of stores (s1, s2, ...)")
+    p.add_argument("--tills", type=_positive, default=3, help="tills per store (t1, t2, ...)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing site: new ports and credentials (stop its replicas first)",
+    )
 
     p = add_command(
         sub,
@@ -84,11 +89,22 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log sync activity")
 
 
+def _positive(text: str) -> int:
+    """argparse type: a count of stores or tills, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def cmd_site_init(args: argparse.Namespace) -> int:
     stores = {
         f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
     }
-    site = init_site(args.data, stores)
+    site = init_site(args.data, stores, force=args.force)
     print(f"site written to {args.data}: HQ + {sum(len(t) for t in stores.values())} tills")
     for rid in site.replicas:
         print(f"  {rid:8} api {site.api_url(rid)}")
@@ -106,12 +122,13 @@ def cmd_hq(args: argparse.Namespace) -> int:
 
 
 def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:
+    site, creds = load_site(root)
+    replica = Replica(site, creds, replica_id, root, fresh=fresh)  # refuses unknown ids
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format=f"%(asctime)s {replica_id} %(levelname)s %(message)s",
     )
-    site, creds = load_site(root)
-    asyncio.run(_run(Replica(site, creds, replica_id, root, fresh=fresh)))
+    asyncio.run(_run(replica))
     return 0
 
 

@@ -7,6 +7,7 @@ Pydantic validates them, since they are edited by people.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -20,12 +21,33 @@ from tillmesh.broker.credentials import (
     save_credentials,
 )
 from tillmesh.broker.subjects import HQ, parse_replica_id, validate_name
-from tillmesh.core.errors import StorageError
+from tillmesh.core.errors import StorageError, TillmeshError
 
-__all__ = ["NodePorts", "Site", "init_site", "load_site"]
+__all__ = ["NodePorts", "Site", "SiteExists", "UnknownReplica", "init_site", "load_site"]
 
 SITE_FILE = "site.json"
 CREDENTIALS_FILE = "credentials.json"
+
+
+class UnknownReplica(TillmeshError):
+    """A replica id that is not one of the site's (a typo, or another site's folder)."""
+
+    def __init__(self, replica_id: str, known: Sequence[str]) -> None:
+        super().__init__(f"no replica {replica_id!r} in this site; it has: {', '.join(known)}")
+        self.replica_id = replica_id
+        self.known = list(known)
+
+
+class SiteExists(StorageError):
+    """`site init` on a folder that holds a site: new ports and credentials would cut
+    off the replicas running with the old ones."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            str(path),
+            "a site already exists here; a new one would give its replicas new ports and"
+            " credentials (replace it with --force)",
+        )
 
 
 class NodePorts(BaseModel):
@@ -57,18 +79,25 @@ class Site(BaseModel):
     def replicas(self) -> list[str]:
         return [HQ] + [f"{s}/{t}" for s, tills in self.stores.items() for t in tills]
 
+    def node(self, replica_id: str) -> NodePorts:
+        """The ports of one of the site's replicas; UnknownReplica for any other id."""
+        if replica_id not in self.ports or replica_id not in self.replicas:
+            raise UnknownReplica(replica_id, self.replicas)
+        return self.ports[replica_id]
+
     def data_dir(self, root: Path, replica_id: str) -> Path:
+        self.node(replica_id)  # an unknown id must not become a folder
         return root / replica_id  # "hq" or "<store>/<till>"
 
     def api_url(self, replica_id: str) -> str:
-        return f"http://{self.host}:{self.ports[replica_id].api}"
+        return f"http://{self.host}:{self.node(replica_id).api}"
 
     def hq_leaf_addrs(self) -> list[str]:
         leaf = self.ports[HQ].leaf
         return [f"{self.host}:{leaf}", *self.extra_hq_leaf_urls]
 
     def server_config(self, replica_id: str, creds: dict[str, Credentials]) -> ServerConfig:
-        ports = self.ports[replica_id]
+        ports = self.node(replica_id)
         if replica_id == HQ:
             assert ports.leaf is not None
             return hq_server_config(
@@ -101,20 +130,39 @@ class Site(BaseModel):
         ]
 
 
-def init_site(root: Path, stores: dict[str, list[str]], *, host: str = "127.0.0.1") -> Site:
-    """Allocate free ports and fresh credentials for every replica of a new site."""
+def init_site(
+    root: Path, stores: dict[str, list[str]], *, host: str = "127.0.0.1", force: bool = False
+) -> Site:
+    """Allocate free ports and fresh credentials for every replica of a new site.
+
+    Refuses (SiteExists) to replace a site unless `force`; OS errors (an unwritable
+    folder) become StorageError naming the folder.
+    """
+    try:
+        if not force and (root / SITE_FILE).exists():
+            raise SiteExists(root / SITE_FILE)
+        site, creds = _new_site(stores, host)
+        _write_site(root, site, creds)
+    except OSError as e:
+        raise StorageError(str(root), f"cannot write a site here: {e.strerror or e}") from e
+    return site
+
+
+def _new_site(stores: dict[str, list[str]], host: str) -> tuple[Site, dict[str, Credentials]]:
     ports = {HQ: _ports(host, hq=True)}
     for store, tills in stores.items():
         for till in tills:
             ports[f"{store}/{till}"] = _ports(host, hq=False)
-    site = Site(host=host, stores=stores, ports=ports)
     creds: dict[str, Credentials] = {}
     for store, tills in stores.items():
         creds.update(generate_store_credentials(store, tills, hq=True))
+    return Site(host=host, stores=stores, ports=ports), creds
+
+
+def _write_site(root: Path, site: Site, creds: dict[str, Credentials]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / SITE_FILE).write_text(site.model_dump_json(indent=2) + "\n")
     save_credentials(root / CREDENTIALS_FILE, creds)
-    return site
 
 
 def _ports(host: str, *, hq: bool) -> NodePorts:
