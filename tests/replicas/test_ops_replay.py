@@ -4,21 +4,33 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from test_ops_kit import (  # noqa: F401  (fixtures)
     Built,
+    Site,
     at,
     built,
     cli,
     cli_json,
     pristine_site,
+    product,
+    received,
     reference_digest,
+    with_site,
 )
 
 from tillmesh.core.clock import pack
-from tillmesh.core.events import parse_event_id
+from tillmesh.core.events import (
+    Payment,
+    RefundIssued,
+    RefundLine,
+    SaleCompleted,
+    SaleLine,
+    parse_event_id,
+)
 
 
 def hlc_at(minutes: float) -> int:
@@ -138,3 +150,54 @@ def test_every_ops_command_has_an_example_and_json(
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "example:\n  tillmesh log " + command in out and "--json" in out
+
+
+async def two_stores_day(site: Site) -> dict[str, list[str]]:
+    """HQ receives 4 A (HQ's own stock); till s1/t1 receives, sells A and B in one sale,
+    and refunds line 0 (A) of it only."""
+    await site.open("hq", "s1/t1")
+    site.at(0)
+    ids = {"hq": await site.append("hq", product("A", 250), received("A", 4))}
+    await site.sync("hq", "s1/t1")
+    site.at(1)
+    lines = [SaleLine(sku="A", qty=3, unit_price=250), SaleLine(sku="B", qty=2, unit_price=400)]
+    two_lines = SaleCompleted(
+        receipt="R-2", lines=lines, payments=[Payment(method="cash", amount=1550)]
+    )
+    ids["s1/t1"] = await site.append("s1/t1", received("A", 100), received("B", 10), two_lines)
+    site.at(2)
+    refund = RefundIssued(sale=ids["s1/t1"][2], lines=[RefundLine(line=0, qty=1, amount=250)])
+    ids["s1/t1"] += await site.append("s1/t1", refund)
+    await site.sync("hq", "s1/t1")
+    return ids
+
+
+def test_replay_stock_is_the_replayed_store_s_never_a_sum_over_stores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_site(tmp_path, two_stores_day)
+    till, hq = tmp_path / "s1-t1.db", tmp_path / "hq.db"
+    until = ["--until", at(10), "--state-only"]
+    code, text, _ = cli(capsys, "log", "replay", till, *until)
+    assert code == 0 and text.splitlines()[-1] == "stock s1  A=98 B=8"  # not A=102 (+HQ's 4)
+    code, text, _ = cli(capsys, "log", "replay", hq, *until, "--store", "s1")
+    assert code == 0 and text.splitlines()[-1] == "stock s1  A=98 B=8"
+    code, text, _ = cli(capsys, "log", "replay", hq, *until)
+    assert code == 0 and text.splitlines()[-2:] == ["stock hq  A=4", "stock s1  A=98 B=8"]
+    code, out = cli_json(capsys, "log", "replay", till, *until)
+    assert code == 0
+    assert (out["state"]["store"], out["state"]["stock"]) == ("s1", {"A": 98, "B": 8})
+    code, out = cli_json(capsys, "log", "replay", hq, *until)
+    assert code == 0 and out["state"]["stock"] is None
+    assert out["state"]["stock_by_store"] == {"hq": {"A": 4}, "s1": {"A": 98, "B": 8}}
+
+
+def test_a_refund_shows_the_stock_of_the_lines_it_refunded_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = with_site(tmp_path, two_stores_day)
+    code, out = cli_json(capsys, "log", "replay", tmp_path / "s1-t1.db", "--until", at(10))
+    assert code == 0
+    by_id = {e["id"]: e["stock"] for e in out["events"]}
+    assert by_id[ids["s1/t1"][2]] == {"A": 97, "B": 8}  # the sale moved both
+    assert by_id[ids["s1/t1"][3]] == {"A": 98}  # the refund of line 0 restocked A only

@@ -15,7 +15,7 @@ from tillmesh.core.events import HQ, parse_event_id, store_of
 from tillmesh.replicas.cli_inspect import event_record, format_hlc, parse_time, print_json
 from tillmesh.replicas.cli_log import SubParsers, log_command, progress_bar
 from tillmesh.replicas.ops import Cut, open_log, scope_of
-from tillmesh.replicas.ops_replay import ReplayStep, event_cut, replay
+from tillmesh.replicas.ops_replay import ReplayStep, event_cut, replay, replayed_store
 
 __all__ = ["add_replay", "cmd_replay"]
 
@@ -48,23 +48,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     scope = scope_of(None) if args.store is None else _store_scope(args.store)
     with closing(open_log(args.db)) as conn:
         cut = _cut(conn, args)
+        store = replayed_store(conn, args.store)
         total = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         with progress_bar("replaying", total) as progress:
-            result = replay(conn, cut, scope, progress)
+            result = replay(conn, cut, scope, progress, store)
     steps = [s for s in result.steps if args.since is None or s.event.hlc >= args.since]
     if args.json:
+        # "stock" is the replayed store's (null at HQ without --store: no one store's
+        # stock; "stock_by_store" has each store's apart)
+        stock = None if store is None else result.stock[store]
         print_json(
             {
                 "cut": _cut_record(cut),
                 "events": [] if args.state_only else [_step_record(s) for s in steps],
-                "state": result.state,
+                "state": {**result.state, "store": store, "stock": stock},
             }
         )
         return 0
     print(f"replay of {args.db} up to {_cut_text(args)}: {result.events} events")
     if not args.state_only:
         _print_steps(steps)
-    _print_state(result.state)
+    _print_state(result.state, result.stock)
     return 0
 
 
@@ -113,11 +117,14 @@ def _print_steps(steps: list[ReplayStep]) -> None:
         )
 
 
-def _print_state(state: dict[str, Any]) -> None:
+def _print_state(state: dict[str, Any], stock: dict[str, dict[str, int]]) -> None:
     sales = state["sales"]
     print(f"state    digest {state['digest'][:16]}")
     print(
         f"sales    {sales['sales']}  gross {sales['gross']}  voided {sales['voided']}  "
         f"refunded {sales['refunded']}  net {sales['net']}"
     )
-    print("stock    " + (" ".join(f"{k}={v}" for k, v in sorted(state["stock"].items())) or "-"))
+    if not stock:
+        print("stock    -")
+    for store, levels in stock.items():  # one line per store: never a sum over stores
+        print(f"stock {store}  " + (" ".join(f"{k}={v}" for k, v in levels.items()) or "-"))

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tillmesh.conflict import queries
-from tillmesh.conflict.stock import store_moved_by
+from tillmesh.conflict.stock import stock_store, store_moved_by
 from tillmesh.core.errors import StorageError, TillmeshError
 from tillmesh.core.events import (
+    HQ,
     Body,
     Event,
     RefundIssued,
@@ -27,9 +28,17 @@ from tillmesh.core.events import (
     decode_event,
 )
 from tillmesh.core.fold import Accepted
-from tillmesh.replicas.ops import Cut, Progress, Scope, cut_rows, fold_for, new_scratch
+from tillmesh.replicas.ops import (
+    Cut,
+    Progress,
+    Scope,
+    cut_rows,
+    fold_for,
+    new_scratch,
+    replica_of,
+)
 
-__all__ = ["Replay", "ReplayStep", "event_cut", "replay"]
+__all__ = ["Replay", "ReplayStep", "event_cut", "replay", "replayed_store"]
 
 
 @dataclass
@@ -47,6 +56,9 @@ class Replay:
     events: int = 0
     steps: list[ReplayStep] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    # On hand as of the cut, per store shown: the replayed store only, or every store
+    # (HQ, no --store). Never summed over stores: that is no store's stock.
+    stock: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def event_cut(conn: sqlite3.Connection, origin: str, seq: int) -> Cut:
@@ -58,13 +70,26 @@ def event_cut(conn: sqlite3.Connection, origin: str, seq: int) -> Cut:
     return int(row[0]), origin, seq
 
 
+def replayed_store(conn: sqlite3.Connection, store: str | None) -> str | None:
+    """Whose stock a replay shows: `store` if given, else a till's own store; None at HQ
+    (or in a database naming no replica), which shows every store apart."""
+    if store is not None:
+        return store
+    replica = replica_of(conn)
+    return None if replica in (None, HQ) else stock_store(replica)
+
+
 def replay(
     conn: sqlite3.Connection,
     cut: Cut | None,
     scope: Scope,
     progress: Progress | None = None,
+    store: str | None = None,
 ) -> Replay:
-    """Fold the in-scope events up to `cut` one by one, recording running totals."""
+    """Fold the in-scope events up to `cut` one by one, recording running totals.
+
+    The final stock is `store`'s, or every store's apart if None (`replayed_store`).
+    """
     fold = fold_for(conn)
     scratch = new_scratch(conn, fold, scope, cut)
     try:
@@ -86,6 +111,7 @@ def replay(
             if progress is not None:
                 progress(1)
         result.state = queries.state_snapshot(scratch)
+        result.stock = _final_stock(scratch, store)
         return result
     finally:
         scratch.close()
@@ -98,14 +124,36 @@ def _body_or_none(ev: Event) -> Body | None:
         return None
 
 
+def _final_stock(scratch: sqlite3.Connection, store: str | None) -> dict[str, dict[str, int]]:
+    if store is None:
+        return queries.stock_by_store(scratch)
+    return {store: queries.stock_levels(scratch, store=store)}
+
+
 def _touched_skus(conn: sqlite3.Connection, body: Body | None) -> list[str]:
     if isinstance(body, SaleCompleted):
         return sorted({line.sku for line in body.lines})
-    if isinstance(body, SaleVoided | RefundIssued):
+    if isinstance(body, SaleVoided):  # a void restocks every line of the sale
         rows = conn.execute(
             "SELECT DISTINCT sku FROM st_sale_lines WHERE sale_id = ? ORDER BY sku", (body.sale,)
         )
         return [sku for (sku,) in rows]
+    if isinstance(body, RefundIssued):
+        return _refunded_skus(conn, body)
     if isinstance(body, StockReceived | StockAdjusted | StockCounted):
         return [body.sku]
     return []
+
+
+def _refunded_skus(conn: sqlite3.Connection, body: RefundIssued) -> list[str]:
+    """The SKUs of the sale lines the refund names: only those come back (with restock)."""
+    if not body.restock:
+        return []
+    lines = sorted({line.line for line in body.lines})
+    marks = ", ".join("?" * len(lines))
+    rows = conn.execute(
+        f"SELECT DISTINCT sku FROM st_sale_lines WHERE sale_id = ? AND line IN ({marks})"
+        " ORDER BY sku",
+        (body.sale, *lines),
+    )
+    return [sku for (sku,) in rows]
