@@ -249,3 +249,25 @@ async def test_card_numbers_are_refused_in_product_names(tmp_path: Path) -> None
             r = await hq.put("/catalog/TEA", json={"name": f"Tea {SPACED}", "price": 300})
             assert r.status_code == 422 and "full card number" in r.text, r.text
             assert (await hq.put("/catalog/TEA", json={"name": "Tea", "price": 3})).is_success
+
+
+# --- 7. a client receipt never takes the form a till generates -------------------------
+
+
+@pytest.mark.parametrize(
+    "receipt", ["s1-t2-000001", "s2-t1-1000000", "store_2-till-3-000042", "hq-000001"]
+)
+async def test_receipts_in_a_tills_generated_form_are_refused(
+    client: httpx.AsyncClient, receipt: str
+) -> None:
+    # s1/t2's next generated receipt could be exactly this: a receipt collision made here.
+    r = await client.post("/sales", json=sale(receipt=receipt))
+    assert r.status_code == 422, r.text
+    assert "generated" in r.text and "leave receipt out" in r.text
+    assert await sales_count(client) == 0
+
+
+@pytest.mark.parametrize("receipt", ["PAPER-17", "s1-t2-17", "INV 000001", "000123456"])
+async def test_other_client_receipts_are_taken(client: httpx.AsyncClient, receipt: str) -> None:
+    r = await client.post("/sales", json=sale(receipt=receipt))
+    assert r.status_code == 201 and r.json()["receipt"] == receipt, r.text

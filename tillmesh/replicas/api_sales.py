@@ -8,6 +8,7 @@ and refunds check the local state under the lock, and only in the sale's own sto
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from contextlib import AbstractAsyncContextManager, nullcontext
 
@@ -40,10 +41,25 @@ def _default_prices(req: m.SaleIn, products: dict[str, Record]) -> dict[str, int
     return {s: int(products[s]["price"]) for s in skus}
 
 
+# The form of every generated receipt (Till.take_receipt): "<store>-<till>-<counter>",
+# names of [A-Za-z0-9_-] and a counter of 6 digits or more; "hq-<counter>" from builds
+# that let HQ sell.
+_GENERATED = re.compile(r"(hq|[A-Za-z0-9_-]+-[A-Za-z0-9_-]+)-[0-9]{6,}")
+
+
 def _check_receipt_form(till: Till, receipt: str) -> None:
+    """A client receipt never takes a generated one's form: this till's own, or another
+    till's, which that till may generate next (a receipt collision, made here)."""
     if receipt.startswith(till.prefix):
         raise HTTPException(
             422, f"receipts starting {till.prefix!r} are reserved for generated ones"
+        )
+    if _GENERATED.fullmatch(receipt):
+        raise HTTPException(
+            422,
+            f"receipt {receipt!r} has the form of a till's generated receipts"
+            " (<store>-<till>-<6+ digits>), which that till may issue too: leave receipt out"
+            " to get this till's next one, or use another form (e.g. PAPER-17)",
         )
 
 
