@@ -56,12 +56,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         # "stock" is the replayed store's (null at HQ without --store: no one store's
         # stock; "stock_by_store" has each store's apart)
-        stock = None if store is None else result.stock[store]
+        state: dict[str, Any] = {**result.state, "store": store}
+        state["stock"] = None if store is None else result.stock[store]
         print_json(
             {
                 "cut": _cut_record(cut),
                 "events": [] if args.state_only else [_step_record(s) for s in steps],
-                "state": {**result.state, "store": store, "stock": stock},
+                "state": state,
             }
         )
         return 0
