@@ -9,8 +9,9 @@ this, in the sync engine; the API only reports on it through `ReplicaHandle`.
 Errors: pydantic 422s (with the offending input stripped, so a mistyped card number
 is never echoed or logged), the event layer's `ValidationError` as 422, 404 for an
 unknown sale/SKU/shift, 409 when the request contradicts the local state (unknown SKU
-without a price, double void, over-refund), 403 for catalog writes a till may not
-make, 503 when the log is unusable. Clients never see a stack trace.
+without a price, a used receipt, a shift closed here, double void, void after refund,
+over-refund, a sale at HQ), 403 for catalog writes a till may not make, 503 when the
+log is unusable. Clients never see a stack trace.
 
 This module assembles the app (error handlers, status, the page); each group of
 endpoints is a router of its own: api_sales, api_stock, api_catalog, api_shifts,
