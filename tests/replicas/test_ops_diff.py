@@ -3,6 +3,12 @@
 # ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from functools import partial
+
+import msgspec
 import pytest
 from test_ops_kit import (  # noqa: F401  (fixtures)
     Built,
@@ -15,6 +21,8 @@ from test_ops_kit import (  # noqa: F401  (fixtures)
     sale,
     with_site,
 )
+
+from tillmesh.core.events import decode_event, encode_event, event_hash
 
 
 def test_diff_names_the_ranges_hq_lacks_and_the_state_that_follows(
@@ -72,3 +80,55 @@ def test_diff_finds_events_that_disagree_byte_for_byte(
     assert t1["b_lacks"] == [14, 16]
     code, text, _ = cli(capsys, "log", "diff", built.db("s1/t1"), twin)
     assert "BYTES DIFFER at 3 seq(s): 11, 12, 13" in text
+
+
+def delete_row(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM events WHERE origin = 's1/t1' AND seq = 7")
+
+
+def alter_bytes(conn: sqlite3.Connection, *, rehash: bool = False) -> None:
+    """s1/t1:5 re-stamped one tick later; its stored hash kept, or recomputed to match."""
+    where = "WHERE origin = 's1/t1' AND seq = 5"
+    raw, stored = conn.execute(f"SELECT raw, hash FROM events {where}").fetchone()
+    ev = decode_event(raw)
+    ev = msgspec.structs.replace(ev, hlc=ev.hlc + 1)
+    new_hash = event_hash(ev) if rehash else stored
+    conn.execute(f"UPDATE events SET raw = ?, hash = ? {where}", (encode_event(ev), new_hash))
+
+
+DAMAGE: dict[str, tuple[Callable[[sqlite3.Connection], None], str]] = {
+    "deleted row": (delete_row, "gap at s1/t1:8"),
+    "altered bytes": (alter_bytes, "hash-mismatch at s1/t1:5"),
+    "altered and re-hashed": (partial(alter_bytes, rehash=True), "chain-broken at s1/t1:6"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_diff_never_says_same_for_a_log_that_fails_verify(
+    built: Built, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Heads and stored hashes equal, events not: the chain proves nothing unverified."""
+    t1, t2 = built.db("s1/t1"), built.db("s1/t2")
+    damage_fn, named = DAMAGE[damage]
+    with closing(sqlite3.connect(t2)) as conn, conn:
+        damage_fn(conn)
+    code, text, err = cli(capsys, "log", "diff", t1, t2)
+    assert (code, err) == (1, "")
+    lines = text.splitlines()
+    assert lines[-1].startswith(f"DAMAGED: B fails verify ({named}")
+    assert "s1/t1" in text and "NOT VERIFIED: B" in next(x for x in lines if x.startswith("s1/t1"))
+    assert "SAME" not in lines
+    code, out = cli_json(capsys, "log", "diff", t2, t1)  # and from the other side
+    assert code == 1 and out["damaged"]
+    assert [f"{f['kind']} at {f['origin']}:{f['seq']}" for f in out["defects"]["a"]] == [named]
+    assert out["defects"]["b"] == []
+
+
+def test_defects_outside_the_compared_scope_do_not_count(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HQ's damaged copy of store s2 says nothing about what a till of s1 holds."""
+    with closing(sqlite3.connect(built.db("hq"))) as conn, conn:
+        conn.execute("DELETE FROM events WHERE origin = 's2/x1' AND seq = 3")
+    code, out = cli_json(capsys, "log", "diff", built.db("s1/t1"), built.db("hq"))
+    assert code == 1 and out["differs"] and not out["damaged"]  # HQ lacks s1's late events

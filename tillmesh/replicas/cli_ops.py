@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from tillmesh.core.errors import StorageError
+from tillmesh.core.verify import Finding
 from tillmesh.replicas.cli_compact import add_compact, add_rebuild
 from tillmesh.replicas.cli_inspect import parse_time, print_json
 from tillmesh.replicas.cli_log import SubParsers, log_command, log_group, progress_bar
 from tillmesh.replicas.cli_replay import add_replay
 from tillmesh.replicas.ops import open_log, replica_of
-from tillmesh.replicas.ops_diff import StateDiff, diff_dbs
+from tillmesh.replicas.ops_diff import DbDiff, StateDiff, diff_dbs
 from tillmesh.replicas.ops_export import export_db, import_file
 from tillmesh.replicas.ops_restore import restore_db
 
@@ -115,8 +117,8 @@ def _diff(logs: SubParsers) -> None:
         logs,
         "diff",
         cmd_diff,
-        "What each database lacks, events they disagree on byte for byte, and the state "
-        "difference; exit 1 if they differ.",
+        "Verify both databases, then show what each lacks, events they disagree on byte "
+        "for byte, and the state difference; exit 1 if they differ or one fails verify.",
         "tillmesh log diff data/hq/log.db data/s12/t1/log.db",
     )
     p.add_argument("db_a", type=Path)
@@ -125,28 +127,54 @@ def _diff(logs: SubParsers) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     with closing(open_log(args.db_a)) as a, closing(open_log(args.db_b)) as b:
-        d = diff_dbs(a, b)
+        total = sum(_event_count(conn) for conn in (a, b))
+        with progress_bar("verifying", total) as progress:
+            d = diff_dbs(a, b, progress)
+    code = 1 if d.differs or d.damaged else 0
     if args.json:
         print_json(
             {
                 "differs": d.differs,
+                "damaged": d.damaged,
                 "a": d.replica_a,
                 "b": d.replica_b,
                 "origins": d.origins,
                 "state": d.state,
+                "defects": {"a": _findings(d.defects_a), "b": _findings(d.defects_b)},
             }
         )
-        return 1 if d.differs else 0
+        return code
     print(f"A = {args.db_a} ({d.replica_a})\nB = {args.db_b} ({d.replica_b})")
     print(f"{'origin':16} {'A':>7} {'B':>7}  difference")
+    unverified = _unverified(d)
     for o in d.origins:
-        print(f"{o.origin:16} {o.seq_a:>7} {o.seq_b:>7}  {_origin_text(o)}")
+        print(f"{o.origin:16} {o.seq_a:>7} {o.seq_b:>7}  {_origin_text(o, unverified)}")
     _print_state_diff(d.state)
-    print("DIFFER" if d.differs else "SAME")
-    return 1 if d.differs else 0
+    for side, db, defects in (("A", args.db_a, d.defects_a), ("B", args.db_b, d.defects_b)):
+        _print_defects(side, db, defects)
+    print(_verdict(d))
+    return code
 
 
-def _origin_text(o: Any) -> str:
+def _event_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _findings(defects: list[Finding]) -> list[dict[str, Any]]:
+    return [vars(f) for f in defects]
+
+
+def _unverified(d: DbDiff) -> dict[str, str]:
+    """Per origin with defects, the first defect of each side that has one."""
+    out: dict[str, list[str]] = {}
+    for side, defects in (("A", d.defects_a), ("B", d.defects_b)):
+        for origin in dict.fromkeys(f.origin for f in defects):
+            first = next(f for f in defects if f.origin == origin)
+            out.setdefault(origin, []).append(f"{side} {first.kind} at {first.seq}")
+    return {origin: ", ".join(texts) for origin, texts in out.items()}
+
+
+def _origin_text(o: Any, unverified: dict[str, str]) -> str:
     parts = []
     if o.a_lacks:
         parts.append(f"A lacks {o.a_lacks[0]}..{o.a_lacks[1]}")
@@ -155,9 +183,38 @@ def _origin_text(o: Any) -> str:
     if o.disagree_count:
         seqs = ", ".join(map(str, o.disagree))
         parts.append(f"BYTES DIFFER at {o.disagree_count} seq(s): {seqs}")
-    elif o.compared:
+    if o.origin in unverified:  # its stored heads and hashes prove nothing: no "identical"
+        parts.append(f"NOT VERIFIED: {unverified[o.origin]}")
+    elif o.compared and not o.disagree_count:
         parts.append(f"common {o.compared[0]}..{o.compared[1]} identical")
     return "; ".join(parts) or "-"
+
+
+def _print_defects(side: str, db: Path, defects: list[Finding]) -> None:
+    if not defects:
+        return
+    print(f"{side} = {db} fails verify: {len(defects)} defect(s) in the compared origins")
+    for f in defects[:20]:
+        print(f"  {f}")
+    if len(defects) > 20:
+        print(f"  ... {len(defects) - 20} more (tillmesh log verify {db})")
+
+
+def _verdict(d: DbDiff) -> str:
+    if not d.damaged:
+        return "DIFFER" if d.differs else "SAME"
+    failing = [
+        f"{side} fails verify ({_first(defects)})"
+        for side, defects in (("A", d.defects_a), ("B", d.defects_b))
+        if defects
+    ]
+    return "DAMAGED: " + "; ".join(failing)
+
+
+def _first(defects: list[Finding]) -> str:
+    f = defects[0]
+    more = f" and {len(defects) - 1} more" if len(defects) > 1 else ""
+    return f"{f.kind} at {f.origin}:{f.seq}: {f.detail}{more}"
 
 
 def _print_state_diff(s: StateDiff) -> None:

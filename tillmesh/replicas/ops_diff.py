@@ -4,6 +4,13 @@ Per origin: the ranges one lacks and the events they disagree on byte for byte
 (`core.portable.compare_logs`); then the state both fold to, compared by digest, with
 the stock and sales figures that differ. A database that holds origins outside the
 common scope is folded into a scratch database first (`ops.scratch_state`).
+
+compare_logs trusts the stored `heads` and `hash` columns: equal heads stand for the
+whole range because each event names its predecessor's hash. That holds only for a
+log whose rows are all there and whose stored hashes are those of the bytes, so both
+sides first go through `core.verify.verify_log` (contiguity from the base, hashes,
+chain links, head rows); a defect in a compared origin makes the diff DAMAGED, never
+SAME.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from tillmesh.conflict import queries
 from tillmesh.core.compact import read_heads
 from tillmesh.core.errors import StorageError
 from tillmesh.core.portable import OriginDiff, compare_logs
-from tillmesh.replicas.ops import Scope, replica_of, scope_of, scratch_state
+from tillmesh.core.verify import Finding, verify_log
+from tillmesh.replicas.ops import Progress, Scope, replica_of, scope_of, scratch_state
 
 __all__ = ["DbDiff", "StateDiff", "diff_dbs"]
 
@@ -41,21 +49,62 @@ class DbDiff:
     replica_b: str | None
     origins: list[OriginDiff]
     state: StateDiff
+    # `log verify` defects of each side in the compared origins: the stored heads and
+    # hashes the comparison reads then prove nothing about the events.
+    defects_a: list[Finding] = field(default_factory=list)
+    defects_b: list[Finding] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
+        """The stored events or the states differ (see `damaged` for what that is worth)."""
         return self.state.differs or any(o.differs for o in self.origins)
 
+    @property
+    def damaged(self) -> bool:
+        return bool(self.defects_a or self.defects_b)
 
-def diff_dbs(a: sqlite3.Connection, b: sqlite3.Connection) -> DbDiff:
-    """Missing ranges, byte-level disagreements and state differences over the common scope."""
+
+def diff_dbs(
+    a: sqlite3.Connection, b: sqlite3.Connection, progress: Progress | None = None
+) -> DbDiff:
+    """Missing ranges, byte-level disagreements and state differences over the common
+    scope, after verifying both logs (`progress` advances by events verified)."""
     ra, rb = replica_of(a), replica_of(b)
     scope_a, scope_b = scope_of(ra), scope_of(rb)
 
     def scope(origin: str) -> bool:
         return scope_a(origin) and scope_b(origin)
 
-    return DbDiff(ra, rb, compare_logs(a, b, scope), _diff_state(a, b, scope))
+    defects_a = _defects(a, scope, progress)
+    defects_b = _defects(b, scope, progress)
+    d = DbDiff(ra, rb, compare_logs(a, b, scope), _diff_state(a, b, scope))
+    d.defects_a, d.defects_b = defects_a, defects_b
+    return d
+
+
+def _defects(conn: sqlite3.Connection, scope: Scope, progress: Progress | None) -> list[Finding]:
+    """verify_log's defects in the compared origins (the others do not enter the diff).
+
+    verify_log walks each origin's rows from its base by primary key, so a missing row
+    is a gap or a head mismatch, altered bytes a hash mismatch, a re-hashed one a broken
+    chain: the count of rows is head - base exactly when none is reported.
+    """
+    report = verify_log(conn, _advancing(progress))
+    return [f for f in report.defects if scope(f.origin)]
+
+
+def _advancing(progress: Progress | None) -> Progress | None:
+    """verify_log reports a running total; a progress bar wants the increments."""
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(total: int) -> None:
+        nonlocal done
+        progress(total - done)
+        done = total
+
+    return advance
 
 
 def _diff_state(a: sqlite3.Connection, b: sqlite3.Connection, scope: Scope) -> StateDiff:
