@@ -254,9 +254,7 @@ async def test_card_numbers_are_refused_in_product_names(tmp_path: Path) -> None
 # --- 7. a client receipt never takes the form a till generates -------------------------
 
 
-@pytest.mark.parametrize(
-    "receipt", ["s1-t2-000001", "s2-t1-1000000", "store_2-till-3-000042", "hq-000001"]
-)
+@pytest.mark.parametrize("receipt", ["s1-t2-000001", "s1-t9-1000000", "s1-t_3-000042"])
 async def test_receipts_in_a_tills_generated_form_are_refused(
     client: httpx.AsyncClient, receipt: str
 ) -> None:
@@ -267,7 +265,11 @@ async def test_receipts_in_a_tills_generated_form_are_refused(
     assert await sales_count(client) == 0
 
 
-@pytest.mark.parametrize("receipt", ["PAPER-17", "s1-t2-17", "INV 000001", "000123456"])
+@pytest.mark.parametrize(
+    "receipt",
+    # another store's form is left alone: "INV-2024-000123" could be store INV's
+    ["PAPER-17", "s1-t2-17", "INV 000001", "000123456", "INV-2024-000123", "s2-t1-000001"],
+)
 async def test_other_client_receipts_are_taken(client: httpx.AsyncClient, receipt: str) -> None:
     r = await client.post("/sales", json=sale(receipt=receipt))
     assert r.status_code == 201 and r.json()["receipt"] == receipt, r.text
