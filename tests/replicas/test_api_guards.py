@@ -57,15 +57,44 @@ async def sales_count(client: httpx.AsyncClient) -> int:
 
 async def test_concurrent_retries_of_one_receipt_make_one_sale(client: httpx.AsyncClient) -> None:
     # A client retrying a sale it thinks timed out sends the same receipt again, maybe
-    # while the first is still in flight: only one may be taken, the rest told so.
+    # while the first is still in flight: one sale is made, every retry gets it back.
     replies = await asyncio.gather(
         *(client.post("/sales", json=sale(receipt="RACE-7")) for _ in range(8))
     )
     statuses = sorted(r.status_code for r in replies)
-    assert statuses == [201] + [409] * 7, [r.text for r in replies]
-    assert all("already used" in r.text for r in replies if r.status_code == 409)
+    assert statuses == [200] * 7 + [201], [r.text for r in replies]
+    assert len({r.json()["sale_id"] for r in replies}) == 1
+    assert all(
+        r.headers.get("Idempotent-Replay") == "true" for r in replies if r.status_code == 200
+    )
     assert len((await client.get("/receipts/RACE-7")).json()["sales"]) == 1
     assert await sales_count(client) == 1
+
+
+async def test_another_sale_with_a_used_receipt_is_refused(client: httpx.AsyncClient) -> None:
+    first = await client.post("/sales", json=sale(receipt="R-9"))
+    other = sale(receipt="R-9", lines=[{"sku": "COLA", "qty": 2}])
+    again = await client.post("/sales", json=other)
+    assert first.status_code == 201 and again.status_code == 409, again.text
+    assert "already used by another sale" in again.text
+    assert await sales_count(client) == 1
+
+
+async def test_a_card_sale_retried_after_the_link_came_back_is_the_same_sale(
+    log: EventLog,
+) -> None:
+    # Offline, the card is authorised "deferred"; the retry finds HQ reachable again, so
+    # its body would say "online": still the same sale, not a second charge.
+    replica = FakeReplica(TILL, log)
+    card = {"method": "card", "amount": 150, "card_token": "tok_visa_0001", "card_last4": "4242"}
+    async with client_for(replica) as c:
+        first = await c.post("/sales", json=sale(receipt="CARD-1", payments=[card]))
+        replica.is_online = True
+        retry = await c.post("/sales", json=sale(receipt="CARD-1", payments=[card]))
+        stored = (await c.get(f"/sales/{first.json()['sale_id']}")).json()
+    assert (first.status_code, retry.status_code) == (201, 200), retry.text
+    assert retry.json()["sale_id"] == first.json()["sale_id"]
+    assert stored["payments"][0]["auth"] == "deferred"
 
 
 # --- 2. a refunded sale is not voided: its stock and money would come back twice ---------

@@ -1,9 +1,11 @@
 """Sales endpoints of the till API: sell, look up, void, refund, find by receipt.
 
 A sale prices the lines without `unit_price` from the local catalog (409 if it
-cannot) and takes the next generated receipt unless given one; a given receipt must be
-unused here, a given shift not closed here, both checked under the till's lock. Voids
-and refunds check the local state under the lock, and only in the sale's own store.
+cannot) and takes the next generated receipt unless given one. A given receipt is the
+client's idempotency key: the same sale sent again (a retry after a lost answer) gets
+the first one back (200, `Idempotent-Replay: true`), another sale with it a 409. A given
+shift must not be closed here. Both are checked under the till's lock. Voids and
+refunds check the local state under the lock, and only in the sale's own store.
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ import sqlite3
 from contextlib import AbstractAsyncContextManager, nullcontext
 
 import msgspec
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 
 from tillmesh.conflict import queries
 from tillmesh.conflict.stock import stock_store
-from tillmesh.core.events import HQ, SaleVoided, encode_body
+from tillmesh.core.events import (
+    HQ,
+    Body,
+    Event,
+    SaleCompleted,
+    SaleVoided,
+    decode_body,
+    decode_event,
+    encode_body,
+)
 from tillmesh.replicas import api_models as m
 from tillmesh.replicas.api_common import Record, Till, event_out, hlc_iso, not_found
 
@@ -74,23 +85,48 @@ def _shift_closed(conn: sqlite3.Connection, shift: str) -> bool:
     return row is not None
 
 
-async def _check_sale_state(till: Till, req: m.SaleIn) -> None:
-    """Under `_sale_lock`: refuse a receipt some sale here already has, and a shift closed
-    here (its cash was counted). A shift unknown here is fine: it may have been opened on
-    another till whose events have not arrived, and a till keeps selling offline."""
+async def _check_sale_state(till: Till, req: m.SaleIn, body: SaleCompleted) -> Event | None:
+    """Under `_sale_lock`: a sale here with the request's receipt is either this very sale
+    (a retry: returned, so it is not sold twice) or another (refused). A shift closed
+    here (its cash was counted) is refused. A shift unknown here is fine: it may have
+    been opened on another till whose events have not arrived, and a till keeps selling
+    offline."""
     receipt, shift = req.receipt, req.shift
     if receipt is None and not shift:
-        return
+        return None
     used, closed = await till.read(
         lambda c: (
-            receipt is not None and bool(queries.sale_by_receipt(c, receipt)),
+            queries.sale_by_receipt(c, receipt) if receipt is not None else [],
             bool(shift) and _shift_closed(c, shift),
         )
     )
     if used:
-        raise HTTPException(409, f"receipt {receipt!r} is already used")
+        return await _same_sale_or_refuse(till, used, body)
     if closed:
         raise HTTPException(409, f"shift {shift!r} is closed; open a new shift to sell in")
+    return None
+
+
+async def _same_sale_or_refuse(till: Till, used: list[Record], body: SaleCompleted) -> Event:
+    """The stored sale if `body` repeats it (a client retrying after a lost answer), else
+    409. Card authorisation is left out of the comparison: it follows the link to HQ at
+    the moment of the sale, not the request, and may differ on the retry."""
+    own = till.replica.replica_id
+    for sale in used:
+        if sale["origin"] != own:
+            continue
+        raws = await till.replica.log.read_range(own, int(sale["seq"]), 1)
+        stored = decode_event(raws[0]) if raws else None
+        if stored is not None and _unauthorised(decode_body(stored)) == _unauthorised(body):
+            return stored
+    raise HTTPException(409, f"receipt {body.receipt!r} is already used by another sale")
+
+
+def _unauthorised(body: Body) -> Body:
+    if not isinstance(body, SaleCompleted):
+        return body
+    payments = [msgspec.structs.replace(p, auth=None) for p in body.payments]
+    return msgspec.structs.replace(body, payments=payments)
 
 
 def _sale_view(sale: Record | None, sale_id: str) -> m.SaleView:
@@ -183,11 +219,19 @@ def _refund_line(ln: Record, rl: m.RefundLineIn, so_far: Refunded) -> int:
     return amount
 
 
+def _sale_out(ev: Event, body: Body) -> m.SaleOut:
+    assert isinstance(body, SaleCompleted)
+    return m.SaleOut(
+        sale_id=ev.id, receipt=body.receipt, total=body.total, change=body.change,
+        hlc=ev.hlc, at=hlc_iso(ev.hlc),
+    )  # fmt: skip
+
+
 def sales_router(till: Till) -> APIRouter:
     r = APIRouter(tags=["sales"])
 
     @r.post("/sales", status_code=201)
-    async def create_sale(req: m.SaleIn) -> m.SaleOut:
+    async def create_sale(req: m.SaleIn, response: Response) -> m.SaleOut:
         _check_till(till)
         skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
         # A read is a hop to the reader thread (~0.5 ms here): only when a line needs it.
@@ -199,14 +243,15 @@ def sales_router(till: Till) -> APIRouter:
         body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
         encode_body(body)  # refuse a bad sale before it takes a number: no receipt gaps
         async with _sale_lock(till, req):
-            await _check_sale_state(till, req)
+            stored = await _check_sale_state(till, req, body)
+            if stored is not None:  # a retry: answer with the sale made the first time
+                response.status_code = 200
+                response.headers["Idempotent-Replay"] = "true"
+                return _sale_out(stored, decode_body(stored))
             if req.receipt is None:
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
             ev = await till.append(body)  # returns once durable: only then do we answer
-        return m.SaleOut(
-            sale_id=ev.id, receipt=body.receipt, total=body.total, change=body.change,
-            hlc=ev.hlc, at=hlc_iso(ev.hlc),
-        )  # fmt: skip
+        return _sale_out(ev, body)
 
     @r.get("/sales/{sale_id:path}")
     async def get_sale(sale_id: str) -> m.SaleView:
