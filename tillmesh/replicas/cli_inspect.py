@@ -171,10 +171,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     }
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     if args.out:
-        args.out.write_text(text)
+        _write_schema(args.out, text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write_schema(out: Path, text: str) -> None:
+    """A missing folder or a denied file is the operator's to fix: one line, not a trace."""
+    try:
+        out.write_text(text)
+    except OSError as e:
+        raise StorageError(str(out), e.strerror or str(e)) from e
 
 
 def cmd_state(args: argparse.Namespace) -> int:
