@@ -19,10 +19,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from tillmesh.conflict.stock import store_sql
-from tillmesh.core.clock import COUNTER_BITS
+from tillmesh.core.clock import COUNTER_BITS, pack
 from tillmesh.core.errors import ReportError
 
 __all__ = [
@@ -48,6 +49,22 @@ class Window:
     store: str | None = None
     utc_offset_min: int = 0
 
+    @classmethod
+    def between(
+        cls,
+        since: datetime | None,
+        until: datetime | None,
+        store: str | None = None,
+        utc_offset_min: int = 0,
+    ) -> Window:
+        """From wall times; a naive one is read in the report's time zone."""
+        zone = timezone(timedelta(minutes=utc_offset_min))
+        lo = _hlc_at(since, zone) if since else 0
+        hi = _hlc_at(until, zone) if until else _MAX_HLC
+        if lo >= hi:
+            raise ReportError("window", f"{since}..{until}", "since must be before until")
+        return cls(lo, hi, store, utc_offset_min)
+
     def where(self, sale: str = "s") -> tuple[str, list[Any]]:
         sql = f"{sale}.hlc >= ? AND {sale}.hlc < ?"
         params: list[Any] = [self.since, self.until]
@@ -59,6 +76,12 @@ class Window:
     def local_time(self, sale: str = "s") -> str:
         """SQL: the sale's wall time in seconds since the epoch, shifted to local time."""
         return f"(({sale}.hlc >> {COUNTER_BITS}) / 1000 + {self.utc_offset_min * 60})"
+
+
+def _hlc_at(moment: datetime, zone: timezone) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return pack(int(moment.astimezone(UTC).timestamp() * 1000), 0)
 
 
 def _group_exprs(window: Window) -> dict[str, str]:

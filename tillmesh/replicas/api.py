@@ -15,7 +15,7 @@ log is unusable. Clients never see a stack trace.
 
 This module assembles the app (error handlers, status, the page); each group of
 endpoints is a router of its own: api_sales, api_stock, api_catalog, api_shifts,
-api_conflicts, over the shared `Till` of api_common.
+api_reports, api_conflicts, over the shared `Till` of api_common.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from tillmesh.replicas import api_models as m
 from tillmesh.replicas.api_catalog import catalog_router
 from tillmesh.replicas.api_common import ReplicaHandle, Till
 from tillmesh.replicas.api_conflicts import conflicts_router, count_open
+from tillmesh.replicas.api_reports import reports_router
 from tillmesh.replicas.api_sales import sales_router
 from tillmesh.replicas.api_shifts import shifts_router
 from tillmesh.replicas.api_stock import stock_router
@@ -141,7 +142,8 @@ def create_app(replica: ReplicaHandle) -> FastAPI:
         version="1",
     )
     _install_errors(app)
-    for router in (sales_router, stock_router, catalog_router, shifts_router, _status_router):
+    routers = (sales_router, stock_router, catalog_router, shifts_router, reports_router)
+    for router in (*routers, _status_router):
         app.include_router(router(till))
     app.include_router(conflicts_router(replica.log))
     _mount_page(app)

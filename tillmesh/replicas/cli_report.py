@@ -13,13 +13,12 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tillmesh.conflict import reports
 from tillmesh.conflict.reports import SALES_GROUPS, Window
-from tillmesh.core.clock import pack
 from tillmesh.core.errors import ReportError
 from tillmesh.replicas.cli import add_command, add_group
 from tillmesh.replicas.cli_inspect import open_db, print_json
@@ -116,12 +115,7 @@ def _run(
 
 
 def _window(args: argparse.Namespace) -> Window:
-    zone = timezone(timedelta(minutes=args.utc_offset))
-    since = _hlc_at(args.since, zone) if args.since else 0
-    until = _hlc_at(args.until, zone) if args.until else Window.until
-    if since >= until:
-        raise ReportError("window", f"{args.since}..{args.until}", "--since must be before --until")
-    return Window(since, until, args.store, args.utc_offset)
+    return Window.between(args.since, args.until, args.store, args.utc_offset)
 
 
 def _sales(conn: Any, args: argparse.Namespace) -> list[Record]:
@@ -164,13 +158,6 @@ def _iso(text: str) -> datetime:
         return datetime.fromisoformat(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time or date: {text!r}") from e
-
-
-def _hlc_at(moment: datetime, zone: timezone) -> int:
-    """A naive time is read in the report's zone; one with an offset stands as given."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return pack(int(moment.astimezone(UTC).timestamp() * 1000), 0)
 
 
 def _grouping(text: str) -> tuple[str, ...]:

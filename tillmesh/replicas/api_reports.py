@@ -1,0 +1,81 @@
+"""`GET /reports/...`: the figures of `tillmesh report`, over HTTP, for BI tools at HQ.
+
+The same queries (`conflict.reports`) on the replica's read snapshot: HQ's API answers
+for every store, a till's for its own. Query parameters mirror the CLI's options.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from tillmesh.conflict import reports
+from tillmesh.conflict.reports import SALES_GROUPS, Window
+from tillmesh.core.errors import ReportError
+from tillmesh.replicas.api_common import Till
+
+__all__ = ["reports_router"]
+
+Rows = list[dict[str, Any]]
+_Since = Annotated[datetime | None, Query(description="ISO 8601; a naive time is in utc_offset")]
+_Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive")]
+_Offset = Annotated[int, Query(ge=-24 * 60, le=24 * 60, description="minutes east of UTC")]
+
+
+def _window(
+    store: str | None, since: datetime | None, until: datetime | None, offset: int
+) -> Window:
+    try:
+        return Window.between(since, until, store, offset)
+    except ReportError as e:
+        raise HTTPException(422, str(e)) from e
+
+
+def reports_router(till: Till) -> APIRouter:
+    r = APIRouter(prefix="/reports", tags=["reports"])
+
+    @r.get("/sales")
+    async def sales(
+        by: Annotated[
+            str, Query(description=f"comma-separated: {', '.join(SALES_GROUPS)}")
+        ] = "store,day",
+        store: str | None = None,
+        since: _Since = None,
+        until: _Until = None,
+        utc_offset: _Offset = 0,
+    ) -> Rows:
+        window = _window(store, since, until, utc_offset)
+        groups = [g.strip() for g in by.split(",") if g.strip()]
+        try:
+            return await till.read(lambda c: reports.sales_report(c, groups, window))
+        except ReportError as e:
+            raise HTTPException(422, str(e)) from e
+
+    @r.get("/payments")
+    async def payments(
+        store: str | None = None,
+        since: _Since = None,
+        until: _Until = None,
+        utc_offset: _Offset = 0,
+    ) -> Rows:
+        window = _window(store, since, until, utc_offset)
+        return await till.read(lambda c: reports.payments_report(c, window))
+
+    @r.get("/items")
+    async def items(
+        top: Annotated[int, Query(ge=1, le=10_000)] = 20,
+        store: str | None = None,
+        since: _Since = None,
+        until: _Until = None,
+        utc_offset: _Offset = 0,
+    ) -> Rows:
+        window = _window(store, since, until, utc_offset)
+        return await till.read(lambda c: reports.items_report(c, window, top))
+
+    @r.get("/stock")
+    async def stock(store: str | None = None, below: int | None = None) -> Rows:
+        return await till.read(lambda c: reports.stock_report(c, store, below))
+
+    return r
