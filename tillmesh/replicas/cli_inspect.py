@@ -27,6 +27,7 @@ from tillmesh.core.log import read_stats
 from tillmesh.core.sqlite import open_sync
 from tillmesh.core.verify import verify_log
 from tillmesh.replicas.cli import add_command, add_group
+from tillmesh.replicas.cli_log import check_args, time_order
 
 __all__ = [
     "event_record",
@@ -96,13 +97,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("db", type=Path)
     p.add_argument("--origin", help="only this origin (e.g. s1/t2 or hq)")
-    p.add_argument("--from", dest="from_seq", type=int, default=1, help="first seq (with --origin)")
+    p.add_argument("--from", dest="from_seq", type=int, help="first seq (needs --origin)")
     p.add_argument("--type", dest="event_type", help="only this event type")
     p.add_argument(
         "--since", type=parse_time, help="HLC time at or after (ISO 8601, UTC if no zone)"
     )
     p.add_argument("--until", type=parse_time, help="HLC time before (ISO 8601)")
-    p.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
+    # Every ops command takes --json; dump's JSON is one event per line (as the default).
+    output.add_argument(
+        "--json", dest="format", action="store_const", const="jsonl", help="= --format jsonl"
+    )
+    check_args(p, _dump_args)
+
+
+def _dump_args(args: argparse.Namespace) -> str | None:
+    if args.from_seq is not None and not args.origin:
+        return "--from needs --origin (seqs are per origin)"
+    return time_order(args)
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -258,7 +271,7 @@ def dump_filter(args: argparse.Namespace) -> tuple[str, tuple[Any, ...]]:
     clauses, params = [], []
     if args.origin:
         clauses.append("origin = ? AND seq >= ?")
-        params += [args.origin, args.from_seq]
+        params += [args.origin, args.from_seq or 1]
     if args.event_type:
         clauses.append("type = ?")
         params.append(args.event_type)
@@ -274,6 +287,8 @@ def dump_filter(args: argparse.Namespace) -> tuple[str, tuple[Any, ...]]:
 def cmd_dump(args: argparse.Namespace) -> int:
     where, params = dump_filter(args)
     with closing(open_db(args.db)) as conn:
+        if args.event_type is not None:
+            _check_type(conn, args.event_type)
         for ev, flags in iter_events(conn, where, params):
             record = event_record(ev, flags)
             if args.format == "jsonl":
@@ -281,6 +296,17 @@ def cmd_dump(args: argparse.Namespace) -> int:
             else:
                 print(f"{format_hlc(ev.hlc)}  {ev.id:24} {ev.type:18} {_summary(record)}")
     return 0
+
+
+def _check_type(conn: sqlite3.Connection, event_type: str) -> None:
+    """A type this build does not know is a typo, unless the log holds events of it
+    (a newer replica's, stored and forwarded): then it is a filter like any other."""
+    if event_type in BODY_TYPES:
+        return
+    if conn.execute("SELECT 1 FROM events WHERE type = ? LIMIT 1", (event_type,)).fetchone():
+        return
+    known = ", ".join(sorted(BODY_TYPES))
+    raise StorageError("dump", f"no event type {event_type!r} (known: {known})")
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import TypeAlias
 from tillmesh.core.sqlite import translate
 from tillmesh.replicas.cli import add_command
 
-__all__ = ["SubParsers", "log_command", "log_group", "progress_bar"]
+__all__ = ["SubParsers", "check_args", "log_command", "log_group", "progress_bar", "time_order"]
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -40,6 +40,31 @@ def log_command(
     p = add_command(logs, name, _translated(run), summary, example)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def check_args(
+    parser: argparse.ArgumentParser, check: Callable[[argparse.Namespace], str | None]
+) -> None:
+    """Run `check` on the parsed arguments before the command; a message it returns is a
+    usage error, reported as argparse reports its own (usage, `error:`, exit 2). For
+    combinations argparse cannot express, e.g. an option that needs another."""
+    run: Callable[[argparse.Namespace], int] = parser.get_default("run")
+
+    def checked(args: argparse.Namespace) -> int:
+        problem = check(args)
+        if problem is not None:
+            parser.error(problem)
+        return run(args)
+
+    parser.set_defaults(run=checked)
+
+
+def time_order(args: argparse.Namespace) -> str | None:
+    """`--since` must come before `--until`: else the window is empty, and that is a typo."""
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since >= until:
+        return "--since must be earlier than --until"
+    return None
 
 
 def _translated(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -5,15 +5,24 @@ as a stream with running totals and the state as of then (library: `ops_replay`)
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from tillmesh.conflict.stock import stock_store
+from tillmesh.core.compact import read_heads
 from tillmesh.core.errors import StorageError
 from tillmesh.core.events import HQ, parse_event_id, store_of
 from tillmesh.replicas.cli_inspect import event_record, format_hlc, parse_time, print_json
-from tillmesh.replicas.cli_log import SubParsers, log_command, progress_bar
+from tillmesh.replicas.cli_log import (
+    SubParsers,
+    check_args,
+    log_command,
+    progress_bar,
+    time_order,
+)
 from tillmesh.replicas.ops import Cut, open_log, scope_of
 from tillmesh.replicas.ops_replay import ReplayStep, event_cut, replay, replayed_store
 
@@ -42,12 +51,14 @@ def add_replay(logs: SubParsers) -> None:
     p.add_argument("--store", help="only this store's origins (and HQ's)")
     p.add_argument("--since", type=parse_time, help="print events from this time (state is full)")
     p.add_argument("--state-only", action="store_true", help="print the final state only")
+    check_args(p, time_order)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     scope = scope_of(None) if args.store is None else _store_scope(args.store)
     with closing(open_log(args.db)) as conn:
         cut = _cut(conn, args)
+        _check_against_log(conn, args, cut)
         store = replayed_store(conn, args.store)
         total = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         with progress_bar("replaying", total) as progress:
@@ -75,6 +86,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _store_scope(store: str) -> Callable[[str], bool]:
     return lambda origin: origin == HQ or store_of(origin) == store
+
+
+def _check_against_log(conn: sqlite3.Connection, args: argparse.Namespace, cut: Cut) -> None:
+    """The argument errors only the log shows (--since before --until: `time_order`)."""
+    if args.since is not None and args.since > cut[0]:
+        raise StorageError("replay", f"--since is later than the event {args.upto}")
+    if args.store is not None:
+        _check_store(conn, args.store)
+
+
+def _check_store(conn: sqlite3.Connection, store: str) -> None:
+    """A store the log holds no origin of would replay HQ's events alone: a typo."""
+    stores = sorted({stock_store(origin) for origin in read_heads(conn)})
+    if store not in stores:
+        held = ", ".join(stores) or "none"
+        raise StorageError("replay", f"no events of store {store!r} in this log (stores: {held})")
 
 
 def _cut(conn: Any, args: argparse.Namespace) -> Cut:

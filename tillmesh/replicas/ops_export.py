@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tillmesh.core.clock import system_wall_ms
-from tillmesh.core.errors import TillmeshError
+from tillmesh.core.compact import read_heads
+from tillmesh.core.errors import StorageError, TillmeshError
 from tillmesh.core.events import Event, decode_event
 from tillmesh.core.log import EventLog
 from tillmesh.core.portable import ExportHeader, read_export, select_ranges, write_export
@@ -37,6 +38,8 @@ def export_db(
     """Write the log's events (all origins, or one; all, or from `since`) to a portable file."""
     conn.execute("BEGIN")  # one consistent snapshot beside a live writer
     try:
+        if origin is not None:
+            _check_origin(conn, origin)
         ranges = select_ranges(conn, None if origin is None else [origin], since_hlc)
         return write_export(
             conn, out, source=replica_of(conn) or "?", created_ms=system_wall_ms(),
@@ -44,6 +47,13 @@ def export_db(
         )  # fmt: skip
     finally:
         conn.execute("COMMIT")
+
+
+def _check_origin(conn: sqlite3.Connection, origin: str) -> None:
+    """An origin the log does not hold (a typo) is an error, not an empty export file."""
+    if origin not in read_heads(conn):
+        held = ", ".join(sorted(read_heads(conn))) or "none"
+        raise StorageError("export", f"no events of origin {origin!r} in this log ({held})")
 
 
 @dataclass
