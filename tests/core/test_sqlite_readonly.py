@@ -86,8 +86,12 @@ def test_a_wal_database_in_a_read_only_folder_is_read(shared_dir: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["log.db"]
 
 
-def test_uncheckpointed_commits_are_refused_not_silently_skipped(shared_dir: Path) -> None:
-    """A copied db + -wal: immutable=1 would ignore the -wal and read stale data."""
+@pytest.mark.parametrize("via_symlink", [False, True])
+def test_uncheckpointed_commits_are_refused_not_silently_skipped(
+    shared_dir: Path, via_symlink: bool
+) -> None:
+    """A copied db + -wal: immutable=1 would ignore the -wal and read stale data (also
+    when opened through a symlink: the -wal is beside the file it names)."""
     live, folder = shared_dir / "live", shared_dir / "ro"
     live.mkdir()
     folder.mkdir()
@@ -98,7 +102,11 @@ def test_uncheckpointed_commits_are_refused_not_silently_skipped(shared_dir: Pat
         for suffix in ("", "-wal"):
             shutil.copy(live / f"log.db{suffix}", folder / f"log.db{suffix}")
     folder.chmod(0o555)
-    result = read_as_nobody(folder / "log.db")
+    db = folder / "log.db"
+    if via_symlink:
+        db = shared_dir / "link.db"
+        db.symlink_to(folder / "log.db")
+    result = read_as_nobody(db)
     assert result.returncode != 0 and result.stdout == ""
     assert "write-ahead log (-wal)" in result.stderr and "copy the file" in result.stderr
 

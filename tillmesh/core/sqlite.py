@@ -113,24 +113,26 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     so it is used only when the folder is unwritable and there is no WAL content:
     a connection in WAL mode keeps both -wal and -shm in existence while open, so
     neither a writer nor unmerged commits can exist (a till started *while* we read
-    only appends to its own -wal; its main file changes at a checkpoint, ~40 MB later).
-    A live till's files (-wal and -shm present) keep to mode=ro, which reads them.
+    only appends to its own -wal; its main file changes at a checkpoint, ~40 MB later
+    or when it stops). A live till's files (-wal and -shm present) keep to mode=ro,
+    which reads them.
     """
+    real = path.resolve()  # SQLite puts the -wal/-shm beside the file a symlink names
     try:
-        return _open_uri(file_uri(path, mode="ro"), _READER_PRAGMAS)
+        return _open_uri(file_uri(real, mode="ro"), _READER_PRAGMAS)
     except sqlite3.Error as e:
-        if not _unwritable_folder(path):
+        if not _unwritable_folder(real):
             raise translate(path, e) from e
-        if _has_wal_content(path):
+        if _has_wal_content(real):
             detail = (
                 "its folder is read-only and it has a write-ahead log (-wal) that only a "
                 "writable folder lets SQLite read: copy the file with its -wal elsewhere"
             )
             raise StorageError(str(path), detail) from e
-        if not _quiescent(path):
+        if not _quiescent(real):
             raise translate(path, e) from e
     try:
-        return _open_uri(file_uri(path, mode="ro", immutable="1"), _READER_PRAGMAS)
+        return _open_uri(file_uri(real, mode="ro", immutable="1"), _READER_PRAGMAS)
     except sqlite3.Error as e:
         raise translate(path, e) from e
 
@@ -152,7 +154,7 @@ def _sidecar(path: Path, suffix: str) -> Path:
 
 
 def _unwritable_folder(path: Path) -> bool:
-    return not os.access(path.resolve().parent, os.W_OK)
+    return not os.access(path.parent, os.W_OK)
 
 
 def _has_wal_content(path: Path) -> bool:
