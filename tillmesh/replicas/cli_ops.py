@@ -130,30 +130,35 @@ def cmd_diff(args: argparse.Namespace) -> int:
         total = sum(_event_count(conn) for conn in (a, b))
         with progress_bar("verifying", total) as progress:
             d = diff_dbs(a, b, progress)
-    code = 1 if d.differs or d.damaged else 0
     if args.json:
-        print_json(
-            {
-                "differs": d.differs,
-                "damaged": d.damaged,
-                "a": d.replica_a,
-                "b": d.replica_b,
-                "origins": d.origins,
-                "state": d.state,
-                "defects": {"a": _findings(d.defects_a), "b": _findings(d.defects_b)},
-            }
-        )
-        return code
-    print(f"A = {args.db_a} ({d.replica_a})\nB = {args.db_b} ({d.replica_b})")
+        print_json(_diff_record(d))
+    else:
+        _print_diff(d, args.db_a, args.db_b)
+    return 1 if d.differs or d.damaged else 0
+
+
+def _diff_record(d: DbDiff) -> dict[str, Any]:
+    return {
+        "differs": d.differs,
+        "damaged": d.damaged,
+        "a": d.replica_a,
+        "b": d.replica_b,
+        "origins": d.origins,
+        "state": d.state,
+        "defects": {"a": _findings(d.defects_a), "b": _findings(d.defects_b)},
+    }
+
+
+def _print_diff(d: DbDiff, db_a: Path, db_b: Path) -> None:
+    print(f"A = {db_a} ({d.replica_a})\nB = {db_b} ({d.replica_b})")
     print(f"{'origin':16} {'A':>7} {'B':>7}  difference")
     unverified = _unverified(d)
     for o in d.origins:
         print(f"{o.origin:16} {o.seq_a:>7} {o.seq_b:>7}  {_origin_text(o, unverified)}")
     _print_state_diff(d.state)
-    for side, db, defects in (("A", args.db_a, d.defects_a), ("B", args.db_b, d.defects_b)):
+    for side, db, defects in (("A", db_a, d.defects_a), ("B", db_b, d.defects_b)):
         _print_defects(side, db, defects)
     print(_verdict(d))
-    return code
 
 
 def _event_count(conn: sqlite3.Connection) -> int:
