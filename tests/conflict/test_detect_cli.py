@@ -132,3 +132,18 @@ async def test_policies_default_to_the_folds(tmp_path: Path) -> None:
         await log.append(PriceSet(sku="A", price=4))
         got = await log.read(from_state)
     assert got == Policies(price="lowest", concurrency_window_ms=1234)
+
+
+def test_resolve_in_a_folder_named_with_uri_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The running-replica probe named `we` for `we#ird/t1.db` (and created it)."""
+    folder = tmp_path / "we#ird"
+    folder.mkdir()
+    db = asyncio.run(_two_tills_oversell(folder)).rename(folder / "t1.db")
+    code, out, _ = _run(capsys, "conflicts", str(db), "--json", "--kind", "receipt_collision")
+    cid = json.loads(out)[0]["id"]
+    code, out, err = _run(capsys, "resolve", str(db), cid, "--action", "accept",
+                          "--by", "Ana", "--reason", "same customer")  # fmt: skip
+    assert code == 0, err
+    assert not (tmp_path / "we").exists()

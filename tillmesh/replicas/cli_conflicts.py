@@ -26,6 +26,7 @@ from tillmesh.conflict.state import StoreState
 from tillmesh.core.errors import DatabaseLocked, StorageError
 from tillmesh.core.events import Event
 from tillmesh.core.log import EventLog
+from tillmesh.core.sqlite import file_uri
 from tillmesh.replicas.cli import add_command
 from tillmesh.replicas.cli_inspect import event_record, format_hlc, open_db, print_json
 
@@ -142,7 +143,9 @@ def _owner(path: Path) -> str:
 
 def ensure_not_running(path: Path) -> None:
     """A running replica keeps the file open; an exclusive-mode connection then fails."""
-    probe = sqlite3.connect(f"file:{path.resolve()}", uri=True, isolation_level=None, timeout=0.5)
+    # mode=rw: never create the file; file_uri: a `#` or `?` in the path names this file
+    uri = file_uri(path, mode="rw")
+    probe = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0.5)
     try:
         probe.execute("PRAGMA locking_mode=EXCLUSIVE")
         probe.execute("BEGIN IMMEDIATE")
