@@ -139,16 +139,25 @@ async def _run(replica: Replica) -> None:
         loop.add_signal_handler(sig, stop.set)
     await replica.start()
     try:
-        ready = asyncio.create_task(replica.ready.wait())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
-        if ready.done():
+        if await _first(replica.ready, stop, replica.failed) is replica.ready:
             url = replica.site.api_url(replica.replica_id)
             print(f"{replica.replica_id} serving on {url}", flush=True)
-        await stopped
-        ready.cancel()
+            await _first(stop, replica.failed)
     finally:
         await replica.stop()
+    if replica.failure is not None:  # raised once stopped: log closed, server reaped
+        raise replica.failure
+
+
+async def _first(*events: asyncio.Event) -> asyncio.Event:
+    """Whichever of `events` is set first."""
+    waits = {asyncio.create_task(e.wait()): e for e in events}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    return waits[done.pop()]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 Start order follows what must keep working when everything else fails: the log
 first (a till sells from it alone), then its nats-server (supervised: restarted if
 it dies), then the NATS client (reconnects forever), the sync transport, and the
-HTTP API last. Shutdown runs the other way round.
+HTTP API last. Shutdown runs the other way round. Before any of it the replica locks
+its data folder: a second copy of the same replica would share the log and answer
+as the same till.
 
 A till whose log is empty may be a replacement for a till that already sold: if it
 started numbering its own events from 1 again, its new events would collide with
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -32,6 +37,7 @@ from tillmesh.broker.server import EmbeddedNatsServer, connect_options
 from tillmesh.broker.subjects import HQ
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.clock import HybridClock, system_wall_ms
+from tillmesh.core.errors import DatabaseLocked, TillmeshError
 from tillmesh.core.events import store_of
 from tillmesh.core.log import EventLog
 from tillmesh.replicas.protocol import holds
@@ -40,11 +46,35 @@ from tillmesh.replicas.sync import SyncEngine
 from tillmesh.replicas.sync_config import SyncConfig
 from tillmesh.replicas.transport import SyncTransport
 
-__all__ = ["Replica"]
+__all__ = ["ApiUnavailable", "Replica", "ReplicaRunning"]
 
 log = logging.getLogger(__name__)
 SUPERVISE_EVERY = 0.5
 ONLINE_WITHIN = 15.0  # seconds since HQ last announced, for the "online" light
+LOCK_FILE = "replica.lock"  # next to log.db; see _DataDirLock
+API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
+API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
+
+
+class ReplicaRunning(DatabaseLocked):
+    """Another process runs this replica: two copies would write one log and answer as
+    one till (the second even reached the first one's nats-server)."""
+
+    def __init__(self, path: Path, replica_id: str, holder: int | None) -> None:
+        who = f"pid {holder}" if holder else "another process"
+        super().__init__(str(path), f"{replica_id} is already running ({who}); stop it first")
+        self.replica_id = replica_id
+        self.holder = holder
+
+
+class ApiUnavailable(TillmeshError):
+    """The HTTP API could not listen on its port (uvicorn logged why), so the replica stops
+    rather than run on with no API."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot serve the API on {host}:{port}; the replica stopped")
+        self.host = host
+        self.port = port
 
 
 class Replica:
@@ -74,7 +104,10 @@ class Replica:
         self._api: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self.ready = asyncio.Event()  # set once the API serves (after history restore)
+        self._lock: _DataDirLock | None = None
+        self.ready = asyncio.Event()  # set once the API listens (after history restore)
+        self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
+        self.failure: TillmeshError | None = None
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -87,6 +120,15 @@ class Replica:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before log.db or a port is touched: a second copy must change nothing.
+        self._lock = _DataDirLock(self.data_dir, self.replica_id)
+        try:
+            await self._start_parts()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _start_parts(self) -> None:
         self.log = await self._open_log()
         self.engine = SyncEngine(
             self.replica_id, holds(self.replica_id), self.sync_config, vv=self.log.version_vector()
@@ -137,8 +179,7 @@ class Replica:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._api is not None:
-            self._api.should_exit = True
+        await self._stop_api()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -146,6 +187,17 @@ class Replica:
                 await task
         await self._close_network()
         await self.log.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    async def _stop_api(self) -> None:
+        """Ask uvicorn to exit and give it time to: cancelled at once, it never closes its
+        listening socket, and an in-process replica leaks it."""
+        if self._api is None:
+            return
+        self._api.should_exit = True
+        api = [t for t in self._tasks if t.get_name() == "api"]
+        await asyncio.wait(api, timeout=API_STOP_TIMEOUT)  # then cancelled like the rest
 
     async def _close_network(self) -> None:
         if self.transport is not None:
@@ -178,16 +230,17 @@ class Replica:
 
     async def _serve_when_ready(self) -> None:
         await self._await_own_history()
+        host, port = self.site.host, self.site.node(self.replica_id).api
         config = uvicorn.Config(
-            self._app(),
-            host=self.site.host,
-            port=self.site.ports[self.replica_id].api,
-            log_level="warning",
-            lifespan="off",
-        )
-        self._api = _QuietServer(config)
-        self.ready.set()
-        await self._api.serve()
+            self._app(), host=host, port=port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=API_GRACE,
+        )  # fmt: skip
+        self._api = _QuietServer(config, started=self.ready.set)
+        try:
+            await self._api.serve()
+        except SystemExit:  # uvicorn's answer to a port it cannot bind; it logged why
+            self.failure = ApiUnavailable(host, port)
+            self.failed.set()
 
     def _app(self) -> Any:
         from tillmesh.replicas.api import create_app  # FastAPI import is slow
@@ -259,12 +312,53 @@ class Replica:
         return self.log.head(self.replica_id)[0] - self.engine.receipts().get(HQ, 0)
 
 
+class _DataDirLock:
+    """An exclusive flock on the replica's data folder, held while the replica runs.
+
+    The kernel drops it however the process ends (SIGKILL too), so it never goes stale;
+    nats-server does not inherit it (Python's fds are not inheritable), so an orphaned
+    server could not hold it either. The holder writes its pid into it for the error.
+    """
+
+    def __init__(self, data_dir: Path, replica_id: str) -> None:
+        path = data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise ReplicaRunning(path, replica_id, holder) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the only fd drops the flock
+            self._fd = -1
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
 class _QuietServer(uvicorn.Server):
-    """uvicorn, minus its signal handling: the replica process owns SIGTERM/SIGINT."""
+    """uvicorn, minus its signal handling (the replica process owns SIGTERM/SIGINT),
+    calling `started` once it listens: the port is bound, so the till truly serves."""
+
+    def __init__(self, config: uvicorn.Config, started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._started = started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._started()
 
 
 async def _log_nats_error(e: Exception) -> None:
