@@ -204,3 +204,15 @@ def _print_status(status: dict[str, Any]) -> None:
             f"incident  {incident['peer']}: {incident['kind']} x{incident['count']} "
             f"({incident['last_detail']})"
         )
+    _print_server(sync.get("nats_server") or {})
+
+
+def _print_server(server: dict[str, Any]) -> None:
+    """Only when down: a till without its nats-server sells but syncs nothing."""
+    if server.get("up") is not False:
+        return
+    retry = server.get("next_restart_in")
+    when = "" if retry is None else f", next in {retry:.0f} s"
+    print(f"nats-server DOWN: {server.get('reason')} (restarts {server.get('restarts')}{when})")
+    for line in server.get("log_tail") or []:
+        print(f"  {line}")

@@ -46,12 +46,16 @@ from tillmesh.replicas.sync import SyncEngine
 from tillmesh.replicas.sync_config import SyncConfig
 from tillmesh.replicas.transport import SyncTransport
 
-__all__ = ["ApiUnavailable", "Replica", "ReplicaRunning"]
+__all__ = ["ApiUnavailable", "Replica", "ReplicaRunning", "RestartBackoff"]
 
 log = logging.getLogger(__name__)
 SUPERVISE_EVERY = 0.5
 ONLINE_WITHIN = 15.0  # seconds since HQ last announced, for the "online" light
 LOCK_FILE = "replica.lock"  # next to log.db; see _DataDirLock
+RESTART_FIRST = 1.0  # seconds before the second restart in a row; doubles from there
+RESTART_MAX = 30.0
+STABLE_AFTER = 10.0  # up this long, a restarted nats-server counts as healthy again
+DOWN_LOG_LINES = 3  # of nats-server's own log, shown while it is down
 API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
 API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
 
@@ -105,6 +109,8 @@ class Replica:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._lock: _DataDirLock | None = None
+        self._restarts = RestartBackoff()
+        self._down: _ServerDown | None = None  # why our nats-server is down, while it is
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
         self.failure: TillmeshError | None = None
@@ -158,6 +164,7 @@ class Replica:
         config = self.site.server_config(self.replica_id, self.creds)
         self.server = EmbeddedNatsServer(config, self.data_dir / "nats")
         await self.server.start()
+        self._restarts.started(time.monotonic())
 
     async def _connect(self) -> None:
         assert self.server is not None and self.engine is not None
@@ -211,20 +218,38 @@ class Replica:
     # --- supervision --------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Restart our nats-server if it dies; the client reconnects by itself."""
-        assert self.server is not None
-        delay = SUPERVISE_EVERY
+        """Restart our nats-server if it dies (the client reconnects by itself), backing
+        off while it keeps dying: one that cannot bind its ports must not be respawned
+        twice a second for ever."""
+        server = self.server
+        assert server is not None
         while not self._stopping:
-            await asyncio.sleep(delay)
-            if self.server.running:
-                delay = SUPERVISE_EVERY
-                continue
-            log.warning("%s: nats-server exited; restarting", self.replica_id)
-            try:
-                await self.server.restart()
-            except Exception as e:  # keep selling; try again, backing off
-                log.error("%s: nats-server restart failed: %s", self.replica_id, e)
-                delay = min(delay * 2, 10.0)
+            await asyncio.sleep(SUPERVISE_EVERY)
+            if server.running:
+                self._restarts.running(time.monotonic())
+            else:
+                await self._restart(server)
+
+    async def _restart(self, server: EmbeddedNatsServer) -> None:
+        """One restart after its backoff; meanwhile status says why the server is down."""
+        if self._down is None:  # just found dead
+            self._down = _ServerDown(f"exited with code {server.returncode}", server)
+        delay = self._restarts.exited()
+        self._down.retry_at = time.monotonic() + delay
+        log.warning(
+            "%s: nats-server down (%s); restart %d in %.0f s; its log ends:\n  %s",
+            self.replica_id, self._down.reason, self._restarts.failures, delay,
+            "\n  ".join(self._down.log_tail),
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+        try:
+            await server.restart()
+        except Exception as e:  # keep selling; the next attempt waits longer
+            self._down = _ServerDown(str(e).splitlines()[0].rstrip(":"), server)
+            return
+        self._restarts.started(time.monotonic())
+        self._down = None
+        log.warning("%s: nats-server restarted (pid %d)", self.replica_id, server.pid)
 
     # --- history restore, then API ----------------------------------------------------
 
@@ -298,7 +323,21 @@ class Replica:
             if peer["age"] == float("inf"):
                 peer["age"] = None  # JSON has no infinity
         status["nats_server_pid"] = self.server.pid if self.server and self.server.running else None
+        status["nats_server"] = self._server_status()
         return status
+
+    def _server_status(self) -> dict[str, object]:
+        if self.server is not None and self.server.running:
+            return {"up": True, "pid": self.server.pid}
+        down, now = self._down, time.monotonic()
+        return {
+            "up": False,
+            "pid": None,
+            "reason": down.reason if down else "exited",
+            "log_tail": down.log_tail if down else [],
+            "restarts": self._restarts.failures,
+            "next_restart_in": None if down is None else round(max(0.0, down.retry_at - now), 1),
+        }
 
     def online(self) -> bool:
         if self.engine is None or self.replica_id == HQ:
@@ -310,6 +349,43 @@ class Replica:
         if self.engine is None or self.replica_id == HQ:
             return 0
         return self.log.head(self.replica_id)[0] - self.engine.receipts().get(HQ, 0)
+
+
+class RestartBackoff:
+    """The wait before restarting a nats-server that exited: none the first time, then
+    doubling from `first` up to `cap`. Only a server that stayed up `stable` seconds
+    resets it: one that passes readiness and dies a second later would otherwise be
+    restarted at full speed for ever."""
+
+    def __init__(
+        self, first: float = RESTART_FIRST, cap: float = RESTART_MAX, stable: float = STABLE_AFTER
+    ) -> None:
+        self.first, self.cap, self.stable = first, cap, stable
+        self.failures = 0  # exits since the server was last up `stable` seconds
+        self._up_since = float("-inf")
+
+    def exited(self) -> float:
+        """The server is down: count it, and return how long to wait before restarting."""
+        self.failures += 1
+        if self.failures == 1:
+            return 0.0
+        return min(self.first * 2.0 ** min(self.failures - 2, 16), self.cap)  # no overflow
+
+    def started(self, now: float) -> None:
+        self._up_since = now
+
+    def running(self, now: float) -> None:
+        if now - self._up_since >= self.stable:
+            self.failures = 0
+
+
+class _ServerDown:
+    """Why our nats-server is down, from its own words, and when it is tried again."""
+
+    def __init__(self, reason: str, server: EmbeddedNatsServer) -> None:
+        self.reason = reason
+        self.log_tail = server.log_tail(DOWN_LOG_LINES).splitlines()
+        self.retry_at = time.monotonic()
 
 
 class _DataDirLock:
