@@ -111,6 +111,7 @@ class Replica:
         self._lock: _DataDirLock | None = None
         self._restarts = RestartBackoff()
         self._down: _ServerDown | None = None  # why our nats-server is down, while it is
+        self._link_on_at = float("-inf")  # when the HQ link was last switched on
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
         self.failure: TillmeshError | None = None
@@ -307,6 +308,8 @@ class Replica:
             return False
         remotes = tuple(replace(r, disabled=not enabled) for r in self.server.config.leaf_remotes)
         await self.server.reload(replace(self.server.config, leaf_remotes=remotes))
+        if enabled:
+            self._link_on_at = time.monotonic()
         return True
 
     def hq_link_enabled(self) -> bool:
@@ -342,8 +345,12 @@ class Replica:
     def online(self) -> bool:
         if self.engine is None or self.replica_id == HQ:
             return self.nc is not None and self.nc.is_connected
-        hq = self.engine.status(time.monotonic()).peers.get(HQ)
-        return hq is not None and hq.age < ONLINE_WITHIN
+        if not self.hq_link_enabled():
+            return False  # switched off here: what HQ said before the switch is no link now
+        now = time.monotonic()
+        hq = self.engine.status(now).peers.get(HQ)
+        # Only HQ heard since the link was last switched on counts, not a stale announce.
+        return hq is not None and hq.age < min(ONLINE_WITHIN, now - self._link_on_at)
 
     def unsynced_to_hq(self) -> int:
         if self.engine is None or self.replica_id == HQ:
