@@ -20,12 +20,17 @@ tillmesh (`raise ... from e`), so the original stays attached as `__cause__`.
     │   └── ClockSkew               remote timestamp too far ahead of our wall clock
     ├── StorageError                the SQLite file could not be used
     │   ├── DatabaseLocked
+    │   │   └── ReplicaRunning      another process runs this replica (its data lock)
     │   ├── DatabaseCorrupt
-    │   └── SchemaTooNew            the file was written by a newer tillmesh
+    │   ├── SchemaTooNew            the file was written by a newer tillmesh
+    │   └── SiteExists              `site init` over a site would cut off its replicas
     ├── ConflictError               business conflict handling
     │   ├── UnknownConflict
     │   └── WrongStore              a stock fix must be appended by a till of its store
     ├── ReportError                 a report asked for a grouping or window it cannot give
+    ├── ReplicaError                running a replica of a site
+    │   ├── UnknownReplica          not one of the site's replicas
+    │   └── ApiUnavailable          the HTTP API cannot listen on its port
     └── SyncError                   replication protocol / transport
         ├── FrameError              a sync frame is malformed or hostile
         └── TransportError          the NATS link failed (wraps nats errors)
@@ -36,7 +41,11 @@ Broker (nats-server process) errors live in `tillmesh.broker.errors` because
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 __all__ = [
+    "ApiUnavailable",
     "ChainBroken",
     "ClockError",
     "ClockSkew",
@@ -51,14 +60,18 @@ __all__ = [
     "NonCanonicalEncoding",
     "OutOfScope",
     "OversizedError",
+    "ReplicaError",
+    "ReplicaRunning",
     "ReportError",
     "SchemaTooNew",
+    "SiteExists",
     "StorageError",
     "SyncError",
     "TillmeshError",
     "TransportError",
     "UnknownConflict",
     "UnknownEventType",
+    "UnknownReplica",
     "ValidationError",
     "WrongStore",
 ]
@@ -194,6 +207,29 @@ class SchemaTooNew(StorageError):
         self.supported = supported
 
 
+class SiteExists(StorageError):
+    """`site init` on a folder that holds a site: new ports and credentials would cut
+    off the replicas running with the old ones."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            str(path),
+            "a site already exists here; a new one would give its replicas new ports and"
+            " credentials (replace it with --force)",
+        )
+
+
+class ReplicaRunning(DatabaseLocked):
+    """Another process runs this replica: two copies would write one log and answer as
+    one till (the second even reached the first one's nats-server)."""
+
+    def __init__(self, path: Path | str, replica_id: str, holder: int | None) -> None:
+        who = f"pid {holder}" if holder else "another process"
+        super().__init__(str(path), f"{replica_id} is already running ({who}); stop it first")
+        self.replica_id = replica_id
+        self.holder = holder
+
+
 # --- conflicts --------------------------------------------------------------------
 
 
@@ -231,6 +267,32 @@ class ReportError(TillmeshError):
         self.what = what
         self.value = value
         self.reason = reason
+
+
+# --- running a replica --------------------------------------------------------------
+
+
+class ReplicaError(TillmeshError):
+    pass
+
+
+class UnknownReplica(ReplicaError):
+    """A replica id that is not one of the site's (a typo, or another site's folder)."""
+
+    def __init__(self, replica_id: str, known: Sequence[str]) -> None:
+        super().__init__(f"no replica {replica_id!r} in this site; it has: {', '.join(known)}")
+        self.replica_id = replica_id
+        self.known = list(known)
+
+
+class ApiUnavailable(ReplicaError):
+    """The HTTP API could not listen on its port (uvicorn logged why), so the replica stops
+    rather than run on with no API."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot serve the API on {host}:{port}; the replica stopped")
+        self.host = host
+        self.port = port
 
 
 # --- sync ---------------------------------------------------------------------------

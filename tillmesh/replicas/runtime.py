@@ -37,7 +37,7 @@ from tillmesh.broker.server import EmbeddedNatsServer, connect_options
 from tillmesh.broker.subjects import HQ
 from tillmesh.conflict.state import StoreState
 from tillmesh.core.clock import HybridClock, system_wall_ms
-from tillmesh.core.errors import DatabaseLocked, TillmeshError
+from tillmesh.core.errors import ApiUnavailable, ReplicaRunning, TillmeshError
 from tillmesh.core.events import store_of
 from tillmesh.core.log import EventLog
 from tillmesh.replicas.protocol import holds
@@ -46,7 +46,7 @@ from tillmesh.replicas.sync import SyncEngine
 from tillmesh.replicas.sync_config import SyncConfig
 from tillmesh.replicas.transport import SyncTransport
 
-__all__ = ["ApiUnavailable", "Replica", "ReplicaRunning", "RestartBackoff"]
+__all__ = ["Replica", "RestartBackoff"]
 
 log = logging.getLogger(__name__)
 SUPERVISE_EVERY = 0.5
@@ -58,27 +58,6 @@ STABLE_AFTER = 10.0  # up this long, a restarted nats-server counts as healthy a
 DOWN_LOG_LINES = 3  # of nats-server's own log, shown while it is down
 API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
 API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
-
-
-class ReplicaRunning(DatabaseLocked):
-    """Another process runs this replica: two copies would write one log and answer as
-    one till (the second even reached the first one's nats-server)."""
-
-    def __init__(self, path: Path, replica_id: str, holder: int | None) -> None:
-        who = f"pid {holder}" if holder else "another process"
-        super().__init__(str(path), f"{replica_id} is already running ({who}); stop it first")
-        self.replica_id = replica_id
-        self.holder = holder
-
-
-class ApiUnavailable(TillmeshError):
-    """The HTTP API could not listen on its port (uvicorn logged why), so the replica stops
-    rather than run on with no API."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(f"cannot serve the API on {host}:{port}; the replica stopped")
-        self.host = host
-        self.port = port
 
 
 class Replica:

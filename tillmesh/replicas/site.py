@@ -7,7 +7,6 @@ Pydantic validates them, since they are edited by people.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,33 +20,12 @@ from tillmesh.broker.credentials import (
     save_credentials,
 )
 from tillmesh.broker.subjects import HQ, parse_replica_id, validate_name
-from tillmesh.core.errors import StorageError, TillmeshError
+from tillmesh.core.errors import SiteExists, StorageError, UnknownReplica
 
-__all__ = ["NodePorts", "Site", "SiteExists", "UnknownReplica", "init_site", "load_site"]
+__all__ = ["NodePorts", "Site", "init_site", "load_site"]
 
 SITE_FILE = "site.json"
 CREDENTIALS_FILE = "credentials.json"
-
-
-class UnknownReplica(TillmeshError):
-    """A replica id that is not one of the site's (a typo, or another site's folder)."""
-
-    def __init__(self, replica_id: str, known: Sequence[str]) -> None:
-        super().__init__(f"no replica {replica_id!r} in this site; it has: {', '.join(known)}")
-        self.replica_id = replica_id
-        self.known = list(known)
-
-
-class SiteExists(StorageError):
-    """`site init` on a folder that holds a site: new ports and credentials would cut
-    off the replicas running with the old ones."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(
-            str(path),
-            "a site already exists here; a new one would give its replicas new ports and"
-            " credentials (replace it with --force)",
-        )
 
 
 class NodePorts(BaseModel):
