@@ -385,7 +385,8 @@ class Demo:
 
     def _set_online(self, rid: str) -> None:
         """A till's card terminal authorises online only while the store's link to HQ
-        is up; the till's own `online` light lags by design (15 s), the leaf link not."""
+        is up: the till's own `online` (off at once when its HQ link is switched off, but
+        after HQ's last word it stays on up to 15 s if HQ dies) and the leaf link both."""
         workload: Workload | None = getattr(self, "workload", None)
         for d in workload.tills if workload and rid in self.status else []:
             if d.rid == rid:
