@@ -63,6 +63,23 @@ def test_restore_refuses_to_overwrite_without_force(
     code, text, _ = cli(capsys, *argv, "--force")
     assert code == 0 and "next append is s1/t1:17" in text
     assert digest(t1) == digest(built.db("s1/t2"))
+    kept = t1.with_name(t1.name + ".replaced-1")  # the replaced log is kept, not deleted
+    assert f"kept in {kept}" in text and digest(kept / t1.name) == before
+
+
+def test_restore_refuses_a_wal_left_behind_by_a_moved_database(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mv t1.db t1.db.dead` leaves t1.db-wal, which may hold the dead till's last sales;
+    restore deleted it without a word."""
+    t1 = built.db("s1/t1")
+    wal = t1.with_name(t1.name + "-wal")
+    wal.write_bytes(b"commits of the moved database")
+    t1.rename(t1.with_name(t1.name + ".dead"))
+    argv = ["log", "restore", t1, "--from", built.db("hq"), "--replica", "s1/t1"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and "holds commits of a database that is not here" in err
+    assert wal.read_bytes() == b"commits of the moved database" and not t1.exists()
 
 
 def test_restore_from_another_stores_till_is_refused(

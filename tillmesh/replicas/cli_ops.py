@@ -248,7 +248,11 @@ def _restore(logs: SubParsers) -> None:
     p.add_argument("db", type=Path, help="the database to create")
     p.add_argument("--from", dest="source", type=Path, required=True, help="HQ's or a peer's DB")
     p.add_argument("--replica", required=True, help="the replacement's replica id, e.g. s1/t3")
-    p.add_argument("--force", action="store_true", help="replace an existing non-empty DB")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing non-empty DB (it is moved to DB.replaced-N/, not deleted)",
+    )
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -267,6 +271,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"  own events up to seq {report.own_seq}: next append is "
             f"{report.replica_id}:{report.own_seq + 1}"
         )
+        if report.set_aside:
+            print(f"  the database it replaced is kept in {report.set_aside}")
         for origin, base in report.seeded.items():
             print(f"  {origin}: started from the source's snapshot at seq {base}")
         for reason in report.rejected[:20]:

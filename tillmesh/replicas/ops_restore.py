@@ -2,8 +2,10 @@
 or a peer's and keeping the replica's id, so its next append continues its own chain.
 
 The new database is built beside the target (`<name>.restoring`) and moved into place
-only when complete. A compacted source seeds its snapshot into the new database, which
-needs a source of the same scope (HQ for HQ, a till of the same store for a till).
+only when complete. A database it replaces (`--force`) is moved, with its `-wal`, into
+`<name>.replaced-N/`, never deleted: its last sales may be on no other replica. A
+compacted source seeds its snapshot into the new database, which needs a source of the
+same scope (HQ for HQ, a till of the same store for a till).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class RestoreReport:
     seeded: dict[str, int] = field(default_factory=dict)  # origins started from a snapshot
     rejected: list[str] = field(default_factory=list)
     digest: str = ""
+    set_aside: str | None = None  # where --force moved the database it replaced
 
 
 async def restore_db(
@@ -63,14 +66,46 @@ async def restore_db(
         except BaseException:
             _remove_db(tmp)
             raise
-    _remove_db(target)
+    report.set_aside = _set_aside(target)
     os.replace(tmp, target)
     return report
 
 
 def _check_target(target: Path, force: bool) -> None:
-    if target.exists() and target.stat().st_size > 0 and not force:
+    wal = _sibling(target, "-wal")
+    if not target.exists() and wal.exists() and wal.stat().st_size > 0:
+        # A database moved away without its -wal: the -wal may hold its last sales.
+        detail = (
+            f"{wal.name} holds commits of a database that is not here (moved without"
+            " it?): put it back beside its database, or move it away yourself"
+        )
+        raise StorageError(str(target), detail)
+    if _has_content(target) and not force:
         raise StorageError(str(target), "exists and is not empty; --force replaces it")
+
+
+def _has_content(db: Path) -> bool:
+    return any(p.exists() and p.stat().st_size > 0 for p in (db, _sibling(db, "-wal")))
+
+
+def _set_aside(target: Path) -> str | None:
+    """Move a replaced database (with its -wal: it may hold sales no peer has) into a
+    folder of its own beside it, never delete it; returns that folder, if any."""
+    if not _has_content(target):
+        _remove_db(target)
+        return None
+    n = 1
+    while (folder := target.with_name(f"{target.name}.replaced-{n}")).exists():
+        n += 1
+    folder.mkdir()
+    for suffix in _SUFFIXES:
+        if (old := _sibling(target, suffix)).exists():
+            os.replace(old, folder / old.name)
+    return str(folder)
+
+
+def _sibling(db: Path, suffix: str) -> Path:
+    return db.with_name(db.name + suffix)
 
 
 def _check_source(source_id: str, replica_id: str) -> None:
@@ -159,6 +194,9 @@ def _raw_chunks(
         yield [raw for (raw,) in rows]
 
 
+_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
 def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    for suffix in _SUFFIXES:
+        _sibling(path, suffix).unlink(missing_ok=True)
