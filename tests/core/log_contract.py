@@ -75,6 +75,13 @@ class EventLogContract:
         rows = await log.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
         assert stats.events == rows == 5 and stats.pending == 2
 
+    async def test_file_bytes_are_the_database_and_its_wal_and_shm(self, log):
+        await log.append(cash_sale(receipt="F1"))
+        (log.path.parent / (log.path.name + ".dead")).write_bytes(b"x" * 100_000)
+        files = [log.path.with_name(log.path.name + s) for s in ("", "-wal", "-shm")]
+        on_disk = sum(f.stat().st_size for f in files if f.exists())
+        assert (await log.stats()).file_bytes == on_disk  # not the unrelated `.dead` file
+
     async def test_gap_is_held_until_filled(self, log):
         remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(4)])
         held = await log.ingest(remote[2:])

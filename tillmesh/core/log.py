@@ -390,5 +390,11 @@ def read_stats(conn: sqlite3.Connection, path: Path, *, exact: bool = True) -> L
         quarantined=count("quarantine"),
         quarantine_dropped=int(meta.get("quarantine_dropped", 0)),
         version_vector=dict(conn.execute("SELECT origin, seq FROM heads").fetchall()),
-        file_bytes=sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
+        file_bytes=_file_bytes(path),
     )
+
+
+def _file_bytes(path: Path) -> int:
+    """The database with its -wal and -shm (not `name*`: that counted `log.db.dead` too)."""
+    files = (path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm"))
+    return sum(f.stat().st_size for f in files if f.exists())
