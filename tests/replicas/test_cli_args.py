@@ -4,11 +4,18 @@ one-line `tillmesh: error:` (exit 2), never an empty result or a traceback."""
 # ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from test_ops_kit import Built, at, built, cli, pristine_site  # noqa: F401  (fixtures)
+
+from tests.factories import cash_sale
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.log import EventLog
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], *argv: object) -> str:
@@ -94,3 +101,22 @@ def test_export_of_an_origin_the_log_lacks_writes_nothing(
         "(hq, s1/t1, s1/t2, s2/x1)\n"
     )
     assert list(out_file.parent.iterdir()) == []
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`tillmesh log dump DB | head -1` ended with a BrokenPipeError traceback."""
+
+    async def build() -> Path:
+        async with await EventLog.open(tmp_path / "t1.db", "s1/t1", StoreState()) as log:
+            await log.append_many([cash_sale(receipt=f"R{i}") for i in range(3000)])
+        return tmp_path / "t1.db"
+
+    db = asyncio.run(build())  # ~1 MB of JSON lines: far more than a pipe holds
+    cmd = [sys.executable, "-m", "tillmesh.replicas.cli", "log", "dump", str(db)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what `head -1` does once it has its line
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert first.startswith(b"{") and code == 0 and "Traceback" not in err, err

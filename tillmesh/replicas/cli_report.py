@@ -19,7 +19,6 @@ from typing import Any
 
 from tillmesh.conflict import reports
 from tillmesh.conflict.reports import SALES_GROUPS, Window
-from tillmesh.core.errors import ReportError
 from tillmesh.replicas.cli import add_command, add_group
 from tillmesh.replicas.cli_inspect import open_db, print_json
 
@@ -68,8 +67,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         group,
         "stock",
         _stock,
-        "On hand per store and SKU, optionally only what runs low.",
+        "On hand per store and SKU, optionally only what runs low (the level now).",
         "tillmesh report stock data/hq/log.db --below 5",
+        windowed=False,
     )
     p.add_argument("--below", type=int, help="only SKUs with fewer than this many on hand")
 
@@ -80,10 +80,21 @@ def _command(
     report: Callable[[Any, argparse.Namespace], list[Record]],
     summary: str,
     example: str,
+    *,
+    windowed: bool = True,
 ) -> argparse.ArgumentParser:
     p = add_command(group, name, lambda args: _run(report, args), summary, example)
     p.add_argument("db", type=Path, help="a replica's log.db (HQ's holds every store)")
     p.add_argument("--store", help="only this store")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="as JSON")
+    out.add_argument("--csv", action="store_true", help="as CSV with a header row")
+    if windowed:
+        _window_args(p)
+    return p
+
+
+def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=_iso, help="from this ISO 8601 time or date (in --utc-offset)")
     p.add_argument("--until", type=_iso, help="before this ISO 8601 time or date (in --utc-offset)")
     p.add_argument(
@@ -94,10 +105,6 @@ def _command(
         help="the time zone days and hours are cut in, and --since/--until read in "
         "(default +00:00)",
     )
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="as JSON")
-    out.add_argument("--csv", action="store_true", help="as CSV with a header row")
-    return p
 
 
 def _run(
@@ -131,9 +138,6 @@ def _items(conn: Any, args: argparse.Namespace) -> list[Record]:
 
 
 def _stock(conn: Any, args: argparse.Namespace) -> list[Record]:
-    if args.since or args.until:  # stock is a level now, not a sum over a window
-        window = f"{args.since or ''}..{args.until or ''}"
-        raise ReportError("window", window, "stock is the level now; --since/--until do not apply")
     return reports.stock_report(conn, args.store, args.below)
 
 
