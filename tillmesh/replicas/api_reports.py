@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from tillmesh.conflict import reports
 from tillmesh.conflict.reports import SALES_GROUPS, Window
@@ -25,12 +25,19 @@ _Offset = Annotated[int, Query(ge=-24 * 60, le=24 * 60, description="minutes eas
 
 
 def _window(
-    store: str | None, since: datetime | None, until: datetime | None, offset: int
+    store: str | None = None,
+    since: _Since = None,
+    until: _Until = None,
+    utc_offset: _Offset = 0,
 ) -> Window:
+    """The query parameters every windowed report takes (a FastAPI dependency)."""
     try:
-        return Window.between(since, until, store, offset)
+        return Window.between(since, until, store, utc_offset)
     except ReportError as e:
         raise HTTPException(422, str(e)) from e
+
+
+_Window = Annotated[Window, Depends(_window)]
 
 
 def reports_router(till: Till) -> APIRouter:
@@ -38,15 +45,11 @@ def reports_router(till: Till) -> APIRouter:
 
     @r.get("/sales")
     async def sales(
+        window: _Window,
         by: Annotated[
             str, Query(description=f"comma-separated: {', '.join(SALES_GROUPS)}")
         ] = "store,day",
-        store: str | None = None,
-        since: _Since = None,
-        until: _Until = None,
-        utc_offset: _Offset = 0,
     ) -> Rows:
-        window = _window(store, since, until, utc_offset)
         groups = [g.strip() for g in by.split(",") if g.strip()]
         try:
             return await till.read(lambda c: reports.sales_report(c, groups, window))
@@ -54,24 +57,11 @@ def reports_router(till: Till) -> APIRouter:
             raise HTTPException(422, str(e)) from e
 
     @r.get("/payments")
-    async def payments(
-        store: str | None = None,
-        since: _Since = None,
-        until: _Until = None,
-        utc_offset: _Offset = 0,
-    ) -> Rows:
-        window = _window(store, since, until, utc_offset)
+    async def payments(window: _Window) -> Rows:
         return await till.read(lambda c: reports.payments_report(c, window))
 
     @r.get("/items")
-    async def items(
-        top: Annotated[int, Query(ge=1, le=10_000)] = 20,
-        store: str | None = None,
-        since: _Since = None,
-        until: _Until = None,
-        utc_offset: _Offset = 0,
-    ) -> Rows:
-        window = _window(store, since, until, utc_offset)
+    async def items(window: _Window, top: Annotated[int, Query(ge=1, le=10_000)] = 20) -> Rows:
         return await till.read(lambda c: reports.items_report(c, window, top))
 
     @r.get("/stock")
