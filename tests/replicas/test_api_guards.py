@@ -15,7 +15,7 @@ import pytest
 
 from tests.factories import cash_sale
 from tests.replicas.test_api import FakeReplica, client_for, open_log
-from tillmesh.core.events import ProductUpserted
+from tillmesh.core.events import PriceSet, ProductUpserted
 from tillmesh.core.log import EventLog
 from tillmesh.replicas.api import create_app
 from tillmesh.replicas.api_link import link_router
@@ -68,6 +68,22 @@ async def test_concurrent_retries_of_one_receipt_make_one_sale(client: httpx.Asy
         r.headers.get("Idempotent-Replay") == "true" for r in replies if r.status_code == 200
     )
     assert len((await client.get("/receipts/RACE-7")).json()["sales"]) == 1
+    assert await sales_count(client) == 1
+
+
+async def test_a_retry_after_the_price_changed_is_the_same_sale(
+    client: httpx.AsyncClient, log: EventLog
+) -> None:
+    # The line has no unit price: the till priced it from its catalog. By the retry HQ
+    # has repriced COLA and then withdrawn it: the first sale still stands, once.
+    request = sale(receipt="POS-1", payments=[{"method": "cash", "amount": 200}])
+    first = await client.post("/sales", json=request)
+    await log.append(PriceSet(sku="COLA", price=175))
+    again = await client.post("/sales", json=request)
+    await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=175, active=False))
+    third = await client.post("/sales", json=request)
+    assert (first.status_code, again.status_code, third.status_code) == (201, 200, 200), third.text
+    assert first.json() == again.json() == third.json()  # change 50 of 200, as the first time
     assert await sales_count(client) == 1
 
 

@@ -28,6 +28,7 @@ from tillmesh.core.events import (
     decode_body,
     decode_event,
     encode_body,
+    store_of,
 )
 from tillmesh.replicas import api_models as m
 from tillmesh.replicas.api_common import Record, Till, event_out, hlc_iso, not_found
@@ -62,7 +63,7 @@ def _check_receipt_form(till: Till, receipt: str) -> None:
         raise HTTPException(
             422, f"receipts starting {till.prefix!r} are reserved for generated ones"
         )
-    store = till.prefix.split("-", 1)[0]
+    store = store_of(till.replica.replica_id) or HQ
     if re.fullmatch(rf"{re.escape(store)}-[A-Za-z0-9_-]+-[0-9]{{6,}}", receipt):
         raise HTTPException(
             422,
@@ -85,41 +86,62 @@ def _shift_closed(conn: sqlite3.Connection, shift: str) -> bool:
     return row is not None
 
 
-async def _check_sale_state(till: Till, req: m.SaleIn, body: SaleCompleted) -> Event | None:
-    """Under `_sale_lock`: a sale here with the request's receipt is either this very sale
-    (a retry: returned, so it is not sold twice) or another (refused). A shift closed
-    here (its cash was counted) is refused. A shift unknown here is fine: it may have
-    been opened on another till whose events have not arrived, and a till keeps selling
-    offline."""
-    receipt, shift = req.receipt, req.shift
-    if receipt is None and not shift:
+async def _earlier_same_sale(till: Till, req: m.SaleIn) -> Event | None:
+    """Under `_sale_lock`, for a client receipt: None if no sale here has it; the sale
+    if this request repeats it (a retry after a lost answer: not sold twice); else 409."""
+    receipt, own = req.receipt, till.replica.replica_id
+    if receipt is None:
         return None
-    used, closed = await till.read(
-        lambda c: (
-            queries.sale_by_receipt(c, receipt) if receipt is not None else [],
-            bool(shift) and _shift_closed(c, shift),
-        )
-    )
-    if used:
-        return await _same_sale_or_refuse(till, used, body)
-    if closed:
-        raise HTTPException(409, f"shift {shift!r} is closed; open a new shift to sell in")
-    return None
-
-
-async def _same_sale_or_refuse(till: Till, used: list[Record], body: SaleCompleted) -> Event:
-    """The stored sale if `body` repeats it (a client retrying after a lost answer), else
-    409. Card authorisation is left out of the comparison: it follows the link to HQ at
-    the moment of the sale, not the request, and may differ on the retry."""
-    own = till.replica.replica_id
+    used = await till.read(lambda c: queries.sale_by_receipt(c, receipt))
     for sale in used:
         if sale["origin"] != own:
             continue
         raws = await till.replica.log.read_range(own, int(sale["seq"]), 1)
         stored = decode_event(raws[0]) if raws else None
-        if stored is not None and _unauthorised(decode_body(stored)) == _unauthorised(body):
+        if stored is not None and _repeats(req, decode_body(stored)):
             return stored
-    raise HTTPException(409, f"receipt {body.receipt!r} is already used by another sale")
+    if used:
+        raise HTTPException(409, f"receipt {receipt!r} is already used by another sale")
+    return None
+
+
+def _repeats(req: m.SaleIn, stored: Body) -> bool:
+    """Whether `req` asks for the `stored` sale. Catalog prices and card authorisation are
+    the till's at the moment of the sale, not the request's (the price may have changed
+    since, the link to HQ come back): the request is priced as the stored sale was, and
+    authorisation is left out of the comparison."""
+    if not isinstance(stored, SaleCompleted):
+        return False
+    prices = {ln.sku: ln.unit_price for ln in stored.lines}
+    try:
+        again = req.to_body(prices, stored.receipt, online=False)
+    except KeyError:  # a line of a SKU the stored sale does not have
+        return False
+    return _unauthorised(again) == _unauthorised(stored)
+
+
+async def _check_shift_open(till: Till, shift: str) -> None:
+    """Under `_sale_lock`: a shift closed here had its cash counted; a sale into it would
+    change the count's over/short after the fact. A shift unknown here is fine: it may
+    have been opened on another till whose events have not arrived, and a till keeps
+    selling offline."""
+    if not shift:
+        return
+    if await till.read(lambda c: _shift_closed(c, shift)):
+        raise HTTPException(409, f"shift {shift!r} is closed; open a new shift to sell in")
+
+
+async def _priced_sale(till: Till, req: m.SaleIn) -> SaleCompleted:
+    """The sale event as the request asks, priced from the local catalog where a line has
+    no unit price, and validated (a bad sale must not take a receipt number)."""
+    skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
+    # A read is a hop to the reader thread (~0.5 ms here): only when a line needs it.
+    products = await till.read(lambda c: _catalog_of(c, skus)) if skus else {}
+    prices = _default_prices(req, products)
+    await till.load_counter()
+    body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
+    encode_body(body)
+    return body
 
 
 def _unauthorised(body: Body) -> Body:
@@ -233,22 +255,17 @@ def sales_router(till: Till) -> APIRouter:
     @r.post("/sales", status_code=201)
     async def create_sale(req: m.SaleIn, response: Response) -> m.SaleOut:
         _check_till(till)
-        skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
-        # A read is a hop to the reader thread (~0.5 ms here): only when a line needs it.
-        products = await till.read(lambda c: _catalog_of(c, skus)) if skus else {}
-        prices = _default_prices(req, products)
         if req.receipt is not None:
             _check_receipt_form(till, req.receipt)
-        await till.load_counter()
-        body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
-        encode_body(body)  # refuse a bad sale before it takes a number: no receipt gaps
         async with _sale_lock(till, req):
-            stored = await _check_sale_state(till, req, body)
+            stored = await _earlier_same_sale(till, req)
             if stored is not None:  # a retry: answer with the sale made the first time
                 response.status_code = 200
                 response.headers["Idempotent-Replay"] = "true"
                 return _sale_out(stored, decode_body(stored))
-            if req.receipt is None:
+            await _check_shift_open(till, req.shift)
+            body = await _priced_sale(till, req)
+            if req.receipt is None:  # taken right before the append: no await between
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
             ev = await till.append(body)  # returns once durable: only then do we answer
         return _sale_out(ev, body)
