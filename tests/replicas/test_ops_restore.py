@@ -3,6 +3,7 @@
 # ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ from test_ops_kit import (  # noqa: F401  (fixtures)
     sale,
     with_site,
 )
+
+from tillmesh.conflict.state import StoreState
+from tillmesh.core.log import EventLog
+from tillmesh.replicas.cli import main
 
 
 def sync_all(built: Built, *rids: str) -> None:
@@ -124,3 +129,18 @@ def test_restore_leaves_only_the_restored_file(
     )
     assert (code, err) == (0, "")
     assert sorted(p.name for p in out_dir.iterdir()) == ["t1.db"]
+
+
+async def test_restore_force_refuses_a_running_replica(built: Built, tmp_path: Path) -> None:
+    """--force moved a live till's open log aside, and the till went on selling into it."""
+    t1 = built.db("s1/t1")
+    before = digest(t1)
+    log = await EventLog.open(t1, "s1/t1", StoreState())  # the till, running
+    try:
+        argv = ["log", "restore", str(t1), "--from", str(built.db("hq")), "--replica", "s1/t1",
+                "--force"]  # fmt: skip
+        code = await asyncio.to_thread(main, argv)
+    finally:
+        await log.close()
+    assert code == 2 and digest(t1) == before
+    assert not t1.with_name(t1.name + ".replaced-1").exists()

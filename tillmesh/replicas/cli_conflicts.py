@@ -23,14 +23,14 @@ from tillmesh.conflict import policies as pol
 from tillmesh.conflict.detect import KINDS, Conflict, detect
 from tillmesh.conflict.resolve import resolve
 from tillmesh.conflict.state import StoreState
-from tillmesh.core.errors import DatabaseLocked, StorageError
+from tillmesh.core.errors import StorageError
 from tillmesh.core.events import Event
 from tillmesh.core.log import EventLog
-from tillmesh.core.sqlite import file_uri
 from tillmesh.replicas.cli import add_command
 from tillmesh.replicas.cli_inspect import event_record, format_hlc, open_db, print_json
+from tillmesh.replicas.ops import ensure_stopped
 
-__all__ = ["conflict_record", "ensure_not_running", "open_conflict_count", "register"]
+__all__ = ["conflict_record", "open_conflict_count", "register"]
 
 _ACTIONS = ("accept", "compensate", "choose_price", "recount")
 
@@ -141,31 +141,12 @@ def _owner(path: Path) -> str:
     return str(row[0])
 
 
-def ensure_not_running(path: Path) -> None:
-    """A running replica keeps the file open; an exclusive-mode connection then fails."""
-    # mode=rw: never create the file; file_uri: a `#` or `?` in the path names this file
-    uri = file_uri(path, mode="rw")
-    probe = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0.5)
-    try:
-        probe.execute("PRAGMA locking_mode=EXCLUSIVE")
-        probe.execute("BEGIN IMMEDIATE")
-        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        probe.execute("ROLLBACK")
-    except sqlite3.OperationalError as e:
-        raise DatabaseLocked(
-            str(path),
-            "the replica is running (the file is in use): stop it, or resolve through its HTTP API",
-        ) from e
-    finally:
-        probe.close()
-
-
 def cmd_resolve(args: argparse.Namespace) -> int:
     with closing(open_db(args.db)) as conn:
         policies = _policies(conn, args.policies)
         folded = pol.from_state(conn)
     replica = args.replica or _owner(args.db)
-    ensure_not_running(args.db)
+    ensure_stopped(args.db, "resolve through its HTTP API")
     events = asyncio.run(_resolve(args, replica, policies, folded))
     if args.json:
         print_json([event_record(ev) for ev in events])

@@ -25,9 +25,9 @@ from tillmesh.conflict.catalog import PricePolicy
 from tillmesh.conflict.state import DEFAULT_WINDOW_MS, StoreState
 from tillmesh.core import compact
 from tillmesh.core.compact import CompactReport, fold_rows, load_snapshot, read_heads
-from tillmesh.core.errors import StorageError
+from tillmesh.core.errors import DatabaseLocked, StorageError
 from tillmesh.core.events import HQ
-from tillmesh.core.sqlite import open_sync, translate
+from tillmesh.core.sqlite import file_uri, open_sync, translate
 from tillmesh.replicas.protocol import holds
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "compaction_floor",
     "compaction_plan",
     "cut_rows",
+    "ensure_stopped",
     "fold_for",
     "fold_for_writing",
     "new_scratch",
@@ -201,3 +202,24 @@ def compact_db(
 
 def rebuild_db(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
     return compact.rebuild(conn, fold_for(conn), STATE_TABLES, progress)
+
+
+def ensure_stopped(path: Path, instead: str) -> None:
+    """Refuse (DatabaseLocked) while a process, a running replica, has `path` open.
+
+    A running replica keeps its log open, and an exclusive-mode connection then cannot
+    begin a write. `instead` says what to do rather than stop it (e.g. "resolve through
+    its HTTP API").
+    """
+    # mode=rw: never create the file; file_uri: a `#` or `?` in the path names this file
+    probe = sqlite3.connect(file_uri(path, mode="rw"), uri=True, isolation_level=None, timeout=0.5)
+    try:
+        probe.execute("PRAGMA locking_mode=EXCLUSIVE")
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as e:
+        detail = f"the replica is running (the file is in use): stop it, or {instead}"
+        raise DatabaseLocked(str(path), detail) from e
+    finally:
+        probe.close()

@@ -28,6 +28,7 @@ from tillmesh.core.sqlite import open_sync
 from tillmesh.replicas.ops import (
     STATE_TABLES,
     Progress,
+    ensure_stopped,
     fold_for_writing,
     open_log,
     replica_of,
@@ -82,6 +83,8 @@ def _check_target(target: Path, force: bool) -> None:
         raise StorageError(str(target), detail)
     if _has_content(target) and not force:
         raise StorageError(str(target), "exists and is not empty; --force replaces it")
+    if target.exists():  # a live till would go on writing into the folder it is moved to
+        ensure_stopped(target, "restore onto another file")
 
 
 def _has_content(db: Path) -> bool:
