@@ -114,11 +114,26 @@ def test_payments_keep_deferred_cards_apart_and_skip_voided_sales(
 
 
 def test_items_rank_by_revenue_per_store(conn: sqlite3.Connection) -> None:
+    """`top` is per store: at HQ a small store is not crowded out by a big one."""
     rows = reports.items_report(conn, Window(), top=2)
     assert [(r["store"], r["sku"], r["qty"], r["revenue"]) for r in rows] == [
         ("s1", "B", 2, 750),
+        ("s1", "A", 3, 300),
         ("s2", "A", 5, 500),
     ]
+    assert [r["sku"] for r in reports.items_report(conn, Window(), top=1)] == ["B", "A"]
+
+
+def test_window_between_reads_naive_times_in_the_reports_zone() -> None:
+    local = Window.between(datetime(2026, 11, 25), None, utc_offset_min=60)
+    # midnight at +01:00 is 23:00 UTC the day before, half an hour before DAY1_2330
+    assert local.since == pack(DAY1_2330 - 30 * 60_000, 0)
+    aware = Window.between(datetime(2026, 11, 24, 23, 30, tzinfo=UTC), None, utc_offset_min=60)
+    assert aware.since == pack(DAY1_2330, 0)  # an explicit zone stands as given
+    far = Window.between(None, datetime(9000, 1, 1))  # beyond what an HLC holds: clamped
+    assert 0 < far.until < 1 << 63
+    with pytest.raises(ReportError, match="since must be before until"):
+        Window.between(datetime(2030, 1, 1), datetime(2020, 1, 1))
 
 
 def test_stock_report_filters_low_levels(conn: sqlite3.Connection) -> None:

@@ -67,9 +67,10 @@ def test_payments_and_items_as_json_and_table(
     ]  # fmt: skip
     code, out, _ = _run(capsys, "report", "items", hq_db, "--top", "1")
     assert code == 0
-    assert out.splitlines() == [
+    assert out.splitlines() == [  # the top SKU of each store
         "store  sku  qty  revenue  sales",
         "s1     A      2      300      1",
+        "s2     A      1      150      1",
     ]
 
 

@@ -78,10 +78,16 @@ class Window:
         return f"(({sale}.hlc >> {COUNTER_BITS}) / 1000 + {self.utc_offset_min * 60})"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _hlc_at(moment: datetime, zone: timezone) -> int:
+    """The smallest HLC at `moment`, clamped to what an HLC can hold (a year 9000 bound
+    overflowed SQLite's 64-bit integers; a time before 1970 holds no event anyway)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return pack(int(moment.astimezone(UTC).timestamp() * 1000), 0)
+    ms = (moment - _EPOCH) // timedelta(milliseconds=1)  # exact, unlike float timestamps
+    return pack(min(max(ms, 0), _MAX_HLC >> COUNTER_BITS), 0)
 
 
 def _group_exprs(window: Window) -> dict[str, str]:
@@ -166,16 +172,20 @@ def payments_report(conn: sqlite3.Connection, window: Window) -> list[Record]:
 
 
 _ITEMS = """
-SELECT l.store AS store, l.sku AS sku, SUM(l.qty) AS qty,
-  SUM(l.qty * l.unit_price - l.discount) AS revenue, COUNT(DISTINCT l.sale_id) AS sales
-FROM st_sales s JOIN st_sale_lines l ON l.sale_id = s.id
-WHERE {where} AND s.id NOT IN (SELECT sale_id FROM st_voids)
-GROUP BY 1, 2 ORDER BY revenue DESC, store, sku LIMIT ?
+SELECT store, sku, qty, revenue, sales FROM (
+  SELECT l.store AS store, l.sku AS sku, SUM(l.qty) AS qty,
+    SUM(l.qty * l.unit_price - l.discount) AS revenue, COUNT(DISTINCT l.sale_id) AS sales,
+    ROW_NUMBER() OVER (PARTITION BY l.store
+                       ORDER BY SUM(l.qty * l.unit_price - l.discount) DESC, l.sku) AS rank
+  FROM st_sales s JOIN st_sale_lines l ON l.sale_id = s.id
+  WHERE {where} AND s.id NOT IN (SELECT sale_id FROM st_voids)
+  GROUP BY 1, 2)
+WHERE rank <= ? ORDER BY store, rank
 """
 
 
 def items_report(conn: sqlite3.Connection, window: Window, top: int = 20) -> list[Record]:
-    """Best-selling SKUs per store by revenue (non-voided sales, before refunds)."""
+    """Each store's `top` best-selling SKUs by revenue (non-voided sales, before refunds)."""
     where, params = window.where()
     return _records(conn.execute(_ITEMS.format(where=where), [*params, top]))
 

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Best-selling SKUs per store by revenue (non-voided sales).",
         "tillmesh report items data/hq/log.db --top 10 --since 2026-11-01",
     )
-    p.add_argument("--top", type=_positive, default=20, help="how many SKUs (default 20)")
+    p.add_argument("--top", type=_positive, default=20, help="SKUs per store (default 20)")
     p = _command(
         group,
         "stock",
