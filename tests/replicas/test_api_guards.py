@@ -87,6 +87,16 @@ async def test_a_retry_after_the_price_changed_is_the_same_sale(
     assert await sales_count(client) == 1
 
 
+async def test_change_is_never_more_than_the_cash_tendered(client: httpx.AsyncClient) -> None:
+    # A card paid 200 for a 150 sale "with 50 change": the drawer would be 50 short.
+    card = {"method": "card", "amount": 200, "card_token": "tok_visa_0001", "card_last4": "4242"}
+    r = await client.post("/sales", json=sale(payments=[card], change=50))
+    assert r.status_code == 422 and "more than the cash tendered (0)" in r.text, r.text
+    cash = {"method": "cash", "amount": 200}
+    assert (await client.post("/sales", json=sale(payments=[cash], change=50))).status_code == 201
+    assert await sales_count(client) == 1
+
+
 async def test_another_sale_with_a_used_receipt_is_refused(client: httpx.AsyncClient) -> None:
     first = await client.post("/sales", json=sale(receipt="R-9"))
     other = sale(receipt="R-9", lines=[{"sku": "COLA", "qty": 2}])

@@ -173,6 +173,15 @@ class SaleIn(_In):
     shift: NoPanText = ""
     cashier: NoPanText = ""
 
+    @model_validator(mode="after")
+    def _change_is_cash(self) -> SaleIn:
+        """Change is handed back in cash: more than the cash tendered would leave the
+        drawer (and the payments report) short by the difference."""
+        cash = sum(p.amount for p in self.payments if p.method == "cash")
+        if self.change is not None and self.change > cash:
+            raise ValueError(f"change {self.change} is more than the cash tendered ({cash})")
+        return self
+
     def to_body(self, prices: dict[str, int], receipt: str, online: bool) -> SaleCompleted:
         """The event; `prices` must hold a price for every line without `unit_price`."""
         lines = [

@@ -172,10 +172,12 @@ class Replica:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._close_network()
-        await self.log.close()
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            await self._close_network()
+            await self.log.close()
+        finally:  # a failed close must not keep the replica locked for this process's life
+            if self._lock is not None:
+                self._lock.release()
 
     async def _stop_api(self) -> None:
         """Ask uvicorn to exit and give it time to: cancelled at once, it never closes its
@@ -225,7 +227,8 @@ class Replica:
         try:
             await server.restart()
         except Exception as e:  # keep selling; the next attempt waits longer
-            self._down = _ServerDown(str(e).splitlines()[0].rstrip(":"), server)
+            first = (str(e).splitlines() or [type(e).__name__])[0]  # some errors say nothing
+            self._down = _ServerDown(first.rstrip(":"), server)
             return
         self._restarts.started(time.monotonic())
         self._down = None
@@ -391,8 +394,12 @@ class _DataDirLock:
             holder = _read_pid(fd)
             os.close(fd)
             raise ReplicaRunning(path, replica_id, holder) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: don't keep the lock (and the fd) with no owner
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:
