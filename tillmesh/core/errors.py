@@ -28,6 +28,7 @@ tillmesh (`raise ... from e`), so the original stays attached as `__cause__`.
     │   ├── UnknownConflict
     │   └── WrongStore              a stock fix must be appended by a till of its store
     ├── ReportError                 a report asked for a grouping or window it cannot give
+    ├── SelectsNothing              an ops command's arguments select nothing in this log
     ├── ReplicaError                running a replica of a site
     │   ├── UnknownReplica          not one of the site's replicas
     │   └── ApiUnavailable          the HTTP API cannot listen on its port
@@ -64,6 +65,7 @@ __all__ = [
     "ReplicaRunning",
     "ReportError",
     "SchemaTooNew",
+    "SelectsNothing",
     "SiteExists",
     "StorageError",
     "SyncError",
@@ -267,6 +269,16 @@ class ReportError(TillmeshError):
         self.what = what
         self.value = value
         self.reason = reason
+
+
+class SelectsNothing(TillmeshError):
+    """`command`'s arguments name nothing the log holds (an origin, a store, an event
+    type, an event) or contradict each other: an error, not an empty answer."""
+
+    def __init__(self, command: str, detail: str) -> None:
+        super().__init__(f"{command}: {detail}")
+        self.command = command
+        self.detail = detail
 
 
 # --- running a replica --------------------------------------------------------------

@@ -21,7 +21,7 @@ import msgspec
 
 from tillmesh.conflict import queries
 from tillmesh.core.clock import hlc_ms, pack
-from tillmesh.core.errors import StorageError, TillmeshError
+from tillmesh.core.errors import SelectsNothing, StorageError, TillmeshError
 from tillmesh.core.events import BODY_TYPES, Event, decode_body, decode_event
 from tillmesh.core.log import read_stats
 from tillmesh.core.sqlite import open_sync
@@ -306,7 +306,7 @@ def _check_type(conn: sqlite3.Connection, event_type: str) -> None:
     if conn.execute("SELECT 1 FROM events WHERE type = ? LIMIT 1", (event_type,)).fetchone():
         return
     known = ", ".join(sorted(BODY_TYPES))
-    raise StorageError("dump", f"no event type {event_type!r} (known: {known})")
+    raise SelectsNothing("dump", f"no event type {event_type!r} (known: {known})")
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tillmesh.conflict.stock import stock_store
 from tillmesh.core.compact import read_heads
-from tillmesh.core.errors import StorageError
+from tillmesh.core.errors import SelectsNothing
 from tillmesh.core.events import HQ, parse_event_id, store_of
 from tillmesh.replicas.cli_inspect import event_record, format_hlc, parse_time, print_json
 from tillmesh.replicas.cli_log import (
@@ -91,7 +91,7 @@ def _store_scope(store: str) -> Callable[[str], bool]:
 def _check_against_log(conn: sqlite3.Connection, args: argparse.Namespace, cut: Cut) -> None:
     """The argument errors only the log shows (--since before --until: `time_order`)."""
     if args.since is not None and args.since > cut[0]:
-        raise StorageError("replay", f"--since is later than the event {args.upto}")
+        raise SelectsNothing("replay", f"--since is later than the event {args.upto}")
     if args.store is not None:
         _check_store(conn, args.store)
 
@@ -101,7 +101,7 @@ def _check_store(conn: sqlite3.Connection, store: str) -> None:
     stores = sorted({stock_store(origin) for origin in read_heads(conn)})
     if store not in stores:
         held = ", ".join(stores) or "none"
-        raise StorageError("replay", f"no events of store {store!r} in this log (stores: {held})")
+        raise SelectsNothing("replay", f"no events of store {store!r} in this log (stores: {held})")
 
 
 def _cut(conn: Any, args: argparse.Namespace) -> Cut:
@@ -110,7 +110,7 @@ def _cut(conn: Any, args: argparse.Namespace) -> Cut:
     try:
         origin, seq = parse_event_id(args.upto)
     except ValueError:
-        raise StorageError("replay", f"--upto wants ORIGIN:SEQ, got {args.upto!r}") from None
+        raise SelectsNothing("replay", f"--upto wants ORIGIN:SEQ, got {args.upto!r}") from None
     return event_cut(conn, origin, seq)
 
 

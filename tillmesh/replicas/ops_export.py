@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tillmesh.core.clock import system_wall_ms
 from tillmesh.core.compact import read_heads
-from tillmesh.core.errors import StorageError, TillmeshError
+from tillmesh.core.errors import SelectsNothing, TillmeshError
 from tillmesh.core.events import Event, decode_event
 from tillmesh.core.log import EventLog
 from tillmesh.core.portable import ExportHeader, read_export, select_ranges, write_export
@@ -53,7 +53,7 @@ def _check_origin(conn: sqlite3.Connection, origin: str) -> None:
     """An origin the log does not hold (a typo) is an error, not an empty export file."""
     if origin not in read_heads(conn):
         held = ", ".join(sorted(read_heads(conn))) or "none"
-        raise StorageError("export", f"no events of origin {origin!r} in this log ({held})")
+        raise SelectsNothing("export", f"no events of origin {origin!r} in this log ({held})")
 
 
 @dataclass

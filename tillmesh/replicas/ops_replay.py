@@ -13,7 +13,7 @@ from typing import Any
 
 from tillmesh.conflict import queries
 from tillmesh.conflict.stock import stock_store, store_moved_by
-from tillmesh.core.errors import StorageError, TillmeshError
+from tillmesh.core.errors import SelectsNothing, TillmeshError
 from tillmesh.core.events import (
     HQ,
     Body,
@@ -66,7 +66,7 @@ def event_cut(conn: sqlite3.Connection, origin: str, seq: int) -> Cut:
         "SELECT hlc FROM events WHERE origin = ? AND seq = ?", (origin, seq)
     ).fetchone()
     if row is None:
-        raise StorageError("replay", f"no event {origin}:{seq} in this log")
+        raise SelectsNothing("replay", f"no event {origin}:{seq} in this log")
     return int(row[0]), origin, seq
 
 
