@@ -119,4 +119,4 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         proc.stdout.close()  # what `head -1` does once it has its line
         err = proc.stderr.read().decode()
         code = proc.wait(timeout=60)
-    assert first.startswith(b"{") and code == 0 and "Traceback" not in err, err
+    assert first.startswith(b"{") and code == 1 and "Traceback" not in err, err

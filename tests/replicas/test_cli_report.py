@@ -78,7 +78,7 @@ def test_payments_and_items_as_json_and_table(
     ("argv", "message"),
     [
         (("--since", "2030-01-01", "--until", "2020-01-01"), "since must be before until"),
-        (("--by", "store,weekday"), "cannot group by weekday"),
+        (("--by", "store,weekday"), "grouping 'weekday': use store, till, day"),
         (("--utc-offset", "+25:00"), "not a UTC offset"),
         (("--since", "yesterday"), "not an ISO 8601 time"),
     ],

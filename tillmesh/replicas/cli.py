@@ -17,7 +17,7 @@ from tillmesh import __version__
 from tillmesh.broker.errors import BrokerError
 from tillmesh.core.errors import TillmeshError
 
-__all__ = ["Command", "add_command", "build_parser", "main"]
+__all__ = ["Command", "add_command", "build_parser", "main", "positive_int"]
 
 Command = Callable[[argparse.Namespace], int]
 EXIT_ERROR = 2
@@ -55,6 +55,17 @@ def add_group(
     parser = _subparser(sub, name, summary, example)
     parser.set_defaults(run=lambda args: _usage(parser))
     return parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number, 1 or more (a count of stores, tills, rows)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -103,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `tillmesh log dump ... | head`: the reader has had enough
-        _silence_stdout()
-        return 0
+        _silence_stdout()  # as the Python docs advise (signal.SIGPIPE): quiet, but exit 1,
+        return 1  # so a pipeline under `set -o pipefail` still sees the output was cut
     return code
 
 

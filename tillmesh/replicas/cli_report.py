@@ -19,7 +19,7 @@ from typing import Any
 
 from tillmesh.conflict import reports
 from tillmesh.conflict.reports import SALES_GROUPS, Window
-from tillmesh.replicas.cli import add_command, add_group
+from tillmesh.replicas.cli import add_command, add_group, positive_int
 from tillmesh.replicas.cli_inspect import open_db, print_json
 
 __all__ = ["parse_utc_offset", "register"]
@@ -43,8 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--by",
-        type=_grouping,
-        default=("store", "day"),
+        default="store,day",
         help=f"comma-separated, from: {', '.join(SALES_GROUPS)} (default: store,day)",
     )
     _command(
@@ -62,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Best-selling SKUs per store by revenue (non-voided sales).",
         "tillmesh report items data/hq/log.db --top 10 --since 2026-11-01",
     )
-    p.add_argument("--top", type=_positive, default=20, help="SKUs per store (default 20)")
+    p.add_argument("--top", type=positive_int, default=20, help="SKUs per store (default 20)")
     p = _command(
         group,
         "stock",
@@ -126,7 +125,8 @@ def _window(args: argparse.Namespace) -> Window:
 
 
 def _sales(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.sales_report(conn, args.by, _window(args))
+    by = [part.strip() for part in args.by.split(",") if part.strip()]
+    return reports.sales_report(conn, by, _window(args))
 
 
 def _payments(conn: Any, args: argparse.Namespace) -> list[Record]:
@@ -162,22 +162,6 @@ def _iso(text: str) -> datetime:
         return datetime.fromisoformat(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time or date: {text!r}") from e
-
-
-def _grouping(text: str) -> tuple[str, ...]:
-    by = tuple(part.strip() for part in text.split(",") if part.strip())
-    bad = [b for b in by if b not in SALES_GROUPS]
-    if bad or not by:
-        raise argparse.ArgumentTypeError(
-            f"cannot group by {', '.join(bad) or repr(text)}: use {', '.join(SALES_GROUPS)}"
-        )
-    return by
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return int(text)
 
 
 # --- output ----------------------------------------------------------------------

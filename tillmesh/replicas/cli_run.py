@@ -14,7 +14,7 @@ import httpx
 
 from tillmesh.broker.subjects import HQ
 from tillmesh.core.errors import TransportError
-from tillmesh.replicas.cli import add_command, add_group
+from tillmesh.replicas.cli import add_command, add_group, positive_int
 from tillmesh.replicas.cli_inspect import print_json
 from tillmesh.replicas.runtime import Replica
 from tillmesh.replicas.site import init_site, load_site
@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tillmesh site init --data data --stores 2 --tills 3",
     )
     p.add_argument("--data", type=Path, required=True, help="the site's data folder")
-    p.add_argument("--stores", type=_positive, default=1, help="number of stores (s1, s2, ...)")
-    p.add_argument("--tills", type=_positive, default=3, help="tills per store (t1, t2, ...)")
+    p.add_argument("--stores", type=positive_int, default=1, help="number of stores (s1, s2, ...)")
+    p.add_argument("--tills", type=positive_int, default=3, help="tills per store (t1, t2, ...)")
     p.add_argument(
         "--force",
         action="store_true",
@@ -87,17 +87,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add_verbosity(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log sync activity")
-
-
-def _positive(text: str) -> int:
-    """argparse type: a count of stores or tills, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
 
 
 def cmd_site_init(args: argparse.Namespace) -> int:
