@@ -56,3 +56,10 @@ async def test_bad_parameters_are_422(
 ) -> None:
     r = await client.get("/reports/sales", params=params)
     assert r.status_code == 422 and message in r.text, r.text
+
+
+async def test_cash_kept_is_tendered_less_change(client: httpx.AsyncClient) -> None:
+    await sell(client, payments=[cash(500)])  # 2 COLA = 300, paid 500: 200 back
+    payments = (await client.get("/reports/payments")).json()
+    assert payments == [{"store": "s1", "method": "cash", "auth": "", "payments": 1,
+                         "amount": 500, "change_given": 200, "kept": 300}]  # fmt: skip
