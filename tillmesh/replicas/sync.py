@@ -185,10 +185,9 @@ class SyncEngine:
         if msg.scope != scope_label(peer):
             self._table.hostile(peer, BAD_SCOPE, f"announced scope {msg.scope!r}", now)
             return []
-        state = self._peers.get(peer)
-        if state is None:  # a newcomer should learn our vector soon, not at the next period
-            state = self._peers[peer] = Peer()
+        if peer not in self._peers:  # a newcomer should learn our vector soon, not next period
             self._vv_dirty = True
+        state = self._table.get(peer)
         for origin, seq in msg.vv.items():  # max: a reordered old announcement is harmless
             if self.in_scope(origin) and seq > state.vv.get(origin, 0):
                 state.vv[origin] = seq
