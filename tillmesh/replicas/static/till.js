@@ -4,8 +4,13 @@
 "use strict";
 
 const POLL_MS = 2000;
+const STATUS_TIMEOUT_MS = 1500; // a hung till must show as unreachable, not "online"
+const SALE_TIMEOUT_MS = 10000; // a durable sale takes milliseconds; past this, retry
 const basket = []; // [{sku, name, unitPrice, qty}] in scan order
 let scans = Promise.resolve();
+// One receipt per basket, sent with the sale: if the answer is lost (Wi-Fi, timeout) and
+// Pay is pressed again, the till answers with the sale it already made, not a second one.
+let saleReceipt = newReceipt();
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,16 +31,28 @@ function parseMoney(text) {
 
 // --- HTTP ----------------------------------------------------------------------------
 
-async function api(method, path, body) {
+async function api(method, path, body, timeoutMs = SALE_TIMEOUT_MS) {
   const init = { method, headers: { Accept: "application/json" } };
+  init.signal = AbortSignal.timeout(timeoutMs);
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   const res = await fetch(path, init);
   const data = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(describe(data, res.status));
+  if (!res.ok) {
+    const err = new Error(describe(data, res.status));
+    err.status = res.status;
+    throw err;
+  }
   return data;
+}
+
+// "P-<time>-<random>", letters between the digits: never the form the till generates,
+// never a long digit run (which the till would take for a card number).
+function newReceipt() {
+  const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+  return `P-${Date.now().toString(36)}-${random}`.toUpperCase();
 }
 
 // FastAPI errors: a string, or a list of {loc, msg} for field errors.
@@ -157,14 +174,28 @@ async function pay(makePayment) {
     return;
   }
   $("pay-cash").disabled = $("pay-card").disabled = true;
+  const sale = { lines: saleLines(), payments: [payment], receipt: saleReceipt };
   try {
     // The till answers only once the sale is durable in its own log.
-    const out = await api("POST", "/sales", { lines: saleLines(), payments: [payment] });
+    const out = await api("POST", "/sales", sale);
     showReceipt(await api("GET", `/sales/${out.sale_id}`), out.at);
   } catch (err) {
-    say(`payment not recorded: ${err.message}`);
+    if (err.status === 409 && /already used/.test(err.message)) {
+      await showPaidBasket(); // paid before, with another tender: show that sale
+      return;
+    }
+    const known = err.status !== undefined; // the till answered: nothing was sold
+    say(known ? `payment not recorded: ${err.message}`
+              : `payment not confirmed (${err.message}): press Pay again, it will not charge twice`);
     render();
   }
+}
+
+async function showPaidBasket() {
+  const found = await api("GET", `/receipts/${encodeURIComponent(saleReceipt)}`);
+  const [sale] = found.sales;
+  showReceipt(sale, Math.floor(sale.hlc / 65536)); // HLC = wall ms << 16 | counter
+  say("this basket was already paid: its receipt", true);
 }
 
 // --- receipt ---------------------------------------------------------------------------
@@ -195,6 +226,7 @@ function showReceipt(sale, at) {
 
 function newSale() {
   basket.length = 0;
+  saleReceipt = newReceipt();
   for (const id of ["tendered", "card-token", "card-last4", "sku"]) $(id).value = "";
   $("receipt").hidden = true;
   $("sale-view").hidden = false;
@@ -208,7 +240,7 @@ function newSale() {
 async function pollStatus() {
   const badge = $("net-state");
   try {
-    const s = await api("GET", "/status?digest=false&conflicts=false");
+    const s = await api("GET", "/status?digest=false&conflicts=false", undefined, STATUS_TIMEOUT_MS);
     $("replica-id").textContent = s.replica_id;
     badge.textContent = s.online ? "online" : "offline";
     badge.className = `badge ${s.online ? "online" : "offline"}`;
