@@ -41,16 +41,20 @@ def _catalog_of(conn: sqlite3.Connection, skus: list[str]) -> dict[str, Record]:
 
 
 def _default_prices(req: m.SaleIn, products: dict[str, Record]) -> dict[str, int]:
-    """Catalog prices for the lines without `unit_price`; 409 if a SKU cannot be priced."""
+    """Catalog prices for the lines without `unit_price`; 409 if a SKU cannot be priced,
+    or is one the catalog has withdrawn (inactive), whoever priced the line."""
+    inactive = sorted({ln.sku for ln in req.lines if not products.get(ln.sku, _ACTIVE)["active"]})
+    if inactive:
+        raise HTTPException(409, f"SKU {', '.join(inactive)} is inactive in the catalog")
     skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
     unknown = [s for s in skus if s not in products]
     if unknown:
         detail = f"unknown SKU {', '.join(unknown)}: not in the catalog; give unit_price to sell it"
         raise HTTPException(409, detail)
-    inactive = [s for s in skus if not products[s]["active"]]
-    if inactive:
-        raise HTTPException(409, f"SKU {', '.join(inactive)} is inactive in the catalog")
     return {s: int(products[s]["price"]) for s in skus}
+
+
+_ACTIVE: Record = {"active": True}  # a SKU not in the catalog, sold at a given price
 
 
 def _check_receipt_form(till: Till, receipt: str) -> None:
@@ -134,9 +138,9 @@ async def _check_shift_open(till: Till, shift: str) -> None:
 async def _priced_sale(till: Till, req: m.SaleIn) -> SaleCompleted:
     """The sale event as the request asks, priced from the local catalog where a line has
     no unit price, and validated (a bad sale must not take a receipt number)."""
-    skus = sorted({ln.sku for ln in req.lines if ln.unit_price is None})
-    # A read is a hop to the reader thread (~0.5 ms here): only when a line needs it.
-    products = await till.read(lambda c: _catalog_of(c, skus)) if skus else {}
+    # Every SKU, priced or not: one the catalog withdrew may not be sold at any price.
+    skus = sorted({ln.sku for ln in req.lines})
+    products = await till.read(lambda c: _catalog_of(c, skus))
     prices = _default_prices(req, products)
     await till.load_counter()
     body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
