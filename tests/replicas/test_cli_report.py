@@ -100,3 +100,10 @@ def test_stock_has_no_window(hq_db: str, capsys: pytest.CaptureFixture[str]) -> 
     assert usage.value.code == 2 and "unrecognized arguments: --since" in capsys.readouterr().err
     code, out, _ = _run(capsys, "report", "stock", hq_db, "--below", "0", "--csv")
     assert code == 0 and out.splitlines() == ["store,sku,on_hand", "s1,A,-2", "s2,A,-1"]
+
+
+def test_offsets_west_of_utc(hq_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bare `--utc-offset -03:00` is read by argparse as an option: two spellings work."""
+    for argv in (["--utc-offset", "UTC-03:00"], ["--utc-offset=-03:00"]):
+        code, out, _ = _run(capsys, "report", "sales", hq_db, "--by", "store", *argv, "--json")
+        assert code == 0 and [r["sales"] for r in json.loads(out)] == [2, 1], argv

@@ -171,7 +171,7 @@ def _drive_sale(browser: Any, url: str) -> str:
     page.goto(url)
 
     expect(page.locator("#net-state")).to_have_text("offline")
-    expect(page.locator("#unsynced")).to_have_text("2 sales not yet at HQ")
+    expect(page.locator("#unsynced")).to_have_text("2 events not yet at HQ")
     expect(page.locator("#replica-id")).to_have_text(TILL)
 
     scan(page, "NOPE")

@@ -49,7 +49,8 @@ class ReplicaHandle(Protocol):
     def online(self) -> bool: ...
 
     def unsynced_to_hq(self) -> int:
-        """How many of this replica's own sales HQ does not yet hold durably."""
+        """How many of this replica's own events (sales, refunds, stock moves, ...) HQ
+        does not yet hold durably."""
         ...
 
 

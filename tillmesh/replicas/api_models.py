@@ -439,7 +439,9 @@ class StatusOut(BaseModel):
     events: int
     pending: int = Field(description="held: waiting for a missing predecessor")
     quarantined: int
-    unsynced_to_hq: int = Field(description="own sales HQ does not yet hold durably")
+    unsynced_to_hq: int = Field(
+        description="own events (sales, refunds, stock moves, ...) HQ does not yet hold durably"
+    )
     sales: SalesSummaryView
     sync: dict[str, Any] = Field(description="the sync engine's status; {} without network")
     digest: str | None = Field(description="state digest; null when ?digest=false")

@@ -102,7 +102,7 @@ def _window_args(p: argparse.ArgumentParser) -> None:
         default=0,
         metavar="+HH:MM",
         help="the time zone days and hours are cut in, and --since/--until read in "
-        "(default +00:00)",
+        "(default +00:00; west of UTC write UTC-03:00 or --utc-offset=-03:00)",
     )
 
 
@@ -143,11 +143,12 @@ def _stock(conn: Any, args: argparse.Namespace) -> list[Record]:
 
 # --- arguments -------------------------------------------------------------------
 
-_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
 
 
 def parse_utc_offset(text: str) -> int:
-    """'+01:00', '-0530', 'Z' -> minutes east of UTC."""
+    """'+01:00', '-0530', 'UTC-03:00', 'Z' -> minutes east of UTC. ('UTC-03:00' because
+    argparse reads a bare '-03:00' as an option: that one needs --utc-offset=-03:00.)"""
     if text in ("Z", "z"):
         return 0
     m = _OFFSET.match(text)

@@ -245,7 +245,8 @@ async function pollStatus() {
     badge.textContent = s.online ? "online" : "offline";
     badge.className = `badge ${s.online ? "online" : "offline"}`;
     const n = s.unsynced_to_hq;
-    $("unsynced").textContent = `${n} ${n === 1 ? "sale" : "sales"} not yet at HQ`;
+    // Every own event counts (sales, refunds, stock moves), not only sales.
+    $("unsynced").textContent = `${n} ${n === 1 ? "event" : "events"} not yet at HQ`;
     $("unsynced").className = n > 0 ? "unsynced pending" : "unsynced";
   } catch (err) {
     badge.textContent = "till service unreachable";
