@@ -182,6 +182,21 @@ async def test_a_line_refunds_at_most_its_value(client: httpx.AsyncClient) -> No
 # --- 4. a closed shift takes no more sales; an unknown one does -------------------------
 
 
+async def test_a_sale_naming_no_shift_counts_in_the_tills_open_shift(
+    client: httpx.AsyncClient,
+) -> None:
+    # The till page names no shift: its sales were in no drawer count (over_short +115).
+    opened = {"shift": "MON-AM", "float_amount": 5000, "cashier": "ana"}
+    assert (await client.post("/shifts", json=opened)).status_code == 201
+    assert (await client.post("/sales", json=sale(receipt="R-1"))).status_code == 201
+    retry = await client.post("/sales", json=sale(receipt="R-1"))  # same sale, no shift named
+    closed = await client.post("/shifts/MON-AM/close", json={"counted_cash": 5150})
+    after = await client.post("/sales", json=sale())  # no open shift now: in none
+    assert retry.status_code == 200 and after.status_code == 201, after.text
+    totals = closed.json()
+    assert (totals["sales"], totals["cash_taken"], totals["over_short"]) == (1, 150, 0)
+
+
 async def test_no_sale_into_a_shift_closed_here(client: httpx.AsyncClient) -> None:
     await client.post("/shifts", json={"shift": "morning", "float_amount": 1000})
     assert (await client.post("/sales", json=sale(shift="morning"))).status_code == 201

@@ -62,7 +62,7 @@ class Till:
         # Receipts: "<store>-<till>-<n>". The prefix is reserved for generated ones.
         self.prefix = replica.replica_id.replace("/", "-") + "-"
         self._counter: int | None = None
-        # Voids, refunds, shift changes and sales with a receipt or shift check local state
+        # Sales, voids, refunds and shift changes check local state
         # before appending; the lock keeps two such requests from passing the same check.
         # A till serves one checkout, so holding it across the append costs nothing.
         self.lock = asyncio.Lock()

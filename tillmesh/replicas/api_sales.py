@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from contextlib import AbstractAsyncContextManager, nullcontext
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Response
@@ -77,21 +76,13 @@ def _check_receipt_form(till: Till, receipt: str) -> None:
         )
 
 
-def _sale_lock(till: Till, req: m.SaleIn) -> AbstractAsyncContextManager[object]:
-    """The till's lock for a sale checked against the local state (a client receipt, a
-    shift): the check and the append are then one step against other writes, so retries
-    in flight at once take a receipt once and a sale racing its shift's close is either
-    in the count or refused. Other sales need no check, nor the lock."""
-    return till.lock if req.receipt is not None or req.shift else nullcontext()
-
-
 def _shift_closed(conn: sqlite3.Connection, shift: str) -> bool:
     row = conn.execute("SELECT 1 FROM st_shift_close WHERE shift = ?", (shift,)).fetchone()
     return row is not None
 
 
 async def _earlier_same_sale(till: Till, req: m.SaleIn) -> Event | None:
-    """Under `_sale_lock`, for a client receipt: None if no sale here has it; the sale
+    """Under the till lock, for a client receipt: None if no sale here has it; the sale
     if this request repeats it (a retry after a lost answer: not sold twice); else 409."""
     receipt, own = req.receipt, till.replica.replica_id
     if receipt is None:
@@ -121,11 +112,28 @@ def _repeats(req: m.SaleIn, stored: Body) -> bool:
         again = req.to_body(prices, stored.receipt, online=False)
     except KeyError:  # a line of a SKU the stored sale does not have
         return False
+    if not req.shift:  # the first time it went into the till's open shift, by default
+        again = msgspec.structs.replace(again, shift=stored.shift)
     return _unauthorised(again) == _unauthorised(stored)
 
 
+_OWN_OPEN_SHIFT = """
+SELECT o.shift FROM st_shift_open o
+WHERE o.origin = ? AND NOT EXISTS (SELECT 1 FROM st_shift_close c WHERE c.shift = o.shift)
+ORDER BY o.hlc DESC LIMIT 1
+"""
+
+
+async def _own_open_shift(till: Till) -> str:
+    """The shift this till opened and has not closed ('' if none): a sale that names no
+    shift counts in it, so the drawer count at close includes the page's sales."""
+    rid = till.replica.replica_id
+    rows = await till.read(lambda c: c.execute(_OWN_OPEN_SHIFT, (rid,)).fetchall())
+    return str(rows[0][0]) if rows else ""
+
+
 async def _check_shift_open(till: Till, shift: str) -> None:
-    """Under `_sale_lock`: a shift closed here had its cash counted; a sale into it would
+    """Under the till lock: a shift closed here had its cash counted; a sale into it would
     change the count's over/short after the fact. A shift unknown here is fine: it may
     have been opened on another till whose events have not arrived, and a till keeps
     selling offline."""
@@ -261,12 +269,18 @@ def sales_router(till: Till) -> APIRouter:
         _check_till(till)
         if req.receipt is not None:
             _check_receipt_form(till, req.receipt)
-        async with _sale_lock(till, req):
+        # Every sale takes the till's lock (a till serves one checkout): checks against
+        # the local state (a used receipt, a closed shift) and the append are then one
+        # step, so retries in flight at once sell once and a sale racing its shift's
+        # close is either in the count or refused.
+        async with till.lock:
             stored = await _earlier_same_sale(till, req)
             if stored is not None:  # a retry: answer with the sale made the first time
                 response.status_code = 200
                 response.headers["Idempotent-Replay"] = "true"
                 return _sale_out(stored, decode_body(stored))
+            if not req.shift:
+                req = req.model_copy(update={"shift": await _own_open_shift(till)})
             await _check_shift_open(till, req.shift)
             body = await _priced_sale(till, req)
             if req.receipt is None:  # taken right before the append: no await between
