@@ -120,13 +120,11 @@ class ReplicaProc:
         return self.popen is not None and self.popen.poll() is None
 
     def command(self, fresh: bool) -> list[str]:
-        data = ["--data", str(self.mesh.root)]
+        data = ["--data", str(self.mesh.root)] + (["--fresh"] if fresh else [])
         if self.rid == HQ:
             return [*TILLMESH, "hq", *data]
         store, till = self.rid.split("/")
-        return [*TILLMESH, "till", *data, "--store", store, "--till", till] + (
-            ["--fresh"] if fresh else []
-        )
+        return [*TILLMESH, "till", *data, "--store", store, "--till", till]
 
     def spawn(self, fresh: bool) -> None:
         assert not self.running, f"{self.rid} already running"

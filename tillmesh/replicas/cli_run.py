@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tillmesh hq --data data",
     )
     p.add_argument("--data", type=Path, required=True)
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="only for a brand-new site's HQ: do not wait for one till of every store to "
+        "confirm HQ's history (a replacement HQ on an empty log must wait)",
+    )
     _add_verbosity(p)
 
     p = add_command(
@@ -107,7 +113,7 @@ def cmd_till(args: argparse.Namespace) -> int:
 
 
 def cmd_hq(args: argparse.Namespace) -> int:
-    return run_replica(args.data, HQ, fresh=True, verbose=args.verbose)
+    return run_replica(args.data, HQ, fresh=args.fresh, verbose=args.verbose)
 
 
 def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:

@@ -74,13 +74,11 @@ class Fleet:
         self.procs = {rid: Proc(rid) for rid in site.replicas}
 
     def _argv(self, rid: str, fresh: bool) -> list[str]:
-        data = ["--data", str(self.root.resolve())]
+        data = ["--data", str(self.root.resolve())] + (["--fresh"] if fresh else [])
         if rid == HQ:
             return [*_tillmesh(), "hq", *data]
         store, till = rid.split("/")
-        return [*_tillmesh(), "till", *data, "--store", store, "--till", till] + (
-            ["--fresh"] if fresh else []
-        )
+        return [*_tillmesh(), "till", *data, "--store", store, "--till", till]
 
     async def start(self, rid: str, *, fresh: bool) -> None:
         proc = self.procs[rid]

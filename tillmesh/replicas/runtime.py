@@ -7,11 +7,13 @@ HTTP API last. Shutdown runs the other way round. Before any of it the replica l
 its data folder: a second copy of the same replica would share the log and answer
 as the same till.
 
-A till whose log is empty may be a replacement for a till that already sold: if it
-started numbering its own events from 1 again, its new events would collide with
-the old ones (equivocation). So an empty till waits until HQ or every other till
-of its store has told it how far its own origin goes, and catches up first, unless
-it is started with `fresh=True` (a brand-new till).
+A replica with none of its own events in its log may replace one that already wrote
+(a till swapped, HQ's back-office PC or disk lost): if it numbered its own events
+from 1 again, its new events would collide with the old ones (equivocation; peers
+quarantine them as a broken hash chain). So it keeps its API closed until the
+peers that hold its origin have told it how far that origin goes, and catches up
+first, unless it is started with `fresh=True` (a brand-new till or a new site's HQ).
+Sync runs meanwhile, so waiting replicas never wait on each other's API.
 """
 
 from __future__ import annotations
@@ -259,24 +261,40 @@ class Replica:
         return app
 
     async def _await_own_history(self) -> None:
-        if self.fresh or self.replica_id == HQ or self.log.head(self.replica_id)[0] > 0:
+        if self.fresh or self.log.head(self.replica_id)[0] > 0:
             return
         log.warning(
-            "%s: empty log; waiting for HQ or peers to confirm our history", self.replica_id
+            "%s: no own events in the log; API closed until %s confirm our history "
+            "(start with --fresh only if this replica never ran before)",
+            self.replica_id,
+            "one till of every store" if self.replica_id == HQ else "HQ or all store peers",
         )
         while not self._history_confirmed():
             await asyncio.sleep(0.2)
 
     def _history_confirmed(self) -> bool:
+        """Enough peers were heard to bound our origin, and none holds more of it than we do."""
         assert self.engine is not None
         status = self.engine.status(time.monotonic())
         heard = {p for p, s in status.peers.items() if s.age != float("inf")}
-        store = store_of(self.replica_id)
-        others = {f"{store}/{t}" for t in self.site.stores.get(store or "", [])} - {self.replica_id}
-        if HQ not in heard and not others <= heard:
+        if not all(group & heard for group in self._witness_groups()):
             return False
         own = self.log.head(self.replica_id)[0]
         return all(status.peers[p].vv.get(self.replica_id, 0) <= own for p in heard)
+
+    def _witness_groups(self) -> list[set[str]]:
+        """Who must have been heard before our origin's head is known: one peer of each group.
+
+        HQ: every till holds HQ's events, but a store cut off from HQ may have missed
+        some, so one till of every store (a store's tills sync among themselves).
+        A till: its origin is held by HQ and by its store peers only, so HQ, or else
+        every other till of its store (any one of them may hold its latest events).
+        """
+        if self.replica_id == HQ:
+            return [{f"{s}/{t}" for t in tills} for s, tills in self.site.stores.items() if tills]
+        store = store_of(self.replica_id) or ""
+        others = {f"{store}/{t}" for t in self.site.stores.get(store, [])} - {self.replica_id}
+        return [{HQ, other} for other in others]
 
     # --- the store's link to HQ ------------------------------------------------------
 
