@@ -183,6 +183,9 @@ def _print_status(status: dict[str, Any]) -> None:
         f"not yet at HQ: {status.get('unsynced_to_hq')}   "
         f"open conflicts: {status.get('open_conflicts', '-')}"
     )
+    # Held (waiting for a gap to fill) and refused events: zero when all is well.
+    print(f"events    {status.get('events')}   held: {status.get('pending')}   "
+          f"quarantined: {status.get('quarantined')}")  # fmt: skip
     print("version vector:")
     for origin, seq in sorted((status.get("version_vector") or {}).items()):
         print(f"  {origin:12} {seq}")
