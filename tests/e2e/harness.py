@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ __all__ = [
     "Oracle",
     "ReplicaProc",
     "proc_state",
+    "running_mesh",
     "wait_until",
 ]
 
@@ -421,3 +422,19 @@ async def run_cli(*args: str) -> str:
     code, out = await asyncio.to_thread(run)
     assert code == 0, f"tillmesh {' '.join(args)} exited {code}:\n{out}"
     return out
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(root: Path, stores: dict[str, list[str]]) -> AsyncIterator[Mesh]:
+    """A site of real processes, all started fresh and serving; at exit every one of
+    them (nats-servers included) is stopped, and a survivor fails the test."""
+    m = Mesh(root, stores)
+    try:
+        await m.start()
+        yield m
+    finally:
+        left = await m.close()
+        pids = [p.pid for proc in m.procs.values() for p in proc.tree()]
+        assert not left and not [p for p in pids if psutil.pid_exists(p)], (
+            f"processes left running: {left} {pids}"
+        )

@@ -17,10 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.e2e.harness import Mesh, wait_until
+from tests.e2e.harness import Mesh, running_mesh, wait_until
 
 HQ, T1, X1 = "hq", "s1/t1", "s2/x1"
 HOLD = 3.0  # seconds HQ is watched not serving while store s2 stays silent
@@ -28,16 +27,8 @@ HOLD = 3.0  # seconds HQ is watched not serving while store s2 stays silent
 
 @pytest.fixture
 async def two_stores(tmp_path: Path) -> AsyncIterator[Mesh]:
-    m = Mesh(tmp_path, {"s1": ["t1"], "s2": ["x1"]})
-    try:
-        await m.start()
+    async with running_mesh(tmp_path, {"s1": ["t1"], "s2": ["x1"]}) as m:
         yield m
-    finally:
-        left = await m.close()
-        pids = [p.pid for proc in m.procs.values() for p in proc.tree()]
-        assert not left and not [p for p in pids if psutil.pid_exists(p)], (
-            f"processes left running: {left} {pids}"
-        )
 
 
 async def _answers(mesh: Mesh, rid: str) -> bool:
