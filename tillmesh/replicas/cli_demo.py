@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tillmesh.broker.subjects import HQ
-from tillmesh.replicas.cli import add_command
+from tillmesh.replicas.cli import add_command, positive_int
 from tillmesh.replicas.demo import MARKER, Demo, DemoError
 from tillmesh.replicas.site import SITE_FILE
 
@@ -56,9 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=36.0,
         help="seconds of selling, spread over the phases (default 36: about 75 s in all)",
     )
-    p.add_argument("--stores", type=int, default=2, help="number of stores (default 2)")
-    p.add_argument("--tills", type=int, default=3, help="tills per store (default 3)")
-    p.add_argument("--products", type=int, default=240, help="HQ's catalog size (default 240)")
+    p.add_argument("--stores", type=positive_int, default=2, help="number of stores (default 2)")
+    p.add_argument("--tills", type=positive_int, default=3, help="tills per store (default 3)")
+    p.add_argument(
+        "--products", type=positive_int, default=240, help="HQ's catalog size (default 240)"
+    )
     p.add_argument(
         "--keep",
         action="store_true",
@@ -67,8 +69,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if min(args.stores, args.tills, args.products) < 1 or args.duration <= 0:
-        raise SystemExit("tillmesh: error: --stores, --tills, --products, --duration must be > 0")
+    if args.duration <= 0:  # the counts are checked by positive_int as they are parsed
+        raise SystemExit("tillmesh: error: --duration must be > 0")
     console = Console(highlight=False)
     if not console.is_terminal:  # CI logs: wide enough that tables do not wrap
         console = Console(highlight=False, width=110)
