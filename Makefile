@@ -27,8 +27,8 @@ bench: $(STAMP)
 	$(BIN)/pytest -q -s -m bench -o addopts='' tests/bench
 
 check: $(STAMP)
-	$(BIN)/ruff check tillmesh tests
-	$(BIN)/ruff format --check tillmesh tests
+	$(BIN)/ruff check core conflict broker replicas tests
+	$(BIN)/ruff format --check core conflict broker replicas tests
 	$(BIN)/mypy
 
 clean:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tillmesh.core.events import (
+from core.events import (
     SCHEMA_VERSION,
     Body,
     Event,

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from conflict.state import StoreState
+from core.batch import IngestResult, check_events
+from core.clock import HybridClock, system_wall_ms
+from core.events import Event, decode_body, decode_event, encode_event, event_hash
+from core.log import EventLog, _Request
+from core.sqlite import open_sync
 from tests.factories import cash_sale, chain
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.batch import IngestResult, check_events
-from tillmesh.core.clock import HybridClock, system_wall_ms
-from tillmesh.core.events import Event, decode_body, decode_event, encode_event, event_hash
-from tillmesh.core.log import EventLog, _Request
-from tillmesh.core.sqlite import open_sync
 
 BATCH = 2000
 # The rows a folded sale costs in this layout: its event and its sales-register row (the

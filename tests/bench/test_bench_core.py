@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from conflict.state import StoreState
+from core.batch import check_events
+from core.events import decode_event, encode_event
+from core.log import EventLog, IngestResult
 from tests.bench.conftest import percentile, table
 from tests.bench.ingest_profile import FLOOR_TABLES, sqlite_floor
 from tests.factories import cash_sale, chain
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.batch import check_events
-from tillmesh.core.events import decode_event, encode_event
-from tillmesh.core.log import EventLog, IngestResult
 
 pytestmark = pytest.mark.bench
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,9 +156,9 @@ async def ingest_rate(db: Path, raws: list[bytes], in_flight: int) -> float:
 def _rss_and_restart(db: Path) -> tuple[float, float, int]:
     code = (
         "import asyncio, time, sys\n"
-        "from tillmesh.core.log import EventLog\n"
-        "from tillmesh.conflict.state import StoreState\n"
-        "from tillmesh.conflict import queries\n"
+        "from core.log import EventLog\n"
+        "from conflict.state import StoreState\n"
+        "from conflict import queries\n"
         "async def main():\n"
         "    t0 = time.perf_counter()\n"
         "    log = await EventLog.open(sys.argv[1], 's1/t1', StoreState())\n"

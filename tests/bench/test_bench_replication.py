@@ -20,16 +20,16 @@ from pathlib import Path
 import nats
 import pytest
 
+from broker.config import free_port, hq_server_config
+from broker.server import EmbeddedNatsServer, connect_options
+from conflict.state import StoreState
+from core.events import event_hash
+from core.log import EventLog
+from replicas.runtime import Replica
+from replicas.sync.protocol import holds
 from tests.bench.conftest import percentile, table
 from tests.e2e.harness import Mesh, wait_until
 from tests.factories import cash_sale, chain
-from tillmesh.broker.config import free_port, hq_server_config
-from tillmesh.broker.server import EmbeddedNatsServer, connect_options
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import event_hash
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.protocol import holds
-from tillmesh.replicas.runtime import Replica
 
 pytestmark = pytest.mark.bench
 CHUNK = 2000  # = SyncConfig.pull_window: events per pull reply
@@ -74,8 +74,8 @@ def raws_of(db: Path, origin: str) -> list[bytes]:
 
 async def raw_nats_rate(tmp: Path, raws: list[bytes]) -> float:
     """Events/s through one nats-server, core publish -> subscribe, framed in CHUNKs."""
-    from tillmesh.broker.credentials import generate_store_credentials
-    from tillmesh.replicas.protocol import build_reply
+    from broker.credentials import generate_store_credentials
+    from replicas.sync.protocol import build_reply
 
     creds = generate_store_credentials("s1", ["t1"], hq=True)
     frames = [
@@ -229,7 +229,7 @@ async def test_bench_in_store_propagation(tmp_path: Path) -> None:
         await b.start()
         b.log.listeners.append(
             lambda evs: arrived.update(
-                {e.seq: time.perf_counter() for e in evs if e.origin == "s1/t1"}
+                {e.seq: time.perf_counter() for e, _ in evs if e.origin == "s1/t1"}
             )
         )
         await wait_until(lambda: _routed(a, b), "t1 and t2 to hear each other", 30)

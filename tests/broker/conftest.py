@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from broker_testkit import ServerPool
 from nats.aio.client import Client
 
-from tillmesh.broker.credentials import Credentials, generate_store_credentials
+from broker.credentials import Credentials, generate_store_credentials
+from tests.broker.kit import ServerPool
 
 
 def _pid_alive(pid: int) -> bool:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.broker.config import (
+from broker.config import (
     ClusterSpec,
     ServerConfig,
     UserSpec,
@@ -19,11 +19,11 @@ from tillmesh.broker.config import (
     render_config,
     till_server_config,
 )
-from tillmesh.broker.credentials import Credentials, generate_store_credentials
-from tillmesh.broker.errors import ConfigError
-from tillmesh.broker.samples import main as write_samples
-from tillmesh.broker.samples import sample_configs
-from tillmesh.broker.server import EmbeddedNatsServer, nats_server_binary
+from broker.credentials import Credentials, generate_store_credentials
+from broker.errors import ConfigError
+from broker.samples import main as write_samples
+from broker.samples import sample_configs
+from broker.server import EmbeddedNatsServer, nats_server_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 
@@ -134,7 +134,7 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_deploy_samples_are_current_and_valid(tmp_path: Path) -> None:
-    # Regenerate with `python -m tillmesh.broker.samples deploy/nats`.
+    # Regenerate with `python -m broker.samples deploy/nats`.
     write_samples([str(tmp_path)])
     for name, text in sample_configs().items():
         assert (DEPLOY / name).read_text() == text, f"{name} is stale"

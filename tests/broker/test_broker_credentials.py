@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tillmesh.broker.credentials import (
+from broker.credentials import (
     Credentials,
     generate_store_credentials,
     leaf_key,
@@ -18,7 +18,7 @@ from tillmesh.broker.credentials import (
     route_key,
     save_credentials,
 )
-from tillmesh.broker.errors import CredentialsError, InvalidReplicaId
+from broker.errors import CredentialsError, InvalidReplicaId
 
 
 def test_generate_store_credentials_keys_and_uniqueness() -> None:

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import asyncio
 
-from broker_testkit import (
+from nats.aio.client import Client
+
+from broker.credentials import Credentials
+from broker.subjects import events_subject
+from tests.broker.kit import (
     Collector,
     ServerPool,
     connect_replica,
@@ -29,10 +33,6 @@ from broker_testkit import (
     wait_leafs,
     wait_until,
 )
-from nats.aio.client import Client
-
-from tillmesh.broker.credentials import Credentials
-from tillmesh.broker.subjects import events_subject
 
 N = 50
 GRACE = 0.5  # seconds to keep listening for late duplicates

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker_testkit import ServerPool, hq_config, store_configs, wait_leafs, wait_until
-
-from tillmesh.broker.config import render_config
-from tillmesh.broker.credentials import Credentials
-from tillmesh.broker.server import EmbeddedNatsServer
+from broker.config import render_config
+from broker.credentials import Credentials
+from broker.server import EmbeddedNatsServer
+from tests.broker.kit import ServerPool, hq_config, store_configs, wait_leafs, wait_until
 
 
 def _with_leaf(srv: EmbeddedNatsServer, *, disabled: bool):

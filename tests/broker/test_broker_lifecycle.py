@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
-from broker_testkit import ServerPool, wait_until
 
-from tillmesh.broker.config import ServerConfig, free_port
-from tillmesh.broker.errors import ServerStartError
+from broker.config import ServerConfig, free_port
+from broker.errors import ServerStartError
+from tests.broker.kit import ServerPool, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PARENT = """
 import asyncio, os, sys
 from pathlib import Path
-from tillmesh.broker.config import ServerConfig, free_port
-from tillmesh.broker.server import EmbeddedNatsServer
+from broker.config import ServerConfig, free_port
+from broker.server import EmbeddedNatsServer
 
 async def main() -> None:
     work = Path(sys.argv[1])

@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import nats
-from broker_testkit import (
+from nats.aio.client import Client
+
+from broker.config import UserSpec
+from broker.credentials import Credentials
+from broker.subjects import events_subject
+from tests.broker.kit import (
     Collector,
     ServerPool,
     connect_replica,
@@ -20,11 +25,6 @@ from broker_testkit import (
     wait_leafs,
     wait_until,
 )
-from nats.aio.client import Client
-
-from tillmesh.broker.config import UserSpec
-from tillmesh.broker.credentials import Credentials
-from tillmesh.broker.subjects import events_subject
 
 
 async def test_till_cannot_publish_as_another_till(

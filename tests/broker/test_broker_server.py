@@ -9,13 +9,13 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
-from broker_testkit import Collector, ServerPool, connect_replica, probe_until_seen, wait_until
 from nats.aio.client import Client
 
-from tillmesh.broker.config import ServerConfig, UserSpec, free_port
-from tillmesh.broker.credentials import Credentials, permissions_for
-from tillmesh.broker.errors import BinaryNotFound, ServerStartError
-from tillmesh.broker.server import EmbeddedNatsServer, connect_options, nats_server_binary
+from broker.config import ServerConfig, UserSpec, free_port
+from broker.credentials import Credentials, permissions_for
+from broker.errors import BinaryNotFound, ServerStartError
+from broker.server import EmbeddedNatsServer, connect_options, nats_server_binary
+from tests.broker.kit import Collector, ServerPool, connect_replica, probe_until_seen, wait_until
 
 
 def _single(creds: dict[str, Credentials]) -> ServerConfig:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tillmesh.broker.errors import BrokerError, InvalidReplicaId
-from tillmesh.broker.subjects import (
+from broker.errors import BrokerError, InvalidReplicaId
+from broker.subjects import (
     ALL_EVENTS,
     ALL_VV,
     events_subject,

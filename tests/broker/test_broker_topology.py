@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import signal
 
-from broker_testkit import (
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from broker.config import free_port, hq_server_config
+from broker.credentials import Credentials
+from broker.server import EmbeddedNatsServer
+from broker.subjects import events_subject, pull_subject
+from tests.broker.kit import (
     Collector,
     ServerPool,
     connect_replica,
@@ -15,15 +24,6 @@ from broker_testkit import (
     wait_leafs,
     wait_until,
 )
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-
-from tillmesh.broker.config import free_port, hq_server_config
-from tillmesh.broker.credentials import Credentials
-from tillmesh.broker.server import EmbeddedNatsServer
-from tillmesh.broker.subjects import events_subject, pull_subject
 
 TILLS = ["t1", "t2", "t3"]
 

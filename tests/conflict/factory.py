@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.clock import pack
-from tillmesh.core.events import (
+from conflict import queries
+from conflict.state import StoreState
+from core.clock import pack
+from core.events import (
     SCHEMA_VERSION,
     Body,
     ConflictResolved,
@@ -36,7 +36,7 @@ from tillmesh.core.events import (
     encode_body,
     event_hash,
 )
-from tillmesh.core.fold import FLAG_SKEWED, Accepted
+from core.fold import FLAG_SKEWED, Accepted
 
 __all__ = [
     "ORIGINS",

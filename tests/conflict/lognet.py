@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.clock import HybridClock
-from tillmesh.core.events import Body
-from tillmesh.core.log import EventLog
+from conflict.state import StoreState
+from core.clock import HybridClock
+from core.events import Body
+from core.log import EventLog
 
 __all__ = ["LogNet"]
 

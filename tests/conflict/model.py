@@ -1,6 +1,6 @@
 """Plain sequential reference models the SQL fold must agree with.
 
-Written independently of tillmesh.conflict.state: stock replays moves and counts sorted by
+Written independently of conflict.state: stock replays moves and counts sorted by
 time (the obvious "what would a single till have computed" model); catalog and stock are
 also built from the `crdt` spec types; sales are sums over the event set.
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tillmesh.conflict.crdt import LWWRegister, ResetCounter
-from tillmesh.core.events import (
+from conflict.crdt import LWWRegister, ResetCounter
+from core.events import (
     HQ,
     Event,
     PriceSet,
@@ -26,7 +26,7 @@ from tillmesh.core.events import (
     StockCounted,
     StockReceived,
 )
-from tillmesh.core.fold import Accepted
+from core.fold import Accepted
 
 __all__ = [
     "StockKey",

@@ -12,9 +12,9 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.conflict.queries import catalog, sales_summary, state_digest
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.fold import Accepted
+from conflict.queries import catalog, sales_summary, state_digest
+from conflict.state import StoreState
+from core.fold import Accepted
 
 from .factory import apply_all, fresh_db, scenarios, stock_by_key
 from .model import model_catalog, model_sales, model_stock, model_stock_crdt

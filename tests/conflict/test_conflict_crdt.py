@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.conflict.crdt import (
+from conflict.crdt import (
     GCounter,
     GSet,
     LWWRegister,
@@ -20,7 +20,7 @@ from tillmesh.conflict.crdt import (
     merge,
     merge_all,
 )
-from tillmesh.core.clock import pack
+from core.clock import pack
 
 _replicas = st.sampled_from(("s1/t1", "s1/t2", "hq"))
 _hlcs = st.builds(pack, st.integers(0, 20_000), st.integers(0, 3))

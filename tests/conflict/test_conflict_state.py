@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import (
+from conflict import queries
+from conflict.state import StoreState
+from core.events import (
     Body,
     PriceSet,
     ProductUpserted,
@@ -21,7 +21,7 @@ from tillmesh.core.events import (
     StockCounted,
     StockReceived,
 )
-from tillmesh.core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted
+from core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted
 
 from .factory import Chain, apply_all, fresh_db, sale_body
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tillmesh.conflict.policies import Policies, PolicyError, from_state, load_policies
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import PriceSet, ProductUpserted, StockReceived
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.cli import main
-from tillmesh.replicas.cli_conflicts import open_conflict_count
-from tillmesh.replicas.cli_inspect import open_db
+from conflict.policies import Policies, PolicyError, from_state, load_policies
+from conflict.state import StoreState
+from core.events import PriceSet, ProductUpserted, StockReceived
+from core.log import EventLog
+from replicas.cli.common import open_db
+from replicas.cli.conflicts import open_conflict_count
+from replicas.cli.main import main
 
 from .factory import sale_body
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.detect import Conflict, detect
-from tillmesh.conflict.policies import Policies
-from tillmesh.conflict.resolve import Action, resolve
-from tillmesh.core.errors import ConflictError, UnknownConflict, WrongStore
-from tillmesh.core.events import (
+from conflict import queries
+from conflict.detect import Conflict, detect
+from conflict.policies import Policies
+from conflict.resolve import Action, resolve
+from core.errors import ConflictError, UnknownConflict, WrongStore
+from core.events import (
     PriceSet,
     ProductUpserted,
     RefundIssued,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.conflict.detect import detect
-from tillmesh.conflict.policies import Policies
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import RefundIssued, SaleCompleted, SaleVoided, StockCounted
-from tillmesh.core.fold import Accepted
+from conflict.detect import detect
+from conflict.policies import Policies
+from conflict.state import StoreState
+from core.events import RefundIssued, SaleCompleted, SaleVoided, StockCounted
+from core.fold import Accepted
 
 from .factory import apply_all, fresh_db, scenarios
 from .model import StockKey, moves, store

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tillmesh.conflict import queries, reports
-from tillmesh.conflict.reports import Window
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.clock import pack
-from tillmesh.core.errors import ReportError
-from tillmesh.core.events import (
+from conflict import queries, reports
+from conflict.reports import Window
+from conflict.state import StoreState
+from core.clock import pack
+from core.errors import ReportError
+from core.events import (
     Payment,
     RefundIssued,
     RefundLine,

@@ -7,10 +7,10 @@ import sqlite3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import RefundIssued, RefundLine, SaleVoided
-from tillmesh.core.fold import Accepted
+from conflict import queries
+from conflict.state import StoreState
+from core.events import RefundIssued, RefundLine, SaleVoided
+from core.fold import Accepted
 
 from .factory import Chain, apply_all, fresh_db, sale_body
 

@@ -26,14 +26,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.detect import Conflict, conflict_id, detect
-from tillmesh.conflict.policies import Policies
-from tillmesh.conflict.resolve import ACTIONS, resolution_bodies
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.errors import ConflictError
-from tillmesh.core.events import SaleCompleted
-from tillmesh.core.fold import Accepted
+from conflict import queries
+from conflict.detect import Conflict, conflict_id, detect
+from conflict.policies import Policies
+from conflict.resolve import ACTIONS, resolution_bodies
+from conflict.state import StoreState
+from core.errors import ConflictError
+from core.events import SaleCompleted
+from core.fold import Accepted
 
 from .factory import Chain, _body, apply_all, fresh_db, stock_by_key
 from .model import model_sales, model_stock

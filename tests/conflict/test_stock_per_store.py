@@ -18,19 +18,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.detect import Conflict, detect
-from tillmesh.conflict.policies import Policies
-from tillmesh.conflict.resolve import resolve
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import (
+from conflict import queries
+from conflict.detect import Conflict, detect
+from conflict.policies import Policies
+from conflict.resolve import resolve
+from conflict.state import StoreState
+from core.events import (
     HQ,
     ProductUpserted,
     SaleCompleted,
     StockCounted,
     StockReceived,
 )
-from tillmesh.core.fold import Accepted
+from core.fold import Accepted
 
 from .factory import Chain, _body, apply_all, fresh_db, sale_body
 from .lognet import LogNet

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from conflict.state import StoreState
+from core.log import EventLog
 from tests.factories import cash_sale
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.log import EventLog
 
 CONCURRENT_APPENDERS = 8
 

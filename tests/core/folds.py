@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from tillmesh.core.fold import Accepted
+from core.fold import Accepted
 
 
 class CountingFold:

@@ -10,11 +10,11 @@ import asyncio
 import msgspec
 import pytest
 
+from core.errors import ChainBroken, DecodeError, Equivocation, OutOfScope, StorageError
+from core.events import HQ, StockAdjusted, encode_event, event_hash, store_of
+from core.fold import FLAG_UNAPPLIED
 from tests.core.folds import CountingFold, counts
 from tests.factories import cash_sale, chain
-from tillmesh.core.errors import ChainBroken, DecodeError, Equivocation, OutOfScope, StorageError
-from tillmesh.core.events import HQ, StockAdjusted, encode_event, event_hash, store_of
-from tillmesh.core.fold import FLAG_UNAPPLIED
 
 
 class EventLogContract:

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tillmesh.core.clock import HybridClock, hlc_ms, pack
+from core.clock import HybridClock, hlc_ms, pack
 
 
 class FakeWall:

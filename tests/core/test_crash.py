@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tillmesh.core.verify import verify_log
-from tillmesh.replicas.cli import main as cli_main
+from core.verify import verify_log
+from replicas.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0

@@ -1,15 +1,14 @@
 import msgspec
 import pytest
 
-from tests.factories import cash_sale, chain
-from tillmesh.core.errors import (
+from core.errors import (
     DecodeError,
     NonCanonicalEncoding,
     OversizedError,
     UnknownEventType,
     ValidationError,
 )
-from tillmesh.core.events import (
+from core.events import (
     Event,
     Payment,
     RefundIssued,
@@ -24,6 +23,7 @@ from tillmesh.core.events import (
     encode_event,
     encode_events,
 )
+from tests.factories import cash_sale, chain
 
 
 def test_round_trip_is_byte_identical():

@@ -3,8 +3,7 @@ scenario generator can make (all body types, all origins, interleaved HLCs)."""
 
 from hypothesis import given, settings
 
-from tests.conflict.factory import scenarios
-from tillmesh.core.events import (
+from core.events import (
     decode_body,
     decode_event,
     decode_events,
@@ -12,6 +11,7 @@ from tillmesh.core.events import (
     encode_event,
     encode_events,
 )
+from tests.conflict.factory import scenarios
 
 
 @settings(max_examples=200)

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.errors import ValidationError
+from core.events import SKU_PATTERN, check_sku, decode_body, encode_body
 from tests.factories import cash_sale, chain
-from tillmesh.core.errors import ValidationError
-from tillmesh.core.events import SKU_PATTERN, check_sku, decode_body, encode_body
 
 _ALPHABET = "aZ09._-\n \t/é\x00:"
 

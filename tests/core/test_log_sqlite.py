@@ -2,10 +2,10 @@ import sqlite3
 
 import pytest
 
+from core.errors import DatabaseCorrupt, SchemaTooNew
+from core.log import EventLog
 from tests.core.folds import CountingFold
 from tests.core.log_contract import EventLogContract
-from tillmesh.core.errors import DatabaseCorrupt, SchemaTooNew
-from tillmesh.core.log import EventLog
 
 
 class TestSqliteEventLog(EventLogContract):

@@ -7,11 +7,11 @@ import sqlite3
 
 import msgspec
 
+from core.batch import Transaction, trim_quarantine
+from core.events import encode_event
+from core.log import EventLog, read_stats
 from tests.core.folds import CountingFold
 from tests.factories import cash_sale, chain
-from tillmesh.core.batch import Transaction, trim_quarantine
-from tillmesh.core.events import encode_event
-from tillmesh.core.log import EventLog, read_stats
 
 
 def _evidence(conn: sqlite3.Connection, kinds: list[str]) -> None:
@@ -43,7 +43,7 @@ async def test_past_the_cap_the_oldest_evidence_goes_down_to_90_percent(tmp_path
 async def test_a_log_under_attack_keeps_its_events_and_a_bounded_quarantine(
     tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr("tillmesh.core.batch.MAX_QUARANTINE_ROWS", 50)
+    monkeypatch.setattr("core.batch.MAX_QUARANTINE_ROWS", 50)
     log = await EventLog.open(tmp_path / "a.db", "s1/t1", CountingFold())
     try:
         (original,) = chain("s1/t2", [cash_sale(price=100)])

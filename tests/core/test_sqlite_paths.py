@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tillmesh.core.errors import StorageError
-from tillmesh.core.sqlite import file_uri, open_sync
+from core.errors import StorageError
+from core.sqlite import file_uri, open_sync
 
 NAMES = ["we#ird/log.db", "a?b/t2.db", "100%/x%41y.db", "sp ace/q?mode=rw#x.db"]
 

@@ -8,54 +8,16 @@ subprocess; the folder is really 0555 for it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from tillmesh.core.sqlite import open_sync
-
-REPO = Path(__file__).resolve().parents[2]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def unprivileged(argv: Sequence[str]) -> list[str]:
-    """`argv` run as a user the permission bits apply to (root ignores them)."""
-    return list(argv) if os.geteuid() != 0 else [*NOBODY, *argv]
-
-
-def run_unprivileged(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Python `code` as an unprivileged user, with this checkout importable."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
-    argv = unprivileged([sys.executable, "-c", code])
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder the unprivileged user can enter (pytest's tmp_path is 0700 root's)."""
-    if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot make a folder unwritable")
-    root = Path(tempfile.mkdtemp(prefix="tillmesh-ro-"))
-    root.chmod(0o755)
-    probe = run_unprivileged("import tillmesh", root)
-    if probe.returncode != 0:
-        shutil.rmtree(root)
-        pytest.skip(f"the unprivileged user cannot run this checkout: {probe.stderr[-200:]}")
-    try:
-        yield root
-    finally:
-        for path in root.rglob("*"):
-            if path.is_dir():
-                path.chmod(0o755)
-        shutil.rmtree(root)
+from core.sqlite import open_sync
+from tests.unprivileged import run_unprivileged
 
 
 def make_wal_db(path: Path, rows: int) -> None:
@@ -68,7 +30,7 @@ def make_wal_db(path: Path, rows: int) -> None:
 
 def read_as_nobody(db: Path) -> subprocess.CompletedProcess[str]:
     code = (
-        "from tillmesh.core.sqlite import open_sync\n"
+        "from core.sqlite import open_sync\n"
         f"conn = open_sync({str(db)!r}, readonly=True)\n"
         "print(conn.execute('SELECT count(*) FROM t').fetchone()[0])\n"
     )

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
-from tillmesh.broker.credentials import Credentials
-from tillmesh.broker.subjects import HQ
-from tillmesh.replicas.cli import main as cli_main
-from tillmesh.replicas.site import Site, init_site, load_site
+from broker.credentials import Credentials
+from broker.subjects import HQ
+from replicas.cli.main import main as cli_main
+from replicas.site import Site, init_site, load_site
 
 __all__ = [
     "TILLMESH",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-TILLMESH = [sys.executable, "-m", "tillmesh.replicas.cli"]
+TILLMESH = [sys.executable, "-m", "replicas.cli.main"]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 CONVERGE_TIMEOUT = 60.0

@@ -23,12 +23,12 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from broker.server import connect_options
+from broker.subjects import events_subject, pull_subject, vv_subject
+from core.events import encode_event
+from replicas.sync.protocol import EventsFrame, VersionVectorMsg, encode_message
 from tests.e2e.harness import Mesh, wait_until
 from tests.factories import cash_sale, chain
-from tillmesh.broker.server import connect_options
-from tillmesh.broker.subjects import events_subject, pull_subject, vv_subject
-from tillmesh.core.events import encode_event
-from tillmesh.replicas.protocol import EventsFrame, VersionVectorMsg, encode_message
 
 T1, T2, T3, HQ = "s1/t1", "s1/t2", "s1/t3", "hq"
 VICTIMS = (T1, T3, HQ)

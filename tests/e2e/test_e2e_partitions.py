@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
+from broker.server import http_get
 from tests.e2e.harness import Mesh, signal_and_wait, wait_until
-from tillmesh.broker.server import http_get
 
 T1, T2, T3, HQ = "s1/t1", "s1/t2", "s1/t3", "hq"
 

@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from conflict import queries
+from conflict.state import StoreState
+from core.events import ProductUpserted, StockReceived
+from core.log import EventLog
+from replicas.api.app import create_app
 from tests.factories import cash_sale, chain
-from tillmesh.conflict import queries
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import ProductUpserted, StockReceived
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.api import create_app
 
 TILL = "s1/t1"
 PAN = "4111111111111111"  # the classic test Visa number: Luhn-valid

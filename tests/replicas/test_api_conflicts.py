@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from core.events import ProductUpserted
 from tests.replicas.test_api import FakeReplica, client_for, open_log
-from tillmesh.core.events import ProductUpserted
 
 
 async def test_oversell_is_listed_counted_and_resolved(tmp_path):

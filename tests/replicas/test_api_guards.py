@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from core.events import PriceSet, ProductUpserted
+from core.log import EventLog
+from replicas.api.app import create_app
+from replicas.api.link import link_router
 from tests.factories import cash_sale
 from tests.replicas.test_api import FakeReplica, client_for, open_log
-from tillmesh.core.events import PriceSet, ProductUpserted
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.api import create_app
-from tillmesh.replicas.api_link import link_router
 
 TILL = "s1/t1"
 PRICES = {"COLA": 150, "BREAD": 250}

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.events import ProductUpserted, StockReceived
+from core.log import EventLog
 from tests.replicas.test_api import FakeReplica, cash, client_for, open_log, sell
-from tillmesh.core.events import ProductUpserted, StockReceived
-from tillmesh.core.log import EventLog
 
 TILL = "s1/t1"
 

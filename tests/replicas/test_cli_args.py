@@ -1,7 +1,6 @@
 """Arguments that used to be silently ignored or to misbehave: a usage error or a
 one-line `tillmesh: error:` (exit 2), never an empty result or a traceback."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import asyncio
@@ -11,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ops_kit import Built, at, built, cli, pristine_site  # noqa: F401  (fixtures)
 
+from conflict.state import StoreState
+from core.log import EventLog
 from tests.factories import cash_sale
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.log import EventLog
+from tests.replicas.ops_kit import Built, at, cli
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], *argv: object) -> str:
@@ -112,7 +111,7 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         return tmp_path / "t1.db"
 
     db = asyncio.run(build())  # ~1 MB of JSON lines: far more than a pipe holds
-    cmd = [sys.executable, "-m", "tillmesh.replicas.cli", "log", "dump", str(db)]
+    cmd = [sys.executable, "-m", "replicas.cli.main", "log", "dump", str(db)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         first = proc.stdout.readline()

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from tillmesh.replicas.cli import build_parser, main
+from replicas.cli.main import build_parser, main
 
 
 def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):

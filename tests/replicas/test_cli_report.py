@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from conflict.state import StoreState
+from core.events import SaleVoided
+from core.log import EventLog
+from replicas.cli.main import main
 from tests.conflict.factory import sale_body
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import SaleVoided
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.cli import main
 
 
 async def _hq_with_two_stores(root: Path) -> Path:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_ops_kit import cli
+
+from tests.replicas.ops_kit import cli
 
 
 @pytest.mark.parametrize("out", ["/nonexistent/x.json", "."])

@@ -1,19 +1,11 @@
 """`tillmesh state`: a till shows its store's stock; HQ shows every store's apart, each
 equal to what that store's own tills show."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import pytest
-from test_ops_kit import (  # noqa: F401  (fixtures)
-    Built,
-    Site,
-    built,
-    cli,
-    cli_json,
-    pristine_site,
-    with_site,
-)
+
+from tests.replicas.ops_kit import Built, Site, cli, cli_json, with_site
 
 
 async def _everyone_catches_up(site: Site) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tillmesh.replicas.cli_run import _print_status
+from replicas.cli.run import _print_status
 
 
 def test_status_shows_held_and_quarantined_events(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from tillmesh.conflict import queries
-from tillmesh.core.sqlite import open_sync
-from tillmesh.replicas.demo import Demo
-from tillmesh.replicas.demo_checks import scoped_digest
-from tillmesh.replicas.site import load_site
+from conflict import queries
+from core.sqlite import open_sync
+from replicas.demo.checks import scoped_digest
+from replicas.demo.story import Demo
+from replicas.site import load_site
 
-DEMO = [sys.executable, "-m", "tillmesh.replicas.cli", "demo"]
+DEMO = [sys.executable, "-m", "replicas.cli.main", "demo"]
 
 
 def run_demo(data: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

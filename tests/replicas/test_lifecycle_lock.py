@@ -1,14 +1,12 @@
 """One replica, one process: a second copy of a running till exits at once, touching
 nothing; a till that cannot listen for its API stops instead of running on without it."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import socket
 
-from test_lifecycle_kit import TILL, no_till, one_till, run_second  # noqa: F401  (fixtures)
-
 from tests.e2e.harness import Mesh
+from tests.replicas.lifecycle_kit import TILL, run_second
 
 
 async def test_a_second_copy_exits_at_once_naming_the_running_one(one_till: Mesh) -> None:

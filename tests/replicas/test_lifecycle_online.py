@@ -1,18 +1,17 @@
 """Switching a till's HQ link off takes it offline at once: a card sale right after is
 deferred, not claimed as authorised online on the strength of HQ's last announcement."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
 import httpx
-from test_lifecycle_kit import TILL, InProcess, in_process  # noqa: F401  (fixtures)
 
+from broker.subjects import HQ
+from replicas.sync.config import SyncConfig
 from tests.e2e.harness import wait_until
-from tillmesh.broker.subjects import HQ
-from tillmesh.replicas.sync_config import SyncConfig
+from tests.replicas.lifecycle_kit import TILL, InProcess
 
 FAST = SyncConfig(announce_interval=0.5)  # HQ heard twice a second, so "online" comes fast
 CARD = {"method": "card", "amount": 150, "card_token": "tok_test_0001", "card_last4": "1111"}

@@ -1,7 +1,6 @@
 """A till's nats-server: restarted with backoff while it cannot start, reported down with
 its own reason meanwhile, and never outliving a till that was killed."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import logging
@@ -12,10 +11,10 @@ from typing import Any
 
 import psutil
 import pytest
-from test_lifecycle_kit import TILL, InProcess, in_process, one_till, squat  # noqa: F401
 
+from replicas.runtime import RestartBackoff
 from tests.e2e.harness import Mesh, wait_until
-from tillmesh.replicas.runtime import RestartBackoff
+from tests.replicas.lifecycle_kit import TILL, InProcess, squat
 
 RESTART_LOG = re.compile(r"nats-server down \((.*)\); restart (\d+) in (\d+) s")
 
@@ -43,7 +42,7 @@ def _restarts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, int]]:
 async def test_a_server_that_cannot_restart_is_retried_with_backoff_and_reported_down(
     in_process: InProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="tillmesh.replicas.runtime")
+    caplog.set_level(logging.WARNING, logger="replicas.runtime")
     till = await in_process.start(TILL)
     assert till.server is not None
     # Its monitoring port, bound first by a starting nats-server, is taken before the

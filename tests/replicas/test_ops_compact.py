@@ -2,7 +2,6 @@
 verify and digest unchanged, and a compacted till still converges with one that was
 offline through the compaction (via HQ, since it cannot serve below its base)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import json
@@ -11,21 +10,19 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from test_ops_kit import (  # noqa: F401  (fixtures)
+
+from core.log import read_stats
+from tests.replicas.ops_kit import (
     Built,
     Site,
     at,
-    built,
     cli,
     cli_json,
     count_events,
     digest,
-    pristine_site,
     sale,
     with_site,
 )
-
-from tillmesh.core.log import read_stats
 
 
 def heads(path: Path) -> dict[str, tuple[int, int]]:

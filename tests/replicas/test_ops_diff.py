@@ -1,6 +1,5 @@
 """`log diff`: missing ranges, byte-level disagreement, state difference, exit status."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import sqlite3
@@ -10,19 +9,9 @@ from functools import partial
 
 import msgspec
 import pytest
-from test_ops_kit import (  # noqa: F401  (fixtures)
-    Built,
-    Site,
-    built,
-    cli,
-    cli_json,
-    pristine_site,
-    reference_digest,
-    sale,
-    with_site,
-)
 
-from tillmesh.core.events import decode_event, encode_event, event_hash
+from core.events import decode_event, encode_event, event_hash
+from tests.replicas.ops_kit import Built, Site, cli, cli_json, reference_digest, sale, with_site
 
 
 def test_diff_names_the_ranges_hq_lacks_and_the_state_that_follows(

@@ -1,14 +1,14 @@
 """Ops commands on databases whose paths hold URI syntax (`#`, `?`, `%`): the named file
 is used and nothing is created beside it (unquoted, `we#ird/log.db` opened a new `we`)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
 import pytest
-from test_ops_kit import Built, built, cli, pristine_site  # noqa: F401  (fixtures)
+
+from tests.replicas.ops_kit import Built, cli
 
 
 def files_under(root: Path) -> list[str]:

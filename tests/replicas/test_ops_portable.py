@@ -1,24 +1,14 @@
 """`log export` / `log import`: a week of sales to HQ on a USB stick; bad input refused."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
 import pytest
-from test_ops_kit import (  # noqa: F401  (fixtures)
-    Built,
-    at,
-    built,
-    cli,
-    cli_json,
-    count_events,
-    digest,
-    pristine_site,
-)
 
-from tillmesh.core.portable import ExportDigestMismatch, read_export
+from core.portable import ExportDigestMismatch, read_export
+from tests.replicas.ops_kit import Built, at, cli, cli_json, count_events, digest
 
 
 def test_export_then_import_makes_hq_agree_and_twice_is_a_no_op(

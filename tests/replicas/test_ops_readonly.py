@@ -1,22 +1,20 @@
 """Every read-only ops command on databases in a read-only folder (ops.md: files
 "copied or mounted read-only"), run as an unprivileged user so 0555 really binds."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kits are parameters here)
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
 
-from test_ops_kit import Built, at, pristine_site  # noqa: F401  (fixtures)
-
-from tests.core.test_sqlite_readonly import run_unprivileged, shared_dir  # noqa: F401
+from tests.replicas.ops_kit import Built, at
+from tests.unprivileged import run_unprivileged
 
 # Runs each argv through the real CLI entry point in one interpreter; prints
 # [[exit code, stdout, stderr], ...] as JSON.
 RUNNER = """
 import contextlib, io, json, sys
-from tillmesh.replicas.cli import main
+from replicas.cli.main import main
 results = []
 for argv in json.loads(sys.argv[1]):
     out, err = io.StringIO(), io.StringIO()

@@ -1,6 +1,5 @@
 """`log replay` and `log dump` on a real store day."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import json
@@ -8,22 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ops_kit import (  # noqa: F401  (fixtures)
-    Built,
-    Site,
-    at,
-    built,
-    cli,
-    cli_json,
-    pristine_site,
-    product,
-    received,
-    reference_digest,
-    with_site,
-)
 
-from tillmesh.core.clock import pack
-from tillmesh.core.events import (
+from core.clock import pack
+from core.events import (
     Payment,
     RefundIssued,
     RefundLine,
@@ -31,10 +17,21 @@ from tillmesh.core.events import (
     SaleLine,
     parse_event_id,
 )
+from tests.replicas.ops_kit import (
+    Built,
+    Site,
+    at,
+    cli,
+    cli_json,
+    product,
+    received,
+    reference_digest,
+    with_site,
+)
 
 
 def hlc_at(minutes: float) -> int:
-    from test_ops_kit import MINUTE, T0
+    from tests.replicas.ops_kit import MINUTE, T0
 
     return pack(T0 + int(minutes * MINUTE), 0)
 

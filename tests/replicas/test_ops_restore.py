@@ -1,27 +1,16 @@
 """`log restore`: a replacement till from HQ's or a peer's database keeps its id and seq."""
 
-# ruff: noqa: F811  (pytest fixtures imported from the kit are parameters here)
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
 import pytest
-from test_ops_kit import (  # noqa: F401  (fixtures)
-    Built,
-    Site,
-    built,
-    cli,
-    cli_json,
-    digest,
-    pristine_site,
-    sale,
-    with_site,
-)
 
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.cli import main
+from conflict.state import StoreState
+from core.log import EventLog
+from replicas.cli.main import main
+from tests.replicas.ops_kit import Built, Site, cli, cli_json, digest, sale, with_site
 
 
 def sync_all(built: Built, *rids: str) -> None:

@@ -23,11 +23,11 @@ import httpx
 import pytest
 import uvicorn
 
-from tillmesh.conflict import queries
-from tillmesh.conflict.state import StoreState
-from tillmesh.core.events import ProductUpserted
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.api import create_app
+from conflict import queries
+from conflict.state import StoreState
+from core.events import ProductUpserted
+from core.log import EventLog
+from replicas.api.app import create_app
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")  # not a project dependency

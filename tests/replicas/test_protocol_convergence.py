@@ -16,10 +16,10 @@ import dataclasses
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_protocol_harness import FAST, Faults, Node, Sim, origins_of
 
-from tillmesh.replicas.protocol import holds
-from tillmesh.replicas.sync_config import HOSTILE_KINDS
+from replicas.sync.config import HOSTILE_KINDS
+from replicas.sync.protocol import holds
+from tests.replicas.simnet import FAST, Faults, Node, Sim, origins_of
 
 STORE_IDS = ["s1/t1", "s1/t2", "s1/t3", "hq", "s2/x1", "s2/x2"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from test_protocol_harness import FAST, make_chain
-
-from tillmesh.replicas.protocol import (
+from replicas.sync.config import ADMITTED_TIMEOUT_FACTOR, SyncConfig
+from replicas.sync.engine import SyncEngine
+from replicas.sync.protocol import (
     Action,
     EventsFrame,
     IngestOutcome,
@@ -17,8 +17,7 @@ from tillmesh.replicas.protocol import (
     decode_message,
     encode_message,
 )
-from tillmesh.replicas.sync import SyncEngine
-from tillmesh.replicas.sync_config import ADMITTED_TIMEOUT_FACTOR, SyncConfig
+from tests.replicas.simnet import FAST, make_chain
 
 
 def vv_msg(peer: str, vv: dict[str, int]) -> VersionVectorMsg:
@@ -211,7 +210,7 @@ def test_admit_drops_origins_the_sender_cannot_hold() -> None:
     hq = SyncEngine("hq", config=FAST)
     frame = EventsFrame("s1/t1", make_chain("s2/t1", 2) + make_chain("s1/t1", 2) + [b"junk"])
     admitted = hq.admit("s1/t1", frame, 0.0)
-    assert [ev.id for ev in admitted] == ["s1/t1:1", "s1/t1:2"]
+    assert [ev.id for ev, _ in admitted] == ["s1/t1:1", "s1/t1:2"]
     (incident,) = hq.status(0.0).incidents
     assert incident.kind == "rejected" and "3 dropped" in incident.last_detail
 

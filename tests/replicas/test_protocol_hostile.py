@@ -8,9 +8,9 @@ a vector it cannot serve, another store's events, or replays of old frames.
 from __future__ import annotations
 
 import pytest
-from test_protocol_harness import FAST, Faults, Hostile, Node, Sim
 
-from tillmesh.replicas.sync_config import HOSTILE_KINDS
+from replicas.sync.config import HOSTILE_KINDS
+from tests.replicas.simnet import FAST, Faults, Hostile, Node, Sim
 
 HONEST = ["s1/t1", "s1/t2", "s1/t3", "hq"]
 EVIL = "s1/evil"

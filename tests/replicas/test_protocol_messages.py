@@ -8,10 +8,9 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_protocol_harness import make_chain
 
-from tillmesh.core.errors import FrameError, OversizedError
-from tillmesh.replicas.protocol import (
+from core.errors import FrameError, OversizedError
+from replicas.sync.protocol import (
     MIN_FRAME_BYTES,
     EventsFrame,
     PullRequest,
@@ -23,6 +22,7 @@ from tillmesh.replicas.protocol import (
     holds,
     scope_label,
 )
+from tests.replicas.simnet import make_chain
 
 SETTINGS = settings(
     max_examples=150,

@@ -19,16 +19,17 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from tillmesh.broker.config import free_port, hq_server_config, till_server_config
-from tillmesh.broker.credentials import Credentials, generate_store_credentials
-from tillmesh.broker.server import EmbeddedNatsServer, connect_options
-from tillmesh.core.events import StockReceived
-from tillmesh.core.fold import Accepted
-from tillmesh.core.log import EventLog
-from tillmesh.replicas.protocol import holds
-from tillmesh.replicas.sync import SyncEngine
-from tillmesh.replicas.sync_config import SyncConfig
-from tillmesh.replicas.transport import SyncTransport, peer_from_inbox, peer_from_subject
+from broker.config import free_port, hq_server_config, till_server_config
+from broker.credentials import Credentials, generate_store_credentials
+from broker.server import EmbeddedNatsServer, connect_options
+from broker.subjects import peer_from_inbox, peer_from_subject
+from core.events import StockReceived
+from core.fold import Accepted
+from core.log import EventLog
+from replicas.sync.config import SyncConfig
+from replicas.sync.engine import SyncEngine
+from replicas.sync.protocol import holds
+from replicas.sync.transport import SyncTransport
 
 CONFIG = SyncConfig(announce_interval=0.5, announce_min_gap=0.05, pull_window=20, pull_timeout=2)
 

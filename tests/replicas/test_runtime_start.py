@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tillmesh.replicas.site import init_site
+from replicas.site import init_site
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ def test_taken_port_is_a_clear_error_and_the_process_exits(tmp_path):
         squatter.bind((site.host, site.ports["s1/t1"].nats))
         squatter.listen()
         proc = subprocess.run(
-            [sys.executable, "-m", "tillmesh.replicas.cli", "till", "--data", str(tmp_path),
+            [sys.executable, "-m", "replicas.cli.main", "till", "--data", str(tmp_path),
              "--store", "s1", "--till", "t1", "--fresh"],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

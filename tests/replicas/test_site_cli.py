@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tillmesh.replicas.cli import main
+from replicas.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
-TILLMESH = [sys.executable, "-m", "tillmesh.replicas.cli"]
+TILLMESH = [sys.executable, "-m", "replicas.cli.main"]
 
 
 def _init(capsys: pytest.CaptureFixture[str], data: Path, *extra: str) -> tuple[int, str]:

@@ -1,0 +1,114 @@
+"""The effective product of a SKU, derived from ALL its catalog writes by a price policy.
+
+Every `product.upserted` and `price.set` is kept in `st_catalog_writes`; `st_products`
+is recomputed for the SKUs a batch touches. The effective row is a pure function of the
+set of writes (spec: `crdt.LWWRegister`), so it is the same on every replica:
+
+- name, tax_rate_bp, active: from the latest `product.upserted` by (hlc, origin, seq).
+  A SKU with only `price.set` writes has no product row yet.
+- price, from all writes of both kinds, by policy. A policy only arbitrates between
+  concurrent writes (`LWWRegister.concurrent`: each origin's latest write whose HLC wall
+  time is within `window_ms` of the overall latest); a write made after the others had
+  settled is simply the latest, whoever made it:
+  - "latest":  the max write by (hlc, origin, seq) (plain LWW);
+  - "hq_wins": HQ's write among the concurrent ones, else the latest;
+  - "lowest":  the lowest price among the concurrent ones; ties go to the later write.
+
+Catalog writes are rare next to sales, so a per-SKU SELECT per batch is fine.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Literal, NamedTuple
+
+from core.clock import hlc_ms
+from core.events import HQ
+
+__all__ = ["PricePolicy", "Write", "choose_price", "effective", "refresh", "refresh_all"]
+
+PricePolicy = Literal["latest", "hq_wins", "lowest"]
+
+
+class Write(NamedTuple):
+    """One row of st_catalog_writes (name/tax/active are None for `price.set`)."""
+
+    eid: str
+    hlc: int
+    origin: str
+    seq: int
+    kind: str
+    name: str | None
+    price: int
+    tax_rate_bp: int | None
+    active: int | None
+
+
+ProductRow = tuple[str, str, int, int, int, str, str]
+
+_SELECT = (
+    "SELECT eid, hlc, origin, seq, kind, name, price, tax_rate_bp, active"
+    " FROM st_catalog_writes WHERE sku = ?"
+)
+
+
+def _key(w: Write) -> tuple[int, str, int]:
+    return (w.hlc, w.origin, w.seq)
+
+
+def choose_price(writes: Sequence[Write], policy: PricePolicy, window_ms: int) -> Write:
+    """The write whose price is effective; `writes` must be non-empty."""
+    if policy == "latest":
+        return max(writes, key=_key)
+    concurrent = _concurrent(writes, window_ms)
+    if policy == "hq_wins":
+        return next((w for w in concurrent if w.origin == HQ), concurrent[0])
+    return min(concurrent, key=lambda w: w.price)  # min keeps the first: the latest on ties
+
+
+def _concurrent(writes: Sequence[Write], window_ms: int) -> list[Write]:
+    """Each origin's latest write within `window_ms` of the overall latest, latest first.
+
+    Before, "hq_wins" let any HQ write beat every store write however much later the
+    store's came, so a store manager's price change was accepted and never took effect.
+    """
+    latest: dict[str, Write] = {}
+    for w in writes:  # each origin's own writes are causally ordered: keep its last
+        if w.origin not in latest or _key(w) > _key(latest[w.origin]):
+            latest[w.origin] = w
+    top = hlc_ms(max(latest.values(), key=_key).hlc)
+    return sorted(
+        (w for w in latest.values() if top - hlc_ms(w.hlc) <= window_ms), key=_key, reverse=True
+    )
+
+
+def effective(
+    sku: str, writes: Sequence[Write], policy: PricePolicy, window_ms: int
+) -> ProductRow | None:
+    products = [w for w in writes if w.kind == "product"]
+    if not products:
+        return None
+    base = max(products, key=_key)
+    priced = choose_price(writes, policy, window_ms)
+    assert base.name is not None and base.tax_rate_bp is not None and base.active is not None
+    return (sku, base.name, priced.price, base.tax_rate_bp, base.active, base.eid, priced.eid)
+
+
+def refresh(
+    conn: sqlite3.Connection, skus: Iterable[str], policy: PricePolicy, window_ms: int
+) -> None:
+    """Recompute st_products for `skus` from their writes."""
+    for sku in sorted(skus):
+        writes = [Write(*r) for r in conn.execute(_SELECT, (sku,))]
+        row = effective(sku, writes, policy, window_ms)
+        if row is None:
+            conn.execute("DELETE FROM st_products WHERE sku = ?", (sku,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO st_products VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+
+def refresh_all(conn: sqlite3.Connection, policy: PricePolicy, window_ms: int) -> None:
+    """After a policy change: every effective product may differ."""
+    skus = [r[0] for r in conn.execute("SELECT DISTINCT sku FROM st_catalog_writes")]
+    refresh(conn, skus, policy, window_ms)

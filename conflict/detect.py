@@ -1,0 +1,275 @@
+"""Deterministic conflict detection over the `st_` tables.
+
+`detect(conn, policies)` is a pure function of the set of events folded (and the
+policies): replicas holding the same events report the same conflicts with the same
+ids, whatever order the events arrived in. Nothing here reads a wall clock.
+
+Conflict id: the first 12 hex digits of blake2b(kind, [store,] subject, the involved
+event ids sorted by (origin, seq)), see `conflicts.py`. An id therefore names exactly
+one set of events; if more events join a conflict (a third void, another sale into a
+negative run) it gets a new id, and a resolution of the old id no longer applies -
+except for the running kinds below.
+
+Kinds (subject in brackets). Stock is kept per store, so the two stock kinds are found
+per (store, sku) and carry their store (`Conflict.store`, and in the id): HQ reports, for
+each store, the same stock conflicts with the same ids as the store's tills
+(`detect_stock.py`).
+
+- `oversell` [sku, per store]: the store's stock of the SKU, replayed in HLC order
+  (every count resets it), went below zero. Events: the moves (sales, adjustments)
+  that took or kept it below zero, one conflict per negative run. Running kind: if a
+  resolution names a prefix of the run, that prefix is the resolved conflict and the
+  rest starts a new one. With `oversell="flag_recount"` a stock count of the SKU in
+  the store after the run resolves it by itself.
+- `concurrent_price` [sku]: price writes (product upserts and price sets) of >= 2
+  origins with >= 2 distinct prices, chained within the concurrency window. Details
+  carry the price the policy makes effective among them. The price.set a
+  `choose_price` resolution appends is not itself a conflicting write.
+- `double_void` / `double_refund` [sale id]: voids / refunds of one sale from >= 2 tills.
+- `over_refund` [sale id]: refunds beyond the sale (amount, a line's qty, a line that
+  does not exist), or refunds of a voided sale.
+- `refund_unknown_sale` [sale id]: a refund whose sale is not known (yet); it goes
+  away by itself when the sale arrives.
+- `receipt_collision` [receipt]: one receipt number on several sales.
+- `count_during_sales` [sku, per store]: a stock count with moves of that SKU in its
+  store from other origins within the window around it (the count may or may not
+  have seen them).
+- `clock_skew` [origin]: events this replica flagged as too far ahead of its clock.
+  Running kind, per origin. The flag is the receiving replica's own observation, so
+  this is the one kind that may differ between replicas.
+
+Cost: each kind is one or a few indexed queries; only oversell needs stock history,
+and it replays only the (store, sku, minute) buckets whose lower bound may go below
+zero.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+
+from conflict.catalog import Write, choose_price
+from conflict.conflicts import (
+    Conflict,
+    Details,
+    Detector,
+    Found,
+    Resolution,
+    conflict_id,
+    sorted_events,
+    split_resolved,
+)
+from conflict.detect_stock import counts_during_sales, oversell
+from conflict.policies import Policies
+from core.clock import hlc_ms
+from core.events import parse_event_id
+
+__all__ = [
+    "KINDS",
+    "Conflict",
+    "Resolution",
+    "conflict_id",
+    "detect",
+    "find_conflict",
+    "open_conflict_count",
+]
+
+KINDS = (
+    "oversell",
+    "concurrent_price",
+    "double_void",
+    "double_refund",
+    "over_refund",
+    "refund_unknown_sale",
+    "receipt_collision",
+    "count_during_sales",
+    "clock_skew",
+)
+# --- entry points -----------------------------------------------------------------------
+
+
+def detect(
+    conn: sqlite3.Connection,
+    policies: Policies,
+    *,
+    open_only: bool = False,
+    kinds: Iterable[str] = KINDS,
+) -> list[Conflict]:
+    """Every conflict the folded events show, resolved ones with their resolution,
+    sorted by (kind, store, subject, id)."""
+    resolved = _resolutions(conn)
+    found: list[Conflict] = []
+    for kind in kinds:
+        for f in _DETECTORS[kind](conn, policies, resolved):
+            cid = conflict_id(f.kind, f.subject, f.events, f.store)
+            res = resolved.get(cid) or f.auto
+            events = sorted_events(f.events)
+            found.append(Conflict(cid, f.kind, f.subject, events, f.details, res, f.store))
+    out = sorted(found, key=lambda c: (KINDS.index(c.kind), c.store or "", c.subject, c.id))
+    return [c for c in out if c.is_open] if open_only else out
+
+
+def open_conflict_count(conn: sqlite3.Connection, policies: Policies) -> int:
+    """How many conflicts await a decision (for `tillmesh status`)."""
+    return len(detect(conn, policies, open_only=True))
+
+
+def find_conflict(conn: sqlite3.Connection, policies: Policies, cid: str) -> Conflict | None:
+    return next((c for c in detect(conn, policies) if c.id == cid), None)
+
+
+def _resolutions(conn: sqlite3.Connection) -> dict[str, Resolution]:
+    """The earliest resolution (by hlc, origin, eid) of each conflict id."""
+    out: dict[str, Resolution] = {}
+    rows = conn.execute(
+        "SELECT conflict, eid, action, by_, reason, hlc, price FROM st_resolutions"
+        " ORDER BY conflict, hlc, origin, eid"
+    )
+    for cid, eid, action, by, reason, hlc, price in rows:
+        out.setdefault(cid, Resolution(eid, action, by, reason, hlc, price))
+    return out
+
+
+# --- sales, voids, refunds, receipts -------------------------------------------------------
+
+
+def _grouped(rows: Iterable[tuple[str, str, str]]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """(subject, eid, origin) rows sorted by subject -> (subject, [(eid, origin)])."""
+    for subject, grp in groupby(rows, key=lambda r: r[0]):
+        yield subject, [(r[1], r[2]) for r in grp]
+
+
+def _double(table: str, kind: str, conn: sqlite3.Connection) -> list[Found]:
+    rows = conn.execute(
+        f"SELECT sale_id, eid, origin FROM {table} WHERE sale_id IN (SELECT sale_id FROM"
+        f" {table} GROUP BY sale_id HAVING COUNT(DISTINCT origin) > 1) ORDER BY sale_id"
+    )
+    out = []
+    for sale_id, evs in _grouped(rows):
+        tills = len({o for _, o in evs})
+        out.append(Found(kind, sale_id, [e for e, _ in evs], {"tills": tills, "count": len(evs)}))
+    return out
+
+
+def _double_void(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    return _double("st_voids", "double_void", conn)
+
+
+def _double_refund(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    return _double("st_refunds", "double_refund", conn)
+
+
+_OVER_REFUND = """
+SELECT r.sale_id, s.total, SUM(r.amount), s.nlines,
+  EXISTS (SELECT 1 FROM st_voids v WHERE v.sale_id = r.sale_id),
+  (SELECT COUNT(*) FROM (SELECT rl.line, SUM(rl.qty) AS q FROM st_refunds r2
+     JOIN st_refund_lines rl ON rl.refund_id = r2.eid WHERE r2.sale_id = r.sale_id
+     GROUP BY rl.line) t
+   WHERE t.line >= s.nlines OR t.q > (SELECT j.value ->> '$.qty' FROM json_each(s.lines) j
+     WHERE j.key = t.line)),
+  group_concat(r.eid, ' ')
+FROM st_refunds r JOIN st_sales s ON s.id = r.sale_id GROUP BY r.sale_id ORDER BY r.sale_id
+"""
+
+
+def _over_refund(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    out = []
+    for sale_id, total, refunded, _, voided, bad_lines, eids in conn.execute(_OVER_REFUND):
+        why = [w for w, bad in (("amount", refunded > total), ("lines", bad_lines),
+                                ("voided", voided)) if bad]  # fmt: skip
+        if not why:
+            continue
+        events = eids.split(" ")
+        if voided:
+            events += [v for (v,) in conn.execute(
+                "SELECT eid FROM st_voids WHERE sale_id = ?", (sale_id,))]  # fmt: skip
+        details: Details = {"why": ",".join(why), "sold": total, "refunded": refunded}
+        out.append(Found("over_refund", sale_id, events, details))
+    return out
+
+
+def _refund_unknown(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    rows = conn.execute(
+        "SELECT r.sale_id, r.eid, r.amount FROM st_refunds r WHERE NOT EXISTS"
+        " (SELECT 1 FROM st_sales s WHERE s.id = r.sale_id) ORDER BY r.sale_id, r.eid"
+    )
+    return [Found("refund_unknown_sale", s, [e], {"amount": a}) for s, e, a in rows]
+
+
+def _receipts(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    rows = conn.execute(
+        "SELECT receipt, id, origin FROM st_sales WHERE receipt IN (SELECT receipt FROM"
+        " st_sales GROUP BY receipt HAVING COUNT(*) > 1) ORDER BY receipt"
+    )
+    out = []
+    for receipt, evs in _grouped(rows):
+        details: Details = {"sales": len(evs), "tills": len({o for _, o in evs})}
+        out.append(Found("receipt_collision", receipt, [e for e, _ in evs], details))
+    return out
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+_PRICE_WRITES = """
+SELECT w.sku, w.eid, w.hlc, w.origin, w.seq, w.kind, w.name, w.price, w.tax_rate_bp, w.active
+FROM st_catalog_writes w
+WHERE NOT (w.kind = 'price' AND EXISTS (SELECT 1 FROM st_resolutions x
+  WHERE x.eid = w.origin || ':' || (w.seq - 1) AND x.action = 'choose_price'))
+ORDER BY w.sku, w.hlc, w.origin, w.seq
+"""
+
+
+def _chains(writes: list[Write], window_ms: int) -> Iterator[list[Write]]:
+    """Writes (in HLC order) cut wherever two neighbours are more than the window apart."""
+    chain: list[Write] = []
+    for w in writes:
+        if chain and hlc_ms(w.hlc) - hlc_ms(chain[-1].hlc) > window_ms:
+            yield chain
+            chain = []
+        chain.append(w)
+    if chain:
+        yield chain
+
+
+def _prices(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    out = []
+    for sku, rows in groupby(conn.execute(_PRICE_WRITES), key=lambda row: row[0]):
+        writes = [Write(*row[1:]) for row in rows]
+        for chain in _chains(writes, p.concurrency_window_ms):
+            if len({w.origin for w in chain}) < 2 or len({w.price for w in chain}) < 2:
+                continue
+            won = choose_price(chain, p.price, p.concurrency_window_ms)
+            details: Details = {
+                "effective_price": won.price,
+                "effective_event": won.eid,
+                "policy": p.price,
+                "prices": " ".join(f"{w.eid}={w.price}" for w in chain),
+            }
+            out.append(Found("concurrent_price", sku, [w.eid for w in chain], details))
+    return out
+
+
+def _skew(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    rows = conn.execute("SELECT eid, origin, hlc FROM st_skewed ORDER BY origin").fetchall()
+    out = []
+    for origin, grp in groupby(rows, key=lambda row: row[1]):
+        evs = sorted(grp, key=lambda row: parse_event_id(row[0]))
+        hlcs = {e: h for e, _, h in evs}
+        for chunk, _res in split_resolved("clock_skew", origin, [e for e, _, _ in evs], r):
+            details: Details = {"events": len(chunk), "max_hlc": max(hlcs[e] for e in chunk)}
+            out.append(Found("clock_skew", origin, chunk, details))
+    return out
+
+
+_DETECTORS: dict[str, Detector] = {
+    "oversell": oversell,
+    "concurrent_price": _prices,
+    "double_void": _double_void,
+    "double_refund": _double_refund,
+    "over_refund": _over_refund,
+    "refund_unknown_sale": _refund_unknown,
+    "receipt_collision": _receipts,
+    "count_during_sales": counts_during_sales,
+    "clock_skew": _skew,
+}

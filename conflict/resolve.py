@@ -1,0 +1,173 @@
+"""A manager's decision on a conflict, as events that replicate like any other.
+
+`resolution_bodies` builds what a resolution appends, in this order (one atomic
+`append_many`): first the `ConflictResolved` event (who, why; the log gives it its HLC),
+then the compensating events, if the action has any:
+
+- accept: nothing else; the conflict stays in the history as accepted.
+- choose_price (concurrent_price): a `PriceSet` with the chosen price. `detect` does not
+  count that write as a new concurrent write (it follows its resolution in the origin's
+  log). It takes effect under the price policy like any write: under "hq_wins" a
+  store's price set made within the window of an HQ write still yields to it.
+- compensate:
+  - oversell: a `StockAdjusted` raising the store's stock of the SKU back to zero (from
+    its current level);
+  - double_refund / over_refund: `StockAdjusted` reversing the restock of the refunds
+    beyond the first (all of them if the sale was voided, as the void restocked it).
+    Money cannot be taken back by an event of schema 1; the resolution records it.
+- recount (oversell, count_during_sales): optionally a `StockCounted` with the count
+  the manager took; without one the resolution records that a recount was ordered.
+
+Which actions fit which kind is `ACTIONS`; anything else is a `ConflictError`.
+
+Stock events count in the store of the replica that appends them (`stock.stock_store`
+of its id), so a compensation or a recount with a count must be appended by a replica of
+the store whose stock it fixes: elsewhere (HQ for a store's oversell) it is a
+`WrongStore` error saying to resolve it on a till of that store. Accept, choose_price
+and a recount without a count append no stock event and work on any replica.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Literal
+
+from conflict import queries
+from conflict.detect import Conflict, find_conflict
+from conflict.links import refund_moves
+from conflict.policies import Policies
+from conflict.stock import stock_store
+from core.errors import ConflictError, UnknownConflict, WrongStore
+from core.events import (
+    Body,
+    ConflictResolved,
+    Event,
+    PriceSet,
+    StockAdjusted,
+    StockCounted,
+)
+from core.log import EventLog
+
+__all__ = ["ACTIONS", "Action", "resolution_bodies", "resolve"]
+
+Action = Literal["accept", "compensate", "choose_price", "recount"]
+
+ACTIONS: dict[str, tuple[Action, ...]] = {
+    "oversell": ("accept", "compensate", "recount"),
+    "concurrent_price": ("accept", "choose_price"),
+    "double_void": ("accept",),
+    "double_refund": ("accept", "compensate"),
+    "over_refund": ("accept", "compensate"),
+    "refund_unknown_sale": ("accept",),
+    "receipt_collision": ("accept",),
+    "count_during_sales": ("accept", "recount"),
+    "clock_skew": ("accept",),
+}
+
+
+def _check(conflict: Conflict, action: Action, price: int | None, count: int | None) -> None:
+    if conflict.resolution is not None:
+        r = conflict.resolution
+        raise ConflictError(f"conflict {conflict.id} is already resolved ({r.action} by {r.by})")
+    allowed = ACTIONS.get(conflict.kind, ("accept",))
+    if action not in allowed:
+        raise ConflictError(
+            f"{conflict.kind} cannot be resolved by {action}; use one of: {', '.join(allowed)}"
+        )
+    if (price is not None) != (action == "choose_price"):
+        raise ConflictError("--price is required with choose_price and only allowed with it")
+    if count is not None and action != "recount":
+        raise ConflictError("--count is only allowed with recount")
+
+
+def _note(conflict: Conflict) -> str:
+    return f"conflict {conflict.id}"
+
+
+def _own_store(conflict: Conflict, store: str | None, author: str) -> str:
+    """The store a stock fix is for, if `author`'s stock events count there."""
+    if store is None:  # only stock kinds carry a store; nothing to fix elsewhere
+        raise ConflictError(f"{conflict.kind} has no stock to fix; use accept")
+    if stock_store(author) != store:
+        raise WrongStore(conflict.id, store, author)
+    return store
+
+
+def _oversell_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[Body]:
+    store, sku = _own_store(conflict, conflict.store, author), conflict.subject
+    level = queries.stock_levels(conn, [sku], store=store)[sku]
+    if level >= 0:
+        raise ConflictError(
+            f"stock of {sku} in {store} is {level}, not below zero: nothing to compensate"
+            " (use accept)"
+        )
+    return [StockAdjusted(sku=sku, delta=-level, reason=_note(conflict))]
+
+
+def _refund_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[Body]:
+    rows = conn.execute(
+        "SELECT eid FROM st_refunds WHERE sale_id = ? ORDER BY hlc, origin, seq",
+        (conflict.subject,),
+    ).fetchall()
+    refunds = [eid for (eid,) in rows if eid in set(conflict.events)]
+    voided = "voided" in str(conflict.details.get("why", ""))
+    reverse = refunds if voided else refunds[1:]
+    bodies: list[Body] = []
+    for eid in reverse:
+        for store, sku, _, _, _, qty in refund_moves(conn, eid):
+            _own_store(conflict, store, author)  # the restock counted in the refund's store
+            bodies.append(StockAdjusted(sku=sku, delta=-qty, reason=f"{_note(conflict)}: {eid}"))
+    if not bodies:
+        raise ConflictError("no restock to reverse (money needs no event here); use accept")
+    return bodies
+
+
+def resolution_bodies(
+    conn: sqlite3.Connection,
+    conflict: Conflict,
+    action: Action,
+    by: str,
+    reason: str,
+    *,
+    author: str,
+    price: int | None = None,
+    count: int | None = None,
+) -> list[Body]:
+    """The events resolving `conflict` as the state on `conn` stands, to be appended by
+    replica `author` (its store decides where stock events count); see the module doc."""
+    _check(conflict, action, price, count)
+    head = ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason, price=price)
+    if action == "choose_price":
+        assert price is not None
+        return [head, PriceSet(sku=conflict.subject, price=price)]
+    if action == "recount" and count is not None:
+        _own_store(conflict, conflict.store, author)
+        return [head, StockCounted(sku=conflict.subject, count=count)]
+    if action == "compensate":
+        fix = _oversell_fix if conflict.kind == "oversell" else _refund_fix
+        return [head, *fix(conn, conflict, author)]
+    return [head]
+
+
+async def resolve(
+    log: EventLog,
+    policies: Policies,
+    conflict_id: str,
+    action: Action,
+    by: str,
+    reason: str,
+    *,
+    price: int | None = None,
+    count: int | None = None,
+) -> list[Event]:
+    """Find the conflict on the log's state, build its resolution and append it."""
+
+    def build(conn: sqlite3.Connection) -> list[Body]:
+        conflict = find_conflict(conn, policies, conflict_id)
+        if conflict is None:
+            raise UnknownConflict(conflict_id)
+        return resolution_bodies(
+            conn, conflict, action, by, reason, author=log.replica_id, price=price, count=count
+        )
+
+    return await log.append_many(await log.read(build))

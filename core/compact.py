@@ -1,0 +1,383 @@
+"""Compaction of a log file: snapshot the state, drop causally stable events.
+
+An event every replica holds durably (HQ included) will never have to be served
+again by this replica, so it can go, provided the state it produced stays. Here:
+
+- `compact` takes, per origin, a new `base` (events with seq <= base are dropped),
+  never the origin's last event: the kept head lets the chain continue verifiably
+  (the first kept event's `prev` names the last dropped one, which `verify` cannot
+  check, but every later link it can);
+- the snapshot is the state of exactly the events <= base of every origin, kept in
+  `snap_<table>` copies of the fold's tables. It is built by folding the newly
+  dropped events onto the previous snapshot in a scratch database, so it never
+  contains an event that is still in the log;
+- `rebuild` = restore the snapshot + fold every event still in the log. With no
+  snapshot this is a plain rebuild from the events.
+
+This module knows the `StateFold` protocol and table names the caller passes (the
+fold's tables), never merge semantics. Which bases are safe (causal stability over
+every known replica's version vector) is the caller's decision; `plan` only clamps.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from core.errors import StorageError, TillmeshError
+from core.events import BODY_TYPES, decode_body, decode_event
+from core.fold import FLAG_UNAPPLIED, Accepted, StateFold
+
+__all__ = [
+    "SNAP_PREFIX",
+    "CompactReport",
+    "HeadRow",
+    "compact",
+    "fold_rows",
+    "has_snapshot",
+    "load_snapshot",
+    "plan",
+    "read_heads",
+    "rebuild",
+    "rebuild_state",
+    "save_snapshot",
+    "seed_from",
+    "snapshot_bases",
+    "stable_floor",
+]
+
+SNAP_PREFIX = "snap_"
+CHUNK = 5000
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class HeadRow:
+    seq: int
+    hash: bytes
+    base: int
+
+
+@dataclass
+class CompactReport:
+    bases: dict[str, tuple[int, int]] = field(default_factory=dict)  # origin -> (old, new)
+    dropped: int = 0
+    kept: int = 0
+
+
+def read_heads(conn: sqlite3.Connection) -> dict[str, HeadRow]:
+    rows = conn.execute("SELECT origin, seq, hash, base FROM heads ORDER BY origin")
+    return {o: HeadRow(s, h, b) for o, s, h, b in rows}
+
+
+def plan(heads: Mapping[str, HeadRow], floor: Mapping[str, int]) -> dict[str, int]:
+    """New bases: the floor, clamped below each head (its last event stays); only raises."""
+    bases = {}
+    for origin, head in heads.items():
+        new = min(floor.get(origin, 0), head.seq - 1)
+        if new > head.base:
+            bases[origin] = new
+    return bases
+
+
+def stable_floor(
+    origins: Iterable[str],
+    vectors: Mapping[str, Mapping[str, int]],
+    holds: Callable[[str], Callable[[str], bool]],
+    required: str,
+) -> dict[str, int]:
+    """Causal stability: per origin, the highest seq every replica holding it has durably.
+
+    `vectors` are the known replicas' version vectors by replica id; `holds(replica)`
+    says which origins a replica keeps (the others never need its events). The
+    `required` replica (HQ) must be among them, so nothing it lacks is ever dropped.
+    """
+    if required not in vectors:
+        raise StorageError(
+            "compact", f"the version vector of {required!r} is required (give its database)"
+        )
+    floor = {}
+    for origin in origins:
+        floor[origin] = min(vv.get(origin, 0) for r, vv in vectors.items() if holds(r)(origin))
+    return floor
+
+
+def has_snapshot(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'snapshot_fold_version'").fetchone()
+    return row is not None
+
+
+def snapshot_bases(conn: sqlite3.Connection) -> dict[str, int]:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'snapshot_bases'").fetchone()
+    return dict(json.loads(row[0])) if row else {}
+
+
+# --- folding ----------------------------------------------------------------------------
+
+
+def fold_rows(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    rows: Iterable[tuple[bytes, int]],
+    progress: Progress | None = None,
+) -> int:
+    """Fold (raw, flags) rows in chunks; events this build cannot decode are skipped."""
+    applied, chunk = 0, []
+    for raw, flags in rows:
+        acc = _accepted_or_none(raw, flags)
+        if acc is not None:
+            chunk.append(acc)
+        if len(chunk) >= CHUNK:
+            applied += _apply(conn, fold, chunk, progress)
+            chunk = []
+    return applied + _apply(conn, fold, chunk, progress)
+
+
+def _apply(
+    conn: sqlite3.Connection, fold: StateFold, chunk: list[Accepted], progress: Progress | None
+) -> int:
+    if chunk:
+        fold.apply(conn, chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return len(chunk)
+
+
+def _accepted_or_none(raw: bytes, flags: int) -> Accepted | None:
+    ev = decode_event(raw)
+    try:
+        body = decode_body(ev)
+    except TillmeshError:
+        return None
+    return Accepted(ev, body, flags & ~FLAG_UNAPPLIED)
+
+
+def _range_rows(
+    conn: sqlite3.Connection, origin: str, after: int, upto: int
+) -> Iterable[tuple[bytes, int]]:
+    cursor = conn.execute(
+        "SELECT raw, flags FROM events WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq",
+        (origin, after, upto),
+    )
+    while rows := cursor.fetchmany(CHUNK):
+        yield from rows
+
+
+# --- snapshot tables ------------------------------------------------------------------------
+
+
+def load_snapshot(src: sqlite3.Connection, dst: sqlite3.Connection, tables: Sequence[str]) -> None:
+    """Replace `dst`'s state tables by `src`'s snapshot copies (same connection allowed)."""
+    for table in tables:
+        dst.execute(f"DELETE FROM {table}")
+        snap = SNAP_PREFIX + table
+        if not _exists(src, snap):
+            continue
+        if src is dst:
+            dst.execute(f"INSERT INTO {table} SELECT * FROM {snap}")
+        else:
+            _copy_rows(src, f"SELECT * FROM {snap}", dst, table)
+
+
+def save_snapshot(src: sqlite3.Connection, dst: sqlite3.Connection, tables: Sequence[str]) -> None:
+    """Write `src`'s state tables into `dst`'s snapshot copies, replacing them."""
+    for table in tables:
+        columns = [row[1] for row in src.execute(f"PRAGMA table_info({table})")]
+        if not columns:
+            raise StorageError("snapshot", f"state table {table} does not exist")
+        snap = SNAP_PREFIX + table
+        dst.execute(f"DROP TABLE IF EXISTS {snap}")
+        dst.execute(f"CREATE TABLE {snap} ({', '.join(columns)})")
+        _copy_rows(src, f"SELECT * FROM {table}", dst, snap)
+
+
+def _copy_rows(src: sqlite3.Connection, select: str, dst: sqlite3.Connection, table: str) -> None:
+    cursor = src.execute(select)
+    marks = ", ".join("?" * len(cursor.description))
+    while rows := cursor.fetchmany(CHUNK):
+        dst.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    return row is not None
+
+
+# --- compact --------------------------------------------------------------------------------
+
+
+def compact(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    tables: Sequence[str],
+    floor: Mapping[str, int],
+    progress: Progress | None = None,
+) -> CompactReport:
+    """Drop events <= the planned base of each origin, after snapshotting their state.
+
+    One write transaction on `conn`: the snapshot, the new bases and the deletions
+    commit together or not at all.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        report = _compact_tx(conn, fold, tables, floor, progress)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return report
+
+
+def _compact_tx(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    tables: Sequence[str],
+    floor: Mapping[str, int],
+    progress: Progress | None,
+) -> CompactReport:
+    heads = read_heads(conn)
+    bases = plan(heads, floor)
+    report = CompactReport({o: (heads[o].base, b) for o, b in bases.items()})
+    if bases:
+        _check_snapshot_version(conn, fold)
+        _write_snapshot(conn, fold, tables, heads, bases, progress)
+        for origin, base in bases.items():
+            conn.execute("UPDATE heads SET base = ? WHERE origin = ?", (base, origin))
+            cur = conn.execute("DELETE FROM events WHERE origin = ? AND seq <= ?", (origin, base))
+            report.dropped += cur.rowcount
+        merged = {**snapshot_bases(conn), **bases}
+        _set_meta(conn, "snapshot_bases", json.dumps(merged, sort_keys=True))
+        _set_meta(conn, "snapshot_fold_version", fold.version)
+    report.kept = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    return report
+
+
+def _write_snapshot(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    tables: Sequence[str],
+    heads: Mapping[str, HeadRow],
+    bases: Mapping[str, int],
+    progress: Progress | None,
+) -> None:
+    """Previous snapshot + the events now being dropped, folded in a scratch database."""
+    scratch = sqlite3.connect("", isolation_level=None)  # private temporary file
+    try:
+        scratch.execute("BEGIN")
+        fold.create_tables(scratch)
+        if has_snapshot(conn):
+            load_snapshot(conn, scratch, tables)
+        for origin, base in bases.items():
+            fold_rows(scratch, fold, _range_rows(conn, origin, heads[origin].base, base), progress)
+        save_snapshot(scratch, conn, tables)
+        scratch.execute("COMMIT")
+    finally:
+        scratch.close()
+
+
+def _check_snapshot_version(conn: sqlite3.Connection, fold: StateFold) -> None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'snapshot_fold_version'").fetchone()
+    if row is not None and int(row[0]) != fold.version:
+        raise StorageError(
+            "snapshot",
+            f"made by fold version {row[0]}, this build folds version {fold.version}; "
+            "restore this replica from HQ instead",
+        )
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+# --- rebuild --------------------------------------------------------------------------------
+
+
+def rebuild(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    tables: Sequence[str],
+    progress: Progress | None = None,
+) -> int:
+    """Re-derive the state tables in one transaction; see `rebuild_state`."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        applied = rebuild_state(conn, fold, tables, progress)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def rebuild_state(
+    conn: sqlite3.Connection,
+    fold: StateFold,
+    tables: Sequence[str],
+    progress: Progress | None = None,
+) -> int:
+    """Snapshot (if compacted) + every event in the log -> state; the caller owns the tx."""
+    _check_snapshot_version(conn, fold)
+    if not has_snapshot(conn) and any(h.base for h in read_heads(conn).values()):
+        raise StorageError("snapshot", "log is compacted but holds no snapshot")
+    fold.drop_tables(conn)
+    fold.create_tables(conn)
+    if has_snapshot(conn):
+        load_snapshot(conn, conn, tables)
+        fold.create_tables(conn)  # lets the fold re-derive anything its config changes
+    applied = fold_rows(conn, fold, _all_rows(conn), progress)
+    conn.execute(  # events this build can now apply are no longer "unapplied"
+        f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE flags & {FLAG_UNAPPLIED}"
+        f" AND type IN ({','.join('?' * len(BODY_TYPES))})",
+        list(BODY_TYPES),
+    )
+    _set_meta(conn, "fold_version", fold.version)
+    return applied
+
+
+def _all_rows(conn: sqlite3.Connection) -> Iterable[tuple[bytes, int]]:
+    cursor = conn.execute("SELECT raw, flags FROM events ORDER BY origin, seq")
+    while rows := cursor.fetchmany(CHUNK):
+        yield from rows
+
+
+# --- seeding a new log from a compacted one -----------------------------------------------------
+
+
+def seed_from(
+    src: sqlite3.Connection,
+    dst: sqlite3.Connection,
+    tables: Sequence[str],
+    origins: Iterable[str],
+) -> dict[str, int]:
+    """Give a fresh log `dst` the snapshot of `src` and heads at `src`'s bases.
+
+    For each compacted origin the head is (base, prev of the first kept event), so the
+    kept events that follow chain on. `src` and `dst` must hold the same origins (the
+    snapshot cannot be split); the caller checks that. Returns the bases seeded.
+    """
+    heads = read_heads(src)
+    bases = {o: heads[o].base for o in origins if o in heads and heads[o].base}
+    dst.execute("BEGIN IMMEDIATE")
+    try:
+        load_snapshot(src, dst, tables)
+        save_snapshot(dst, dst, tables)
+        for origin, base in bases.items():
+            row = src.execute(
+                "SELECT raw FROM events WHERE origin = ? AND seq = ?", (origin, base + 1)
+            ).fetchone()
+            if row is None:
+                raise StorageError("seed", f"{origin}: no event after compaction base {base}")
+            dst.execute(
+                "INSERT INTO heads (origin, seq, hash, base) VALUES (?, ?, ?, ?)",
+                (origin, base, decode_event(row[0]).prev, base),
+            )
+        _set_meta(dst, "snapshot_bases", json.dumps(bases, sort_keys=True))
+        version = src.execute("SELECT value FROM meta WHERE key = 'snapshot_fold_version'")
+        _set_meta(dst, "snapshot_fold_version", version.fetchone()[0])
+        dst.execute("COMMIT")
+    except BaseException:
+        dst.execute("ROLLBACK")
+        raise
+    return bases

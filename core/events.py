@@ -1,0 +1,443 @@
+"""Events: the envelope, the typed bodies, and their canonical msgpack encoding.
+
+An `Event` is the unit of replication. Its envelope is understood by every version
+of tillmesh; its `body` is the canonical msgpack of a typed body struct chosen by
+`type`. Keeping the body as bytes lets a replica store and forward an event whose
+type or schema version it does not know (written by a newer till) without
+understanding it, and lets the hash chain cover exact bytes.
+
+Canonical encoding: msgspec encodes a Struct's fields in declaration order, ints
+in their shortest form and never floats here, so the same event gives the same
+bytes everywhere. A body that decodes but re-encodes to other bytes is refused
+(`NonCanonicalEncoding`), so two replicas can never hold different bytes for one
+event without that being equivocation.
+
+Money is always integer minor units. Card data never enters an event: a card
+payment carries a processor token and the last four digits only, and a token that
+looks like a card number is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from typing import Annotated, ClassVar, Literal, NamedTuple
+
+import msgspec
+from msgspec import Meta, Struct
+
+from core.errors import (
+    DecodeError,
+    NonCanonicalEncoding,
+    OversizedError,
+    UnknownEventType,
+    ValidationError,
+)
+
+__all__ = [
+    "BODY_TYPES",
+    "HQ",
+    "MAX_EVENT_BYTES",
+    "SCHEMA_VERSION",
+    "Body",
+    "ConflictResolved",
+    "Event",
+    "Payment",
+    "PriceSet",
+    "ProductUpserted",
+    "RawEvent",
+    "RefundIssued",
+    "RefundLine",
+    "SaleCompleted",
+    "SaleLine",
+    "SaleVoided",
+    "ShiftClosed",
+    "ShiftOpened",
+    "StockAdjusted",
+    "StockCounted",
+    "StockReceived",
+    "check_sku",
+    "decode_body",
+    "decode_event",
+    "decode_events",
+    "encode_body",
+    "encode_event",
+    "encode_events",
+    "event_hash",
+    "event_id",
+    "parse_event_id",
+    "store_of",
+]
+
+SCHEMA_VERSION = 1
+HQ = "hq"
+MAX_EVENT_BYTES = 64 * 1024
+HASH_BYTES = 32
+
+SKU_PATTERN = r"^[A-Za-z0-9._-]+$"
+# The SKU rule is SKU_PATTERN as `re.search` reads it, and is checked by `check_sku` from
+# each body's `check()`, not by msgspec: msgspec calls into `re` per string, ~1.5 µs per
+# SKU, which was most of decoding a one-line sale. The JSON schema still states the rule.
+Sku = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SKU_PATTERN})]
+Money = Annotated[int, Meta(ge=0, le=10**12)]
+PositiveQty = Annotated[int, Meta(gt=0, le=10**9)]
+Text = Annotated[str, Meta(max_length=200)]
+Id = Annotated[str, Meta(min_length=1, max_length=80)]
+EventId = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[^:]+:[1-9][0-9]*$")]
+Last4 = Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
+CardToken = Annotated[str, Meta(min_length=8, max_length=128)]
+
+
+_SKU_CHARS = string.ascii_letters + string.digits + "._-"
+
+
+def check_sku(sku: str) -> None:
+    """Raise ValueError unless `sku` matches SKU_PATTERN under `re.search`.
+
+    Exactly that rule, so replicas of older builds accept the same events: `$` also
+    matches before one final newline, so "A1\n" passes and "\n" or "A1\n\n" do not.
+    `str.strip` removes every allowed character from both ends, so anything left over
+    is a character the pattern refuses (min_length=1 is still checked by msgspec).
+    """
+    core = sku[:-1] if sku[-1:] == "\n" else sku
+    if not core or core.strip(_SKU_CHARS):
+        raise ValueError(f"sku {sku[:64]!r} does not match {SKU_PATTERN}")
+
+
+class Event(Struct, array_like=True, frozen=True, gc=False):
+    """The envelope. `prev` is the hash of the origin's previous event (empty at seq 1)."""
+
+    origin: str
+    seq: int
+    hlc: int
+    schema: int
+    type: str
+    body: bytes
+    prev: bytes
+    sig: bytes = b""  # room for a signature over event_hash(); unused in schema 1
+
+    @property
+    def id(self) -> str:
+        return event_id(self.origin, self.seq)
+
+
+# --- bodies ---------------------------------------------------------------------------
+
+
+# Bodies and their parts are gc=False (untracked by the cycle collector): frozen values
+# of str/int/lists of such values cannot form cycles, and ingest makes several per event;
+# tracked, they set off collections that were ~20% of decoding a sale.
+class Body(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    TYPE: ClassVar[str]
+
+    def check(self) -> None:
+        """Cross-field rules msgspec constraints cannot express."""
+
+
+class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    sku: Sku
+    qty: PositiveQty
+    unit_price: Money
+    discount: Money = 0
+    tax: Money = 0  # tax included in the line total, for reporting
+
+    @property
+    def total(self) -> int:
+        return self.qty * self.unit_price - self.discount
+
+
+class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    method: Literal["cash", "card", "other"]
+    amount: Annotated[int, Meta(gt=0, le=10**12)]
+    card_token: CardToken | None = None
+    card_last4: Last4 | None = None
+    auth: Literal["online", "deferred"] | None = None  # deferred: store-and-forward
+    reference: Text = ""
+
+
+class SaleCompleted(Body, frozen=True):
+    TYPE: ClassVar[str] = "sale.completed"
+    receipt: Id
+    lines: Annotated[list[SaleLine], Meta(min_length=1, max_length=500)]
+    payments: Annotated[list[Payment], Meta(min_length=1, max_length=20)]
+    change: Money = 0
+    shift: Text = ""
+    cashier: Text = ""
+
+    @property
+    def total(self) -> int:
+        return sum(line.total for line in self.lines)
+
+    def check(self) -> None:
+        total = 0
+        for i, line in enumerate(self.lines):  # plain loop: this runs per ingested sale
+            check_sku(line.sku)
+            value = line.qty * line.unit_price
+            if line.discount > value:
+                raise ValueError(f"line {i}: discount exceeds line value")
+            total += value - line.discount
+        paid = 0
+        for p in self.payments:
+            paid += p.amount
+            if p.method != "cash" or p.card_token is not None or p.card_last4 is not None:
+                _check_payment(p)
+        if paid - self.change != total:
+            raise ValueError(f"payments {paid} - change {self.change} != total {total}")
+
+
+def _check_payment(p: Payment) -> None:
+    if p.method == "card":
+        if p.card_token is None or p.card_last4 is None or p.auth is None:
+            raise ValueError("card payment needs card_token, card_last4 and auth")
+        if _looks_like_pan(p.card_token):
+            raise ValueError("card_token looks like a card number; only tokens may be stored")
+    elif p.card_token is not None or p.card_last4 is not None:
+        raise ValueError(f"{p.method} payment must not carry card data")
+
+
+def _looks_like_pan(token: str) -> bool:
+    """A bare 12-19 digit string passing Luhn is treated as a card number."""
+    digits = token.replace(" ", "").replace("-", "")
+    if not (digits.isdigit() and 12 <= len(digits) <= 19):
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+class SaleVoided(Body, frozen=True):
+    TYPE: ClassVar[str] = "sale.voided"
+    sale: EventId
+    reason: Text = ""
+
+
+class RefundLine(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    line: Annotated[int, Meta(ge=0, lt=500)]  # index into the sale's lines
+    qty: PositiveQty
+    amount: Money
+
+
+class RefundIssued(Body, frozen=True):
+    TYPE: ClassVar[str] = "refund.issued"
+    sale: EventId
+    lines: Annotated[list[RefundLine], Meta(min_length=1, max_length=500)]
+    method: Literal["cash", "card", "other"] = "cash"
+    restock: bool = True
+    reason: Text = ""
+
+    @property
+    def amount(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+class StockReceived(Body, frozen=True):
+    TYPE: ClassVar[str] = "stock.received"
+    sku: Sku
+    qty: PositiveQty
+    reference: Text = ""
+
+    def check(self) -> None:
+        check_sku(self.sku)
+
+
+class StockAdjusted(Body, frozen=True):
+    TYPE: ClassVar[str] = "stock.adjusted"
+    sku: Sku
+    delta: Annotated[int, Meta(ge=-(10**9), le=10**9)]
+    reason: Text
+
+    def check(self) -> None:
+        check_sku(self.sku)
+        if self.delta == 0:
+            raise ValueError("delta must not be 0")
+
+
+class StockCounted(Body, frozen=True):
+    """The absolute count at the event's HLC moment: later deltas add to it."""
+
+    TYPE: ClassVar[str] = "stock.counted"
+    sku: Sku
+    count: Annotated[int, Meta(ge=0, le=10**9)]
+
+    def check(self) -> None:
+        check_sku(self.sku)
+
+
+class ProductUpserted(Body, frozen=True):
+    TYPE: ClassVar[str] = "product.upserted"
+    sku: Sku
+    name: Text
+    price: Money
+    tax_rate_bp: Annotated[int, Meta(ge=0, le=10_000)] = 0  # basis points
+    active: bool = True
+
+    def check(self) -> None:
+        check_sku(self.sku)
+
+
+class PriceSet(Body, frozen=True):
+    TYPE: ClassVar[str] = "price.set"
+    sku: Sku
+    price: Money
+
+    def check(self) -> None:
+        check_sku(self.sku)
+
+
+class ShiftOpened(Body, frozen=True):
+    TYPE: ClassVar[str] = "shift.opened"
+    shift: Id
+    float_amount: Money
+    cashier: Text = ""
+
+
+class ShiftClosed(Body, frozen=True):
+    TYPE: ClassVar[str] = "shift.closed"
+    shift: Id
+    counted_cash: Money
+
+
+class ConflictResolved(Body, frozen=True):
+    """A manager's decision on a detected conflict; compensations are separate events."""
+
+    TYPE: ClassVar[str] = "conflict.resolved"
+    conflict: Id
+    action: Literal["accept", "compensate", "choose_price", "recount"]
+    by: Text
+    reason: Text = ""
+    price: Money | None = None
+
+
+BODY_TYPES: dict[str, type[Body]] = {
+    cls.TYPE: cls
+    for cls in (
+        SaleCompleted,
+        SaleVoided,
+        RefundIssued,
+        StockReceived,
+        StockAdjusted,
+        StockCounted,
+        ProductUpserted,
+        PriceSet,
+        ShiftOpened,
+        ShiftClosed,
+        ConflictResolved,
+    )
+}
+
+# --- encoding ---------------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+_event_decoder = msgspec.msgpack.Decoder(Event)
+_events_decoder = msgspec.msgpack.Decoder(list[Event])
+_body_decoders = {t: msgspec.msgpack.Decoder(cls) for t, cls in BODY_TYPES.items()}
+
+
+def event_id(origin: str, seq: int) -> str:
+    return f"{origin}:{seq}"
+
+
+def parse_event_id(eid: str) -> tuple[str, int]:
+    origin, _, seq = eid.rpartition(":")
+    return origin, int(seq)
+
+
+def store_of(origin: str) -> str | None:
+    """`s1/t2` -> `s1`; HQ belongs to no store."""
+    return None if origin == HQ else origin.partition("/")[0]
+
+
+class RawEvent(NamedTuple):
+    """An event beside its envelope bytes: as received (sync carries both, so nothing
+    is decoded or encoded twice) or as stored (what the log tells its listeners)."""
+
+    event: Event
+    raw: bytes
+
+
+def encode_event(ev: Event) -> bytes:
+    return _encoder.encode(ev)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    return _encoder.encode(events)
+
+
+def event_hash(ev: Event) -> bytes:
+    """Hash of everything but the signature: what `prev` of the next event names."""
+    unsigned = (ev.origin, ev.seq, ev.hlc, ev.schema, ev.type, ev.body, ev.prev)
+    return hashlib.blake2b(_encoder.encode(unsigned), digest_size=HASH_BYTES).digest()
+
+
+def decode_event(data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Bytes -> envelope, checking size and shape; the body is left undecoded."""
+    if len(data) > max_bytes:
+        raise OversizedError("event", len(data), max_bytes)
+    try:
+        ev = _event_decoder.decode(data)
+    except msgspec.DecodeError as e:
+        raise DecodeError(str(e)) from e
+    check_envelope(ev)
+    return ev
+
+
+def decode_events(data: bytes, max_event_bytes: int = MAX_EVENT_BYTES) -> list[Event]:
+    """A msgpack array of envelopes (a sync frame body) -> envelopes, each checked."""
+    try:
+        events = _events_decoder.decode(data)
+    except msgspec.DecodeError as e:
+        raise DecodeError(str(e)) from e
+    for ev in events:
+        if len(ev.body) > max_event_bytes:
+            raise OversizedError(f"event {ev.id} body", len(ev.body), max_event_bytes)
+        check_envelope(ev)
+    return events
+
+
+def check_envelope(ev: Event) -> None:
+    if ev.seq < 1 or ev.hlc < 0 or ev.schema < 1:
+        raise DecodeError(f"envelope out of range: seq={ev.seq} hlc={ev.hlc} schema={ev.schema}")
+    if not ev.origin or len(ev.origin) > 80:
+        raise DecodeError(f"bad origin {ev.origin[:80]!r}")
+    expected_prev = 0 if ev.seq == 1 else HASH_BYTES
+    if len(ev.prev) != expected_prev:
+        raise DecodeError(f"{ev.id}: prev hash has {len(ev.prev)} bytes, want {expected_prev}")
+
+
+def encode_body(body: Body) -> tuple[str, bytes]:
+    """Validate a freshly made body and return (type, canonical bytes)."""
+    try:  # constructing a Struct does not check Meta constraints; decoding does
+        decoded = _body_decoders[body.TYPE].decode(_encoder.encode(body))
+    except msgspec.ValidationError as e:
+        raise ValidationError(body.TYPE, str(e)) from e
+    _check(body.TYPE, body)
+    # msgspec's omit_defaults compares str defaults by identity: a "cash" read from
+    # SQLite is not the default object and would be written out, while every peer's
+    # decode -> encode omits it. Encoding the decoded body gives the bytes peers expect.
+    return body.TYPE, _encoder.encode(decoded)
+
+
+def decode_body(ev: Event) -> Body:
+    """Typed body of an event; `UnknownEventType` for types/schemas newer than this build."""
+    decoder = _body_decoders.get(ev.type)
+    if decoder is None or ev.schema > SCHEMA_VERSION:
+        raise UnknownEventType(ev.type, ev.schema)
+    try:
+        body = decoder.decode(ev.body)
+    except msgspec.ValidationError as e:
+        raise ValidationError(ev.type, str(e)) from e
+    except msgspec.DecodeError as e:
+        raise DecodeError(f"{ev.id} body: {e}") from e
+    if _encoder.encode(body) != ev.body:
+        raise NonCanonicalEncoding(ev.origin, ev.seq)
+    _check(ev.type, body)
+    return body
+
+
+def _check(event_type: str, body: Body) -> None:
+    try:
+        body.check()
+    except ValueError as e:
+        raise ValidationError(event_type, str(e)) from e

@@ -1,0 +1,52 @@
+"""Catalog endpoints of the till API: list and read products, define them (HQ only),
+set prices (any replica; the price policy settles concurrent ones).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from conflict import queries
+from core.events import HQ, Body
+from replicas.api import models as m
+from replicas.api.common import Sku, Till, hlc_iso, not_found
+
+__all__ = ["catalog_router"]
+
+
+def catalog_router(till: Till) -> APIRouter:
+    r = APIRouter(tags=["catalog"])
+
+    async def write(sku: str, body: Body) -> m.CatalogOut:
+        ev = await till.append(body)
+        product = await till.read(lambda c: queries.product(c, sku))
+        view = m.ProductView.model_validate(product) if product else None
+        return m.CatalogOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc), product=view)
+
+    @r.get("/catalog")
+    async def list_catalog() -> list[m.ProductView]:
+        return [m.ProductView.model_validate(p) for p in await till.read(queries.catalog)]
+
+    @r.get("/catalog/{sku}")
+    async def get_product(sku: Sku) -> m.ProductView:
+        product = await till.read(lambda c: queries.product(c, sku))
+        if product is None:
+            raise not_found(f"SKU {sku!r}")
+        return m.ProductView.model_validate(product)
+
+    @r.put("/catalog/{sku}")
+    async def upsert_product(sku: Sku, req: m.ProductIn) -> m.CatalogOut:
+        # Products are HQ's to define; a till only sells what replicated to it.
+        if till.replica.replica_id != HQ:
+            raise HTTPException(403, "products are defined at HQ; a till may only set prices")
+        return await write(sku, req.to_body(sku))
+
+    @r.put("/catalog/{sku}/price")
+    async def set_price(sku: Sku, req: m.PriceIn) -> m.CatalogOut:
+        # Tills may set prices too (a store manager's change); the price policy of
+        # StoreState decides between concurrent ones, identically on every replica.
+        if await till.read(lambda c: queries.product(c, sku)) is None:
+            raise not_found(f"SKU {sku!r}")
+        return await write(sku, req.to_body(sku))
+
+    return r

@@ -1,0 +1,114 @@
+"""What every router of the till API shares: the replica handle, the per-app `Till`.
+
+`ReplicaHandle` is what the API needs of a running replica; `Till` wraps it with the
+receipt counter and the lock that keeps two check-then-append requests apart. The
+helpers turn an HLC into the `at` time responses carry and make the usual 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol, TypeVar
+
+from fastapi import HTTPException
+from fastapi import Path as PathParam
+
+from core.clock import hlc_ms
+from core.events import Body, Event
+from core.log import EventLog
+from replicas.api import models as m
+
+__all__ = [
+    "Record",
+    "ReplicaHandle",
+    "Sku",
+    "Till",
+    "event_out",
+    "hlc_iso",
+    "not_found",
+]
+
+T = TypeVar("T")
+Record = dict[str, Any]
+Sku = Annotated[str, PathParam(min_length=1, max_length=64, pattern=m.SKU_PATTERN)]
+
+
+class ReplicaHandle(Protocol):
+    """What the API needs of a running replica (the log plus what sync knows)."""
+
+    replica_id: str
+    log: EventLog
+
+    def sync_status(self) -> dict[str, object]:
+        """JSON-able sync state (version vector, peers, lag, incidents, receipts); may be {}."""
+        ...
+
+    def online(self) -> bool: ...
+
+    def unsynced_to_hq(self) -> int:
+        """How many of this replica's own events (sales, refunds, stock moves, ...) HQ
+        does not yet hold durably."""
+        ...
+
+
+class Till:
+    """Per-app state: the handle, the receipt counter and the check-then-append lock."""
+
+    def __init__(self, replica: ReplicaHandle) -> None:
+        self.replica = replica
+        # Receipts: "<store>-<till>-<n>". The prefix is reserved for generated ones.
+        self.prefix = replica.replica_id.replace("/", "-") + "-"
+        self._counter: int | None = None
+        # Sales, voids, refunds and shift changes check local state
+        # before appending; the lock keeps two such requests from passing the same check.
+        # A till serves one checkout, so holding it across the append costs nothing.
+        self.lock = asyncio.Lock()
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.replica.log.read(fn)
+
+    async def append(self, body: Body) -> Event:
+        return await self.replica.log.append(body)
+
+    async def load_counter(self) -> None:
+        if self._counter is None:
+            rid, prefix = self.replica.replica_id, self.prefix
+            last = await self.read(lambda c: _last_receipt_no(c, rid, prefix))
+            # Concurrent first sales all load; the first to finish wins, or a later
+            # (stale) read would rewind a counter others have already taken from.
+            if self._counter is None:
+                self._counter = last
+
+    def take_receipt(self) -> str:
+        """Next generated receipt. Call right before `append` with no await in between:
+        then counters reach the log in the order they were taken, so the newest own sale
+        always holds the highest counter and `load_counter` resumes after it on restart."""
+        assert self._counter is not None
+        self._counter += 1
+        return f"{self.prefix}{self._counter:06d}"
+
+
+def _last_receipt_no(conn: sqlite3.Connection, origin: str, prefix: str) -> int:
+    row = conn.execute(
+        "SELECT receipt FROM st_sales WHERE origin = ? AND substr(receipt, 1, ?) = ?"
+        " ORDER BY seq DESC LIMIT 1",
+        (origin, len(prefix), prefix),
+    ).fetchone()
+    tail = row[0][len(prefix) :] if row else ""
+    return int(tail) if tail.isdigit() else 0
+
+
+def hlc_iso(hlc: int) -> str:
+    """The HLC's wall time, ISO 8601 in UTC to the millisecond (responses' `at`)."""
+    return datetime.fromtimestamp(hlc_ms(hlc) / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def event_out(ev: Event) -> m.EventOut:
+    return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(404, f"{what} not found")

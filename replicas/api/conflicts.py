@@ -1,0 +1,61 @@
+"""Conflict endpoints of the till/HQ API: list what detection finds, and resolve.
+
+A resolution is appended through the running replica's own log (the database is
+held open by it), then replicates like any event, so the conflict shows resolved
+on every replica with who, when and why.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, HTTPException
+
+from conflict.detect import detect, open_conflict_count
+from conflict.policies import Policies, from_state
+from conflict.resolve import resolve
+from core.errors import ConflictError, UnknownConflict
+from core.log import EventLog
+from replicas.api.models import ResolveIn  # strict, like every request model
+
+__all__ = ["ResolveIn", "conflicts_router", "count_open"]
+
+
+def count_open(conn: sqlite3.Connection) -> int:
+    return open_conflict_count(conn, from_state(conn))
+
+
+def conflicts_router(log: EventLog) -> APIRouter:
+    r = APIRouter(tags=["conflicts"])
+
+    @r.get("/conflicts")
+    async def list_conflicts(open: bool = False) -> list[dict[str, Any]]:
+        def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            found = detect(conn, from_state(conn), open_only=open)
+            return [msgspec.to_builtins(c) for c in found]
+
+        return await log.read(query)
+
+    @r.post("/conflicts/{conflict_id}/resolve", status_code=201)
+    async def resolve_conflict(conflict_id: str, body: ResolveIn) -> dict[str, Any]:
+        policies: Policies = await log.read(from_state)
+        try:
+            events = await resolve(
+                log,
+                policies,
+                conflict_id,
+                body.action,
+                body.by,
+                body.reason,
+                price=body.price,
+                count=body.count,
+            )
+        except UnknownConflict as e:
+            raise HTTPException(404, str(e)) from e
+        except ConflictError as e:
+            raise HTTPException(409, str(e)) from e
+        return {"conflict": conflict_id, "events": [ev.id for ev in events]}
+
+    return r

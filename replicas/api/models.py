@@ -1,0 +1,459 @@
+"""HTTP models of the till API, and their conversion to the msgspec event bodies.
+
+pydantic lives at this edge only: it gives clients field-level 422s and the OpenAPI
+schema. Every model is strict, so `12.5` or `"12"` where money or a quantity is
+expected is refused rather than coerced (money is always int minor units), and extra
+fields are refused, so a stray `card_number` field never slips through unseen.
+
+The bodies built here are validated once more by `encode_body` when the log appends
+them (cross-field rules such as "payments - change == total"); the API maps that
+`ValidationError` to a 422 as well.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from conflict.resolve import Action
+from core.events import (
+    Payment,
+    PriceSet,
+    ProductUpserted,
+    RefundIssued,
+    RefundLine,
+    SaleCompleted,
+    SaleLine,
+    ShiftClosed,
+    ShiftOpened,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
+)
+
+__all__ = [
+    "SKU_PATTERN",
+    "CatalogOut",
+    "DigestOut",
+    "EventOut",
+    "HealthOut",
+    "LineView",
+    "PaymentIn",
+    "PaymentView",
+    "PriceIn",
+    "ProductIn",
+    "ProductView",
+    "ReceiptView",
+    "RefundIn",
+    "RefundLineIn",
+    "RefundOut",
+    "ResolveIn",
+    "SaleIn",
+    "SaleLineIn",
+    "SaleOut",
+    "SaleView",
+    "SalesSummaryView",
+    "ShiftCloseIn",
+    "ShiftOpenIn",
+    "ShiftView",
+    "StatusOut",
+    "StockAdjustIn",
+    "StockCountIn",
+    "StockLevel",
+    "StockOut",
+    "StockReceiveIn",
+    "VoidIn",
+    "looks_like_pan",
+]
+
+SKU_PATTERN = r"^[A-Za-z0-9._-]+$"  # the same rule as the event layer's Sku
+
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=SKU_PATTERN)]
+Money = Annotated[int, Field(ge=0, le=10**12)]
+PositiveMoney = Annotated[int, Field(gt=0, le=10**12)]
+Qty = Annotated[int, Field(gt=0, le=10**9)]
+Text = Annotated[str, Field(max_length=200)]
+Id = Annotated[str, Field(min_length=1, max_length=80)]
+
+# Maximal digit runs, optionally grouped by single spaces or dashes ("4111 1111 ...").
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+
+
+def looks_like_pan(text: str) -> bool:
+    """True if `text` holds a 12-19 digit run passing Luhn: a full card number.
+
+    Stricter than the event layer (which checks a bare token only): at the edge a
+    card number embedded anywhere in a client's free text is refused before it is stored.
+    """
+    for match in _DIGIT_RUN.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 12 <= len(digits) <= 19 and _luhn_ok(digits):
+            return True
+    return False
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _no_pan(value: str) -> str:
+    if looks_like_pan(value):
+        # The value itself is never echoed back (see api._request_error).
+        raise ValueError(
+            "looks like a full card number, which the till never stores: leave it out"
+            " (a card payment sends only the processor token and the last 4 digits)"
+        )
+    return value
+
+
+# Free text a client sends is stored in the log and replicated to every till and HQ: a
+# card number typed into any of it (a cashier, a reason, a receipt) is refused here.
+NoPanText = Annotated[Text, AfterValidator(_no_pan)]
+NoPanId = Annotated[Id, AfterValidator(_no_pan)]
+NoPanName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_pan)]
+CardToken = Annotated[str, Field(min_length=8, max_length=128), AfterValidator(_no_pan)]
+Last4 = Annotated[str, Field(pattern=r"^[0-9]{4}$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# --- sales -------------------------------------------------------------------------
+
+
+class SaleLineIn(_In):
+    sku: Sku
+    qty: Qty
+    unit_price: Money | None = Field(None, description="default: the current catalog price")
+    discount: Money = 0
+    tax: Money = 0
+
+
+class PaymentIn(_In):
+    method: Literal["cash", "card", "other"]
+    amount: PositiveMoney
+    card_token: CardToken | None = None
+    card_last4: Last4 | None = None
+    auth: Literal["online", "deferred"] | None = Field(
+        None, description="card only; default: online if the till is online, else deferred"
+    )
+    reference: NoPanText = ""
+
+    @model_validator(mode="after")
+    def _card_fields(self) -> PaymentIn:
+        if self.method == "card":
+            if self.card_token is None or self.card_last4 is None:
+                raise ValueError("a card payment needs card_token and card_last4")
+        elif self.card_token is not None or self.card_last4 is not None or self.auth:
+            raise ValueError(f"a {self.method} payment must not carry card data")
+        return self
+
+    def to_payment(self, online: bool) -> Payment:
+        auth = self.auth
+        if self.method == "card" and auth is None:
+            auth = "online" if online else "deferred"  # offline: store-and-forward
+        return Payment(
+            method=self.method, amount=self.amount, card_token=self.card_token,
+            card_last4=self.card_last4, auth=auth, reference=self.reference,
+        )  # fmt: skip
+
+
+class SaleIn(_In):
+    lines: Annotated[list[SaleLineIn], Field(min_length=1, max_length=500)]
+    payments: Annotated[list[PaymentIn], Field(min_length=1, max_length=20)]
+    change: Money | None = Field(None, description="default: whatever cash was paid over the total")
+    receipt: NoPanId | None = Field(None, description="default: <store>-<till>-<counter>")
+    shift: NoPanText = ""
+    cashier: NoPanText = ""
+
+    @model_validator(mode="after")
+    def _change_is_cash(self) -> SaleIn:
+        """Change is handed back in cash: more than the cash tendered would leave the
+        drawer (and the payments report) short by the difference."""
+        cash = sum(p.amount for p in self.payments if p.method == "cash")
+        if self.change is not None and self.change > cash:
+            raise ValueError(f"change {self.change} is more than the cash tendered ({cash})")
+        return self
+
+    def to_body(self, prices: dict[str, int], receipt: str, online: bool) -> SaleCompleted:
+        """The event; `prices` must hold a price for every line without `unit_price`."""
+        lines = [
+            SaleLine(ln.sku, ln.qty, _price(ln, prices), ln.discount, ln.tax) for ln in self.lines
+        ]
+        payments = [p.to_payment(online) for p in self.payments]
+        change = self.change if self.change is not None else _default_change(lines, payments)
+        return SaleCompleted(
+            receipt=receipt, lines=lines, payments=payments, change=change,
+            shift=self.shift, cashier=self.cashier,
+        )  # fmt: skip
+
+
+def _price(line: SaleLineIn, prices: dict[str, int]) -> int:
+    return line.unit_price if line.unit_price is not None else prices[line.sku]
+
+
+def _default_change(lines: list[SaleLine], payments: list[Payment]) -> int:
+    """Cash tendered over the total comes back as change; card overpayment does not."""
+    over = sum(p.amount for p in payments) - sum(ln.total for ln in lines)
+    cash = sum(p.amount for p in payments if p.method == "cash")
+    return over if 0 < over <= cash else 0
+
+
+class SaleOut(BaseModel):
+    sale_id: str = Field(description="origin:seq")
+    receipt: str
+    total: int
+    change: int
+    hlc: int
+    at: str = Field(description="the HLC's wall time, ISO 8601 UTC")
+
+
+class VoidIn(_In):
+    reason: NoPanText = ""
+
+
+class RefundLineIn(_In):
+    line: Annotated[int, Field(ge=0, lt=500)]
+    qty: Qty
+    amount: Money | None = Field(
+        None, description="default: unit_price*qty less the pro-rata share of the discount"
+    )
+
+
+class RefundIn(_In):
+    lines: Annotated[list[RefundLineIn], Field(min_length=1, max_length=500)]
+    method: Literal["cash", "card", "other"] | None = Field(
+        None, description="default: the sale's first payment method"
+    )
+    restock: bool = True
+    reason: NoPanText = ""
+
+    def to_body(self, sale_id: str, amounts: list[int], method: str) -> RefundIssued:
+        lines = [
+            RefundLine(line=ln.line, qty=ln.qty, amount=amount)
+            for ln, amount in zip(self.lines, amounts, strict=True)
+        ]
+        return RefundIssued(
+            sale=sale_id, lines=lines, method=method,  # type: ignore[arg-type]
+            restock=self.restock, reason=self.reason,
+        )  # fmt: skip
+
+
+class RefundOut(BaseModel):
+    refund_id: str
+    sale_id: str
+    amount: int
+    hlc: int
+    at: str
+
+
+class LineView(BaseModel):
+    line: int
+    sku: str
+    qty: int
+    unit_price: int
+    discount: int
+    tax: int
+
+
+class PaymentView(BaseModel):
+    method: str
+    amount: int
+    last4: str | None
+    auth: str | None
+    reference: str | None
+
+
+class SaleView(BaseModel):
+    id: str
+    origin: str
+    seq: int
+    hlc: int
+    receipt: str
+    total: int
+    change: int
+    shift: str
+    cashier: str
+    voided: bool
+    refunded: int
+    lines: list[LineView]
+    payments: list[PaymentView]
+
+
+class ReceiptView(BaseModel):
+    receipt: str
+    sales: list[SaleView] = Field(description="more than one is a receipt collision")
+
+
+# --- stock ---------------------------------------------------------------------------
+
+
+class StockReceiveIn(_In):
+    qty: Qty
+    reference: NoPanText = ""
+
+    def to_body(self, sku: str) -> StockReceived:
+        return StockReceived(sku=sku, qty=self.qty, reference=self.reference)
+
+
+class StockAdjustIn(_In):
+    delta: Annotated[int, Field(ge=-(10**9), le=10**9)] = Field(description="signed, not 0")
+    reason: NoPanName
+
+    def to_body(self, sku: str) -> StockAdjusted:
+        return StockAdjusted(sku=sku, delta=self.delta, reason=self.reason)
+
+
+class StockCountIn(_In):
+    count: Annotated[int, Field(ge=0, le=10**9)]
+
+    def to_body(self, sku: str) -> StockCounted:
+        return StockCounted(sku=sku, count=self.count)
+
+
+class StockLevel(BaseModel):
+    sku: str
+    on_hand: int
+
+
+class StockOut(StockLevel):
+    event_id: str
+    hlc: int
+
+
+# --- catalog ------------------------------------------------------------------------
+
+
+class ProductIn(_In):
+    name: NoPanText
+    price: Money
+    tax_rate_bp: Annotated[int, Field(ge=0, le=10_000)] = 0
+    active: bool = True
+
+    def to_body(self, sku: str) -> ProductUpserted:
+        return ProductUpserted(
+            sku=sku, name=self.name, price=self.price,
+            tax_rate_bp=self.tax_rate_bp, active=self.active,
+        )  # fmt: skip
+
+
+class PriceIn(_In):
+    price: Money
+
+    def to_body(self, sku: str) -> PriceSet:
+        return PriceSet(sku=sku, price=self.price)
+
+
+class ProductView(BaseModel):
+    sku: str
+    name: str
+    price: int
+    tax_rate_bp: int
+    active: bool
+
+
+# --- shifts ---------------------------------------------------------------------------
+
+
+class ShiftOpenIn(_In):
+    shift: NoPanId | None = Field(None, description="default: generated, unique per till")
+    float_amount: Money
+    cashier: NoPanText = ""
+
+    def to_body(self, shift: str) -> ShiftOpened:
+        return ShiftOpened(shift=shift, float_amount=self.float_amount, cashier=self.cashier)
+
+
+class ShiftCloseIn(_In):
+    counted_cash: Money
+
+    def to_body(self, shift: str) -> ShiftClosed:
+        return ShiftClosed(shift=shift, counted_cash=self.counted_cash)
+
+
+class ShiftView(BaseModel):
+    shift: str
+    sales: int
+    gross: int
+    voided: int
+    refunded: int
+    net: int
+    opened_by: str | None
+    cashier: str | None
+    float: int
+    cash_taken: int
+    cash_refunded: int
+    expected_cash: int
+    closed_by: str | None
+    counted_cash: int | None
+    over_short: int | None
+
+
+# --- conflicts ------------------------------------------------------------------------
+
+
+class ResolveIn(_In):
+    action: Action
+    by: NoPanName = Field(description="who decides (a manager)")
+    reason: NoPanText = ""
+    price: Money | None = Field(None, description="with choose_price, minor units")
+    count: Annotated[int, Field(ge=0, le=10**9)] | None = Field(
+        None, description="with recount, the counted stock"
+    )
+
+
+# --- generic and status ---------------------------------------------------------------
+
+
+class EventOut(BaseModel):
+    event_id: str
+    hlc: int
+    at: str
+
+
+class CatalogOut(EventOut):
+    product: ProductView | None = Field(
+        description="the effective product after this write (the price policy decides)"
+    )
+
+
+class SalesSummaryView(BaseModel):
+    sales: int
+    gross: int
+    voided: int
+    refunded: int
+    net: int
+
+
+class StatusOut(BaseModel):
+    replica_id: str
+    online: bool
+    version_vector: dict[str, int]
+    events: int
+    pending: int = Field(description="held: waiting for a missing predecessor")
+    quarantined: int
+    unsynced_to_hq: int = Field(
+        description="own events (sales, refunds, stock moves, ...) HQ does not yet hold durably"
+    )
+    sales: SalesSummaryView
+    sync: dict[str, Any] = Field(description="the sync engine's status; {} without network")
+    digest: str | None = Field(description="state digest; null when ?digest=false")
+    open_conflicts: int | None = Field(
+        default=None, description="unresolved business conflicts; null when ?conflicts=false"
+    )
+
+
+class DigestOut(BaseModel):
+    digest: str
+
+
+class HealthOut(BaseModel):
+    ok: bool
+    replica_id: str

@@ -1,0 +1,71 @@
+"""`GET /reports/...`: the figures of `tillmesh report`, over HTTP, for BI tools at HQ.
+
+The same queries (`conflict.reports`) on the replica's read snapshot: HQ's API answers
+for every store, a till's for its own. Query parameters mirror the CLI's options.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from conflict import reports
+from conflict.reports import SALES_GROUPS, Window
+from core.errors import ReportError
+from replicas.api.common import Till
+
+__all__ = ["reports_router"]
+
+Rows = list[dict[str, Any]]
+_Since = Annotated[datetime | None, Query(description="ISO 8601; a naive time is in utc_offset")]
+_Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive")]
+_Offset = Annotated[int, Query(ge=-24 * 60, le=24 * 60, description="minutes east of UTC")]
+
+
+def _window(
+    store: str | None = None,
+    since: _Since = None,
+    until: _Until = None,
+    utc_offset: _Offset = 0,
+) -> Window:
+    """The query parameters every windowed report takes (a FastAPI dependency)."""
+    try:
+        return Window.between(since, until, store, utc_offset)
+    except ReportError as e:
+        raise HTTPException(422, str(e)) from e
+
+
+_Window = Annotated[Window, Depends(_window)]
+
+
+def reports_router(till: Till) -> APIRouter:
+    r = APIRouter(prefix="/reports", tags=["reports"])
+
+    @r.get("/sales")
+    async def sales(
+        window: _Window,
+        by: Annotated[
+            str, Query(description=f"comma-separated: {', '.join(SALES_GROUPS)}")
+        ] = "store,day",
+    ) -> Rows:
+        groups = [g.strip() for g in by.split(",") if g.strip()]
+        try:
+            return await till.read(lambda c: reports.sales_report(c, groups, window))
+        except ReportError as e:
+            raise HTTPException(422, str(e)) from e
+
+    @r.get("/payments")
+    async def payments(window: _Window) -> Rows:
+        return await till.read(lambda c: reports.payments_report(c, window))
+
+    @r.get("/items")
+    async def items(window: _Window, top: Annotated[int, Query(ge=1, le=10_000)] = 20) -> Rows:
+        return await till.read(lambda c: reports.items_report(c, window, top))
+
+    @r.get("/stock")
+    async def stock(store: str | None = None, below: int | None = None) -> Rows:
+        return await till.read(lambda c: reports.stock_report(c, store, below))
+
+    return r

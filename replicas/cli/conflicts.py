@@ -1,0 +1,167 @@
+"""Conflict commands: `conflicts` (list, read-only) and `resolve` (append a resolution).
+
+`conflicts` opens the database read-only, so it runs beside a live replica. `resolve`
+appends events through a real `EventLog` on the file, which must not be open in a
+running replica at the same time (two writers would hand out the same seqs): it first
+probes for other connections and, if the replica is running, says to resolve through
+the replica's HTTP API instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from conflict import policies as pol
+from conflict.detect import KINDS, Conflict, detect
+from conflict.resolve import resolve
+from conflict.state import StoreState
+from core.errors import StorageError
+from core.events import Event
+from core.log import EventLog
+from replicas.cli.common import add_command, event_record, format_hlc, open_db, print_json
+from replicas.ops.common import ensure_stopped
+
+__all__ = ["conflict_record", "open_conflict_count", "register"]
+
+_ACTIONS = ("accept", "compensate", "choose_price", "recount")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "conflicts",
+        cmd_conflicts,
+        "List the conflicts a replica's events show, resolved ones with who/when/why.",
+        "tillmesh conflicts data/s1/t1/log.db --open",
+    )
+    p.add_argument("db", type=Path, help="the replica's log.db (opened read-only)")
+    p.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    p.add_argument("--open", action="store_true", help="only conflicts not yet resolved")
+    p.add_argument("--kind", choices=KINDS, action="append", help="only this kind (repeatable)")
+    _policies_arg(p)
+
+    p = add_command(
+        sub,
+        "resolve",
+        cmd_resolve,
+        "Append a manager's resolution (and its compensating events) to a stopped replica.",
+        'tillmesh resolve data/s1/t1/log.db 3f2a9c01d4e5 --action compensate --by "Ana"'
+        ' --reason "found 2 in the back"',
+    )
+    p.add_argument("db", type=Path, help="the replica's log.db (the replica must be stopped)")
+    p.add_argument("conflict_id", help="the id `tillmesh conflicts` shows")
+    p.add_argument("--action", required=True, choices=_ACTIONS)
+    p.add_argument("--by", required=True, help="who decides (name of the manager)")
+    p.add_argument("--reason", required=True, help="why, in a few words")
+    p.add_argument("--price", type=int, help="with choose_price: the price, in minor units")
+    p.add_argument("--count", type=int, help="with recount: the units counted on the shelf")
+    p.add_argument("--replica", help="replica id owning the file (default: read from it)")
+    p.add_argument("--json", action="store_true", help="print the appended events as JSON")
+    _policies_arg(p)
+
+
+def _policies_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policies",
+        type=Path,
+        help="policies file (TOML or JSON); default: the price policy the state was folded "
+        "with, oversell=allow_and_report",
+    )
+
+
+def _policies(conn: sqlite3.Connection, path: Path | None) -> pol.Policies:
+    if path is None:
+        return pol.from_state(conn)
+    policies = pol.load_policies(path)
+    warning = pol.check_against_state(conn, policies)
+    if warning:
+        print(f"tillmesh: warning: {warning}", file=sys.stderr)
+    return policies
+
+
+def open_conflict_count(conn: sqlite3.Connection, policies: pol.Policies | None = None) -> int:
+    """Open conflicts on a replica's database, for `tillmesh status`."""
+    from conflict.detect import open_conflict_count as count
+
+    return count(conn, policies or pol.from_state(conn))
+
+
+def conflict_record(c: Conflict) -> dict[str, Any]:
+    record: dict[str, Any] = msgspec.to_builtins(c)
+    record["open"] = c.is_open
+    if c.resolution is not None:
+        record["resolution"]["time"] = format_hlc(c.resolution.hlc)
+    return record
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    with closing(open_db(args.db)) as conn:
+        policies = _policies(conn, args.policies)
+        found = detect(conn, policies, open_only=args.open, kinds=args.kind or KINDS)
+    if args.json:
+        print_json([conflict_record(c) for c in found])
+        return 0
+    for c in found:
+        _print_conflict(c)
+    still_open = sum(c.is_open for c in found)
+    print(f"{len(found)} conflict(s), {still_open} open")
+    return 0
+
+
+def _print_conflict(c: Conflict) -> None:
+    if c.resolution is None:
+        status = "OPEN"
+    else:
+        r = c.resolution
+        status = f"{r.action} by {r.by} at {format_hlc(r.hlc)} ({r.event}): {r.reason}"
+    details = " ".join(f"{k}={v}" for k, v in sorted(c.details.items()))
+    more = f" ... ({len(c.events)} events)" if len(c.events) > 6 else ""
+    events = " ".join(c.events[:6]) + more
+    subject = c.subject if c.store is None else f"{c.subject} @{c.store}"  # stock: per store
+    print(f"{c.id}  {c.kind:20} {subject:16} {status}")
+    print(f"    events: {events}")
+    if details:
+        print(f"    {details}")
+
+
+def _owner(path: Path) -> str:
+    with closing(open_db(path)) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'replica_id'").fetchone()
+    if row is None:
+        raise StorageError(str(path), "no replica id recorded; give --replica")
+    return str(row[0])
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    with closing(open_db(args.db)) as conn:
+        policies = _policies(conn, args.policies)
+        folded = pol.from_state(conn)
+    replica = args.replica or _owner(args.db)
+    ensure_stopped(args.db, "resolve through its HTTP API")
+    events = asyncio.run(_resolve(args, replica, policies, folded))
+    if args.json:
+        print_json([event_record(ev) for ev in events])
+        return 0
+    print(f"resolved {args.conflict_id} ({args.action}) on {replica}: appended")
+    for ev in events:
+        print(f"  {ev.id:24} {ev.type}")
+    return 0
+
+
+async def _resolve(
+    args: argparse.Namespace, replica: str, policies: pol.Policies, folded: pol.Policies
+) -> list[Event]:
+    fold = StoreState(folded.price, folded.concurrency_window_ms)
+    async with await EventLog.open(args.db, replica, fold) as log:
+        return await resolve(
+            log, policies, args.conflict_id, args.action, args.by, args.reason,
+            price=args.price, count=args.count,
+        )  # fmt: skip

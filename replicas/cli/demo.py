@@ -1,0 +1,352 @@
+"""`tillmesh demo`: the command, its live terminal view and its summary.
+
+On a terminal the demo draws one live screen (phase banner, a table of replicas,
+an event ticker) rather than scrolling logs; when stdout is not a terminal (CI, a
+pipe) it prints one plain line per phase, then the same summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from broker.subjects import HQ
+from replicas.cli.common import add_command, positive_int
+from replicas.demo.story import MARKER, Demo, DemoError
+from replicas.site import SITE_FILE
+
+__all__ = ["prepare_data", "register", "render_live", "render_summary"]
+
+_STATE_STYLE = {"running": "green", "net frozen": "yellow", "killed": "red", "starting": "cyan"}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "demo",
+        cmd_demo,
+        "Run HQ and stores x tills as real processes, sell through real faults "
+        "(store 1 cut from HQ, HQ down, a till's network frozen, a till killed), "
+        "then prove convergence.",
+        "tillmesh demo --data data --seed 7 --duration 36",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data"),
+        help="folder for the site (a previous demo's is wiped; nothing else is)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of every workload choice")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=36.0,
+        help="seconds of selling, spread over the phases (default 36: about 75 s in all)",
+    )
+    p.add_argument("--stores", type=positive_int, default=2, help="number of stores (default 2)")
+    p.add_argument("--tills", type=positive_int, default=3, help="tills per store (default 3)")
+    p.add_argument(
+        "--products", type=positive_int, default=240, help="HQ's catalog size (default 240)"
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave every replica running afterwards, for the ops tools and a browser",
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.duration <= 0:  # the counts are checked by positive_int as they are parsed
+        raise SystemExit("tillmesh: error: --duration must be > 0")
+    console = Console(highlight=False)
+    if not console.is_terminal:  # CI logs: wide enough that tables do not wrap
+        console = Console(highlight=False, width=110)
+    demo = Demo(
+        args.data,
+        seed=args.seed,
+        duration=args.duration,
+        stores=args.stores,
+        tills=args.tills,
+        catalog_size=args.products,
+        keep=args.keep,
+    )
+    error = None
+    try:
+        prepare_data(args.data)
+        asyncio.run(_run(demo, console))
+    except DemoError as e:
+        error = str(e)
+    except KeyboardInterrupt:
+        console.print("interrupted: every process the demo started is stopped")
+        return 130
+    if hasattr(demo, "workload"):
+        console.print(render_summary(demo))
+    if error is None and not demo.ok:
+        error = "the replicas do not match what the API acknowledged"
+    console.print(f"[bold red]FAILED[/]: {error}" if error else _success_line(demo), soft_wrap=True)
+    if args.keep and hasattr(demo, "fleet"):
+        _print_keep(console, demo)
+    return 1 if error else 0
+
+
+def prepare_data(root: Path) -> None:
+    """An empty data folder; a previous demo's is wiped, anything else is refused."""
+    if root.exists() and any(root.iterdir()):
+        if not ((root / SITE_FILE).is_file() and (root / MARKER).is_file()):
+            raise DemoError(
+                f"{root} exists and was not made by `tillmesh demo`; "
+                "choose another --data or empty it yourself"
+            )
+        alive = _previous_pids(root)
+        if alive:
+            pids = " ".join(map(str, alive))
+            raise DemoError(f"a previous demo in {root} still runs; stop it first: kill {pids}")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def _previous_pids(root: Path) -> list[int]:
+    """Replica processes a `--keep` run left behind (same pid *and* our command line)."""
+    try:
+        pids = json.loads((root / MARKER).read_text()).get("pids", {})
+    except (OSError, ValueError):
+        return []
+    alive = []
+    for pid in pids.values():
+        with contextlib.suppress(psutil.Error):
+            if str(root.resolve()) in psutil.Process(pid).cmdline():
+                alive.append(pid)
+    return alive
+
+
+async def _run(demo: Demo, console: Console) -> None:
+    if not console.is_terminal:
+        demo.on_phase = lambda title, detail: console.print(
+            f"[{time.monotonic() - demo.t0:5.1f}s] {title}: {detail}", soft_wrap=True
+        )
+        await demo.run()
+        return
+    with Live(render_live(demo), console=console, refresh_per_second=4, transient=False) as live:
+        task = asyncio.create_task(demo.run())
+        while not task.done():
+            live.update(render_live(demo))
+            await asyncio.wait([task], timeout=0.25)
+        live.update(render_live(demo))
+        await task
+
+
+# --- live view ----------------------------------------------------------------------------
+
+
+def render_live(demo: Demo) -> Group:
+    title, detail = demo.phase
+    clock = time.monotonic() - demo.t0
+    banner = Panel(
+        Text(detail),
+        title=f"[bold]{title or 'tillmesh demo'}[/]",
+        subtitle=f"{clock:5.1f} s  seed {demo.seed}",
+        border_style="blue",
+    )
+    ticker = Text("\n".join(f"{t:6.1f}s  {msg}" for t, msg in list(demo.ticker)[:8]) or " ")
+    return Group(banner, _replica_table(demo), Panel(ticker, title="events", border_style="dim"))
+
+
+def _replica_table(demo: Demo) -> Table:
+    table = Table(expand=False)
+    for name in (
+        "replica",
+        "process",
+        "pid",
+        "link to HQ",
+        "events",
+        "sales",
+        "not at HQ",
+        "digest",
+    ):
+        table.add_column(
+            name, justify="right" if name in ("events", "sales", "not at HQ") else "left"
+        )
+    fleet = getattr(demo, "fleet", None)
+    if fleet is None:
+        return table
+    majority = _majority_digests(demo)
+    for rid, proc in fleet.procs.items():
+        st = demo.status.get(rid, {})
+        digest = st.get("digest") or ""
+        store = rid.split("/")[0]
+        dstyle = "green" if digest and digest == majority.get(store) else "yellow"
+        table.add_row(
+            rid,
+            Text(proc.state, style=_STATE_STYLE.get(proc.state, "dim")),
+            str(proc.pid or "-"),
+            _link(demo, rid),
+            str(st.get("events", "-")),
+            str(st.get("sales", {}).get("sales", "-")),
+            "-" if rid == HQ else str(st.get("unsynced_to_hq", "-")),
+            Text(digest[:10], style=dstyle if rid != HQ else "dim"),
+            style=None if proc.state in ("running", "net frozen") else "dim",  # last known
+        )
+    return table
+
+
+def _link(demo: Demo, rid: str) -> Text:
+    """What the nats-server itself reports (/leafz): proof a cut is real, not simulated."""
+    n = demo.leaf.get(rid)
+    if demo.fleet.procs[rid].state not in ("running", "net frozen"):
+        return Text("-", style="dim")
+    if n is None:
+        return Text("no answer", style="yellow")
+    if rid == HQ:
+        return Text(f"{n} tills", style="green" if n else "yellow")
+    return Text("leaf up" if n else "leaf down", style="green" if n else "red")
+
+
+def _majority_digests(demo: Demo) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for store, tills in demo.site.stores.items():
+        digests = [demo.status.get(f"{store}/{t}", {}).get("digest") for t in tills]
+        known = [d for d in digests if d]
+        if known:
+            out[store] = max(set(known), key=known.count)
+    return out
+
+
+# --- summary -----------------------------------------------------------------------------------
+
+
+def render_summary(demo: Demo) -> Group:
+    parts: list[Any] = [_summary_replicas(demo)]
+    if demo.catchups:
+        parts.append(_summary_catchups(demo))
+    parts.append(_summary_totals(demo))
+    failed = [c for c in demo.checks if not c.ok]
+    if failed:
+        table = Table(title="FAILED checks", expand=False)
+        for col in ("check", "detail"):
+            table.add_column(col)
+        for c in failed:
+            table.add_row(Text(c.name, style="red"), c.detail)
+        parts.append(table)
+    return Group(*parts)
+
+
+def _mark(demo: Demo, subject: str, what: str) -> Text:
+    found = [c for c in demo.checks if c.subject == subject and c.what == what]
+    if not found:
+        return Text("-", style="dim")
+    ok = all(c.ok for c in found)
+    return Text("ok" if ok else "FAILED", style="green" if ok else "bold red")
+
+
+def _summary_replicas(demo: Demo) -> Table:
+    t = Table(
+        title="replicas, checked against the model of what the API acknowledged", expand=False
+    )
+    cols = (
+        "replica",
+        "events",
+        "sales",
+        "conflicts",
+        "digest",
+        "same digest",
+        "each sale once",
+        "stock",
+        "money",
+    )
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("events", "sales", "conflicts") else "left")
+    for rid in demo.site.replicas:
+        st = demo.status.get(rid, {})
+        conflicts = demo.conflicts.get(rid)
+        store = rid.split("/")[0]
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted((conflicts or {}).items()))
+        t.add_row(
+            rid,
+            str(st.get("events", "-")),
+            str(st.get("sales", {}).get("sales", "-")),
+            "-" if conflicts is None else kinds or "0",
+            (st.get("digest") or "")[:12] if rid != HQ else "(all stores)",
+            _mark(demo, store, "digest") if rid != HQ else Text("per store", style="dim"),
+            _mark(demo, rid, "sales"),
+            _mark(demo, rid, "stock"),
+            _mark(demo, rid, "money"),
+        )
+    return t
+
+
+def _summary_catchups(demo: Demo) -> Table:
+    t = Table(title="catch-up after each heal", expand=False)
+    for col in ("after", "events made meanwhile", "caught up in"):
+        t.add_column(col, justify="left" if col == "after" else "right")
+    for c in demo.catchups:
+        took = "-" if c.took is None else f"{c.took:.1f} s"
+        if c.took is not None and c.startup is not None:
+            took += f"  (start-up {c.startup:.1f} s)"
+        t.add_row(c.label, str(c.backlog) if c.backlog else "-", took)
+    return t
+
+
+def _summary_totals(demo: Demo) -> Table:
+    m = demo.workload.model
+    n = m.counts
+    money = {k: sum(v.get(k, 0) for v in m.money.values()) for k in ("gross", "voided", "refunded")}
+    net = money["gross"] - money["voided"] - money["refunded"]
+    t = Table(title="acknowledged by the tills' API", expand=False, show_header=False)
+    t.add_column("what")
+    t.add_column("how many", justify="right")
+    rows = [
+        ("products (HQ catalog)", n["products"]),
+        ("HQ price changes", n["price_changes"]),
+        ("stock deliveries", n["deliveries"]),
+        ("sales", n["sales"]),
+        ("  paid cash", n["cash"]),
+        ("  paid card, authorised online", n["card_online"]),
+        ("  paid card, deferred (offline)", n["card_deferred"]),
+        ("refunds", n["refunds"]),
+        ("voids", n["voids"]),
+        ("net takings", f"{net / 100:,.2f}"),
+        ("total runtime", f"{demo.elapsed:.1f} s"),
+    ]
+    if demo.converge_took is not None:
+        rows.insert(-1, ("final convergence", f"{demo.converge_took:.1f} s"))
+    for what, value in rows:
+        t.add_row(what, str(value))
+    return t
+
+
+def _success_line(demo: Demo) -> str:
+    n = demo.workload.model.counts
+    # A till reports its store's conflicts: count each store once (HQ sums stores' stock).
+    conflicts = sum(
+        sum(demo.conflicts.get(f"{s}/{t[0]}", {}).values()) for s, t in demo.site.stores.items()
+    )
+    return (
+        f"[bold green]CONVERGED[/]: {len(demo.site.replicas)} replicas, {n['sales']} sales, "
+        f"one digest per store (HQ included), every acknowledged sale exactly once, stock "
+        f"and money equal to the model everywhere ({len(demo.checks)} checks), "
+        f"{conflicts} conflict{'' if conflicts == 1 else 's'} flagged for review"
+    )
+
+
+def _print_keep(console: Console, demo: Demo) -> None:
+    console.print("\n[bold]Still running[/] (--keep):")
+    pids = []
+    for rid, proc in demo.fleet.procs.items():
+        if proc.pid is not None and proc.alive():
+            pids.append(str(proc.pid))
+            console.print(f"  {rid:6} {demo.site.api_url(rid)}/   pid {proc.pid}")
+    console.print(f"  e.g. tillmesh status --data {demo.root} --replica s1/t1")
+    console.print(f"Stop them with:  kill {' '.join(pids)}   (each stops its own nats-server)")

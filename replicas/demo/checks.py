@@ -1,0 +1,167 @@
+"""The demo's proof: every replica's log file against the model and its store's others.
+
+Read-only over the replicas' `log.db` files once the demo has stopped selling:
+`verify` holds each replica's sales, stock and money against the `Model` of what the
+API acknowledged (`model`) and checks that every till of a store and HQ's scope
+of it fold to one digest; `count_conflicts` reports what conflict detection finds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.subjects import HQ
+from conflict import queries
+from conflict.catalog import PricePolicy
+from conflict.detect import detect
+from conflict.policies import from_state
+from conflict.state import StoreState
+from core.events import decode_body, decode_event
+from core.fold import Accepted
+from core.sqlite import open_sync
+from replicas.demo.model import Model
+from replicas.site import Site
+from replicas.sync.protocol import holds
+
+__all__ = ["Check", "count_conflicts", "scoped_digest", "verify"]
+
+
+@dataclass
+class Check:
+    subject: str  # a replica id, or a store for the digest check
+    what: str  # "sales", "stock", "money", "digest" or "convergence"
+    ok: bool
+    detail: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.subject}: {_CHECK_NAMES.get(self.what, self.what)}"
+
+
+_CHECK_NAMES = {
+    "sales": "every acknowledged sale exactly once",
+    "stock": "stock equals the model",
+    "money": "money equals the model",
+    "digest": "one digest on every till and in HQ's scope of the store",
+}
+
+
+@dataclass
+class Facts:
+    """What one replica's log file says, read-only."""
+
+    digest: str
+    sales: dict[str, int]  # sale id -> total
+    stock: dict[tuple[str, str], int]  # (store, sku) -> on hand, zeros left out
+    money: dict[str, int]
+
+
+def _read_facts(db: Path) -> Facts:
+    conn = open_sync(db, readonly=True)
+    try:
+        summary = queries.sales_summary(conn)
+        return Facts(
+            queries.state_digest(conn),
+            dict(conn.execute("SELECT id, total FROM st_sales")),
+            {
+                (store, sku): n
+                for store, levels in queries.stock_by_store(conn).items()
+                for sku, n in levels.items()
+                if n
+            },
+            {"gross": summary.gross, "voided": summary.voided, "refunded": summary.refunded},
+        )
+    finally:
+        conn.close()
+
+
+def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
+    """The digest `replica_id` should have, computed from another (wider) log: fold the
+    events in its scope into a scratch state. Fold order is free (the CRDT law)."""
+    conn, scratch = open_sync(db, readonly=True), sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        fold, scope = StoreState(price_policy=policy), holds(replica_id)
+        fold.create_tables(scratch)
+        scratch.execute("BEGIN")
+        rows = conn.execute("SELECT origin, raw, flags FROM events ORDER BY hlc, origin, seq")
+        while batch := rows.fetchmany(1000):
+            events = [(decode_event(raw), flags) for origin, raw, flags in batch if scope(origin)]
+            fold.apply(scratch, [Accepted(ev, decode_body(ev), fl) for ev, fl in events])
+        scratch.execute("COMMIT")
+        return queries.state_digest(scratch)
+    finally:
+        conn.close()
+        scratch.close()
+
+
+Expected = tuple[dict[str, int], dict[tuple[str, str], int], dict[str, int]]
+
+
+def _expect(model: Model, stores: list[str]) -> Expected:
+    """(sales, stock, money) the model says replicas holding `stores` must show; stock
+    per (store, sku), as each store keeps its own (HQ too, for every store)."""
+    sales = {s.id: s.total for s in model.sales.values() if s.till.split("/")[0] in stores}
+    money: Counter[str] = Counter({"gross": 0, "voided": 0, "refunded": 0})
+    stock: dict[tuple[str, str], int] = {}
+    for store in stores:
+        stock |= {(store, sku): n for sku, n in model.stock.get(store, Counter()).items() if n}
+        money.update(model.money.get(store, Counter()))
+    return sales, stock, dict(money)
+
+
+def _compare(rid: str, facts: Facts, want: Expected) -> list[Check]:
+    sales, stock, money = want
+    missing, extra = sales.keys() - facts.sales.keys(), facts.sales.keys() - sales.keys()
+    wrong = [k for k in stock.keys() | facts.stock.keys() if stock.get(k) != facts.stock.get(k)]
+    return [
+        Check(
+            rid,
+            "sales",
+            not missing and not extra and all(facts.sales[k] == v for k, v in sales.items()),
+            f"{len(facts.sales)} sales, {len(missing)} missing, {len(extra)} unknown",
+        ),
+        Check(
+            rid,
+            "stock",
+            not wrong,
+            f"{len(stock)} SKU levels" + (f"; differs on {sorted(wrong)[:3]}" if wrong else ""),
+        ),
+        Check(
+            rid,
+            "money",
+            facts.money == {k: money[k] for k in facts.money},
+            f"gross {facts.money['gross']}, voided {facts.money['voided']}, "
+            f"refunded {facts.money['refunded']}",
+        ),
+    ]
+
+
+def verify(root: Path, site: Site, model: Model) -> list[Check]:
+    """Every replica's log file against the model and against its store's other replicas."""
+    facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in site.replicas}
+    checks = []
+    for store, tills in site.stores.items():
+        rids = [f"{store}/{t}" for t in tills]
+        hq = scoped_digest(site.data_dir(root, HQ) / "log.db", rids[0], site.price_policy)
+        digests = {facts[r].digest for r in rids}
+        shown = " ".join(sorted(d[:12] for d in digests | {hq}))
+        checks.append(Check(store, "digest", digests == {hq}, shown))
+        for rid in rids:
+            checks += _compare(rid, facts[rid], _expect(model, [store]))
+    checks += _compare(HQ, facts[HQ], _expect(model, list(site.stores)))
+    return checks
+
+
+def count_conflicts(root: Path, site: Site) -> dict[str, Counter[str]]:
+    """Conflicts `conflict.detect` finds in each replica's log, by kind."""
+    out = {}
+    for rid in site.replicas:
+        conn = open_sync(site.data_dir(root, rid) / "log.db", readonly=True)
+        try:
+            out[rid] = Counter(c.kind for c in detect(conn, from_state(conn)))
+        finally:
+            conn.close()
+    return out

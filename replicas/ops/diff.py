@@ -1,0 +1,141 @@
+"""Diff (`tillmesh log diff`): how two replica databases differ over their common scope.
+
+Per origin: the ranges one lacks and the events they disagree on byte for byte
+(`core.portable.compare_logs`); then the state both fold to, compared by digest, with
+the stock and sales figures that differ. A database that holds origins outside the
+common scope is folded into a scratch database first (`ops.scratch_state`).
+
+compare_logs trusts the stored `heads` and `hash` columns: equal heads stand for the
+whole range because each event names its predecessor's hash. That holds only for a
+log whose rows are all there and whose stored hashes are those of the bytes, so both
+sides first go through `core.verify.verify_log` (contiguity from the base, hashes,
+chain links, head rows); a defect in a compared origin makes the diff DAMAGED, never
+SAME.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from conflict import queries
+from core.compact import read_heads
+from core.errors import StorageError
+from core.portable import OriginDiff, compare_logs
+from core.verify import Finding, verify_log
+from replicas.ops.common import Progress, Scope, replica_of, scope_of, scratch_state
+
+__all__ = ["DbDiff", "StateDiff", "diff_dbs"]
+
+
+@dataclass
+class StateDiff:
+    compared: bool
+    note: str = ""
+    digest_a: str = ""
+    digest_b: str = ""
+    stock: dict[str, tuple[int, int]] = field(default_factory=dict)
+    sales: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def differs(self) -> bool:
+        return self.compared and self.digest_a != self.digest_b
+
+
+@dataclass
+class DbDiff:
+    replica_a: str | None
+    replica_b: str | None
+    origins: list[OriginDiff]
+    state: StateDiff
+    # `log verify` defects of each side in the compared origins: the stored heads and
+    # hashes the comparison reads then prove nothing about the events.
+    defects_a: list[Finding] = field(default_factory=list)
+    defects_b: list[Finding] = field(default_factory=list)
+
+    @property
+    def differs(self) -> bool:
+        """The stored events or the states differ (see `damaged` for what that is worth)."""
+        return self.state.differs or any(o.differs for o in self.origins)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.defects_a or self.defects_b)
+
+
+def diff_dbs(
+    a: sqlite3.Connection, b: sqlite3.Connection, progress: Progress | None = None
+) -> DbDiff:
+    """Missing ranges, byte-level disagreements and state differences over the common
+    scope, after verifying both logs (`progress` advances by events verified)."""
+    ra, rb = replica_of(a), replica_of(b)
+    scope_a, scope_b = scope_of(ra), scope_of(rb)
+
+    def scope(origin: str) -> bool:
+        return scope_a(origin) and scope_b(origin)
+
+    defects_a = _defects(a, scope, progress)
+    defects_b = _defects(b, scope, progress)
+    d = DbDiff(ra, rb, compare_logs(a, b, scope), _diff_state(a, b, scope))
+    d.defects_a, d.defects_b = defects_a, defects_b
+    return d
+
+
+def _defects(conn: sqlite3.Connection, scope: Scope, progress: Progress | None) -> list[Finding]:
+    """verify_log's defects in the compared origins (the others do not enter the diff).
+
+    verify_log walks each origin's rows from its base by primary key, so a missing row
+    is a gap or a head mismatch, altered bytes a hash mismatch, a re-hashed one a broken
+    chain: the count of rows is head - base exactly when none is reported.
+    """
+    report = verify_log(conn, _advancing(progress))
+    return [f for f in report.defects if scope(f.origin)]
+
+
+def _advancing(progress: Progress | None) -> Progress | None:
+    """verify_log reports a running total; a progress bar wants the increments."""
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(total: int) -> None:
+        nonlocal done
+        progress(total - done)
+        done = total
+
+    return advance
+
+
+def _diff_state(a: sqlite3.Connection, b: sqlite3.Connection, scope: Scope) -> StateDiff:
+    state_a = state_b = a
+    try:
+        state_a = _scoped_state(a, scope)
+        state_b = _scoped_state(b, scope)
+    except StorageError as e:
+        if state_a is not a:
+            state_a.close()
+        return StateDiff(False, f"state not compared: {e}")
+    try:
+        d = StateDiff(True, "", queries.state_digest(state_a), queries.state_digest(state_b))
+        if d.digest_a != d.digest_b:
+            d.stock = _pairs(queries.stock_levels(state_a), queries.stock_levels(state_b))
+            sa, sb = queries.sales_summary(state_a), queries.sales_summary(state_b)
+            d.sales = _pairs(sa._asdict(), sb._asdict())
+        return d
+    finally:
+        for conn in (state_a, state_b):
+            if conn not in (a, b):
+                conn.close()
+
+
+def _scoped_state(conn: sqlite3.Connection, scope: Scope) -> sqlite3.Connection:
+    """The database itself if it holds nothing outside `scope`, else a scratch fold."""
+    if all(scope(o) for o in read_heads(conn)):
+        return conn
+    return scratch_state(conn, scope)
+
+
+def _pairs(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    keys = sorted(a.keys() | b.keys())
+    return {k: (a.get(k, 0), b.get(k, 0)) for k in keys if a.get(k, 0) != b.get(k, 0)}

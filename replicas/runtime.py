@@ -1,0 +1,452 @@
+"""A running replica: log + its own nats-server + sync + local HTTP API, in one process.
+
+Start order follows what must keep working when everything else fails: the log
+first (a till sells from it alone), then its nats-server (supervised: restarted if
+it dies), then the NATS client (reconnects forever), the sync transport, and the
+HTTP API last. Shutdown runs the other way round. Before any of it the replica locks
+its data folder: a second copy of the same replica would share the log and answer
+as the same till.
+
+A replica with none of its own events in its log may replace one that already wrote
+(a till swapped, HQ's back-office PC or disk lost): if it numbered its own events
+from 1 again, its new events would collide with the old ones (equivocation; peers
+quarantine them as a broken hash chain). So it keeps its API closed until the
+peers that hold its origin have told it how far that origin goes, and catches up
+first, unless it is started with `fresh=True` (a brand-new till or a new site's HQ).
+Sync runs meanwhile, so waiting replicas never wait on each other's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import nats
+import uvicorn
+from nats.aio.client import Client
+
+from broker.credentials import Credentials
+from broker.server import EmbeddedNatsServer, connect_options
+from broker.subjects import HQ
+from conflict.state import StoreState
+from core.clock import HybridClock, system_wall_ms
+from core.errors import ApiUnavailable, ReplicaRunning, TillmeshError
+from core.events import store_of
+from core.log import EventLog
+from replicas.site import Site
+from replicas.sync.config import SyncConfig
+from replicas.sync.engine import SyncEngine
+from replicas.sync.protocol import holds
+from replicas.sync.transport import SyncTransport
+
+__all__ = ["Replica", "RestartBackoff"]
+
+log = logging.getLogger(__name__)
+SUPERVISE_EVERY = 0.5
+ONLINE_WITHIN = 15.0  # seconds since HQ last announced, for the "online" light
+LOCK_FILE = "replica.lock"  # next to log.db; see _DataDirLock
+RESTART_FIRST = 1.0  # seconds before the second restart in a row; doubles from there
+RESTART_MAX = 30.0
+STABLE_AFTER = 10.0  # up this long, a restarted nats-server counts as healthy again
+DOWN_LOG_LINES = 3  # of nats-server's own log, shown while it is down
+API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
+API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
+
+
+class Replica:
+    """One replica process. `async with Replica(...)`, or `start()` / `stop()`."""
+
+    def __init__(
+        self,
+        site: Site,
+        creds: dict[str, Credentials],
+        replica_id: str,
+        root: Path,
+        *,
+        fresh: bool = False,
+        wall_ms: Callable[[], int] = system_wall_ms,
+        sync_config: SyncConfig | None = None,
+    ) -> None:
+        self.site, self.creds, self.replica_id, self.root = site, creds, replica_id, root
+        self.fresh = fresh
+        self.wall_ms = wall_ms
+        self.sync_config = sync_config or SyncConfig()
+        self.data_dir = site.data_dir(root, replica_id)
+        self.log: EventLog  # set by start()
+        self.engine: SyncEngine | None = None
+        self.server: EmbeddedNatsServer | None = None
+        self.nc: Client | None = None
+        self.transport: SyncTransport | None = None
+        self._api: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._lock: _DataDirLock | None = None
+        self._restarts = RestartBackoff()
+        self._down: _ServerDown | None = None  # why our nats-server is down, while it is
+        self._link_on_at = float("-inf")  # when the HQ link was last switched on
+        self.ready = asyncio.Event()  # set once the API listens (after history restore)
+        self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
+        self.failure: TillmeshError | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Replica:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before log.db or a port is touched: a second copy must change nothing.
+        self._lock = _DataDirLock(self.data_dir, self.replica_id)
+        try:
+            await self._start_parts()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _start_parts(self) -> None:
+        self.log = await self._open_log()
+        self.engine = SyncEngine(
+            self.replica_id, holds(self.replica_id), self.sync_config, vv=self.log.version_vector()
+        )
+        try:
+            await self._start_server()
+            await self._connect()
+        except BaseException:  # e.g. port taken: close the log, or its thread keeps us alive
+            await self._close_network()
+            await self.log.close()
+            raise
+        self._tasks.append(asyncio.create_task(self._supervise(), name="supervise-nats"))
+        self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
+
+    async def _open_log(self) -> EventLog:
+        clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
+        return await EventLog.open(
+            self.data_dir / "log.db",
+            self.replica_id,
+            StoreState(price_policy=self.site.price_policy),
+            clock=clock,
+            in_scope=holds(self.replica_id),
+            wall_ms=self.wall_ms,
+        )
+
+    async def _start_server(self) -> None:
+        config = self.site.server_config(self.replica_id, self.creds)
+        self.server = EmbeddedNatsServer(config, self.data_dir / "nats")
+        await self.server.start()
+        self._restarts.started(time.monotonic())
+
+    async def _connect(self) -> None:
+        assert self.server is not None and self.engine is not None
+        transport: SyncTransport | None = None
+
+        async def reconnected() -> None:
+            if transport is not None:
+                await transport.on_reconnected()
+
+        options = connect_options(
+            self.server.client_url, self.creds[self.replica_id], self.replica_id
+        )
+        self.nc = await nats.connect(
+            **options, reconnected_cb=reconnected, error_cb=_log_nats_error
+        )
+        transport = SyncTransport(self.nc, self.log, self.engine)
+        await transport.start()
+        self.transport = transport
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._stop_api()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self._close_network()
+            await self.log.close()
+        finally:  # a failed close must not keep the replica locked for this process's life
+            if self._lock is not None:
+                self._lock.release()
+
+    async def _stop_api(self) -> None:
+        """Ask uvicorn to exit and give it time to: cancelled at once, it never closes its
+        listening socket, and an in-process replica leaks it."""
+        if self._api is None:
+            return
+        self._api.should_exit = True
+        api = [t for t in self._tasks if t.get_name() == "api"]
+        await asyncio.wait(api, timeout=API_STOP_TIMEOUT)  # then cancelled like the rest
+
+    async def _close_network(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):  # best effort: the server may be gone already
+                await self.nc.close()
+        if self.server is not None:
+            await self.server.stop()
+
+    # --- supervision --------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Restart our nats-server if it dies (the client reconnects by itself), backing
+        off while it keeps dying: one that cannot bind its ports must not be respawned
+        twice a second for ever."""
+        server = self.server
+        assert server is not None
+        while not self._stopping:
+            await asyncio.sleep(SUPERVISE_EVERY)
+            if server.running:
+                self._restarts.running(time.monotonic())
+            else:
+                await self._restart(server)
+
+    async def _restart(self, server: EmbeddedNatsServer) -> None:
+        """One restart after its backoff; meanwhile status says why the server is down."""
+        if self._down is None:  # just found dead
+            self._down = _ServerDown(f"exited with code {server.returncode}", server)
+        delay = self._restarts.exited()
+        self._down.retry_at = time.monotonic() + delay
+        log.warning(
+            "%s: nats-server down (%s); restart %d in %.0f s; its log ends:\n  %s",
+            self.replica_id, self._down.reason, self._restarts.failures, delay,
+            "\n  ".join(self._down.log_tail),
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+        try:
+            await server.restart()
+        except Exception as e:  # keep selling; the next attempt waits longer
+            first = (str(e).splitlines() or [type(e).__name__])[0]  # some errors say nothing
+            self._down = _ServerDown(first.rstrip(":"), server)
+            return
+        self._restarts.started(time.monotonic())
+        self._down = None
+        log.warning("%s: nats-server restarted (pid %d)", self.replica_id, server.pid)
+
+    # --- history restore, then API ----------------------------------------------------
+
+    async def _serve_when_ready(self) -> None:
+        await self._await_own_history()
+        host, port = self.site.host, self.site.node(self.replica_id).api
+        config = uvicorn.Config(
+            self._app(), host=host, port=port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=API_GRACE,
+        )  # fmt: skip
+        self._api = _QuietServer(config, started=self.ready.set)
+        try:
+            await self._api.serve()
+        except SystemExit:  # uvicorn's answer to a port it cannot bind; it logged why
+            self.failure = ApiUnavailable(host, port)
+            self.failed.set()
+
+    def _app(self) -> Any:
+        from replicas.api.app import create_app  # FastAPI import is slow
+        from replicas.api.link import link_router
+
+        app = create_app(self)
+        app.include_router(link_router(self))
+        return app
+
+    async def _await_own_history(self) -> None:
+        if self.fresh or self.log.head(self.replica_id)[0] > 0:
+            return
+        log.warning(
+            "%s: no own events in the log; API closed until %s confirm our history "
+            "(start with --fresh only if this replica never ran before)",
+            self.replica_id,
+            "one till of every store" if self.replica_id == HQ else "HQ or all store peers",
+        )
+        while not self._history_confirmed():
+            await asyncio.sleep(0.2)
+
+    def _history_confirmed(self) -> bool:
+        """Enough peers were heard to bound our origin, and none holds more of it than we do."""
+        assert self.engine is not None
+        status = self.engine.status(time.monotonic())
+        heard = {p for p, s in status.peers.items() if s.age != float("inf")}
+        if not all(group & heard for group in self._witness_groups()):
+            return False
+        own = self.log.head(self.replica_id)[0]
+        return all(status.peers[p].vv.get(self.replica_id, 0) <= own for p in heard)
+
+    def _witness_groups(self) -> list[set[str]]:
+        """Who must have been heard before our origin's head is known: one peer of each group.
+
+        HQ: every till holds HQ's events, but a store cut off from HQ may have missed
+        some, so one till of every store (a store's tills sync among themselves).
+        A till: its origin is held by HQ and by its store peers only, so HQ, or else
+        every other till of its store (any one of them may hold its latest events).
+        """
+        if self.replica_id == HQ:
+            return [{f"{s}/{t}" for t in tills} for s, tills in self.site.stores.items() if tills]
+        store = store_of(self.replica_id) or ""
+        others = {f"{store}/{t}" for t in self.site.stores.get(store, [])} - {self.replica_id}
+        return [{HQ, other} for other in others]
+
+    # --- the store's link to HQ ------------------------------------------------------
+
+    async def set_hq_link(self, enabled: bool) -> bool:
+        """Switch this till's leaf link to HQ off or on (a nats-server config reload).
+
+        With every till of a store switched off, the store is cut from HQ while the
+        other stores stay connected: maintenance, a metered link, or a drill.
+        """
+        if self.server is None or not self.server.config.leaf_remotes:
+            return False
+        remotes = tuple(replace(r, disabled=not enabled) for r in self.server.config.leaf_remotes)
+        await self.server.reload(replace(self.server.config, leaf_remotes=remotes))
+        if enabled:
+            self._link_on_at = time.monotonic()
+        return True
+
+    def hq_link_enabled(self) -> bool:
+        remotes = self.server.config.leaf_remotes if self.server else ()
+        return bool(remotes) and not any(r.disabled for r in remotes)
+
+    # --- what the HTTP API asks (api.ReplicaHandle) ---------------------------------------
+
+    def sync_status(self) -> dict[str, object]:
+        if self.engine is None:
+            return {}
+        status = asdict(self.engine.status(time.monotonic()))
+        for peer in status["peers"].values():
+            if peer["age"] == float("inf"):
+                peer["age"] = None  # JSON has no infinity
+        status["nats_server_pid"] = self.server.pid if self.server and self.server.running else None
+        status["nats_server"] = self._server_status()
+        return status
+
+    def _server_status(self) -> dict[str, object]:
+        if self.server is not None and self.server.running:
+            return {"up": True, "pid": self.server.pid}
+        down, now = self._down, time.monotonic()
+        return {
+            "up": False,
+            "pid": None,
+            "reason": down.reason if down else "exited",
+            "log_tail": down.log_tail if down else [],
+            "restarts": self._restarts.failures,
+            "next_restart_in": None if down is None else round(max(0.0, down.retry_at - now), 1),
+        }
+
+    def online(self) -> bool:
+        if self.engine is None or self.replica_id == HQ:
+            return self.nc is not None and self.nc.is_connected
+        if not self.hq_link_enabled():
+            return False  # switched off here: what HQ said before the switch is no link now
+        now = time.monotonic()
+        hq = self.engine.status(now).peers.get(HQ)
+        # Only HQ heard since the link was last switched on counts, not a stale announce.
+        return hq is not None and hq.age < min(ONLINE_WITHIN, now - self._link_on_at)
+
+    def unsynced_to_hq(self) -> int:
+        if self.engine is None or self.replica_id == HQ:
+            return 0
+        return self.log.head(self.replica_id)[0] - self.engine.receipts().get(HQ, 0)
+
+
+class RestartBackoff:
+    """The wait before restarting a nats-server that exited: none the first time, then
+    doubling from `first` up to `cap`. Only a server that stayed up `stable` seconds
+    resets it: one that passes readiness and dies a second later would otherwise be
+    restarted at full speed for ever."""
+
+    def __init__(
+        self, first: float = RESTART_FIRST, cap: float = RESTART_MAX, stable: float = STABLE_AFTER
+    ) -> None:
+        self.first, self.cap, self.stable = first, cap, stable
+        self.failures = 0  # exits since the server was last up `stable` seconds
+        self._up_since = float("-inf")
+
+    def exited(self) -> float:
+        """The server is down: count it, and return how long to wait before restarting."""
+        self.failures += 1
+        if self.failures == 1:
+            return 0.0
+        return min(self.first * 2.0 ** min(self.failures - 2, 16), self.cap)  # no overflow
+
+    def started(self, now: float) -> None:
+        self._up_since = now
+
+    def running(self, now: float) -> None:
+        if now - self._up_since >= self.stable:
+            self.failures = 0
+
+
+class _ServerDown:
+    """Why our nats-server is down, from its own words, and when it is tried again."""
+
+    def __init__(self, reason: str, server: EmbeddedNatsServer) -> None:
+        self.reason = reason
+        self.log_tail = server.log_tail(DOWN_LOG_LINES).splitlines()
+        self.retry_at = time.monotonic()
+
+
+class _DataDirLock:
+    """An exclusive flock on the replica's data folder, held while the replica runs.
+
+    The kernel drops it however the process ends (SIGKILL too), so it never goes stale;
+    nats-server does not inherit it (Python's fds are not inheritable), so an orphaned
+    server could not hold it either. The holder writes its pid into it for the error.
+    """
+
+    def __init__(self, data_dir: Path, replica_id: str) -> None:
+        path = data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise ReplicaRunning(path, replica_id, holder) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: don't keep the lock (and the fd) with no owner
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the only fd drops the flock
+            self._fd = -1
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn, minus its signal handling (the replica process owns SIGTERM/SIGINT),
+    calling `started` once it listens: the port is bound, so the till truly serves."""
+
+    def __init__(self, config: uvicorn.Config, started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._started = started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._started()
+
+
+async def _log_nats_error(e: Exception) -> None:
+    log.warning("nats: %s", e)

@@ -1,0 +1,143 @@
+"""The one sync driver: feeds the pure `SyncEngine` from a log and a wire.
+
+The engine decides everything and does no I/O; something has to hand it what
+arrives, run the log calls it needs and carry out the actions it returns. That glue
+is this class, and only this class, over two small Protocols:
+
+- `SyncLog`, the log side (`core.log.EventLog` in a replica, an in-memory log in
+  the simulator): its vector, `ingest`, `read_range`;
+- `Wire`, the wire side (`transport.NatsWire` over nats-py, the simulator's router):
+  it carries the engine's actions out, in order, and brings a pull's answer back
+  through `on_reply` (or `on_pull_failed`).
+
+So the seeded simulator (`tests/replicas/simnet.py`) drives exactly the code that
+runs over NATS, as pycrdt's `Provider` runs over any `Channel`.
+
+Bytes are decoded once on the way in (`admit` yields each event beside the bytes it
+came as, and the log stores those bytes) and never re-encoded on the way out (the log
+tells its listeners the stored bytes of each durable event, and those are pushed).
+
+Usage::
+
+    driver = SyncDriver(engine, log, wire, clock=time.monotonic)
+    driver.start()                                  # announce what we hold
+    await driver.on_publish("s1/t2", payload)       # a vector or a pushed frame
+    reply = await driver.on_request("s1/t2", payload)  # serve a pull; None: ignore it
+    await driver.on_reply("s1/t2", pull_id, payload)   # the answer to our pull
+    driver.tick()                                   # every `tick_interval`
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from core.batch import IngestResult
+from core.events import Event, RawEvent
+from replicas.sync.engine import SyncEngine
+from replicas.sync.protocol import Action, EventsFrame, IngestOutcome, PullRequest, VersionVectorMsg
+
+__all__ = ["SyncDriver", "SyncLog", "Wire"]
+
+
+class SyncLog(Protocol):
+    """What sync needs of a log."""
+
+    def version_vector(self) -> Mapping[str, int]: ...
+
+    async def ingest(self, events: Sequence[Event | RawEvent], peer: str = "") -> IngestResult: ...
+
+    async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]: ...
+
+
+class Wire(Protocol):
+    """What sync needs of a network."""
+
+    def send(self, actions: Sequence[Action]) -> None:
+        """Carry the actions out in order: publish each `Publish`; send each `Request`
+        and hand its answer to `SyncDriver.on_reply`, or its failure (no answer in
+        `request.timeout`, link down) to `SyncDriver.on_pull_failed`."""
+        ...
+
+
+class SyncDriver:
+    """Runs one replica's `SyncEngine` between its log and a wire."""
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        log: SyncLog,
+        wire: Wire,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine, self.log, self.wire, self.clock = engine, log, wire, clock
+
+    @property
+    def replica_id(self) -> str:
+        return self.engine.replica_id
+
+    # --- from the replica -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Announce what the log holds, and plan the first pulls."""
+        now = self.clock()
+        self.wire.send(self.engine.on_local_vv(self.log.version_vector(), now))
+        self.wire.send(self.engine.on_connected(now))
+
+    def connected(self) -> None:
+        """The link came back: announce at once rather than at the next period."""
+        self.wire.send(self.engine.on_connected(self.clock()))
+
+    def tick(self) -> None:
+        self.wire.send(self.engine.tick(self.clock()))
+
+    def on_durable(self, stored: Sequence[RawEvent]) -> None:
+        """The log made these events durable: push our own, and note the new vector."""
+        now = self.clock()
+        own = [s.raw for s in stored if s.event.origin == self.engine.replica_id]
+        if own:
+            self.wire.send(self.engine.on_local_events(own, now))
+        self.wire.send(self.engine.on_local_vv(self.log.version_vector(), now))
+
+    # --- from peers -------------------------------------------------------------------
+
+    async def on_publish(self, peer: str, payload: bytes) -> None:
+        """A message `peer` published (the wire names the peer, never the payload)."""
+        msg = self.engine.decode(peer, payload, self.clock())
+        if isinstance(msg, VersionVectorMsg):
+            self.wire.send(self.engine.on_vv(peer, msg, self.clock()))
+        elif isinstance(msg, EventsFrame):
+            await self._ingest(peer, msg)
+
+    async def on_request(self, peer: str, payload: bytes) -> bytes | None:
+        """Serve `peer`'s pull request: the reply's bytes, or None to leave it unanswered."""
+        req = self.engine.decode(peer, payload, self.clock())
+        if not isinstance(req, PullRequest):
+            return None
+        plan = self.engine.on_pull_request(peer, req, self.clock())
+        raws = [raw for read in plan.reads for raw in await self.log.read_range(*read)]
+        return self.engine.build_reply(plan, raws)
+
+    async def on_reply(self, peer: str, pull_id: int, payload: bytes) -> None:
+        """The answer to our pull `pull_id` from `peer`."""
+        msg = self.engine.decode(peer, payload, self.clock())
+        if isinstance(msg, EventsFrame):
+            await self._ingest(peer, msg)
+        else:
+            self.on_pull_failed(peer, pull_id, "reply is not an events frame")
+
+    def on_pull_failed(self, peer: str, pull_id: int, detail: str) -> None:
+        self.wire.send(self.engine.on_pull_failed(peer, pull_id, self.clock(), detail))
+
+    async def _ingest(self, peer: str, frame: EventsFrame) -> None:
+        received = self.engine.admit(peer, frame, self.clock())
+        self.wire.send(self.engine.read_ahead(self.clock()))  # the next pull, meanwhile
+        try:
+            result = await self.log.ingest(received, peer)
+        except BaseException:
+            self.wire.send(self.engine.on_ingest_failed(peer, frame, self.clock()))
+            raise
+        outcome = IngestOutcome.of(result, self.log.version_vector())
+        self.wire.send(self.engine.on_frame(peer, frame, outcome, self.clock()))

@@ -1,0 +1,33 @@
+"""Fixtures every test folder may use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unprivileged import run_unprivileged
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the unprivileged user can enter (pytest's tmp_path is 0700 root's)."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot make a folder unwritable")
+    root = Path(tempfile.mkdtemp(prefix="tillmesh-ro-"))
+    root.chmod(0o755)
+    probe = run_unprivileged("import core, conflict, broker, replicas", root)
+    if probe.returncode != 0:
+        shutil.rmtree(root)
+        pytest.skip(f"the unprivileged user cannot run this checkout: {probe.stderr[-200:]}")
+    try:
+        yield root
+    finally:
+        for path in root.rglob("*"):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(root)

@@ -1,0 +1,191 @@
+"""The design card's layout, checked: the four packages at the top level, imports that
+point one way (`replicas` -> `broker`, `conflict`, `core`; `conflict` -> `core`; `core`
+and `broker` import none of the others), and no import circle among modules.
+
+Imports are read with `ast` from the source, so an import inside a function or under
+`TYPE_CHECKING` counts like any other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", "conflict", "broker", "replicas")
+ALLOWED = {
+    "core": {"core"},
+    "conflict": {"conflict", "core"},
+    "broker": {"broker"},
+    "replicas": {"replicas", "broker", "conflict", "core"},
+}
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module `path` imports, absolute (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    here = module_name(path, root)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from replicas.cli import inspect` imports the module replicas.cli.inspect
+            # (the package is already initialised by then); `from core.log import
+            # EventLog` imports core.log.
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.add(sub if _is_module(sub, root) else base)
+    return out
+
+
+def _is_module(name: str, root: Path) -> bool:
+    path = root.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def project_modules(root: Path = ROOT) -> dict[str, Path]:
+    return {
+        module_name(path, root): path
+        for package in PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+    }
+
+
+def rule_breaks(root: Path = ROOT) -> list[str]:
+    """`module -> import` for each import that points the wrong way."""
+    breaks = []
+    for name, path in project_modules(root).items():
+        layer = name.split(".")[0]
+        for target in imported_modules(path, root):
+            top = target.split(".")[0]
+            if top in PACKAGES and top not in ALLOWED[layer]:
+                breaks.append(f"{name} -> {target}")
+    return sorted(breaks)
+
+
+def import_cycles(root: Path = ROOT) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    modules = project_modules(root)
+    graph = {
+        name: sorted(t for t in imported_modules(path, root) if t in modules and t != name)
+        for name, path in modules.items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_card_top_level() -> None:
+    for name in (*PACKAGES, "tests", "deploy", "docs", "pyproject.toml", "README.md"):
+        assert (ROOT / name).exists(), name
+    assert not (ROOT / "tillmesh").exists(), "the packages live at the top level now"
+
+
+def test_imports_point_one_way() -> None:
+    assert rule_breaks() == []
+
+
+def test_no_import_circle() -> None:
+    assert import_cycles() == []
+
+
+def test_replicas_has_rooms() -> None:
+    rooms = {p.name for p in (ROOT / "replicas").iterdir() if (p / "__init__.py").exists()}
+    assert {"api", "sync", "cli", "ops", "demo"} <= rooms
+    flat = [p.stem for p in (ROOT / "replicas").glob("*.py") if "_" in p.stem.strip("_")]
+    assert flat == [], "prefixed flat modules belong in a room"
+
+
+def test_every_module_says_what_it_owns() -> None:
+    silent = [
+        name
+        for name, path in project_modules().items()
+        if ast.get_docstring(ast.parse(path.read_text())) is None
+    ]
+    assert silent == []
+
+
+# --- the checks can fail ------------------------------------------------------------
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for package in PACKAGES:
+        (tmp_path / package).mkdir(exist_ok=True)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("where", "line"),
+    [
+        ("core/log.py", "from conflict.state import StoreState\n"),
+        ("core/log.py", "import replicas.runtime\n"),
+        ("broker/server.py", "from core.errors import TillmeshError\n"),
+        ("conflict/state.py", "from replicas.api import app\n"),
+        ("conflict/state.py", "def f():\n    from broker import subjects\n"),
+    ],
+)
+def test_a_forbidden_import_is_caught(tmp_path: Path, where: str, line: str) -> None:
+    root = _tree(tmp_path, {where: line})
+    assert rule_breaks(root) != []
+
+
+def test_an_allowed_import_passes(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"replicas/sync/engine.py": "from core.events import Event\n"})
+    assert rule_breaks(root) == []
+
+
+def test_a_circle_is_caught(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "replicas/cli/__init__.py": "",
+            "replicas/cli/main.py": "from replicas.cli import inspect\n",
+            "replicas/cli/inspect.py": "from replicas.cli.main import add_command\n",
+        },
+    )
+    assert import_cycles(root) == [["replicas.cli.inspect", "replicas.cli.main"]]

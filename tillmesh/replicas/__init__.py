@@ -1,3 +1,0 @@
-"""tillmesh.replicas."""
-
-__all__: list[str] = []
