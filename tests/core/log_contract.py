@@ -1,6 +1,8 @@
 """The event-log contract: one suite, run against every log implementation.
 
-A concrete test class sets `make_log(tmp_path, replica_id, fold, **kw)`.
+`EventLogContract` is the whole log (a concrete class sets `make_log(tmp_path,
+replica_id, fold, **kw)`); `SyncLogContract` is the part sync relies on, which the
+simulator's in-memory log keeps too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import msgspec
 import pytest
 
 from core.errors import ChainBroken, DecodeError, Equivocation, OutOfScope, StorageError
-from core.events import HQ, StockAdjusted, encode_event, event_hash, store_of
+from core.events import HQ, RawEvent, StockAdjusted, encode_event, event_hash, store_of
 from core.fold import FLAG_UNAPPLIED
 from tests.core.folds import CountingFold, counts
 from tests.factories import cash_sale, chain
@@ -39,6 +41,21 @@ class EventLogContract:
         events = await asyncio.gather(*[log.append(cash_sale()) for _ in range(200)])
         assert sorted(e.seq for e in events) == list(range(1, 201))
         assert await log.read(counts) == {"s1/t1": 200}
+
+    async def test_a_listener_that_raises_stops_neither_the_writer_nor_other_listeners(
+        self, log, caplog
+    ):
+        heard = []
+
+        def broken(events):
+            raise RuntimeError("listener bug")
+
+        log.listeners.extend([broken, heard.extend])
+        first = await log.append(cash_sale(receipt="L1"))
+        second = await log.append(cash_sale(receipt="L2"))  # was: "log is closed"
+        assert [s.event for s in heard] == [first, second]
+        assert [s.raw for s in heard] == [encode_event(first), encode_event(second)]
+        assert "listener bug" in caplog.text
 
     async def test_ingest_is_idempotent(self, log):
         remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(5)])
@@ -169,3 +186,55 @@ class EventLogContract:
         before = await log.read(counts)
         assert await log.rebuild() == 8
         assert await log.read(counts) == before
+
+
+class SyncLogContract:
+    """What sync relies on of any log (`replicas.sync.driver.SyncLog`): run against the
+    SQLite log and the simulator's in-memory log, so the simulator's log keeps the
+    promises the real one makes. A concrete class sets `make_sync_log(tmp_path, in_scope)`
+    for a log of replica s1/t1."""
+
+    async def make_sync_log(self, path, in_scope):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def slog(self, tmp_path):
+        log = await self.make_sync_log(tmp_path / "sync.db", lambda o: True)
+        yield log
+        if hasattr(log, "close"):
+            await log.close()
+
+    async def test_sync_ingest_is_idempotent_and_serves_the_bytes_it_stored(self, slog):
+        remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(5)])
+        first = await slog.ingest([RawEvent(ev, encode_event(ev)) for ev in remote], "s1/t2")
+        again = await slog.ingest(remote, "s1/t3")
+        assert [s.raw for s in first.stored] == [encode_event(ev) for ev in remote]
+        assert again.duplicates == 5 and not again.stored
+        assert slog.version_vector() == {"s1/t2": 5}
+        assert await slog.read_range("s1/t2", 2, 2) == [encode_event(ev) for ev in remote[1:3]]
+
+    async def test_sync_gap_is_held_until_filled(self, slog):
+        remote = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(4)])
+        held = await slog.ingest(remote[2:])
+        assert held.held == 2 and slog.version_vector().get("s1/t2", 0) == 0
+        await slog.ingest(remote[:2])
+        assert slog.version_vector()["s1/t2"] == 4
+
+    async def test_sync_equivocation_and_broken_chains_are_refused(self, slog):
+        (original,) = chain("s1/t2", [cash_sale(price=100)])
+        (forged,) = chain("s1/t2", [cash_sale(price=999)])
+        other = chain("s1/t2", [cash_sale(receipt="B1"), cash_sale(receipt="B2")])
+        await slog.ingest([original])
+        assert isinstance((await slog.ingest([forged])).rejected[0], Equivocation)
+        assert isinstance((await slog.ingest([other[1]])).rejected[0], ChainBroken)
+        assert await slog.read_range("s1/t2", 1, 10) == [encode_event(original)]
+
+    async def test_sync_out_of_scope_origin_is_refused(self, tmp_path):
+        slog = await self.make_sync_log(tmp_path / "s.db", lambda o: o == HQ or store_of(o) == "s1")
+        try:
+            result = await slog.ingest(chain("s2/t1", [cash_sale()]))
+            assert isinstance(result.rejected[0], OutOfScope)
+            assert slog.version_vector() == {}
+        finally:
+            if hasattr(slog, "close"):
+                await slog.close()

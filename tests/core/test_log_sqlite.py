@@ -5,12 +5,15 @@ import pytest
 from core.errors import DatabaseCorrupt, SchemaTooNew
 from core.log import EventLog
 from tests.core.folds import CountingFold
-from tests.core.log_contract import EventLogContract
+from tests.core.log_contract import EventLogContract, SyncLogContract
 
 
-class TestSqliteEventLog(EventLogContract):
+class TestSqliteEventLog(EventLogContract, SyncLogContract):
     async def make_log(self, path, replica_id, fold, **kw):
         return await EventLog.open(path, replica_id, fold, **kw)
+
+    async def make_sync_log(self, path, in_scope):
+        return await EventLog.open(path, "s1/t1", CountingFold(), in_scope=in_scope)
 
 
 async def test_corrupt_file_is_a_clear_error(tmp_path):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -107,9 +107,9 @@ def make_chain(origin: str, n: int, prev: bytes = b"", first_seq: int = 1) -> li
 class MemLog:
     """The EventLog contract in memory: contiguous per origin, gaps held, chains checked."""
 
-    def __init__(self, replica_id: str) -> None:
+    def __init__(self, replica_id: str, in_scope: Callable[[str], bool] | None = None) -> None:
         self.replica_id = replica_id
-        self.in_scope = holds(replica_id)
+        self.in_scope = in_scope or holds(replica_id)
         self.events: dict[str, list[bytes]] = {}
         self.hashes: dict[str, list[bytes]] = {}
         self.pending: dict[tuple[str, int], Event] = {}
@@ -152,9 +152,10 @@ class MemLog:
             raise OutOfScope(ev.origin, self.replica_id)
         hashes = self.hashes.setdefault(ev.origin, [])
         if ev.seq <= len(hashes):
-            if hashes[ev.seq - 1] == event_hash(ev):
+            offered = event_hash(ev)
+            if hashes[ev.seq - 1] == offered:
                 return "duplicate"
-            raise Equivocation(ev.origin, ev.seq)
+            raise Equivocation(ev.origin, ev.seq, hashes[ev.seq - 1], offered)
         if ev.seq > len(hashes) + 1:
             self.pending.setdefault((ev.origin, ev.seq), ev)  # first offer wins, as in SQL
             return "held"
@@ -164,8 +165,9 @@ class MemLog:
 
     def _accept(self, ev: Event) -> None:
         hashes = self.hashes[ev.origin]
-        if ev.prev != (hashes[-1] if hashes else b""):
-            raise ChainBroken(ev.origin, ev.seq)
+        head = hashes[-1] if hashes else b""
+        if ev.prev != head:
+            raise ChainBroken(ev.origin, ev.seq, head, ev.prev)
         hashes.append(event_hash(ev))
         self.events.setdefault(ev.origin, []).append(encode_event(ev))
 
