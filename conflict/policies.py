@@ -23,13 +23,14 @@ import json
 import sqlite3
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
 from conflict.catalog import PricePolicy
-from conflict.state import DEFAULT_WINDOW_MS
-from core.errors import ConflictError, StorageError
+from conflict.errors import ConflictError
+from conflict.state import DEFAULT_WINDOW_MS, StoreState
+from core.errors import StorageError
 
 __all__ = [
     "OversellPolicy",
@@ -38,6 +39,7 @@ __all__ = [
     "check_against_state",
     "from_state",
     "load_policies",
+    "state_fold",
 ]
 
 OversellPolicy = Literal["allow_and_report", "flag_recount"]
@@ -79,6 +81,19 @@ def _state_policy(conn: sqlite3.Connection) -> tuple[str, int] | None:
         return None
     policy, _, window = str(row[0]).partition("/")
     return policy, int(window or DEFAULT_WINDOW_MS)
+
+
+def state_fold(conn: sqlite3.Connection) -> StoreState:
+    """The fold configured as the replica's own (its price policy and window), so ops
+    tools fold as the replica did; the default for a log with no state yet."""
+    try:
+        found = _state_policy(conn)
+    except StorageError:
+        found = None
+    for known in get_args(PricePolicy):
+        if found is not None and found[0] == known:
+            return StoreState(known, found[1])
+    return StoreState()
 
 
 def from_state(conn: sqlite3.Connection, oversell: OversellPolicy = "allow_and_report") -> Policies:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from conflict.errors import ReportError
 from conflict.stock import store_sql
 from core.clock import COUNTER_BITS, pack
-from core.errors import ReportError
 
 __all__ = [
     "SALES_GROUPS",

@@ -34,10 +34,10 @@ from typing import Literal
 
 from conflict import queries
 from conflict.detect import Conflict, find_conflict
+from conflict.errors import ConflictError, UnknownConflict, WrongStore
 from conflict.links import refund_moves
 from conflict.policies import Policies
 from conflict.stock import stock_store
-from core.errors import ConflictError, UnknownConflict, WrongStore
 from core.events import (
     Body,
     ConflictResolved,

@@ -30,8 +30,8 @@ from core.errors import (
     DecodeError,
     NonCanonicalEncoding,
     OversizedError,
+    SchemaViolation,
     UnknownEventType,
-    ValidationError,
 )
 
 __all__ = [
@@ -411,7 +411,7 @@ def encode_body(body: Body) -> tuple[str, bytes]:
     try:  # constructing a Struct does not check Meta constraints; decoding does
         decoded = _body_decoders[body.TYPE].decode(_encoder.encode(body))
     except msgspec.ValidationError as e:
-        raise ValidationError(body.TYPE, str(e)) from e
+        raise SchemaViolation(body.TYPE, str(e)) from e
     _check(body.TYPE, body)
     # msgspec's omit_defaults compares str defaults by identity: a "cash" read from
     # SQLite is not the default object and would be written out, while every peer's
@@ -427,7 +427,7 @@ def decode_body(ev: Event) -> Body:
     try:
         body = decoder.decode(ev.body)
     except msgspec.ValidationError as e:
-        raise ValidationError(ev.type, str(e)) from e
+        raise SchemaViolation(ev.type, str(e)) from e
     except msgspec.DecodeError as e:
         raise DecodeError(f"{ev.id} body: {e}") from e
     if _encoder.encode(body) != ev.body:
@@ -440,4 +440,4 @@ def _check(event_type: str, body: Body) -> None:
     try:
         body.check()
     except ValueError as e:
-        raise ValidationError(event_type, str(e)) from e
+        raise SchemaViolation(event_type, str(e)) from e

@@ -39,9 +39,10 @@ from broker.server import EmbeddedNatsServer, connect_options
 from broker.subjects import HQ
 from conflict.state import StoreState
 from core.clock import HybridClock, system_wall_ms
-from core.errors import ApiUnavailable, ReplicaRunning, TillmeshError
+from core.errors import TillmeshError
 from core.events import store_of
 from core.log import EventLog
+from replicas.errors import ApiUnavailable, ReplicaRunning
 from replicas.site import Site
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine

@@ -20,7 +20,8 @@ from broker.credentials import (
     save_credentials,
 )
 from broker.subjects import HQ, parse_replica_id, validate_name
-from core.errors import SiteExists, StorageError, UnknownReplica
+from core.errors import StorageError
+from replicas.errors import SiteExists, UnknownReplica
 
 __all__ = ["NodePorts", "Site", "init_site", "load_site"]
 

@@ -9,6 +9,7 @@ Imports are read with `ast` from the source, so an import inside a function or u
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,28 @@ def test_a_circle_is_caught(tmp_path: Path) -> None:
         },
     )
     assert import_cycles(root) == [["replicas.cli.inspect", "replicas.cli.main"]]
+
+
+ST_READ = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+st_\w+", re.IGNORECASE)
+
+
+def state_sql_outside_conflict(root: Path = ROOT) -> list[str]:
+    """Modules outside `conflict/` with SQL on the state's `st_` tables."""
+    found = []
+    for name, path in project_modules(root).items():
+        if name.split(".")[0] == "conflict":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and ST_READ.search(text):
+                found.append(f"{name}: {text.strip()[:60]}")
+    return found
+
+
+def test_only_conflict_reads_the_state_tables() -> None:
+    assert state_sql_outside_conflict() == []
+
+
+def test_state_sql_elsewhere_is_caught(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"replicas/api/sales.py": 'Q = "SELECT 1 FROM st_refunds"\n'})
+    assert state_sql_outside_conflict(root) == ["replicas.api.sales: SELECT 1 FROM st_refunds"]

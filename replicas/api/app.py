@@ -7,7 +7,7 @@ Reads are queries on a read snapshot of the local state. Replication happens bes
 this, in the sync engine; the API only reports on it through `ReplicaHandle`.
 
 Errors: pydantic 422s (with the offending input stripped, so a mistyped card number
-is never echoed or logged), the event layer's `ValidationError` as 422, 404 for an
+is never echoed or logged), the event layer's `SchemaViolation` as 422, 404 for an
 unknown sale/SKU/shift, 409 when the request contradicts the local state (unknown SKU
 without a price, a used receipt, a shift closed here, double void, void after refund,
 over-refund, a sale at HQ), 403 for catalog writes a till may not make, 503 when the
@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from conflict import queries
-from core.errors import StorageError, TillmeshError, ValidationError
+from core.errors import SchemaViolation, StorageError, TillmeshError
 from replicas.api import models as m
 from replicas.api.catalog import catalog_router
 from replicas.api.common import ReplicaHandle, Till
@@ -51,7 +51,7 @@ _log = logging.getLogger(__name__)
 
 def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_error)
-    app.add_exception_handler(ValidationError, _event_error)
+    app.add_exception_handler(SchemaViolation, _event_error)
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(TillmeshError, _internal_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -69,7 +69,7 @@ async def _request_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _event_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ValidationError)
+    assert isinstance(exc, SchemaViolation)
     return JSONResponse({"detail": str(exc)}, status_code=422)
 
 

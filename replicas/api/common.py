@@ -16,6 +16,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 from fastapi import HTTPException
 from fastapi import Path as PathParam
 
+from conflict import lookups
 from core.clock import hlc_ms
 from core.events import Body, Event
 from core.log import EventLog
@@ -76,11 +77,12 @@ class Till:
     async def load_counter(self) -> None:
         if self._counter is None:
             rid, prefix = self.replica.replica_id, self.prefix
-            last = await self.read(lambda c: _last_receipt_no(c, rid, prefix))
+            receipt = await self.read(lambda c: lookups.last_receipt(c, rid, prefix))
+            tail = receipt[len(prefix) :] if receipt else ""
             # Concurrent first sales all load; the first to finish wins, or a later
             # (stale) read would rewind a counter others have already taken from.
             if self._counter is None:
-                self._counter = last
+                self._counter = int(tail) if tail.isdigit() else 0
 
     def take_receipt(self) -> str:
         """Next generated receipt. Call right before `append` with no await in between:
@@ -89,16 +91,6 @@ class Till:
         assert self._counter is not None
         self._counter += 1
         return f"{self.prefix}{self._counter:06d}"
-
-
-def _last_receipt_no(conn: sqlite3.Connection, origin: str, prefix: str) -> int:
-    row = conn.execute(
-        "SELECT receipt FROM st_sales WHERE origin = ? AND substr(receipt, 1, ?) = ?"
-        " ORDER BY seq DESC LIMIT 1",
-        (origin, len(prefix), prefix),
-    ).fetchone()
-    tail = row[0][len(prefix) :] if row else ""
-    return int(tail) if tail.isdigit() else 0
 
 
 def hlc_iso(hlc: int) -> str:

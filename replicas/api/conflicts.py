@@ -14,9 +14,9 @@ import msgspec
 from fastapi import APIRouter, HTTPException
 
 from conflict.detect import detect, open_conflict_count
+from conflict.errors import ConflictError, UnknownConflict
 from conflict.policies import Policies, from_state
 from conflict.resolve import resolve
-from core.errors import ConflictError, UnknownConflict
 from core.log import EventLog
 from replicas.api.models import ResolveIn  # strict, like every request model
 

@@ -7,7 +7,7 @@ fields are refused, so a stray `card_number` field never slips through unseen.
 
 The bodies built here are validated once more by `encode_body` when the log appends
 them (cross-field rules such as "payments - change == total"); the API maps that
-`ValidationError` to a 422 as well.
+`SchemaViolation` to a 422 as well.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from conflict import reports
+from conflict.errors import ReportError
 from conflict.reports import SALES_GROUPS, Window
-from core.errors import ReportError
 from replicas.api.common import Till
 
 __all__ = ["reports_router"]

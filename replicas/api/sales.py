@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 from fastapi import APIRouter, HTTPException, Response
 
-from conflict import queries
+from conflict import lookups, queries
 from conflict.stock import stock_store
 from core.events import (
     HQ,
@@ -77,11 +77,6 @@ def _check_receipt_form(till: Till, receipt: str) -> None:
         )
 
 
-def _shift_closed(conn: sqlite3.Connection, shift: str) -> bool:
-    row = conn.execute("SELECT 1 FROM st_shift_close WHERE shift = ?", (shift,)).fetchone()
-    return row is not None
-
-
 async def _earlier_same_sale(till: Till, req: m.SaleIn, used: list[Record]) -> Event | None:
     """Under the till lock, `used` being the sales here with the request's receipt: None
     if there are none; the sale if this request repeats it (a retry after a lost answer:
@@ -116,13 +111,6 @@ def _repeats(req: m.SaleIn, stored: Body) -> bool:
     return _unauthorised(again) == _unauthorised(stored)
 
 
-_OWN_OPEN_SHIFT = """
-SELECT o.shift FROM st_shift_open o
-WHERE o.origin = ? AND NOT EXISTS (SELECT 1 FROM st_shift_close c WHERE c.shift = o.shift)
-ORDER BY o.hlc DESC LIMIT 1
-"""
-
-
 @dataclass(frozen=True)
 class _Local:
     """What a sale is checked against, read in one hop to the reader thread (~0.5 ms
@@ -138,16 +126,11 @@ def _read_local(conn: sqlite3.Connection, req: m.SaleIn, replica_id: str) -> _Lo
     used = queries.sale_by_receipt(conn, req.receipt) if req.receipt is not None else []
     # A sale naming no shift counts in the one this till has open, so the drawer count
     # at close includes the till page's sales (it names none).
-    shift = req.shift or _own_open_shift(conn, replica_id)
-    closed = bool(shift) and _shift_closed(conn, shift)
+    shift = req.shift or lookups.open_shift(conn, replica_id) or ""
+    closed = bool(shift) and lookups.shift_closed(conn, shift)
     # Every SKU, priced or not: one the catalog withdrew may not be sold at any price.
     products = _catalog_of(conn, sorted({ln.sku for ln in req.lines}))
     return _Local(used, shift, closed, products)
-
-
-def _own_open_shift(conn: sqlite3.Connection, replica_id: str) -> str:
-    row = conn.execute(_OWN_OPEN_SHIFT, (replica_id,)).fetchone()
-    return str(row[0]) if row else ""
 
 
 def _check_shift_open(local: _Local) -> None:
@@ -200,12 +183,6 @@ def _check_till(till: Till) -> None:
         )
 
 
-def _has_refunds(conn: sqlite3.Connection, sale_id: str) -> bool:
-    """Any refund of the sale here, whatever its amount (0 is allowed) or restock."""
-    row = conn.execute("SELECT 1 FROM st_refunds WHERE sale_id = ? LIMIT 1", (sale_id,))
-    return row.fetchone() is not None
-
-
 def _check_voidable(sale: m.SaleView, refunded: bool) -> None:
     """A void restocks every line and cancels the whole total: after a refund, what the
     refund gave back would come back twice (the reverse is refused by refunds)."""
@@ -219,17 +196,7 @@ def _check_voidable(sale: m.SaleView, refunded: bool) -> None:
         )
 
 
-Refunded = dict[int, tuple[int, int]]  # sale line -> (qty, amount) refunded so far
-
-
-def _refunded(conn: sqlite3.Connection, sale_id: str) -> Refunded:
-    """Per sale line, the qty and amount refunded so far (queries has no per-line figure)."""
-    rows = conn.execute(
-        "SELECT rl.line, SUM(rl.qty), SUM(rl.amount) FROM st_refund_lines rl"
-        " JOIN st_refunds r ON r.eid = rl.refund_id WHERE r.sale_id = ? GROUP BY rl.line",
-        (sale_id,),
-    )
-    return {int(line): (int(qty), int(amount)) for line, qty, amount in rows}
+Refunded = dict[int, lookups.LineRefunded]  # sale line -> refunded so far
 
 
 def _refund_amounts(sale: Record, done: Refunded, req: m.RefundIn) -> list[int]:
@@ -248,7 +215,7 @@ def _refund_amounts(sale: Record, done: Refunded, req: m.RefundIn) -> list[int]:
 
 def _refund_line(ln: Record, rl: m.RefundLineIn, so_far: Refunded) -> int:
     """One refund line's amount, added to `so_far`; 409 past the line's qty or value."""
-    qty_done, amount_done = so_far.get(rl.line, (0, 0))
+    qty_done, amount_done = so_far.get(rl.line, lookups.LineRefunded(0, 0))
     if qty_done + rl.qty > ln["qty"]:
         raise HTTPException(409, f"line {rl.line}: only {ln['qty'] - qty_done} left to refund")
     # Pro rata, rounded down: refunding a whole line gives exactly its total.
@@ -261,7 +228,7 @@ def _refund_line(ln: Record, rl: m.RefundLineIn, so_far: Refunded) -> int:
             f"line {rl.line}: refund {amount} would exceed the line's value {line_total}"
             f" ({amount_done} refunded already); refund at most {left}",
         )
-    so_far[rl.line] = (qty_done + rl.qty, amount_done + amount)
+    so_far[rl.line] = lookups.LineRefunded(qty_done + rl.qty, amount_done + amount)
     return amount
 
 
@@ -309,7 +276,7 @@ def sales_router(till: Till) -> APIRouter:
     async def void_sale(sale_id: str, req: m.VoidIn | None = None) -> m.EventOut:
         async with till.lock:
             found, refunded = await till.read(
-                lambda c: (queries.sale(c, sale_id), _has_refunds(c, sale_id))
+                lambda c: (queries.sale(c, sale_id), lookups.has_refunds(c, sale_id))
             )
             sale = _sale_view(found, sale_id)
             _check_own_store(till, sale_id, sale.origin)
@@ -321,7 +288,7 @@ def sales_router(till: Till) -> APIRouter:
     async def refund_sale(sale_id: str, req: m.RefundIn) -> m.RefundOut:
         async with till.lock:
             sale, done = await till.read(
-                lambda c: (queries.sale(c, sale_id), _refunded(c, sale_id))
+                lambda c: (queries.sale(c, sale_id), lookups.refunded_by_line(c, sale_id))
             )
             if sale is None:
                 raise not_found(f"sale {sale_id!r}")

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from conflict import queries
-from core.errors import SelectsNothing, StorageError
+from core.errors import StorageError
 from core.events import BODY_TYPES, Event, decode_event
 from core.log import read_stats
 from core.verify import verify_log
@@ -35,6 +35,7 @@ from replicas.cli.common import (
     print_json,
     time_order,
 )
+from replicas.errors import SelectsNothing
 
 __all__ = ["iter_events", "register"]
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from conflict.stock import stock_store
 from core.compact import read_heads
-from core.errors import SelectsNothing
 from core.events import HQ, parse_event_id, store_of
 from replicas.cli.common import (
     SubParsers,
@@ -26,6 +25,7 @@ from replicas.cli.common import (
     progress_bar,
     time_order,
 )
+from replicas.errors import SelectsNothing
 from replicas.ops.common import Cut, open_log, scope_of
 from replicas.ops.replay import ReplayStep, event_cut, replay, replayed_store
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from broker.subjects import HQ
-from core.errors import TransportError
 from replicas.cli.common import add_command, add_group, positive_int, print_json
+from replicas.errors import LinkError
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
 
@@ -159,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         status = httpx.get(f"{url}/status", timeout=5).raise_for_status().json()
     except httpx.HTTPError as e:
-        raise TransportError(f"no replica answering at {url}: {e}") from e
+        raise LinkError(f"no replica answering at {url}: {e}") from e
     if args.json:
         print_json(status)
     else:

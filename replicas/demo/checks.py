@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.subjects import HQ
-from conflict import queries
+from conflict import lookups, queries
 from conflict.catalog import PricePolicy
 from conflict.detect import detect
 from conflict.policies import from_state
@@ -65,7 +65,7 @@ def _read_facts(db: Path) -> Facts:
         summary = queries.sales_summary(conn)
         return Facts(
             queries.state_digest(conn),
-            dict(conn.execute("SELECT id, total FROM st_sales")),
+            lookups.sale_totals(conn),
             {
                 (store, sku): n
                 for store, levels in queries.stock_by_store(conn).items()

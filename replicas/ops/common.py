@@ -18,11 +18,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import get_args
 
 from conflict import schema
-from conflict.catalog import PricePolicy
-from conflict.state import DEFAULT_WINDOW_MS, StoreState
+from conflict.policies import state_fold
+from conflict.state import StoreState
 from core import compact
 from core.compact import CompactReport, fold_rows, load_snapshot, read_heads
 from core.errors import DatabaseLocked, StorageError
@@ -40,7 +39,6 @@ __all__ = [
     "compaction_plan",
     "cut_rows",
     "ensure_stopped",
-    "fold_for",
     "fold_for_writing",
     "new_scratch",
     "open_log",
@@ -85,24 +83,9 @@ def scope_of(replica_id: str | None) -> Scope:
     return holds(replica_id or HQ)
 
 
-def fold_for(conn: sqlite3.Connection) -> StoreState:
-    """The StoreState configured as the replica's own (price policy and window)."""
-    try:
-        row = conn.execute("SELECT value FROM st_config WHERE key = 'price_policy'").fetchone()
-    except sqlite3.Error:
-        row = None
-    if row is None:
-        return StoreState()
-    policy, _, window = str(row[0]).partition("/")
-    for known in get_args(PricePolicy):
-        if policy == known:
-            return StoreState(known, int(window or DEFAULT_WINDOW_MS))
-    return StoreState()
-
-
 def fold_for_writing(conn: sqlite3.Connection) -> StoreState:
     """The fold to open an EventLog with, refusing one that would rebuild away a snapshot."""
-    fold = fold_for(conn)
+    fold = state_fold(conn)
     row = conn.execute("SELECT value FROM meta WHERE key = 'fold_version'").fetchone()
     if compact.has_snapshot(conn) and (row is None or int(row[0]) != fold.version):
         raise StorageError(
@@ -118,7 +101,7 @@ def scratch_state(
     conn: sqlite3.Connection, scope: Scope, cut: Cut | None = None
 ) -> sqlite3.Connection:
     """An in-memory database holding the state of the in-scope events up to `cut`."""
-    fold = fold_for(conn)
+    fold = state_fold(conn)
     scratch = new_scratch(conn, fold, scope, cut)
     rows = ((raw, flags) for raw, flags, _ in cut_rows(conn, scope, cut))
     fold_rows(scratch, fold, rows)
@@ -196,12 +179,12 @@ def compact_db(
 ) -> tuple[dict[str, int], CompactReport]:
     """Snapshot and drop what every known replica (HQ included) holds; returns floor, report."""
     floor = compaction_floor(conn, vectors)
-    report = compact.compact(conn, fold_for(conn), STATE_TABLES, floor, progress)
+    report = compact.compact(conn, state_fold(conn), STATE_TABLES, floor, progress)
     return floor, report
 
 
 def rebuild_db(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
-    return compact.rebuild(conn, fold_for(conn), STATE_TABLES, progress)
+    return compact.rebuild(conn, state_fold(conn), STATE_TABLES, progress)
 
 
 def ensure_stopped(path: Path, instead: str) -> None:

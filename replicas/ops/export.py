@@ -16,10 +16,11 @@ from pathlib import Path
 
 from core.clock import system_wall_ms
 from core.compact import read_heads
-from core.errors import SelectsNothing, TillmeshError
+from core.errors import TillmeshError
 from core.events import Event, decode_event
 from core.log import EventLog
 from core.portable import ExportHeader, read_export, select_ranges, write_export
+from replicas.errors import SelectsNothing
 from replicas.ops.common import Progress, Scope, fold_for_writing, open_log, replica_of
 from replicas.sync.protocol import holds
 

@@ -11,9 +11,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from conflict import queries
+from conflict import lookups, queries
+from conflict.policies import state_fold
 from conflict.stock import stock_store, store_moved_by
-from core.errors import SelectsNothing, TillmeshError
+from core.errors import TillmeshError
 from core.events import (
     HQ,
     Body,
@@ -28,12 +29,12 @@ from core.events import (
     decode_event,
 )
 from core.fold import Accepted
+from replicas.errors import SelectsNothing
 from replicas.ops.common import (
     Cut,
     Progress,
     Scope,
     cut_rows,
-    fold_for,
     new_scratch,
     replica_of,
 )
@@ -90,7 +91,7 @@ def replay(
 
     The final stock is `store`'s, or every store's apart if None (`replayed_store`).
     """
-    fold = fold_for(conn)
+    fold = state_fold(conn)
     scratch = new_scratch(conn, fold, scope, cut)
     try:
         result = Replay(cut)
@@ -134,10 +135,7 @@ def _touched_skus(conn: sqlite3.Connection, body: Body | None) -> list[str]:
     if isinstance(body, SaleCompleted):
         return sorted({line.sku for line in body.lines})
     if isinstance(body, SaleVoided):  # a void restocks every line of the sale
-        rows = conn.execute(
-            "SELECT DISTINCT sku FROM st_sale_lines WHERE sale_id = ? ORDER BY sku", (body.sale,)
-        )
-        return [sku for (sku,) in rows]
+        return lookups.sale_skus(conn, body.sale)
     if isinstance(body, RefundIssued):
         return _refunded_skus(conn, body)
     if isinstance(body, StockReceived | StockAdjusted | StockCounted):
@@ -149,11 +147,4 @@ def _refunded_skus(conn: sqlite3.Connection, body: RefundIssued) -> list[str]:
     """The SKUs of the sale lines the refund names: only those come back (with restock)."""
     if not body.restock:
         return []
-    lines = sorted({line.line for line in body.lines})
-    marks = ", ".join("?" * len(lines))
-    rows = conn.execute(
-        f"SELECT DISTINCT sku FROM st_sale_lines WHERE sale_id = ? AND line IN ({marks})"
-        " ORDER BY sku",
-        (body.sale, *lines),
-    )
-    return [sku for (sku,) in rows]
+    return lookups.sale_skus(conn, body.sale, sorted({line.line for line in body.lines}))

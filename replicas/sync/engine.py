@@ -31,9 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from broker.subjects import events_subject, pull_subject, vv_subject
-from core.errors import FrameError, TillmeshError
+from core.errors import TillmeshError
 from core.events import HQ, RawEvent, decode_event
 from core.vv import SeqRange
+from replicas.errors import FrameError
 from replicas.sync.config import (
     ADMITTED_TIMEOUT_FACTOR,
     BAD_FRAME,

@@ -33,9 +33,10 @@ import msgspec
 from msgspec import Meta, Struct
 
 from core.batch import IngestResult
-from core.errors import FrameError, OversizedError
+from core.errors import OversizedError
 from core.events import HQ, MAX_EVENT_BYTES, store_of
 from core.vv import SeqRange
+from replicas.errors import FrameError
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",

@@ -16,9 +16,9 @@ import pytest
 
 from conflict import queries
 from conflict.detect import Conflict, detect
+from conflict.errors import ConflictError, UnknownConflict, WrongStore
 from conflict.policies import Policies
 from conflict.resolve import Action, resolve
-from core.errors import ConflictError, UnknownConflict, WrongStore
 from core.events import (
     PriceSet,
     ProductUpserted,

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from conflict import queries, reports
+from conflict.errors import ReportError
 from conflict.reports import Window
 from conflict.state import StoreState
 from core.clock import pack
-from core.errors import ReportError
 from core.events import (
     Payment,
     RefundIssued,

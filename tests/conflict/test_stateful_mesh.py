@@ -28,10 +28,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from conflict import queries
 from conflict.detect import Conflict, conflict_id, detect
+from conflict.errors import ConflictError
 from conflict.policies import Policies
 from conflict.resolve import ACTIONS, resolution_bodies
 from conflict.state import StoreState
-from core.errors import ConflictError
 from core.events import SaleCompleted
 from core.fold import Accepted
 

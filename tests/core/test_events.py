@@ -5,8 +5,8 @@ from core.errors import (
     DecodeError,
     NonCanonicalEncoding,
     OversizedError,
+    SchemaViolation,
     UnknownEventType,
-    ValidationError,
 )
 from core.events import (
     Event,
@@ -70,7 +70,7 @@ def test_unknown_type_and_future_schema_are_typed():
 def test_body_violating_constraints_is_a_validation_error():
     (ev,) = chain("s1/t1", [cash_sale()])
     bad = msgspec.msgpack.encode({"receipt": "R", "lines": [], "payments": []})
-    with pytest.raises(ValidationError):
+    with pytest.raises(SchemaViolation):
         decode_body(msgspec.structs.replace(ev, body=bad))
 
 
@@ -90,12 +90,12 @@ def test_money_must_be_integer_minor_units():
             "payments": [{"method": "cash", "amount": 2.5}],
         }
     )
-    with pytest.raises(ValidationError):
+    with pytest.raises(SchemaViolation):
         decode_body(msgspec.structs.replace(ev, body=floaty))
 
 
 def test_payments_must_add_up():
-    with pytest.raises(ValidationError, match="payments"):
+    with pytest.raises(SchemaViolation, match="payments"):
         encode_body(
             SaleCompleted(
                 receipt="R",
@@ -109,7 +109,7 @@ def test_card_number_never_enters_an_event():
     card = Payment(
         method="card", amount=100, card_token="4111111111111111", card_last4="1111", auth="online"
     )
-    with pytest.raises(ValidationError, match="card number"):
+    with pytest.raises(SchemaViolation, match="card number"):
         encode_body(
             SaleCompleted(
                 receipt="R", lines=[SaleLine(sku="A", qty=1, unit_price=100)], payments=[card]
@@ -127,7 +127,7 @@ def test_card_number_never_enters_an_event():
 
 def test_card_payment_requires_token_last4_and_auth():
     card = Payment(method="card", amount=100, card_last4="1111")
-    with pytest.raises(ValidationError):
+    with pytest.raises(SchemaViolation):
         encode_body(
             SaleCompleted(
                 receipt="R", lines=[SaleLine(sku="A", qty=1, unit_price=100)], payments=[card]

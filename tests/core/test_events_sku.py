@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.errors import ValidationError
+from core.errors import SchemaViolation
 from core.events import SKU_PATTERN, check_sku, decode_body, encode_body
 from tests.factories import cash_sale, chain
 
@@ -47,7 +47,7 @@ def test_check_sku_matches_the_pattern(sku: str) -> None:
 def test_a_sale_with_a_bad_sku_is_refused_on_ingest(sku: str) -> None:
     good = chain("s1/t2", [cash_sale(sku="SKU-1")])[0]
     data = good.body.replace(msgspec.msgpack.encode("SKU-1"), msgspec.msgpack.encode(sku))
-    with pytest.raises(ValidationError):
+    with pytest.raises(SchemaViolation):
         decode_body(msgspec.structs.replace(good, body=data))
-    with pytest.raises(ValidationError):
+    with pytest.raises(SchemaViolation):
         encode_body(cash_sale(sku=sku))

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import FrameError, OversizedError
+from core.errors import OversizedError
+from replicas.errors import FrameError
 from replicas.sync.protocol import (
     MIN_FRAME_BYTES,
     EventsFrame,

@@ -28,7 +28,7 @@ from core.fold import Accepted
 from core.log import EventLog
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
-from replicas.sync.protocol import holds
+from replicas.sync.protocol import Publish, Request, holds
 from replicas.sync.transport import SyncTransport
 
 CONFIG = SyncConfig(announce_interval=0.5, announce_min_gap=0.05, pull_window=20, pull_timeout=2)
@@ -149,3 +149,33 @@ async def test_tills_and_hq_converge_over_nats(
     status = t2.engine.status(0.0)
     assert not [i for i in status.incidents if i.kind not in ("timeout", "duplicate_frame")]
     assert dataclasses.asdict(status)["lag"] == {}
+
+
+async def test_nats_errors_on_a_closed_link_stay_inside_the_wire(tmp_path: Path) -> None:
+    """A publish and a pull over a closed nats-py client: the sender task lives on and
+    the pull is reported failed to the engine (no raw NATS error escapes), so the next
+    tick retries once the link is back."""
+    creds = generate_store_credentials("s1", ["t1"], hq=True)
+    config = hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port())
+    hub = EmbeddedNatsServer(config, tmp_path)
+    async with hub:
+        nc = await nats.connect(**connect_options(hub.client_url, creds["hq"], "hq"))
+        log = await EventLog.open(tmp_path / "hq.db", "hq", NoFold())
+        transport = SyncTransport(nc, log, SyncEngine("hq", config=CONFIG), tick_interval=60)
+        failed: list[tuple[str, int]] = []
+        transport.driver.on_pull_failed = lambda peer, pull_id, detail: failed.append(  # type: ignore[method-assign]
+            (peer, pull_id)
+        )
+        await transport.start()
+        await nc.close()
+        try:
+            transport.wire.send(
+                [Publish("tm.vv.hq", b"x"), Request("tm.pull.s1.t1", b"x", 0.5, "s1/t1", 7)]
+            )
+            await wait_for(lambda: bool(failed), "the pull to be reported failed", 5)
+            assert failed == [("s1/t1", 7)]
+            sender = transport.wire._sender
+            assert sender is not None and not sender.done()
+        finally:
+            await transport.close()
+            await log.close()

@@ -1,0 +1,110 @@
+"""Errors of running a replica: its site, its process, its sync links, the ops tools.
+
+They join the one tree under `core.errors.TillmeshError` (drawn there), raised here in
+the layer that knows what went wrong::
+
+    TillmeshError
+    ├── StorageError (core)
+    │   ├── DatabaseLocked (core)
+    │   │   └── ReplicaRunning  another process runs this replica (its data lock)
+    │   └── SiteExists          `site init` over a site would cut off its replicas
+    ├── SelectsNothing          an ops command's arguments select nothing in this log
+    ├── ReplicaError            running a replica of a site
+    │   ├── UnknownReplica      not one of the site's replicas
+    │   └── ApiUnavailable      the HTTP API cannot listen on its port
+    └── SyncError               replication protocol / transport
+        ├── FrameError          a sync frame is malformed or hostile
+        └── LinkError           the NATS link failed (wraps nats errors)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.errors import DatabaseLocked, StorageError, TillmeshError
+
+__all__ = [
+    "ApiUnavailable",
+    "FrameError",
+    "LinkError",
+    "ReplicaError",
+    "ReplicaRunning",
+    "SelectsNothing",
+    "SiteExists",
+    "SyncError",
+    "UnknownReplica",
+]
+
+
+class SiteExists(StorageError):
+    """`site init` on a folder that holds a site: new ports and credentials would cut
+    off the replicas running with the old ones."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            str(path),
+            "a site already exists here; a new one would give its replicas new ports and"
+            " credentials (replace it with --force)",
+        )
+
+
+class ReplicaRunning(DatabaseLocked):
+    """Another process runs this replica: two copies would write one log and answer as
+    one till (the second even reached the first one's nats-server)."""
+
+    def __init__(self, path: Path | str, replica_id: str, holder: int | None) -> None:
+        who = f"pid {holder}" if holder else "another process"
+        super().__init__(str(path), f"{replica_id} is already running ({who}); stop it first")
+        self.replica_id = replica_id
+        self.holder = holder
+
+
+class SelectsNothing(TillmeshError):
+    """`command`'s arguments name nothing the log holds (an origin, a store, an event
+    type, an event) or contradict each other: an error, not an empty answer."""
+
+    def __init__(self, command: str, detail: str) -> None:
+        super().__init__(f"{command}: {detail}")
+        self.command = command
+        self.detail = detail
+
+
+class ReplicaError(TillmeshError):
+    pass
+
+
+class UnknownReplica(ReplicaError):
+    """A replica id that is not one of the site's (a typo, or another site's folder)."""
+
+    def __init__(self, replica_id: str, known: Sequence[str]) -> None:
+        super().__init__(f"no replica {replica_id!r} in this site; it has: {', '.join(known)}")
+        self.replica_id = replica_id
+        self.known = list(known)
+
+
+class ApiUnavailable(ReplicaError):
+    """The HTTP API could not listen on its port (uvicorn logged why), so the replica stops
+    rather than run on with no API."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot serve the API on {host}:{port}; the replica stopped")
+        self.host = host
+        self.port = port
+
+
+class SyncError(TillmeshError):
+    pass
+
+
+class FrameError(SyncError):
+    def __init__(self, peer: str, detail: str) -> None:
+        super().__init__(f"bad frame from {peer}: {detail}")
+        self.peer = peer
+        self.detail = detail
+
+
+class LinkError(SyncError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
