@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -42,23 +40,19 @@ from core.clock import HybridClock, system_wall_ms
 from core.errors import TillmeshError
 from core.events import store_of
 from core.log import EventLog
-from replicas.errors import ApiUnavailable, ReplicaRunning
+from replicas.errors import ApiUnavailable
+from replicas.process import DataDirLock, RestartBackoff, ServerDown
 from replicas.site import Site
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
 from replicas.sync.transport import SyncTransport
 
-__all__ = ["Replica", "RestartBackoff"]
+__all__ = ["Replica"]
 
 log = logging.getLogger(__name__)
 SUPERVISE_EVERY = 0.5
 ONLINE_WITHIN = 15.0  # seconds since HQ last announced, for the "online" light
-LOCK_FILE = "replica.lock"  # next to log.db; see _DataDirLock
-RESTART_FIRST = 1.0  # seconds before the second restart in a row; doubles from there
-RESTART_MAX = 30.0
-STABLE_AFTER = 10.0  # up this long, a restarted nats-server counts as healthy again
-DOWN_LOG_LINES = 3  # of nats-server's own log, shown while it is down
 API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
 API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
 
@@ -90,9 +84,9 @@ class Replica:
         self._api: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._lock: _DataDirLock | None = None
+        self._lock: DataDirLock | None = None
         self._restarts = RestartBackoff()
-        self._down: _ServerDown | None = None  # why our nats-server is down, while it is
+        self._down: ServerDown | None = None  # why our nats-server is down, while it is
         self._link_on_at = float("-inf")  # when the HQ link was last switched on
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
@@ -110,7 +104,7 @@ class Replica:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Before log.db or a port is touched: a second copy must change nothing.
-        self._lock = _DataDirLock(self.data_dir, self.replica_id)
+        self._lock = DataDirLock(self.data_dir, self.replica_id)
         try:
             await self._start_parts()
         except BaseException:
@@ -218,7 +212,7 @@ class Replica:
     async def _restart(self, server: EmbeddedNatsServer) -> None:
         """One restart after its backoff; meanwhile status says why the server is down."""
         if self._down is None:  # just found dead
-            self._down = _ServerDown(f"exited with code {server.returncode}", server)
+            self._down = ServerDown(f"exited with code {server.returncode}", server)
         delay = self._restarts.exited()
         self._down.retry_at = time.monotonic() + delay
         log.warning(
@@ -231,7 +225,7 @@ class Replica:
             await server.restart()
         except Exception as e:  # keep selling; the next attempt waits longer
             first = (str(e).splitlines() or [type(e).__name__])[0]  # some errors say nothing
-            self._down = _ServerDown(first.rstrip(":"), server)
+            self._down = ServerDown(first.rstrip(":"), server)
             return
         self._restarts.started(time.monotonic())
         self._down = None
@@ -357,79 +351,6 @@ class Replica:
         if self.engine is None or self.replica_id == HQ:
             return 0
         return self.log.head(self.replica_id)[0] - self.engine.receipts().get(HQ, 0)
-
-
-class RestartBackoff:
-    """The wait before restarting a nats-server that exited: none the first time, then
-    doubling from `first` up to `cap`. Only a server that stayed up `stable` seconds
-    resets it: one that passes readiness and dies a second later would otherwise be
-    restarted at full speed for ever."""
-
-    def __init__(
-        self, first: float = RESTART_FIRST, cap: float = RESTART_MAX, stable: float = STABLE_AFTER
-    ) -> None:
-        self.first, self.cap, self.stable = first, cap, stable
-        self.failures = 0  # exits since the server was last up `stable` seconds
-        self._up_since = float("-inf")
-
-    def exited(self) -> float:
-        """The server is down: count it, and return how long to wait before restarting."""
-        self.failures += 1
-        if self.failures == 1:
-            return 0.0
-        return min(self.first * 2.0 ** min(self.failures - 2, 16), self.cap)  # no overflow
-
-    def started(self, now: float) -> None:
-        self._up_since = now
-
-    def running(self, now: float) -> None:
-        if now - self._up_since >= self.stable:
-            self.failures = 0
-
-
-class _ServerDown:
-    """Why our nats-server is down, from its own words, and when it is tried again."""
-
-    def __init__(self, reason: str, server: EmbeddedNatsServer) -> None:
-        self.reason = reason
-        self.log_tail = server.log_tail(DOWN_LOG_LINES).splitlines()
-        self.retry_at = time.monotonic()
-
-
-class _DataDirLock:
-    """An exclusive flock on the replica's data folder, held while the replica runs.
-
-    The kernel drops it however the process ends (SIGKILL too), so it never goes stale;
-    nats-server does not inherit it (Python's fds are not inheritable), so an orphaned
-    server could not hold it either. The holder writes its pid into it for the error.
-    """
-
-    def __init__(self, data_dir: Path, replica_id: str) -> None:
-        path = data_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise ReplicaRunning(path, replica_id, holder) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:  # a full disk: don't keep the lock (and the fd) with no owner
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing the only fd drops the flock
-            self._fd = -1
-
-
-def _read_pid(fd: int) -> int | None:
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return int(text) if text.isdigit() else None
 
 
 class _QuietServer(uvicorn.Server):

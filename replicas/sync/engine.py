@@ -48,7 +48,7 @@ from replicas.sync.config import (
     TIMEOUT,
     SyncConfig,
 )
-from replicas.sync.peers import Peer, PeerTable
+from replicas.sync.peers import PeerTable
 from replicas.sync.protocol import (
     Action,
     EventsFrame,
@@ -108,8 +108,7 @@ class SyncEngine:
         self.config = config or SyncConfig()
         self._requester_scope = requester_scope
         self._vv: dict[str, int] = {o: s for o, s in (vv or {}).items() if self.in_scope(o)}
-        self._table = PeerTable(self.config)
-        self._peers: dict[str, Peer] = self._table.peers  # the same dict: planning reads it
+        self.peers = PeerTable(self.config)  # what we know of each peer, and the incidents
         self._server = PullServer(replica_id, self.in_scope, self.config, requester_scope)
         self._inflight: dict[str, _Pull] = {}  # by peer
         self._admitted: dict[int, _Admitted] = {}  # by pull id: replies being ingested
@@ -126,7 +125,7 @@ class SyncEngine:
         try:
             return decode_message(payload, peer, self.config.max_frame_bytes)
         except FrameError as e:
-            self._table.hostile(peer, BAD_FRAME, e.detail, now)
+            self.peers.hostile(peer, BAD_FRAME, e.detail, now)
             return None
 
     # --- own state ----------------------------------------------------------------------
@@ -184,11 +183,13 @@ class SyncEngine:
         if peer == self.replica_id:
             return []
         if msg.scope != scope_label(peer):
-            self._table.hostile(peer, BAD_SCOPE, f"announced scope {msg.scope!r}", now)
+            self.peers.hostile(peer, BAD_SCOPE, f"announced scope {msg.scope!r}", now)
             return []
-        if peer not in self._peers:  # a newcomer should learn our vector soon, not next period
+        if (
+            peer not in self.peers.by_name
+        ):  # a newcomer should learn our vector soon, not next period
             self._vv_dirty = True
-        state = self._table.get(peer)
+        state = self.peers.get(peer)
         for origin, seq in msg.vv.items():  # max: a reordered old announcement is harmless
             if self.in_scope(origin) and seq > state.vv.get(origin, 0):
                 state.vv[origin] = seq
@@ -199,7 +200,7 @@ class SyncEngine:
         """Peers we may send a pull to now: not busy with one, not backed off."""
         return [
             name
-            for name, p in self._peers.items()
+            for name, p in self.peers.by_name.items()
             if name not in self._inflight and p.avoid_until <= now and self._may_read_ahead(name)
         ]
 
@@ -216,7 +217,7 @@ class SyncEngine:
         have = self._held_or_coming()
         best: dict[str, int] = {}
         for name in peers:
-            for origin, seq in self._peers[name].vv.items():
+            for origin, seq in self.peers.by_name[name].vv.items():
                 if seq > have.get(origin, 0) and origin not in claimed:
                     best[origin] = max(best.get(origin, 0), seq)
         order = sorted(best, key=lambda o: (have.get(o, 0) - best[o], o))
@@ -240,14 +241,14 @@ class SyncEngine:
             holders = [
                 n
                 for n in free
-                if self._peers[n].vv.get(origin, 0) >= first and room.get(n, window) > 0
+                if self.peers.by_name[n].vv.get(origin, 0) >= first and room.get(n, window) > 0
             ]
             if not holders:
                 continue
             # Spread first (a peer already given a range this round goes last), then recency.
-            name = min(holders, key=lambda n: (n in drafts, -self._peers[n].heard_at, n))
+            name = min(holders, key=lambda n: (n in drafts, -self.peers.by_name[n].heard_at, n))
             left = room.get(name, window)
-            last = min(self._peers[name].vv[origin], first + left - 1)
+            last = min(self.peers.by_name[name].vv[origin], first + left - 1)
             # (`first` may be past our vector by a reply still being ingested: if that
             # ingest fails, the gap is held by the log and pulled again next round.)
             drafts.setdefault(name, []).append((origin, first, last))
@@ -269,8 +270,8 @@ class SyncEngine:
         if pull is None or pull.id != pull_id:
             return []
         del self._inflight[peer]
-        self._table.soft(peer, TIMEOUT, detail or f"pull {pull_id} got no reply", now)
-        self._table.avoid(peer, now + self.config.retry_backoff)
+        self.peers.soft(peer, TIMEOUT, detail or f"pull {pull_id} got no reply", now)
+        self.peers.avoid(peer, now + self.config.retry_backoff)
         return self._plan_pulls(now)
 
     # --- frames in ------------------------------------------------------------------
@@ -299,7 +300,7 @@ class SyncEngine:
                 refused = refused or f"{ev.origin!r} is outside the sender's scope"
         if refused:
             dropped = len(frame.events) - len(events)
-            self._table.hostile(peer, REJECTED, f"{dropped} dropped before ingest: {refused}", now)
+            self.peers.hostile(peer, REJECTED, f"{dropped} dropped before ingest: {refused}", now)
         self._note_reply(peer, frame, events, now)
         return events
 
@@ -350,14 +351,14 @@ class SyncEngine:
 
     def _judge_push(self, peer: str, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
         if out.rejected:
-            self._table.hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
+            self.peers.hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
         elif frame.events and out.duplicates == len(frame.events):
-            self._table.soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
+            self.peers.soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
 
     def _judge_reply(self, pull: _Pull, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
-        peer = self._table.get(pull.peer)
+        peer = self.peers.get(pull.peer)
         if out.rejected:
-            self._table.hostile(pull.peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
+            self.peers.hostile(pull.peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
             return
         unmet = [(o, last) for o, _, last in pull.ranges if self._vv.get(o, 0) < last]
         if not unmet:
@@ -365,14 +366,14 @@ class SyncEngine:
         elif out.held:  # served, but behind a gap (an earlier reply failed): pulled again
             return
         elif frame.more and not out.accepted:
-            self._table.soft(pull.peer, BUSY, f"pull {pull.id} made no progress", now)
-            self._table.avoid(pull.peer, now + self.config.retry_backoff)
+            self.peers.soft(pull.peer, BUSY, f"pull {pull.id} made no progress", now)
+            self.peers.avoid(pull.peer, now + self.config.retry_backoff)
         elif not frame.more:
             for origin, _ in unmet:  # it evidently holds no more than it gave
                 peer.vv[origin] = min(peer.vv.get(origin, 0), self._vv.get(origin, 0))
             origin, last = unmet[0]
             have = self._vv.get(origin, 0)
-            self._table.hostile(
+            self.peers.hostile(
                 pull.peer, SHORT, f"claimed {origin} to {last}, served to {have}", now
             )
 
@@ -380,10 +381,10 @@ class SyncEngine:
 
     def on_pull_request(self, peer: str, req: PullRequest, now: float) -> ServePlan:
         """Which rows to serve `peer`: in its scope and ours, held by us, within budget."""
-        self._table.get(peer)  # a requester is a known peer from now on (status lists it)
+        self.peers.get(peer)  # a requester is a known peer from now on (status lists it)
         plan, refused = self._server.plan(peer, req, self._vv, now)
         if refused:
-            self._table.hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
+            self.peers.hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
         return plan
 
     def build_reply(self, plan: ServePlan, raws: Sequence[bytes]) -> bytes:
@@ -413,25 +414,25 @@ class SyncEngine:
 
     def receipts(self) -> dict[str, int]:
         """Per peer, how many of our own events it has told us it holds durably."""
-        return self._table.receipts(self.replica_id)
+        return self.peers.receipts(self.replica_id)
 
     def safe_at_hq(self, seq: int) -> bool:
         """True once HQ has announced holding our events up to `seq`."""
         if self.replica_id == HQ:
             return seq <= self._vv.get(HQ, 0)
-        hq = self._peers.get(HQ)
+        hq = self.peers.by_name.get(HQ)
         return hq is not None and hq.vv.get(self.replica_id, 0) >= seq
 
     def status(self, now: float) -> SyncStatus:
         return SyncStatus(
             replica_id=self.replica_id,
             vv=dict(self._vv),
-            peers=self._table.statuses(now),
-            lag=self._table.lag(self._vv, now),
+            peers=self.peers.statuses(now),
+            lag=self.peers.lag(self._vv, now),
             inflight=[
                 InflightStatus(p.peer, p.id, p.ranges, now - p.sent_at)
                 for p in self._inflight.values()
             ],
-            incidents=self._table.incidents(),
+            incidents=self.peers.incidents(),
             receipts=self.receipts(),
         )

@@ -36,12 +36,12 @@ class PeerTable:
 
     def __init__(self, config: SyncConfig) -> None:
         self.config = config
-        self.peers: dict[str, Peer] = {}
+        self.by_name: dict[str, Peer] = {}
         self._incidents: dict[tuple[str, str], Incident] = {}
 
     def get(self, name: str) -> Peer:
         """The peer's record, made (empty, never heard) if it is new."""
-        return self.peers.setdefault(name, Peer())
+        return self.by_name.setdefault(name, Peer())
 
     def avoid(self, peer: str, until: float) -> None:
         p = self.get(peer)
@@ -74,18 +74,18 @@ class PeerTable:
 
     def receipts(self, own: str) -> dict[str, int]:
         """Per peer, how many of `own`'s events it has told us it holds durably."""
-        return {name: p.vv.get(own, 0) for name, p in self.peers.items()}
+        return {name: p.vv.get(own, 0) for name, p in self.by_name.items()}
 
     def statuses(self, now: float) -> dict[str, PeerStatus]:
         return {
             name: PeerStatus(dict(p.vv), now - p.heard_at, max(0.0, p.avoid_until - now))
-            for name, p in self.peers.items()
+            for name, p in self.by_name.items()
         }
 
     def lag(self, vv: Mapping[str, int], now: float) -> dict[str, int]:
         """Per origin, the most events a peer not backed off holds beyond `vv`."""
         lag: dict[str, int] = {}
-        for p in self.peers.values():
+        for p in self.by_name.values():
             if p.avoid_until > now:
                 continue
             for origin, seq in p.vv.items():

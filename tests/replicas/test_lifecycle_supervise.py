@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from replicas.runtime import RestartBackoff
+from replicas.process import RestartBackoff
 from tests.e2e.harness import Mesh, wait_until
 from tests.replicas.lifecycle_kit import TILL, InProcess, squat
 

@@ -149,7 +149,7 @@ def test_prefers_the_peer_heard_most_recently() -> None:
     e.on_vv("s1/t2", vv_msg("s1/t2", {}), 0.0)
     # Both hold hq's events when planning runs; s1/t2's claim is older (set directly,
     # since any announcement would itself trigger planning at once).
-    e._peers["s1/t2"].vv["hq"] = 5
+    e.peers.get("s1/t2").vv["hq"] = 5
     reqs = requests(e.on_vv("s1/t3", vv_msg("s1/t3", {"hq": 5}), 3.0))
     assert set(reqs) == {"s1/t3"}
 

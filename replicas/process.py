@@ -1,0 +1,95 @@
+"""What keeps one replica process honest: the lock on its data folder (one process per
+replica) and the backoff between restarts of its own nats-server, with the reason it
+is down. Used by `runtime.Replica`; no I/O beyond the lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from broker.server import EmbeddedNatsServer
+from replicas.errors import ReplicaRunning
+
+__all__ = ["LOCK_FILE", "DataDirLock", "RestartBackoff", "ServerDown", "read_pid"]
+
+LOCK_FILE = "replica.lock"  # next to log.db; see DataDirLock
+RESTART_FIRST = 1.0  # seconds before the second restart in a row; doubles from there
+RESTART_MAX = 30.0
+STABLE_AFTER = 10.0  # up this long, a restarted nats-server counts as healthy again
+DOWN_LOG_LINES = 3  # of nats-server's own log, shown while it is down
+
+
+class RestartBackoff:
+    """The wait before restarting a nats-server that exited: none the first time, then
+    doubling from `first` up to `cap`. Only a server that stayed up `stable` seconds
+    resets it: one that passes readiness and dies a second later would otherwise be
+    restarted at full speed for ever."""
+
+    def __init__(
+        self, first: float = RESTART_FIRST, cap: float = RESTART_MAX, stable: float = STABLE_AFTER
+    ) -> None:
+        self.first, self.cap, self.stable = first, cap, stable
+        self.failures = 0  # exits since the server was last up `stable` seconds
+        self._up_since = float("-inf")
+
+    def exited(self) -> float:
+        """The server is down: count it, and return how long to wait before restarting."""
+        self.failures += 1
+        if self.failures == 1:
+            return 0.0
+        return min(self.first * 2.0 ** min(self.failures - 2, 16), self.cap)  # no overflow
+
+    def started(self, now: float) -> None:
+        self._up_since = now
+
+    def running(self, now: float) -> None:
+        if now - self._up_since >= self.stable:
+            self.failures = 0
+
+
+class ServerDown:
+    """Why our nats-server is down, from its own words, and when it is tried again."""
+
+    def __init__(self, reason: str, server: EmbeddedNatsServer) -> None:
+        self.reason = reason
+        self.log_tail = server.log_tail(DOWN_LOG_LINES).splitlines()
+        self.retry_at = time.monotonic()
+
+
+class DataDirLock:
+    """An exclusive flock on the replica's data folder, held while the replica runs.
+
+    The kernel drops it however the process ends (SIGKILL too), so it never goes stale;
+    nats-server does not inherit it (Python's fds are not inheritable), so an orphaned
+    server could not hold it either. The holder writes its pid into it for the error.
+    """
+
+    def __init__(self, data_dir: Path, replica_id: str) -> None:
+        path = data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_pid(fd)
+            os.close(fd)
+            raise ReplicaRunning(path, replica_id, holder) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: don't keep the lock (and the fd) with no owner
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the only fd drops the flock
+            self._fd = -1
+
+
+def read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
