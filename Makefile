@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-.PHONY: demo test soak bench check clean
+.PHONY: demo test soak bench check wheel clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,5 +31,9 @@ check: $(STAMP)
 	$(BIN)/ruff format --check core conflict broker replicas tests
 	$(BIN)/mypy
 
+wheel: $(STAMP)
+	$(BIN)/pip wheel -q --no-deps -w dist .
+	@ls dist/tillmesh-*.whl
+
 clean:
-	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATA) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,9 +123,9 @@ class ReplicaProc:
     def command(self, fresh: bool) -> list[str]:
         data = ["--data", str(self.mesh.root)] + (["--fresh"] if fresh else [])
         if self.rid == HQ:
-            return [*TILLMESH, "hq", *data]
+            return [*self.mesh.tillmesh, "hq", *data]
         store, till = self.rid.split("/")
-        return [*TILLMESH, "till", *data, "--store", store, "--till", till]
+        return [*self.mesh.tillmesh, "till", *data, "--store", store, "--till", till]
 
     def spawn(self, fresh: bool) -> None:
         assert not self.running, f"{self.rid} already running"
@@ -267,12 +267,25 @@ def split_id(event_id: str) -> tuple[str, int]:
 class Mesh:
     """A site in `root`, its replica processes and the oracle. Always `await close()`."""
 
-    def __init__(self, root: Path, stores: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        stores: dict[str, list[str]],
+        *,
+        tillmesh: Sequence[str] = TILLMESH,
+        site_made: bool = False,
+    ) -> None:
+        """A site of `stores` in `root`/site, made here unless `site_made` (made already,
+        e.g. by `tillmesh site init`); replicas run as `tillmesh` (this checkout's CLI
+        by default, an installed console script in the packaging test)."""
         self.root = root / "site"
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.site: Site = init_site(self.root, stores)
-        _, self.creds = load_site(self.root)
+        self.tillmesh = list(tillmesh)
+        if not site_made:
+            init_site(self.root, stores)
+        self.site: Site
+        self.site, self.creds = load_site(self.root)
         self.creds: dict[str, Credentials]
         self.procs = {rid: ReplicaProc(self, rid) for rid in self.site.replicas}
         self.oracle = Oracle()
@@ -425,10 +438,12 @@ async def run_cli(*args: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_mesh(root: Path, stores: dict[str, list[str]]) -> AsyncIterator[Mesh]:
+async def running_mesh(
+    root: Path, stores: dict[str, list[str]], **mesh_options: Any
+) -> AsyncIterator[Mesh]:
     """A site of real processes, all started fresh and serving; at exit every one of
     them (nats-servers included) is stopped, and a survivor fails the test."""
-    m = Mesh(root, stores)
+    m = Mesh(root, stores, **mesh_options)
     try:
         await m.start()
         yield m
