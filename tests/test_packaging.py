@@ -9,18 +9,16 @@ makes later runs quick), so this is the slowest test outside e2e (~1 min).
 
 from __future__ import annotations
 
-import argparse
 import ast
 import subprocess
 import sys
-from collections.abc import Iterator
 from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from replicas.cli.main import build_parser
+from tests.cli_tree import command_paths
 from tests.e2e.harness import running_mesh, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,17 +59,6 @@ def test_every_import_is_a_runtime_dependency() -> None:
     assert missing == {}, "imported by the packages but only a test extra (or not declared)"
 
 
-def command_paths(
-    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
-    """Every command and subcommand, as argv prefixes (`("log", "dump")`)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield (*prefix, name)
-                yield from command_paths(sub, (*prefix, name))
-
-
 def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-2000:]}"
@@ -102,7 +89,7 @@ def test_the_installed_wheel_has_no_test_extras(installed: Path) -> None:
 def test_every_command_helps_as_installed(installed: Path, tmp_path: Path) -> None:
     tillmesh = str(installed / "tillmesh")
     assert "Offline-first" in run([tillmesh, "--help"], tmp_path).stdout
-    paths = list(command_paths(build_parser()))
+    paths = [path for path in command_paths() if path]
     assert len(paths) > 20
     for path in paths:
         out = run([tillmesh, *path, "--help"], tmp_path).stdout

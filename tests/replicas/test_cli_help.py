@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from replicas.cli.main import build_parser, main
+from replicas.cli.main import main
+from tests.cli_tree import command_paths
 
-
-def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
-    yield path, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, child in action.choices.items():
-                yield from walk(child, (*path, name))
-
-
-COMMANDS = [path for path, _ in walk(build_parser())]
+COMMANDS = command_paths()
 
 
 def test_the_tree_has_the_commands_users_were_promised():

@@ -1,0 +1,119 @@
+"""Every console block of docs/ops.md is real output: each `$ tillmesh ...` line is run,
+in order, on a copy of the ops kit's store day (`ops_kit.store_day`, the site the runbook
+describes), and what it prints and its exit code must match the block.
+
+The runbook's prose does a few things between commands (alters an export, moves a dead
+till's files aside); `BETWEEN` does them here, before the command they precede.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import sqlite3
+import sys
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from replicas.cli.main import main
+from tests.replicas.ops_kit import Built
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNBOOK = ROOT / "docs" / "ops.md"
+BLOCK = re.compile(r"```console\n(.*?)```", re.S)
+
+
+_MARK = "--- the command's own output from here ---"
+# A resolution records when it was made: the runbook's run and this one differ there only.
+_RESOLVED_AT = re.compile(r"(by \w+ at )\d{4}-\d\d-\d\dT[\d:.]+\+00:00")
+
+
+def _now_free(text: str) -> str:
+    return _RESOLVED_AT.sub(r"\1<when>", text)
+
+
+def console_blocks(text: str) -> list[tuple[str, str, int]]:
+    """(command, expected output, exit code) of each `$` command, in order."""
+    out = []
+    for block in BLOCK.findall(text):
+        for part in re.split(r"^(?=\$ )", block, flags=re.M):
+            if not part.startswith("$ "):
+                continue
+            command, _, rest = part.partition("\n")
+            body, code = re.fullmatch(r"(.*?)\[exit (\d+)\]\n?", rest, re.S).groups()
+            out.append((command[2:], body, int(code)))
+    return out
+
+
+def _lose_a_row_of_t2(root: Path) -> None:
+    """'Here a copy of s1-t2.db lost the row of s1/t1:7' (the intact file is kept)."""
+    shutil.copy(root / "s1-t2.db", root / "s1-t2.db.intact")
+    with closing(sqlite3.connect(root / "s1-t2.db")) as conn, conn:
+        conn.execute("DELETE FROM events WHERE origin = 's1/t1' AND seq = 7")
+
+
+def _put_t2_back(root: Path) -> None:
+    (root / "s1-t2.db.intact").replace(root / "s1-t2.db")
+
+
+def _sync_s2_to_hq(root: Path) -> None:
+    """'after HQ and s2/x1 synced (export, then import, as above)'."""
+    assert main(["log", "export", "s2-x1.db", "--out", "s2-usb.tmx"]) == 0
+    assert main(["log", "import", "s2-usb.tmx", "hq.db"]) == 0
+
+
+def _alter_export(root: Path) -> None:
+    data = bytearray((root / "s1-usb.tmx").read_bytes())
+    data[-1] ^= 0xFF
+    (root / "bad.tmx").write_bytes(bytes(data))
+
+
+def _move_dead_till_aside(root: Path) -> None:
+    (root / "dead").mkdir()
+    for path in root.glob("s1-t1.db*"):
+        path.rename(root / "dead" / path.name)
+
+
+# (command, its occurrence in the runbook) -> what the prose before it does
+BETWEEN: dict[tuple[str, int], Callable[[Path], None]] = {
+    ("tillmesh log diff s1-t1.db s1-t2.db", 1): _lose_a_row_of_t2,
+    ("tillmesh log export s1-t1.db --out s1-usb.tmx", 1): _put_t2_back,
+    ("tillmesh conflicts hq.db --open", 1): _sync_s2_to_hq,
+    ("tillmesh log import bad.tmx hq.db", 1): _alter_export,
+    ("tillmesh log restore s1-t1.db --from hq.db --replica s1/t1", 2): _move_dead_till_aside,
+}
+
+
+def test_the_runbook_is_real_output(
+    built: Built, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = console_blocks(RUNBOOK.read_text())
+    assert len(blocks) > 20
+    monkeypatch.chdir(built.root)
+    monkeypatch.setenv("COLUMNS", "100")
+    seen: dict[str, int] = {}
+    mismatches = []
+    for command, expected, code in blocks:
+        seen[command] = seen.get(command, 0) + 1
+        if (prep := BETWEEN.get((command, seen[command]))) is not None:
+            prep(built.root)
+            print(_MARK)
+            print(_MARK, file=sys.stderr)
+        argv = shlex.split(command)
+        assert argv[0] == "tillmesh"
+        got_code = main(argv[1:])
+        out, err = capsys.readouterr()  # a setup step's output, then the command's
+        got = out.split(f"{_MARK}\n", 1)[-1] + err.split(f"{_MARK}\n", 1)[-1]
+        if (got_code, _now_free(got)) != (code, _now_free(expected)):
+            said = f"--- runbook [exit {code}]\n{expected}"
+            mismatches.append(f"$ {command}\n{said}--- real [exit {got_code}]\n{got}")
+    assert not mismatches, "\n\n".join(mismatches)
+
+
+def test_a_wrong_block_is_caught() -> None:
+    (block,) = console_blocks("```console\n$ tillmesh x\nhello\n[exit 1]\n```\n")
+    assert block == ("tillmesh x", "hello\n", 1)

@@ -1,0 +1,40 @@
+"""The docs keep up with the code: every `tillmesh` command is documented, and every
+repository path the README and runbooks name exists (as sqlite-utils' docs test does)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli_tree import command_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", ROOT / "docs" / "ops.md", ROOT / "deploy" / "README.md"]
+TOP = ("core", "conflict", "broker", "replicas", "tests", "deploy", "docs")
+PATH = re.compile(rf"(?<![\w/.-])((?:{'|'.join(TOP)})/[\w./@-]*[\w/])")
+
+
+def _text() -> str:
+    return "\n".join(doc.read_text() for doc in DOCS)
+
+
+@pytest.mark.parametrize("path", [p for p in command_paths() if p], ids=" ".join)
+def test_every_command_is_documented(path: tuple[str, ...]) -> None:
+    assert f"tillmesh {' '.join(path)}" in _text(), "document it in docs/ops.md or the README"
+
+
+def named_paths(text: str) -> set[str]:
+    return {m.rstrip("/.") for m in PATH.findall(text)}
+
+
+def test_every_path_the_docs_name_exists() -> None:
+    named = named_paths(_text())
+    assert len(named) > 10
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert missing == []
+
+
+def test_a_stale_path_is_caught() -> None:
+    assert named_paths("see `replicas/sync.py` and tillmesh/core/log.py") == {"replicas/sync.py"}
