@@ -6,7 +6,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-.PHONY: demo test soak bench check wheel clean
+# Debian packages the tests use (the browser test, the clock-skew test). Installed here,
+# visibly and only where missing, never from inside a test; needs root (CI is root).
+SYSTEM_DEPS := chromium:/usr/bin/chromium faketime:/usr/bin/faketime
+
+.PHONY: demo test soak bench check wheel clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,13 +21,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tillmesh demo --data $(DATA)
 
-test: $(STAMP)
+system-deps:
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  [ -x "$${dep#*:}" ] || missing="$$missing $${dep%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages the tests need:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/pytest -q
 
-soak: $(STAMP)
+soak: $(STAMP) system-deps
 	$(BIN)/pytest -q -m soak -o addopts=''
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/pytest -q -s -m bench -o addopts='' tests/bench
 
 check: $(STAMP)

@@ -34,9 +34,11 @@ each store, the same stock conflicts with the same ids as the store's tills
 - `count_during_sales` [sku, per store]: a stock count with moves of that SKU in its
   store from other origins within the window around it (the count may or may not
   have seen them).
-- `clock_skew` [origin]: events this replica flagged as too far ahead of its clock.
-  Running kind, per origin. The flag is the receiving replica's own observation, so
-  this is the one kind that may differ between replicas.
+
+A clock far ahead is not a conflict: whether a timestamp is "too far ahead" is each
+receiver's judgement by its own wall clock, and conflicts are a function of the events
+alone. Each log reports what it saw as an observation (`EventLog.clock_ahead`, shown by
+`tillmesh status`).
 
 Cost: each kind is one or a few indexed queries; only oversell needs stock history,
 and it replays only the (store, sku, minute) buckets whose lower bound may go below
@@ -58,12 +60,10 @@ from conflict.conflicts import (
     Resolution,
     conflict_id,
     sorted_events,
-    split_resolved,
 )
 from conflict.detect_stock import counts_during_sales, oversell
 from conflict.policies import Policies
 from core.clock import hlc_ms
-from core.events import parse_event_id
 
 __all__ = [
     "KINDS",
@@ -84,7 +84,6 @@ KINDS = (
     "refund_unknown_sale",
     "receipt_collision",
     "count_during_sales",
-    "clock_skew",
 )
 # --- entry points -----------------------------------------------------------------------
 
@@ -250,18 +249,6 @@ def _prices(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> 
     return out
 
 
-def _skew(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
-    rows = conn.execute("SELECT eid, origin, hlc FROM st_skewed ORDER BY origin").fetchall()
-    out = []
-    for origin, grp in groupby(rows, key=lambda row: row[1]):
-        evs = sorted(grp, key=lambda row: parse_event_id(row[0]))
-        hlcs = {e: h for e, _, h in evs}
-        for chunk, _res in split_resolved("clock_skew", origin, [e for e, _, _ in evs], r):
-            details: Details = {"events": len(chunk), "max_hlc": max(hlcs[e] for e in chunk)}
-            out.append(Found("clock_skew", origin, chunk, details))
-    return out
-
-
 _DETECTORS: dict[str, Detector] = {
     "oversell": oversell,
     "concurrent_price": _prices,
@@ -271,5 +258,4 @@ _DETECTORS: dict[str, Detector] = {
     "refund_unknown_sale": _refund_unknown,
     "receipt_collision": _receipts,
     "count_during_sales": counts_during_sales,
-    "clock_skew": _skew,
 }

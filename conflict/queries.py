@@ -250,5 +250,4 @@ def state_snapshot(conn: sqlite3.Connection) -> Record:
                 " FROM st_resolutions ORDER BY eid"
             )
         ),
-        "skewed_events": [r[0] for r in conn.execute("SELECT eid FROM st_skewed ORDER BY eid")],
     }

@@ -61,7 +61,6 @@ ACTIONS: dict[str, tuple[Action, ...]] = {
     "refund_unknown_sale": ("accept",),
     "receipt_collision": ("accept",),
     "count_during_sales": ("accept", "recount"),
-    "clock_skew": ("accept",),
 }
 
 

@@ -81,7 +81,6 @@ TABLES: dict[str, str] = {
     "st_resolutions": "eid TEXT PRIMARY KEY, conflict TEXT NOT NULL, action TEXT NOT NULL,"
     " by_ TEXT NOT NULL, reason TEXT NOT NULL, price INTEGER, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL",
-    "st_skewed": "eid TEXT PRIMARY KEY, origin TEXT NOT NULL, hlc INTEGER NOT NULL",
 }
 
 _INDEXES = (
@@ -136,7 +135,6 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_shift_open", "shift"),
     ("st_shift_close", "shift"),
     ("st_resolutions", "eid"),
-    ("st_skewed", "eid"),
     ("st_all_moves", "sku, store, hlc, eid, line"),
     ("st_sale_status", "sale_id"),
     ("st_stock_levels", "sku, store"),
@@ -146,6 +144,12 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
 # digest: a bucket summed back to 0 (e.g. a void restock moved to an earlier void, or a
 # sale and a receipt in one minute) equals no bucket for every recount.
 DIGEST_WHERE: dict[str, str] = {"st_buckets": "WHERE delta != 0"}
+
+
+# Tables earlier fold versions kept, dropped with the state when it is rebuilt. st_skewed
+# (version <= 4) held what each receiver's own wall clock thought too far ahead: state
+# that differed between replicas holding the same events.
+RETIRED = ("st_skewed",)
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -161,5 +165,5 @@ def drop(conn: sqlite3.Connection) -> None:
     # Views first: dropping a table a view reads is allowed, but keep the order obvious.
     for name in VIEWS:
         conn.execute(f"DROP VIEW IF EXISTS {name}")
-    for name in TABLES:  # indexes go with their tables
+    for name in (*TABLES, *RETIRED):  # indexes go with their tables
         conn.execute(f"DROP TABLE IF EXISTS {name}")

@@ -44,7 +44,7 @@ from core.events import (
     StockCounted,
     StockReceived,
 )
-from core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted
+from core.fold import FLAG_UNAPPLIED, Accepted
 
 __all__ = ["DEFAULT_WINDOW_MS", "StoreState"]
 
@@ -78,7 +78,6 @@ _INSERTS: dict[str, str] = {
     "shift_open": _SHIFT_OPEN,
     "shift_close": _SHIFT_CLOSE,
     "resolutions": "INSERT INTO st_resolutions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    "skewed": "INSERT INTO st_skewed VALUES (?, ?, ?)",
 }
 
 
@@ -127,7 +126,9 @@ class _Batch:
 class StoreState:
     """The store's derived state; see the module docstring for the laws it keeps."""
 
-    version = 4  # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only
+    # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only;
+    # 5: no st_skewed (a receiver's clock is not state)
+    version = 5
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -246,8 +247,6 @@ def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _collect(b: _Batch, acc: Accepted) -> None:
     ev, body = acc.event, acc.body
-    if acc.flags & FLAG_SKEWED:
-        b.rows["skewed"].append((ev.id, ev.origin, ev.hlc))
     match body:
         case SaleCompleted():
             _sale(b, ev, body)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgspec
 
@@ -49,6 +50,7 @@ from core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
 __all__ = [
     "MAX_QUARANTINE_ROWS",
     "CheckedEvent",
+    "ClockAhead",
     "Head",
     "IngestResult",
     "Transaction",
@@ -116,11 +118,25 @@ def check_events(events: Sequence[Event | RawEvent], heads: dict[str, Head]) -> 
     return out
 
 
+class ClockAhead(NamedTuple):
+    """Events of one origin this replica received too far ahead of its own clock."""
+
+    events: int
+    newest_hlc: int
+
+    def plus(self, other: ClockAhead | None) -> ClockAhead:
+        if other is None:
+            return self
+        return ClockAhead(self.events + other.events, max(self.newest_hlc, other.newest_hlc))
+
+
 @dataclass
 class IngestResult:
     """What happened to a batch of remote events."""
 
     stored: list[RawEvent] = field(default_factory=list)  # accepted, with their stored bytes
+    # per origin, its accepted events too far ahead of our clock (flagged)
+    clock_ahead: dict[str, ClockAhead] = field(default_factory=dict)
     duplicates: int = 0
     held: int = 0
     rejected: list[TillmeshError] = field(default_factory=list)
@@ -218,7 +234,11 @@ class Transaction:
         # forwarded; applied once a build that knows it rebuilds the state.
         flags = 0 if body is not None else FLAG_UNAPPLIED
         if not self.clock.observe(ev.hlc):
-            flags |= FLAG_SKEWED  # kept, but it may not drag our clock into the future
+            # Kept, but it may not drag our clock into the future. The flag is this
+            # replica's observation (its own wall clock), so the fold never reads it.
+            flags |= FLAG_SKEWED
+            seen = ClockAhead(1, ev.hlc)
+            result.clock_ahead[ev.origin] = seen.plus(result.clock_ahead.get(ev.origin))
         self._accept(ev, checked.hash, checked.raw, body, flags)
         result.stored.append(RawEvent(ev, checked.raw))
 

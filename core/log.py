@@ -32,6 +32,7 @@ import aiosqlite
 from core.batch import (
     NO_HEAD,
     CheckedEvent,
+    ClockAhead,
     Head,
     IngestResult,
     Transaction,
@@ -45,7 +46,7 @@ from core.fold import StateFold
 from core.schema import MIGRATIONS
 from core.sqlite import connect, migrate, run_in_thread
 
-__all__ = ["EventLog", "IngestResult", "Listener", "LogStats", "read_stats"]
+__all__ = ["ClockAhead", "EventLog", "IngestResult", "Listener", "LogStats", "read_stats"]
 
 logger = logging.getLogger(__name__)
 # Told of the new events of every commit, with their stored bytes, on the writer task.
@@ -111,6 +112,9 @@ class EventLog:
         self._reader_conn: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self.listeners: list[Listener] = []
+        # Since opening: per origin, events received too far ahead of our clock and the
+        # newest such HLC. An observation of this replica (status shows it), not state.
+        self.clock_ahead: dict[str, ClockAhead] = {}
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -266,12 +270,17 @@ class EventLog:
         for req, res in zip(batch, results, strict=True):
             if isinstance(res, IngestResult):
                 new_events.extend(res.stored)
+                self._note_clock_ahead(res.clock_ahead)
                 req.future.set_result(res)
             else:
                 assert isinstance(res, list)
                 new_events.extend(res)
                 req.future.set_result([s.event for s in res])
         self._notify(new_events)
+
+    def _note_clock_ahead(self, seen: dict[str, ClockAhead]) -> None:
+        for origin, ahead in seen.items():
+            self.clock_ahead[origin] = ahead.plus(self.clock_ahead.get(origin))
 
     def _notify(self, events: list[RawEvent]) -> None:
         """Tell each listener; one that raises is logged and the others still hear,

@@ -215,3 +215,33 @@ def test_only_conflict_reads_the_state_tables() -> None:
 def test_state_sql_elsewhere_is_caught(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"replicas/api/sales.py": 'Q = "SELECT 1 FROM st_refunds"\n'})
     assert state_sql_outside_conflict(root) == ["replicas.api.sales: SELECT 1 FROM st_refunds"]
+
+
+INSTALLERS = {"apt-get", "apt", "dpkg", "pip"}
+
+
+def installs_from_tests(root: Path = ROOT) -> list[str]:
+    """Test modules that run a package installer: set-up's job (the Makefile), never a
+    test's (one upgraded systemd and perl on a developer's machine)."""
+    found = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.List | ast.Tuple) and node.elts:
+                first = node.elts[0]
+                program = first.value if isinstance(first, ast.Constant) else None
+                words = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                if program in INSTALLERS and "install" in words:
+                    found.append(f"{path.relative_to(root)}: {' '.join(map(str, words))}")
+    return found
+
+
+def test_no_test_installs_packages() -> None:
+    assert installs_from_tests() == []
+
+
+def test_an_installing_test_is_caught(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text(
+        'CMD = ["apt-get", "install", "-y", "chromium"]\n'
+    )
+    assert installs_from_tests(tmp_path) == ["tests/test_x.py: apt-get install -y chromium"]

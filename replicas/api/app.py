@@ -30,10 +30,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from conflict import queries
+from core.batch import ClockAhead
+from core.clock import hlc_ms
 from core.errors import SchemaViolation, StorageError, TillmeshError
 from replicas.api import models as m
 from replicas.api.catalog import catalog_router
-from replicas.api.common import ReplicaHandle, Till
+from replicas.api.common import ReplicaHandle, Till, hlc_iso
 from replicas.api.conflicts import conflicts_router, count_open
 from replicas.api.reports import reports_router
 from replicas.api.sales import sales_router
@@ -106,6 +108,7 @@ def _status_router(till: Till) -> APIRouter:
             replica_id=replica.replica_id, online=replica.online(),
             version_vector=replica.log.version_vector(), events=stats.events,
             pending=stats.pending, quarantined=stats.quarantined,
+            clock_ahead=_clock_ahead(replica.log.clock_ahead, replica.log.wall_ms()),
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
             sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
         )  # fmt: skip
@@ -120,6 +123,17 @@ def _status_router(till: Till) -> APIRouter:
         return m.HealthOut(ok=True, replica_id=replica.replica_id)
 
     return r
+
+
+def _clock_ahead(seen: dict[str, ClockAhead], now_ms: int) -> dict[str, m.ClockAheadView]:
+    return {
+        origin: m.ClockAheadView(
+            events=a.events,
+            newest=hlc_iso(a.newest_hlc),
+            ahead_ms=max(hlc_ms(a.newest_hlc) - now_ms, 0),
+        )
+        for origin, a in sorted(seen.items())
+    }
 
 
 def _mount_page(app: FastAPI) -> None:

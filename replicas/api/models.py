@@ -432,6 +432,12 @@ class SalesSummaryView(BaseModel):
     net: int
 
 
+class ClockAheadView(BaseModel):
+    events: int
+    newest: str = Field(description="the newest such event's time, ISO 8601 UTC")
+    ahead_ms: int = Field(description="how far it was ahead of this replica's clock, now")
+
+
 class StatusOut(BaseModel):
     replica_id: str
     online: bool
@@ -439,6 +445,11 @@ class StatusOut(BaseModel):
     events: int
     pending: int = Field(description="held: waiting for a missing predecessor")
     quarantined: int
+    clock_ahead: dict[str, ClockAheadView] = Field(
+        default_factory=dict,
+        description="since this replica started: per origin, events received too far ahead"
+        " of this replica's clock (kept and applied; the clock was not dragged forward)",
+    )
     unsynced_to_hq: int = Field(
         description="own events (sales, refunds, stock moves, ...) HQ does not yet hold durably"
     )

@@ -185,6 +185,9 @@ def _print_status(status: dict[str, Any]) -> None:
     # Held (waiting for a gap to fill) and refused events: zero when all is well.
     print(f"events    {status.get('events')}   held: {status.get('pending')}   "
           f"quarantined: {status.get('quarantined')}")  # fmt: skip
+    for origin, ahead in sorted((status.get("clock_ahead") or {}).items()):
+        print(f"clock     {origin}: {ahead['events']} event(s) too far ahead of this clock,"
+              f" newest {ahead['newest']}, {ahead['ahead_ms'] // 1000} s ahead now")  # fmt: skip
     print("version vector:")
     for origin, seq in sorted((status.get("version_vector") or {}).items()):
         print(f"  {origin:12} {seq}")

@@ -122,10 +122,11 @@ class ReplicaProc:
 
     def command(self, fresh: bool) -> list[str]:
         data = ["--data", str(self.mesh.root)] + (["--fresh"] if fresh else [])
+        wrap = self.mesh.wrap.get(self.rid, [])  # e.g. faketime, for a skewed clock
         if self.rid == HQ:
-            return [*self.mesh.tillmesh, "hq", *data]
+            return [*wrap, *self.mesh.tillmesh, "hq", *data]
         store, till = self.rid.split("/")
-        return [*self.mesh.tillmesh, "till", *data, "--store", store, "--till", till]
+        return [*wrap, *self.mesh.tillmesh, "till", *data, "--store", store, "--till", till]
 
     def spawn(self, fresh: bool) -> None:
         assert not self.running, f"{self.rid} already running"
@@ -274,10 +275,13 @@ class Mesh:
         *,
         tillmesh: Sequence[str] = TILLMESH,
         site_made: bool = False,
+        wrap: dict[str, list[str]] | None = None,
     ) -> None:
         """A site of `stores` in `root`/site, made here unless `site_made` (made already,
         e.g. by `tillmesh site init`); replicas run as `tillmesh` (this checkout's CLI
-        by default, an installed console script in the packaging test)."""
+        by default, an installed console script in the packaging test), a replica named
+        in `wrap` under that command (e.g. `faketime -f +1d`)."""
+        self.wrap = wrap or {}
         self.root = root / "site"
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -2,16 +2,14 @@
 
 uvicorn serves `create_app` on 127.0.0.1 (ephemeral port) from a thread with its own
 event loop, over a real EventLog; Playwright drives Debian's Chromium. Needs the
-`playwright` Python package (not a project dependency; the test skips without it)
-and /usr/bin/chromium, which the fixture installs with apt-get when missing.
+`playwright` Python package (a test extra) and Debian's /usr/bin/chromium, which
+`make test`'s set-up installs where missing (a test never installs anything).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from core.log import EventLog
 from replicas.api.app import create_app
 
 pytestmark = pytest.mark.browser
-sync_api = pytest.importorskip("playwright.sync_api")  # not a project dependency
+sync_api = pytest.importorskip("playwright.sync_api")  # a test extra
 expect = sync_api.expect
 
 TILL = "s1/t1"
@@ -110,19 +108,8 @@ class TillServer:
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        _apt_install_chromium()
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed and apt-get could not install it")
+        pytest.skip("no /usr/bin/chromium: `make system-deps` installs it (make test does)")
     return CHROMIUM
-
-
-def _apt_install_chromium() -> None:
-    if shutil.which("apt-get") is None:
-        return
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        done = subprocess.run(cmd, capture_output=True, timeout=900, check=False)
-        if done.returncode != 0:
-            return
 
 
 @pytest.fixture
