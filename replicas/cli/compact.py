@@ -22,6 +22,7 @@ from replicas.ops.common import (
     compact_db,
     compaction_floor,
     compaction_plan,
+    ensure_stopped,
     open_log,
     rebuild_db,
     replica_of,
@@ -55,6 +56,8 @@ def add_compact(logs: SubParsers) -> None:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     vectors = load_vectors(args.peers_vv)
+    if not args.dry_run:
+        ensure_stopped(args.db, "compact after stopping it (--dry-run works on a live one)")
     with closing(open_log(args.db, write=not args.dry_run)) as conn:
         if args.dry_run:
             out = _compaction_preview(conn, vectors)
@@ -165,6 +168,7 @@ def add_rebuild(logs: SubParsers) -> None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    ensure_stopped(args.db, "rebuild after stopping it (a restart rebuilds a stale state)")
     with closing(open_log(args.db, write=True)) as conn:
         before = _digest_or_none(conn)
         with progress_bar("rebuilding") as progress:

@@ -21,7 +21,14 @@ from core.events import Event, decode_event
 from core.log import EventLog
 from core.portable import ExportHeader, read_export, select_ranges, write_export
 from replicas.errors import SelectsNothing
-from replicas.ops.common import Progress, Scope, fold_for_writing, open_log, replica_of
+from replicas.ops.common import (
+    Progress,
+    Scope,
+    ensure_stopped,
+    fold_for_writing,
+    open_log,
+    replica_of,
+)
 from replicas.sync.protocol import holds
 
 __all__ = ["ImportReport", "export_db", "import_file"]
@@ -71,8 +78,11 @@ class ImportReport:
 async def import_file(
     file: Path, db: Path, replica_id: str, progress: Progress | None = None
 ) -> ImportReport:
-    """Ingest a verified export into an existing replica's log (idempotent)."""
+    """Ingest a verified export into an existing replica's log (idempotent). The
+    replica must be stopped: a running one keeps its chain heads in memory, so its
+    version vector would not show what was imported until it restarted."""
     header, raws = read_export(file)
+    ensure_stopped(db, "import into a stopped replica (or let sync bring the events)")
     with closing(open_log(db)) as conn:
         fold = fold_for_writing(conn)
     report = ImportReport(header.source, len(raws))
