@@ -147,6 +147,9 @@ def _diff_record(d: DbDiff) -> dict[str, Any]:
     return {
         "differs": d.differs,
         "damaged": d.damaged,
+        "scopes_differ": d.scopes_differ,
+        "only_a": d.only_a,
+        "only_b": d.only_b,
         "a": d.replica_a,
         "b": d.replica_b,
         "origins": d.origins,
@@ -212,6 +215,12 @@ def _print_defects(side: str, db: Path, defects: list[Finding]) -> None:
 
 
 def _verdict(d: DbDiff) -> str:
+    if d.scopes_differ:
+        held = "; ".join(
+            f"{side} holds {', '.join(only) or 'nothing'} outside the other's scope"
+            for side, only in (("A", d.only_a), ("B", d.only_b))
+        )
+        return f"DIFFERENT SCOPES: {d.replica_a} and {d.replica_b} hold different stores ({held})"
     if not d.damaged:
         return "DIFFER" if d.differs else "SAME"
     failing = [

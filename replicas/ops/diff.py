@@ -11,6 +11,11 @@ log whose rows are all there and whose stored hashes are those of the bytes, so 
 sides first go through `core.verify.verify_log` (contiguity from the base, hashes,
 chain links, head rows); a defect in a compared origin makes the diff DAMAGED, never
 SAME.
+
+Two logs are only comparable when one's scope contains the other's (HQ and a till, two
+tills of one store). Two tills of different stores share HQ's origins and nothing else:
+agreeing there says nothing about the rest, so the diff says their scopes differ and
+which origins each holds that the other cannot, never SAME.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from conflict import queries
 from core.compact import read_heads
 from core.errors import StorageError
+from core.events import HQ, store_of
 from core.portable import OriginDiff, compare_logs
 from core.verify import Finding, verify_log
 from replicas.ops.common import Progress, Scope, replica_of, scope_of, scratch_state
@@ -53,11 +59,19 @@ class DbDiff:
     # hashes the comparison reads then prove nothing about the events.
     defects_a: list[Finding] = field(default_factory=list)
     defects_b: list[Finding] = field(default_factory=list)
+    # Set when neither scope contains the other: origins each holds outside the other's.
+    only_a: list[str] = field(default_factory=list)
+    only_b: list[str] = field(default_factory=list)
+
+    @property
+    def scopes_differ(self) -> bool:
+        return bool(self.only_a and self.only_b) or _disjoint(self.replica_a, self.replica_b)
 
     @property
     def differs(self) -> bool:
-        """The stored events or the states differ (see `damaged` for what that is worth)."""
-        return self.state.differs or any(o.differs for o in self.origins)
+        """The stored events or the states differ (see `damaged` for what that is worth),
+        or the logs hold different scopes (then they are never the same)."""
+        return self.scopes_differ or self.state.differs or any(o.differs for o in self.origins)
 
     @property
     def damaged(self) -> bool:
@@ -79,7 +93,17 @@ def diff_dbs(
     defects_b = _defects(b, scope, progress)
     d = DbDiff(ra, rb, compare_logs(a, b, scope), _diff_state(a, b, scope))
     d.defects_a, d.defects_b = defects_a, defects_b
+    only_a = sorted(o for o in read_heads(a) if not scope_b(o))
+    only_b = sorted(o for o in read_heads(b) if not scope_a(o))
+    if (only_a and only_b) or _disjoint(ra, rb):
+        d.only_a, d.only_b = only_a, only_b
     return d
+
+
+def _disjoint(ra: str | None, rb: str | None) -> bool:
+    """Tills of two different stores: neither's scope contains the other's."""
+    stores = {store_of(r) for r in (ra, rb) if r is not None and r != HQ}
+    return len(stores) == 2
 
 
 def _defects(conn: sqlite3.Connection, scope: Scope, progress: Progress | None) -> list[Finding]:

@@ -8,26 +8,26 @@ till's files aside); `BETWEEN` does them here, before the command they precede.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
 import shlex
 import shutil
 import sqlite3
-import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
-import pytest
-
 from replicas.cli.main import main
-from tests.replicas.ops_kit import Built
+from tests.replicas.ops_kit import Built, store_day, with_site
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "ops.md"
 BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 
 
-_MARK = "--- the command's own output from here ---"
 # A resolution records when it was made: the runbook's run and this one differ there only.
 _RESOLVED_AT = re.compile(r"(by \w+ at )\d{4}-\d\d-\d\dT[\d:.]+\+00:00")
 
@@ -88,32 +88,80 @@ BETWEEN: dict[tuple[str, int], Callable[[Path], None]] = {
 }
 
 
-def test_the_runbook_is_real_output(
-    built: Built, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def run_runbook(root: Path, blocks: list[tuple[str, str, int]]) -> list[tuple[str, int]]:
+    """Each block's command run in `root` (in order, with the prose's steps between):
+    what it printed (stdout, then stderr) and its exit code."""
+    seen: dict[str, int] = {}
+    results = []
+    with contextlib.chdir(root), _columns(100):
+        for command, _, _ in blocks:
+            seen[command] = seen.get(command, 0) + 1
+            if (prep := BETWEEN.get((command, seen[command]))) is not None:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    prep(root)
+            argv = shlex.split(command)
+            assert argv[0] == "tillmesh", command
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(argv[1:])
+            results.append((out.getvalue() + err.getvalue(), code))
+    return results
+
+
+@contextlib.contextmanager
+def _columns(width: int) -> Iterator[None]:
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def test_the_runbook_is_real_output(built: Built) -> None:
     blocks = console_blocks(RUNBOOK.read_text())
     assert len(blocks) > 20
-    monkeypatch.chdir(built.root)
-    monkeypatch.setenv("COLUMNS", "100")
-    seen: dict[str, int] = {}
     mismatches = []
-    for command, expected, code in blocks:
-        seen[command] = seen.get(command, 0) + 1
-        if (prep := BETWEEN.get((command, seen[command]))) is not None:
-            prep(built.root)
-            print(_MARK)
-            print(_MARK, file=sys.stderr)
-        argv = shlex.split(command)
-        assert argv[0] == "tillmesh"
-        got_code = main(argv[1:])
-        out, err = capsys.readouterr()  # a setup step's output, then the command's
-        got = out.split(f"{_MARK}\n", 1)[-1] + err.split(f"{_MARK}\n", 1)[-1]
+    for (command, expected, code), (got, got_code) in zip(
+        blocks, run_runbook(built.root, blocks), strict=True
+    ):
         if (got_code, _now_free(got)) != (code, _now_free(expected)):
             said = f"--- runbook [exit {code}]\n{expected}"
             mismatches.append(f"$ {command}\n{said}--- real [exit {got_code}]\n{got}")
-    assert not mismatches, "\n\n".join(mismatches)
+    hint = "regenerate with: .venv/bin/python -m tests.replicas.test_docs_ops"
+    assert not mismatches, "\n\n".join([*mismatches, hint])
+
+
+def rewrite(text: str, results: list[tuple[str, int]]) -> str:
+    """`text` with each console command's output replaced by `results`, in order."""
+    outputs = iter(results)
+
+    def block(m: re.Match[str]) -> str:
+        parts = re.split(r"^(?=\$ )", m.group(1), flags=re.M)
+        lines = []
+        for part in parts:
+            if part.startswith("$ "):
+                out, code = next(outputs)
+                lines.append(f"{part.partition(chr(10))[0]}\n{out}[exit {code}]\n")
+            else:
+                lines.append(part)
+        return "```console\n" + "".join(lines) + "```"
+
+    return BLOCK.sub(block, text)
 
 
 def test_a_wrong_block_is_caught() -> None:
     (block,) = console_blocks("```console\n$ tillmesh x\nhello\n[exit 1]\n```\n")
     assert block == ("tillmesh x", "hello\n", 1)
+
+
+if __name__ == "__main__":  # rewrite docs/ops.md from a fresh run (when output changes)
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp)
+        with_site(site, store_day)
+        text = RUNBOOK.read_text()
+        RUNBOOK.write_text(rewrite(text, run_runbook(site, console_blocks(text))))
+    print(f"rewrote {RUNBOOK}")

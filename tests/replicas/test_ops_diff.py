@@ -121,3 +121,25 @@ def test_defects_outside_the_compared_scope_do_not_count(
         conn.execute("DELETE FROM events WHERE origin = 's2/x1' AND seq = 3")
     code, out = cli_json(capsys, "log", "diff", built.db("s1/t1"), built.db("hq"))
     assert code == 1 and out["differs"] and not out["damaged"]  # HQ lacks s1's late events
+
+
+def test_tills_of_different_stores_are_never_the_same(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They share HQ's origins only: agreeing there says nothing (it was SAME, exit 0)."""
+    code, text, _ = cli(capsys, "log", "diff", built.db("s1/t1"), built.db("s2/x1"))
+    assert code == 1
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("DIFFERENT SCOPES: s1/t1 and s2/x1 hold different stores"), last
+    assert "A holds s1/t1, s1/t2 outside" in last and "B holds s2/x1 outside" in last
+    code, out = cli_json(capsys, "log", "diff", built.db("s1/t1"), built.db("s2/x1"))
+    assert code == 1 and out["differs"] and out["scopes_differ"]
+    assert (out["only_a"], out["only_b"]) == (["s1/t1", "s1/t2"], ["s2/x1"])
+
+
+def test_hq_and_a_till_compare_over_the_tills_scope(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HQ holds every store: its scope contains the till's, so they are comparable."""
+    _, out = cli_json(capsys, "log", "diff", built.db("hq"), built.db("s1/t1"))
+    assert not out["scopes_differ"] and out["only_a"] == out["only_b"] == []
