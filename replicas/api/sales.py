@@ -3,7 +3,8 @@
 A sale prices the lines without `unit_price` from the local catalog (409 if it
 cannot) and takes the next generated receipt unless given one. A given receipt is the
 client's idempotency key: the same sale sent again (a retry after a lost answer) gets
-the first one back (200, `Idempotent-Replay: true`), another sale with it a 409. A given
+the first one back (200, `Idempotent-Replay: true`), from any till of the store that
+holds it by then (a front end failing over to the next till); another sale with it, a 409. A given
 shift must not be closed here. Both are checked under the till's lock. Voids and
 refunds check the local state under the lock, and only in the sale's own store.
 """
@@ -79,13 +80,14 @@ def _check_receipt_form(till: Till, receipt: str) -> None:
 
 async def _earlier_same_sale(till: Till, req: m.SaleIn, used: list[Record]) -> Event | None:
     """Under the till lock, `used` being the sales here with the request's receipt: None
-    if there are none; the sale if this request repeats it (a retry after a lost answer:
-    not sold twice); else 409."""
-    own = till.replica.replica_id
+    if there are none; the sale if this request repeats it (a retry after a lost answer,
+    to this till or, failed over, to another till of the store that holds the sale by
+    now: not sold twice); else 409."""
+    store = store_of(till.replica.replica_id)
     for sale in used:
-        if sale["origin"] != own:
+        if store_of(sale["origin"]) != store:
             continue
-        raws = await till.replica.log.read_range(own, int(sale["seq"]), 1)
+        raws = await till.replica.log.read_range(sale["origin"], int(sale["seq"]), 1)
         stored = decode_event(raws[0]) if raws else None
         if stored is not None and _repeats(req, decode_body(stored)):
             return stored

@@ -356,3 +356,27 @@ async def test_receipts_in_a_tills_generated_form_are_refused(
 async def test_other_client_receipts_are_taken(client: httpx.AsyncClient, receipt: str) -> None:
     r = await client.post("/sales", json=sale(receipt=receipt))
     assert r.status_code == 201 and r.json()["receipt"] == receipt, r.text
+
+
+async def test_a_retry_failed_over_to_another_till_of_the_store_gets_the_sale(
+    client: httpx.AsyncClient, log: EventLog, tmp_path: Path
+) -> None:
+    # A POS front end whose till stopped answering sends the same sale, same receipt, to
+    # the next till: once that till holds the sale, it answers with it (was: 409).
+    first = await client.post("/sales", json=sale(receipt="POS-9"))
+    assert first.status_code == 201
+    other = await open_log(tmp_path / "t2.db", "s1/t2")
+    try:
+        for origin, seq in log.version_vector().items():
+            await other.ingest_raw(await log.read_range(origin, 1, seq))
+        async with client_for(FakeReplica("s1/t2", other)) as t2:
+            again = await t2.post("/sales", json=sale(receipt="POS-9"))
+            assert again.status_code == 200, again.text
+            assert again.headers["Idempotent-Replay"] == "true"
+            assert again.json() == first.json()
+            different = await t2.post("/sales", json=sale(receipt="POS-9", lines=[
+                {"sku": "BREAD", "qty": 1}]))  # fmt: skip
+            assert different.status_code == 409, different.text
+            assert await sales_count(t2) == 1
+    finally:
+        await other.close()
