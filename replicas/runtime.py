@@ -347,6 +347,11 @@ class Replica:
         # Only HQ heard since the link was last switched on counts, not a stale announce.
         return hq is not None and hq.age < min(ONLINE_WITHIN, now - self._link_on_at)
 
+    def holders(self, origin: str, seq: int) -> list[str]:
+        here = [self.replica_id] if self.log.version_vector().get(origin, 0) >= seq else []
+        peers = self.engine.holders(origin, seq) if self.engine is not None else []
+        return sorted({*here, *peers})
+
     def unsynced_to_hq(self) -> int:
         if self.engine is None or self.replica_id == HQ:
             return 0

@@ -49,6 +49,11 @@ class ReplicaHandle(Protocol):
 
     def online(self) -> bool: ...
 
+    def holders(self, origin: str, seq: int) -> list[str]:
+        """The replicas known to hold `origin`'s events up to `seq` durably: this one if
+        it does, and the peers whose announced vectors say so."""
+        ...
+
     def unsynced_to_hq(self) -> int:
         """How many of this replica's own events (sales, refunds, stock moves, ...) HQ
         does not yet hold durably."""

@@ -271,6 +271,14 @@ class PaymentView(BaseModel):
     reference: str | None
 
 
+class DeliveryView(BaseModel):
+    """Is this sale safe beyond this till? As far as this replica knows from the
+    vectors its peers announced (they lag by up to the announce interval)."""
+
+    held_by: list[str] = Field(description="replicas holding the sale durably, this one included")
+    at_hq: bool = Field(description="HQ holds it durably: it survives this store's loss")
+
+
 class SaleView(BaseModel):
     id: str
     origin: str
@@ -285,6 +293,9 @@ class SaleView(BaseModel):
     refunded: int
     lines: list[LineView]
     payments: list[PaymentView]
+    delivery: DeliveryView | None = Field(
+        default=None, description="who holds the sale (GET /sales/{id} only)"
+    )
 
 
 class ReceiptView(BaseModel):

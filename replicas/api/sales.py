@@ -272,7 +272,10 @@ def sales_router(till: Till) -> APIRouter:
 
     @r.get("/sales/{sale_id:path}")
     async def get_sale(sale_id: str) -> m.SaleView:
-        return _sale_view(await till.read(lambda c: queries.sale(c, sale_id)), sale_id)
+        view = _sale_view(await till.read(lambda c: queries.sale(c, sale_id)), sale_id)
+        held_by = till.replica.holders(view.origin, view.seq)
+        view.delivery = m.DeliveryView(held_by=held_by, at_hq=HQ in held_by)
+        return view
 
     @r.post("/sales/{sale_id:path}/void", status_code=201)
     async def void_sale(sale_id: str, req: m.VoidIn | None = None) -> m.EventOut:

@@ -416,12 +416,10 @@ class SyncEngine:
         """Per peer, how many of our own events it has told us it holds durably."""
         return self.peers.receipts(self.replica_id)
 
-    def safe_at_hq(self, seq: int) -> bool:
-        """True once HQ has announced holding our events up to `seq`."""
-        if self.replica_id == HQ:
-            return seq <= self._vv.get(HQ, 0)
-        hq = self.peers.by_name.get(HQ)
-        return hq is not None and hq.vv.get(self.replica_id, 0) >= seq
+    def holders(self, origin: str, seq: int) -> list[str]:
+        """The peers that have told us they hold `origin`'s events up to `seq` durably
+        (their announced vectors), sorted: the delivery receipt of one event."""
+        return sorted(n for n, p in self.peers.by_name.items() if p.vv.get(origin, 0) >= seq)
 
     def status(self, now: float) -> SyncStatus:
         return SyncStatus(

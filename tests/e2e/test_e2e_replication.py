@@ -26,9 +26,11 @@ async def test_sales_on_every_till_reach_every_replica(mesh: Mesh) -> None:
 async def test_receipts_count_down_to_zero_once_hq_holds_the_sales(mesh: Mesh) -> None:
     await mesh["hq"].freeze(tree=True)  # HQ holds nothing new while frozen
     try:
-        await mesh.sell(mesh.tills[0], 4)
+        (*_, last) = await mesh.sell(mesh.tills[0], 4)
         status = await mesh["s1/t1"].status(digest=False)
         assert status["unsynced_to_hq"] == 4
+        sale = (await mesh.http.get(f"{mesh['s1/t1'].url}/sales/{last}")).json()
+        assert sale["delivery"]["at_hq"] is False and "hq" not in sale["delivery"]["held_by"]
     finally:
         await mesh["hq"].thaw(tree=True)
 
@@ -36,4 +38,10 @@ async def test_receipts_count_down_to_zero_once_hq_holds_the_sales(mesh: Mesh) -
         return (await mesh["s1/t1"].status(digest=False))["unsynced_to_hq"] == 0
 
     await wait_until(receipted, "HQ's receipt for s1/t1's sales", 30)
+
+    async def delivered() -> bool:  # the per-sale receipt: every peer, HQ included
+        sale = (await mesh.http.get(f"{mesh['s1/t1'].url}/sales/{last}")).json()
+        return sale["delivery"] == {"held_by": ["hq", *mesh.tills], "at_hq": True}
+
+    await wait_until(delivered, f"{last} held everywhere", 30)
     await mesh.converge_and_check()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class FakeReplica:
     log: EventLog
     is_online: bool = False
     unsynced: int = 0
+    peer_holders: list[str] = field(default_factory=list)  # peers that hold every event
 
     def sync_status(self) -> dict[str, object]:
         return {}
@@ -39,6 +40,10 @@ class FakeReplica:
 
     def unsynced_to_hq(self) -> int:
         return self.unsynced
+
+    def holders(self, origin: str, seq: int) -> list[str]:
+        here = self.log.version_vector().get(origin, 0) >= seq
+        return sorted({*self.peer_holders, *([self.replica_id] if here else [])})
 
 
 async def open_log(path: Path, replica_id: str = TILL) -> EventLog:
@@ -110,6 +115,17 @@ async def test_sale_is_created_and_read_back(client: httpx.AsyncClient) -> None:
 
     by_receipt = (await client.get(f"/receipts/{out['receipt']}")).json()
     assert [s["id"] for s in by_receipt["sales"]] == [out["sale_id"]]
+
+
+async def test_a_sale_says_who_holds_it_and_whether_hq_does(
+    client: httpx.AsyncClient, replica: FakeReplica
+) -> None:
+    out = await sell(client, lines=[{"sku": "COLA", "qty": 1}], payments=[cash(150)])
+    sale = (await client.get(f"/sales/{out['sale_id']}")).json()
+    assert sale["delivery"] == {"held_by": [TILL], "at_hq": False}
+    replica.peer_holders = ["hq", "s1/t2"]  # their vectors now hold it
+    sale = (await client.get(f"/sales/{out['sale_id']}")).json()
+    assert sale["delivery"] == {"held_by": sorted(["hq", "s1/t2", TILL]), "at_hq": True}
 
 
 async def test_receipts_are_unique_and_survive_an_app_restart(replica: FakeReplica) -> None:
@@ -418,7 +434,7 @@ async def test_status_digest_and_health(
     assert digest == await log.read(queries.state_digest)
     assert status == {
         "replica_id": TILL, "online": False, "version_vector": {TILL: 4}, "events": 4,
-        "pending": 0, "quarantined": 0, "unsynced_to_hq": 3,
+        "pending": 0, "quarantined": 0, "clock_ahead": {}, "unsynced_to_hq": 3,
         "sales": {"sales": 1, "gross": 300, "voided": 0, "refunded": 0, "net": 300},
         "sync": {}, "digest": digest,
         "open_conflicts": 1,  # sold with no stock delivered: an oversell to review

@@ -47,6 +47,7 @@ class OfflineReplica:
 
     replica_id: str
     log: EventLog
+    hq_holds_all: bool = False  # the test flips it: HQ's vector reached us
 
     def sync_status(self) -> dict[str, object]:
         return {}
@@ -56,6 +57,9 @@ class OfflineReplica:
 
     def unsynced_to_hq(self) -> int:
         return 2
+
+    def holders(self, origin: str, seq: int) -> list[str]:
+        return [self.replica_id, *(["hq"] if self.hq_holds_all else [])]
 
 
 class TillServer:
@@ -67,6 +71,7 @@ class TillServer:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server: uvicorn.Server | None = None
+        self.replica: OfflineReplica | None = None  # set once the server thread opens the log
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="till-server", daemon=True)
 
@@ -80,7 +85,8 @@ class TillServer:
         async with await EventLog.open(self.db, TILL, StoreState()) as log:
             await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
             await log.append(ProductUpserted(sku="BREAD", name="Bread", price=250))
-            app = create_app(OfflineReplica(TILL, log))
+            self.replica = OfflineReplica(TILL, log)
+            app = create_app(self.replica)
             config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
             self.server = uvicorn.Server(config)
             await self.server.serve(sockets=[self.sock])
@@ -138,7 +144,7 @@ def test_cash_sale_on_the_till_page(chromium: Path, till: TillServer) -> None:
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
-            receipt = _drive_sale(browser, till.url)
+            receipt = _drive_sale(browser, till)
         finally:
             browser.close()
     [sale] = sales_in_log(till.db, receipt)
@@ -147,7 +153,8 @@ def test_cash_sale_on_the_till_page(chromium: Path, till: TillServer) -> None:
     assert [(p["method"], p["amount"]) for p in sale["payments"]] == [("cash", 1000)]
 
 
-def _drive_sale(browser: Any, url: str) -> str:
+def _drive_sale(browser: Any, till: TillServer) -> str:
+    url = till.url
     page = browser.new_page(viewport={"width": 1100, "height": 700})
     page.set_default_timeout(UI_TIMEOUT_MS)
     requested: list[str] = []
@@ -177,6 +184,12 @@ def _drive_sale(browser: Any, url: str) -> str:
     expect(page.locator("#sale-view")).to_be_hidden()
     expect(page.locator("#receipt-total")).to_have_text("5.50")
     expect(page.locator("#receipt-change")).to_have_text("4.50")
+    # Is it safe at HQ yet? Not while offline; the receipt says so once HQ holds it.
+    delivery = page.locator("#receipt-delivery")
+    expect(delivery).to_have_text("not yet at HQ (held by this till only)")
+    assert till.replica is not None
+    till.replica.hq_holds_all = True
+    expect(delivery).to_have_text("safe at HQ (also held by hq)")
     receipt = str(page.locator("#receipt-no").inner_text())
     assert receipt.startswith("P-")  # the page's own, one per basket (safe retries)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -249,14 +249,13 @@ def test_reply_frame_is_built_within_the_requested_bytes() -> None:
     assert frame == EventsFrame("hq", make_chain("hq", 3), False, 2)
 
 
-def test_receipts_and_safe_at_hq() -> None:
+def test_receipts_and_holders() -> None:
     e = engine(vv={"s1/t1": 10})
-    assert not e.safe_at_hq(1)
+    assert e.holders("s1/t1", 1) == []
     e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t1": 10}), 0.0)
     e.on_vv("hq", vv_msg("hq", {"s1/t1": 7, "s2/t1": 99}), 0.0)
     assert e.receipts() == {"s1/t2": 10, "hq": 7}
-    assert e.safe_at_hq(7) and not e.safe_at_hq(8)
-    assert SyncEngine("hq", vv={"hq": 3}).safe_at_hq(3)
+    assert e.holders("s1/t1", 7) == ["hq", "s1/t2"] and e.holders("s1/t1", 8) == ["s1/t2"]
 
 
 def test_live_push_coalesces_a_burst_when_lingering() -> None:
@@ -290,3 +289,12 @@ def test_own_echo_is_ignored() -> None:
     frame = EventsFrame("s1/t1", [])
     assert deliver(e, "s1/t1", frame, outcome(0, {}), 0.0) == []
     assert encode_message(frame)
+
+
+def test_holders_are_the_peers_whose_vectors_hold_the_event() -> None:
+    e = engine()
+    e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t1": 5}), 0.0)
+    e.on_vv("hq", vv_msg("hq", {"s1/t1": 3}), 0.1)
+    assert e.holders("s1/t1", 3) == ["hq", "s1/t2"]
+    assert e.holders("s1/t1", 4) == ["s1/t2"]
+    assert e.holders("s1/t1", 6) == []

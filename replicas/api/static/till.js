@@ -222,6 +222,32 @@ function showReceipt(sale, at) {
   $("sale-view").hidden = true;
   $("receipt").hidden = false;
   $("new-sale").focus();
+  showDelivery(sale);
+}
+
+// "Is this sale safe at HQ yet?": who holds it, refreshed while its receipt is shown.
+const DELIVERY_POLL_MS = 2000;
+
+function deliveryText(delivery) {
+  if (!delivery) return "";
+  const others = delivery.held_by.filter((r) => r !== $("replica-id").textContent);
+  const where = others.length ? `also held by ${others.join(", ")}` : "held by this till only";
+  return delivery.at_hq ? `safe at HQ (${where})` : `not yet at HQ (${where})`;
+}
+
+async function showDelivery(sale) {
+  $("receipt-delivery").textContent = deliveryText(sale.delivery);
+  let current = sale;
+  while (!current.delivery?.at_hq && !$("receipt").hidden) {
+    await new Promise((resolve) => setTimeout(resolve, DELIVERY_POLL_MS));
+    if ($("receipt").hidden || $("receipt-sale-id").textContent !== sale.id) return;
+    try {
+      current = await api("GET", `/sales/${sale.id}`);
+    } catch {
+      continue; // the till is busy or restarting: try again on the next turn
+    }
+    $("receipt-delivery").textContent = deliveryText(current.delivery);
+  }
 }
 
 function newSale() {
