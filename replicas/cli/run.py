@@ -177,9 +177,10 @@ def _url_from_site(root: Path | None, replica_id: str) -> str:
 
 def _print_status(status: dict[str, Any]) -> None:
     sync = status.get("sync") or {}
+    rid = status.get("replica_id")
+    at_hq = "" if rid == HQ else f"not yet at HQ: {status.get('unsynced_to_hq')}   "
     print(
-        f"replica   {status.get('replica_id')}   online: {status.get('online')}   "
-        f"not yet at HQ: {status.get('unsynced_to_hq')}   "
+        f"replica   {rid}   online: {status.get('online')}   {at_hq}"
         f"open conflicts: {status.get('open_conflicts', '-')}"
     )
     # Held (waiting for a gap to fill) and refused events: zero when all is well.
@@ -188,23 +189,27 @@ def _print_status(status: dict[str, Any]) -> None:
     for origin, ahead in sorted((status.get("clock_ahead") or {}).items()):
         print(f"clock     {origin}: {ahead['events']} event(s) too far ahead of this clock,"
               f" newest {ahead['newest']}, {ahead['ahead_ms'] // 1000} s ahead now")  # fmt: skip
-    print("version vector:")
-    for origin, seq in sorted((status.get("version_vector") or {}).items()):
-        print(f"  {origin:12} {seq}")
-    print("peers (age s, holds of ours):")
-    receipts = sync.get("receipts", {})
-    for peer, info in sorted((sync.get("peers") or {}).items()):
-        age = "never" if info.get("age") is None else f"{info['age']:.1f}"
-        print(f"  {peer:12} {age:>8}  {receipts.get(peer, 0)}")
-    for origin, lag in sorted((sync.get("lag") or {}).items()):
-        if lag:
-            print(f"lag       {origin}: {lag} events behind")
+    _print_origins(sync.get("origins") or {}, sync.get("receipts") or {})
     for incident in sync.get("incidents", []):
         print(
             f"incident  {incident['peer']}: {incident['kind']} x{incident['count']} "
             f"({incident['last_detail']})"
         )
     _print_server(sync.get("nats_server") or {})
+
+
+def _print_origins(origins: dict[str, dict[str, Any]], receipts: dict[str, int]) -> None:
+    """Per till (by store) and HQ: what we hold, what we know we lack and since when,
+    when it was last heard, and how many of our own events it holds."""
+    if not origins:
+        return
+    print(f"{'origin':14} {'held':>8} {'behind':>7} {'missing for':>12} {'last seen':>10} "
+          f"{'holds ours':>10}")  # fmt: skip
+    for origin, o in sorted(origins.items(), key=lambda kv: (kv[0] != HQ, kv[0])):
+        missing = "-" if o["missing_for"] is None else f"{o['missing_for']:.0f} s"
+        seen = "never" if o["last_seen"] is None else f"{o['last_seen']:.1f} s ago"
+        ours = receipts.get(origin, "-")
+        print(f"{origin:14} {o['held']:>8} {o['behind']:>7} {missing:>12} {seen:>10} {ours:>10}")
 
 
 def _print_server(server: dict[str, Any]) -> None:

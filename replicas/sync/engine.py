@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from broker.subjects import events_subject, pull_subject, vv_subject
 from core.errors import TillmeshError
-from core.events import HQ, RawEvent, decode_event
+from core.events import RawEvent, decode_event
 from core.vv import SeqRange
 from replicas.errors import FrameError
 from replicas.sync.config import (
@@ -55,6 +55,7 @@ from replicas.sync.protocol import (
     InflightStatus,
     IngestOutcome,
     Message,
+    OriginStatus,
     Publish,
     PullRequest,
     Request,
@@ -115,6 +116,7 @@ class SyncEngine:
         self._next_pull_id = 0
         self._last_announce = -math.inf
         self._vv_dirty = True
+        self._missing_since: dict[str, float] = {}  # origin -> when we first lacked some
         self._push_buffer: list[bytes] = []
         self._push_since = math.inf
 
@@ -164,6 +166,8 @@ class SyncEngine:
             if seq > self._vv.get(origin, 0) and self.in_scope(origin):
                 self._vv[origin] = seq
                 self._vv_dirty = True
+                if origin in self._missing_since and seq >= self.peers.claimed(origin):
+                    del self._missing_since[origin]  # caught up with every claim
 
     def _announce_if_due(self, now: float) -> list[Action]:
         since = now - self._last_announce
@@ -193,6 +197,8 @@ class SyncEngine:
         for origin, seq in msg.vv.items():  # max: a reordered old announcement is harmless
             if self.in_scope(origin) and seq > state.vv.get(origin, 0):
                 state.vv[origin] = seq
+                if seq > self._vv.get(origin, 0):
+                    self._missing_since.setdefault(origin, now)
         state.heard_at = now
         return self._announce_if_due(now) + self._plan_pulls(now)
 
@@ -353,7 +359,13 @@ class SyncEngine:
         if out.rejected:
             self.peers.hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
         elif frame.events and out.duplicates == len(frame.events):
-            self.peers.soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
+            # A till pushes its own newest events; one that raced our pull of them arrives
+            # with only known events, which is normal. A replay is not: known events of
+            # other origins, or older than what the peer had already announced.
+            announced = self.peers.get(peer).vv.get(peer, 0)
+            if _replayed(peer, frame, announced):
+                detail = f"{len(frame.events)} known events"
+                self.peers.soft(peer, DUPLICATE_FRAME, detail, now)
 
     def _judge_reply(self, pull: _Pull, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
         peer = self.peers.get(pull.peer)
@@ -433,4 +445,36 @@ class SyncEngine:
             ],
             incidents=self.peers.incidents(),
             receipts=self.receipts(),
+            origins=self._origins(now),
         )
+
+    def _origins(self, now: float) -> dict[str, OriginStatus]:
+        lag = self.peers.lag(self._vv, now)
+        names = {*self._vv, *lag, *(n for n in self.peers.by_name if self.in_scope(n))}
+        out = {}
+        for origin in sorted(names):
+            since = self._missing_since.get(origin)
+            peer = self.peers.by_name.get(origin)
+            heard = peer is not None and peer.heard_at > -math.inf
+            out[origin] = OriginStatus(
+                held=self._vv.get(origin, 0),
+                behind=lag.get(origin, 0),
+                missing_for=None if since is None else now - since,
+                last_seen=now - peer.heard_at if heard and peer is not None else None,
+            )
+        return out
+
+
+def _replayed(peer: str, frame: EventsFrame, announced: int) -> bool:
+    """Whether a pushed frame of known events is a replay rather than a raced push:
+    events of other origins than its sender, or none newer than what it announced."""
+    newest = 0
+    for raw in frame.events:
+        try:
+            ev = decode_event(raw)
+        except TillmeshError:
+            return True
+        if ev.origin != peer:
+            return True
+        newest = max(newest, ev.seq)
+    return newest < announced

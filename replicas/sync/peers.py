@@ -82,6 +82,10 @@ class PeerTable:
             for name, p in self.by_name.items()
         }
 
+    def claimed(self, origin: str) -> int:
+        """The most of `origin`'s events any peer has told us it holds."""
+        return max((p.vv.get(origin, 0) for p in self.by_name.values()), default=0)
+
     def lag(self, vv: Mapping[str, int], now: float) -> dict[str, int]:
         """Per origin, the most events a peer not backed off holds beyond `vv`."""
         lag: dict[str, int] = {}

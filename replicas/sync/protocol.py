@@ -47,6 +47,7 @@ __all__ = [
     "InflightStatus",
     "IngestOutcome",
     "Message",
+    "OriginStatus",
     "PeerStatus",
     "Publish",
     "PullRange",
@@ -288,6 +289,16 @@ class InflightStatus:
 
 
 @dataclass(frozen=True)
+class OriginStatus:
+    """One origin (a till, or HQ) as this replica sees it: the backlog per till."""
+
+    held: int  # its events we hold, contiguously
+    behind: int  # the most any peer has told us it holds beyond that
+    missing_for: float | None  # seconds since we first knew of a missing event; None: none
+    last_seen: float | None  # seconds since it last announced itself; None: never heard
+
+
+@dataclass(frozen=True)
 class SyncStatus:
     replica_id: str
     vv: dict[str, int]
@@ -296,6 +307,7 @@ class SyncStatus:
     inflight: list[InflightStatus]
     incidents: list[Incident]
     receipts: dict[str, int]  # per peer: how many of our own events it holds durably
+    origins: dict[str, OriginStatus]
 
 
 # --- scope ------------------------------------------------------------------------------

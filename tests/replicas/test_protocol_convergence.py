@@ -5,7 +5,7 @@
   engines' vectors agree with their logs;
 - a line A-B-C (A and C never linked) converges: serving is transitive;
 - a till never receives another store's events, from peers or HQ;
-- receipts and safe_at_hq follow what peers hold durably;
+- receipts and holders follow what peers hold durably;
 - a till back from a long partition with 10k missing events catches up in windows
   that never exceed the configured size, one pull per peer at a time.
 """
@@ -110,13 +110,13 @@ def test_receipts_follow_peers_durable_vectors() -> None:
         sim.step()
     t1 = sim.nodes["s1/t1"].engine
     assert t1.receipts() == {"s1/t2": 5}
-    assert not t1.safe_at_hq(1)
+    assert t1.holders("s1/t1", 1) == ["s1/t2"]
     sim.heal()
     sim.run_until_converged(200)
     for _ in range(40):  # HQ announces the vector it now holds
         sim.step()
     assert t1.receipts() == {"s1/t2": 5, "hq": 5}
-    assert t1.safe_at_hq(5) and not t1.safe_at_hq(6)
+    assert t1.holders("s1/t1", 5) == ["hq", "s1/t2"] and t1.holders("s1/t1", 6) == []
     assert t1.status(sim.now).receipts == {"s1/t2": 5, "hq": 5}
 
 

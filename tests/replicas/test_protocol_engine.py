@@ -10,6 +10,7 @@ from replicas.sync.protocol import (
     Action,
     EventsFrame,
     IngestOutcome,
+    OriginStatus,
     Publish,
     PullRequest,
     Request,
@@ -298,3 +299,32 @@ def test_holders_are_the_peers_whose_vectors_hold_the_event() -> None:
     assert e.holders("s1/t1", 3) == ["hq", "s1/t2"]
     assert e.holders("s1/t1", 4) == ["s1/t2"]
     assert e.holders("s1/t1", 6) == []
+
+
+def test_an_echo_of_a_peers_own_events_is_not_an_incident() -> None:
+    """A till pushes its own newest events; a push that raced our pull of them arrives
+    with only known events. That is normal on a healthy site. Known events of other
+    origins, or older than the peer announced, are a replay and stay an incident."""
+    e = engine(vv={"s1/t2": 5, "hq": 3})
+    e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 5}), 0.0)
+    chain = make_chain("s1/t2", 5)
+    raced = EventsFrame("s1/t2", chain[3:], False, 0)  # its newest two
+    deliver(e, "s1/t2", raced, outcome(0, {"s1/t2": 5}, dups=2), 0.1)
+    assert [i.kind for i in e.status(0.1).incidents] == []
+    stale = EventsFrame("s1/t2", chain[:2], False, 0)
+    deliver(e, "s1/t2", stale, outcome(0, {"s1/t2": 5}, dups=2), 0.2)
+    relayed = EventsFrame("s1/t2", make_chain("hq", 3), False, 0)
+    deliver(e, "s1/t2", relayed, outcome(0, {"s1/t2": 5}, dups=3), 0.3)
+    (incident,) = e.status(0.4).incidents
+    assert (incident.kind, incident.count) == ("duplicate_frame", 2)
+
+
+def test_status_lists_each_origins_backlog_and_since_when() -> None:
+    e = engine(vv={"s1/t1": 4})
+    e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 10, "s1/t1": 4}), 1.0)
+    origins = e.status(3.0).origins
+    assert origins["s1/t2"] == OriginStatus(held=0, behind=10, missing_for=2.0, last_seen=2.0)
+    assert origins["s1/t1"] == OriginStatus(held=4, behind=0, missing_for=None, last_seen=None)
+    frame = EventsFrame("s1/t2", make_chain("s1/t2", 10), False, 0)
+    deliver(e, "s1/t2", frame, outcome(10, {"s1/t1": 4, "s1/t2": 10}), 4.0)
+    assert e.status(5.0).origins["s1/t2"] == OriginStatus(10, 0, None, 4.0)
