@@ -47,6 +47,7 @@ __all__ = [
     "permissions_for",
     "route_key",
     "save_credentials",
+    "write_private",
 ]
 
 # The shape nats-server expects under `permissions`; rendered by config.py.
@@ -178,8 +179,12 @@ def leaf_permissions(store: str) -> Permissions:
 def save_credentials(path: Path, creds: Mapping[str, Credentials]) -> None:
     """Write ``creds`` as JSON, readable by the owner only (mode 0600)."""
     payload = {k: {"user": c.user, "password": c.password} for k, c in creds.items()}
-    data = json.dumps(payload, indent=2, sort_keys=True).encode()
-    # Create with 0600 from the first byte: chmod after writing would leave a window.
+    write_private(path, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path`, readable by the owner only (0600) from the first byte:
+    writing first and chmod-ing after would leave a window where others may read it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file

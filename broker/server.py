@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from broker.config import ServerConfig, free_port, render_config
-from broker.credentials import Credentials
+from broker.credentials import Credentials, write_private
 from broker.errors import (
     BinaryNotFound,
     BrokerError,
@@ -345,8 +345,8 @@ class EmbeddedNatsServer:
     def _write_conf(self) -> None:
         """The conf file for `config`, plus this start's tag (kept across reloads)."""
         tags = (*self.config.tags, self._start_tag) if self._start_tag else self.config.tags
-        self.conf_path.write_text(render_config(replace(self.config, tags=tags)))
-        os.chmod(self.conf_path, 0o600)  # it contains passwords
+        # It contains passwords: 0600 from the first byte.
+        write_private(self.conf_path, render_config(replace(self.config, tags=tags)).encode())
 
     async def restart(self) -> None:
         """Stop and start again with the same config, hence the same ports."""

@@ -24,6 +24,7 @@ __all__ = [
     "Migration",
     "connect",
     "file_uri",
+    "keep_private",
     "migrate",
     "open_sync",
     "run_in_thread",
@@ -63,6 +64,8 @@ async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Conn
     """An aiosqlite connection in autocommit mode; transactions are explicit BEGINs."""
     if readonly and not Path(path).exists():
         raise StorageError(str(path), "no such database")
+    if not readonly:
+        keep_private(Path(path))
     try:
         conn = await aiosqlite.connect(str(path), isolation_level=None, check_same_thread=False)
     except sqlite3.Error as e:
@@ -74,6 +77,28 @@ async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Conn
         await conn.close()  # else its worker thread outlives us and blocks interpreter exit
         raise translate(path, e) from e
     return conn
+
+
+def keep_private(path: Path) -> None:
+    """A log holds sales: its database is the owner's alone (0600) from the first byte,
+    and SQLite gives the -wal and -shm it creates the database file's mode. A file an
+    older build left readable to others is narrowed too (the writer owns it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StorageError(str(path), e.strerror or str(e)) from e
+    else:
+        os.close(fd)
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if part.stat().st_mode & 0o077:
+                part.chmod(0o600)
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # not ours: SQLite says so when it opens it
+            continue
 
 
 def file_uri(path: str | Path, **query: str) -> str:
@@ -97,6 +122,7 @@ def open_sync(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection
         raise StorageError(str(path), "no such database")
     if readonly:
         return _open_readonly(Path(path))
+    keep_private(Path(path))
     try:
         return _open_uri(file_uri(path), _WRITER_PRAGMAS)
     except sqlite3.Error as e:

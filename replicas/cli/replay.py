@@ -155,7 +155,12 @@ def _print_state(state: dict[str, Any], stock: dict[str, dict[str, int]]) -> Non
         f"sales    {sales['sales']}  gross {sales['gross']}  voided {sales['voided']}  "
         f"refunded {sales['refunded']}  net {sales['net']}"
     )
-    if not stock:
+    if not any(stock.values()):
         print("stock    -")
-    for store, levels in stock.items():  # one line per store: never a sum over stores
-        print(f"stock {store}  " + (" ".join(f"{k}={v}" for k, v in levels.items()) or "-"))
+        return
+    # One row per (store, SKU): a store of 240 SKUs was one line; never a sum over stores.
+    width = max(3, *(len(sku) for levels in stock.values() for sku in levels))
+    print(f"stock    {'store':8} {'sku':{width}} {'on hand':>8}")
+    for store, levels in stock.items():
+        for sku, qty in levels.items():
+            print(f"         {store:8} {sku:{width}} {qty:>8}")

@@ -81,6 +81,8 @@ def test_a_live_writer_s_commits_are_read_through_its_shm(shared_dir: Path) -> N
     with closing(open_sync(folder / "log.db")) as writer:
         writer.execute("PRAGMA wal_autocheckpoint=0")
         writer.execute("INSERT INTO t VALUES (99)")  # committed, in the -wal only
+        for part in folder.glob("log.db*"):  # a log is its owner's alone (0600) unless
+            part.chmod(0o644)  # an admin lets others read it, as here the ops user
         folder.chmod(0o555)
         result = read_as_nobody(folder / "log.db")
         folder.chmod(0o755)

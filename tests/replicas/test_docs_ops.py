@@ -163,5 +163,10 @@ if __name__ == "__main__":  # rewrite docs/ops.md from a fresh run (when output 
         site = Path(tmp)
         with_site(site, store_day)
         text = RUNBOOK.read_text()
-        RUNBOOK.write_text(rewrite(text, run_runbook(site, console_blocks(text))))
+        blocks = console_blocks(text)
+        results = [  # keep what differs only in the moment a resolution was made
+            (out, code) if _now_free(out) != _now_free(was) else (was, code)
+            for (_, was, _), (out, code) in zip(blocks, run_runbook(site, blocks), strict=True)
+        ]
+        RUNBOOK.write_text(rewrite(text, results))
     print(f"rewrote {RUNBOOK}")

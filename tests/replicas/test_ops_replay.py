@@ -15,6 +15,7 @@ from core.events import (
     RefundLine,
     SaleCompleted,
     SaleLine,
+    StockReceived,
     parse_event_id,
 )
 from tests.replicas.ops_kit import (
@@ -111,7 +112,7 @@ def test_replay_store_filter_and_table_output(
     code, text, _ = cli(capsys, "log", "replay", hq, "--until", at(10), "--store", "s1")
     assert code == 0
     assert "s1/t1:3" in text and "s2/x1" not in text
-    assert text.splitlines()[-1].startswith("stock")
+    assert [row[0] for row in _stock_rows(text)] == ["s1", "s1"]
 
 
 def test_replay_of_an_unknown_event_is_a_clear_error(
@@ -176,11 +177,15 @@ def test_replay_stock_is_the_replayed_store_s_never_a_sum_over_stores(
     till, hq = tmp_path / "s1-t1.db", tmp_path / "hq.db"
     until = ["--until", at(10), "--state-only"]
     code, text, _ = cli(capsys, "log", "replay", till, *until)
-    assert code == 0 and text.splitlines()[-1] == "stock s1  A=98 B=8"  # not A=102 (+HQ's 4)
+    assert code == 0 and _stock_rows(text) == [["s1", "A", "98"], ["s1", "B", "8"]]  # not A=102
     code, text, _ = cli(capsys, "log", "replay", hq, *until, "--store", "s1")
-    assert code == 0 and text.splitlines()[-1] == "stock s1  A=98 B=8"
+    assert code == 0 and _stock_rows(text) == [["s1", "A", "98"], ["s1", "B", "8"]]
     code, text, _ = cli(capsys, "log", "replay", hq, *until)
-    assert code == 0 and text.splitlines()[-2:] == ["stock hq  A=4", "stock s1  A=98 B=8"]
+    assert code == 0 and _stock_rows(text) == [
+        ["hq", "A", "4"],
+        ["s1", "A", "98"],
+        ["s1", "B", "8"],
+    ]
     code, out = cli_json(capsys, "log", "replay", till, *until)
     assert code == 0
     assert (out["state"]["store"], out["state"]["stock"]) == ("s1", {"A": 98, "B": 8})
@@ -198,3 +203,28 @@ def test_a_refund_shows_the_stock_of_the_lines_it_refunded_only(
     by_id = {e["id"]: e["stock"] for e in out["events"]}
     assert by_id[ids["s1/t1"][2]] == {"A": 97, "B": 8}  # the sale moved both
     assert by_id[ids["s1/t1"][3]] == {"A": 98}  # the refund of line 0 restocked A only
+
+
+def _stock_rows(text: str) -> list[list[str]]:
+    """The state's stock table: a header row, then one row per (store, SKU)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stock"))
+    assert lines[start].split() == ["stock", "store", "sku", "on", "hand"], lines[start]
+    return [line.split() for line in lines[start + 1 :]]
+
+
+async def _receive_240_skus(site: Site) -> None:
+    await site.open("s1/t1")
+    await site.append("s1/t1", *[StockReceived(sku=f"SKU-{i:03d}", qty=1) for i in range(240)])
+
+
+def test_state_only_prints_one_row_per_sku(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A till of 240 SKUs printed them all on one line."""
+    till = built.db("s1/t1")
+    with_site(built.root, _receive_240_skus)
+    code, text, _ = cli(capsys, "log", "replay", till, "--until", "2099-01-01", "--state-only")
+    rows = _stock_rows(text)
+    assert code == 0 and len(rows) == 242 and all(len(r) == 3 for r in rows)
+    assert [line for line in text.splitlines()[1:] if len(line) > 100] == []  # 1st: the path

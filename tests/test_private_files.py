@@ -1,0 +1,66 @@
+"""Files that hold sales or secrets are the owner's alone (0600) from the first byte:
+the log (`log.db`, its `-wal` and `-shm`) and every nats-server config (passwords).
+They were 0644 (the log) and written 0644 then chmod-ed (the config)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.config import ServerConfig, UserSpec, free_port
+from broker.credentials import generate_store_credentials, permissions_for, write_private
+from broker.server import EmbeddedNatsServer
+from core.log import EventLog
+from tests.core.folds import CountingFold
+from tests.factories import cash_sale
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(autouse=True)
+def usual_umask() -> Iterator[None]:
+    """The common 022: what made the files world-readable."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+async def test_the_log_and_its_wal_are_the_owners_alone(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    async with await EventLog.open(db, "s1/t1", CountingFold()) as log:
+        await log.append(cash_sale())
+        files = [db, tmp_path / "log.db-wal", tmp_path / "log.db-shm"]
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+
+
+async def test_a_log_an_older_build_left_readable_is_narrowed(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    await (await EventLog.open(db, "s1/t1", CountingFold())).close()
+    db.chmod(0o644)
+    async with await EventLog.open(db, "s1/t1", CountingFold()):
+        assert mode(db) == 0o600
+
+
+def test_private_files_are_0600_new_or_replaced(tmp_path: Path) -> None:
+    new, old = tmp_path / "new.conf", tmp_path / "old.conf"
+    old.write_text("readable")
+    old.chmod(0o644)
+    for path in (new, old):
+        write_private(path, b"password: x")
+        assert mode(path) == 0o600 and path.read_bytes() == b"password: x"
+
+
+async def test_a_nats_config_is_0600(tmp_path: Path) -> None:
+    creds = generate_store_credentials("s1", ["t1"], hq=False)
+    user = UserSpec(creds["s1/t1"], permissions_for("s1/t1"))
+    server = EmbeddedNatsServer(
+        ServerConfig(name="solo", port=free_port(), users=(user,)), tmp_path
+    )
+    async with server:
+        assert mode(server.conf_path) == 0o600
