@@ -38,3 +38,13 @@ def test_every_path_the_docs_name_exists() -> None:
 
 def test_a_stale_path_is_caught() -> None:
     assert named_paths("see `replicas/sync.py` and tillmesh/core/log.py") == {"replicas/sync.py"}
+
+
+def test_the_demo_help_and_the_readme_give_one_duration() -> None:
+    """They said 'about 75 s' and 'about a minute'; a run takes about 50 s."""
+    from replicas.cli.main import build_parser
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]  # type: ignore[union-attr]
+    said_by_help = re.findall(r"about (\d+) s", demo.format_help().replace("\n", " "))
+    said_by_readme = re.findall(r"about (\d+) s\)", (ROOT / "README.md").read_text())
+    assert said_by_help and said_by_help == said_by_readme[:1], (said_by_help, said_by_readme)

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--duration",
         type=float,
         default=36.0,
-        help="seconds of selling, spread over the phases (default 36: about 75 s in all)",
+        help="seconds of selling, spread over the phases (default 36: about 50 s in all)",
     )
     p.add_argument("--stores", type=positive_int, default=2, help="number of stores (default 2)")
     p.add_argument("--tills", type=positive_int, default=3, help="tills per store (default 3)")
