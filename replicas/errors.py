@@ -7,7 +7,8 @@ the layer that knows what went wrong::
     ├── StorageError (core)
     │   ├── DatabaseLocked (core)
     │   │   └── ReplicaRunning  another process runs this replica (its data lock)
-    │   └── SiteExists          `site init` over a site would cut off its replicas
+    │   ├── SiteExists          `site init` over a site would cut off its replicas
+    │   └── SiteFileError       a site file (TOML) a person wrote is not valid
     ├── SelectsNothing          an ops command's arguments select nothing in this log
     ├── ReplicaError            running a replica of a site
     │   ├── UnknownReplica      not one of the site's replicas
@@ -32,6 +33,7 @@ __all__ = [
     "ReplicaRunning",
     "SelectsNothing",
     "SiteExists",
+    "SiteFileError",
     "SyncError",
     "UnknownReplica",
 ]
@@ -108,3 +110,10 @@ class LinkError(SyncError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class SiteFileError(StorageError):
+    """A site description (TOML) cannot be used; `detail` names the place and why."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        super().__init__(str(path), detail)

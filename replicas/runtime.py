@@ -235,7 +235,7 @@ class Replica:
 
     async def _serve_when_ready(self) -> None:
         await self._await_own_history()
-        host, port = self.site.host, self.site.node(self.replica_id).api
+        host, port = self.site.host_of(self.replica_id), self.site.node(self.replica_id).api
         config = uvicorn.Config(
             self._app(), host=host, port=port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=API_GRACE,

@@ -1,16 +1,28 @@
 """A site: which stores and tills exist, where each listens, and their credentials.
 
-`tillmesh site init` writes `site.json` (ports, policies) and `credentials.json`
-(mode 0600) into a data folder; every replica process of that site reads both.
-Pydantic validates them, since they are edited by people.
+`tillmesh site init` writes `site.json` (addresses, ports, policies) and
+`credentials.json` (mode 0600) into a data folder; every replica process of that site
+reads both. Pydantic validates them, since they are edited by people.
+
+Where replicas run: each has an address (`hosts`, else the site's default `host`). A
+replica alone on its address (a till on its own machine) uses the standard ports
+(`STANDARD_PORTS`), so a store's machines need no port juggling. Replicas sharing an
+address get free ports when it is this machine's (the one-machine layout of the demo
+and tests: loopback), else the standard ports + 10 for the second one, + 20 for the
+third. Addresses come from `site init --host` or a site file (`site_file.py`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from broker.config import ServerConfig, free_port, hq_server_config, till_server_config
 from broker.credentials import (
@@ -23,13 +35,15 @@ from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
 from replicas.errors import SiteExists, UnknownReplica
 
-__all__ = ["NodePorts", "Site", "init_site", "load_site"]
+__all__ = ["STANDARD_PORTS", "NodePorts", "Site", "check_address", "init_site", "load_site"]
 
 SITE_FILE = "site.json"
 CREDENTIALS_FILE = "credentials.json"
 
 
 class NodePorts(BaseModel):
+    """Where one replica listens; see `STANDARD_PORTS` for a replica on its own machine."""
+
     nats: int = Field(gt=0, lt=65536)
     cluster: int | None = Field(default=None, gt=0, lt=65536)  # tills: store cluster routes
     leaf: int | None = Field(default=None, gt=0, lt=65536)  # HQ: where stores connect
@@ -37,8 +51,13 @@ class NodePorts(BaseModel):
     api: int = Field(gt=0, lt=65536)  # tillmesh HTTP API and till page
 
 
+# nats-server's own defaults for client, route, leaf and monitoring ports, and the API's.
+STANDARD_PORTS = {"nats": 4222, "cluster": 6222, "leaf": 7422, "monitor": 8222, "api": 8080}
+
+
 class Site(BaseModel):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address of replicas `hosts` does not name
+    hosts: dict[str, str] = {}  # replica id -> the address of its machine
     stores: dict[str, list[str]]
     ports: dict[str, NodePorts]
     price_policy: Literal["latest", "hq_wins", "lowest"] = "hq_wins"
@@ -53,6 +72,19 @@ class Site(BaseModel):
             for till in tills:
                 validate_name(till, "till")
         return stores
+
+    @model_validator(mode="after")
+    def _known_hosts(self) -> Site:
+        unknown = sorted(set(self.hosts) - set(self.replicas))
+        if unknown:
+            raise ValueError(f"hosts names replicas the site does not have: {unknown}")
+        for rid, address in self.hosts.items():
+            check_address(address, rid)
+        return self
+
+    def host_of(self, replica_id: str) -> str:
+        """The address `replica_id` listens on (and its peers dial)."""
+        return self.hosts.get(replica_id, self.host)
 
     @property
     def replicas(self) -> list[str]:
@@ -69,11 +101,11 @@ class Site(BaseModel):
         return root / replica_id  # "hq" or "<store>/<till>"
 
     def api_url(self, replica_id: str) -> str:
-        return f"http://{self.host}:{self.node(replica_id).api}"
+        return f"http://{_url_host(self.host_of(replica_id))}:{self.node(replica_id).api}"
 
     def hq_leaf_addrs(self) -> list[str]:
         leaf = self.ports[HQ].leaf
-        return [f"{self.host}:{leaf}", *self.extra_hq_leaf_urls]
+        return [f"{_url_host(self.host_of(HQ))}:{leaf}", *self.extra_hq_leaf_urls]
 
     def server_config(self, replica_id: str, creds: dict[str, Credentials]) -> ServerConfig:
         ports = self.node(replica_id)
@@ -85,7 +117,7 @@ class Site(BaseModel):
                 port=ports.nats,
                 leaf_port=ports.leaf,
                 http_port=ports.monitor,
-                host=self.host,
+                host=self.host_of(HQ),
             )
         rid = parse_replica_id(replica_id)
         assert rid.store is not None and rid.till is not None and ports.cluster is not None
@@ -98,21 +130,27 @@ class Site(BaseModel):
             peer_cluster_addrs=self._peer_routes(rid.store, replica_id),
             hq_leaf_addrs=self.hq_leaf_addrs(),
             http_port=ports.monitor,
-            host=self.host,
+            host=self.host_of(replica_id),
         )
 
     def _peer_routes(self, store: str, me: str) -> list[str]:
         return [
-            f"{self.host}:{self.ports[f'{store}/{t}'].cluster}"
+            f"{_url_host(self.host_of(f'{store}/{t}'))}:{self.ports[f'{store}/{t}'].cluster}"
             for t in self.stores[store]
             if f"{store}/{t}" != me
         ]
 
 
 def init_site(
-    root: Path, stores: dict[str, list[str]], *, host: str = "127.0.0.1", force: bool = False
+    root: Path,
+    stores: dict[str, list[str]],
+    *,
+    host: str = "127.0.0.1",
+    hosts: Mapping[str, str] | None = None,
+    force: bool = False,
 ) -> Site:
-    """Allocate free ports and fresh credentials for every replica of a new site.
+    """Ports and fresh credentials for every replica of a new site: the standard ports
+    for a replica alone on its address, free ones for replicas sharing one.
 
     Refuses (SiteExists) to replace a site unless `force`; OS errors (an unwritable
     folder) become StorageError naming the folder.
@@ -120,22 +158,31 @@ def init_site(
     try:
         if not force and (root / SITE_FILE).exists():
             raise SiteExists(root / SITE_FILE)
-        site, creds = _new_site(stores, host)
+        site, creds = _new_site(stores, host, dict(hosts or {}))
         _write_site(root, site, creds)
     except OSError as e:
         raise StorageError(str(root), f"cannot write a site here: {e.strerror or e}") from e
     return site
 
 
-def _new_site(stores: dict[str, list[str]], host: str) -> tuple[Site, dict[str, Credentials]]:
-    ports = {HQ: _ports(host, hq=True)}
-    for store, tills in stores.items():
-        for till in tills:
-            ports[f"{store}/{till}"] = _ports(host, hq=False)
+def _new_site(
+    stores: dict[str, list[str]], host: str, hosts: dict[str, str]
+) -> tuple[Site, dict[str, Credentials]]:
+    # Validated before any port is taken: a typo in an address is a clear error.
+    site = Site(host=host, hosts=hosts, stores=stores, ports={})
+    sharing = Counter(site.host_of(rid) for rid in site.replicas)
+    seen: Counter[str] = Counter()
+    for rid in site.replicas:
+        address = site.host_of(rid)
+        if sharing[address] > 1 and _local(address):  # this machine: ask the OS
+            site.ports[rid] = _free_ports(address, hq=rid == HQ)
+        else:  # the k-th replica on that machine: the standard ports + 10 k
+            site.ports[rid] = _standard_ports(hq=rid == HQ, offset=10 * seen[address])
+        seen[address] += 1
     creds: dict[str, Credentials] = {}
     for store, tills in stores.items():
         creds.update(generate_store_credentials(store, tills, hq=True))
-    return Site(host=host, stores=stores, ports=ports), creds
+    return site, creds
 
 
 def _write_site(root: Path, site: Site, creds: dict[str, Credentials]) -> None:
@@ -144,7 +191,18 @@ def _write_site(root: Path, site: Site, creds: dict[str, Credentials]) -> None:
     save_credentials(root / CREDENTIALS_FILE, creds)
 
 
-def _ports(host: str, *, hq: bool) -> NodePorts:
+def _standard_ports(*, hq: bool, offset: int) -> NodePorts:
+    port = {name: number + offset for name, number in STANDARD_PORTS.items()}
+    return NodePorts(
+        nats=port["nats"],
+        cluster=None if hq else port["cluster"],
+        leaf=port["leaf"] if hq else None,
+        monitor=port["monitor"],
+        api=port["api"],
+    )
+
+
+def _free_ports(host: str, *, hq: bool) -> NodePorts:
     return NodePorts(
         nats=free_port(host),
         cluster=None if hq else free_port(host),
@@ -152,6 +210,38 @@ def _ports(host: str, *, hq: bool) -> NodePorts:
         monitor=free_port(host),
         api=free_port(host),
     )
+
+
+def _local(address: str) -> bool:
+    """Whether this machine has `address` (loopback, or one of its own): only there can
+    free ports be found by asking the OS."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
+def check_address(address: str, what: str) -> str:
+    """An IP address or a DNS name, else ValueError naming `what`."""
+    try:
+        ipaddress.ip_address(address)
+        return address
+    except ValueError:
+        pass
+    if not _DNS_NAME.fullmatch(address) or re.fullmatch(r"[0-9.]+", address):  # 10.0.1.300
+        raise ValueError(f"{what}: {address!r} is neither an IP address nor a host name")
+    return address
+
+
+_DNS_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # fmt: skip
+
+
+def _url_host(address: str) -> str:
+    """An address as it stands in a URL or host:port (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
 
 
 def load_site(root: Path) -> tuple[Site, dict[str, Credentials]]:

@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 
 from broker.subjects import HQ
-from replicas.cli.common import add_command, add_group, positive_int, print_json
-from replicas.errors import LinkError
+from replicas.cli.common import add_command, add_group, check_args, positive_int, print_json
+from replicas.errors import LinkError, SiteFileError
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
+from replicas.site_file import SiteLayout, parse_host_args, read_site_file
 
 __all__ = ["register", "run_replica"]
 
@@ -32,12 +33,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         sites,
         "init",
         cmd_site_init,
-        "Allocate ports and credentials for HQ and every till into DATA/site.json.",
-        "tillmesh site init --data data --stores 2 --tills 3",
+        "Write DATA/site.json (where each replica runs, its ports) and its credentials.",
+        "tillmesh site init --data data --stores 2 --tills 3\n"
+        "  tillmesh site init --data site --stores 1 --tills 2 --host hq=10.0.0.1"
+        " --host s1/t1=10.0.1.11 --host s1/t2=10.0.1.12\n"
+        "  tillmesh site init --data site --from site.toml   # see docs: a site file",
     )
     p.add_argument("--data", type=Path, required=True, help="the site's data folder")
     p.add_argument("--stores", type=positive_int, default=1, help="number of stores (s1, s2, ...)")
     p.add_argument("--tills", type=positive_int, default=3, help="tills per store (t1, t2, ...)")
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="REPLICA=ADDRESS",
+        help="where a replica runs (hq=..., s1/t1=..., or s1=... for every till of s1); a"
+        " replica alone on its address uses the standard ports. Default: all on 127.0.0.1",
+    )
+    p.add_argument(
+        "--from",
+        dest="site_file",
+        type=Path,
+        help="a site file (TOML) naming the stores, tills and their addresses",
+    )
+    check_args(p, _one_layout)
     p.add_argument(
         "--force",
         action="store_true",
@@ -95,14 +114,33 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_site_init(args: argparse.Namespace) -> int:
-    stores = {
-        f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
-    }
-    site = init_site(args.data, stores, force=args.force)
-    print(f"site written to {args.data}: HQ + {sum(len(t) for t in stores.values())} tills")
+    layout = _layout(args)
+    site = init_site(
+        args.data, layout.stores, host=layout.host, hosts=layout.hosts, force=args.force
+    )
+    tills = sum(len(t) for t in layout.stores.values())
+    print(f"site written to {args.data}: HQ + {tills} tills")
     for rid in site.replicas:
         print(f"  {rid:8} api {site.api_url(rid)}")
     return 0
+
+
+def _one_layout(args: argparse.Namespace) -> str | None:
+    if args.site_file is not None and args.host:
+        return "--from names the addresses: give --host without it"
+    return None
+
+
+def _layout(args: argparse.Namespace) -> SiteLayout:
+    if args.site_file is not None:
+        return read_site_file(args.site_file)
+    stores = {
+        f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
+    }
+    try:
+        return SiteLayout(stores=stores, hosts=parse_host_args(args.host, stores))
+    except ValueError as e:
+        raise SiteFileError("--host", str(e)) from None
 
 
 def cmd_till(args: argparse.Namespace) -> int:

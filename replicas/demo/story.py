@@ -376,7 +376,7 @@ class Demo:
                 self.status[rid], self._polled_at[rid] = r.json(), asked
                 if not digest:
                     self.status[rid]["digest"] = old_digest
-        monitor = f"http://{self.site.host}:{self.site.ports[rid].monitor}/leafz"
+        monitor = f"http://{self.site.host_of(rid)}:{self.site.ports[rid].monitor}/leafz"
         try:
             self.leaf[rid] = int((await client.get(monitor, timeout=0.5)).json()["leafnodes"])
         except (httpx.HTTPError, ValueError, KeyError):

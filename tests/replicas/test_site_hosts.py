@@ -1,0 +1,105 @@
+"""Where each replica runs: `site init --host` and a site file (TOML) give every replica
+its own address; one alone on its address uses the standard ports, and the generated
+nats-server configs listen there and dial the peers' addresses. The one-machine layout
+(loopback, free ports) stays the default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from broker.config import render_config
+from replicas.cli.main import main
+from replicas.site import STANDARD_PORTS, init_site, load_site
+
+HOSTS = ["hq=10.0.0.1", "s1/t1=10.0.1.11", "s1/t2=10.0.1.12"]
+SITE_TOML = """
+[hq]
+host = "10.0.0.1"
+
+[stores.s1]
+tills = { t1 = "10.0.1.11", t2 = "10.0.1.12" }
+
+[stores.s2]
+host = "10.0.2.1"
+tills = ["t1", "t2"]
+"""
+
+
+def _init(data: Path, *args: str) -> int:
+    return main(["site", "init", "--data", str(data), *args])
+
+
+def test_hosts_per_replica_get_the_standard_ports_and_configs_name_them(tmp_path: Path) -> None:
+    hosts = [a for h in HOSTS for a in ("--host", h)]
+    assert _init(tmp_path, "--stores", "1", "--tills", "2", *hosts) == 0
+    site, creds = load_site(tmp_path)
+    assert site.hosts == {"hq": "10.0.0.1", "s1/t1": "10.0.1.11", "s1/t2": "10.0.1.12"}
+    for rid in site.replicas:
+        ports = site.node(rid)
+        assert (ports.nats, ports.monitor, ports.api) == (4222, 8222, 8080)
+    assert site.api_url("s1/t2") == "http://10.0.1.12:8080"
+    conf = render_config(site.server_config("s1/t1", creds))
+    assert 'listen: "10.0.1.11:4222"' in conf
+    assert "10.0.1.12:6222" in conf  # the route to its peer's machine
+    assert "10.0.0.1:7422" in conf  # the leaf link to HQ's machine
+    assert "127.0.0.1" not in conf.replace("http: 127.0.0.1", "")
+
+
+def test_a_site_file_describes_stores_tills_and_addresses(tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(SITE_TOML)
+    assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 0
+    site, _ = load_site(tmp_path / "data")
+    assert site.stores == {"s1": ["t1", "t2"], "s2": ["t1", "t2"]}
+    assert site.host_of("s1/t2") == "10.0.1.12"
+    # Both tills of s2 run at the store's address: they share it, so free ports.
+    assert site.host_of("s2/t1") == site.host_of("s2/t2") == "10.0.2.1"
+    assert site.node("s2/t1").api != site.node("s2/t2").api
+    assert site.node("s1/t1").api == STANDARD_PORTS["api"]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[stores.s1]\ntills = ["t1"]\n[hq]\nhost = "not an address"\n', "[hq] host"),
+        ('[stores.s1]\ntills = { t1 = "10.0.1.300" }\n', "[stores.s1] t1"),
+        ("[stores.s1]\ntills = []\n", "stores.s1.tills"),
+        ('[stores."s 1"]\ntills = ["t1"]\n', "s 1"),
+        ('[stores.s1]\ntills = ["t1"]\nprice = 3\n', "price"),
+        ("[stores.s1\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_site_file_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, says: str
+) -> None:
+    (tmp_path / "site.toml").write_text(text)
+    assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tillmesh: error:") and says in err and "Traceback" not in err
+    assert not (tmp_path / "data" / "site.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("arg", "says"),
+    [
+        ("s9/t1=10.0.0.5", "s9/t1: not a store"),
+        ("s1/t1", "REPLICA=ADDRESS"),
+        ("s1/t1=no way", "neither an IP"),
+    ],
+)
+def test_a_bad_host_argument_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arg: str, says: str
+) -> None:
+    assert _init(tmp_path, "--host", arg) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "site.json").exists()
+
+
+def test_a_store_default_address_and_the_one_machine_default(tmp_path: Path) -> None:
+    site = init_site(tmp_path / "a", {"s1": ["t1", "t2"]})  # the default: one machine
+    assert site.hosts == {} and len({site.node(r).api for r in site.replicas}) == 3
+    assert _init(tmp_path / "b", "--stores", "1", "--tills", "2", "--host", "s1=10.0.1.1") == 0
+    data = json.loads((tmp_path / "b" / "site.json").read_text())
+    assert data["hosts"] == {"s1/t1": "10.0.1.1", "s1/t2": "10.0.1.1"}
