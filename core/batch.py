@@ -25,6 +25,7 @@ import msgspec
 
 from core.clock import HybridClock
 from core.errors import (
+    CardNumberInText,
     ChainBroken,
     DecodeError,
     Equivocation,
@@ -283,7 +284,8 @@ class Transaction:
     def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
         """Keep the refused bytes as evidence, then refuse (raise) the event."""
         kind = type(error).__name__
-        raw = encode_event(ev)
+        # Card data never enters the log, not even as evidence: origin, seq and why only.
+        raw = b"" if isinstance(error, CardNumberInText) else encode_event(ev)
         self.quarantined.append((self.wall_ms(), peer, ev.origin, ev.seq, kind, str(error), raw))
         raise error
 

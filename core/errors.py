@@ -12,6 +12,7 @@ of the libraries underneath (no `ValidationError`, `IntegrityError`, `TransportE
     ├── EventError                  an event (or frame) is unacceptable as given
     │   ├── DecodeError             bytes are not a well-formed event / frame
     │   ├── SchemaViolation         well-formed, but a field breaks the schema
+    │   │   └── CardNumberInText    a text field holds a full card number
     │   ├── OversizedError          larger than the configured limit
     │   ├── UnknownEventType        type or schema version newer than this build
     │   ├── OutOfScope              origin not replicated to this replica
@@ -47,6 +48,7 @@ Broker (nats-server process) errors live in `broker.errors` because
 from __future__ import annotations
 
 __all__ = [
+    "CardNumberInText",
     "ChainBroken",
     "ChainError",
     "ClockError",
@@ -89,6 +91,11 @@ class SchemaViolation(EventError):
         super().__init__(f"invalid {event_type!r} event: {detail}")
         self.event_type = event_type
         self.detail = detail
+
+
+class CardNumberInText(SchemaViolation):
+    """A text field holds a full card number. The refused event is never kept as
+    evidence in full: its bytes hold the number (quarantine keeps origin, seq, why)."""
 
 
 class OversizedError(EventError):

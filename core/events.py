@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import string
+from collections.abc import Iterator
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
 import msgspec
 from msgspec import Meta, Struct
 
 from core.errors import (
+    CardNumberInText,
     DecodeError,
     NonCanonicalEncoding,
     OversizedError,
     SchemaViolation,
     UnknownEventType,
 )
+from core.pan import contains_card_number, control_character
 
 __all__ = [
     "BODY_TYPES",
@@ -189,22 +192,8 @@ def _check_payment(p: Payment) -> None:
     if p.method == "card":
         if p.card_token is None or p.card_last4 is None or p.auth is None:
             raise ValueError("card payment needs card_token, card_last4 and auth")
-        if _looks_like_pan(p.card_token):
-            raise ValueError("card_token looks like a card number; only tokens may be stored")
     elif p.card_token is not None or p.card_last4 is not None:
         raise ValueError(f"{p.method} payment must not carry card data")
-
-
-def _looks_like_pan(token: str) -> bool:
-    """A bare 12-19 digit string passing Luhn is treated as a card number."""
-    digits = token.replace(" ", "").replace("-", "")
-    if not (digits.isdigit() and 12 <= len(digits) <= 19):
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
 
 
 class SaleVoided(Body, frozen=True):
@@ -437,7 +426,24 @@ def decode_body(ev: Event) -> Body:
 
 
 def _check(event_type: str, body: Body) -> None:
+    for name, text in _texts(body):
+        if contains_card_number(text):  # the text itself is never repeated in the error
+            raise CardNumberInText(event_type, f"{name} looks like a full card number")
+        if (control := control_character(text)) is not None:
+            raise SchemaViolation(event_type, f"{name} holds a control character ({control})")
     try:
         body.check()
     except ValueError as e:
         raise SchemaViolation(event_type, str(e)) from e
+
+
+def _texts(value: object, name: str = "") -> Iterator[tuple[str, str]]:
+    """Every text in a body, with its field's name (`lines[2].sku`)."""
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, Struct):
+        for field in value.__struct_fields__:
+            yield from _texts(getattr(value, field), f"{name}.{field}" if name else field)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _texts(item, f"{name}[{i}]")

@@ -33,6 +33,7 @@ from conflict import queries
 from core.batch import ClockAhead
 from core.clock import hlc_ms
 from core.errors import SchemaViolation, StorageError, TillmeshError
+from core.pan import safe_to_show
 from replicas.api import models as m
 from replicas.api.catalog import catalog_router
 from replicas.api.common import ReplicaHandle, Till, hlc_iso
@@ -76,12 +77,14 @@ async def _event_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
-    _log.error("event log unavailable on %s %s", request.method, request.url.path, exc_info=exc)
+    path = safe_to_show(request.url.path)
+    _log.error("event log unavailable on %s %s", request.method, path, exc_info=exc)
     return JSONResponse({"detail": "the till's event log is unavailable"}, status_code=503)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    path = safe_to_show(request.url.path)
+    _log.error("unhandled error on %s %s", request.method, path, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 

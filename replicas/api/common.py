@@ -20,6 +20,7 @@ from conflict import lookups
 from core.clock import hlc_ms
 from core.events import Body, Event
 from core.log import EventLog
+from core.pan import safe_to_show
 from replicas.api import models as m
 
 __all__ = [
@@ -108,4 +109,6 @@ def event_out(ev: Event) -> m.EventOut:
 
 
 def not_found(what: str) -> HTTPException:
-    return HTTPException(404, f"{what} not found")
+    """404 naming what was asked for, unless that could hold card data (a PAN typed
+    into a URL): the answer and any proxy's log never repeat it."""
+    return HTTPException(404, f"{safe_to_show(what)} not found")

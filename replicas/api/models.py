@@ -12,7 +12,6 @@ them (cross-field rules such as "payments - change == total"); the API maps that
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -32,6 +31,7 @@ from core.events import (
     StockCounted,
     StockReceived,
 )
+from core.pan import contains_card_number, control_character
 
 __all__ = [
     "SKU_PATTERN",
@@ -65,7 +65,6 @@ __all__ = [
     "StockOut",
     "StockReceiveIn",
     "VoidIn",
-    "looks_like_pan",
 ]
 
 SKU_PATTERN = r"^[A-Za-z0-9._-]+$"  # the same rule as the event layer's Sku
@@ -77,38 +76,16 @@ Qty = Annotated[int, Field(gt=0, le=10**9)]
 Text = Annotated[str, Field(max_length=200)]
 Id = Annotated[str, Field(min_length=1, max_length=80)]
 
-# Maximal digit runs, optionally grouped by single spaces or dashes ("4111 1111 ...").
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
-
-
-def looks_like_pan(text: str) -> bool:
-    """True if `text` holds a 12-19 digit run passing Luhn: a full card number.
-
-    Stricter than the event layer (which checks a bare token only): at the edge a
-    card number embedded anywhere in a client's free text is refused before it is stored.
-    """
-    for match in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if 12 <= len(digits) <= 19 and _luhn_ok(digits):
-            return True
-    return False
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
 
 def _no_pan(value: str) -> str:
-    if looks_like_pan(value):
+    if contains_card_number(value):
         # The value itself is never echoed back (see api._request_error).
         raise ValueError(
             "looks like a full card number, which the till never stores: leave it out"
             " (a card payment sends only the processor token and the last 4 digits)"
         )
+    if (control := control_character(value)) is not None:
+        raise ValueError(f"holds a control character ({control}); text fields take none")
     return value
 
 

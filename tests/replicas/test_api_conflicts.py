@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.events import ProductUpserted
-from tests.replicas.test_api import FakeReplica, client_for, open_log
+from tests.replicas.api_kit import FakeReplica, client_for, open_log
 
 
 async def test_oversell_is_listed_counted_and_resolved(tmp_path):

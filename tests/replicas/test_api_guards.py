@@ -18,7 +18,7 @@ from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.link import link_router
 from tests.factories import cash_sale
-from tests.replicas.test_api import FakeReplica, client_for, open_log
+from tests.replicas.api_kit import FakeReplica, client_for, open_log
 
 TILL = "s1/t1"
 PRICES = {"COLA": 150, "BREAD": 250}

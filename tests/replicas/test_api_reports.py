@@ -10,7 +10,7 @@ import pytest
 
 from core.events import ProductUpserted, StockReceived
 from core.log import EventLog
-from tests.replicas.test_api import FakeReplica, cash, client_for, open_log, sell
+from tests.replicas.api_kit import FakeReplica, cash, client_for, open_log, sell
 
 TILL = "s1/t1"
 

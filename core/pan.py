@@ -1,0 +1,84 @@
+"""Card numbers never enter the log: the one guard, for every text an event carries.
+
+A full card number (PAN) is "12-19 digits, with nothing but non-letters between them,
+that pass the Luhn check": `4111 1111 1111 1111`, `4111.1111.1111.1111`,
+`4111/1111/1111/1111`, with double spaces, no-break spaces or zero-width characters
+between the groups. The API's models refuse such text (422, never echoed), and every
+event body is checked on decode, so an event from the network with a card number in
+any text field is refused like any invalid event, wherever it was written.
+
+Text fields also refuse control characters (NUL, escape sequences): nothing a till,
+a report or a terminal should ever be handed.
+
+    >>> contains_card_number("receipt 4111\u00a01111\u00a01111\u00a01111")
+    True
+    >>> contains_card_number("SKU-4111111111111111")   # in a SKU too
+    True
+    >>> contains_card_number("s1-t1-000123")   # a letter ends a run: 6 digits here
+    False
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["contains_card_number", "control_character", "luhn_ok", "safe_to_show"]
+
+MIN_PAN_DIGITS = 12
+MAX_PAN_DIGITS = 19
+
+
+def contains_card_number(text: str) -> bool:
+    """Whether `text` holds 12-19 consecutive digits of a run (separators allowed) that
+    pass Luhn. Every stretch of a run is checked, not only the whole run: `t1:4111 ...`
+    glues the till's 1 to the number, and would otherwise hide it."""
+    return any(_has_pan(run) for run in _runs(text))
+
+
+def _has_pan(run: str) -> bool:
+    for length in range(MIN_PAN_DIGITS, min(len(run), MAX_PAN_DIGITS) + 1):
+        for start in range(len(run) - length + 1):
+            if luhn_ok(run[start : start + length]):
+                return True
+    return False
+
+
+def _runs(text: str) -> list[str]:
+    """Maximal digit runs, as digit strings; anything but a letter continues a run
+    (spaces, dots, slashes, NBSP, zero-width characters), a letter ends it."""
+    runs: list[str] = []
+    current: list[str] = []
+    for ch in text:
+        if ch.isdigit():
+            current.append(str(unicodedata.digit(ch, 0)))
+        elif ch.isalpha() and current:
+            runs.append("".join(current))
+            current = []
+    if current:
+        runs.append("".join(current))
+    return runs
+
+
+def safe_to_show(text: str, limit: int = 80) -> str:
+    """`text` fit to echo in an answer or a log line: as it is, unless it holds a card
+    number or a control character, then a placeholder (never the text)."""
+    if contains_card_number(text) or control_character(text) is not None:
+        return "<withheld: it may hold card data>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def control_character(text: str) -> str | None:
+    """The first control or format character that is no use in a text field, if any
+    (zero-width characters are format characters: harmless here, they only separate)."""
+    for ch in text:
+        if unicodedata.category(ch) == "Cc":
+            return f"U+{ord(ch):04X}"
+    return None
