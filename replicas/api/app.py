@@ -36,8 +36,9 @@ from core.errors import SchemaViolation, StorageError, TillmeshError
 from core.pan import safe_to_show
 from replicas.api import models as m
 from replicas.api.catalog import catalog_router
-from replicas.api.common import ReplicaHandle, Till, hlc_iso
+from replicas.api.common import ERRORS, ReplicaHandle, Till, hlc_iso
 from replicas.api.conflicts import conflicts_router, count_open
+from replicas.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from replicas.api.reports import reports_router
 from replicas.api.sales import sales_router
 from replicas.api.shifts import shifts_router
@@ -92,7 +93,7 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _status_router(till: Till) -> APIRouter:
-    r = APIRouter(tags=["status"])
+    r = APIRouter(tags=["status"], responses=ERRORS)
     replica = till.replica
 
     @r.get("/status")
@@ -148,8 +149,9 @@ def _mount_page(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
-def create_app(replica: ReplicaHandle) -> FastAPI:
-    """The till's HTTP API over a running replica; OpenAPI at /openapi.json, docs at /docs."""
+def create_app(replica: ReplicaHandle, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """The till's HTTP API over a running replica; OpenAPI at /openapi.json, docs at /docs.
+    Request bodies over `max_body_bytes` are refused (413) before they are read."""
     till = Till(replica)
     # FastAPIOffline: /docs and /redoc from assets installed with tillmesh, not a CDN (a
     # till whose internet is down is when integrators most need them).
@@ -159,6 +161,7 @@ def create_app(replica: ReplicaHandle) -> FastAPI:
         version="1",
     )
     _install_errors(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     routers = (sales_router, stock_router, catalog_router, shifts_router, reports_router)
     for router in (*routers, _status_router):
         app.include_router(router(till))

@@ -9,13 +9,13 @@ from fastapi import APIRouter, HTTPException
 from conflict import queries
 from core.events import HQ, Body
 from replicas.api import models as m
-from replicas.api.common import Sku, Till, hlc_iso, not_found
+from replicas.api.common import ERRORS, Sku, Till, hlc_iso, not_found
 
 __all__ = ["catalog_router"]
 
 
 def catalog_router(till: Till) -> APIRouter:
-    r = APIRouter(tags=["catalog"])
+    r = APIRouter(tags=["catalog"], responses=ERRORS)
 
     async def write(sku: str, body: Body) -> m.CatalogOut:
         ev = await till.append(body)

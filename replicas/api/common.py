@@ -108,6 +108,21 @@ def event_out(ev: Event) -> m.EventOut:
     return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
 
 
+# The error answers every router documents in the OpenAPI spec (integrators and the
+# fuzz test read it): FastAPI declares only 422 by itself, in a shape we do not send.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": m.ErrorOut, "description": why}
+    for code, why in {
+        403: "this replica may not make that write (e.g. catalog at a till)",
+        404: "no such sale, SKU, shift or conflict here",
+        409: "contradicts what this replica knows (a used receipt, a closed shift, ...)",
+        413: "request body too large",
+        422: "invalid input (the input itself is never echoed)",
+        503: "the event log cannot be used right now",
+    }.items()
+}
+
+
 def not_found(what: str) -> HTTPException:
     """404 naming what was asked for, unless that could hold card data (a PAN typed
     into a URL): the answer and any proxy's log never repeat it."""

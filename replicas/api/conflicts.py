@@ -18,6 +18,7 @@ from conflict.errors import ConflictError, UnknownConflict
 from conflict.policies import Policies, from_state
 from conflict.resolve import resolve
 from core.log import EventLog
+from replicas.api.common import ERRORS
 from replicas.api.models import ResolveIn  # strict, like every request model
 
 __all__ = ["ResolveIn", "conflicts_router", "count_open"]
@@ -28,7 +29,7 @@ def count_open(conn: sqlite3.Connection) -> int:
 
 
 def conflicts_router(log: EventLog) -> APIRouter:
-    r = APIRouter(tags=["conflicts"])
+    r = APIRouter(tags=["conflicts"], responses=ERRORS)
 
     @r.get("/conflicts")
     async def list_conflicts(open: bool = False) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ from typing import Protocol
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict
 
+from replicas.api.common import ERRORS
+
 __all__ = ["HqLink", "LinkControl", "link_router"]
 
 
@@ -29,7 +31,7 @@ class HqLink(BaseModel):
 
 
 def link_router(replica: LinkControl) -> APIRouter:
-    r = APIRouter(tags=["link"])
+    r = APIRouter(tags=["link"], responses=ERRORS)
 
     @r.get("/link/hq")
     async def get_link() -> HqLink:

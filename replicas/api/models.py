@@ -183,6 +183,13 @@ def _default_change(lines: list[SaleLine], payments: list[Payment]) -> int:
     return over if 0 < over <= cash else 0
 
 
+class ErrorOut(BaseModel):
+    """Every error answer: what is wrong, never the offending input (it may hold card
+    data). Validation errors list each field's location, message and type."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class SaleOut(BaseModel):
     sale_id: str = Field(description="origin:seq")
     receipt: str

@@ -14,18 +14,20 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from conflict import reports
 from conflict.errors import ReportError
 from conflict.reports import SALES_GROUPS, Window
-from replicas.api.common import Till
+from replicas.api.common import ERRORS, Till
 
 __all__ = ["reports_router"]
 
 Rows = list[dict[str, Any]]
 _Since = Annotated[datetime | None, Query(description="ISO 8601; a naive time is in utc_offset")]
 _Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive")]
-_Offset = Annotated[int, Query(ge=-24 * 60, le=24 * 60, description="minutes east of UTC")]
+# The world's offsets run from UTC-12:00 to UTC+14:00; a day or more is no offset.
+_Offset = Annotated[int, Query(ge=-12 * 60, le=14 * 60, description="minutes east of UTC")]
+_Store = Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def _window(
-    store: str | None = None,
+    store: _Store = None,
     since: _Since = None,
     until: _Until = None,
     utc_offset: _Offset = 0,
@@ -41,7 +43,7 @@ _Window = Annotated[Window, Depends(_window)]
 
 
 def reports_router(till: Till) -> APIRouter:
-    r = APIRouter(prefix="/reports", tags=["reports"])
+    r = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS)
 
     @r.get("/sales")
     async def sales(
@@ -65,7 +67,10 @@ def reports_router(till: Till) -> APIRouter:
         return await till.read(lambda c: reports.items_report(c, window, top))
 
     @r.get("/stock")
-    async def stock(store: str | None = None, below: int | None = None) -> Rows:
+    async def stock(
+        store: _Store = None,
+        below: Annotated[int | None, Query(ge=-(10**12), le=10**12)] = None,
+    ) -> Rows:
         return await till.read(lambda c: reports.stock_report(c, store, below))
 
     return r

@@ -32,7 +32,7 @@ from core.events import (
     store_of,
 )
 from replicas.api import models as m
-from replicas.api.common import Record, Till, event_out, hlc_iso, not_found
+from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
 
 __all__ = ["sales_router"]
 
@@ -243,7 +243,7 @@ def _sale_out(ev: Event, body: Body) -> m.SaleOut:
 
 
 def sales_router(till: Till) -> APIRouter:
-    r = APIRouter(tags=["sales"])
+    r = APIRouter(tags=["sales"], responses=ERRORS)
 
     @r.post("/sales", status_code=201)
     async def create_sale(req: m.SaleIn, response: Response) -> m.SaleOut:

@@ -10,13 +10,13 @@ from fastapi import APIRouter, HTTPException
 
 from conflict import queries
 from replicas.api import models as m
-from replicas.api.common import Record, Till, not_found
+from replicas.api.common import ERRORS, Record, Till, not_found
 
 __all__ = ["shifts_router"]
 
 
 def shifts_router(till: Till) -> APIRouter:
-    r = APIRouter(tags=["shifts"])
+    r = APIRouter(tags=["shifts"], responses=ERRORS)
 
     async def totals(shift: str) -> Record:
         return await till.read(lambda c: queries.shift_totals(c, shift))

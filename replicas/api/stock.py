@@ -16,7 +16,7 @@ from conflict import queries
 from conflict.stock import stock_store
 from core.events import Body
 from replicas.api import models as m
-from replicas.api.common import Sku, Till, not_found
+from replicas.api.common import ERRORS, Sku, Till, not_found
 
 __all__ = ["stock_router"]
 
@@ -35,7 +35,7 @@ def _on_hand(conn: sqlite3.Connection, sku: str, store: str) -> int | None:
 
 
 def stock_router(till: Till) -> APIRouter:
-    r = APIRouter(tags=["stock"])
+    r = APIRouter(tags=["stock"], responses=ERRORS)
     own = stock_store(till.replica.replica_id)
 
     async def move(sku: str, body: Body) -> m.StockOut:

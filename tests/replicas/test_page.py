@@ -9,29 +9,21 @@ event loop, over a real EventLog; Playwright drives Debian's Chromium. Needs the
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
 from conflict import queries
 from conflict.state import StoreState
-from core.events import ProductUpserted
 from core.log import EventLog
-from replicas.api.app import create_app
+from tests.replicas.server_kit import TILL, TillServer
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")  # a test extra
 expect = sync_api.expect
 
-TILL = "s1/t1"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -39,76 +31,6 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 UI_TIMEOUT_MS = 15_000
-
-
-@dataclass
-class OfflineReplica:
-    """A till cut off from the network, with two sales HQ has not confirmed."""
-
-    replica_id: str
-    log: EventLog
-    hq_holds_all: bool = False  # the test flips it: HQ's vector reached us
-
-    def sync_status(self) -> dict[str, object]:
-        return {}
-
-    def online(self) -> bool:
-        return False
-
-    def unsynced_to_hq(self) -> int:
-        return 2
-
-    def holders(self, origin: str, seq: int) -> list[str]:
-        return [self.replica_id, *(["hq"] if self.hq_holds_all else [])]
-
-
-class TillServer:
-    """uvicorn + EventLog on a private event loop in a thread; `stop()` ends both."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server: uvicorn.Server | None = None
-        self.replica: OfflineReplica | None = None  # set once the server thread opens the log
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="till-server", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as e:  # reported by start()/stop() in the test thread
-            self.error = e
-
-    async def _serve(self) -> None:
-        async with await EventLog.open(self.db, TILL, StoreState()) as log:
-            await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
-            await log.append(ProductUpserted(sku="BREAD", name="Bread", price=250))
-            self.replica = OfflineReplica(TILL, log)
-            app = create_app(self.replica)
-            config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
-            self.server = uvicorn.Server(config)
-            await self.server.serve(sockets=[self.sock])
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.thread.is_alive():
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"till server did not start: {self.error!r}")
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self.thread.join(timeout=20)
-        self.sock.close()
-        assert not self.thread.is_alive(), "till server thread did not stop"
 
 
 @pytest.fixture(scope="module")
