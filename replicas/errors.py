@@ -12,7 +12,8 @@ the layer that knows what went wrong::
     ├── SelectsNothing          an ops command's arguments select nothing in this log
     ├── ReplicaError            running a replica of a site
     │   ├── UnknownReplica      not one of the site's replicas
-    │   └── ApiUnavailable      the HTTP API cannot listen on its port
+    │   ├── ApiUnavailable      the HTTP API cannot listen on its port
+    │   └── ApiUnprotected      the HTTP API would listen on the network with no token
     └── SyncError               replication protocol / transport
         ├── FrameError          a sync frame is malformed or hostile
         └── LinkError           the NATS link failed (wraps nats errors)
@@ -27,6 +28,7 @@ from core.errors import DatabaseLocked, StorageError, TillmeshError
 
 __all__ = [
     "ApiUnavailable",
+    "ApiUnprotected",
     "FrameError",
     "LinkError",
     "ReplicaError",
@@ -93,6 +95,19 @@ class ApiUnavailable(ReplicaError):
         super().__init__(f"cannot serve the API on {host}:{port}; the replica stopped")
         self.host = host
         self.port = port
+
+
+class ApiUnprotected(ReplicaError):
+    """The API would listen on a network address with no token issued: anyone on the
+    LAN could sell, refund or cut the store off. Issue tokens first."""
+
+    def __init__(self, replica_id: str, host: str) -> None:
+        super().__init__(
+            f"{replica_id} would serve its API on {host} with no API token issued: issue"
+            f" one first (tillmesh token issue --replica {replica_id} --role manager ...)"
+        )
+        self.replica_id = replica_id
+        self.host = host
 
 
 class SyncError(TillmeshError):

@@ -40,9 +40,10 @@ from core.clock import HybridClock, system_wall_ms
 from core.errors import TillmeshError
 from core.events import store_of
 from core.log import EventLog
-from replicas.errors import ApiUnavailable
+from replicas.api.tokens import TOKENS_FILE, TokenStore
+from replicas.errors import ApiUnavailable, ApiUnprotected
 from replicas.process import DataDirLock, RestartBackoff, ServerDown
-from replicas.site import Site
+from replicas.site import Site, is_loopback
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
@@ -105,6 +106,11 @@ class Replica:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Before log.db or a port is touched: a second copy must change nothing.
         self._lock = DataDirLock(self.data_dir, self.replica_id)
+        try:
+            self._check_api_protected()
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             await self._start_parts()
         except BaseException:
@@ -247,11 +253,23 @@ class Replica:
             self.failure = ApiUnavailable(host, port)
             self.failed.set()
 
+    def _check_api_protected(self) -> None:
+        """An API reachable from the network must not be open: refuse to start it so."""
+        host = self.site.host_of(self.replica_id)
+        if not is_loopback(host) and not self.tokens.records():
+            raise ApiUnprotected(self.replica_id, host)
+
+    @property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.data_dir / TOKENS_FILE)
+
     def _app(self) -> Any:
         from replicas.api.app import create_app  # FastAPI import is slow
+        from replicas.api.auth import Access
         from replicas.api.link import link_router
 
-        app = create_app(self)
+        loopback = is_loopback(self.site.host_of(self.replica_id))
+        app = create_app(self, access=Access(self.tokens, loopback_only=loopback))
         app.include_router(link_router(self))
         return app
 

@@ -35,7 +35,15 @@ from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
 from replicas.errors import SiteExists, UnknownReplica
 
-__all__ = ["STANDARD_PORTS", "NodePorts", "Site", "check_address", "init_site", "load_site"]
+__all__ = [
+    "STANDARD_PORTS",
+    "NodePorts",
+    "Site",
+    "check_address",
+    "init_site",
+    "is_loopback",
+    "load_site",
+]
 
 SITE_FILE = "site.json"
 CREDENTIALS_FILE = "credentials.json"
@@ -210,6 +218,16 @@ def _free_ports(host: str, *, hq: bool) -> NodePorts:
         monitor=free_port(host),
         api=free_port(host),
     )
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _local(address: str) -> bool:

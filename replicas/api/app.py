@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -35,6 +35,7 @@ from core.clock import hlc_ms
 from core.errors import SchemaViolation, StorageError, TillmeshError
 from core.pan import safe_to_show
 from replicas.api import models as m
+from replicas.api.auth import Access, authorize
 from replicas.api.catalog import catalog_router
 from replicas.api.common import ERRORS, ReplicaHandle, Till, hlc_iso
 from replicas.api.conflicts import conflicts_router, count_open
@@ -149,9 +150,14 @@ def _mount_page(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
-def create_app(replica: ReplicaHandle, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    replica: ReplicaHandle,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access: Access | None = None,
+) -> FastAPI:
     """The till's HTTP API over a running replica; OpenAPI at /openapi.json, docs at /docs.
-    Request bodies over `max_body_bytes` are refused (413) before they are read."""
+    Request bodies over `max_body_bytes` are refused (413) before they are read; every
+    route checks the caller's token against `auth.POLICY` (`access`: open if None)."""
     till = Till(replica)
     # FastAPIOffline: /docs and /redoc from assets installed with tillmesh, not a CDN (a
     # till whose internet is down is when integrators most need them).
@@ -159,7 +165,9 @@ def create_app(replica: ReplicaHandle, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         title=f"tillmesh till {replica.replica_id}",
         description="Local till API: every write is an event in this replica's durable log.",
         version="1",
+        dependencies=[Depends(authorize)],
     )
+    app.state.access = access or Access(None)
     _install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     routers = (sales_router, stock_router, catalog_router, shifts_router, reports_router)

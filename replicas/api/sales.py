@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 
 import msgspec
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from conflict import lookups, queries
 from conflict.stock import stock_store
@@ -33,6 +33,7 @@ from core.events import (
 )
 from replicas.api import models as m
 from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
+from replicas.api.tokens import Role
 
 __all__ = ["sales_router"]
 
@@ -153,6 +154,23 @@ async def _priced_sale(till: Till, req: m.SaleIn, products: dict[str, Record]) -
     return body
 
 
+def _check_price_authority(
+    body: SaleCompleted, products: dict[str, Record], role: Role | None
+) -> None:
+    """A price other than the catalog's is a manager's decision: a cashier's token
+    sells at catalog prices only (SKUs the catalog does not have are priced by hand)."""
+    if role is not None and role >= Role.manager:
+        return
+    for line in body.lines:
+        listed = products.get(line.sku)
+        if listed is not None and line.unit_price != listed["price"]:
+            raise HTTPException(
+                403,
+                f"{line.sku} at {line.unit_price} is not the catalog price"
+                f" {listed['price']}: a price override needs the manager role",
+            )
+
+
 def _unauthorised(body: Body) -> Body:
     if not isinstance(body, SaleCompleted):
         return body
@@ -246,7 +264,7 @@ def sales_router(till: Till) -> APIRouter:
     r = APIRouter(tags=["sales"], responses=ERRORS)
 
     @r.post("/sales", status_code=201)
-    async def create_sale(req: m.SaleIn, response: Response) -> m.SaleOut:
+    async def create_sale(req: m.SaleIn, response: Response, request: Request) -> m.SaleOut:
         _check_till(till)
         if req.receipt is not None:
             _check_receipt_form(till, req.receipt)
@@ -265,6 +283,7 @@ def sales_router(till: Till) -> APIRouter:
             _check_shift_open(local)
             req = req.model_copy(update={"shift": local.shift})
             body = await _priced_sale(till, req, local.products)
+            _check_price_authority(body, local.products, request.state.role)
             if req.receipt is None:  # taken right before the append: no await between
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
             ev = await till.append(body)  # returns once durable: only then do we answer

@@ -18,6 +18,8 @@ from conflict.state import StoreState
 from core.events import ProductUpserted
 from core.log import EventLog
 from replicas.api.app import create_app
+from replicas.api.auth import Access
+from replicas.api.tokens import TokenStore
 
 __all__ = ["TILL", "OfflineReplica", "TillServer"]
 
@@ -48,8 +50,9 @@ class OfflineReplica:
 class TillServer:
     """uvicorn + EventLog on a private event loop in a thread; `stop()` ends both."""
 
-    def __init__(self, db: Path, replica_id: str = TILL) -> None:
-        self.db, self.replica_id = db, replica_id
+    def __init__(self, db: Path, replica_id: str = TILL, tokens: TokenStore | None = None) -> None:
+        """`tokens`: the API checks them (none: an open demo till)."""
+        self.db, self.replica_id, self.tokens = db, replica_id, tokens
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -69,7 +72,7 @@ class TillServer:
             await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
             await log.append(ProductUpserted(sku="BREAD", name="Bread", price=250))
             self.replica = OfflineReplica(self.replica_id, log)
-            app = create_app(self.replica)
+            app = create_app(self.replica, access=Access(self.tokens))
             config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
             self.server = uvicorn.Server(config)
             await self.server.serve(sockets=[self.sock])

@@ -18,6 +18,7 @@ import pytest
 from conflict import queries
 from conflict.state import StoreState
 from core.log import EventLog
+from replicas.api.tokens import TokenStore
 from tests.replicas.server_kit import TILL, TillServer
 
 pytestmark = pytest.mark.browser
@@ -180,3 +181,31 @@ def test_api_docs_render_from_the_till_alone(chromium: Path, till: TillServer) -
             browser.close()
     assert "/sales" in [p.replace("\u200b", "") for p in paths]
     assert all(u.startswith(till.url) for u in requested), requested
+
+
+def test_a_page_pairs_with_a_token_before_it_sells(chromium: Path, tmp_path: Path) -> None:
+    """With tokens issued the page gets 401s: it asks to be paired, once, then sells
+    with its own token (a deliberate step; an open demo till needs none)."""
+    tokens = TokenStore(tmp_path / "api-tokens.json")
+    token = tokens.issue("till page t1", "cashier")
+    server = TillServer(tmp_path / "till.db", tokens=tokens)
+    server.start()
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(server.url)
+            expect(page.locator("#pair-form")).to_be_visible()
+            expect(page.locator("#net-state")).to_have_text("till service unreachable")
+            page.fill("#pair-token", token)
+            page.press("#pair-token", "Enter")
+            expect(page.locator("#pair-form")).to_be_hidden()
+            expect(page.locator("#net-state")).to_have_text("offline")  # paired: status read
+            scan(page, "COLA")
+            page.fill("#tendered", "1.50")
+            page.click("#pay-cash")
+            expect(page.locator("#receipt")).to_be_visible()
+            browser.close()
+    finally:
+        server.stop()

@@ -31,8 +31,13 @@ function parseMoney(text) {
 
 // --- HTTP ----------------------------------------------------------------------------
 
+// The page's API token, from the pairing step (none needed on an open demo till).
+const TOKEN_KEY = "tillmesh-token";
+
 async function api(method, path, body, timeoutMs = SALE_TIMEOUT_MS) {
   const init = { method, headers: { Accept: "application/json" } };
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   init.signal = AbortSignal.timeout(timeoutMs);
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -40,6 +45,7 @@ async function api(method, path, body, timeoutMs = SALE_TIMEOUT_MS) {
   }
   const res = await fetch(path, init);
   const data = await res.json().catch(() => ({}));
+  if (res.status === 401) showPairing();
   if (!res.ok) {
     const err = new Error(describe(data, res.status));
     err.status = res.status;
@@ -280,6 +286,24 @@ async function pollStatus() {
   }
 }
 
+// --- pairing -------------------------------------------------------------------------
+
+function showPairing() {
+  $("pair-form").hidden = false;
+  $("pair-token").focus();
+}
+
+function pair(ev) {
+  ev.preventDefault();
+  const token = $("pair-token").value.trim();
+  if (!token) return;
+  localStorage.setItem(TOKEN_KEY, token);
+  $("pair-token").value = "";
+  $("pair-form").hidden = true;
+  pollStatus(); // a wrong token asks again
+  $("sku").focus();
+}
+
 // --- wiring --------------------------------------------------------------------------
 
 function init() {
@@ -294,6 +318,7 @@ function init() {
   $("pay-cash").addEventListener("click", () => pay(cashPayment));
   $("pay-card").addEventListener("click", () => pay(cardPayment));
   $("new-sale").addEventListener("click", newSale);
+  $("pair-form").addEventListener("submit", pair);
   render();
   pollStatus();
   setInterval(pollStatus, POLL_MS);

@@ -1,0 +1,105 @@
+"""Who may call what: the one policy table of the HTTP API, and the check every request
+goes through.
+
+A request carries `Authorization: Bearer <token>`; the token's role must be at least
+the route's (`POLICY`). Without a token: 401. With one whose role is too low: 403,
+saying which role the action needs. `/healthz`, the till page's files and the API docs
+are public. A replica with no tokens issued and listening on loopback only is open
+(the one-machine demo); listening on any other address it refuses to start without
+tokens (`runtime`). A route missing from the table is refused, not opened (a test
+checks every route is in it).
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+
+from replicas.api.tokens import Role, TokenRecord, TokenStore
+
+__all__ = ["POLICY", "PUBLIC", "Access", "authorize"]
+
+PUBLIC = None
+R, C, M, A = Role.read_only, Role.cashier, Role.manager, Role.hq_admin
+
+# (method, route) -> the lowest role allowed; PUBLIC: no token needed.
+POLICY: dict[tuple[str, str], Role | None] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/"): PUBLIC,  # the till page (it pairs with a token of its own to sell)
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/status"): R,
+    ("GET", "/state/digest"): R,
+    ("GET", "/catalog"): R,
+    ("GET", "/catalog/{sku}"): R,
+    ("PUT", "/catalog/{sku}"): A,
+    ("PUT", "/catalog/{sku}/price"): M,  # a store's price change; HQ's catalog: hq_admin
+    ("GET", "/conflicts"): R,
+    ("POST", "/conflicts/{conflict_id}/resolve"): M,
+    ("GET", "/link/hq"): R,
+    ("PUT", "/link/hq"): M,  # cuts the store off from HQ
+    ("GET", "/reports/sales"): R,
+    ("GET", "/reports/payments"): R,
+    ("GET", "/reports/items"): R,
+    ("GET", "/reports/stock"): R,
+    ("POST", "/sales"): C,  # a price other than the catalog's needs a manager (sales.py)
+    ("GET", "/sales/{sale_id:path}"): R,
+    ("POST", "/sales/{sale_id:path}/void"): C,
+    ("POST", "/sales/{sale_id:path}/refunds"): M,
+    ("GET", "/receipts/{receipt:path}"): R,
+    ("POST", "/shifts"): C,
+    ("POST", "/shifts/{shift}/close"): M,
+    ("GET", "/shifts/{shift}"): R,
+    ("POST", "/stock/{sku}/receive"): C,
+    ("POST", "/stock/{sku}/adjust"): M,
+    ("POST", "/stock/{sku}/count"): M,
+    ("GET", "/stock"): R,
+    ("GET", "/stock/{sku}"): R,
+}
+
+
+class Access:
+    """The API's view of its tokens: `open` while none is issued on a loopback replica
+    (and for an app made without a token store: the in-process tests)."""
+
+    def __init__(self, store: TokenStore | None, loopback_only: bool = True) -> None:
+        self.store, self.loopback_only = store, loopback_only
+
+    @property
+    def open(self) -> bool:
+        return self.store is None or (self.loopback_only and not self.store.records())
+
+
+def authorize(request: Request) -> None:
+    """FastAPI dependency of every route: the caller's token allows this route."""
+    access: Access = request.app.state.access
+    route = request.scope.get("route")
+    key = (request.method, getattr(route, "path", request.url.path))
+    if key not in POLICY:
+        raise HTTPException(403, "no one may call this route")  # fail closed
+    needed = POLICY[key]
+    if needed is PUBLIC or access.open:
+        request.state.role = Role.hq_admin if access.open else None
+        return
+    assert access.store is not None  # not open
+    record = _caller(request, access.store)
+    if record.level < needed:
+        raise HTTPException(
+            403,
+            f"{request.method} {key[1]} needs the {needed.name} role; this token is"
+            f" {record.role} ({record.name})",
+        )
+    request.state.role, request.state.token = record.level, record
+
+
+def _caller(request: Request, store: TokenStore) -> TokenRecord:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    record = store.verify(token.strip()) if scheme.lower() == "bearer" else None
+    if record is None:
+        raise HTTPException(
+            401,
+            "a valid API token is needed (Authorization: Bearer ...); issue one with"
+            " `tillmesh token issue`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return record

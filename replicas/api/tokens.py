@@ -1,0 +1,133 @@
+"""API tokens of one replica: who may call its HTTP API, in which role.
+
+Each device that talks to a till (its own POS front end, a store tablet, an
+integrator's system, HQ's BI tool) gets a token of its own, issued and revoked with
+`tillmesh token`. Only a hash is stored (`api-tokens.json` in the replica's data
+folder, 0600); the token itself is shown once, when issued. Tokens are random, so a
+plain SHA-256 is enough (nothing to brute-force), compared in constant time.
+
+    store = TokenStore(data_dir / TOKENS_FILE)
+    token = store.issue("front-end t1", "cashier")   # "tm_<id>_<secret>", shown once
+    store.verify(token)                               # -> TokenRecord or None
+    store.revoke(record.id)
+
+The file is re-read when it changes, so a token revoked with the CLI stops working at
+the running replica's next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from broker.credentials import write_private
+from core.errors import StorageError
+
+__all__ = ["TOKENS_FILE", "Role", "TokenRecord", "TokenStore"]
+
+TOKENS_FILE = "api-tokens.json"
+
+
+class Role(IntEnum):
+    """Each role may do what the ones below it may (see `auth.POLICY`)."""
+
+    read_only = 1  # reports, status, lookups
+    cashier = 2  # sell at catalog prices, void, open a shift, take deliveries
+    manager = 3  # refunds, price overrides, stock fixes, shift close, conflicts, HQ link
+    hq_admin = 4  # the catalog and everything else
+
+    @classmethod
+    def parse(cls, name: str) -> Role:
+        try:
+            return cls[name]
+        except KeyError:
+            raise ValueError(f"no role {name!r}; roles: {', '.join(r.name for r in cls)}") from None
+
+
+class TokenRecord(BaseModel):
+    id: str
+    name: str
+    role: str
+    sha256: str
+    issued_at: str
+
+    @property
+    def level(self) -> Role:
+        return Role[self.role]
+
+
+class _File(BaseModel):
+    tokens: list[TokenRecord] = []
+
+
+class TokenStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cache: tuple[float, _File] | None = None
+
+    def records(self) -> list[TokenRecord]:
+        return list(self._read().tokens)
+
+    def issue(self, name: str, role: str) -> str:
+        """A new token for `name` in `role`; the only time the token is seen."""
+        level = Role.parse(role)
+        token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+        record = TokenRecord(
+            id=token_id,
+            name=name,
+            role=level.name,
+            sha256=_digest(secret),
+            issued_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        data = self._read()
+        self._write(_File(tokens=[*data.tokens, record]))
+        return f"tm_{token_id}_{secret}"
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        data = self._read()
+        gone = [t for t in data.tokens if t.id == token_id]
+        if not gone:
+            raise StorageError(str(self.path), f"no token {token_id!r} (see `tillmesh token list`)")
+        self._write(_File(tokens=[t for t in data.tokens if t.id != token_id]))
+        return gone[0]
+
+    def verify(self, token: str) -> TokenRecord | None:
+        """The record of a valid token, else None."""
+        prefix, _, rest = token.partition("_")
+        token_id, _, secret = rest.partition("_")
+        if prefix != "tm" or not token_id or not secret:
+            return None
+        for record in self._read().tokens:
+            if record.id == token_id and hmac.compare_digest(record.sha256, _digest(secret)):
+                return record
+        return None
+
+    def _read(self) -> _File:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return _File()
+        if self._cache is None or self._cache[0] != mtime:
+            try:
+                self._cache = (mtime, _File.model_validate(json.loads(self.path.read_text())))
+            except (OSError, ValueError) as e:
+                raise StorageError(str(self.path), f"unreadable token file: {e}") from e
+        return self._cache[1]
+
+    def _write(self, data: _File) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.path.with_name(self.path.name + ".new")  # a reader never sees half
+        write_private(staged, (data.model_dump_json(indent=2) + "\n").encode())
+        staged.replace(self.path)
+        self._cache = None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

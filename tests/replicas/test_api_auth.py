@@ -1,0 +1,172 @@
+"""The API as a trust boundary: every write needs a token of the right role.
+
+Against the real app over a real log, with tokens issued (so the API is not open):
+no token is 401, a token of too low a role is 403 saying which role is needed, the
+right role succeeds. A cashier sells at catalog prices only. Every route of the app
+is in the policy table. Revoking a token takes effect at the next request. A replica
+that would listen on the network with no token issued refuses to start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from core.events import ProductUpserted
+from core.log import EventLog
+from replicas.api.app import create_app
+from replicas.api.auth import POLICY, Access
+from replicas.api.link import link_router
+from replicas.api.tokens import Role, TokenStore
+from replicas.cli.main import main
+from replicas.errors import ApiUnprotected
+from replicas.runtime import Replica
+from replicas.site import init_site, load_site
+from tests.replicas.api_kit import FakeReplica, open_log
+
+SALE = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash", "amount": 150}]}
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, tokens: dict[str, str], store: TokenStore):
+        self.client, self.tokens, self.store = client, tokens, store
+
+    async def call(
+        self, role: str | None, method: str, url: str, body: Any = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return await self.client.request(method, url, json=body, headers=headers)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    log: EventLog = await open_log(tmp_path / "log.db", "s1/t1")
+    await log.append(ProductUpserted(sku="COLA", name="Cola", price=150))
+    store = TokenStore(tmp_path / "api-tokens.json")
+    tokens = {role.name: store.issue(f"{role.name} device", role.name) for role in Role}
+    app = create_app(FakeReplica("s1/t1", log), access=Access(store, loopback_only=True))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
+        yield Api(client, tokens, store)
+    await log.close()
+
+
+async def _sold(api: Api) -> str:
+    r = await api.call("manager", "POST", "/sales", SALE)
+    assert r.status_code == 201, r.text
+    return str(r.json()["sale_id"])
+
+
+# (method, url, body, the lowest role that may, a role below it)
+WRITES = [
+    ("POST", "/sales", SALE, "cashier", "read_only"),
+    ("POST", "/sales/{sale}/void", {"reason": "x"}, "cashier", "read_only"),
+    ("POST", "/sales/{sale}/refunds", {"lines": [{"line": 0, "qty": 1}]}, "manager", "cashier"),
+    ("POST", "/stock/COLA/receive", {"qty": 5}, "cashier", "read_only"),
+    ("POST", "/stock/COLA/adjust", {"delta": -1, "reason": "broken"}, "manager", "cashier"),
+    ("POST", "/stock/COLA/count", {"count": 3}, "manager", "cashier"),
+    ("POST", "/shifts", {"float_amount": 100}, "cashier", "read_only"),
+    ("PUT", "/catalog/COLA/price", {"price": 160}, "manager", "cashier"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "body", "allowed", "below"), WRITES)
+async def test_each_write_needs_a_token_of_its_role(
+    api: Api, method: str, url: str, body: Any, allowed: str, below: str
+) -> None:
+    url = url.format(sale=await _sold(api) if "{sale}" in url else "")
+    nobody = await api.call(None, method, url, body)
+    assert nobody.status_code == 401 and nobody.headers["www-authenticate"] == "Bearer"
+    bogus = await api.client.request(
+        method, url, json=body, headers={"Authorization": "Bearer tm_x_y"}
+    )
+    assert bogus.status_code == 401
+    low = await api.call(below, method, url, body)
+    assert low.status_code == 403, low.text
+    assert f"needs the {allowed} role; this token is {below}" in low.text
+    ok = await api.call(allowed, method, url, body)
+    assert ok.is_success, ok.text
+
+
+async def test_a_cashier_sells_at_catalog_prices_only(api: Api) -> None:
+    cheap = {**SALE, "lines": [{"sku": "COLA", "qty": 1, "unit_price": 1}],
+             "payments": [{"method": "cash", "amount": 1}]}  # fmt: skip
+    r = await api.call("cashier", "POST", "/sales", cheap)
+    assert r.status_code == 403 and "price override needs the manager role" in r.text
+    assert (await api.call("cashier", "POST", "/sales", SALE)).status_code == 201
+    assert (await api.call("manager", "POST", "/sales", cheap)).status_code == 201
+
+
+async def test_reads_need_a_token_too_and_health_does_not(api: Api) -> None:
+    assert (await api.call(None, "GET", "/status")).status_code == 401
+    assert (await api.call("read_only", "GET", "/status")).status_code == 200
+    assert (await api.call(None, "GET", "/healthz")).status_code == 200
+
+
+async def test_a_revoked_token_is_refused_at_once(api: Api) -> None:
+    (cashier,) = [r for r in api.store.records() if r.role == "cashier"]
+    assert (await api.call("cashier", "GET", "/status")).status_code == 200
+    api.store.revoke(cashier.id)
+    assert (await api.call("cashier", "GET", "/status")).status_code == 401
+
+
+def test_every_route_is_in_the_policy() -> None:
+    class Handle:
+        replica_id, log = "s1/t1", None
+
+    app = create_app(Handle())  # type: ignore[arg-type]
+    app.include_router(link_router(Handle()))  # type: ignore[arg-type]
+    routes = {(method, route.path) for route in _api_routes(app.routes) for method in route.methods}
+    assert routes == set(POLICY)
+
+
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, inside included routers too (FastAPI keeps those wrapped)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found += _api_routes(route.original_router.routes)
+    return found
+
+
+async def test_no_tokens_on_loopback_is_the_open_demo(tmp_path: Path) -> None:
+    async with await open_log(tmp_path / "log.db", "s1/t1") as log:
+        no_tokens = Access(TokenStore(tmp_path / "none.json"), loopback_only=True)
+        app = create_app(FakeReplica("s1/t1", log), access=no_tokens)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
+            assert (await client.get("/status")).status_code == 200
+
+
+async def test_a_replica_on_the_network_refuses_to_start_without_tokens(tmp_path: Path) -> None:
+    init_site(tmp_path, {"s1": ["t1"]}, hosts={"s1/t1": "192.0.2.10"})  # TEST-NET: no traffic
+    site, creds = load_site(tmp_path)
+    replica = Replica(site, creds, "s1/t1", tmp_path, fresh=True)
+    with pytest.raises(ApiUnprotected, match="no API token issued"):
+        await replica.start()
+    assert not (site.data_dir(tmp_path, "s1/t1") / "log.db").exists()  # nothing touched
+
+
+def test_the_token_cli_issues_lists_and_revokes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    init_site(tmp_path, {"s1": ["t1"]})
+    base = ["token", "--data", str(tmp_path), "--replica", "s1/t1"]
+    issue = ["token", "issue", *base[1:], "--role", "cashier", "--name", "till page t1"]
+    assert main(issue) == 0
+    token = capsys.readouterr().out.splitlines()[0]
+    assert token.startswith("tm_")
+    assert main(["token", "list", *base[1:], "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert "till page t1" in listed and token.split("_")[2] not in listed  # never the token
+    token_id = token.split("_")[1]
+    assert main(["token", "revoke", *base[1:], token_id]) == 0
+    assert TokenStore(site_tokens := tmp_path / "s1" / "t1" / "api-tokens.json").records() == []
+    assert oct(site_tokens.stat().st_mode & 0o777) == "0o600"
