@@ -37,7 +37,6 @@ from core.errors import (
     UnknownEventType,
 )
 from core.events import (
-    SCHEMA_VERSION,
     Body,
     Event,
     RawEvent,
@@ -170,7 +169,7 @@ class Transaction:
 
     def append_local(self, origin: str, body: Body, event_type: str, data: bytes) -> RawEvent:
         seq, prev = self.head(origin)
-        ev = Event(origin, seq + 1, self.clock.now(), SCHEMA_VERSION, event_type, data, prev)
+        ev = Event(origin, seq + 1, self.clock.now(), body.min_schema(), event_type, data, prev)
         raw = encode_event(ev)
         self._accept(ev, event_hash(ev), raw, body, 0)
         return RawEvent(ev, raw)

@@ -72,7 +72,11 @@ __all__ = [
     "store_of",
 ]
 
-SCHEMA_VERSION = 1
+# The newest schema this build reads and writes. An event is written with the lowest
+# schema its body needs (`Body.min_schema`): an older build stores and forwards what it
+# cannot read, so only the events that use a newer field wait for its upgrade.
+# 2: sale.completed's approved_by / approval_reason (a manager's price override).
+SCHEMA_VERSION = 2
 HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32
@@ -133,6 +137,10 @@ class Event(Struct, array_like=True, frozen=True, gc=False):
 class Body(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     TYPE: ClassVar[str]
 
+    def min_schema(self) -> int:
+        """The lowest schema that has every field this body uses."""
+        return 1
+
     def check(self) -> None:
         """Cross-field rules msgspec constraints cannot express."""
 
@@ -166,10 +174,15 @@ class SaleCompleted(Body, frozen=True):
     change: Money = 0
     shift: Text = ""
     cashier: Text = ""
+    approved_by: Text = ""  # schema 2: the manager credential that approved a price override
+    approval_reason: Text = ""  # schema 2
 
     @property
     def total(self) -> int:
         return sum(line.total for line in self.lines)
+
+    def min_schema(self) -> int:
+        return 2 if self.approved_by or self.approval_reason else 1
 
     def check(self) -> None:
         total = 0
@@ -421,6 +434,10 @@ def decode_body(ev: Event) -> Body:
         raise DecodeError(f"{ev.id} body: {e}") from e
     if _encoder.encode(body) != ev.body:
         raise NonCanonicalEncoding(ev.origin, ev.seq)
+    if body.min_schema() > ev.schema:
+        raise SchemaViolation(
+            ev.type, f"schema-{body.min_schema()} fields in a schema-{ev.schema} event"
+        )
     _check(ev.type, body)
     return body
 

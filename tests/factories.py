@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from core.events import (
-    SCHEMA_VERSION,
     Body,
     Event,
     Payment,
@@ -33,7 +32,7 @@ def chain(
     events = []
     for i, body in enumerate(bodies):
         event_type, data = encode_body(body)
-        ev = Event(origin, first_seq + i, first_hlc + i, SCHEMA_VERSION, event_type, data, prev)
+        ev = Event(origin, first_seq + i, first_hlc + i, body.min_schema(), event_type, data, prev)
         prev = event_hash(ev)
         events.append(ev)
     return events

@@ -149,6 +149,9 @@ class SaleIn(_In):
     receipt: NoPanId | None = Field(None, description="default: <store>-<till>-<counter>")
     shift: NoPanText = ""
     cashier: NoPanText = ""
+    approval_reason: NoPanText = Field(
+        "", description="why a price differs from the catalog's (a manager's token approves)"
+    )
 
     @model_validator(mode="after")
     def _change_is_cash(self) -> SaleIn:

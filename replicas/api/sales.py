@@ -111,6 +111,10 @@ def _repeats(req: m.SaleIn, stored: Body) -> bool:
         return False
     if not req.shift:  # the first time it went into the till's open shift, by default
         again = msgspec.structs.replace(again, shift=stored.shift)
+    # Who approved an override is the credential's, not the request's.
+    again = msgspec.structs.replace(
+        again, approved_by=stored.approved_by, approval_reason=stored.approval_reason
+    )
     return _unauthorised(again) == _unauthorised(stored)
 
 
@@ -154,21 +158,32 @@ async def _priced_sale(till: Till, req: m.SaleIn, products: dict[str, Record]) -
     return body
 
 
-def _check_price_authority(
-    body: SaleCompleted, products: dict[str, Record], role: Role | None
-) -> None:
-    """A price other than the catalog's is a manager's decision: a cashier's token
-    sells at catalog prices only (SKUs the catalog does not have are priced by hand)."""
-    if role is not None and role >= Role.manager:
-        return
-    for line in body.lines:
-        listed = products.get(line.sku)
-        if listed is not None and line.unit_price != listed["price"]:
-            raise HTTPException(
-                403,
-                f"{line.sku} at {line.unit_price} is not the catalog price"
-                f" {listed['price']}: a price override needs the manager role",
-            )
+def _approved(
+    body: SaleCompleted, products: dict[str, Record], request: Request, reason: str
+) -> SaleCompleted:
+    """A price other than the catalog's is a manager's decision: a cashier's token sells
+    at catalog prices only (SKUs the catalog does not have are priced by hand); a
+    manager's override is recorded in the sale: which credential approved it, and why."""
+    overridden = [
+        (line, listed["price"])
+        for line in body.lines
+        if (listed := products.get(line.sku)) is not None and line.unit_price != listed["price"]
+    ]
+    if not overridden:
+        return body
+    role: Role | None = request.state.role
+    if role is None or role < Role.manager:
+        line, price = overridden[0]
+        raise HTTPException(
+            403,
+            f"{line.sku} at {line.unit_price} is not the catalog price {price}:"
+            " a price override needs the manager role",
+        )
+    token = getattr(request.state, "token", None)  # None: an open demo till, no identities
+    if token is None:
+        return body
+    approver = f"{token.name} ({token.id})"
+    return msgspec.structs.replace(body, approved_by=approver, approval_reason=reason)
 
 
 def _unauthorised(body: Body) -> Body:
@@ -283,7 +298,7 @@ def sales_router(till: Till) -> APIRouter:
             _check_shift_open(local)
             req = req.model_copy(update={"shift": local.shift})
             body = await _priced_sale(till, req, local.products)
-            _check_price_authority(body, local.products, request.state.role)
+            body = _approved(body, local.products, request, req.approval_reason)
             if req.receipt is None:  # taken right before the append: no await between
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
             ev = await till.append(body)  # returns once durable: only then do we answer

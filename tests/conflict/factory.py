@@ -15,7 +15,6 @@ from conflict import queries
 from conflict.state import StoreState
 from core.clock import pack
 from core.events import (
-    SCHEMA_VERSION,
     Body,
     ConflictResolved,
     Event,
@@ -67,7 +66,7 @@ class Chain:
         seq, prev, last = self.heads.get(origin, (0, b"", -1))
         hlc = max(pack(ms, 0), last + 1)
         typ, data = encode_body(body)
-        ev = Event(origin, seq + 1, hlc, SCHEMA_VERSION, typ, data, prev)
+        ev = Event(origin, seq + 1, hlc, body.min_schema(), typ, data, prev)
         self.heads[origin] = (seq + 1, event_hash(ev), hlc)
         return Accepted(ev, decode_body(ev), flags)
 

@@ -13,7 +13,15 @@ import msgspec
 import pytest
 
 from core.errors import ChainBroken, DecodeError, Equivocation, OutOfScope, StorageError
-from core.events import HQ, RawEvent, StockAdjusted, encode_event, event_hash, store_of
+from core.events import (
+    HQ,
+    SCHEMA_VERSION,
+    RawEvent,
+    StockAdjusted,
+    encode_event,
+    event_hash,
+    store_of,
+)
 from core.fold import FLAG_UNAPPLIED
 from tests.core.folds import CountingFold, counts
 from tests.factories import cash_sale, chain
@@ -119,7 +127,7 @@ class EventLogContract:
 
     async def test_unknown_type_is_stored_and_forwardable_but_not_applied(self, log):
         (ev,) = chain("s1/t2", [cash_sale()])
-        future = msgspec.structs.replace(ev, type="loyalty.points", schema=2)
+        future = msgspec.structs.replace(ev, type="loyalty.points", schema=SCHEMA_VERSION + 1)
         result = await log.ingest([future])
         assert result.accepted == [future] and not result.rejected
         assert log.version_vector()["s1/t2"] == 1

@@ -29,7 +29,6 @@ from broker.subjects import events_subject
 from core.batch import IngestResult
 from core.errors import ChainBroken, Equivocation, OutOfScope, TillmeshError
 from core.events import (
-    SCHEMA_VERSION,
     Event,
     RawEvent,
     StockReceived,
@@ -98,7 +97,7 @@ def make_chain(origin: str, n: int, prev: bytes = b"", first_seq: int = 1) -> li
     """`n` correctly chained envelopes of `origin`, as its log would write them."""
     raws = []
     for seq in range(first_seq, first_seq + n):
-        ev = Event(origin, seq, seq << 16, SCHEMA_VERSION, _TYPE, _BODY, prev)
+        ev = Event(origin, seq, seq << 16, 1, _TYPE, _BODY, prev)  # as a log writes it
         prev = event_hash(ev)
         raws.append(encode_event(ev))
     return raws

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from core.events import ProductUpserted
+from core.events import ProductUpserted, decode_body, decode_event, parse_event_id
 from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.auth import POLICY, Access
@@ -44,16 +44,21 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    log: EventLog = await open_log(tmp_path / "log.db", "s1/t1")
+async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
+    log = await open_log(tmp_path / "log.db", "s1/t1")
     await log.append(ProductUpserted(sku="COLA", name="Cola", price=150))
+    yield log
+    await log.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path, log: EventLog) -> AsyncIterator[Api]:
     store = TokenStore(tmp_path / "api-tokens.json")
     tokens = {role.name: store.issue(f"{role.name} device", role.name) for role in Role}
     app = create_app(FakeReplica("s1/t1", log), access=Access(store, loopback_only=True))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
         yield Api(client, tokens, store)
-    await log.close()
 
 
 async def _sold(api: Api) -> str:
@@ -93,13 +98,32 @@ async def test_each_write_needs_a_token_of_its_role(
     assert ok.is_success, ok.text
 
 
-async def test_a_cashier_sells_at_catalog_prices_only(api: Api) -> None:
+async def test_a_cashier_sells_at_catalog_prices_only(api: Api, log: EventLog) -> None:
     cheap = {**SALE, "lines": [{"sku": "COLA", "qty": 1, "unit_price": 1}],
-             "payments": [{"method": "cash", "amount": 1}]}  # fmt: skip
+             "payments": [{"method": "cash", "amount": 1}], "receipt": "OVR-1",
+             "approval_reason": "damaged can"}  # fmt: skip
     r = await api.call("cashier", "POST", "/sales", cheap)
     assert r.status_code == 403 and "price override needs the manager role" in r.text
-    assert (await api.call("cashier", "POST", "/sales", SALE)).status_code == 201
-    assert (await api.call("manager", "POST", "/sales", cheap)).status_code == 201
+    plain = await api.call("cashier", "POST", "/sales", SALE)
+    assert plain.status_code == 201
+    approved = await api.call("manager", "POST", "/sales", cheap)
+    assert approved.status_code == 201, approved.text
+    # The approver is in the event itself, tied to the credential, and only there.
+    body = await _event_body(log, approved.json()["sale_id"])
+    (manager,) = [r for r in api.store.records() if r.role == "manager"]
+    assert (body.approved_by, body.approval_reason) == (f"manager device ({manager.id})",
+                                                         "damaged can")  # fmt: skip
+    assert (await _event_body(log, plain.json()["sale_id"])).approved_by == ""
+    again = await api.call("manager", "POST", "/sales", cheap)  # a retry: the same sale
+    assert again.status_code == 200 and again.json() == approved.json()
+
+
+async def _event_body(log: EventLog, event_id: str) -> Any:
+    origin, seq = parse_event_id(event_id)
+    (raw,) = await log.read_range(origin, seq, 1)
+    ev = decode_event(raw)
+    assert ev.schema == (2 if decode_body(ev).approved_by else 1)  # type: ignore[attr-defined]
+    return decode_body(ev)
 
 
 async def test_reads_need_a_token_too_and_health_does_not(api: Api) -> None:

@@ -144,7 +144,9 @@ async def test_tills_and_hq_converge_over_nats(
     want = {"s1/t1": 100, "s1/t2": 7, "hq": 3}
     for r in (t1, t2, hq):
         await wait_for(lambda r=r: r.log.version_vector() == want, f"{r.rid} to converge")
-    await wait_for(lambda: "hq" in t1.engine.holders("s1/t1", 100), "HQ's receipt for t1's events")
+    # Receipts come with each peer's next announcement, a moment after it converged.
+    both = ["hq", "s1/t2"]
+    await wait_for(lambda: t1.engine.holders("s1/t1", 100) == both, "t2's and HQ's receipts")
     assert t1.engine.receipts() == {"s1/t2": 100, "hq": 100}
     status = t2.engine.status(0.0)
     assert not [i for i in status.incidents if i.kind not in ("timeout", "duplicate_frame")]
