@@ -265,11 +265,12 @@ class Replica:
 
     def _app(self) -> Any:
         from replicas.api.app import create_app  # FastAPI import is slow
-        from replicas.api.auth import Access
+        from replicas.api.auth import Access, CashierLimits
         from replicas.api.link import link_router
 
         loopback = is_loopback(self.site.host_of(self.replica_id))
-        app = create_app(self, access=Access(self.tokens, loopback_only=loopback))
+        limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
+        app = create_app(self, access=Access(self.tokens, loopback, limits))
         app.include_router(link_router(self))
         return app
 

@@ -70,6 +70,9 @@ class Site(BaseModel):
     ports: dict[str, NodePorts]
     price_policy: Literal["latest", "hq_wins", "lowest"] = "hq_wins"
     max_clock_offset_ms: int = Field(default=60_000, gt=0)
+    # What a cashier's API token may do alone (replicas.api.auth.CashierLimits).
+    cashier_discount_limit_bp: int = Field(default=1000, ge=0, le=10_000)
+    cashier_void_within_s: int = Field(default=900, ge=0)
     extra_hq_leaf_urls: list[str] = []  # more HQ hub nodes (deploy/nats/hq-cluster-*.conf)
 
     @field_validator("stores")

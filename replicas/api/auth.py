@@ -12,11 +12,13 @@ checks every route is in it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import HTTPException, Request
 
 from replicas.api.tokens import Role, TokenRecord, TokenStore
 
-__all__ = ["POLICY", "PUBLIC", "Access", "authorize"]
+__all__ = ["POLICY", "PUBLIC", "Access", "CashierLimits", "authorize"]
 
 PUBLIC = None
 R, C, M, A = Role.read_only, Role.cashier, Role.manager, Role.hq_admin
@@ -58,12 +60,27 @@ POLICY: dict[tuple[str, str], Role | None] = {
 }
 
 
+@dataclass(frozen=True)
+class CashierLimits:
+    """What a cashier's token may do alone (site policy, `site.json`); beyond it, a
+    manager's token: a line discount above `discount_bp` of the line's value (basis
+    points), a void of another till's sale or of one older than `void_within_s`."""
+
+    discount_bp: int = 1000
+    void_within_s: int = 900
+
+
 class Access:
     """The API's view of its tokens: `open` while none is issued on a loopback replica
     (and for an app made without a token store: the in-process tests)."""
 
-    def __init__(self, store: TokenStore | None, loopback_only: bool = True) -> None:
-        self.store, self.loopback_only = store, loopback_only
+    def __init__(
+        self,
+        store: TokenStore | None,
+        loopback_only: bool = True,
+        limits: CashierLimits = CashierLimits(),
+    ) -> None:
+        self.store, self.loopback_only, self.limits = store, loopback_only, limits
 
     @property
     def open(self) -> bool:

@@ -20,11 +20,13 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from conflict import lookups, queries
 from conflict.stock import stock_store
+from core.clock import hlc_ms
 from core.events import (
     HQ,
     Body,
     Event,
     SaleCompleted,
+    SaleLine,
     SaleVoided,
     decode_body,
     decode_event,
@@ -32,6 +34,7 @@ from core.events import (
     store_of,
 )
 from replicas.api import models as m
+from replicas.api.auth import CashierLimits
 from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
 from replicas.api.tokens import Role
 
@@ -164,26 +167,28 @@ def _approved(
     """A price other than the catalog's is a manager's decision: a cashier's token sells
     at catalog prices only (SKUs the catalog does not have are priced by hand); a
     manager's override is recorded in the sale: which credential approved it, and why."""
-    overridden = [
-        (line, listed["price"])
-        for line in body.lines
-        if (listed := products.get(line.sku)) is not None and line.unit_price != listed["price"]
-    ]
-    if not overridden:
+    limits: CashierLimits = request.app.state.access.limits
+    beyond = [_beyond_cashier(line, products.get(line.sku), limits) for line in body.lines]
+    decisions = [why for why in beyond if why]
+    if not decisions:
         return body
     role: Role | None = request.state.role
     if role is None or role < Role.manager:
-        line, price = overridden[0]
-        raise HTTPException(
-            403,
-            f"{line.sku} at {line.unit_price} is not the catalog price {price}:"
-            " a price override needs the manager role",
-        )
+        raise HTTPException(403, f"{decisions[0]}: that needs the manager role")
     token = getattr(request.state, "token", None)  # None: an open demo till, no identities
     if token is None:
         return body
     approver = f"{token.name} ({token.id})"
     return msgspec.structs.replace(body, approved_by=approver, approval_reason=reason)
+
+
+def _beyond_cashier(line: SaleLine, listed: Record | None, limits: CashierLimits) -> str:
+    """Why this line is a manager's decision ('' if it is not)."""
+    if listed is not None and line.unit_price != listed["price"]:
+        return f"{line.sku} at {line.unit_price} is not the catalog price {listed['price']}"
+    if line.discount * 10_000 > limits.discount_bp * line.qty * line.unit_price:
+        return f"{line.sku}: a discount over {limits.discount_bp / 100:g}% of the line"
+    return ""
 
 
 def _unauthorised(body: Body) -> Body:
@@ -215,6 +220,22 @@ def _check_till(till: Till) -> None:
     if till.replica.replica_id == HQ:
         raise HTTPException(
             409, "HQ does not sell: make sales, voids and refunds on a till of the store"
+        )
+
+
+def _check_void_authority(till: Till, sale: m.SaleView, request: Request) -> None:
+    """A cashier voids a sale of this till made in the last minutes (a mistake at the
+    counter); anything else is a manager's decision."""
+    role: Role | None = request.state.role
+    if role is not None and role >= Role.manager:
+        return
+    limits: CashierLimits = request.app.state.access.limits
+    age_s = (till.replica.log.wall_ms() - hlc_ms(sale.hlc)) / 1000
+    if sale.origin != till.replica.replica_id or age_s > limits.void_within_s:
+        raise HTTPException(
+            403,
+            f"sale {sale.id}: a cashier voids only this till's sales of the last"
+            f" {limits.void_within_s // 60} minutes; that needs the manager role",
         )
 
 
@@ -312,13 +333,14 @@ def sales_router(till: Till) -> APIRouter:
         return view
 
     @r.post("/sales/{sale_id:path}/void", status_code=201)
-    async def void_sale(sale_id: str, req: m.VoidIn | None = None) -> m.EventOut:
+    async def void_sale(sale_id: str, request: Request, req: m.VoidIn | None = None) -> m.EventOut:
         async with till.lock:
             found, refunded = await till.read(
                 lambda c: (queries.sale(c, sale_id), lookups.has_refunds(c, sale_id))
             )
             sale = _sale_view(found, sale_id)
             _check_own_store(till, sale_id, sale.origin)
+            _check_void_authority(till, sale, request)
             _check_voidable(sale, refunded)
             ev = await till.append(SaleVoided(sale=sale_id, reason=req.reason if req else ""))
         return event_out(ev)

@@ -27,6 +27,7 @@ from replicas.cli.main import main
 from replicas.errors import ApiUnprotected
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
+from tests.factories import cash_sale, chain
 from tests.replicas.api_kit import FakeReplica, open_log
 
 SALE = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash", "amount": 150}]}
@@ -103,7 +104,8 @@ async def test_a_cashier_sells_at_catalog_prices_only(api: Api, log: EventLog) -
              "payments": [{"method": "cash", "amount": 1}], "receipt": "OVR-1",
              "approval_reason": "damaged can"}  # fmt: skip
     r = await api.call("cashier", "POST", "/sales", cheap)
-    assert r.status_code == 403 and "price override needs the manager role" in r.text
+    assert r.status_code == 403, r.text
+    assert "not the catalog price 150: that needs the manager role" in r.text
     plain = await api.call("cashier", "POST", "/sales", SALE)
     assert plain.status_code == 201
     approved = await api.call("manager", "POST", "/sales", cheap)
@@ -194,3 +196,29 @@ def test_the_token_cli_issues_lists_and_revokes(
     assert main(["token", "revoke", *base[1:], token_id]) == 0
     assert TokenStore(site_tokens := tmp_path / "s1" / "t1" / "api-tokens.json").records() == []
     assert oct(site_tokens.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_discount_beyond_the_cashiers_limit_is_a_managers_decision(
+    api: Api, log: EventLog
+) -> None:
+    def sale(discount: int, receipt: str) -> dict[str, Any]:
+        line = {"sku": "COLA", "qty": 2, "discount": discount}  # 2 x 150: the limit is 30
+        paid = [{"method": "cash", "amount": 300 - discount}]
+        return {"lines": [line], "payments": paid, "receipt": receipt}
+
+    assert (await api.call("cashier", "POST", "/sales", sale(30, "D-1"))).status_code == 201
+    over = await api.call("cashier", "POST", "/sales", sale(31, "D-2"))
+    assert over.status_code == 403 and "discount over 10% of the line" in over.text
+    approved = await api.call("manager", "POST", "/sales", sale(31, "D-2"))
+    assert approved.status_code == 201
+    assert (await _event_body(log, approved.json()["sale_id"])).approved_by.startswith("manager")
+
+
+async def test_a_cashier_voids_only_this_tills_recent_sales(api: Api, log: EventLog) -> None:
+    mine = (await api.call("cashier", "POST", "/sales", SALE)).json()["sale_id"]
+    assert (await api.call("cashier", "POST", f"/sales/{mine}/void", {})).status_code == 201
+    other = chain("s1/t2", [cash_sale(sku="COLA", price=150, receipt="T2-1")])
+    await log.ingest(other)  # a sale another till of the store made
+    r = await api.call("cashier", "POST", f"/sales/{other[0].id}/void", {})
+    assert r.status_code == 403 and "only this till's sales" in r.text
+    assert (await api.call("manager", "POST", f"/sales/{other[0].id}/void", {})).status_code == 201
