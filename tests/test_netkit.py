@@ -42,12 +42,17 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait_inside(host: Host, pids: list[int], timeout: float = 5.0) -> None:
-    """Until `ip netns exec` has moved every one of `pids` into `host`."""
+def _wait_inside(ns: str, pids: list[int], timeout: float = 5.0) -> None:
+    """Until `ip netns exec` has moved every one of `pids` into namespace `ns`."""
     deadline = time.monotonic() + timeout
-    while not set(pids) <= set(host.pids()):
-        assert time.monotonic() < deadline, f"{pids} not in {host.name}: {host.pids()}"
+    while not set(pids) <= set(inside := _pids_in(ns)):
+        assert time.monotonic() < deadline, f"{pids} not in {ns}: {inside}"
         time.sleep(0.01)
+
+
+def _pids_in(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=True)
+    return [int(pid) for pid in out.stdout.split()]
 
 
 def _holders(inodes: set[int]) -> list[int]:
@@ -165,7 +170,7 @@ def test_teardown_leaves_nothing(netns_ready: list[str], body_raises: bool) -> N
         _, tills = site(net, "s1")
         t1 = tills["s1"]
         pids += [t1.popen(["sleep", "60"]).pid, t1.popen(["sleep", "60"]).pid]
-        _wait_inside(t1, pids)
+        _wait_inside(t1.ns, pids)
         os.kill(pids[-1], signal.SIGSTOP)
         started = subprocess.run(  # a grandchild the kit was never told of
             [*t1.exec_prefix, "sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
@@ -186,46 +191,48 @@ def test_teardown_leaves_nothing(netns_ready: list[str], body_raises: bool) -> N
 
 
 def test_remove_stale_removes_dead_runs_only(netns: Network) -> None:
-    """A run whose process is gone left namespaces (a bridge, a veth, a process inside) and
-    a root interface; another run's owner lives; `netns` is this process's live run."""
+    """Two runs of other processes left namespaces (one with a bridge, a veth and a process
+    inside) and a root interface; `netns` is this process's live run. Nothing goes while
+    the runs' processes live; once one dies, its leftovers go and nothing else does.
+
+    The leftovers belong to live processes while they are made: a `pytest` running at the
+    same time removes stale leftovers too, and would take them away half made."""
     netns.store("s1", "10.77.1.0/24")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    owner = subprocess.Popen(["sleep", "60"])
-    stale, live = f"{KIT}{dead.pid}a", f"{KIT}{owner.pid}a"
+    owners = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    dying, live = (f"{KIT}{owner.pid}a" for owner in owners)
+    made = [f"{dying}-x", f"{dying}-y", f"{live}-x"]
     sleeper = None
     try:
-        for ns in [f"{stale}-x", f"{stale}-y", f"{live}-x"]:
+        for ns in made:
             subprocess.run(["ip", "netns", "add", ns], check=True)
-        ip = ["ip", "-n", f"{stale}-x", "link", "add"]
-        subprocess.run([*ip, f"{stale}b1", "type", "bridge"], check=True)
-        peer = ["peer", "name", f"{stale}s2", "netns", f"{stale}-y"]
-        subprocess.run([*ip, f"{stale}h2", "type", "veth", *peer], check=True)
-        subprocess.run(["ip", "link", "add", f"{stale}b3", "type", "bridge"], check=True)
-        sleeper = subprocess.Popen(["ip", "netns", "exec", f"{stale}-x", "sleep", "60"])
+        ip = ["ip", "-n", f"{dying}-x", "link", "add"]
+        subprocess.run([*ip, f"{dying}b1", "type", "bridge"], check=True)
+        peer = ["peer", "name", f"{dying}s2", "netns", f"{dying}-y"]
+        subprocess.run([*ip, f"{dying}h2", "type", "veth", *peer], check=True)
+        subprocess.run(["ip", "link", "add", f"{dying}b3", "type", "bridge"], check=True)
+        sleeper = subprocess.Popen(["ip", "netns", "exec", f"{dying}-x", "sleep", "60"])
+        _wait_inside(f"{dying}-x", [sleeper.pid])
+        ours = [*leftovers(dying), *leftovers(live), *leftovers(netns.prefix)]
 
-        removed = [what for what in remove_stale() if stale in what or live in what]
+        assert not [what for what in remove_stale() if what in ours]  # every owner lives
+        owners[0].kill()
+        owners[0].wait()
+        removed = remove_stale()
 
-        assert sorted(removed) == [
-            f"link {stale}b3",
-            f"namespace {stale}-x",
-            f"namespace {stale}-y",
-        ]
-        assert leftovers(stale) == []
+        assert leftovers(dying) == []
         assert sleeper.wait(timeout=5) != 0  # stopped by the cleanup
-        assert leftovers(live) == [f"namespace {live}-x"]  # its owner lives
-        assert len(leftovers(netns.prefix)) == len(netns.namespaces)  # this run's
-        owner.kill()
-        owner.wait()
-        assert [what for what in remove_stale() if live in what] == [f"namespace {live}-x"]
+        assert leftovers(live) == [f"namespace {live}-x"]
+        assert len(leftovers(netns.prefix)) == len(netns.namespaces)
+        said = {what for what in removed if what in ours}  # all, unless another pytest was
+        assert said <= {f"namespace {dying}-x", f"namespace {dying}-y", f"link {dying}b3"}
     finally:
-        for proc in [owner, sleeper]:
+        for proc in [*owners, sleeper]:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-        for ns in [f"{stale}-x", f"{stale}-y", f"{live}-x"]:
+        for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", f"{stale}b3"], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{dying}b3"], capture_output=True)
 
 
 def test_without_privileges_the_kit_says_why(shared_dir: Path) -> None:
