@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netkit import Network, netns_unavailable, remove_stale
 from tests.unprivileged import run_unprivileged
 
 
@@ -31,3 +32,22 @@ def shared_dir() -> Iterator[Path]:
             if path.is_dir():
                 path.chmod(0o755)
         shutil.rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def netns_ready() -> list[str]:
+    """Skips (with the reason) unless this machine can run tests/netkit.py: root, `ip`,
+    namespaces, bridges, veths. Once a session, removes what killed runs of the kit left
+    behind; returns what it removed."""
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    return remove_stale()
+
+
+@pytest.fixture
+def netns(netns_ready: list[str]) -> Iterator[Network]:
+    """An open `Network` (tests/netkit.py) with nothing in it yet; at teardown every process
+    in it is stopped and every namespace removed, and a leftover fails the test."""
+    with Network() as net:
+        yield net
