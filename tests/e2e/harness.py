@@ -35,6 +35,7 @@ from broker.credentials import Credentials
 from broker.subjects import HQ
 from replicas.cli.main import main as cli_main
 from replicas.site import Site, init_site, load_site
+from replicas.sync.protocol import holds
 
 __all__ = [
     "TILLMESH",
@@ -148,7 +149,7 @@ class ReplicaProc:
                 raise AssertionError(f"{self.rid} exited early:\n{self.tail()}")
             if f"{self.rid} serving on".encode() not in self.out.read_bytes()[self._out_from :]:
                 return False
-            r = await self.mesh.http.get(f"{self.url}/healthz")
+            r = await self.mesh.client(self.rid).get(f"{self.url}/healthz")
             return r.status_code == 200
 
         await wait_until(serving, f"{self.rid} to serve", timeout)
@@ -206,7 +207,7 @@ class ReplicaProc:
 
     async def status(self, digest: bool = True) -> dict[str, Any]:
         params = {"digest": digest, "conflicts": False}  # detection is not what these test
-        r = await self.mesh.http.get(f"{self.url}/status", params=params)
+        r = await self.mesh.client(self.rid).get(f"{self.url}/status", params=params)
         r.raise_for_status()
         result: dict[str, Any] = r.json()
         return result
@@ -244,17 +245,34 @@ class Oracle:
         assert sale_id not in self.sales, f"{sale_id} acknowledged twice"
         self.sales[sale_id] = (receipt, total)
 
-    def heads(self) -> dict[str, int]:
-        """Per origin, the highest acknowledged seq."""
+    def heads(self, scope: Callable[[str], bool] = lambda origin: True) -> dict[str, int]:
+        """Per origin (in `scope`: what one replica holds), the highest acknowledged seq."""
         heads: dict[str, int] = {}
         for sale_id in self.sales:
             origin, seq = split_id(sale_id)
-            heads[origin] = max(heads.get(origin, 0), seq)
+            if scope(origin):
+                heads[origin] = max(heads.get(origin, 0), seq)
         return heads
+
+    def held(self, scope: Callable[[str], bool]) -> dict[str, tuple[str, int]]:
+        """The acknowledged sales a replica of `scope` holds."""
+        return {sid: sale for sid, sale in self.sales.items() if scope(split_id(sid)[0])}
 
     @property
     def gross(self) -> int:
         return sum(total for _, total in self.sales.values())
+
+
+def _same_scope(statuses: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The replicas that must fold to one state: each store's tills, and HQ with them when
+    the site has one store (with more, HQ's state holds every store's)."""
+    groups: dict[str, list[str]] = {}
+    for rid in statuses:
+        groups.setdefault(rid.split("/")[0], []).append(rid)
+    stores = [g for key, g in groups.items() if key != HQ]
+    if len(stores) == 1 and HQ in groups:
+        return [stores[0] + groups[HQ]]
+    return list(groups.values())
 
 
 def split_id(event_id: str) -> tuple[str, int]:
@@ -276,6 +294,8 @@ class Mesh:
         tillmesh: Sequence[str] = TILLMESH,
         site_made: bool = False,
         wrap: dict[str, list[str]] | None = None,
+        sockets: dict[str, Path] | None = None,
+        tokens: dict[str, str] | None = None,
     ) -> None:
         """A site of `stores` in `root`/site, made here unless `site_made` (made already,
         e.g. by `tillmesh site init`); replicas run as `tillmesh` (this checkout's CLI
@@ -294,8 +314,27 @@ class Mesh:
         self.procs = {rid: ReplicaProc(self, rid) for rid in self.site.replicas}
         self.oracle = Oracle()
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+        # Replicas on emulated machines are reached through a Unix socket each, with an
+        # API token each (a replica on a network address refuses to run without one).
+        self.sockets: dict[str, Path] = dict(sockets or {})
+        self.tokens: dict[str, str] = dict(tokens or {})
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._sale_no = 0
         self.quarantine_allowed = False  # hostile tests: forged input may be quarantined
+
+    def client(self, rid: str) -> httpx.AsyncClient:
+        """The HTTP client that reaches `rid` (its socket, its token), else the shared one."""
+        if rid not in self.sockets and rid not in self.tokens:
+            return self.http
+        if rid not in self._clients:
+            uds = str(self.sockets[rid]) if rid in self.sockets else None
+            headers = {"Authorization": f"Bearer {self.tokens[rid]}"} if rid in self.tokens else {}
+            self._clients[rid] = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=uds),
+                headers=headers,
+                timeout=httpx.Timeout(10.0, connect=2.0),
+            )
+        return self._clients[rid]
 
     @property
     def tills(self) -> list[str]:
@@ -313,6 +352,8 @@ class Mesh:
     async def close(self) -> list[int]:
         """Stop every replica; returns PIDs that survived (should be none)."""
         await self.http.aclose()
+        for client in self._clients.values():
+            await client.aclose()
         lefts = await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.procs.values()))
         return [pid for left in lefts for pid in left]
 
@@ -332,7 +373,7 @@ class Mesh:
                 "lines": [{"sku": f"SKU-{k % 7}", "qty": 1 + k % 3, "unit_price": price}],
                 "payments": [{"method": "cash", "amount": (1 + k % 3) * price}],
             }
-            r = await self.http.post(f"{self.procs[rid].url}/sales", json=body)
+            r = await self.client(rid).post(f"{self.procs[rid].url}/sales", json=body)
             assert r.status_code == 201, f"sale on {rid}: {r.status_code} {r.text}"
             out = r.json()
             self.oracle.record(out["sale_id"], out["receipt"], out["total"])
@@ -353,11 +394,13 @@ class Mesh:
         return {p.rid: s for p, s in zip(procs, results, strict=True)}
 
     def _divergence(self, statuses: dict[str, dict[str, Any]]) -> str:
-        """'' if every running replica holds exactly the acknowledged sales, same state."""
-        heads, sales, gross = self.oracle.heads(), len(self.oracle.sales), self.oracle.gross
-        vvs = {rid: s["version_vector"] for rid, s in statuses.items()}
-        digests = {s["digest"] for s in statuses.values()}
+        """'' if every running replica holds exactly the acknowledged sales of its scope
+        (a till: its store's; HQ: all), and the replicas of each store one state."""
         for rid, s in statuses.items():
+            scope = holds(rid)
+            heads = self.oracle.heads(scope)
+            held = self.oracle.held(scope)
+            sales, gross = len(held), sum(total for _, total in held.values())
             vv = s["version_vector"]
             behind = {o: (vv.get(o, 0), h) for o, h in heads.items() if vv.get(o, 0) < h}
             if behind:
@@ -368,10 +411,13 @@ class Mesh:
                 return f"{rid} holds {s['pending']} pending, {s['quarantined']} quarantined"
             if rid != HQ and s["unsynced_to_hq"]:
                 return f"{rid}: {s['unsynced_to_hq']} sales not yet confirmed by HQ"
-        if len({json.dumps(v, sort_keys=True) for v in vvs.values()}) > 1:
-            return f"version vectors differ: {vvs}"
-        if len(digests) > 1:
-            return f"digests differ: { {r: s['digest'] for r, s in statuses.items()} }"
+        for group in _same_scope(statuses):
+            vvs = {rid: statuses[rid]["version_vector"] for rid in group}
+            if len({json.dumps(v, sort_keys=True) for v in vvs.values()}) > 1:
+                return f"version vectors differ: {vvs}"
+            digests = {rid: statuses[rid]["digest"] for rid in group}
+            if len(set(digests.values())) > 1:
+                return f"digests differ: {digests}"
         return ""
 
     async def wait_converged(self, timeout: float = CONVERGE_TIMEOUT) -> dict[str, Any]:
@@ -394,8 +440,9 @@ class Mesh:
         return "\n".join(f"--- {p.rid}\n{p.tail(15)}" for p in self.procs.values())
 
     async def check_on_disk(self, statuses: dict[str, dict[str, Any]]) -> None:
-        """`tillmesh state --digest` equal everywhere (and to the API's), `log verify` OK,
-        and every DB holds exactly the acknowledged sales, each once."""
+        """`tillmesh state --digest` equal among the replicas of a scope (and to the
+        API's), `log verify` OK, and every DB holds exactly the acknowledged sales of its
+        scope, each once."""
         digests = {}
         for rid in statuses:
             db = str(self.site.data_dir(self.root, rid) / "log.db")
@@ -404,7 +451,9 @@ class Mesh:
             report = json.loads(await run_cli("log", "verify", db, "--json"))
             assert report["ok"], f"{rid}: log verify: {report['findings']}"
             self._check_sales(rid, Path(db))
-        assert len(set(digests.values())) == 1, f"on-disk digests differ: {digests}"
+        for group in _same_scope(statuses):
+            same = {rid: digests[rid] for rid in group}
+            assert len(set(same.values())) == 1, f"on-disk digests differ: {same}"
 
     def _check_sales(self, rid: str, db: Path) -> None:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -415,11 +464,11 @@ class Mesh:
             rows = conn.execute("SELECT id, receipt, total FROM st_sales").fetchall()
         finally:
             conn.close()
-        want = set(self.oracle.sales)
+        acked = self.oracle.held(holds(rid))
         got = [f"{o}:{s}" for o, s in held]
-        assert sorted(got) == sorted(want), f"{rid}: sale events != acknowledged sales"
-        assert len(rows) == len(want), f"{rid}: {len(rows)} folded sales, {len(want)} acked"
-        assert {r[0]: (r[1], r[2]) for r in rows} == self.oracle.sales, f"{rid}: folded sales"
+        assert sorted(got) == sorted(acked), f"{rid}: sale events != acknowledged sales"
+        assert len(rows) == len(acked), f"{rid}: {len(rows)} folded sales, {len(acked)} acked"
+        assert {r[0]: (r[1], r[2]) for r in rows} == acked, f"{rid}: folded sales"
 
     async def converge_and_check(self, timeout: float = CONVERGE_TIMEOUT) -> None:
         statuses = await self.wait_converged(timeout)

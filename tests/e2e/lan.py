@@ -1,0 +1,83 @@
+"""A site on emulated machines (helpers, no tests): every replica in a network namespace
+of its own (tests/netkit.py) at its own address, stores on LANs of their own with a WAN
+and an LTE uplink to HQ's LAN, the replicas real `tillmesh` processes (tests/e2e/harness.py
+`Mesh`), each API reached through a relay socket and called with a token of its own.
+
+    site = lan_site(netns, tmp_path, {"s1": ["t1", "t2", "t3"], "s2": ["t1", "t2", "t3"]})
+    async with site.mesh() as mesh: ...     # started, reaped at the end
+    site.net.stores["s1"].cut("wan")        # the store's WAN fails: traffic takes the LTE
+    site.host("s1/t2").cut()                # a till's cable is pulled
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from replicas.api.tokens import TOKENS_FILE, TokenStore
+from replicas.site import STANDARD_PORTS, init_site, load_site
+from tests.e2e.harness import Mesh, running_mesh
+from tests.netkit import Host, Network, _read_line
+
+__all__ = ["LanSite", "lan_site"]
+
+HQ_LAN = "10.77.100.0/24"
+HQ_ADDRESS = "10.77.100.10"
+
+
+@dataclass
+class LanSite:
+    net: Network
+    root: Path
+    stores: dict[str, list[str]]
+    hosts: dict[str, Host]  # replica id -> its machine
+
+    def host(self, rid: str) -> Host:
+        return self.hosts[rid]
+
+    @asynccontextmanager
+    async def mesh(self) -> AsyncIterator[Mesh]:
+        site_dir = self.root / "site"
+        site, _ = load_site(site_dir)
+        tokens = {
+            rid: TokenStore(site.data_dir(site_dir, rid) / TOKENS_FILE).issue("e2e", "manager")
+            for rid in site.replicas
+        }
+        sockets = {rid: self._relay(rid, site.host_of(rid)) for rid in site.replicas}
+        wrap = {rid: self.hosts[rid].exec_prefix for rid in site.replicas}
+        async with running_mesh(
+            self.root, self.stores, site_made=True, wrap=wrap, sockets=sockets, tokens=tokens
+        ) as mesh:
+            yield mesh
+
+    def _relay(self, rid: str, address: str) -> Path:
+        """A Unix socket the test reaches `rid`'s API through, served inside its machine."""
+        sock = self.root / "relays" / f"{rid.replace('/', '-')}.sock"
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "tests.e2e.relay", str(sock), address,
+                str(STANDARD_PORTS["api"])]  # fmt: skip
+        proc = self.hosts[rid].popen(argv, stdout=-1, stderr=-2, cwd=Path(__file__).parents[2])
+        said = _read_line(proc, 10.0)
+        if proc.stdout is not None:
+            proc.stdout.close()  # it says nothing more
+        assert said.startswith("ready"), f"relay for {rid}: {said!r}"
+        return sock
+
+
+def lan_site(net: Network, tmp_path: Path, stores: dict[str, list[str]]) -> LanSite:
+    """HQ on its LAN, each store on a LAN of its own (10.77.<n>.0/24, tills at .11, .12,
+    ...), the site written with each replica's address (standard ports)."""
+    net.lan("dc", HQ_LAN)
+    hosts: dict[str, Host] = {"hq": net.host("hq", on={"dc": HQ_ADDRESS})}
+    addresses = {"hq": HQ_ADDRESS}
+    for n, (store, tills) in enumerate(stores.items(), start=1):
+        net.store(store, f"10.77.{n}.0/24")
+        for k, till in enumerate(tills, start=11):
+            rid, address = f"{store}/{till}", f"10.77.{n}.{k}"
+            hosts[rid] = net.host(f"{store}-{till}", on={store: address})
+            addresses[rid] = address
+    init_site(tmp_path / "site", stores, hosts=addresses)
+    return LanSite(net, tmp_path, stores, hosts)
