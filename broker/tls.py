@@ -304,9 +304,12 @@ def client_ssl_context(files: TlsFiles) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_verify_locations(cafile=str(files.ca_file))
-        if files.cert_file is not None:
-            key = None if files.key_file is None else str(files.key_file)
-            ctx.load_cert_chain(str(files.cert_file), key)
     except (OSError, ssl.SSLError) as e:
-        raise CredentialsError(files.cert_file or files.ca_file, str(e)) from e
+        raise CredentialsError(files.ca_file, str(e)) from e
+    if files.cert_file is not None:
+        key = None if files.key_file is None else str(files.key_file)
+        try:
+            ctx.load_cert_chain(str(files.cert_file), key)
+        except (OSError, ssl.SSLError) as e:
+            raise CredentialsError(files.cert_file, str(e)) from e
     return ctx

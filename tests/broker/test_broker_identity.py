@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from broker.errors import CredentialsError, IdentityError
 from broker.identity import Nkey, check_public_key, load_seed
-from broker.tls import SiteCA, write_tls_files
+from broker.tls import SiteCA, TlsFiles, client_ssl_context, write_tls_files
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +136,14 @@ def test_key_seed_and_certificate_files_are_0600(tmp_path: Path) -> None:
     written = [tmp_path / "ca.pem", tmp_path / "ca.key", tmp_path / "t1.nk", *bundle]
     assert {p.name: _mode(p) for p in written} == {p.name: 0o600 for p in written}
     assert all(p.is_absolute() for p in bundle)  # nats-server resolves against its cwd
+
+
+def test_client_context_names_the_file_it_could_not_load(tmp_path: Path) -> None:
+    files = write_tls_files(tmp_path, SiteCA.generate("test").cert)
+    client_ssl_context(files)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM")
+    for bad in (TlsFiles(junk), TlsFiles(files.ca_file, junk, junk)):
+        with pytest.raises(CredentialsError) as raised:
+            client_ssl_context(bad)
+        assert raised.value.path == junk
