@@ -137,3 +137,13 @@ def test_connect_options_refuse_a_bad_seed_file_up_front(tmp_path: Path) -> None
     for path in (tmp_path / "bad.nk", tmp_path / "missing.nk"):
         with pytest.raises(CredentialsError):
             nkey_connect_options("nats://127.0.0.1:4222", path, "s1/t1")
+
+
+def test_a_tls_timeout_renders_as_the_server_reads_it(site: Site, tmp_path: Path) -> None:
+    till, _ = _configs(site)
+    assert till.cluster is not None and till.cluster.tls is not None
+    slow = replace(till.cluster, tls=replace(till.cluster.tls, timeout=2.5))
+    text = render_config(replace(till, cluster=slow))
+    assert "timeout: 2.5" in text
+    result = _server_accepts(tmp_path, text)
+    assert result.returncode == 0, result.stderr
