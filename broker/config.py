@@ -24,6 +24,33 @@ source and by tests in tests/broker:
   ``cluster { authorization { user, password } }``.
 * Port 0 (ephemeral) cannot be used for cluster/leaf ports that peers must dial,
   hence `free_port()`.
+
+Identity mode (nkeys + the site CA, `nkey_till_server_config` /
+`nkey_hq_server_config`), measured against nats-server 2.15.1:
+
+* Users are ``{nkey: "U..."}`` entries in the same top-level ``authorization``
+  list, with the same permissions; a leaf connection authenticates against them
+  too, so HQ's per-store leaf permissions keep working.
+* A leaf remote authenticates with ``nkey: "SU..."``, the *seed*, inline: it has no
+  seed-file option (``credentials`` wants a user JWT, i.e. operator mode), and
+  ``include`` joins even an absolute path to the conf's directory (measured:
+  ``include "/a/seed.conf"`` opens ``<confdir>/a/seed.conf``). So the one secret in
+  a till's conf is its store's leaf seed; the file is 0600 like the seed files.
+  An HQ conf holds public keys only.
+* Routes authenticate by mutual TLS: ``cluster { tls { verify: true } }``; the
+  same certificate is served and presented when dialling, and the dialler checks
+  the peer's certificate against the host in the route URL (a certificate with
+  only a DNS name, dialled by IP: "doesn't contain any IP SANs", no route). The
+  server demands a client certificate on routes even without ``verify`` (measured:
+  with it off, an impostor-signed peer is still refused, "unknown authority"); we
+  render it anyway so the conf says what the server does.
+* ``tls {}`` file paths are resolved against the server's working directory, not
+  the conf file's, so they must be absolute here.
+* A route listener with TLS says nothing before the handshake; a leaf listener
+  sends INFO with ``tls_required`` in the clear first. Either drops a peer whose
+  handshake fails, which never shows up in ``/routez`` or ``/leafz``. A leaf remote
+  without a ``tls {}`` block still upgrades when the hub requires TLS, trusting the
+  system CAs, so it fails on the site CA's certificate ("unknown authority").
 """
 
 from __future__ import annotations
@@ -43,17 +70,23 @@ from broker.credentials import (
     permissions_for,
     route_key,
 )
-from broker.errors import ConfigError, InvalidReplicaId
+from broker.errors import ConfigError, IdentityError, InvalidReplicaId
+from broker.identity import Nkey, check_public_key
 from broker.subjects import HQ, parse_replica_id, validate_name
+from broker.tls import TlsFiles
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "ClusterSpec",
     "LeafRemoteSpec",
+    "NkeyUserSpec",
     "ServerConfig",
+    "TlsSpec",
     "UserSpec",
     "free_port",
     "hq_server_config",
+    "nkey_hq_server_config",
+    "nkey_till_server_config",
     "render_config",
     "till_server_config",
 ]
@@ -99,12 +132,34 @@ class UserSpec:
 
 
 @dataclass(frozen=True)
+class NkeyUserSpec:
+    """A user known by its public nkey only (``U...``); it proves itself by signing."""
+
+    public_key: str
+    permissions: Permissions | None = None
+    # e.g. ("LEAFNODE",): the identity may not be used for any other kind of connection.
+    connection_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    """One ``tls {}`` block. ``verify`` demands a client certificate signed by the CA
+    (mutual TLS); ``timeout`` is the handshake timeout in seconds (server default if None).
+    """
+
+    files: TlsFiles
+    verify: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     name: str
     port: int
     routes: tuple[str, ...] = ()  # "host:port" of the peers' cluster listeners
     credentials: Credentials | None = None
     host: str = "127.0.0.1"
+    tls: TlsSpec | None = None  # with verify=True: routes authenticate by certificate
 
 
 @dataclass(frozen=True)
@@ -112,6 +167,8 @@ class LeafRemoteSpec:
     urls: tuple[str, ...]  # "host:port" of the hub's leafnode listeners
     credentials: Credentials | None = None
     disabled: bool = False  # nats-server >= 2.12: a reload with this set drops the link
+    nkey: Nkey | None = None  # the leaf identity; rendered as its seed (see module doc)
+    tls: TlsSpec | None = None  # trust the CA; present cert_file if the hub verifies
 
 
 @dataclass(frozen=True)
@@ -121,9 +178,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     http_port: int | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
-    users: tuple[UserSpec, ...] = ()
+    users: tuple[UserSpec | NkeyUserSpec, ...] = ()
     cluster: ClusterSpec | None = None
     leaf_port: int | None = None  # accept leaf connections (hub side)
+    leaf_tls: TlsSpec | None = None  # TLS on the leaf listener (hub side)
+    tls: TlsSpec | None = None  # TLS on the client port
     leaf_remotes: tuple[LeafRemoteSpec, ...] = ()
     leaf_reconnect_seconds: float = 1.0
     # server_tags, shown in /varz: EmbeddedNatsServer tags each start to know its own server.
@@ -152,6 +211,8 @@ def _render_value(value: Any, indent: int) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return repr(value)  # finite and in range: _validate checks the only float fields
     if isinstance(value, str):
         return _quote(value)
     if isinstance(value, Mapping):
@@ -176,11 +237,39 @@ def _auth_url(scheme: str, creds: Credentials | None, hostport: str) -> str:
     return f"{scheme}://{quote(creds.user, safe='')}:{quote(creds.password, safe='')}@{hostport}"
 
 
-def _user_entry(spec: UserSpec) -> dict[str, Any]:
-    entry: dict[str, Any] = {"user": spec.credentials.user, "password": spec.credentials.password}
+def _user_entry(spec: UserSpec | NkeyUserSpec) -> dict[str, Any]:
+    entry: dict[str, Any]
+    if isinstance(spec, NkeyUserSpec):
+        entry = {"nkey": spec.public_key}
+        if spec.connection_types:
+            entry["allowed_connection_types"] = list(spec.connection_types)
+    else:
+        entry = {"user": spec.credentials.user, "password": spec.credentials.password}
     if spec.permissions is not None:
         entry["permissions"] = spec.permissions
     return entry
+
+
+def _tls_block(spec: TlsSpec, where: str, *, listener: bool) -> dict[str, Any]:
+    files = spec.files
+    if listener and (files.cert_file is None or files.key_file is None):
+        raise ConfigError(where, "a TLS listener needs cert_file and key_file")
+    if (files.cert_file is None) != (files.key_file is None):
+        raise ConfigError(where, "cert_file and key_file go together")
+    block: dict[str, Any] = {}
+    for key in ("cert_file", "key_file", "ca_file"):
+        path = getattr(files, key)
+        if path is None:
+            continue
+        if not path.is_absolute():
+            # nats-server reads these relative to its working directory, not the conf's.
+            raise ConfigError(f"{where}.{key}", f"{path} must be an absolute path")
+        block[key] = str(path)
+    if spec.verify:
+        block["verify"] = True
+    if spec.timeout is not None:
+        block["timeout"] = spec.timeout
+    return block
 
 
 def _cluster_block(c: ClusterSpec) -> dict[str, Any]:
@@ -191,6 +280,8 @@ def _cluster_block(c: ClusterSpec) -> dict[str, Any]:
             "password": c.credentials.password,
             "timeout": 2,
         }
+    if c.tls is not None:
+        block["tls"] = _tls_block(c.tls, "cluster.tls", listener=True)
     block["routes"] = [_auth_url("nats-route", c.credentials, r) for r in c.routes]
     return block
 
@@ -199,6 +290,8 @@ def _leaf_block(cfg: ServerConfig) -> dict[str, Any]:
     block: dict[str, Any] = {}
     if cfg.leaf_port is not None:
         block["listen"] = f"{cfg.host}:{cfg.leaf_port}"
+        if cfg.leaf_tls is not None:
+            block["tls"] = _tls_block(cfg.leaf_tls, "leaf_tls", listener=True)
     if cfg.leaf_remotes:
         block["reconnect"] = f"{round(cfg.leaf_reconnect_seconds * 1000)}ms"
         block["remotes"] = [_remote_entry(r) for r in cfg.leaf_remotes]
@@ -209,6 +302,12 @@ def _remote_entry(remote: LeafRemoteSpec) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "urls": [_auth_url("nats-leaf", remote.credentials, u) for u in remote.urls]
     }
+    if remote.nkey is not None:
+        if remote.credentials is not None:
+            raise ConfigError("leaf_remotes", "give credentials or an nkey, not both")
+        entry["nkey"] = remote.nkey.seed
+    if remote.tls is not None:
+        entry["tls"] = _tls_block(remote.tls, "leaf_remotes.tls", listener=False)
     if remote.disabled:
         entry["disabled"] = True
     return entry
@@ -232,6 +331,26 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("max_payload", "must be positive")
     if not 0.001 <= cfg.leaf_reconnect_seconds <= 3600:
         raise ConfigError("leaf_reconnect_seconds", "must be between 1 ms and 1 h")
+    _validate_identity(cfg)
+
+
+def _validate_identity(cfg: ServerConfig) -> None:
+    """Public keys well-formed, TLS timeouts sane: mistakes found here, not at connect."""
+    for user in cfg.users:
+        if isinstance(user, NkeyUserSpec):
+            try:
+                check_public_key(user.public_key)
+            except IdentityError as e:
+                raise ConfigError("users.nkey", e.reason) from None
+    specs = {
+        "tls": cfg.tls,
+        "leaf_tls": cfg.leaf_tls,
+        "cluster.tls": None if cfg.cluster is None else cfg.cluster.tls,
+    }
+    specs.update({f"leaf_remotes[{i}].tls": r.tls for i, r in enumerate(cfg.leaf_remotes)})
+    for name, spec in specs.items():
+        if spec is not None and spec.timeout is not None and not 0.01 <= spec.timeout <= 60:
+            raise ConfigError(f"{name}.timeout", "must be between 0.01 s and 60 s")
 
 
 def render_config(cfg: ServerConfig) -> str:
@@ -246,6 +365,8 @@ def render_config(cfg: ServerConfig) -> str:
         top["http"] = f"{cfg.host}:{cfg.http_port}"
     if cfg.tags:
         top["server_tags"] = list(cfg.tags)
+    if cfg.tls is not None:
+        top["tls"] = _tls_block(cfg.tls, "tls", listener=True)
     if cfg.users:
         top["authorization"] = {"users": [_user_entry(u) for u in cfg.users]}
     if cfg.cluster is not None:
@@ -351,4 +472,124 @@ def hq_server_config(
         users=tuple(users),
         cluster=cluster,
         leaf_port=leaf_port,
+    )
+
+
+# ---------------------------------------------------------------- identity mode factories
+
+# A replica's key serves client connections only, a store's leaf key leaf links only:
+# a leaked leaf seed cannot be used to log in to HQ as a client, and vice versa.
+_CLIENT_ONLY = ("STANDARD",)
+_LEAF_ONLY = ("LEAFNODE",)
+
+
+def _need_key(keys: Mapping[str, str], key: str) -> str:
+    try:
+        return keys[key]
+    except KeyError:
+        raise ConfigError("public keys", f"missing entry {key!r}") from None
+
+
+def _store_nkey_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec, ...]:
+    return tuple(
+        NkeyUserSpec(pub, permissions_for(key, store), _CLIENT_ONLY)
+        for key, pub in sorted(keys.items())
+        if "/" in key and parse_replica_id(key).store == store
+    )
+
+
+def nkey_till_server_config(
+    store: str,
+    till: str,
+    public_keys: Mapping[str, str],
+    tls: TlsFiles,
+    *,
+    port: int,
+    cluster_port: int,
+    peer_cluster_addrs: Sequence[str] = (),
+    hq_leaf_addrs: Sequence[str] = (),
+    leaf_nkey: Nkey | None = None,
+    client_tls: bool = False,
+    http_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> ServerConfig:
+    """A till's server in identity mode: no passwords anywhere.
+
+    ``public_keys`` maps replica ids to public nkeys; every till of ``store`` gets
+    a user with today's `permissions_for`. ``tls`` is this machine's certificate
+    (issued for the address its peers dial) and the site CA: routes use it both
+    ways with ``verify`` (mutual TLS), the leaf remote presents it to HQ.
+    ``leaf_nkey`` (the store's leaf identity) is required with ``hq_leaf_addrs``.
+    ``client_tls`` also puts TLS on the client port (clients then need the CA).
+    """
+    rid = parse_replica_id(f"{store}/{till}")
+    cluster = ClusterSpec(
+        name=f"store-{store}",
+        port=cluster_port,
+        routes=tuple(peer_cluster_addrs),
+        host=host,
+        tls=TlsSpec(tls, verify=True),
+    )
+    remotes: tuple[LeafRemoteSpec, ...] = ()
+    if hq_leaf_addrs:
+        if leaf_nkey is None:
+            raise ConfigError("leaf_nkey", f"the leaf link of store {store!r} needs its nkey")
+        remotes = (LeafRemoteSpec(tuple(hq_leaf_addrs), nkey=leaf_nkey, tls=TlsSpec(tls)),)
+    return ServerConfig(
+        name=f"{rid.store}-{rid.till}",
+        port=port,
+        host=host,
+        http_port=http_port,
+        users=_store_nkey_users(store, public_keys),
+        cluster=cluster,
+        leaf_remotes=remotes,
+        tls=TlsSpec(tls) if client_tls else None,
+    )
+
+
+def nkey_hq_server_config(
+    public_keys: Mapping[str, str],
+    stores: Sequence[str],
+    tls: TlsFiles,
+    *,
+    port: int,
+    leaf_port: int,
+    name: str = HQ,
+    cluster_port: int | None = None,
+    peer_cluster_addrs: Sequence[str] = (),
+    client_tls: bool = False,
+    http_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> ServerConfig:
+    """The HQ hub in identity mode: public keys only, TLS on the leaf listener.
+
+    ``public_keys`` needs ``hq`` and `leaf_key(store)` for each store. The leaf
+    listener demands a certificate from the site CA as well as the store's nkey
+    (a till presents its machine certificate): a leaked leaf seed alone does not
+    get a foreign machine in. A multi-node HQ routes over mutual TLS like a store.
+    """
+    users = [NkeyUserSpec(_need_key(public_keys, HQ), permissions_for(HQ), _CLIENT_ONLY)]
+    users += [
+        NkeyUserSpec(_need_key(public_keys, leaf_key(s)), leaf_permissions(s), _LEAF_ONLY)
+        for s in stores
+    ]
+    cluster = None
+    if cluster_port is not None:
+        cluster = ClusterSpec(
+            name="hq",
+            port=cluster_port,
+            routes=tuple(peer_cluster_addrs),
+            host=host,
+            tls=TlsSpec(tls, verify=True),
+        )
+    return ServerConfig(
+        name=name,
+        port=port,
+        host=host,
+        http_port=http_port,
+        users=tuple(users),
+        cluster=cluster,
+        leaf_port=leaf_port,
+        leaf_tls=TlsSpec(tls, verify=True),
+        tls=TlsSpec(tls) if client_tls else None,
     )

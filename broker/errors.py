@@ -8,7 +8,9 @@ in core can translate these into its own hierarchy at the boundary.
     BrokerError
     ├── InvalidReplicaId        a replica id / store / till name breaks the scheme
     ├── ConfigError             a server config cannot be rendered as given
-    ├── CredentialsError        a credentials file is unreadable or malformed
+    ├── CredentialsError        a credentials, seed, key or certificate file is unreadable
+    │                           or malformed
+    ├── IdentityError           an nkey or certificate cannot be made or used as asked
     ├── BinaryNotFound          the nats-server executable is missing
     ├── ServerStartError        the server process died while starting
     └── ServerNotReady          the server did not become healthy in time
@@ -23,6 +25,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "CredentialsError",
+    "IdentityError",
     "InvalidReplicaId",
     "ServerNotReady",
     "ServerStartError",
@@ -52,11 +55,22 @@ class ConfigError(BrokerError, ValueError):
 
 
 class CredentialsError(BrokerError):
-    """A credentials file is missing, unreadable or malformed."""
+    """A credentials file (passwords, an nkey seed, a TLS key or certificate) is
+    missing, unreadable or malformed."""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"credentials file {path}: {reason}")
         self.path = path
+        self.reason = reason
+
+
+class IdentityError(BrokerError, ValueError):
+    """An nkey or certificate cannot be made or used as asked: a malformed public key
+    or seed, a key of the wrong kind, a certificate naming no address."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"bad identity {field!r}: {reason}")
+        self.field = field
         self.reason = reason
 
 

@@ -38,13 +38,16 @@ from broker.errors import (
     ServerNotReady,
     ServerStartError,
 )
+from broker.identity import load_seed
 from broker.subjects import inbox_prefix
+from broker.tls import TlsFiles, client_ssl_context
 
 __all__ = [
     "EmbeddedNatsServer",
     "connect_options",
     "http_get",
     "nats_server_binary",
+    "nkey_connect_options",
 ]
 
 _BINARY = "nats-server"
@@ -91,15 +94,38 @@ async def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tup
 
 
 def connect_options(url: str | list[str], creds: Credentials, replica_id: str) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect`` suited to an offline-first till.
-
-    nats-py gives up after 60 reconnect attempts by default; a till must keep
-    trying for as long as the store is offline, hence -1 (forever).
-    """
+    """Keyword arguments for ``nats.connect`` suited to an offline-first till,
+    authenticating with a password."""
     return {
-        "servers": url if isinstance(url, list) else [url],
+        **_base_options(url, replica_id),
         "user": creds.user,
         "password": creds.password,
+    }
+
+
+def nkey_connect_options(
+    url: str | list[str], seed_file: Path, replica_id: str, tls: TlsFiles | None = None
+) -> dict[str, Any]:
+    """`connect_options` for identity mode: sign the server's nonce with the nkey
+    seed in ``seed_file``; with ``tls`` (the site CA, optionally a client
+    certificate) speak TLS and trust only the site CA.
+
+    The seed file is read here once, so a missing or malformed one is a
+    CredentialsError now rather than a failed connect later; nats-py is given the
+    *path* and re-reads it for each signature instead of keeping the seed around.
+    """
+    load_seed(seed_file)
+    opts: dict[str, Any] = {**_base_options(url, replica_id), "nkeys_seed": str(seed_file)}
+    if tls is not None:
+        opts["tls"] = client_ssl_context(tls)
+    return opts
+
+
+def _base_options(url: str | list[str], replica_id: str) -> dict[str, Any]:
+    """nats-py gives up after 60 reconnect attempts by default; a till must keep
+    trying for as long as the store is offline, hence -1 (forever)."""
+    return {
+        "servers": url if isinstance(url, list) else [url],
         "name": replica_id,
         "inbox_prefix": inbox_prefix(replica_id),
         "allow_reconnect": True,
@@ -345,7 +371,7 @@ class EmbeddedNatsServer:
     def _write_conf(self) -> None:
         """The conf file for `config`, plus this start's tag (kept across reloads)."""
         tags = (*self.config.tags, self._start_tag) if self._start_tag else self.config.tags
-        # It contains passwords: 0600 from the first byte.
+        # It contains passwords or a leaf nkey seed: 0600 from the first byte.
         write_private(self.conf_path, render_config(replace(self.config, tags=tags)).encode())
 
     async def restart(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client
 
 from broker.credentials import Credentials, generate_store_credentials
-from tests.broker.kit import ServerPool
+from tests.broker.kit import ServerPool, Site
 
 
 def _pid_alive(pid: int) -> bool:
@@ -49,3 +49,9 @@ def creds() -> dict[str, Credentials]:
     c = generate_store_credentials("s1", ["t1", "t2", "t3"], hq=True)
     c.update(generate_store_credentials("s2", ["x"], hq=False))
     return c
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    """A site in identity mode: CA, nkeys and seed files (see `Site`)."""
+    return Site(tmp_path / "site")

@@ -10,21 +10,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.config import ServerConfig, free_port, hq_server_config, till_server_config
+from broker.config import (
+    ServerConfig,
+    free_port,
+    hq_server_config,
+    nkey_hq_server_config,
+    nkey_till_server_config,
+    till_server_config,
+)
 from broker.credentials import Credentials
-from broker.server import EmbeddedNatsServer, connect_options
+from broker.identity import Nkey, generate_store_nkeys, public_keys
+from broker.server import EmbeddedNatsServer, connect_options, nkey_connect_options
+from broker.tls import SiteCA, TlsFiles, write_tls_files
 
 __all__ = [
     "Collector",
     "ServerPool",
+    "Site",
+    "connect_nkey",
     "connect_replica",
     "hq_config",
+    "nkey_hq_config",
+    "nkey_store_configs",
     "store_configs",
     "wait_until",
 ]
@@ -98,6 +112,56 @@ async def connect_replica(
     return await nats.connect(**opts, error_cb=on_error, connect_timeout=2)
 
 
+@dataclass
+class Site:
+    """A site in identity mode on disk: a CA, nkeys for store s1 (t1..t3), store s2
+    (x) and HQ, their seed files, and machine certificates for 127.0.0.1 on demand."""
+
+    root: Path
+    ca: SiteCA = field(init=False)
+    keys: dict[str, Nkey] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ca = SiteCA.generate("test")
+        self.keys = generate_store_nkeys("s1", ["t1", "t2", "t3"], hq=True)
+        self.keys.update(generate_store_nkeys("s2", ["x"], hq=False))
+
+    @property
+    def public(self) -> dict[str, str]:
+        return public_keys(self.keys)
+
+    def seed_file(self, key: str, nkey: Nkey | None = None) -> Path:
+        """``key``'s seed written to a 0600 file (or ``nkey``'s, for a stranger)."""
+        path = self.root / "seeds" / (key.replace("/", "-").replace(":", "-") + ".nk")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (nkey or self.keys[key]).save_seed(path)
+        return path
+
+    def machine(self, name: str, ca: SiteCA | None = None) -> TlsFiles:
+        """TLS files of machine ``name`` at 127.0.0.1, trusting the site CA: a
+        certificate from ``ca``, the site CA unless a test plays an impostor."""
+        issued = (ca or self.ca).issue_server(name, ips=["127.0.0.1"], dns=["localhost"])
+        return write_tls_files(self.root / "tls" / name, self.ca.cert, issued)
+
+    def client_tls(self) -> TlsFiles:
+        return write_tls_files(self.root / "tls" / "client", self.ca.cert)
+
+
+async def connect_nkey(
+    srv: EmbeddedNatsServer,
+    seed_file: Path,
+    replica_id: str,
+    errors: list[Exception] | None = None,
+    tls: TlsFiles | None = None,
+) -> Client:
+    async def on_error(e: Exception) -> None:
+        if errors is not None:
+            errors.append(e)
+
+    opts = nkey_connect_options(srv.client_url, seed_file, replica_id, tls)
+    return await nats.connect(**opts, error_cb=on_error, connect_timeout=2)
+
+
 def hq_config(creds: Mapping[str, Credentials], stores: Sequence[str]) -> ServerConfig:
     return hq_server_config(creds, stores, port=free_port(), leaf_port=free_port())
 
@@ -119,6 +183,37 @@ def store_configs(
             cluster_port=cports[i],
             peer_cluster_addrs=[f"127.0.0.1:{p}" for j, p in enumerate(cports) if j != i],
             hq_leaf_addrs=hq_leaf_addrs,
+        )
+        for i, till in enumerate(tills)
+    ]
+
+
+def nkey_hq_config(site: Site, stores: Sequence[str] = ("s1", "s2")) -> ServerConfig:
+    tls = site.machine("hq")
+    return nkey_hq_server_config(site.public, stores, tls, port=free_port(), leaf_port=free_port())
+
+
+def nkey_store_configs(
+    site: Site,
+    store: str,
+    tills: Sequence[str],
+    hq_leaf_addrs: Sequence[str] = (),
+    client_tls: bool = False,
+) -> list[ServerConfig]:
+    """`store_configs` in identity mode: nkeys, routes over mutual TLS, TLS leaf link."""
+    cports = [free_port() for _ in tills]
+    return [
+        nkey_till_server_config(
+            store,
+            till,
+            site.public,
+            site.machine(f"{store}-{till}"),
+            port=free_port(),
+            cluster_port=cports[i],
+            peer_cluster_addrs=[f"127.0.0.1:{p}" for j, p in enumerate(cports) if j != i],
+            hq_leaf_addrs=hq_leaf_addrs,
+            leaf_nkey=site.keys[f"leaf:{store}"] if hq_leaf_addrs else None,
+            client_tls=client_tls,
         )
         for i, till in enumerate(tills)
     ]
