@@ -9,7 +9,7 @@ replica alone on its address (a till on its own machine) uses the standard ports
 (`STANDARD_PORTS`), so a store's machines need no port juggling. Replicas sharing an
 address get free ports when it is this machine's (the one-machine layout of the demo
 and tests: loopback), else the standard ports + 10 for the second one, + 20 for the
-third. Addresses come from `site init --host` or a site file (`site_file.py`).
+third. Addresses come from `site init --host` or a site file (`layout.py`).
 """
 
 from __future__ import annotations

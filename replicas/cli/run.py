@@ -15,9 +15,9 @@ import httpx
 from broker.subjects import HQ
 from replicas.cli.common import add_command, add_group, check_args, positive_int, print_json
 from replicas.errors import LinkError, SiteFileError
+from replicas.layout import SiteLayout, parse_host_args, read_site_file
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
-from replicas.site_file import SiteLayout, parse_host_args, read_site_file
 
 __all__ = ["register", "run_replica"]
 

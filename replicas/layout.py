@@ -1,4 +1,4 @@
-"""A site described by a person: a TOML file naming the stores, their tills and where
+"""The layout of a site as a person describes it: a TOML file naming the stores, their tills and where
 each runs, read by `tillmesh site init --from FILE`, and `--host` arguments.
 
 The file, validated by pydantic (every error names its place in the file)::
