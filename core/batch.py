@@ -104,6 +104,18 @@ def check_event(item: Event | RawEvent) -> CheckedEvent:
     return CheckedEvent(ev, event_hash(ev), canonical, body, error)
 
 
+def _holds_card_data(ev: Event, error: TillmeshError) -> bool:
+    if isinstance(error, CardNumberInText):
+        return True
+    try:
+        decode_body(ev)
+    except CardNumberInText:
+        return True
+    except TillmeshError:
+        return False
+    return False
+
+
 def check_events(events: Sequence[Event | RawEvent], heads: dict[str, Head]) -> list[CheckedEvent]:
     """Check each event; one at or below its origin's committed head is a duplicate
     (or equivocation) whatever happens meanwhile, since heads only grow: only its
@@ -199,6 +211,8 @@ class Transaction:
             self._check_duplicate(ev, checked.hash, peer)
             result.duplicates += 1
         elif ev.seq > seq + 1:
+            if isinstance(checked.error, CardNumberInText):  # never kept, not even held
+                self._quarantine(ev, peer, checked.error)
             self._hold(checked, seq)
             result.held += 1
         else:
@@ -283,8 +297,9 @@ class Transaction:
     def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
         """Keep the refused bytes as evidence, then refuse (raise) the event."""
         kind = type(error).__name__
-        # Card data never enters the log, not even as evidence: origin, seq and why only.
-        raw = b"" if isinstance(error, CardNumberInText) else encode_event(ev)
+        # Card data never enters the log, not even as evidence: origin, seq and why only,
+        # whatever else is wrong with the event (an equivocating copy, another scope).
+        raw = b"" if _holds_card_data(ev, error) else encode_event(ev)
         self.quarantined.append((self.wall_ms(), peer, ev.origin, ev.seq, kind, str(error), raw))
         raise error
 

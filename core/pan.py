@@ -1,11 +1,12 @@
 """Card numbers never enter the log: the one guard, for every text an event carries.
 
-A full card number (PAN) is "12-19 digits, with nothing but non-letters between them,
-that pass the Luhn check": `4111 1111 1111 1111`, `4111.1111.1111.1111`,
-`4111/1111/1111/1111`, with double spaces, no-break spaces or zero-width characters
-between the groups. The API's models refuse such text (422, never echoed), and every
-event body is checked on decode, so an event from the network with a card number in
-any text field is refused like any invalid event, wherever it was written.
+A full card number (PAN) is "a run of 12-19 digits, with nothing but non-letters
+between them, that passes the Luhn check" (15-19 in identifiers: SKUs, receipts, shift
+ids): `4111 1111 1111 1111`, `4111.1111.1111.1111`, `4111/1111/1111/1111`, with double
+spaces, no-break spaces or zero-width characters between the groups. The API's models
+refuse such text (422, never echoed), and every event body is checked on decode, so an
+event from the network with a card number in any text field is refused like any
+invalid event, wherever it was written.
 
 Text fields also refuse control characters (NUL, escape sequences): nothing a till,
 a report or a terminal should ever be handed.
@@ -26,16 +27,23 @@ __all__ = ["contains_card_number", "control_character", "luhn_ok", "safe_to_show
 
 MIN_PAN_DIGITS = 12
 MAX_PAN_DIGITS = 19
+# Identifiers (SKUs, receipts, shift ids) often are long numbers: EAN-13 and GTIN-14
+# barcodes, numeric store and till names in generated receipts. Card numbers in use are
+# 15-19 digits; a shorter run in an identifier is taken for what it says it is.
+MIN_PAN_DIGITS_IN_IDS = 15
 
 
-def contains_card_number(text: str) -> bool:
-    """Whether `text` holds 12-19 consecutive digits of a run (separators allowed) that
-    pass Luhn. Every stretch of a run is checked, not only the whole run: `t1:4111 ...`
-    glues the till's 1 to the number, and would otherwise hide it."""
-    return any(_has_pan(run) for run in _runs(text))
+def contains_card_number(text: str, *, identifier: bool = False) -> bool:
+    """Whether a whole digit run of `text` (separators allowed) is 12-19 digits long
+    (15-19 in an `identifier`) and passes Luhn."""
+    shortest = MIN_PAN_DIGITS_IN_IDS if identifier else MIN_PAN_DIGITS
+    return any(shortest <= len(run) <= MAX_PAN_DIGITS and luhn_ok(run) for run in _runs(text))
 
 
-def _has_pan(run: str) -> bool:
+def _might_hide_one(run: str) -> bool:
+    """Any 12-19 digit stretch of a run passing Luhn: `t1:4111 ...` glues the till's 1 to
+    the number. Too eager to refuse input with (it would hit 1 in 4 EAN-13 codes), right
+    for deciding what never to repeat in an answer or a log line."""
     for length in range(MIN_PAN_DIGITS, min(len(run), MAX_PAN_DIGITS) + 1):
         for start in range(len(run) - length + 1):
             if luhn_ok(run[start : start + length]):
@@ -62,7 +70,7 @@ def _runs(text: str) -> list[str]:
 def safe_to_show(text: str, limit: int = 80) -> str:
     """`text` fit to echo in an answer or a log line: as it is, unless it holds a card
     number or a control character, then a placeholder (never the text)."""
-    if contains_card_number(text) or control_character(text) is not None:
+    if any(_might_hide_one(run) for run in _runs(text)) or control_character(text) is not None:
         return "<withheld: it may hold card data>"
     return text if len(text) <= limit else text[:limit] + "..."
 

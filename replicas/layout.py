@@ -1,5 +1,5 @@
-"""The layout of a site as a person describes it: a TOML file naming the stores, their tills and where
-each runs, read by `tillmesh site init --from FILE`, and `--host` arguments.
+"""The layout of a site as a person describes it: a TOML file naming the stores, their
+tills and where each runs, read by `tillmesh site init --from FILE`, and `--host`.
 
 The file, validated by pydantic (every error names its place in the file)::
 

@@ -77,8 +77,8 @@ Text = Annotated[str, Field(max_length=200)]
 Id = Annotated[str, Field(min_length=1, max_length=80)]
 
 
-def _no_pan(value: str) -> str:
-    if contains_card_number(value):
+def _no_pan(value: str, identifier: bool = False) -> str:
+    if contains_card_number(value, identifier=identifier):
         # The value itself is never echoed back (see api._request_error).
         raise ValueError(
             "looks like a full card number, which the till never stores: leave it out"
@@ -92,7 +92,7 @@ def _no_pan(value: str) -> str:
 # Free text a client sends is stored in the log and replicated to every till and HQ: a
 # card number typed into any of it (a cashier, a reason, a receipt) is refused here.
 NoPanText = Annotated[Text, AfterValidator(_no_pan)]
-NoPanId = Annotated[Id, AfterValidator(_no_pan)]
+NoPanId = Annotated[Id, AfterValidator(lambda v: _no_pan(v, identifier=True))]
 NoPanName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_pan)]
 CardToken = Annotated[str, Field(min_length=8, max_length=128), AfterValidator(_no_pan)]
 Last4 = Annotated[str, Field(pattern=r"^[0-9]{4}$")]

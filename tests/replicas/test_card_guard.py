@@ -18,7 +18,7 @@ import pytest
 from core.errors import CardNumberInText
 from core.events import SCHEMA_VERSION, Event, ProductUpserted, encode_event, event_hash
 from core.log import EventLog
-from core.pan import contains_card_number
+from core.pan import contains_card_number, safe_to_show
 from tests.replicas.api_kit import FakeReplica, client_for, open_log
 
 PAN = "4111111111111111"
@@ -46,6 +46,21 @@ def test_every_separator_variant_is_a_card_number(text: str) -> None:
 )
 def test_ordinary_text_is_not(text: str) -> None:
     assert not contains_card_number(text)
+
+
+def test_product_codes_and_numeric_receipts_are_never_taken_for_one() -> None:
+    """Barcodes are SKUs (EAN-13, GTIN-14): a check over every stretch of a run refused
+    one EAN-13 in four, and stores named by number generate receipts of 12+ digits."""
+    codes = [f"{n:013d}" for n in range(4009266858000, 4009266859000)]  # EAN-13s
+    receipts = [f"0042-03-{n:06d}" for n in range(0, 1000)]
+    assert not [c for c in codes if contains_card_number(c, identifier=True)]
+    assert not [r for r in receipts if contains_card_number(r, identifier=True)]
+    assert contains_card_number("SKU-4111111111111111", identifier=True)  # a real PAN
+
+
+def test_what_is_never_repeated_errs_on_the_safe_side() -> None:
+    assert safe_to_show("sale 's1/t1:4111 1111 1111 1111'") != "sale 's1/t1:4111 1111 1111 1111'"
+    assert safe_to_show("sale 's1/t1:42'") == "sale 's1/t1:42'"
 
 
 @pytest.fixture
@@ -144,3 +159,31 @@ def _files_hold_no_card_number(folder: Path) -> bool:
         if any(n in data for n in needles):
             return False
     return True
+
+
+def _forged_at(origin: str, seq: int, cashier: str, prev: bytes = b"\x01" * 32) -> Event:
+    ev = _forged(origin, cashier)
+    return msgspec.structs.replace(ev, seq=seq, prev=prev)
+
+
+async def test_a_card_number_ahead_of_a_gap_is_not_held_either(tmp_path: Path) -> None:
+    """An event that would wait for its predecessor was kept whole in `pending`."""
+    async with await open_log(tmp_path / "log.db", "s1/t1") as log:
+        ahead = _forged_at("s1/t2", 5, VARIANTS["dots"])
+        result = await log.ingest_raw([encode_event(ahead)], "s1/t2")
+        assert [type(e) for e in result.rejected] == [CardNumberInText] and result.held == 0
+        pending = await log.read(lambda c: c.execute("SELECT count(*) FROM pending").fetchone())
+        assert pending == (0,)
+    assert _files_hold_no_card_number(tmp_path)
+
+
+async def test_an_equivocating_copy_with_a_card_number_is_kept_without_it(tmp_path: Path) -> None:
+    async with await open_log(tmp_path / "log.db", "s1/t1") as log:
+        honest = _forged("s1/t2", "ann")
+        await log.ingest([honest])
+        copy = _forged("s1/t2", VARIANTS["nbsp"])  # same (origin, seq), other bytes
+        result = await log.ingest_raw([encode_event(copy)], "evil")
+        assert result.rejected
+        rows = await log.read(lambda c: c.execute("SELECT raw FROM quarantine").fetchall())
+        assert rows == [(b"",)]
+    assert _files_hold_no_card_number(tmp_path)
