@@ -129,6 +129,8 @@ class StoreState:
     # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only;
     # 5: no st_skewed (a receiver's clock is not state)
     version = 5
+    # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread).
+    reads_snapshots_of = (4,)
     tables = tuple(schema.TABLES)
 
     def __init__(

@@ -278,8 +278,12 @@ def _write_snapshot(
 
 
 def _check_snapshot_version(conn: sqlite3.Connection, fold: StateFold) -> None:
+    """A snapshot is read by the fold that made it, or one that says it reads that
+    version's snapshots too (`reads_snapshots_of`: its tables are a subset of theirs),
+    so an upgrade does not strand every compacted till."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'snapshot_fold_version'").fetchone()
-    if row is not None and int(row[0]) != fold.version:
+    readable: tuple[int, ...] = (fold.version, *getattr(fold, "reads_snapshots_of", ()))
+    if row is not None and int(row[0]) not in readable:
         raise StorageError(
             "snapshot",
             f"made by fold version {row[0]}, this build folds version {fold.version}; "

@@ -185,3 +185,26 @@ def test_a_locked_database_is_a_one_line_error(
         holder.close()
     assert code == 2 and err.startswith("tillmesh: error: ") and "locked" in err
     assert err.count("\n") == 1
+
+
+def test_a_till_compacted_by_the_previous_fold_opens_after_the_upgrade(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fold 5 retired st_skewed. A log compacted under fold 4 (its snapshot made by 4)
+    refused to open ('restore this replica from HQ'): every compacted till of a store
+    would have been down after the upgrade."""
+    sync_all(built, "hq", "s1/t1", "s1/t2")
+    t1 = built.db("s1/t1")
+    before = digest(t1)
+    peers = [built.db("hq"), built.db("s1/t2")]
+    assert cli_json(capsys, "log", "compact", t1, "--peers-vv", *peers)[0] == 0
+    with closing(sqlite3.connect(t1)) as conn, conn:  # as fold 4 would have left it
+        conn.execute("UPDATE meta SET value = '4' WHERE key IN ('fold_version',"
+                     " 'snapshot_fold_version')")  # fmt: skip
+        conn.execute("CREATE TABLE snap_st_skewed (eid TEXT PRIMARY KEY, origin, hlc)")
+
+    async def reopen(site: Site) -> None:
+        await site.open("s1/t1")  # rebuilds the state on open: fold 4 -> 5
+
+    with_site(built.root, reopen)
+    assert digest(t1) == before
