@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,7 +184,7 @@ def _new_site(
     seen: Counter[str] = Counter()
     for rid in site.replicas:
         address = site.host_of(rid)
-        if sharing[address] > 1 and _local(address):  # this machine: ask the OS
+        if sharing[address] > 1 and is_loopback(address):  # one machine: ask the OS
             site.ports[rid] = _free_ports(address, hq=rid == HQ)
         else:  # the k-th replica on that machine: the standard ports + 10 k
             site.ports[rid] = _standard_ports(hq=rid == HQ, offset=10 * seen[address])
@@ -230,17 +229,6 @@ def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
-        return False
-
-
-def _local(address: str) -> bool:
-    """Whether this machine has `address` (loopback, or one of its own): only there can
-    free ports be found by asking the OS."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
-            s.bind((address, 0))
-        return True
-    except OSError:
         return False
 
 

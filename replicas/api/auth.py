@@ -35,7 +35,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/catalog"): R,
     ("GET", "/catalog/{sku}"): R,
     ("PUT", "/catalog/{sku}"): A,
-    ("PUT", "/catalog/{sku}/price"): M,  # a store's price change; HQ's catalog: hq_admin
+    ("PUT", "/catalog/{sku}/price"): M,  # a store's price; at HQ the chain's: hq_admin (catalog.py)
     ("GET", "/conflicts"): R,
     ("POST", "/conflicts/{conflict_id}/resolve"): M,
     ("GET", "/link/hq"): R,

@@ -4,12 +4,13 @@ set prices (any replica; the price policy settles concurrent ones).
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from conflict import queries
 from core.events import HQ, Body
 from replicas.api import models as m
 from replicas.api.common import ERRORS, Sku, Till, hlc_iso, not_found
+from replicas.api.tokens import Role
 
 __all__ = ["catalog_router"]
 
@@ -42,9 +43,13 @@ def catalog_router(till: Till) -> APIRouter:
         return await write(sku, req.to_body(sku))
 
     @r.put("/catalog/{sku}/price")
-    async def set_price(sku: Sku, req: m.PriceIn) -> m.CatalogOut:
+    async def set_price(sku: Sku, req: m.PriceIn, request: Request) -> m.CatalogOut:
         # Tills may set prices too (a store manager's change); the price policy of
         # StoreState decides between concurrent ones, identically on every replica.
+        # At HQ the price is the chain's: the catalog role's, not a store manager's.
+        role: Role | None = request.state.role
+        if till.replica.replica_id == HQ and (role is None or role < Role.hq_admin):
+            raise HTTPException(403, "HQ's prices are the chain's: that needs the hq_admin role")
         if await till.read(lambda c: queries.product(c, sku)) is None:
             raise not_found(f"SKU {sku!r}")
         return await write(sku, req.to_body(sku))

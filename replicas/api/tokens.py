@@ -17,10 +17,14 @@ the running replica's next request.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
@@ -29,8 +33,9 @@ from pydantic import BaseModel
 
 from broker.credentials import write_private
 from core.errors import StorageError
+from core.pan import contains_card_number, control_character
 
-__all__ = ["TOKENS_FILE", "Role", "TokenRecord", "TokenStore"]
+__all__ = ["TOKENS_FILE", "Role", "TokenRecord", "TokenStore", "check_name"]
 
 TOKENS_FILE = "api-tokens.json"
 
@@ -76,8 +81,10 @@ class TokenStore:
         return list(self._read().tokens)
 
     def issue(self, name: str, role: str) -> str:
-        """A new token for `name` in `role`; the only time the token is seen."""
+        """A new token for `name` in `role`; the only time the token is seen. The name
+        ends up in events (who approved an override): the event text rules apply."""
         level = Role.parse(role)
+        check_name(name)
         token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         record = TokenRecord(
             id=token_id,
@@ -86,17 +93,32 @@ class TokenStore:
             sha256=_digest(secret),
             issued_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        data = self._read()
-        self._write(_File(tokens=[*data.tokens, record]))
+        with self._locked():
+            data = self._read()
+            self._write(_File(tokens=[*data.tokens, record]))
         return f"tm_{token_id}_{secret}"
 
     def revoke(self, token_id: str) -> TokenRecord:
-        data = self._read()
-        gone = [t for t in data.tokens if t.id == token_id]
-        if not gone:
-            raise StorageError(str(self.path), f"no token {token_id!r} (see `tillmesh token list`)")
-        self._write(_File(tokens=[t for t in data.tokens if t.id != token_id]))
+        with self._locked():
+            data = self._read()
+            gone = [t for t in data.tokens if t.id == token_id]
+            if not gone:
+                detail = f"no token {token_id!r} (see `tillmesh token list`)"
+                raise StorageError(str(self.path), detail)
+            self._write(_File(tokens=[t for t in data.tokens if t.id != token_id]))
         return gone[0]
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time: two `token issue` at once would lose one token."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._cache = None
+            yield
+        finally:
+            os.close(fd)
 
     def verify(self, token: str) -> TokenRecord | None:
         """The record of a valid token, else None."""
@@ -122,11 +144,18 @@ class TokenStore:
         return self._cache[1]
 
     def _write(self, data: _File) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         staged = self.path.with_name(self.path.name + ".new")  # a reader never sees half
         write_private(staged, (data.model_dump_json(indent=2) + "\n").encode())
-        staged.replace(self.path)
+        staged.replace(self.path)  # under the lock: the staging name is ours
         self._cache = None
+
+
+def check_name(name: str) -> None:
+    """ValueError unless `name` suits a token: 1-80 characters of plain text."""
+    if not 1 <= len(name) <= 80:
+        raise ValueError("a token's name is 1-80 characters")
+    if contains_card_number(name) or control_character(name) is not None:
+        raise ValueError("a token's name may hold no card number and no control character")
 
 
 def _digest(secret: str) -> str:

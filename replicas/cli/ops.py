@@ -220,15 +220,22 @@ def _verdict(d: DbDiff) -> str:
             f"{side} holds {', '.join(only) or 'nothing'} outside the other's scope"
             for side, only in (("A", d.only_a), ("B", d.only_b))
         )
-        return f"DIFFERENT SCOPES: {d.replica_a} and {d.replica_b} hold different stores ({held})"
+        damage = f" ({_damage(d)})" if d.damaged else ""
+        return (
+            f"DIFFERENT SCOPES: {d.replica_a} and {d.replica_b} hold different stores"
+            f" ({held}){damage}"
+        )
     if not d.damaged:
         return "DIFFER" if d.differs else "SAME"
-    failing = [
+    return "DAMAGED: " + _damage(d)
+
+
+def _damage(d: DbDiff) -> str:
+    return "; ".join(
         f"{side} fails verify ({_first(defects)})"
         for side, defects in (("A", d.defects_a), ("B", d.defects_b))
         if defects
-    ]
-    return "DAMAGED: " + "; ".join(failing)
+    )
 
 
 def _first(defects: list[Finding]) -> str:

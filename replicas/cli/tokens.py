@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from replicas.api.tokens import TOKENS_FILE, Role, TokenStore
+from replicas.api.tokens import TOKENS_FILE, Role, TokenStore, check_name
 from replicas.cli.common import SubParsers, add_command, add_group, print_json
 from replicas.site import load_site
 
@@ -33,7 +33,9 @@ def register(sub: SubParsers) -> None:
     )
     _replica_args(p)
     p.add_argument("--role", required=True, choices=[r.name for r in Role], help="what it may do")
-    p.add_argument("--name", required=True, help="whose it is: a device, a person, a system")
+    p.add_argument(
+        "--name", required=True, type=_token_name, help="whose it is: a device, a person, a system"
+    )
     p = add_command(
         tokens,
         "list",
@@ -62,6 +64,15 @@ def _replica_args(p: argparse.ArgumentParser) -> None:
 def _store(args: argparse.Namespace) -> TokenStore:
     site, _ = load_site(args.data)
     return TokenStore(site.data_dir(args.data, args.replica) / TOKENS_FILE)  # checks the id
+
+
+def _token_name(text: str) -> str:
+    """argparse type: a name the event text rules take (it may be recorded in a sale)."""
+    try:
+        check_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def cmd_issue(args: argparse.Namespace) -> int:

@@ -453,6 +453,8 @@ class SyncEngine:
         names = {*self._vv, *lag, *(n for n in self.peers.by_name if self.in_scope(n))}
         out = {}
         for origin in sorted(names):
+            if not lag.get(origin):  # caught up, or a claim lowered after a short reply
+                self._missing_since.pop(origin, None)
             since = self._missing_since.get(origin)
             peer = self.peers.by_name.get(origin)
             heard = peer is not None and peer.heard_at > -math.inf

@@ -140,11 +140,13 @@ class SyncTransport:
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # Listen first, then announce: a peer's prompt answer to the announcement must
+        # find us subscribed (else the first pulls wait for the next period).
         self.wire.start()
-        self.driver.start()
         for subject in subscriptions_for(self.engine.replica_id):
             self._subs.append(await self.nc.subscribe(subject, cb=self._on_msg))
         self.log.listeners.append(self.driver.on_durable)
+        self.driver.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="sync-ticker")
 
     async def on_reconnected(self) -> None:

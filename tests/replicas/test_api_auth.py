@@ -222,3 +222,31 @@ async def test_a_cashier_voids_only_this_tills_recent_sales(api: Api, log: Event
     r = await api.call("cashier", "POST", f"/sales/{other[0].id}/void", {})
     assert r.status_code == 403 and "only this till's sales" in r.text
     assert (await api.call("manager", "POST", f"/sales/{other[0].id}/void", {})).status_code == 201
+
+
+async def test_at_hq_a_price_is_the_chains_and_needs_hq_admin(tmp_path: Path) -> None:
+    async with await open_log(tmp_path / "hq.db", "hq") as log:
+        await log.append(ProductUpserted(sku="COLA", name="Cola", price=150))
+        store = TokenStore(tmp_path / "api-tokens.json")
+        manager, admin = store.issue("store m", "manager"), store.issue("catalog", "hq_admin")
+        app = create_app(FakeReplica("hq", log), access=Access(store, loopback_only=True))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hq") as client:
+            for token, status in ((manager, 403), (admin, 200)):
+                r = await client.put("/catalog/COLA/price", json={"price": 99},
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                assert r.status_code == status, r.text
+
+
+def test_a_token_name_follows_the_event_text_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It may end up in a sale (approved_by): a name the event rules refuse would make
+    every override by that manager fail."""
+    init_site(tmp_path, {"s1": ["t1"]})
+    for name in ("x" * 81, "ann\x1b[31m", "card 4111 1111 1111 1111"):
+        with pytest.raises(SystemExit) as info:
+            main(["token", "issue", "--data", str(tmp_path), "--replica", "s1/t1",
+                  "--role", "manager", "--name", name])  # fmt: skip
+        assert info.value.code == 2
+        assert "4111" not in capsys.readouterr().err

@@ -152,8 +152,10 @@ function render() {
 
 // --- payment -------------------------------------------------------------------------
 
+// No unit price: the till prices each line from its catalog at the sale, so a cashier's
+// token sells (a price sent that differs from the catalog's is a manager's override).
 function saleLines() {
-  return basket.map((it) => ({ sku: it.sku, qty: it.qty, unit_price: it.unitPrice }));
+  return basket.map((it) => ({ sku: it.sku, qty: it.qty }));
 }
 
 function cashPayment() {
