@@ -10,6 +10,7 @@ makes later runs quick), so this is the slowest test outside e2e (~1 min).
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from importlib.metadata import packages_distributions, requires
@@ -23,6 +24,7 @@ from tests.e2e.harness import running_mesh, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "conflict", "broker", "replicas")
+NOT_SOURCE = (".git", ".venv", "data", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 
 def third_party_imports() -> set[str]:
@@ -69,8 +71,12 @@ def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complete
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel and its runtime dependencies only; its bin folder."""
     work = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: pip builds in the source tree (build/, *.egg-info), and the
+    # checkout stays as it was.
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    run([*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(ROOT)], work)
+    run([*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(source)], work)
     (wheel,) = (work / "dist").glob("tillmesh-*.whl")
     run([sys.executable, "-m", "venv", str(work / "venv")], work)
     bin_dir = work / "venv" / "bin"
