@@ -294,7 +294,9 @@ class Replica:
         if not all(group & heard for group in self._witness_groups()):
             return False
         own = self.log.head(self.replica_id)[0]
-        return all(status.peers[p].vv.get(self.replica_id, 0) <= own for p in heard)
+        # What each witness announced, not its claim as lowered after a short reply (a
+        # timed-out pull under load must not make an empty HQ serve and reuse hq: seqs).
+        return all(status.peers[p].announced.get(self.replica_id, 0) <= own for p in heard)
 
     def _witness_groups(self) -> list[set[str]]:
         """Who must have been heard before our origin's head is known: one peer of each group.

@@ -194,6 +194,9 @@ class SyncEngine:
         ):  # a newcomer should learn our vector soon, not next period
             self._vv_dirty = True
         state = self.peers.get(peer)
+        for origin, seq in msg.vv.items():
+            if self.in_scope(origin) and seq > state.announced.get(origin, 0):
+                state.announced[origin] = seq
         for origin, seq in msg.vv.items():  # max: a reordered old announcement is harmless
             if self.in_scope(origin) and seq > state.vv.get(origin, 0):
                 state.vv[origin] = seq
@@ -358,14 +361,12 @@ class SyncEngine:
     def _judge_push(self, peer: str, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
         if out.rejected:
             self.peers.hostile(peer, REJECTED, f"{out.rejected} refused: {out.detail}", now)
-        elif frame.events and out.duplicates == len(frame.events):
-            # A till pushes its own newest events; one that raced our pull of them arrives
-            # with only known events, which is normal. A replay is not: known events of
-            # other origins, or older than what the peer had already announced.
-            announced = self.peers.get(peer).vv.get(peer, 0)
-            if _replayed(peer, frame, announced):
-                detail = f"{len(frame.events)} known events"
-                self.peers.soft(peer, DUPLICATE_FRAME, detail, now)
+        elif frame.events and out.duplicates == len(frame.events) and _relayed(peer, frame):
+            # A till pushes its own events; one that raced our pull of them, or lingered
+            # behind its next announcement, arrives with only known events: normal, and
+            # no different from a replay of it (harmless either way). Known events of
+            # other origins pushed as its own are a replay.
+            self.peers.soft(peer, DUPLICATE_FRAME, f"{len(frame.events)} known events", now)
 
     def _judge_reply(self, pull: _Pull, frame: EventsFrame, out: IngestOutcome, now: float) -> None:
         peer = self.peers.get(pull.peer)
@@ -467,16 +468,12 @@ class SyncEngine:
         return out
 
 
-def _replayed(peer: str, frame: EventsFrame, announced: int) -> bool:
-    """Whether a pushed frame of known events is a replay rather than a raced push:
-    events of other origins than its sender, or none newer than what it announced."""
-    newest = 0
+def _relayed(peer: str, frame: EventsFrame) -> bool:
+    """Whether a pushed frame carries events of other origins than its sender's."""
     for raw in frame.events:
         try:
-            ev = decode_event(raw)
+            if decode_event(raw).origin != peer:
+                return True
         except TillmeshError:
             return True
-        if ev.origin != peer:
-            return True
-        newest = max(newest, ev.seq)
-    return newest < announced
+    return False

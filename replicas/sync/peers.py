@@ -25,7 +25,8 @@ __all__ = ["Peer", "PeerTable"]
 class Peer:
     """What we know of one peer."""
 
-    vv: dict[str, int] = field(default_factory=dict)
+    vv: dict[str, int] = field(default_factory=dict)  # its claims; lowered by a short reply
+    announced: dict[str, int] = field(default_factory=dict)  # the most it ever announced
     heard_at: float = -math.inf
     avoid_until: float = -math.inf  # its claims are ignored until then
     strikes: int = 0  # hostile incidents since its last clean pull: backoff exponent
@@ -78,7 +79,9 @@ class PeerTable:
 
     def statuses(self, now: float) -> dict[str, PeerStatus]:
         return {
-            name: PeerStatus(dict(p.vv), now - p.heard_at, max(0.0, p.avoid_until - now))
+            name: PeerStatus(
+                dict(p.vv), now - p.heard_at, max(0.0, p.avoid_until - now), dict(p.announced)
+            )
             for name, p in self.by_name.items()
         }
 

@@ -26,7 +26,7 @@ claim more.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
@@ -278,6 +278,7 @@ class PeerStatus:
     vv: dict[str, int]
     age: float  # seconds since its last announcement (inf: never heard)
     backoff: float  # seconds its claims are still ignored for
+    announced: dict[str, int] = field(default_factory=dict)  # the most it ever announced
 
 
 @dataclass(frozen=True)
