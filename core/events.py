@@ -19,12 +19,14 @@ looks like a card number is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
 from collections.abc import Iterator
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
 import msgspec
+import msgspec.inspect
 from msgspec import Meta, Struct
 
 from core.errors import (
@@ -461,13 +463,53 @@ def _check(event_type: str, body: Body, *, check_text: bool = True) -> None:
 _IDENTIFIERS = frozenset({"sku", "receipt", "shift", "sale", "conflict"})
 
 
-def _texts(value: object, name: str = "") -> Iterator[tuple[str, str]]:
-    """Every text in a body, with its field's name (`lines[2].sku`)."""
-    if isinstance(value, str):
-        yield name, value
-    elif isinstance(value, Struct):
-        for field in value.__struct_fields__:
-            yield from _texts(getattr(value, field), f"{name}.{field}" if name else field)
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from _texts(item, f"{name}[{i}]")
+def _texts(value: Struct, name: str = "") -> Iterator[tuple[str, str]]:
+    """Every text in a body, with its field's name (`lines[2].sku`); the fields to visit
+    are worked out once per struct type (`_text_fields`), not found by inspection per
+    event: this runs on every event decoded."""
+    for field, nested in _text_fields(type(value)):
+        item = getattr(value, field)
+        path = f"{name}.{field}" if name else field
+        if nested is None:
+            if isinstance(item, str):
+                yield path, item
+        elif isinstance(item, list):
+            for i, part in enumerate(item):
+                yield from _texts(part, f"{path}[{i}]")
+        elif item is not None:
+            yield from _texts(item, path)
+
+
+@functools.cache
+def _text_fields(cls: type[Struct]) -> tuple[tuple[str, type[Struct] | None], ...]:
+    """(field, None) for a text field, (field, struct type) for a struct or a list of
+    structs; fields holding neither (numbers, bytes) are left out."""
+    out: list[tuple[str, type[Struct] | None]] = []
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        kind = _unwrap(f.type)
+        if isinstance(kind, msgspec.inspect.StrType):
+            out.append((f.name, None))
+        elif isinstance(kind, msgspec.inspect.StructType):
+            out.append((f.name, kind.cls))
+        elif isinstance(kind, msgspec.inspect.ListType):
+            item = _unwrap(kind.item_type)
+            if isinstance(item, msgspec.inspect.StructType):
+                out.append((f.name, item.cls))
+    return tuple(out)
+
+
+def _unwrap(kind: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """`str | None` -> str; Annotated metadata dropped; a Literal of strings is text."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        return _unwrap(kind.type)
+    if isinstance(kind, msgspec.inspect.UnionType):
+        kinds = [k for k in kind.types if not isinstance(k, msgspec.inspect.NoneType)]
+        if len(kinds) == 1:
+            return _unwrap(kinds[0])
+    if isinstance(kind, msgspec.inspect.LiteralType) and all(
+        isinstance(v, str) for v in kind.values
+    ):
+        return msgspec.inspect.StrType()
+    return kind

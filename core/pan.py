@@ -21,9 +21,15 @@ a report or a terminal should ever be handed.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
-__all__ = ["contains_card_number", "control_character", "luhn_ok", "safe_to_show"]
+__all__ = [
+    "contains_card_number",
+    "control_character",
+    "luhn_ok",
+    "safe_to_show",
+]
 
 MIN_PAN_DIGITS = 12
 MAX_PAN_DIGITS = 19
@@ -33,9 +39,18 @@ MAX_PAN_DIGITS = 19
 MIN_PAN_DIGITS_IN_IDS = 15
 
 
+# Fast necessary conditions (C speed: this runs on every text of every event decoded):
+# 12 digits with no ASCII letter between them. Non-ASCII letters are left to the exact
+# check, so the prefilters never miss a number the exact check would find.
+_MAYBE = re.compile(r"(?:\d[^\dA-Za-z]*){12}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
+
+
 def contains_card_number(text: str, *, identifier: bool = False) -> bool:
     """Whether a whole digit run of `text` (separators allowed) is 12-19 digits long
     (15-19 in an `identifier`) and passes Luhn."""
+    if len(text) < MIN_PAN_DIGITS or _MAYBE.search(text) is None:
+        return False
     shortest = MIN_PAN_DIGITS_IN_IDS if identifier else MIN_PAN_DIGITS
     return any(shortest <= len(run) <= MAX_PAN_DIGITS and luhn_ok(run) for run in _runs(text))
 
@@ -86,7 +101,5 @@ def luhn_ok(digits: str) -> bool:
 def control_character(text: str) -> str | None:
     """The first control or format character that is no use in a text field, if any
     (zero-width characters are format characters: harmless here, they only separate)."""
-    for ch in text:
-        if unicodedata.category(ch) == "Cc":
-            return f"U+{ord(ch):04X}"
-    return None
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
