@@ -80,6 +80,7 @@ __all__ = [
     "Network",
     "Port",
     "Store",
+    "first_line",
     "leftovers",
     "netns_unavailable",
     "remove_stale",
@@ -206,7 +207,7 @@ def _stop(pids: Iterable[int]) -> list[int]:
     return _wait_gone(alive, STOP_TIMEOUT)
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+def first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     """What `proc` wrote to its stdout pipe by the end of its first line, its exit, or
     `timeout`, whichever comes first."""
     assert proc.stdout is not None
@@ -397,7 +398,7 @@ class Host:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        said = _read_line(proc, timeout)
+        said = first_line(proc, timeout)
         assert proc.stdout is not None
         if said != "listening\n":
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -20,7 +20,7 @@ from pathlib import Path
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.site import STANDARD_PORTS, init_site, load_site
 from tests.e2e.harness import Mesh, running_mesh
-from tests.netkit import Host, Network, _read_line
+from tests.netkit import Host, Network, first_line
 
 __all__ = ["LanSite", "lan_site"]
 
@@ -60,7 +60,7 @@ class LanSite:
         argv = [sys.executable, "-m", "tests.e2e.relay", str(sock), address,
                 str(STANDARD_PORTS["api"])]  # fmt: skip
         proc = self.hosts[rid].popen(argv, stdout=-1, stderr=-2, cwd=Path(__file__).parents[2])
-        said = _read_line(proc, 10.0)
+        said = first_line(proc, 10.0)
         if proc.stdout is not None:
             proc.stdout.close()  # it says nothing more
         assert said.startswith("ready"), f"relay for {rid}: {said!r}"

@@ -13,7 +13,7 @@ from conflict.state import StoreState
 from core.log import EventLog
 from replicas.api.app import create_app
 
-__all__ = ["TILL", "FakeReplica", "cash", "client_for", "one_cola", "open_log", "sell"]
+__all__ = ["TILL", "FakeReplica", "SpecOnly", "cash", "client_for", "one_cola", "open_log", "sell"]
 
 TILL = "s1/t1"
 
@@ -65,3 +65,11 @@ async def sell(client: httpx.AsyncClient, **sale: Any) -> dict[str, Any]:
     r = await client.post("/sales", json=sale)
     assert r.status_code == 201, r.text
     return dict(r.json())
+
+
+class SpecOnly:
+    """Enough of a replica for the app to describe itself: its routes and OpenAPI spec
+    (no request is served)."""
+
+    def __init__(self, replica_id: str = TILL) -> None:
+        self.replica_id, self.log = replica_id, None

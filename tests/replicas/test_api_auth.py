@@ -28,7 +28,7 @@ from replicas.errors import ApiUnprotected
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
 from tests.factories import cash_sale, chain
-from tests.replicas.api_kit import FakeReplica, open_log
+from tests.replicas.api_kit import FakeReplica, SpecOnly, open_log
 
 SALE = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash", "amount": 150}]}
 
@@ -142,11 +142,8 @@ async def test_a_revoked_token_is_refused_at_once(api: Api) -> None:
 
 
 def test_every_route_is_in_the_policy() -> None:
-    class Handle:
-        replica_id, log = "s1/t1", None
-
-    app = create_app(Handle())  # type: ignore[arg-type]
-    app.include_router(link_router(Handle()))  # type: ignore[arg-type]
+    app = create_app(SpecOnly())  # type: ignore[arg-type]
+    app.include_router(link_router(SpecOnly()))  # type: ignore[arg-type]
     routes = {(method, route.path) for route in _api_routes(app.routes) for method in route.methods}
     assert routes == set(POLICY)
 

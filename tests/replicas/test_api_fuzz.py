@@ -21,21 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from replicas.api.app import create_app
+from tests.replicas.api_kit import SpecOnly
 from tests.replicas.server_kit import TillServer
 
 REPLICAS = ("s1/t1", "hq")
 EXAMPLES = 25
 
 
-class _SpecOnly:
-    """Enough of a replica for the app to describe itself (no request is served)."""
-
-    def __init__(self, replica_id: str) -> None:
-        self.replica_id, self.log = replica_id, None
-
-
 def _schema(replica_id: str) -> Any:
-    return schemathesis.openapi.from_dict(create_app(_SpecOnly(replica_id)).openapi())  # type: ignore[arg-type]
+    return schemathesis.openapi.from_dict(create_app(SpecOnly(replica_id)).openapi())  # type: ignore[arg-type]
 
 
 OPERATIONS = [
