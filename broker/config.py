@@ -77,9 +77,11 @@ from broker.tls import TlsFiles
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
+    "LINK_PING",
     "ClusterSpec",
     "LeafRemoteSpec",
     "NkeyUserSpec",
+    "Ping",
     "ServerConfig",
     "TlsSpec",
     "UserSpec",
@@ -169,6 +171,25 @@ class LeafRemoteSpec:
     disabled: bool = False  # nats-server >= 2.12: a reload with this set drops the link
     nkey: Nkey | None = None  # the leaf identity; rendered as its seed (see module doc)
     tls: TlsSpec | None = None  # trust the CA; present cert_file if the hub verifies
+    # Try the URLs in the order given (nats-server shuffles them otherwise): the
+    # preferred uplink first. After a failure the server moves on to the next URL
+    # and does not come back by itself (docs/network.md, "Uplinks").
+    in_order: bool = False
+
+
+@dataclass(frozen=True)
+class Ping:
+    """How fast a server notices a dead peer (route, leaf, client): it pings every
+    `interval_s` and drops the link after `max_out` unanswered pings."""
+
+    interval_s: float
+    max_out: int
+
+
+# A store's link to HQ or a till's route to a peer found dead within ~3 s (vs nats-
+# server's 2 min x 2 default), so a leaf moves to the LTE uplink in seconds. The cost
+# is one tiny PING frame per second per link.
+LINK_PING = Ping(interval_s=1.0, max_out=2)
 
 
 @dataclass(frozen=True)
@@ -181,10 +202,12 @@ class ServerConfig:
     users: tuple[UserSpec | NkeyUserSpec, ...] = ()
     cluster: ClusterSpec | None = None
     leaf_port: int | None = None  # accept leaf connections (hub side)
+    leaf_host: str | None = None  # where the leaf listener binds (`host` if None)
     leaf_tls: TlsSpec | None = None  # TLS on the leaf listener (hub side)
     tls: TlsSpec | None = None  # TLS on the client port
     leaf_remotes: tuple[LeafRemoteSpec, ...] = ()
     leaf_reconnect_seconds: float = 1.0
+    ping: Ping | None = None  # the server's pings on every connection (default: 2 min x 2)
     # server_tags, shown in /varz: EmbeddedNatsServer tags each start to know its own server.
     tags: tuple[str, ...] = ()
     # Raw conf text appended verbatim; an escape hatch for experiments and tests.
@@ -289,7 +312,7 @@ def _cluster_block(c: ClusterSpec) -> dict[str, Any]:
 def _leaf_block(cfg: ServerConfig) -> dict[str, Any]:
     block: dict[str, Any] = {}
     if cfg.leaf_port is not None:
-        block["listen"] = f"{cfg.host}:{cfg.leaf_port}"
+        block["listen"] = f"{cfg.leaf_host or cfg.host}:{cfg.leaf_port}"
         if cfg.leaf_tls is not None:
             block["tls"] = _tls_block(cfg.leaf_tls, "leaf_tls", listener=True)
     if cfg.leaf_remotes:
@@ -308,6 +331,8 @@ def _remote_entry(remote: LeafRemoteSpec) -> dict[str, Any]:
         entry["nkey"] = remote.nkey.seed
     if remote.tls is not None:
         entry["tls"] = _tls_block(remote.tls, "leaf_remotes.tls", listener=False)
+    if remote.in_order:
+        entry["dont_randomize"] = True
     if remote.disabled:
         entry["disabled"] = True
     return entry
@@ -331,6 +356,8 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("max_payload", "must be positive")
     if not 0.001 <= cfg.leaf_reconnect_seconds <= 3600:
         raise ConfigError("leaf_reconnect_seconds", "must be between 1 ms and 1 h")
+    if cfg.ping is not None and not (0.1 <= cfg.ping.interval_s <= 3600 and cfg.ping.max_out >= 1):
+        raise ConfigError("ping", "interval between 0.1 s and 1 h, at least 1 ping out")
     _validate_identity(cfg)
 
 
@@ -365,6 +392,9 @@ def render_config(cfg: ServerConfig) -> str:
         top["http"] = f"{cfg.host}:{cfg.http_port}"
     if cfg.tags:
         top["server_tags"] = list(cfg.tags)
+    if cfg.ping is not None:
+        top["ping_interval"] = f"{round(cfg.ping.interval_s * 1000)}ms"
+        top["ping_max"] = cfg.ping.max_out
     if cfg.tls is not None:
         top["tls"] = _tls_block(cfg.tls, "tls", listener=True)
     if cfg.users:
@@ -512,6 +542,7 @@ def nkey_till_server_config(
     client_tls: bool = False,
     http_port: int | None = None,
     host: str = "127.0.0.1",
+    network_host: str | None = None,
 ) -> ServerConfig:
     """A till's server in identity mode: no passwords anywhere.
 
@@ -519,7 +550,11 @@ def nkey_till_server_config(
     a user with today's `permissions_for`. ``tls`` is this machine's certificate
     (issued for the address its peers dial) and the site CA: routes use it both
     ways with ``verify`` (mutual TLS), the leaf remote presents it to HQ.
-    ``leaf_nkey`` (the store's leaf identity) is required with ``hq_leaf_addrs``.
+    ``leaf_nkey`` (the till's own nkey: HQ knows it as a leaf user of its store) is
+    required with ``hq_leaf_addrs``, which are tried in the order given (WAN before
+    LTE; see `LeafRemoteSpec.in_order`). ``host`` is where clients and monitoring
+    listen (loopback: only this machine's own processes use them), ``network_host``
+    where the routes do (the machine's LAN address; ``host`` if not given).
     ``client_tls`` also puts TLS on the client port (clients then need the CA).
     """
     rid = parse_replica_id(f"{store}/{till}")
@@ -527,14 +562,16 @@ def nkey_till_server_config(
         name=f"store-{store}",
         port=cluster_port,
         routes=tuple(peer_cluster_addrs),
-        host=host,
+        host=network_host or host,
         tls=TlsSpec(tls, verify=True),
     )
     remotes: tuple[LeafRemoteSpec, ...] = ()
     if hq_leaf_addrs:
         if leaf_nkey is None:
-            raise ConfigError("leaf_nkey", f"the leaf link of store {store!r} needs its nkey")
-        remotes = (LeafRemoteSpec(tuple(hq_leaf_addrs), nkey=leaf_nkey, tls=TlsSpec(tls)),)
+            raise ConfigError("leaf_nkey", f"the leaf link of {rid.token} needs its nkey")
+        remotes = (
+            LeafRemoteSpec(tuple(hq_leaf_addrs), nkey=leaf_nkey, tls=TlsSpec(tls), in_order=True),
+        )
     return ServerConfig(
         name=f"{rid.store}-{rid.till}",
         port=port,
@@ -544,6 +581,7 @@ def nkey_till_server_config(
         cluster=cluster,
         leaf_remotes=remotes,
         tls=TlsSpec(tls) if client_tls else None,
+        ping=LINK_PING,
     )
 
 
@@ -560,36 +598,49 @@ def nkey_hq_server_config(
     client_tls: bool = False,
     http_port: int | None = None,
     host: str = "127.0.0.1",
+    network_host: str | None = None,
 ) -> ServerConfig:
-    """The HQ hub in identity mode: public keys only, TLS on the leaf listener.
+    """An HQ hub node in identity mode: public keys only, TLS on the leaf listener.
 
-    ``public_keys`` needs ``hq`` and `leaf_key(store)` for each store. The leaf
-    listener demands a certificate from the site CA as well as the store's nkey
-    (a till presents its machine certificate): a leaked leaf seed alone does not
-    get a foreign machine in. A multi-node HQ routes over mutual TLS like a store.
+    ``public_keys`` needs ``hq`` and every till of ``stores``: each till is a leaf user
+    with its store's `leaf_permissions`, for leaf connections only. The leaf listener
+    demands a certificate from the site CA as well as the till's nkey: a leaked seed
+    alone does not get a foreign machine in. A multi-node HQ routes over mutual TLS
+    like a store. ``host``/``network_host`` as for `nkey_till_server_config` (the leaf
+    listener is on ``network_host``).
     """
     users = [NkeyUserSpec(_need_key(public_keys, HQ), permissions_for(HQ), _CLIENT_ONLY)]
-    users += [
-        NkeyUserSpec(_need_key(public_keys, leaf_key(s)), leaf_permissions(s), _LEAF_ONLY)
-        for s in stores
-    ]
+    for store in stores:
+        _check_store_has_tills(store, public_keys)
+        users += [
+            NkeyUserSpec(pub, leaf_permissions(store), _LEAF_ONLY)
+            for key, pub in sorted(public_keys.items())
+            if "/" in key and parse_replica_id(key).store == store
+        ]
     cluster = None
     if cluster_port is not None:
         cluster = ClusterSpec(
             name="hq",
             port=cluster_port,
             routes=tuple(peer_cluster_addrs),
-            host=host,
+            host=network_host or host,
             tls=TlsSpec(tls, verify=True),
         )
     return ServerConfig(
         name=name,
         port=port,
         host=host,
+        leaf_host=network_host,
         http_port=http_port,
         users=tuple(users),
         cluster=cluster,
         leaf_port=leaf_port,
         leaf_tls=TlsSpec(tls, verify=True),
         tls=TlsSpec(tls) if client_tls else None,
+        ping=LINK_PING,
     )
+
+
+def _check_store_has_tills(store: str, public_keys: Mapping[str, str]) -> None:
+    if not any("/" in k and parse_replica_id(k).store == store for k in public_keys):
+        raise ConfigError("public keys", f"no till of store {store!r}: its leaf could not log in")

@@ -6,11 +6,10 @@ key* (``U...``) is all a server config holds. On connect the server sends a nonc
 the client signs it with its seed, and the server checks the signature against
 the public keys it knows, so a stolen server config grants nothing.
 
-Keys of an identity map are the same as for passwords (`broker.credentials`):
-replica ids (``hq``, ``s1/t1``) for client connections, `leaf_key(store)` for a
-store's leaf link into HQ (every till of the store dials HQ as that one identity,
-so each of them holds the store's leaf seed). Routes have no nkey: they
-authenticate by mutual TLS with the site CA (`broker.tls`).
+Keys of an identity map are replica ids (``hq``, ``s1/t1``). A till's one key is
+its client user on its store's servers and its leaf user at HQ, so no two machines
+share a seed (`broker.keyring`). Routes have no nkey: they authenticate by mutual
+TLS with the site CA (`broker.tls`).
 
 `nkeys` (the NATS library nats-py uses for the same signature) does the
 encoding; it checks neither the checksum nor the key kind, so `Nkey.from_seed`
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import nkeys  # type: ignore[import-untyped]  # the library ships no type hints
 
-from broker.credentials import leaf_key, write_private
+from broker.credentials import write_private
 from broker.errors import CredentialsError, IdentityError
 from broker.subjects import HQ, validate_name
 
@@ -116,12 +115,11 @@ def load_seed(path: Path) -> Nkey:
 
 
 def generate_store_nkeys(store: str, tills: Iterable[str], hq: bool = True) -> dict[str, Nkey]:
-    """Fresh nkeys for every till of ``store`` and its leaf link (plus HQ's own with
-    ``hq=True``), keyed like `generate_store_credentials`. No route keys: routes
-    authenticate by mutual TLS."""
+    """Fresh nkeys for every till of ``store`` (plus HQ's own with ``hq=True``), keyed
+    by replica id. No route or leaf keys: routes authenticate by mutual TLS, a till's
+    leaf link with the till's own key."""
     validate_name(store, "store")
     keys = {f"{store}/{validate_name(till, 'till')}": Nkey.generate() for till in tills}
-    keys[leaf_key(store)] = Nkey.generate()
     if hq:
         keys[HQ] = Nkey.generate()
     return keys

@@ -1,11 +1,13 @@
 """What keeps one replica process honest: the lock on its data folder (one process per
-replica) and the backoff between restarts of its own nats-server, with the reason it
-is down. Used by `runtime.Replica`; no I/O beyond the lock file.
+replica) and the supervision of its own nats-server (restarted with backoff, the
+reason it is down kept for status). Used by `runtime.Replica` and `hub.HubNode`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
@@ -13,7 +15,17 @@ from pathlib import Path
 from broker.server import EmbeddedNatsServer
 from replicas.errors import ReplicaRunning
 
-__all__ = ["LOCK_FILE", "DataDirLock", "RestartBackoff", "ServerDown", "read_pid"]
+__all__ = [
+    "LOCK_FILE",
+    "DataDirLock",
+    "RestartBackoff",
+    "ServerDown",
+    "ServerSupervisor",
+    "read_pid",
+]
+
+log = logging.getLogger(__name__)
+SUPERVISE_EVERY = 0.5
 
 LOCK_FILE = "replica.lock"  # next to log.db; see DataDirLock
 RESTART_FIRST = 1.0  # seconds before the second restart in a row; doubles from there
@@ -57,6 +69,63 @@ class ServerDown:
         self.reason = reason
         self.log_tail = server.log_tail(DOWN_LOG_LINES).splitlines()
         self.retry_at = time.monotonic()
+
+
+class ServerSupervisor:
+    """Restarts a node's nats-server when it dies (clients reconnect by themselves),
+    backing off while it keeps dying: one that cannot bind its ports must not be
+    respawned twice a second for ever. `status()` says whether it is up, or why not."""
+
+    def __init__(self, server: EmbeddedNatsServer, name: str) -> None:
+        self.server, self.name = server, name
+        self.restarts = RestartBackoff()
+        self.down: ServerDown | None = None  # why the server is down, while it is
+        self.restarts.started(time.monotonic())
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY)
+            if self.server.running:
+                self.restarts.running(time.monotonic())
+            else:
+                await self._restart()
+
+    async def _restart(self) -> None:
+        """One restart after its backoff; meanwhile status says why the server is down."""
+        server = self.server
+        if self.down is None:  # just found dead
+            self.down = ServerDown(f"exited with code {server.returncode}", server)
+        delay = self.restarts.exited()
+        self.down.retry_at = time.monotonic() + delay
+        log.warning(
+            "%s: nats-server down (%s); restart %d in %.0f s; its log ends:\n  %s",
+            self.name, self.down.reason, self.restarts.failures, delay,
+            "\n  ".join(self.down.log_tail),
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+        try:
+            await server.restart()
+        except Exception as e:  # keep selling; the next attempt waits longer
+            first = (str(e).splitlines() or [type(e).__name__])[0]  # some errors say nothing
+            self.down = ServerDown(first.rstrip(":"), server)
+            return
+        self.restarts.started(time.monotonic())
+        self.down = None
+        log.warning("%s: nats-server restarted (pid %d)", self.name, server.pid)
+
+    def status(self) -> dict[str, object]:
+        if self.server.running:
+            return {"up": True, "pid": self.server.pid}
+        down, now = self.down, time.monotonic()
+        return {
+            "up": False,
+            "pid": None,
+            "reason": down.reason if down else "exited",
+            "log_tail": down.log_tail if down else [],
+            "restarts": self.restarts.failures,
+            "next_restart_in": None if down is None else round(max(0.0, down.retry_at - now), 1),
+        }
 
 
 class DataDirLock:

@@ -32,8 +32,8 @@ import nats
 import uvicorn
 from nats.aio.client import Client
 
-from broker.credentials import Credentials
-from broker.server import EmbeddedNatsServer, connect_options
+from broker.keyring import NodeIdentity, load_identity
+from broker.server import EmbeddedNatsServer, nkey_connect_options
 from broker.subjects import HQ
 from conflict.state import StoreState
 from core.clock import HybridClock, system_wall_ms
@@ -42,7 +42,7 @@ from core.events import store_of
 from core.log import EventLog
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.errors import ApiUnavailable, ApiUnprotected
-from replicas.process import DataDirLock, RestartBackoff, ServerDown
+from replicas.process import DataDirLock, ServerSupervisor
 from replicas.site import Site, is_loopback
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
@@ -52,7 +52,6 @@ from replicas.sync.transport import SyncTransport
 __all__ = ["Replica"]
 
 log = logging.getLogger(__name__)
-SUPERVISE_EVERY = 0.5
 ONLINE_WITHIN = 15.0  # seconds since HQ last announced, for the "online" light
 API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
 API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
@@ -64,7 +63,6 @@ class Replica:
     def __init__(
         self,
         site: Site,
-        creds: dict[str, Credentials],
         replica_id: str,
         root: Path,
         *,
@@ -72,11 +70,12 @@ class Replica:
         wall_ms: Callable[[], int] = system_wall_ms,
         sync_config: SyncConfig | None = None,
     ) -> None:
-        self.site, self.creds, self.replica_id, self.root = site, creds, replica_id, root
+        self.site, self.replica_id, self.root = site, replica_id, root
         self.fresh = fresh
         self.wall_ms = wall_ms
         self.sync_config = sync_config or SyncConfig()
         self.data_dir = site.data_dir(root, replica_id)
+        self.identity: NodeIdentity  # set by start(): this machine's certificate and nkey
         self.log: EventLog  # set by start()
         self.engine: SyncEngine | None = None
         self.server: EmbeddedNatsServer | None = None
@@ -84,10 +83,8 @@ class Replica:
         self.transport: SyncTransport | None = None
         self._api: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self._lock: DataDirLock | None = None
-        self._restarts = RestartBackoff()
-        self._down: ServerDown | None = None  # why our nats-server is down, while it is
+        self.supervisor: ServerSupervisor | None = None  # restarts our nats-server if it dies
         self._link_on_at = float("-inf")  # when the HQ link was last switched on
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
@@ -108,6 +105,7 @@ class Replica:
         self._lock = DataDirLock(self.data_dir, self.replica_id)
         try:
             self._check_api_protected()
+            self.identity = load_identity(self.site.identity_dir(self.root, self.replica_id))
         except BaseException:
             self._lock.release()
             raise
@@ -129,7 +127,8 @@ class Replica:
             await self._close_network()
             await self.log.close()
             raise
-        self._tasks.append(asyncio.create_task(self._supervise(), name="supervise-nats"))
+        assert self.supervisor is not None
+        self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
 
     async def _open_log(self) -> EventLog:
@@ -144,10 +143,10 @@ class Replica:
         )
 
     async def _start_server(self) -> None:
-        config = self.site.server_config(self.replica_id, self.creds)
+        config = self.site.server_config(self.replica_id, self.identity)
         self.server = EmbeddedNatsServer(config, self.data_dir / "nats")
         await self.server.start()
-        self._restarts.started(time.monotonic())
+        self.supervisor = ServerSupervisor(self.server, self.replica_id)
 
     async def _connect(self) -> None:
         assert self.server is not None and self.engine is not None
@@ -157,8 +156,9 @@ class Replica:
             if transport is not None:
                 await transport.on_reconnected()
 
-        options = connect_options(
-            self.server.client_url, self.creds[self.replica_id], self.replica_id
+        assert self.identity.seed_file is not None  # a replica's identity has its nkey
+        options = nkey_connect_options(
+            self.server.client_url, self.identity.seed_file, self.replica_id
         )
         self.nc = await nats.connect(
             **options, reconnected_cb=reconnected, error_cb=_log_nats_error
@@ -168,7 +168,6 @@ class Replica:
         self.transport = transport
 
     async def stop(self) -> None:
-        self._stopping = True
         await self._stop_api()
         for task in self._tasks:
             task.cancel()
@@ -199,43 +198,6 @@ class Replica:
                 await self.nc.close()
         if self.server is not None:
             await self.server.stop()
-
-    # --- supervision --------------------------------------------------------------
-
-    async def _supervise(self) -> None:
-        """Restart our nats-server if it dies (the client reconnects by itself), backing
-        off while it keeps dying: one that cannot bind its ports must not be respawned
-        twice a second for ever."""
-        server = self.server
-        assert server is not None
-        while not self._stopping:
-            await asyncio.sleep(SUPERVISE_EVERY)
-            if server.running:
-                self._restarts.running(time.monotonic())
-            else:
-                await self._restart(server)
-
-    async def _restart(self, server: EmbeddedNatsServer) -> None:
-        """One restart after its backoff; meanwhile status says why the server is down."""
-        if self._down is None:  # just found dead
-            self._down = ServerDown(f"exited with code {server.returncode}", server)
-        delay = self._restarts.exited()
-        self._down.retry_at = time.monotonic() + delay
-        log.warning(
-            "%s: nats-server down (%s); restart %d in %.0f s; its log ends:\n  %s",
-            self.replica_id, self._down.reason, self._restarts.failures, delay,
-            "\n  ".join(self._down.log_tail),
-        )  # fmt: skip
-        await asyncio.sleep(delay)
-        try:
-            await server.restart()
-        except Exception as e:  # keep selling; the next attempt waits longer
-            first = (str(e).splitlines() or [type(e).__name__])[0]  # some errors say nothing
-            self._down = ServerDown(first.rstrip(":"), server)
-            return
-        self._restarts.started(time.monotonic())
-        self._down = None
-        log.warning("%s: nats-server restarted (pid %d)", self.replica_id, server.pid)
 
     # --- history restore, then API ----------------------------------------------------
 
@@ -346,17 +308,9 @@ class Replica:
         return status
 
     def _server_status(self) -> dict[str, object]:
-        if self.server is not None and self.server.running:
-            return {"up": True, "pid": self.server.pid}
-        down, now = self._down, time.monotonic()
-        return {
-            "up": False,
-            "pid": None,
-            "reason": down.reason if down else "exited",
-            "log_tail": down.log_tail if down else [],
-            "restarts": self._restarts.failures,
-            "next_restart_in": None if down is None else round(max(0.0, down.retry_at - now), 1),
-        }
+        if self.supervisor is None:
+            return {"up": False, "pid": None, "reason": "not started"}
+        return self.supervisor.status()
 
     def online(self) -> bool:
         if self.engine is None or self.replica_id == HQ:

@@ -1,8 +1,16 @@
-"""A site: which stores and tills exist, where each listens, and their credentials.
+"""A site: which stores and tills exist, where each listens, and who they are.
 
-`tillmesh site init` writes `site.json` (addresses, ports, policies) and
-`credentials.json` (mode 0600) into a data folder; every replica process of that site
-reads both. Pydantic validates them, since they are edited by people.
+`tillmesh site init` writes `site.json` (addresses, ports, policies, every replica's
+public nkey) and each machine's identity folder (`broker.keyring`: its certificate
+from the site CA, its seed) into a data folder. `site.json` holds nothing secret;
+every machine of the site holds it, and its own identity alone (`tillmesh site bundle`).
+Pydantic validates it, since people edit it.
+
+Machines ("nodes") run a nats-server each: every till, and HQ's hub nodes. The first
+hub node is `hq`, where the HQ replica runs; more (`hq_nodes`, e.g. `hq2`, `hq3`) make
+HQ's hub a cluster that stores reach on any node. A store's leaf link lists every hub
+node on the WAN first, then over each backup uplink (`uplinks`: the addresses the hub
+nodes have over, e.g., the LTE router), and moves down that list when a link dies.
 
 Where replicas run: each has an address (`hosts`, else the site's default `host`). A
 replica alone on its address (a till on its own machine) uses the standard ports
@@ -17,19 +25,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from broker.config import ServerConfig, free_port, hq_server_config, till_server_config
-from broker.credentials import (
-    Credentials,
-    generate_store_credentials,
-    load_credentials,
-    save_credentials,
+from broker.config import (
+    ServerConfig,
+    free_port,
+    nkey_hq_server_config,
+    nkey_till_server_config,
 )
+from broker.keyring import IDENTITY_DIR, NodeIdentity, issue_identity, make_site_ca
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
 from replicas.errors import SiteExists, UnknownReplica
@@ -45,16 +53,16 @@ __all__ = [
 ]
 
 SITE_FILE = "site.json"
-CREDENTIALS_FILE = "credentials.json"
+CLIENT_HOST = "127.0.0.1"  # client and monitoring ports: the machine's own processes only
 
 
 class NodePorts(BaseModel):
     """Where one replica listens; see `STANDARD_PORTS` for a replica on its own machine."""
 
-    nats: int = Field(gt=0, lt=65536)
-    cluster: int | None = Field(default=None, gt=0, lt=65536)  # tills: store cluster routes
+    nats: int = Field(gt=0, lt=65536)  # on loopback: the replica's own client
+    cluster: int | None = Field(default=None, gt=0, lt=65536)  # store (or HQ hub) routes
     leaf: int | None = Field(default=None, gt=0, lt=65536)  # HQ: where stores connect
-    monitor: int = Field(gt=0, lt=65536)  # nats-server HTTP monitoring (readiness)
+    monitor: int = Field(gt=0, lt=65536)  # nats-server HTTP monitoring, on loopback
     api: int = Field(gt=0, lt=65536)  # tillmesh HTTP API and till page
 
 
@@ -63,16 +71,19 @@ STANDARD_PORTS = {"nats": 4222, "cluster": 6222, "leaf": 7422, "monitor": 8222, 
 
 
 class Site(BaseModel):
-    host: str = "127.0.0.1"  # the address of replicas `hosts` does not name
-    hosts: dict[str, str] = {}  # replica id -> the address of its machine
+    host: str = "127.0.0.1"  # the address of nodes `hosts` does not name
+    hosts: dict[str, str] = {}  # node (replica id or hub node) -> the address of its machine
     stores: dict[str, list[str]]
+    hq_nodes: list[str] = []  # HQ hub nodes besides `hq`, e.g. ["hq2", "hq3"]
+    # Backup uplinks, in order: name -> hub node -> its address over that uplink.
+    uplinks: dict[str, dict[str, str]] = {}
     ports: dict[str, NodePorts]
+    public_keys: dict[str, str] = {}  # replica id -> its public nkey (U...)
     price_policy: Literal["latest", "hq_wins", "lowest"] = "hq_wins"
     max_clock_offset_ms: int = Field(default=60_000, gt=0)
     # What a cashier's API token may do alone (replicas.api.auth.CashierLimits).
     cashier_discount_limit_bp: int = Field(default=1000, ge=0, le=10_000)
     cashier_void_within_s: int = Field(default=900, ge=0)
-    extra_hq_leaf_urls: list[str] = []  # more HQ hub nodes (deploy/nats/hq-cluster-*.conf)
 
     @field_validator("stores")
     @classmethod
@@ -84,64 +95,119 @@ class Site(BaseModel):
         return stores
 
     @model_validator(mode="after")
-    def _known_hosts(self) -> Site:
-        unknown = sorted(set(self.hosts) - set(self.replicas))
+    def _known_nodes(self) -> Site:
+        for node in self.hq_nodes:
+            validate_name(node, "HQ node")
+            if node == HQ or node in self.stores:  # its folder would be a store's
+                raise ValueError(f"HQ node {node!r}: the name of HQ or of a store")
+        if len(set(self.hq_nodes)) != len(self.hq_nodes):
+            raise ValueError(f"HQ nodes named twice: {self.hq_nodes}")
+        unknown = sorted(set(self.hosts) - set(self.nodes))
         if unknown:
-            raise ValueError(f"hosts names replicas the site does not have: {unknown}")
-        for rid, address in self.hosts.items():
-            check_address(address, rid)
+            raise ValueError(f"hosts names nodes the site does not have: {unknown}")
+        for node, address in self.hosts.items():
+            check_address(address, node)
+        for uplink, addresses in self.uplinks.items():
+            validate_name(uplink, "uplink")
+            if strangers := sorted(set(addresses) - set(self.hubs)):
+                raise ValueError(f"uplink {uplink} names no HQ node {strangers}")
+            for node, address in addresses.items():
+                check_address(address, f"{uplink}:{node}")
         return self
 
-    def host_of(self, replica_id: str) -> str:
-        """The address `replica_id` listens on (and its peers dial)."""
-        return self.hosts.get(replica_id, self.host)
+    def host_of(self, node: str) -> str:
+        """The address `node` listens on (and its peers dial)."""
+        return self.hosts.get(node, self.host)
 
     @property
     def replicas(self) -> list[str]:
         return [HQ] + [f"{s}/{t}" for s, tills in self.stores.items() for t in tills]
 
-    def node(self, replica_id: str) -> NodePorts:
-        """The ports of one of the site's replicas; UnknownReplica for any other id."""
-        if replica_id not in self.ports or replica_id not in self.replicas:
-            raise UnknownReplica(replica_id, self.replicas)
-        return self.ports[replica_id]
+    @property
+    def hubs(self) -> list[str]:
+        """HQ's hub nodes, `hq` (the HQ replica's machine) first."""
+        return [HQ, *self.hq_nodes]
 
-    def data_dir(self, root: Path, replica_id: str) -> Path:
-        self.node(replica_id)  # an unknown id must not become a folder
-        return root / replica_id  # "hq" or "<store>/<till>"
+    @property
+    def nodes(self) -> list[str]:
+        """Every machine running a nats-server: the hub nodes, then the tills."""
+        return [*self.hubs, *self.replicas[1:]]
+
+    def node(self, node: str) -> NodePorts:
+        """The ports of one of the site's nodes; UnknownReplica for any other id."""
+        if node not in self.ports or node not in self.nodes:
+            raise UnknownReplica(node, self.nodes)
+        return self.ports[node]
+
+    def data_dir(self, root: Path, node: str) -> Path:
+        self.node(node)  # an unknown id must not become a folder
+        return root / node  # "hq", "hq2" or "<store>/<till>"
+
+    def identity_dir(self, root: Path, node: str) -> Path:
+        return self.data_dir(root, node) / IDENTITY_DIR
 
     def api_url(self, replica_id: str) -> str:
         return f"http://{_url_host(self.host_of(replica_id))}:{self.node(replica_id).api}"
 
     def hq_leaf_addrs(self) -> list[str]:
-        leaf = self.ports[HQ].leaf
-        return [f"{_url_host(self.host_of(HQ))}:{leaf}", *self.extra_hq_leaf_urls]
+        """Where a store's leaf link dials, in order: every hub node over the WAN, then
+        over each backup uplink."""
+        return [addr for _, _, addr in self.uplink_table()]
 
-    def server_config(self, replica_id: str, creds: dict[str, Credentials]) -> ServerConfig:
-        ports = self.node(replica_id)
-        if replica_id == HQ:
-            assert ports.leaf is not None
-            return hq_server_config(
-                creds,
-                list(self.stores),
-                port=ports.nats,
-                leaf_port=ports.leaf,
-                http_port=ports.monitor,
-                host=self.host_of(HQ),
-            )
-        rid = parse_replica_id(replica_id)
+    def uplink_table(self) -> list[tuple[str, str, str]]:
+        """(uplink, hub node, "host:port") for each leaf URL, in the order tried."""
+        table = [("wan", hub, self._leaf_addr(hub, self.host_of(hub))) for hub in self.hubs]
+        for uplink, addresses in self.uplinks.items():
+            table += [(uplink, hub, self._leaf_addr(hub, a)) for hub, a in addresses.items()]
+        return table
+
+    def _leaf_addr(self, hub: str, address: str) -> str:
+        return f"{_url_host(address)}:{self.ports[hub].leaf}"
+
+    def server_config(self, node: str, identity: NodeIdentity) -> ServerConfig:
+        """The nats-server `node` runs, with the identity installed on its machine."""
+        ports = self.node(node)
+        if node in self.hubs:
+            return self._hub_config(node, ports, identity)
+        rid = parse_replica_id(node)
         assert rid.store is not None and rid.till is not None and ports.cluster is not None
-        return till_server_config(
+        return nkey_till_server_config(
             rid.store,
             rid.till,
-            creds,
+            self.public_keys,
+            identity.tls,
             port=ports.nats,
             cluster_port=ports.cluster,
-            peer_cluster_addrs=self._peer_routes(rid.store, replica_id),
+            peer_cluster_addrs=self._peer_routes(rid.store, node),
             hq_leaf_addrs=self.hq_leaf_addrs(),
+            leaf_nkey=identity.nkey(),
             http_port=ports.monitor,
-            host=self.host_of(replica_id),
+            host=self._client_host(node),
+            network_host=self.host_of(node),
         )
+
+    def _hub_config(self, node: str, ports: NodePorts, identity: NodeIdentity) -> ServerConfig:
+        assert ports.leaf is not None
+        peers = [
+            f"{_url_host(self.host_of(h))}:{self.ports[h].cluster}" for h in self.hubs if h != node
+        ]
+        return nkey_hq_server_config(
+            self.public_keys,
+            list(self.stores),
+            identity.tls,
+            name=node,
+            port=ports.nats,
+            leaf_port=ports.leaf,
+            cluster_port=ports.cluster if self.hq_nodes else None,
+            peer_cluster_addrs=peers if self.hq_nodes else (),
+            http_port=ports.monitor,
+            host=self._client_host(node),
+            network_host=self.host_of(node),
+        )
+
+    def _client_host(self, node: str) -> str:
+        address = self.host_of(node)
+        return address if is_loopback(address) else CLIENT_HOST
 
     def _peer_routes(self, store: str, me: str) -> list[str]:
         return [
@@ -150,6 +216,11 @@ class Site(BaseModel):
             if f"{store}/{t}" != me
         ]
 
+    def addresses_of(self, node: str) -> list[str]:
+        """Every address peers dial `node` at: what its certificate must name."""
+        extra = [a[node] for a in self.uplinks.values() if node in a]
+        return [self.host_of(node), *extra]
+
 
 def init_site(
     root: Path,
@@ -157,10 +228,13 @@ def init_site(
     *,
     host: str = "127.0.0.1",
     hosts: Mapping[str, str] | None = None,
+    hq_nodes: Sequence[str] = (),
+    uplinks: Mapping[str, Mapping[str, str]] | None = None,
     force: bool = False,
 ) -> Site:
-    """Ports and fresh credentials for every replica of a new site: the standard ports
-    for a replica alone on its address, free ones for replicas sharing one.
+    """Ports and fresh identities for every node of a new site: the standard ports for a
+    node alone on its address, free ones for nodes sharing one; a site CA, and for each
+    node a certificate naming its addresses and (replicas) an nkey.
 
     Refuses (SiteExists) to replace a site unless `force`; OS errors (an unwritable
     folder) become StorageError naming the folder.
@@ -168,55 +242,73 @@ def init_site(
     try:
         if not force and (root / SITE_FILE).exists():
             raise SiteExists(root / SITE_FILE)
-        site, creds = _new_site(stores, host, dict(hosts or {}))
-        _write_site(root, site, creds)
+        site = _new_site(stores, host, dict(hosts or {}), list(hq_nodes), uplinks or {})
+        root.mkdir(parents=True, exist_ok=True)
+        _issue_identities(root, site)
+        (root / SITE_FILE).write_text(site.model_dump_json(indent=2) + "\n")
     except OSError as e:
         raise StorageError(str(root), f"cannot write a site here: {e.strerror or e}") from e
     return site
 
 
 def _new_site(
-    stores: dict[str, list[str]], host: str, hosts: dict[str, str]
-) -> tuple[Site, dict[str, Credentials]]:
+    stores: dict[str, list[str]],
+    host: str,
+    hosts: dict[str, str],
+    hq_nodes: list[str],
+    uplinks: Mapping[str, Mapping[str, str]],
+) -> Site:
     # Validated before any port is taken: a typo in an address is a clear error.
-    site = Site(host=host, hosts=hosts, stores=stores, ports={})
-    sharing = Counter(site.host_of(rid) for rid in site.replicas)
+    site = Site(
+        host=host,
+        hosts=hosts,
+        stores=stores,
+        hq_nodes=hq_nodes,
+        uplinks={k: dict(v) for k, v in uplinks.items()},
+        ports={},
+    )
+    sharing = Counter(site.host_of(node) for node in site.nodes)
     seen: Counter[str] = Counter()
-    for rid in site.replicas:
-        address = site.host_of(rid)
+    for node in site.nodes:
+        address, hub = site.host_of(node), node in site.hubs
+        routes = not hub or bool(hq_nodes)  # tills route to their store, hubs to each other
         if sharing[address] > 1 and is_loopback(address):  # one machine: ask the OS
-            site.ports[rid] = _free_ports(address, hq=rid == HQ)
-        else:  # the k-th replica on that machine: the standard ports + 10 k
-            site.ports[rid] = _standard_ports(hq=rid == HQ, offset=10 * seen[address])
+            site.ports[node] = _free_ports(address, hub=hub, routes=routes)
+        else:  # the k-th node on that machine: the standard ports + 10 k
+            site.ports[node] = _standard_ports(hub=hub, routes=routes, offset=10 * seen[address])
         seen[address] += 1
-    creds: dict[str, Credentials] = {}
-    for store, tills in stores.items():
-        creds.update(generate_store_credentials(store, tills, hq=True))
-    return site, creds
+    return site
 
 
-def _write_site(root: Path, site: Site, creds: dict[str, Credentials]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / SITE_FILE).write_text(site.model_dump_json(indent=2) + "\n")
-    save_credentials(root / CREDENTIALS_FILE, creds)
+def _issue_identities(root: Path, site: Site) -> None:
+    """The CA, then each node's identity folder; public keys into `site`."""
+    ca = make_site_ca(root, "tillmesh-site")
+    for node in site.nodes:
+        name = node.replace("/", "-")  # certificate names are one token
+        public = issue_identity(
+            ca, site.identity_dir(root, node), name, site.addresses_of(node),
+            nkey=node in site.replicas,
+        )  # fmt: skip
+        if public is not None:
+            site.public_keys[node] = public
 
 
-def _standard_ports(*, hq: bool, offset: int) -> NodePorts:
+def _standard_ports(*, hub: bool, routes: bool, offset: int) -> NodePorts:
     port = {name: number + offset for name, number in STANDARD_PORTS.items()}
     return NodePorts(
         nats=port["nats"],
-        cluster=None if hq else port["cluster"],
-        leaf=port["leaf"] if hq else None,
+        cluster=port["cluster"] if routes else None,
+        leaf=port["leaf"] if hub else None,
         monitor=port["monitor"],
         api=port["api"],
     )
 
 
-def _free_ports(host: str, *, hq: bool) -> NodePorts:
+def _free_ports(host: str, *, hub: bool, routes: bool) -> NodePorts:
     return NodePorts(
         nats=free_port(host),
-        cluster=None if hq else free_port(host),
-        leaf=free_port(host) if hq else None,
+        cluster=free_port(host) if routes else None,
+        leaf=free_port(host) if hub else None,
         monitor=free_port(host),
         api=free_port(host),
     )
@@ -253,9 +345,12 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def load_site(root: Path) -> tuple[Site, dict[str, Credentials]]:
+def load_site(root: Path) -> Site:
     path = root / SITE_FILE
     if not path.exists():
-        raise StorageError(str(path), "no site here; create one with `tillmesh site init`")
-    site = Site.model_validate_json(path.read_text())
-    return site, load_credentials(root / CREDENTIALS_FILE)
+        raise StorageError(
+            str(path),
+            "no site here; create one with `tillmesh site init`, or install this"
+            " machine's bundle with `tillmesh site install`",
+        )
+    return Site.model_validate_json(path.read_text())

@@ -1,4 +1,4 @@
-"""Running replicas: `site init`, `till`, `hq`, `status`."""
+"""Running replicas: `till`, `hq` (the HQ replica, or a bare hub node), `status`."""
 
 from __future__ import annotations
 
@@ -13,56 +13,16 @@ from typing import Any
 import httpx
 
 from broker.subjects import HQ
-from replicas.cli.common import add_command, add_group, check_args, positive_int, print_json
-from replicas.errors import LinkError, SiteFileError
-from replicas.layout import SiteLayout, parse_host_args, read_site_file
+from replicas.cli.common import add_command, print_json
+from replicas.errors import LinkError
+from replicas.hub import HubNode
 from replicas.runtime import Replica
-from replicas.site import init_site, load_site
+from replicas.site import load_site
 
 __all__ = ["register", "run_replica"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sites = add_group(
-        sub,
-        "site",
-        "Create the configuration of a site (stores, tills, HQ).",
-        "tillmesh site init --data data --stores 2 --tills 3",
-    )
-    p = add_command(
-        sites,
-        "init",
-        cmd_site_init,
-        "Write DATA/site.json (where each replica runs, its ports) and its credentials.",
-        "tillmesh site init --data data --stores 2 --tills 3\n"
-        "  tillmesh site init --data site --stores 1 --tills 2 --host hq=10.0.0.1"
-        " --host s1/t1=10.0.1.11 --host s1/t2=10.0.1.12\n"
-        "  tillmesh site init --data site --from site.toml   # see docs: a site file",
-    )
-    p.add_argument("--data", type=Path, required=True, help="the site's data folder")
-    p.add_argument("--stores", type=positive_int, default=1, help="number of stores (s1, s2, ...)")
-    p.add_argument("--tills", type=positive_int, default=3, help="tills per store (t1, t2, ...)")
-    p.add_argument(
-        "--host",
-        action="append",
-        default=[],
-        metavar="REPLICA=ADDRESS",
-        help="where a replica runs (hq=..., s1/t1=..., or s1=... for every till of s1); a"
-        " replica alone on its address uses the standard ports. Default: all on 127.0.0.1",
-    )
-    p.add_argument(
-        "--from",
-        dest="site_file",
-        type=Path,
-        help="a site file (TOML) naming the stores, tills and their addresses",
-    )
-    check_args(p, _one_layout)
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an existing site: new ports and credentials (stop its replicas first)",
-    )
-
     p = add_command(
         sub,
         "till",
@@ -85,9 +45,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "hq",
         cmd_hq,
         "Run the HQ read replica in the foreground (hub nats-server, ingest, catalog API).",
-        "tillmesh hq --data data",
+        "tillmesh hq --data data\n"
+        "  tillmesh hq --data /var/lib/tillmesh --node hq2   # HQ's second hub machine",
     )
     p.add_argument("--data", type=Path, required=True)
+    p.add_argument(
+        "--node",
+        default=HQ,
+        help="the HQ hub node this machine is (default hq: the HQ replica and its hub"
+        " node; hq2, hq3, ...: a hub node only)",
+    )
     p.add_argument(
         "--fresh",
         action="store_true",
@@ -113,36 +80,6 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log sync activity")
 
 
-def cmd_site_init(args: argparse.Namespace) -> int:
-    layout = _layout(args)
-    site = init_site(
-        args.data, layout.stores, host=layout.host, hosts=layout.hosts, force=args.force
-    )
-    tills = sum(len(t) for t in layout.stores.values())
-    print(f"site written to {args.data}: HQ + {tills} tills")
-    for rid in site.replicas:
-        print(f"  {rid:8} api {site.api_url(rid)}")
-    return 0
-
-
-def _one_layout(args: argparse.Namespace) -> str | None:
-    if args.site_file is not None and args.host:
-        return "--from names the addresses: give --host without it"
-    return None
-
-
-def _layout(args: argparse.Namespace) -> SiteLayout:
-    if args.site_file is not None:
-        return read_site_file(args.site_file)
-    stores = {
-        f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
-    }
-    try:
-        return SiteLayout(stores=stores, hosts=parse_host_args(args.host, stores))
-    except ValueError as e:
-        raise SiteFileError("--host", str(e)) from None
-
-
 def cmd_till(args: argparse.Namespace) -> int:
     return run_replica(
         args.data, f"{args.store}/{args.till}", fresh=args.fresh, verbose=args.verbose
@@ -150,18 +87,42 @@ def cmd_till(args: argparse.Namespace) -> int:
 
 
 def cmd_hq(args: argparse.Namespace) -> int:
+    if args.node != HQ:
+        return run_hub_node(args.data, args.node, verbose=args.verbose)
     return run_replica(args.data, HQ, fresh=args.fresh, verbose=args.verbose)
 
 
 def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:
-    site, creds = load_site(root)
-    replica = Replica(site, creds, replica_id, root, fresh=fresh)  # refuses unknown ids
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format=f"%(asctime)s {replica_id} %(levelname)s %(message)s",
-    )
+    site = load_site(root)
+    replica = Replica(site, replica_id, root, fresh=fresh)  # refuses unknown ids
+    _log_as(replica_id, verbose)
     asyncio.run(_run(replica))
     return 0
+
+
+def run_hub_node(root: Path, node: str, *, verbose: bool = False) -> int:
+    hub = HubNode(load_site(root), node, root)  # refuses unknown nodes
+    _log_as(node, verbose)
+    asyncio.run(_run_hub(hub))
+    return 0
+
+
+def _log_as(name: str, verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+    )
+
+
+async def _run_hub(hub: HubNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with hub:
+        assert hub.server is not None
+        print(f"{hub.node} hub node up (nats-server pid {hub.server.pid})", flush=True)
+        await stop.wait()
 
 
 async def _run(replica: Replica) -> None:
@@ -209,8 +170,7 @@ def _url_from_site(root: Path | None, replica_id: str) -> str:
     if root is None:
         print("tillmesh: error: give --data (with --replica) or --url", file=sys.stderr)
         raise SystemExit(2)
-    site, _ = load_site(root)
-    return site.api_url(replica_id)
+    return load_site(root).api_url(replica_id)
 
 
 def _print_status(status: dict[str, Any]) -> None:

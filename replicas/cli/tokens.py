@@ -62,7 +62,7 @@ def _replica_args(p: argparse.ArgumentParser) -> None:
 
 
 def _store(args: argparse.Namespace) -> TokenStore:
-    site, _ = load_site(args.data)
+    site = load_site(args.data)
     return TokenStore(site.data_dir(args.data, args.replica) / TOKENS_FILE)  # checks the id
 
 

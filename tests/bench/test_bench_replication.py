@@ -221,8 +221,8 @@ async def test_bench_in_store_propagation(tmp_path: Path) -> None:
     """Durable on till A (append returned) -> durable on till B (B's log listener), both
     replicas in this process (one clock), each with its own nats-server, routed."""
     mesh = Mesh(tmp_path, {"s1": ["t1", "t2"]})
-    a = Replica(mesh.site, mesh.creds, "s1/t1", mesh.root, fresh=True)
-    b = Replica(mesh.site, mesh.creds, "s1/t2", mesh.root, fresh=True)
+    a = Replica(mesh.site, "s1/t1", mesh.root, fresh=True)
+    b = Replica(mesh.site, "s1/t2", mesh.root, fresh=True)
     arrived: dict[int, float] = {}
     try:
         await a.start()

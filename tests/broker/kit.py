@@ -212,7 +212,7 @@ def nkey_store_configs(
             cluster_port=cports[i],
             peer_cluster_addrs=[f"127.0.0.1:{p}" for j, p in enumerate(cports) if j != i],
             hq_leaf_addrs=hq_leaf_addrs,
-            leaf_nkey=site.keys[f"leaf:{store}"] if hq_leaf_addrs else None,
+            leaf_nkey=site.keys[f"{store}/{till}"] if hq_leaf_addrs else None,
             client_tls=client_tls,
         )
         for i, till in enumerate(tills)

@@ -40,7 +40,7 @@ def _configs(site: Site) -> tuple[ServerConfig, ServerConfig]:
         cluster_port=6222,
         peer_cluster_addrs=["10.0.0.2:6222"],
         hq_leaf_addrs=["hq-1:7422"],
-        leaf_nkey=site.keys["leaf:s1"],
+        leaf_nkey=site.keys["s1/t1"],
         client_tls=True,
     )
     hq = nkey_hq_server_config(
@@ -73,12 +73,12 @@ def test_identity_configs_hold_no_password_and_only_the_leaf_seed(site: Site) ->
         assert "password" not in text
         assert "user:" not in text and "@" not in text  # no user:pass@ in route/leaf URLs
     assert SEED.findall(hq) == []  # HQ holds public keys only
-    # The till holds one secret: its store's leaf seed (nats-server has no seed file).
-    assert SEED.findall(till) == [site.keys["leaf:s1"].seed]
+    # The till holds one secret, its own seed, for its leaf (nats-server has no seed file).
+    assert SEED.findall(till) == [site.keys["s1/t1"].seed]
     for key in ("s1/t1", "s1/t2", "s1/t3"):
         assert f'nkey: "{site.keys[key].public_key}"' in till
     assert site.keys["s2/x"].public_key not in till  # other stores' tills are not users here
-    assert f'nkey: "{site.keys["leaf:s2"].public_key}"' in hq
+    assert f'nkey: "{site.keys["s2/x"].public_key}"' in hq  # s2's till, as a leaf user
 
 
 def test_identity_configs_render_mutual_tls_and_permissions(site: Site) -> None:
@@ -90,7 +90,8 @@ def test_identity_configs_render_mutual_tls_and_permissions(site: Site) -> None:
     assert till.count('"STANDARD"') == 3
     leaf = hq[hq.index("leafnodes:") :]
     assert "verify: true" in leaf and "authorization" not in leaf
-    assert hq.count('"LEAFNODE"') == 2  # a leaf identity cannot log in as a client
+    assert hq.count('"LEAFNODE"') == 4  # a till, at HQ, cannot log in as a client
+    assert "ping_interval" in till and "dont_randomize: true" in till  # WAN, then LTE
 
 
 def _tls(tmp: Path) -> TlsFiles:
@@ -126,7 +127,7 @@ def test_leaf_link_without_its_nkey_is_a_config_error(site: Site) -> None:
             "s1", "t1", site.public, site.machine("s1-t1"), port=1, cluster_port=2,
             hq_leaf_addrs=["hq:7422"],
         )  # fmt: skip
-    with pytest.raises(ConfigError, match="leaf:s2"):
+    with pytest.raises(ConfigError, match="no till of store 's2'"):
         nkey_hq_server_config(
             {"hq": site.public["hq"]}, ["s2"], site.machine("hq"), port=1, leaf_port=2
         )

@@ -267,7 +267,7 @@ async def test_leaf_link_runs_over_tls_as_the_store(
     await wait_leafs(hub, 1)
     leaf = (await _connz(hub))["s1-t1"]
     assert leaf["kind"] == "Leafnode"
-    assert leaf["authorized_user"] == site.keys["leaf:s1"].public_key  # the store's identity
+    assert leaf["authorized_user"] == site.keys["s1/t1"].public_key  # the till's own identity
     assert leaf["tls_version"] in ("1.2", "1.3")
     certs = leaf["tls_peer_certs"]  # mutual: HQ saw the till's machine certificate
     assert isinstance(certs, list) and certs[0]["subject"] == "CN=s1-t1"
@@ -292,21 +292,23 @@ async def test_leaf_link_runs_over_tls_as_the_store(
     assert [m for m in at_hq.msgs if m[1] == b"injected"] == []
 
 
-async def test_the_leaf_identity_cannot_log_in_as_a_client(servers: ServerPool, site: Site) -> None:
+async def test_a_tills_identity_cannot_log_in_to_hq_as_a_client(
+    servers: ServerPool, site: Site
+) -> None:
     hub = await servers.start(nkey_hq_config(site))
     nc = Client()
     try:
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
             await nc.connect(
                 hub.client_url,
-                nkeys_seed=str(site.seed_file("leaf:s1")),
+                nkeys_seed=str(site.seed_file("s1/t1")),
                 allow_reconnect=False,
                 connect_timeout=2,
                 error_cb=_quiet,
             )
     finally:
         await nc.close()
-    # The same hub lets HQ's own identity in: the refusal is about the leaf key.
+    # The same hub lets HQ's own identity in: the refusal is about the till's key.
     ok = await connect_nkey(hub, site.seed_file("hq"), "hq")
     await ok.close()
 

@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
-from broker.credentials import Credentials
 from broker.subjects import HQ
 from replicas.cli.main import main as cli_main
 from replicas.site import Site, init_site, load_site
@@ -310,8 +309,7 @@ class Mesh:
         if not site_made:
             init_site(self.root, stores)
         self.site: Site
-        self.site, self.creds = load_site(self.root)
-        self.creds: dict[str, Credentials]
+        self.site = load_site(self.root)
         self.procs = {rid: ReplicaProc(self, rid) for rid in self.site.replicas}
         self.oracle = Oracle()
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))

@@ -41,7 +41,7 @@ class LanSite:
     @asynccontextmanager
     async def mesh(self) -> AsyncIterator[Mesh]:
         site_dir = self.root / "site"
-        site, _ = load_site(site_dir)
+        site = load_site(site_dir)
         tokens = {
             rid: TokenStore(site.data_dir(site_dir, rid) / TOKENS_FILE).issue("e2e", "manager")
             for rid in site.replicas

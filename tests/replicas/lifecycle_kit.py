@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from replicas.runtime import Replica
-from replicas.site import init_site, load_site
+from replicas.site import init_site
 from replicas.sync.config import SyncConfig
 from tests.e2e.harness import Mesh
 
@@ -70,12 +70,11 @@ class InProcess:
     def __init__(self, root: Path, stores: dict[str, list[str]]) -> None:
         self.root = root
         self.site = init_site(root, stores)
-        _, self.creds = load_site(root)
         self.replicas: list[Replica] = []
         self.server_pids: list[int] = []
 
     async def start(self, rid: str, sync_config: SyncConfig | None = None) -> Replica:
-        r = Replica(self.site, self.creds, rid, self.root, fresh=True, sync_config=sync_config)
+        r = Replica(self.site, rid, self.root, fresh=True, sync_config=sync_config)
         await r.start()
         self.replicas.append(r)
         assert r.server is not None

@@ -170,8 +170,8 @@ async def test_no_tokens_on_loopback_is_the_open_demo(tmp_path: Path) -> None:
 
 async def test_a_replica_on_the_network_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     init_site(tmp_path, {"s1": ["t1"]}, hosts={"s1/t1": "192.0.2.10"})  # TEST-NET: no traffic
-    site, creds = load_site(tmp_path)
-    replica = Replica(site, creds, "s1/t1", tmp_path, fresh=True)
+    site = load_site(tmp_path)
+    replica = Replica(site, "s1/t1", tmp_path, fresh=True)
     with pytest.raises(ApiUnprotected, match="no API token issued"):
         await replica.start()
     assert not (site.data_dir(tmp_path, "s1/t1") / "log.db").exists()  # nothing touched

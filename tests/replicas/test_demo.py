@@ -72,7 +72,7 @@ def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
     printed_sales = int(m[2])
     assert printed_sales > 0
 
-    site, _ = load_site(data)
+    site = load_site(data)
     _, hq_sales, hq_stock = read_db(data / "hq" / "log.db")
     total = 0
     for store, tills in site.stores.items():

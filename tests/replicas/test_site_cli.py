@@ -25,7 +25,8 @@ def _init(capsys: pytest.CaptureFixture[str], data: Path, *extra: str) -> tuple[
 
 
 def _files(data: Path) -> dict[str, bytes]:
-    return {name: (data / name).read_bytes() for name in ("site.json", "credentials.json")}
+    names = ("site.json", "ca.pem", "ca.key", "s1/t1/identity/nkey.seed")
+    return {name: (data / name).read_bytes() for name in names}
 
 
 def test_init_refuses_to_replace_a_site_unless_forced(
@@ -37,11 +38,14 @@ def test_init_refuses_to_replace_a_site_unless_forced(
     code, err = _init(capsys, tmp_path)
     assert code == 2
     assert err.startswith("tillmesh: error:") and "already exists" in err and "--force" in err
-    assert _files(tmp_path) == before  # running replicas keep their ports and passwords
+    assert _files(tmp_path) == before  # running replicas keep their ports and identities
 
     assert _init(capsys, tmp_path, "--force")[0] == 0
     after = _files(tmp_path)
-    assert json.loads(after["credentials.json"]) != json.loads(before["credentials.json"])
+    assert all(after[name] != before[name] for name in before)  # a new site, new keys
+    assert json.loads(after["site.json"])["public_keys"] != json.loads(before["site.json"])[
+        "public_keys"
+    ]
 
 
 @pytest.mark.parametrize("count", ["-1", "0", "two"])

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from broker.config import render_config
+from broker.keyring import NodeIdentity, load_identity
 from replicas.cli.main import main
-from replicas.site import STANDARD_PORTS, init_site, load_site
+from replicas.site import STANDARD_PORTS, Site, init_site, load_site
 
 HOSTS = ["hq=10.0.0.1", "s1/t1=10.0.1.11", "s1/t2=10.0.1.12"]
 SITE_TOML = """
@@ -35,23 +36,29 @@ def _init(data: Path, *args: str) -> int:
 def test_hosts_per_replica_get_the_standard_ports_and_configs_name_them(tmp_path: Path) -> None:
     hosts = [a for h in HOSTS for a in ("--host", h)]
     assert _init(tmp_path, "--stores", "1", "--tills", "2", *hosts) == 0
-    site, creds = load_site(tmp_path)
+    site = load_site(tmp_path)
     assert site.hosts == {"hq": "10.0.0.1", "s1/t1": "10.0.1.11", "s1/t2": "10.0.1.12"}
     for rid in site.replicas:
         ports = site.node(rid)
         assert (ports.nats, ports.monitor, ports.api) == (4222, 8222, 8080)
     assert site.api_url("s1/t2") == "http://10.0.1.12:8080"
-    conf = render_config(site.server_config("s1/t1", creds))
-    assert 'listen: "10.0.1.11:4222"' in conf
-    assert "10.0.1.12:6222" in conf  # the route to its peer's machine
-    assert "10.0.0.1:7422" in conf  # the leaf link to HQ's machine
-    assert "127.0.0.1" not in conf.replace("http: 127.0.0.1", "")
+    till = render_config(site.server_config("s1/t1", _identity(tmp_path, site, "s1/t1")))
+    assert 'listen: "127.0.0.1:4222"' in till  # clients: the till's own process only
+    assert '"10.0.1.11:6222"' in till  # its routes listen on its machine's address
+    assert "10.0.1.12:6222" in till  # the route to its peer's machine
+    assert "10.0.0.1:7422" in till  # the leaf link to HQ's machine
+    hq = render_config(site.server_config("hq", _identity(tmp_path, site, "hq")))
+    assert '"10.0.0.1:7422"' in hq and 'listen: "127.0.0.1:4222"' in hq
+
+
+def _identity(root: Path, site: Site, node: str) -> NodeIdentity:
+    return load_identity(site.identity_dir(root, node))
 
 
 def test_a_site_file_describes_stores_tills_and_addresses(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text(SITE_TOML)
     assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 0
-    site, _ = load_site(tmp_path / "data")
+    site = load_site(tmp_path / "data")
     assert site.stores == {"s1": ["t1", "t2"], "s2": ["t1", "t2"]}
     assert site.host_of("s1/t2") == "10.0.1.12"
     # Both tills of s2 run at the store's address: they share it, so free ports.

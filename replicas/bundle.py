@@ -1,0 +1,106 @@
+"""Per-machine bundles: what one machine of a site needs to run, and nothing more.
+
+`tillmesh site bundle --replica s1/t1 --out s1-t1.tar.gz` (where `site init` ran) packs
+the site description, which holds no secret, and that one node's identity folder (its
+certificate, key and nkey seed, and the site CA's certificate). Never the CA's key,
+never another node's file: a till's disk gives away that till alone.
+
+`tillmesh site install s1-t1.tar.gz --data /var/lib/tillmesh` on the machine unpacks it,
+trusting nothing in it: only the expected names, regular files of bounded size, the
+manifest naming a node of the site, every file written 0600.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from broker.credentials import write_private
+from broker.keyring import load_identity
+from core.errors import StorageError
+from replicas.errors import SiteExists, SiteFileError, UnknownReplica
+from replicas.site import SITE_FILE, Site, load_site
+
+__all__ = ["MANIFEST", "install_bundle", "write_bundle"]
+
+MANIFEST = "bundle.json"  # {"node": "s1/t1"}
+IDENTITY_FILES = frozenset({"ca.pem", "node.pem", "node.key", "nkey.seed"})
+MAX_MEMBER_BYTES = 1 << 20  # a site.json of thousands of tills is well under this
+
+
+def write_bundle(root: Path, node: str, out: Path) -> list[str]:
+    """Pack `node`'s bundle from the site in `root` into `out` (0600); its member names."""
+    site = load_site(root)
+    identity = site.identity_dir(root, node)  # UnknownReplica for a stranger
+    load_identity(identity)  # every file there and well-formed, or CredentialsError
+    members = {MANIFEST: json.dumps({"node": node}).encode(), SITE_FILE: _read(root / SITE_FILE)}
+    for path in sorted(identity.iterdir()):
+        if path.name in IDENTITY_FILES:
+            members[f"{node}/{identity.name}/{path.name}"] = _read(path)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    write_private(out, buffer.getvalue())
+    return list(members)
+
+
+def install_bundle(bundle: Path, root: Path, *, force: bool = False) -> tuple[Site, str]:
+    """Unpack a machine's bundle into `root`; the site and the node it is for."""
+    members = dict(_members(bundle))
+    node, site = _check(bundle, members)
+    if (root / SITE_FILE).exists() and not force:
+        raise SiteExists(root / SITE_FILE)
+    try:
+        for name, data in members.items():
+            if name != MANIFEST:
+                write_private(root / name, data)
+    except OSError as e:
+        raise StorageError(str(root), f"cannot install here: {e.strerror or e}") from e
+    load_identity(site.identity_dir(root, node))  # what was written reads back whole
+    return site, node
+
+
+def _members(bundle: Path) -> Iterator[tuple[str, bytes]]:
+    """Each regular file of the bundle, by name; SiteFileError for anything else."""
+    try:
+        with tarfile.open(bundle, mode="r:gz") as tar:
+            for info in tar:
+                if not info.isfile():
+                    raise SiteFileError(bundle, f"{info.name}: not a regular file")
+                if info.size > MAX_MEMBER_BYTES:
+                    raise SiteFileError(bundle, f"{info.name}: {info.size} bytes, too big")
+                handle = tar.extractfile(info)
+                assert handle is not None  # a regular file has contents
+                yield info.name, handle.read()
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise SiteFileError(bundle, f"not a tillmesh bundle: {e}") from e
+
+
+def _check(bundle: Path, members: dict[str, bytes]) -> tuple[str, Site]:
+    """The node the manifest names, the site; every member one that bundle may hold."""
+    try:
+        node = json.loads(members[MANIFEST])["node"]
+        site = Site.model_validate_json(members[SITE_FILE])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SiteFileError(bundle, f"no valid {MANIFEST} and {SITE_FILE}: {e}") from e
+    if not isinstance(node, str) or node not in site.nodes:
+        raise UnknownReplica(str(node), site.nodes)
+    allowed = {MANIFEST, SITE_FILE} | {
+        str(PurePosixPath(node, "identity", name)) for name in IDENTITY_FILES
+    }
+    if strangers := sorted(set(members) - allowed):
+        raise SiteFileError(bundle, f"holds files a bundle for {node} may not: {strangers}")
+    return node, site
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise StorageError(str(path), e.strerror or str(e)) from e

@@ -1,0 +1,176 @@
+"""A site's configuration: `site init` (where every node runs, its identity), `site
+bundle` (one machine's share of it) and `site install` (on that machine)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from broker.subjects import HQ
+from replicas.bundle import install_bundle, write_bundle
+from replicas.cli.common import add_command, add_group, check_args, positive_int
+from replicas.errors import SiteFileError
+from replicas.layout import (
+    SiteLayout,
+    parse_host_args,
+    parse_hq_node_args,
+    parse_uplink_args,
+    read_site_file,
+)
+from replicas.site import Site, init_site, is_loopback
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sites = add_group(
+        sub,
+        "site",
+        "Create a site (stores, tills, HQ), and give each machine its share of it.",
+        "tillmesh site init --data data --stores 2 --tills 3",
+    )
+    _register_init(sites)
+    p = add_command(
+        sites,
+        "bundle",
+        cmd_site_bundle,
+        "Pack what one machine needs (the site, its own certificate and key) into a file.",
+        "tillmesh site bundle --data site --replica s1/t1 --out s1-t1.tar.gz\n"
+        "  tillmesh site bundle --data site --replica hq2 --out hq2.tar.gz   # a hub node",
+    )
+    p.add_argument("--data", type=Path, required=True, help="where `site init` wrote the site")
+    p.add_argument("--replica", required=True, help="the machine: s1/t1, hq, or a hub node")
+    p.add_argument("--out", type=Path, required=True, help="the bundle file to write (0600)")
+
+    p = add_command(
+        sites,
+        "install",
+        cmd_site_install,
+        "Unpack a machine's bundle into its data folder, ready to run.",
+        "tillmesh site install s1-t1.tar.gz --data /var/lib/tillmesh",
+    )
+    p.add_argument("bundle", type=Path, help="the file `site bundle` wrote for this machine")
+    p.add_argument("--data", type=Path, required=True, help="this machine's data folder")
+    p.add_argument("--force", action="store_true", help="replace the site installed there")
+
+
+def _register_init(sites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sites,
+        "init",
+        cmd_site_init,
+        "Write DATA/site.json (where each node runs, its ports, public keys), the site CA"
+        " and every node's identity.",
+        "tillmesh site init --data data --stores 2 --tills 3\n"
+        "  tillmesh site init --data site --stores 1 --tills 2 --host hq=10.0.0.1"
+        " --host s1/t1=10.0.1.11 --host s1/t2=10.0.1.12\n"
+        "  tillmesh site init --data site --from site.toml   # see docs: a site file",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the site's data folder")
+    p.add_argument("--stores", type=positive_int, default=1, help="number of stores (s1, s2, ...)")
+    p.add_argument("--tills", type=positive_int, default=3, help="tills per store (t1, t2, ...)")
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="REPLICA=ADDRESS",
+        help="where a replica runs (hq=..., s1/t1=..., or s1=... for every till of s1); a"
+        " replica alone on its address uses the standard ports. Default: all on 127.0.0.1",
+    )
+    p.add_argument(
+        "--hq-node",
+        action="append",
+        default=[],
+        metavar="NODE=ADDRESS",
+        help="another HQ hub node (e.g. hq2=10.0.0.2); stores reach HQ on any of them",
+    )
+    p.add_argument(
+        "--uplink",
+        action="append",
+        default=[],
+        metavar="UPLINK:NODE=ADDRESS",
+        help="a hub node's address over a backup uplink (e.g. lte:hq=172.16.0.1), tried"
+        " after every hub node over the WAN",
+    )
+    p.add_argument(
+        "--from",
+        dest="site_file",
+        type=Path,
+        help="a site file (TOML) naming the stores, tills, HQ nodes and their addresses",
+    )
+    check_args(p, _one_layout)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing site: new ports and identities (stop its replicas first)",
+    )
+
+
+def cmd_site_init(args: argparse.Namespace) -> int:
+    layout = _layout(args)
+    site = init_site(
+        args.data,
+        layout.stores,
+        host=layout.host,
+        hosts=layout.hosts,
+        hq_nodes=layout.hq_nodes,
+        uplinks=layout.uplinks,
+        force=args.force,
+    )
+    tills = sum(len(t) for t in layout.stores.values())
+    hubs = f" ({len(site.hubs)} hub nodes)" if site.hq_nodes else ""
+    print(f"site written to {args.data}: HQ{hubs} + {tills} tills")
+    for rid in site.replicas:
+        print(f"  {rid:8} api {site.api_url(rid)}")
+    print(f"the site CA's key is {args.data / 'ca.key'}: keep it on this machine only")
+    return 0
+
+
+def cmd_site_bundle(args: argparse.Namespace) -> int:
+    members = write_bundle(args.data, args.replica, args.out)
+    print(f"{args.out}: {args.replica}'s bundle ({len(members)} files, no other node's secret)")
+    print(f"install it on that machine: tillmesh site install {args.out.name} --data DIR")
+    return 0
+
+
+def cmd_site_install(args: argparse.Namespace) -> int:
+    site, node = install_bundle(args.bundle, args.data, force=args.force)
+    print(f"installed {node} into {args.data}; run it with:")
+    print(f"  {_run_command(site, node, args.data)}")
+    if node in site.replicas and not is_loopback(site.host_of(node)):
+        print("  (its API needs a token first: tillmesh token issue --data"
+              f" {args.data} --replica {node} --role cashier --name 'till page')")  # fmt: skip
+    return 0
+
+
+def _run_command(site: Site, node: str, data: Path) -> str:
+    if node == HQ:
+        return f"tillmesh hq --data {data} --fresh   # --fresh on a brand-new site only"
+    if node in site.hq_nodes:
+        return f"tillmesh hq --data {data} --node {node}"
+    store, _, till = node.partition("/")
+    return f"tillmesh till --data {data} --store {store} --till {till} --fresh   # new till"
+
+
+def _one_layout(args: argparse.Namespace) -> str | None:
+    if args.site_file is not None and (args.host or args.hq_node or args.uplink):
+        return "--from names the addresses: give --host, --hq-node, --uplink without it"
+    return None
+
+
+def _layout(args: argparse.Namespace) -> SiteLayout:
+    if args.site_file is not None:
+        return read_site_file(args.site_file)
+    stores = {
+        f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
+    }
+    try:
+        nodes = parse_hq_node_args(args.hq_node)
+        return SiteLayout(
+            stores=stores,
+            hosts={**parse_host_args(args.host, stores), **nodes},
+            hq_nodes=list(nodes),
+            uplinks=parse_uplink_args(args.uplink),
+        )
+    except ValueError as e:
+        raise SiteFileError("--host", str(e)) from None
