@@ -59,6 +59,7 @@ def install_bundle(bundle: Path, root: Path, *, force: bool = False) -> tuple[Si
     try:
         for name, data in members.items():
             if name != MANIFEST:
+                (root / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 write_private(root / name, data)
     except OSError as e:
         raise StorageError(str(root), f"cannot install here: {e.strerror or e}") from e

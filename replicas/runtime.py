@@ -32,6 +32,7 @@ import nats
 import uvicorn
 from nats.aio.client import Client
 
+from broker.errors import BrokerError
 from broker.keyring import NodeIdentity, load_identity
 from broker.server import EmbeddedNatsServer, nkey_connect_options
 from broker.subjects import HQ
@@ -48,12 +49,14 @@ from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
 from replicas.sync.transport import SyncTransport
+from replicas.uplink import UplinkState, read_uplink
 
 __all__ = ["Replica"]
 
 log = logging.getLogger(__name__)
 ONLINE_WITHIN = 15.0  # seconds since HQ last announced, for the "online" light
 API_STOP_TIMEOUT = 5.0  # for uvicorn to close its socket and connections on stop
+UPLINK_EVERY = 1.0  # seconds between looks at which uplink the leaf link uses
 API_GRACE = 2  # whole seconds (uvicorn's unit) open requests get within that
 
 
@@ -85,6 +88,7 @@ class Replica:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock: DataDirLock | None = None
         self.supervisor: ServerSupervisor | None = None  # restarts our nats-server if it dies
+        self.uplink = UplinkState(connected=False)  # a till's link to HQ: which uplink, hub
         self._link_on_at = float("-inf")  # when the HQ link was last switched on
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
@@ -130,6 +134,8 @@ class Replica:
         assert self.supervisor is not None
         self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
+        if self.replica_id != HQ:
+            self._tasks.append(asyncio.create_task(self._watch_uplink(), name="uplink"))
 
     async def _open_log(self) -> EventLog:
         clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
@@ -198,6 +204,23 @@ class Replica:
                 await self.nc.close()
         if self.server is not None:
             await self.server.stop()
+
+    # --- the uplink in use --------------------------------------------------------------
+
+    async def _watch_uplink(self) -> None:
+        """Keep `uplink` current from our nats-server's `/leafz`; log each change, so the
+        move to a backup uplink (and back) is in the till's log with its time."""
+        table = self.site.uplink_table()
+        while True:
+            await asyncio.sleep(UPLINK_EVERY)
+            assert self.server is not None
+            try:
+                state = read_uplink(await self.server.monitor("/leafz"), table)
+            except (OSError, BrokerError, ValueError):  # our server is down: supervised
+                state = UplinkState(connected=False)
+            if state.uplink != self.uplink.uplink or state.hub != self.uplink.hub:
+                log.warning("%s: link to HQ: %s", self.replica_id, state.describe())
+            self.uplink = state
 
     # --- history restore, then API ----------------------------------------------------
 
@@ -305,6 +328,8 @@ class Replica:
                 peer["age"] = None  # JSON has no infinity
         status["nats_server_pid"] = self.server.pid if self.server and self.server.running else None
         status["nats_server"] = self._server_status()
+        if self.replica_id != HQ:
+            status["uplink"] = self.uplink.as_dict()
         return status
 
     def _server_status(self) -> dict[str, object]:

@@ -18,6 +18,7 @@ from replicas.errors import LinkError
 from replicas.hub import HubNode
 from replicas.runtime import Replica
 from replicas.site import load_site
+from replicas.uplink import UplinkState
 
 __all__ = ["register", "run_replica"]
 
@@ -187,6 +188,8 @@ def _print_status(status: dict[str, Any]) -> None:
     for origin, ahead in sorted((status.get("clock_ahead") or {}).items()):
         print(f"clock     {origin}: {ahead['events']} event(s) too far ahead of this clock,"
               f" newest {ahead['newest']}, {ahead['ahead_ms'] // 1000} s ahead now")  # fmt: skip
+    if uplink := sync.get("uplink"):
+        print(f"uplink    {UplinkState(**uplink).describe()}")
     _print_origins(sync.get("origins") or {}, sync.get("receipts") or {})
     for incident in sync.get("incidents", []):
         print(
