@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from broker.config import (
     ServerConfig,
@@ -40,7 +40,7 @@ from broker.config import (
 from broker.keyring import IDENTITY_DIR, NodeIdentity, issue_identity, make_site_ca
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
-from replicas.errors import SiteExists, UnknownReplica
+from replicas.errors import SiteExists, SiteFileError, UnknownReplica
 
 __all__ = [
     "STANDARD_PORTS",
@@ -149,17 +149,27 @@ class Site(BaseModel):
     def api_url(self, replica_id: str) -> str:
         return f"http://{_url_host(self.host_of(replica_id))}:{self.node(replica_id).api}"
 
-    def hq_leaf_addrs(self) -> list[str]:
-        """Where a store's leaf link dials, in order: every hub node over the WAN, then
-        over each backup uplink."""
-        return [addr for _, _, addr in self.uplink_table()]
+    def hq_leaf_addrs(self, till: str | None = None) -> list[str]:
+        """Where `till`'s leaf link dials, in order: every hub node over the WAN, then over
+        each backup uplink; each till of a store starts at another hub node, so a store's
+        links spread over HQ's machines and losing one moves only some of them."""
+        return [addr for _, _, addr in self.uplink_table(till)]
 
-    def uplink_table(self) -> list[tuple[str, str, str]]:
-        """(uplink, hub node, "host:port") for each leaf URL, in the order tried."""
-        table = [("wan", hub, self._leaf_addr(hub, self.host_of(hub))) for hub in self.hubs]
+    def uplink_table(self, till: str | None = None) -> list[tuple[str, str, str]]:
+        """(uplink, hub node, "host:port") for each leaf URL, in the order `till` tries
+        them (the WAN first; within an uplink, hub nodes from the till's own first one)."""
+        shift = self._till_index(till) % len(self.hubs)
+        hubs = self.hubs[shift:] + self.hubs[:shift]
+        table = [("wan", hub, self._leaf_addr(hub, self.host_of(hub))) for hub in hubs]
         for uplink, addresses in self.uplinks.items():
-            table += [(uplink, hub, self._leaf_addr(hub, a)) for hub, a in addresses.items()]
+            table += [(uplink, h, self._leaf_addr(h, addresses[h])) for h in hubs if h in addresses]
         return table
+
+    def _till_index(self, till: str | None) -> int:
+        if till is None:
+            return 0
+        store, _, name = till.partition("/")
+        return self.stores[store].index(name)
 
     def _leaf_addr(self, hub: str, address: str) -> str:
         return f"{_url_host(address)}:{self.ports[hub].leaf}"
@@ -179,7 +189,7 @@ class Site(BaseModel):
             port=ports.nats,
             cluster_port=ports.cluster,
             peer_cluster_addrs=self._peer_routes(rid.store, node),
-            hq_leaf_addrs=self.hq_leaf_addrs(),
+            hq_leaf_addrs=self.hq_leaf_addrs(node),
             leaf_nkey=identity.nkey(),
             http_port=ports.monitor,
             host=self._client_host(node),
@@ -242,7 +252,10 @@ def init_site(
     try:
         if not force and (root / SITE_FILE).exists():
             raise SiteExists(root / SITE_FILE)
-        site = _new_site(stores, host, dict(hosts or {}), list(hq_nodes), uplinks or {})
+        try:
+            site = _new_site(stores, host, dict(hosts or {}), list(hq_nodes), uplinks or {})
+        except ValidationError as e:  # a layout given in code or by --host, not a file
+            raise SiteFileError("site layout", "; ".join(err["msg"] for err in e.errors())) from e
         root.mkdir(parents=True, exist_ok=True)
         _issue_identities(root, site)
         (root / SITE_FILE).write_text(site.model_dump_json(indent=2) + "\n")

@@ -9,11 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from broker.config import render_config
 from broker.keyring import NodeIdentity, load_identity
+from broker.tls import load_cert
 from replicas.cli.main import main
 from replicas.site import STANDARD_PORTS, Site, init_site, load_site
+from replicas.uplink import read_uplink
 
 HOSTS = ["hq=10.0.0.1", "s1/t1=10.0.1.11", "s1/t2=10.0.1.12"]
 SITE_TOML = """
@@ -110,3 +113,69 @@ def test_a_store_default_address_and_the_one_machine_default(tmp_path: Path) -> 
     assert _init(tmp_path / "b", "--stores", "1", "--tills", "2", "--host", "s1=10.0.1.1") == 0
     data = json.loads((tmp_path / "b" / "site.json").read_text())
     assert data["hosts"] == {"s1/t1": "10.0.1.1", "s1/t2": "10.0.1.1"}
+
+
+HQ_NODES_TOML = """
+[hq]
+host = "10.0.0.1"
+nodes = { hq2 = "10.0.0.2", hq3 = "10.0.0.3" }
+
+[uplinks.lte]
+hq = "172.16.0.1"
+hq2 = "172.16.0.2"
+hq3 = "172.16.0.3"
+
+[stores.s1]
+tills = { t1 = "10.0.1.11", t2 = "10.0.1.12" }
+"""
+
+
+def test_hq_nodes_form_a_hub_and_tills_try_the_wan_then_lte(tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(HQ_NODES_TOML)
+    assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 0
+    site = load_site(tmp_path / "data")
+    assert site.hubs == ["hq", "hq2", "hq3"] and site.nodes[:3] == site.hubs
+    # Each till starts at another hub node; the WAN before LTE, for every till.
+    assert site.hq_leaf_addrs("s1/t1") == [
+        "10.0.0.1:7422", "10.0.0.2:7422", "10.0.0.3:7422",
+        "172.16.0.1:7422", "172.16.0.2:7422", "172.16.0.3:7422",
+    ]  # fmt: skip
+    assert site.hq_leaf_addrs("s1/t2")[0] == "10.0.0.2:7422"
+    assert site.hq_leaf_addrs("s1/t2")[3] == "172.16.0.2:7422"
+    hq2 = render_config(site.server_config("hq2", _identity(tmp_path / "data", site, "hq2")))
+    assert '"10.0.0.2:6222"' in hq2 and "10.0.0.1:6222" in hq2 and "10.0.0.3:6222" in hq2
+    assert '"10.0.0.2:7422"' in hq2  # its leaf listener, on its own machine
+    # Its certificate names every address stores dial it at: over the WAN and over LTE.
+    cert = load_cert(site.identity_dir(tmp_path / "data", "hq2") / "node.pem")
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {
+        "10.0.0.2",
+        "172.16.0.2",
+    }
+    assert not (tmp_path / "data" / "hq2" / "identity" / "nkey.seed").exists()  # no client
+
+
+def test_status_names_the_uplink_from_the_leaf_address(tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(HQ_NODES_TOML)
+    assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 0
+    table = load_site(tmp_path / "data").uplink_table("s1/t1")
+    lte = read_uplink({"leafs": [{"ip": "172.16.0.3", "port": 7422, "rtt": "9ms"}]}, table)
+    assert (lte.uplink, lte.hub, lte.connected) == ("lte", "hq3", True)
+    assert lte.describe() == "lte via hq3 (172.16.0.3:7422, rtt 9ms)"
+    assert read_uplink({"leafs": []}, table).describe() == "no link to HQ"
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ('[uplinks.lte]\nhq9 = "172.16.0.9"\n', "names no HQ node"),
+        ('[hq]\nnodes = { s1 = "10.0.0.2" }\n', "the name of HQ or of a store"),
+        ('[uplinks.lte]\nhq = "172.16.0.300"\n', "lte:hq"),
+    ],
+)
+def test_bad_hq_nodes_and_uplinks_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, says: str
+) -> None:
+    (tmp_path / "site.toml").write_text('[stores.s1]\ntills = ["t1"]\n' + extra)
+    assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 2
+    assert says in capsys.readouterr().err
