@@ -54,6 +54,7 @@ __all__ = [
 
 SITE_FILE = "site.json"
 CLIENT_HOST = "127.0.0.1"  # client and monitoring ports: the machine's own processes only
+ANY_ADDRESS = "0.0.0.0"  # a hub node reached at several addresses listens on all
 
 
 class NodePorts(BaseModel):
@@ -212,8 +213,13 @@ class Site(BaseModel):
             peer_cluster_addrs=peers if self.hq_nodes else (),
             http_port=ports.monitor,
             host=self._client_host(node),
-            network_host=self.host_of(node),
+            network_host=self._listen_host(node),
         )
+
+    def _listen_host(self, node: str) -> str:
+        """Where a hub node's leaf and route listeners bind: its address, or every address
+        when stores reach it at another one over a backup uplink (its LTE-side address)."""
+        return self.host_of(node) if len(set(self.addresses_of(node))) == 1 else ANY_ADDRESS
 
     def _client_host(self, node: str) -> str:
         address = self.host_of(node)
