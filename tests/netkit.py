@@ -11,6 +11,14 @@ bridges, so every replica runs on a network stack of its own and a link is cut f
         s1.cut("wan")     # t1 reaches HQ over LTE; s1.cut() cuts both; s1.restore()
         t1.cut()          # t1's cable is out; t1.restore()
 
+    HQ at addresses of one uplink each (a store's leaf link lists "HQ over the WAN, then
+    over LTE"): LANs stores reach over one uplink only.
+
+        net.lan("dc", "10.77.100.0/24", only_over="wan")
+        net.lan("dc-lte", "10.77.101.0/24", only_over="lte")
+        hq1 = net.host("hq1", on={"dc": "10.77.100.11", "dc-lte": "10.77.101.11"})
+        s1.cut("wan")     # 10.77.100.11 unreachable from s1 at once, 10.77.101.11 works
+
 A process runs on a host with `host.popen(argv)`, or with `host.exec_prefix` before its
 command line (e.g. as a `Mesh` `wrap`, tests/e2e/harness.py).
 
@@ -39,6 +47,29 @@ the next uplink at once; a till keeps one HQ address and its traffic moves from 
 answers "unreachable". Store routers have routes to the plain LANs only, never to another
 store, so stores cannot reach each other, as shops behind NAT cannot; plain LANs reach each
 other and every store through the core.
+
+Uplink-specific LANs. A plain LAN made with `only_over="lte"` stands for HQ's addresses on
+the network behind an LTE router: store routers route to it over their `lte` uplink only
+(a store without one has no route to it), and the core routes its traffic to stores by
+source address (`ip rule from <LAN>` to a table of its own) over each store's `lte`
+uplink only, so both directions take the same uplink. With that uplink cut there is no
+route at either end: the store router answers a till "network unreachable", the core
+answers HQ "no route to host", at once, while the LAN of another uplink still works.
+Routers filter by reverse path (strict `rp_filter`): a packet that comes in over a link
+other than the one its source is routed by is dropped, as ISPs drop it.
+
+"Unreachable" is an ICMP answer, and the kernel limits those: routers here lift the limit
+per host (`icmp_ratelimit=0`), but its limit on route errors is one for the machine, not
+per namespace (`net.ipv4.route.error_cost`/`error_burst`, left alone): a router answers a
+source about 5 times in a burst, then once a second, and a connect it does not answer
+times out. A test that needs "unreachable" probes a few times, not in a loop.
+
+Hosts on several LANs. A host's default route is via its first LAN's gateway; on several
+LANs, it also routes by source address (a table per LAN: that LAN, a default via its
+gateway, else unreachable), so a reply from its address on a LAN leaves by that LAN's
+cable, the way its request came. Without that, a reply from HQ's LTE-side address would
+leave by its WAN-side cable and the core would drop it (and with that cable cut, it would
+find no route at all).
 
 A cut is the switch end of a cable going down: the host keeps its interface and addresses
 (its processes keep their bound sockets) and sees NO-CARRIER. Like every namespace here, it
@@ -94,6 +125,13 @@ STATE_TIMEOUT = 3.0  # a link to report its new carrier state
 STOP_TIMEOUT = 5.0  # a process to exit after SIGTERM, before SIGKILL
 PROBE_SLACK = 5.0  # a probe's interpreter start-up, on top of its connect timeout
 UPLINK_POOL = "10.77.240.0/20"  # store uplinks' /30s are cut from it
+TABLES = 100  # the first routing table (and rule priority) of routes by source address
+LAST = 4000  # metric of an `unreachable` route: taken when no route with carrier is left
+ROUTER_SYSCTLS = [
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.rp_filter=1",  # strict: a packet must come in where its source is routed
+    "net.ipv4.icmp_ratelimit=0",  # "unreachable" to a host every time, not 1 a second
+]
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 # `tmk<pid><letter>-<name>` for namespaces, `tmk<pid><letter><h|s|b><n>` for interfaces
 RUN_NS = re.compile(rf"^({KIT}(\d+)[a-z])-")
@@ -101,11 +139,13 @@ RUN_LINK = re.compile(rf"^({KIT}(\d+)[a-z])[hsb]\d+$")
 SWITCH = "switch"
 CORE = "core"
 
-# A TCP connect from inside a namespace; the reason on stderr when it fails.
+# A TCP connect from inside a namespace, from a source address if one is given; the reason
+# on stderr when it fails.
 PROBE = """\
 import socket, sys
+source = (sys.argv[4], 0) if len(sys.argv) > 4 else None
 try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]), source).close()
 except OSError as e:
     sys.exit(f"{type(e).__name__}: {e}")
 """
@@ -341,6 +381,7 @@ class Lan:
     bridge: str
     router: str | None
     ports: dict[str, Port] = field(default_factory=dict)  # by host name
+    only_over: str | None = None  # a core LAN stores reach over this uplink only
 
     @property
     def gateway(self) -> IPv4Address | None:
@@ -417,10 +458,14 @@ class Host:
 
     # --- the network, as this host sees it ----------------------------------------------
 
-    async def connect_error(self, address: str, port: int, timeout: float = 1.0) -> str | None:
-        """Try a TCP connect from this host: None when it connects, else the reason
-        (e.g. `OSError: [Errno 101] Network is unreachable`, `TimeoutError: timed out`)."""
+    async def connect_error(
+        self, address: str, port: int, timeout: float = 1.0, source: str | None = None
+    ) -> str | None:
+        """Try a TCP connect from this host (from its address `source`, else the one its
+        route picks): None when it connects, else the reason (e.g. `OSError: [Errno 101]
+        Network is unreachable`, `TimeoutError: timed out`)."""
         argv = [sys.executable, "-I", "-S", "-c", PROBE, address, str(port), str(timeout)]
+        argv += [source] if source else []
         proc = await asyncio.create_subprocess_exec(
             *_in_ns(self.ns, argv),
             stdin=subprocess.DEVNULL,
@@ -437,17 +482,20 @@ class Host:
             return None
         return out.decode(errors="replace").strip() or f"probe exited {proc.returncode}"
 
-    async def can_reach(self, address: str, port: int, timeout: float = 1.0) -> bool:
+    async def can_reach(
+        self, address: str, port: int, timeout: float = 1.0, source: str | None = None
+    ) -> bool:
         """Whether a TCP connect from this host to `address`:`port` succeeds in `timeout`."""
-        return await self.connect_error(address, port, timeout) is None
+        return await self.connect_error(address, port, timeout, source) is None
 
-    def route(self, address: str) -> str | None:
-        """The LAN this host would send to `address` over ("lo" for its own addresses), or
-        None when it has no usable route."""
+    def route(self, address: str, source: str | None = None) -> str | None:
+        """The LAN this host would send to `address` over ("lo" for its own addresses),
+        from its address `source` if given (a reply from there), or None when it has no
+        usable route."""
         try:
-            out = _ip("-o", "route", "get", address, ns=self.ns)
+            out = _ip("-o", "route", "get", address, *(["from", source] * bool(source)), ns=self.ns)
         except NetkitError as e:
-            if "unreachable" in str(e):
+            if "unreachable" in str(e) or "No route to host" in str(e):
                 return None
             raise
         dev = out.split(" dev ", 1)[1].split()[0]
@@ -514,6 +562,7 @@ class Network:
         self._uplink_subnets = self._uplink_pool.subnets(new_prefix=30)
         self._namespaces: list[str] = []  # made, in order
         self._ifaces = 0
+        self._tables: dict[str, int] = {}  # the core's routing table per uplink name
         self._opened = False
 
     # --- lifetime -----------------------------------------------------------------------
@@ -578,13 +627,22 @@ class Network:
 
     # --- building -----------------------------------------------------------------------
 
-    def lan(self, name: str, subnet: str) -> Lan:
+    def lan(self, name: str, subnet: str, only_over: str | None = None) -> Lan:
         """A LAN the core routes: its first address is the core's, the others are for
-        hosts. Every store reaches it over its uplinks."""
+        hosts. Every store reaches it over its uplinks; with `only_over` (an uplink name,
+        e.g. "lte"), a store reaches it over that uplink only, and not at all without one,
+        and the LAN's traffic to stores takes that uplink only, both ways."""
+        if only_over is not None and not NAME.match(only_over):
+            raise ValueError(f"LAN {name}: bad uplink name {only_over!r}")
         lan = self._lan(name, self._free_subnet(name, subnet), router=CORE)
+        lan.only_over = only_over
         self._plug(self.core, lan, lan.gateway)
+        if only_over is not None:
+            self._uplink_table(only_over)
+            rule = ["from", str(lan.subnet), "table", str(self._tables[only_over])]
+            _ip("rule", "add", *rule, "priority", str(TABLES), ns=self.core.ns)
         for store in self.stores.values():
-            self._route(store.router, lan.subnet, store.uplinks, via_core=True)
+            self._reach(store, lan)
         return lan
 
     def store(self, name: str, subnet: str, uplinks: Sequence[str] = ("wan", "lte")) -> Store:
@@ -610,14 +668,17 @@ class Network:
             links[uplink] = link
         store = self.stores[name] = Store(self, name, lan, router, links)
         self._route(self.core, lan.subnet, links, via_core=False)
+        for uplink, table in self._tables.items():
+            self._route_only_over(store, uplink, table)
         for plain in self.lans.values():
             if plain.router == CORE:
-                self._route(router, plain.subnet, links, via_core=True)
+                self._reach(store, plain)
         return store
 
     def host(self, name: str, on: dict[str, str]) -> Host:
         """A machine with one cable per LAN in `on` (LAN name -> its address there), loopback
-        up, a default route via the first LAN's gateway."""
+        up, a default route via the first LAN's gateway. On several LANs, a packet from its
+        address on a LAN leaves by that LAN's cable (routes by source address)."""
         if not on:
             raise ValueError(f"host {name} must be on a LAN")
         for lan in on:
@@ -629,6 +690,9 @@ class Network:
             self._plug(host, self.lans[lan], address)
         gateway = self.lans[next(iter(on))].gateway
         _ip("route", "add", "default", "via", str(gateway), ns=host.ns)
+        if len(on) > 1:
+            for table, port in enumerate(host.ports.values(), start=TABLES):
+                self._source_routes(host, port, table)
         return host
 
     def __getitem__(self, name: str) -> Host:
@@ -659,7 +723,7 @@ class Network:
         host = self.hosts[name] = Host(self, name)
         self._namespace(name)
         if router:
-            _sysctl(host.ns, "net.ipv4.ip_forward=1")
+            _sysctl(host.ns, *ROUTER_SYSCTLS)
         return host
 
     def _free_subnet(self, name: str, subnet: str) -> IPv4Network:
@@ -709,6 +773,43 @@ class Network:
         for rank, link in enumerate(links.values(), start=1):
             via = link.subnet.network_address + (1 if via_core else 2)
             _ip("route", "add", str(dest), "via", str(via), "metric", str(10 * rank), ns=router.ns)
+
+    def _reach(self, store: Store, plain: Lan) -> None:
+        """Routes from `store`'s router to the core's LAN `plain`: over every uplink, or
+        over the one it is reached `only_over`, if the store has it."""
+        links = store.uplinks
+        if plain.only_over is not None:
+            only = plain.only_over
+            links = {only: links[only]} if only in links else {}
+        self._route(store.router, plain.subnet, links, via_core=True)
+
+    def _uplink_table(self, uplink: str) -> None:
+        """The core's routing table of traffic from the LANs reached only over `uplink`:
+        to each store over that uplink, made once."""
+        if uplink not in self._tables:
+            self._tables[uplink] = TABLES + len(self._tables)
+            for store in self.stores.values():
+                self._route_only_over(store, uplink, self._tables[uplink])
+
+    def _route_only_over(self, store: Store, uplink: str, table: int) -> None:
+        """In the core's `table`: `store` over its `uplink`, if it has it, else (and while
+        that uplink has no carrier) unreachable rather than over another uplink."""
+        dest, table_ = str(store.lan.subnet), ["table", str(table)]
+        if uplink in store.uplinks:
+            via = store.uplinks[uplink].subnet.network_address + 2
+            _ip("route", "add", dest, "via", str(via), "metric", "10", *table_, ns=self.core.ns)
+        _ip("route", "add", "unreachable", dest, "metric", str(LAST), *table_, ns=self.core.ns)
+
+    def _source_routes(self, host: Host, port: Port, table: int) -> None:
+        """`host`'s table for packets from its address on `port`'s LAN: that LAN, the
+        rest via its gateway, over no other cable (unreachable while this one is out)."""
+        lan, dev, table_ = self.lans[port.lan], port.inside, ["table", str(table)]
+        _ip("route", "add", str(lan.subnet), "dev", dev, "src", str(port.address), *table_,
+            ns=host.ns)  # fmt: skip
+        _ip("route", "add", "default", "via", str(lan.gateway), "dev", dev, *table_, ns=host.ns)
+        _ip("route", "add", "unreachable", "default", "metric", str(LAST), *table_, ns=host.ns)
+        _ip("rule", "add", "from", str(port.address), *table_, "priority", str(TABLES),
+            ns=host.ns)  # fmt: skip
 
     def _set(self, ports: list[Port], *, up: bool) -> None:
         """Switch ends of `ports` up or down; returns once every host end shows it."""

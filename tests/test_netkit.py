@@ -1,10 +1,12 @@
 """tests/netkit.py on real namespaces: hosts reach each other over the cables the kit made
 and only over those, a cut cable or uplink stops traffic and a restored one carries it
-again, a store fails over from WAN to LTE, and nothing outlives a network (nor a killed
-run, once `remove_stale` has run)."""
+again, a store fails over from WAN to LTE, a LAN reached only over one uplink is reached
+over that one only (both ways), a host on two LANs replies by the cable the request came
+in by, and nothing outlives a network (nor a killed run, once `remove_stale` has run)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -20,6 +22,8 @@ from tests.unprivileged import run_unprivileged
 PORT = 4222
 HQ = "10.77.100.10"
 CUT = 0.5  # connect timeout where a connect must fail: a cut link drops, it does not refuse
+HQ_WAN, HQ_LTE, OPS = "10.77.100.11", "10.77.101.11", "10.77.102.10"  # uplink_site's
+T1 = "10.77.1.11"
 
 
 def site(net: Network, *stores: str) -> tuple[Host, dict[str, Host]]:
@@ -32,6 +36,33 @@ def site(net: Network, *stores: str) -> tuple[Host, dict[str, Host]]:
         net.store(store, f"10.77.{n}.0/24")
         tills[store] = net.host(f"{store}-t1", on={store: f"10.77.{n}.11"})
     return hq, tills
+
+
+def uplink_site(net: Network) -> tuple[Host, Host]:
+    """HQ node `hq1` on `dc` (reached over WAN only) and `dc-lte` (over LTE only), `ops` on
+    a plain LAN, each listening on every address; store s1 (WAN, LTE) with till s1-t1
+    listening, store s2 (WAN only) with s2-t1. LANs and stores are made interleaved, so
+    routes come both from a new LAN to the stores and from a new store to the LANs."""
+    net.lan("dc", "10.77.100.0/24", only_over="wan")
+    net.store("s1", "10.77.1.0/24")
+    net.lan("dc-lte", "10.77.101.0/24", only_over="lte")
+    net.lan("ops", "10.77.102.0/24")
+    net.store("s2", "10.77.2.0/24", uplinks=["wan"])
+    hq = net.host("hq1", on={"dc": HQ_WAN, "dc-lte": HQ_LTE})
+    hq.listen(PORT, HQ_WAN)
+    hq.listen(PORT, HQ_LTE)
+    net.host("ops", on={"ops": OPS}).listen(PORT)
+    t1 = net.host("s1-t1", on={"s1": T1})
+    t1.listen(PORT)
+    net.host("s2-t1", on={"s2": "10.77.2.11"}).listen(PORT)
+    return hq, t1
+
+
+def outcome(error: str | None) -> str:
+    """ "ok", "unreachable" (refused at once by a router with no route), or the error."""
+    if error is None:
+        return "ok"
+    return "unreachable" if "unreachable" in error or "No route to host" in error else error
 
 
 def _gone(pid: int) -> bool:
@@ -140,6 +171,70 @@ async def test_a_store_fails_over_from_wan_to_lte_and_back(netns: Network) -> No
     assert await path() == ("s1-lte", "s1-lte", None)
     s1.restore()
     assert await path() == ("s1-wan", "s1-wan", None)
+
+
+async def test_a_lan_reached_only_over_one_uplink_is_out_at_once_when_it_is(
+    netns: Network,
+) -> None:
+    """HQ's WAN-side address works while the store's WAN does, its LTE-side address while
+    its LTE does, whatever the other uplink does; from the till and from HQ (whose traffic
+    from an address takes that address's uplink too). A plain LAN still fails over."""
+    hq, t1 = uplink_site(netns)
+    s1, gw = netns.stores["s1"], netns["s1-gw"]
+
+    async def paths() -> tuple[str, ...]:
+        """t1 to HQ's WAN and LTE addresses, HQ to t1 from each, t1 to the plain LAN."""
+        errors = await asyncio.gather(
+            t1.connect_error(HQ_WAN, PORT, CUT),
+            t1.connect_error(HQ_LTE, PORT, CUT),
+            hq.connect_error(T1, PORT, CUT, source=HQ_WAN),
+            hq.connect_error(T1, PORT, CUT, source=HQ_LTE),
+            t1.connect_error(OPS, PORT, CUT),
+        )
+        return tuple(outcome(error) for error in errors)
+
+    ok, out = "ok", "unreachable"
+    assert (gw.route(HQ_WAN), gw.route(HQ_LTE), gw.route(OPS)) == ("s1-wan", "s1-lte", "s1-wan")
+    assert await paths() == (ok, ok, ok, ok, ok)
+    s1.cut("wan")
+    assert (gw.route(HQ_WAN), gw.route(HQ_LTE), gw.route(OPS)) == (None, "s1-lte", "s1-lte")
+    assert await paths() == (out, ok, out, ok, ok)
+    s1.restore("wan")
+    s1.cut("lte")
+    assert await paths() == (ok, out, ok, out, ok)
+    s1.cut()
+    assert await paths() == (out, out, out, out, out)
+    s1.restore()
+    assert await paths() == (ok, ok, ok, ok, ok)
+
+
+async def test_a_store_without_the_uplink_does_not_reach_its_lan(netns: Network) -> None:
+    hq, _ = uplink_site(netns)
+    s2_t1 = netns["s2-t1"]
+    assert netns["s2-gw"].route(HQ_LTE) is None
+    assert outcome(await s2_t1.connect_error(HQ_LTE, PORT, CUT)) == "unreachable"
+    assert outcome(await hq.connect_error("10.77.2.11", PORT, CUT, source=HQ_LTE)) == "unreachable"
+    assert await s2_t1.connect_error(HQ_WAN, PORT) is None
+    assert await s2_t1.connect_error(OPS, PORT) is None
+
+
+async def test_a_host_on_two_lans_replies_by_the_cable_the_request_came_in(
+    netns: Network,
+) -> None:
+    """A reply from HQ's LTE-side address leaves by its LTE-side cable, not by its default
+    route's (the core would drop it there: its source is routed the other way); so with
+    the WAN-side cable pulled, the LTE-side address still answers, and the other way."""
+    hq, t1 = uplink_site(netns)
+    assert (hq.route(T1), hq.route(T1, source=HQ_LTE)) == ("dc", "dc-lte")
+    hq.cut("dc")
+    assert outcome(await t1.connect_error(HQ_WAN, PORT, CUT)) != "ok"
+    assert await t1.connect_error(HQ_LTE, PORT) is None
+    assert await hq.connect_error(T1, PORT, source=HQ_LTE) is None
+    hq.restore("dc")
+    hq.cut("dc-lte")
+    assert await t1.connect_error(HQ_WAN, PORT) is None
+    error = await hq.connect_error(T1, PORT, CUT, source=HQ_LTE)  # not out by another cable
+    assert outcome(error) == "unreachable", error
 
 
 async def test_hq_reaches_every_store_and_stores_not_each_other(netns: Network) -> None:
