@@ -11,8 +11,8 @@ bridges, so every replica runs on a network stack of its own and a link is cut f
         s1.cut("wan")     # t1 reaches HQ over LTE; s1.cut() cuts both; s1.restore()
         t1.cut()          # t1's cable is out; t1.restore()
 
-    HQ at addresses of one uplink each (a store's leaf link lists "HQ over the WAN, then
-    over LTE"): LANs stores reach over one uplink only.
+    HQ with an address per uplink (a store's leaf link lists "HQ over the WAN, then over
+    LTE"): LANs that stores reach over one uplink only.
 
         net.lan("dc", "10.77.100.0/24", only_over="wan")
         net.lan("dc-lte", "10.77.101.0/24", only_over="lte")

@@ -237,6 +237,17 @@ async def test_a_host_on_two_lans_replies_by_the_cable_the_request_came_in(
     assert outcome(error) == "unreachable", error
 
 
+async def test_a_reply_by_the_wrong_cable_is_lost(netns: Network) -> None:
+    """What the source routes are for: without hq1's rule for its LTE-side address, its
+    reply from there leaves by its WAN-side cable and the core drops it (strict reverse-path
+    filter), as an ISP drops a packet with another network's source."""
+    hq, t1 = uplink_site(netns)
+    subprocess.run([*hq.exec_prefix, "ip", "rule", "del", "from", HQ_LTE], check=True)
+    assert hq.route(T1, source=HQ_LTE) == "dc"
+    error = await t1.connect_error(HQ_LTE, PORT, CUT)
+    assert error is not None and "timed out" in error, error
+
+
 async def test_hq_reaches_every_store_and_stores_not_each_other(netns: Network) -> None:
     hq, tills = site(netns, "s1", "s2")
     for till in tills.values():
