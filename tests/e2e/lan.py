@@ -7,6 +7,11 @@ and an LTE uplink to HQ's LAN, the replicas real `tillmesh` processes (tests/e2e
     async with site.mesh() as mesh: ...     # started, reaped at the end
     site.net.stores["s1"].cut("wan")        # the store's WAN fails: traffic takes the LTE
     site.host("s1/t2").cut()                # a till's cable is pulled
+
+HQ is one machine `hq` on the LAN `dc` by default. With `hq_nodes=3`, HQ is machines
+`hq1`..`hq3`, each on `dc` (WAN side: stores reach it over their WAN only, 10.77.100.11..)
+and `dc-lte` (LTE side: over their LTE only, 10.77.101.11..), the HQ replica on `hq1` at
+its `dc` address; `site.hq_addresses("dc-lte")` gives the nodes' addresses there.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicas.api.tokens import TOKENS_FILE, TokenStore
@@ -26,6 +31,7 @@ __all__ = ["LanSite", "lan_site"]
 
 HQ_LAN = "10.77.100.0/24"
 HQ_ADDRESS = "10.77.100.10"
+HQ_LANS = {"dc": ("10.77.100", "wan"), "dc-lte": ("10.77.101", "lte")}  # with hq_nodes: /24s
 
 
 @dataclass
@@ -34,9 +40,14 @@ class LanSite:
     root: Path
     stores: dict[str, list[str]]
     hosts: dict[str, Host]  # replica id -> its machine
+    hq_nodes: dict[str, Host] = field(default_factory=dict)  # HQ's machines, by name
 
     def host(self, rid: str) -> Host:
         return self.hosts[rid]
+
+    def hq_addresses(self, lan: str = "dc") -> dict[str, str]:
+        """HQ machine name -> its address on `lan` ("dc", or "dc-lte" with `hq_nodes`)."""
+        return {name: host.address(lan) for name, host in self.hq_nodes.items()}
 
     @asynccontextmanager
     async def mesh(self) -> AsyncIterator[Mesh]:
@@ -67,12 +78,15 @@ class LanSite:
         return sock
 
 
-def lan_site(net: Network, tmp_path: Path, stores: dict[str, list[str]]) -> LanSite:
-    """HQ on its LAN, each store on a LAN of its own (10.77.<n>.0/24, tills at .11, .12,
-    ...), the site written with each replica's address (standard ports)."""
-    net.lan("dc", HQ_LAN)
-    hosts: dict[str, Host] = {"hq": net.host("hq", on={"dc": HQ_ADDRESS})}
-    addresses = {"hq": HQ_ADDRESS}
+def lan_site(
+    net: Network, tmp_path: Path, stores: dict[str, list[str]], hq_nodes: int | None = None
+) -> LanSite:
+    """HQ on its LAN (or `hq_nodes` machines on one LAN per uplink), each store on a LAN of
+    its own (10.77.<n>.0/24, tills at .11, .12, ...), the site written with each replica's
+    address (standard ports)."""
+    hq = _hq_machines(net, hq_nodes)
+    hosts: dict[str, Host] = {"hq": next(iter(hq.values()))}  # the HQ replica's machine
+    addresses = {"hq": hosts["hq"].address("dc")}
     for n, (store, tills) in enumerate(stores.items(), start=1):
         net.store(store, f"10.77.{n}.0/24")
         for k, till in enumerate(tills, start=11):
@@ -80,4 +94,20 @@ def lan_site(net: Network, tmp_path: Path, stores: dict[str, list[str]]) -> LanS
             hosts[rid] = net.host(f"{store}-{till}", on={store: address})
             addresses[rid] = address
     init_site(tmp_path / "site", stores, hosts=addresses)
-    return LanSite(net, tmp_path, stores, hosts)
+    return LanSite(net, tmp_path, stores, hosts, hq)
+
+
+def _hq_machines(net: Network, nodes: int | None) -> dict[str, Host]:
+    """`hq` on a LAN `dc` every uplink reaches; or `hq1`..`hq<nodes>` on one LAN per uplink
+    (HQ_LANS), at .11, .12, ... on each."""
+    if nodes is None:
+        net.lan("dc", HQ_LAN)
+        return {"hq": net.host("hq", on={"dc": HQ_ADDRESS})}
+    if not 1 <= nodes <= 9:
+        raise ValueError(f"hq_nodes: 1 to 9 machines, not {nodes}")
+    for lan, (prefix, uplink) in HQ_LANS.items():
+        net.lan(lan, f"{prefix}.0/24", only_over=uplink)
+    return {
+        f"hq{k}": net.host(f"hq{k}", on={lan: f"{p}.{10 + k}" for lan, (p, _) in HQ_LANS.items()})
+        for k in range(1, nodes + 1)
+    }
