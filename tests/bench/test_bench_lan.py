@@ -96,5 +96,6 @@ async def test_bench_store_over_emulated_lan(tmp_path: Path) -> None:
         "in-store replication, tillmesh till processes: loopback vs emulated LAN (one run)",
         rows(loopback, lan),
     )
-    if why_not:
+    if why_not:  # `make bench` shows no skip reasons (no -rs): print it
+        print(f"  emulated LAN skipped: network namespaces unavailable: {why_not}")
         pytest.skip(f"emulated LAN: network namespaces unavailable: {why_not}")
