@@ -492,8 +492,9 @@ class Host:
         """The LAN this host would send to `address` over ("lo" for its own addresses),
         from its address `source` if given (a reply from there), or None when it has no
         usable route."""
+        sent_from = ["from", source] if source else []
         try:
-            out = _ip("-o", "route", "get", address, *(["from", source] * bool(source)), ns=self.ns)
+            out = _ip("-o", "route", "get", address, *sent_from, ns=self.ns)
         except NetkitError as e:
             if "unreachable" in str(e) or "No route to host" in str(e):
                 return None

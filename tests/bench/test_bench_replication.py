@@ -23,42 +23,18 @@ import pytest
 from broker.config import free_port, hq_server_config
 from broker.server import EmbeddedNatsServer, connect_options
 from conflict.state import StoreState
-from core.events import event_hash
 from core.log import EventLog
 from replicas.runtime import Replica
 from replicas.sync.protocol import holds
 from tests.bench.conftest import percentile, table
+from tests.bench.measure import CHUNK, latency_text, populate, progress
 from tests.e2e.harness import Mesh, wait_until
-from tests.factories import cash_sale, chain
+from tests.factories import cash_sale
 
 pytestmark = pytest.mark.bench
-CHUNK = 2000  # = SyncConfig.pull_window: events per pull reply
 
 
 # --- preparing logs -------------------------------------------------------------------------
-
-
-async def populate(db: Path, owner: str, origins: dict[str, int]) -> None:
-    """Write `origins[o]` sales of each origin into `owner`'s log: own ones appended, the
-    others chained and ingested as if replicated."""
-    log = await EventLog.open(db, owner, StoreState(), in_scope=holds(owner))
-    try:
-        for origin, n in origins.items():
-            prev, hlc = b"", 1 << 40
-            for first in range(1, n + 1, CHUNK):
-                bodies = [
-                    cash_sale(sku=f"SKU-{i % 300}", receipt=f"{origin}-{i}")
-                    for i in range(first, min(n, first + CHUNK - 1) + 1)
-                ]
-                if origin == owner:
-                    await log.append_many(bodies)
-                    continue
-                events = chain(origin, bodies, hlc + first, prev, first)
-                prev = event_hash(events[-1])
-                result = await log.ingest(events)
-                assert not result.rejected, result.rejected[:1]
-    finally:
-        await log.close()
 
 
 def raws_of(db: Path, origin: str) -> list[bytes]:
@@ -165,37 +141,24 @@ async def catch_up(tmp: Path, n: int) -> CatchUp:
         done = asyncio.Event()
         seller = asyncio.create_task(_sell_until(mesh, "s1/t2", done, busy))
         await mesh.start("s1/t1", fresh=True)
-        samples: list[tuple[float, int]] = []
-
-        async def caught_up() -> bool:
-            vv = (await mesh["s1/t1"].status(digest=False))["version_vector"]
-            samples.append((time.perf_counter(), vv.get("s1/t2", 0)))
-            return samples[-1][1] >= total
-
         try:
-            await wait_until(caught_up, f"t1 to catch up {total} events", 60 + n / 2000, every=0.05)
+            got = await progress(mesh, "s1/t1", "s1/t2", total, 60 + n / 2000)
         finally:
             done.set()
             await seller
     finally:
         await mesh.close()
-    t_first, have_first = next((t, k) for t, k in samples if k > 0)
-    t_last, have_last = samples[-1]
-    return CatchUp((have_last - have_first) / max(t_last - t_first, 1e-3), raw, bare, idle, busy)
+    return CatchUp(got.rate, raw, bare, idle, busy)
 
 
 def catch_up_rows(n: int, c: CatchUp) -> list[tuple[str, str, str]]:
-    def lat(samples: list[float]) -> str:
-        p50, p99 = (percentile(samples, q) * 1e3 for q in (50, 99))
-        return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
-
     rate = c.rate
     return [
         (f"catch-up {n:,} events", f"{rate:,.0f} ev/s", f"target >= 100,000 ({rate / 1e5:.2f}x)"),
         ("  raw NATS, same bytes", f"{c.raw:,.0f} ev/s", f"catch-up = {rate / c.raw:.3f} of raw"),
         ("  log ingest alone", f"{c.bare:,.0f} ev/s", f"catch-up = {rate / c.bare:.2f} of it"),
-        ("  sale on the serving till", "idle", lat(c.idle_sales)),
-        ("", f"during catch-up ({len(c.busy_sales)})", lat(c.busy_sales)),
+        ("  sale on the serving till", "idle", latency_text(c.idle_sales)),
+        ("", f"during catch-up ({len(c.busy_sales)})", latency_text(c.busy_sales)),
     ]
 
 

@@ -1,0 +1,200 @@
+"""Measuring replication between real `tillmesh` processes, wherever they run (loopback, or
+machines of tests/netkit.py): what the benchmarks share. Figures only, no timed asserts.
+
+    async with running_mesh(tmp, {"s1": ["t1", "t2"]}) as mesh:
+        lat = await propagation(mesh, "s1/t1", "s1/t2", sales=200)   # seconds, per sale
+        back = await catch_up_after(mesh, "s1/t1", "s1/t2", 20_000, away, back)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conflict.state import StoreState
+from core.events import event_hash
+from core.log import EventLog
+from replicas.sync.protocol import holds
+from tests.bench.conftest import percentile
+from tests.e2e.harness import Mesh, split_id, wait_until
+from tests.factories import cash_sale, chain
+
+__all__ = [
+    "CHUNK",
+    "CatchUpAfter",
+    "Progress",
+    "catch_up_after",
+    "head",
+    "latency_text",
+    "populate",
+    "progress",
+    "propagation",
+]
+
+CHUNK = 2000  # = SyncConfig.pull_window: events per pull reply
+WATCH_EVERY = 0.0005  # s between two looks at the logs a propagation watches
+
+
+# --- preparing logs -------------------------------------------------------------------------
+
+
+async def populate(db: Path, owner: str, origins: dict[str, int]) -> None:
+    """Write `origins[o]` sales of each origin into `owner`'s log: own ones appended, the
+    others chained and ingested as if replicated."""
+    log = await EventLog.open(db, owner, StoreState(), in_scope=holds(owner))
+    try:
+        for origin, n in origins.items():
+            prev, hlc = b"", 1 << 40
+            for first in range(1, n + 1, CHUNK):
+                bodies = [
+                    cash_sale(sku=f"SKU-{i % 300}", receipt=f"{origin}-{i}")
+                    for i in range(first, min(n, first + CHUNK - 1) + 1)
+                ]
+                if origin == owner:
+                    await log.append_many(bodies)
+                    continue
+                events = chain(origin, bodies, hlc + first, prev, first)
+                prev = event_hash(events[-1])
+                result = await log.ingest(events)
+                assert not result.rejected, result.rejected[:1]
+    finally:
+        await log.close()
+
+
+def head(db: Path, origin: str) -> int:
+    """The highest contiguous seq of `origin` that the log `db` holds (0: none)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return _head(conn, origin)
+    finally:
+        conn.close()
+
+
+def _head(conn: sqlite3.Connection, origin: str) -> int:
+    row = conn.execute("SELECT seq FROM heads WHERE origin = ?", (origin,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def latency_text(samples: list[float]) -> str:
+    p50, p99 = (percentile(samples, q) * 1e3 for q in (50, 99))
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+
+# --- catch-up progress ----------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    rate: float  # events/s, from the first sample showing progress to the last
+    first: float  # perf_counter of the first sample showing progress
+
+
+async def progress(
+    mesh: Mesh, rid: str, origin: str, total: int, timeout: float, start: int = 0
+) -> Progress:
+    """Sample `rid`'s version vector (its API) every 50 ms until it holds `origin` up to
+    `total`; how fast it got there from its first step past `start`."""
+    samples: list[tuple[float, int]] = []
+
+    async def done() -> bool:
+        vv = (await mesh[rid].status(digest=False))["version_vector"]
+        samples.append((time.perf_counter(), vv.get(origin, 0)))
+        return samples[-1][1] >= total
+
+    await wait_until(done, f"{rid} to hold {origin} up to {total}", timeout, every=0.05)
+    t_first, have_first = next(((t, k) for t, k in samples if k > start), samples[-1])
+    t_last, have_last = samples[-1]
+    return Progress((have_last - have_first) / max(t_last - t_first, 1e-3), t_first)
+
+
+# --- in-store propagation -------------------------------------------------------------------
+
+
+class _Watch:
+    """A thread looking at `origin`'s head in each log of `dbs` every WATCH_EVERY s:
+    when each seq was first seen in each log (the same look-up for every log, so the
+    difference between two logs has the poll's resolution, not its delay)."""
+
+    def __init__(self, dbs: dict[str, Path], origin: str) -> None:
+        self.dbs, self.origin = dbs, origin
+        self.seen: dict[str, dict[int, float]] = {name: {} for name in dbs}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._last = {name: head(db, self.origin) for name, db in self.dbs.items()}  # before
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conns = {n: sqlite3.connect(f"file:{db}?mode=ro", uri=True) for n, db in self.dbs.items()}
+        last = self._last
+        try:
+            while not self._stop.wait(WATCH_EVERY):
+                for name, conn in conns.items():
+                    seq, now = _head(conn, self.origin), time.perf_counter()
+                    self.seen[name].update(dict.fromkeys(range(last[name] + 1, seq + 1), now))
+                    last[name] = max(last[name], seq)
+        finally:
+            for conn in conns.values():
+                conn.close()
+
+
+async def propagation(mesh: Mesh, a: str, b: str, sales: int) -> list[float]:
+    """Sales on till `a` through its API, one at a time 5 ms apart: for each, the time from
+    its event in `a`'s log to its event in `b`'s log (both logs watched on disk)."""
+    dbs = {rid: mesh.site.data_dir(mesh.root, rid) / "log.db" for rid in (a, b)}
+    with _Watch(dbs, a) as watch:
+        seqs = []
+        for _ in range(sales):
+            seqs += [split_id(sale_id)[1] for sale_id in await mesh.sell(a)]
+            await asyncio.sleep(0.005)
+
+        async def arrived() -> bool:
+            return set(seqs) <= set(watch.seen[b])
+
+        await wait_until(arrived, f"{b} to hold every sale of {a}", 30, every=0.05)
+    return [watch.seen[b][s] - watch.seen[a][s] for s in seqs]
+
+
+# --- catch-up after being away --------------------------------------------------------------
+
+
+@dataclass
+class CatchUpAfter:
+    events: int  # appended on the serving till while the other was away
+    rate: float  # events/s, the returning till from its first step to done
+    resumed: float  # s from its return to its first step
+
+
+async def catch_up_after(
+    mesh: Mesh,
+    rid: str,
+    source: str,
+    n: int,
+    away: Callable[[], Awaitable[None]],
+    back: Callable[[], Awaitable[None]],
+) -> CatchUpAfter:
+    """Till `rid` goes `away` (its cable cut, say); meanwhile `n` sales are appended on
+    till `source` (stopped, written into its log, started again: the quick way to `n`
+    events); `rid` comes `back` and catches up from `source` (and whoever else holds them)."""
+    db = mesh.site.data_dir(mesh.root, source) / "log.db"
+    start = (await mesh[rid].status(digest=False))["version_vector"].get(source, 0)
+    await away()
+    assert not mesh[source].stop(), f"{source} would not stop"
+    await populate(db, source, {source: n})
+    total = head(db, source)
+    await mesh.start(source, fresh=False)
+    returned = time.perf_counter()
+    await back()
+    got = await progress(mesh, rid, source, total, 60 + n / 2000, start)
+    return CatchUpAfter(n, got.rate, got.first - returned)
