@@ -382,6 +382,7 @@ class Lan:
     router: str | None
     ports: dict[str, Port] = field(default_factory=dict)  # by host name
     only_over: str | None = None  # a core LAN stores reach over this uplink only
+    split_bridge: str | None = None  # while split (`Network.split`): the far half's bridge
 
     @property
     def gateway(self) -> IPv4Address | None:
@@ -695,6 +696,31 @@ class Network:
             for table, port in enumerate(host.ports.values(), start=TABLES):
                 self._source_routes(host, port, table)
         return host
+
+    def split(self, lan: str, hosts: Iterable[str]) -> None:
+        """Split `lan` in two, as a failed switch between two halves of a store does:
+        `hosts` (host names) go on a bridge of their own, the rest (the router too)
+        stay. Cables keep their carrier: across the split, connects time out."""
+        the_lan = self.lans[lan]
+        if the_lan.split_bridge is not None:
+            raise NetkitError(f"LAN {lan} is split already: join it first")
+        far = [the_lan.ports[h] for h in hosts]  # KeyError: not on that LAN
+        bridge = f"{self.prefix}b{self._next_iface()}"
+        _ip("link", "add", bridge, "type", "bridge", ns=self.switch)
+        _ip("link", "set", bridge, "alias", f"{lan}-far", "up", ns=self.switch)
+        the_lan.split_bridge = bridge
+        for port in far:
+            _ip("link", "set", port.outside, "master", bridge, ns=self.switch)
+
+    def join(self, lan: str) -> None:
+        """Undo `split`: every cable of `lan` on its one bridge again."""
+        the_lan = self.lans[lan]
+        if the_lan.split_bridge is None:
+            return
+        for port in the_lan.ports.values():
+            _ip("link", "set", port.outside, "master", the_lan.bridge, ns=self.switch)
+        _ip("link", "del", the_lan.split_bridge, ns=self.switch)
+        the_lan.split_bridge = None
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]

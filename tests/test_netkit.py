@@ -143,6 +143,23 @@ async def test_a_cut_cable_stops_traffic_and_a_restored_one_carries_it(netns: Ne
     assert await t1.connect_error("10.77.1.12", PORT) is None
 
 
+async def test_a_split_lan_keeps_each_half_together_and_apart(netns: Network) -> None:
+    netns.store("s1", "10.77.1.0/24")
+    t1, t2, t3 = (netns.host(f"s1-t{k}", on={"s1": f"10.77.1.1{k}"}) for k in (1, 2, 3))
+    for till in (t1, t2, t3):
+        till.listen(PORT)
+    netns.split("s1", ["s1-t2", "s1-t3"])  # the router stays with t1
+    assert await t2.connect_error("10.77.1.13", PORT) is None  # t2, t3: one half
+    error = await t1.connect_error("10.77.1.12", PORT, CUT)
+    assert error is not None and "timed out" in error, error  # no carrier lost: silence
+    near, far = [await t.connect_error("10.77.1.1", PORT, CUT) for t in (t1, t2)]  # the gw
+    assert near is not None and "refused" in near, near  # it answers t1: nothing listens
+    assert far is not None and "timed out" in far, far  # t2's half has no router
+    netns.join("s1")
+    assert await t1.connect_error("10.77.1.12", PORT) is None
+    assert await t3.connect_error("10.77.1.11", PORT) is None
+
+
 # --- stores ------------------------------------------------------------------------------
 
 
