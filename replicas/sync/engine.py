@@ -270,7 +270,7 @@ class SyncEngine:
         self._inflight[peer] = pull
         size = sum(last - first + 1 for _, first, last in ranges)
         req = PullRequest(self.replica_id, pull.id, ranges, size, self.config.max_frame_bytes)
-        subject = pull_subject(peer)
+        subject = pull_subject(peer, self.replica_id)
         return Request(subject, encode_message(req), self.config.pull_timeout, peer, pull.id)
 
     def on_pull_failed(self, peer: str, pull_id: int, now: float, detail: str = "") -> list[Action]:

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 
 from broker.config import UserSpec
 from broker.credentials import Credentials
-from broker.subjects import events_subject
+from broker.subjects import ALL_EVENTS, ALL_VV, events_subject
 from tests.broker.kit import (
     Collector,
     ServerPool,
@@ -87,7 +87,8 @@ async def test_store_leaf_cannot_inject_other_store_subjects_into_hq(
     bad = await nats.connect(till.client_url, user=rogue.user, password=rogue.password)
     clients += [hq, bad]
     at_hq = Collector()
-    await hq.subscribe("tm.>", cb=at_hq.on_msg)
+    for subject in (ALL_EVENTS, ALL_VV):
+        await hq.subscribe(subject, cb=at_hq.on_msg)
     await probe_until_seen(bad, events_subject("s1/t1"), at_hq)
 
     await bad.publish(events_subject("s2/x"), b"injected")

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker.server import connect_options
-from broker.subjects import events_subject, pull_subject, vv_subject
+from broker.subjects import events_subject, pulls_to, vv_subject
 from core.events import encode_event
 from replicas.sync.protocol import (
     EventsFrame,
@@ -182,13 +182,13 @@ async def test_a_till_cannot_publish_as_another_till(mesh: Mesh) -> None:
         forged_vv = encode_message(VersionVectorMsg(T2, {T2: 10**6}, "s1"))
         await t1.publish(events_subject(T2), forged)
         await t1.publish(vv_subject(T2), forged_vv)
-        await t1.subscribe(pull_subject(T2))  # would steal t2's pull requests
+        await t1.subscribe(pulls_to(T2))  # would steal t2's pull requests
         await probe_seen(t1, watcher, 2)
         # (the real t2 announces on its subject meanwhile: only the forged bytes count)
         assert not [s for s, data in watcher.seen if data in (forged, forged_vv)]
         await wait_until(violations(errors, 3), "permission violations reported", 10)
         reported = " ".join(str(e) for e in errors)
-        for subject in (events_subject(T2), vv_subject(T2), pull_subject(T2)):
+        for subject in (events_subject(T2), vv_subject(T2), pulls_to(T2)):
             assert f'"{subject}"' in reported, reported
     finally:
         await t1.close()
