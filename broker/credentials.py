@@ -7,6 +7,12 @@ version-vector subjects, and send pull requests only as itself (the requester is
 part of the pull subject), so it cannot impersonate another replica on the wire,
 nor make a responder throttle or blame another replica for its requests.
 
+nats-server checks the subject of a publish, never its reply subject (measured,
+2.15: a till's pull on its own pull subject asking for the reply on
+``_INBOX.s2.t1.x`` reaches HQ, and ``allow_responses`` would let HQ answer there).
+So permissions fence who asks, and the responder answers only on the requester's
+own inbox (`broker.subjects.is_inbox_of`, checked by the sync transport).
+
 Credentials files are JSON ``{key: {"user": ..., "password": ...}}`` written with
 mode 0600 because they hold secrets. Keys are replica ids (``hq``, ``s1/t1``) plus
 `leaf_key(store)` / `route_key(cluster)` for server-to-server links.

@@ -7,6 +7,9 @@ All decisions are the engine's and all glue is the driver's. This module only
 - names the peer of every message from what NATS fences, never from the payload
   nor the reply subject: the publishing subject, which for a pull request names
   the requester (only the requester may publish it);
+- refuses, before anything is read or any budget spent, a pull request whose
+  reply inbox is not its requester's own (the reply would go to another replica)
+  or whose subject names no valid requester;
 - publishes the engine's actions in order from one sender task, sends pull
   requests and hands their answers back to the driver, and ticks it every
   `tick_interval`.
@@ -30,6 +33,7 @@ from broker.subjects import (
     ALL_VV,
     HQ,
     events_subject,
+    is_inbox_of,
     is_pull_subject,
     parse_replica_id,
     peer_from_subject,
@@ -187,11 +191,17 @@ class SyncTransport:
             await self.driver.on_publish(peer, msg.data)
 
     async def _serve(self, msg: Msg) -> None:
-        """Answer a pull request of the requester its subject names (not its reply
-        subject: that is the publisher's free choice)."""
+        """Answer a pull request of the requester its subject names. Its reply subject is
+        the publisher's free choice, so it is answered only on the requester's own
+        inbox: anywhere else the reply would go to a replica that never asked."""
         parties = pull_parties(msg.subject)
-        if parties is None or parties[0] != self.engine.replica_id or not msg.reply:
+        if parties is None or parties[0] != self.engine.replica_id:
+            self.driver.stray_request(msg.subject)
             return
-        reply = await self.driver.on_request(parties[1], msg.data)
+        requester = parties[1]
+        if not is_inbox_of(requester, msg.reply):
+            self.driver.forged_reply(requester, msg.reply)
+            return
+        reply = await self.driver.on_request(requester, msg.data)
         if reply is not None:
             await msg.respond(reply)

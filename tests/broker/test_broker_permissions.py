@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from broker.config import NkeyUserSpec, UserSpec
 from broker.credentials import Credentials
@@ -244,3 +245,27 @@ async def test_a_store_leaf_carries_no_pull_in_another_stores_name(
     await bad.publish(own, b"allowed")
     await at_hq.wait_for(own, b"allowed")
     assert [m for m in at_hq.msgs if m[1] == b"injected"] == []
+
+
+async def test_the_server_does_not_fence_reply_subjects(
+    linked: Linked, clients: list[Client]
+) -> None:
+    """Why the responder checks the reply inbox (broker.credentials): a till's pull in
+    its own name, asking for the reply on another store's inbox, reaches HQ."""
+    hq = await linked.connect(linked.hub, "hq", [])
+    t1 = await linked.connect(linked.till, "s1/t1", [])
+    clients += [hq, t1]
+    replies: list[str] = []
+
+    async def record(msg: Msg) -> None:
+        replies.append(msg.reply)
+
+    await hq.subscribe(pulls_to("hq"), cb=record)
+    own = pull_subject("hq", "s1/t1")
+
+    async def arrived() -> bool:
+        await t1.publish(own, b"forged reply", reply="_INBOX.s2.x.y")
+        await t1.flush()
+        return "_INBOX.s2.x.y" in replies
+
+    await wait_until(arrived, "the pull with a forged reply subject at HQ")
