@@ -147,7 +147,9 @@ def pulls_to(replica_id: str) -> str:
 def pulls_from(replica_id: str) -> list[str]:
     """Every pull ``replica_id`` may send, always naming itself: a till pulls from its
     store's tills and HQ (``tm.pull.s1.*.s1.t2``, ``tm.pull.hq.s1.t2``), HQ from any
-    till (``tm.pull.*.*.hq``)."""
+    till (``tm.pull.*.*.hq``). (That pattern also matches ``tm.pull.hq.<store>.hq``, a
+    pull to HQ in the name of a till called ``hq``; only HQ receives pulls to HQ, so
+    HQ's credentials can fool no one but HQ with it.)"""
     rid = parse_replica_id(replica_id)
     if rid.is_hq:
         return [f"{PULL}.*.*.{HQ}"]
