@@ -5,12 +5,21 @@ of subjects derived from its id; permissions (see `credentials`) are written in
 terms of these same functions, so the scheme and the access rules cannot drift
 apart.
 
-    tm.ev.<store>.<till>   live push of events authored/forwarded by the replica
-    tm.vv.<store>.<till>   version-vector announcements
-    tm.pull.<store>.<till> request/reply: pull ranges from that replica
-    _INBOX.<store>.<till>  reply inbox prefix (scoped so permissions can fence it)
+    tm.ev.<store>.<till>             live push of events authored/forwarded by the replica
+    tm.vv.<store>.<till>             version-vector announcements
+    tm.pull.<target>.<requester>     request/reply: <requester> pulls ranges from <target>
+    _INBOX.<store>.<till>            reply inbox prefix (scoped so permissions can fence it)
 
-HQ uses the single token ``hq`` in place of ``<store>.<till>``.
+HQ uses the single token ``hq`` in place of ``<store>.<till>``; so ``<target>`` and
+``<requester>`` are each ``hq`` or ``<store>.<till>`` (``tm.pull.hq.s1.t2``: till
+s1/t2 pulls from HQ; ``tm.pull.s1.t1.hq``: HQ pulls from s1/t1). That is
+unambiguous because no store may be named ``hq``.
+
+A pull subject names its requester because the subject is what permissions fence:
+each replica may publish pulls only as itself (`pulls_from`) and subscribe only to
+pulls addressed to it (`pulls_to`), so the responder knows who asks from the subject
+alone. The reply subject is the publisher's free choice and proves nothing; a
+responder answers only a reply inbox of the requester's own (`is_inbox_of`).
 """
 
 from __future__ import annotations
@@ -22,7 +31,6 @@ from broker.errors import InvalidReplicaId
 
 __all__ = [
     "ALL_EVENTS",
-    "ALL_PULL",
     "ALL_VV",
     "EVENTS",
     "HQ",
@@ -31,17 +39,21 @@ __all__ = [
     "VV",
     "ReplicaId",
     "events_subject",
+    "hq_pulls_to_store",
     "inbox_prefix",
+    "is_inbox_of",
     "is_pull_subject",
     "parse_replica_id",
-    "peer_from_inbox",
     "peer_from_subject",
+    "pull_parties",
     "pull_subject",
+    "pulls_from",
+    "pulls_to",
     "replica_token",
     "store_events_wildcard",
     "store_inbox_wildcard",
     "store_of",
-    "store_pull_wildcard",
+    "store_pulls_to_hq",
     "store_vv_wildcard",
     "validate_name",
     "vv_subject",
@@ -54,7 +66,6 @@ PULL = "tm.pull"
 INBOX = "_INBOX"
 ALL_EVENTS = f"{EVENTS}.>"
 ALL_VV = f"{VV}.>"
-ALL_PULL = f"{PULL}.>"
 
 # One NATS token: no dots (token separator), no wildcards, no whitespace. Kept
 # deliberately narrow so names are also safe in file names and config strings.
@@ -122,8 +133,27 @@ def vv_subject(replica_id: str) -> str:
     return f"{VV}.{replica_token(replica_id)}"
 
 
-def pull_subject(replica_id: str) -> str:
-    return f"{PULL}.{replica_token(replica_id)}"
+def pull_subject(target: str, requester: str) -> str:
+    """Where ``requester`` sends a pull request to ``target``:
+    ``pull_subject("hq", "s1/t2") == "tm.pull.hq.s1.t2"``."""
+    return f"{PULL}.{replica_token(target)}.{replica_token(requester)}"
+
+
+def pulls_to(replica_id: str) -> str:
+    """Every pull addressed to ``replica_id``, whoever sends it: ``tm.pull.s1.t2.>``."""
+    return f"{PULL}.{replica_token(replica_id)}.>"
+
+
+def pulls_from(replica_id: str) -> list[str]:
+    """Every pull ``replica_id`` may send, always naming itself: a till pulls from its
+    store's tills and HQ (``tm.pull.s1.*.s1.t2``, ``tm.pull.hq.s1.t2``), HQ from any
+    till (``tm.pull.*.*.hq``). (That pattern also matches ``tm.pull.hq.<store>.hq``, a
+    pull to HQ in the name of a till called ``hq``; only HQ receives pulls to HQ, so
+    HQ's credentials can fool no one but HQ with it.)"""
+    rid = parse_replica_id(replica_id)
+    if rid.is_hq:
+        return [f"{PULL}.*.*.{HQ}"]
+    return [f"{PULL}.{rid.store}.*.{rid.token}", f"{PULL}.{HQ}.{rid.token}"]
 
 
 def inbox_prefix(replica_id: str) -> str:
@@ -150,8 +180,16 @@ def store_vv_wildcard(store: str) -> str:
     return _store_wildcard(VV, store)
 
 
-def store_pull_wildcard(store: str) -> str:
-    return _store_wildcard(PULL, store)
+def store_pulls_to_hq(store: str) -> str:
+    """The pulls ``store``'s tills send HQ: ``tm.pull.hq.<store>.*``."""
+    _check_store(store)
+    return f"{PULL}.{HQ}.{store}.*"
+
+
+def hq_pulls_to_store(store: str) -> str:
+    """The pulls HQ sends ``store``'s tills: ``tm.pull.<store>.*.hq``."""
+    _check_store(store)
+    return f"{PULL}.{store}.*.{HQ}"
 
 
 def store_inbox_wildcard(store: str) -> str:
@@ -175,10 +213,32 @@ def peer_from_subject(subject: str) -> str | None:
     return _peer_from_tokens(tokens) if exact else None
 
 
-def peer_from_inbox(reply: str) -> str | None:
-    """``_INBOX.s1.t2.<id>`` -> ``s1/t2``: who may read this reply (inboxes are fenced)."""
-    tokens = reply.split(".")
-    return _peer_from_tokens(tokens[1:]) if tokens[0] == INBOX and len(tokens) > 2 else None
+def _take_replica(tokens: list[str]) -> tuple[str | None, list[str]]:
+    """The replica named by the leading tokens (one for ``hq``, else two), and the rest."""
+    n = 1 if tokens[:1] == [HQ] else 2
+    return _peer_from_tokens(tokens), tokens[n:]
+
+
+def pull_parties(subject: str) -> tuple[str, str] | None:
+    """``tm.pull.hq.s1.t2`` -> ``("hq", "s1/t2")``: (target, requester), or None unless
+    the subject names exactly a valid target and a valid requester."""
+    if not is_pull_subject(subject):
+        return None
+    target, rest = _take_replica(subject[len(PULL) + 1 :].split("."))
+    requester, rest = _take_replica(rest)
+    if target is None or requester is None or rest:
+        return None
+    return target, requester
+
+
+def is_inbox_of(replica_id: str, reply: str) -> bool:
+    """Whether ``reply`` is one of ``replica_id``'s own reply inboxes
+    (``_INBOX.s1.t2.<id>``), the only ones it may read (permissions fence them)."""
+    prefix = inbox_prefix(replica_id) + "."
+    if not reply.startswith(prefix):
+        return False
+    # Plain tokens only: a wildcard reply would be no single inbox at all.
+    return all(t not in ("", "*", ">") for t in reply[len(prefix) :].split("."))
 
 
 def is_pull_subject(subject: str) -> bool:

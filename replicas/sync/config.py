@@ -16,12 +16,15 @@ __all__ = [
     "BAD_SCOPE",
     "BUSY",
     "DUPLICATE_FRAME",
+    "FORGED_REPLY",
     "HOSTILE_KINDS",
     "MAX_ADMITTED_PER_PEER",
     "OUT_OF_SCOPE_REQUEST",
     "REJECTED",
     "SHORT",
+    "STRAY_REQUEST",
     "TIMEOUT",
+    "UNNAMED",
     "SyncConfig",
 ]
 
@@ -31,10 +34,17 @@ REJECTED = "rejected"  # the log refused events it sent (chain, scope, equivocat
 SHORT = "short"  # announced events it then did not serve
 BAD_SCOPE = "bad_scope"  # announced a scope its id does not have
 OUT_OF_SCOPE_REQUEST = "out_of_scope_request"  # asked for origins it may not hold
+FORGED_REPLY = "forged_reply"  # a pull whose reply inbox is not its requester's own
+STRAY_REQUEST = "stray_request"  # a pull on a subject naming no requester we serve
 TIMEOUT = "timeout"  # a pull got no (usable) reply in time
 BUSY = "busy"  # a pull reply made no progress but promised more
 DUPLICATE_FRAME = "duplicate_frame"  # a frame of only known events (replay or leaf echo)
-HOSTILE_KINDS = frozenset({BAD_FRAME, REJECTED, SHORT, BAD_SCOPE, OUT_OF_SCOPE_REQUEST})
+HOSTILE_KINDS = frozenset(
+    {BAD_FRAME, REJECTED, SHORT, BAD_SCOPE, OUT_OF_SCOPE_REQUEST, FORGED_REPLY}
+)
+# The peer an incident is recorded under when no fenced subject names one (a stray
+# request): one fixed name, so what a stranger writes cannot grow the incident table.
+UNNAMED = "?"
 # Replies of one peer waiting for (or in) the log: one being ingested, one read ahead.
 MAX_ADMITTED_PER_PEER = 2
 # An admitted reply is forgotten after this many pull timeouts if its ingest was never

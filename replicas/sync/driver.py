@@ -23,6 +23,7 @@ Usage::
     driver.start()                                  # announce what we hold
     await driver.on_publish("s1/t2", payload)       # a vector or a pushed frame
     reply = await driver.on_request("s1/t2", payload)  # serve a pull; None: ignore it
+    driver.forged_reply("s1/t2", "_INBOX.s2.t1.x")  # a pull refused unread, recorded
     await driver.on_reply("s1/t2", pull_id, payload)   # the answer to our pull
     driver.tick()                                   # every `tick_interval`
 """
@@ -119,6 +120,14 @@ class SyncDriver:
         plan = self.engine.on_pull_request(peer, req, self.clock())
         raws = [raw for read in plan.reads for raw in await self.log.read_range(*read)]
         return self.engine.build_reply(plan, raws)
+
+    def forged_reply(self, peer: str, reply: str) -> None:
+        """`peer`'s pull asked for its reply on `reply`, an inbox not its own: refused."""
+        self.engine.on_forged_reply(peer, reply, self.clock())
+
+    def stray_request(self, subject: str) -> None:
+        """A pull on `subject`, which names no requester we serve: refused."""
+        self.engine.on_stray_request(subject, self.clock())
 
     async def on_reply(self, peer: str, pull_id: int, payload: bytes) -> None:
         """The answer to our pull `pull_id` from `peer`."""

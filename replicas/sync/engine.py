@@ -41,11 +41,14 @@ from replicas.sync.config import (
     BAD_SCOPE,
     BUSY,
     DUPLICATE_FRAME,
+    FORGED_REPLY,
     MAX_ADMITTED_PER_PEER,
     OUT_OF_SCOPE_REQUEST,
     REJECTED,
     SHORT,
+    STRAY_REQUEST,
     TIMEOUT,
+    UNNAMED,
     SyncConfig,
 )
 from replicas.sync.peers import PeerTable
@@ -270,7 +273,7 @@ class SyncEngine:
         self._inflight[peer] = pull
         size = sum(last - first + 1 for _, first, last in ranges)
         req = PullRequest(self.replica_id, pull.id, ranges, size, self.config.max_frame_bytes)
-        subject = pull_subject(peer)
+        subject = pull_subject(peer, self.replica_id)
         return Request(subject, encode_message(req), self.config.pull_timeout, peer, pull.id)
 
     def on_pull_failed(self, peer: str, pull_id: int, now: float, detail: str = "") -> list[Action]:
@@ -403,6 +406,17 @@ class SyncEngine:
     def build_reply(self, plan: ServePlan, raws: Sequence[bytes]) -> bytes:
         """The one reply frame for `plan`, from the rows read (cut to fit; `more` if cut)."""
         return self._server.reply(plan, raws)
+
+    def on_forged_reply(self, peer: str, reply: str, now: float) -> None:
+        """`peer` sent a pull whose reply inbox is not its own: refused unread, so it
+        spends none of the budget we keep for anyone. Blamed on `peer`, whose name
+        the fenced subject gave, never on the replica the inbox names."""
+        self.peers.hostile(peer, FORGED_REPLY, f"asked for its reply on {reply!r}", now)
+
+    def on_stray_request(self, subject: str, now: float) -> None:
+        """A pull on a subject naming no requester we serve: refused unread. No fenced
+        name to blame, so it is counted under `UNNAMED`, without a backoff."""
+        self.peers.soft(UNNAMED, STRAY_REQUEST, f"pull on {subject!r}", now)
 
     # --- time ---------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Three messages travel between replicas over core NATS:
 
     VersionVectorMsg  "what I hold"            tm.vv.<store>.<till> / tm.vv.hq
-    PullRequest       "send me these ranges"   request on tm.pull.<store>.<till> / tm.pull.hq
+    PullRequest       "send me these ranges"   request on tm.pull.<target>.<requester>
     EventsFrame       "here are events"        live push on tm.ev.<...>, or a pull reply
 
 Each is a msgspec Struct in a tagged union encoded as a msgpack array, so the
@@ -119,8 +119,8 @@ def encode_message(msg: Message) -> bytes:
 def decode_message(payload: bytes, peer: str, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
     """Untrusted bytes from `peer` -> a checked message, or `FrameError`.
 
-    `peer` is who the transport knows sent it (from the subject or reply inbox,
-    which NATS permissions fence); a message naming another sender is refused.
+    `peer` is who the transport knows sent it (from the subject, which NATS
+    permissions fence); a message naming another sender is refused.
     """
     if len(payload) > max_bytes:
         raise FrameError(peer, f"oversized: {len(payload)} bytes, limit {max_bytes}")

@@ -2,8 +2,11 @@
 
 A request is served only the origins in both the requester's scope and ours, only
 what we hold, and at most what its `TokenBucket` still allows (one per requester,
-made full on its first pull). The server plans the log reads (`ServePlan`); the
-transport runs them and hands the rows back to build the one reply frame.
+made full on its first pull). The requester is the one its pull subject names, which
+permissions let only that replica publish; a request the transport refused (a reply
+inbox not the requester's) never gets here, so it spends no one's budget. The server
+plans the log reads (`ServePlan`); the transport runs them and hands the rows back to
+build the one reply frame.
 
 Owned by `SyncEngine` (`replicas.sync.engine`), which records the incident when a
 request asks for origins outside the scopes; no I/O and no clock reads.

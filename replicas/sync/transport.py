@@ -3,9 +3,13 @@
 
 All decisions are the engine's and all glue is the driver's. This module only
 - subscribes to the subjects the replica's permissions allow (its store's and
-  HQ's events and vectors, or everything for HQ, plus its own pull subject);
-- names the peer of every message from what NATS fences (the publishing subject,
-  or the reply inbox of a pull request), never from the payload;
+  HQ's events and vectors, or every store's for HQ, plus the pulls addressed to it);
+- names the peer of every message from what NATS fences, never from the payload
+  nor the reply subject: the publishing subject, which for a pull request names
+  the requester (only the requester may publish it);
+- refuses, before anything is read or any budget spent, a pull request whose
+  reply inbox is not its requester's own (the reply would go to another replica)
+  or whose subject names no valid requester;
 - publishes the engine's actions in order from one sender task, sends pull
   requests and hands their answers back to the driver, and ticks it every
   `tick_interval`.
@@ -29,11 +33,12 @@ from broker.subjects import (
     ALL_VV,
     HQ,
     events_subject,
+    is_inbox_of,
     is_pull_subject,
     parse_replica_id,
-    peer_from_inbox,
     peer_from_subject,
-    pull_subject,
+    pull_parties,
+    pulls_to,
     store_events_wildcard,
     store_vv_wildcard,
     vv_subject,
@@ -50,17 +55,18 @@ log = logging.getLogger(__name__)
 
 
 def subscriptions_for(replica_id: str) -> list[str]:
-    """What a replica listens to; exactly what `permissions_for` lets it subscribe to."""
+    """What a replica listens to: exactly what `permissions_for` lets it subscribe to,
+    but its reply inbox (nats-py subscribes that itself)."""
     rid = parse_replica_id(replica_id)
     if rid.is_hq:
-        return [ALL_EVENTS, ALL_VV, pull_subject(HQ)]
+        return [ALL_EVENTS, ALL_VV, pulls_to(HQ)]
     assert rid.store is not None
     return [
         store_events_wildcard(rid.store),
         events_subject(HQ),
         store_vv_wildcard(rid.store),
         vv_subject(HQ),
-        pull_subject(replica_id),
+        pulls_to(replica_id),
     ]
 
 
@@ -178,11 +184,24 @@ class SyncTransport:
 
     async def _dispatch(self, msg: Msg) -> None:
         if is_pull_subject(msg.subject):
-            peer = peer_from_inbox(msg.reply) if msg.reply else None
-            reply = None if peer is None else await self.driver.on_request(peer, msg.data)
-            if reply is not None:
-                await msg.respond(reply)
+            await self._serve(msg)
             return
         peer = peer_from_subject(msg.subject)
         if peer is not None and peer != self.engine.replica_id:
             await self.driver.on_publish(peer, msg.data)
+
+    async def _serve(self, msg: Msg) -> None:
+        """Answer a pull request of the requester its subject names. Its reply subject is
+        the publisher's free choice, so it is answered only on the requester's own
+        inbox: anywhere else the reply would go to a replica that never asked."""
+        parties = pull_parties(msg.subject)
+        if parties is None or parties[0] != self.engine.replica_id:
+            self.driver.stray_request(msg.subject)
+            return
+        requester = parties[1]
+        if not is_inbox_of(requester, msg.reply):
+            self.driver.forged_reply(requester, msg.reply)
+            return
+        reply = await self.driver.on_request(requester, msg.data)
+        if reply is not None:
+            await msg.respond(reply)

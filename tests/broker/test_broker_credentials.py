@@ -75,13 +75,18 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 def test_till_permissions() -> None:
     p = permissions_for("s1/t1", "s1")
-    assert p["publish"]["allow"] == ["tm.ev.s1.t1", "tm.vv.s1.t1", "tm.pull.>"]
+    assert p["publish"]["allow"] == [
+        "tm.ev.s1.t1",
+        "tm.vv.s1.t1",
+        "tm.pull.s1.*.s1.t1",  # pulls from its store's tills, as itself
+        "tm.pull.hq.s1.t1",  # pulls from HQ, as itself
+    ]
     assert set(p["subscribe"]["allow"]) == {
         "tm.ev.s1.>",
         "tm.ev.hq",
         "tm.vv.s1.>",
         "tm.vv.hq",
-        "tm.pull.s1.t1",
+        "tm.pull.s1.t1.>",  # pulls addressed to it, by anyone
         "_INBOX.s1.t1.>",
     }
     assert p["allow_responses"] is True
@@ -90,8 +95,8 @@ def test_till_permissions() -> None:
 
 def test_hq_permissions() -> None:
     p = permissions_for("hq")
-    assert p["publish"]["allow"] == ["tm.ev.hq", "tm.vv.hq", "tm.pull.>"]
-    assert p["subscribe"]["allow"] == ["tm.>", "_INBOX.hq.>"]
+    assert p["publish"]["allow"] == ["tm.ev.hq", "tm.vv.hq", "tm.pull.*.*.hq"]
+    assert p["subscribe"]["allow"] == ["tm.ev.>", "tm.vv.>", "tm.pull.hq.>", "_INBOX.hq.>"]
 
 
 def test_store_mismatch_is_refused() -> None:
@@ -105,3 +110,6 @@ def test_leaf_permissions_are_scoped_to_the_store() -> None:
     assert "tm.ev.s1.>" in p["publish"]["allow"]
     assert "_INBOX.hq.>" in p["publish"]["allow"]  # replies to HQ pulls cross the leaf
     assert "tm.ev.s1.>" not in p["subscribe"]["allow"]
+    # Pulls cross the leaf between HQ and s1's tills only, each naming its requester.
+    assert [s for s in p["publish"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.hq.s1.*"]
+    assert [s for s in p["subscribe"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.s1.*.hq"]

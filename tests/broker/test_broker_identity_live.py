@@ -22,7 +22,7 @@ from broker.config import NkeyUserSpec, free_port, till_server_config
 from broker.credentials import Credentials, route_key
 from broker.identity import Nkey
 from broker.server import EmbeddedNatsServer
-from broker.subjects import events_subject, pull_subject
+from broker.subjects import ALL_EVENTS, ALL_VV, events_subject, pull_subject, pulls_to
 from broker.tls import SiteCA, write_tls_files
 from tests.broker.kit import (
     Collector,
@@ -43,24 +43,28 @@ async def _quiet(_: Exception) -> None:
     """error_cb for connects expected to fail: nats-py would log a traceback."""
 
 
-async def _answered_pull(requester: Client, responder: Client, replica_id: str) -> Msg:
-    """``responder`` answers pulls for ``replica_id``; ``requester`` pulls until answered
-    (a fresh SUB, more so one behind a leaf link, is registered asynchronously)."""
+async def _answered_pull(
+    requester: Client, responder: Client, target: str, requester_id: str
+) -> Msg:
+    """``responder`` answers pulls to ``target``; ``requester`` pulls as ``requester_id``
+    until answered (a fresh SUB, more so one behind a leaf link, is registered
+    asynchronously)."""
 
     async def answer(msg: Msg) -> None:
         await msg.respond(b"range")
 
-    await responder.subscribe(pull_subject(replica_id), cb=answer)
+    await responder.subscribe(pulls_to(target), cb=answer)
     replies: list[Msg] = []
+    subject = pull_subject(target, requester_id)
 
     async def answered() -> bool:
         try:
-            replies.append(await requester.request(pull_subject(replica_id), b"pull", timeout=1))
+            replies.append(await requester.request(subject, b"pull", timeout=1))
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
             return False
         return True
 
-    await wait_until(answered, f"a pull from {replica_id} answered")
+    await wait_until(answered, f"a pull from {target} answered")
     assert replies[0].data == b"range"
     return replies[0]
 
@@ -101,7 +105,7 @@ async def test_a_till_connects_by_nkey_and_is_held_to_its_permissions(
 
     # Request/reply still works: t2's reply inbox (_INBOX.s1.t2.*) is t2's to read,
     # and t1 may answer it once (allow_responses) without a grant on _INBOX.>.
-    reply = await _answered_pull(t2, t1, "s1/t1")
+    reply = await _answered_pull(t2, t1, "s1/t1", "s1/t2")
     assert reply.subject.startswith("_INBOX.s1.t2.")
 
 
@@ -277,13 +281,14 @@ async def test_leaf_link_runs_over_tls_as_the_store(
     bad = await connect_nkey(till, site.seed_file("rogue", rogue), "s1/t1")
     clients += [hq, t1, bad]
     at_hq, at_till = Collector(), Collector()
-    await hq.subscribe("tm.>", cb=at_hq.on_msg)
+    for subject in (ALL_EVENTS, ALL_VV):
+        await hq.subscribe(subject, cb=at_hq.on_msg)
     await t1.subscribe(events_subject("hq"), cb=at_till.on_msg)
     await probe_until_seen(t1, events_subject("s1/t1"), at_hq)  # up
     await probe_until_seen(hq, events_subject("hq"), at_till)  # down
 
     # HQ pulls from the till: the reply crosses the leaf on the _INBOX.hq.> grant.
-    await _answered_pull(hq, t1, "s1/t1")
+    await _answered_pull(hq, t1, "s1/t1", "hq")
 
     await bad.publish(events_subject("s2/x"), b"injected")
     await bad.publish(events_subject("hq"), b"injected")

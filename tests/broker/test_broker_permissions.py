@@ -3,23 +3,35 @@
 Negative checks need no sleeps: each forbidden publish is followed by an allowed
 one on the same connection and path, and NATS keeps per-publisher order, so once
 the allowed message has arrived the forbidden one would already have arrived.
+
+The pull tests run in both modes (passwords, and nkeys over TLS links): the same
+permission functions feed both, and both must fence who a pull request names.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 import nats
+import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
-from broker.config import UserSpec
+from broker.config import NkeyUserSpec, UserSpec
 from broker.credentials import Credentials
-from broker.subjects import events_subject
+from broker.identity import Nkey
+from broker.server import EmbeddedNatsServer
+from broker.subjects import ALL_EVENTS, ALL_VV, events_subject, pull_subject, pulls_to
 from tests.broker.kit import (
     Collector,
     ServerPool,
+    Site,
+    connect_nkey,
     connect_replica,
     hq_config,
+    nkey_hq_config,
+    nkey_store_configs,
     probe_until_seen,
     store_configs,
     wait_leafs,
@@ -87,7 +99,8 @@ async def test_store_leaf_cannot_inject_other_store_subjects_into_hq(
     bad = await nats.connect(till.client_url, user=rogue.user, password=rogue.password)
     clients += [hq, bad]
     at_hq = Collector()
-    await hq.subscribe("tm.>", cb=at_hq.on_msg)
+    for subject in (ALL_EVENTS, ALL_VV):
+        await hq.subscribe(subject, cb=at_hq.on_msg)
     await probe_until_seen(bad, events_subject("s1/t1"), at_hq)
 
     await bad.publish(events_subject("s2/x"), b"injected")
@@ -96,3 +109,163 @@ async def test_store_leaf_cannot_inject_other_store_subjects_into_hq(
     await bad.publish(events_subject("s1/t1"), b"allowed")
     await at_hq.wait_for(events_subject("s1/t1"), b"allowed")
     assert [m for m in at_hq.msgs if m[1] == b"injected"] == []
+
+
+# --- pull requests name their requester, and only the requester may send them --------------
+
+ROGUE = Credentials("rogue", "rogue-password")
+Connect = Callable[[EmbeddedNatsServer, str, list[Exception]], Awaitable[Client]]
+
+
+@dataclass
+class Linked:
+    """HQ's hub (stores s1, s2) and s1/t1's server on a leaf link to it. The till's
+    server also has a rogue user without permissions: a compromised store server,
+    fenced only by HQ's leaf permissions for s1."""
+
+    hub: EmbeddedNatsServer
+    till: EmbeddedNatsServer
+    connect: Connect  # a replica's client with its own credentials
+    rogue: Callable[[], Awaitable[Client]]
+
+
+async def _password_link(servers: ServerPool, creds: dict[str, Credentials]) -> Linked:
+    hub = await servers.start(hq_config(creds, ["s1", "s2"]))
+    (cfg,) = store_configs("s1", ["t1"], creds, [f"127.0.0.1:{hub.leaf_port}"])
+    till = await servers.start(replace(cfg, users=(*cfg.users, UserSpec(ROGUE))))
+
+    async def connect(srv: EmbeddedNatsServer, rid: str, errors: list[Exception]) -> Client:
+        return await connect_replica(srv, creds[rid], rid, errors)
+
+    async def rogue() -> Client:
+        return await nats.connect(till.client_url, user=ROGUE.user, password=ROGUE.password)
+
+    return Linked(hub, till, connect, rogue)
+
+
+async def _nkey_link(servers: ServerPool, site: Site) -> Linked:
+    hub = await servers.start(nkey_hq_config(site))
+    (cfg,) = nkey_store_configs(site, "s1", ["t1"], [f"127.0.0.1:{hub.leaf_port}"])
+    key = Nkey.generate()
+    till = await servers.start(replace(cfg, users=(*cfg.users, NkeyUserSpec(key.public_key))))
+
+    async def connect(srv: EmbeddedNatsServer, rid: str, errors: list[Exception]) -> Client:
+        return await connect_nkey(srv, site.seed_file(rid), rid, errors)
+
+    async def rogue() -> Client:
+        return await connect_nkey(till, site.seed_file("rogue", key), "s1/t1")
+
+    return Linked(hub, till, connect, rogue)
+
+
+@pytest.fixture(params=["password", "nkey"])
+async def linked(
+    request: pytest.FixtureRequest,
+    servers: ServerPool,
+    creds: dict[str, Credentials],
+    site: Site,
+) -> Linked:
+    if request.param == "password":
+        link = await _password_link(servers, creds)
+    else:
+        link = await _nkey_link(servers, site)
+    await wait_leafs(link.hub, 1)
+    return link
+
+
+async def _pulls_at_hq(link: Linked, clients: list[Client]) -> Collector:
+    """What HQ's client receives of the pulls addressed to it."""
+    hq = await link.connect(link.hub, "hq", [])
+    clients.append(hq)
+    at_hq = Collector()
+    await hq.subscribe(pulls_to("hq"), cb=at_hq.on_msg)
+    return at_hq
+
+
+def _violations(errors: list[Exception], subjects: Sequence[str]) -> Callable[[], Awaitable[bool]]:
+    async def reported() -> bool:
+        text = " ".join(str(e) for e in errors)
+        return all(f'permissions violation for publish to "{s}"' in text for s in subjects)
+
+    return reported
+
+
+async def test_a_till_sends_pulls_only_in_its_own_name(
+    linked: Linked, clients: list[Client]
+) -> None:
+    at_hq = await _pulls_at_hq(linked, clients)
+    errors: list[Exception] = []
+    t1 = await linked.connect(linked.till, "s1/t1", errors)
+    clients.append(t1)
+    own = pull_subject("hq", "s1/t1")
+    await probe_until_seen(t1, own, at_hq)
+
+    forged = [
+        pull_subject("hq", "s1/t2"),  # a till of its own store
+        pull_subject("hq", "s2/x"),  # another store's till
+        pull_subject("s2/x", "s1/t1"),  # as itself, but to another store's till
+    ]
+    for subject in forged:
+        await t1.publish(subject, b"forged", reply="_INBOX.s1.t1.x")
+    await t1.publish(own, b"genuine", reply="_INBOX.s1.t1.y")
+    await at_hq.wait_for(own, b"genuine")
+    assert [m for m in at_hq.msgs if m[1] == b"forged"] == []  # HQ never saw one
+    await wait_until(_violations(errors, forged), "a permissions violation for each forgery")
+    assert t1.is_connected
+
+
+async def test_a_till_receives_only_the_pulls_addressed_to_it(
+    linked: Linked, clients: list[Client]
+) -> None:
+    errors: list[Exception] = []
+    t1 = await linked.connect(linked.till, "s1/t1", errors)
+    clients.append(t1)
+    for subject in (pulls_to("s1/t2"), pulls_to("hq")):
+        await t1.subscribe(subject)
+
+    async def refused() -> bool:
+        text = " ".join(str(e) for e in errors)
+        return all(f'"{s}"' in text for s in (pulls_to("s1/t2"), pulls_to("hq")))
+
+    await wait_until(refused, "a subscription violation for each")
+
+
+async def test_a_store_leaf_carries_no_pull_in_another_stores_name(
+    linked: Linked, clients: list[Client]
+) -> None:
+    at_hq = await _pulls_at_hq(linked, clients)
+    bad = await linked.rogue()
+    clients.append(bad)
+    # A compromised store server may speak for its own tills, no one else.
+    own = pull_subject("hq", "s1/t1")
+    await probe_until_seen(bad, own, at_hq)
+
+    for requester in ("s2/x", "hq"):
+        await bad.publish(pull_subject("hq", requester), b"injected", reply="_INBOX.s1.t1.x")
+    await bad.publish(own, b"allowed")
+    await at_hq.wait_for(own, b"allowed")
+    assert [m for m in at_hq.msgs if m[1] == b"injected"] == []
+
+
+async def test_the_server_does_not_fence_reply_subjects(
+    linked: Linked, clients: list[Client]
+) -> None:
+    """Why the responder checks the reply inbox (broker.credentials): a till's pull in
+    its own name, asking for the reply on another store's inbox, reaches HQ."""
+    hq = await linked.connect(linked.hub, "hq", [])
+    t1 = await linked.connect(linked.till, "s1/t1", [])
+    clients += [hq, t1]
+    replies: list[str] = []
+
+    async def record(msg: Msg) -> None:
+        replies.append(msg.reply)
+
+    await hq.subscribe(pulls_to("hq"), cb=record)
+    own = pull_subject("hq", "s1/t1")
+
+    async def arrived() -> bool:
+        await t1.publish(own, b"forged reply", reply="_INBOX.s2.x.y")
+        await t1.flush()
+        return "_INBOX.s2.x.y" in replies
+
+    await wait_until(arrived, "the pull with a forged reply subject at HQ")

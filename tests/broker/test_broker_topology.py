@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from broker.config import free_port, hq_server_config
 from broker.credentials import Credentials
 from broker.server import EmbeddedNatsServer
-from broker.subjects import events_subject, pull_subject
+from broker.subjects import events_subject, pull_subject, pulls_to
 from tests.broker.kit import (
     Collector,
     ServerPool,
@@ -79,8 +79,8 @@ async def test_hq_and_store_over_leaf(
     async def responder(msg: Msg) -> None:
         await msg.respond(b"range-for-" + msg.data)
 
-    await t1.subscribe(pull_subject("s1/t1"), cb=responder)
-    reply = await _request_until_answered(hq, pull_subject("s1/t1"), b"hq")
+    await t1.subscribe(pulls_to("s1/t1"), cb=responder)
+    reply = await _request_until_answered(hq, pull_subject("s1/t1", "hq"), b"hq")
     assert reply == b"range-for-hq"
 
 

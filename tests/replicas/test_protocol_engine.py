@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker.subjects import pull_subject
 from replicas.sync.config import ADMITTED_TIMEOUT_FACTOR, SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import (
@@ -30,9 +31,7 @@ def requests(actions: list[Action]) -> dict[str, PullRequest]:
     for a in actions:
         if isinstance(a, Request):
             msg = decode_message(a.payload, "s1/t1")
-            assert (
-                isinstance(msg, PullRequest) and a.subject == f"tm.pull.{a.peer.replace('/', '.')}"
-            )
+            assert isinstance(msg, PullRequest) and a.subject == pull_subject(a.peer, "s1/t1")
             out[a.peer] = msg
     return out
 

@@ -1,7 +1,7 @@
 """The NATS adapter end to end: real nats-server processes (a store server with a leaf
 link to HQ), real SQLite logs, broker permissions enforced.
 
-Proves that the subjects, permissions, inbox-derived peer names and the adapter's
+Proves that the subjects, permissions, subject-derived peer names and the adapter's
 log calls fit together: a late-joining till catches up by pulling, live pushes
 flow both ways across the leaf link, and HQ's vector shows up as a receipt.
 """
@@ -20,16 +20,16 @@ import pytest
 from nats.aio.client import Client
 
 from broker.config import free_port, hq_server_config, till_server_config
-from broker.credentials import Credentials, generate_store_credentials
+from broker.credentials import Credentials, generate_store_credentials, permissions_for
 from broker.server import EmbeddedNatsServer, connect_options
-from broker.subjects import peer_from_inbox, peer_from_subject
+from broker.subjects import inbox_prefix, is_inbox_of, peer_from_subject, pull_parties
 from core.events import StockReceived
 from core.fold import Accepted
 from core.log import EventLog
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import Publish, Request, holds
-from replicas.sync.transport import SyncTransport
+from replicas.sync.transport import SyncTransport, subscriptions_for
 
 CONFIG = SyncConfig(announce_interval=0.5, announce_min_gap=0.05, pull_window=20, pull_timeout=2)
 
@@ -50,9 +50,18 @@ def test_peer_names_come_from_fenced_subjects() -> None:
     assert peer_from_subject("tm.vv.hq") == "hq"
     assert peer_from_subject("tm.vv.s1") is None
     assert peer_from_subject("tm.ev.hq.x") is None
-    assert peer_from_inbox("_INBOX.s1.t2.abc.def") == "s1/t2"
-    assert peer_from_inbox("_INBOX.hq.abc") == "hq"
-    assert peer_from_inbox("_INBOX.abc") is None
+    assert pull_parties("tm.pull.hq.s1.t2") == ("hq", "s1/t2")
+    assert pull_parties("tm.pull.s1.t2.hq") == ("s1/t2", "hq")
+    # The reply subject names nobody: it is only checked against the requester's inbox.
+    assert is_inbox_of("s1/t2", "_INBOX.s1.t2.abc.def")
+    assert not is_inbox_of("s1/t2", "_INBOX.s2.t1.abc")
+
+
+@pytest.mark.parametrize("replica", ["hq", "s1/t1", "s2/x"])
+def test_a_replica_subscribes_to_exactly_what_it_may(replica: str) -> None:
+    # nats-py subscribes the reply inbox itself; the transport subscribes the rest.
+    allowed = permissions_for(replica)["subscribe"]["allow"]
+    assert sorted([*subscriptions_for(replica), f"{inbox_prefix(replica)}.>"]) == sorted(allowed)
 
 
 async def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -172,7 +181,7 @@ async def test_nats_errors_on_a_closed_link_stay_inside_the_wire(tmp_path: Path)
         await nc.close()
         try:
             transport.wire.send(
-                [Publish("tm.vv.hq", b"x"), Request("tm.pull.s1.t1", b"x", 0.5, "s1/t1", 7)]
+                [Publish("tm.vv.hq", b"x"), Request("tm.pull.s1.t1.hq", b"x", 0.5, "s1/t1", 7)]
             )
             await wait_for(lambda: bool(failed), "the pull to be reported failed", 5)
             assert failed == [("s1/t1", 7)]

@@ -1,0 +1,181 @@
+"""Who a pull request is served to, over real nats-server processes: the requester its
+subject names (permissions let only that replica publish there), and only on that
+requester's own reply inbox. A request asking for its reply anywhere else is refused
+before anything is read or any budget spent, and recorded against the requester the
+subject names, never against the replica whose inbox it named (issue 13, item 5).
+
+HQ runs the shipping `SyncTransport` over a real log. The requests come from raw
+clients with tills' own credentials on s1/t1's server, across the leaf link, and from
+a rogue user of that server (a compromised store server, fenced only by HQ's leaf
+permissions). A till's genuine pull, answered, first proves HQ's interest has crossed
+the leaf; each refused request is then followed by a genuine one on the same
+connection: NATS keeps one publisher's order and the transport handles one
+subscription's messages in order, so once the genuine one is answered, the refused
+ones were handled, and the incidents counted are exactly the requests sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from broker.config import UserSpec, free_port, hq_server_config, till_server_config
+from broker.credentials import Credentials, generate_store_credentials
+from broker.server import EmbeddedNatsServer, connect_options
+from broker.subjects import inbox_prefix, pull_subject
+from conflict.state import StoreState
+from core.events import StockReceived
+from core.log import EventLog
+from replicas.sync.config import FORGED_REPLY, STRAY_REQUEST, UNNAMED, SyncConfig
+from replicas.sync.engine import SyncEngine
+from replicas.sync.protocol import EventsFrame, PullRequest, decode_message, encode_message
+from replicas.sync.transport import SyncTransport
+from tests.broker.kit import Collector, wait_leafs, wait_until
+
+BURST = 5
+# A budget of BURST events per requester that (practically) never refills: a request
+# served by mistake would leave its requester's next pull with nothing.
+CONFIG = SyncConfig(serve_rate=1e-6, serve_burst=BURST, announce_interval=60, pull_timeout=2)
+ROGUE = Credentials("rogue", "rogue-password")
+
+
+@dataclass
+class Served:
+    """HQ's sync over the hub, and s1/t1's server on a leaf link to it."""
+
+    engine: SyncEngine
+    till: EmbeddedNatsServer
+    creds: dict[str, Credentials]
+    clients: list[Client] = field(default_factory=list)
+
+    async def client(self, rid: str) -> Client:
+        """A till's client on s1/t1's server, with its own credentials and inbox."""
+        options = connect_options(self.till.client_url, self.creds[rid], rid)
+        nc = await nats.connect(**options, connect_timeout=2)
+        self.clients.append(nc)
+        return nc
+
+    async def rogue(self) -> Client:
+        """A user of the store server without permissions, reading t1's inbox."""
+        nc = await nats.connect(
+            self.till.client_url,
+            user=ROGUE.user,
+            password=ROGUE.password,
+            inbox_prefix="_INBOX.s1.t1",
+            connect_timeout=2,
+        )
+        self.clients.append(nc)
+        return nc
+
+    def incidents(self) -> dict[tuple[str, str], int]:
+        status = self.engine.status(time.monotonic())
+        return {(i.peer, i.kind): i.count for i in status.incidents}
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    creds = generate_store_credentials("s1", ["t1", "t2", "t3"], hq=True)
+    hub_cfg = hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port())
+    leaf = [f"127.0.0.1:{hub_cfg.leaf_port}"]
+    till_cfg = till_server_config(
+        "s1", "t1", creds, port=free_port(), cluster_port=free_port(), hq_leaf_addrs=leaf
+    )
+    till_cfg = replace(till_cfg, users=(*till_cfg.users, UserSpec(ROGUE)))
+    async with contextlib.AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(EmbeddedNatsServer(hub_cfg, tmp_path))
+        till = await stack.enter_async_context(EmbeddedNatsServer(till_cfg, tmp_path))
+        await wait_leafs(hub, 1)
+        log = await EventLog.open(tmp_path / "hq.db", "hq", StoreState())
+        stack.push_async_callback(log.close)
+        await log.append_many([StockReceived(sku="SKU-1", qty=i + 1) for i in range(2 * BURST)])
+        nc = await nats.connect(**connect_options(hub.client_url, creds["hq"], "hq"))
+        stack.push_async_callback(nc.close)
+        engine = SyncEngine("hq", config=CONFIG, vv=log.version_vector())
+        transport = SyncTransport(nc, log, engine, tick_interval=60)
+        await transport.start()
+        stack.push_async_callback(transport.close)
+        site = Served(engine, till, creds)
+        yield site
+        for client in site.clients:
+            await client.close()
+
+
+def pull_request(requester: str) -> bytes:
+    """`requester` asks HQ for its first BURST events."""
+    ranges = [("hq", 1, BURST)]
+    return encode_message(PullRequest(requester, 1, ranges, BURST, CONFIG.max_frame_bytes))
+
+
+async def pull(nc: Client, requester: str) -> EventsFrame:
+    """A genuine pull, on `requester`'s own subject and inbox: HQ's answer. Retried
+    while nobody answers: HQ's interest crosses the leaf asynchronously (an unanswered
+    pull reached no responder, so it spent nothing)."""
+    replies: list[Msg] = []
+
+    async def answered() -> bool:
+        subject, payload = pull_subject("hq", requester), pull_request(requester)
+        try:
+            replies.append(await nc.request(subject, payload, timeout=1))
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return False
+        return True
+
+    await wait_until(answered, f"HQ to answer {requester}'s pull")
+    assert replies[0].subject.startswith(inbox_prefix(requester) + ".")
+    frame = decode_message(replies[0].data, "hq")
+    assert isinstance(frame, EventsFrame)
+    return frame
+
+
+async def test_a_pull_asking_its_reply_on_another_inbox_is_refused_unread(
+    served: Served,
+) -> None:
+    t1, t2 = await served.client("s1/t1"), await served.client("s1/t2")
+    at_t1 = Collector()
+    await t1.subscribe("_INBOX.s1.t1.forged", cb=at_t1.on_msg)  # t1 reads its own inbox
+    await pull(await served.client("s1/t3"), "s1/t3")  # HQ's interest is in
+    forged = pull_subject("hq", "s1/t2")  # t2 may publish this: it is t2's own
+    for _ in range(8):  # the issue's 16 garbage requests, and valid ones
+        await t2.publish(forged, os.urandom(64), reply="_INBOX.s2.t1.x")
+        await t2.publish(forged, pull_request("s1/t2"), reply="_INBOX.s1.t1.forged")
+
+    # Served in full: the refused requests spent nothing of t2's budget, nor of t1's,
+    # whose inbox they named.
+    assert len((await pull(t2, "s1/t2")).events) == BURST
+    assert len((await pull(t1, "s1/t1")).events) == BURST
+    await t1.flush()
+    assert at_t1.msgs == []  # nothing was ever sent to t1's inbox for t2
+
+    incidents = served.incidents()
+    # Refused before it was decoded (no bad_frame); t1 and s2/t1 blamed for nothing.
+    assert incidents == {("s1/t2", FORGED_REPLY): 16}
+    peers = served.engine.status(time.monotonic()).peers
+    assert peers["s1/t2"].backoff > 0  # the throttled one is who sent them
+    assert peers["s1/t1"].backoff == 0 and "s2/t1" not in peers
+
+
+async def test_a_pull_naming_no_valid_requester_is_dropped_with_an_incident(
+    served: Served,
+) -> None:
+    bad = await served.rogue()
+    await pull(await served.client("s1/t3"), "s1/t3")  # HQ's interest is in
+    stray = "tm.pull.hq.s1.t$2"  # through HQ's leaf grant (tm.pull.hq.s1.*), but no till
+    await bad.publish(stray, pull_request("s1/t2"), reply="_INBOX.s1.t1.x")
+    # Another store's name: HQ's leaf permissions for s1 refuse it before HQ sees it.
+    await bad.publish(pull_subject("hq", "s2/x"), pull_request("s2/x"), reply="_INBOX.s1.t1.x")
+    await bad.publish(stray, pull_request("s1/t2"), reply="_INBOX.s1.t1.x")
+    # A compromised store server may still speak for its own tills.
+    assert len((await pull(bad, "s1/t1")).events) == BURST
+
+    assert served.incidents() == {(UNNAMED, STRAY_REQUEST): 2}  # nothing naming s2/x
+    peers = served.engine.status(time.monotonic()).peers
+    assert set(peers) == {"s1/t1", "s1/t3"}  # no peer made up from what a stranger wrote
