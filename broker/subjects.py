@@ -108,10 +108,10 @@ def parse_replica_id(replica_id: str) -> ReplicaId:
         validate_name(till, "till")
     except InvalidReplicaId as e:
         raise InvalidReplicaId(replica_id, e.reason) from None
-    # A store literally called "hq" would make tm.ev.hq.<till> ambiguous with the
-    # HQ wildcard reasoning in permissions; refuse it outright.
-    if store == HQ:
-        raise InvalidReplicaId(replica_id, "store may not be named 'hq'")
+    # A store or till literally called "hq" would make subjects ambiguous with HQ's
+    # (tm.ev.hq.<till>; tm.pull.*.*.hq, HQ's pulls, would match a till "hq"'s too).
+    if HQ in (store, till):
+        raise InvalidReplicaId(replica_id, "no store or till may be named 'hq'")
     return ReplicaId(store, till)
 
 
@@ -147,9 +147,7 @@ def pulls_to(replica_id: str) -> str:
 def pulls_from(replica_id: str) -> list[str]:
     """Every pull ``replica_id`` may send, always naming itself: a till pulls from its
     store's tills and HQ (``tm.pull.s1.*.s1.t2``, ``tm.pull.hq.s1.t2``), HQ from any
-    till (``tm.pull.*.*.hq``). (That pattern also matches ``tm.pull.hq.<store>.hq``, a
-    pull to HQ in the name of a till called ``hq``; only HQ receives pulls to HQ, so
-    HQ's credentials can fool no one but HQ with it.)"""
+    till (``tm.pull.*.*.hq``; no till may be called ``hq``, so that names HQ alone)."""
     rid = parse_replica_id(replica_id)
     if rid.is_hq:
         return [f"{PULL}.*.*.{HQ}"]

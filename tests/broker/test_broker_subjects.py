@@ -76,6 +76,7 @@ def test_valid_ids_map_to_two_plain_tokens(store: str, till: str) -> None:
         "s1/>",
         "a" * 33 + "/t",
         "hq/t1",
+        "s1/hq",  # tm.pull.*.*.hq would match its pulls and HQ's
         "HQ/",
         "s1/t1\n",
         "é/t1",
