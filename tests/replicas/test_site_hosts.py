@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from broker import samples
 from broker.config import render_config
+from broker.identity import Nkey, load_seed
 from broker.keyring import NodeIdentity, load_identity
+from broker.tls import TlsFiles
 from replicas.cli.main import main
 from replicas.site import STANDARD_PORTS, Site, init_site, load_site
 
@@ -110,3 +113,27 @@ def test_a_store_default_address_and_the_one_machine_default(tmp_path: Path) -> 
     assert _init(tmp_path / "b", "--stores", "1", "--tills", "2", "--host", "s1=10.0.1.1") == 0
     data = json.loads((tmp_path / "b" / "site.json").read_text())
     assert data["hosts"] == {"s1/t1": "10.0.1.1", "s1/t2": "10.0.1.1"}
+
+
+def test_the_deploy_samples_are_what_a_site_of_that_layout_runs(tmp_path: Path) -> None:
+    # broker.samples calls the config factories itself (broker imports no replicas);
+    # this shows a site laid out like the samples renders the very same confs.
+    site = init_site(
+        tmp_path,
+        {store: list(tills) for store, tills in samples.STORES.items()},
+        hosts={
+            **samples.HUBS,
+            **{f"{s}/{t}": a for s, tills in samples.STORES.items() for t, a in tills.items()},
+        },
+        hq_nodes=[n for n in samples.HUBS if n != "hq"],
+        uplinks={"lte": samples.LTE},
+    ).model_copy(update={"public_keys": samples.sample_public_keys()})
+    seed = tmp_path / "sample.seed"
+    Nkey.generate().save_seed(seed)
+    expected = samples.sample_configs()
+    for node in (*samples.HUBS, samples.TILL):
+        folder = samples.DATA / node / "identity"
+        tls = TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
+        text = render_config(site.server_config(node, NodeIdentity(folder, tls, seed)))
+        text = text.replace(load_seed(seed).seed, samples.LEAF_SEED_PLACEHOLDER)
+        assert text == expected[f"{node.replace('/', '-')}.conf"], node
