@@ -43,9 +43,10 @@ def test_init_refuses_to_replace_a_site_unless_forced(
     assert _init(capsys, tmp_path, "--force")[0] == 0
     after = _files(tmp_path)
     assert all(after[name] != before[name] for name in before)  # a new site, new keys
-    assert json.loads(after["site.json"])["public_keys"] != json.loads(before["site.json"])[
-        "public_keys"
-    ]
+    assert (
+        json.loads(after["site.json"])["public_keys"]
+        != json.loads(before["site.json"])["public_keys"]
+    )
 
 
 @pytest.mark.parametrize("count", ["-1", "0", "two"])
