@@ -1,7 +1,8 @@
 """The wheel runs as installed: built from this checkout, installed into a fresh venv
 without extras (as `deploy/README.md` tells store IT), every command's `--help`, a
-site made with `tillmesh site init`, and a till and HQ from that venv that replicate
-one sale. Also: every module the packages import is a runtime dependency.
+site made with `tillmesh site init`, the till's share of it bundled and installed into
+a folder of its own, and a till (from there) and HQ from that venv that replicate one
+sale. Also: every module the packages import is a runtime dependency.
 
 The fresh venv downloads the runtime dependencies from the package index (pip's cache
 makes later runs quick), so this is the slowest test outside e2e (~1 min).
@@ -10,6 +11,7 @@ makes later runs quick), so this is the slowest test outside e2e (~1 min).
 from __future__ import annotations
 
 import ast
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -61,6 +63,13 @@ def test_every_import_is_a_runtime_dependency() -> None:
     assert missing == {}, "imported by the packages but only a test extra (or not declared)"
 
 
+@pytest.fixture(autouse=True)
+def _checkout_not_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed commands import the wheel: a PYTHONPATH naming a checkout (as when
+    running tests from a worktree) would have them run that checkout instead."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+
+
 def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-2000:]}"
@@ -103,11 +112,23 @@ def test_every_command_helps_as_installed(installed: Path, tmp_path: Path) -> No
 
 
 async def test_an_installed_till_and_hq_replicate_a_sale(installed: Path, tmp_path: Path) -> None:
+    """deploy/README's path on one machine: `site init` where the site is made, `site
+    bundle` for the till, `site install` into the till machine's own folder, the till run
+    from there (HQ from the site's), one sale at HQ, and `status` naming the uplink."""
     tillmesh = str(installed / "tillmesh")
-    site = tmp_path / "site"
+    site, machine, bundle = tmp_path / "site", tmp_path / "till-machine", tmp_path / "b.tar.gz"
     run([tillmesh, "site", "init", "--data", str(site), "--stores", "1", "--tills", "1"], tmp_path)
-    options = {"tillmesh": [tillmesh], "site_made": True}
+    pack = ["site", "bundle", "--data", str(site), "--replica", "s1/t1", "--out", str(bundle)]
+    run([tillmesh, *pack], tmp_path)
+    installed_out = run(
+        [tillmesh, "site", "install", str(bundle), "--data", str(machine)], tmp_path
+    )
+    assert "tillmesh till --data" in installed_out.stdout
+    assert not (machine / "ca.key").exists() and not (machine / "hq").exists()
+    options = {"tillmesh": [tillmesh], "site_made": True, "machines": {"s1/t1": machine}}
     async with running_mesh(tmp_path, {"s1": ["t1"]}, **options) as mesh:
+        assert (machine / "s1" / "t1" / "log.db").exists()  # the till runs from its own folder
+        assert not (site / "s1" / "t1" / "log.db").exists()
         page = await mesh.http.get(f"{mesh['s1/t1'].url}/")
         assert page.status_code == 200 and "<html" in page.text.lower()  # package data
         (sale_id,) = await mesh.sell("s1/t1")
@@ -117,3 +138,10 @@ async def test_an_installed_till_and_hq_replicate_a_sale(installed: Path, tmp_pa
             return r.status_code == 200
 
         await wait_until(at_hq, "the sale at HQ", 60)
+        status = [tillmesh, "status", "--data", str(machine), "--replica", "s1/t1"]
+
+        async def uplink_named() -> bool:
+            out = (await asyncio.to_thread(run, status, tmp_path)).stdout
+            return "uplink    wan via hq (127.0.0.1:" in out
+
+        await wait_until(uplink_named, "status to name the till's uplink", 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ from replicas.runtime import Replica
 from replicas.site import load_site
 from replicas.uplink import UplinkState
 
-__all__ = ["register", "run_replica"]
+__all__ = ["TOKEN_ENV", "register", "run_replica"]
+
+TOKEN_ENV = "TILLMESH_TOKEN"  # `status`'s API token, kept off the command line
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,11 +72,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status",
         cmd_status,
         "Show a running replica's version vector, peers, lag, receipts and incidents.",
-        "tillmesh status --data data --replica s1/t1",
+        "tillmesh status --data data --replica s1/t1\n"
+        f"  {TOKEN_ENV}=tm_... tillmesh status --data /var/lib/tillmesh --replica s1/t1"
+        "   # a till with API tokens",
     )
     p.add_argument("--data", type=Path, help="the site's data folder (to find the replica)")
     p.add_argument("--replica", default=HQ, help="replica id, e.g. s1/t2 or hq")
     p.add_argument("--url", help="the replica's API URL instead of --data/--replica")
+    p.add_argument(
+        "--token",
+        help=f"an API token of the replica (read_only is enough); default ${TOKEN_ENV}. Not"
+        " needed for a replica on loopback with no tokens issued (the demo)",
+    )
     p.add_argument("--json", action="store_true")
 
 
@@ -156,15 +166,32 @@ async def _first(*events: asyncio.Event) -> asyncio.Event:
 
 def cmd_status(args: argparse.Namespace) -> int:
     url = args.url or _url_from_site(args.data, args.replica)
-    try:
-        status = httpx.get(f"{url}/status", timeout=5).raise_for_status().json()
-    except httpx.HTTPError as e:
-        raise LinkError(f"no replica answering at {url}: {e}") from e
+    status = fetch_status(url, args.token or os.environ.get(TOKEN_ENV))
     if args.json:
         print_json(status)
     else:
         _print_status(status)
     return 0
+
+
+def fetch_status(url: str, token: str | None) -> dict[str, Any]:
+    """A replica's `/status`; LinkError if it does not answer, or wants a token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(f"{url}/status", headers=headers, timeout=5)
+    except httpx.HTTPError as e:
+        raise LinkError(f"no replica answering at {url}: {e}") from e
+    if response.status_code == 401:
+        given = "its API refused the token given" if token else "its API needs a token"
+        raise LinkError(
+            f"{url}: {given}; give a read_only one (tillmesh token issue --role read_only)"
+            f" in ${TOKEN_ENV} or --token"
+        )
+    try:
+        status: dict[str, Any] = response.raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as e:
+        raise LinkError(f"{url}/status: {e}") from e
+    return status
 
 
 def _url_from_site(root: Path | None, replica_id: str) -> str:

@@ -138,8 +138,9 @@ def cmd_site_install(args: argparse.Namespace) -> int:
     print(f"installed {node} into {args.data}; run it with:")
     print(f"  {_run_command(site, node, args.data)}")
     if node in site.replicas and not is_loopback(site.host_of(node)):
-        print("  (its API needs a token first: tillmesh token issue --data"
-              f" {args.data} --replica {node} --role cashier --name 'till page')")  # fmt: skip
+        role = "hq_admin --name 'catalog team'" if node == HQ else "cashier --name 'till page'"
+        print(f"  (its API needs a token first: tillmesh token issue --data {args.data}"
+              f" --replica {node} --role {role})")  # fmt: skip
     return 0
 
 

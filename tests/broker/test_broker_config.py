@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -21,11 +22,14 @@ from broker.config import (
 )
 from broker.credentials import Credentials, generate_store_credentials
 from broker.errors import ConfigError
+from broker.identity import Nkey, check_public_key
+from broker.samples import DATA, HUBS, LEAF_SEED_PLACEHOLDER, TILL, sample_configs
 from broker.samples import main as write_samples
-from broker.samples import sample_configs
 from broker.server import EmbeddedNatsServer, nats_server_binary
+from broker.tls import SiteCA, write_tls_files
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats"
+SEED = re.compile(r"S[A-Z][A-Z2-7]{56}")  # any nkey seed (S + kind + 56)
 
 
 def _server_accepts(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
@@ -133,11 +137,47 @@ def test_free_port_is_bindable() -> None:
     assert 0 < free_port() < 65536
 
 
-def test_deploy_samples_are_current_and_valid(tmp_path: Path) -> None:
+def test_deploy_samples_are_current(tmp_path: Path) -> None:
     # Regenerate with `python -m broker.samples deploy/nats`.
+    (tmp_path / "old.conf").write_text("a sample since dropped")
     write_samples([str(tmp_path)])
-    for name, text in sample_configs().items():
+    samples = sample_configs()
+    assert sorted(p.name for p in DEPLOY.glob("*.conf")) == sorted(samples), "stale or missing"
+    assert sorted(p.name for p in tmp_path.glob("*.conf")) == sorted(samples)
+    for name, text in samples.items():
         assert (DEPLOY / name).read_text() == text, f"{name} is stale"
         assert (tmp_path / name).read_text() == text
-        result = _server_accepts(tmp_path, text)
-        assert result.returncode == 0, result.stderr
+
+
+def test_deploy_samples_hold_no_secret_and_no_usable_key() -> None:
+    for name, text in sample_configs().items():
+        assert not SEED.search(text), f"{name} holds an nkey seed"
+        assert "password" not in text and "BEGIN" not in text, name
+        keys = re.findall(r'nkey: "(U[A-Z2-7]{55})"', text)
+        assert keys and all(k.startswith("UAEXAMPLEKEYOF") for k in keys), name
+        assert all(check_public_key(k) == k for k in keys)  # yet each one well-formed
+
+
+def _fill_in(text: str, data: Path, seed: str) -> str:
+    """A sample as it stands on a machine: TLS files under `data`, the till's real seed."""
+    return text.replace(f'"{DATA}/', f'"{data}/').replace(LEAF_SEED_PLACEHOLDER, seed)
+
+
+def test_deploy_samples_are_valid_once_installed(tmp_path: Path) -> None:
+    # Every node's identity folder as `site install` writes it, from one site CA.
+    ca = SiteCA.generate("sample")
+    for node in (*HUBS, TILL):
+        issued = ca.issue_server(node.replace("/", "-"), ips=["10.0.1.11"])
+        write_tls_files(tmp_path / "data" / node / "identity", ca.cert, issued, stem="node")
+    seed = Nkey.generate().seed
+    for name, text in sample_configs().items():
+        installed = _fill_in(text, tmp_path / "data", seed)
+        assert f'"{DATA}/' not in installed and LEAF_SEED_PLACEHOLDER not in installed
+        result = _server_accepts(tmp_path, installed)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def test_the_till_sample_as_it_is_cannot_run(tmp_path: Path) -> None:
+    (till,) = (t for t in sample_configs().values() if LEAF_SEED_PLACEHOLDER in t)
+    result = _server_accepts(tmp_path, till)
+    assert result.returncode != 0 and "not a valid seed" in result.stderr

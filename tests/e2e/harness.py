@@ -107,7 +107,8 @@ class ReplicaProc:
     def __init__(self, mesh: Mesh, rid: str) -> None:
         self.mesh, self.rid = mesh, rid
         self.url = mesh.site.api_url(rid)
-        self.data_dir = mesh.site.data_dir(mesh.root, rid)
+        self.root = mesh.machines.get(rid, mesh.root)  # its --data folder
+        self.data_dir = mesh.site.data_dir(self.root, rid)
         self.out = mesh.logs / f"{rid.replace('/', '-')}.log"
         self.popen: subprocess.Popen[bytes] | None = None
         self._out_from = 0  # where this run's output starts in `out`
@@ -122,7 +123,7 @@ class ReplicaProc:
         return self.popen is not None and self.popen.poll() is None
 
     def command(self, fresh: bool) -> list[str]:
-        data = ["--data", str(self.mesh.root)] + (["--fresh"] if fresh else [])
+        data = ["--data", str(self.root)] + (["--fresh"] if fresh else [])
         wrap = self.mesh.wrap.get(self.rid, [])  # e.g. faketime, for a skewed clock
         if self.rid == HQ:
             return [*wrap, *self.mesh.tillmesh, "hq", *data]
@@ -296,12 +297,15 @@ class Mesh:
         wrap: dict[str, list[str]] | None = None,
         sockets: dict[str, Path] | None = None,
         tokens: dict[str, str] | None = None,
+        machines: dict[str, Path] | None = None,
     ) -> None:
         """A site of `stores` in `root`/site, made here unless `site_made` (made already,
         e.g. by `tillmesh site init`); replicas run as `tillmesh` (this checkout's CLI
         by default, an installed console script in the packaging test), a replica named
-        in `wrap` under that command (e.g. `faketime -f +1d`)."""
+        in `wrap` under that command (e.g. `faketime -f +1d`), one named in `machines`
+        from that data folder (a machine's own, as `tillmesh site install` wrote it)."""
         self.wrap = wrap or {}
+        self.machines = dict(machines or {})
         self.root = root / "site"
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -448,7 +452,7 @@ class Mesh:
         scope, each once."""
         digests = {}
         for rid in statuses:
-            db = str(self.site.data_dir(self.root, rid) / "log.db")
+            db = str(self.procs[rid].data_dir / "log.db")
             digests[rid] = (await run_cli("state", db, "--digest")).strip()
             assert digests[rid] == statuses[rid]["digest"], f"{rid}: CLI digest {digests[rid]!r}"
             report = json.loads(await run_cli("log", "verify", db, "--json"))

@@ -82,6 +82,20 @@ async def test_an_installed_bundle_runs_its_till(
         assert replica.server is not None and replica.server.running
 
 
+@pytest.mark.parametrize(("node", "role"), [("hq", "hq_admin"), ("s1/t1", "cashier")])
+def test_install_on_the_network_names_the_first_token_to_issue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node: str, role: str
+) -> None:
+    """HQ was told to issue a cashier token for a 'till page' it does not have."""
+    site = tmp_path / "site"
+    hosts = ["--host", "hq=10.0.0.1", "--host", "s1/t1=10.0.1.11"]
+    assert main(["site", "init", "--data", str(site), "--tills", "1", *hosts]) == 0
+    _bundle(site, node, tmp_path / "b.tar.gz")
+    capsys.readouterr()
+    assert main(["site", "install", str(tmp_path / "b.tar.gz"), "--data", str(tmp_path / "m")]) == 0
+    assert f"--replica {node} --role {role} " in capsys.readouterr().out
+
+
 def _tampered(tmp_path: Path, good: Path, extra: dict[str, bytes], node: str | None = None) -> Path:
     """`good` with `extra` members added (and its manifest naming `node`)."""
     out = tmp_path / "bad.tar.gz"

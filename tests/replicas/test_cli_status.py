@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from replicas.cli.run import _print_status
+from replicas.cli.main import main
+from replicas.cli.run import TOKEN_ENV, _print_status
 
 
 def test_status_shows_held_and_quarantined_events(capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,3 +38,31 @@ def test_hq_status_lists_every_till_with_its_backlog(capsys: pytest.CaptureFixtu
     assert list(rows) == ["hq", "s1/t1", "s2/t1"]
     assert rows["s2/t1"] == ["s2/t1", "12", "7", "95", "s", "31.2", "s", "ago", "-"]
     assert rows["s1/t1"][-1] == "2"
+
+
+def _answering(monkeypatch: pytest.MonkeyPatch, code: int, seen: list[dict[str, str]]) -> None:
+    def get(url: str, headers: dict[str, str], timeout: float) -> httpx.Response:
+        seen.append(headers)
+        return httpx.Response(code, json={"replica_id": "s1/t1"}, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", get)
+
+
+def test_status_sends_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A till on the network has tokens: `status` got 401 and said 'no replica answering'."""
+    seen: list[dict[str, str]] = []
+    _answering(monkeypatch, 200, seen)
+    monkeypatch.setenv(TOKEN_ENV, "tm_env")
+    assert main(["status", "--url", "http://10.0.1.11:8080", "--json"]) == 0
+    assert main(["status", "--url", "http://10.0.1.11:8080", "--token", "tm_arg"]) == 0
+    assert seen == [{"Authorization": "Bearer tm_env"}, {"Authorization": "Bearer tm_arg"}]
+
+
+def test_status_refused_for_want_of_a_token_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _answering(monkeypatch, 401, [])
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert main(["status", "--url", "http://10.0.1.11:8080"]) != 0
+    err = capsys.readouterr().err
+    assert "needs a token" in err and TOKEN_ENV in err and "no replica answering" not in err

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from broker import samples
 from broker.config import render_config
+from broker.identity import Nkey, load_seed
 from broker.keyring import NodeIdentity, load_identity
-from broker.tls import load_cert
+from broker.tls import TlsFiles, load_cert
 from replicas.cli.main import main
 from replicas.site import STANDARD_PORTS, Site, init_site, load_site
 from replicas.uplink import read_uplink
@@ -143,8 +145,9 @@ def test_hq_nodes_form_a_hub_and_tills_try_the_wan_then_lte(tmp_path: Path) -> N
     assert site.hq_leaf_addrs("s1/t2")[0] == "10.0.0.2:7422"
     assert site.hq_leaf_addrs("s1/t2")[3] == "172.16.0.2:7422"
     hq2 = render_config(site.server_config("hq2", _identity(tmp_path / "data", site, "hq2")))
-    assert '"10.0.0.2:6222"' in hq2 and "10.0.0.1:6222" in hq2 and "10.0.0.3:6222" in hq2
-    assert '"10.0.0.2:7422"' in hq2  # its leaf listener, on its own machine
+    assert "10.0.0.1:6222" in hq2 and "10.0.0.3:6222" in hq2  # routes to the other nodes
+    # Its leaf listener answers at both of its addresses (WAN side, LTE side).
+    assert '"0.0.0.0:7422"' in hq2 and '"0.0.0.0:6222"' in hq2
     # Its certificate names every address stores dial it at: over the WAN and over LTE.
     cert = load_cert(site.identity_dir(tmp_path / "data", "hq2") / "node.pem")
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -179,3 +182,27 @@ def test_bad_hq_nodes_and_uplinks_are_clear_errors(
     (tmp_path / "site.toml").write_text('[stores.s1]\ntills = ["t1"]\n' + extra)
     assert _init(tmp_path / "data", "--from", str(tmp_path / "site.toml")) == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_deploy_samples_are_what_a_site_of_that_layout_runs(tmp_path: Path) -> None:
+    # broker.samples calls the config factories itself (broker imports no replicas);
+    # this shows a site laid out like the samples renders the very same confs.
+    site = init_site(
+        tmp_path,
+        {store: list(tills) for store, tills in samples.STORES.items()},
+        hosts={
+            **samples.HUBS,
+            **{f"{s}/{t}": a for s, tills in samples.STORES.items() for t, a in tills.items()},
+        },
+        hq_nodes=[n for n in samples.HUBS if n != "hq"],
+        uplinks={"lte": samples.LTE},
+    ).model_copy(update={"public_keys": samples.sample_public_keys()})
+    seed = tmp_path / "sample.seed"
+    Nkey.generate().save_seed(seed)
+    expected = samples.sample_configs()
+    for node in (*samples.HUBS, samples.TILL):
+        folder = samples.DATA / node / "identity"
+        tls = TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
+        text = render_config(site.server_config(node, NodeIdentity(folder, tls, seed)))
+        text = text.replace(load_seed(seed).seed, samples.LEAF_SEED_PLACEHOLDER)
+        assert text == expected[f"{node.replace('/', '-')}.conf"], node
