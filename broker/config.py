@@ -173,7 +173,7 @@ class LeafRemoteSpec:
     tls: TlsSpec | None = None  # trust the CA; present cert_file if the hub verifies
     # Try the URLs in the order given (nats-server shuffles them otherwise): the
     # preferred uplink first. After a failure the server moves on to the next URL
-    # and does not come back by itself (docs/network.md, "Uplinks").
+    # and does not come back by itself (README, "Deploying a store": failing back).
     in_order: bool = False
 
 
