@@ -4,8 +4,9 @@ address, standard ports, its own identity from the site CA), stores on LANs of t
 reaching HQ over a WAN and an LTE uplink (HQ has an address per uplink). Links are cut
 for real (`ip link set ... down`), with sales going on during each cut; after each heal
 no acknowledged sale is missing anywhere, none is twice, one digest per store everywhere.
-A store LAN is split in two (its switch fails) as well as cut. The time each heal took to
-converge, and the time a store's links took to move to LTE, are printed. A tap on the LTE link to HQ's first node records what an eavesdropper sees.
+A store LAN is split in two (its switch fails) as well as cut. The time each heal took
+to converge, and the time a store's links took to move to LTE, are printed. A tap on
+the LTE link to HQ's first node records what an eavesdropper sees.
 """
 
 from __future__ import annotations
