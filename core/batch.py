@@ -33,6 +33,7 @@ from core.errors import (
     NonCanonicalEncoding,
     OutOfScope,
     OversizedError,
+    SignatureError,
     TillmeshError,
     UnknownEventType,
 )
@@ -46,6 +47,7 @@ from core.events import (
     event_hash,
 )
 from core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
+from core.signing import Signer, Verifier, vouch
 
 __all__ = [
     "MAX_QUARANTINE_ROWS",
@@ -116,10 +118,14 @@ def _holds_card_data(ev: Event, error: TillmeshError) -> bool:
     return False
 
 
-def check_events(events: Sequence[Event | RawEvent], heads: dict[str, Head]) -> list[CheckedEvent]:
+def check_events(
+    events: Sequence[Event | RawEvent], heads: dict[str, Head], verifier: Verifier | None = None
+) -> list[CheckedEvent]:
     """Check each event; one at or below its origin's committed head is a duplicate
     (or equivocation) whatever happens meanwhile, since heads only grow: only its
-    hash is needed, so its body is not decoded (echoes and overlapping pulls)."""
+    hash is needed, so its body is not decoded (echoes and overlapping pulls).
+    With a `verifier`, the new events' signatures too (`core.signing.vouch`): one
+    no signature covers carries its SignatureError and is refused, never applied."""
     out: list[CheckedEvent] = []
     for item in events:
         ev = item.event if isinstance(item, RawEvent) else item
@@ -127,7 +133,22 @@ def check_events(events: Sequence[Event | RawEvent], heads: dict[str, Head]) -> 
             out.append(CheckedEvent(ev, event_hash(ev), b"", None, known=True))
         else:
             out.append(check_event(item))
+    if verifier is not None:
+        _check_signatures(out, verifier)
     return out
+
+
+def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:
+    """Mark, in place, each new event no valid signature of its origin covers."""
+    by_origin: dict[str, list[int]] = {}
+    for i, c in enumerate(checked):
+        if not c.known and not isinstance(c.error, NonCanonicalEncoding):
+            by_origin.setdefault(c.event.origin, []).append(i)
+    for indexes in by_origin.values():
+        run = [(checked[i].event, checked[i].hash) for i in indexes]
+        for k, error in vouch(run, verifier).items():
+            c = checked[indexes[k]]
+            checked[indexes[k]] = CheckedEvent(c.event, c.hash, c.raw, None, error)
 
 
 class ClockAhead(NamedTuple):
@@ -167,6 +188,7 @@ class Transaction:
     in_scope: Callable[[str], bool]
     pending_origins: set[str]
     wall_ms: Callable[[], int]
+    signer: Signer | None = None  # signs the local events (None: unsigned, as in old logs)
     staged: dict[str, Head] = field(default_factory=dict)
     accepted: list[Accepted] = field(default_factory=list)
     rows: list[tuple[str, int, int, str, int, bytearray, bytearray]] = field(default_factory=list)
@@ -182,8 +204,11 @@ class Transaction:
     def append_local(self, origin: str, body: Body, event_type: str, data: bytes) -> RawEvent:
         seq, prev = self.head(origin)
         ev = Event(origin, seq + 1, self.clock.now(), body.min_schema(), event_type, data, prev)
+        h = event_hash(ev)  # the signature is over the hash, which leaves `sig` out
+        if self.signer is not None:
+            ev = msgspec.structs.replace(ev, sig=self.signer.sign(h))
         raw = encode_event(ev)
-        self._accept(ev, event_hash(ev), raw, body, 0)
+        self._accept(ev, h, raw, body, 0)
         return RawEvent(ev, raw)
 
     # --- remote ------------------------------------------------------------------
@@ -211,7 +236,8 @@ class Transaction:
             self._check_duplicate(ev, checked.hash, peer)
             result.duplicates += 1
         elif ev.seq > seq + 1:
-            if isinstance(checked.error, CardNumberInText):  # never kept, not even held
+            # Never kept, not even held: card data, or not its origin's writing.
+            if isinstance(checked.error, CardNumberInText | SignatureError):
                 self._quarantine(ev, peer, checked.error)
             self._hold(checked, seq)
             result.held += 1

@@ -16,7 +16,9 @@ of the libraries underneath (no `ValidationError`, `IntegrityError`, `TransportE
     │   ├── OversizedError          larger than the configured limit
     │   ├── UnknownEventType        type or schema version newer than this build
     │   ├── OutOfScope              origin not replicated to this replica
-    │   └── NonCanonicalEncoding    decodes, but re-encodes to other bytes
+    │   ├── NonCanonicalEncoding    decodes, but re-encodes to other bytes
+    │   └── SignatureError          not signed by its origin's key (`core.signing`)
+    │       └── UnknownOrigin       an origin the site's key registry does not name
     ├── ChainError                  the log refuses an event to protect an origin's chain
     │   ├── Equivocation            same (origin, seq), different content
     │   └── ChainBroken             prev-hash does not match the origin's head
@@ -63,9 +65,11 @@ __all__ = [
     "OversizedError",
     "SchemaTooNew",
     "SchemaViolation",
+    "SignatureError",
     "StorageError",
     "TillmeshError",
     "UnknownEventType",
+    "UnknownOrigin",
 ]
 
 
@@ -130,6 +134,26 @@ class NonCanonicalEncoding(EventError):
 
 
 # --- integrity ----------------------------------------------------------------
+
+
+class SignatureError(EventError):
+    """The event's signature does not verify with its origin's public key (or is
+    missing): someone else wrote it, or it was changed on the way."""
+
+    def __init__(self, origin: str, seq: int, reason: str, key: str = "") -> None:
+        with_key = f" (key {key})" if key else ""
+        super().__init__(f"{origin}:{seq}: {reason}{with_key}")
+        self.origin = origin
+        self.seq = seq
+        self.reason = reason
+        self.key = key
+
+
+class UnknownOrigin(SignatureError):
+    """No key for this origin in the site's registry: not a replica of this site."""
+
+    def __init__(self, origin: str, seq: int) -> None:
+        super().__init__(origin, seq, "no key for this origin in the site's registry")
 
 
 class ChainError(TillmeshError):

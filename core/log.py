@@ -44,6 +44,7 @@ from core.errors import StorageError, TillmeshError
 from core.events import Body, Event, RawEvent, decode_event, encode_body
 from core.fold import StateFold
 from core.schema import MIGRATIONS
+from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
 
 __all__ = ["ClockAhead", "EventLog", "IngestResult", "Listener", "LogStats", "read_stats"]
@@ -96,8 +97,12 @@ class EventLog:
         clock: HybridClock,
         in_scope: Callable[[str], bool],
         wall_ms: Callable[[], int],
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.path = path
+        self.signer = signer  # signs our own events (core.signing)
+        self.verifier = verifier  # checks others': None trusts every peer (tests, tools)
         self.replica_id = replica_id
         self.fold = fold
         self.clock = clock
@@ -128,8 +133,11 @@ class EventLog:
         clock: HybridClock | None = None,
         in_scope: Callable[[str], bool] = lambda origin: True,
         wall_ms: Callable[[], int] = system_wall_ms,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
     ) -> EventLog:
-        log = cls(Path(path), replica_id, fold, clock or HybridClock(wall_ms), in_scope, wall_ms)
+        clock = clock or HybridClock(wall_ms)
+        log = cls(Path(path), replica_id, fold, clock, in_scope, wall_ms, signer, verifier)
         await log._start()
         return log
 
@@ -205,7 +213,7 @@ class EventLog:
             for i in range(0, len(events), CHECK_SLICE):
                 if i:
                     await asyncio.sleep(0)
-                checked += check_events(events[i : i + CHECK_SLICE], self._heads)
+                checked += check_events(events[i : i + CHECK_SLICE], self._heads, self.verifier)
             request = _Request(self._new_future(), ingest=checked, peer=peer)
             self._queue_request(request)
         result = await request.future
@@ -303,6 +311,7 @@ class EventLog:
             self.in_scope,
             self._pending_origins,
             self.wall_ms,
+            self.signer,
         )
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -22,12 +22,12 @@ from broker.credentials import write_private
 from broker.keyring import load_identity
 from core.errors import StorageError
 from replicas.errors import SiteExists, SiteFileError, UnknownReplica
-from replicas.site import SITE_FILE, Site, load_site
+from replicas.site import SIGNING_SEED, SITE_FILE, Site, load_site
 
 __all__ = ["MANIFEST", "install_bundle", "write_bundle"]
 
 MANIFEST = "bundle.json"  # {"node": "s1/t1"}
-IDENTITY_FILES = frozenset({"ca.pem", "node.pem", "node.key", "nkey.seed"})
+IDENTITY_FILES = frozenset({"ca.pem", "node.pem", "node.key", "nkey.seed", SIGNING_SEED})
 MAX_MEMBER_BYTES = 1 << 20  # a site.json of thousands of tills is well under this
 
 

@@ -41,10 +41,11 @@ from core.clock import HybridClock, system_wall_ms
 from core.errors import TillmeshError
 from core.events import store_of
 from core.log import EventLog
+from core.signing import Ed25519Signer, KeyRegistry
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.errors import ApiUnavailable, ApiUnprotected
 from replicas.process import DataDirLock, ServerSupervisor
-from replicas.site import Site, is_loopback
+from replicas.site import Site, is_loopback, load_signer
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
@@ -139,6 +140,7 @@ class Replica:
 
     async def _open_log(self) -> EventLog:
         clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
+        signer, verifier = self._signing()
         return await EventLog.open(
             self.data_dir / "log.db",
             self.replica_id,
@@ -146,7 +148,17 @@ class Replica:
             clock=clock,
             in_scope=holds(self.replica_id),
             wall_ms=self.wall_ms,
+            signer=signer,
+            verifier=verifier,
         )
+
+    def _signing(self) -> tuple[Ed25519Signer | None, KeyRegistry | None]:
+        """Our signing key and the site's registry; neither for a site made before
+        events were signed (it says so: its events are accepted from any peer)."""
+        if self.replica_id not in self.site.signing_keys:
+            log.warning("%s: this site has no event-signing keys", self.replica_id)
+            return None, None
+        return load_signer(self.identity.directory), self.site.key_registry()
 
     async def _start_server(self) -> None:
         config = self.site.server_config(self.replica_id, self.identity)
@@ -219,7 +231,10 @@ class Replica:
             except (OSError, BrokerError, ValueError):  # our server is down: supervised
                 state = UplinkState(connected=False)
             if state.uplink != self.uplink.uplink or state.hub != self.uplink.hub:
-                log.warning("%s: link to HQ: %s", self.replica_id, state.describe())
+                # Worth a warning: off the preferred uplink, or the link lost.
+                usual = state.uplink == "wan" or (not state.connected and not self.uplink.connected)
+                log.log(logging.INFO if usual else logging.WARNING,
+                        "%s: link to HQ: %s", self.replica_id, state.describe())  # fmt: skip
             self.uplink = state
 
     # --- history restore, then API ----------------------------------------------------

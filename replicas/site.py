@@ -37,9 +37,17 @@ from broker.config import (
     nkey_hq_server_config,
     nkey_till_server_config,
 )
+from broker.credentials import write_private
 from broker.keyring import IDENTITY_DIR, NodeIdentity, issue_identity, make_site_ca
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
+from core.signing import (
+    Ed25519Signer,
+    KeyRegistry,
+    decode_public_key,
+    encode_public_key,
+    new_signing_seed,
+)
 from replicas.errors import SiteExists, SiteFileError, UnknownReplica
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
 ]
 
 SITE_FILE = "site.json"
+SIGNING_SEED = "sign.seed"  # in a replica's identity folder: hex of its ed25519 seed
 CLIENT_HOST = "127.0.0.1"  # client and monitoring ports: the machine's own processes only
 ANY_ADDRESS = "0.0.0.0"  # a hub node reached at several addresses listens on all
 
@@ -80,6 +89,8 @@ class Site(BaseModel):
     uplinks: dict[str, dict[str, str]] = {}
     ports: dict[str, NodePorts]
     public_keys: dict[str, str] = {}  # replica id -> its public nkey (U...)
+    # replica id -> the public key its events are signed with (core.signing, base64url)
+    signing_keys: dict[str, str] = {}
     price_policy: Literal["latest", "hq_wins", "lowest"] = "hq_wins"
     max_clock_offset_ms: int = Field(default=60_000, gt=0)
     # What a cashier's API token may do alone (replicas.api.auth.CashierLimits).
@@ -232,6 +243,10 @@ class Site(BaseModel):
             if f"{store}/{t}" != me
         ]
 
+    def key_registry(self) -> KeyRegistry:
+        """Every replica's event-signing key: what an event's signature is checked with."""
+        return KeyRegistry({r: decode_public_key(k) for r, k in self.signing_keys.items()})
+
     def addresses_of(self, node: str) -> list[str]:
         """Every address peers dial `node` at: what its certificate must name."""
         extra = [a[node] for a in self.uplinks.values() if node in a]
@@ -304,12 +319,31 @@ def _issue_identities(root: Path, site: Site) -> None:
     ca = make_site_ca(root, "tillmesh-site")
     for node in site.nodes:
         name = node.replace("/", "-")  # certificate names are one token
+        folder = site.identity_dir(root, node)
         public = issue_identity(
-            ca, site.identity_dir(root, node), name, site.addresses_of(node),
-            nkey=node in site.replicas,
-        )  # fmt: skip
+            ca, folder, name, site.addresses_of(node), nkey=node in site.replicas
+        )
         if public is not None:
             site.public_keys[node] = public
+            site.signing_keys[node] = write_signing_key(folder)
+
+
+def write_signing_key(folder: Path) -> str:
+    """A new event-signing key in `folder` (SIGNING_SEED, 0600); its public key."""
+    seed = new_signing_seed()
+    write_private(folder / SIGNING_SEED, seed.hex().encode() + b"\n")
+    return encode_public_key(Ed25519Signer(seed).public_key)
+
+
+def load_signer(folder: Path) -> Ed25519Signer:
+    """This replica's event-signing key; StorageError naming the file if unusable."""
+    path = folder / SIGNING_SEED
+    try:
+        return Ed25519Signer(bytes.fromhex(path.read_text().strip()))
+    except OSError as e:
+        raise StorageError(str(path), f"cannot read the signing key: {e.strerror or e}") from e
+    except ValueError as e:
+        raise StorageError(str(path), f"not a signing key: {e}") from e
 
 
 def _standard_ports(*, hub: bool, routes: bool, offset: int) -> NodePorts:

@@ -20,7 +20,6 @@ while cut off from HQ still reach HQ promptly after the heal.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +29,6 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.server import connect_options
 from broker.subjects import events_subject, pull_subject, pulls_to, vv_subject
 from core.events import encode_event
 from replicas.sync.config import HOSTILE_KINDS, SyncConfig
@@ -43,21 +41,11 @@ from replicas.sync.protocol import (
 )
 from tests.e2e.faults import hq_cut_off, vv
 from tests.e2e.harness import Mesh, running_mesh, wait_until
+from tests.e2e.rogue import connect_as, forged_next_event_of
 from tests.factories import cash_sale, chain
 
 T1, T2, T3, HQ = "s1/t1", "s1/t2", "s1/t3", "hq"
 VICTIMS = (T1, T3, HQ)
-
-
-async def connect_as(mesh: Mesh, who: str, server: str, errors: list[Exception]) -> Client:
-    """A raw NATS client with `who`'s credentials, on `server`'s nats-server."""
-    url = f"nats://{mesh.site.host}:{mesh.site.ports[server].nats}"
-    options = connect_options(url, mesh.creds[who], who)
-
-    async def on_error(e: Exception) -> None:
-        errors.append(e)
-
-    return await nats.connect(**options, error_cb=on_error, connect_timeout=5)
 
 
 async def incidents(mesh: Mesh, rid: str, peer: str = T2) -> dict[str, int]:
@@ -147,22 +135,6 @@ async def attack(
 
 
 # --- permissions ----------------------------------------------------------------------------
-
-
-def forged_next_event_of(mesh: Mesh, origin: str, head: int) -> bytes:
-    """A correctly chained next event of `origin`: a log would accept it if it arrived."""
-    db = mesh.site.data_dir(mesh.root, origin) / "log.db"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        prev, hlc = conn.execute(
-            "SELECT h.hash, e.hlc FROM heads h JOIN events e ON e.origin = h.origin"
-            " AND e.seq = h.seq WHERE h.origin = ?",
-            (origin,),
-        ).fetchone()
-    finally:
-        conn.close()
-    (event,) = chain(origin, [cash_sale(receipt="FORGED")], hlc + 1, prev, head + 1)
-    return encode_event(event)
 
 
 class Watcher:

@@ -42,7 +42,7 @@ def _secrets(site_dir: Path) -> dict[str, bytes]:
     and seed."""
     found = {"ca.key": (site_dir / "ca.key").read_bytes()}
     for path in site_dir.rglob("identity/*"):
-        if path.name in ("node.key", "nkey.seed"):
+        if path.name in ("node.key", "nkey.seed", "sign.seed"):
             found[str(path.relative_to(site_dir))] = path.read_bytes().strip()
     return found
 
@@ -51,13 +51,14 @@ def test_a_tills_bundle_holds_its_own_secrets_and_no_other(site_dir: Path, tmp_p
     members = _bundle(site_dir, "s1/t1", tmp_path / "s1-t1.tar.gz")
     assert sorted(members) == [
         "bundle.json", "s1/t1/identity/ca.pem", "s1/t1/identity/nkey.seed",
-        "s1/t1/identity/node.key", "s1/t1/identity/node.pem", "site.json",
+        "s1/t1/identity/node.key", "s1/t1/identity/node.pem", "s1/t1/identity/sign.seed",
+        "site.json",
     ]  # fmt: skip
     secrets = _secrets(site_dir)
-    assert len(secrets) == 1 + 2 * 5 + 1  # the CA; 4 tills and hq (key, seed); hq2 (key)
+    assert len(secrets) == 1 + 3 * 5 + 1  # the CA; 4 tills and hq (key, 2 seeds); hq2 (key)
     everything = b"\n".join(members.values())
     held = {where for where, secret in secrets.items() if secret in everything}
-    assert held == {"s1/t1/identity/node.key", "s1/t1/identity/nkey.seed"}
+    assert held == {f"s1/t1/identity/{f}" for f in ("node.key", "nkey.seed", "sign.seed")}
     assert b"password" not in everything.lower()
 
 

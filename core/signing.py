@@ -1,0 +1,150 @@
+"""Who wrote an event: every origin signs the hash of each event it appends (ed25519),
+and every replica checks, offline, that an event was signed by its origin's key.
+
+What a signature vouches for: `event_hash` covers the envelope but the signature,
+`prev` included, so a valid signature on an origin's event vouches for that event and,
+through the chain of `prev` hashes, for every event of that origin below it. A receiver
+therefore verifies the newest event of each contiguous run of an origin it ingests and
+checks that the run's hashes chain up to it (`vouch`): a catch-up of 100k events costs a
+signature check per origin per slice, not 100k. An event no verified signature covers
+(a run with a gap, a lone event) has its own checked.
+
+The library is PyNaCl (libsodium), already installed for nkeys: measured here, ed25519
+sign 17 µs and verify 45 µs, against 27 µs and 92 µs for `cryptography`'s; verify keys
+are built once per origin and cached by the registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import nacl.exceptions
+import nacl.signing
+
+from core.errors import SignatureError, UnknownOrigin
+from core.events import Event
+
+__all__ = [
+    "SIGNATURE_BYTES",
+    "Ed25519Signer",
+    "KeyRegistry",
+    "Signer",
+    "Verifier",
+    "decode_public_key",
+    "encode_public_key",
+    "key_id",
+    "new_signing_seed",
+    "vouch",
+]
+
+SIGNATURE_BYTES = 64
+SEED_BYTES = 32
+
+
+class Signer(Protocol):
+    """Signs the hashes of one origin's events (the log's own)."""
+
+    def sign(self, digest: bytes) -> bytes: ...
+
+
+class Verifier(Protocol):
+    """Checks a signature of `origin` over an event hash; raises SignatureError."""
+
+    def verify(self, ev: Event, digest: bytes) -> None: ...
+
+
+def new_signing_seed() -> bytes:
+    return bytes(nacl.signing.SigningKey.generate())
+
+
+class Ed25519Signer:
+    """A replica's signing key, from its 32-byte seed (kept 0600 in its identity folder)."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != SEED_BYTES:
+            raise ValueError(f"an ed25519 seed is {SEED_BYTES} bytes, not {len(seed)}")
+        self._key = nacl.signing.SigningKey(seed)
+        self.public_key = bytes(self._key.verify_key)
+
+    def __repr__(self) -> str:
+        return f"Ed25519Signer(key {key_id(self.public_key)})"
+
+    def sign(self, digest: bytes) -> bytes:
+        return bytes(self._key.sign(digest).signature)
+
+
+def encode_public_key(key: bytes) -> str:
+    """How a public key is written in site.json: unpadded base64url of its 32 bytes."""
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+
+
+def decode_public_key(text: str) -> bytes:
+    """The 32 bytes of a public key as `encode_public_key` wrote it; ValueError else."""
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"not a base64url public key: {text[:20]!r}") from e
+    if len(key) != SEED_BYTES:
+        raise ValueError(f"a public key is {SEED_BYTES} bytes, this one {len(key)}")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A short name for a public key in messages: the first 12 hex digits of its hash."""
+    return hashlib.blake2b(key, digest_size=6).hexdigest()
+
+
+class KeyRegistry:
+    """The public key of every origin of the site; verifies events offline."""
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        self._raw = dict(keys)
+        self._keys = {origin: nacl.signing.VerifyKey(k) for origin, k in keys.items()}
+
+    def __contains__(self, origin: object) -> bool:
+        return origin in self._keys
+
+    def key_of(self, origin: str) -> bytes | None:
+        return self._raw.get(origin)
+
+    def verify(self, ev: Event, digest: bytes) -> None:
+        key = self._keys.get(ev.origin)
+        if key is None:
+            raise UnknownOrigin(ev.origin, ev.seq)
+        if len(ev.sig) != SIGNATURE_BYTES:
+            reason = "unsigned" if not ev.sig else f"a {len(ev.sig)}-byte signature"
+            raise SignatureError(ev.origin, ev.seq, reason, key_id(self._raw[ev.origin]))
+        try:
+            key.verify(digest, ev.sig)
+        except nacl.exceptions.BadSignatureError:
+            kid = key_id(self._raw[ev.origin])
+            raise SignatureError(ev.origin, ev.seq, "signature does not verify", kid) from None
+
+
+def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> dict[int, SignatureError]:
+    """Check the signatures of one origin's events (with their hashes) as cheaply as the
+    chain allows; the refused ones by index in `run`, with why.
+
+    The newest event is verified; each event whose hash the verified one's `prev` names
+    is covered, and so on down. What no verified signature covers is verified alone.
+    """
+    items = list(run)
+    order = sorted(range(len(items)), key=lambda i: items[i][0].seq, reverse=True)
+    refused: dict[int, SignatureError] = {}
+    expected: bytes | None = None  # the hash the covered event below must have
+    for i in order:
+        ev, digest = items[i]
+        if expected is not None and digest == expected:
+            expected = ev.prev  # covered by the signature above: the chain goes on
+            continue
+        try:
+            verifier.verify(ev, digest)
+        except SignatureError as e:
+            refused[i] = e.with_traceback(None)
+            expected = None
+            continue
+        expected = ev.prev
+    return refused

@@ -1,0 +1,137 @@
+"""Signed events: an event is accepted only with its origin's signature over its hash;
+one signature covers the run of hashes below it; a log refuses (quarantines) what no
+valid signature covers and applies nothing of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import SignatureError, UnknownOrigin
+from core.events import Event, event_hash
+from core.log import EventLog
+from core.signing import Ed25519Signer, KeyRegistry, new_signing_seed, vouch
+from tests.conflict.factory import scenarios
+from tests.core.folds import CountingFold
+from tests.factories import cash_sale, chain
+
+ORIGINS = ("hq", "s1/t1", "s1/t2", "s2/t1")
+SIGNERS = {origin: Ed25519Signer(new_signing_seed()) for origin in (*ORIGINS, "mallory")}
+REGISTRY = KeyRegistry({o: SIGNERS[o].public_key for o in ORIGINS})
+
+
+def signed(ev: Event, signer: Ed25519Signer | None = None) -> Event:
+    key = signer or SIGNERS[ev.origin]
+    return msgspec.structs.replace(ev, sig=key.sign(event_hash(ev)))
+
+
+def _flip(value: bytes, at: int) -> bytes:
+    if not value:
+        return b"\x00"
+    i = at % len(value)
+    return value[:i] + bytes([value[i] ^ 0x01]) + value[i + 1 :]
+
+
+def _tampered(ev: Event, field: str, at: int) -> Event:
+    if field in ("body", "prev", "sig"):
+        return msgspec.structs.replace(ev, **{field: _flip(getattr(ev, field), at)})
+    if field in ("seq", "hlc", "schema"):
+        return msgspec.structs.replace(ev, **{field: getattr(ev, field) ^ (1 << (at % 8))})
+    other = ORIGINS[(ORIGINS.index(ev.origin) + 1 + at % 3) % len(ORIGINS)]  # never itself
+    return msgspec.structs.replace(ev, **{field: other if field == "origin" else ev.type + "x"})
+
+
+@settings(max_examples=200)
+@given(
+    scenarios(max_events=8),
+    st.sampled_from(["body", "seq", "hlc", "schema", "origin", "type", "prev", "sig"]),
+    st.integers(0, 10_000),
+)
+def test_any_change_to_a_signed_event_is_refused(batch, field: str, at: int) -> None:  # type: ignore[no-untyped-def]
+    for acc in batch:  # every body type the scenario generator makes
+        ev = signed(acc.event)
+        REGISTRY.verify(ev, event_hash(ev))  # the genuine one passes
+        bad = _tampered(ev, field, at)
+        assert bad != ev
+        with pytest.raises(SignatureError):
+            REGISTRY.verify(bad, event_hash(bad))
+
+
+def test_unsigned_foreign_and_unknown_are_refused_with_the_reason() -> None:
+    (ev,) = chain("s1/t1", [cash_sale()])
+    with pytest.raises(SignatureError, match="unsigned"):
+        REGISTRY.verify(ev, event_hash(ev))
+    forged = signed(ev, SIGNERS["mallory"])
+    with pytest.raises(SignatureError, match="does not verify") as info:
+        REGISTRY.verify(forged, event_hash(forged))
+    assert info.value.key  # names the key it was checked against
+    (ghost,) = chain("s1/ghost", [cash_sale()])
+    with pytest.raises(UnknownOrigin):
+        REGISTRY.verify(signed(ghost, SIGNERS["mallory"]), event_hash(ghost))
+
+
+class CountingVerifier:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def verify(self, ev: Event, digest: bytes) -> None:
+        self.calls += 1
+        REGISTRY.verify(ev, digest)
+
+
+def test_one_signature_covers_the_run_below_it() -> None:
+    run = [signed(ev) for ev in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(50)])]
+    counting = CountingVerifier()
+    assert vouch([(ev, event_hash(ev)) for ev in reversed(run)], counting) == {}
+    assert counting.calls == 1
+    # Only the newest need be signed: the chain vouches for the rest.
+    bare = [msgspec.structs.replace(ev, sig=b"") for ev in run[:-1]] + run[-1:]
+    assert vouch([(ev, event_hash(ev)) for ev in bare], REGISTRY) == {}
+
+
+def test_a_changed_event_inside_a_run_is_refused_and_the_rest_stand() -> None:
+    run = [signed(ev) for ev in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(5)])]
+    run[2] = msgspec.structs.replace(run[2], body=_flip(run[2].body, 3))  # content changed
+    refused = vouch([(ev, event_hash(ev)) for ev in run], REGISTRY)
+    assert list(refused) == [2]  # 3 and 4 signed it off; 2 no longer is what 3 names
+
+
+async def _log(tmp: Path, rid: str, *, verify: bool = True) -> EventLog:
+    return await EventLog.open(
+        tmp / f"{rid.replace('/', '-')}.db",
+        rid,
+        CountingFold(),
+        signer=SIGNERS[rid],
+        verifier=REGISTRY if verify else None,
+    )
+
+
+async def test_a_log_signs_its_events_and_its_peers_accept_only_signed_ones(
+    tmp_path: Path,
+) -> None:
+    async with await _log(tmp_path, "s1/t1") as t1, await _log(tmp_path, "s1/t2") as t2:
+        made = [await t1.append(cash_sale(receipt=f"R{i}")) for i in range(3)]
+        assert all(len(ev.sig) == 64 for ev in made)
+        result = await t2.ingest(made, peer="s1/t1")
+        assert len(result.accepted) == 3 and not result.rejected
+
+        # Mallory (holding t2's NATS credentials, say) writes in t1's name: next seq,
+        # right chain link, her own key.
+        (forged,) = chain("s1/t1", [cash_sale(price=1)], prev=event_hash(made[-1]), first_seq=4)
+        ahead = chain("s1/t1", [cash_sale(price=2)], first_seq=9)
+        bad = [signed(forged, SIGNERS["mallory"]), signed(ahead[0], SIGNERS["mallory"])]
+        result = await t2.ingest(bad, peer="s1/t2")
+        assert result.accepted == [] and result.held == 0  # not applied, not even held
+        assert {type(e) for e in result.rejected} == {SignatureError}
+        assert t2.version_vector()["s1/t1"] == 3
+        kinds = await t2.read(
+            lambda c: c.execute("SELECT peer, kind FROM quarantine ORDER BY id").fetchall()
+        )
+        assert kinds == [("s1/t2", "SignatureError"), ("s1/t2", "SignatureError")]
+
+        honest = await t1.append(cash_sale(receipt="R3"))  # the real seq 4 still gets in
+        assert (await t2.ingest([honest], peer="s1/t1")).accepted == [honest]
