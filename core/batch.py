@@ -36,11 +36,16 @@ from core.errors import (
     SignatureError,
     TillmeshError,
     UnknownEventType,
+    WrongAuthor,
 )
 from core.events import (
+    HQ,
+    HQ_ONLY_TYPES,
+    MAX_INT64,
     Body,
     Event,
     RawEvent,
+    check_envelope,
     decode_body,
     decode_event,
     encode_event,
@@ -92,9 +97,17 @@ def check_event(item: Event | RawEvent) -> CheckedEvent:
     they are what is stored, once they are the canonical encoding (else refused, so two
     replicas never hold different bytes for one event)."""
     ev, raw = (item.event, item.raw) if isinstance(item, RawEvent) else (item, None)
+    try:
+        check_envelope(ev)  # decoded events were checked; events handed in as objects too
+    except DecodeError as e:
+        return CheckedEvent(ev, b"", b"", None, e.with_traceback(None))
     canonical = encode_event(ev)
+    refused: EventError | None = None
     if raw is not None and raw != canonical:
         refused = NonCanonicalEncoding(ev.origin, ev.seq)
+    elif ev.type in HQ_ONLY_TYPES and ev.origin != HQ:
+        refused = WrongAuthor(ev.origin, ev.seq, ev.type, HQ)
+    if refused is not None:
         return CheckedEvent(ev, event_hash(ev), canonical, None, refused)
     try:
         body: Body | None = decode_body(ev)
@@ -236,8 +249,8 @@ class Transaction:
             self._check_duplicate(ev, checked.hash, peer)
             result.duplicates += 1
         elif ev.seq > seq + 1:
-            # Never kept, not even held: card data, or not its origin's writing.
-            if isinstance(checked.error, CardNumberInText | SignatureError):
+            # Never kept, not even held: card data, not its origin's writing, out of range.
+            if isinstance(checked.error, CardNumberInText | SignatureError | DecodeError):
                 self._quarantine(ev, peer, checked.error)
             self._hold(checked, seq)
             result.held += 1
@@ -326,7 +339,8 @@ class Transaction:
         # Card data never enters the log, not even as evidence: origin, seq and why only,
         # whatever else is wrong with the event (an equivocating copy, another scope).
         raw = b"" if _holds_card_data(ev, error) else encode_event(ev)
-        self.quarantined.append((self.wall_ms(), peer, ev.origin, ev.seq, kind, str(error), raw))
+        seq = min(ev.seq, MAX_INT64)  # an out-of-range seq is evidence, not a crash
+        self.quarantined.append((self.wall_ms(), peer, ev.origin, seq, kind, str(error), raw))
         raise error
 
     def quarantine_raw(self, peer: str, raw: bytes, error: DecodeError | OversizedError) -> None:

@@ -17,6 +17,7 @@ of the libraries underneath (no `ValidationError`, `IntegrityError`, `TransportE
     │   ├── UnknownEventType        type or schema version newer than this build
     │   ├── OutOfScope              origin not replicated to this replica
     │   ├── NonCanonicalEncoding    decodes, but re-encodes to other bytes
+    │   ├── WrongAuthor             a type its origin may not write (a till's product)
     │   └── SignatureError          not signed by its origin's key (`core.signing`)
     │       └── UnknownOrigin       an origin the site's key registry does not name
     ├── ChainError                  the log refuses an event to protect an origin's chain
@@ -70,6 +71,7 @@ __all__ = [
     "TillmeshError",
     "UnknownEventType",
     "UnknownOrigin",
+    "WrongAuthor",
 ]
 
 
@@ -134,6 +136,16 @@ class NonCanonicalEncoding(EventError):
 
 
 # --- integrity ----------------------------------------------------------------
+
+
+class WrongAuthor(EventError):
+    """An event of a type its origin may not write: ingest applies the API's rules."""
+
+    def __init__(self, origin: str, seq: int, event_type: str, authors: str) -> None:
+        super().__init__(f"{origin}:{seq}: only {authors} may write {event_type}")
+        self.origin = origin
+        self.seq = seq
+        self.event_type = event_type
 
 
 class SignatureError(EventError):

@@ -43,6 +43,7 @@ __all__ = [
     "BODY_TYPES",
     "HQ",
     "MAX_EVENT_BYTES",
+    "MAX_INT64",
     "SCHEMA_VERSION",
     "Body",
     "ConflictResolved",
@@ -61,6 +62,7 @@ __all__ = [
     "StockAdjusted",
     "StockCounted",
     "StockReceived",
+    "check_envelope",
     "check_sku",
     "decode_body",
     "decode_event",
@@ -314,6 +316,11 @@ class ConflictResolved(Body, frozen=True):
     price: Money | None = None
 
 
+# Types only HQ may write, as only HQ's API writes them: products are the chain's to
+# define (a till sets store prices, never products). Ingest refuses them from any other
+# origin, so a till's key or a bug cannot define the chain's catalog.
+HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE})
+
 BODY_TYPES: dict[str, type[Body]] = {
     cls.TYPE: cls
     for cls in (
@@ -400,8 +407,13 @@ def decode_events(data: bytes, max_event_bytes: int = MAX_EVENT_BYTES) -> list[E
     return events
 
 
+# SQLite's INTEGER is a signed 64-bit value: a larger seq or HLC would fail a whole group
+# commit (OverflowError at the INSERT, every honest sale of that commit with it).
+MAX_INT64 = 2**63 - 1
+
+
 def check_envelope(ev: Event) -> None:
-    if ev.seq < 1 or ev.hlc < 0 or ev.schema < 1:
+    if not (1 <= ev.seq <= MAX_INT64 and 0 <= ev.hlc <= MAX_INT64 and 1 <= ev.schema <= 2**16):
         raise DecodeError(f"envelope out of range: seq={ev.seq} hlc={ev.hlc} schema={ev.schema}")
     if not ev.origin or len(ev.origin) > 80:
         raise DecodeError(f"bad origin {ev.origin[:80]!r}")

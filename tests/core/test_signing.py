@@ -4,6 +4,7 @@ valid signature covers and applies nothing of it."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
@@ -11,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import SignatureError, UnknownOrigin
-from core.events import Event, event_hash
+from core.errors import SignatureError, UnknownOrigin, WrongAuthor
+from core.events import Event, ProductUpserted, event_hash
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry, new_signing_seed, vouch
 from tests.conflict.factory import scenarios
@@ -135,3 +136,27 @@ async def test_a_log_signs_its_events_and_its_peers_accept_only_signed_ones(
 
         honest = await t1.append(cash_sale(receipt="R3"))  # the real seq 4 still gets in
         assert (await t2.ingest([honest], peer="s1/t1")).accepted == [honest]
+
+
+async def test_out_of_range_fields_fail_alone_and_never_the_commit(tmp_path: Path) -> None:
+    """hlc >= 2**63 once raised OverflowError inside the group commit: every honest sale
+    of that commit failed with it."""
+    async with await _log(tmp_path, "s1/t1", verify=False) as log:
+        good = chain("s1/t2", [cash_sale(receipt=f"R{i}") for i in range(3)])
+        huge_hlc = msgspec.structs.replace(good[1], hlc=2**63)
+        (far,) = chain("s1/t3", [cash_sale()], first_seq=2**63)
+        result = await log.ingest([good[0], huge_hlc, far, *good[1:]], peer="s1/t2")
+        assert result.accepted == good and len(result.rejected) == 2
+        sales = [log.append(cash_sale(receipt=f"H{i}")) for i in range(20)]
+        assert len(await asyncio.gather(*sales)) == 20  # the log writes on
+
+
+async def test_a_tills_product_is_refused_at_ingest_as_at_its_api(tmp_path: Path) -> None:
+    """Signed by the till itself, so genuinely its: but products are HQ's to define."""
+    async with await _log(tmp_path, "s1/t2") as log:
+        product = ProductUpserted(sku="B2", name="Bread", price=300, active=False)
+        (ev,) = chain("s1/t1", [product])
+        result = await log.ingest([signed(ev)], peer="s1/t1")
+        assert result.accepted == [] and isinstance(result.rejected[0], WrongAuthor)
+        (ev,) = chain("hq", [product])
+        assert (await log.ingest([signed(ev)], peer="hq")).accepted == [signed(ev)]

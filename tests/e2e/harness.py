@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
+from broker.keyring import IDENTITY_DIR
 from broker.subjects import HQ
 from replicas.cli.main import main as cli_main
 from replicas.site import Site, init_site, load_site
@@ -192,6 +194,18 @@ class ReplicaProc:
                 self.popen.wait(timeout=1)  # reap
         left += _terminate([p for p in children if p.is_running()], timeout)
         return left
+
+    def lose_disk(self, keep: Path | None = None) -> None:
+        """The machine's disk is lost (moved to `keep`, else deleted) and the machine's
+        bundle installed again: its identity comes back, nothing else does."""
+        identity = self.data_dir / IDENTITY_DIR
+        saved = self.mesh.logs / f"{self.rid.replace('/', '-')}-identity"
+        shutil.copytree(identity, saved, dirs_exist_ok=True)
+        if keep is None:
+            shutil.rmtree(self.data_dir)
+        else:
+            shutil.move(self.data_dir, keep)
+        shutil.copytree(saved, identity)
 
     def kill(self, sig: int) -> None:
         _signal(self.pid, sig)

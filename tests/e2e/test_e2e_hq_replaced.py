@@ -12,7 +12,6 @@ is not enough.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -55,7 +54,7 @@ async def test_replacement_hq_waits_for_every_store_and_continues_hq_seq(
     await mesh.wait_converged()
 
     assert not hq.stop()
-    shutil.move(hq.data_dir, tmp_path / "old-hq")  # the old back-office PC's disk is gone
+    hq.lose_disk(keep=tmp_path / "old-hq")  # the old back-office PC's disk is gone
 
     await mesh[X1].freeze()  # store s2 silent: s1 alone must not be enough
     try:

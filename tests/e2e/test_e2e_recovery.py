@@ -17,7 +17,6 @@ HQ through its peers while the two are never up at the same time.
 
 from __future__ import annotations
 
-import shutil
 import signal
 
 import pytest
@@ -42,7 +41,7 @@ async def test_wiped_till_recovers_its_history_and_continues_its_seq(
     last_receipt = receipt_no(mesh, f"{T1}:{head}")
     t1 = mesh[T1]
     assert not t1.stop()
-    shutil.rmtree(t1.data_dir)
+    t1.lose_disk()  # and its bundle installed again
     await mesh.sell_everywhere([T2, T3], rounds=2)  # the store sells on without t1
 
     frozen = HELPERS[helpers]
