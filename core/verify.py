@@ -2,9 +2,12 @@
 
 Checks, per origin: seqs contiguous from the compaction base, each `prev` naming the
 hash of the event before it, stored hashes matching the bytes, envelopes and bodies
-canonically encoded, the head row matching the last event. Held (pending) events
-and quarantined input are reported as findings: they are not damage to the log,
-but ops must see them.
+canonically encoded, the head row matching the last event; with a key registry, that
+each origin's events are its own writing: the newest event's signature is checked
+against the origin's key (the chain vouches for the rest, `core.signing`); if it fails,
+the highest event whose signature holds is searched for, and everything above it is a
+defect naming origin, seqs and key. Held (pending) events and quarantined input are
+reported as findings: they are not damage to the log, but ops must see them.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.errors import TillmeshError, UnknownEventType
+from core.errors import SignatureError, TillmeshError, UnknownEventType
 from core.events import Event, decode_body, decode_event, encode_event, event_hash
+from core.signing import Verifier
 
 __all__ = ["Finding", "VerifyReport", "verify_log"]
 
@@ -50,8 +54,11 @@ class VerifyReport:
 
 
 def verify_log(
-    conn: sqlite3.Connection, progress: Callable[[int], None] | None = None
+    conn: sqlite3.Connection,
+    progress: Callable[[int], None] | None = None,
+    verifier: Verifier | None = None,
 ) -> VerifyReport:
+    """Every defect of the log in `conn`; signatures too with a `verifier`."""
     report = VerifyReport()
     heads = {
         o: (s, h, b) for o, s, h, b in conn.execute("SELECT origin, seq, hash, base FROM heads")
@@ -70,9 +77,47 @@ def verify_log(
                     f"head says {seq}, log ends at {last[0]}",
                 )
             )
+        if verifier is not None and seq > base:
+            report.findings.extend(_check_signatures(conn, origin, seq, base, verifier))
     _orphans(conn, heads, report)
     _pending_and_quarantine(conn, report)
     return report
+
+
+def _check_signatures(
+    conn: sqlite3.Connection, origin: str, head: int, base: int, verifier: Verifier
+) -> list[Finding]:
+    """The head's signature vouches for the chain below it. If it fails, the highest
+    event whose signature holds is searched for: everything above it is not the
+    origin's writing (or not provably), one finding naming the range and the key."""
+    first_error: SignatureError | None = None
+    for seq in range(head, base, -1):
+        ev = _event(conn, origin, seq)
+        if ev is None:
+            continue  # reported as a gap or undecodable already
+        try:
+            verifier.verify(ev, event_hash(ev))
+        except SignatureError as e:
+            first_error = first_error or e
+            continue
+        break
+    else:
+        seq = base
+    if first_error is None:
+        return []
+    span = f"{seq + 1}..{head}" if seq + 1 < head else str(head)
+    detail = f"events {span} not signed by {origin}'s key: {first_error.reason}"
+    if first_error.key:
+        detail += f" (key {first_error.key})"
+    return [Finding("defect", "signature", origin, seq + 1, detail)]
+
+
+def _event(conn: sqlite3.Connection, origin: str, seq: int) -> Event | None:
+    row = conn.execute("SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
+    try:
+        return decode_event(row[0]) if row else None
+    except TillmeshError:
+        return None
 
 
 def _verify_origin(

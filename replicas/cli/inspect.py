@@ -22,7 +22,8 @@ from conflict import queries
 from core.errors import StorageError
 from core.events import BODY_TYPES, Event, decode_event
 from core.log import read_stats
-from core.verify import verify_log
+from core.signing import KeyRegistry
+from core.verify import Finding, verify_log
 from replicas.cli.common import (
     add_command,
     add_group,
@@ -36,6 +37,7 @@ from replicas.cli.common import (
     time_order,
 )
 from replicas.errors import SelectsNothing
+from replicas.site import SITE_FILE, load_site
 
 __all__ = ["iter_events", "register"]
 
@@ -81,10 +83,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         logs,
         "verify",
         cmd_verify,
-        "Check hash chains, contiguity and canonical encoding; exit 1 naming every defect.",
-        "tillmesh log verify data/s1/t1/log.db",
+        "Check hash chains, contiguity, canonical encoding and signatures (offline); exit 1"
+        " naming every defect.",
+        "tillmesh log verify data/s1/t1/log.db\n"
+        "  tillmesh log verify /media/usb/log.db --site /var/lib/tillmesh   # a copy",
     )
     p.add_argument("db", type=Path)
+    p.add_argument(
+        "--site",
+        type=Path,
+        help="the site folder whose site.json names every origin's key (default: the"
+        " folder above the log that holds a site.json)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="print defects only")
 
@@ -261,8 +271,11 @@ def _summary(record: dict[str, Any]) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    registry, where = _key_registry(args.db, args.site)
     with closing(open_db(args.db)) as conn:
-        report = verify_log(conn)
+        report = verify_log(conn, verifier=registry)
+    if registry is None:
+        report.findings.append(Finding("notice", "signatures", "-", 0, f"not checked: {where}"))
     if args.json:
         print_json(
             {
@@ -278,4 +291,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(finding)
     verdict = "OK" if report.ok else f"FAILED: {len(report.defects)} defect(s)"
     print(f"{args.db}: {report.events} events from {report.origins} origins: {verdict}")
+    if registry is not None:
+        print(f"signatures checked against the keys in {where}")
     return 0 if report.ok else 1
+
+
+def _key_registry(db: Path, site_dir: Path | None) -> tuple[KeyRegistry | None, str]:
+    """The site's key registry and where it came from, or None and why not."""
+    if site_dir is None:
+        site_dir = next((p for p in db.resolve().parents if (p / SITE_FILE).exists()), None)
+        if site_dir is None:
+            return None, "no site.json above the log; give --site"
+    site = load_site(site_dir)
+    if not site.signing_keys:
+        return None, f"{site_dir / SITE_FILE} has no signing keys (a site made before them)"
+    return site.key_registry(), str(site_dir / SITE_FILE)
