@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.errors import StorageError, TillmeshError
-from core.events import BODY_TYPES, decode_body, decode_event
+from core.events import decode_body, decode_event
 from core.fold import FLAG_UNAPPLIED, Accepted, StateFold
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "load_snapshot",
     "plan",
     "read_heads",
+    "readable_unapplied",
     "rebuild",
     "rebuild_state",
     "save_snapshot",
@@ -331,13 +332,32 @@ def rebuild_state(
         load_snapshot(conn, conn, tables)
         fold.create_tables(conn)  # lets the fold re-derive anything its config changes
     applied = fold_rows(conn, fold, _all_rows(conn), progress)
-    conn.execute(  # events this build can now apply are no longer "unapplied"
-        f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE flags & {FLAG_UNAPPLIED}"
-        f" AND type IN ({','.join('?' * len(BODY_TYPES))})",
-        list(BODY_TYPES),
+    conn.executemany(  # events this build could apply are no longer "unapplied"
+        f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE origin = ? AND seq = ?",
+        [(origin, seq) for origin, seq, raw in _unapplied(conn) if _readable(raw)],
     )
     _set_meta(conn, "fold_version", fold.version)
     return applied
+
+
+def readable_unapplied(conn: sqlite3.Connection) -> bool:
+    """Whether the log holds events stored unapplied (a type or schema newer than the
+    build that received them) which this build reads: a rebuild would apply them."""
+    return any(_readable(raw) for _, _, raw in _unapplied(conn))
+
+
+def _unapplied(conn: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
+    """(origin, seq, raw) of the events stored unapplied: few (only while a store's
+    builds differ), though finding them reads the whole table."""
+    query = f"SELECT origin, seq, raw FROM events WHERE flags & {FLAG_UNAPPLIED}"
+    return conn.execute(query).fetchall()
+
+
+def _readable(raw: bytes) -> bool:
+    """Whether this build reads the event. Its type alone does not say (a schema-2 build
+    keeps a schema-3 sale.voided unapplied); a rebuild by a build that still cannot read
+    it leaves the flag for one that can."""
+    return _accepted_or_none(raw, FLAG_UNAPPLIED) is not None
 
 
 def _all_rows(conn: sqlite3.Connection) -> Iterable[tuple[bytes, int]]:

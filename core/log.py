@@ -39,9 +39,9 @@ from core.batch import (
     check_events,
 )
 from core.clock import HybridClock, system_wall_ms
-from core.compact import rebuild_state
+from core.compact import readable_unapplied, rebuild_state
 from core.errors import StorageError, TillmeshError
-from core.events import Body, Event, RawEvent, decode_event, encode_body
+from core.events import SCHEMA_VERSION, Body, Event, RawEvent, decode_event, encode_body
 from core.fold import StateFold
 from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
@@ -166,8 +166,12 @@ class EventLog:
             if base:
                 self._bases[origin] = base
         self._pending_origins = {o for (o,) in conn.execute("SELECT DISTINCT origin FROM pending")}
-        if meta.get("fold_version") != self.fold.version:
+        # A new build may read events an older one stored unapplied (a newer schema):
+        # it folds them in, or this till's state would lag its peers' until a rebuild.
+        stale = meta.get("fold_version") != self.fold.version
+        if stale or (meta.get("schema_version") != SCHEMA_VERSION and readable_unapplied(conn)):
             self._rebuild(conn)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
     async def close(self) -> None:
         if self._writer_task is not None:

@@ -8,6 +8,12 @@ are public. A replica with no tokens issued and listening on loopback only is op
 (the one-machine demo); listening on any other address it refuses to start without
 tokens (`runtime`). A route missing from the table is refused, not opened (a test
 checks every route is in it).
+
+Who a write is made by: a token bound to a person (`tillmesh token issue --person
+C042`) writes as that person only; `person_of` fills the request's `cashier`/`by` with
+them and refuses another name (403). A device's token (a till's front end, a tablet)
+states who the cashier is, and vouches for it by its role. Events that name no cashier
+record the credential itself (`made_by`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,16 @@ from fastapi import HTTPException, Request
 
 from replicas.api.tokens import Role, TokenRecord, TokenStore
 
-__all__ = ["POLICY", "PUBLIC", "Access", "CashierLimits", "authorize"]
+__all__ = [
+    "POLICY",
+    "PUBLIC",
+    "Access",
+    "CashierLimits",
+    "authorize",
+    "caller",
+    "made_by",
+    "person_of",
+]
 
 PUBLIC = None
 R, C, M, A = Role.read_only, Role.cashier, Role.manager, Role.hq_admin
@@ -120,3 +135,30 @@ def _caller(request: Request, store: TokenStore) -> TokenRecord:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return record
+
+
+def caller(request: Request) -> TokenRecord | None:
+    """The token a request came with; None on an open replica (the demo, no identities)."""
+    token: TokenRecord | None = getattr(request.state, "token", None)
+    return token
+
+
+def person_of(request: Request, stated: str, doing: str) -> str:
+    """Who a write is made by, as the request states it (`cashier`, `by`), checked against
+    its credential. A person's token: the request may leave it out (it is filled in) or
+    name that person; any other name is a 403. A device's token, or the open demo: the
+    stated name stands ('' if none), the device vouching for it by its role."""
+    token = caller(request)
+    if token is None or not token.person:
+        return stated
+    if stated and stated != token.person:
+        raise HTTPException(403, f"this token is {token.person}'s; it cannot {doing} as {stated}")
+    return token.person
+
+
+def made_by(request: Request, stated: str, doing: str) -> str:
+    """The `by` of an event: the person (`person_of`), else the credential that made it
+    ("front end t1 (token 3f9a2c1b)"); '' on the open demo with no one named."""
+    person = person_of(request, stated, doing)
+    token = caller(request)
+    return person or (token.label if token is not None else "")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from conflict import queries
 from core.events import HQ, Body
 from replicas.api import models as m
+from replicas.api.auth import made_by
 from replicas.api.common import ERRORS, Sku, Till, hlc_iso, not_found
 from replicas.api.tokens import Role
 
@@ -36,10 +37,11 @@ def catalog_router(till: Till) -> APIRouter:
         return m.ProductView.model_validate(product)
 
     @r.put("/catalog/{sku}")
-    async def upsert_product(sku: Sku, req: m.ProductIn) -> m.CatalogOut:
+    async def upsert_product(sku: Sku, req: m.ProductIn, request: Request) -> m.CatalogOut:
         # Products are HQ's to define; a till only sells what replicated to it.
         if till.replica.replica_id != HQ:
             raise HTTPException(403, "products are defined at HQ; a till may only set prices")
+        req = req.model_copy(update={"by": made_by(request, req.by, "define products")})
         return await write(sku, req.to_body(sku))
 
     @r.put("/catalog/{sku}/price")
@@ -52,6 +54,7 @@ def catalog_router(till: Till) -> APIRouter:
             raise HTTPException(403, "HQ's prices are the chain's: that needs the hq_admin role")
         if await till.read(lambda c: queries.product(c, sku)) is None:
             raise not_found(f"SKU {sku!r}")
+        req = req.model_copy(update={"by": made_by(request, req.by, "set prices")})
         return await write(sku, req.to_body(sku))
 
     return r

@@ -11,13 +11,14 @@ import sqlite3
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from conflict.detect import detect, open_conflict_count
 from conflict.errors import ConflictError, UnknownConflict
 from conflict.policies import Policies, from_state
 from conflict.resolve import resolve
 from core.log import EventLog
+from replicas.api.auth import made_by
 from replicas.api.common import ERRORS
 from replicas.api.models import ResolveIn  # strict, like every request model
 
@@ -40,7 +41,12 @@ def conflicts_router(log: EventLog) -> APIRouter:
         return await log.read(query)
 
     @r.post("/conflicts/{conflict_id}/resolve", status_code=201)
-    async def resolve_conflict(conflict_id: str, body: ResolveIn) -> dict[str, Any]:
+    async def resolve_conflict(
+        conflict_id: str, body: ResolveIn, request: Request
+    ) -> dict[str, Any]:
+        by = made_by(request, body.by, "resolve conflicts")
+        if not by:  # the open demo: no credential to name
+            raise HTTPException(422, "say who decides: by")
         policies: Policies = await log.read(from_state)
         try:
             events = await resolve(
@@ -48,7 +54,7 @@ def conflicts_router(log: EventLog) -> APIRouter:
                 policies,
                 conflict_id,
                 body.action,
-                body.by,
+                by,
                 body.reason,
                 price=body.price,
                 count=body.count,

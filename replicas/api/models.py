@@ -102,6 +102,17 @@ class _In(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+# `by` and `cashier`: see replicas.api.auth.person_of.
+_BY = (
+    "who does it (a person's id). A person's token fills it in and may name no one else;"
+    " with a device's token, default: the token itself"
+)
+_CASHIER = (
+    "the cashier's id. A person's token fills it in and may name no one else;"
+    " with a device's token, default: none"
+)
+
+
 # --- sales -------------------------------------------------------------------------
 
 
@@ -148,7 +159,9 @@ class SaleIn(_In):
     change: Money | None = Field(None, description="default: whatever cash was paid over the total")
     receipt: NoPanId | None = Field(None, description="default: <store>-<till>-<counter>")
     shift: NoPanText = ""
-    cashier: NoPanText = ""
+    cashier: NoPanText = Field(
+        default="", description=_CASHIER + " (a manager's token names another to approve a price)"
+    )
     approval_reason: NoPanText = Field(
         "", description="why a price differs from the catalog's (a manager's token approves)"
     )
@@ -204,6 +217,7 @@ class SaleOut(BaseModel):
 
 class VoidIn(_In):
     reason: NoPanText = ""
+    by: NoPanText = Field(default="", description=_BY)
 
 
 class RefundLineIn(_In):
@@ -221,6 +235,7 @@ class RefundIn(_In):
     )
     restock: bool = True
     reason: NoPanText = ""
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, sale_id: str, amounts: list[int], method: str) -> RefundIssued:
         lines = [
@@ -229,7 +244,7 @@ class RefundIn(_In):
         ]
         return RefundIssued(
             sale=sale_id, lines=lines, method=method,  # type: ignore[arg-type]
-            restock=self.restock, reason=self.reason,
+            restock=self.restock, reason=self.reason, by=self.by,
         )  # fmt: skip
 
 
@@ -296,24 +311,27 @@ class ReceiptView(BaseModel):
 class StockReceiveIn(_In):
     qty: Qty
     reference: NoPanText = ""
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, sku: str) -> StockReceived:
-        return StockReceived(sku=sku, qty=self.qty, reference=self.reference)
+        return StockReceived(sku=sku, qty=self.qty, reference=self.reference, by=self.by)
 
 
 class StockAdjustIn(_In):
     delta: Annotated[int, Field(ge=-(10**9), le=10**9)] = Field(description="signed, not 0")
     reason: NoPanName
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, sku: str) -> StockAdjusted:
-        return StockAdjusted(sku=sku, delta=self.delta, reason=self.reason)
+        return StockAdjusted(sku=sku, delta=self.delta, reason=self.reason, by=self.by)
 
 
 class StockCountIn(_In):
     count: Annotated[int, Field(ge=0, le=10**9)]
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, sku: str) -> StockCounted:
-        return StockCounted(sku=sku, count=self.count)
+        return StockCounted(sku=sku, count=self.count, by=self.by)
 
 
 class StockLevel(BaseModel):
@@ -334,19 +352,21 @@ class ProductIn(_In):
     price: Money
     tax_rate_bp: Annotated[int, Field(ge=0, le=10_000)] = 0
     active: bool = True
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, sku: str) -> ProductUpserted:
         return ProductUpserted(
             sku=sku, name=self.name, price=self.price,
-            tax_rate_bp=self.tax_rate_bp, active=self.active,
+            tax_rate_bp=self.tax_rate_bp, active=self.active, by=self.by,
         )  # fmt: skip
 
 
 class PriceIn(_In):
     price: Money
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, sku: str) -> PriceSet:
-        return PriceSet(sku=sku, price=self.price)
+        return PriceSet(sku=sku, price=self.price, by=self.by)
 
 
 class ProductView(BaseModel):
@@ -363,7 +383,7 @@ class ProductView(BaseModel):
 class ShiftOpenIn(_In):
     shift: NoPanId | None = Field(None, description="default: generated, unique per till")
     float_amount: Money
-    cashier: NoPanText = ""
+    cashier: NoPanText = Field(default="", description=_CASHIER)
 
     def to_body(self, shift: str) -> ShiftOpened:
         return ShiftOpened(shift=shift, float_amount=self.float_amount, cashier=self.cashier)
@@ -371,9 +391,10 @@ class ShiftOpenIn(_In):
 
 class ShiftCloseIn(_In):
     counted_cash: Money
+    by: NoPanText = Field(default="", description=_BY)
 
     def to_body(self, shift: str) -> ShiftClosed:
-        return ShiftClosed(shift=shift, counted_cash=self.counted_cash)
+        return ShiftClosed(shift=shift, counted_cash=self.counted_cash, by=self.by)
 
 
 class ShiftView(BaseModel):
@@ -399,7 +420,7 @@ class ShiftView(BaseModel):
 
 class ResolveIn(_In):
     action: Action
-    by: NoPanName = Field(description="who decides (a manager)")
+    by: NoPanText = Field(default="", description=_BY)
     reason: NoPanText = ""
     price: Money | None = Field(None, description="with choose_price, minor units")
     count: Annotated[int, Field(ge=0, le=10**9)] | None = Field(

@@ -7,6 +7,10 @@ the first one back (200, `Idempotent-Replay: true`), from any till of the store 
 holds it by then (a front end failing over to the next till); another sale with it, a 409. A given
 shift must not be closed here. Both are checked under the till's lock. Voids and
 refunds check the local state under the lock, and only in the sale's own store.
+
+Who: a sale's `cashier` is the person of a person's token (`auth.person_of`), or the
+one a device's token names; a manager's override records the approving credential
+(`approved_by`); a void or refund records who made it (`by`, `auth.made_by`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from core.events import (
     store_of,
 )
 from replicas.api import models as m
-from replicas.api.auth import CashierLimits
+from replicas.api.auth import CashierLimits, caller, made_by, person_of
 from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
 from replicas.api.tokens import Role
 
@@ -175,11 +179,37 @@ def _approved(
     role: Role | None = request.state.role
     if role is None or role < Role.manager:
         raise HTTPException(403, f"{decisions[0]}: that needs the manager role")
-    token = getattr(request.state, "token", None)  # None: an open demo till, no identities
+    token = caller(request)  # None: an open demo till, no identities
     if token is None:
         return body
-    approver = f"{token.name} ({token.id})"
-    return msgspec.structs.replace(body, approved_by=approver, approval_reason=reason)
+    return msgspec.structs.replace(body, approved_by=token.label, approval_reason=reason)
+
+
+def _cashier_of(request: Request, stated: str) -> tuple[str, bool]:
+    """The sale's cashier (`auth.person_of`), and whether a manager's own token sells in
+    another cashier's name: it may, to approve what is beyond that cashier (a price, a
+    discount; `_check_vouched` once priced), and the sale then names both."""
+    token = caller(request)
+    vouching = (
+        token is not None
+        and token.level >= Role.manager
+        and token.person not in ("", stated)
+        and stated != ""
+    )
+    return (stated, True) if vouching else (person_of(request, stated, "sell"), False)
+
+
+def _check_vouched(body: SaleCompleted, request: Request) -> None:
+    """A manager's token selling as another cashier approved nothing: refused like any
+    person's token acting as someone else."""
+    if not body.approved_by:
+        token = caller(request)
+        person = token.person if token is not None else ""
+        raise HTTPException(
+            403,
+            f"this token is {person}'s; it sells as {body.cashier} only to approve a price"
+            " or discount beyond a cashier's",
+        )
 
 
 def _beyond_cashier(line: SaleLine, listed: Record | None, limits: CashierLimits) -> str:
@@ -225,7 +255,8 @@ def _check_till(till: Till) -> None:
 
 def _check_void_authority(till: Till, sale: m.SaleView, request: Request) -> None:
     """A cashier voids a sale of this till made in the last minutes (a mistake at the
-    counter); anything else is a manager's decision."""
+    counter), with a person's token only their own; anything else is a manager's
+    decision."""
     role: Role | None = request.state.role
     if role is not None and role >= Role.manager:
         return
@@ -236,6 +267,13 @@ def _check_void_authority(till: Till, sale: m.SaleView, request: Request) -> Non
             403,
             f"sale {sale.id}: a cashier voids only this till's sales of the last"
             f" {limits.void_within_s // 60} minutes; that needs the manager role",
+        )
+    token = caller(request)
+    if token is not None and token.person and sale.cashier != token.person:
+        raise HTTPException(
+            403,
+            f"sale {sale.id} is {sale.cashier or 'no one'}'s: a cashier voids only their own"
+            " sales; that needs the manager role",
         )
 
 
@@ -304,6 +342,8 @@ def sales_router(till: Till) -> APIRouter:
         _check_till(till)
         if req.receipt is not None:
             _check_receipt_form(till, req.receipt)
+        cashier, vouching = _cashier_of(request, req.cashier)
+        req = req.model_copy(update={"cashier": cashier})  # a retry compares it too
         # Every sale takes the till's lock (a till serves one checkout): checks against
         # the local state (a used receipt, a closed shift) and the append are then one
         # step, so retries in flight at once sell once and a sale racing its shift's
@@ -320,6 +360,8 @@ def sales_router(till: Till) -> APIRouter:
             req = req.model_copy(update={"shift": local.shift})
             body = await _priced_sale(till, req, local.products)
             body = _approved(body, local.products, request, req.approval_reason)
+            if vouching:
+                _check_vouched(body, request)
             if req.receipt is None:  # taken right before the append: no await between
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
             ev = await till.append(body)  # returns once durable: only then do we answer
@@ -334,6 +376,8 @@ def sales_router(till: Till) -> APIRouter:
 
     @r.post("/sales/{sale_id:path}/void", status_code=201)
     async def void_sale(sale_id: str, request: Request, req: m.VoidIn | None = None) -> m.EventOut:
+        req = req or m.VoidIn()
+        by = made_by(request, req.by, "void")
         async with till.lock:
             found, refunded = await till.read(
                 lambda c: (queries.sale(c, sale_id), lookups.has_refunds(c, sale_id))
@@ -342,11 +386,12 @@ def sales_router(till: Till) -> APIRouter:
             _check_own_store(till, sale_id, sale.origin)
             _check_void_authority(till, sale, request)
             _check_voidable(sale, refunded)
-            ev = await till.append(SaleVoided(sale=sale_id, reason=req.reason if req else ""))
+            ev = await till.append(SaleVoided(sale=sale_id, reason=req.reason, by=by))
         return event_out(ev)
 
     @r.post("/sales/{sale_id:path}/refunds", status_code=201)
-    async def refund_sale(sale_id: str, req: m.RefundIn) -> m.RefundOut:
+    async def refund_sale(sale_id: str, req: m.RefundIn, request: Request) -> m.RefundOut:
+        req = req.model_copy(update={"by": made_by(request, req.by, "refund")})
         async with till.lock:
             sale, done = await till.read(
                 lambda c: (queries.sale(c, sale_id), lookups.refunded_by_line(c, sale_id))

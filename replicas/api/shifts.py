@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from conflict import queries
 from replicas.api import models as m
+from replicas.api.auth import made_by, person_of
 from replicas.api.common import ERRORS, Record, Till, not_found
 
 __all__ = ["shifts_router"]
@@ -22,7 +23,8 @@ def shifts_router(till: Till) -> APIRouter:
         return await till.read(lambda c: queries.shift_totals(c, shift))
 
     @r.post("/shifts", status_code=201)
-    async def open_shift(req: m.ShiftOpenIn) -> m.ShiftView:
+    async def open_shift(req: m.ShiftOpenIn, request: Request) -> m.ShiftView:
+        req = req.model_copy(update={"cashier": person_of(request, req.cashier, "open a shift")})
         shift = req.shift or f"{till.prefix}shift-{secrets.token_hex(4)}"
         async with till.lock:
             if (await totals(shift))["opened_by"] is not None:
@@ -31,7 +33,8 @@ def shifts_router(till: Till) -> APIRouter:
             return m.ShiftView.model_validate(await totals(shift))
 
     @r.post("/shifts/{shift}/close")
-    async def close_shift(shift: str, req: m.ShiftCloseIn) -> m.ShiftView:
+    async def close_shift(shift: str, req: m.ShiftCloseIn, request: Request) -> m.ShiftView:
+        req = req.model_copy(update={"by": made_by(request, req.by, "close a shift")})
         async with till.lock:
             state = await totals(shift)
             if state["opened_by"] is None:

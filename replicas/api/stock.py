@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from conflict import queries
 from conflict.stock import stock_store
 from core.events import Body
 from replicas.api import models as m
+from replicas.api.auth import made_by
 from replicas.api.common import ERRORS, Sku, Till, not_found
 
 __all__ = ["stock_router"]
@@ -45,15 +46,18 @@ def stock_router(till: Till) -> APIRouter:
         return m.StockOut(sku=sku, on_hand=on_hand, event_id=ev.id, hlc=ev.hlc)
 
     @r.post("/stock/{sku}/receive", status_code=201)
-    async def receive(sku: Sku, req: m.StockReceiveIn) -> m.StockOut:
+    async def receive(sku: Sku, req: m.StockReceiveIn, request: Request) -> m.StockOut:
+        req = req.model_copy(update={"by": made_by(request, req.by, "take a delivery")})
         return await move(sku, req.to_body(sku))
 
     @r.post("/stock/{sku}/adjust", status_code=201)
-    async def adjust(sku: Sku, req: m.StockAdjustIn) -> m.StockOut:
+    async def adjust(sku: Sku, req: m.StockAdjustIn, request: Request) -> m.StockOut:
+        req = req.model_copy(update={"by": made_by(request, req.by, "adjust stock")})
         return await move(sku, req.to_body(sku))
 
     @r.post("/stock/{sku}/count", status_code=201)
-    async def count(sku: Sku, req: m.StockCountIn) -> m.StockOut:
+    async def count(sku: Sku, req: m.StockCountIn, request: Request) -> m.StockOut:
+        req = req.model_copy(update={"by": made_by(request, req.by, "count stock")})
         return await move(sku, req.to_body(sku))
 
     @r.get("/stock")

@@ -2,12 +2,15 @@
 
 Each device that talks to a till (its own POS front end, a store tablet, an
 integrator's system, HQ's BI tool) gets a token of its own, issued and revoked with
-`tillmesh token`. Only a hash is stored (`api-tokens.json` in the replica's data
-folder, 0600); the token itself is shown once, when issued. Tokens are random, so a
-plain SHA-256 is enough (nothing to brute-force), compared in constant time.
+`tillmesh token`. A token may instead be a person's (`person`: a cashier or manager
+id): everything it writes is then that person's (`auth.person_of`). Only a hash is
+stored (`api-tokens.json` in the replica's data folder, 0600); the token itself is
+shown once, when issued. Tokens are random, so a plain SHA-256 is enough (nothing to
+brute-force), compared in constant time.
 
     store = TokenStore(data_dir / TOKENS_FILE)
     token = store.issue("front-end t1", "cashier")   # "tm_<id>_<secret>", shown once
+    store.issue("Ann's badge", "manager", person="M007")
     store.verify(token)                               # -> TokenRecord or None
     store.revoke(record.id)
 
@@ -35,7 +38,7 @@ from broker.credentials import write_private
 from core.errors import StorageError
 from core.pan import contains_card_number, control_character
 
-__all__ = ["TOKENS_FILE", "Role", "TokenRecord", "TokenStore", "check_name"]
+__all__ = ["TOKENS_FILE", "Role", "TokenRecord", "TokenStore", "check_name", "check_person"]
 
 TOKENS_FILE = "api-tokens.json"
 
@@ -62,10 +65,17 @@ class TokenRecord(BaseModel):
     role: str
     sha256: str
     issued_at: str
+    person: str = ""  # the person it is bound to; "" for a device's token
 
     @property
     def level(self) -> Role:
         return Role[self.role]
+
+    @property
+    def label(self) -> str:
+        """How events name this credential: "M007 (token 3f9a2c1b)". The id makes it
+        unambiguous: names are free text, and two tokens may share one."""
+        return f"{self.person or self.name} (token {self.id})"
 
 
 class _File(BaseModel):
@@ -80,11 +90,14 @@ class TokenStore:
     def records(self) -> list[TokenRecord]:
         return list(self._read().tokens)
 
-    def issue(self, name: str, role: str) -> str:
-        """A new token for `name` in `role`; the only time the token is seen. The name
-        ends up in events (who approved an override): the event text rules apply."""
+    def issue(self, name: str, role: str, person: str = "") -> str:
+        """A new token for `name` in `role`, bound to `person` if given; the only time
+        the token is seen. Name and person end up in events (who sold, who approved an
+        override): the event text rules apply to both."""
         level = Role.parse(role)
         check_name(name)
+        if person:
+            check_person(person)
         token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         record = TokenRecord(
             id=token_id,
@@ -92,6 +105,7 @@ class TokenStore:
             role=level.name,
             sha256=_digest(secret),
             issued_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            person=person,
         )
         with self._locked():
             data = self._read()
@@ -150,12 +164,20 @@ class TokenStore:
         self._cache = None
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, what: str = "a token's name") -> None:
     """ValueError unless `name` suits a token: 1-80 characters of plain text."""
     if not 1 <= len(name) <= 80:
-        raise ValueError("a token's name is 1-80 characters")
+        raise ValueError(f"{what} is 1-80 characters")
     if contains_card_number(name) or control_character(name) is not None:
-        raise ValueError("a token's name may hold no card number and no control character")
+        raise ValueError(f"{what} may hold no card number and no control character")
+
+
+def check_person(person: str) -> None:
+    """ValueError unless `person` suits a person's id (C042): the rules of a name, and
+    no blanks at either end (a request naming " C042" would not be C042's)."""
+    check_name(person, "a person's id")
+    if person != person.strip():
+        raise ValueError("a person's id has no blanks at either end")
 
 
 def _digest(secret: str) -> str:

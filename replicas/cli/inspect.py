@@ -267,7 +267,10 @@ def _check_type(conn: sqlite3.Connection, event_type: str) -> None:
 def _summary(record: dict[str, Any]) -> str:
     body = record.get("body") or {}
     keys = ("receipt", "sale", "sku", "qty", "delta", "count", "price", "shift")
-    return " ".join(f"{k}={body[k]}" for k in keys if k in body) or record.get("body_error", "")
+    who = ("cashier", "by", "approved_by")  # free text: quoted, it may hold blanks
+    said = [f"{k}={body[k]}" for k in keys if k in body]
+    said += [f"{k}={json.dumps(body[k])}" for k in who if body.get(k)]
+    return " ".join(said) or record.get("body_error", "")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from core.events import (
     SaleVoided,
     ShiftClosed,
     ShiftOpened,
+    StockAdjusted,
     StockCounted,
     StockReceived,
 )
@@ -286,3 +287,31 @@ def test_earlier_void_from_another_store_leaves_no_trace_of_the_later(w: World) 
     assert queries.state_digest(other.conn) == digest
     assert queries.stock_by_store(w.conn) == {"s1": {"A": 0}}
     other.conn.close()
+
+
+def test_who_made_an_event_is_not_state() -> None:
+    """`by` (schema 3) is for the audit: a store day whose events name who made them
+    folds to the tables, and the digest, of the same day written without."""
+
+    def day(by: str) -> str:
+        world = World()
+        try:
+            sale = world.ev(T1, 10, sale_body([("A", 3, 100)], shift="S1"))
+            world.apply([
+                world.ev(HQ, 1, ProductUpserted(sku="A", name="tea", price=100, by=by)),
+                world.ev(T1, 2, StockReceived(sku="A", qty=10, by=by)),
+                world.ev(T1, 3, ShiftOpened(shift="S1", float_amount=500)),
+                sale,
+                world.ev(T1, 20, RefundIssued(sale=sale.event.id, lines=[RefundLine(0, 1, 100)],
+                                              by=by)),
+                world.ev(T2, 30, SaleVoided(sale=sale.event.id, by=by)),
+                world.ev(T2, 40, StockCounted(sku="A", count=9, by=by)),
+                world.ev(T2, 45, StockAdjusted(sku="A", delta=-1, reason="broken", by=by)),
+                world.ev(T2, 50, PriceSet(sku="A", price=120, by=by)),
+                world.ev(T1, 60, ShiftClosed(shift="S1", counted_cash=800, by=by)),
+            ])  # fmt: skip
+            return queries.state_digest(world.conn)
+        finally:
+            world.conn.close()
+
+    assert day("C042 (token 3f9a2c1b)") == day("")

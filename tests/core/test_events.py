@@ -2,6 +2,7 @@ import msgspec
 import pytest
 
 from core.errors import (
+    CardNumberInText,
     DecodeError,
     NonCanonicalEncoding,
     OversizedError,
@@ -12,11 +13,17 @@ from core.events import (
     SCHEMA_VERSION,
     Event,
     Payment,
+    PriceSet,
+    ProductUpserted,
     RefundIssued,
     RefundLine,
     SaleCompleted,
     SaleLine,
+    SaleVoided,
+    ShiftClosed,
     StockAdjusted,
+    StockCounted,
+    StockReceived,
     decode_body,
     decode_event,
     decode_events,
@@ -78,6 +85,38 @@ def test_an_event_is_written_with_the_lowest_schema_its_body_needs():
     (ev,) = chain("s1/t1", [approved])
     with pytest.raises(SchemaViolation, match="schema-2 fields in a schema-1 event"):
         decode_body(msgspec.structs.replace(ev, schema=1))
+
+
+# Bodies that carry no person, as every build since schema 1 encodes them: adding `by`
+# (schema 3) must not change one byte of them (their hashes chain the logs).
+PERSONLESS = [
+    (SaleVoided(sale="s1/t1:1", reason="typo"),
+     "82a473616c65a773312f74313a31a6726561736f6ea47479706f"),
+    (RefundIssued(sale="s1/t1:1", lines=[RefundLine(0, 1, 250)]),
+     "82a473616c65a773312f74313a31a56c696e65739183a46c696e6500a371747901a6616d6f756e74ccfa"),
+    (StockReceived(sku="A", qty=5), "82a3736b75a141a371747905"),
+    (StockAdjusted(sku="A", delta=-1, reason="broken"),
+     "83a3736b75a141a564656c7461ffa6726561736f6ea662726f6b656e"),
+    (StockCounted(sku="A", count=3), "82a3736b75a141a5636f756e7403"),
+    (ProductUpserted(sku="A", name="Cola", price=150),
+     "83a3736b75a141a46e616d65a4436f6c61a57072696365cc96"),
+    (PriceSet(sku="A", price=160), "82a3736b75a141a57072696365cca0"),
+    (ShiftClosed(shift="S1", counted_cash=100),
+     "82a57368696674a25331ac636f756e7465645f6361736864"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "golden"), PERSONLESS, ids=lambda v: getattr(v, "TYPE", ""))
+def test_who_made_an_event_is_schema_3_and_only_when_named(body, golden):
+    assert encode_body(body)[1].hex() == golden and body.min_schema() == 1
+    named = msgspec.structs.replace(body, by="C042")
+    assert named.min_schema() == 3
+    (ev,) = chain("s1/t1", [named])
+    assert decode_body(ev) == named
+    with pytest.raises(SchemaViolation, match="schema-3 fields in a schema-2 event"):
+        decode_body(msgspec.structs.replace(ev, schema=2))
+    with pytest.raises(CardNumberInText):
+        encode_body(msgspec.structs.replace(body, by="4111 1111 1111 1111"))
 
 
 def test_body_violating_constraints_is_a_validation_error():

@@ -1,11 +1,17 @@
 import sqlite3
 
+import msgspec
 import pytest
 
+from core import events
+from core import log as log_module
 from core.errors import DatabaseCorrupt, SchemaTooNew
+from core.events import SaleVoided
+from core.fold import FLAG_UNAPPLIED
 from core.log import EventLog
-from tests.core.folds import CountingFold
+from tests.core.folds import CountingFold, counts
 from tests.core.log_contract import EventLogContract, SyncLogContract
+from tests.factories import chain
 
 
 class TestSqliteEventLog(EventLogContract, SyncLogContract):
@@ -40,3 +46,21 @@ async def test_durability_settings(tmp_path):
         assert mode == "wal"
     finally:
         await log.close()
+
+
+async def test_a_new_build_folds_in_what_an_older_one_stored_unapplied(tmp_path, monkeypatch):
+    """A till still on schema 2 stores a schema-3 void unapplied; once it runs a build
+    that reads it, opening the log folds it in (no `log rebuild` needed), and what even
+    that build cannot read stays flagged for the one that can."""
+    voids = chain("s1/t2", [SaleVoided(sale="s1/t2:9", by="C042") for _ in range(2)])
+    future = msgspec.structs.replace(voids[1], schema=events.SCHEMA_VERSION + 1)
+    with monkeypatch.context() as older:
+        for module in (events, log_module):
+            older.setattr(module, "SCHEMA_VERSION", 2)
+        async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()) as log:
+            await log.ingest([voids[0], future])
+            assert await log.read(counts) == {}
+    async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()) as log:
+        assert await log.read(counts) == {"s1/t2": 1}
+        flags = await log.read(lambda c: c.execute("SELECT seq, flags FROM events").fetchall())
+        assert [(seq, bool(f & FLAG_UNAPPLIED)) for seq, f in flags] == [(1, False), (2, True)]

@@ -1,8 +1,11 @@
 """Helpers for the till API tests (no tests here): a replica handle over a real log with
-canned sync answers, an in-process client for the real app, and sale builders."""
+canned sync answers, an in-process client for the real app (open, or with tokens
+issued), and sale builders."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,10 +13,25 @@ from typing import Any
 import httpx
 
 from conflict.state import StoreState
+from core.events import Body, decode_body, decode_event, parse_event_id
 from core.log import EventLog
 from replicas.api.app import create_app
+from replicas.api.auth import Access
+from replicas.api.tokens import TokenRecord, TokenStore
 
-__all__ = ["TILL", "FakeReplica", "SpecOnly", "cash", "client_for", "one_cola", "open_log", "sell"]
+__all__ = [
+    "TILL",
+    "Api",
+    "FakeReplica",
+    "SpecOnly",
+    "cash",
+    "client_for",
+    "event_body",
+    "one_cola",
+    "open_log",
+    "sell",
+    "token_api",
+]
 
 TILL = "s1/t1"
 
@@ -73,3 +91,44 @@ class SpecOnly:
 
     def __init__(self, replica_id: str = TILL) -> None:
         self.replica_id, self.log = replica_id, None
+
+
+class Api:
+    """A client of the real app with tokens issued: `call(who, ...)` sends the token
+    issued as `who` (None: no token)."""
+
+    def __init__(self, client: httpx.AsyncClient, tokens: dict[str, str], store: TokenStore):
+        self.client, self.tokens, self.store = client, tokens, store
+
+    async def call(
+        self, who: str | None, method: str, url: str, body: Any = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        return await self.client.request(method, url, json=body, headers=headers)
+
+    def record(self, who: str) -> TokenRecord:
+        """The stored record of the token issued as `who`."""
+        token_id = self.tokens[who].split("_")[1]
+        (found,) = [r for r in self.store.records() if r.id == token_id]
+        return found
+
+
+@asynccontextmanager
+async def token_api(
+    log: EventLog, store: TokenStore, tokens: dict[str, str], replica_id: str = TILL
+) -> AsyncIterator[Api]:
+    """The real app over `log`, its API closed to all but the tokens of `store`."""
+    app = create_app(FakeReplica(replica_id, log), access=Access(store, loopback_only=True))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
+        yield Api(client, tokens, store)
+
+
+async def event_body(log: EventLog, event_id: str) -> Body:
+    """The body of a stored event, checked to be written with the schema it needs."""
+    origin, seq = parse_event_id(event_id)
+    (raw,) = await log.read_range(origin, seq, 1)
+    ev = decode_event(raw)
+    body = decode_body(ev)
+    assert ev.schema == body.min_schema(), (ev.schema, body)
+    return body

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from core.events import ProductUpserted, decode_body, decode_event, parse_event_id
+from core.events import ProductUpserted, SaleCompleted
 from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.auth import POLICY, Access
@@ -28,20 +28,9 @@ from replicas.errors import ApiUnprotected
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
 from tests.factories import cash_sale, chain
-from tests.replicas.api_kit import FakeReplica, SpecOnly, open_log
+from tests.replicas.api_kit import Api, FakeReplica, SpecOnly, event_body, open_log, token_api
 
 SALE = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash", "amount": 150}]}
-
-
-class Api:
-    def __init__(self, client: httpx.AsyncClient, tokens: dict[str, str], store: TokenStore):
-        self.client, self.tokens, self.store = client, tokens, store
-
-    async def call(
-        self, role: str | None, method: str, url: str, body: Any = None
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        return await self.client.request(method, url, json=body, headers=headers)
 
 
 @pytest.fixture
@@ -56,10 +45,8 @@ async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
 async def api(tmp_path: Path, log: EventLog) -> AsyncIterator[Api]:
     store = TokenStore(tmp_path / "api-tokens.json")
     tokens = {role.name: store.issue(f"{role.name} device", role.name) for role in Role}
-    app = create_app(FakeReplica("s1/t1", log), access=Access(store, loopback_only=True))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
-        yield Api(client, tokens, store)
+    async with token_api(log, store, tokens) as api:
+        yield api
 
 
 async def _sold(api: Api) -> str:
@@ -111,21 +98,15 @@ async def test_a_cashier_sells_at_catalog_prices_only(api: Api, log: EventLog) -
     approved = await api.call("manager", "POST", "/sales", cheap)
     assert approved.status_code == 201, approved.text
     # The approver is in the event itself, tied to the credential, and only there.
-    body = await _event_body(log, approved.json()["sale_id"])
-    (manager,) = [r for r in api.store.records() if r.role == "manager"]
-    assert (body.approved_by, body.approval_reason) == (f"manager device ({manager.id})",
+    body = await event_body(log, approved.json()["sale_id"])
+    manager = api.record("manager")
+    assert isinstance(body, SaleCompleted)
+    assert (body.approved_by, body.approval_reason) == (f"manager device (token {manager.id})",
                                                          "damaged can")  # fmt: skip
-    assert (await _event_body(log, plain.json()["sale_id"])).approved_by == ""
+    plain_body = await event_body(log, plain.json()["sale_id"])
+    assert isinstance(plain_body, SaleCompleted) and plain_body.approved_by == ""
     again = await api.call("manager", "POST", "/sales", cheap)  # a retry: the same sale
     assert again.status_code == 200 and again.json() == approved.json()
-
-
-async def _event_body(log: EventLog, event_id: str) -> Any:
-    origin, seq = parse_event_id(event_id)
-    (raw,) = await log.read_range(origin, seq, 1)
-    ev = decode_event(raw)
-    assert ev.schema == (2 if decode_body(ev).approved_by else 1)  # type: ignore[attr-defined]
-    return decode_body(ev)
 
 
 async def test_reads_need_a_token_too_and_health_does_not(api: Api) -> None:
@@ -209,7 +190,8 @@ async def test_a_discount_beyond_the_cashiers_limit_is_a_managers_decision(
     assert over.status_code == 403 and "discount over 10% of the line" in over.text
     approved = await api.call("manager", "POST", "/sales", sale(31, "D-2"))
     assert approved.status_code == 201
-    assert (await _event_body(log, approved.json()["sale_id"])).approved_by.startswith("manager")
+    body = await event_body(log, approved.json()["sale_id"])
+    assert isinstance(body, SaleCompleted) and body.approved_by.startswith("manager device")
 
 
 async def test_a_cashier_voids_only_this_tills_recent_sales(api: Api, log: EventLog) -> None:
