@@ -42,6 +42,7 @@ from core.pan import contains_card_number, control_character
 __all__ = [
     "BODY_TYPES",
     "HQ",
+    "HQ_ONLY_TYPES",
     "MAX_EVENT_BYTES",
     "MAX_INT64",
     "SCHEMA_VERSION",
