@@ -202,6 +202,7 @@ class Transaction:
     pending_origins: set[str]
     wall_ms: Callable[[], int]
     signer: Signer | None = None  # signs the local events (None: unsigned, as in old logs)
+    verifier: Verifier | None = None  # tells a signed twin (equivocation) from a forged one
     staged: dict[str, Head] = field(default_factory=dict)
     accepted: list[Accepted] = field(default_factory=list)
     rows: list[tuple[str, int, int, str, int, bytearray, bytearray]] = field(default_factory=list)
@@ -265,6 +266,11 @@ class Transaction:
             ).fetchone()
             stored = row[0] if row else None  # None: compacted away, cannot compare
         if stored is not None and stored != h:
+            if self.verifier is not None:  # a twin is proof only if its origin signed it
+                try:
+                    self.verifier.verify(ev, h)
+                except SignatureError as e:
+                    self._quarantine(ev, peer, e.with_traceback(None))
             self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
 
     def _hold(self, checked: CheckedEvent, head_seq: int) -> None:

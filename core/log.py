@@ -316,6 +316,7 @@ class EventLog:
             self._pending_origins,
             self.wall_ms,
             self.signer,
+            self.verifier,
         )
         conn.execute("BEGIN IMMEDIATE")
         try:

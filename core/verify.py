@@ -21,7 +21,7 @@ from core.errors import SignatureError, TillmeshError, UnknownEventType
 from core.events import Event, decode_body, decode_event, encode_event, event_hash
 from core.signing import Verifier
 
-__all__ = ["Finding", "VerifyReport", "verify_log"]
+__all__ = ["Equivocated", "Finding", "VerifyReport", "equivocations", "evidence", "verify_log"]
 
 Severity = Literal["defect", "notice"]
 
@@ -207,3 +207,28 @@ def _pending_and_quarantine(conn: sqlite3.Connection, report: VerifyReport) -> N
         report.findings.append(
             Finding("notice", f"quarantine:{kind}", origin, seq, f"from {peer or '?'}: {detail}")
         )
+
+
+@dataclass(frozen=True)
+class Equivocated:
+    """Two versions of one (origin, seq), the second kept as evidence: proof the origin
+    wrote both when the log checks signatures (a forged twin is a SignatureError)."""
+
+    origin: str
+    seq: int
+    peer: str
+    received_ms: int
+    detail: str
+
+
+def evidence(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many refused events the log keeps as evidence, by kind of refusal."""
+    return dict(conn.execute("SELECT kind, count(*) FROM quarantine GROUP BY kind").fetchall())
+
+
+def equivocations(conn: sqlite3.Connection) -> list[Equivocated]:
+    rows = conn.execute(
+        "SELECT origin, seq, peer, received_ms, detail FROM quarantine"
+        " WHERE kind = 'Equivocation' ORDER BY id"
+    ).fetchall()
+    return [Equivocated(*row) for row in rows]

@@ -34,6 +34,7 @@ from core.batch import ClockAhead
 from core.clock import hlc_ms
 from core.errors import SchemaViolation, StorageError, TillmeshError
 from core.pan import safe_to_show
+from core.verify import evidence
 from replicas.api import models as m
 from replicas.api.auth import Access, authorize
 from replicas.api.catalog import catalog_router
@@ -102,11 +103,12 @@ def _status_router(till: Till) -> APIRouter:
         # The page polls with ?digest=false&conflicts=false: hashing all state and running
         # conflict detection every 2 s is wasted work.
         stats = await replica.log.stats()
-        summary, dig, open_conflicts = await till.read(
+        summary, dig, open_conflicts, kept = await till.read(
             lambda c: (
                 queries.sales_summary(c),
                 queries.state_digest(c) if digest else None,
                 count_open(c) if conflicts else None,
+                evidence(c) if conflicts else None,
             )
         )
         return m.StatusOut(
@@ -116,6 +118,7 @@ def _status_router(till: Till) -> APIRouter:
             clock_ahead=_clock_ahead(replica.log.clock_ahead, replica.log.wall_ms()),
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
             sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
+            evidence=kept,
         )  # fmt: skip
 
     @r.get("/state/digest")

@@ -478,6 +478,12 @@ class StatusOut(BaseModel):
     open_conflicts: int | None = Field(
         default=None, description="unresolved business conflicts; null when ?conflicts=false"
     )
+    evidence: dict[str, int] | None = Field(
+        default=None,
+        description="refused events kept as evidence, by kind (SignatureError: not its"
+        " origin's writing; Equivocation: its origin signed two versions); null when"
+        " ?conflicts=false",
+    )
 
 
 class DigestOut(BaseModel):

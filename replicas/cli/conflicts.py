@@ -26,6 +26,7 @@ from conflict.state import StoreState
 from core.errors import StorageError
 from core.events import Event
 from core.log import EventLog
+from core.verify import Equivocated, equivocations
 from replicas.cli.common import add_command, event_record, format_hlc, open_db, print_json
 from replicas.ops.common import ensure_stopped
 
@@ -106,14 +107,25 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     with closing(open_db(args.db)) as conn:
         policies = _policies(conn, args.policies)
         found = detect(conn, policies, open_only=args.open, kinds=args.kind or KINDS)
+        twins = equivocations(conn)
     if args.json:
-        print_json([conflict_record(c) for c in found])
+        records = [conflict_record(c) for c in found]
+        print_json(records + [_equivocation_record(t) for t in twins])
         return 0
     for c in found:
         _print_conflict(c)
+    for t in twins:  # not a business conflict to resolve: a replica that broke its chain
+        print(f"equivocation  {t.origin}:{t.seq}  two versions signed by {t.origin}"
+              f" (the second from {t.peer or '?'}, kept as evidence)")  # fmt: skip
     still_open = sum(c.is_open for c in found)
-    print(f"{len(found)} conflict(s), {still_open} open")
+    extra = f", {len(twins)} equivocation(s)" if twins else ""
+    print(f"{len(found)} conflict(s), {still_open} open{extra}")
     return 0
+
+
+def _equivocation_record(t: Equivocated) -> dict[str, Any]:
+    return {"id": f"equivocation:{t.origin}:{t.seq}", "kind": "equivocation", "open": True,
+            "origin": t.origin, "seq": t.seq, "peer": t.peer, "detail": t.detail}  # fmt: skip
 
 
 def _print_conflict(c: Conflict) -> None:

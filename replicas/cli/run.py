@@ -217,6 +217,9 @@ def _print_status(status: dict[str, Any]) -> None:
               f" newest {ahead['newest']}, {ahead['ahead_ms'] // 1000} s ahead now")  # fmt: skip
     if uplink := sync.get("uplink"):
         print(f"uplink    {UplinkState(**uplink).describe()}")
+    if kept := status.get("evidence"):
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(kept.items()))
+        print(f"evidence  {kinds}  (refused events kept: tillmesh log verify lists them)")
     _print_origins(sync.get("origins") or {}, sync.get("receipts") or {})
     for incident in sync.get("incidents", []):
         print(

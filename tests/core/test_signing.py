@@ -160,3 +160,18 @@ async def test_a_tills_product_is_refused_at_ingest_as_at_its_api(tmp_path: Path
         assert result.accepted == [] and isinstance(result.rejected[0], WrongAuthor)
         (ev,) = chain("hq", [product])
         assert (await log.ingest([signed(ev)], peer="hq")).accepted == [signed(ev)]
+
+
+async def test_a_twin_is_equivocation_only_when_its_origin_signed_it(tmp_path: Path) -> None:
+    async with await _log(tmp_path, "s1/t2") as log:
+        events = [
+            signed(ev) for ev in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(3)])
+        ]
+        await log.ingest(events, peer="s1/t1")
+        (twin,) = chain("s1/t1", [cash_sale(price=1)], prev=event_hash(events[0]), first_seq=2)
+        await log.ingest([signed(twin, SIGNERS["mallory"])], peer="s1/t3")  # forged
+        await log.ingest([signed(twin)], peer="s1/t3")  # t1's own key: proof it equivocated
+        kinds = await log.read(
+            lambda c: c.execute("SELECT origin, seq, kind FROM quarantine ORDER BY id").fetchall()
+        )
+        assert kinds == [("s1/t1", 2, "SignatureError"), ("s1/t1", 2, "Equivocation")]

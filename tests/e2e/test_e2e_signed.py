@@ -12,7 +12,7 @@ import sqlite3
 from broker.subjects import events_subject
 from core.events import PriceSet, encode_event
 from replicas.sync.protocol import EventsFrame, encode_message
-from tests.e2e.harness import Mesh, wait_until
+from tests.e2e.harness import Mesh, run_cli, wait_until
 from tests.e2e.rogue import connect_as, forged_next, signing_key_of
 from tests.factories import cash_sale
 
@@ -63,6 +63,12 @@ async def test_events_not_signed_by_their_origin_are_refused_everywhere(mesh: Me
     await wait_until(all_refused, "every victim to quarantine the forged events from t2", 20)
     statuses = await mesh.wait_converged()
     await mesh.check_on_disk(statuses)  # exactly the acknowledged sales: no FORGED-T1
+    for rid in VICTIMS:  # flagged where ops look: status, and the conflicts listing
+        r = await mesh.client(rid).get(f"{mesh[rid].url}/status", params={"digest": False})
+        kept = r.json()["evidence"]
+        assert kept["SignatureError"] >= 2 and kept["Equivocation"] >= 1, (rid, kept)
+    listing = await run_cli("conflicts", str(mesh.site.data_dir(mesh.root, T1) / "log.db"))
+    assert f"equivocation  {T2}:{t2_head}  two versions signed by {T2}" in listing, listing
     for rid in (*VICTIMS, T2):
         r = await mesh.client(rid).get(f"{mesh[rid].url}/catalog/SKU-1")
         assert r.status_code == 404 or r.json().get("price") != 1, (rid, r.text)
