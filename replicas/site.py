@@ -407,3 +407,25 @@ def load_site(root: Path) -> Site:
             " machine's bundle with `tillmesh site install`",
         )
     return Site.model_validate_json(path.read_text())
+
+
+def key_registry_for(db: Path, site_dir: Path | None) -> tuple[KeyRegistry | None, str]:
+    """The key registry that checks a log file's events, and where it came from: the
+    site in `site_dir`, else the folder above `db` holding a site.json; None and why not
+    when there is none, or the site predates signing keys."""
+    if site_dir is None:
+        site_dir = next((p for p in db.resolve().parents if (p / SITE_FILE).exists()), None)
+        if site_dir is None:
+            return None, "no site.json above the log; give --site"
+    site, shown = load_site(site_dir), _shown(site_dir / SITE_FILE)
+    if not site.signing_keys:
+        return None, f"{shown} has no signing keys (a site made before them)"
+    return site.key_registry(), shown
+
+
+def _shown(path: Path) -> str:
+    """`path` as a person would type it here: relative to the working folder if inside."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

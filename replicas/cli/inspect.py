@@ -22,7 +22,6 @@ from conflict import queries
 from core.errors import StorageError
 from core.events import BODY_TYPES, Event, decode_event
 from core.log import read_stats
-from core.signing import KeyRegistry
 from core.verify import Finding, verify_log
 from replicas.cli.common import (
     add_command,
@@ -37,7 +36,7 @@ from replicas.cli.common import (
     time_order,
 )
 from replicas.errors import SelectsNothing
-from replicas.site import SITE_FILE, load_site
+from replicas.site import key_registry_for
 
 __all__ = ["iter_events", "register"]
 
@@ -274,7 +273,7 @@ def _summary(record: dict[str, Any]) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    registry, where = _key_registry(args.db, args.site)
+    registry, where = key_registry_for(args.db, args.site)
     with closing(open_db(args.db)) as conn:
         report = verify_log(conn, verifier=registry)
     if registry is None:
@@ -292,20 +291,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for finding in report.findings:
         if finding.severity == "defect" or not args.quiet:
             print(finding)
-    verdict = "OK" if report.ok else f"FAILED: {len(report.defects)} defect(s)"
-    print(f"{args.db}: {report.events} events from {report.origins} origins: {verdict}")
     if registry is not None:
         print(f"signatures checked against the keys in {where}")
+    verdict = "OK" if report.ok else f"FAILED: {len(report.defects)} defect(s)"
+    print(f"{args.db}: {report.events} events from {report.origins} origins: {verdict}")
     return 0 if report.ok else 1
-
-
-def _key_registry(db: Path, site_dir: Path | None) -> tuple[KeyRegistry | None, str]:
-    """The site's key registry and where it came from, or None and why not."""
-    if site_dir is None:
-        site_dir = next((p for p in db.resolve().parents if (p / SITE_FILE).exists()), None)
-        if site_dir is None:
-            return None, "no site.json above the log; give --site"
-    site = load_site(site_dir)
-    if not site.signing_keys:
-        return None, f"{site_dir / SITE_FILE} has no signing keys (a site made before them)"
-    return site.key_registry(), str(site_dir / SITE_FILE)

@@ -34,6 +34,7 @@ from replicas.ops.common import open_log, replica_of
 from replicas.ops.diff import DbDiff, StateDiff, diff_dbs
 from replicas.ops.export import export_db, import_file
 from replicas.ops.restore import restore_db
+from replicas.site import key_registry_for
 
 __all__ = ["register"]
 
@@ -82,18 +83,27 @@ def _import(logs: SubParsers) -> None:
         logs,
         "import",
         cmd_import,
-        "Ingest an export file into a replica, checking chains and scope; idempotent.",
+        "Ingest an export file into a replica, checking signatures, chains and scope; idempotent.",
         "tillmesh log import /media/usb/s1.tmx data/hq/log.db --replica hq",
     )
     p.add_argument("file", type=Path)
     p.add_argument("db", type=Path)
     p.add_argument("--replica", help="the database's replica id (default: as recorded in it)")
+    p.add_argument(
+        "--site",
+        type=Path,
+        help="the site whose keys check the file's signatures (default: the folder above"
+        " the database that holds a site.json)",
+    )
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     replica = args.replica or _recorded_replica(args.db)
+    registry, where = key_registry_for(args.db, args.site)
+    if registry is None:  # a foreign file's events are applied only once verified
+        raise StorageError(str(args.db), f"cannot check the file's signatures: {where}")
     with progress_bar("importing") as progress:
-        report = asyncio.run(import_file(args.file, args.db, replica, progress))
+        report = asyncio.run(import_file(args.file, args.db, replica, progress, registry))
     if args.json:
         print_json(report)
     else:

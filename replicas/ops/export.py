@@ -20,6 +20,7 @@ from core.errors import TillmeshError
 from core.events import Event, decode_event
 from core.log import EventLog
 from core.portable import ExportHeader, read_export, select_ranges, write_export
+from core.signing import Verifier
 from replicas.errors import SelectsNothing
 from replicas.ops.common import (
     Progress,
@@ -76,11 +77,16 @@ class ImportReport:
 
 
 async def import_file(
-    file: Path, db: Path, replica_id: str, progress: Progress | None = None
+    file: Path,
+    db: Path,
+    replica_id: str,
+    progress: Progress | None = None,
+    verifier: Verifier | None = None,
 ) -> ImportReport:
-    """Ingest a verified export into an existing replica's log (idempotent). The
-    replica must be stopped: a running one keeps its chain heads in memory, so its
-    version vector would not show what was imported until it restarted."""
+    """Ingest a verified export into an existing replica's log (idempotent), each event
+    applied only once its origin's signature covers it (with a `verifier`: the site's
+    keys). The replica must be stopped: a running one keeps its chain heads in memory,
+    so its version vector would not show what was imported until it restarted."""
     header, raws = read_export(file)
     ensure_stopped(db, "import into a stopped replica (or let sync bring the events)")
     with closing(open_log(db)) as conn:
@@ -88,7 +94,7 @@ async def import_file(
     report = ImportReport(header.source, len(raws))
     scope = holds(replica_id)
     events = _events_in_scope(raws, scope, report)
-    async with await EventLog.open(db, replica_id, fold, in_scope=scope) as log:
+    async with await EventLog.open(db, replica_id, fold, in_scope=scope, verifier=verifier) as log:
         await _ingest_in_batches(log, events, report, progress)
     return report
 

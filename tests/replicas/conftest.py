@@ -23,9 +23,13 @@ def pristine_site(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 @pytest.fixture
 def built(pristine_site: Built, tmp_path: Path) -> Built:
-    """A private copy of the store day's databases (the logs are closed: no WAL files)."""
+    """A private copy of the store day's databases (the logs are closed: no WAL files)
+    and of its site (site.json, the keys its logs sign with)."""
     for db in pristine_site.root.glob("*.db"):
         shutil.copy(db, tmp_path / db.name)
+    shutil.copy(pristine_site.root / "site.json", tmp_path / "site.json")
+    for identity in pristine_site.root.glob("**/identity"):
+        shutil.copytree(identity, tmp_path / identity.relative_to(pristine_site.root))
     return Built(tmp_path, pristine_site.ids)
 
 

@@ -1,13 +1,16 @@
 """Real replica databases for the ops tests: EventLogs with the real StoreState fold,
 exchanging events by `read_range` + `ingest` (a partition = not exchanging).
 
-A site is HQ plus tills of store s1 (and one of s2, so scope matters). Time is a manual
-wall clock shared by all logs, so "14:00-14:20" means what it says.
+A site is HQ plus tills of store s1 (and one of s2, so scope matters), with a site.json
+in the same folder (`site init`): every log signs its events with its replica's key and
+checks its peers', and the ops commands find the keys above the databases. Time is a
+manual wall clock shared by all logs, so "14:00-14:20" means what it says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -33,10 +36,14 @@ from core.events import (
     StockReceived,
 )
 from core.log import EventLog
+from core.signing import Ed25519Signer, encode_public_key
 from replicas.cli.main import main
+from replicas.site import SIGNING_SEED, init_site, load_signer, load_site
+from replicas.site import Site as SiteModel
 from replicas.sync.protocol import holds
 
 T = TypeVar("T")
+STORES = {"s1": ["t1", "t2", "t3"], "s2": ["x1"]}
 T0 = int(datetime(2024, 5, 4, 14, 0, tzinfo=UTC).timestamp() * 1000)
 MINUTE = 60_000
 
@@ -82,6 +89,11 @@ class Site:
     now_ms: int = T0 + 45 * MINUTE  # after the store day: later scripts never look skewed
     logs: dict[str, EventLog] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not (self.root / "site.json").exists():
+            _fixed_keys(self.root, init_site(self.root, STORES))
+        self.site, self.keys_root = load_site(self.root), self.root  # where keys stay
+
     def path(self, rid: str) -> Path:
         return self.root / (rid.replace("/", "-") + ".db")
 
@@ -96,6 +108,8 @@ class Site:
             self.logs[rid] = await EventLog.open(
                 self.path(rid), rid, StoreState(), clock=HybridClock(self.wall),
                 in_scope=holds(rid), wall_ms=self.wall,
+                signer=load_signer(self.site.identity_dir(self.keys_root, rid)),
+                verifier=self.site.key_registry(),
             )  # fmt: skip
 
     async def close(self) -> None:
@@ -127,6 +141,16 @@ class Site:
                 for src in rids:
                     if dst != src:
                         await self.pull(dst, src)
+
+
+def _fixed_keys(root: Path, site: SiteModel) -> None:
+    """Signing keys derived from the replica ids: the same events sign to the same bytes
+    in every run, so the runbook's real output (sizes, digests) is reproducible."""
+    for rid in site.replicas:
+        seed = hashlib.blake2b(f"ops-kit {rid}".encode(), digest_size=32).digest()
+        (site.identity_dir(root, rid) / SIGNING_SEED).write_text(seed.hex() + "\n")
+        site.signing_keys[rid] = encode_public_key(Ed25519Signer(seed).public_key)
+    (root / "site.json").write_text(site.model_dump_json(indent=2) + "\n")
 
 
 def with_site(root: Path, script: Callable[[Site], Awaitable[T]]) -> T:
