@@ -38,7 +38,7 @@ from broker.server import EmbeddedNatsServer, nkey_connect_options
 from broker.subjects import HQ
 from conflict.state import StoreState
 from core.clock import HybridClock, system_wall_ms
-from core.errors import TillmeshError
+from core.errors import StorageError, TillmeshError
 from core.events import store_of
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry
@@ -158,7 +158,14 @@ class Replica:
         if self.replica_id not in self.site.signing_keys:
             log.warning("%s: this site has no event-signing keys", self.replica_id)
             return None, None
-        return load_signer(self.identity.directory), self.site.key_registry()
+        signer, registry = load_signer(self.identity.directory), self.site.key_registry()
+        if registry.key_of(self.replica_id) != signer.public_key:  # peers would refuse all
+            raise StorageError(
+                str(self.identity.directory),
+                f"this signing key is not the one site.json names for {self.replica_id}:"
+                " install this machine's bundle again",
+            )
+        return signer, registry
 
     async def _start_server(self) -> None:
         config = self.site.server_config(self.replica_id, self.identity)

@@ -281,6 +281,12 @@ def _restore(logs: SubParsers) -> None:
     p.add_argument("--from", dest="source", type=Path, required=True, help="HQ's or a peer's DB")
     p.add_argument("--replica", required=True, help="the replacement's replica id, e.g. s1/t3")
     p.add_argument(
+        "--site",
+        type=Path,
+        help="the site whose keys check the source's signatures (default: the folder above"
+        " the new database that holds a site.json)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace an existing non-empty DB (it is moved to DB.replaced-N/, not deleted)",
@@ -288,9 +294,19 @@ def _restore(logs: SubParsers) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    registry, where = key_registry_for(args.db, args.site)
+    if registry is None:  # a replacement starts from events proven to be their origins'
+        raise StorageError(str(args.db), f"cannot check the source's signatures: {where}")
     with progress_bar("restoring") as progress:
         report = asyncio.run(
-            restore_db(args.db, args.source, args.replica, force=args.force, progress=progress)
+            restore_db(
+                args.db,
+                args.source,
+                args.replica,
+                force=args.force,
+                progress=progress,
+                verifier=registry,
+            )
         )
     if args.json:
         print_json(report)

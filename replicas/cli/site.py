@@ -4,7 +4,9 @@ bundle` (one machine's share of it) and `site install` (on that machine)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from broker.subjects import HQ
 from replicas.bundle import install_bundle, write_bundle
@@ -20,6 +22,8 @@ from replicas.layout import (
 from replicas.site import Site, init_site, is_loopback
 
 __all__ = ["register"]
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,13 +169,18 @@ def _layout(args: argparse.Namespace) -> SiteLayout:
     stores = {
         f"s{i}": [f"t{j}" for j in range(1, args.tills + 1)] for i in range(1, args.stores + 1)
     }
+    nodes = _parsed("--hq-node", parse_hq_node_args, args.hq_node)
+    return SiteLayout(
+        stores=stores,
+        hosts={**_parsed("--host", parse_host_args, args.host, stores), **nodes},
+        hq_nodes=list(nodes),
+        uplinks=_parsed("--uplink", parse_uplink_args, args.uplink),
+    )
+
+
+def _parsed(flag: str, parse: Callable[..., T], *args: Any) -> T:
+    """`parse(*args)`, a ValueError reported as an error of `flag`."""
     try:
-        nodes = parse_hq_node_args(args.hq_node)
-        return SiteLayout(
-            stores=stores,
-            hosts={**parse_host_args(args.host, stores), **nodes},
-            hq_nodes=list(nodes),
-            uplinks=parse_uplink_args(args.uplink),
-        )
+        return parse(*args)
     except ValueError as e:
-        raise SiteFileError("--host", str(e)) from None
+        raise SiteFileError(flag, str(e)) from None

@@ -24,6 +24,7 @@ from core.compact import HeadRow, read_heads
 from core.errors import StorageError
 from core.events import HQ
 from core.log import EventLog
+from core.signing import Verifier
 from core.sqlite import open_sync
 from replicas.ops.common import (
     STATE_TABLES,
@@ -52,9 +53,10 @@ class RestoreReport:
 
 async def restore_db(
     target: Path, source: Path, replica_id: str, *, force: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | None = None, verifier: Verifier | None = None,
 ) -> RestoreReport:  # fmt: skip
-    """A replacement replica's database, from HQ's or a peer's, keeping the replica's id."""
+    """A replacement replica's database, from HQ's or a peer's, keeping the replica's id;
+    with a `verifier` (the site's keys), only events their origins signed are copied."""
     _check_target(target, force)
     tmp = target.with_name(target.name + ".restoring")
     with closing(open_log(source)) as src:
@@ -63,7 +65,7 @@ async def restore_db(
         fold = fold_for_writing(src)
         _remove_db(tmp)
         try:
-            await _build(src, tmp, fold, report, progress)
+            await _build(src, tmp, fold, report, progress, verifier)
         except BaseException:
             _remove_db(tmp)
             raise
@@ -119,14 +121,16 @@ def _check_source(source_id: str, replica_id: str) -> None:
 
 async def _build(
     src: sqlite3.Connection, tmp: Path, fold: StoreState, report: RestoreReport,
-    progress: Progress | None,
+    progress: Progress | None, verifier: Verifier | None,
 ) -> None:  # fmt: skip
     scope = holds(report.replica_id)
     heads = {o: h for o, h in read_heads(src).items() if scope(o)}
     async with await EventLog.open(tmp, report.replica_id, fold, in_scope=scope):
         pass  # creates the schema and the state tables
     _seed_compacted(src, tmp, heads, report)
-    async with await EventLog.open(tmp, report.replica_id, fold, in_scope=scope) as log:
+    async with await EventLog.open(
+        tmp, report.replica_id, fold, in_scope=scope, verifier=verifier
+    ) as log:
         await _copy_events(src, log, heads, report, progress)
         report.own_seq = log.head(report.replica_id)[0]
     report.digest = _finish(tmp)
