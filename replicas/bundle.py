@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -29,6 +30,7 @@ __all__ = ["MANIFEST", "install_bundle", "write_bundle"]
 MANIFEST = "bundle.json"  # {"node": "s1/t1"}
 IDENTITY_FILES = frozenset({"ca.pem", "node.pem", "node.key", "nkey.seed", SIGNING_SEED})
 MAX_MEMBER_BYTES = 1 << 20  # a site.json of thousands of tills is well under this
+MAX_MEMBERS = 2 + len(IDENTITY_FILES)  # manifest, site.json, one identity folder
 
 
 def write_bundle(root: Path, node: str, out: Path) -> list[str]:
@@ -68,12 +70,15 @@ def install_bundle(bundle: Path, root: Path, *, force: bool = False) -> tuple[Si
 
 
 def _members(bundle: Path) -> Iterator[tuple[str, bytes]]:
-    """Each regular file of the bundle, by name; SiteFileError for anything else."""
+    """Each regular file of the bundle, by name; SiteFileError for anything else, found
+    before its contents are read (a bundle of many big members is not unpacked first)."""
     try:
         with tarfile.open(bundle, mode="r:gz") as tar:
-            for info in tar:
+            for n, info in enumerate(tar, start=1):
                 if not info.isfile():
                     raise SiteFileError(bundle, f"{info.name}: not a regular file")
+                if not _BUNDLE_NAME.fullmatch(info.name) or n > MAX_MEMBERS:
+                    raise SiteFileError(bundle, f"holds a file a bundle may not: {info.name!r}")
                 if info.size > MAX_MEMBER_BYTES:
                     raise SiteFileError(bundle, f"{info.name}: {info.size} bytes, too big")
                 handle = tar.extractfile(info)
@@ -81,6 +86,13 @@ def _members(bundle: Path) -> Iterator[tuple[str, bytes]]:
                 yield info.name, handle.read()
     except (OSError, tarfile.TarError, EOFError) as e:
         raise SiteFileError(bundle, f"not a tillmesh bundle: {e}") from e
+
+
+# What a member may be called at all; `_check` then holds it to the manifest's node.
+_BUNDLE_NAME = re.compile(
+    rf"{MANIFEST}|{SITE_FILE}|[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)?/identity/"
+    rf"({'|'.join(re.escape(f) for f in sorted(IDENTITY_FILES))})"
+)
 
 
 def _check(bundle: Path, members: dict[str, bytes]) -> tuple[str, Site]:

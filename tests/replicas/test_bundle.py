@@ -8,6 +8,7 @@ import io
 import json
 import stat
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,21 @@ def test_install_keeps_an_installed_site_unless_forced(site_dir: Path, tmp_path:
         install_bundle(tmp_path / "b.tar.gz", machine)
     site, node = install_bundle(tmp_path / "b.tar.gz", machine, force=True)
     assert node == "s1/t1" and site.public_keys == load_site(site_dir).public_keys
+
+
+def test_a_bundle_of_many_big_files_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    out = tmp_path / "bomb.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:  # compresses to nothing, unpacks to 40 MiB
+        for k in range(40):
+            info = tarfile.TarInfo(f"s1/t1/identity/x{k}")
+            info.size = 1 << 20
+            tar.addfile(info, io.BytesIO(bytes(info.size)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SiteFileError, match="may not"):
+            install_bundle(out, tmp_path / "machine")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak  # read whole first, it took the 40 MiB
+    assert not (tmp_path / "machine").exists()
