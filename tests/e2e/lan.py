@@ -1,5 +1,5 @@
 """A site on emulated machines (helpers, no tests): every replica in a network namespace
-of its own (tests/netkit.py) at its own address, stores on LANs of their own with a WAN
+of its own (replicas/demo/netlab/) at its own address, stores on LANs of their own with a WAN
 and an LTE uplink to HQ's LAN, the replicas real `tillmesh` processes (tests/e2e/harness.py
 `Mesh`), each API reached through a relay socket and called with a token of its own.
 
@@ -26,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicas.api.tokens import TOKENS_FILE, TokenStore
+from replicas.demo.netlab import relay
+from replicas.demo.netlab.machines import Host
+from replicas.demo.netlab.network import Network
+from replicas.demo.netlab.processes import first_line
 from replicas.site import STANDARD_PORTS, init_site, load_site
 from tests.e2e.harness import Mesh, running_mesh
-from tests.netkit import Host, Network, first_line
 
 __all__ = ["LanSite", "lan_site"]
 
@@ -92,13 +95,12 @@ class LanSite:
         """A Unix socket the test reaches `rid`'s API through, served inside its machine."""
         sock = self.root / "relays" / f"{rid.replace('/', '-')}.sock"
         sock.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "tests.e2e.relay", str(sock), address,
-                str(STANDARD_PORTS["api"])]  # fmt: skip
-        proc = self.hosts[rid].popen(argv, stdout=-1, stderr=-2, cwd=Path(__file__).parents[2])
+        argv = relay.command(str(sock), address, STANDARD_PORTS["api"])
+        proc = self.hosts[rid].popen(argv, stdout=-1, stderr=-2)
         said = first_line(proc, 10.0)
         if proc.stdout is not None:
             proc.stdout.close()  # it says nothing more
-        assert said.startswith("ready"), f"relay for {rid}: {said!r}"
+        assert said.startswith(relay.READY), f"relay for {rid}: {said!r}"
         return sock
 
 
