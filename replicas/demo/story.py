@@ -148,11 +148,14 @@ class Demo:
         self.checks = await asyncio.to_thread(verify, self.root, self.site, self.workload.model)
         self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site)
 
-    def _init_site(self) -> None:
-        layout = {
+    def _layout(self) -> dict[str, list[str]]:
+        """Stores s1..sN, each with tills t1..tM."""
+        return {
             f"s{i}": [f"t{j}" for j in range(1, self.tills + 1)] for i in range(1, self.stores + 1)
         }
-        self.site = init_site(self.root, layout)
+
+    def _init_site(self) -> None:
+        self.site = init_site(self.root, self._layout())
         self.api = ApiAccess(self.site)
         self.fleet = Fleet(self.root, self.site, self.api)
         self.fleet.save_pids()  # the marker: this folder is the demo's to wipe next time

@@ -395,14 +395,14 @@ def netns_unavailable() -> str | None:
     something is no reason to skip: its NetlabError is raised."""
     hint = "" if os.geteuid() == 0 else " (not root)"
     net = Network()
-    try:
+    try:  # closed on the way out whatever happens, Ctrl-C included
         net.open()  # removes what it made if it fails
         net.store("probe", "10.77.0.0/29")
         host = net.host("probe-t1", on={"probe": "10.77.0.2"})
         argv = in_ns(host.ns, ["true"])
         subprocess.run(argv, check=True, capture_output=True, timeout=CMD_TIMEOUT)
     except (NetlabError, OSError, subprocess.SubprocessError) as e:
-        net.close()
         return f"{e}{hint}"
-    net.close()
+    finally:
+        net.close()
     return None
