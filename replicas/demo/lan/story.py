@@ -59,6 +59,8 @@ Uplink = dict[str, Any]  # a till's `status.sync.uplink`: connected, uplink, hub
 
 @dataclass
 class LanDemo(Demo):
+    """The demo on emulated machines: `Demo`'s workload and proof, this network's faults."""
+
     shares: ClassVar[dict[str, float]] = SHARES
     uplink: dict[str, Uplink] = field(default_factory=dict)  # per till, as last polled
 
