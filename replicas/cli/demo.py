@@ -87,6 +87,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration <= 0:  # the counts are checked by positive_int as they are parsed
         raise SystemExit("tillmesh: error: --duration must be > 0")
+    if args.lan and (args.stores > 99 or args.tills > 200):  # 10.77.<store>.<11 + till>
+        raise SystemExit("tillmesh: error: --lan takes at most 99 stores of 200 tills")
     if args.lan and (why := unavailable()) is not None:  # before --data is touched
         print(f"tillmesh: error: demo --lan cannot run here: {why}", file=sys.stderr)
         return 2
