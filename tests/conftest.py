@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.netkit import Network, netns_unavailable, remove_stale
+from replicas.demo.netlab.network import Network, netns_unavailable
+from replicas.demo.netlab.runs import remove_stale
 from tests.unprivileged import run_unprivileged
 
 
@@ -36,9 +37,9 @@ def shared_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def netns_ready() -> list[str]:
-    """Skips (with the reason) unless this machine can run tests/netkit.py: root, `ip`,
-    namespaces, bridges, veths. Once a session, removes what killed runs of the kit left
-    behind; returns what it removed."""
+    """Skips (with the reason) unless this machine can run the emulated network
+    (replicas/demo/netlab/): root, `ip`, namespaces, bridges, veths. Once a session, removes
+    what killed runs of the lab left behind; returns what it removed."""
     reason = netns_unavailable()
     if reason is not None:
         pytest.skip(f"network namespaces unavailable: {reason}")
@@ -47,7 +48,7 @@ def netns_ready() -> list[str]:
 
 @pytest.fixture
 def netns(netns_ready: list[str]) -> Iterator[Network]:
-    """An open `Network` (tests/netkit.py) with nothing in it yet; at teardown every process
+    """An open `Network` (replicas/demo/netlab/) with nothing in it yet; at teardown every process
     in it is stopped and every namespace removed, and a leftover fails the test."""
     with Network() as net:
         yield net

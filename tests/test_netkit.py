@@ -1,8 +1,9 @@
-"""tests/netkit.py on real namespaces: hosts reach each other over the cables the kit made
-and only over those, a cut cable or uplink stops traffic and a restored one carries it
-again, a store fails over from WAN to LTE, a LAN reached only over one uplink is reached
-over that one only (both ways), a host on two LANs replies by the cable the request came
-in by, and nothing outlives a network (nor a killed run, once `remove_stale` has run)."""
+"""The emulated network (replicas/demo/netlab/) on real namespaces: hosts reach each other
+over the cables the lab made and only over those, a cut cable or uplink stops traffic and a
+restored one carries it again, a store fails over from WAN to LTE, a LAN reached only over
+one uplink is reached over that one only (both ways), a host on two LANs replies by the
+cable the request came in by, and nothing outlives a network (nor a killed run, once
+`remove_stale` has run)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.netkit import KIT, NETNS_DIR, Host, NetkitError, Network, leftovers, remove_stale
+from replicas.demo.netlab.commands import NetlabError
+from replicas.demo.netlab.machines import Host
+from replicas.demo.netlab.network import Network
+from replicas.demo.netlab.runs import KIT, NETNS_DIR, leftovers, remove_stale
 from tests.unprivileged import run_unprivileged
 
 PORT = 4222
@@ -122,7 +126,7 @@ async def test_each_host_has_its_own_loopback_and_addresses(netns: Network) -> N
     assert await t1.can_reach("127.0.0.1", PORT)
     assert not await t2.can_reach("127.0.0.1", PORT)  # t2's loopback is up, and t2's own
     assert not await t2.can_reach("10.77.1.11", PORT)  # bound to t1's loopback only
-    with pytest.raises(NetkitError, match="assign requested address"):
+    with pytest.raises(NetlabError, match="assign requested address"):
         t1.listen(PORT, "10.77.1.12")  # t2's address is not t1's
 
 
@@ -361,7 +365,10 @@ def test_remove_stale_removes_dead_runs_only(netns: Network) -> None:
 def test_without_privileges_the_kit_says_why(shared_dir: Path) -> None:
     """What the `netns` fixture's skip reason says for a user who may not make namespaces;
     the attempt leaves nothing behind."""
-    code = "import os; from tests.netkit import netns_unavailable as u; print(os.getpid(), u())"
+    code = (
+        "import os; from replicas.demo.netlab.network import netns_unavailable as u; "
+        "print(os.getpid(), u())"
+    )
     out = run_unprivileged(code, shared_dir)
     assert out.returncode == 0, out.stderr
     pid, reason = out.stdout.strip().split(" ", 1)

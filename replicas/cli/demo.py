@@ -3,6 +3,11 @@
 On a terminal the demo draws one live screen (phase banner, a table of replicas,
 an event ticker) rather than scrolling logs; when stdout is not a terminal (CI, a
 pipe) it prints one plain line per phase, then the same summary.
+
+`--lan` runs the site on emulated machines (`replicas.demo.lan`): it needs root, and is
+refused (exit 2, nothing made) where network namespaces cannot be made. Its `--keep`
+keeps everything running in the foreground until Ctrl-C, as the network lives only as
+long as this process; the plain demo's `--keep` leaves the replicas running and exits.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ from rich.text import Text
 
 from broker.subjects import HQ
 from replicas.cli.common import add_command, positive_int
+from replicas.demo.lan.story import LanDemo, describe_uplink, unavailable
 from replicas.demo.story import MARKER, Demo, DemoError
 from replicas.site import SITE_FILE
 
@@ -64,17 +72,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--keep",
         action="store_true",
-        help="leave every replica running afterwards, for the ops tools and a browser",
+        help="leave every replica running afterwards, for the ops tools and a browser "
+        "(with --lan: in the foreground, until Ctrl-C)",
+    )
+    p.add_argument(
+        "--lan",
+        action="store_true",
+        help="needs root: every replica on an emulated machine of its own (a network "
+        "namespace), 3 HQ machines, stores with a WAN and an LTE uplink; the story cuts "
+        "store 1's WAN, then its LTE, pulls a till's cable and loses an HQ machine",
     )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration <= 0:  # the counts are checked by positive_int as they are parsed
         raise SystemExit("tillmesh: error: --duration must be > 0")
+    if args.lan and (args.stores > 99 or args.tills > 200):  # 10.77.<store>.<11 + till>
+        raise SystemExit("tillmesh: error: --lan takes at most 99 stores of 200 tills")
+    if args.lan and (why := unavailable()) is not None:  # before --data is touched
+        print(f"tillmesh: error: demo --lan cannot run here: {why}", file=sys.stderr)
+        return 2
     console = Console(highlight=False)
     if not console.is_terminal:  # CI logs: wide enough that tables do not wrap
         console = Console(highlight=False, width=110)
-    demo = Demo(
+    demo = (LanDemo if args.lan else Demo)(
         args.data,
         seed=args.seed,
         duration=args.duration,
@@ -83,9 +104,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         catalog_size=args.products,
         keep=args.keep,
     )
+    try:
+        return _run_and_report(demo, console, args.data)
+    finally:
+        if isinstance(demo, LanDemo) and demo.keep:  # its network goes with this process
+            asyncio.run(demo.shutdown())
+
+
+def _run_and_report(demo: Demo, console: Console, data: Path) -> int:
     error = None
     try:
-        prepare_data(args.data)
+        prepare_data(data)
         asyncio.run(_run(demo, console))
     except DemoError as e:
         error = str(e)
@@ -97,7 +126,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if error is None and not demo.ok:
         error = "the replicas do not match what the API acknowledged"
     console.print(f"[bold red]FAILED[/]: {error}" if error else _success_line(demo), soft_wrap=True)
-    if args.keep and hasattr(demo, "fleet"):
+    if isinstance(demo, LanDemo) and demo.keep and hasattr(demo, "fleet"):
+        _keep_lan(console, demo)
+    elif demo.keep and hasattr(demo, "fleet"):
         _print_keep(console, demo)
     return 1 if error else 0
 
@@ -211,7 +242,9 @@ def _link(demo: Demo, rid: str) -> Text:
         return Text("no answer", style="yellow")
     if rid == HQ:
         return Text(f"{n} tills", style="green" if n else "yellow")
-    return Text("leaf up" if n else "leaf down", style="green" if n else "red")
+    uplink = getattr(demo, "uplink", {}).get(rid)  # which uplink, which HQ machine (--lan)
+    label = describe_uplink(uplink) if n and uplink else "leaf up" if n else "leaf down"
+    return Text(label, style="green" if n else "red")
 
 
 def _majority_digests(demo: Demo) -> dict[str, str]:
@@ -350,3 +383,27 @@ def _print_keep(console: Console, demo: Demo) -> None:
             console.print(f"  {rid:6} {demo.site.api_url(rid)}/   pid {proc.pid}")
     console.print(f"  e.g. tillmesh status --data {demo.root} --replica s1/t1")
     console.print(f"Stop them with:  kill {' '.join(pids)}   (each stops its own nats-server)")
+
+
+def _keep_lan(console: Console, demo: LanDemo) -> None:
+    """Until Ctrl-C (or SIGTERM): the emulated machines live only as long as this process."""
+    console.print("\n[bold]Still running[/] (--keep --lan) until Ctrl-C, which stops it all:")
+    for rid, proc in demo.fleet.procs.items():
+        if proc.pid is not None and proc.alive():
+            ns = demo.machines.host(rid).ns
+            console.print(f"  {rid:6} {demo.site.api_url(rid)}/  machine {ns}  pid {proc.pid}")
+    rid = next(r for r in demo.site.replicas if r != HQ)
+    token = demo.api.tokens[rid]
+    console.print(
+        f"  e.g. ip netns exec {demo.machines.host(rid).ns} env TILLMESH_TOKEN={token} "
+        f"tillmesh status --data {demo.root} --replica {rid}",
+        soft_wrap=True,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+    console.print("stopping every process and removing the emulated machines")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -6,6 +6,9 @@ so the demo can signal a replica together with its nats-server: SIGKILL of a who
 process tree (a power cut), SIGSTOP of a nats-server (the network freezes while the
 till sells on), and the stop of them all on the way out (TERM, wait, KILL).
 
+A replica may run under a command prefix (`wrap`: `ip netns exec <machine>` on the
+emulated network of `demo --lan`), and its API is reached through the demo's `ApiAccess`.
+
 The pids of the running replicas go to the folder's marker file (`MARKER`), the one
 thing that allows a later demo to wipe the folder.
 """
@@ -20,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +31,10 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 
 from broker.subjects import HQ
+from replicas.demo.access import ApiAccess
 from replicas.site import Site
 
-__all__ = ["MARKER", "DemoError", "Fleet", "PortTaken", "Proc"]
+__all__ = ["MARKER", "DemoError", "Fleet", "PortTaken", "Proc", "tillmesh_command"]
 
 MARKER = "demo.json"  # written by the demo only: the one thing that allows wiping a folder
 START_TIMEOUT = 60.0
@@ -43,7 +48,8 @@ class PortTaken(DemoError):
     """Another program bound a port between `init_site` choosing it and a replica using it."""
 
 
-def _tillmesh() -> list[str]:
+def tillmesh_command() -> list[str]:
+    """How to run `tillmesh` here: this environment's console script, else the module."""
     script = Path(sys.executable).parent / "tillmesh"
     return [str(script)] if script.exists() else [sys.executable, "-m", "replicas.cli.main"]
 
@@ -69,16 +75,25 @@ class Proc:
 class Fleet:
     """The replica processes of one site, and the real faults the demo injects."""
 
-    def __init__(self, root: Path, site: Site) -> None:
-        self.root, self.site = root, site
+    def __init__(
+        self,
+        root: Path,
+        site: Site,
+        api: ApiAccess,
+        wrap: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """`wrap`: replica id -> what its command line runs under (its machine)."""
+        self.root, self.site, self.api = root, site, api
+        self.wrap = {rid: list(prefix) for rid, prefix in (wrap or {}).items()}
         self.procs = {rid: Proc(rid) for rid in site.replicas}
 
     def _argv(self, rid: str, fresh: bool) -> list[str]:
         data = ["--data", str(self.root.resolve())] + (["--fresh"] if fresh else [])
+        tillmesh = [*self.wrap.get(rid, []), *tillmesh_command()]
         if rid == HQ:
-            return [*_tillmesh(), "hq", *data]
+            return [*tillmesh, "hq", *data]
         store, till = rid.split("/")
-        return [*_tillmesh(), "till", *data, "--store", store, "--till", till]
+        return [*tillmesh, "till", *data, "--store", store, "--till", till]
 
     async def start(self, rid: str, *, fresh: bool) -> None:
         proc = self.procs[rid]
@@ -104,15 +119,14 @@ class Fleet:
         proc.nats = self._nats_child(proc)
 
     async def _await_healthy(self, proc: Proc, log: Path, offset: int) -> None:
-        url = f"{self.site.api_url(proc.rid)}/healthz"
+        url, client = self.api.url(proc.rid, "/healthz"), self.api.client(proc.rid)
         deadline = time.monotonic() + START_TIMEOUT
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                _check_start_log(proc, log, offset)
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(url)).is_success:
-                        return
-                await asyncio.sleep(0.1)
+        while time.monotonic() < deadline:
+            _check_start_log(proc, log, offset)
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url, timeout=1.0)).is_success:
+                    return
+            await asyncio.sleep(0.1)
         raise DemoError(f"{proc.rid} did not serve within {START_TIMEOUT:.0f} s (see {log})")
 
     def _nats_child(self, proc: Proc) -> psutil.Process | None:

@@ -9,6 +9,12 @@ acknowledged (`checks.verify`).
 
 Every process started here is stopped on the way out (TERM, wait, KILL, including
 the nats-servers), on success, failure and Ctrl-C alike, unless `keep` is set.
+
+`Demo` is the plain demo, every replica on loopback. The same site on a network of
+emulated machines, with its own story of faults, is `lan.story.LanDemo` (`demo --lan`):
+it overrides how the site is set up and shut down (`_setup`, `_start_site`,
+`shutdown`), the faults (`_faults`) and how a replica's link to HQ is seen
+(`_poll_link`).
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 from broker.subjects import HQ
+from replicas.demo.access import ApiAccess
 from replicas.demo.checks import Check, count_conflicts, verify
 from replicas.demo.fleet import MARKER, DemoError, Fleet, PortTaken
 from replicas.demo.workload import TillDriver, Workload
@@ -65,6 +73,7 @@ class Demo:
     tills: int = 3
     keep: bool = False
     catalog_size: int = 240
+    shares: ClassVar[dict[str, float]] = SHARES
     rate: float = 4.0  # baskets per second per till
     converge_timeout: float = 60.0
     on_phase: Callable[[str, str], None] = lambda title, detail: None
@@ -97,44 +106,58 @@ class Demo:
     async def run(self) -> bool:
         """Start, trade, break, heal, verify. True if every check passed. `root` must be
         empty or absent (see `cli.demo.prepare_data`)."""
-        self._init_site()
         interrupted = False
         try:
+            await self._setup()
             await self._run()
         except (asyncio.CancelledError, KeyboardInterrupt):
             interrupted = True  # Ctrl-C stops everything, --keep or not
             raise
         finally:
             self.elapsed = time.monotonic() - self.t0
+            if hasattr(self, "api"):
+                await self.api.aclose()
             if interrupted or not self.keep:
-                await self.fleet.stop_all()
+                await self.shutdown()
         return self.ok
 
+    async def _setup(self) -> None:
+        self._init_site()
+
+    async def shutdown(self) -> None:
+        """Stop every process the demo started (what `keep` leaves running, later)."""
+        if hasattr(self, "fleet"):
+            await self.fleet.stop_all()
+
+    def _starting(self) -> str:
+        tills = len(self.site.replicas) - 1
+        each = "each with its own nats-server and SQLite log"
+        return f"HQ and {tills} tills as separate processes, {each}"
+
     async def _run(self) -> None:
-        n = len(self.site.replicas) - 1
-        self._phase(
-            "Starting",
-            f"HQ and {n} tills as separate processes, each with its own nats-server and SQLite log",
-        )
+        self._phase("Starting", self._starting())
         await self._start_site()
         poller = asyncio.create_task(self._poll_forever())
         tills = [self._driver(r) for r in self.site.replicas if r != HQ]
-        self.workload = Workload(self.site.api_url(HQ), tills, self.seed, self.note, self.rate)
+        self.workload = Workload(self.api, tills, self.seed, self.note, self.rate)
         try:
             await self._trade(self.workload)
             await self._converge()
         finally:
             poller.cancel()
-            await self.workload.close()
         self.checks = await asyncio.to_thread(verify, self.root, self.site, self.workload.model)
         self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site)
 
-    def _init_site(self) -> None:
-        layout = {
+    def _layout(self) -> dict[str, list[str]]:
+        """Stores s1..sN, each with tills t1..tM."""
+        return {
             f"s{i}": [f"t{j}" for j in range(1, self.tills + 1)] for i in range(1, self.stores + 1)
         }
-        self.site = init_site(self.root, layout)
-        self.fleet = Fleet(self.root, self.site)
+
+    def _init_site(self) -> None:
+        self.site = init_site(self.root, self._layout())
+        self.api = ApiAccess(self.site)
+        self.fleet = Fleet(self.root, self.site, self.api)
         self.fleet.save_pids()  # the marker: this folder is the demo's to wipe next time
 
     async def _start_site(self, attempts: int = 3) -> None:
@@ -150,6 +173,7 @@ class Demo:
                     raise
                 self.note(f"{e}; starting over on new ports")
                 await self.fleet.stop_all()
+                await self.api.aclose()
                 shutil.rmtree(self.root)  # this run's own folder, made a moment ago
                 self._init_site()
 
@@ -163,14 +187,12 @@ class Demo:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _driver(self, rid: str) -> TillDriver:
-        import random
-
-        d = TillDriver(rid, self.site.api_url(rid), random.Random(f"{self.seed}/{rid}"), {})
+        d = TillDriver(rid, random.Random(f"{self.seed}/{rid}"), {})
         d.resume()
         return d
 
     async def _trade(self, w: Workload) -> None:
-        t = {k: v * max(self.duration, 5.0) for k, v in SHARES.items()}
+        t = {k: v * max(self.duration, 5.0) for k, v in self.shares.items()}
         await self._stock_the_stores(w)
         stop = asyncio.Event()
         selling = asyncio.create_task(w.run_tills(stop))
@@ -180,10 +202,7 @@ class Demo:
                 "baskets of 1-10 lines, cash and card, refunds, voids, deliveries, at every till",
             )
             await asyncio.sleep(t["trading"])
-            await self._store_cut(t["store_cut"])
-            await self._hq_down(w, t["hq_down"])
-            await self._split(t["split"])
-            await self._crash(w, t["crash"])
+            await self._faults(w, t)
             self._phase("Trading", "all faults healed; every till sells")
             await asyncio.sleep(t["calm"])
         finally:
@@ -191,6 +210,13 @@ class Demo:
             for d in w.tills:
                 d.resume()  # let paused cashiers see `stop` and leave
             await selling
+
+    async def _faults(self, w: Workload, t: dict[str, float]) -> None:
+        """The story's faults, each healed before the next; `t`: seconds per phase."""
+        await self._store_cut(t["store_cut"])
+        await self._hq_down(w, t["hq_down"])
+        await self._split(t["split"])
+        await self._crash(w, t["crash"])
 
     async def _stock_the_stores(self, w: Workload) -> None:
         """HQ's catalog at every till, then a delivery of every SKU to each store."""
@@ -236,10 +262,9 @@ class Demo:
         return "the store's tills" if n == 1 else f"all {n} stores"
 
     async def _set_hq_link(self, tills: list[str], *, enabled: bool) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for rid in tills:
-                url = f"{self.site.api_url(rid)}/link/hq"
-                (await client.put(url, json={"enabled": enabled})).raise_for_status()
+        for rid in tills:
+            url, body = self.api.url(rid, "/link/hq"), {"enabled": enabled}
+            (await self.api.client(rid).put(url, json=body, timeout=5.0)).raise_for_status()
 
     async def _hq_down(self, w: Workload, seconds: float) -> None:
         pids = self.fleet.kill(HQ)
@@ -354,34 +379,39 @@ class Demo:
     # --- status polling ----------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
-        async with httpx.AsyncClient(timeout=1.5) as client:
+        async with httpx.AsyncClient(timeout=0.5) as monitors:  # nats-servers' /leafz
             for n in itertools.count():
                 # Hashing the whole state costs a replica ~30 ms: only every 4th poll.
                 digest = n % 4 == 0 or self.phase[0] == "Converging"
-                polls = (self._poll(client, r, digest) for r in self.site.replicas)
+                polls = (self._poll(monitors, r, digest) for r in self.site.replicas)
                 await asyncio.gather(*polls)
                 self._resolve_catchups()
                 await asyncio.sleep(0.4)
 
-    async def _poll(self, client: httpx.AsyncClient, rid: str, digest: bool) -> None:
+    async def _poll(self, monitors: httpx.AsyncClient, rid: str, digest: bool) -> None:
         if self.fleet.procs[rid].state not in ("running", "net frozen"):
             return
         asked = time.monotonic()
         with contextlib.suppress(httpx.HTTPError, ValueError):
             # conflicts=false: detection is counted once at the end, not on every poll
             params = {"digest": str(digest).lower(), "conflicts": "false"}
-            r = await client.get(f"{self.site.api_url(rid)}/status", params=params)
+            url = self.api.url(rid, "/status")
+            r = await self.api.client(rid).get(url, params=params, timeout=1.5)
             if r.is_success:
                 old_digest = self.status.get(rid, {}).get("digest")
                 self.status[rid], self._polled_at[rid] = r.json(), asked
                 if not digest:
                     self.status[rid]["digest"] = old_digest
+        await self._poll_link(monitors, rid)
+        self._set_online(rid)
+
+    async def _poll_link(self, monitors: httpx.AsyncClient, rid: str) -> None:
+        """`leaf`: the leaf links the replica's nats-server itself reports."""
         monitor = f"http://{self.site.host_of(rid)}:{self.site.ports[rid].monitor}/leafz"
         try:
-            self.leaf[rid] = int((await client.get(monitor, timeout=0.5)).json()["leafnodes"])
+            self.leaf[rid] = int((await monitors.get(monitor)).json()["leafnodes"])
         except (httpx.HTTPError, ValueError, KeyError):
             self.leaf[rid] = None  # a frozen nats-server does not answer
-        self._set_online(rid)
 
     def _set_online(self, rid: str) -> None:
         """A till's card terminal authorises online only while the store's link to HQ

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from broker.subjects import HQ
+from replicas.demo.access import ApiAccess
 from replicas.demo.model import Model, SaleRecord, make_catalog
 
 __all__ = ["TillDriver", "Workload"]
@@ -34,7 +36,6 @@ class TillDriver:
     """One till's cashier: its own RNG, price list, own sales and an on/off gate."""
 
     rid: str
-    url: str
     rng: random.Random
     prices: dict[str, int]
     history: list[str] = field(default_factory=list)  # own sale ids not yet settled
@@ -62,23 +63,21 @@ class Workload:
     """Head office and cashiers; `run_tills` sells until `stop` is set."""
 
     def __init__(
-        self, hq_url: str, tills: list[TillDriver], seed: int, note: Note, rate: float = 4.0
+        self, api: ApiAccess, tills: list[TillDriver], seed: int, note: Note, rate: float = 4.0
     ) -> None:
-        self.hq_url, self.tills, self.note = hq_url, tills, note
+        self.api, self.tills, self.note = api, tills, note
         self.rng = random.Random(f"{seed}/hq")
         self.rate = rate  # baskets per second per till, on average
         self.model = Model()
         self.catalog: dict[str, dict[str, Any]] = {}
         self.recent: deque[str] = deque(maxlen=50)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    async def _post(self, method: str, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """JSON of a 2xx answer, else None (the action simply did not happen)."""
+    async def _post(
+        self, method: str, rid: str, path: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """JSON of `rid`'s 2xx answer, else None (the action simply did not happen)."""
         try:
-            r = await self.client.request(method, url, json=body)
+            r = await self.api.client(rid).request(method, self.api.url(rid, path), json=body)
         except httpx.HTTPError:
             return None
         if r.is_success:
@@ -95,7 +94,7 @@ class Workload:
 
         async def put(sku: str, product: dict[str, Any]) -> None:
             async with sem:
-                out = await self._post("PUT", f"{self.hq_url}/catalog/{sku}", product)
+                out = await self._post("PUT", HQ, f"/catalog/{sku}", product)
             if out is None:
                 raise RuntimeError(f"HQ refused product {sku}")
             self.model.ack(out["event_id"])
@@ -111,7 +110,7 @@ class Workload:
         for sku in skus:
             old = self.catalog[sku]["price"]
             new = max(19, old + self.rng.choice((-1, 1)) * old * self.rng.randint(5, 20) // 100)
-            out = await self._post("PUT", f"{self.hq_url}/catalog/{sku}/price", {"price": new})
+            out = await self._post("PUT", HQ, f"/catalog/{sku}/price", {"price": new})
             if out is not None:
                 self.catalog[sku]["price"] = new
                 self.model.ack(out["event_id"])
@@ -138,7 +137,7 @@ class Workload:
 
     async def receive(self, till: TillDriver, sku: str, qty: int, quiet: bool = False) -> None:
         body = {"qty": qty, "reference": f"delivery-{till.rng.randrange(10**6):06d}"}
-        out = await self._post("POST", f"{till.url}/stock/{sku}/receive", body)
+        out = await self._post("POST", till.rid, f"/stock/{sku}/receive", body)
         if out is None:
             return
         self.model.ack(out["event_id"])
@@ -173,11 +172,11 @@ class Workload:
 
     async def sell(self, till: TillDriver) -> None:
         basket = self._basket(till)
-        out = await self._post("POST", f"{till.url}/sales", basket)
+        out = await self._post("POST", till.rid, "/sales", basket)
         if out is None:  # most likely a price that changed under us: rescan and retry
             await self._refresh_prices(till)
             basket = self._basket(till)
-            out = await self._post("POST", f"{till.url}/sales", basket)
+            out = await self._post("POST", till.rid, "/sales", basket)
             if out is None:
                 return
         lines = [(ln["sku"], ln["qty"]) for ln in basket["lines"]]
@@ -210,7 +209,7 @@ class Workload:
 
     async def _refresh_prices(self, till: TillDriver) -> None:
         try:
-            r = await self.client.get(f"{till.url}/catalog")
+            r = await self.api.client(till.rid).get(self.api.url(till.rid, "/catalog"))
         except httpx.HTTPError:
             return
         if r.is_success:
@@ -231,7 +230,7 @@ class Workload:
             "restock": restock,
             "reason": "customer",
         }
-        out = await self._post("POST", f"{till.url}/sales/{sale.id}/refunds", body)
+        out = await self._post("POST", till.rid, f"/sales/{sale.id}/refunds", body)
         if out is None:
             return
         sale.settled = True
@@ -249,7 +248,8 @@ class Workload:
         if not till.history:
             return
         sale = self.model.sales[till.history.pop()]  # the customer changed their mind
-        out = await self._post("POST", f"{till.url}/sales/{sale.id}/void", {"reason": "mistake"})
+        body = {"reason": "mistake"}
+        out = await self._post("POST", till.rid, f"/sales/{sale.id}/void", body)
         if out is None:
             return
         sale.settled = True

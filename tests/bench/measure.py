@@ -1,5 +1,5 @@
 """Measuring replication between real `tillmesh` processes, wherever they run (loopback, or
-machines of tests/netkit.py): what the benchmarks share. Figures only, no timed asserts.
+machines of replicas/demo/netlab/): what the benchmarks share. Figures only, no timed asserts.
 
     async with running_mesh(tmp, {"s1": ["t1", "t2"]}) as mesh:
         lat = await propagation(mesh, "s1/t1", "s1/t2", sales=200)   # seconds, per sale

@@ -1,4 +1,4 @@
-"""A store over emulated machines (tests/netkit.py: each till in a network namespace of its
+"""A store over emulated machines (replicas/demo/netlab/: each till in a network namespace of its
 own, its own address, a real cable to cut) beside the same store over loopback, measured in
 the same run by the same code (tests/bench/measure.py): in-store propagation, and the
 catch-up of a till that was away while events were appended elsewhere. Figures only.
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from replicas.demo.netlab.network import Network, netns_unavailable
+from replicas.demo.netlab.runs import remove_stale
 from tests.bench.conftest import percentile, table
 from tests.bench.measure import CatchUpAfter, catch_up_after, propagation
 from tests.e2e.harness import Mesh, running_mesh
 from tests.e2e.lan import lan_site
-from tests.netkit import Network, netns_unavailable, remove_stale
 
 pytestmark = pytest.mark.bench
 STORE = {"s1": ["t1", "t2"]}

@@ -18,9 +18,11 @@ from pathlib import Path
 
 from broker.server import nats_server_binary
 from broker.tls import SiteCA, write_tls_files
+from replicas.demo.netlab.machines import Host
+from replicas.demo.netlab.network import Network
+from replicas.demo.netlab.processes import first_line
 from tests.e2e.harness import Mesh, wait_until
 from tests.e2e.lan import HQ_ADDRESS, LanSite, lan_site
-from tests.netkit import Host, Network, first_line
 
 STORES = {"s1": ["t1", "t2", "t3"], "s2": ["t1"]}
 MALLORY = "10.77.1.66"

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from replicas.demo.netlab.network import Network
 from tests.e2e.harness import Mesh, wait_until
 from tests.e2e.lan import LanSite, lan_site
-from tests.netkit import Network
 
 STORES = {"s1": ["t1", "t2", "t3"], "s2": ["t1", "t2", "t3"]}
 CARD = {"card_token": "tok_eavesdrop_canary_7781", "card_last4": "4929"}

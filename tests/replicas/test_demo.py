@@ -1,10 +1,12 @@
-"""`tillmesh demo`, shortened, as a subprocess: real replica processes, real faults.
+"""`tillmesh demo`, shortened, as a subprocess: real replica processes, real faults; and
+`tillmesh demo --lan`, shortened, on emulated machines (skipped, saying why, where network
+namespaces cannot be made), and its refusal without root or namespaces.
 
 The demo checks itself; this test does not take its word for it. It reads every
 replica's log file afterwards and checks the printed claims against them: one digest
 per store, HQ's view of each store folding to that digest, HQ's stock of each store
 equal to that store's tills', the printed number of sales on every replica, and no
-process left behind.
+process (nor, with --lan, namespace) left behind.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ import pytest
 
 from conflict import queries
 from core.sqlite import open_sync
+from replicas.cli.main import main
 from replicas.demo.checks import scoped_digest
+from replicas.demo.lan import story as lan_story
+from replicas.demo.netlab.runs import KIT
+from replicas.demo.netlab.runs import leftovers as lab_leftovers
 from replicas.demo.story import Demo
 from replicas.site import load_site
+from tests.unprivileged import run_unprivileged
 
 DEMO = [sys.executable, "-m", "replicas.cli.main", "demo"]
 
@@ -71,7 +78,13 @@ def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
     assert int(m[1]) == 5
     printed_sales = int(m[2])
     assert printed_sales > 0
+    check_files(data, printed_sales)
+    assert leftovers(data) == [], "the demo left processes running"
 
+
+def check_files(data: Path, printed_sales: int) -> None:
+    """The printed number of sales, and one state per store (HQ's view of it included),
+    in the replicas' log files."""
     site = load_site(data)
     _, hq_sales, hq_stock = read_db(data / "hq" / "log.db")
     total = 0
@@ -86,7 +99,6 @@ def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
         assert len(counts) == 1
         total += counts.pop()
     assert total == hq_sales == printed_sales
-    assert leftovers(data) == [], "the demo left processes running"
 
 
 def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
@@ -115,3 +127,67 @@ def test_phase_texts_name_the_stores_the_site_has(
     cut_text = f"store 1 sells on among its tills{demo._others_still_reach_hq()}"
     assert cut_text.endswith(cut) and "store 2" not in cut_text
     assert f"{demo._every_store()} lose" == down
+
+
+# --- demo --lan ------------------------------------------------------------------------------
+
+LAN_PHASES = (
+    "Network",
+    "Starting",
+    "Store 1 WAN cut",
+    "Store 1 on LTE",
+    "Store 1 alone",
+    "Store 1 back",
+    "Cable pulled",
+    "HQ machine lost",
+    "Converging",
+)
+
+
+def test_lan_demo_tells_the_network_story_and_converges(
+    tmp_path: Path, netns_ready: list[str]
+) -> None:
+    """2 stores x 2 tills and 3 HQ machines (fewer tills than the default: the test's
+    minute); the phases in order, store 1 on LTE before it sells on over it, the proof,
+    the files, and nothing left: no process, no namespace of the run."""
+    data = tmp_path / "data"
+    args = ["--lan", "--data", str(data), "--tills", "2", "--duration", "5", "--products", "40"]
+    demo = subprocess.Popen(
+        [*DEMO, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out, _ = demo.communicate(timeout=240)
+    assert demo.returncode == 0, out
+    said = [m[1] for m in re.finditer(r"^\[\s*[\d.]+s\] ([^:]+): ", out, re.M)]
+    assert [p for p in said if p in LAN_PHASES] == list(LAN_PHASES), said
+    on_lte = re.search(r"seen on LTE [\d.]+ s after the cut \((.*?)\)", out)
+    assert on_lte, out
+    links = dict(link.split(" ", 1) for link in on_lte[1].split(", "))
+    assert links.keys() == {"s1/t1", "s1/t2"}, links
+    assert all(re.fullmatch(r"lte via hq\d?", link) for link in links.values()), links
+    m = re.search(r"^CONVERGED: (\d+) replicas, (\d+) sales", out, re.M)
+    assert m and int(m[1]) == 5, out
+    check_files(data, int(m[2]))
+    assert leftovers(data) == [], "the demo left processes running"
+    assert lab_leftovers(f"{KIT}{demo.pid}") == [], "the demo left its machines"
+
+
+def test_lan_demo_without_root_says_why_and_makes_nothing(shared_dir: Path) -> None:
+    said = run_unprivileged(
+        "import sys; from replicas.cli.main import main; "
+        "sys.exit(main(['demo', '--lan', '--data', 'data']))",
+        shared_dir,
+    )
+    assert said.returncode == 2, said.stdout + said.stderr
+    assert "demo --lan cannot run here: it needs root" in said.stderr, said.stderr
+    assert not (shared_dir / "data").exists()
+
+
+def test_lan_demo_without_namespaces_says_why_and_makes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(lan_story.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lan_story, "netns_unavailable", lambda: "`ip netns add` failed: no")
+    assert main(["demo", "--lan", "--data", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "demo --lan cannot run here: network namespaces unavailable here: `ip netns" in err
+    assert not (tmp_path / "data").exists()

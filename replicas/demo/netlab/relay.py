@@ -1,10 +1,13 @@
-"""A relay from a Unix socket to a TCP address (helpers, no tests): the test process
-lives in the machine's own network namespace and cannot reach a replica on an emulated
-machine (tests/netkit.py), so one relay runs *inside* each replica's namespace and the
-test talks HTTP to the replica through the socket file (files are shared by every
-namespace). It reaches the replica however the replica's links are cut.
+"""A relay from a Unix socket to a TCP address, run inside a machine of the lab: a process
+in the machine's own network namespace (the demo, a test) cannot reach a replica on an
+emulated machine, so one relay runs *inside* each replica's namespace and the caller talks
+HTTP to the replica through the socket file (files are shared by every namespace). It
+reaches the replica however the replica's links are cut.
 
-    python -m tests.e2e.relay /tmp/x/s1-t1.sock 10.77.1.11 8080
+Standard library only, so it starts as a bare script (`command`), without the package's
+imports (a relay per replica starts in milliseconds, not seconds):
+
+    python -I -S .../netlab/relay.py /tmp/x/s1-t1.sock 10.77.1.11 8080
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ import asyncio
 import contextlib
 import sys
 
-__all__ = ["main"]
+__all__ = ["READY", "command"]
+
+READY = "ready"  # its first line, once the socket listens
+
+
+def command(socket_path: str, host: str, port: int) -> list[str]:
+    """The command line of a relay from `socket_path` to `host`:`port`."""
+    return [sys.executable, "-I", "-S", __file__, socket_path, host, str(port)]
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -38,7 +48,7 @@ async def _serve(path: str, host: str, port: int) -> None:
         await asyncio.gather(_pipe(client_r, target_w), _pipe(target_r, client_w))
 
     server = await asyncio.start_unix_server(relay, path)
-    print("ready", flush=True)  # the parent waits for this line
+    print(READY, flush=True)  # the parent waits for this line
     async with server:
         await server.serve_forever()
 
