@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 
 from conflict.state import StoreState
-from core.events import Body, decode_body, decode_event, parse_event_id
+from core.events import HQ, Body, decode_body, decode_event, parse_event_id
 from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.tokens import TokenRecord, TokenStore
+from tests.factories import chain
 
 __all__ = [
     "TILL",
@@ -62,6 +63,18 @@ class FakeReplica:
 
 async def open_log(path: Path, replica_id: str = TILL) -> EventLog:
     return await EventLog.open(path, replica_id, StoreState())
+
+
+async def from_hq(log: EventLog, *bodies: Body) -> None:
+    """Catalog events as HQ writes them, replicated into `log` (a till may not write
+    products: ingest refuses them from any origin but HQ)."""
+    if log.replica_id == HQ:
+        await log.append_many(list(bodies))
+        return
+    seq, prev = log.head(HQ)
+    events = chain(HQ, list(bodies), first_hlc=log.clock.now(), prev=prev, first_seq=seq + 1)
+    result = await log.ingest(events, peer=HQ)
+    assert not result.rejected, result.rejected
 
 
 def client_for(replica: FakeReplica) -> httpx.AsyncClient:

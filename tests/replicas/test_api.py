@@ -386,6 +386,7 @@ async def test_status_digest_and_health(
         "sales": {"sales": 1, "gross": 300, "voided": 0, "refunded": 0, "net": 300},
         "sync": {}, "digest": digest,
         "open_conflicts": 1,  # sold with no stock delivered: an oversell to review
+        "evidence": {},  # nothing refused
     }  # fmt: skip
     replica.is_online = True
     light = (await client.get("/status", params={"digest": "false"})).json()

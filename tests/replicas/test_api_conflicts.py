@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from core.events import ProductUpserted
-from tests.replicas.api_kit import FakeReplica, client_for, open_log
+from tests.replicas.api_kit import FakeReplica, client_for, from_hq, open_log
 
 
 async def test_oversell_is_listed_counted_and_resolved(tmp_path):
     log = await open_log(tmp_path / "till.db")
     try:
-        await log.append(ProductUpserted(sku="COLA", name="Cola", price=150))
+        await from_hq(log, ProductUpserted(sku="COLA", name="Cola", price=150))
         async with client_for(FakeReplica("s1/t1", log)) as client:
             sale = {
                 "lines": [{"sku": "COLA", "qty": 2}],
@@ -38,7 +38,7 @@ async def test_oversell_is_listed_counted_and_resolved(tmp_path):
 async def test_hq_refuses_to_compensate_a_stores_stock(tmp_path):
     till, hq = await open_log(tmp_path / "till.db"), await open_log(tmp_path / "hq.db", "hq")
     try:
-        await till.append(ProductUpserted(sku="COLA", name="Cola", price=150))
+        await from_hq(till, ProductUpserted(sku="COLA", name="Cola", price=150))
         async with client_for(FakeReplica("s1/t1", till)) as client:
             sale = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash",
                     "amount": 150}]}  # fmt: skip

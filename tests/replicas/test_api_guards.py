@@ -18,7 +18,7 @@ from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.link import link_router
 from tests.factories import cash_sale
-from tests.replicas.api_kit import FakeReplica, client_for, open_log
+from tests.replicas.api_kit import FakeReplica, client_for, from_hq, open_log
 
 TILL = "s1/t1"
 PRICES = {"COLA": 150, "BREAD": 250}
@@ -28,8 +28,8 @@ REFUND_ONE = {"lines": [{"line": 0, "qty": 1}]}
 @pytest.fixture
 async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
     log = await open_log(tmp_path / "till.db", TILL)
-    await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
-    await log.append(ProductUpserted(sku="BREAD", name="Bread", price=250))
+    await from_hq(log, ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
+    await from_hq(log, ProductUpserted(sku="BREAD", name="Bread", price=250))
     yield log
     await log.close()
 
@@ -80,7 +80,7 @@ async def test_a_retry_after_the_price_changed_is_the_same_sale(
     first = await client.post("/sales", json=request)
     await log.append(PriceSet(sku="COLA", price=175))
     again = await client.post("/sales", json=request)
-    await log.append(ProductUpserted(sku="COLA", name="Cola 33cl", price=175, active=False))
+    await from_hq(log, ProductUpserted(sku="COLA", name="Cola 33cl", price=175, active=False))
     third = await client.post("/sales", json=request)
     assert (first.status_code, again.status_code, third.status_code) == (201, 200, 200), third.text
     assert first.json() == again.json() == third.json()  # change 50 of 200, as the first time
@@ -101,7 +101,7 @@ async def test_a_withdrawn_product_is_not_sold_even_with_a_price(
     client: httpx.AsyncClient, log: EventLog
 ) -> None:
     # The till page always sends the unit price it showed: the catalog check was skipped.
-    await log.append(ProductUpserted(sku="BREAD", name="Bread", price=250, active=False))
+    await from_hq(log, ProductUpserted(sku="BREAD", name="Bread", price=250, active=False))
     priced = sale(lines=[{"sku": "BREAD", "qty": 1, "unit_price": 250}])
     r = await client.post("/sales", json=priced)
     assert r.status_code == 409 and "inactive" in r.text, r.text
