@@ -62,16 +62,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from broker.credentials import (
-    Credentials,
-    Permissions,
-    leaf_key,
-    leaf_permissions,
-    permissions_for,
-    route_key,
-)
+from broker.credentials import Credentials, leaf_key, route_key
 from broker.errors import ConfigError, IdentityError, InvalidReplicaId
 from broker.identity import Nkey, check_public_key
+from broker.permissions import Permissions, leaf_permissions, permissions_for
 from broker.subjects import HQ, parse_replica_id, validate_name
 from broker.tls import TlsFiles
 

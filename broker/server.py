@@ -31,13 +31,14 @@ from types import TracebackType
 from typing import Any
 
 from broker.config import ServerConfig, free_port, render_config
-from broker.credentials import Credentials, write_private
+from broker.credentials import Credentials
 from broker.errors import (
     BinaryNotFound,
     BrokerError,
     ServerNotReady,
     ServerStartError,
 )
+from broker.files import write_private
 from broker.identity import load_seed
 from broker.subjects import inbox_prefix
 from broker.tls import TlsFiles, client_ssl_context

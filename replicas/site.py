@@ -37,7 +37,7 @@ from broker.config import (
     nkey_hq_server_config,
     nkey_till_server_config,
 )
-from broker.credentials import write_private
+from broker.files import write_private
 from broker.keyring import IDENTITY_DIR, NodeIdentity, issue_identity, make_site_ca
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError

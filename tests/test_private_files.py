@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from broker.config import ServerConfig, UserSpec, free_port
-from broker.credentials import generate_store_credentials, permissions_for, write_private
+from broker.credentials import generate_store_credentials
+from broker.files import write_private
+from broker.permissions import permissions_for
 from broker.server import EmbeddedNatsServer
 from core.log import EventLog
 from tests.core.folds import CountingFold

@@ -1,8 +1,7 @@
-"""Credentials files and the permission sets bound to each replica."""
+"""Credentials files (password mode)."""
 
 from __future__ import annotations
 
-import json
 import stat
 from pathlib import Path
 
@@ -12,9 +11,7 @@ from broker.credentials import (
     Credentials,
     generate_store_credentials,
     leaf_key,
-    leaf_permissions,
     load_credentials,
-    permissions_for,
     route_key,
     save_credentials,
 )
@@ -71,45 +68,3 @@ def test_load_rejects_malformed(tmp_path: Path, content: str) -> None:
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError):
         load_credentials(tmp_path / "absent.json")
-
-
-def test_till_permissions() -> None:
-    p = permissions_for("s1/t1", "s1")
-    assert p["publish"]["allow"] == [
-        "tm.ev.s1.t1",
-        "tm.vv.s1.t1",
-        "tm.pull.s1.*.s1.t1",  # pulls from its store's tills, as itself
-        "tm.pull.hq.s1.t1",  # pulls from HQ, as itself
-    ]
-    assert set(p["subscribe"]["allow"]) == {
-        "tm.ev.s1.>",
-        "tm.ev.hq",
-        "tm.vv.s1.>",
-        "tm.vv.hq",
-        "tm.pull.s1.t1.>",  # pulls addressed to it, by anyone
-        "_INBOX.s1.t1.>",
-    }
-    assert p["allow_responses"] is True
-    json.dumps(p)  # plain data, renderable
-
-
-def test_hq_permissions() -> None:
-    p = permissions_for("hq")
-    assert p["publish"]["allow"] == ["tm.ev.hq", "tm.vv.hq", "tm.pull.*.*.hq"]
-    assert p["subscribe"]["allow"] == ["tm.ev.>", "tm.vv.>", "tm.pull.hq.>", "_INBOX.hq.>"]
-
-
-def test_store_mismatch_is_refused() -> None:
-    with pytest.raises(InvalidReplicaId):
-        permissions_for("s1/t1", "s2")
-
-
-def test_leaf_permissions_are_scoped_to_the_store() -> None:
-    p = leaf_permissions("s1")
-    assert not any("s2" in s for s in p["publish"]["allow"] + p["subscribe"]["allow"])
-    assert "tm.ev.s1.>" in p["publish"]["allow"]
-    assert "_INBOX.hq.>" in p["publish"]["allow"]  # replies to HQ pulls cross the leaf
-    assert "tm.ev.s1.>" not in p["subscribe"]["allow"]
-    # Pulls cross the leaf between HQ and s1's tills only, each naming its requester.
-    assert [s for s in p["publish"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.hq.s1.*"]
-    assert [s for s in p["subscribe"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.s1.*.hq"]

@@ -1,4 +1,5 @@
-"""Permissions are enforced by the server, on client and on leaf connections.
+"""The permission sets of each replica and each store's leaf, and the server
+enforcing them on client and on leaf connections.
 
 Negative checks need no sleeps: each forbidden publish is followed by an allowed
 one on the same connection and path, and NATS keeps per-publisher order, so once
@@ -10,6 +11,7 @@ permission functions feed both, and both must fence who a pull request names.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -20,7 +22,9 @@ from nats.aio.msg import Msg
 
 from broker.config import NkeyUserSpec, UserSpec
 from broker.credentials import Credentials
+from broker.errors import InvalidReplicaId
 from broker.identity import Nkey
+from broker.permissions import leaf_permissions, permissions_for
 from broker.server import EmbeddedNatsServer
 from broker.subjects import ALL_EVENTS, ALL_VV, events_subject, pull_subject, pulls_to
 from tests.broker.kit import (
@@ -37,6 +41,51 @@ from tests.broker.kit import (
     wait_leafs,
     wait_until,
 )
+
+
+def test_till_permissions() -> None:
+    p = permissions_for("s1/t1", "s1")
+    assert p["publish"]["allow"] == [
+        "tm.ev.s1.t1",
+        "tm.vv.s1.t1",
+        "tm.pull.s1.*.s1.t1",  # pulls from its store's tills, as itself
+        "tm.pull.hq.s1.t1",  # pulls from HQ, as itself
+    ]
+    assert set(p["subscribe"]["allow"]) == {
+        "tm.ev.s1.>",
+        "tm.ev.hq",
+        "tm.vv.s1.>",
+        "tm.vv.hq",
+        "tm.pull.s1.t1.>",  # pulls addressed to it, by anyone
+        "_INBOX.s1.t1.>",
+    }
+    assert p["allow_responses"] is True
+    json.dumps(p)  # plain data, renderable
+
+
+def test_hq_permissions() -> None:
+    p = permissions_for("hq")
+    assert p["publish"]["allow"] == ["tm.ev.hq", "tm.vv.hq", "tm.pull.*.*.hq"]
+    assert p["subscribe"]["allow"] == ["tm.ev.>", "tm.vv.>", "tm.pull.hq.>", "_INBOX.hq.>"]
+
+
+def test_store_mismatch_is_refused() -> None:
+    with pytest.raises(InvalidReplicaId):
+        permissions_for("s1/t1", "s2")
+
+
+def test_leaf_permissions_are_scoped_to_the_store() -> None:
+    p = leaf_permissions("s1")
+    assert not any("s2" in s for s in p["publish"]["allow"] + p["subscribe"]["allow"])
+    assert "tm.ev.s1.>" in p["publish"]["allow"]
+    assert "_INBOX.hq.>" in p["publish"]["allow"]  # replies to HQ pulls cross the leaf
+    assert "tm.ev.s1.>" not in p["subscribe"]["allow"]
+    # Pulls cross the leaf between HQ and s1's tills only, each naming its requester.
+    assert [s for s in p["publish"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.hq.s1.*"]
+    assert [s for s in p["subscribe"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.s1.*.hq"]
+
+
+# --- enforced by the server ----------------------------------------------------------------
 
 
 async def test_till_cannot_publish_as_another_till(

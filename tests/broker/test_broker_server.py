@@ -12,8 +12,9 @@ import pytest
 from nats.aio.client import Client
 
 from broker.config import ServerConfig, UserSpec, free_port
-from broker.credentials import Credentials, permissions_for
+from broker.credentials import Credentials
 from broker.errors import BinaryNotFound, ServerStartError
+from broker.permissions import permissions_for
 from broker.server import EmbeddedNatsServer, connect_options, nats_server_binary
 from tests.broker.kit import Collector, ServerPool, connect_replica, probe_until_seen, wait_until
 

@@ -20,7 +20,8 @@ import pytest
 from nats.aio.client import Client
 
 from broker.config import free_port, hq_server_config, till_server_config
-from broker.credentials import Credentials, generate_store_credentials, permissions_for
+from broker.credentials import Credentials, generate_store_credentials
+from broker.permissions import permissions_for
 from broker.server import EmbeddedNatsServer, connect_options
 from broker.subjects import inbox_prefix, is_inbox_of, peer_from_subject, pull_parties
 from core.events import StockReceived
