@@ -31,7 +31,6 @@ from types import TracebackType
 from typing import Any
 
 from broker.config import ServerConfig, free_port, render_config
-from broker.credentials import Credentials
 from broker.errors import (
     BinaryNotFound,
     BrokerError,
@@ -45,7 +44,6 @@ from broker.tls import TlsFiles, client_ssl_context
 
 __all__ = [
     "EmbeddedNatsServer",
-    "connect_options",
     "http_get",
     "nats_server_binary",
     "nkey_connect_options",
@@ -94,22 +92,12 @@ async def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tup
     return status, body
 
 
-def connect_options(url: str | list[str], creds: Credentials, replica_id: str) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect`` suited to an offline-first till,
-    authenticating with a password."""
-    return {
-        **_base_options(url, replica_id),
-        "user": creds.user,
-        "password": creds.password,
-    }
-
-
 def nkey_connect_options(
     url: str | list[str], seed_file: Path, replica_id: str, tls: TlsFiles | None = None
 ) -> dict[str, Any]:
-    """`connect_options` for identity mode: sign the server's nonce with the nkey
-    seed in ``seed_file``; with ``tls`` (the site CA, optionally a client
-    certificate) speak TLS and trust only the site CA.
+    """Keyword arguments for ``nats.connect`` suited to an offline-first till: sign
+    the server's nonce with the nkey seed in ``seed_file``; with ``tls`` (the site CA,
+    optionally a client certificate) speak TLS and trust only the site CA.
 
     The seed file is read here once, so a missing or malformed one is a
     CredentialsError now rather than a failed connect later; nats-py is given the
@@ -372,7 +360,7 @@ class EmbeddedNatsServer:
     def _write_conf(self) -> None:
         """The conf file for `config`, plus this start's tag (kept across reloads)."""
         tags = (*self.config.tags, self._start_tag) if self._start_tag else self.config.tags
-        # It contains passwords or a leaf nkey seed: 0600 from the first byte.
+        # A till's holds its leaf nkey seed: 0600 from the first byte.
         write_private(self.conf_path, render_config(replace(self.config, tags=tags)).encode())
 
     async def restart(self) -> None:
