@@ -7,7 +7,7 @@ each till as a leaf user bound to its store's leaf permissions.
 
 Nobody has a password. Clients and leaf links authenticate by nkey (a till's one key
 is its client user on its store's servers and its leaf user at HQ), routes by mutual
-TLS with the site CA (`nkey_till_server_config` / `nkey_hq_server_config`).
+TLS with the site CA (`till_server_config` / `hq_server_config`).
 
 Facts about nats-server that shaped this module, verified against its source (v2.15)
 and measured against nats-server 2.15.1 by tests in tests/broker:
@@ -70,9 +70,9 @@ __all__ = [
     "ServerConfig",
     "TlsSpec",
     "free_port",
-    "nkey_hq_server_config",
-    "nkey_till_server_config",
+    "hq_server_config",
     "render_config",
+    "till_server_config",
 ]
 
 # Sync frames can carry many events; 8 MiB stays well under max_pending (64 MiB).
@@ -375,7 +375,7 @@ def _need_key(keys: Mapping[str, str], key: str) -> str:
         raise ConfigError("public keys", f"missing entry {key!r}") from None
 
 
-def _store_nkey_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec, ...]:
+def _store_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec, ...]:
     return tuple(
         NkeyUserSpec(pub, permissions_for(key, store), _CLIENT_ONLY)
         for key, pub in sorted(keys.items())
@@ -383,7 +383,7 @@ def _store_nkey_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec
     )
 
 
-def nkey_till_server_config(
+def till_server_config(
     store: str,
     till: str,
     public_keys: Mapping[str, str],
@@ -433,7 +433,7 @@ def nkey_till_server_config(
         port=port,
         host=host,
         http_port=http_port,
-        users=_store_nkey_users(store, public_keys),
+        users=_store_users(store, public_keys),
         cluster=cluster,
         leaf_remotes=remotes,
         tls=TlsSpec(tls) if client_tls else None,
@@ -441,7 +441,7 @@ def nkey_till_server_config(
     )
 
 
-def nkey_hq_server_config(
+def hq_server_config(
     public_keys: Mapping[str, str],
     stores: Sequence[str],
     tls: TlsFiles,
@@ -462,7 +462,7 @@ def nkey_hq_server_config(
     with its store's `leaf_permissions`, for leaf connections only. The leaf listener
     demands a certificate from the site CA as well as the till's nkey: a leaked seed
     alone does not get a foreign machine in. A multi-node HQ routes over mutual TLS
-    like a store. ``host``/``network_host`` as for `nkey_till_server_config` (the leaf
+    like a store. ``host``/``network_host`` as for `till_server_config` (the leaf
     listener is on ``network_host``).
     """
     users = [NkeyUserSpec(_need_key(public_keys, HQ), permissions_for(HQ), _CLIENT_ONLY)]

@@ -44,9 +44,9 @@ from broker.tls import TlsFiles, client_ssl_context
 
 __all__ = [
     "EmbeddedNatsServer",
+    "connect_options",
     "http_get",
     "nats_server_binary",
-    "nkey_connect_options",
 ]
 
 _BINARY = "nats-server"
@@ -92,7 +92,7 @@ async def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tup
     return status, body
 
 
-def nkey_connect_options(
+def connect_options(
     url: str | list[str], seed_file: Path, replica_id: str, tls: TlsFiles | None = None
 ) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect`` suited to an offline-first till: sign

@@ -20,11 +20,11 @@ from nats.aio.msg import Msg
 from broker.config import (
     ServerConfig,
     free_port,
-    nkey_hq_server_config,
-    nkey_till_server_config,
+    hq_server_config,
+    till_server_config,
 )
 from broker.identity import Nkey, generate_store_nkeys, public_keys
-from broker.server import EmbeddedNatsServer, nkey_connect_options
+from broker.server import EmbeddedNatsServer, connect_options
 from broker.tls import SiteCA, TlsFiles, write_tls_files
 
 __all__ = [
@@ -142,7 +142,7 @@ async def connect_seed(
         if errors is not None:
             errors.append(e)
 
-    opts = nkey_connect_options(srv.client_url, seed_file, replica_id, tls)
+    opts = connect_options(srv.client_url, seed_file, replica_id, tls)
     return await nats.connect(**opts, error_cb=on_error, connect_timeout=2)
 
 
@@ -159,7 +159,7 @@ async def connect_replica(
 
 def hq_config(site: Site, stores: Sequence[str] = ("s1", "s2")) -> ServerConfig:
     tls = site.machine("hq")
-    return nkey_hq_server_config(site.public, stores, tls, port=free_port(), leaf_port=free_port())
+    return hq_server_config(site.public, stores, tls, port=free_port(), leaf_port=free_port())
 
 
 def store_configs(
@@ -173,7 +173,7 @@ def store_configs(
     mutual TLS, each till with a TLS leaf link to ``hq_leaf_addrs`` if given."""
     cports = [free_port() for _ in tills]
     return [
-        nkey_till_server_config(
+        till_server_config(
             store,
             till,
             site.public,

@@ -1,4 +1,4 @@
-"""Identity mode rendered to conf text: public keys and TLS blocks, no passwords,
+"""Till and hub configs rendered to conf text: public keys and TLS blocks, no passwords,
 checked by nats-server's own parser (``-t``)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from broker.config import (
     NkeyUserSpec,
     ServerConfig,
     TlsSpec,
-    nkey_hq_server_config,
-    nkey_till_server_config,
+    hq_server_config,
     render_config,
+    till_server_config,
 )
 from broker.errors import ConfigError, CredentialsError
-from broker.server import nats_server_binary, nkey_connect_options
+from broker.server import connect_options, nats_server_binary
 from broker.tls import TlsFiles
 from tests.broker.kit import Site
 
@@ -28,7 +28,7 @@ SEED = re.compile(r"S[A-Z][A-Z2-7]{56}")  # any nkey seed (S + kind + 56)
 
 
 def _configs(site: Site) -> tuple[ServerConfig, ServerConfig]:
-    till = nkey_till_server_config(
+    till = till_server_config(
         "s1",
         "t1",
         site.public,
@@ -41,7 +41,7 @@ def _configs(site: Site) -> tuple[ServerConfig, ServerConfig]:
         http_port=8222,
         client_tls=True,
     )
-    hq = nkey_hq_server_config(
+    hq = hq_server_config(
         site.public, ["s1", "s2"], site.machine("hq"), port=4222, leaf_port=7422, cluster_port=6222
     )
     return till, hq
@@ -130,23 +130,21 @@ def test_bad_identity_configs_raise_config_error(
 
 def test_missing_identities_are_config_errors(site: Site) -> None:
     with pytest.raises(ConfigError, match="leaf_nkey"):
-        nkey_till_server_config(
+        till_server_config(
             "s1", "t1", site.public, site.machine("s1-t1"), port=1, cluster_port=2,
             hq_leaf_addrs=["hq:7422"],
         )  # fmt: skip
     with pytest.raises(ConfigError, match="missing entry 'hq'"):
-        nkey_hq_server_config({}, [], site.machine("hq"), port=1, leaf_port=2)
+        hq_server_config({}, [], site.machine("hq"), port=1, leaf_port=2)
     with pytest.raises(ConfigError, match="no till of store 's2'"):
-        nkey_hq_server_config(
-            {"hq": site.public["hq"]}, ["s2"], site.machine("hq"), port=1, leaf_port=2
-        )
+        hq_server_config({"hq": site.public["hq"]}, ["s2"], site.machine("hq"), port=1, leaf_port=2)
 
 
 def test_connect_options_refuse_a_bad_seed_file_up_front(tmp_path: Path) -> None:
     (tmp_path / "bad.nk").write_text("SUnope\n")
     for path in (tmp_path / "bad.nk", tmp_path / "missing.nk"):
         with pytest.raises(CredentialsError):
-            nkey_connect_options("nats://127.0.0.1:4222", path, "s1/t1")
+            connect_options("nats://127.0.0.1:4222", path, "s1/t1")
 
 
 def test_a_tls_timeout_renders_as_the_server_reads_it(site: Site, tmp_path: Path) -> None:

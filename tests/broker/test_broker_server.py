@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from broker.config import NkeyUserSpec, ServerConfig, free_port
 from broker.errors import BinaryNotFound, ServerStartError
 from broker.permissions import permissions_for
-from broker.server import EmbeddedNatsServer, nats_server_binary, nkey_connect_options
+from broker.server import EmbeddedNatsServer, connect_options, nats_server_binary
 from tests.broker.kit import (
     Collector,
     ServerPool,
@@ -124,7 +124,7 @@ async def test_stop_of_paused_server_still_terminates(servers: ServerPool, site:
 
 def test_connect_options_reconnect_forever(site: Site) -> None:
     seed = site.seed_file("s1/t2")
-    opts = nkey_connect_options("nats://127.0.0.1:4222", seed, "s1/t2")
+    opts = connect_options("nats://127.0.0.1:4222", seed, "s1/t2")
     assert opts["max_reconnect_attempts"] == -1
     assert opts["allow_reconnect"] is True
     assert opts["reconnect_time_wait"] <= 1

@@ -9,7 +9,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from broker.config import free_port, nkey_hq_server_config
+from broker.config import free_port, hq_server_config
 from broker.server import EmbeddedNatsServer
 from broker.subjects import events_subject, pull_subject, pulls_to
 from tests.broker.kit import (
@@ -130,7 +130,7 @@ async def test_leaf_fails_over_across_a_three_node_hq(
     hubs = []
     for i, (port, leaf_port, cport) in enumerate(ports):
         peers = [f"127.0.0.1:{p[2]}" for j, p in enumerate(ports) if j != i]
-        cfg = nkey_hq_server_config(
+        cfg = hq_server_config(
             site.public,
             ["s1"],
             site.machine(f"hq-{i + 1}"),
