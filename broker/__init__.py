@@ -1,4 +1,4 @@
-"""NATS infrastructure for tillmesh: subjects, credentials, server configs, processes.
+"""NATS infrastructure for tillmesh: subjects, identities, permissions, server configs, processes.
 
 Pure infrastructure: nothing here imports another tillmesh package, so the broker
 can be tested (and reasoned about) against a real nats-server on its own.

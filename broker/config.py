@@ -2,41 +2,32 @@
 
 Topology: the tills of a store form a NATS *cluster* (full mesh of routes), and
 every till server also dials HQ as a *leaf node*, so the store keeps working when
-any till or the WAN is down. HQ is a hub (optionally a 3-node cluster) that
-accepts one leaf user per store.
+any till or the WAN is down. HQ is a hub (optionally a 3-node cluster) that knows
+each till as a leaf user bound to its store's leaf permissions.
 
-Facts about nats-server (v2.15) that shaped this module, verified against its
-source and by tests in tests/broker:
+Nobody has a password. Clients and leaf links authenticate by nkey (a till's one key
+is its client user on its store's servers and its leaf user at HQ), routes by mutual
+TLS with the site CA (`till_server_config` / `hq_server_config`).
 
-* Leaf remotes take user/password only inside the URL
-  (``nats-leaf://user:pass@host:port``); there are no separate fields.
-* Users in ``leafnodes { authorization { users } }`` cannot carry permissions
-  (the parser is a trimmed-down user parser). So HQ leaves that block out: leaf
-  connections then authenticate against the top-level ``authorization`` users,
-  whose permissions *are* enforced on the leaf link.
+Facts about nats-server that shaped this module, verified against its source (v2.15)
+and measured against nats-server 2.15.1 by tests in tests/broker:
+
+* Users are ``{nkey: "U..."}`` entries in the top-level ``authorization`` list, with
+  their permissions. Users in ``leafnodes { authorization { users } }`` cannot carry
+  permissions (the parser is a trimmed-down user parser), so HQ leaves that block
+  out: leaf connections then authenticate against the top-level users, whose
+  permissions *are* enforced on the leaf link.
+* A leaf remote authenticates with ``nkey: "SU..."``, the *seed*, inline: it has no
+  seed-file option (``credentials`` wants a user JWT, i.e. operator mode), and
+  ``include`` joins even an absolute path to the conf's directory (measured:
+  ``include "/a/seed.conf"`` opens ``<confdir>/a/seed.conf``). So the one secret in
+  a till's conf is its own seed; the file is 0600 like the seed files. An HQ conf
+  holds public keys only.
 * ``leafnodes { reconnect: "1s" }`` is the retry interval of leaf remotes, which
   are retried forever. A bare integer (seconds) still parses but ``nats-server -t``
   flags it ("should be converted to a duration"), so we render a duration string.
   We use 1 s so a healed WAN is picked up quickly (measured: leaf back ~1 s after
   HQ restarts).
-* Cluster routes take credentials in the route URL
-  (``nats-route://user:pass@host:port``) and check them against
-  ``cluster { authorization { user, password } }``.
-* Port 0 (ephemeral) cannot be used for cluster/leaf ports that peers must dial,
-  hence `free_port()`.
-
-Identity mode (nkeys + the site CA, `nkey_till_server_config` /
-`nkey_hq_server_config`), measured against nats-server 2.15.1:
-
-* Users are ``{nkey: "U..."}`` entries in the same top-level ``authorization``
-  list, with the same permissions; a leaf connection authenticates against them
-  too, so HQ's per-store leaf permissions keep working.
-* A leaf remote authenticates with ``nkey: "SU..."``, the *seed*, inline: it has no
-  seed-file option (``credentials`` wants a user JWT, i.e. operator mode), and
-  ``include`` joins even an absolute path to the conf's directory (measured:
-  ``include "/a/seed.conf"`` opens ``<confdir>/a/seed.conf``). So the one secret in
-  a till's conf is its store's leaf seed; the file is 0600 like the seed files.
-  An HQ conf holds public keys only.
 * Routes authenticate by mutual TLS: ``cluster { tls { verify: true } }``; the
   same certificate is served and presented when dialling, and the dialler checks
   the peer's certificate against the host in the route URL (a certificate with
@@ -51,6 +42,8 @@ Identity mode (nkeys + the site CA, `nkey_till_server_config` /
   handshake fails, which never shows up in ``/routez`` or ``/leafz``. A leaf remote
   without a ``tls {}`` block still upgrades when the hub requires TLS, trusting the
   system CAs, so it fails on the site CA's certificate ("unknown authority").
+* Port 0 (ephemeral) cannot be used for cluster/leaf ports that peers must dial,
+  hence `free_port()`.
 """
 
 from __future__ import annotations
@@ -60,18 +53,10 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
-from broker.credentials import (
-    Credentials,
-    Permissions,
-    leaf_key,
-    leaf_permissions,
-    permissions_for,
-    route_key,
-)
 from broker.errors import ConfigError, IdentityError, InvalidReplicaId
 from broker.identity import Nkey, check_public_key
+from broker.permissions import Permissions, leaf_permissions, permissions_for
 from broker.subjects import HQ, parse_replica_id, validate_name
 from broker.tls import TlsFiles
 
@@ -84,11 +69,8 @@ __all__ = [
     "Ping",
     "ServerConfig",
     "TlsSpec",
-    "UserSpec",
     "free_port",
     "hq_server_config",
-    "nkey_hq_server_config",
-    "nkey_till_server_config",
     "render_config",
     "till_server_config",
 ]
@@ -128,12 +110,6 @@ def _bindable(host: str, port: int) -> bool:
 
 
 @dataclass(frozen=True)
-class UserSpec:
-    credentials: Credentials
-    permissions: Permissions | None = None
-
-
-@dataclass(frozen=True)
 class NkeyUserSpec:
     """A user known by its public nkey only (``U...``); it proves itself by signing."""
 
@@ -159,7 +135,6 @@ class ClusterSpec:
     name: str
     port: int
     routes: tuple[str, ...] = ()  # "host:port" of the peers' cluster listeners
-    credentials: Credentials | None = None
     host: str = "127.0.0.1"
     tls: TlsSpec | None = None  # with verify=True: routes authenticate by certificate
 
@@ -167,7 +142,6 @@ class ClusterSpec:
 @dataclass(frozen=True)
 class LeafRemoteSpec:
     urls: tuple[str, ...]  # "host:port" of the hub's leafnode listeners
-    credentials: Credentials | None = None
     disabled: bool = False  # nats-server >= 2.12: a reload with this set drops the link
     nkey: Nkey | None = None  # the leaf identity; rendered as its seed (see module doc)
     tls: TlsSpec | None = None  # trust the CA; present cert_file if the hub verifies
@@ -199,7 +173,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     http_port: int | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
-    users: tuple[UserSpec | NkeyUserSpec, ...] = ()
+    users: tuple[NkeyUserSpec, ...] = ()
     cluster: ClusterSpec | None = None
     leaf_port: int | None = None  # accept leaf connections (hub side)
     leaf_host: str | None = None  # where the leaf listener binds (`host` if None)
@@ -253,21 +227,10 @@ def _render_map(value: Mapping[str, Any], indent: int) -> str:
     return "{\n" + body + "  " * indent + "}"
 
 
-def _auth_url(scheme: str, creds: Credentials | None, hostport: str) -> str:
-    if creds is None:
-        return f"{scheme}://{hostport}"
-    # Percent-encode so ':' '@' '/' in a secret cannot break the URL.
-    return f"{scheme}://{quote(creds.user, safe='')}:{quote(creds.password, safe='')}@{hostport}"
-
-
-def _user_entry(spec: UserSpec | NkeyUserSpec) -> dict[str, Any]:
-    entry: dict[str, Any]
-    if isinstance(spec, NkeyUserSpec):
-        entry = {"nkey": spec.public_key}
-        if spec.connection_types:
-            entry["allowed_connection_types"] = list(spec.connection_types)
-    else:
-        entry = {"user": spec.credentials.user, "password": spec.credentials.password}
+def _user_entry(spec: NkeyUserSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {"nkey": spec.public_key}
+    if spec.connection_types:
+        entry["allowed_connection_types"] = list(spec.connection_types)
     if spec.permissions is not None:
         entry["permissions"] = spec.permissions
     return entry
@@ -297,15 +260,9 @@ def _tls_block(spec: TlsSpec, where: str, *, listener: bool) -> dict[str, Any]:
 
 def _cluster_block(c: ClusterSpec) -> dict[str, Any]:
     block: dict[str, Any] = {"name": c.name, "listen": f"{c.host}:{c.port}"}
-    if c.credentials is not None:
-        block["authorization"] = {
-            "user": c.credentials.user,
-            "password": c.credentials.password,
-            "timeout": 2,
-        }
     if c.tls is not None:
         block["tls"] = _tls_block(c.tls, "cluster.tls", listener=True)
-    block["routes"] = [_auth_url("nats-route", c.credentials, r) for r in c.routes]
+    block["routes"] = [f"nats-route://{r}" for r in c.routes]
     return block
 
 
@@ -322,12 +279,8 @@ def _leaf_block(cfg: ServerConfig) -> dict[str, Any]:
 
 
 def _remote_entry(remote: LeafRemoteSpec) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "urls": [_auth_url("nats-leaf", remote.credentials, u) for u in remote.urls]
-    }
+    entry: dict[str, Any] = {"urls": [f"nats-leaf://{u}" for u in remote.urls]}
     if remote.nkey is not None:
-        if remote.credentials is not None:
-            raise ConfigError("leaf_remotes", "give credentials or an nkey, not both")
         entry["nkey"] = remote.nkey.seed
     if remote.tls is not None:
         entry["tls"] = _tls_block(remote.tls, "leaf_remotes.tls", listener=False)
@@ -364,11 +317,10 @@ def _validate(cfg: ServerConfig) -> None:
 def _validate_identity(cfg: ServerConfig) -> None:
     """Public keys well-formed, TLS timeouts sane: mistakes found here, not at connect."""
     for user in cfg.users:
-        if isinstance(user, NkeyUserSpec):
-            try:
-                check_public_key(user.public_key)
-            except IdentityError as e:
-                raise ConfigError("users.nkey", e.reason) from None
+        try:
+            check_public_key(user.public_key)
+        except IdentityError as e:
+            raise ConfigError("users.nkey", e.reason) from None
     specs = {
         "tls": cfg.tls,
         "leaf_tls": cfg.leaf_tls,
@@ -410,105 +362,8 @@ def render_config(cfg: ServerConfig) -> str:
 
 # ---------------------------------------------------------------- factories
 
-
-def _need(creds: Mapping[str, Credentials], key: str) -> Credentials:
-    try:
-        return creds[key]
-    except KeyError:
-        raise ConfigError("credentials", f"missing entry {key!r}") from None
-
-
-def _store_users(store: str, creds: Mapping[str, Credentials]) -> tuple[UserSpec, ...]:
-    users = []
-    for key, c in sorted(creds.items()):
-        if "/" in key and parse_replica_id(key).store == store:
-            users.append(UserSpec(c, permissions_for(key, store)))
-    return tuple(users)
-
-
-def till_server_config(
-    store: str,
-    till: str,
-    creds: Mapping[str, Credentials],
-    *,
-    port: int,
-    cluster_port: int,
-    peer_cluster_addrs: Sequence[str] = (),
-    hq_leaf_addrs: Sequence[str] = (),
-    http_port: int | None = None,
-    host: str = "127.0.0.1",
-) -> ServerConfig:
-    """The server a till runs: store users, a store cluster, a leaf link to HQ.
-
-    ``creds`` must hold every till of the store (each gets a user), the store's
-    route credentials and, if ``hq_leaf_addrs`` is given, its leaf credentials.
-    """
-    rid = parse_replica_id(f"{store}/{till}")
-    cluster = ClusterSpec(
-        name=f"store-{store}",
-        port=cluster_port,
-        routes=tuple(peer_cluster_addrs),
-        credentials=_need(creds, route_key(store)),
-        host=host,
-    )
-    remotes: tuple[LeafRemoteSpec, ...] = ()
-    if hq_leaf_addrs:
-        remotes = (LeafRemoteSpec(tuple(hq_leaf_addrs), _need(creds, leaf_key(store))),)
-    return ServerConfig(
-        name=f"{rid.store}-{rid.till}",
-        port=port,
-        host=host,
-        http_port=http_port,
-        users=_store_users(store, creds),
-        cluster=cluster,
-        leaf_remotes=remotes,
-    )
-
-
-def hq_server_config(
-    creds: Mapping[str, Credentials],
-    stores: Sequence[str],
-    *,
-    port: int,
-    leaf_port: int,
-    name: str = HQ,
-    cluster_port: int | None = None,
-    peer_cluster_addrs: Sequence[str] = (),
-    http_port: int | None = None,
-    host: str = "127.0.0.1",
-) -> ServerConfig:
-    """The HQ hub: the HQ client user plus one permission-bound leaf user per store.
-
-    Leaf users live in the top-level ``authorization`` (see module docstring for
-    why). For a 3-node HQ give ``cluster_port`` and the peers' cluster addresses;
-    ``creds`` then needs ``route_key("hq")``.
-    """
-    users = [UserSpec(_need(creds, HQ), permissions_for(HQ))]
-    users += [UserSpec(_need(creds, leaf_key(s)), leaf_permissions(s)) for s in stores]
-    cluster = None
-    if cluster_port is not None:
-        cluster = ClusterSpec(
-            name="hq",
-            port=cluster_port,
-            routes=tuple(peer_cluster_addrs),
-            credentials=_need(creds, route_key(HQ)),
-            host=host,
-        )
-    return ServerConfig(
-        name=name,
-        port=port,
-        host=host,
-        http_port=http_port,
-        users=tuple(users),
-        cluster=cluster,
-        leaf_port=leaf_port,
-    )
-
-
-# ---------------------------------------------------------------- identity mode factories
-
-# A replica's key serves client connections only, a store's leaf key leaf links only:
-# a leaked leaf seed cannot be used to log in to HQ as a client, and vice versa.
+# A till's key is a client on its store's servers and a leaf at HQ, never the other way:
+# its seed, inline in its conf for the leaf link, cannot log in to HQ as a client.
 _CLIENT_ONLY = ("STANDARD",)
 _LEAF_ONLY = ("LEAFNODE",)
 
@@ -520,7 +375,7 @@ def _need_key(keys: Mapping[str, str], key: str) -> str:
         raise ConfigError("public keys", f"missing entry {key!r}") from None
 
 
-def _store_nkey_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec, ...]:
+def _store_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec, ...]:
     return tuple(
         NkeyUserSpec(pub, permissions_for(key, store), _CLIENT_ONLY)
         for key, pub in sorted(keys.items())
@@ -528,7 +383,7 @@ def _store_nkey_users(store: str, keys: Mapping[str, str]) -> tuple[NkeyUserSpec
     )
 
 
-def nkey_till_server_config(
+def till_server_config(
     store: str,
     till: str,
     public_keys: Mapping[str, str],
@@ -544,10 +399,11 @@ def nkey_till_server_config(
     host: str = "127.0.0.1",
     network_host: str | None = None,
 ) -> ServerConfig:
-    """A till's server in identity mode: no passwords anywhere.
+    """A till's server: its store's tills as users, routes over mutual TLS, a leaf link
+    to HQ as itself.
 
     ``public_keys`` maps replica ids to public nkeys; every till of ``store`` gets
-    a user with today's `permissions_for`. ``tls`` is this machine's certificate
+    a user with its `permissions_for`. ``tls`` is this machine's certificate
     (issued for the address its peers dial) and the site CA: routes use it both
     ways with ``verify`` (mutual TLS), the leaf remote presents it to HQ.
     ``leaf_nkey`` (the till's own nkey: HQ knows it as a leaf user of its store) is
@@ -577,7 +433,7 @@ def nkey_till_server_config(
         port=port,
         host=host,
         http_port=http_port,
-        users=_store_nkey_users(store, public_keys),
+        users=_store_users(store, public_keys),
         cluster=cluster,
         leaf_remotes=remotes,
         tls=TlsSpec(tls) if client_tls else None,
@@ -585,7 +441,7 @@ def nkey_till_server_config(
     )
 
 
-def nkey_hq_server_config(
+def hq_server_config(
     public_keys: Mapping[str, str],
     stores: Sequence[str],
     tls: TlsFiles,
@@ -600,13 +456,13 @@ def nkey_hq_server_config(
     host: str = "127.0.0.1",
     network_host: str | None = None,
 ) -> ServerConfig:
-    """An HQ hub node in identity mode: public keys only, TLS on the leaf listener.
+    """An HQ hub node: public keys only, TLS on the leaf listener.
 
     ``public_keys`` needs ``hq`` and every till of ``stores``: each till is a leaf user
     with its store's `leaf_permissions`, for leaf connections only. The leaf listener
     demands a certificate from the site CA as well as the till's nkey: a leaked seed
     alone does not get a foreign machine in. A multi-node HQ routes over mutual TLS
-    like a store. ``host``/``network_host`` as for `nkey_till_server_config` (the leaf
+    like a store. ``host``/``network_host`` as for `till_server_config` (the leaf
     listener is on ``network_host``).
     """
     users = [NkeyUserSpec(_need_key(public_keys, HQ), permissions_for(HQ), _CLIENT_ONLY)]

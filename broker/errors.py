@@ -8,8 +8,7 @@ in core can translate these into its own hierarchy at the boundary.
     BrokerError
     ├── InvalidReplicaId        a replica id / store / till name breaks the scheme
     ├── ConfigError             a server config cannot be rendered as given
-    ├── CredentialsError        a credentials, seed, key or certificate file is unreadable
-    │                           or malformed
+    ├── CredentialsError        a seed, key or certificate file is unreadable or malformed
     ├── IdentityError           an nkey or certificate cannot be made or used as asked
     ├── BinaryNotFound          the nats-server executable is missing
     ├── ServerStartError        the server process died while starting
@@ -55,8 +54,8 @@ class ConfigError(BrokerError, ValueError):
 
 
 class CredentialsError(BrokerError):
-    """A credentials file (passwords, an nkey seed, a TLS key or certificate) is
-    missing, unreadable or malformed."""
+    """A credentials file (an nkey seed, a TLS key or certificate) is missing,
+    unreadable or malformed."""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"credentials file {path}: {reason}")

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import nkeys  # type: ignore[import-untyped]  # the library ships no type hints
 
-from broker.credentials import write_private
 from broker.errors import CredentialsError, IdentityError
+from broker.files import write_private
 from broker.subjects import HQ, validate_name
 
 __all__ = [

@@ -2,8 +2,8 @@
 
     python -m broker.samples deploy/nats
 
-The samples are rendered by the same functions the runtime uses (the identity-mode
-factories of `broker.config`), so they cannot drift from what tillmesh runs; a test
+The samples are rendered by the same functions the runtime uses (the factories of
+`broker.config`), so they cannot drift from what tillmesh runs; a test
 re-renders them and compares, and another renders the same layout through a site
 (`replicas.site.Site`) to show a deployed till writes the same conf.
 
@@ -34,9 +34,9 @@ import nkeys  # type: ignore[import-untyped]  # the library ships no type hints
 
 from broker.config import (
     ServerConfig,
-    nkey_hq_server_config,
-    nkey_till_server_config,
+    hq_server_config,
     render_config,
+    till_server_config,
 )
 from broker.identity import Nkey
 from broker.subjects import HQ, parse_replica_id
@@ -113,7 +113,7 @@ def _leaf_addrs() -> list[str]:
 
 
 def _hub(node: str) -> ServerConfig:
-    return nkey_hq_server_config(
+    return hq_server_config(
         sample_public_keys(),
         list(STORES),
         _identity(node),
@@ -133,7 +133,7 @@ def _till() -> ServerConfig:
     rid = parse_replica_id(TILL)
     assert rid.store is not None and rid.till is not None
     peers = [f"{a}:{PORTS['cluster']}" for t, a in STORES[rid.store].items() if t != rid.till]
-    return nkey_till_server_config(
+    return till_server_config(
         rid.store,
         rid.till,
         keys,

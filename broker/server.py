@@ -31,13 +31,13 @@ from types import TracebackType
 from typing import Any
 
 from broker.config import ServerConfig, free_port, render_config
-from broker.credentials import Credentials, write_private
 from broker.errors import (
     BinaryNotFound,
     BrokerError,
     ServerNotReady,
     ServerStartError,
 )
+from broker.files import write_private
 from broker.identity import load_seed
 from broker.subjects import inbox_prefix
 from broker.tls import TlsFiles, client_ssl_context
@@ -47,7 +47,6 @@ __all__ = [
     "connect_options",
     "http_get",
     "nats_server_binary",
-    "nkey_connect_options",
 ]
 
 _BINARY = "nats-server"
@@ -93,22 +92,12 @@ async def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tup
     return status, body
 
 
-def connect_options(url: str | list[str], creds: Credentials, replica_id: str) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect`` suited to an offline-first till,
-    authenticating with a password."""
-    return {
-        **_base_options(url, replica_id),
-        "user": creds.user,
-        "password": creds.password,
-    }
-
-
-def nkey_connect_options(
+def connect_options(
     url: str | list[str], seed_file: Path, replica_id: str, tls: TlsFiles | None = None
 ) -> dict[str, Any]:
-    """`connect_options` for identity mode: sign the server's nonce with the nkey
-    seed in ``seed_file``; with ``tls`` (the site CA, optionally a client
-    certificate) speak TLS and trust only the site CA.
+    """Keyword arguments for ``nats.connect`` suited to an offline-first till: sign
+    the server's nonce with the nkey seed in ``seed_file``; with ``tls`` (the site CA,
+    optionally a client certificate) speak TLS and trust only the site CA.
 
     The seed file is read here once, so a missing or malformed one is a
     CredentialsError now rather than a failed connect later; nats-py is given the
@@ -371,7 +360,7 @@ class EmbeddedNatsServer:
     def _write_conf(self) -> None:
         """The conf file for `config`, plus this start's tag (kept across reloads)."""
         tags = (*self.config.tags, self._start_tag) if self._start_tag else self.config.tags
-        # It contains passwords or a leaf nkey seed: 0600 from the first byte.
+        # A till's holds its leaf nkey seed: 0600 from the first byte.
         write_private(self.conf_path, render_config(replace(self.config, tags=tags)).encode())
 
     async def restart(self) -> None:

@@ -1,7 +1,7 @@
 """The NATS subject scheme of tillmesh.
 
 A replica id is either ``hq`` or ``<store>/<till>``. Each replica owns a small set
-of subjects derived from its id; permissions (see `credentials`) are written in
+of subjects derived from its id; permissions (`broker.permissions`) are written in
 terms of these same functions, so the scheme and the access rules cannot drift
 apart.
 

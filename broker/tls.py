@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker.credentials import write_private
 from broker.errors import CredentialsError, IdentityError
+from broker.files import write_private
 from broker.subjects import validate_name
 
 __all__ = [

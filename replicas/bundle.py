@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from broker.credentials import write_private
+from broker.files import write_private
 from broker.keyring import load_identity
 from core.errors import StorageError
 from replicas.errors import SiteExists, SiteFileError, UnknownReplica

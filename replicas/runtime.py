@@ -34,7 +34,7 @@ from nats.aio.client import Client
 
 from broker.errors import BrokerError
 from broker.keyring import NodeIdentity, load_identity
-from broker.server import EmbeddedNatsServer, nkey_connect_options
+from broker.server import EmbeddedNatsServer, connect_options
 from broker.subjects import HQ
 from conflict.state import StoreState
 from core.clock import HybridClock, system_wall_ms
@@ -182,9 +182,7 @@ class Replica:
                 await transport.on_reconnected()
 
         assert self.identity.seed_file is not None  # a replica's identity has its nkey
-        options = nkey_connect_options(
-            self.server.client_url, self.identity.seed_file, self.replica_id
-        )
+        options = connect_options(self.server.client_url, self.identity.seed_file, self.replica_id)
         self.nc = await nats.connect(
             **options, reconnected_cb=reconnected, error_cb=_log_nats_error
         )

@@ -34,10 +34,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from broker.config import (
     ServerConfig,
     free_port,
-    nkey_hq_server_config,
-    nkey_till_server_config,
+    hq_server_config,
+    till_server_config,
 )
-from broker.credentials import write_private
+from broker.files import write_private
 from broker.keyring import IDENTITY_DIR, NodeIdentity, issue_identity, make_site_ca
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
@@ -202,7 +202,7 @@ class Site(BaseModel):
             return self._hub_config(node, ports, identity)
         rid = parse_replica_id(node)
         assert rid.store is not None and rid.till is not None and ports.cluster is not None
-        return nkey_till_server_config(
+        return till_server_config(
             rid.store,
             rid.till,
             self.public_keys,
@@ -222,7 +222,7 @@ class Site(BaseModel):
         peers = [
             f"{_url_host(self.host_of(h))}:{self.ports[h].cluster}" for h in self.hubs if h != node
         ]
-        return nkey_hq_server_config(
+        return hq_server_config(
             self.public_keys,
             list(self.stores),
             identity.tls,

@@ -1,6 +1,6 @@
 """Files that hold sales or secrets are the owner's alone (0600) from the first byte:
-the log (`log.db`, its `-wal` and `-shm`) and every nats-server config (passwords).
-They were 0644 (the log) and written 0644 then chmod-ed (the config)."""
+the log (`log.db`, its `-wal` and `-shm`) and every nats-server config (a till's holds
+its leaf seed). They were 0644 (the log) and written 0644 then chmod-ed (the config)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ServerConfig, UserSpec, free_port
-from broker.credentials import generate_store_credentials, permissions_for, write_private
+from broker.config import LeafRemoteSpec, ServerConfig, free_port
+from broker.files import write_private
+from broker.identity import Nkey
 from broker.server import EmbeddedNatsServer
 from core.log import EventLog
 from tests.core.folds import CountingFold
@@ -52,15 +53,15 @@ def test_private_files_are_0600_new_or_replaced(tmp_path: Path) -> None:
     old.write_text("readable")
     old.chmod(0o644)
     for path in (new, old):
-        write_private(path, b"password: x")
-        assert mode(path) == 0o600 and path.read_bytes() == b"password: x"
+        write_private(path, b"secret")
+        assert mode(path) == 0o600 and path.read_bytes() == b"secret"
 
 
 async def test_a_nats_config_is_0600(tmp_path: Path) -> None:
-    creds = generate_store_credentials("s1", ["t1"], hq=False)
-    user = UserSpec(creds["s1/t1"], permissions_for("s1/t1"))
-    server = EmbeddedNatsServer(
-        ServerConfig(name="solo", port=free_port(), users=(user,)), tmp_path
-    )
-    async with server:
+    # A leaf remote to a hub that is not there: the server runs, retrying, seed and all.
+    seed = Nkey.generate()
+    leaf = LeafRemoteSpec((f"127.0.0.1:{free_port()}",), nkey=seed)
+    config = ServerConfig(name="solo", port=free_port(), leaf_remotes=(leaf,))
+    async with EmbeddedNatsServer(config, tmp_path) as server:
+        assert seed.seed in server.conf_path.read_text()
         assert mode(server.conf_path) == 0o600

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from broker.credentials import write_private
+from broker.files import write_private
 from core.errors import StorageError
 from core.pan import contains_card_number, control_character
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import nats
 import pytest
 
-from broker.config import free_port, hq_server_config
-from broker.server import EmbeddedNatsServer, connect_options
+from broker.server import EmbeddedNatsServer
 from conflict.state import StoreState
 from core.log import EventLog
 from replicas.runtime import Replica
 from replicas.sync.protocol import holds
 from tests.bench.conftest import percentile, table
 from tests.bench.measure import CHUNK, latency_text, populate, progress
+from tests.broker.kit import Site, connect_replica, hq_config
 from tests.e2e.harness import Mesh, wait_until
 from tests.factories import cash_sale
 
@@ -50,18 +50,16 @@ def raws_of(db: Path, origin: str) -> list[bytes]:
 
 async def raw_nats_rate(tmp: Path, raws: list[bytes]) -> float:
     """Events/s through one nats-server, core publish -> subscribe, framed in CHUNKs."""
-    from broker.credentials import generate_store_credentials
     from replicas.sync.protocol import build_reply
 
-    creds = generate_store_credentials("s1", ["t1"], hq=True)
+    site = Site(tmp / "raw-nats" / "site")
     frames = [
         build_reply("hq", 1, raws[i : i + CHUNK], 8 << 20, False)[0]
         for i in range(0, len(raws), CHUNK)
     ]
-    cfg = hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port())
-    async with EmbeddedNatsServer(cfg, tmp / "raw-nats") as srv:
-        pub = await nats.connect(**connect_options(srv.client_url, creds["hq"], "hq"))
-        sub = await nats.connect(**connect_options(srv.client_url, creds["hq"], "hq"))
+    async with EmbeddedNatsServer(hq_config(site, ["s1"]), tmp / "raw-nats") as srv:
+        pub = await connect_replica(srv, site, "hq")
+        sub = await connect_replica(srv, site, "hq")
         done, got = asyncio.Event(), [0]
 
         async def on_msg(msg: nats.aio.msg.Msg) -> None:

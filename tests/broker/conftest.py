@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from broker.credentials import Credentials, generate_store_credentials
 from tests.broker.kit import ServerPool, Site
 
 
@@ -44,14 +43,6 @@ async def clients() -> AsyncIterator[list[Client]]:
 
 
 @pytest.fixture
-def creds() -> dict[str, Credentials]:
-    """Store s1 with tills t1..t3, store s2 with till x, and HQ."""
-    c = generate_store_credentials("s1", ["t1", "t2", "t3"], hq=True)
-    c.update(generate_store_credentials("s2", ["x"], hq=False))
-    return c
-
-
-@pytest.fixture
 def site(tmp_path: Path) -> Site:
-    """A site in identity mode: CA, nkeys and seed files (see `Site`)."""
+    """A site: CA, nkeys and seed files (see `Site`)."""
     return Site(tmp_path / "site")

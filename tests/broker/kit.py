@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,24 +21,19 @@ from broker.config import (
     ServerConfig,
     free_port,
     hq_server_config,
-    nkey_hq_server_config,
-    nkey_till_server_config,
     till_server_config,
 )
-from broker.credentials import Credentials
 from broker.identity import Nkey, generate_store_nkeys, public_keys
-from broker.server import EmbeddedNatsServer, connect_options, nkey_connect_options
+from broker.server import EmbeddedNatsServer, connect_options
 from broker.tls import SiteCA, TlsFiles, write_tls_files
 
 __all__ = [
     "Collector",
     "ServerPool",
     "Site",
-    "connect_nkey",
     "connect_replica",
+    "connect_seed",
     "hq_config",
-    "nkey_hq_config",
-    "nkey_store_configs",
     "store_configs",
     "wait_until",
 ]
@@ -98,24 +93,10 @@ class ServerPool:
             await srv.stop()
 
 
-async def connect_replica(
-    srv: EmbeddedNatsServer,
-    creds: Credentials,
-    replica_id: str,
-    errors: list[Exception] | None = None,
-) -> Client:
-    async def on_error(e: Exception) -> None:
-        if errors is not None:
-            errors.append(e)
-
-    opts = connect_options(srv.client_url, creds, replica_id)
-    return await nats.connect(**opts, error_cb=on_error, connect_timeout=2)
-
-
 @dataclass
 class Site:
-    """A site in identity mode on disk: a CA, nkeys for store s1 (t1..t3), store s2
-    (x) and HQ, their seed files, and machine certificates for 127.0.0.1 on demand."""
+    """A site on disk: a CA, nkeys for store s1 (t1..t3), store s2 (x) and HQ, their
+    seed files, and machine certificates for 127.0.0.1 on demand."""
 
     root: Path
     ca: SiteCA = field(init=False)
@@ -147,63 +128,52 @@ class Site:
         return write_tls_files(self.root / "tls" / "client", self.ca.cert)
 
 
-async def connect_nkey(
+async def connect_seed(
     srv: EmbeddedNatsServer,
     seed_file: Path,
     replica_id: str,
     errors: list[Exception] | None = None,
     tls: TlsFiles | None = None,
 ) -> Client:
+    """A client of ``srv`` as ``replica_id`` (its name and inbox), signing with the seed
+    in ``seed_file``; its errors (e.g. permissions violations) go to ``errors``."""
+
     async def on_error(e: Exception) -> None:
         if errors is not None:
             errors.append(e)
 
-    opts = nkey_connect_options(srv.client_url, seed_file, replica_id, tls)
+    opts = connect_options(srv.client_url, seed_file, replica_id, tls)
     return await nats.connect(**opts, error_cb=on_error, connect_timeout=2)
 
 
-def hq_config(creds: Mapping[str, Credentials], stores: Sequence[str]) -> ServerConfig:
-    return hq_server_config(creds, stores, port=free_port(), leaf_port=free_port())
+async def connect_replica(
+    srv: EmbeddedNatsServer,
+    site: Site,
+    replica_id: str,
+    errors: list[Exception] | None = None,
+    tls: TlsFiles | None = None,
+) -> Client:
+    """A client of ``srv`` with ``replica_id``'s own identity from ``site``."""
+    return await connect_seed(srv, site.seed_file(replica_id), replica_id, errors, tls)
+
+
+def hq_config(site: Site, stores: Sequence[str] = ("s1", "s2")) -> ServerConfig:
+    tls = site.machine("hq")
+    return hq_server_config(site.public, stores, tls, port=free_port(), leaf_port=free_port())
 
 
 def store_configs(
-    store: str,
-    tills: Sequence[str],
-    creds: Mapping[str, Credentials],
-    hq_leaf_addrs: Sequence[str] = (),
-) -> list[ServerConfig]:
-    """Configs for a fully meshed store cluster (each till routes to all others)."""
-    cports = [free_port() for _ in tills]
-    return [
-        till_server_config(
-            store,
-            till,
-            creds,
-            port=free_port(),
-            cluster_port=cports[i],
-            peer_cluster_addrs=[f"127.0.0.1:{p}" for j, p in enumerate(cports) if j != i],
-            hq_leaf_addrs=hq_leaf_addrs,
-        )
-        for i, till in enumerate(tills)
-    ]
-
-
-def nkey_hq_config(site: Site, stores: Sequence[str] = ("s1", "s2")) -> ServerConfig:
-    tls = site.machine("hq")
-    return nkey_hq_server_config(site.public, stores, tls, port=free_port(), leaf_port=free_port())
-
-
-def nkey_store_configs(
     site: Site,
     store: str,
     tills: Sequence[str],
     hq_leaf_addrs: Sequence[str] = (),
     client_tls: bool = False,
 ) -> list[ServerConfig]:
-    """`store_configs` in identity mode: nkeys, routes over mutual TLS, TLS leaf link."""
+    """Configs for a fully meshed store cluster (each till routes to all others) over
+    mutual TLS, each till with a TLS leaf link to ``hq_leaf_addrs`` if given."""
     cports = [free_port() for _ in tills]
     return [
-        nkey_till_server_config(
+        till_server_config(
             store,
             till,
             site.public,

@@ -11,22 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.config import (
-    ClusterSpec,
-    ServerConfig,
-    UserSpec,
-    free_port,
-    hq_server_config,
-    render_config,
-    till_server_config,
-)
-from broker.credentials import Credentials, generate_store_credentials
+from broker.config import ClusterSpec, ServerConfig, TlsSpec, free_port, render_config
 from broker.errors import ConfigError
 from broker.identity import Nkey, check_public_key
 from broker.samples import DATA, HUBS, LEAF_SEED_PLACEHOLDER, TILL, sample_configs
 from broker.samples import main as write_samples
 from broker.server import EmbeddedNatsServer, nats_server_binary
-from broker.tls import SiteCA, write_tls_files
+from broker.tls import SiteCA, TlsFiles, client_ssl_context, write_tls_files
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 SEED = re.compile(r"S[A-Z][A-Z2-7]{56}")  # any nkey seed (S + kind + 56)
@@ -44,70 +35,37 @@ def _server_accepts(tmp_path: Path, text: str) -> subprocess.CompletedProcess[st
     )
 
 
-def _till_and_hq() -> tuple[ServerConfig, ServerConfig]:
-    creds = generate_store_credentials("s1", ["t1", "t2"])
-    till = till_server_config(
-        "s1",
-        "t1",
-        creds,
-        port=4222,
-        cluster_port=6222,
-        peer_cluster_addrs=["10.0.0.2:6222"],
-        hq_leaf_addrs=["hq-1:7422", "hq-2:7422"],
-        http_port=8222,
-    )
-    hq = hq_server_config(creds, ["s1"], port=4222, leaf_port=7422)
-    return till, hq
+def _with_tls(files: TlsFiles, port: int = 1) -> ServerConfig:
+    """A server whose client port speaks TLS with ``files``: the free-form strings
+    a conf holds are paths (data folders are wherever the operator put them)."""
+    return ServerConfig(name="q", port=port, tls=TlsSpec(files))
 
 
-def test_rendered_configs_pass_nats_server_check(tmp_path: Path) -> None:
-    for cfg in _till_and_hq():
-        result = _server_accepts(tmp_path, render_config(cfg))
-        assert result.returncode == 0, result.stderr
-
-
-def test_till_config_contents() -> None:
-    till, _ = _till_and_hq()
-    text = render_config(till)
-    assert 'server_name: "s1-t1"' in text
-    assert "max_payload: 8388608" in text
-    assert 'name: "store-s1"' in text
-    assert '@10.0.0.2:6222"' in text and "nats-route://route-s1:" in text
-    assert text.count("nats-leaf://leaf-s1:") == 2
-    assert 'reconnect: "1000ms"' in text
-    assert text.count("allow_responses: true") == 2  # one per till user
-
-
-def test_hq_leaf_users_carry_permissions_at_top_level() -> None:
-    _, hq = _till_and_hq()
-    text = render_config(hq)
-    leaf_block = text[text.index("leafnodes") :]
-    assert "authorization" not in leaf_block  # leaf auth falls back to top-level users
-    assert 'user: "leaf-s1"' in text[: text.index("leafnodes")]
+PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1)
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1))
-def test_any_printable_password_survives_quoting(password: str) -> None:
+@given(PRINTABLE)
+def test_any_printable_path_survives_quoting(name: str) -> None:
     # Round-trip through the real parser would be slow; instead, check the quoted
     # form has no unescaped quote that could end the string early.
-    cfg = ServerConfig(name="q", port=1, users=(UserSpec(Credentials("u", password)),))
-    line = next(x for x in render_config(cfg).splitlines() if "password:" in x)
-    quoted = line.split("password: ", 1)[1]
+    files = TlsFiles(Path("/ca") / name, Path("/cert.pem"), Path("/key.pem"))
+    line = next(x for x in render_config(_with_tls(files)).splitlines() if "ca_file:" in x)
+    quoted = line.split("ca_file: ", 1)[1]
     body = quoted[1:-1]
     assert quoted.startswith('"') and quoted.endswith('"')
     unescaped = body.replace("\\\\", "").replace('\\"', "")
     assert '"' not in unescaped
 
 
-@pytest.mark.parametrize("pw", ['a"b\\c$d#e{f}g h', "$HOME", "x\\\\y", "tab\\t"])
-async def test_awkward_password_authenticates_verbatim(tmp_path: Path, pw: str) -> None:
-    # Live: the server must parse back exactly the bytes the client will send.
-    cfg = ServerConfig(name="q", port=free_port(), users=(UserSpec(Credentials("u", pw)),))
-    async with EmbeddedNatsServer(cfg, tmp_path) as srv:
-        nc = await nats.connect(
-            srv.client_url, user="u", password=pw, allow_reconnect=False, connect_timeout=2
-        )
+@pytest.mark.parametrize("folder", ['a"b\\c$d#e{f}g h', "$HOME", "x\\\\y", "tab\\t"])
+async def test_awkward_paths_are_read_verbatim(tmp_path: Path, folder: str) -> None:
+    # Live: the server must open exactly the files named, and serve that certificate.
+    ca = SiteCA.generate("test")
+    files = write_tls_files(tmp_path / folder, ca.cert, ca.issue_server("q", ips=["127.0.0.1"]))
+    async with EmbeddedNatsServer(_with_tls(files, free_port()), tmp_path) as srv:
+        tls = client_ssl_context(TlsFiles(files.ca_file))
+        nc = await nats.connect(srv.client_url, tls=tls, allow_reconnect=False, connect_timeout=2)
         await nc.close()
 
 
@@ -120,17 +78,12 @@ async def test_awkward_password_authenticates_verbatim(tmp_path: Path, pw: str) 
         ServerConfig(name="x", port=1, cluster=ClusterSpec(name="c", port=0)),
         ServerConfig(name="x", port=1, max_payload=0),
         ServerConfig(name="x", port=1, leaf_reconnect_seconds=0),
-        ServerConfig(name="x", port=1, users=(UserSpec(Credentials("u", "p\n")),)),
+        _with_tls(TlsFiles(Path("/ca\n.pem"), Path("/cert.pem"), Path("/key.pem"))),
     ],
 )
 def test_invalid_configs_raise_config_error(cfg: ServerConfig) -> None:
     with pytest.raises(ConfigError):
         render_config(cfg)
-
-
-def test_missing_credentials_named() -> None:
-    with pytest.raises(ConfigError, match="route:s1"):
-        till_server_config("s1", "t1", {}, port=1, cluster_port=2)
 
 
 def test_free_port_is_bindable() -> None:

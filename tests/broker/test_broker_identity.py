@@ -1,4 +1,4 @@
-"""The pieces of identity mode: nkey seeds and public keys, the site CA and the
+"""The pieces of an identity: nkey seeds and public keys, the site CA and the
 certificates it issues, and the 0600 files they are kept in.
 
 Rendering is in test_broker_identity_config.py; the live behaviour (who may

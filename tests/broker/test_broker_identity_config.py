@@ -1,4 +1,4 @@
-"""Identity mode rendered to conf text: public keys and TLS blocks, no passwords,
+"""Till and hub configs rendered to conf text: public keys and TLS blocks, no passwords,
 checked by nats-server's own parser (``-t``)."""
 
 from __future__ import annotations
@@ -12,18 +12,15 @@ from pathlib import Path
 import pytest
 
 from broker.config import (
-    LeafRemoteSpec,
     NkeyUserSpec,
     ServerConfig,
     TlsSpec,
-    nkey_hq_server_config,
-    nkey_till_server_config,
+    hq_server_config,
     render_config,
+    till_server_config,
 )
-from broker.credentials import Credentials
 from broker.errors import ConfigError, CredentialsError
-from broker.identity import Nkey
-from broker.server import nats_server_binary, nkey_connect_options
+from broker.server import connect_options, nats_server_binary
 from broker.tls import TlsFiles
 from tests.broker.kit import Site
 
@@ -31,7 +28,7 @@ SEED = re.compile(r"S[A-Z][A-Z2-7]{56}")  # any nkey seed (S + kind + 56)
 
 
 def _configs(site: Site) -> tuple[ServerConfig, ServerConfig]:
-    till = nkey_till_server_config(
+    till = till_server_config(
         "s1",
         "t1",
         site.public,
@@ -39,11 +36,12 @@ def _configs(site: Site) -> tuple[ServerConfig, ServerConfig]:
         port=4222,
         cluster_port=6222,
         peer_cluster_addrs=["10.0.0.2:6222"],
-        hq_leaf_addrs=["hq-1:7422"],
+        hq_leaf_addrs=["hq-1:7422", "hq-2:7422"],
         leaf_nkey=site.keys["s1/t1"],
+        http_port=8222,
         client_tls=True,
     )
-    hq = nkey_hq_server_config(
+    hq = hq_server_config(
         site.public, ["s1", "s2"], site.machine("hq"), port=4222, leaf_port=7422, cluster_port=6222
     )
     return till, hq
@@ -81,6 +79,18 @@ def test_identity_configs_hold_no_password_and_only_the_leaf_seed(site: Site) ->
     assert f'nkey: "{site.keys["s2/x"].public_key}"' in hq  # s2's till, as a leaf user
 
 
+def test_till_config_contents(site: Site) -> None:
+    till, _ = _configs(site)
+    text = render_config(till)
+    assert 'server_name: "s1-t1"' in text
+    assert "max_payload: 8388608" in text
+    assert 'name: "store-s1"' in text
+    assert '"nats-route://10.0.0.2:6222"' in text
+    assert '"nats-leaf://hq-1:7422"' in text and '"nats-leaf://hq-2:7422"' in text
+    assert 'reconnect: "1000ms"' in text
+    assert 'http: "127.0.0.1:8222"' in text
+
+
 def test_identity_configs_render_mutual_tls_and_permissions(site: Site) -> None:
     till, hq = (render_config(c) for c in _configs(site))
     cluster = till[till.index("cluster:") : till.index("leafnodes:")]
@@ -89,7 +99,10 @@ def test_identity_configs_render_mutual_tls_and_permissions(site: Site) -> None:
     assert till.count('"_INBOX.s1.t1.>"') == 1  # t1's replies are t1's alone
     assert till.count('"STANDARD"') == 3
     leaf = hq[hq.index("leafnodes:") :]
+    # Leaf users in leafnodes { authorization } could carry no permissions: they are
+    # top-level users, with their store's leaf permissions.
     assert "verify: true" in leaf and "authorization" not in leaf
+    assert '"tm.pull.hq.s1.*"' in hq[: hq.index("leafnodes:")]
     assert hq.count('"LEAFNODE"') == 4  # a till, at HQ, cannot log in as a client
     assert "ping_interval" in till and "dont_randomize: true" in till  # WAN, then LTE
 
@@ -105,14 +118,8 @@ def _tls(tmp: Path) -> TlsFiles:
         lambda c, t: replace(c, tls=TlsSpec(TlsFiles(t.ca_file))),  # listener without a cert
         lambda c, t: replace(c, tls=TlsSpec(t, timeout=0)),
         lambda c, t: replace(c, users=(NkeyUserSpec("UNOTAKEY"),)),
-        lambda c, t: replace(
-            c,
-            leaf_remotes=(
-                LeafRemoteSpec(("hq:7422",), Credentials("u", "p"), nkey=Nkey.generate()),
-            ),
-        ),
     ],
-    ids=["relative-path", "no-cert", "timeout", "bad-nkey", "creds-and-nkey"],
+    ids=["relative-path", "no-cert", "timeout", "bad-nkey"],
 )
 def test_bad_identity_configs_raise_config_error(
     tmp_path: Path, change: Callable[[ServerConfig, TlsFiles], ServerConfig]
@@ -121,23 +128,23 @@ def test_bad_identity_configs_raise_config_error(
         render_config(change(ServerConfig(name="x", port=1), _tls(tmp_path)))
 
 
-def test_leaf_link_without_its_nkey_is_a_config_error(site: Site) -> None:
+def test_missing_identities_are_config_errors(site: Site) -> None:
     with pytest.raises(ConfigError, match="leaf_nkey"):
-        nkey_till_server_config(
+        till_server_config(
             "s1", "t1", site.public, site.machine("s1-t1"), port=1, cluster_port=2,
             hq_leaf_addrs=["hq:7422"],
         )  # fmt: skip
+    with pytest.raises(ConfigError, match="missing entry 'hq'"):
+        hq_server_config({}, [], site.machine("hq"), port=1, leaf_port=2)
     with pytest.raises(ConfigError, match="no till of store 's2'"):
-        nkey_hq_server_config(
-            {"hq": site.public["hq"]}, ["s2"], site.machine("hq"), port=1, leaf_port=2
-        )
+        hq_server_config({"hq": site.public["hq"]}, ["s2"], site.machine("hq"), port=1, leaf_port=2)
 
 
 def test_connect_options_refuse_a_bad_seed_file_up_front(tmp_path: Path) -> None:
     (tmp_path / "bad.nk").write_text("SUnope\n")
     for path in (tmp_path / "bad.nk", tmp_path / "missing.nk"):
         with pytest.raises(CredentialsError):
-            nkey_connect_options("nats://127.0.0.1:4222", path, "s1/t1")
+            connect_options("nats://127.0.0.1:4222", path, "s1/t1")
 
 
 def test_a_tls_timeout_renders_as_the_server_reads_it(site: Site, tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ import asyncio
 
 from nats.aio.client import Client
 
-from broker.credentials import Credentials
 from broker.subjects import events_subject
 from tests.broker.kit import (
     Collector,
     ServerPool,
+    Site,
     connect_replica,
     hq_config,
     probe_until_seen,
@@ -39,16 +39,16 @@ GRACE = 0.5  # seconds to keep listening for late duplicates
 
 
 async def test_one_copy_per_message_over_three_leafs(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    hub = await servers.start(hq_config(creds, ["s1"]))
+    hub = await servers.start(hq_config(site, ["s1"]))
     leaf = [f"127.0.0.1:{hub.leaf_port}"]
-    tills = [await servers.start(c) for c in store_configs("s1", ["t1", "t2", "t3"], creds, leaf)]
+    tills = [await servers.start(c) for c in store_configs(site, "s1", ["t1", "t2", "t3"], leaf)]
     await wait_full_mesh(tills)
     await wait_leafs(hub, 3)
-    hq = await connect_replica(hub, creds["hq"], "hq")
+    hq = await connect_replica(hub, site, "hq")
     rids = ["s1/t1", "s1/t2", "s1/t3"]
-    conns = [await connect_replica(s, creds[r], r) for s, r in zip(tills, rids, strict=True)]
+    conns = [await connect_replica(s, site, r) for s, r in zip(tills, rids, strict=True)]
     clients += [hq, *conns]
     at_hq, at_t3 = Collector(), Collector()
     await hq.subscribe("tm.ev.s1.>", cb=at_hq.on_msg)

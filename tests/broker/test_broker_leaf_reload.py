@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from broker.config import render_config
-from broker.credentials import Credentials
 from broker.server import EmbeddedNatsServer
-from tests.broker.kit import ServerPool, hq_config, store_configs, wait_leafs, wait_until
+from tests.broker.kit import ServerPool, Site, hq_config, store_configs, wait_leafs, wait_until
 
 
 def _with_leaf(srv: EmbeddedNatsServer, *, disabled: bool):
@@ -21,10 +20,10 @@ async def _leafs(srv: EmbeddedNatsServer) -> int:
 
 
 async def test_disabling_the_leaf_remote_drops_the_link_and_enabling_restores_it(
-    servers: ServerPool, creds: dict[str, Credentials]
+    servers: ServerPool, site: Site
 ) -> None:
-    hub = await servers.start(hq_config(creds, ["s1"]))
-    (config,) = store_configs("s1", ["t1"], creds, [f"127.0.0.1:{hub.leaf_port}"])
+    hub = await servers.start(hq_config(site, ["s1"]))
+    (config,) = store_configs(site, "s1", ["t1"], [f"127.0.0.1:{hub.leaf_port}"])
     till = await servers.start(config)
     await wait_leafs(hub, 1)
     pid = till.pid

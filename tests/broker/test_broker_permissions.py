@@ -1,37 +1,34 @@
-"""Permissions are enforced by the server, on client and on leaf connections.
+"""The permission sets of each replica and each store's leaf, and the server
+enforcing them on client and on leaf connections.
 
 Negative checks need no sleeps: each forbidden publish is followed by an allowed
 one on the same connection and path, and NATS keeps per-publisher order, so once
 the allowed message has arrived the forbidden one would already have arrived.
-
-The pull tests run in both modes (passwords, and nkeys over TLS links): the same
-permission functions feed both, and both must fence who a pull request names.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.config import NkeyUserSpec, UserSpec
-from broker.credentials import Credentials
+from broker.config import NkeyUserSpec
+from broker.errors import InvalidReplicaId
 from broker.identity import Nkey
+from broker.permissions import leaf_permissions, permissions_for
 from broker.server import EmbeddedNatsServer
-from broker.subjects import ALL_EVENTS, ALL_VV, events_subject, pull_subject, pulls_to
+from broker.subjects import pull_subject, pulls_to
 from tests.broker.kit import (
     Collector,
     ServerPool,
     Site,
-    connect_nkey,
     connect_replica,
+    connect_seed,
     hq_config,
-    nkey_hq_config,
-    nkey_store_configs,
     probe_until_seen,
     store_configs,
     wait_leafs,
@@ -39,43 +36,60 @@ from tests.broker.kit import (
 )
 
 
-async def test_till_cannot_publish_as_another_till(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
-) -> None:
-    (cfg,) = store_configs("s1", ["t1"], creds)
-    srv = await servers.start(cfg)
-    errors: list[Exception] = []
-    t1 = await connect_replica(srv, creds["s1/t1"], "s1/t1", errors)
-    t2 = await connect_replica(srv, creds["s1/t2"], "s1/t2")  # same server is enough
-    clients += [t1, t2]
-    sink = Collector()
-    await t2.subscribe("tm.ev.s1.>", cb=sink.on_msg)
-    # Not t2.flush(): observed to return before the server had processed t2's SUB
-    # (a PONG answering an earlier PING?), so prove the interest with a probe.
-    await probe_until_seen(t1, events_subject("s1/t1"), sink)
+def test_till_permissions() -> None:
+    p = permissions_for("s1/t1", "s1")
+    assert p["publish"]["allow"] == [
+        "tm.ev.s1.t1",
+        "tm.vv.s1.t1",
+        "tm.pull.s1.*.s1.t1",  # pulls from its store's tills, as itself
+        "tm.pull.hq.s1.t1",  # pulls from HQ, as itself
+    ]
+    assert set(p["subscribe"]["allow"]) == {
+        "tm.ev.s1.>",
+        "tm.ev.hq",
+        "tm.vv.s1.>",
+        "tm.vv.hq",
+        "tm.pull.s1.t1.>",  # pulls addressed to it, by anyone
+        "_INBOX.s1.t1.>",
+    }
+    assert p["allow_responses"] is True
+    json.dumps(p)  # plain data, renderable
 
-    await t1.publish(events_subject("s1/t2"), b"forged")
-    await t1.publish(events_subject("s1/t1"), b"genuine")
-    await sink.wait_for(events_subject("s1/t1"), b"genuine")
-    assert sink.count(events_subject("s1/t2")) == 0
 
-    async def reported() -> bool:
-        return any("permissions violation" in str(e) for e in errors)
+def test_hq_permissions() -> None:
+    p = permissions_for("hq")
+    assert p["publish"]["allow"] == ["tm.ev.hq", "tm.vv.hq", "tm.pull.*.*.hq"]
+    assert p["subscribe"]["allow"] == ["tm.ev.>", "tm.vv.>", "tm.pull.hq.>", "_INBOX.hq.>"]
 
-    # nats-py hands the server's -ERR to error_cb as nats.errors.Error:
-    # 'nats: permissions violation for publish to "tm.ev.s1.t2"'; the connection stays up.
-    await wait_until(reported, "permissions violation reported to error_cb")
-    assert any('"tm.ev.s1.t2"' in str(e) for e in errors)
-    assert t1.is_connected
+
+def test_store_mismatch_is_refused() -> None:
+    with pytest.raises(InvalidReplicaId):
+        permissions_for("s1/t1", "s2")
+
+
+def test_leaf_permissions_are_scoped_to_the_store() -> None:
+    p = leaf_permissions("s1")
+    assert not any("s2" in s for s in p["publish"]["allow"] + p["subscribe"]["allow"])
+    assert "tm.ev.s1.>" in p["publish"]["allow"]
+    assert "_INBOX.hq.>" in p["publish"]["allow"]  # replies to HQ pulls cross the leaf
+    assert "tm.ev.s1.>" not in p["subscribe"]["allow"]
+    # Pulls cross the leaf between HQ and s1's tills only, each naming its requester.
+    assert [s for s in p["publish"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.hq.s1.*"]
+    assert [s for s in p["subscribe"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.s1.*.hq"]
+
+
+# --- enforced by the server ----------------------------------------------------------------
+# Publishing as another till, and a store server injecting another store's subjects
+# into HQ, are refused in test_broker_identity_live.py.
 
 
 async def test_till_cannot_subscribe_to_other_stores(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    (cfg,) = store_configs("s1", ["t1"], creds)
+    (cfg,) = store_configs(site, "s1", ["t1"])
     srv = await servers.start(cfg)
     errors: list[Exception] = []
-    t1 = await connect_replica(srv, creds["s1/t1"], "s1/t1", errors)
+    t1 = await connect_replica(srv, site, "s1/t1", errors)
     clients.append(t1)
     await t1.subscribe("tm.ev.s2.>")
 
@@ -85,36 +99,7 @@ async def test_till_cannot_subscribe_to_other_stores(
     await wait_until(reported, "subscribe violation reported to error_cb")
 
 
-async def test_store_leaf_cannot_inject_other_store_subjects_into_hq(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
-) -> None:
-    hub = await servers.start(hq_config(creds, ["s1", "s2"]))
-    (cfg,) = store_configs("s1", ["t1"], creds, [f"127.0.0.1:{hub.leaf_port}"])
-    # A compromised store server: a local user with no permissions at all. Only
-    # HQ's leaf permissions stand between it and the other stores' subjects.
-    rogue = Credentials("rogue", "rogue-password")
-    till = await servers.start(replace(cfg, users=(*cfg.users, UserSpec(rogue))))
-    await wait_leafs(hub, 1)
-    hq = await connect_replica(hub, creds["hq"], "hq")
-    bad = await nats.connect(till.client_url, user=rogue.user, password=rogue.password)
-    clients += [hq, bad]
-    at_hq = Collector()
-    for subject in (ALL_EVENTS, ALL_VV):
-        await hq.subscribe(subject, cb=at_hq.on_msg)
-    await probe_until_seen(bad, events_subject("s1/t1"), at_hq)
-
-    await bad.publish(events_subject("s2/x"), b"injected")
-    await bad.publish("tm.vv.s2.x", b"injected")
-    await bad.publish(events_subject("hq"), b"injected")
-    await bad.publish(events_subject("s1/t1"), b"allowed")
-    await at_hq.wait_for(events_subject("s1/t1"), b"allowed")
-    assert [m for m in at_hq.msgs if m[1] == b"injected"] == []
-
-
 # --- pull requests name their requester, and only the requester may send them --------------
-
-ROGUE = Credentials("rogue", "rogue-password")
-Connect = Callable[[EmbeddedNatsServer, str, list[Exception]], Awaitable[Client]]
 
 
 @dataclass
@@ -123,54 +108,27 @@ class Linked:
     server also has a rogue user without permissions: a compromised store server,
     fenced only by HQ's leaf permissions for s1."""
 
+    site: Site
     hub: EmbeddedNatsServer
     till: EmbeddedNatsServer
-    connect: Connect  # a replica's client with its own credentials
-    rogue: Callable[[], Awaitable[Client]]
+    rogue_key: Nkey
+
+    async def connect(self, srv: EmbeddedNatsServer, rid: str, errors: list[Exception]) -> Client:
+        """A replica's client with its own identity."""
+        return await connect_replica(srv, self.site, rid, errors)
+
+    async def rogue(self) -> Client:
+        return await connect_seed(self.till, self.site.seed_file("rogue", self.rogue_key), "s1/t1")
 
 
-async def _password_link(servers: ServerPool, creds: dict[str, Credentials]) -> Linked:
-    hub = await servers.start(hq_config(creds, ["s1", "s2"]))
-    (cfg,) = store_configs("s1", ["t1"], creds, [f"127.0.0.1:{hub.leaf_port}"])
-    till = await servers.start(replace(cfg, users=(*cfg.users, UserSpec(ROGUE))))
-
-    async def connect(srv: EmbeddedNatsServer, rid: str, errors: list[Exception]) -> Client:
-        return await connect_replica(srv, creds[rid], rid, errors)
-
-    async def rogue() -> Client:
-        return await nats.connect(till.client_url, user=ROGUE.user, password=ROGUE.password)
-
-    return Linked(hub, till, connect, rogue)
-
-
-async def _nkey_link(servers: ServerPool, site: Site) -> Linked:
-    hub = await servers.start(nkey_hq_config(site))
-    (cfg,) = nkey_store_configs(site, "s1", ["t1"], [f"127.0.0.1:{hub.leaf_port}"])
+@pytest.fixture
+async def linked(servers: ServerPool, site: Site) -> Linked:
+    hub = await servers.start(hq_config(site))
+    (cfg,) = store_configs(site, "s1", ["t1"], [f"127.0.0.1:{hub.leaf_port}"])
     key = Nkey.generate()
     till = await servers.start(replace(cfg, users=(*cfg.users, NkeyUserSpec(key.public_key))))
-
-    async def connect(srv: EmbeddedNatsServer, rid: str, errors: list[Exception]) -> Client:
-        return await connect_nkey(srv, site.seed_file(rid), rid, errors)
-
-    async def rogue() -> Client:
-        return await connect_nkey(till, site.seed_file("rogue", key), "s1/t1")
-
-    return Linked(hub, till, connect, rogue)
-
-
-@pytest.fixture(params=["password", "nkey"])
-async def linked(
-    request: pytest.FixtureRequest,
-    servers: ServerPool,
-    creds: dict[str, Credentials],
-    site: Site,
-) -> Linked:
-    if request.param == "password":
-        link = await _password_link(servers, creds)
-    else:
-        link = await _nkey_link(servers, site)
-    await wait_leafs(link.hub, 1)
-    return link
+    await wait_leafs(hub, 1)
+    return Linked(site, hub, till, key)
 
 
 async def _pulls_at_hq(link: Linked, clients: list[Client]) -> Collector:
@@ -250,7 +208,7 @@ async def test_a_store_leaf_carries_no_pull_in_another_stores_name(
 async def test_the_server_does_not_fence_reply_subjects(
     linked: Linked, clients: list[Client]
 ) -> None:
-    """Why the responder checks the reply inbox (broker.credentials): a till's pull in
+    """Why the responder checks the reply inbox (broker.permissions): a till's pull in
     its own name, asking for the reply on another store's inbox, reaches HQ."""
     hq = await linked.connect(linked.hub, "hq", [])
     t1 = await linked.connect(linked.till, "s1/t1", [])

@@ -11,15 +11,22 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 from nats.aio.client import Client
 
-from broker.config import ServerConfig, UserSpec, free_port
-from broker.credentials import Credentials, permissions_for
+from broker.config import NkeyUserSpec, ServerConfig, free_port
 from broker.errors import BinaryNotFound, ServerStartError
+from broker.permissions import permissions_for
 from broker.server import EmbeddedNatsServer, connect_options, nats_server_binary
-from tests.broker.kit import Collector, ServerPool, connect_replica, probe_until_seen, wait_until
+from tests.broker.kit import (
+    Collector,
+    ServerPool,
+    Site,
+    connect_replica,
+    probe_until_seen,
+    wait_until,
+)
 
 
-def _single(creds: dict[str, Credentials]) -> ServerConfig:
-    user = UserSpec(creds["s1/t1"], permissions_for("s1/t1"))
+def _single(site: Site) -> ServerConfig:
+    user = NkeyUserSpec(site.public["s1/t1"], permissions_for("s1/t1"))
     return ServerConfig(name="solo", port=free_port(), users=(user,))
 
 
@@ -37,12 +44,12 @@ def test_binary_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 async def test_single_server_pubsub_and_exit_stops_pid(
-    tmp_path: Path, creds: dict[str, Credentials], clients: list[Client]
+    tmp_path: Path, site: Site, clients: list[Client]
 ) -> None:
-    async with EmbeddedNatsServer(_single(creds), tmp_path) as srv:
+    async with EmbeddedNatsServer(_single(site), tmp_path) as srv:
         pid = srv.pid
         assert psutil.Process(pid).name().startswith("nats-server")
-        nc = await connect_replica(srv, creds["s1/t1"], "s1/t1")
+        nc = await connect_replica(srv, site, "s1/t1")
         clients.append(nc)
         sink = Collector()
         await nc.subscribe("tm.ev.s1.>", cb=sink.on_msg)
@@ -72,11 +79,11 @@ async def test_port_in_use_raises_start_error(servers: ServerPool) -> None:
 
 
 async def test_sigterm_stop_reaps_and_restart_reuses_ports(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    srv = await servers.start(_single(creds))
+    srv = await servers.start(_single(site))
     old_pid, url = srv.pid, srv.client_url
-    nc = await connect_replica(srv, creds["s1/t1"], "s1/t1")
+    nc = await connect_replica(srv, site, "s1/t1")
     clients.append(nc)
     await srv.restart()
     assert srv.pid != old_pid and srv.client_url == url
@@ -92,10 +99,10 @@ async def test_sigterm_stop_reaps_and_restart_reuses_ports(
 
 
 async def test_pause_blocks_delivery_until_resume(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    srv = await servers.start(_single(creds))
-    nc = await connect_replica(srv, creds["s1/t1"], "s1/t1")
+    srv = await servers.start(_single(site))
+    nc = await connect_replica(srv, site, "s1/t1")
     clients.append(nc)
     sink = Collector()
     await nc.subscribe("tm.ev.s1.>", cb=sink.on_msg)
@@ -107,23 +114,22 @@ async def test_pause_blocks_delivery_until_resume(
     await sink.wait_for("tm.ev.s1.t1", b"while-paused")
 
 
-async def test_stop_of_paused_server_still_terminates(
-    servers: ServerPool, creds: dict[str, Credentials]
-) -> None:
-    srv = await servers.start(_single(creds))
+async def test_stop_of_paused_server_still_terminates(servers: ServerPool, site: Site) -> None:
+    srv = await servers.start(_single(site))
     pid = srv.pid
     await srv.pause()
     await srv.stop()
     assert not psutil.pid_exists(pid)
 
 
-def test_connect_options_reconnect_forever(creds: dict[str, Credentials]) -> None:
-    opts = connect_options("nats://127.0.0.1:4222", creds["s1/t2"], "s1/t2")
+def test_connect_options_reconnect_forever(site: Site) -> None:
+    seed = site.seed_file("s1/t2")
+    opts = connect_options("nats://127.0.0.1:4222", seed, "s1/t2")
     assert opts["max_reconnect_attempts"] == -1
     assert opts["allow_reconnect"] is True
     assert opts["reconnect_time_wait"] <= 1
     assert opts["inbox_prefix"] == "_INBOX.s1.t2"
-    assert (opts["user"], opts["password"]) == (creds["s1/t2"].user, creds["s1/t2"].password)
+    assert opts["nkeys_seed"] == str(seed) and "tls" not in opts
     assert opts["name"] == "s1/t2"
 
 

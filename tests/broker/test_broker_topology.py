@@ -10,12 +10,12 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from broker.config import free_port, hq_server_config
-from broker.credentials import Credentials
 from broker.server import EmbeddedNatsServer
 from broker.subjects import events_subject, pull_subject, pulls_to
 from tests.broker.kit import (
     Collector,
     ServerPool,
+    Site,
     connect_replica,
     hq_config,
     probe_until_seen,
@@ -29,20 +29,20 @@ TILLS = ["t1", "t2", "t3"]
 
 
 async def _store(
-    servers: ServerPool, creds: dict[str, Credentials], hub: EmbeddedNatsServer | None = None
+    servers: ServerPool, site: Site, hub: EmbeddedNatsServer | None = None
 ) -> list[EmbeddedNatsServer]:
     leaf_addrs = [f"127.0.0.1:{hub.leaf_port}"] if hub is not None else []
-    started = [await servers.start(c) for c in store_configs("s1", TILLS, creds, leaf_addrs)]
+    started = [await servers.start(c) for c in store_configs(site, "s1", TILLS, leaf_addrs)]
     await wait_full_mesh(started)
     return started
 
 
 async def test_store_cluster_survives_sigkill_of_one_till(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    s1, s2, s3 = await _store(servers, creds)
-    c1 = await connect_replica(s1, creds["s1/t1"], "s1/t1")
-    c3 = await connect_replica(s3, creds["s1/t3"], "s1/t3")
+    s1, s2, s3 = await _store(servers, site)
+    c1 = await connect_replica(s1, site, "s1/t1")
+    c3 = await connect_replica(s3, site, "s1/t3")
     clients += [c1, c3]
     sink = Collector()
     await c3.subscribe("tm.ev.s1.>", cb=sink.on_msg)
@@ -55,14 +55,14 @@ async def test_store_cluster_survives_sigkill_of_one_till(
 
 
 async def test_hq_and_store_over_leaf(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    hub = await servers.start(hq_config(creds, ["s1", "s2"]))
-    s1, _s2, s3 = await _store(servers, creds, hub)
+    hub = await servers.start(hq_config(site))
+    s1, _s2, s3 = await _store(servers, site, hub)
     await wait_leafs(hub, 3)
-    hq = await connect_replica(hub, creds["hq"], "hq")
-    t1 = await connect_replica(s1, creds["s1/t1"], "s1/t1")
-    t3 = await connect_replica(s3, creds["s1/t3"], "s1/t3")
+    hq = await connect_replica(hub, site, "hq")
+    t1 = await connect_replica(s1, site, "s1/t1")
+    t3 = await connect_replica(s3, site, "s1/t3")
     clients += [hq, t1, t3]
 
     # till -> HQ
@@ -100,10 +100,10 @@ async def _request_until_answered(nc: Client, subject: str, data: bytes) -> byte
 
 
 async def test_leaf_link_heals_after_hq_sigkill_and_restart(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
-    hub = await servers.start(hq_config(creds, ["s1"]))
-    s1, _s2, _s3 = await _store(servers, creds, hub)
+    hub = await servers.start(hq_config(site, ["s1"]))
+    s1, _s2, _s3 = await _store(servers, site, hub)
     await wait_leafs(hub, 3)
     old_pid = hub.pid
 
@@ -115,8 +115,8 @@ async def test_leaf_link_heals_after_hq_sigkill_and_restart(
     healed_in = await wait_leafs(hub, 3, timeout=10)
     assert healed_in < 5
 
-    hq = await connect_replica(hub, creds["hq"], "hq")
-    t1 = await connect_replica(s1, creds["s1/t1"], "s1/t1")
+    hq = await connect_replica(hub, site, "hq")
+    t1 = await connect_replica(s1, site, "s1/t1")
     clients += [hq, t1]
     at_hq = Collector()
     await hq.subscribe("tm.ev.s1.>", cb=at_hq.on_msg)
@@ -124,15 +124,16 @@ async def test_leaf_link_heals_after_hq_sigkill_and_restart(
 
 
 async def test_leaf_fails_over_across_a_three_node_hq(
-    servers: ServerPool, creds: dict[str, Credentials], clients: list[Client]
+    servers: ServerPool, site: Site, clients: list[Client]
 ) -> None:
     ports = [(free_port(), free_port(), free_port()) for _ in range(3)]  # client, leaf, route
     hubs = []
     for i, (port, leaf_port, cport) in enumerate(ports):
         peers = [f"127.0.0.1:{p[2]}" for j, p in enumerate(ports) if j != i]
         cfg = hq_server_config(
-            creds,
+            site.public,
             ["s1"],
+            site.machine(f"hq-{i + 1}"),
             name=f"hq-{i + 1}",
             port=port,
             leaf_port=leaf_port,
@@ -141,7 +142,7 @@ async def test_leaf_fails_over_across_a_three_node_hq(
         )
         hubs.append(await servers.start(cfg))
     await wait_full_mesh(hubs)
-    (till_cfg,) = store_configs("s1", ["t1"], creds, [f"127.0.0.1:{p[1]}" for p in ports])
+    (till_cfg,) = store_configs(site, "s1", ["t1"], [f"127.0.0.1:{p[1]}" for p in ports])
     till = await servers.start(till_cfg)
 
     async def leaf_count(hub: EmbeddedNatsServer) -> int:
@@ -160,8 +161,8 @@ async def test_leaf_fails_over_across_a_three_node_hq(
     await wait_until(found_attached, "the store's leaf connected to one HQ node")
     victim = attached[0]
     survivor = next(h for h in hubs if h is not victim)
-    hq = await connect_replica(survivor, creds["hq"], "hq")
-    t1 = await connect_replica(till, creds["s1/t1"], "s1/t1")
+    hq = await connect_replica(survivor, site, "hq")
+    t1 = await connect_replica(till, site, "s1/t1")
     clients += [hq, t1]
     at_hq = Collector()
     await hq.subscribe("tm.ev.s1.>", cb=at_hq.on_msg)

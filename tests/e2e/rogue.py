@@ -9,7 +9,7 @@ import msgspec
 import nats
 from nats.aio.client import Client
 
-from broker.server import nkey_connect_options
+from broker.server import connect_options
 from core.events import Body, Event, encode_event, event_hash
 from core.signing import Ed25519Signer
 from replicas.site import load_signer
@@ -23,7 +23,7 @@ async def connect_as(mesh: Mesh, who: str, server: str, errors: list[Exception])
     """A raw NATS client with `who`'s credentials, on `server`'s nats-server."""
     url = f"nats://{mesh.site.host}:{mesh.site.ports[server].nats}"
     seed = mesh.site.identity_dir(mesh.root, who) / "nkey.seed"
-    options = nkey_connect_options(url, seed, who)
+    options = connect_options(url, seed, who)
 
     async def on_error(e: Exception) -> None:
         errors.append(e)

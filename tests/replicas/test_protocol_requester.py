@@ -5,7 +5,7 @@ before anything is read or any budget spent, and recorded against the requester 
 subject names, never against the replica whose inbox it named (issue 13, item 5).
 
 HQ runs the shipping `SyncTransport` over a real log. The requests come from raw
-clients with tills' own credentials on s1/t1's server, across the leaf link, and from
+clients with tills' own identities on s1/t1's server, across the leaf link, and from
 a rogue user of that server (a compromised store server, fenced only by HQ's leaf
 permissions). A till's genuine pull, answered, first proves HQ's interest has crossed
 the leaf; each refused request is then followed by a genuine one on the same
@@ -28,9 +28,9 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.config import UserSpec, free_port, hq_server_config, till_server_config
-from broker.credentials import Credentials, generate_store_credentials
-from broker.server import EmbeddedNatsServer, connect_options
+from broker.config import NkeyUserSpec
+from broker.identity import Nkey
+from broker.server import EmbeddedNatsServer
 from broker.subjects import inbox_prefix, pull_subject
 from conflict.state import StoreState
 from core.events import StockReceived
@@ -39,13 +39,21 @@ from replicas.sync.config import FORGED_REPLY, STRAY_REQUEST, UNNAMED, SyncConfi
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import EventsFrame, PullRequest, decode_message, encode_message
 from replicas.sync.transport import SyncTransport
-from tests.broker.kit import Collector, wait_leafs, wait_until
+from tests.broker.kit import (
+    Collector,
+    Site,
+    connect_replica,
+    connect_seed,
+    hq_config,
+    store_configs,
+    wait_leafs,
+    wait_until,
+)
 
 BURST = 5
 # A budget of BURST events per requester that (practically) never refills: a request
 # served by mistake would leave its requester's next pull with nothing.
 CONFIG = SyncConfig(serve_rate=1e-6, serve_burst=BURST, announce_interval=60, pull_timeout=2)
-ROGUE = Credentials("rogue", "rogue-password")
 
 
 @dataclass
@@ -54,25 +62,19 @@ class Served:
 
     engine: SyncEngine
     till: EmbeddedNatsServer
-    creds: dict[str, Credentials]
+    site: Site
+    rogue_key: Nkey
     clients: list[Client] = field(default_factory=list)
 
     async def client(self, rid: str) -> Client:
-        """A till's client on s1/t1's server, with its own credentials and inbox."""
-        options = connect_options(self.till.client_url, self.creds[rid], rid)
-        nc = await nats.connect(**options, connect_timeout=2)
+        """A till's client on s1/t1's server, with its own identity and inbox."""
+        nc = await connect_replica(self.till, self.site, rid)
         self.clients.append(nc)
         return nc
 
     async def rogue(self) -> Client:
         """A user of the store server without permissions, reading t1's inbox."""
-        nc = await nats.connect(
-            self.till.client_url,
-            user=ROGUE.user,
-            password=ROGUE.password,
-            inbox_prefix="_INBOX.s1.t1",
-            connect_timeout=2,
-        )
+        nc = await connect_seed(self.till, self.site.seed_file("rogue", self.rogue_key), "s1/t1")
         self.clients.append(nc)
         return nc
 
@@ -83,13 +85,11 @@ class Served:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    creds = generate_store_credentials("s1", ["t1", "t2", "t3"], hq=True)
-    hub_cfg = hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port())
-    leaf = [f"127.0.0.1:{hub_cfg.leaf_port}"]
-    till_cfg = till_server_config(
-        "s1", "t1", creds, port=free_port(), cluster_port=free_port(), hq_leaf_addrs=leaf
-    )
-    till_cfg = replace(till_cfg, users=(*till_cfg.users, UserSpec(ROGUE)))
+    site = Site(tmp_path / "site")
+    hub_cfg = hq_config(site, ["s1"])
+    (till_cfg,) = store_configs(site, "s1", ["t1"], [f"127.0.0.1:{hub_cfg.leaf_port}"])
+    rogue = Nkey.generate()
+    till_cfg = replace(till_cfg, users=(*till_cfg.users, NkeyUserSpec(rogue.public_key)))
     async with contextlib.AsyncExitStack() as stack:
         hub = await stack.enter_async_context(EmbeddedNatsServer(hub_cfg, tmp_path))
         till = await stack.enter_async_context(EmbeddedNatsServer(till_cfg, tmp_path))
@@ -97,15 +97,15 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         log = await EventLog.open(tmp_path / "hq.db", "hq", StoreState())
         stack.push_async_callback(log.close)
         await log.append_many([StockReceived(sku="SKU-1", qty=i + 1) for i in range(2 * BURST)])
-        nc = await nats.connect(**connect_options(hub.client_url, creds["hq"], "hq"))
+        nc = await connect_replica(hub, site, "hq")
         stack.push_async_callback(nc.close)
         engine = SyncEngine("hq", config=CONFIG, vv=log.version_vector())
         transport = SyncTransport(nc, log, engine, tick_interval=60)
         await transport.start()
         stack.push_async_callback(transport.close)
-        site = Served(engine, till, creds)
-        yield site
-        for client in site.clients:
+        served = Served(engine, till, site, rogue)
+        yield served
+        for client in served.clients:
             await client.close()
 
 

@@ -15,13 +15,11 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 
-from broker.config import free_port, hq_server_config, till_server_config
-from broker.credentials import Credentials, generate_store_credentials, permissions_for
-from broker.server import EmbeddedNatsServer, connect_options
+from broker.permissions import permissions_for
+from broker.server import EmbeddedNatsServer
 from broker.subjects import inbox_prefix, is_inbox_of, peer_from_subject, pull_parties
 from core.events import StockReceived
 from core.fold import Accepted
@@ -30,6 +28,7 @@ from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import Publish, Request, holds
 from replicas.sync.transport import SyncTransport, subscriptions_for
+from tests.broker.kit import Site, connect_replica, hq_config, store_configs
 
 CONFIG = SyncConfig(announce_interval=0.5, announce_min_gap=0.05, pull_window=20, pull_timeout=2)
 
@@ -87,21 +86,10 @@ class Replica:
 
 @pytest.fixture
 async def network(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[Replica]]]:
-    creds = generate_store_credentials("s1", ["t1", "t2"], hq=True)
-    hub = EmbeddedNatsServer(
-        hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port()), tmp_path
-    )
-    store = EmbeddedNatsServer(
-        till_server_config(
-            "s1",
-            "t1",
-            creds,
-            port=free_port(),
-            cluster_port=free_port(),
-            hq_leaf_addrs=[f"127.0.0.1:{hub.config.leaf_port}"],
-        ),
-        tmp_path,
-    )
+    site = Site(tmp_path / "site")
+    hub = EmbeddedNatsServer(hq_config(site, ["s1"]), tmp_path)
+    (till,) = store_configs(site, "s1", ["t1"], [f"127.0.0.1:{hub.config.leaf_port}"])
+    store = EmbeddedNatsServer(till, tmp_path)
     replicas: list[Replica] = []
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(hub)
@@ -110,7 +98,7 @@ async def network(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[Rep
 
         async def start(rid: str) -> Replica:
             srv = hub if rid == "hq" else store
-            replica = await open_replica(rid, srv, creds[rid], tmp_path)
+            replica = await open_replica(rid, srv, site, tmp_path)
             replicas.append(replica)
             await replica.transport.start()
             return replica
@@ -133,11 +121,10 @@ async def wait_for_leaf(hub: EmbeddedNatsServer) -> None:
     raise AssertionError("leaf link did not come up")
 
 
-async def open_replica(rid: str, srv: EmbeddedNatsServer, c: Credentials, tmp: Path) -> Replica:
+async def open_replica(rid: str, srv: EmbeddedNatsServer, site: Site, tmp: Path) -> Replica:
     path = tmp / f"{rid.replace('/', '-')}.db"
     log = await EventLog.open(path, rid, NoFold(), in_scope=holds(rid))
-    nc = await nats.connect(**connect_options(srv.client_url, c, rid), connect_timeout=2)
-    return Replica(rid, log, nc)
+    return Replica(rid, log, await connect_replica(srv, site, rid))
 
 
 async def test_tills_and_hq_converge_over_nats(
@@ -166,11 +153,10 @@ async def test_nats_errors_on_a_closed_link_stay_inside_the_wire(tmp_path: Path)
     """A publish and a pull over a closed nats-py client: the sender task lives on and
     the pull is reported failed to the engine (no raw NATS error escapes), so the next
     tick retries once the link is back."""
-    creds = generate_store_credentials("s1", ["t1"], hq=True)
-    config = hq_server_config(creds, ["s1"], port=free_port(), leaf_port=free_port())
-    hub = EmbeddedNatsServer(config, tmp_path)
+    site = Site(tmp_path / "site")
+    hub = EmbeddedNatsServer(hq_config(site, ["s1"]), tmp_path)
     async with hub:
-        nc = await nats.connect(**connect_options(hub.client_url, creds["hq"], "hq"))
+        nc = await connect_replica(hub, site, "hq")
         log = await EventLog.open(tmp_path / "hq.db", "hq", NoFold())
         transport = SyncTransport(nc, log, SyncEngine("hq", config=CONFIG), tick_interval=60)
         failed: list[tuple[str, int]] = []
