@@ -175,3 +175,33 @@ async def test_a_twin_is_equivocation_only_when_its_origin_signed_it(tmp_path: P
             lambda c: c.execute("SELECT origin, seq, kind FROM quarantine ORDER BY id").fetchall()
         )
         assert kinds == [("s1/t1", 2, "SignatureError"), ("s1/t1", 2, "Equivocation")]
+
+
+async def test_a_refused_event_is_blamed_on_its_sender_not_on_who_fills_the_gap(
+    tmp_path: Path,
+) -> None:
+    async with await _log(tmp_path, "s1/t2") as log:
+        sale, product = chain("s1/t1", [cash_sale(), ProductUpserted(sku="X", name="x", price=1)])
+        ahead = await log.ingest([signed(product)], peer="s1/t9")  # seq 2 before seq 1
+        assert ahead.held == 0 and isinstance(ahead.rejected[0], WrongAuthor)
+        filled = await log.ingest([signed(sale)], peer="hq")
+        assert filled.accepted == [signed(sale)] and filled.rejected == []
+        rows = await log.read(lambda c: c.execute("SELECT peer, kind FROM quarantine").fetchall())
+        assert rows == [("s1/t9", "WrongAuthor")]
+
+
+async def test_a_frame_of_refusals_stops_early_and_sales_go_on(tmp_path: Path) -> None:
+    async with await _log(tmp_path, "s1/t2") as log:
+        genuine = [
+            signed(e) for e in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(3)])
+        ]
+        await log.ingest(genuine, peer="s1/t1")
+        twins = [
+            signed(msgspec.structs.replace(genuine[1], hlc=genuine[1].hlc + k), SIGNERS["mallory"])
+            for k in range(1, 500)
+        ]
+        result = await log.ingest(twins, peer="s1/t9")
+        assert len(result.rejected) == 65 and "refused events in one frame" in str(
+            result.rejected[-1]
+        )
+        assert len(await asyncio.gather(*(log.append(cash_sale()) for _ in range(5)))) == 5
