@@ -156,16 +156,24 @@ def check_events(
 
 
 def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:
-    """Mark, in place, each new event no valid signature of its origin covers."""
+    """Mark, in place, each new event no valid signature of its origin covers; strip the
+    unchecked signature bytes of each one the chain covers, so what the log stores and
+    serves as signed is what it verified (a peer cannot plant bogus bytes that would
+    make an honest relay's frames fail everywhere)."""
     by_origin: dict[str, list[int]] = {}
     for i, c in enumerate(checked):
-        if not c.known and not isinstance(c.error, NonCanonicalEncoding):
+        if not c.known and not isinstance(c.error, NonCanonicalEncoding | DecodeError):
             by_origin.setdefault(c.event.origin, []).append(i)
     for indexes in by_origin.values():
-        run = [(checked[i].event, checked[i].hash) for i in indexes]
-        for k, error in vouch(run, verifier).items():
+        found = vouch([(checked[i].event, checked[i].hash) for i in indexes], verifier)
+        for k, error in found.refused.items():
             c = checked[indexes[k]]
             checked[indexes[k]] = CheckedEvent(c.event, c.hash, c.raw, None, error)
+        for k in found.covered:
+            c = checked[indexes[k]]
+            if c.event.sig:
+                bare = msgspec.structs.replace(c.event, sig=b"")
+                checked[indexes[k]] = msgspec.structs.replace(c, event=bare, raw=encode_event(bare))
 
 
 class ClockAhead(NamedTuple):
