@@ -68,6 +68,10 @@ __all__ = [
 
 Head = tuple[int, bytes]  # (seq, hash) of an origin's newest contiguous event
 NO_HEAD: Head = (0, b"")
+# Past this many refusals in one request the rest of it is dropped unread: one frame of
+# 20,000 forged twins held every queued sale for 3 s of signature checks.
+MAX_REFUSED_PER_REQUEST = 64
+HELD_PEER = "(held)"  # names the sender of evidence refused when a held event drained
 MAX_HELD_AHEAD = 1_000_000  # further ahead than this is not held: anti-entropy brings it later
 # Evidence kept in quarantine. A hostile peer can send refused input without end, so the
 # table is a ring: past this many rows the oldest go, down to 90% so a trim runs once per
@@ -152,16 +156,24 @@ def check_events(
 
 
 def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:
-    """Mark, in place, each new event no valid signature of its origin covers."""
+    """Mark, in place, each new event no valid signature of its origin covers; strip the
+    unchecked signature bytes of each one the chain covers, so what the log stores and
+    serves as signed is what it verified (a peer cannot plant bogus bytes that would
+    make an honest relay's frames fail everywhere)."""
     by_origin: dict[str, list[int]] = {}
     for i, c in enumerate(checked):
-        if not c.known and not isinstance(c.error, NonCanonicalEncoding):
+        if not c.known and not isinstance(c.error, NonCanonicalEncoding | DecodeError):
             by_origin.setdefault(c.event.origin, []).append(i)
     for indexes in by_origin.values():
-        run = [(checked[i].event, checked[i].hash) for i in indexes]
-        for k, error in vouch(run, verifier).items():
+        found = vouch([(checked[i].event, checked[i].hash) for i in indexes], verifier)
+        for k, error in found.refused.items():
             c = checked[indexes[k]]
             checked[indexes[k]] = CheckedEvent(c.event, c.hash, c.raw, None, error)
+        for k in found.covered:
+            c = checked[indexes[k]]
+            if c.event.sig:
+                bare = msgspec.structs.replace(c.event, sig=b"")
+                checked[indexes[k]] = msgspec.structs.replace(c, event=bare, raw=encode_event(bare))
 
 
 class ClockAhead(NamedTuple):
@@ -229,6 +241,15 @@ class Transaction:
 
     def ingest(self, events: Iterable[CheckedEvent], peer: str, result: IngestResult) -> None:
         for checked in events:
+            if len(result.rejected) >= MAX_REFUSED_PER_REQUEST:
+                # A frame this bad is hostile: the rest is not worth the group commit's
+                # time, which every queued sale waits for. Honest peers send it again.
+                result.rejected.append(
+                    OversizedError(
+                        "refused events in one frame", len(result.rejected), MAX_REFUSED_PER_REQUEST
+                    )
+                )
+                break
             try:
                 self._ingest_one(checked, peer, result)
             except (EventError, ChainBroken, Equivocation) as e:
@@ -250,8 +271,10 @@ class Transaction:
             self._check_duplicate(ev, checked.hash, peer)
             result.duplicates += 1
         elif ev.seq > seq + 1:
-            # Never kept, not even held: card data, not its origin's writing, out of range.
-            if isinstance(checked.error, CardNumberInText | SignatureError | DecodeError):
+            # Never held when refused already (card data, not its origin's writing, a
+            # body against the rules): refused now, it is blamed on the peer that sent it,
+            # not on whichever honest peer later fills the gap below it.
+            if checked.error is not None:
                 self._quarantine(ev, peer, checked.error)
             self._hold(checked, seq)
             result.held += 1
@@ -312,10 +335,20 @@ class Transaction:
                 break
             self.drained.append((origin, seq + 1))
             checked = check_event(decode_event(row[0]))
-            ev = checked.event
-            if ev.prev != head_hash:
-                self._quarantine(ev, peer, ChainBroken(origin, ev.seq, head_hash, ev.prev))
-            self._accept_remote(checked, peer, result)
+            try:
+                self._accept_held(checked, head_hash, result)
+            except (EventError, ChainBroken) as e:
+                # Whoever sent the held row is unknown now, and it is not `peer` (which
+                # filled the gap): kept as evidence under HELD_PEER, the drain stops here.
+                del e  # its quarantine row is the record
+                self._forget_if_drained(origin)
+                break
+
+    def _accept_held(self, checked: CheckedEvent, head_hash: bytes, result: IngestResult) -> None:
+        ev = checked.event
+        if ev.prev != head_hash:
+            self._quarantine(ev, HELD_PEER, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
+        self._accept_remote(checked, HELD_PEER, result)
 
     def _forget_if_drained(self, origin: str) -> None:
         # Held rows at or below the head are drained (deleted at write()); one indexed

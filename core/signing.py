@@ -19,13 +19,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import nacl.exceptions
 import nacl.signing
 
 from core.errors import SignatureError, UnknownOrigin
-from core.events import Event
+from core.events import Event, decode_event
 
 __all__ = [
     "SIGNATURE_BYTES",
@@ -33,8 +33,10 @@ __all__ = [
     "KeyRegistry",
     "Signer",
     "Verifier",
+    "Vouched",
     "decode_public_key",
     "encode_public_key",
+    "is_signed",
     "key_id",
     "new_signing_seed",
     "vouch",
@@ -124,27 +126,43 @@ class KeyRegistry:
             raise SignatureError(ev.origin, ev.seq, "signature does not verify", kid) from None
 
 
-def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> dict[int, SignatureError]:
+class Vouched(NamedTuple):
+    """What `vouch` found, by index in the run: refused (with why), and covered (genuine
+    by the chain, their own signature bytes unchecked)."""
+
+    refused: dict[int, SignatureError]
+    covered: set[int]
+
+
+def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
     """Check the signatures of one origin's events (with their hashes) as cheaply as the
-    chain allows; the refused ones by index in `run`, with why.
+    chain allows.
 
     The newest event is verified; each event whose hash the verified one's `prev` names
     is covered, and so on down. What no verified signature covers is verified alone.
     """
     items = list(run)
     order = sorted(range(len(items)), key=lambda i: items[i][0].seq, reverse=True)
-    refused: dict[int, SignatureError] = {}
+    found = Vouched({}, set())
     expected: bytes | None = None  # the hash the covered event below must have
     for i in order:
         ev, digest = items[i]
         if expected is not None and digest == expected:
+            found.covered.add(i)
             expected = ev.prev  # covered by the signature above: the chain goes on
             continue
         try:
             verifier.verify(ev, digest)
         except SignatureError as e:
-            refused[i] = e.with_traceback(None)
+            found.refused[i] = e.with_traceback(None)
             expected = None
             continue
         expected = ev.prev
-    return refused
+    return found
+
+
+def is_signed(raw: bytes) -> bool:
+    """Whether stored envelope bytes carry a signature. A log keeps the signature of an
+    event it verified and strips the unchecked bytes of one the chain covered, so in a
+    log that checks signatures, signed means verified (`core.batch`)."""
+    return bool(decode_event(raw).sig)

@@ -36,8 +36,13 @@ from typing import Protocol
 
 from core.batch import IngestResult
 from core.events import Event, RawEvent
+from core.signing import is_signed
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import Action, EventsFrame, IngestOutcome, PullRequest, VersionVectorMsg
+
+# How far past a pull window a reply reads to end on a signed event: a log that checks
+# signatures keeps one at least per 256 events of an origin (core.log's check slices).
+READ_TO_SIGNED = 5_000
 
 __all__ = ["SyncDriver", "SyncLog", "Wire"]
 
@@ -118,8 +123,20 @@ class SyncDriver:
         if not isinstance(req, PullRequest):
             return None
         plan = self.engine.on_pull_request(peer, req, self.clock())
-        raws = [raw for read in plan.reads for raw in await self.log.read_range(*read)]
+        raws = [raw for read in plan.reads for raw in await self._read_to_signed(*read)]
         return self.engine.build_reply(plan, raws)
+
+    async def _read_to_signed(self, origin: str, first: int, limit: int) -> list[bytes]:
+        """`limit` rows from `first`, and on to the next signed one if the last is not: a
+        run must end on a signature the requester can check (`protocol.ends_signed`)."""
+        rows = await self.log.read_range(origin, first, limit)
+        if not rows or is_signed(rows[-1]):
+            return rows
+        further = await self.log.read_range(origin, first + len(rows), READ_TO_SIGNED)
+        for k, raw in enumerate(further):
+            if is_signed(raw):
+                return rows + further[: k + 1]
+        return rows  # none within reach: a log from before signing
 
     def forged_reply(self, peer: str, reply: str) -> None:
         """`peer`'s pull asked for its reply on `reply`, an inbox not its own: refused."""

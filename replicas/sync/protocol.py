@@ -35,6 +35,7 @@ from msgspec import Meta, Struct
 from core.batch import IngestResult
 from core.errors import OversizedError
 from core.events import HQ, MAX_EVENT_BYTES, store_of
+from core.signing import is_signed
 from core.vv import SeqRange
 from replicas.errors import FrameError
 
@@ -201,9 +202,20 @@ def build_reply(
     asks again rather than concluding we lack the rest.
     """
     groups = _pack(sender, raws, max_bytes)
-    events = groups[0] if groups else []
-    more = more or len(groups) > 1
+    events = ends_signed(groups[0]) if groups else []
+    more = more or len(groups) > 1 or (bool(groups) and len(events) < len(groups[0]))
     return encode_message(EventsFrame(sender, events, more, pull_id)), len(events)
+
+
+def ends_signed(raws: list[bytes]) -> list[bytes]:
+    """`raws` up to its last signed event: the receiver checks a run's newest signature
+    and lets the chain vouch for the rest, so a frame ending on an event whose signature
+    we did not keep (the chain covered it here) would be refused. Unchanged when nothing
+    in it is signed (a log from before signing: the receiver decides)."""
+    for end in range(len(raws), 0, -1):
+        if is_signed(raws[end - 1]):
+            return raws[:end]
+    return raws
 
 
 # --- actions ----------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import SignatureError, UnknownOrigin, WrongAuthor
-from core.events import Event, ProductUpserted, event_hash
+from core.events import Event, ProductUpserted, decode_event, event_hash
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry, new_signing_seed, vouch
+from replicas.sync.protocol import EventsFrame, build_reply, decode_message, ends_signed
 from tests.conflict.factory import scenarios
 from tests.core.folds import CountingFold
 from tests.factories import cash_sale, chain
@@ -87,17 +88,17 @@ class CountingVerifier:
 def test_one_signature_covers_the_run_below_it() -> None:
     run = [signed(ev) for ev in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(50)])]
     counting = CountingVerifier()
-    assert vouch([(ev, event_hash(ev)) for ev in reversed(run)], counting) == {}
+    assert vouch([(ev, event_hash(ev)) for ev in reversed(run)], counting).refused == {}
     assert counting.calls == 1
     # Only the newest need be signed: the chain vouches for the rest.
     bare = [msgspec.structs.replace(ev, sig=b"") for ev in run[:-1]] + run[-1:]
-    assert vouch([(ev, event_hash(ev)) for ev in bare], REGISTRY) == {}
+    assert vouch([(ev, event_hash(ev)) for ev in bare], REGISTRY).refused == {}
 
 
 def test_a_changed_event_inside_a_run_is_refused_and_the_rest_stand() -> None:
     run = [signed(ev) for ev in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(5)])]
     run[2] = msgspec.structs.replace(run[2], body=_flip(run[2].body, 3))  # content changed
-    refused = vouch([(ev, event_hash(ev)) for ev in run], REGISTRY)
+    refused = vouch([(ev, event_hash(ev)) for ev in run], REGISTRY).refused
     assert list(refused) == [2]  # 3 and 4 signed it off; 2 no longer is what 3 names
 
 
@@ -123,7 +124,7 @@ async def test_a_log_signs_its_events_and_its_peers_accept_only_signed_ones(
         # Mallory (holding t2's NATS credentials, say) writes in t1's name: next seq,
         # right chain link, her own key.
         (forged,) = chain("s1/t1", [cash_sale(price=1)], prev=event_hash(made[-1]), first_seq=4)
-        ahead = chain("s1/t1", [cash_sale(price=2)], first_seq=9)
+        ahead = chain("s1/t1", [cash_sale(price=2)], prev=bytes(32), first_seq=9)
         bad = [signed(forged, SIGNERS["mallory"]), signed(ahead[0], SIGNERS["mallory"])]
         result = await t2.ingest(bad, peer="s1/t2")
         assert result.accepted == [] and result.held == 0  # not applied, not even held
@@ -175,3 +176,53 @@ async def test_a_twin_is_equivocation_only_when_its_origin_signed_it(tmp_path: P
             lambda c: c.execute("SELECT origin, seq, kind FROM quarantine ORDER BY id").fetchall()
         )
         assert kinds == [("s1/t1", 2, "SignatureError"), ("s1/t1", 2, "Equivocation")]
+
+
+async def test_a_refused_event_is_blamed_on_its_sender_not_on_who_fills_the_gap(
+    tmp_path: Path,
+) -> None:
+    async with await _log(tmp_path, "s1/t2") as log:
+        sale, product = chain("s1/t1", [cash_sale(), ProductUpserted(sku="X", name="x", price=1)])
+        ahead = await log.ingest([signed(product)], peer="s1/t9")  # seq 2 before seq 1
+        assert ahead.held == 0 and isinstance(ahead.rejected[0], WrongAuthor)
+        filled = await log.ingest([signed(sale)], peer="hq")
+        assert filled.accepted == [signed(sale)] and filled.rejected == []
+        rows = await log.read(lambda c: c.execute("SELECT peer, kind FROM quarantine").fetchall())
+        assert rows == [("s1/t9", "WrongAuthor")]
+
+
+async def test_a_frame_of_refusals_stops_early_and_sales_go_on(tmp_path: Path) -> None:
+    async with await _log(tmp_path, "s1/t2") as log:
+        genuine = [
+            signed(e) for e in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(3)])
+        ]
+        await log.ingest(genuine, peer="s1/t1")
+        twins = [
+            signed(msgspec.structs.replace(genuine[1], hlc=genuine[1].hlc + k), SIGNERS["mallory"])
+            for k in range(1, 500)
+        ]
+        result = await log.ingest(twins, peer="s1/t9")
+        assert len(result.rejected) == 65 and "refused events in one frame" in str(
+            result.rejected[-1]
+        )
+        assert len(await asyncio.gather(*(log.append(cash_sale()) for _ in range(5)))) == 5
+
+
+async def test_what_the_chain_covers_is_stored_without_unchecked_signature_bytes(
+    tmp_path: Path,
+) -> None:
+    """A peer planting bogus signature bytes on covered events must not make this log
+    serve runs that end on them (every receiver would refuse them, blaming us)."""
+    run = [signed(e) for e in chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(10)])]
+    planted = [
+        msgspec.structs.replace(e, sig=bytes(64)) if e.seq not in (5, 10) else e for e in run
+    ]
+    async with await _log(tmp_path, "s1/t2") as log:
+        for part in (planted[:5], planted[5:]):  # two frames: 5 and 10 verified
+            assert len((await log.ingest(part, peer="s1/t3")).accepted) == 5
+        stored = await log.read_range("s1/t1", 1, 10)
+    assert [len(decode_event(r).sig) for r in stored] == [0, 0, 0, 0, 64] * 2
+    assert ends_signed(stored[:8]) == stored[:5]  # a run ends on what it can prove
+    frame, _ = build_reply("s1/t2", 1, stored, sum(map(len, stored[:8])) + 40, False)
+    sent = decode_message(frame, "s1/t2")
+    assert isinstance(sent, EventsFrame) and sent.more and sent.events == stored[:5]
