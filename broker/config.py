@@ -459,7 +459,7 @@ def hq_server_config(
     """An HQ hub node: public keys only, TLS on the leaf listener.
 
     ``public_keys`` needs ``hq`` and every till of ``stores``: each till is a leaf user
-    with its store's `leaf_permissions`, for leaf connections only. The leaf listener
+    with its own `leaf_permissions`, for leaf connections only. The leaf listener
     demands a certificate from the site CA as well as the till's nkey: a leaked seed
     alone does not get a foreign machine in. A multi-node HQ routes over mutual TLS
     like a store. ``host``/``network_host`` as for `till_server_config` (the leaf
@@ -469,7 +469,7 @@ def hq_server_config(
     for store in stores:
         _check_store_has_tills(store, public_keys)
         users += [
-            NkeyUserSpec(pub, leaf_permissions(store), _LEAF_ONLY)
+            NkeyUserSpec(pub, leaf_permissions(key), _LEAF_ONLY)
             for key, pub in sorted(public_keys.items())
             if "/" in key and parse_replica_id(key).store == store
         ]

@@ -23,14 +23,12 @@ from broker.subjects import (
     ALL_VV,
     HQ,
     events_subject,
-    hq_pulls_to_store,
     inbox_prefix,
     parse_replica_id,
+    pull_subject,
     pulls_from,
     pulls_to,
     store_events_wildcard,
-    store_inbox_wildcard,
-    store_pulls_to_hq,
     store_vv_wildcard,
     vv_subject,
 )
@@ -79,35 +77,37 @@ def permissions_for(replica_id: str, store_of_replica: str | None = None) -> Per
     return _perms(publish=publish, subscribe=[*holds, *own])
 
 
-def leaf_permissions(store: str) -> Permissions:
-    """Permissions of a store's leaf connection, as enforced by the HQ hub.
+def leaf_permissions(replica_id: str) -> Permissions:
+    """Permissions of one till's leaf connection, as enforced by the HQ hub.
 
-    publish = what the store may inject into HQ; subscribe = what HQ forwards down.
-    The store's own ev/vv subjects are deliberately NOT subscribable: the tills of
-    a store already see each other over their cluster routes. (Measured: even when
-    allowed, nats-server 2.15 does not echo them back down another leaf of the same
-    cluster; this is least privilege, not the only guard against duplicates.)
+    publish = what the till may inject into HQ; subscribe = what HQ forwards down. Each
+    till's leaf speaks for that till alone: its own events and vector, pulls in its own
+    name, and replies to HQ's pulls (its own events and any it holds, signed by their
+    origins). So a stolen bundle cannot announce, pull or push in another till's name at
+    HQ, nor get another till backed off there. Another till's events still reach HQ:
+    over that till's own leaf, or in the replies of any till HQ pulls from.
 
-    Pulls cross the leaf only between HQ and the store's tills (tills of one store
-    pull from each other over their routes): up, those the store's tills send HQ,
-    naming a till of this store as the requester; down, those HQ sends them. So a
-    compromised store server cannot send HQ a pull in another store's name.
+    The till's own store's subjects are not subscribable: its peers reach it over the
+    store's routes. (Measured: even when allowed, nats-server 2.15 does not echo them
+    back down another leaf of the same cluster.)
 
     ``allow_responses`` does NOT cover replies crossing a leaf link (measured: the
     HQ request times out without it), hence the explicit ``_INBOX.hq.>`` grant.
     """
+    rid = parse_replica_id(replica_id)
+    if rid.is_hq:
+        raise InvalidReplicaId(replica_id, "HQ has no leaf link")
     return _perms(
         publish=[
-            store_events_wildcard(store),
-            store_vv_wildcard(store),
-            store_pulls_to_hq(store),
-            # Replies of the store's responders to HQ's pull requests.
-            f"{inbox_prefix(HQ)}.>",
+            events_subject(replica_id),
+            vv_subject(replica_id),
+            pull_subject(HQ, replica_id),
+            f"{inbox_prefix(HQ)}.>",  # replies of the till's responder to HQ's pulls
         ],
         subscribe=[
             events_subject(HQ),
             vv_subject(HQ),
-            hq_pulls_to_store(store),
-            store_inbox_wildcard(store),
+            pull_subject(replica_id, HQ),
+            f"{inbox_prefix(replica_id)}.>",
         ],
     )

@@ -100,9 +100,10 @@ def test_identity_configs_render_mutual_tls_and_permissions(site: Site) -> None:
     assert till.count('"STANDARD"') == 3
     leaf = hq[hq.index("leafnodes:") :]
     # Leaf users in leafnodes { authorization } could carry no permissions: they are
-    # top-level users, with their store's leaf permissions.
+    # top-level users, each till with its own leaf permissions.
     assert "verify: true" in leaf and "authorization" not in leaf
-    assert '"tm.pull.hq.s1.*"' in hq[: hq.index("leafnodes:")]
+    users = hq[: hq.index("leafnodes:")]
+    assert all(f'"tm.pull.hq.s1.{t}"' in users for t in ("t1", "t2", "t3"))
     assert hq.count('"LEAFNODE"') == 4  # a till, at HQ, cannot log in as a client
     assert "ping_interval" in till and "dont_randomize: true" in till  # WAN, then LTE
 

@@ -67,15 +67,17 @@ def test_store_mismatch_is_refused() -> None:
         permissions_for("s1/t1", "s2")
 
 
-def test_leaf_permissions_are_scoped_to_the_store() -> None:
-    p = leaf_permissions("s1")
-    assert not any("s2" in s for s in p["publish"]["allow"] + p["subscribe"]["allow"])
-    assert "tm.ev.s1.>" in p["publish"]["allow"]
-    assert "_INBOX.hq.>" in p["publish"]["allow"]  # replies to HQ pulls cross the leaf
-    assert "tm.ev.s1.>" not in p["subscribe"]["allow"]
-    # Pulls cross the leaf between HQ and s1's tills only, each naming its requester.
-    assert [s for s in p["publish"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.hq.s1.*"]
-    assert [s for s in p["subscribe"]["allow"] if s.startswith("tm.pull.")] == ["tm.pull.s1.*.hq"]
+def test_a_tills_leaf_speaks_for_that_till_alone() -> None:
+    p = leaf_permissions("s1/t1")
+    assert p["publish"]["allow"] == [
+        "tm.ev.s1.t1",
+        "tm.vv.s1.t1",
+        "tm.pull.hq.s1.t1",
+        "_INBOX.hq.>",
+    ]
+    assert p["subscribe"]["allow"] == ["tm.ev.hq", "tm.vv.hq", "tm.pull.s1.t1.hq", "_INBOX.s1.t1.>"]
+    with pytest.raises(InvalidReplicaId):
+        leaf_permissions("hq")
 
 
 # --- enforced by the server ----------------------------------------------------------------

@@ -79,7 +79,7 @@ async def listen(url: str, seed: str, subject: str, seconds: float) -> str:
     got: list[str] = []
 
     async def on_msg(msg: Msg) -> None:
-        got.append(msg.subject)
+        got.append(msg.subject + (" FORGED" if msg.data == b"forged" else ""))
 
     await nc.subscribe(subject, cb=on_msg)
     await asyncio.sleep(seconds)

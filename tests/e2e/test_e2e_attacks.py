@@ -144,3 +144,14 @@ leafnodes {{
     heard = await asyncio.to_thread(_said, listening)
     assert "tm.vv.hq" in heard, heard  # the link works: HQ's announcements come down
     assert ".s2." not in heard, heard  # and nothing of store s2 does
+    # Nor does it speak for another till of its own store at HQ: t1's leaf carries t1's
+    # vector (the control) and not t2's, as a listener on HQ's own machine sees.
+    hq_seed = str(site.root / "site" / "hq" / "identity" / "nkey.seed")
+    at_hq = _start(site.host("hq"), "listen", "nats://127.0.0.1:4222", hq_seed, "tm.vv.s1.*", "6")
+    for _ in range(3):
+        for subject in ("tm.vv.s1.t1", "tm.vv.s1.t2"):
+            _run(mallory, "publish", "nats://127.0.0.1:4223", "-", subject)
+        await asyncio.sleep(1)
+    heard_at_hq = await asyncio.to_thread(_said, at_hq)
+    assert "tm.vv.s1.t1 FORGED" in heard_at_hq, heard_at_hq  # the leaf works as t1
+    assert "tm.vv.s1.t2 FORGED" not in heard_at_hq, heard_at_hq  # and only as t1

@@ -76,9 +76,9 @@ async def test_a_site_on_its_own_machines_sells_through_cuts_and_converges(
         everyone = mesh.tills
         await mesh.sell_everywhere(everyone, rounds=2)
         await _heal_and_check(mesh, "start")
+        await _wait_uplink(mesh, everyone, "wan", "every till's leaf link up over the WAN")
         hubs = {rid: link["hub"] for rid, link in (await _uplinks(mesh, everyone)).items()}
         print(f"\n  leaf links by hub node: {hubs}")  # spread, as far as start-up order allowed
-        assert None not in hubs.values(), hubs
 
         site.host("s1/t2").cut()  # a till's cable pulled: it sells alone
         await mesh.sell_everywhere(everyone, rounds=2)
