@@ -398,6 +398,7 @@ def till_server_config(
     http_port: int | None = None,
     host: str = "127.0.0.1",
     network_host: str | None = None,
+    route_tls: TlsFiles | None = None,
 ) -> ServerConfig:
     """A till's server: its store's tills as users, routes over mutual TLS, a leaf link
     to HQ as itself.
@@ -419,7 +420,7 @@ def till_server_config(
         port=cluster_port,
         routes=tuple(peer_cluster_addrs),
         host=network_host or host,
-        tls=TlsSpec(tls, verify=True),
+        tls=TlsSpec(route_tls or tls, verify=True),
     )
     remotes: tuple[LeafRemoteSpec, ...] = ()
     if hq_leaf_addrs:
@@ -455,6 +456,8 @@ def hq_server_config(
     http_port: int | None = None,
     host: str = "127.0.0.1",
     network_host: str | None = None,
+    route_tls: TlsFiles | None = None,
+    leaf_host: str | None = None,
 ) -> ServerConfig:
     """An HQ hub node: public keys only, TLS on the leaf listener.
 
@@ -462,8 +465,9 @@ def hq_server_config(
     with its own `leaf_permissions`, for leaf connections only. The leaf listener
     demands a certificate from the site CA as well as the till's nkey: a leaked seed
     alone does not get a foreign machine in. A multi-node HQ routes over mutual TLS
-    like a store. ``host``/``network_host`` as for `till_server_config` (the leaf
-    listener is on ``network_host``).
+    like a store, with ``route_tls`` from HQ's route CA. ``host``/``network_host`` as for
+    `till_server_config`; the leaf listener is on ``leaf_host`` (``network_host`` if not
+    given: every address, when stores reach the node at several).
     """
     users = [NkeyUserSpec(_need_key(public_keys, HQ), permissions_for(HQ), _CLIENT_ONLY)]
     for store in stores:
@@ -480,13 +484,13 @@ def hq_server_config(
             port=cluster_port,
             routes=tuple(peer_cluster_addrs),
             host=network_host or host,
-            tls=TlsSpec(tls, verify=True),
+            tls=TlsSpec(route_tls or tls, verify=True),
         )
     return ServerConfig(
         name=name,
         port=port,
         host=host,
-        leaf_host=network_host,
+        leaf_host=leaf_host or network_host,
         http_port=http_port,
         users=tuple(users),
         cluster=cluster,

@@ -8,6 +8,14 @@ bundle (`replicas.bundle`). The files:
     <node>/identity/ca.pem             the CA's certificate: whom this machine trusts
     <node>/identity/node.pem, .key     its machine certificate (the addresses peers dial)
     <node>/identity/nkey.seed          its nkey seed (replicas only, not bare hub nodes)
+    <node>/identity/route.pem, .key    its route certificate, from its cluster's CA
+    <node>/identity/route-ca.pem       that CA's certificate: whom its routes accept
+    <root>/routes/<cluster>.pem, .key  each cluster's CA (a store's tills, HQ's hub nodes)
+
+Routes use a CA of their own per cluster because mutual TLS against the site CA alone
+let any machine of the site in: a till's bundle joined another store's routes, or HQ's
+hub, with no permissions at all (found in review). A route certificate is valid for its
+own cluster only, so a stolen bundle reaches no further than its own store's routes.
 
 A till's one nkey is its client user on its store's servers *and* its leaf user at HQ
 (each listed with the permissions of that role, on different servers), so no two
@@ -33,9 +41,11 @@ __all__ = [
     "CA_CERT",
     "CA_KEY",
     "IDENTITY_DIR",
+    "ROUTE_CA",
     "NodeIdentity",
     "issue_identity",
     "load_identity",
+    "make_route_ca",
     "make_site_ca",
     "site_ca",
 ]
@@ -44,6 +54,9 @@ CA_CERT, CA_KEY = "ca.pem", "ca.key"
 IDENTITY_DIR = "identity"
 SEED_FILE = "nkey.seed"
 _STEM = "node"  # node.pem, node.key: one machine certificate per folder
+_ROUTE = "route"  # route.pem, route.key: its certificate for its cluster's routes
+ROUTE_CA = "route-ca.pem"
+ROUTES_DIR = "routes"
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class NodeIdentity:
     directory: Path
     tls: TlsFiles
     seed_file: Path | None
+    route_tls: TlsFiles | None = None  # its cluster's CA and its route certificate
 
     def nkey(self) -> Nkey:
         if self.seed_file is None:
@@ -74,13 +88,23 @@ def site_ca(root: Path) -> SiteCA:
 
 
 def issue_identity(
-    ca: SiteCA, directory: Path, name: str, addresses: Iterable[str], *, nkey: bool
+    ca: SiteCA,
+    directory: Path,
+    name: str,
+    addresses: Iterable[str],
+    *,
+    nkey: bool,
+    route_ca: SiteCA | None = None,
 ) -> str | None:
     """Write a machine's identity folder: its certificate for `addresses` (IPs or DNS
-    names its peers dial) and, with `nkey`, a fresh seed; the public key, if any."""
+    names its peers dial), its route certificate from `route_ca` (its cluster's), and,
+    with `nkey`, a fresh seed; the public key, if any."""
     ips, dns = _split_addresses(addresses)
     issued = ca.issue_server(name, ips=ips, dns=dns)
     write_tls_files(directory, ca.cert, issued, stem=_STEM)
+    if route_ca is not None:
+        route = route_ca.issue_server(name, ips=ips, dns=dns)
+        write_tls_files(directory, route_ca.cert, route, stem=_ROUTE, ca_name=ROUTE_CA)
     if not nkey:
         return None
     key = Nkey.generate()
@@ -100,7 +124,19 @@ def load_identity(directory: Path) -> NodeIdentity:
     if not tls.key_file.exists():
         raise CredentialsError(tls.key_file, "missing: install this machine's bundle")
     seed = directory / SEED_FILE
-    return NodeIdentity(directory, tls, seed if seed.exists() else None)
+    route = TlsFiles(directory / ROUTE_CA, directory / f"{_ROUTE}.pem", directory / f"{_ROUTE}.key")
+    assert route.cert_file is not None
+    route_tls = route if route.cert_file.exists() else None
+    return NodeIdentity(directory, tls, seed if seed.exists() else None, route_tls)
+
+
+def make_route_ca(root: Path, cluster: str) -> SiteCA:
+    """A new CA for one cluster's routes, kept (key included) where `site init` ran."""
+    ca = SiteCA.generate(f"routes-{cluster}")
+    folder = root / ROUTES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    ca.save(folder / f"{cluster}.pem", folder / f"{cluster}.key")
+    return ca
 
 
 def _split_addresses(addresses: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -107,6 +107,12 @@ def _identity(node: str) -> TlsFiles:
     return TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
 
 
+def route_identity(node: str) -> TlsFiles:
+    """Its route certificate, from its cluster's own CA (`broker.keyring`)."""
+    folder = DATA / node / "identity"
+    return TlsFiles(folder / "route-ca.pem", folder / "route.pem", folder / "route.key")
+
+
 def _leaf_addrs() -> list[str]:
     """Every hub node over the WAN, then over LTE: the order a till tries them."""
     return [f"{a}:{PORTS['leaf']}" for a in (*HUBS.values(), *LTE.values())]
@@ -124,7 +130,9 @@ def _hub(node: str) -> ServerConfig:
         peer_cluster_addrs=[f"{a}:{PORTS['cluster']}" for n, a in HUBS.items() if n != node],
         http_port=PORTS["monitor"],
         host=CLIENT_HOST,
-        network_host="0.0.0.0",  # stores reach it at its WAN and at its LTE address
+        network_host=HUBS[node],  # routes: HQ's own network
+        leaf_host="0.0.0.0",  # stores reach it at its WAN and at its LTE address
+        route_tls=route_identity(node),
     )
 
 
@@ -147,6 +155,7 @@ def _till() -> ServerConfig:
         http_port=PORTS["monitor"],
         host=CLIENT_HOST,
         network_host=STORES[rid.store][rid.till],
+        route_tls=route_identity(TILL),
     )
 
 

@@ -272,15 +272,19 @@ def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def write_tls_files(
-    directory: Path, ca_cert: x509.Certificate, issued: IssuedCert | None = None, stem: str = ""
+    directory: Path,
+    ca_cert: x509.Certificate,
+    issued: IssuedCert | None = None,
+    stem: str = "",
+    ca_name: str = "ca.pem",
 ) -> TlsFiles:
-    """Write a machine's TLS material into ``directory``: ``ca.pem`` and, if
-    ``issued``, ``<stem>.pem`` / ``<stem>.key`` (stem defaults to the certificate's
-    common name). Returns absolute paths, because nats-server resolves relative
-    ``tls {}`` paths against its working directory, not against the conf file."""
+    """Write a machine's TLS material into ``directory``: the CA's certificate
+    (``ca_name``) and, if ``issued``, ``<stem>.pem`` / ``<stem>.key`` (stem defaults to
+    the certificate's common name). Returns absolute paths, because nats-server resolves
+    relative ``tls {}`` paths against its working directory, not against the conf file."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    ca_file = directory / "ca.pem"
+    ca_file = directory / ca_name
     write_private(ca_file, _cert_pem(ca_cert))
     if issued is None:
         return TlsFiles(ca_file)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from broker.files import write_private
-from broker.keyring import load_identity
+from broker.keyring import ROUTE_CA, load_identity
 from core.errors import StorageError
 from replicas.errors import SiteExists, SiteFileError, UnknownReplica
 from replicas.site import SIGNING_SEED, SITE_FILE, Site, load_site
@@ -28,7 +28,18 @@ from replicas.site import SIGNING_SEED, SITE_FILE, Site, load_site
 __all__ = ["MANIFEST", "install_bundle", "write_bundle"]
 
 MANIFEST = "bundle.json"  # {"node": "s1/t1"}
-IDENTITY_FILES = frozenset({"ca.pem", "node.pem", "node.key", "nkey.seed", SIGNING_SEED})
+IDENTITY_FILES = frozenset(
+    {
+        "ca.pem",
+        "node.pem",
+        "node.key",
+        "nkey.seed",
+        SIGNING_SEED,
+        ROUTE_CA,
+        "route.pem",
+        "route.key",
+    }
+)
 MAX_MEMBER_BYTES = 1 << 20  # a site.json of thousands of tills is well under this
 MAX_MEMBERS = 2 + len(IDENTITY_FILES)  # manifest, site.json, one identity folder
 

@@ -38,7 +38,13 @@ from broker.config import (
     till_server_config,
 )
 from broker.files import write_private
-from broker.keyring import IDENTITY_DIR, NodeIdentity, issue_identity, make_site_ca
+from broker.keyring import (
+    IDENTITY_DIR,
+    NodeIdentity,
+    issue_identity,
+    make_route_ca,
+    make_site_ca,
+)
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
 from core.signing import (
@@ -215,6 +221,7 @@ class Site(BaseModel):
             http_port=ports.monitor,
             host=self._client_host(node),
             network_host=self.host_of(node),
+            route_tls=identity.route_tls,
         )
 
     def _hub_config(self, node: str, ports: NodePorts, identity: NodeIdentity) -> ServerConfig:
@@ -233,12 +240,14 @@ class Site(BaseModel):
             peer_cluster_addrs=peers if self.hq_nodes else (),
             http_port=ports.monitor,
             host=self._client_host(node),
-            network_host=self._listen_host(node),
+            network_host=self.host_of(node),  # routes: HQ's own network only
+            leaf_host=self._listen_host(node),
+            route_tls=identity.route_tls,
         )
 
     def _listen_host(self, node: str) -> str:
-        """Where a hub node's leaf and route listeners bind: its address, or every address
-        when stores reach it at another one over a backup uplink (its LTE-side address)."""
+        """Where a hub node's leaf listener binds: its address, or every address when stores
+        reach it at another one over a backup uplink (its LTE-side address)."""
         return self.host_of(node) if len(set(self.addresses_of(node))) == 1 else ANY_ADDRESS
 
     def _client_host(self, node: str) -> str:
@@ -255,6 +264,16 @@ class Site(BaseModel):
     def key_registry(self) -> KeyRegistry:
         """Every replica's event-signing key: what an event's signature is checked with."""
         return KeyRegistry({r: decode_public_key(k) for r, k in self.signing_keys.items()})
+
+    def clusters(self) -> list[str]:
+        """Every route cluster: each store's tills, and HQ's hub nodes if more than one."""
+        return [*self.stores, *([HQ] if self.hq_nodes else [])]
+
+    def cluster_of(self, node: str) -> str | None:
+        """The route cluster `node` belongs to (a store, or `hq`), None if it routes to none."""
+        if node in self.hubs:
+            return HQ if self.hq_nodes else None
+        return parse_replica_id(node).store
 
     def addresses_of(self, node: str) -> list[str]:
         """Every address peers dial `node` at: what its certificate must name."""
@@ -326,12 +345,14 @@ def _new_site(
 def _issue_identities(root: Path, site: Site) -> None:
     """The CA, then each node's identity folder; public keys into `site`."""
     ca = make_site_ca(root, "tillmesh-site")
+    route_cas = {cluster: make_route_ca(root, cluster) for cluster in site.clusters()}
     for node in site.nodes:
         name = node.replace("/", "-")  # certificate names are one token
         folder = site.identity_dir(root, node)
         public = issue_identity(
-            ca, folder, name, site.addresses_of(node), nkey=node in site.replicas
-        )
+            ca, folder, name, site.addresses_of(node), nkey=node in site.replicas,
+            route_ca=route_cas.get(site.cluster_of(node) or ""),
+        )  # fmt: skip
         if public is not None:
             site.public_keys[node] = public
             site.signing_keys[node] = write_signing_key(folder)

@@ -118,10 +118,12 @@ def _fill_in(text: str, data: Path, seed: str) -> str:
 
 def test_deploy_samples_are_valid_once_installed(tmp_path: Path) -> None:
     # Every node's identity folder as `site install` writes it, from one site CA.
-    ca = SiteCA.generate("sample")
+    ca, routes = SiteCA.generate("sample"), SiteCA.generate("routes")
     for node in (*HUBS, TILL):
-        issued = ca.issue_server(node.replace("/", "-"), ips=["10.0.1.11"])
-        write_tls_files(tmp_path / "data" / node / "identity", ca.cert, issued, stem="node")
+        folder, name = tmp_path / "data" / node / "identity", node.replace("/", "-")
+        write_tls_files(folder, ca.cert, ca.issue_server(name, ips=["10.0.1.11"]), stem="node")
+        route = routes.issue_server(name, ips=["10.0.1.11"])
+        write_tls_files(folder, routes.cert, route, stem="route", ca_name="route-ca.pem")
     seed = Nkey.generate().seed
     for name, text in sample_configs().items():
         installed = _fill_in(text, tmp_path / "data", seed)

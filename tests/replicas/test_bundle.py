@@ -42,8 +42,10 @@ def _secrets(site_dir: Path) -> dict[str, bytes]:
     """Every secret `site init` wrote, by where it lies: the CA's key, every node's key
     and seed."""
     found = {"ca.key": (site_dir / "ca.key").read_bytes()}
+    for path in (site_dir / "routes").glob("*.key"):  # each cluster's route CA
+        found[str(path.relative_to(site_dir))] = path.read_bytes()
     for path in site_dir.rglob("identity/*"):
-        if path.name in ("node.key", "nkey.seed", "sign.seed"):
+        if path.name in ("node.key", "nkey.seed", "sign.seed", "route.key"):
             found[str(path.relative_to(site_dir))] = path.read_bytes().strip()
     return found
 
@@ -52,14 +54,17 @@ def test_a_tills_bundle_holds_its_own_secrets_and_no_other(site_dir: Path, tmp_p
     members = _bundle(site_dir, "s1/t1", tmp_path / "s1-t1.tar.gz")
     assert sorted(members) == [
         "bundle.json", "s1/t1/identity/ca.pem", "s1/t1/identity/nkey.seed",
-        "s1/t1/identity/node.key", "s1/t1/identity/node.pem", "s1/t1/identity/sign.seed",
+        "s1/t1/identity/node.key", "s1/t1/identity/node.pem", "s1/t1/identity/route-ca.pem",
+        "s1/t1/identity/route.key", "s1/t1/identity/route.pem", "s1/t1/identity/sign.seed",
         "site.json",
     ]  # fmt: skip
     secrets = _secrets(site_dir)
-    assert len(secrets) == 1 + 3 * 5 + 1  # the CA; 4 tills and hq (key, 2 seeds); hq2 (key)
+    # the CAs (site, routes of s1, s2, hq); 4 tills and hq (2 keys, 2 seeds); hq2 (2 keys)
+    assert len(secrets) == 4 + 4 * 5 + 2
     everything = b"\n".join(members.values())
     held = {where for where, secret in secrets.items() if secret in everything}
-    assert held == {f"s1/t1/identity/{f}" for f in ("node.key", "nkey.seed", "sign.seed")}
+    mine = ("node.key", "nkey.seed", "sign.seed", "route.key")
+    assert held == {f"s1/t1/identity/{f}" for f in mine}
     assert b"password" not in everything.lower()
 
 

@@ -146,8 +146,9 @@ def test_hq_nodes_form_a_hub_and_tills_try_the_wan_then_lte(tmp_path: Path) -> N
     assert site.hq_leaf_addrs("s1/t2")[3] == "172.16.0.2:7422"
     hq2 = render_config(site.server_config("hq2", _identity(tmp_path / "data", site, "hq2")))
     assert "10.0.0.1:6222" in hq2 and "10.0.0.3:6222" in hq2  # routes to the other nodes
-    # Its leaf listener answers at both of its addresses (WAN side, LTE side).
-    assert '"0.0.0.0:7422"' in hq2 and '"0.0.0.0:6222"' in hq2
+    # Its leaf listener answers at both of its addresses (WAN side, LTE side); its routes
+    # only on HQ's own network, with certificates of HQ's route CA.
+    assert '"0.0.0.0:7422"' in hq2 and '"10.0.0.2:6222"' in hq2 and "route-ca.pem" in hq2
     # Its certificate names every address stores dial it at: over the WAN and over LTE.
     cert = load_cert(site.identity_dir(tmp_path / "data", "hq2") / "node.pem")
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -203,6 +204,7 @@ def test_the_deploy_samples_are_what_a_site_of_that_layout_runs(tmp_path: Path) 
     for node in (*samples.HUBS, samples.TILL):
         folder = samples.DATA / node / "identity"
         tls = TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
-        text = render_config(site.server_config(node, NodeIdentity(folder, tls, seed)))
+        identity = NodeIdentity(folder, tls, seed, samples.route_identity(node))
+        text = render_config(site.server_config(node, identity))
         text = text.replace(load_seed(seed).seed, samples.LEAF_SEED_PLACEHOLDER)
         assert text == expected[f"{node.replace('/', '-')}.conf"], node
