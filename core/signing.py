@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 import nacl.exceptions
 import nacl.signing
 
-from core.errors import SignatureError, UnknownOrigin
+from core.errors import SignatureError, TillmeshError, UnknownOrigin
 from core.events import Event, decode_event
 
 __all__ = [
@@ -164,5 +164,9 @@ def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
 def is_signed(raw: bytes) -> bool:
     """Whether stored envelope bytes carry a signature. A log keeps the signature of an
     event it verified and strips the unchecked bytes of one the chain covered, so in a
-    log that checks signatures, signed means verified (`core.batch`)."""
-    return bool(decode_event(raw).sig)
+    log that checks signatures, signed means verified (`core.batch`). Bytes that are no
+    envelope are not signed."""
+    try:
+        return bool(decode_event(raw).sig)
+    except TillmeshError:
+        return False

@@ -85,7 +85,7 @@ async def test_hostile_frames_are_refused_and_reported(mesh: Mesh) -> None:
     await mesh.sell_everywhere(mesh.tills, rounds=2)
     await mesh.wait_converged()
     errors: list[Exception] = []
-    evil = await connect_as(mesh, T2, T3, errors)
+    evil = await connect_as(mesh, T2, T2, errors)  # at HQ, t2 speaks through its own leaf
     try:
         genuine = await capture_a_genuine_frame(mesh, evil)
         of_t1 = await capture_a_genuine_frame(mesh, evil, T1)

@@ -41,8 +41,8 @@ def test_read_only_commands_work_on_a_read_only_folder(
     ro, rw = shared_dir / "ro", shared_dir / "rw"
     ro.mkdir()
     rw.mkdir()
-    for db in pristine_site.root.glob("*.db"):
-        shutil.copy(db, ro / db.name)
+    for db in [*pristine_site.root.glob("*.db"), pristine_site.root / "site.json"]:
+        shutil.copy(db, ro / db.name)  # site.json: the keys that check signatures
         (ro / db.name).chmod(0o444)
     shutil.copy(ro / "s1-t2.db", rw / "s1-t2.db")
     (rw / "s1-t2.db").chmod(0o666)
@@ -58,7 +58,17 @@ def test_read_only_commands_work_on_a_read_only_folder(
         "diff": ["log", "diff", "ro/s1-t1.db", "ro/s1-t2.db"],
         "export": ["log", "export", "ro/s1-t1.db", "--out", "rw/s1.tmx"],
         "compact": ["log", "compact", "rw/s1-t2.db", "--peers-vv", "ro/hq.db", "ro/s1-t1.db"],
-        "restore": ["log", "restore", "rw/t1.db", "--from", "ro/hq.db", "--replica", "s1/t1"],
+        "restore": [
+            "log",
+            "restore",
+            "rw/t1.db",
+            "--from",
+            "ro/hq.db",
+            "--replica",
+            "s1/t1",
+            "--site",
+            "ro",
+        ],
     }
     outcomes = run_cli_unprivileged(shared_dir, list(commands.values()))
     results = dict(zip(commands, outcomes, strict=True))
@@ -69,5 +79,5 @@ def test_read_only_commands_work_on_a_read_only_folder(
     assert "dropped 24 events, kept 8; verify OK" in results["compact"][1]  # HQ lacks some
     assert "next append is s1/t1:13" in results["restore"][1]
     assert (rw / "s1.tmx").exists() and (rw / "t1.db").exists()
-    originals = sorted(db.name for db in pristine_site.root.glob("*.db"))
+    originals = sorted([*(db.name for db in pristine_site.root.glob("*.db")), "site.json"])
     assert sorted(p.name for p in ro.iterdir()) == originals  # nothing created beside them

@@ -35,7 +35,7 @@ from broker.subjects import inbox_prefix, pull_subject
 from conflict.state import StoreState
 from core.events import StockReceived
 from core.log import EventLog
-from replicas.sync.config import FORGED_REPLY, STRAY_REQUEST, UNNAMED, SyncConfig
+from replicas.sync.config import FORGED_REPLY, SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import EventsFrame, PullRequest, decode_message, encode_message
 from replicas.sync.transport import SyncTransport
@@ -51,9 +51,9 @@ from tests.broker.kit import (
 )
 
 BURST = 5
-# A budget of BURST events per requester that (practically) never refills: a request
-# served by mistake would leave its requester's next pull with nothing.
-CONFIG = SyncConfig(serve_rate=1e-6, serve_burst=BURST, announce_interval=60, pull_timeout=2)
+# A budget of one warm-up event and BURST more per requester that (practically) never
+# refills: a request served by mistake would leave its requester's next pull short.
+CONFIG = SyncConfig(serve_rate=1e-6, serve_burst=BURST + 1, announce_interval=60, pull_timeout=2)
 
 
 @dataclass
@@ -109,20 +109,20 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
             await client.close()
 
 
-def pull_request(requester: str) -> bytes:
-    """`requester` asks HQ for its first BURST events."""
-    ranges = [("hq", 1, BURST)]
-    return encode_message(PullRequest(requester, 1, ranges, BURST, CONFIG.max_frame_bytes))
+def pull_request(requester: str, events: int = BURST) -> bytes:
+    """`requester` asks HQ for its first `events` events."""
+    ranges = [("hq", 1, events)]
+    return encode_message(PullRequest(requester, 1, ranges, events, CONFIG.max_frame_bytes))
 
 
-async def pull(nc: Client, requester: str) -> EventsFrame:
+async def pull(nc: Client, requester: str, events: int = BURST) -> EventsFrame:
     """A genuine pull, on `requester`'s own subject and inbox: HQ's answer. Retried
     while nobody answers: HQ's interest crosses the leaf asynchronously (an unanswered
     pull reached no responder, so it spent nothing)."""
     replies: list[Msg] = []
 
     async def answered() -> bool:
-        subject, payload = pull_subject("hq", requester), pull_request(requester)
+        subject, payload = pull_subject("hq", requester), pull_request(requester, events)
         try:
             replies.append(await nc.request(subject, payload, timeout=1))
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
@@ -140,42 +140,40 @@ async def test_a_pull_asking_its_reply_on_another_inbox_is_refused_unread(
     served: Served,
 ) -> None:
     t1, t2 = await served.client("s1/t1"), await served.client("s1/t2")
-    at_t1 = Collector()
-    await t1.subscribe("_INBOX.s1.t1.forged", cb=at_t1.on_msg)  # t1 reads its own inbox
-    await pull(await served.client("s1/t3"), "s1/t3")  # HQ's interest is in
-    forged = pull_subject("hq", "s1/t2")  # t2 may publish this: it is t2's own
+    at_t2 = Collector()
+    await t2.subscribe("_INBOX.s1.t2.forged", cb=at_t2.on_msg)  # t2 reads its own inbox
+    await pull(t1, "s1/t1", events=1)  # HQ's interest is in
+    forged = pull_subject("hq", "s1/t1")  # t1 may publish this: it is t1's own
     for _ in range(8):  # the issue's 16 garbage requests, and valid ones
-        await t2.publish(forged, os.urandom(64), reply="_INBOX.s2.t1.x")
-        await t2.publish(forged, pull_request("s1/t2"), reply="_INBOX.s1.t1.forged")
+        await t1.publish(forged, os.urandom(64), reply="_INBOX.s2.t1.x")
+        await t1.publish(forged, pull_request("s1/t1"), reply="_INBOX.s1.t2.forged")
 
-    # Served in full: the refused requests spent nothing of t2's budget, nor of t1's,
-    # whose inbox they named.
-    assert len((await pull(t2, "s1/t2")).events) == BURST
+    # Served in full: the refused requests spent nothing of t1's budget.
     assert len((await pull(t1, "s1/t1")).events) == BURST
-    await t1.flush()
-    assert at_t1.msgs == []  # nothing was ever sent to t1's inbox for t2
+    await t2.flush()
+    assert at_t2.msgs == []  # nothing was ever sent to t2's inbox for t1
 
     incidents = served.incidents()
-    # Refused before it was decoded (no bad_frame); t1 and s2/t1 blamed for nothing.
-    assert incidents == {("s1/t2", FORGED_REPLY): 16}
+    # Refused before it was decoded (no bad_frame); t2 and s2/t1 blamed for nothing.
+    assert incidents == {("s1/t1", FORGED_REPLY): 16}
     peers = served.engine.status(time.monotonic()).peers
-    assert peers["s1/t2"].backoff > 0  # the throttled one is who sent them
-    assert peers["s1/t1"].backoff == 0 and "s2/t1" not in peers
+    assert peers["s1/t1"].backoff > 0  # the throttled one is who sent them
+    assert "s1/t2" not in peers and "s2/t1" not in peers
 
 
-async def test_a_pull_naming_no_valid_requester_is_dropped_with_an_incident(
-    served: Served,
-) -> None:
+async def test_a_store_server_speaks_at_hq_for_its_own_till_alone(served: Served) -> None:
+    """A compromised store server (a user of it without permissions) reaches HQ only
+    through its till's leaf, which carries that till's pulls alone: no pull in another
+    till's or store's name, nor one naming no valid requester, gets to HQ at all."""
     bad = await served.rogue()
-    await pull(await served.client("s1/t3"), "s1/t3")  # HQ's interest is in
-    stray = "tm.pull.hq.s1.t$2"  # through HQ's leaf grant (tm.pull.hq.s1.*), but no till
-    await bad.publish(stray, pull_request("s1/t2"), reply="_INBOX.s1.t1.x")
-    # Another store's name: HQ's leaf permissions for s1 refuse it before HQ sees it.
-    await bad.publish(pull_subject("hq", "s2/x"), pull_request("s2/x"), reply="_INBOX.s1.t1.x")
-    await bad.publish(stray, pull_request("s1/t2"), reply="_INBOX.s1.t1.x")
-    # A compromised store server may still speak for its own tills.
-    assert len((await pull(bad, "s1/t1")).events) == BURST
-
-    assert served.incidents() == {(UNNAMED, STRAY_REQUEST): 2}  # nothing naming s2/x
+    await pull(bad, "s1/t1", events=1)  # HQ's interest is in; the leaf works, as t1
+    for subject, requester in (
+        ("tm.pull.hq.s1.t$2", "s1/t2"),  # names no till
+        (pull_subject("hq", "s1/t2"), "s1/t2"),  # another till of the store
+        (pull_subject("hq", "s2/x"), "s2/x"),  # another store
+    ):
+        await bad.publish(subject, pull_request(requester), reply="_INBOX.s1.t1.x")
+    assert len((await pull(bad, "s1/t1")).events) == BURST  # and after them, as before
+    assert served.incidents() == {}  # none of them reached HQ
     peers = served.engine.status(time.monotonic()).peers
-    assert set(peers) == {"s1/t1", "s1/t3"}  # no peer made up from what a stranger wrote
+    assert set(peers) == {"s1/t1"}  # no peer made up from what a stranger wrote
