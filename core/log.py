@@ -41,8 +41,8 @@ from core.batch import (
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state
 from core.errors import StorageError, TillmeshError
-from core.events import SCHEMA_VERSION, Body, Event, RawEvent, decode_event, encode_body
-from core.fold import StateFold
+from core.events import Body, Event, RawEvent, decode_event, encode_body
+from core.fold import FLAG_UNAPPLIED, StateFold
 from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
@@ -56,6 +56,10 @@ Listener = Callable[[list[RawEvent]], None]
 T = TypeVar("T")
 MAX_BATCH_EVENTS = 5000
 REBUILD_CHUNK = 5000
+UNAPPLIED_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS events_unapplied ON events (origin, seq)"
+    f" WHERE flags & {FLAG_UNAPPLIED}"
+)
 # Events checked per turn of the event loop before `ingest` queues them: ~1-2 ms of
 # Python, so a big frame neither blocks other tasks (a sale, an API call) for long nor
 # waits for a turn of its own per event.
@@ -168,10 +172,13 @@ class EventLog:
         self._pending_origins = {o for (o,) in conn.execute("SELECT DISTINCT origin FROM pending")}
         # A new build may read events an older one stored unapplied (a newer schema):
         # it folds them in, or this till's state would lag its peers' until a rebuild.
-        stale = meta.get("fold_version") != self.fold.version
-        if stale or (meta.get("schema_version") != SCHEMA_VERSION and readable_unapplied(conn)):
+        # Checked at every open, since a build rolled back and forward again may have
+        # stored some in between; the partial index makes that a lookup, not a scan.
+        # Not a migration: an older build keeps opening the file, and SQLite keeps the
+        # index current for its writes too.
+        conn.execute(UNAPPLIED_INDEX)
+        if meta.get("fold_version") != self.fold.version or readable_unapplied(conn):
             self._rebuild(conn)
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
     async def close(self) -> None:
         if self._writer_task is not None:

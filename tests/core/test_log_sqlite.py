@@ -56,7 +56,7 @@ async def test_a_new_build_folds_in_what_an_older_one_stored_unapplied(tmp_path,
     future = msgspec.structs.replace(voids[1], schema=events.SCHEMA_VERSION + 1)
     with monkeypatch.context() as older:
         for module in (events, log_module):
-            older.setattr(module, "SCHEMA_VERSION", 2)
+            older.setattr(module, "SCHEMA_VERSION", 2, raising=False)
         async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()) as log:
             await log.ingest([voids[0], future])
             assert await log.read(counts) == {}
@@ -64,3 +64,21 @@ async def test_a_new_build_folds_in_what_an_older_one_stored_unapplied(tmp_path,
         assert await log.read(counts) == {"s1/t2": 1}
         flags = await log.read(lambda c: c.execute("SELECT seq, flags FROM events").fetchall())
         assert [(seq, bool(f & FLAG_UNAPPLIED)) for seq, f in flags] == [(1, False), (2, True)]
+
+
+async def test_a_build_rolled_back_and_forward_again_folds_in_what_it_left(
+    tmp_path, monkeypatch
+):
+    """Review: the new build ran, an older one (rolled back) stored a schema-3 void
+    unapplied, the new build came back: it must fold it in at open, as the first time."""
+    (void,) = chain("s1/t2", [SaleVoided(sale="s1/t2:9", by="C042")])
+    async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()):
+        pass  # the new build opened it once
+    with monkeypatch.context() as older:
+        for module in (events, log_module):
+            older.setattr(module, "SCHEMA_VERSION", 2, raising=False)
+        async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()) as log:
+            await log.ingest([void])
+            assert await log.read(counts) == {}
+    async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()) as log:
+        assert await log.read(counts) == {"s1/t2": 1}
