@@ -16,9 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from conflict.state import StoreState
 from core.events import event_hash
 from core.log import EventLog
+from replicas.site import load_signer
 from replicas.sync.protocol import holds
 from tests.bench.conftest import percentile
 from tests.e2e.harness import Mesh, split_id, wait_until
@@ -44,9 +47,12 @@ WATCH_EVERY = 0.0005  # s between two looks at the logs a propagation watches
 
 
 async def populate(db: Path, owner: str, origins: dict[str, int]) -> None:
-    """Write `origins[o]` sales of each origin into `owner`'s log: own ones appended, the
-    others chained and ingested as if replicated."""
-    log = await EventLog.open(db, owner, StoreState(), in_scope=holds(owner))
+    """Write `origins[o]` sales of each origin into `owner`'s log (in a site's folder):
+    own ones appended, the others chained and ingested as if replicated, each signed with
+    its origin's key as the site holds it (peers refuse what is not)."""
+    root = next(p for p in db.parents if (p / "site.json").exists())
+    signers = {o: load_signer(root / o / "identity") for o in origins}
+    log = await EventLog.open(db, owner, StoreState(), in_scope=holds(owner), signer=signers[owner])
     try:
         for origin, n in origins.items():
             prev, hlc = b"", 1 << 40
@@ -58,7 +64,10 @@ async def populate(db: Path, owner: str, origins: dict[str, int]) -> None:
                 if origin == owner:
                     await log.append_many(bodies)
                     continue
-                events = chain(origin, bodies, hlc + first, prev, first)
+                events = [
+                    msgspec.structs.replace(e, sig=signers[origin].sign(event_hash(e)))
+                    for e in chain(origin, bodies, hlc + first, prev, first)
+                ]
                 prev = event_hash(events[-1])
                 result = await log.ingest(events)
                 assert not result.rejected, result.rejected[:1]

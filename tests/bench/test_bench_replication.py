@@ -124,7 +124,7 @@ async def catch_up(tmp: Path, n: int) -> CatchUp:
     busy: list[float] = []
     try:
         db = mesh.site.data_dir(mesh.root, "s1/t2") / "log.db"
-        db.parent.mkdir(parents=True)
+        db.parent.mkdir(parents=True, exist_ok=True)  # its identity is there
         await populate(db, "s1/t2", {"s1/t2": n})
         raws = raws_of(db, "s1/t2")
         raw = await raw_nats_rate(tmp, raws)
@@ -269,5 +269,5 @@ async def test_bench_hq_ingest(tmp_path: Path) -> None:
 async def _populate_store(mesh: Mesh, rid: str, tills: int, per_till: int) -> None:
     store = rid.split("/")[0]
     db = mesh.site.data_dir(mesh.root, rid) / "log.db"
-    db.parent.mkdir(parents=True)
+    db.parent.mkdir(parents=True, exist_ok=True)  # its identity is there
     await populate(db, rid, {f"{store}/t{t}": per_till for t in range(1, tills + 1)})
