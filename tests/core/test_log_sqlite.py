@@ -66,9 +66,7 @@ async def test_a_new_build_folds_in_what_an_older_one_stored_unapplied(tmp_path,
         assert [(seq, bool(f & FLAG_UNAPPLIED)) for seq, f in flags] == [(1, False), (2, True)]
 
 
-async def test_a_build_rolled_back_and_forward_again_folds_in_what_it_left(
-    tmp_path, monkeypatch
-):
+async def test_a_build_rolled_back_and_forward_again_folds_in_what_it_left(tmp_path, monkeypatch):
     """Review: the new build ran, an older one (rolled back) stored a schema-3 void
     unapplied, the new build came back: it must fold it in at open, as the first time."""
     (void,) = chain("s1/t2", [SaleVoided(sale="s1/t2:9", by="C042")])
