@@ -1,4 +1,5 @@
-"""Events: the envelope, the typed bodies, and their canonical msgpack encoding.
+"""Events: the envelope and the canonical msgpack encoding of it and of the typed bodies
+(`core.bodies`, whose names this module re-exports).
 
 An `Event` is the unit of replication. Its envelope is understood by every version
 of tillmesh; its `body` is the canonical msgpack of a typed body struct chosen by
@@ -21,14 +22,34 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import string
 from collections.abc import Iterator
-from typing import Annotated, ClassVar, Literal, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import msgspec.inspect
-from msgspec import Meta, Struct
+from msgspec import Struct
 
+from core.bodies import (
+    BODY_TYPES,
+    HQ_ONLY_TYPES,
+    Body,
+    ConflictResolved,
+    Payment,
+    PriceSet,
+    ProductUpserted,
+    RefundIssued,
+    RefundLine,
+    SaleCompleted,
+    SaleLine,
+    SaleVoided,
+    ShiftClosed,
+    ShiftOpened,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
+    by_schema,
+    check_sku,
+)
 from core.errors import (
     CardNumberInText,
     DecodeError,
@@ -89,35 +110,6 @@ HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32
 
-SKU_PATTERN = r"^[A-Za-z0-9._-]+$"
-# The SKU rule is SKU_PATTERN as `re.search` reads it, and is checked by `check_sku` from
-# each body's `check()`, not by msgspec: msgspec calls into `re` per string, ~1.5 µs per
-# SKU, which was most of decoding a one-line sale. The JSON schema still states the rule.
-Sku = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SKU_PATTERN})]
-Money = Annotated[int, Meta(ge=0, le=10**12)]
-PositiveQty = Annotated[int, Meta(gt=0, le=10**9)]
-Text = Annotated[str, Meta(max_length=200)]
-Id = Annotated[str, Meta(min_length=1, max_length=80)]
-EventId = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[^:]+:[1-9][0-9]*$")]
-Last4 = Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
-CardToken = Annotated[str, Meta(min_length=8, max_length=128)]
-
-
-_SKU_CHARS = string.ascii_letters + string.digits + "._-"
-
-
-def check_sku(sku: str) -> None:
-    """Raise ValueError unless `sku` matches SKU_PATTERN under `re.search`.
-
-    Exactly that rule, so replicas of older builds accept the same events: `$` also
-    matches before one final newline, so "A1\n" passes and "\n" or "A1\n\n" do not.
-    `str.strip` removes every allowed character from both ends, so anything left over
-    is a character the pattern refuses (min_length=1 is still checked by msgspec).
-    """
-    core = sku[:-1] if sku[-1:] == "\n" else sku
-    if not core or core.strip(_SKU_CHARS):
-        raise ValueError(f"sku {sku[:64]!r} does not match {SKU_PATTERN}")
-
 
 class Event(Struct, array_like=True, frozen=True, gc=False):
     """The envelope. `prev` is the hash of the origin's previous event (empty at seq 1)."""
@@ -135,253 +127,6 @@ class Event(Struct, array_like=True, frozen=True, gc=False):
     def id(self) -> str:
         return event_id(self.origin, self.seq)
 
-
-# --- bodies ---------------------------------------------------------------------------
-
-
-# Bodies and their parts are gc=False (untracked by the cycle collector): frozen values
-# of str/int/lists of such values cannot form cycles, and ingest makes several per event;
-# tracked, they set off collections that were ~20% of decoding a sale.
-class Body(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    TYPE: ClassVar[str]
-
-    def min_schema(self) -> int:
-        """The lowest schema that has every field this body uses."""
-        return 1
-
-    def check(self) -> None:
-        """Cross-field rules msgspec constraints cannot express."""
-
-
-def by_schema(by: str) -> int:
-    """The schema of a body whose only newer field is `by` (schema 3): 3 when it names
-    someone, else 1, so an event made without one (the open demo, a build before 3) has
-    the bytes and the schema it always had. The fold does not read `by`: who made an
-    event is for the audit (`tillmesh log dump`), not state, so an older build that
-    stores a schema-3 event unapplied is behind on what it can show, not on its digest."""
-    return 3 if by else 1
-
-
-class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    sku: Sku
-    qty: PositiveQty
-    unit_price: Money
-    discount: Money = 0
-    tax: Money = 0  # tax included in the line total, for reporting
-
-    @property
-    def total(self) -> int:
-        return self.qty * self.unit_price - self.discount
-
-
-class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    method: Literal["cash", "card", "other"]
-    amount: Annotated[int, Meta(gt=0, le=10**12)]
-    card_token: CardToken | None = None
-    card_last4: Last4 | None = None
-    auth: Literal["online", "deferred"] | None = None  # deferred: store-and-forward
-    reference: Text = ""
-
-
-class SaleCompleted(Body, frozen=True):
-    TYPE: ClassVar[str] = "sale.completed"
-    receipt: Id
-    lines: Annotated[list[SaleLine], Meta(min_length=1, max_length=500)]
-    payments: Annotated[list[Payment], Meta(min_length=1, max_length=20)]
-    change: Money = 0
-    shift: Text = ""
-    cashier: Text = ""
-    approved_by: Text = ""  # schema 2: the manager credential that approved a price override
-    approval_reason: Text = ""  # schema 2
-
-    @property
-    def total(self) -> int:
-        return sum(line.total for line in self.lines)
-
-    def min_schema(self) -> int:
-        return 2 if self.approved_by or self.approval_reason else 1
-
-    def check(self) -> None:
-        total = 0
-        for i, line in enumerate(self.lines):  # plain loop: this runs per ingested sale
-            check_sku(line.sku)
-            value = line.qty * line.unit_price
-            if line.discount > value:
-                raise ValueError(f"line {i}: discount exceeds line value")
-            total += value - line.discount
-        paid = 0
-        for p in self.payments:
-            paid += p.amount
-            if p.method != "cash" or p.card_token is not None or p.card_last4 is not None:
-                _check_payment(p)
-        if paid - self.change != total:
-            raise ValueError(f"payments {paid} - change {self.change} != total {total}")
-
-
-def _check_payment(p: Payment) -> None:
-    if p.method == "card":
-        if p.card_token is None or p.card_last4 is None or p.auth is None:
-            raise ValueError("card payment needs card_token, card_last4 and auth")
-    elif p.card_token is not None or p.card_last4 is not None:
-        raise ValueError(f"{p.method} payment must not carry card data")
-
-
-class SaleVoided(Body, frozen=True):
-    TYPE: ClassVar[str] = "sale.voided"
-    sale: EventId
-    reason: Text = ""
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-
-class RefundLine(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
-    line: Annotated[int, Meta(ge=0, lt=500)]  # index into the sale's lines
-    qty: PositiveQty
-    amount: Money
-
-
-class RefundIssued(Body, frozen=True):
-    TYPE: ClassVar[str] = "refund.issued"
-    sale: EventId
-    lines: Annotated[list[RefundLine], Meta(min_length=1, max_length=500)]
-    method: Literal["cash", "card", "other"] = "cash"
-    restock: bool = True
-    reason: Text = ""
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-    @property
-    def amount(self) -> int:
-        return sum(line.amount for line in self.lines)
-
-
-class StockReceived(Body, frozen=True):
-    TYPE: ClassVar[str] = "stock.received"
-    sku: Sku
-    qty: PositiveQty
-    reference: Text = ""
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-    def check(self) -> None:
-        check_sku(self.sku)
-
-
-class StockAdjusted(Body, frozen=True):
-    TYPE: ClassVar[str] = "stock.adjusted"
-    sku: Sku
-    delta: Annotated[int, Meta(ge=-(10**9), le=10**9)]
-    reason: Text
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-    def check(self) -> None:
-        check_sku(self.sku)
-        if self.delta == 0:
-            raise ValueError("delta must not be 0")
-
-
-class StockCounted(Body, frozen=True):
-    """The absolute count at the event's HLC moment: later deltas add to it."""
-
-    TYPE: ClassVar[str] = "stock.counted"
-    sku: Sku
-    count: Annotated[int, Meta(ge=0, le=10**9)]
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-    def check(self) -> None:
-        check_sku(self.sku)
-
-
-class ProductUpserted(Body, frozen=True):
-    TYPE: ClassVar[str] = "product.upserted"
-    sku: Sku
-    name: Text
-    price: Money
-    tax_rate_bp: Annotated[int, Meta(ge=0, le=10_000)] = 0  # basis points
-    active: bool = True
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-    def check(self) -> None:
-        check_sku(self.sku)
-
-
-class PriceSet(Body, frozen=True):
-    TYPE: ClassVar[str] = "price.set"
-    sku: Sku
-    price: Money
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-    def check(self) -> None:
-        check_sku(self.sku)
-
-
-class ShiftOpened(Body, frozen=True):
-    TYPE: ClassVar[str] = "shift.opened"
-    shift: Id
-    float_amount: Money
-    cashier: Text = ""
-
-
-class ShiftClosed(Body, frozen=True):
-    TYPE: ClassVar[str] = "shift.closed"
-    shift: Id
-    counted_cash: Money
-    by: Text = ""  # schema 3: who made it, a person (or an API credential)
-
-    def min_schema(self) -> int:
-        return by_schema(self.by)
-
-
-class ConflictResolved(Body, frozen=True):
-    """A manager's decision on a detected conflict; compensations are separate events."""
-
-    TYPE: ClassVar[str] = "conflict.resolved"
-    conflict: Id
-    action: Literal["accept", "compensate", "choose_price", "recount"]
-    by: Text
-    reason: Text = ""
-    price: Money | None = None
-
-
-# Types only HQ may write, as only HQ's API writes them: products are the chain's to
-# define (a till sets store prices, never products). Ingest refuses them from any other
-# origin, so a till's key or a bug cannot define the chain's catalog.
-HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE})
-
-BODY_TYPES: dict[str, type[Body]] = {
-    cls.TYPE: cls
-    for cls in (
-        SaleCompleted,
-        SaleVoided,
-        RefundIssued,
-        StockReceived,
-        StockAdjusted,
-        StockCounted,
-        ProductUpserted,
-        PriceSet,
-        ShiftOpened,
-        ShiftClosed,
-        ConflictResolved,
-    )
-}
 
 # --- encoding ---------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.bodies import SKU_PATTERN, check_sku
 from core.errors import SchemaViolation
-from core.events import SKU_PATTERN, check_sku, decode_body, encode_body
+from core.events import decode_body, encode_body
 from tests.factories import cash_sale, chain
 
 _ALPHABET = "aZ09._-\n \t/é\x00:"
