@@ -126,7 +126,10 @@ def cmd_site_init(args: argparse.Namespace) -> int:
     print(f"site written to {args.data}: HQ{hubs} + {tills} tills")
     for rid in site.replicas:
         print(f"  {rid:8} api {site.api_url(rid)}")
-    print(f"the site CA's key is {args.data / 'ca.key'}: keep it on this machine only")
+    print(
+        f"the CA keys ({args.data / 'ca.key'}, {args.data / 'routes'}/*.key) stay on this"
+        " machine only"
+    )
     return 0
 
 
