@@ -16,6 +16,7 @@ in flight ingest no faster than one; see README "Figures").
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from core.events import (
     MAX_INT64,
     Body,
     Event,
+    KeyRevoked,
     RawEvent,
     check_envelope,
     decode_body,
@@ -51,7 +53,7 @@ from core.events import (
     encode_event,
     event_hash,
 )
-from core.fold import FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
+from core.fold import FLAG_REVOKED, FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
 from core.signing import Signer, Verifier, vouch
 
 __all__ = [
@@ -215,6 +217,9 @@ class Transaction:
     wall_ms: Callable[[], int]
     signer: Signer | None = None  # signs the local events (None: unsigned, as in old logs)
     verifier: Verifier | None = None  # tells a signed twin (equivocation) from a forged one
+    revoked: dict[str, int] = field(default_factory=dict)  # origin -> last seq it wrote
+    newly_revoked: dict[str, int] = field(default_factory=dict)
+    needs_rebuild: bool = False  # a revocation reached events already folded
     staged: dict[str, Head] = field(default_factory=dict)
     accepted: list[Accepted] = field(default_factory=list)
     rows: list[tuple[str, int, int, str, int, bytearray, bytearray]] = field(default_factory=list)
@@ -363,6 +368,11 @@ class Transaction:
 
     def _accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None:
         origin, seq = ev.origin, ev.seq
+        if seq > self._revoked_after(origin):
+            flags, body = flags | FLAG_REVOKED, None  # kept and replicated, never state
+        elif isinstance(body, KeyRevoked) and origin == HQ:
+            cut = min(body.after_seq, self._revoked_after(body.replica))
+            self.newly_revoked[body.replica] = cut
         self.staged[origin] = (seq, h)
         self.new_hashes[(origin, seq)] = h
         # bytearray, not bytes: sqlite3 binds bytes only after an adapter lookup that
@@ -371,6 +381,30 @@ class Transaction:
         self.rows.append((origin, seq, ev.hlc, ev.type, flags, bytearray(h), bytearray(raw)))
         if body is not None:
             self.accepted.append(Accepted(ev, body, flags))
+
+    def _revoked_after(self, origin: str) -> int:
+        """The last seq `origin` wrote before HQ revoked it (MAX_INT64: not revoked)."""
+        return min(self.newly_revoked.get(origin, MAX_INT64), self.revoked.get(origin, MAX_INT64))
+
+    def _apply_revocations(self) -> None:
+        """Flag what revoked origins wrote past their cut: stored before the revocation
+        arrived, some may be folded already, and then the state is rebuilt without them,
+        so it is the same on every replica whichever arrived first."""
+        for origin, cut in self.newly_revoked.items():
+            folded = self.conn.execute(
+                f"SELECT count(*) FROM events WHERE origin = ? AND seq > ?"
+                f" AND flags & {FLAG_UNAPPLIED | FLAG_REVOKED} = 0",
+                (origin, cut),
+            ).fetchone()[0]
+            self.conn.execute(
+                f"UPDATE events SET flags = flags | {FLAG_REVOKED} WHERE origin = ? AND seq > ?",
+                (origin, cut),
+            )
+            self.needs_rebuild = self.needs_rebuild or folded > 0
+            self.revoked[origin] = cut
+        if self.newly_revoked:
+            revoked = json.dumps(self.revoked, sort_keys=True)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('revoked', ?)", (revoked,))
 
     def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
         """Keep the refused bytes as evidence, then refuse (raise) the event."""
@@ -408,6 +442,7 @@ class Transaction:
         )
         if self.rows:
             c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", (self.clock.last,))
+        self._apply_revocations()
 
 
 def trim_quarantine(conn: sqlite3.Connection, max_rows: int) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "ConflictResolved",
     "EventId",
     "Id",
+    "KeyRevoked",
     "Last4",
     "Money",
     "Payment",
@@ -298,10 +299,23 @@ class ConflictResolved(Body, frozen=True):
     price: Money | None = None
 
 
+class KeyRevoked(Body, frozen=True):
+    """HQ's word that `replica` wrote nothing after seq `after_seq`: its key was stolen,
+    or the machine is gone. Its later events are still stored and replicated (so every
+    replica holds the same events) but never folded into the state, on every replica,
+    in whatever order the revocation and those events arrive. A replacement machine
+    takes a new replica id."""
+
+    TYPE: ClassVar[str] = "key.revoked"
+    replica: Id
+    after_seq: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    reason: Text = ""
+
+
 # Types only HQ may write, as only HQ's API writes them: products are the chain's to
 # define (a till sets store prices, never products). Ingest refuses them from any other
 # origin, so a till's key or a bug cannot define the chain's catalog.
-HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE})
+HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE, KeyRevoked.TYPE})
 
 BODY_TYPES: dict[str, type[Body]] = {
     cls.TYPE: cls
@@ -317,5 +331,6 @@ BODY_TYPES: dict[str, type[Body]] = {
         ShiftOpened,
         ShiftClosed,
         ConflictResolved,
+        KeyRevoked,
     )
 }

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from core.errors import StorageError, TillmeshError
 from core.events import decode_body, decode_event
-from core.fold import FLAG_UNAPPLIED, Accepted, StateFold
+from core.fold import FLAG_REVOKED, FLAG_UNAPPLIED, Accepted, StateFold
 
 __all__ = [
     "SNAP_PREFIX",
@@ -147,6 +147,8 @@ def _apply(
 
 
 def _accepted_or_none(raw: bytes, flags: int) -> Accepted | None:
+    if flags & FLAG_REVOKED:  # written after its origin was revoked: never state
+        return None
     ev = decode_event(raw)
     try:  # stored events: a rule added since (core/pan.py) must not drop one from state
         body = decode_body(ev, check_text=False)

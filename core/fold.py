@@ -16,10 +16,11 @@ import msgspec
 
 from core.events import Body, Event
 
-__all__ = ["FLAG_SKEWED", "FLAG_UNAPPLIED", "Accepted", "StateFold"]
+__all__ = ["FLAG_REVOKED", "FLAG_SKEWED", "FLAG_UNAPPLIED", "Accepted", "StateFold"]
 
 FLAG_SKEWED = 1  # HLC was too far ahead of our wall clock when received
 FLAG_UNAPPLIED = 2  # type or schema unknown to this build: stored, forwarded, not folded
+FLAG_REVOKED = 4  # its origin was revoked before it (`key.revoked`): stored, never folded
 
 
 class Accepted(msgspec.Struct, frozen=True, gc=False):

@@ -20,6 +20,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -115,6 +116,7 @@ class EventLog:
         self._heads: dict[str, Head] = {}
         self._pending_origins: set[str] = set()
         self._bases: dict[str, int] = {}  # compacted away: seqs <= base (set offline)
+        self._revoked: dict[str, int] = {}  # origin -> last seq before HQ revoked it
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._ingest_order = asyncio.Lock()
         self._writer_conn: aiosqlite.Connection | None = None
@@ -170,6 +172,7 @@ class EventLog:
             if base:
                 self._bases[origin] = base
         self._pending_origins = {o for (o,) in conn.execute("SELECT DISTINCT origin FROM pending")}
+        self._revoked = {str(o): int(n) for o, n in json.loads(meta.get("revoked", "{}")).items()}
         # A new build may read events an older one stored unapplied (a newer schema):
         # it folds them in, or this till's state would lag its peers' until a rebuild.
         # Checked at every open, since a build rolled back and forward again may have
@@ -324,6 +327,7 @@ class EventLog:
             self.wall_ms,
             self.signer,
             self.verifier,
+            revoked=dict(self._revoked),
         )
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -338,7 +342,10 @@ class EventLog:
                     tx.ingest(req.ingest, req.peer, result)
                     results.append(result)
             tx.write()
+            if tx.needs_rebuild:  # a revocation reached folded events: rare, and whole
+                self._rebuild(conn)
             conn.execute("COMMIT")
+            self._revoked = tx.revoked
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -40,6 +40,7 @@ from replicas.api.auth import Access, authorize
 from replicas.api.catalog import catalog_router
 from replicas.api.common import ERRORS, ReplicaHandle, Till, hlc_iso
 from replicas.api.conflicts import conflicts_router, count_open
+from replicas.api.keys import keys_router
 from replicas.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from replicas.api.reports import reports_router
 from replicas.api.sales import sales_router
@@ -173,7 +174,9 @@ def create_app(
     app.state.access = access or Access(None)
     _install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    routers = (sales_router, stock_router, catalog_router, shifts_router, reports_router)
+    routers = (
+        sales_router, stock_router, catalog_router, shifts_router, reports_router, keys_router
+    )  # fmt: skip
     for router in (*routers, _status_router):
         app.include_router(router(till))
     app.include_router(conflicts_router(replica.log))

@@ -53,6 +53,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("PUT", "/catalog/{sku}/price"): M,  # a store's price; at HQ the chain's: hq_admin (catalog.py)
     ("GET", "/conflicts"): R,
     ("POST", "/conflicts/{conflict_id}/resolve"): M,
+    ("POST", "/keys/{replica:path}/revoke"): A,  # at HQ only (keys.py)
     ("GET", "/link/hq"): R,
     ("PUT", "/link/hq"): M,  # cuts the store off from HQ
     ("GET", "/reports/sales"): R,
