@@ -12,6 +12,7 @@ the LTE link to HQ's first node records what an eavesdropper sees.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +35,30 @@ async def _uplinks(mesh: Mesh, tills: list[str]) -> dict[str, dict[str, Any]]:
     return {rid: (await mesh[rid].status(digest=False))["sync"]["uplink"] for rid in tills}
 
 
-async def _wait_uplink(mesh: Mesh, tills: list[str], uplink: str, what: str) -> float:
-    """Seconds until every till in `tills` reports its leaf link on `uplink`."""
+async def _wait_links(
+    mesh: Mesh, tills: list[str], ok: Callable[[dict[str, Any]], bool], what: str
+) -> float:
+    """Seconds until every till in `tills` reports a connected leaf link that is `ok`."""
     started, seen = time.monotonic(), {}
 
-    async def moved() -> bool:
+    async def all_ok() -> bool:
         seen.update(await _uplinks(mesh, tills))
-        return all(link["connected"] and link["uplink"] == uplink for link in seen.values())
+        return all(link["connected"] and ok(link) for link in seen.values())
 
     try:
-        await wait_until(moved, what, 30)
+        await wait_until(all_ok, what, 30)
     except AssertionError as e:
         raise AssertionError(f"{e}; links: {seen}") from None
     return time.monotonic() - started
+
+
+async def _wait_uplink(mesh: Mesh, tills: list[str], uplink: str, what: str) -> float:
+    return await _wait_links(mesh, tills, lambda link: link["uplink"] == uplink, what)
 
 
 async def _wait_moved(mesh: Mesh, tills: list[str], lost: str) -> float:
-    """Seconds until every till in `tills` has its leaf link up on a hub node but `lost`."""
-    started, seen = time.monotonic(), {}
-
-    async def moved() -> bool:
-        seen.update(await _uplinks(mesh, tills))
-        return all(link["connected"] and link["hub"] != lost for link in seen.values())
-
-    try:
-        await wait_until(moved, f"the leaf links through {lost} to move", 30)
-    except AssertionError as e:
-        raise AssertionError(f"{e}; links: {seen}") from None
-    return time.monotonic() - started
+    what = f"the leaf links through {lost} to move"
+    return await _wait_links(mesh, tills, lambda link: link["hub"] != lost, what)
 
 
 async def _card_sale(mesh: Mesh, rid: str) -> str:
