@@ -358,9 +358,10 @@ def _issue_identities(root: Path, site: Site) -> None:
             site.signing_keys[node] = write_signing_key(folder)
 
 
-def write_signing_key(folder: Path) -> str:
-    """A new event-signing key in `folder` (SIGNING_SEED, 0600); its public key."""
-    seed = new_signing_seed()
+def write_signing_key(folder: Path, seed: bytes | None = None) -> str:
+    """An event-signing key (`seed`, else a new one) in `folder` (SIGNING_SEED, 0600);
+    its public key, as site.json lists it."""
+    seed = seed or new_signing_seed()
     write_private(folder / SIGNING_SEED, seed.hex().encode() + b"\n")
     return encode_public_key(Ed25519Signer(seed).public_key)
 

@@ -36,10 +36,9 @@ from core.events import (
     StockReceived,
 )
 from core.log import EventLog
-from core.signing import Ed25519Signer, encode_public_key
 from replicas.cli.main import main
-from replicas.site import SIGNING_SEED, init_site, load_signer, load_site
 from replicas.site import Site as SiteModel
+from replicas.site import init_site, load_signer, load_site, write_signing_key
 from replicas.sync.protocol import holds
 
 T = TypeVar("T")
@@ -148,8 +147,7 @@ def _fixed_keys(root: Path, site: SiteModel) -> None:
     in every run, so the runbook's real output (sizes, digests) is reproducible."""
     for rid in site.replicas:
         seed = hashlib.blake2b(f"ops-kit {rid}".encode(), digest_size=32).digest()
-        (site.identity_dir(root, rid) / SIGNING_SEED).write_text(seed.hex() + "\n")
-        site.signing_keys[rid] = encode_public_key(Ed25519Signer(seed).public_key)
+        site.signing_keys[rid] = write_signing_key(site.identity_dir(root, rid), seed)
     (root / "site.json").write_text(site.model_dump_json(indent=2) + "\n")
 
 
