@@ -103,10 +103,11 @@ def check_event(item: Event | RawEvent) -> CheckedEvent:
     they are what is stored, once they are the canonical encoding (else refused, so two
     replicas never hold different bytes for one event)."""
     ev, raw = (item.event, item.raw) if isinstance(item, RawEvent) else (item, None)
-    try:
-        check_envelope(ev)  # decoded events were checked; events handed in as objects too
-    except DecodeError as e:
-        return CheckedEvent(ev, b"", b"", None, e.with_traceback(None))
+    if raw is None:  # bytes were checked as they were decoded; objects are checked here
+        try:
+            check_envelope(ev)
+        except DecodeError as e:
+            return CheckedEvent(ev, b"", b"", None, e.with_traceback(None))
     canonical = encode_event(ev)
     refused: EventError | None = None
     if raw is not None and raw != canonical:
