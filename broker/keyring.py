@@ -47,6 +47,8 @@ __all__ = [
     "load_identity",
     "make_route_ca",
     "make_site_ca",
+    "node_files",
+    "route_files",
     "site_ca",
 ]
 
@@ -116,7 +118,7 @@ def load_identity(directory: Path) -> NodeIdentity:
     """A machine's identity folder, every file checked to be there and readable; a
     CredentialsError names the first that is not (e.g. a bundle never installed)."""
     directory = directory.resolve()
-    tls = TlsFiles(directory / "ca.pem", directory / f"{_STEM}.pem", directory / f"{_STEM}.key")
+    tls = node_files(directory)
     for path in (tls.ca_file, tls.cert_file):
         assert path is not None
         load_cert(path)  # CredentialsError naming the file if missing or not a certificate
@@ -124,10 +126,20 @@ def load_identity(directory: Path) -> NodeIdentity:
     if not tls.key_file.exists():
         raise CredentialsError(tls.key_file, "missing: install this machine's bundle")
     seed = directory / SEED_FILE
-    route = TlsFiles(directory / ROUTE_CA, directory / f"{_ROUTE}.pem", directory / f"{_ROUTE}.key")
+    route = route_files(directory)
     assert route.cert_file is not None
     route_tls = route if route.cert_file.exists() else None
     return NodeIdentity(directory, tls, seed if seed.exists() else None, route_tls)
+
+
+def node_files(directory: Path) -> TlsFiles:
+    """Where an identity folder keeps the site CA and the machine certificate."""
+    return TlsFiles(directory / "ca.pem", directory / f"{_STEM}.pem", directory / f"{_STEM}.key")
+
+
+def route_files(directory: Path) -> TlsFiles:
+    """Where an identity folder keeps its cluster's CA and its route certificate."""
+    return TlsFiles(directory / ROUTE_CA, directory / f"{_ROUTE}.pem", directory / f"{_ROUTE}.key")
 
 
 def make_route_ca(root: Path, cluster: str) -> SiteCA:

@@ -39,6 +39,7 @@ from broker.config import (
     till_server_config,
 )
 from broker.identity import Nkey
+from broker.keyring import node_files, route_files
 from broker.subjects import HQ, parse_replica_id
 from broker.tls import TlsFiles
 
@@ -103,14 +104,12 @@ def sample_public_keys() -> dict[str, str]:
 
 
 def _identity(node: str) -> TlsFiles:
-    folder = DATA / node / "identity"
-    return TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
+    return node_files(DATA / node / "identity")
 
 
 def route_identity(node: str) -> TlsFiles:
     """Its route certificate, from its cluster's own CA (`broker.keyring`)."""
-    folder = DATA / node / "identity"
-    return TlsFiles(folder / "route-ca.pem", folder / "route.pem", folder / "route.key")
+    return route_files(DATA / node / "identity")
 
 
 def _leaf_addrs() -> list[str]:
