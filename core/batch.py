@@ -7,8 +7,8 @@ hands the accepted ones to the state fold, and writes everything with one
 only after COMMIT, so a failed batch leaves the in-memory view untouched.
 
 What can be known of a remote event without the log (its hash, its canonical
-bytes, its typed and validated body) is worked out beforehand by `check_events`,
-outside the writer's thread, so a group commit (which every queued sale waits
+bytes, its typed and validated body) is worked out beforehand by `check_events`
+(`core.checks`), outside the writer's thread, so a group commit (which every queued sale waits
 for) holds only the work that needs the log. It does not raise throughput: ingest
 is bound by one core's worth of GIL-held Python plus SQLite (measured: two frames
 in flight ingest no faster than one; see README "Figures").
@@ -18,43 +18,49 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import msgspec
 
+from core.checks import NO_HEAD, CheckedEvent, Head, check_event, check_events, holds_card_data
 from core.clock import HybridClock
 from core.errors import (
-    CardNumberInText,
     ChainBroken,
     DecodeError,
     Equivocation,
     EventError,
-    NonCanonicalEncoding,
     OutOfScope,
     OversizedError,
     SignatureError,
     TillmeshError,
-    UnknownEventType,
-    WrongAuthor,
+    UnknownKey,
 )
 from core.events import (
     HQ,
-    HQ_ONLY_TYPES,
     MAX_INT64,
     Body,
     Event,
     KeyRevoked,
+    KeyRotated,
     RawEvent,
-    check_envelope,
-    decode_body,
     decode_event,
     encode_event,
     event_hash,
 )
 from core.fold import FLAG_REVOKED, FLAG_SKEWED, FLAG_UNAPPLIED, Accepted, StateFold
-from core.signing import Signer, Verifier, vouch
+from core.keys import KeyRegistry
+from core.rotation import (
+    Rotations,
+    Vouchers,
+    dump_rotations,
+    evict_stored,
+    folded_among,
+    retired_suffix,
+    take_unverified,
+)
+from core.signing import Signer, Verifier, decode_public_key
 
 __all__ = [
     "MAX_QUARANTINE_ROWS",
@@ -68,8 +74,6 @@ __all__ = [
     "trim_quarantine",
 ]
 
-Head = tuple[int, bytes]  # (seq, hash) of an origin's newest contiguous event
-NO_HEAD: Head = (0, b"")
 # Past this many refusals in one request the rest of it is dropped unread: one frame of
 # 20,000 forged twins held every queued sale for 3 s of signature checks.
 MAX_REFUSED_PER_REQUEST = 64
@@ -80,103 +84,6 @@ MAX_HELD_AHEAD = 1_000_000  # further ahead than this is not held: anti-entropy 
 # 10% of the cap, not per commit. No kind is spared: without signatures an equivocation
 # is as cheap to forge as any other refused event. `meta.quarantine_dropped` counts them.
 MAX_QUARANTINE_ROWS = 100_000
-
-
-class CheckedEvent(msgspec.Struct, frozen=True, gc=False):
-    """A remote event with everything that depends on it alone, not on the log.
-
-    `body` is None when the type or schema is unknown to this build (stored and
-    forwarded, not applied) or when the body is invalid (`error`: quarantined if the
-    event's chain position is right, like any refused event).
-    """
-
-    event: Event
-    hash: bytes
-    raw: bytes  # canonical envelope bytes, as stored and served
-    body: Body | None
-    error: EventError | None = None
-    known: bool = False  # at or below the head when checked: hash only, body unchecked
-
-
-def check_event(item: Event | RawEvent) -> CheckedEvent:
-    """Hash, canonical bytes and typed body of one event. Given the bytes it came as,
-    they are what is stored, once they are the canonical encoding (else refused, so two
-    replicas never hold different bytes for one event)."""
-    ev, raw = (item.event, item.raw) if isinstance(item, RawEvent) else (item, None)
-    if raw is None:  # bytes were checked as they were decoded; objects are checked here
-        try:
-            check_envelope(ev)
-        except DecodeError as e:
-            return CheckedEvent(ev, b"", b"", None, e.with_traceback(None))
-    canonical = encode_event(ev)
-    refused: EventError | None = None
-    if raw is not None and raw != canonical:
-        refused = NonCanonicalEncoding(ev.origin, ev.seq)
-    elif ev.type in HQ_ONLY_TYPES and ev.origin != HQ:
-        refused = WrongAuthor(ev.origin, ev.seq, ev.type, HQ)
-    if refused is not None:
-        return CheckedEvent(ev, event_hash(ev), canonical, None, refused)
-    try:
-        body: Body | None = decode_body(ev)
-        error = None
-    except UnknownEventType:
-        body, error = None, None
-    except EventError as e:  # no traceback: it would pin frames for as long as it is kept
-        body, error = None, e.with_traceback(None)
-    return CheckedEvent(ev, event_hash(ev), canonical, body, error)
-
-
-def _holds_card_data(ev: Event, error: TillmeshError) -> bool:
-    if isinstance(error, CardNumberInText):
-        return True
-    try:
-        decode_body(ev)
-    except CardNumberInText:
-        return True
-    except TillmeshError:
-        return False
-    return False
-
-
-def check_events(
-    events: Sequence[Event | RawEvent], heads: dict[str, Head], verifier: Verifier | None = None
-) -> list[CheckedEvent]:
-    """Check each event; one at or below its origin's committed head is a duplicate
-    (or equivocation) whatever happens meanwhile, since heads only grow: only its
-    hash is needed, so its body is not decoded (echoes and overlapping pulls).
-    With a `verifier`, the new events' signatures too (`core.signing.vouch`): one
-    no signature covers carries its SignatureError and is refused, never applied."""
-    out: list[CheckedEvent] = []
-    for item in events:
-        ev = item.event if isinstance(item, RawEvent) else item
-        if ev.seq <= heads.get(ev.origin, NO_HEAD)[0]:
-            out.append(CheckedEvent(ev, event_hash(ev), b"", None, known=True))
-        else:
-            out.append(check_event(item))
-    if verifier is not None:
-        _check_signatures(out, verifier)
-    return out
-
-
-def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:
-    """Mark, in place, each new event no valid signature of its origin covers; strip the
-    unchecked signature bytes of each one the chain covers, so what the log stores and
-    serves as signed is what it verified (a peer cannot plant bogus bytes that would
-    make an honest relay's frames fail everywhere)."""
-    by_origin: dict[str, list[int]] = {}
-    for i, c in enumerate(checked):
-        if not c.known and not isinstance(c.error, NonCanonicalEncoding | DecodeError):
-            by_origin.setdefault(c.event.origin, []).append(i)
-    for indexes in by_origin.values():
-        found = vouch([(checked[i].event, checked[i].hash) for i in indexes], verifier)
-        for k, error in found.refused.items():
-            c = checked[indexes[k]]
-            checked[indexes[k]] = CheckedEvent(c.event, c.hash, c.raw, None, error)
-        for k in found.covered:
-            c = checked[indexes[k]]
-            if c.event.sig:
-                bare = msgspec.structs.replace(c.event, sig=b"")
-                checked[indexes[k]] = msgspec.structs.replace(c, event=bare, raw=encode_event(bare))
 
 
 class ClockAhead(NamedTuple):
@@ -220,7 +127,11 @@ class Transaction:
     verifier: Verifier | None = None  # tells a signed twin (equivocation) from a forged one
     revoked: dict[str, int] = field(default_factory=dict)  # origin -> last seq it wrote
     newly_revoked: dict[str, int] = field(default_factory=dict)
-    needs_rebuild: bool = False  # a revocation reached events already folded
+    needs_rebuild: bool = False  # a revocation or rotation reached events already folded
+    rotations: Rotations = field(default_factory=dict)  # learned from HQ's key.rotated
+    rotated: list[tuple[str, int]] = field(default_factory=list)  # held events to recheck
+    keys_changed: bool = False
+    released: IngestResult = field(default_factory=lambda: IngestResult())
     staged: dict[str, Head] = field(default_factory=dict)
     accepted: list[Accepted] = field(default_factory=list)
     rows: list[tuple[str, int, int, str, int, bytearray, bytearray]] = field(default_factory=list)
@@ -269,6 +180,12 @@ class Transaction:
         if not self.in_scope(origin):
             self._quarantine(ev, peer, OutOfScope(origin, "this replica"))
         seq, head_hash = self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
+        if isinstance(checked.error, UnknownKey) and ev.seq > seq:
+            checked = self._recheck(checked)  # a rotation committed since it was checked
+            if isinstance(checked.error, UnknownKey):
+                self._hold(checked, seq, table="unverified")
+                result.held += 1
+                return
         if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
             self._accept_remote(checked, peer, result)
             if origin in self.pending_origins:
@@ -302,15 +219,27 @@ class Transaction:
                     self._quarantine(ev, peer, e.with_traceback(None))
             self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
 
-    def _hold(self, checked: CheckedEvent, head_seq: int) -> None:
+    def _hold(self, checked: CheckedEvent, head_seq: int, table: str = "pending") -> None:
+        """Keep an event for later: in `pending` until the gap below it fills, or in
+        `unverified` until HQ's rotation names the key that signed it (core.rotation)."""
         ev = checked.event
         if ev.seq - head_seq > MAX_HELD_AHEAD:
             raise OversizedError(f"gap before {ev.id}", ev.seq - head_seq, MAX_HELD_AHEAD)
         self.conn.execute(
-            "INSERT OR IGNORE INTO pending VALUES (?,?,?,?)",
+            f"INSERT OR IGNORE INTO {table} VALUES (?,?,?,?)",
             (ev.origin, ev.seq, checked.hash, checked.raw),
         )
-        self.pending_origins.add(ev.origin)
+        if table == "pending":
+            self.pending_origins.add(ev.origin)
+
+    def _recheck(self, checked: CheckedEvent) -> CheckedEvent:
+        if self.verifier is None:
+            return checked
+        try:
+            self.verifier.verify(checked.event, checked.hash)
+        except SignatureError as e:
+            return msgspec.structs.replace(checked, error=e.with_traceback(None))
+        return check_event(RawEvent(checked.event, checked.raw))
 
     def _accept_remote(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
         if checked.known:  # cannot happen while heads only grow; checked in full if it does
@@ -374,6 +303,8 @@ class Transaction:
         elif isinstance(body, KeyRevoked) and origin == HQ:
             cut = min(body.after_seq, self._revoked_after(body.replica))
             self.newly_revoked[body.replica] = cut
+        elif isinstance(body, KeyRotated) and origin == HQ:
+            self._rotate(body)
         self.staged[origin] = (seq, h)
         self.new_hashes[(origin, seq)] = h
         # bytearray, not bytes: sqlite3 binds bytes only after an adapter lookup that
@@ -382,6 +313,71 @@ class Transaction:
         self.rows.append((origin, seq, ev.hlc, ev.type, flags, bytearray(h), bytearray(raw)))
         if body is not None:
             self.accepted.append(Accepted(ev, body, flags))
+
+    def _rotate(self, body: KeyRotated) -> None:
+        """Learn HQ's rotation: from now on the new key checks the replica's events at
+        or past `from_seq`; what the old key wrote there leaves the chain (evicted), and
+        the events held for the new key are checked again before this commit's fold."""
+        key, origin = decode_public_key(body.public_key), body.replica
+        steps = [s for s in self.rotations.get(origin, []) if s[0] < body.from_seq]
+        self.rotations[origin] = [*steps, (body.from_seq, key)]
+        self.keys_changed = True
+        if isinstance(self.verifier, KeyRegistry):
+            self.verifier = self.verifier.rotated(origin, body.from_seq, key)
+            self._evict_retired(origin, body.from_seq)
+        self.rotated.append((origin, body.from_seq))
+
+    def _evict_retired(self, origin: str, from_seq: int) -> None:
+        assert isinstance(self.verifier, KeyRegistry)
+        head, _ = self.head(origin)
+        if head < from_seq:
+            return
+        staged_raw = {(r[0], r[1]): bytes(r[6]) for r in self.rows if r[0] == origin}
+        base = int(self.conn.execute(
+            "SELECT COALESCE(MAX(base), 0) FROM heads WHERE origin=?", (origin,)
+        ).fetchone()[0])  # fmt: skip
+        keep = retired_suffix(
+            Vouchers(self.conn, staged_raw), self.verifier, origin, from_seq, head, base
+        )
+        if keep >= head:
+            return
+        self.needs_rebuild = self.needs_rebuild or folded_among(self.conn, origin, keep) > 0
+        evicted = [*evict_stored(self.conn, origin, keep)]
+        evicted += [(seq, raw) for (o, seq), raw in staged_raw.items() if seq > keep]
+        self.rows = [r for r in self.rows if r[0] != origin or r[1] <= keep]
+        self.accepted = [
+            a for a in self.accepted if a.event.origin != origin or a.event.seq <= keep
+        ]
+        for seq, raw in evicted:
+            self.new_hashes.pop((origin, seq), None)
+            detail = f"{origin}:{seq}: signed by a key HQ retired from seq {from_seq}"
+            self.quarantined.append(
+                (self.wall_ms(), HELD_PEER, origin, seq, "SignatureError", detail, raw)
+            )
+        self.staged[origin] = self._stored_head(origin, keep)
+
+    def _stored_head(self, origin: str, seq: int) -> Head:
+        if seq == 0:
+            return NO_HEAD
+        h = self.new_hashes.get((origin, seq))
+        if h is None:
+            row = self.conn.execute(
+                "SELECT hash FROM events WHERE origin=? AND seq=?", (origin, seq)
+            ).fetchone()
+            h = bytes(row[0]) if row else b""
+        return (seq, h)
+
+    def release_unverified(self) -> None:
+        """Check again the events held for an unknown key of each origin HQ rotated in
+        this transaction, and those held for a gap past the rotation's seq (checked with
+        the old key); what verifies now is applied in it, as if just received."""
+        while self.rotated:
+            origin, from_seq = self.rotated.pop(0)
+            raws = take_unverified(self.conn, origin, from_seq)
+            if raws:
+                held = [RawEvent(decode_event(raw), raw) for raw in raws]
+                checked = check_events(held, {origin: self.head(origin)}, self.verifier)
+                self.ingest(checked, HELD_PEER, self.released)
 
     def _revoked_after(self, origin: str) -> int:
         """The last seq `origin` wrote before HQ revoked it (MAX_INT64: not revoked)."""
@@ -412,7 +408,7 @@ class Transaction:
         kind = type(error).__name__
         # Card data never enters the log, not even as evidence: origin, seq and why only,
         # whatever else is wrong with the event (an equivocating copy, another scope).
-        raw = b"" if _holds_card_data(ev, error) else encode_event(ev)
+        raw = b"" if holds_card_data(ev, error) else encode_event(ev)
         seq = min(ev.seq, MAX_INT64)  # an out-of-range seq is evidence, not a crash
         self.quarantined.append((self.wall_ms(), peer, ev.origin, seq, kind, str(error), raw))
         raise error
@@ -424,6 +420,7 @@ class Transaction:
 
     def write(self) -> None:
         """Fold, then persist rows, heads and evidence; the caller commits."""
+        self.release_unverified()
         if self.accepted:
             self.fold.apply(self.conn, self.accepted)
         c = self.conn
@@ -443,6 +440,10 @@ class Transaction:
         )
         if self.rows:
             c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", (self.clock.last,))
+        if self.keys_changed:
+            c.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('keys', ?)", (dump_rotations(self.rotations),)
+            )
         self._apply_revocations()
 
 

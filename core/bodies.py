@@ -22,7 +22,9 @@ __all__ = [
     "EventId",
     "Id",
     "KeyRevoked",
+    "KeyRotated",
     "Last4",
+    "LogSigned",
     "Money",
     "Payment",
     "PositiveQty",
@@ -312,10 +314,33 @@ class KeyRevoked(Body, frozen=True):
     reason: Text = ""
 
 
+class KeyRotated(Body, frozen=True):
+    """HQ's word that `replica` signs with `public_key` from seq `from_seq` on, its older
+    key below it (`core.keys`). Events of that replica at or past `from_seq` signed by
+    the old key are refused on every replica, and held ones signed by the new key are
+    applied. Only HQ writes it: the replica itself chose the seq and made the key, and
+    HQ's admin vouches for it (`POST /keys/{replica}/rotate`)."""
+
+    TYPE: ClassVar[str] = "key.rotated"
+    replica: Id
+    public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$")]  # base64url, 32 bytes
+    from_seq: Annotated[int, Meta(ge=1, le=2**63 - 1)]
+    reason: Text = ""
+
+
+class LogSigned(Body, frozen=True):
+    """An origin's first signed event after a history written before its site had
+    signing keys: its signature, over a hash that chains down to seq 1, vouches for the
+    `unsigned` events below it on every replica that holds them. Not state."""
+
+    TYPE: ClassVar[str] = "log.signed"
+    unsigned: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+
+
 # Types only HQ may write, as only HQ's API writes them: products are the chain's to
 # define (a till sets store prices, never products). Ingest refuses them from any other
 # origin, so a till's key or a bug cannot define the chain's catalog.
-HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE, KeyRevoked.TYPE})
+HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE, KeyRevoked.TYPE, KeyRotated.TYPE})
 
 BODY_TYPES: dict[str, type[Body]] = {
     cls.TYPE: cls
@@ -332,5 +357,7 @@ BODY_TYPES: dict[str, type[Body]] = {
         ShiftClosed,
         ConflictResolved,
         KeyRevoked,
+        KeyRotated,
+        LogSigned,
     )
 }

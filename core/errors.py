@@ -19,7 +19,8 @@ of the libraries underneath (no `ValidationError`, `IntegrityError`, `TransportE
     │   ├── NonCanonicalEncoding    decodes, but re-encodes to other bytes
     │   ├── WrongAuthor             a type its origin may not write (a till's product)
     │   └── SignatureError          not signed by its origin's key (`core.signing`)
-    │       └── UnknownOrigin       an origin the site's key registry does not name
+    │       ├── UnknownOrigin       an origin the site's key registry does not name
+    │       └── UnknownKey          signed by a key of its origin not known here yet (held)
     ├── ChainError                  the log refuses an event to protect an origin's chain
     │   ├── Equivocation            same (origin, seq), different content
     │   └── ChainBroken             prev-hash does not match the origin's head
@@ -70,6 +71,7 @@ __all__ = [
     "StorageError",
     "TillmeshError",
     "UnknownEventType",
+    "UnknownKey",
     "UnknownOrigin",
     "WrongAuthor",
 ]
@@ -166,6 +168,14 @@ class UnknownOrigin(SignatureError):
 
     def __init__(self, origin: str, seq: int) -> None:
         super().__init__(origin, seq, "no key for this origin in the site's registry")
+
+
+class UnknownKey(SignatureError):
+    """Signed by a key its signature names but this replica does not know for its origin
+    yet: HQ's `key.rotated` may still be on its way. Held, not refused, until it comes."""
+
+    def __init__(self, origin: str, seq: int, key: str) -> None:
+        super().__init__(origin, seq, "signed by a key not known here (yet)", key)
 
 
 class ChainError(TillmeshError):

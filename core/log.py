@@ -30,20 +30,15 @@ from typing import TypeVar
 
 import aiosqlite
 
-from core.batch import (
-    NO_HEAD,
-    CheckedEvent,
-    ClockAhead,
-    Head,
-    IngestResult,
-    Transaction,
-    check_events,
-)
+from core.batch import ClockAhead, IngestResult, Transaction
+from core.checks import NO_HEAD, CheckedEvent, Head, check_events
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state
 from core.errors import StorageError, TillmeshError
 from core.events import Body, Event, RawEvent, decode_event, encode_body
 from core.fold import FLAG_UNAPPLIED, StateFold
+from core.keys import KeyRegistry
+from core.rotation import UNVERIFIED_TABLE, Rotations, load_rotations, with_rotations
 from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
@@ -117,6 +112,7 @@ class EventLog:
         self._pending_origins: set[str] = set()
         self._bases: dict[str, int] = {}  # compacted away: seqs <= base (set offline)
         self._revoked: dict[str, int] = {}  # origin -> last seq before HQ revoked it
+        self._rotations: Rotations = {}  # origin -> (from_seq, key) HQ rotated (core.rotation)
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._ingest_order = asyncio.Lock()
         self._writer_conn: aiosqlite.Connection | None = None
@@ -173,6 +169,10 @@ class EventLog:
                 self._bases[origin] = base
         self._pending_origins = {o for (o,) in conn.execute("SELECT DISTINCT origin FROM pending")}
         self._revoked = {str(o): int(n) for o, n in json.loads(meta.get("revoked", "{}")).items()}
+        conn.execute(UNVERIFIED_TABLE)
+        self._rotations = load_rotations(meta)
+        if isinstance(self.verifier, KeyRegistry):  # the site's keys, then HQ's rotations
+            self.verifier = with_rotations(self.verifier, self._rotations)
         # A new build may read events an older one stored unapplied (a newer schema):
         # it folds them in, or this till's state would lag its peers' until a rebuild.
         # Checked at every open, since a build rolled back and forward again may have
@@ -289,6 +289,10 @@ class EventLog:
             return
         self._heads.update(staged)
         new_events: list[RawEvent] = []
+        if len(results) > len(batch):  # events released by a rotation, no request's
+            released = results.pop()
+            assert isinstance(released, IngestResult)
+            new_events.extend(released.stored)
         for req, res in zip(batch, results, strict=True):
             if isinstance(res, IngestResult):
                 new_events.extend(res.stored)
@@ -328,6 +332,7 @@ class EventLog:
             self.signer,
             self.verifier,
             revoked=dict(self._revoked),
+            rotations={o: list(steps) for o, steps in self._rotations.items()},
         )
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -346,9 +351,12 @@ class EventLog:
                 self._rebuild(conn)
             conn.execute("COMMIT")
             self._revoked = tx.revoked
+            self._rotations, self.verifier = tx.rotations, tx.verifier
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if tx.released.stored:  # held for a key HQ rotated in this commit: heard with it
+            results.append(tx.released)
         return results, tx.staged
 
     # --- rebuild -----------------------------------------------------------------
