@@ -68,6 +68,7 @@ class _Request:
     appends: list[tuple[Body, str, bytes]] = field(default_factory=list)
     ingest: list[CheckedEvent] = field(default_factory=list)
     peer: str = ""
+    switch: tuple[Signer, Callable[[int], object]] | None = None  # see switch_signer
 
     @property
     def size(self) -> int:
@@ -247,6 +248,15 @@ class EventLog:
         result.rejected.extend(refused)
         return result
 
+    async def switch_signer(self, signer: Signer, persist: Callable[[int], object]) -> int:
+        """Sign our events with `signer` from the next seq on; returns that seq. Done
+        between two of our events, in the writer: `persist(seq)` (which makes the new
+        key durable, with the seq it starts at) runs before any event is signed with it,
+        so a crash leaves the log and the key file agreeing."""
+        from_seq = await self._submit(_Request(self._new_future(), switch=(signer, persist)))
+        assert isinstance(from_seq, int)
+        return from_seq
+
     def _new_future(self) -> asyncio.Future[object]:
         return asyncio.get_running_loop().create_future()
 
@@ -298,6 +308,8 @@ class EventLog:
                 new_events.extend(res.stored)
                 self._note_clock_ahead(res.clock_ahead)
                 req.future.set_result(res)
+            elif isinstance(res, int):  # a signer switched: the seq it signs from
+                req.future.set_result(res)
             else:
                 assert isinstance(res, list)
                 new_events.extend(res)
@@ -338,7 +350,13 @@ class EventLog:
         try:
             results: list[object] = []
             for req in batch:
-                if req.appends:
+                if req.switch is not None:
+                    signer, persist = req.switch
+                    from_seq = tx.head(self.replica_id)[0] + 1
+                    persist(from_seq)
+                    tx.signer = signer
+                    results.append(from_seq)
+                elif req.appends:
                     results.append(
                         [tx.append_local(self.replica_id, b, t, d) for b, t, d in req.appends]
                     )
@@ -352,6 +370,7 @@ class EventLog:
             conn.execute("COMMIT")
             self._revoked = tx.revoked
             self._rotations, self.verifier = tx.rotations, tx.verifier
+            self.signer = tx.signer
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -23,7 +23,8 @@ from broker.files import write_private
 from broker.keyring import ROUTE_CA, load_identity
 from core.errors import StorageError
 from replicas.errors import SiteExists, SiteFileError, UnknownReplica
-from replicas.site import SIGNING_SEED, SITE_FILE, Site, load_site
+from replicas.keyfiles import SIGNING_SEED
+from replicas.site import SITE_FILE, Site, load_site
 
 __all__ = ["MANIFEST", "install_bundle", "write_bundle"]
 

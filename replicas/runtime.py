@@ -41,11 +41,12 @@ from core.clock import HybridClock, system_wall_ms
 from core.errors import StorageError, TillmeshError
 from core.events import store_of
 from core.log import EventLog
-from core.signing import Ed25519Signer, KeyRegistry
+from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_signing_seed
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.errors import ApiUnavailable, ApiUnprotected
+from replicas.keyfiles import load_signer, rotated_keys, write_rotated_key
 from replicas.process import DataDirLock, ServerSupervisor
-from replicas.site import Site, is_loopback, load_signer
+from replicas.site import Site, is_loopback
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
@@ -159,7 +160,8 @@ class Replica:
             log.warning("%s: this site has no event-signing keys", self.replica_id)
             return None, None
         signer, registry = load_signer(self.identity.directory), self.site.key_registry()
-        if registry.key_of(self.replica_id) != signer.public_key:  # peers would refuse all
+        rotated = encode_public_key(signer.public_key) in rotated_keys(self.identity.directory)
+        if registry.key_of(self.replica_id) != signer.public_key and not rotated:
             raise StorageError(
                 str(self.identity.directory),
                 f"this signing key is not the one site.json names for {self.replica_id}:"
@@ -371,6 +373,20 @@ class Replica:
         here = [self.replica_id] if self.log.version_vector().get(origin, 0) >= seq else []
         peers = self.engine.holders(origin, seq) if self.engine is not None else []
         return sorted({*here, *peers})
+
+    async def rotate_key(self) -> tuple[str, int]:
+        """A new signing key, made here, used from our next event on: its public key and
+        that seq, for HQ's admin to vouch for (`POST /keys/{replica}/rotate` at HQ)."""
+        if self.log.signer is None:
+            raise StorageError(str(self.identity.directory), "this site signs no events")
+        seed, folder = new_signing_seed(), self.identity.directory
+        signer = Ed25519Signer(seed, tagged=True)
+        from_seq = await self.log.switch_signer(
+            signer, lambda n: write_rotated_key(folder, seed, n)
+        )
+        log.warning("%s signs with a new key from seq %d: HQ must vouch for it",
+                    self.replica_id, from_seq)  # fmt: skip
+        return encode_public_key(signer.public_key), from_seq
 
     def unsynced_to_hq(self) -> int:
         if self.engine is None or self.replica_id == HQ:

@@ -37,7 +37,6 @@ from broker.config import (
     hq_server_config,
     till_server_config,
 )
-from broker.files import write_private
 from broker.keyring import (
     IDENTITY_DIR,
     NodeIdentity,
@@ -48,13 +47,11 @@ from broker.keyring import (
 from broker.subjects import HQ, parse_replica_id, validate_name
 from core.errors import StorageError
 from core.signing import (
-    Ed25519Signer,
     KeyRegistry,
     decode_public_key,
-    encode_public_key,
-    new_signing_seed,
 )
 from replicas.errors import SiteExists, SiteFileError, UnknownReplica
+from replicas.keyfiles import write_signing_key
 
 __all__ = [
     "STANDARD_PORTS",
@@ -67,7 +64,6 @@ __all__ = [
 ]
 
 SITE_FILE = "site.json"
-SIGNING_SEED = "sign.seed"  # in a replica's identity folder: hex of its ed25519 seed
 CLIENT_HOST = "127.0.0.1"  # client and monitoring ports: the machine's own processes only
 ANY_ADDRESS = "0.0.0.0"  # a hub node reached at several addresses listens on all
 
@@ -356,25 +352,6 @@ def _issue_identities(root: Path, site: Site) -> None:
         if public is not None:
             site.public_keys[node] = public
             site.signing_keys[node] = write_signing_key(folder)
-
-
-def write_signing_key(folder: Path, seed: bytes | None = None) -> str:
-    """An event-signing key (`seed`, else a new one) in `folder` (SIGNING_SEED, 0600);
-    its public key, as site.json lists it."""
-    seed = seed or new_signing_seed()
-    write_private(folder / SIGNING_SEED, seed.hex().encode() + b"\n")
-    return encode_public_key(Ed25519Signer(seed).public_key)
-
-
-def load_signer(folder: Path) -> Ed25519Signer:
-    """This replica's event-signing key; StorageError naming the file if unusable."""
-    path = folder / SIGNING_SEED
-    try:
-        return Ed25519Signer(bytes.fromhex(path.read_text().strip()))
-    except OSError as e:
-        raise StorageError(str(path), f"cannot read the signing key: {e.strerror or e}") from e
-    except ValueError as e:
-        raise StorageError(str(path), f"not a signing key: {e}") from e
 
 
 def _standard_ports(*, hub: bool, routes: bool, offset: int) -> NodePorts:

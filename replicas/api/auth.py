@@ -54,6 +54,8 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/conflicts"): R,
     ("POST", "/conflicts/{conflict_id}/resolve"): M,
     ("POST", "/keys/{replica:path}/revoke"): A,  # at HQ only (keys.py)
+    ("POST", "/keys/{replica:path}/rotate"): A,  # at HQ only (keys.py)
+    ("POST", "/keys/rotate"): M,  # at a till: its own key; takes effect once HQ vouches
     ("GET", "/link/hq"): R,
     ("PUT", "/link/hq"): M,  # cuts the store off from HQ
     ("GET", "/reports/sales"): R,

@@ -55,6 +55,10 @@ class ReplicaHandle(Protocol):
         it does, and the peers whose announced vectors say so."""
         ...
 
+    async def rotate_key(self) -> tuple[str, int]:
+        """Sign with a new key from the next own event on: (its public key, that seq)."""
+        ...
+
     def unsynced_to_hq(self) -> int:
         """How many of this replica's own events (sales, refunds, stock moves, ...) HQ
         does not yet hold durably."""

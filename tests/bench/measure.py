@@ -21,7 +21,7 @@ import msgspec
 from conflict.state import StoreState
 from core.events import event_hash
 from core.log import EventLog
-from replicas.site import load_signer
+from replicas.keyfiles import load_signer
 from replicas.sync.protocol import holds
 from tests.bench.conftest import percentile
 from tests.e2e.harness import Mesh, split_id, wait_until

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from broker.server import connect_options
 from core.events import Body, Event, encode_event, event_hash
 from core.signing import Ed25519Signer
-from replicas.site import load_signer
+from replicas.keyfiles import load_signer
 from tests.e2e.harness import Mesh
 from tests.factories import cash_sale, chain
 

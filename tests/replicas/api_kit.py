@@ -15,6 +15,7 @@ import httpx
 from conflict.state import StoreState
 from core.events import HQ, Body, decode_body, decode_event, parse_event_id
 from core.log import EventLog
+from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
 from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.tokens import TokenRecord, TokenStore
@@ -52,6 +53,11 @@ class FakeReplica:
 
     def online(self) -> bool:
         return self.is_online
+
+    async def rotate_key(self) -> tuple[str, int]:
+        signer = Ed25519Signer(new_signing_seed(), tagged=True)
+        from_seq = await self.log.switch_signer(signer, lambda n: None)
+        return encode_public_key(signer.public_key), from_seq
 
     def unsynced_to_hq(self) -> int:
         return self.unsynced

@@ -37,8 +37,9 @@ from core.events import (
 )
 from core.log import EventLog
 from replicas.cli.main import main
+from replicas.keyfiles import load_signer, write_signing_key
 from replicas.site import Site as SiteModel
-from replicas.site import init_site, load_signer, load_site, write_signing_key
+from replicas.site import init_site, load_site
 from replicas.sync.protocol import holds
 
 T = TypeVar("T")

@@ -40,6 +40,9 @@ class OfflineReplica:
     def online(self) -> bool:
         return False
 
+    async def rotate_key(self) -> tuple[str, int]:
+        raise NotImplementedError("no signing key in this kit")
+
     def unsynced_to_hq(self) -> int:
         return 2
 

@@ -61,3 +61,34 @@ async def test_a_till_revokes_no_one(tmp_path: Path) -> None:
     async for till, _ in _api(tmp_path, "s1/t1"):
         r = await till.call("hq_admin", "POST", "/keys/s1/t2/revoke", {"after_seq": 0})
         assert r.status_code == 403 and "at HQ" in r.text
+
+
+@pytest.fixture
+async def till(tmp_path: Path) -> AsyncIterator[tuple[Api, EventLog]]:
+    async for pair in _api(tmp_path, "s1/t2"):
+        yield pair
+
+
+async def test_a_till_rotates_its_key_and_hq_vouches_for_it(
+    hq: tuple[Api, EventLog], till: tuple[Api, EventLog]
+) -> None:
+    hq_api, hq_log = hq
+    till_api, till_log = till
+    await till_log.append(cash_sale())
+    assert (await till_api.call("cashier", "POST", "/keys/rotate")).status_code == 403
+    r = await till_api.call("manager", "POST", "/keys/rotate")
+    assert r.status_code == 201, r.text
+    rotated = r.json()
+    assert rotated["replica"] == "s1/t2" and rotated["from_seq"] == 2
+    assert len((await till_log.append(cash_sale(receipt="R2"))).sig) == 64 + 6  # names it
+
+    vouch = {"public_key": rotated["public_key"], "from_seq": rotated["from_seq"]}
+    assert (await hq_api.call("hq_admin", "POST", "/keys/rotate")).status_code == 422
+    assert (await till_api.call("hq_admin", "POST", "/keys/s1/t2/rotate", vouch)).status_code == 403
+    assert (await hq_api.call("manager", "POST", "/keys/s1/t2/rotate", vouch)).status_code == 403
+    assert (await hq_api.call("hq_admin", "POST", "/keys/hq/rotate", vouch)).status_code == 422
+    bad = {**vouch, "public_key": "not-a-key"}
+    assert (await hq_api.call("hq_admin", "POST", "/keys/s1/t2/rotate", bad)).status_code == 422
+    r = await hq_api.call("hq_admin", "POST", "/keys/s1/t2/rotate", vouch)
+    assert r.status_code == 201, r.text
+    assert r.json()["event_id"] == "hq:1"

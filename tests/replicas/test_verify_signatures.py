@@ -16,7 +16,8 @@ from core.events import decode_event, encode_event, event_hash
 from core.log import EventLog
 from core.signing import Ed25519Signer, new_signing_seed
 from replicas.cli.main import main
-from replicas.site import init_site, load_signer
+from replicas.keyfiles import load_signer
+from replicas.site import init_site
 from tests.core.folds import CountingFold
 from tests.factories import cash_sale, chain
 

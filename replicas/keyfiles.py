@@ -1,0 +1,87 @@
+"""A replica's event-signing key on disk, in its identity folder: the seed it signs with
+(`sign.seed`, 0600) and, once it rotated its key, the public keys it rotated to with the
+seq each starts at (`sign.rotated.json`).
+
+A rotated key is made on the replica itself and never leaves it: only its public key
+and seq go to HQ, whose `key.rotated` event vouches for them to every replica
+(`core.keys`). Until then the replica's new events are held, not applied, elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from broker.files import write_private
+from core.errors import StorageError
+from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
+
+__all__ = [
+    "ROTATED_KEYS",
+    "SIGNING_SEED",
+    "load_signer",
+    "rotated_keys",
+    "write_rotated_key",
+    "write_signing_key",
+]
+
+SIGNING_SEED = "sign.seed"  # in a replica's identity folder: hex of its ed25519 seed
+ROTATED_KEYS = "sign.rotated.json"  # [{"public_key": ..., "from_seq": n}, ...], oldest first
+
+
+def write_signing_key(folder: Path, seed: bytes | None = None) -> str:
+    """An event-signing key (`seed`, else a new one) in `folder` (SIGNING_SEED, 0600);
+    its public key, as site.json lists it."""
+    seed = seed or new_signing_seed()
+    write_private(folder / SIGNING_SEED, seed.hex().encode() + b"\n")
+    return encode_public_key(Ed25519Signer(seed).public_key)
+
+
+def rotated_keys(folder: Path) -> dict[str, int]:
+    """The public keys this replica rotated to, with the seq each signs from."""
+    path = folder / ROTATED_KEYS
+    try:
+        steps = json.loads(path.read_text()) if path.exists() else []
+        return {str(s["public_key"]): int(s["from_seq"]) for s in steps}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StorageError(str(path), f"cannot read the rotated keys: {e}") from e
+
+
+def write_rotated_key(folder: Path, seed: bytes, from_seq: int) -> str:
+    """Make `seed` this replica's signing key from `from_seq` on: its public key goes on
+    the rotated list first, then the seed replaces the old one (each file written whole
+    and renamed into place, so a crash leaves the old key or the new one, never half)."""
+    public = encode_public_key(Ed25519Signer(seed).public_key)
+    steps = [{"public_key": k, "from_seq": n} for k, n in rotated_keys(folder).items()]
+    steps.append({"public_key": public, "from_seq": from_seq})
+    _replace(folder / ROTATED_KEYS, json.dumps(steps, indent=2).encode() + b"\n")
+    _replace(folder / SIGNING_SEED, seed.hex().encode() + b"\n")
+    return public
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".new")
+    write_private(tmp, data)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_signer(folder: Path) -> Ed25519Signer:
+    """This replica's event-signing key; StorageError naming the file if unusable. A key
+    it rotated to names itself after each signature (`core.keys`)."""
+    path = folder / SIGNING_SEED
+    try:
+        seed = bytes.fromhex(path.read_text().strip())
+        signer = Ed25519Signer(seed)
+    except OSError as e:
+        raise StorageError(str(path), f"cannot read the signing key: {e.strerror or e}") from e
+    except ValueError as e:
+        raise StorageError(str(path), f"not a signing key: {e}") from e
+    if encode_public_key(signer.public_key) in rotated_keys(folder):
+        return Ed25519Signer(seed, tagged=True)
+    return signer
