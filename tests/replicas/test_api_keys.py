@@ -72,7 +72,7 @@ async def till(tmp_path: Path) -> AsyncIterator[tuple[Api, EventLog]]:
 async def test_a_till_rotates_its_key_and_hq_vouches_for_it(
     hq: tuple[Api, EventLog], till: tuple[Api, EventLog]
 ) -> None:
-    hq_api, hq_log = hq
+    hq_api, _ = hq
     till_api, till_log = till
     await till_log.append(cash_sale())
     assert (await till_api.call("cashier", "POST", "/keys/rotate")).status_code == 403
