@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,21 @@ from core.events import Body, Event, RawEvent, decode_event, encode_body
 from core.fold import FLAG_UNAPPLIED, StateFold
 from core.keys import KeyRegistry
 from core.rotation import UNVERIFIED_TABLE, Rotations, load_rotations, with_rotations
+from core.observe import CommitObserver, CommitStats, commit_stats
 from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
 
-__all__ = ["ClockAhead", "EventLog", "IngestResult", "Listener", "LogStats", "read_stats"]
+__all__ = [
+    "ClockAhead",
+    "CommitObserver",
+    "CommitStats",
+    "EventLog",
+    "IngestResult",
+    "Listener",
+    "LogStats",
+    "read_stats",
+]
 
 logger = logging.getLogger(__name__)
 # Told of the new events of every commit, with their stored bytes, on the writer task.
@@ -100,8 +111,10 @@ class EventLog:
         wall_ms: Callable[[], int],
         signer: Signer | None = None,
         verifier: Verifier | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.path = path
+        self.timer = timer  # times commits for `commit_observers`
         self.signer = signer  # signs our own events (core.signing)
         self.verifier = verifier  # checks others': None trusts every peer (tests, tools)
         self.replica_id = replica_id
@@ -120,6 +133,7 @@ class EventLog:
         self._reader_conn: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self.listeners: list[Listener] = []
+        self.commit_observers: list[CommitObserver] = []
         # Since opening: per origin, events received too far ahead of our clock and the
         # newest such HLC. An observation of this replica (status shows it), not state.
         self.clock_ahead: dict[str, ClockAhead] = {}
@@ -138,9 +152,10 @@ class EventLog:
         wall_ms: Callable[[], int] = system_wall_ms,
         signer: Signer | None = None,
         verifier: Verifier | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> EventLog:
         clock = clock or HybridClock(wall_ms)
-        log = cls(Path(path), replica_id, fold, clock, in_scope, wall_ms, signer, verifier)
+        log = cls(Path(path), replica_id, fold, clock, in_scope, wall_ms, signer, verifier, timer)
         await log._start()
         return log
 
@@ -286,6 +301,7 @@ class EventLog:
 
     async def _commit(self, batch: list[_Request]) -> None:
         assert self._writer_conn is not None
+        started = self.timer()
         try:
             results, staged = await run_in_thread(
                 self._writer_conn, lambda c: self._transaction(c, batch), self.path
@@ -298,6 +314,7 @@ class EventLog:
                 raise
             return
         self._heads.update(staged)
+        seconds = self.timer() - started
         new_events: list[RawEvent] = []
         if len(results) > len(batch):  # events released by a rotation, no request's
             released = results.pop()
@@ -315,6 +332,9 @@ class EventLog:
                 new_events.extend(res)
                 req.future.set_result([s.event for s in res])
         self._notify(new_events)
+        if self.commit_observers:
+            done = [(r.peer, len(r.appends), res) for r, res in zip(batch, results, strict=True)]
+            self._observe(commit_stats(done, seconds))
 
     def _note_clock_ahead(self, seen: dict[str, ClockAhead]) -> None:
         for origin, ahead in seen.items():
@@ -329,6 +349,13 @@ class EventLog:
                     listener(events)
                 except Exception:
                     logger.exception("log listener %r failed", listener)
+
+    def _observe(self, stats: CommitStats) -> None:
+        for observer in list(self.commit_observers):  # like listeners: one failing is logged
+            try:
+                observer(stats)
+            except Exception:
+                logger.exception("commit observer %r failed", observer)
 
     def _transaction(
         self, conn: sqlite3.Connection, batch: list[_Request]

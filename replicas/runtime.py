@@ -45,13 +45,15 @@ from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_sign
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.errors import ApiUnavailable, ApiUnprotected
 from replicas.keyfiles import load_signer, rotated_keys, write_rotated_key
+from replicas.metrics import ReplicaMetrics
 from replicas.process import DataDirLock, ServerSupervisor
 from replicas.site import Site, is_loopback
+from replicas.state_cache import StateCache
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
 from replicas.sync.transport import SyncTransport
-from replicas.uplink import UplinkState, read_uplink
+from replicas.uplink import UplinkState, leaf_names, read_leaves, read_uplink
 
 __all__ = ["Replica"]
 
@@ -74,8 +76,11 @@ class Replica:
         fresh: bool = False,
         wall_ms: Callable[[], int] = system_wall_ms,
         sync_config: SyncConfig | None = None,
+        metrics: ReplicaMetrics | None = None,
     ) -> None:
         self.site, self.replica_id, self.root = site, replica_id, root
+        # Its own registry unless one is passed: replicas sharing a process stay apart.
+        self.metrics = metrics or ReplicaMetrics()
         self.fresh = fresh
         self.wall_ms = wall_ms
         self.sync_config = sync_config or SyncConfig()
@@ -91,6 +96,8 @@ class Replica:
         self._lock: DataDirLock | None = None
         self.supervisor: ServerSupervisor | None = None  # restarts our nats-server if it dies
         self.uplink = UplinkState(connected=False)  # a till's link to HQ: which uplink, hub
+        self.leaves: dict[str, bool] = {}  # HQ: per till, its leaf link up on our server
+        self.state_cache: StateCache  # set by start(): figures for metrics and dashboard
         self._link_on_at = float("-inf")  # when the HQ link was last switched on
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
@@ -123,6 +130,8 @@ class Replica:
 
     async def _start_parts(self) -> None:
         self.log = await self._open_log()
+        self.log.commit_observers.append(self.metrics.on_commit)
+        self.state_cache = StateCache(self.log)
         self.engine = SyncEngine(
             self.replica_id, holds(self.replica_id), self.sync_config, vv=self.log.version_vector()
         )
@@ -136,8 +145,8 @@ class Replica:
         assert self.supervisor is not None
         self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
-        if self.replica_id != HQ:
-            self._tasks.append(asyncio.create_task(self._watch_uplink(), name="uplink"))
+        watch = self._watch_uplink() if self.replica_id != HQ else self._watch_leaves()
+        self._tasks.append(asyncio.create_task(watch, name="links"))
 
     async def _open_log(self) -> EventLog:
         clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
@@ -188,7 +197,7 @@ class Replica:
         self.nc = await nats.connect(
             **options, reconnected_cb=reconnected, error_cb=_log_nats_error
         )
-        transport = SyncTransport(self.nc, self.log, self.engine)
+        transport = SyncTransport(self.nc, self.log, self.engine, observer=self.metrics)
         await transport.start()
         self.transport = transport
 
@@ -242,7 +251,28 @@ class Replica:
                 usual = state.uplink == "wan" or (not state.connected and not self.uplink.connected)
                 log.log(logging.INFO if usual else logging.WARNING,
                         "%s: link to HQ: %s", self.replica_id, state.describe())  # fmt: skip
+                self.metrics.uplink_changed()
             self.uplink = state
+
+    async def _watch_leaves(self) -> None:
+        """HQ: keep `leaves` current from our server's `/leafz`: a till whose process (and
+        so its nats-server) stops drops its leaf link at once, seconds before its
+        announcements are missed. Only links to this hub node show here."""
+        names = leaf_names(self.site.stores)
+        while True:
+            assert self.server is not None
+            try:
+                self.leaves = read_leaves(await self.server.monitor("/leafz"), names)
+            except (OSError, BrokerError, ValueError):  # our server is down: supervised
+                self.leaves = dict.fromkeys(names.values(), False)
+            await asyncio.sleep(UPLINK_EVERY)
+
+    @property
+    def uplink_names(self) -> list[str]:
+        """The uplinks a till's leaf link may use, as the site names them (none at HQ)."""
+        if self.replica_id == HQ:
+            return []
+        return list(dict.fromkeys(u for u, _, _ in self.site.uplink_table(self.replica_id)))
 
     # --- history restore, then API ----------------------------------------------------
 
@@ -274,11 +304,17 @@ class Replica:
         from replicas.api.app import create_app  # FastAPI import is slow
         from replicas.api.auth import Access, CashierLimits
         from replicas.api.link import link_router
+        from replicas.dashboard import mount_dashboard
+        from replicas.metrics import metrics_router
 
         loopback = is_loopback(self.site.host_of(self.replica_id))
         limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
         app = create_app(self, access=Access(self.tokens, loopback, limits))
         app.include_router(link_router(self))
+        app.include_router(metrics_router(self, self.metrics, self.state_cache))
+        if self.replica_id == HQ:
+            stores, one_hub = self.site.stores, not self.site.hq_nodes
+            mount_dashboard(app, self, stores, self.state_cache, leaves_known=one_hub)
         return app
 
     async def _await_own_history(self) -> None:
@@ -352,6 +388,8 @@ class Replica:
         status["nats_server"] = self._server_status()
         if self.replica_id != HQ:
             status["uplink"] = self.uplink.as_dict()
+        else:
+            status["leaves"] = dict(self.leaves)
         return status
 
     def _server_status(self) -> dict[str, object]:

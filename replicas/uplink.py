@@ -15,11 +15,11 @@ pays for LTE by volume sees it; `PUT /link/hq` off and on again moves it back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["UplinkState", "read_uplink"]
+__all__ = ["UplinkState", "leaf_names", "read_leaves", "read_uplink"]
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +55,16 @@ def read_uplink(leafz: dict[str, Any], table: Sequence[tuple[str, str, str]]) ->
             return UplinkState(True, uplink, hub, address, leaf.get("rtt"))
     # The hub gossips its peers' leaf URLs: a link to one the site does not list.
     return UplinkState(True, None, leaf.get("name"), address, leaf.get("rtt"))
+
+
+def leaf_names(stores: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The nats-server name of each till (`broker.config`: "<store>-<till>") -> its id."""
+    return {
+        f"{store}-{till}": f"{store}/{till}" for store, tills in stores.items() for till in tills
+    }
+
+
+def read_leaves(leafz: dict[str, Any], names: Mapping[str, str]) -> dict[str, bool]:
+    """At a hub node: per till of `names`, whether its leaf link is connected here."""
+    up = {leaf.get("name") for leaf in leafz.get("leafs") or []}
+    return {till: server in up for server, till in names.items()}

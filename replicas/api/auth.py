@@ -46,6 +46,9 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/status"): R,
+    ("GET", "/metrics"): R,  # Prometheus sends a read_only token (README, "Metrics")
+    ("GET", "/dashboard"): PUBLIC,  # HQ's dashboard page; it pairs with a token to read
+    ("GET", "/dashboard/data"): R,
     ("GET", "/state/digest"): R,
     ("GET", "/catalog"): R,
     ("GET", "/catalog/{sku}"): R,

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry
 
 from broker.subjects import HQ
 from replicas.cli.common import add_command, print_json
 from replicas.errors import LinkError
 from replicas.hub import HubNode
+from replicas.metrics import ReplicaMetrics
 from replicas.runtime import Replica
 from replicas.site import load_site
 from replicas.uplink import UplinkState
@@ -105,7 +107,9 @@ def cmd_hq(args: argparse.Namespace) -> int:
 
 def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:
     site = load_site(root)
-    replica = Replica(site, replica_id, root, fresh=fresh)  # refuses unknown ids
+    # The process's own metrics registry (prometheus_client's global one stays unused).
+    metrics = ReplicaMetrics(CollectorRegistry())
+    replica = Replica(site, replica_id, root, fresh=fresh, metrics=metrics)  # refuses unknown ids
     _log_as(replica_id, verbose)
     asyncio.run(_run(replica))
     return 0

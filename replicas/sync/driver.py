@@ -44,7 +44,7 @@ from replicas.sync.protocol import Action, EventsFrame, IngestOutcome, PullReque
 # signatures keeps one at least per 256 events of an origin (core.log's check slices).
 READ_TO_SIGNED = 5_000
 
-__all__ = ["SyncDriver", "SyncLog", "Wire"]
+__all__ = ["SyncDriver", "SyncLog", "SyncObserver", "Wire"]
 
 
 class SyncLog(Protocol):
@@ -67,6 +67,18 @@ class Wire(Protocol):
         ...
 
 
+class SyncObserver(Protocol):
+    """Told what sync did, for metrics (`replicas.metrics`); each call must be quick."""
+
+    def pull_done(self, peer: str, ok: bool) -> None:
+        """A pull we sent to `peer` was answered with events (ok) or failed."""
+        ...
+
+    def served(self, peer: str, events: int) -> None:
+        """We answered `peer`'s pull with `events` events."""
+        ...
+
+
 class SyncDriver:
     """Runs one replica's `SyncEngine` between its log and a wire."""
 
@@ -77,8 +89,10 @@ class SyncDriver:
         wire: Wire,
         *,
         clock: Callable[[], float] = time.monotonic,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.engine, self.log, self.wire, self.clock = engine, log, wire, clock
+        self.observer = observer
 
     @property
     def replica_id(self) -> str:
@@ -124,6 +138,8 @@ class SyncDriver:
             return None
         plan = self.engine.on_pull_request(peer, req, self.clock())
         raws = [raw for read in plan.reads for raw in await self._read_to_signed(*read)]
+        if self.observer is not None:
+            self.observer.served(peer, len(raws))
         return self.engine.build_reply(plan, raws)
 
     async def _read_to_signed(self, origin: str, first: int, limit: int) -> list[bytes]:
@@ -150,11 +166,15 @@ class SyncDriver:
         """The answer to our pull `pull_id` from `peer`."""
         msg = self.engine.decode(peer, payload, self.clock())
         if isinstance(msg, EventsFrame):
+            if self.observer is not None:
+                self.observer.pull_done(peer, True)
             await self._ingest(peer, msg)
         else:
             self.on_pull_failed(peer, pull_id, "reply is not an events frame")
 
     def on_pull_failed(self, peer: str, pull_id: int, detail: str) -> None:
+        if self.observer is not None:
+            self.observer.pull_done(peer, False)
         self.wire.send(self.engine.on_pull_failed(peer, pull_id, self.clock(), detail))
 
     async def _ingest(self, peer: str, frame: EventsFrame) -> None:

@@ -45,7 +45,7 @@ from broker.subjects import (
 )
 from core.errors import TillmeshError
 from core.log import EventLog
-from replicas.sync.driver import SyncDriver
+from replicas.sync.driver import SyncDriver, SyncObserver
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import Action, Publish, Request
 
@@ -136,11 +136,12 @@ class SyncTransport:
         *,
         tick_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.nc, self.log, self.engine = nc, log, engine
         self.tick_interval = tick_interval
         self.wire = NatsWire(nc)
-        self.driver = SyncDriver(engine, log, self.wire, clock=clock)
+        self.driver = SyncDriver(engine, log, self.wire, clock=clock, observer=observer)
         self.wire.driver = self.driver
         self._subs: list[Subscription] = []
         self._ticker: asyncio.Task[None] | None = None

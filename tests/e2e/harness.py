@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker.keyring import IDENTITY_DIR
 from broker.subjects import HQ
@@ -226,6 +227,19 @@ class ReplicaProc:
         r.raise_for_status()
         result: dict[str, Any] = r.json()
         return result
+
+    async def metrics(self) -> dict[str, float]:
+        """`GET /metrics`, parsed by prometheus_client's own text parser: sample name with
+        its labels (`name{k="v",...}`, sorted) -> value."""
+        r = await self.mesh.client(self.rid).get(f"{self.url}/metrics")
+        r.raise_for_status()
+        assert r.headers["content-type"].startswith("text/plain"), r.headers
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(r.text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
 
     async def nats_server_pid(self) -> int:
         async def known() -> int | None:

@@ -1,0 +1,54 @@
+"""HQ's live dashboard: `GET /dashboard` (the page) and `GET /dashboard/data` (its JSON).
+
+The page (`replicas/api/static/dashboard.*`) is served by HQ itself with everything it
+needs, the chart drawn in SVG by its own script: no CDN, so it works on a back-office
+network with no internet. It polls the JSON every 2 s with a read_only token (the
+page asks for one once, as the till page does); the JSON is `figures.dashboard` of
+HQ's sync status and state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.responses import FileResponse
+
+from replicas.api.app import STATIC_DIR
+from replicas.api.common import ERRORS, ReplicaHandle
+from replicas.dashboard.figures import dashboard, link_view, state_figures, today
+from replicas.state_cache import StateCache
+
+__all__ = ["mount_dashboard"]
+
+_Offset = Annotated[int, Query(ge=-12 * 60, le=14 * 60, description="minutes east of UTC")]
+
+
+def mount_dashboard(
+    app: FastAPI,
+    replica: ReplicaHandle,
+    stores: Mapping[str, Sequence[str]],
+    cache: StateCache,
+    *,
+    leaves_known: bool = True,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Add the dashboard's routes to HQ's app. `leaves_known`: HQ's hub is one node,
+    so every till's leaf link shows on HQ's own nats-server."""
+    r = APIRouter(tags=["dashboard"], responses=ERRORS)
+
+    @r.get("/dashboard", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
+
+    @r.get("/dashboard/data")
+    async def data(utc_offset: _Offset = 0) -> dict[str, Any]:
+        at = now()
+        window = today(at, utc_offset)
+        figures = await cache.read(("dashboard", window), lambda conn: state_figures(conn, window))
+        links = link_view(replica.sync_status(), leaves_known)
+        return dashboard(stores, links, figures, window, at)
+
+    app.include_router(r)
