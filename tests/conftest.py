@@ -12,7 +12,15 @@ import pytest
 
 from replicas.demo.netlab.network import Network, netns_unavailable
 from replicas.demo.netlab.runs import remove_stale
+from tests.browser_kit import CHROMIUM
 from tests.unprivileged import run_unprivileged
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: `make system-deps` installs it (make test does)")
+    return CHROMIUM
 
 
 @pytest.fixture

@@ -411,6 +411,19 @@ class Mesh:
             ids.append(out["sale_id"])
         return ids
 
+    async def sell_card(self, rid: str, amount: int, auth: str = "deferred") -> str:
+        """One card sale on `rid` (a token and last 4, never a card number), recorded."""
+        body = {
+            "lines": [{"sku": "CARD-ITEM", "qty": 1, "unit_price": amount}],
+            "payments": [{"method": "card", "amount": amount, "card_token": "tok_test_0001",
+                          "card_last4": "4242", "auth": auth}],
+        }  # fmt: skip
+        r = await self.client(rid).post(f"{self.procs[rid].url}/sales", json=body)
+        assert r.status_code == 201, f"card sale on {rid}: {r.status_code} {r.text}"
+        out = r.json()
+        self.oracle.record(out["sale_id"], out["receipt"], out["total"])
+        return str(out["sale_id"])
+
     async def sell_everywhere(self, rids: Iterable[str], rounds: int, per_round: int = 2) -> None:
         """Rounds of concurrent sales on every given replica."""
         rids = list(rids)

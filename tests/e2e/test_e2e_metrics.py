@@ -4,7 +4,6 @@ the counters and gauges move with the sales made (and only by them)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from broker.subjects import HQ
 from tests.e2e.harness import Mesh, running_mesh, wait_until
@@ -16,21 +15,6 @@ DEFERRED = 1234  # minor units, one card payment taken offline
 def _sum(metrics: dict[str, float], prefix: str) -> float:
     """Every labelled sample of a family summed (e.g. ingested from every peer)."""
     return sum(v for k, v in metrics.items() if k == prefix or k.startswith(prefix + "{"))
-
-
-async def _card_sale(m: Mesh, rid: str) -> dict[str, Any]:
-    body = {
-        "lines": [{"sku": "CARD-1", "qty": 1, "unit_price": DEFERRED}],
-        "payments": [
-            {"method": "card", "amount": DEFERRED, "card_token": "tok_test", "card_last4": "4242",
-             "auth": "deferred"}
-        ],
-    }  # fmt: skip
-    r = await m.client(rid).post(f"{m[rid].url}/sales", json=body)
-    assert r.status_code == 201, r.text
-    out: dict[str, Any] = r.json()
-    m.oracle.record(out["sale_id"], out["receipt"], out["total"])
-    return out
 
 
 async def _linked(m: Mesh) -> None:
@@ -50,7 +34,7 @@ async def test_metrics_parse_and_move_with_sales(tmp_path: Path) -> None:
         await _linked(m)
         till0, hq0 = await m[TILL].metrics(), await m[HQ].metrics()
         await m.sell(TILL, 5)
-        await _card_sale(m, TILL)
+        await m.sell_card(TILL, DEFERRED)
         await m.wait_converged()
         till1, hq1 = await m[TILL].metrics(), await m[HQ].metrics()
 

@@ -19,26 +19,12 @@ from conflict import queries
 from conflict.state import StoreState
 from core.log import EventLog
 from replicas.api.tokens import TokenStore
+from tests.browser_kit import ARTIFACTS, CHROMIUM_ARGS, UI_TIMEOUT_MS
 from tests.replicas.server_kit import TILL, TillServer
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")  # a test extra
 expect = sync_api.expect
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-UI_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: `make system-deps` installs it (make test does)")
-    return CHROMIUM
 
 
 @pytest.fixture

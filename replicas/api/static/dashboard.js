@@ -67,7 +67,9 @@ function tillTable(tills) {
   for (const h of ["Till", "Link", "Last seen", "Not at HQ", "Lag", "Deferred cards", "Sales", "Takings"]) {
     head.append(el("th", { class: h === "Till" || h === "Link" ? "" : "num" }, h));
   }
-  table.append(el("thead")).append(head);
+  const thead = el("thead");
+  thead.append(head);
+  table.append(thead);
   const body = el("tbody");
   for (const t of tills) body.append(tillRow(t));
   table.append(body);
