@@ -39,8 +39,8 @@ from core.errors import StorageError, TillmeshError
 from core.events import Body, Event, RawEvent, decode_event, encode_body
 from core.fold import FLAG_UNAPPLIED, StateFold
 from core.keys import KeyRegistry
-from core.rotation import UNVERIFIED_TABLE, Rotations, load_rotations, with_rotations
 from core.observe import CommitObserver, CommitStats, commit_stats
+from core.rotation import UNVERIFIED_TABLE, Rotations, load_rotations, with_rotations
 from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread

@@ -43,12 +43,12 @@ from core.events import store_of
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_signing_seed
 from replicas.api.tokens import TOKENS_FILE, TokenStore
+from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
 from replicas.keyfiles import load_signer, rotated_keys, write_rotated_key
 from replicas.metrics import ReplicaMetrics
 from replicas.process import DataDirLock, ServerSupervisor
 from replicas.site import Site, is_loopback
-from replicas.state_cache import StateCache
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds

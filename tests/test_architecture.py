@@ -131,6 +131,20 @@ def test_no_import_circle() -> None:
     assert import_cycles() == []
 
 
+# core is the log and its data: the network, HTTP and metrics stay outside it. The log
+# tells observers what it did (core/observe.py) and the replica turns that into metrics.
+EDGE_LIBRARIES = {"nats", "fastapi", "uvicorn", "httpx", "prometheus_client", "starlette"}
+
+
+def test_core_and_conflict_import_no_network_or_metrics_library() -> None:
+    found = {
+        name: sorted(t for t in imported_modules(path) if t.split(".")[0] in EDGE_LIBRARIES)
+        for name, path in project_modules().items()
+        if name.split(".")[0] in ("core", "conflict")
+    }
+    assert {name: libs for name, libs in found.items() if libs} == {}
+
+
 def test_replicas_has_rooms() -> None:
     rooms = {p.name for p in (ROOT / "replicas").iterdir() if (p / "__init__.py").exists()}
     assert {"api", "sync", "cli", "ops", "demo"} <= rooms

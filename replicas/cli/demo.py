@@ -265,6 +265,8 @@ def render_summary(demo: Demo) -> Group:
     if demo.catchups:
         parts.append(_summary_catchups(demo))
     parts.append(_summary_totals(demo))
+    if demo.metrics:
+        parts.append(_summary_metrics(demo))
     failed = [c for c in demo.checks if not c.ok]
     if failed:
         table = Table(title="FAILED checks", expand=False)
@@ -329,6 +331,26 @@ def _summary_catchups(demo: Demo) -> Table:
         if c.took is not None and c.startup is not None:
             took += f"  (start-up {c.startup:.1f} s)"
         t.add_row(c.label, str(c.backlog) if c.backlog else "-", took)
+    return t
+
+
+def _summary_metrics(demo: Demo) -> Table:
+    t = Table(title="each replica's own GET /metrics (Prometheus text)", expand=False)
+    cols = (
+        "replica",
+        "appended",
+        "ingested",
+        "commits",
+        "commit p99",
+        "pulls failed",
+        "quarantined",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col == "replica" else "right")
+    for rid, m in demo.metrics.items():
+        p99 = "-" if m.commit_p99_ms is None else f"<= {m.commit_p99_ms:g} ms"
+        t.add_row(rid, str(m.appended), str(m.ingested), str(m.commits), p99,
+                  str(m.pulls_failed), str(m.quarantined))  # fmt: skip
     return t
 
 

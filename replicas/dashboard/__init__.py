@@ -18,8 +18,8 @@ from fastapi.responses import FileResponse
 
 from replicas.api.app import STATIC_DIR
 from replicas.api.common import ERRORS, ReplicaHandle
+from replicas.cache import StateCache
 from replicas.dashboard.figures import dashboard, link_view, state_figures, today
-from replicas.state_cache import StateCache
 
 __all__ = ["mount_dashboard"]
 

@@ -81,7 +81,7 @@ def link_view(sync: Mapping[str, Any], leaves_known: bool) -> dict[str, Record]:
             "last_seen_s": None if seen is None else round(seen, 1),
             "not_at_hq": s.get("behind", 0),
             "lag_s": round(s.get("missing_for") or 0.0, 1),
-            "held": s.get("held", 0),
+            "events_at_hq": s.get("held", 0),
         }
     return out
 
@@ -128,7 +128,7 @@ def _store(
 
 def _till(till: str, links: Mapping[str, Record], figures: Record) -> Record:
     link = links.get(till) or {
-        "online": False, "last_seen_s": None, "not_at_hq": 0, "lag_s": 0.0, "held": 0
+        "online": False, "last_seen_s": None, "not_at_hq": 0, "lag_s": 0.0, "events_at_hq": 0
     }  # fmt: skip
     sales, net = figures["takings"].get(till, (0, 0))
     n_deferred, deferred = figures["deferred"].get(till, (0, 0))

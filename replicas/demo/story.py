@@ -37,6 +37,7 @@ from broker.subjects import HQ
 from replicas.demo.access import ApiAccess
 from replicas.demo.checks import Check, count_conflicts, verify
 from replicas.demo.fleet import MARKER, DemoError, Fleet, PortTaken
+from replicas.demo.metrics import ReplicaMetricsSummary, scrape_all
 from replicas.demo.workload import TillDriver, Workload
 from replicas.site import init_site
 from replicas.sync.protocol import holds
@@ -86,6 +87,7 @@ class Demo:
     conflicts: dict[str, Counter[str]] = field(default_factory=dict)
     converge_took: float | None = None
     elapsed: float = 0.0
+    metrics: dict[str, ReplicaMetricsSummary] = field(default_factory=dict)  # GET /metrics
 
     def __post_init__(self) -> None:
         self.t0 = time.monotonic()
@@ -143,6 +145,7 @@ class Demo:
         try:
             await self._trade(self.workload)
             await self._converge()
+            self.metrics = await scrape_all(self.api, self.site.replicas)
         finally:
             poller.cancel()
         self.checks = await asyncio.to_thread(verify, self.root, self.site, self.workload.model)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from replicas.cache import StateCache
 from replicas.metrics.registry import ReplicaMetrics
 from replicas.metrics.snapshot import MetricsSource, take_snapshot
-from replicas.state_cache import StateCache
 
 __all__ = ["metrics_router"]
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from conflict import queries, reports
 from replicas.api.common import ReplicaHandle
-from replicas.state_cache import StateCache
+from replicas.cache import StateCache
 from replicas.sync.protocol import holds
 
 __all__ = ["MetricsSource", "Snapshot", "take_snapshot"]

@@ -113,6 +113,31 @@ def test_payments_keep_deferred_cards_apart_and_skip_voided_sales(
     assert sum(int(r["kept"]) for r in everywhere) == summary.gross - summary.voided
 
 
+def test_deferred_cards_are_the_exposure_per_till(conn: sqlite3.Connection) -> None:
+    """Only card payments authorised deferred, of sales not voided; an online card, a
+    voided deferred one and a reference that merely says "deferred" are not exposure."""
+    fold, chain = StoreState(), Chain()
+    events = [
+        chain.make("s1/t1", _card_sale(700, "deferred"), DAY2_1000),
+        chain.make("s1/t1", _card_sale(300, "online"), DAY2_1000 + 1),
+        chain.make("s1/t2", _card_sale(900, "deferred"), DAY2_1000 + 2),
+        chain.make("s2/t1", _card_sale(400, "deferred"), DAY2_1000 + 3),
+    ]
+    cash = Payment(method="cash", amount=100, reference='"deferred"')
+    events.append(chain.make("s2/t1", SaleCompleted(receipt="X", payments=[cash],
+                  lines=[SaleLine(sku="B", qty=1, unit_price=100)]), DAY2_1000 + 4))  # fmt: skip
+    events.append(chain.make("s2/t1", SaleVoided(sale=events[3].event.id), DAY2_1000 + 5))
+    db = fresh_db(fold)
+    apply_all(fold, db, events)
+    try:
+        rows = reports.deferred_cards(db)
+    finally:
+        db.close()
+    got = {r["till"]: (r["store"], r["payments"], r["amount"]) for r in rows}
+    assert got == {"s1/t1": ("s1", 1, 700), "s1/t2": ("s1", 1, 900)}
+    assert [r["amount"] for r in reports.deferred_cards(conn)] == [700]
+
+
 def test_items_rank_by_revenue_per_store(conn: sqlite3.Connection) -> None:
     """`top` is per store: at HQ a small store is not crowded out by a big one."""
     rows = reports.items_report(conn, Window(), top=2)
