@@ -19,6 +19,9 @@ from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
 from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.tokens import TokenRecord, TokenStore
+from replicas.cache import StateCache
+from replicas.dashboard import mount_dashboard
+from replicas.metrics import ReplicaMetrics, metrics_router
 from tests.factories import chain
 
 __all__ = [
@@ -47,6 +50,7 @@ class FakeReplica:
     is_online: bool = False
     unsynced: int = 0
     peer_holders: list[str] = field(default_factory=list)  # peers that hold every event
+    uplink_names: list[str] = field(default_factory=list)  # a till's uplinks (metrics)
 
     def sync_status(self) -> dict[str, object]:
         return {}
@@ -136,8 +140,13 @@ class Api:
 async def token_api(
     log: EventLog, store: TokenStore, tokens: dict[str, str], replica_id: str = TILL
 ) -> AsyncIterator[Api]:
-    """The real app over `log`, its API closed to all but the tokens of `store`."""
-    app = create_app(FakeReplica(replica_id, log), access=Access(store, loopback_only=True))
+    """The real app over `log`, its API closed to all but the tokens of `store`, with
+    `/metrics` and HQ's dashboard routes as a replica serves them."""
+    replica = FakeReplica(replica_id, log)
+    app = create_app(replica, access=Access(store, loopback_only=True))
+    cache = StateCache(log)
+    app.include_router(metrics_router(replica, ReplicaMetrics(), cache))
+    mount_dashboard(app, replica, {"s1": ["t1", "t2"]}, cache)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://till") as client:
         yield Api(client, tokens, store)

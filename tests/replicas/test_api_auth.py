@@ -23,8 +23,11 @@ from replicas.api.app import create_app
 from replicas.api.auth import POLICY, Access
 from replicas.api.link import link_router
 from replicas.api.tokens import Role, TokenStore
+from replicas.cache import StateCache
 from replicas.cli.main import main
+from replicas.dashboard import mount_dashboard
 from replicas.errors import ApiUnprotected
+from replicas.metrics import ReplicaMetrics, metrics_router
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
 from tests.factories import cash_sale, chain
@@ -115,6 +118,14 @@ async def test_reads_need_a_token_too_and_health_does_not(api: Api) -> None:
     assert (await api.call(None, "GET", "/healthz")).status_code == 200
 
 
+async def test_metrics_and_the_dashboard_data_need_a_read_token(api: Api) -> None:
+    for path in ("/metrics", "/dashboard/data"):
+        assert (await api.call(None, "GET", path)).status_code == 401, path
+        assert (await api.call("read_only", "GET", path)).status_code == 200, path
+    page = await api.call(None, "GET", "/dashboard")  # the page itself, then it pairs
+    assert page.status_code == 200 and "/static/dashboard.js" in page.text
+
+
 async def test_a_revoked_token_is_refused_at_once(api: Api) -> None:
     (cashier,) = [r for r in api.store.records() if r.role == "cashier"]
     assert (await api.call("cashier", "GET", "/status")).status_code == 200
@@ -123,8 +134,12 @@ async def test_a_revoked_token_is_refused_at_once(api: Api) -> None:
 
 
 def test_every_route_is_in_the_policy() -> None:
+    """Every route a replica serves: the API's, the link's, /metrics, HQ's dashboard."""
     app = create_app(SpecOnly())  # type: ignore[arg-type]
     app.include_router(link_router(SpecOnly()))  # type: ignore[arg-type]
+    cache = StateCache(None)  # type: ignore[arg-type]  # routes are listed, never called
+    app.include_router(metrics_router(SpecOnly(), ReplicaMetrics(), cache))  # type: ignore[arg-type]
+    mount_dashboard(app, SpecOnly(), {}, cache)  # type: ignore[arg-type]
     routes = {(method, route.path) for route in _api_routes(app.routes) for method in route.methods}
     assert routes == set(POLICY)
 
