@@ -80,3 +80,30 @@ async def test_a_build_rolled_back_and_forward_again_folds_in_what_it_left(tmp_p
             assert await log.read(counts) == {}
     async with await EventLog.open(tmp_path / "t.db", "s1/t1", CountingFold()) as log:
         assert await log.read(counts) == {"s1/t2": 1}
+
+
+async def test_commit_observers_count_appends_ingests_and_time(tmp_path):
+    """What metrics count comes from the log's own commits: appends, events stored per
+    peer, duplicates and gaps; an observer that raises harms neither sales nor others."""
+    ticks = iter(range(1000))
+    log = await EventLog.open(
+        tmp_path / "o.db", "s1/t1", CountingFold(), timer=lambda: float(next(ticks))
+    )
+    seen = []
+    log.commit_observers += [lambda s: 1 / 0, seen.append]
+    try:
+        await log.append_many([SaleVoided(sale="s1/t9:1"), SaleVoided(sale="s1/t9:2")])
+        remote = chain("s1/t2", [SaleVoided(sale=f"s1/t9:{i + 1}") for i in range(3)])
+        await log.ingest(remote[:2], peer="s1/t2")
+        await log.ingest([remote[1], remote[2]], peer="hq")  # one again, one new
+        gap = chain("s1/t3", [SaleVoided(sale=f"s1/t9:{i + 1}") for i in range(2)])
+        await log.ingest(gap[1:], peer="s1/t3")  # seq 2 without 1: held
+    finally:
+        await log.close()
+    assert [(s.appended, s.ingested, s.duplicates, s.held) for s in seen] == [
+        (2, {}, 0, 0),
+        (0, {"s1/t2": 2}, 0, 0),
+        (0, {"hq": 1}, 1, 0),
+        (0, {}, 0, 1),
+    ]
+    assert all(s.seconds == 1.0 for s in seen)  # one tick of the timer passed in
