@@ -26,6 +26,7 @@ import msgspec
 
 from core.checks import NO_HEAD, CheckedEvent, Head, check_event, check_events, holds_card_data
 from core.clock import HybridClock
+from core.compact import unfoldable
 from core.errors import (
     ChainBroken,
     DecodeError,
@@ -128,6 +129,7 @@ class Transaction:
     revoked: dict[str, int] = field(default_factory=dict)  # origin -> last seq it wrote
     newly_revoked: dict[str, int] = field(default_factory=dict)
     needs_rebuild: bool = False  # a revocation or rotation reached events already folded
+    stale_marked: bool = False  # ... or events compaction folded into the snapshot
     rotations: Rotations = field(default_factory=dict)  # learned from HQ's key.rotated
     rotated: list[tuple[str, int]] = field(default_factory=list)  # held events to recheck
     keys_changed: bool = False
@@ -339,6 +341,9 @@ class Transaction:
         keep = retired_suffix(
             Vouchers(self.conn, staged_raw), self.verifier, origin, from_seq, head, base
         )
+        if keep <= base:  # no event above the base vouches for those below it
+            why = f"signed by a key HQ retired from seq {from_seq}"
+            self.stale_marked |= unfoldable(self.conn, origin, from_seq - 1, base, why)
         if keep >= head:
             return
         self.needs_rebuild = self.needs_rebuild or folded_among(self.conn, origin, keep) > 0
@@ -398,6 +403,8 @@ class Transaction:
                 (origin, cut),
             )
             self.needs_rebuild = self.needs_rebuild or folded > 0
+            before = self.revoked.get(origin, MAX_INT64)  # past it nothing was ever folded
+            self.stale_marked |= unfoldable(self.conn, origin, cut, before, "revoked by HQ")
             self.revoked[origin] = cut
         if self.newly_revoked:
             revoked = json.dumps(self.revoked, sort_keys=True)

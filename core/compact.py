@@ -47,9 +47,12 @@ __all__ = [
     "seed_from",
     "snapshot_bases",
     "stable_floor",
+    "stale_snapshot",
+    "unfoldable",
 ]
 
 SNAP_PREFIX = "snap_"
+STALE_KEY = "stale_snapshot"  # meta: origin -> why the snapshot holds what it must not
 CHUNK = 5000
 Progress = Callable[[int], None]
 
@@ -113,6 +116,32 @@ def has_snapshot(conn: sqlite3.Connection) -> bool:
 def snapshot_bases(conn: sqlite3.Connection) -> dict[str, int]:
     row = conn.execute("SELECT value FROM meta WHERE key = 'snapshot_bases'").fetchone()
     return dict(json.loads(row[0])) if row else {}
+
+
+def stale_snapshot(conn: sqlite3.Connection) -> dict[str, str]:
+    """Per origin, why the snapshot holds events that are no longer state (`unfoldable`):
+    this log's state differs from its peers' until it is restored from HQ."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (STALE_KEY,)).fetchone()
+    return dict(json.loads(row[0])) if row else {}
+
+
+def unfoldable(conn: sqlite3.Connection, origin: str, above: int, upto: int, why: str) -> bool:
+    """`origin`'s events in (above, upto] must leave the state (HQ revoked or retired what
+    signed them): if compaction folded some into the snapshot, no rebuild can take them
+    out, since a snapshot is one merged state, not one per origin. Then the log is marked
+    (meta `stale_snapshot`): `log verify` reports it and `log restore` from HQ, which
+    holds the events, mends it. Nothing is dropped meanwhile. True if marked."""
+    row = conn.execute("SELECT base FROM heads WHERE origin = ?", (origin,)).fetchone()
+    last = min(int(row[0]) if row else 0, upto)
+    if last <= above:
+        return False
+    stale = stale_snapshot(conn)
+    stale[origin] = (
+        f"{origin}:{above + 1}..{last} {why}, but compaction folded them into the snapshot:"
+        " restore this replica from HQ (tillmesh log restore)"
+    )
+    _set_meta(conn, STALE_KEY, json.dumps(stale, sort_keys=True))
+    return True
 
 
 # --- folding ----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import aiosqlite
 from core.batch import ClockAhead, IngestResult, Transaction
 from core.checks import NO_HEAD, CheckedEvent, Head, check_events
 from core.clock import HybridClock, system_wall_ms
-from core.compact import readable_unapplied, rebuild_state
+from core.compact import readable_unapplied, rebuild_state, stale_snapshot
 from core.errors import StorageError, TillmeshError
 from core.events import Body, Event, RawEvent, decode_event, encode_body
 from core.fold import FLAG_UNAPPLIED, StateFold
@@ -127,6 +127,8 @@ class EventLog:
         self._bases: dict[str, int] = {}  # compacted away: seqs <= base (set offline)
         self._revoked: dict[str, int] = {}  # origin -> last seq before HQ revoked it
         self._rotations: Rotations = {}  # origin -> (from_seq, key) HQ rotated (core.rotation)
+        # origin -> why the compaction snapshot holds events no longer state (core.compact)
+        self.stale_snapshot: dict[str, str] = {}
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._ingest_order = asyncio.Lock()
         self._writer_conn: aiosqlite.Connection | None = None
@@ -187,6 +189,7 @@ class EventLog:
         self._revoked = {str(o): int(n) for o, n in json.loads(meta.get("revoked", "{}")).items()}
         conn.execute(UNVERIFIED_TABLE)
         self._rotations = load_rotations(meta)
+        self.stale_snapshot = stale_snapshot(conn)
         if isinstance(self.verifier, KeyRegistry):  # the site's keys, then HQ's rotations
             self.verifier = with_rotations(self.verifier, self._rotations)
         # A new build may read events an older one stored unapplied (a newer schema):
@@ -394,10 +397,14 @@ class EventLog:
             tx.write()
             if tx.needs_rebuild:  # a revocation reached folded events: rare, and whole
                 self._rebuild(conn)
+            stale = stale_snapshot(conn) if tx.stale_marked else self.stale_snapshot
             conn.execute("COMMIT")
             self._revoked = tx.revoked
             self._rotations, self.verifier = tx.rotations, tx.verifier
             self.signer = tx.signer
+            if stale != self.stale_snapshot:
+                logger.error("%s: %s", self.path, "; ".join(stale.values()))
+                self.stale_snapshot = stale
         except BaseException:
             conn.execute("ROLLBACK")
             raise

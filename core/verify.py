@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core.compact import stale_snapshot
 from core.errors import SignatureError, TillmeshError, UnknownEventType
 from core.events import HQ, Event, KeyRotated, decode_body, decode_event, encode_event, event_hash
 from core.keys import KeyRegistry
@@ -84,6 +85,8 @@ def verify_log(
             report.findings.extend(_check_signatures(conn, origin, seq, base, verifier))
     _orphans(conn, heads, report)
     _pending_and_quarantine(conn, report)
+    for origin, why in stale_snapshot(conn).items():  # the state is not these events'
+        report.findings.append(Finding("defect", "stale-snapshot", origin, 0, why))
     return report
 
 

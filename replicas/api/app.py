@@ -119,7 +119,7 @@ def _status_router(till: Till) -> APIRouter:
             clock_ahead=_clock_ahead(replica.log.clock_ahead, replica.log.wall_ms()),
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
             sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
-            evidence=kept,
+            evidence=kept, stale_snapshot=replica.log.stale_snapshot,
         )  # fmt: skip
 
     @r.get("/state/digest")

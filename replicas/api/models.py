@@ -484,6 +484,11 @@ class StatusOut(BaseModel):
         " origin's writing; Equivocation: its origin signed two versions); null when"
         " ?conflicts=false",
     )
+    stale_snapshot: dict[str, str] = Field(
+        default_factory=dict,
+        description="per origin, why this log's compaction snapshot holds events that are no"
+        " longer state (revoked, or signed by a retired key): restore it from HQ",
+    )
 
 
 class DigestOut(BaseModel):

@@ -219,6 +219,8 @@ def _print_status(status: dict[str, Any]) -> None:
     for origin, ahead in sorted((status.get("clock_ahead") or {}).items()):
         print(f"clock     {origin}: {ahead['events']} event(s) too far ahead of this clock,"
               f" newest {ahead['newest']}, {ahead['ahead_ms'] // 1000} s ahead now")  # fmt: skip
+    for why in (status.get("stale_snapshot") or {}).values():
+        print(f"STATE     not its events': {why}")
     if uplink := sync.get("uplink"):
         print(f"uplink    {UplinkState(**uplink).describe()}")
     if kept := status.get("evidence"):
