@@ -45,6 +45,7 @@ from core.events import (
     Event,
     KeyRevoked,
     KeyRotated,
+    LogSigned,
     RawEvent,
     decode_event,
     encode_event,
@@ -133,6 +134,7 @@ class Transaction:
     rotations: Rotations = field(default_factory=dict)  # learned from HQ's key.rotated
     rotated: list[tuple[str, int]] = field(default_factory=list)  # held events to recheck
     keys_changed: bool = False
+    checkpoints: dict[str, int] = field(default_factory=dict)  # origin -> its log.signed seq
     released: IngestResult = field(default_factory=lambda: IngestResult())
     staged: dict[str, Head] = field(default_factory=dict)
     accepted: list[Accepted] = field(default_factory=list)
@@ -188,9 +190,14 @@ class Transaction:
                 self._hold(checked, seq, table="unverified")
                 result.held += 1
                 return
+        if checked.unsigned and not self._trusts_unsigned(origin):  # checkpointed since
+            why = "unsigned, past its origin's log.signed checkpoint"
+            self._quarantine(ev, peer, SignatureError(origin, ev.seq, why))
         if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
             self._accept_remote(checked, peer, result)
-            if origin in self.pending_origins:
+            # Not while a rotation or checkpoint of this commit waits to check the held
+            # events again (`release_unverified`): they were checked with the old keys.
+            if origin in self.pending_origins and all(o != origin for o, _ in self.rotated):
                 self._drain_pending(origin, peer, result)
         elif ev.seq <= seq:
             self._check_duplicate(ev, checked.hash, peer)
@@ -307,6 +314,8 @@ class Transaction:
             self.newly_revoked[body.replica] = cut
         elif isinstance(body, KeyRotated) and origin == HQ:
             self._rotate(body)
+        elif isinstance(body, LogSigned) and origin not in self.checkpoints:
+            self._checkpoint(origin, seq)
         self.staged[origin] = (seq, h)
         self.new_hashes[(origin, seq)] = h
         # bytearray, not bytes: sqlite3 binds bytes only after an adapter lookup that
@@ -328,6 +337,19 @@ class Transaction:
             self.verifier = self.verifier.rotated(origin, body.from_seq, key)
             self._evict_retired(origin, body.from_seq)
         self.rotated.append((origin, body.from_seq))
+
+    def _trusts_unsigned(self, origin: str) -> bool:
+        return not isinstance(self.verifier, KeyRegistry) or self.verifier.trusts_unsigned(origin)
+
+    def _checkpoint(self, origin: str, seq: int) -> None:
+        """`origin` signs from its `log.signed` at `seq` on (`core.keys`): its unsigned
+        events are refused from now, and those held above it (taken on trust when they
+        were checked) are checked again before this commit's fold."""
+        self.checkpoints[origin] = seq
+        self.keys_changed = True
+        if isinstance(self.verifier, KeyRegistry):
+            self.verifier = self.verifier.checkpointed(origin)
+        self.rotated.append((origin, seq + 1))
 
     def _evict_retired(self, origin: str, from_seq: int) -> None:
         assert isinstance(self.verifier, KeyRegistry)
@@ -451,6 +473,8 @@ class Transaction:
             c.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('keys', ?)", (dump_rotations(self.rotations),)
             )
+            checkpoints = json.dumps(self.checkpoints, sort_keys=True)
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoints', ?)", (checkpoints,))
         self._apply_revocations()
 
 

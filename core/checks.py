@@ -52,6 +52,7 @@ class CheckedEvent(msgspec.Struct, frozen=True, gc=False):
     body: Body | None
     error: EventError | None = None
     known: bool = False  # at or below the head when checked: hash only, body unchecked
+    unsigned: bool = False  # taken on an unsigned history's trust (core.keys), not signed
 
 
 def check_event(item: Event | RawEvent) -> CheckedEvent:
@@ -128,6 +129,8 @@ def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:
         for k, error in found.refused.items():
             c = checked[indexes[k]]
             checked[indexes[k]] = CheckedEvent(c.event, c.hash, c.raw, None, error)
+        for k in found.trusted:
+            checked[indexes[k]] = msgspec.structs.replace(checked[indexes[k]], unsigned=True)
         for k in found.covered:
             c = checked[indexes[k]]
             if c.event.sig:

@@ -10,24 +10,33 @@ A signature made by a rotated key names it: the 64 signature bytes are followed 
 key's 6-byte tag (`key_tag`). A replica that meets a tag it does not know for that origin
 cannot tell a forgery from a key HQ's rotation has not brought it yet, so the event is
 held (`UnknownKey`) rather than refused; an untagged signature is always the first key's.
+
+A site that ran before events were signed lists its replicas as having unsigned history
+(`unsigned`): an unsigned event of such an origin is taken on the trust every event had
+before, until its `log.signed` checkpoint (`core.bodies.LogSigned`) is known here. That
+checkpoint's signature vouches, through the hash chain, for the history below it, and
+from it on that origin's events must be signed (`checkpointed`). Key events and the
+checkpoint itself are never taken unsigned.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import nacl.exceptions
 import nacl.signing
 
 from core.errors import SignatureError, UnknownKey, UnknownOrigin
-from core.events import MAX_INT64, Event
+from core.events import MAX_INT64, Event, KeyRevoked, KeyRotated, LogSigned
 
 __all__ = ["SIGNATURE_BYTES", "TAG_BYTES", "KeyRegistry", "ValidKey", "key_id", "key_tag"]
 
 SIGNATURE_BYTES = 64
 TAG_BYTES = 6
+# Types that exist only with signing: never taken on an unsigned history's trust.
+SIGNED_ONLY_TYPES = frozenset({LogSigned.TYPE, KeyRevoked.TYPE, KeyRotated.TYPE})
 
 
 def key_tag(key: bytes) -> bytes:
@@ -56,7 +65,9 @@ class KeyRegistry:
         self,
         keys: Mapping[str, bytes],
         rotations: Mapping[str, Sequence[tuple[int, bytes]]] | None = None,
+        unsigned: Iterable[str] = (),
     ) -> None:
+        self._unsigned = frozenset(unsigned)  # origins with history from before signing
         self._history: dict[str, tuple[ValidKey, ...]] = {
             origin: (ValidKey(1, k, nacl.signing.VerifyKey(k)),) for origin, k in keys.items()
         }
@@ -80,9 +91,22 @@ class KeyRegistry:
         """A registry where `key` signs `origin`'s events from `from_seq` on. The newest
         rotation wins: any step at or past `from_seq` is replaced (HQ's events come in
         HQ's order, so every replica ends with the same history)."""
-        new = KeyRegistry({})
+        new = KeyRegistry({}, unsigned=self._unsigned)
         new._history = dict(self._history)
         new._history[origin] = _rotate(self._history.get(origin, ()), from_seq, key)
+        return new
+
+    def trusts_unsigned(self, origin: str) -> bool:
+        """Whether `origin`'s unsigned events are still taken: history from before
+        signing, and its `log.signed` checkpoint not known yet."""
+        return origin in self._unsigned
+
+    def checkpointed(self, origin: str) -> KeyRegistry:
+        """A registry where `origin`'s events must be signed: its checkpoint is known."""
+        if origin not in self._unsigned:
+            return self
+        new = KeyRegistry({}, unsigned=self._unsigned - {origin})
+        new._history = self._history
         return new
 
     def _valid(self, origin: str, seq: int) -> ValidKey | None:
@@ -96,6 +120,8 @@ class KeyRegistry:
     def verify(self, ev: Event, digest: bytes) -> None:
         if ev.origin not in self._history:
             raise UnknownOrigin(ev.origin, ev.seq)
+        if not ev.sig and ev.origin in self._unsigned and ev.type not in SIGNED_ONLY_TYPES:
+            return  # history from before signing, on trust until its checkpoint
         valid = self._valid(ev.origin, ev.seq)
         if valid is None:  # a rotation from seq 1 replaced every key: cannot happen
             raise UnknownOrigin(ev.origin, ev.seq)

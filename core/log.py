@@ -36,14 +36,22 @@ from core.checks import NO_HEAD, CheckedEvent, Head, check_events
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state, stale_snapshot
 from core.errors import StorageError, TillmeshError
-from core.events import Body, Event, RawEvent, decode_event, encode_body
+from core.events import Body, Event, LogSigned, RawEvent, decode_event, encode_body
 from core.fold import FLAG_UNAPPLIED, StateFold
 from core.keys import KeyRegistry
 from core.observe import CommitObserver, CommitStats, commit_stats
-from core.rotation import UNVERIFIED_TABLE, Rotations, load_rotations, with_rotations
+from core.rotation import (
+    UNVERIFIED_TABLE,
+    Rotations,
+    load_checkpoints,
+    load_rotations,
+    with_checkpoints,
+    with_rotations,
+)
 from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
+from core.stats import LogStats, read_stats
 
 __all__ = [
     "ClockAhead",
@@ -86,18 +94,6 @@ class _Request:
         return len(self.appends) + len(self.ingest)
 
 
-@dataclass(frozen=True)
-class LogStats:
-    path: str
-    replica_id: str
-    events: int
-    pending: int
-    quarantined: int
-    version_vector: dict[str, int]
-    file_bytes: int
-    quarantine_dropped: int = 0  # oldest evidence dropped past the quarantine's cap
-
-
 class EventLog:
     """Open with `await EventLog.open(...)`; use as `async with`."""
 
@@ -127,6 +123,7 @@ class EventLog:
         self._bases: dict[str, int] = {}  # compacted away: seqs <= base (set offline)
         self._revoked: dict[str, int] = {}  # origin -> last seq before HQ revoked it
         self._rotations: Rotations = {}  # origin -> (from_seq, key) HQ rotated (core.rotation)
+        self._checkpoints: dict[str, int] = {}  # origin -> seq of its log.signed (core.keys)
         # origin -> why the compaction snapshot holds events no longer state (core.compact)
         self.stale_snapshot: dict[str, str] = {}
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
@@ -189,9 +186,11 @@ class EventLog:
         self._revoked = {str(o): int(n) for o, n in json.loads(meta.get("revoked", "{}")).items()}
         conn.execute(UNVERIFIED_TABLE)
         self._rotations = load_rotations(meta)
+        self._checkpoints = load_checkpoints(meta)
         self.stale_snapshot = stale_snapshot(conn)
         if isinstance(self.verifier, KeyRegistry):  # the site's keys, then HQ's rotations
             self.verifier = with_rotations(self.verifier, self._rotations)
+            self.verifier = with_checkpoints(self.verifier, self._checkpoints)
         # A new build may read events an older one stored unapplied (a newer schema):
         # it folds them in, or this till's state would lag its peers' until a rebuild.
         # Checked at every open, since a build rolled back and forward again may have
@@ -274,6 +273,16 @@ class EventLog:
         from_seq = await self._submit(_Request(self._new_future(), switch=(signer, persist)))
         assert isinstance(from_seq, int)
         return from_seq
+
+    async def sign_history(self) -> Event | None:
+        """Our `log.signed` checkpoint (`core.bodies.LogSigned`), unless this log holds it:
+        the first event we sign after a history written unsigned (a site from before
+        signing). Its signature covers that history, through the chain, on every replica
+        that holds it, signed here or not: those events' bytes and hashes stay as they
+        are. From it on, replicas refuse our unsigned events (`core.keys`)."""
+        if self.signer is None or self.replica_id in self._checkpoints:
+            return None
+        return await self.append(LogSigned(unsigned=self.head(self.replica_id)[0]))
 
     def _new_future(self) -> asyncio.Future[object]:
         return asyncio.get_running_loop().create_future()
@@ -375,6 +384,7 @@ class EventLog:
             self.verifier,
             revoked=dict(self._revoked),
             rotations={o: list(steps) for o, steps in self._rotations.items()},
+            checkpoints=dict(self._checkpoints),
         )
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -401,6 +411,7 @@ class EventLog:
             conn.execute("COMMIT")
             self._revoked = tx.revoked
             self._rotations, self.verifier = tx.rotations, tx.verifier
+            self._checkpoints = tx.checkpoints
             self.signer = tx.signer
             if stale != self.stale_snapshot:
                 logger.error("%s: %s", self.path, "; ".join(stale.values()))
@@ -475,37 +486,3 @@ class EventLog:
     async def stats(self) -> LogStats:
         """For status polls: the event count comes from the heads, not a table scan."""
         return await self.read(lambda conn: read_stats(conn, self.path, exact=False))
-
-
-def read_stats(conn: sqlite3.Connection, path: Path, *, exact: bool = True) -> LogStats:
-    """Counts, version vector and file size of a log, from any connection to it.
-
-    `exact=False` counts events as the sum over origins of head - base: what a log
-    whose chains are intact (as `verify` checks) holds, in O(origins) instead of a
-    scan of every event (tens of ms per million, on every status poll).
-    """
-
-    def count(table: str) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-
-    def events_from_heads() -> int:
-        sql = "SELECT COALESCE(SUM(seq - base), 0) FROM heads"
-        return int(conn.execute(sql).fetchone()[0])
-
-    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    return LogStats(
-        path=str(path),
-        replica_id=str(meta.get("replica_id", "")),
-        events=count("events") if exact else events_from_heads(),
-        pending=count("pending"),
-        quarantined=count("quarantine"),
-        quarantine_dropped=int(meta.get("quarantine_dropped", 0)),
-        version_vector=dict(conn.execute("SELECT origin, seq FROM heads").fetchall()),
-        file_bytes=_file_bytes(path),
-    )
-
-
-def _file_bytes(path: Path) -> int:
-    """The database with its -wal and -shm (not `name*`: that counted `log.db.dead` too)."""
-    files = (path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm"))
-    return sum(f.stat().st_size for f in files if f.exists())

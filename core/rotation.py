@@ -32,9 +32,11 @@ __all__ = [
     "Rotations",
     "Vouchers",
     "dump_rotations",
+    "load_checkpoints",
     "load_rotations",
     "retired_suffix",
     "take_unverified",
+    "with_checkpoints",
     "with_rotations",
 ]
 
@@ -61,6 +63,17 @@ def dump_rotations(rotations: Rotations) -> str:
         {o: [[n, encode_public_key(k)] for n, k in steps] for o, steps in rotations.items()},
         sort_keys=True,
     )
+
+
+def load_checkpoints(meta: Mapping[str, object]) -> dict[str, int]:
+    """origin -> seq of its `log.signed` checkpoint, as this log learned them (meta)."""
+    return {str(o): int(n) for o, n in json.loads(str(meta.get("checkpoints", "{}"))).items()}
+
+
+def with_checkpoints(registry: KeyRegistry, checkpoints: Mapping[str, int]) -> KeyRegistry:
+    for origin in checkpoints:
+        registry = registry.checkpointed(origin)
+    return registry
 
 
 def with_rotations(registry: KeyRegistry, rotations: Rotations) -> KeyRegistry:

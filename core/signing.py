@@ -96,11 +96,13 @@ def decode_public_key(text: str) -> bytes:
 
 
 class Vouched(NamedTuple):
-    """What `vouch` found, by index in the run: refused (with why), and covered (genuine
-    by the chain, their own signature bytes unchecked)."""
+    """What `vouch` found, by index in the run: refused (with why), covered (genuine by
+    the chain, their own signature bytes unchecked), and trusted: taken unsigned, on an
+    unsigned history's trust (`KeyRegistry.trusts_unsigned`), or covered by such one."""
 
     refused: dict[int, SignatureError]
     covered: set[int]
+    trusted: set[int]
 
 
 def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
@@ -112,12 +114,15 @@ def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
     """
     items = list(run)
     order = sorted(range(len(items)), key=lambda i: items[i][0].seq, reverse=True)
-    found = Vouched({}, set())
+    found = Vouched({}, set(), set())
     expected: bytes | None = None  # the hash the covered event below must have
+    on_trust = False  # what vouches for the events below is an unsigned event
     for i in order:
         ev, digest = items[i]
         if expected is not None and digest == expected:
             found.covered.add(i)
+            if on_trust:
+                found.trusted.add(i)
             expected = ev.prev  # covered by the signature above: the chain goes on
             continue
         try:
@@ -126,7 +131,9 @@ def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
             found.refused[i] = e.with_traceback(None)
             expected = None
             continue
-        expected = ev.prev
+        expected, on_trust = ev.prev, not ev.sig
+        if on_trust:
+            found.trusted.add(i)
     return found
 
 

@@ -19,7 +19,16 @@ from typing import Literal
 
 from core.compact import stale_snapshot
 from core.errors import SignatureError, TillmeshError, UnknownEventType
-from core.events import HQ, Event, KeyRotated, decode_body, decode_event, encode_event, event_hash
+from core.events import (
+    HQ,
+    Event,
+    KeyRotated,
+    LogSigned,
+    decode_body,
+    decode_event,
+    encode_event,
+    event_hash,
+)
 from core.keys import KeyRegistry
 from core.signing import Verifier, decode_public_key
 
@@ -67,7 +76,7 @@ def verify_log(
     }
     report.origins = len(heads)
     if isinstance(verifier, KeyRegistry):
-        verifier = _with_hq_rotations(conn, verifier)
+        verifier = _with_checkpoints(conn, _with_hq_rotations(conn, verifier))
     for origin in sorted(heads):
         seq, head_hash, base = heads[origin]
         last = _verify_origin(conn, origin, base, report, progress)
@@ -83,6 +92,9 @@ def verify_log(
             )
         if verifier is not None and seq > base:
             report.findings.extend(_check_signatures(conn, origin, seq, base, verifier))
+        if isinstance(verifier, KeyRegistry) and verifier.trusts_unsigned(origin):
+            detail = "history from before signing, no log.signed checkpoint here yet"
+            report.findings.append(Finding("notice", "unsigned", origin, seq, detail))
     _orphans(conn, heads, report)
     _pending_and_quarantine(conn, report)
     for origin, why in stale_snapshot(conn).items():  # the state is not these events'
@@ -105,6 +117,15 @@ def _with_hq_rotations(conn: sqlite3.Connection, registry: KeyRegistry) -> KeyRe
         if isinstance(body, KeyRotated):
             key = decode_public_key(body.public_key)
             registry = registry.rotated(body.replica, body.from_seq, key)
+    return registry
+
+
+def _with_checkpoints(conn: sqlite3.Connection, registry: KeyRegistry) -> KeyRegistry:
+    """Origins whose `log.signed` checkpoint is in this file must be signed from it on:
+    the checkpoint is an event of theirs, never taken unsigned (`core.keys`)."""
+    rows = conn.execute("SELECT DISTINCT origin FROM events WHERE type = ?", (LogSigned.TYPE,))
+    for (origin,) in rows:
+        registry = registry.checkpointed(origin)
     return registry
 
 
