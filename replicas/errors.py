@@ -13,7 +13,8 @@ the layer that knows what went wrong::
     ├── ReplicaError            running a replica of a site
     │   ├── UnknownReplica      not one of the site's replicas
     │   ├── ApiUnavailable      the HTTP API cannot listen on its port
-    │   └── ApiUnprotected      the HTTP API would listen on the network with no token
+    │   ├── ApiUnprotected      the HTTP API would listen on the network with no token
+    │   └── RetiredSigningKey   a till would sign with a key it rotated away from
     └── SyncError               replication protocol / transport
         ├── FrameError          a sync frame is malformed or hostile
         └── LinkError           the NATS link failed (wraps nats errors)
@@ -33,6 +34,7 @@ __all__ = [
     "LinkError",
     "ReplicaError",
     "ReplicaRunning",
+    "RetiredSigningKey",
     "SelectsNothing",
     "SiteExists",
     "SiteFileError",
@@ -108,6 +110,23 @@ class ApiUnprotected(ReplicaError):
         )
         self.replica_id = replica_id
         self.host = host
+
+
+class RetiredSigningKey(ReplicaError):
+    """The till's identity folder holds a signing key it rotated away from (an old bundle
+    installed over it, or onto a replacement machine): every replica refuses that key's
+    events past the rotation, and it may be the stolen one. Refused before any event is
+    signed with it."""
+
+    def __init__(self, replica_id: str, key: str, detail: str) -> None:
+        super().__init__(
+            f"{replica_id}: signing key {key} is retired ({detail}); install the key it"
+            " rotated to (its identity folder from before), or have HQ revoke this till and"
+            " give the machine a new replica id"
+        )
+        self.replica_id = replica_id
+        self.key = key
+        self.detail = detail
 
 
 class SyncError(TillmeshError):

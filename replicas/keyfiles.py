@@ -15,11 +15,15 @@ from pathlib import Path
 
 from broker.files import write_private
 from core.errors import StorageError
+from core.events import Event
+from core.keys import SIGNATURE_BYTES, key_id, key_tag
 from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
+from replicas.errors import RetiredSigningKey
 
 __all__ = [
     "ROTATED_KEYS",
     "SIGNING_SEED",
+    "check_not_retired",
     "load_signer",
     "rotated_keys",
     "write_rotated_key",
@@ -85,3 +89,26 @@ def load_signer(folder: Path) -> Ed25519Signer:
     if encode_public_key(signer.public_key) in rotated_keys(folder):
         return Ed25519Signer(seed, tagged=True)
     return signer
+
+
+def check_not_retired(
+    replica_id: str, folder: Path, signer: Ed25519Signer, valid: bytes | None, head: Event | None
+) -> None:
+    """Refuse (RetiredSigningKey) a key this till rotated away from, before it signs: one
+    older than the newest in its rotated list (an old bundle installed over the folder);
+    not the key HQ's rotations in its log make valid for its next seq (`valid`), unless it
+    is one it rotated to and HQ has not vouched for yet; or not the key that signed its
+    own newest event (`head`) when that was a rotated key (its log restored elsewhere)."""
+    mine = encode_public_key(signer.public_key)
+    rotated = rotated_keys(folder)
+    if rotated and mine != list(rotated)[-1]:
+        newest = list(rotated)[-1]
+        detail = f"this till rotated to {newest} from seq {rotated[newest]}"
+        raise RetiredSigningKey(replica_id, key_id(signer.public_key), detail)
+    if valid is not None and valid != signer.public_key and mine not in rotated:
+        detail = f"HQ's rotation in the log makes {key_id(valid)} the valid key"
+        raise RetiredSigningKey(replica_id, key_id(signer.public_key), detail)
+    tag = head.sig[SIGNATURE_BYTES:] if head is not None else b""
+    if tag and tag != key_tag(signer.public_key):
+        detail = f"its own event {head.id if head else ''} is signed by key {tag.hex()}"
+        raise RetiredSigningKey(replica_id, key_id(signer.public_key), detail)

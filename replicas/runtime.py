@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -39,13 +40,13 @@ from broker.subjects import HQ
 from conflict.state import StoreState
 from core.clock import HybridClock, system_wall_ms
 from core.errors import StorageError, TillmeshError
-from core.events import store_of
+from core.events import Event, decode_event, store_of
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_signing_seed
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
-from replicas.keyfiles import load_signer, rotated_keys, write_rotated_key
+from replicas.keyfiles import check_not_retired, load_signer, rotated_keys, write_rotated_key
 from replicas.metrics import ReplicaMetrics
 from replicas.process import DataDirLock, ServerSupervisor
 from replicas.site import Site, is_loopback
@@ -130,6 +131,11 @@ class Replica:
 
     async def _start_parts(self) -> None:
         self.log = await self._open_log()
+        try:
+            await self._check_signing_key()
+        except BaseException:
+            await self.log.close()
+            raise
         self.log.commit_observers.append(self.metrics.on_commit)
         self.state_cache = StateCache(self.log)
         self.engine = SyncEngine(
@@ -177,6 +183,18 @@ class Replica:
                 " install this machine's bundle again",
             )
         return signer, registry
+
+    async def _check_signing_key(self) -> None:
+        """Never sign with a key this till rotated away from (`check_not_retired`)."""
+        signer, registry = self.log.signer, self.log.verifier
+        if not isinstance(signer, Ed25519Signer):
+            return
+        seq = self.log.head(self.replica_id)[0]
+        valid = (
+            registry.key_of(self.replica_id, seq + 1) if isinstance(registry, KeyRegistry) else None
+        )
+        head = await self.log.read(lambda c: _own_event(c, self.replica_id, seq))
+        check_not_retired(self.replica_id, self.identity.directory, signer, valid, head)
 
     async def _start_server(self) -> None:
         config = self.site.server_config(self.replica_id, self.identity)
@@ -278,6 +296,11 @@ class Replica:
 
     async def _serve_when_ready(self) -> None:
         await self._await_own_history()
+        if self.replica_id in self.site.unsigned_history:  # a site from before signing
+            checkpoint = await self.log.sign_history()
+            if checkpoint is not None:
+                log.warning("%s: its %d unsigned events vouched for by %s (log.signed)",
+                            self.replica_id, checkpoint.seq - 1, checkpoint.id)  # fmt: skip
         host, port = self.site.host_of(self.replica_id), self.site.node(self.replica_id).api
         config = uvicorn.Config(
             self._app(), host=host, port=port, log_level="warning", lifespan="off",
@@ -447,6 +470,11 @@ class _QuietServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self._started()
+
+
+def _own_event(conn: sqlite3.Connection, origin: str, seq: int) -> Event | None:
+    row = conn.execute("SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
+    return decode_event(row[0]) if row else None
 
 
 async def _log_nats_error(e: Exception) -> None:

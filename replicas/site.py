@@ -57,6 +57,7 @@ __all__ = [
     "STANDARD_PORTS",
     "NodePorts",
     "Site",
+    "add_signing_keys",
     "check_address",
     "init_site",
     "is_loopback",
@@ -93,6 +94,9 @@ class Site(BaseModel):
     public_keys: dict[str, str] = {}  # replica id -> its public nkey (U...)
     # replica id -> the public key its events are signed with (core.signing, base64url)
     signing_keys: dict[str, str] = {}
+    # Replicas that wrote events before the site had signing keys (`site keys --add`):
+    # their unsigned events are taken until their log.signed checkpoint (core.keys).
+    unsigned_history: list[str] = []
     price_policy: Literal["latest", "hq_wins", "lowest"] = "hq_wins"
     max_clock_offset_ms: int = Field(default=60_000, gt=0)
     # What a cashier's API token may do alone (replicas.api.auth.CashierLimits).
@@ -259,7 +263,8 @@ class Site(BaseModel):
 
     def key_registry(self) -> KeyRegistry:
         """Every replica's event-signing key: what an event's signature is checked with."""
-        return KeyRegistry({r: decode_public_key(k) for r, k in self.signing_keys.items()})
+        keys = {r: decode_public_key(k) for r, k in self.signing_keys.items()}
+        return KeyRegistry(keys, unsigned=self.unsigned_history)
 
     def clusters(self) -> list[str]:
         """Every route cluster: each store's tills, and HQ's hub nodes if more than one."""
@@ -373,6 +378,28 @@ def _free_ports(host: str, *, hub: bool, routes: bool) -> NodePorts:
         monitor=free_port(host),
         api=free_port(host),
     )
+
+
+def add_signing_keys(root: Path) -> list[str]:
+    """Give each replica of the site in `root` that has none an event-signing key (in its
+    identity folder) and list it in site.json, with its history marked unsigned; the
+    replicas given one. Its machine needs its bundle again (`site bundle`)."""
+    site = load_site(root)
+    added = [rid for rid in site.replicas if rid not in site.signing_keys]
+    try:
+        for rid in added:
+            site.signing_keys[rid] = write_signing_key(site.identity_dir(root, rid))
+        site.unsigned_history = sorted({*site.unsigned_history, *added})
+        _replace_file(root / SITE_FILE, site.model_dump_json(indent=2) + "\n")
+    except OSError as e:
+        raise StorageError(str(root), f"cannot add keys here: {e.strerror or e}") from e
+    return added
+
+
+def _replace_file(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def is_loopback(address: str) -> bool:

@@ -1,5 +1,6 @@
 """A site's configuration: `site init` (where every node runs, its identity), `site
-bundle` (one machine's share of it) and `site install` (on that machine)."""
+bundle` (one machine's share of it), `site install` (on that machine), and `site keys
+--add` (signing keys for a site made before events were signed)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from replicas.layout import (
     parse_uplink_args,
     read_site_file,
 )
-from replicas.site import Site, init_site, is_loopback
+from replicas.site import Site, add_signing_keys, init_site, is_loopback, load_site
 
 __all__ = ["register"]
 
@@ -56,6 +57,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("bundle", type=Path, help="the file `site bundle` wrote for this machine")
     p.add_argument("--data", type=Path, required=True, help="this machine's data folder")
     p.add_argument("--force", action="store_true", help="replace the site installed there")
+    _register_keys(sites)
+
+
+def _register_keys(sites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sites,
+        "keys",
+        cmd_site_keys,
+        "Add event-signing keys to a site made before events were signed, and write every"
+        " machine's new bundle.",
+        "tillmesh site keys --data site --add --bundles bundles",
+    )
+    p.add_argument("--data", type=Path, required=True, help="where `site init` wrote the site")
+    p.add_argument(
+        "--add",
+        action="store_true",
+        required=True,
+        help="give each replica without a signing key one; their history so far stays as it"
+        " is, vouched for by the checkpoint each writes on its first start with its key",
+    )
+    p.add_argument(
+        "--bundles", type=Path, required=True, help="folder for every machine's new bundle"
+    )
 
 
 def _register_init(sites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -148,6 +172,26 @@ def cmd_site_install(args: argparse.Namespace) -> int:
         role = "hq_admin --name 'catalog team'" if node == HQ else "cashier --name 'till page'"
         print(f"  (its API needs a token first: tillmesh token issue --data {args.data}"
               f" --replica {node} --role {role})")  # fmt: skip
+    return 0
+
+
+def cmd_site_keys(args: argparse.Namespace) -> int:
+    added = add_signing_keys(args.data)
+    if added:
+        print(f"signing keys added for {', '.join(added)}: their events so far are unsigned;"
+              " each vouches for them on its first start with its key")  # fmt: skip
+    else:
+        print("every replica has a signing key already")
+    site = load_site(args.data)
+    args.bundles.mkdir(parents=True, exist_ok=True)
+    names = []
+    for node in site.nodes:
+        out = args.bundles / f"{node.replace('/', '-')}.tar.gz"
+        write_bundle(args.data, node, out)
+        names.append(out.name)
+    print(f"bundles written to {args.bundles}: {' '.join(names)}")
+    print("on each machine, one at a time: stop it, tillmesh site install FILE --data DIR"
+          " --force, start it")  # fmt: skip
     return 0
 
 

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from replicas.bundle import install_bundle
 from replicas.cli.main import main
+from replicas.keyfiles import load_signer
+from replicas.site import load_site
+from tests.legacy_site import unsign_site
 
 ROOT = Path(__file__).resolve().parents[2]
 TILLMESH = [sys.executable, "-m", "replicas.cli.main"]
@@ -119,3 +123,31 @@ def test_till_the_site_lacks_exits_at_once_and_creates_nothing(
     assert proc.stderr.startswith("tillmesh: error:") and "Traceback" not in proc.stderr
     assert "'s9/t9'" in proc.stderr and "s1/t1" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_keys_add_signs_a_site_made_before_signing_and_rebundles_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "site"
+    _init(capsys, data, "--stores", "1", "--tills", "2")
+    unsign_site(data)
+    bundles = tmp_path / "bundles"
+    assert main(["site", "keys", "--data", str(data), "--add", "--bundles", str(bundles)]) == 0
+    out = capsys.readouterr().out
+    assert "signing keys added for hq, s1/t1, s1/t2" in out
+    site = load_site(data)
+    assert sorted(site.signing_keys) == site.unsigned_history == ["hq", "s1/t1", "s1/t2"]
+    assert sorted(p.name for p in bundles.iterdir()) == [
+        "hq.tar.gz",
+        "s1-t1.tar.gz",
+        "s1-t2.tar.gz",
+    ]
+    machine = tmp_path / "machine"
+    installed, node = install_bundle(bundles / "s1-t1.tar.gz", machine)
+    signer = load_signer(installed.identity_dir(machine, node))
+    assert installed.key_registry().key_of("s1/t1") == signer.public_key
+    assert installed.key_registry().trusts_unsigned("s1/t1")
+    # again: nothing to add, the keys made stay
+    assert main(["site", "keys", "--data", str(data), "--add", "--bundles", str(bundles)]) == 0
+    assert "every replica has a signing key already" in capsys.readouterr().out
+    assert load_site(data).signing_keys == site.signing_keys
