@@ -14,6 +14,16 @@ set of writes (spec: `crdt.LWWRegister`), so it is the same on every replica:
   - "hq_wins": HQ's write among the concurrent ones, else the latest;
   - "lowest":  the lowest price among the concurrent ones; ties go to the later write.
 
+Superseded writes take no part at all (fold version 6). A `conflict.resolved` with
+action `supersede` names catalog writes by event id; each one it may supersede is left
+out of its SKU's writes, whatever its HLC, so the next write by the rules above is
+effective: the deterministic way out of a write dated far ahead (a till or HQ with a
+skewed clock), which otherwise wins last-writer-wins until real time passes it. A
+supersession is a row per (write, resolution) in `st_superseded`, kept whether or not
+the write has arrived yet, so the state is the same in any arrival order. Who may
+supersede what (`may_supersede`): HQ any write; a till the writes of its own store's
+tills, never HQ's or another store's (a till's key cannot undo the chain's catalog).
+
 Catalog writes are rare next to sales, so a per-SKU SELECT per batch is fine.
 """
 
@@ -26,7 +36,16 @@ from typing import Literal, NamedTuple
 from core.clock import hlc_ms
 from core.events import HQ
 
-__all__ = ["PricePolicy", "Write", "choose_price", "effective", "refresh", "refresh_all"]
+__all__ = [
+    "PricePolicy",
+    "Write",
+    "choose_price",
+    "effective",
+    "may_supersede",
+    "refresh",
+    "refresh_all",
+    "supersede",
+]
 
 PricePolicy = Literal["latest", "hq_wins", "lowest"]
 
@@ -47,10 +66,39 @@ class Write(NamedTuple):
 
 ProductRow = tuple[str, str, int, int, int, str, str]
 
+
+def _store(origin_col: str) -> str:
+    """SQL for the store of an origin column (`s1/t2` -> `s1`, `hq` -> `hq`)."""
+    return f"substr({origin_col}, 1, instr({origin_col} || '/', '/') - 1)"
+
+
+# A write `w` is out when a resolution that may supersede it names it (`may_supersede`).
+SUPERSEDED = (
+    "EXISTS (SELECT 1 FROM st_superseded x WHERE x.eid = w.eid AND"
+    f" (x.by_origin = '{HQ}' OR {_store('x.by_origin')} = {_store('w.origin')}))"
+)
+
 _SELECT = (
     "SELECT eid, hlc, origin, seq, kind, name, price, tax_rate_bp, active"
-    " FROM st_catalog_writes WHERE sku = ?"
+    f" FROM st_catalog_writes w WHERE sku = ? AND NOT {SUPERSEDED}"
 )
+
+
+def may_supersede(by_origin: str, write_origin: str) -> bool:
+    """Whether a resolution from `by_origin` takes the write of `write_origin` out: HQ's
+    take any; a till's only its own store's (the store is the id before '/')."""
+    return by_origin == HQ or by_origin.split("/")[0] == write_origin.split("/")[0]
+
+
+def supersede(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str]]) -> set[str]:
+    """Record (superseded eid, resolution eid, resolution origin) rows; the SKUs of those
+    writes already here, to recompute (the others are left out when they arrive)."""
+    conn.executemany("INSERT OR IGNORE INTO st_superseded VALUES (?, ?, ?)", rows)
+    return {
+        sku
+        for eid, _, _ in rows
+        for (sku,) in conn.execute("SELECT sku FROM st_catalog_writes WHERE eid = ?", (eid,))
+    }
 
 
 def _key(w: Write) -> tuple[int, str, int]:

@@ -35,10 +35,16 @@ each store, the same stock conflicts with the same ids as the store's tills
   store from other origins within the window around it (the count may or may not
   have seen them).
 
+- `catalog_override` [sku]: writes of the SKU that a `supersede` resolution took out
+  of the catalog whatever their HLC (`conflict.catalog`); never open: it exists only
+  as its resolution, so the listing shows who overrode what, when and why. Superseded
+  writes take no part in `concurrent_price` either.
+
 A clock far ahead is not a conflict: whether a timestamp is "too far ahead" is each
 receiver's judgement by its own wall clock, and conflicts are a function of the events
 alone. Each log reports what it saw as an observation (`EventLog.clock_ahead`, shown by
-`tillmesh status`).
+`tillmesh status`), and a catalog write dated far ahead is overridden by a manager's
+`supersede` (`tillmesh resolve DB catalog:SKU --action supersede --supersedes ID`).
 
 Cost: each kind is one or a few indexed queries; only oversell needs stock history,
 and it replays only the (store, sku, minute) buckets whose lower bound may go below
@@ -51,7 +57,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from itertools import groupby
 
-from conflict.catalog import Write, choose_price
+from conflict.catalog import SUPERSEDED, Write, choose_price, may_supersede
 from conflict.conflicts import (
     Conflict,
     Details,
@@ -84,6 +90,7 @@ KINDS = (
     "refund_unknown_sale",
     "receipt_collision",
     "count_during_sales",
+    "catalog_override",
 )
 # --- entry points -----------------------------------------------------------------------
 
@@ -210,11 +217,12 @@ def _receipts(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -
 
 # --- catalog ------------------------------------------------------------------------------
 
-_PRICE_WRITES = """
+_PRICE_WRITES = f"""
 SELECT w.sku, w.eid, w.hlc, w.origin, w.seq, w.kind, w.name, w.price, w.tax_rate_bp, w.active
 FROM st_catalog_writes w
 WHERE NOT (w.kind = 'price' AND EXISTS (SELECT 1 FROM st_resolutions x
   WHERE x.eid = w.origin || ':' || (w.seq - 1) AND x.action = 'choose_price'))
+  AND NOT {SUPERSEDED}
 ORDER BY w.sku, w.hlc, w.origin, w.seq
 """
 
@@ -249,6 +257,31 @@ def _prices(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> 
     return out
 
 
+_OVERRIDES = """
+SELECT r.eid, r.by_, r.reason, r.hlc, r.origin, x.eid, w.sku, w.origin
+FROM st_resolutions r JOIN st_superseded x ON x.by_eid = r.eid
+LEFT JOIN st_catalog_writes w ON w.eid = x.eid
+WHERE r.action = 'supersede' ORDER BY r.eid, x.eid
+"""
+
+
+def _overrides(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    """Each supersede resolution that took out a write here, as its own resolved
+    conflict (one that may supersede none of what arrived is not listed: it did nothing)."""
+    out = []
+    for eid, grp in groupby(conn.execute(_OVERRIDES), key=lambda row: row[0]):
+        rows = list(grp)
+        _, by, reason, hlc, by_origin = rows[0][:5]
+        took = sorted({sku for *_, sku, origin in rows
+                       if sku is not None and may_supersede(by_origin, origin)})  # fmt: skip
+        if not took:
+            continue
+        auto = Resolution(eid, "supersede", by, reason, hlc)
+        events = [row[5] for row in rows]
+        out.append(Found("catalog_override", took[0], events, {"superseded": len(events)}, auto))
+    return out
+
+
 _DETECTORS: dict[str, Detector] = {
     "oversell": oversell,
     "concurrent_price": _prices,
@@ -258,4 +291,5 @@ _DETECTORS: dict[str, Detector] = {
     "refund_unknown_sale": _refund_unknown,
     "receipt_collision": _receipts,
     "count_during_sales": counts_during_sales,
+    "catalog_override": _overrides,
 }

@@ -18,6 +18,13 @@ then the compensating events, if the action has any:
 - recount (oversell, count_during_sales): optionally a `StockCounted` with the count
   the manager took; without one the resolution records that a recount was ordered.
 
+- supersede (a catalog override, no detected conflict needed): the conflict id is
+  `catalog:<sku>` and `supersedes` names writes of that SKU (event ids); the
+  `ConflictResolved` alone takes them out of the catalog whatever their HLC
+  (`catalog.py`). It is recorded under the id of a `catalog_override` conflict
+  (`override_conflict`), which `tillmesh conflicts` lists as resolved. A replica may
+  supersede what `catalog.may_supersede` allows: HQ any write, a till its own store's.
+
 Which actions fit which kind is `ACTIONS`; anything else is a `ConflictError`.
 
 Stock events count in the store of the replica that appends them (`stock.stock_store`
@@ -33,7 +40,8 @@ import sqlite3
 from typing import Literal
 
 from conflict import queries
-from conflict.detect import Conflict, find_conflict
+from conflict.catalog import SUPERSEDED, may_supersede
+from conflict.detect import Conflict, conflict_id, find_conflict
 from conflict.errors import ConflictError, UnknownConflict, WrongStore
 from conflict.links import refund_moves
 from conflict.policies import Policies
@@ -48,9 +56,17 @@ from core.events import (
 )
 from core.log import EventLog
 
-__all__ = ["ACTIONS", "Action", "resolution_bodies", "resolve"]
+__all__ = [
+    "ACTIONS",
+    "CATALOG_PREFIX",
+    "Action",
+    "override_conflict",
+    "resolution_bodies",
+    "resolve",
+]
 
-Action = Literal["accept", "compensate", "choose_price", "recount"]
+Action = Literal["accept", "compensate", "choose_price", "recount", "supersede"]
+CATALOG_PREFIX = "catalog:"  # `catalog:<sku>`: the writes of a SKU, to supersede some
 
 ACTIONS: dict[str, tuple[Action, ...]] = {
     "oversell": ("accept", "compensate", "recount"),
@@ -61,7 +77,34 @@ ACTIONS: dict[str, tuple[Action, ...]] = {
     "refund_unknown_sale": ("accept",),
     "receipt_collision": ("accept",),
     "count_during_sales": ("accept", "recount"),
+    "catalog_override": ("supersede",),
 }
+
+
+_WRITES = f"SELECT w.origin, {SUPERSEDED} FROM st_catalog_writes w WHERE w.eid = ? AND w.sku = ?"
+
+
+def override_conflict(
+    conn: sqlite3.Connection, sku: str, supersedes: list[str], author: str
+) -> Conflict:
+    """The `catalog_override` conflict a supersede of `supersedes` (writes of `sku`) by
+    replica `author` resolves; a `ConflictError` unless each is a write of `sku` here,
+    still in effect, that `author` may supersede."""
+    if not supersedes:
+        raise ConflictError("name the writes to supersede (event ids, e.g. hq:7)")
+    for eid in supersedes:
+        row = conn.execute(_WRITES, (eid, sku)).fetchone()
+        if row is None:
+            raise ConflictError(f"{eid} is not a catalog write of {sku} on this replica")
+        if row[1]:
+            raise ConflictError(f"{eid} is already superseded")
+        if not may_supersede(author, row[0]):
+            raise ConflictError(
+                f"{author} may not supersede {eid} (a till only its own store's writes;"
+                " resolve it at HQ)"
+            )
+    cid = conflict_id("catalog_override", sku, supersedes)
+    return Conflict(cid, "catalog_override", sku, sorted(set(supersedes)), {})
 
 
 def _check(conflict: Conflict, action: Action, price: int | None, count: int | None) -> None:
@@ -135,6 +178,9 @@ def resolution_bodies(
     """The events resolving `conflict` as the state on `conn` stands, to be appended by
     replica `author` (its store decides where stock events count); see the module doc."""
     _check(conflict, action, price, count)
+    if action == "supersede":
+        return [ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason,
+                                 supersedes=conflict.events)]  # fmt: skip
     head = ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason, price=price)
     if action == "choose_price":
         assert price is not None
@@ -158,11 +204,22 @@ async def resolve(
     *,
     price: int | None = None,
     count: int | None = None,
+    supersedes: list[str] | None = None,
 ) -> list[Event]:
-    """Find the conflict on the log's state, build its resolution and append it."""
+    """Find the conflict on the log's state, build its resolution and append it.
+    `conflict_id` may be `catalog:<sku>`, with the writes it `supersedes`."""
+    if (action == "supersede") != conflict_id.startswith(CATALOG_PREFIX):
+        raise ConflictError(f"supersede resolves {CATALOG_PREFIX}<sku>, and only it does")
+    if bool(supersedes) != (action == "supersede"):
+        raise ConflictError("--supersedes is required with supersede and only allowed with it")
 
     def build(conn: sqlite3.Connection) -> list[Body]:
-        conflict = find_conflict(conn, policies, conflict_id)
+        conflict: Conflict | None
+        if supersedes:
+            sku = conflict_id.removeprefix(CATALOG_PREFIX)
+            conflict = override_conflict(conn, sku, supersedes, log.replica_id)
+        else:
+            conflict = find_conflict(conn, policies, conflict_id)
         if conflict is None:
             raise UnknownConflict(conflict_id)
         return resolution_bodies(

@@ -45,6 +45,9 @@ TABLES: dict[str, str] = {
     "st_catalog_writes": "eid TEXT PRIMARY KEY, sku TEXT NOT NULL, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT,"
     " price INTEGER NOT NULL, tax_rate_bp INTEGER, active INTEGER",
+    # Catalog writes a `supersede` resolution names (by_origin decides if it may).
+    "st_superseded": "eid TEXT NOT NULL, by_eid TEXT NOT NULL, by_origin TEXT NOT NULL,"
+    " PRIMARY KEY (eid, by_eid)",
     "st_products": "sku TEXT PRIMARY KEY, name TEXT NOT NULL, price INTEGER NOT NULL,"
     " tax_rate_bp INTEGER NOT NULL, active INTEGER NOT NULL, product_eid TEXT NOT NULL,"
     " price_eid TEXT NOT NULL",
@@ -122,6 +125,7 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_stock", "sku, store"),
     ("st_counts", "eid"),
     ("st_catalog_writes", "eid"),
+    ("st_superseded", "eid, by_eid"),
     ("st_products", "sku"),
     ("st_sales", "id"),
     ("st_totals", "shift"),

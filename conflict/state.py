@@ -97,6 +97,7 @@ class _Batch:
         self.voids: list[tuple[Event, SaleVoided]] = []
         self.refunds: list[tuple[Event, RefundIssued]] = []
         self.catalog_skus: set[str] = set()
+        self.superseded: list[tuple[str, str, str]] = []  # (write eid, by eid, by origin)
 
     def stock_of(self, origin: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], int]]:
         """The (sku totals, sku buckets) of the store `origin` moves stock in."""
@@ -127,10 +128,13 @@ class StoreState:
     """The store's derived state; see the module docstring for the laws it keeps."""
 
     # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only;
-    # 5: no st_skewed (a receiver's clock is not state)
-    version = 5
-    # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread).
-    reads_snapshots_of = (4,)
+    # 5: no st_skewed (a receiver's clock is not state); 6: st_superseded (catalog
+    # writes a `supersede` resolution takes out)
+    version = 6
+    # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
+    # one of 4 or 5 lacks only st_superseded, empty then: no build before 6 folded a
+    # supersede (schema 4, stored unapplied by those builds and folded at the rebuild).
+    reads_snapshots_of = (4, 5)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -162,6 +166,8 @@ class StoreState:
         stock.bump_aggregated(conn, b.agg)
         links.link(conn, b.sale_ids, b.voids, b.refunds)
         stock.apply_counts(conn, b.counts)
+        if b.superseded:
+            b.catalog_skus |= catalog.supersede(conn, b.superseded)
         catalog.refresh(conn, b.catalog_skus, self.price_policy, self.window_ms)
 
     def _sync_policy(self, conn: sqlite3.Connection) -> None:
@@ -339,5 +345,6 @@ def _collect_admin(b: _Batch, ev: Event, body: Body) -> None:
                 (ev.id, body.conflict, body.action, body.by, body.reason, body.price,
                  ev.hlc, ev.origin)
             )  # fmt: skip
+            b.superseded += [(eid, ev.id, ev.origin) for eid in body.supersedes]
         case _:
             pass  # a body type this fold does not use: nothing to derive from it

@@ -291,14 +291,30 @@ class ShiftClosed(Body, frozen=True):
 
 
 class ConflictResolved(Body, frozen=True):
-    """A manager's decision on a detected conflict; compensations are separate events."""
+    """A manager's decision on a detected conflict; compensations are separate events.
+
+    `supersede` (schema 4) names catalog writes (`supersedes`, event ids) that lose to
+    every other write of their SKU whatever their HLC: the way out of a write dated far
+    ahead, which would otherwise win last-writer-wins until real time passes it. Its
+    `conflict` is `catalog:<sku>`; the fold honours it only from a replica that may
+    have written what it supersedes (`conflict.catalog`)."""
 
     TYPE: ClassVar[str] = "conflict.resolved"
     conflict: Id
-    action: Literal["accept", "compensate", "choose_price", "recount"]
+    action: Literal["accept", "compensate", "choose_price", "recount", "supersede"]
     by: Text
     reason: Text = ""
     price: Money | None = None
+    supersedes: Annotated[list[EventId], Meta(max_length=100)] = []  # schema 4
+
+    def min_schema(self) -> int:
+        return 4 if self.supersedes or self.action == "supersede" else 1
+
+    def check(self) -> None:
+        if (self.action == "supersede") != bool(self.supersedes):
+            raise ValueError("supersede names the writes it supersedes, and only it does")
+        if len(set(self.supersedes)) != len(self.supersedes):
+            raise ValueError("supersedes names a write twice")
 
 
 class KeyRevoked(Body, frozen=True):

@@ -111,7 +111,8 @@ __all__ = [
 # 2: sale.completed's approved_by / approval_reason (a manager's price override).
 # 3: `by` (who made it) on the events that named no one: void, refund, stock moves,
 #    catalog writes, shift close (`by_schema`).
-SCHEMA_VERSION = 3
+# 4: conflict.resolved's `supersede` action and `supersedes` (a catalog override).
+SCHEMA_VERSION = 4
 HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32

@@ -2,7 +2,9 @@
 
 A resolution is appended through the running replica's own log (the database is
 held open by it), then replicates like any event, so the conflict shows resolved
-on every replica with who, when and why.
+on every replica with who, when and why. `POST /conflicts/catalog:<sku>/resolve` with
+`{"action": "supersede", "supersedes": [ids]}` overrides catalog writes whatever their
+HLC (a write dated far ahead); at HQ that takes the hq_admin role, as HQ's prices do.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from conflict.detect import detect, open_conflict_count
 from conflict.errors import ConflictError, UnknownConflict
 from conflict.policies import Policies, from_state
 from conflict.resolve import resolve
+from core.events import HQ
 from core.log import EventLog
 from replicas.api.auth import made_by
 from replicas.api.common import ERRORS
 from replicas.api.models import ResolveIn  # strict, like every request model
+from replicas.api.tokens import Role
 
 __all__ = ["ResolveIn", "conflicts_router", "count_open"]
 
@@ -47,6 +51,13 @@ def conflicts_router(log: EventLog) -> APIRouter:
         by = made_by(request, body.by, "resolve conflicts")
         if not by:  # the open demo: no credential to name
             raise HTTPException(422, "say who decides: by")
+        role: Role | None = request.state.role
+        if (
+            body.action == "supersede"
+            and log.replica_id == HQ
+            and (role is None or role < Role.hq_admin)
+        ):  # at HQ a catalog override undoes the chain's catalog: as for its prices
+            raise HTTPException(403, "overriding HQ's catalog needs the hq_admin role")
         policies: Policies = await log.read(from_state)
         try:
             events = await resolve(
@@ -58,6 +69,7 @@ def conflicts_router(log: EventLog) -> APIRouter:
                 body.reason,
                 price=body.price,
                 count=body.count,
+                supersedes=body.supersedes,
             )
         except UnknownConflict as e:
             raise HTTPException(404, str(e)) from e

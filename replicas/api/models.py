@@ -418,6 +418,9 @@ class ShiftView(BaseModel):
 # --- conflicts ------------------------------------------------------------------------
 
 
+ResolveEventId = Annotated[str, Field(pattern=r"^[^:]+:[1-9][0-9]*$", max_length=100)]
+
+
 class ResolveIn(_In):
     action: Action
     by: NoPanText = Field(default="", description=_BY)
@@ -425,6 +428,11 @@ class ResolveIn(_In):
     price: Money | None = Field(None, description="with choose_price, minor units")
     count: Annotated[int, Field(ge=0, le=10**9)] | None = Field(
         None, description="with recount, the counted stock"
+    )
+    supersedes: Annotated[list[ResolveEventId], Field(max_length=100)] | None = Field(
+        None,
+        description="with supersede (conflict id `catalog:<sku>`): the catalog writes it "
+        "takes out of the catalog whatever their HLC, as event ids (origin:seq)",
     )
 
 

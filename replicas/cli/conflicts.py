@@ -32,7 +32,7 @@ from replicas.ops.common import ensure_stopped
 
 __all__ = ["conflict_record", "open_conflict_count", "register"]
 
-_ACTIONS = ("accept", "compensate", "choose_price", "recount")
+_ACTIONS = ("accept", "compensate", "choose_price", "recount", "supersede")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,15 +55,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         cmd_resolve,
         "Append a manager's resolution (and its compensating events) to a stopped replica.",
         'tillmesh resolve data/s1/t1/log.db 3f2a9c01d4e5 --action compensate --by "Ana"'
-        ' --reason "found 2 in the back"',
+        ' --reason "found 2 in the back"\n'
+        "  tillmesh resolve data/hq/log.db catalog:B2 --action supersede --supersedes hq:7"
+        ' --by "Ana" --reason "dated 2036 by a wrong clock"',
     )
     p.add_argument("db", type=Path, help="the replica's log.db (the replica must be stopped)")
-    p.add_argument("conflict_id", help="the id `tillmesh conflicts` shows")
+    p.add_argument(
+        "conflict_id", help="the id `tillmesh conflicts` shows, or catalog:SKU to supersede"
+    )
     p.add_argument("--action", required=True, choices=_ACTIONS)
     p.add_argument("--by", required=True, help="who decides (name of the manager)")
     p.add_argument("--reason", required=True, help="why, in a few words")
     p.add_argument("--price", type=int, help="with choose_price: the price, in minor units")
     p.add_argument("--count", type=int, help="with recount: the units counted on the shelf")
+    p.add_argument(
+        "--supersedes",
+        action="append",
+        metavar="EVENT_ID",
+        help="with supersede: a catalog write of the SKU (origin:seq) that loses to every"
+        " other whatever its HLC, e.g. one dated far ahead (repeatable)",
+    )
     p.add_argument("--replica", help="replica id owning the file (default: read from it)")
     p.add_argument("--json", action="store_true", help="print the appended events as JSON")
     _policies_arg(p)
@@ -175,5 +186,5 @@ async def _resolve(
     async with await EventLog.open(args.db, replica, fold) as log:
         return await resolve(
             log, policies, args.conflict_id, args.action, args.by, args.reason,
-            price=args.price, count=args.count,
+            price=args.price, count=args.count, supersedes=args.supersedes,
         )  # fmt: skip
