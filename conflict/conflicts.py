@@ -48,10 +48,12 @@ class Resolution(msgspec.Struct, frozen=True):
     reason: str
     hlc: int
     price: int | None = None
+    effect: str = ""  # what it does if effective, e.g. "A+13@s2", "count A=5@s1", "price B=320"
 
 
 class Conflict(msgspec.Struct, frozen=True):
-    """One conflict; `store` is set for the stock kinds (their subject is a SKU of it)."""
+    """One conflict; `store` is set for the stock kinds (their subject is a SKU of it).
+    `resolution` is the effective one; `superseded` the later ones, which did nothing."""
 
     id: str
     kind: str
@@ -60,6 +62,7 @@ class Conflict(msgspec.Struct, frozen=True):
     details: Details
     resolution: Resolution | None = None
     store: str | None = None
+    superseded: list[Resolution] = []
 
     @property
     def is_open(self) -> bool:

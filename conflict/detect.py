@@ -104,14 +104,16 @@ def detect(
 ) -> list[Conflict]:
     """Every conflict the folded events show, resolved ones with their resolution,
     sorted by (kind, store, subject, id)."""
-    resolved = _resolutions(conn)
+    every = _resolutions(conn)
+    resolved = {cid: rs[0] for cid, rs in every.items()}
     found: list[Conflict] = []
     for kind in kinds:
         for f in _DETECTORS[kind](conn, policies, resolved):
             cid = conflict_id(f.kind, f.subject, f.events, f.store)
             res = resolved.get(cid) or f.auto
+            later = every.get(cid, [])[1:]
             events = sorted_events(f.events)
-            found.append(Conflict(cid, f.kind, f.subject, events, f.details, res, f.store))
+            found.append(Conflict(cid, f.kind, f.subject, events, f.details, res, f.store, later))
     out = sorted(found, key=lambda c: (KINDS.index(c.kind), c.store or "", c.subject, c.id))
     return [c for c in out if c.is_open] if open_only else out
 
@@ -125,15 +127,24 @@ def find_conflict(conn: sqlite3.Connection, policies: Policies, cid: str) -> Con
     return next((c for c in detect(conn, policies) if c.id == cid), None)
 
 
-def _resolutions(conn: sqlite3.Connection) -> dict[str, Resolution]:
-    """The earliest resolution (by hlc, origin, eid) of each conflict id."""
-    out: dict[str, Resolution] = {}
-    rows = conn.execute(
-        "SELECT conflict, eid, action, by_, reason, hlc, price FROM st_resolutions"
-        " ORDER BY conflict, hlc, origin, eid"
-    )
-    for cid, eid, action, by, reason, hlc, price in rows:
-        out.setdefault(cid, Resolution(eid, action, by, reason, hlc, price))
+_RESOLUTIONS = """
+SELECT r.conflict, r.eid, r.action, r.by_, r.reason, r.hlc, r.price,
+  (SELECT group_concat(CASE e.kind
+     WHEN 'move' THEN e.sku || printf('%+d', e.n) || '@' || e.store
+     WHEN 'count' THEN 'count ' || e.sku || '=' || e.n || '@' || e.store
+     ELSE 'price ' || e.sku || '=' || e.n END, ' ')
+   FROM (SELECT * FROM st_effects WHERE eid = r.eid ORDER BY idx) e)
+FROM st_resolutions r ORDER BY r.conflict, r.hlc, r.origin
+"""
+
+
+def _resolutions(conn: sqlite3.Connection) -> dict[str, list[Resolution]]:
+    """Every resolution of each conflict id, the effective one (the earliest by hlc,
+    origin: `effects.py`) first, the superseded ones after it."""
+    out: dict[str, list[Resolution]] = {}
+    for cid, eid, action, by, reason, hlc, price, effect in conn.execute(_RESOLUTIONS):
+        res = Resolution(eid, action, by, reason, hlc, price, effect or "")
+        out.setdefault(cid, []).append(res)
     return out
 
 
@@ -217,11 +228,13 @@ def _receipts(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -
 
 # --- catalog ------------------------------------------------------------------------------
 
+# A choose_price's price is no new conflicting write: before schema 5 the price.set
+# right after the resolution, since then the resolution itself (`effects.py`).
 _PRICE_WRITES = f"""
 SELECT w.sku, w.eid, w.hlc, w.origin, w.seq, w.kind, w.name, w.price, w.tax_rate_bp, w.active
 FROM st_catalog_writes w
 WHERE NOT (w.kind = 'price' AND EXISTS (SELECT 1 FROM st_resolutions x
-  WHERE x.eid = w.origin || ':' || (w.seq - 1) AND x.action = 'choose_price'))
+  WHERE x.eid IN (w.origin || ':' || (w.seq - 1), w.eid) AND x.action = 'choose_price'))
   AND NOT {SUPERSEDED}
 ORDER BY w.sku, w.hlc, w.origin, w.seq
 """
@@ -268,16 +281,17 @@ WHERE r.action = 'supersede' ORDER BY r.eid, x.eid
 def _overrides(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
     """Each supersede resolution that took out a write here, as its own resolved
     conflict (one that may supersede none of what arrived is not listed: it did nothing)."""
-    out = []
+    out, seen = [], set()
     for eid, grp in groupby(conn.execute(_OVERRIDES), key=lambda row: row[0]):
         rows = list(grp)
         _, by, reason, hlc, by_origin = rows[0][:5]
         took = sorted({sku for *_, sku, origin in rows
                        if sku is not None and may_supersede(by_origin, origin)})  # fmt: skip
-        if not took:
-            continue
-        auto = Resolution(eid, "supersede", by, reason, hlc)
         events = [row[5] for row in rows]
+        if not took or (took[0], *events) in seen:  # did nothing, or one listed already
+            continue
+        seen.add((took[0], *events))
+        auto = Resolution(eid, "supersede", by, reason, hlc)
         out.append(Found("catalog_override", took[0], events, {"superseded": len(events)}, auto))
     return out
 

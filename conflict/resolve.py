@@ -1,43 +1,46 @@
-"""A manager's decision on a conflict, as events that replicate like any other.
+"""A manager's decision on a conflict, as one event that replicates like any other.
 
-`resolution_bodies` builds what a resolution appends, in this order (one atomic
-`append_many`): first the `ConflictResolved` event (who, why; the log gives it its HLC),
-then the compensating events, if the action has any:
+`resolution_bodies` builds the `ConflictResolved` event (who, why; the log gives it its
+HLC) with what it changes in its own body (schema 5). The fold applies those effects
+only if it is the conflict's effective resolution, the earliest by (hlc, origin) at
+every replica (`effects.py`): two managers resolving one conflict on two sides of a
+partition correct the stock once, and the later decision stays visible as superseded.
 
-- accept: nothing else; the conflict stays in the history as accepted.
-- choose_price (concurrent_price): a `PriceSet` with the chosen price. `detect` does not
-  count that write as a new concurrent write (it follows its resolution in the origin's
-  log). It takes effect under the price policy like any write: under "hq_wins" a
-  store's price set made within the window of an HQ write still yields to it.
-- compensate:
-  - oversell: a `StockAdjusted` raising the store's stock of the SKU back to zero (from
-    its current level);
-  - double_refund / over_refund: `StockAdjusted` reversing the restock of the refunds
-    beyond the first (all of them if the sale was voided, as the void restocked it).
-    Money cannot be taken back by an event of schema 1; the resolution records it.
-- recount (oversell, count_during_sales): optionally a `StockCounted` with the count
-  the manager took; without one the resolution records that a recount was ordered.
-
+- accept: no effect; the conflict stays in the history as accepted.
+- choose_price (concurrent_price): `price` of `sku`, a catalog write at the resolution's
+  HLC. `detect` does not count it as a new concurrent write. It takes effect under the
+  price policy like any write: under "hq_wins" a store's choice made within the window
+  of an HQ write still yields to it.
+- compensate (`moves`):
+  - oversell: a move raising the store's stock of the SKU back to zero (from its level
+    as the resolving replica sees it);
+  - double_refund / over_refund: moves reversing the restock of the refunds beyond
+    the first (all of them if the sale was voided, as the void restocked it). Money
+    cannot be taken back by an event; the resolution records it.
+- recount (oversell, count_during_sales): optionally `count` of `sku`, the count the
+  manager took; without one the resolution records that a recount was ordered.
 - supersede (a catalog override, no detected conflict needed): the conflict id is
   `catalog:<sku>` and `supersedes` names writes of that SKU (event ids); the
-  `ConflictResolved` alone takes them out of the catalog whatever their HLC
+  `ConflictResolved` takes them out of the catalog whatever their HLC
   (`catalog.py`). It is recorded under the id of a `catalog_override` conflict
   (`override_conflict`), which `tillmesh conflicts` lists as resolved. A replica may
   supersede what `catalog.may_supersede` allows: HQ any write, a till its own store's.
 
 Which actions fit which kind is `ACTIONS`; anything else is a `ConflictError`.
 
-Stock events count in the store of the replica that appends them (`stock.stock_store`
+Stock effects count in the store of the replica that appends them (`stock.stock_store`
 of its id), so a compensation or a recount with a count must be appended by a replica of
 the store whose stock it fixes: elsewhere (HQ for a store's oversell) it is a
 `WrongStore` error saying to resolve it on a till of that store. Accept, choose_price
-and a recount without a count append no stock event and work on any replica.
+and a recount without a count change no stock and work on any replica.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Literal
+
+import msgspec
 
 from conflict import queries
 from conflict.catalog import SUPERSEDED, may_supersede
@@ -46,14 +49,7 @@ from conflict.errors import ConflictError, UnknownConflict, WrongStore
 from conflict.links import refund_moves
 from conflict.policies import Policies
 from conflict.stock import stock_store
-from core.events import (
-    Body,
-    ConflictResolved,
-    Event,
-    PriceSet,
-    StockAdjusted,
-    StockCounted,
-)
+from core.events import Body, ConflictResolved, Event, ResolvedMove
 from core.log import EventLog
 
 __all__ = [
@@ -122,10 +118,6 @@ def _check(conflict: Conflict, action: Action, price: int | None, count: int | N
         raise ConflictError("--count is only allowed with recount")
 
 
-def _note(conflict: Conflict) -> str:
-    return f"conflict {conflict.id}"
-
-
 def _own_store(conflict: Conflict, store: str | None, author: str) -> str:
     """The store a stock fix is for, if `author`'s stock events count there."""
     if store is None:  # only stock kinds carry a store; nothing to fix elsewhere
@@ -135,7 +127,7 @@ def _own_store(conflict: Conflict, store: str | None, author: str) -> str:
     return store
 
 
-def _oversell_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[Body]:
+def _oversell_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[ResolvedMove]:
     store, sku = _own_store(conflict, conflict.store, author), conflict.subject
     level = queries.stock_levels(conn, [sku], store=store)[sku]
     if level >= 0:
@@ -143,10 +135,10 @@ def _oversell_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> 
             f"stock of {sku} in {store} is {level}, not below zero: nothing to compensate"
             " (use accept)"
         )
-    return [StockAdjusted(sku=sku, delta=-level, reason=_note(conflict))]
+    return [ResolvedMove(sku=sku, delta=-level)]
 
 
-def _refund_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[Body]:
+def _refund_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> list[ResolvedMove]:
     rows = conn.execute(
         "SELECT eid FROM st_refunds WHERE sale_id = ? ORDER BY hlc, origin, seq",
         (conflict.subject,),
@@ -154,14 +146,14 @@ def _refund_fix(conn: sqlite3.Connection, conflict: Conflict, author: str) -> li
     refunds = [eid for (eid,) in rows if eid in set(conflict.events)]
     voided = "voided" in str(conflict.details.get("why", ""))
     reverse = refunds if voided else refunds[1:]
-    bodies: list[Body] = []
+    moves: list[ResolvedMove] = []
     for eid in reverse:
         for store, sku, _, _, _, qty in refund_moves(conn, eid):
             _own_store(conflict, store, author)  # the restock counted in the refund's store
-            bodies.append(StockAdjusted(sku=sku, delta=-qty, reason=f"{_note(conflict)}: {eid}"))
-    if not bodies:
+            moves.append(ResolvedMove(sku=sku, delta=-qty))
+    if not moves:
         raise ConflictError("no restock to reverse (money needs no event here); use accept")
-    return bodies
+    return moves
 
 
 def resolution_bodies(
@@ -175,22 +167,20 @@ def resolution_bodies(
     price: int | None = None,
     count: int | None = None,
 ) -> list[Body]:
-    """The events resolving `conflict` as the state on `conn` stands, to be appended by
-    replica `author` (its store decides where stock events count); see the module doc."""
+    """The event resolving `conflict` as the state on `conn` stands, to be appended by
+    replica `author` (its store decides where stock effects count); see the module doc."""
     _check(conflict, action, price, count)
+    head = ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason)
     if action == "supersede":
-        return [ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason,
-                                 supersedes=conflict.events)]  # fmt: skip
-    head = ConflictResolved(conflict=conflict.id, action=action, by=by, reason=reason, price=price)
+        return [msgspec.structs.replace(head, supersedes=conflict.events)]
     if action == "choose_price":
-        assert price is not None
-        return [head, PriceSet(sku=conflict.subject, price=price)]
+        return [msgspec.structs.replace(head, price=price, sku=conflict.subject)]
     if action == "recount" and count is not None:
         _own_store(conflict, conflict.store, author)
-        return [head, StockCounted(sku=conflict.subject, count=count)]
+        return [msgspec.structs.replace(head, sku=conflict.subject, count=count)]
     if action == "compensate":
         fix = _oversell_fix if conflict.kind == "oversell" else _refund_fix
-        return [head, *fix(conn, conflict, author)]
+        return [msgspec.structs.replace(head, moves=fix(conn, conflict, author))]
     return [head]
 
 

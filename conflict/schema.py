@@ -84,6 +84,12 @@ TABLES: dict[str, str] = {
     "st_resolutions": "eid TEXT PRIMARY KEY, conflict TEXT NOT NULL, action TEXT NOT NULL,"
     " by_ TEXT NOT NULL, reason TEXT NOT NULL, price INTEGER, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL",
+    # What each resolution does if it is its conflict's effective one (`effects.py`):
+    # kind 'move' (n = delta) | 'count' (n = count) | 'price' (n = price).
+    "st_effects": "eid TEXT NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " store TEXT NOT NULL, sku TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (eid, idx)",
+    # Per conflict, the resolution whose effects are in the state (if it has any).
+    "st_applied": "conflict TEXT PRIMARY KEY, eid TEXT NOT NULL",
 }
 
 _INDEXES = (
@@ -93,7 +99,7 @@ _INDEXES = (
     "st_sales_hlc ON st_sales (hlc)",
     "st_voids_sale ON st_voids (sale_id)",
     "st_refunds_sale ON st_refunds (sale_id)",
-    "st_resolutions_conflict ON st_resolutions (conflict)",
+    "st_resolutions_conflict ON st_resolutions (conflict, hlc, origin)",
 )
 
 # Derived by query, so "voided" and "refunded" can never disagree with the events.
@@ -139,6 +145,8 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_shift_open", "shift"),
     ("st_shift_close", "shift"),
     ("st_resolutions", "eid"),
+    ("st_effects", "eid, idx"),
+    ("st_applied", "conflict"),
     ("st_all_moves", "sku, store, hlc, eid, line"),
     ("st_sale_status", "sale_id"),
     ("st_stock_levels", "sku, store"),

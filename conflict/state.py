@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from conflict import catalog, links, schema, stock
+from conflict import catalog, effects, links, schema, stock
 from conflict.catalog import PricePolicy
 from core.events import (
     Body,
@@ -78,6 +78,7 @@ _INSERTS: dict[str, str] = {
     "shift_open": _SHIFT_OPEN,
     "shift_close": _SHIFT_CLOSE,
     "resolutions": "INSERT INTO st_resolutions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "effects": "INSERT INTO st_effects VALUES (?, ?, ?, ?, ?, ?)",
 }
 
 
@@ -98,6 +99,7 @@ class _Batch:
         self.refunds: list[tuple[Event, RefundIssued]] = []
         self.catalog_skus: set[str] = set()
         self.superseded: list[tuple[str, str, str]] = []  # (write eid, by eid, by origin)
+        self.resolved: set[str] = set()  # conflict ids resolved in this batch
 
     def stock_of(self, origin: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], int]]:
         """The (sku totals, sku buckets) of the store `origin` moves stock in."""
@@ -129,12 +131,14 @@ class StoreState:
 
     # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only;
     # 5: no st_skewed (a receiver's clock is not state); 6: st_superseded (catalog
-    # writes a `supersede` resolution takes out)
-    version = 6
+    # writes a `supersede` resolution takes out); 7: one effective resolution per
+    # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`)
+    version = 7
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
-    # one of 4 or 5 lacks only st_superseded, empty then: no build before 6 folded a
-    # supersede (schema 4, stored unapplied by those builds and folded at the rebuild).
-    reads_snapshots_of = (4, 5)
+    # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
+    # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
+    # were stored unapplied by those builds and are folded at this build's rebuild.
+    reads_snapshots_of = (4, 5, 6)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -166,6 +170,8 @@ class StoreState:
         stock.bump_aggregated(conn, b.agg)
         links.link(conn, b.sale_ids, b.voids, b.refunds)
         stock.apply_counts(conn, b.counts)
+        if b.resolved:
+            b.catalog_skus |= effects.settle(conn, b.resolved)
         if b.superseded:
             b.catalog_skus |= catalog.supersede(conn, b.superseded)
         catalog.refresh(conn, b.catalog_skus, self.price_policy, self.window_ms)
@@ -346,5 +352,7 @@ def _collect_admin(b: _Batch, ev: Event, body: Body) -> None:
                  ev.hlc, ev.origin)
             )  # fmt: skip
             b.superseded += [(eid, ev.id, ev.origin) for eid in body.supersedes]
+            b.rows["effects"] += effects.effect_rows(ev, body)
+            b.resolved.add(body.conflict)
         case _:
             pass  # a body type this fold does not use: nothing to derive from it

@@ -37,12 +37,16 @@ __all__ = [
     "HLC_PER_BUCKET",
     "Aggregated",
     "Buckets",
+    "CountRow",
     "MoveRow",
+    "add_count",
     "add_moves",
     "apply_counts",
     "bucket_of",
     "bump_aggregated",
     "bump_buckets",
+    "forget_if_unmoved",
+    "remove_count",
     "remove_moves",
     "sale_store",
     "stock_store",
@@ -191,6 +195,63 @@ def apply_counts(conn: sqlite3.Connection, counts: Sequence[tuple[Event, StockCo
     for _, store, sku, hlc, origin, seq, count in rows:
         if _beats_current(conn, store, sku, (hlc, origin, seq)):
             conn.execute(_SET_COUNT, (store, sku, hlc, origin, seq, count))
+
+
+# (eid, store, sku, hlc, origin, seq, count): st_counts column order
+CountRow = tuple[str, str, str, int, str, int, int]
+
+
+def add_count(conn: sqlite3.Connection, row: CountRow) -> None:
+    """One count made by the fold itself (a winning recount resolution), as `apply_counts`."""
+    conn.execute("INSERT INTO st_counts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+    _, store, sku, hlc, origin, seq, count = row
+    if _beats_current(conn, store, sku, (hlc, origin, seq)):
+        conn.execute(_SET_COUNT, (store, sku, hlc, origin, seq, count))
+
+
+_UNCOUNTED = f"""UPDATE st_stock SET count_hlc = -1, count_origin = '', count_seq = 0, count = 0,
+    delta_after = {_recount("?1", "?2", "-1")} WHERE store = ?1 AND sku = ?2"""
+
+
+def remove_count(conn: sqlite3.Connection, eid: str) -> None:
+    """Undo `add_count` exactly: if it was its (store, sku)'s winning count, the best
+    remaining one wins (or none: the level is the sum of every move again)."""
+    row = conn.execute(
+        "SELECT store, sku, hlc, origin, seq FROM st_counts WHERE eid = ?", (eid,)
+    ).fetchone()
+    if row is None:
+        return
+    store, sku, hlc, origin, seq = row
+    conn.execute("DELETE FROM st_counts WHERE eid = ?", (eid,))
+    current = conn.execute(
+        "SELECT count_hlc, count_origin, count_seq FROM st_stock WHERE store = ? AND sku = ?",
+        (store, sku),
+    ).fetchone()
+    if current is None or tuple(current) != (hlc, origin, seq):
+        return
+    best = conn.execute(
+        "SELECT hlc, origin, seq, count FROM st_counts WHERE store = ? AND sku = ?"
+        " ORDER BY hlc DESC, origin DESC, seq DESC LIMIT 1",
+        (store, sku),
+    ).fetchone()
+    if best is None:
+        conn.execute(_UNCOUNTED, (store, sku))
+    else:
+        conn.execute(_SET_COUNT, (store, sku, *best))
+
+
+_UNMOVED = f"""SELECT NOT EXISTS (SELECT 1 FROM st_moves WHERE store = ?1 AND sku = ?2)
+  AND NOT EXISTS (SELECT 1 FROM st_counts WHERE store = ?1 AND sku = ?2)
+  AND NOT EXISTS (SELECT 1 FROM st_sales x, json_each(x.lines) j
+    WHERE {store_sql("x.origin")} = ?1 AND j.value ->> '$.sku' = ?2)"""
+
+
+def forget_if_unmoved(conn: sqlite3.Connection, store: str, sku: str) -> None:
+    """Drop the (store, sku) stock row once nothing moves or counts it any more (after
+    an undone resolution: a fold without it would have no row). Reads the sales of
+    every store: only a resolution that stops being the effective one comes here."""
+    if conn.execute(_UNMOVED, (store, sku)).fetchone()[0]:
+        conn.execute("DELETE FROM st_stock WHERE store = ? AND sku = ?", (store, sku))
 
 
 def _beats_current(

@@ -32,6 +32,7 @@ __all__ = [
     "ProductUpserted",
     "RefundIssued",
     "RefundLine",
+    "ResolvedMove",
     "SaleCompleted",
     "SaleLine",
     "SaleVoided",
@@ -290,8 +291,23 @@ class ShiftClosed(Body, frozen=True):
         return by_schema(self.by)
 
 
+class ResolvedMove(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """A stock move a resolution makes if it is the effective one (schema 5)."""
+
+    sku: Sku
+    delta: Annotated[int, Meta(ge=-(10**9), le=10**9)]
+
+
 class ConflictResolved(Body, frozen=True):
-    """A manager's decision on a detected conflict; compensations are separate events.
+    """A manager's decision on a detected conflict, with what it changes.
+
+    Schema 5: the body carries its own effects, and the fold applies those of one
+    resolution per conflict only (the earliest by (hlc, origin, seq)): `moves` (stock
+    moves in the author's store: a compensation), `count` of `sku` (a recount), or
+    `price` of `sku` (choose_price). Before schema 5 a resolution carried none and the
+    manager's tool appended compensating events after it (`stock.adjusted`,
+    `stock.counted`, `price.set`): those are read as what they are, plain events that
+    apply whichever resolution wins.
 
     `supersede` (schema 4) names catalog writes (`supersedes`, event ids) that lose to
     every other write of their SKU whatever their HLC: the way out of a write dated far
@@ -306,8 +322,13 @@ class ConflictResolved(Body, frozen=True):
     reason: Text = ""
     price: Money | None = None
     supersedes: Annotated[list[EventId], Meta(max_length=100)] = []  # schema 4
+    sku: Sku | None = None  # schema 5: what `price` or `count` is of
+    count: Annotated[int, Meta(ge=0, le=10**9)] | None = None  # schema 5
+    moves: Annotated[list[ResolvedMove], Meta(max_length=500)] = []  # schema 5
 
     def min_schema(self) -> int:
+        if self.sku is not None or self.count is not None or self.moves:
+            return 5
         return 4 if self.supersedes or self.action == "supersede" else 1
 
     def check(self) -> None:
@@ -315,6 +336,16 @@ class ConflictResolved(Body, frozen=True):
             raise ValueError("supersede names the writes it supersedes, and only it does")
         if len(set(self.supersedes)) != len(self.supersedes):
             raise ValueError("supersedes names a write twice")
+        for move in self.moves:
+            check_sku(move.sku)
+            if move.delta == 0:
+                raise ValueError("a move's delta must not be 0")
+        if self.sku is not None:
+            check_sku(self.sku)
+        if self.count is not None and (self.sku is None or self.action != "recount"):
+            raise ValueError("count is a recount's, and needs its sku")
+        if self.moves and self.action != "compensate":
+            raise ValueError("moves are a compensation's")
 
 
 class KeyRevoked(Body, frozen=True):

@@ -42,6 +42,7 @@ from core.bodies import (
     ProductUpserted,
     RefundIssued,
     RefundLine,
+    ResolvedMove,
     SaleCompleted,
     SaleLine,
     SaleVoided,
@@ -82,6 +83,7 @@ __all__ = [
     "RawEvent",
     "RefundIssued",
     "RefundLine",
+    "ResolvedMove",
     "SaleCompleted",
     "SaleLine",
     "SaleVoided",
@@ -112,7 +114,9 @@ __all__ = [
 # 3: `by` (who made it) on the events that named no one: void, refund, stock moves,
 #    catalog writes, shift close (`by_schema`).
 # 4: conflict.resolved's `supersede` action and `supersedes` (a catalog override).
-SCHEMA_VERSION = 4
+# 5: conflict.resolved's effects (`sku`, `count`, `moves`): one resolution per conflict
+#    is effective, and the fold applies its effects only.
+SCHEMA_VERSION = 5
 HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32

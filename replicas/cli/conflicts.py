@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from conflict import policies as pol
-from conflict.detect import KINDS, Conflict, detect
+from conflict.detect import KINDS, Conflict, Resolution, detect
 from conflict.resolve import resolve
 from conflict.state import StoreState
 from core.errors import StorageError
@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         sub,
         "conflicts",
         cmd_conflicts,
-        "List the conflicts a replica's events show, resolved ones with who/when/why.",
+        "List the conflicts a replica's events show, resolved ones with who/when/why"
+        " (and any later resolution the effective one superseded).",
         "tillmesh conflicts data/s1/t1/log.db --open",
     )
     p.add_argument("db", type=Path, help="the replica's log.db (opened read-only)")
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         sub,
         "resolve",
         cmd_resolve,
-        "Append a manager's resolution (and its compensating events) to a stopped replica.",
+        "Append a manager's resolution (with what it changes) to a stopped replica.",
         'tillmesh resolve data/s1/t1/log.db 3f2a9c01d4e5 --action compensate --by "Ana"'
         ' --reason "found 2 in the back"\n'
         "  tillmesh resolve data/hq/log.db catalog:B2 --action supersede --supersedes hq:7"
@@ -111,6 +112,8 @@ def conflict_record(c: Conflict) -> dict[str, Any]:
     record["open"] = c.is_open
     if c.resolution is not None:
         record["resolution"]["time"] = format_hlc(c.resolution.hlc)
+    for r, out in zip(c.superseded, record["superseded"], strict=True):
+        out["time"] = format_hlc(r.hlc)
     return record
 
 
@@ -140,11 +143,7 @@ def _equivocation_record(t: Equivocated) -> dict[str, Any]:
 
 
 def _print_conflict(c: Conflict) -> None:
-    if c.resolution is None:
-        status = "OPEN"
-    else:
-        r = c.resolution
-        status = f"{r.action} by {r.by} at {format_hlc(r.hlc)} ({r.event}): {r.reason}"
+    status = "OPEN" if c.resolution is None else _decision(c.resolution)
     details = " ".join(f"{k}={v}" for k, v in sorted(c.details.items()))
     more = f" ... ({len(c.events)} events)" if len(c.events) > 6 else ""
     events = " ".join(c.events[:6]) + more
@@ -153,6 +152,13 @@ def _print_conflict(c: Conflict) -> None:
     print(f"    events: {events}")
     if details:
         print(f"    {details}")
+    for r in c.superseded:  # a colleague's later decision: kept, shown, never applied
+        print(f"    superseded: {_decision(r)}")
+
+
+def _decision(r: Resolution) -> str:
+    effect = f" [{r.effect}]" if r.effect else ""
+    return f"{r.action}{effect} by {r.by} at {format_hlc(r.hlc)} ({r.event}): {r.reason}"
 
 
 def _owner(path: Path) -> str:
@@ -176,6 +182,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     print(f"resolved {args.conflict_id} ({args.action}) on {replica}: appended")
     for ev in events:
         print(f"  {ev.id:24} {ev.type}")
+    print("the earliest resolution of a conflict is the effective one: `tillmesh conflicts`"
+          " shows whether this one is, once the replicas have met")  # fmt: skip
     return 0
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from conflict.crdt import LWWRegister, ResetCounter
 from core.events import (
     HQ,
+    ConflictResolved,
     Event,
     PriceSet,
     ProductUpserted,
@@ -30,6 +31,7 @@ from core.fold import Accepted
 
 __all__ = [
     "StockKey",
+    "effective_resolutions",
     "model_catalog",
     "model_sales",
     "model_stock",
@@ -64,9 +66,29 @@ def _earliest_voids(events: Sequence[Accepted]) -> dict[str, Event]:
     return first
 
 
+def effective_resolutions(events: Sequence[Accepted]) -> dict[str, Accepted]:
+    """conflict id -> its one effective resolution: the earliest by (hlc, origin, seq)."""
+    first: dict[str, Accepted] = {}
+    for a in events:
+        if isinstance(a.body, ConflictResolved):
+            cur = first.get(a.body.conflict)
+            if cur is None or _key(a.event) < _key(cur.event):
+                first[a.body.conflict] = a
+    return first
+
+
+def _resolution_moves(events: Sequence[Accepted]) -> list[Move]:
+    """The compensations of the effective resolutions only, in their author's store."""
+    return [
+        (a.event.hlc, (store(a.event.origin), m.sku), a.event.id, i, m.delta)
+        for a in effective_resolutions(events).values()
+        for i, m in enumerate(a.body.moves)  # type: ignore[attr-defined]
+    ]
+
+
 def moves(events: Sequence[Accepted]) -> list[Move]:
     """Every stock move the event set implies, in the store of the event making it."""
-    sales, out = _sales(events), []
+    sales, out = _sales(events), _resolution_moves(events)
     for a in events:
         ev, b = a.event, a.body
         here = store(ev.origin)
@@ -88,7 +110,12 @@ def moves(events: Sequence[Accepted]) -> list[Move]:
 
 
 def _counts(events: Sequence[Accepted]) -> list[tuple[Event, StockKey, int]]:
-    return [
+    recounts = [
+        (a.event, (store(a.event.origin), a.body.sku), a.body.count)
+        for a in effective_resolutions(events).values()
+        if isinstance(a.body, ConflictResolved) and a.body.count is not None and a.body.sku
+    ]
+    return recounts + [
         (a.event, (store(a.event.origin), a.body.sku), a.body.count)
         for a in events
         if isinstance(a.body, StockCounted)

@@ -48,11 +48,11 @@ def test_list_resolve_and_list_again(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert over["open"] and over["subject"] == "A" and over["store"] == "s1"
     code, out, _ = _run(capsys, "resolve", db, over["id"], "--action", "compensate",
                         "--by", "Ana", "--reason", "two in the back")  # fmt: skip
-    assert code == 0 and "conflict.resolved" in out and "stock.adjusted" in out
+    assert code == 0 and "conflict.resolved" in out and "stock.adjusted" not in out
     code, out, _ = _run(capsys, "conflicts", db, "--json", "--open")
     assert [c["kind"] for c in json.loads(out)] == ["receipt_collision"]
     code, out, _ = _run(capsys, "conflicts", db)
-    assert "compensate by Ana" in out and "two in the back" in out and "1 open" in out
+    assert "compensate [A+1@s1] by Ana" in out and "two in the back" in out and "1 open" in out
     assert f"{over['id']}  oversell             A @s1" in out
     with closing(open_db(Path(db))) as conn:
         assert open_conflict_count(conn) == 1

@@ -10,7 +10,11 @@ and batching hypothesis draws; the fold must not care). After every full heal:
   other, in any drawn order and with all their overlaps (duplicates), gives that same
   digest - commutative, associative, idempotent;
 - the state agrees with the plain sequential reference models (stock, sales totals);
-- every conflict id is the hash of its kind, subject and events, and ids are unique.
+- every conflict id is the hash of its kind, subject and events, and ids are unique;
+- one effective resolution per conflict (issue 21): replicas resolving the same conflict
+  on two sides of a partition (`resolve_concurrently`) end with the same single
+  effective resolution, the model's earliest by (hlc, origin, seq), every other listed
+  as superseded; stock equals the model that applies the effective one's effects only.
 
 Every run ends with a full heal and these checks (teardown), and `heal` is also a rule,
 so partitions heal at random points too. Budget: max_examples=1000 x
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
@@ -32,11 +36,11 @@ from conflict.errors import ConflictError
 from conflict.policies import Policies
 from conflict.resolve import ACTIONS, resolution_bodies
 from conflict.state import StoreState
-from core.events import SaleCompleted
+from core.events import ConflictResolved, SaleCompleted
 from core.fold import Accepted
 
 from .factory import Chain, _body, apply_all, fresh_db, stock_by_key
-from .model import model_sales, model_stock
+from .model import effective_resolutions, model_sales, model_stock
 
 ORIGINS = ("hq", "s1/t1", "s1/t2")
 PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -121,16 +125,34 @@ class Mesh(RuleBasedStateMachine):
         still_open = detect(rep.conn, self.policies, open_only=True)
         if not still_open:
             return
-        c = data.draw(st.sampled_from(still_open))
+        self._resolve(i, data.draw(st.sampled_from(still_open)), data)
+
+    @rule(data=st.data())
+    def resolve_concurrently(self, data: st.DataObject) -> None:
+        """Managers at several replicas resolve one conflict each sees open, each from
+        what its own replica holds (a partition keeps them from seeing each other's)."""
+        seen = [{c.id: c for c in detect(r.conn, self.policies, open_only=True)}
+                for r in self.reps]  # fmt: skip
+        shared = sorted({cid for i, ids in enumerate(seen) for cid in ids
+                         if sum(cid in other for other in seen) >= 2})  # fmt: skip
+        if not shared:
+            return
+        cid = data.draw(st.sampled_from(shared))
+        for i in [i for i in range(3) if cid in seen[i]]:
+            self._resolve(i, seen[i][cid], data)
+
+    def _resolve(self, i: int, c: Conflict, data: st.DataObject) -> None:
+        rep = self.reps[i]
         action = data.draw(st.sampled_from(ACTIONS[c.kind]))
         price = data.draw(st.integers(0, 999)) if action == "choose_price" else None
+        count = data.draw(st.none() | st.integers(0, 20)) if action == "recount" else None
         try:
             bodies = resolution_bodies(
-                rep.conn, c, action, "mgr", "seen", author=ORIGINS[i], price=price
+                rep.conn, c, action, "mgr", "seen", author=ORIGINS[i], price=price, count=count
             )
         except ConflictError:  # e.g. nothing left to compensate, or another store's stock
             bodies = resolution_bodies(rep.conn, c, "accept", "mgr", "seen", author=ORIGINS[i])
-        self.ms += 1
+        self.ms += data.draw(st.sampled_from((0, 1, 700)))
         self._append(i, [self.chain.make(ORIGINS[i], b, self.ms) for b in bodies])
 
     @rule(pair=st.sampled_from(PAIRS))
@@ -177,10 +199,25 @@ class Mesh(RuleBasedStateMachine):
         events = list(self.reps[0].held.values())
         self._check_model(self.reps[0].conn, events)
         _check_ids(lists[0])
+        _check_one_effective(lists[0], events)
 
     def _check_model(self, conn: sqlite3.Connection, events: list[Accepted]) -> None:
         assert stock_by_key(conn) == model_stock(events)
         assert tuple(queries.sales_summary(conn)) == model_sales(events)
+
+
+def _check_one_effective(conflicts: list[Conflict], events: list[Accepted]) -> None:
+    """Each conflict's resolution is the model's effective one, the others superseded."""
+    winners = effective_resolutions(events)
+    for c in conflicts:
+        mine = sorted((a for a in events if isinstance(a.body, ConflictResolved)
+                       and a.body.conflict == c.id),
+                      key=lambda a: (a.event.hlc, a.event.origin, a.event.seq))  # fmt: skip
+        if not mine:
+            continue
+        event("one conflict, several resolutions" if len(mine) > 1 else "one resolution")
+        assert c.resolution is not None and c.resolution.event == winners[c.id].event.id
+        assert [r.event for r in c.superseded] == [a.event.id for a in mine[1:]]
 
 
 def _check_ids(conflicts: list[Conflict]) -> None:
