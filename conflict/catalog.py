@@ -6,7 +6,16 @@ set of writes (spec: `crdt.LWWRegister`), so it is the same on every replica:
 
 - name, tax_rate_bp, active: from the latest `product.upserted` by (hlc, origin, seq).
   A SKU with only `price.set` writes has no product row yet.
-- price, from all writes of both kinds, by policy. A policy only arbitrates between
+- prices per store (fold version 8): the chain price (`st_products.price`) is chosen
+  from the chain's writes: products and HQ's `price.set`. A till's `price.set` is its
+  store's override (the store is its origin before '/'); the store's price is chosen
+  from the chain's writes and its own, and where its own wins it is a row of
+  `st_store_prices`, which that store's tills sell at; elsewhere the chain price holds.
+  So a store manager's price never reaches another store or HQ's chain price, and a
+  later chain price from HQ replaces an older override. `price.set` events written
+  before this change are read the same way, by origin: HQ's set the chain price, a
+  till's its store's (before, a till's was written into every store's catalog).
+- a price, chain or store, by policy. A policy only arbitrates between
   concurrent writes (`LWWRegister.concurrent`: each origin's latest write whose HLC wall
   time is within `window_ms` of the overall latest); a write made after the others had
   settled is simply the latest, whoever made it:
@@ -38,12 +47,16 @@ from core.events import HQ
 
 __all__ = [
     "PricePolicy",
+    "StorePriceRow",
     "Write",
+    "by_store",
     "choose_price",
     "effective",
+    "is_chain",
     "may_supersede",
     "refresh",
     "refresh_all",
+    "store_prices",
     "supersede",
 ]
 
@@ -131,29 +144,68 @@ def _concurrent(writes: Sequence[Write], window_ms: int) -> list[Write]:
     )
 
 
+def is_chain(w: Write) -> bool:
+    """A write of the chain's catalog: a product (HQ's to define) or HQ's price. Any
+    other price write (a till's `price.set`, a till's chosen price) is its store's."""
+    return w.kind == "product" or w.origin == HQ
+
+
+def by_store(writes: Sequence[Write]) -> dict[str, list[Write]]:
+    """Each store's own price writes (the store is the origin before '/')."""
+    out: dict[str, list[Write]] = {}
+    for w in writes:
+        if not is_chain(w):
+            out.setdefault(w.origin.split("/")[0], []).append(w)
+    return out
+
+
 def effective(
     sku: str, writes: Sequence[Write], policy: PricePolicy, window_ms: int
 ) -> ProductRow | None:
+    """The chain's product: its fields and the chain price (from the chain's writes)."""
     products = [w for w in writes if w.kind == "product"]
     if not products:
         return None
     base = max(products, key=_key)
-    priced = choose_price(writes, policy, window_ms)
+    priced = choose_price([w for w in writes if is_chain(w)], policy, window_ms)
     assert base.name is not None and base.tax_rate_bp is not None and base.active is not None
     return (sku, base.name, priced.price, base.tax_rate_bp, base.active, base.eid, priced.eid)
+
+
+StorePriceRow = tuple[str, str, int, str]  # (store, sku, price, price_eid)
+
+
+def store_prices(
+    sku: str, writes: Sequence[Write], policy: PricePolicy, window_ms: int
+) -> list[StorePriceRow]:
+    """Each store's override in effect: the policy over the chain's writes and the
+    store's own; a row only where the store's own write wins (else the chain price
+    holds there: a later chain price replaces an older override)."""
+    chain = [w for w in writes if is_chain(w)]
+    rows = []
+    for store, own in sorted(by_store(writes).items()):
+        won = choose_price(chain + own, policy, window_ms)
+        if not is_chain(won):
+            rows.append((store, sku, won.price, won.eid))
+    return rows
 
 
 def refresh(
     conn: sqlite3.Connection, skus: Iterable[str], policy: PricePolicy, window_ms: int
 ) -> None:
-    """Recompute st_products for `skus` from their writes."""
+    """Recompute st_products and st_store_prices for `skus` from their writes."""
     for sku in sorted(skus):
         writes = [Write(*r) for r in conn.execute(_SELECT, (sku,))]
         row = effective(sku, writes, policy, window_ms)
+        conn.execute("DELETE FROM st_store_prices WHERE sku = ?", (sku,))
         if row is None:
             conn.execute("DELETE FROM st_products WHERE sku = ?", (sku,))
-        else:
-            conn.execute("INSERT OR REPLACE INTO st_products VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            continue
+        conn.execute("INSERT OR REPLACE INTO st_products VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        conn.executemany(
+            "INSERT INTO st_store_prices VALUES (?, ?, ?, ?)",
+            store_prices(sku, writes, policy, window_ms),
+        )
 
 
 def refresh_all(conn: sqlite3.Connection, policy: PricePolicy, window_ms: int) -> None:

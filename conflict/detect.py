@@ -22,8 +22,9 @@ each store, the same stock conflicts with the same ids as the store's tills
   rest starts a new one. With `oversell="flag_recount"` a stock count of the SKU in
   the store after the run resolves it by itself.
 - `concurrent_price` [sku]: price writes (product upserts and price sets) of >= 2
-  origins with >= 2 distinct prices, chained within the concurrency window. Details
-  carry the price the policy makes effective among them. The price.set a
+  origins with >= 2 distinct prices, chained within the concurrency window, among
+  the writes that compete for one store's price: the chain's and that store's own
+  (`price_of` in the details). Details carry the price the policy makes effective. The price.set a
   `choose_price` resolution appends is not itself a conflicting write.
 - `double_void` / `double_refund` [sale id]: voids / refunds of one sale from >= 2 tills.
 - `over_refund` [sale id]: refunds beyond the sale (amount, a line's qty, a line that
@@ -57,7 +58,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from itertools import groupby
 
-from conflict.catalog import SUPERSEDED, Write, choose_price, may_supersede
+from conflict.catalog import SUPERSEDED, Write, by_store, choose_price, is_chain, may_supersede
 from conflict.conflicts import (
     Conflict,
     Details,
@@ -253,20 +254,32 @@ def _chains(writes: list[Write], window_ms: int) -> Iterator[list[Write]]:
 
 
 def _prices(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    """Per store: the chain's writes and the store's own compete for its price (a
+    store's override never meets another store's: `catalog.py`)."""
     out = []
     for sku, rows in groupby(conn.execute(_PRICE_WRITES), key=lambda row: row[0]):
         writes = [Write(*row[1:]) for row in rows]
-        for chain in _chains(writes, p.concurrency_window_ms):
-            if len({w.origin for w in chain}) < 2 or len({w.price for w in chain}) < 2:
-                continue
-            won = choose_price(chain, p.price, p.concurrency_window_ms)
-            details: Details = {
-                "effective_price": won.price,
-                "effective_event": won.eid,
-                "policy": p.price,
-                "prices": " ".join(f"{w.eid}={w.price}" for w in chain),
-            }
-            out.append(Found("concurrent_price", sku, [w.eid for w in chain], details))
+        chain = [w for w in writes if is_chain(w)]
+        for store, own in sorted(by_store(writes).items()):
+            mixed = sorted(chain + own, key=lambda w: (w.hlc, w.origin, w.seq))
+            out += _concurrent_prices(sku, store, mixed, p)
+    return out
+
+
+def _concurrent_prices(sku: str, store: str, writes: list[Write], p: Policies) -> list[Found]:
+    out = []
+    for chain in _chains(writes, p.concurrency_window_ms):
+        if len({w.origin for w in chain}) < 2 or len({w.price for w in chain}) < 2:
+            continue
+        won = choose_price(chain, p.price, p.concurrency_window_ms)
+        details: Details = {
+            "effective_price": won.price,
+            "effective_event": won.eid,
+            "policy": p.price,
+            "prices": " ".join(f"{w.eid}={w.price}" for w in chain),
+            "price_of": store,
+        }
+        out.append(Found("concurrent_price", sku, [w.eid for w in chain], details))
     return out
 
 

@@ -99,17 +99,41 @@ def stock_by_store(
     return {store: {sku: levels.get(sku, 0) for sku in wanted} for store, levels in out.items()}
 
 
-def _product_record(r: Record) -> Record:
-    return {**r, "active": bool(r["active"])}
+def _overrides(conn: sqlite3.Connection, sku: str | None) -> dict[str, dict[str, int]]:
+    """sku -> {store: price} of the store overrides in effect (of one SKU, or all)."""
+    where, args = ("WHERE sku = ?", (sku,)) if sku is not None else ("", ())
+    out: dict[str, dict[str, int]] = {}
+    for s, store, price in conn.execute(
+        f"SELECT sku, store, price FROM st_store_prices {where} ORDER BY sku, store", args
+    ):
+        out.setdefault(s, {})[store] = price
+    return out
 
 
-def product(conn: sqlite3.Connection, sku: str) -> Record | None:
+def _product_record(r: Record, overrides: dict[str, int], store: str | None) -> Record:
+    """A product as `store` sells it: `price` is the store's override if it has one in
+    effect, else the chain price; `chain_price` and every `overrides` apart."""
+    chain = r["price"]
+    price = overrides.get(store, chain) if store is not None else chain
+    return {**r, "price": price, "active": bool(r["active"]), "chain_price": chain,
+            "overrides": overrides}  # fmt: skip
+
+
+def product(conn: sqlite3.Connection, sku: str, store: str | None = None) -> Record | None:
+    """The product as `store`'s tills sell it (None: the chain's view, as at HQ)."""
     rows = _records(conn.execute(f"{_PRODUCT} WHERE sku = ?", (sku,)))
-    return _product_record(rows[0]) if rows else None
+    if not rows:
+        return None
+    return _product_record(rows[0], _overrides(conn, sku).get(sku, {}), store)
 
 
-def catalog(conn: sqlite3.Connection) -> list[Record]:
-    return [_product_record(r) for r in _records(conn.execute(f"{_PRODUCT} ORDER BY sku"))]
+def catalog(conn: sqlite3.Connection, store: str | None = None) -> list[Record]:
+    """Every product as `store` sells it (None: the chain's view), overrides apart."""
+    overrides = _overrides(conn, None)
+    return [
+        _product_record(r, overrides.get(r["sku"], {}), store)
+        for r in _records(conn.execute(f"{_PRODUCT} ORDER BY sku"))
+    ]
 
 
 def _full_sale(conn: sqlite3.Connection, r: Record) -> Record:

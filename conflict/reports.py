@@ -228,3 +228,19 @@ def stock_report(
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = f"SELECT store, sku, on_hand FROM st_stock_levels {where} ORDER BY store, sku"
     return _records(conn.execute(sql, params))
+
+
+_PRICES = """
+SELECT p.sku, p.name, p.price AS chain_price, o.store, o.price AS store_price,
+  o.price - p.price AS difference, o.price_eid AS set_by
+FROM st_products p JOIN st_store_prices o ON o.sku = p.sku {where}
+ORDER BY p.sku, o.store
+"""
+
+
+def prices_report(conn: sqlite3.Connection, store: str | None = None) -> list[Record]:
+    """Each store override in effect beside the chain price it replaces there (a store
+    not listed for a SKU sells it at the chain price): sku, name, chain_price, store,
+    store_price, difference, set_by (the event that set it)."""
+    where, params = ("WHERE o.store = ?", [store]) if store is not None else ("", [])
+    return _records(conn.execute(_PRICES.format(where=where), params))

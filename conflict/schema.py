@@ -51,6 +51,9 @@ TABLES: dict[str, str] = {
     "st_products": "sku TEXT PRIMARY KEY, name TEXT NOT NULL, price INTEGER NOT NULL,"
     " tax_rate_bp INTEGER NOT NULL, active INTEGER NOT NULL, product_eid TEXT NOT NULL,"
     " price_eid TEXT NOT NULL",
+    # A store's price override where it is in effect (`catalog.store_prices`).
+    "st_store_prices": "store TEXT NOT NULL, sku TEXT NOT NULL, price INTEGER NOT NULL,"
+    " price_eid TEXT NOT NULL, PRIMARY KEY (sku, store)",
     "st_config": "key TEXT PRIMARY KEY, value TEXT NOT NULL",
     # Sales register. Lines and payments are JSON arrays in the sale row (one row per
     # sale keeps ingest fast); the st_sale_lines / st_payments views expand them.
@@ -133,6 +136,7 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_catalog_writes", "eid"),
     ("st_superseded", "eid, by_eid"),
     ("st_products", "sku"),
+    ("st_store_prices", "sku, store"),
     ("st_sales", "id"),
     ("st_totals", "shift"),
     ("st_sale_lines", "sale_id, line"),

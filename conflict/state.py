@@ -49,6 +49,7 @@ from core.fold import FLAG_UNAPPLIED, Accepted
 __all__ = ["DEFAULT_WINDOW_MS", "StoreState"]
 
 DEFAULT_WINDOW_MS = 5_000  # writes this close in HLC wall time count as concurrent
+CATALOG_RULES = "store-prices"  # how writes are read (fold 8); a snapshot's older rules differ
 
 Row = tuple[object, ...]
 
@@ -132,13 +133,16 @@ class StoreState:
     # 2: stock per (store, sku); 3: st_totals; 4: hq_wins among concurrent only;
     # 5: no st_skewed (a receiver's clock is not state); 6: st_superseded (catalog
     # writes a `supersede` resolution takes out); 7: one effective resolution per
-    # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`)
-    version = 7
+    # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`);
+    # 8: prices per store (a till's price is its store's override: st_store_prices)
+    version = 8
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
     # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
     # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
     # were stored unapplied by those builds and are folded at this build's rebuild.
-    reads_snapshots_of = (4, 5, 6)
+    # Before 8 a till's price was the chain's: the snapshot's catalog writes are kept,
+    # and `_sync_policy` recomputes the catalog from them (CATALOG_RULES differ).
+    reads_snapshots_of = (4, 5, 6, 7)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -177,12 +181,14 @@ class StoreState:
         catalog.refresh(conn, b.catalog_skus, self.price_policy, self.window_ms)
 
     def _sync_policy(self, conn: sqlite3.Connection) -> None:
-        """The effective catalog depends on the policy: recompute it when that changes."""
-        want = f"{self.price_policy}/{self.window_ms}"
-        row = conn.execute("SELECT value FROM st_config WHERE key = 'price_policy'").fetchone()
-        if row is not None and row[0] == want:
+        """The effective catalog depends on the policy and the rules that read the writes
+        (a snapshot of an older fold): recompute it when either changes."""
+        want = {"price_policy": f"{self.price_policy}/{self.window_ms}",
+                "catalog_rules": CATALOG_RULES}  # fmt: skip
+        have = dict(conn.execute("SELECT key, value FROM st_config"))
+        if all(have.get(k) == v for k, v in want.items()):
             return
-        conn.execute("INSERT OR REPLACE INTO st_config VALUES ('price_policy', ?)", (want,))
+        conn.executemany("INSERT OR REPLACE INTO st_config VALUES (?, ?)", list(want.items()))
         catalog.refresh_all(conn, self.price_policy, self.window_ms)
 
 

@@ -65,6 +65,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/reports/payments"): R,
     ("GET", "/reports/items"): R,
     ("GET", "/reports/stock"): R,
+    ("GET", "/reports/prices"): R,
     ("POST", "/sales"): C,  # a price other than the catalog's needs a manager (sales.py)
     ("GET", "/sales/{sale_id:path}"): R,
     ("POST", "/sales/{sale_id:path}/void"): C,

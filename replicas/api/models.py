@@ -372,9 +372,13 @@ class PriceIn(_In):
 class ProductView(BaseModel):
     sku: str
     name: str
-    price: int
+    price: int = Field(description="the price this replica's store sells at")
     tax_rate_bp: int
     active: bool
+    chain_price: int = Field(description="HQ's price for the chain")
+    overrides: dict[str, int] = Field(
+        description="store -> its own price, where a store's override is in effect"
+    )
 
 
 # --- shifts ---------------------------------------------------------------------------

@@ -73,4 +73,8 @@ def reports_router(till: Till) -> APIRouter:
     ) -> Rows:
         return await till.read(lambda c: reports.stock_report(c, store, below))
 
+    @r.get("/prices")
+    async def prices(store: _Store = None) -> Rows:
+        return await till.read(lambda c: reports.prices_report(c, store))
+
     return r

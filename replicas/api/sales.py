@@ -45,8 +45,9 @@ from replicas.api.tokens import Role
 __all__ = ["sales_router"]
 
 
-def _catalog_of(conn: sqlite3.Connection, skus: list[str]) -> dict[str, Record]:
-    return {sku: p for sku in skus if (p := queries.product(conn, sku)) is not None}
+def _catalog_of(conn: sqlite3.Connection, skus: list[str], store: str) -> dict[str, Record]:
+    """The products as `store` sells them: its override where it has one in effect."""
+    return {sku: p for sku in skus if (p := queries.product(conn, sku, store)) is not None}
 
 
 def _default_prices(req: m.SaleIn, products: dict[str, Record]) -> dict[str, int]:
@@ -143,7 +144,7 @@ def _read_local(conn: sqlite3.Connection, req: m.SaleIn, replica_id: str) -> _Lo
     shift = req.shift or lookups.open_shift(conn, replica_id) or ""
     closed = bool(shift) and lookups.shift_closed(conn, shift)
     # Every SKU, priced or not: one the catalog withdrew may not be sold at any price.
-    products = _catalog_of(conn, sorted({ln.sku for ln in req.lines}))
+    products = _catalog_of(conn, sorted({ln.sku for ln in req.lines}), stock_store(replica_id))
     return _Local(used, shift, closed, products)
 
 

@@ -300,6 +300,7 @@ def _summary_replicas(demo: Demo) -> Table:
         "each sale once",
         "stock",
         "money",
+        "prices",
     )
     for col in cols:
         t.add_column(col, justify="right" if col in ("events", "sales", "conflicts") else "left")
@@ -318,6 +319,7 @@ def _summary_replicas(demo: Demo) -> Table:
             _mark(demo, rid, "sales"),
             _mark(demo, rid, "stock"),
             _mark(demo, rid, "money"),
+            _mark(demo, rid, "prices"),
         )
     return t
 
@@ -365,6 +367,7 @@ def _summary_totals(demo: Demo) -> Table:
     rows = [
         ("products (HQ catalog)", n["products"]),
         ("HQ price changes", n["price_changes"]),
+        ("store price overrides", n["store_overrides"]),
         ("stock deliveries", n["deliveries"]),
         ("sales", n["sales"]),
         ("  paid cash", n["cash"]),
@@ -390,8 +393,8 @@ def _success_line(demo: Demo) -> str:
     )
     return (
         f"[bold green]CONVERGED[/]: {len(demo.site.replicas)} replicas, {n['sales']} sales, "
-        f"one digest per store (HQ included), every acknowledged sale exactly once, stock "
-        f"and money equal to the model everywhere ({len(demo.checks)} checks), "
+        f"one digest per store (HQ included), every acknowledged sale exactly once, stock, "
+        f"money and prices equal to the model everywhere ({len(demo.checks)} checks), "
         f"{conflicts} conflict{'' if conflicts == 1 else 's'} flagged for review"
     )
 

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = add_group(
         sub,
         "report",
-        "Reports for HQ analysts: sales, payments, best sellers, stock (read-only).",
+        "Reports for HQ analysts: sales, payments, best sellers, stock, prices (read-only).",
         "tillmesh report sales data/hq/log.db --by store,day --since 2026-11-01",
     )
     p = _command(
@@ -70,6 +70,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         windowed=False,
     )
     p.add_argument("--below", type=int, help="only SKUs with fewer than this many on hand")
+    _command(
+        group,
+        "prices",
+        _prices,
+        "Store price overrides in effect, beside the chain price each replaces (HQ's"
+        " view: every store's; a store not listed sells at the chain price).",
+        "tillmesh report prices data/hq/log.db --store s1",
+        windowed=False,
+    )
 
 
 def _command(
@@ -143,6 +152,10 @@ def _stock(conn: Any, args: argparse.Namespace) -> list[Record]:
 # --- arguments -------------------------------------------------------------------
 
 _OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
+
+
+def _prices(conn: Any, args: argparse.Namespace) -> list[Record]:
+    return reports.prices_report(conn, args.store)
 
 
 def parse_utc_offset(text: str) -> int:

@@ -46,6 +46,7 @@ _CHECK_NAMES = {
     "stock": "stock equals the model",
     "money": "money equals the model",
     "digest": "one digest on every till and in HQ's scope of the store",
+    "prices": "each store's price: the chain's, or its own override",
 }
 
 
@@ -139,6 +140,30 @@ def _compare(rid: str, facts: Facts, want: Expected) -> list[Check]:
     ]
 
 
+def _check_prices(rid: str, db: Path, model: Model) -> Check:
+    """The catalog as `rid`'s store sells it against the model: the chain price, or the
+    store's override where it set one; HQ shows the chain price and every override."""
+    store = None if rid == HQ else rid.split("/")[0]
+    conn = open_sync(db, readonly=True)
+    try:
+        shown = {p["sku"]: p for p in queries.catalog(conn, store)}
+    finally:
+        conn.close()
+    wrong = sorted(s for s in model.chain_prices
+                   if s not in shown or shown[s]["price"] != model.price_at(store, s))  # fmt: skip
+    overrides = {(st, sku): n for sku, p in shown.items() for st, n in p["overrides"].items()}
+    if rid == HQ:
+        wrong += sorted(s for s in model.chain_prices if shown.get(s, {}).get("chain_price")
+                        != model.chain_prices[s])  # fmt: skip
+        mine = model.overrides
+    else:
+        mine = {k: v for k, v in model.overrides.items() if k[0] == store}
+    detail = f"{len(shown)} prices, {len(overrides)} store override(s)"
+    if wrong or overrides != mine:
+        detail += f"; differs on {wrong[:3]}, overrides {sorted(overrides.items())[:3]}"
+    return Check(rid, "prices", not wrong and overrides == mine, detail)
+
+
 def verify(root: Path, site: Site, model: Model) -> list[Check]:
     """Every replica's log file against the model and against its store's other replicas."""
     facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in site.replicas}
@@ -152,6 +177,9 @@ def verify(root: Path, site: Site, model: Model) -> list[Check]:
         for rid in rids:
             checks += _compare(rid, facts[rid], _expect(model, [store]))
     checks += _compare(HQ, facts[HQ], _expect(model, list(site.stores)))
+    if model.chain_prices:
+        checks += [_check_prices(rid, site.data_dir(root, rid) / "log.db", model)
+                   for rid in site.replicas]  # fmt: skip
     return checks
 
 

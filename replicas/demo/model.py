@@ -85,6 +85,12 @@ class Model:
     heads: dict[str, int] = field(default_factory=dict)  # origin -> highest acked seq
     money: dict[str, Counter[str]] = field(default_factory=dict)  # store -> gross/voided/...
     counts: Counter[str] = field(default_factory=Counter)
+    chain_prices: dict[str, int] = field(default_factory=dict)  # sku -> HQ's price
+    overrides: dict[tuple[str, str], int] = field(default_factory=dict)  # (store, sku) -> price
+
+    def price_at(self, store: str | None, sku: str) -> int:
+        """What `store` sells `sku` at: its override, else the chain price (None: HQ's)."""
+        return self.overrides.get((store or "", sku), self.chain_prices[sku])
 
     def ack(self, event_id: str) -> None:
         origin, _, seq = event_id.rpartition(":")

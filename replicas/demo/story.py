@@ -287,6 +287,21 @@ class Demo:
         self.note(f"HQ reprices {len(skus)} SKUs mid-run: {', '.join(skus[:4])}, ...")
         tills = [r for r in self.site.replicas if r != HQ]
         await self._await(self._track("price change at every till", tills), 30)
+        await self._store_override(w)
+
+    async def _store_override(self, w: Workload) -> None:
+        """Store 1's manager marks one SKU down at a till: store 1's price only."""
+        rid = f"s1/{self.site.stores['s1'][0]}"
+        done = await w.store_override(rid)
+        if done is None:
+            self.note(f"{rid}: the store price override was refused")
+            return
+        sku, price = done
+        chain = w.model.chain_prices[sku]
+        self._phase("Store price", f"{rid}: store 1 marks {sku} down to {price / 100:.2f} "
+                    f"(chain price {chain / 100:.2f}): store 1's tills only")  # fmt: skip
+        tills = [r for r in self.site.replicas if r.startswith("s1/")]
+        await self._await(self._track("store 1's price at its tills", [*tills, HQ]), 30)
 
     async def _split(self, seconds: float) -> None:
         if self.tills < 2:

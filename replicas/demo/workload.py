@@ -101,6 +101,7 @@ class Workload:
 
         await asyncio.gather(*(put(s, p) for s, p in self.catalog.items()))
         self.model.counts["products"] = n
+        self.model.chain_prices = {s: p["price"] for s, p in self.catalog.items()}
         for till in self.tills:
             till.prices = {s: p["price"] for s, p in self.catalog.items()}
 
@@ -113,11 +114,29 @@ class Workload:
             out = await self._post("PUT", HQ, f"/catalog/{sku}/price", {"price": new})
             if out is not None:
                 self.catalog[sku]["price"] = new
+                self.model.chain_prices[sku] = new
                 self.model.ack(out["event_id"])
                 self.model.counts["price_changes"] += 1
         for till in self.tills:
             till.stale_prices = True
         return skus
+
+    async def store_override(self, rid: str) -> tuple[str, int] | None:
+        """A store manager at till `rid` marks one SKU down 10% for their store only:
+        the store's override, which its tills sell at and no other store sees."""
+        sku = self.rng.choice(sorted(self.catalog))
+        price = max(1, self.catalog[sku]["price"] * 90 // 100)
+        out = await self._post("PUT", rid, f"/catalog/{sku}/price", {"price": price})
+        if out is None:
+            return None
+        store = rid.split("/")[0]
+        self.model.overrides[(store, sku)] = price
+        self.model.ack(out["event_id"])
+        self.model.counts["store_overrides"] += 1
+        for till in self.tills:
+            if till.store == store:
+                till.stale_prices = True
+        return sku, price
 
     async def initial_deliveries(self) -> None:
         """Each store receives every SKU once, at one of its tills (the back door)."""

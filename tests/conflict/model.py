@@ -149,12 +149,17 @@ ProductValue = tuple[str, int, int]  # (name, tax_rate_bp, active)
 
 
 def _registers(
-    events: Sequence[Accepted],
+    events: Sequence[Accepted], store_of_price: str | None
 ) -> tuple[dict[str, LWWRegister[ProductValue]], dict[str, LWWRegister[int]]]:
+    """Products, and the price writes that compete for `store_of_price`'s price: the
+    chain's (products, HQ's prices) and that store's own (None: the chain's only)."""
     products: dict[str, LWWRegister[ProductValue]] = {}
     prices: dict[str, LWWRegister[int]] = {}
     for a in events:
         ev, b = a.event, a.body
+        theirs = isinstance(b, PriceSet) and ev.origin != HQ
+        if theirs and store(ev.origin) != store_of_price:
+            continue  # another store's override
         if isinstance(b, ProductUpserted | PriceSet):
             reg = prices.get(b.sku, LWWRegister[int]())
             prices[b.sku] = reg.write(ev.hlc, ev.origin, ev.seq, b.price)
@@ -176,10 +181,11 @@ def _price(reg: LWWRegister[int], policy: str, window_ms: int) -> int | None:
 
 
 def model_catalog(
-    events: Sequence[Accepted], policy: str, window_ms: int
+    events: Sequence[Accepted], policy: str, window_ms: int, at_store: str | None = None
 ) -> dict[str, tuple[str, int, int, int]]:
-    """sku -> (name, price, tax_rate_bp, active) from LWW registers and the policy."""
-    products, prices = _registers(events)
+    """sku -> (name, price, tax_rate_bp, active) from LWW registers and the policy, as
+    `at_store` sells (None: the chain's catalog, HQ's view)."""
+    products, prices = _registers(events, at_store)
     out = {}
     for sku, reg in products.items():
         name, tax, active = reg.value or ("", 0, 0)

@@ -141,7 +141,7 @@ def _prices(policy: str, window_ms: int = 5000) -> int:
         w.ev(HQ, 2500, PriceSet(sku="A", price=280)),
         w.ev(T2, 4000, PriceSet(sku="A", price=270)),
     ])  # fmt: skip
-    got = queries.product(w.conn, "A")
+    got = queries.product(w.conn, "A", "s1")  # the price store s1 sells at
     w.conn.close()
     assert got is not None and got["name"] == "tea"
     return int(got["price"])
@@ -167,7 +167,7 @@ def _later_store_price(later_by_ms: int) -> int:
         w.ev(HQ, 1000, ProductUpserted(sku="A", name="tea", price=300)),
         w.ev(T1, 1000 + later_by_ms, PriceSet(sku="A", price=250)),
     ])  # fmt: skip
-    got = queries.product(w.conn, "A")
+    got = queries.product(w.conn, "A", "s1")
     w.conn.close()
     assert got is not None
     return int(got["price"])
@@ -178,17 +178,20 @@ def test_price_set_alone_makes_no_product_until_upserted(w: World) -> None:
     w.apply([price])
     assert queries.product(w.conn, "A") is None
     w.apply([w.ev(HQ, 1, ProductUpserted(sku="A", name="tea", price=300, active=False))])
-    assert queries.product(w.conn, "A") == {
+    assert queries.product(w.conn, "A", "s1") == {
         "sku": "A", "name": "tea", "price": 99, "tax_rate_bp": 0, "active": False,
+        "chain_price": 300, "overrides": {"s1": 99},
     }  # fmt: skip
-    assert queries.catalog(w.conn)[0]["price"] == 99
+    assert queries.catalog(w.conn, "s1")[0]["price"] == 99
+    assert queries.catalog(w.conn)[0]["price"] == 300  # the chain's view (HQ)
+    assert queries.catalog(w.conn, "s2")[0]["price"] == 300  # another store's
 
 
 def test_policy_change_on_open_recomputes_products(w: World) -> None:
     w.apply([w.ev(HQ, 1, ProductUpserted(sku="A", name="tea", price=300)),
              w.ev(T1, 2, PriceSet(sku="A", price=200))])  # fmt: skip
     StoreState(price_policy="hq_wins").create_tables(w.conn)
-    got = queries.product(w.conn, "A")
+    got = queries.product(w.conn, "A", "s1")
     assert got is not None and got["price"] == 300
 
 

@@ -88,12 +88,14 @@ def test_any_order_same_digest_and_superseded_writes_lose(
 
     out = _out(events)
     kept = [a for a in events if a.event.id not in out]
-    want = model_catalog(kept, policy, fold.window_ms)
-    got = {p["sku"]: (p["name"], p["price"], p["tax_rate_bp"], int(p["active"]))
-           for p in queries.catalog(mixed)}  # fmt: skip
-    assert got == want
+    for at in (None, "s1", "s2"):  # the chain's catalog, and as each store sells
+        want = model_catalog(kept, policy, fold.window_ms, at)
+        got = {p["sku"]: (p["name"], p["price"], p["tax_rate_bp"], int(p["active"]))
+               for p in queries.catalog(mixed, at)}  # fmt: skip
+        assert got == want, at
     effective = {r for row in mixed.execute("SELECT product_eid, price_eid FROM st_products")
-                 for r in row}  # fmt: skip
+                 for r in row} | {r for (r,) in mixed.execute(
+                     "SELECT price_eid FROM st_store_prices")}  # fmt: skip
     assert not effective & out
     policies = Policies(price=policy)  # type: ignore[arg-type]
     assert detect(in_order, policies) == detect(mixed, policies)

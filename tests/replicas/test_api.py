@@ -309,7 +309,7 @@ async def test_catalog_reads(client: httpx.AsyncClient) -> None:
     assert skus == ["BREAD", "COLA", "OLD"]
     cola = (await client.get("/catalog/COLA")).json()
     assert cola == {"sku": "COLA", "name": "Cola 33cl", "price": 150, "tax_rate_bp": 0,
-                    "active": True}  # fmt: skip
+                    "active": True, "chain_price": 150, "overrides": {}}  # fmt: skip
 
 
 async def test_till_price_change_is_visible_and_used(client: httpx.AsyncClient) -> None:

@@ -79,7 +79,31 @@ def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
     printed_sales = int(m[2])
     assert printed_sales > 0
     check_files(data, printed_sales)
+    check_store_override(data, out)
     assert leftovers(data) == [], "the demo left processes running"
+
+
+def check_store_override(data: Path, out: str) -> None:
+    """Store 1's manager marked one SKU down: store 1's tills sell at it, store 2's at
+    the chain price, HQ shows the chain price and the override apart (issue 21)."""
+    m = re.search(r"store 1 marks (SKU-\d+) down to ([\d.]+) \(chain price ([\d.]+)\)", out)
+    assert m, out
+    sku, price, chain = m[1], round(float(m[2]) * 100), round(float(m[3]) * 100)
+    site = load_site(data)
+    for store, tills in site.stores.items():
+        for till in tills:
+            conn = open_sync(data / store / till / "log.db", readonly=True)
+            try:
+                shown = queries.product(conn, sku, store)
+            finally:
+                conn.close()
+            assert shown is not None and shown["price"] == (price if store == "s1" else chain)
+    conn = open_sync(data / "hq" / "log.db", readonly=True)
+    try:
+        at_hq = queries.product(conn, sku)
+    finally:
+        conn.close()
+    assert at_hq is not None and (at_hq["price"], at_hq["overrides"]) == (chain, {"s1": price})
 
 
 def check_files(data: Path, printed_sales: int) -> None:
