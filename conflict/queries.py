@@ -48,7 +48,8 @@ Record = dict[str, Any]
 _PRODUCT = "SELECT sku, name, price, tax_rate_bp, active FROM st_products"
 _SALE = (
     "SELECT s.id, s.origin, s.seq, s.hlc, s.receipt, s.total, s.change, s.shift, s.cashier,"
-    " st.voided, st.refunded FROM st_sales s JOIN st_sale_status st ON st.sale_id = s.id"
+    " s.tax_mode, st.voided, st.refunded"
+    " FROM st_sales s JOIN st_sale_status st ON st.sale_id = s.id"
 )
 
 
@@ -141,7 +142,7 @@ def _full_sale(conn: sqlite3.Connection, r: Record) -> Record:
     r["voided"] = bool(r["voided"])
     r["lines"] = _records(
         conn.execute(
-            "SELECT line, sku, qty, unit_price, discount, tax FROM st_sale_lines"
+            "SELECT line, sku, qty, unit_price, discount, tax, tax_rate_bp FROM st_sale_lines"
             " WHERE sale_id = ? ORDER BY line",
             (sid,),
         )

@@ -9,6 +9,10 @@ totals add up to the summary's:
 - voided: totals of sales with any void; refunded: refunds of known, non-voided sales;
   net = gross - voided - refunded.
 
+`tax` states the tax the tills recorded in each sale line (computed from the catalog's
+rate at the sale) less what refunds gave back, per store, day and rate; sales made
+before tills computed tax (schema 6) show as rate None, tax 0: not recorded.
+
 `payments` shows how the money of non-voided sales was taken. Card payments authorised
 "deferred" were taken offline (store-and-forward under the floor limit): until the
 acquirer accepts them, the merchant carries the risk of a decline, so they are apart.
@@ -37,6 +41,7 @@ __all__ = [
     "payments_report",
     "sales_report",
     "stock_report",
+    "tax_report",
 ]
 
 Record = dict[str, Any]
@@ -244,3 +249,29 @@ def prices_report(conn: sqlite3.Connection, store: str | None = None) -> list[Re
     store_price, difference, set_by (the event that set it)."""
     where, params = ("WHERE o.store = ?", [store]) if store is not None else ("", [])
     return _records(conn.execute(_PRICES.format(where=where), params))
+_TAX = """
+SELECT {store} AS store, date({local}, 'unixepoch') AS day,
+  CASE WHEN s.tax_mode IS NULL THEN NULL ELSE l.tax_rate_bp END AS rate_bp,
+  COUNT(*) AS lines,
+  SUM(l.qty * l.unit_price - l.discount
+      + CASE WHEN s.tax_mode = 'exclusive' THEN l.tax ELSE 0 END) AS gross,
+  SUM(l.tax) AS tax, SUM(COALESCE(back.tax, 0)) AS refunded_tax
+FROM st_sales s JOIN st_sale_lines l ON l.sale_id = s.id
+LEFT JOIN (SELECT r.sale_id AS sale_id, rl.line AS line, SUM(rl.tax) AS tax
+           FROM st_refunds r JOIN st_refund_lines rl ON rl.refund_id = r.eid
+           GROUP BY 1, 2) back ON back.sale_id = s.id AND back.line = l.line
+WHERE {where} AND s.id NOT IN (SELECT sale_id FROM st_voids)
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+
+
+def tax_report(conn: sqlite3.Connection, window: Window) -> list[Record]:
+    """Tax per store, day and rate (basis points; None: not recorded) of non-voided
+    sales: `gross` what customers paid for those lines, `tax` the tax in it,
+    `refunded_tax` what refunds gave back, `net_tax` = tax - refunded_tax."""
+    where, params = window.where()
+    sql = _TAX.format(store=store_sql("s.origin"), local=window.local_time(), where=where)
+    rows = _records(conn.execute(sql, params))
+    for row in rows:
+        row["net_tax"] = row["tax"] - row["refunded_tax"]
+    return rows

@@ -57,12 +57,13 @@ TABLES: dict[str, str] = {
     "st_config": "key TEXT PRIMARY KEY, value TEXT NOT NULL",
     # Sales register. Lines and payments are JSON arrays in the sale row (one row per
     # sale keeps ingest fast); the st_sale_lines / st_payments views expand them.
-    # lines: the event's SaleLine objects as JSON (discount/tax omitted when 0);
+    # lines: the event's SaleLine objects as JSON (discount/tax/tax_rate_bp omitted when 0);
     # payments: [[method, amount, last4, auth, reference], ...] - never the card token.
     "st_sales": "id TEXT PRIMARY KEY, origin TEXT NOT NULL, seq INTEGER NOT NULL,"
     " hlc INTEGER NOT NULL, receipt TEXT NOT NULL, total INTEGER NOT NULL,"
     " change INTEGER NOT NULL, shift TEXT NOT NULL, cashier TEXT NOT NULL,"
-    " nlines INTEGER NOT NULL, lines TEXT NOT NULL, payments TEXT NOT NULL",
+    " nlines INTEGER NOT NULL, lines TEXT NOT NULL, payments TEXT NOT NULL,"
+    " tax_mode TEXT",  # NULL: a sale before tills computed tax (schema 6)
     # Sales count and gross per shift ('' for none), summed as sales are folded: a
     # status poll reads these few rows instead of scanning every sale (plain sums, and
     # each sale is folded once, so they are order-free like everything else here).
@@ -75,7 +76,8 @@ TABLES: dict[str, str] = {
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, amount INTEGER NOT NULL,"
     " method TEXT NOT NULL, restock INTEGER NOT NULL, reason TEXT NOT NULL",
     "st_refund_lines": "refund_id TEXT NOT NULL, idx INTEGER NOT NULL, line INTEGER NOT NULL,"
-    " qty INTEGER NOT NULL, amount INTEGER NOT NULL, PRIMARY KEY (refund_id, idx)",
+    " qty INTEGER NOT NULL, amount INTEGER NOT NULL, tax INTEGER NOT NULL,"
+    " PRIMARY KEY (refund_id, idx)",
     # Voids/refunds whose sale has not arrived yet; linked when it does.
     "st_waiting": "sale_id TEXT NOT NULL, eid TEXT NOT NULL, PRIMARY KEY (sale_id, eid)",
     # Shifts: earliest open and latest close win, by (hlc, origin, seq).
@@ -110,7 +112,8 @@ VIEWS: dict[str, str] = {
     "st_sale_lines": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS line,"
     f" {store_sql('s.origin')} AS store, j.value ->> '$.sku' AS sku, j.value ->> '$.qty' AS qty,"
     " j.value ->> '$.unit_price' AS unit_price, COALESCE(j.value ->> '$.discount', 0) AS discount,"
-    " COALESCE(j.value ->> '$.tax', 0) AS tax, s.hlc AS hlc"
+    " COALESCE(j.value ->> '$.tax', 0) AS tax, COALESCE(j.value ->> '$.tax_rate_bp', 0)"
+    " AS tax_rate_bp, s.hlc AS hlc"
     " FROM st_sales s, json_each(s.lines) j",
     "st_payments": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS idx,"
     " j.value ->> 0 AS method, j.value ->> 1 AS amount, j.value ->> 2 AS last4,"

@@ -71,10 +71,10 @@ WHERE (?3, ?4, ?5) > (st_shift_close.hlc, st_shift_close.origin, st_shift_close.
 """
 
 _INSERTS: dict[str, str] = {
-    "sales": "INSERT INTO st_sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "sales": "INSERT INTO st_sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "voids": "INSERT INTO st_voids VALUES (?, ?, ?, ?, ?, ?)",
     "refunds": "INSERT INTO st_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "refund_lines": "INSERT INTO st_refund_lines VALUES (?, ?, ?, ?, ?)",
+    "refund_lines": "INSERT INTO st_refund_lines VALUES (?, ?, ?, ?, ?, ?)",
     "catalog": "INSERT INTO st_catalog_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "shift_open": _SHIFT_OPEN,
     "shift_close": _SHIFT_CLOSE,
@@ -134,15 +134,18 @@ class StoreState:
     # 5: no st_skewed (a receiver's clock is not state); 6: st_superseded (catalog
     # writes a `supersede` resolution takes out); 7: one effective resolution per
     # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`);
-    # 8: prices per store (a till's price is its store's override: st_store_prices)
-    version = 8
+    # 8: prices per store (a till's price is its store's override: st_store_prices);
+    # 9: tax (st_sales.tax_mode, st_refund_lines.tax)
+    version = 9
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
     # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
     # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
     # were stored unapplied by those builds and are folded at this build's rebuild.
     # Before 8 a till's price was the chain's: the snapshot's catalog writes are kept,
     # and `_sync_policy` recomputes the catalog from them (CATALOG_RULES differ).
-    reads_snapshots_of = (4, 5, 6, 7)
+    # Before 9 no sale had a tax mode nor a refund line tax (schema 6; stored unapplied
+    # by those builds): their snapshots lack those columns, which take their defaults.
+    reads_snapshots_of = (4, 5, 6, 7, 8)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -283,9 +286,12 @@ def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     hlc, sid, origin = ev.hlc, ev.id, ev.origin
     agg, buckets = b.of_origin.get(origin) or b.stock_of(origin)  # a batch has few origins
     bucket, total = stock.bucket_of(hlc), 0
+    exclusive = body.tax_mode == "exclusive"
     for ln in body.lines:
         sku, qty = ln.sku, ln.qty
         total += qty * ln.unit_price - ln.discount
+        if exclusive:  # schema 4: tax on top of the price
+            total += ln.tax
         acc = agg.get(sku)
         if acc is None:
             agg[sku] = [-qty, hlc]
@@ -305,7 +311,8 @@ def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     b.sale_ids.append(sid)
     b.rows["sales"].append(
         (sid, origin, ev.seq, hlc, body.receipt, total, body.change, body.shift,
-         body.cashier, len(body.lines), _json(body.lines).decode(), _json(pays).decode())
+         body.cashier, len(body.lines), _json(body.lines).decode(), _json(pays).decode(),
+         body.tax_mode)
     )  # fmt: skip
 
 
@@ -331,7 +338,7 @@ def _refund(b: _Batch, ev: Event, body: RefundIssued) -> None:
          int(body.restock), body.reason)
     )  # fmt: skip
     for i, ln in enumerate(body.lines):
-        b.rows["refund_lines"].append((ev.id, i, ln.line, ln.qty, ln.amount))
+        b.rows["refund_lines"].append((ev.id, i, ln.line, ln.qty, ln.amount, ln.tax))
 
 
 def _catalog(b: _Batch, ev: Event, body: ProductUpserted | PriceSet) -> None:

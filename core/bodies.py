@@ -42,6 +42,7 @@ __all__ = [
     "StockAdjusted",
     "StockCounted",
     "StockReceived",
+    "TaxRate",
     "Text",
     "by_schema",
     "check_sku",
@@ -59,6 +60,11 @@ Id = Annotated[str, Meta(min_length=1, max_length=80)]
 EventId = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[^:]+:[1-9][0-9]*$")]
 Last4 = Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
 CardToken = Annotated[str, Meta(min_length=8, max_length=128)]
+TaxRate = Annotated[int, Meta(ge=0, le=10_000)]  # basis points: 2000 is 20 %
+
+# Schema 6: a sale line states the tax the till computed from the catalog's rate at the
+# sale (`tax_rate_bp`, `tax_exclusive`), a refund line the tax it gives back (`tax`).
+TAX_SCHEMA = 6
 
 
 _SKU_CHARS = string.ascii_letters + string.digits + "._-"
@@ -108,10 +114,15 @@ class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
     qty: PositiveQty
     unit_price: Money
     discount: Money = 0
-    tax: Money = 0  # tax included in the line total, for reporting
+    # The tax in the line, computed by the till from the catalog's rate at the sale
+    # (schema 6; 0 in lines before it). Included in `total`, or added to it when the
+    # sale's tax_mode is "exclusive" (see SaleCompleted.total).
+    tax: Money = 0
+    tax_rate_bp: TaxRate = 0  # schema 6: the catalog's rate at the sale
 
     @property
     def total(self) -> int:
+        """The line's goods at its price less its discount (tax-exclusive: before tax)."""
         return self.qty * self.unit_price - self.discount
 
 
@@ -134,12 +145,22 @@ class SaleCompleted(Body, frozen=True):
     cashier: Text = ""
     approved_by: Text = ""  # schema 2: the manager credential that approved a price override
     approval_reason: Text = ""  # schema 2
+    # Schema 6: the site's prices include tax, or exclude it (the lines' tax is then
+    # added to the total). None: a sale made before tills computed tax (not recorded).
+    tax_mode: Literal["inclusive", "exclusive"] | None = None
 
     @property
     def total(self) -> int:
-        return sum(line.total for line in self.lines)
+        """What the customer pays."""
+        return sum(self.line_total(line) for line in self.lines)
+
+    def line_total(self, line: SaleLine) -> int:
+        """What the customer pays for one of this sale's lines."""
+        return line.total + line.tax if self.tax_mode == "exclusive" else line.total
 
     def min_schema(self) -> int:
+        if self.tax_mode is not None:
+            return TAX_SCHEMA
         return 2 if self.approved_by or self.approval_reason else 1
 
     def check(self) -> None:
@@ -149,7 +170,12 @@ class SaleCompleted(Body, frozen=True):
             value = line.qty * line.unit_price
             if line.discount > value:
                 raise ValueError(f"line {i}: discount exceeds line value")
-            total += value - line.discount
+            value -= line.discount
+            if self.tax_mode == "exclusive":
+                value += line.tax
+            elif line.tax > value:
+                raise ValueError(f"line {i}: tax exceeds the line's value it is included in")
+            total += value
         paid = 0
         for p in self.payments:
             paid += p.amount
@@ -177,10 +203,11 @@ class SaleVoided(Body, frozen=True):
         return by_schema(self.by)
 
 
-class RefundLine(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+class RefundLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     line: Annotated[int, Meta(ge=0, lt=500)]  # index into the sale's lines
     qty: PositiveQty
-    amount: Money
+    amount: Money  # tax included
+    tax: Money = 0  # schema 6: the tax in `amount`, given back
 
 
 class RefundIssued(Body, frozen=True):
@@ -193,7 +220,14 @@ class RefundIssued(Body, frozen=True):
     by: Text = ""  # schema 3: who made it, a person (or an API credential)
 
     def min_schema(self) -> int:
+        if any(line.tax for line in self.lines):
+            return TAX_SCHEMA
         return by_schema(self.by)
+
+    def check(self) -> None:
+        for i, line in enumerate(self.lines):
+            if line.tax > line.amount:
+                raise ValueError(f"refund line {i}: tax exceeds the amount it is part of")
 
     @property
     def amount(self) -> int:
@@ -250,7 +284,7 @@ class ProductUpserted(Body, frozen=True):
     sku: Sku
     name: Text
     price: Money
-    tax_rate_bp: Annotated[int, Meta(ge=0, le=10_000)] = 0  # basis points
+    tax_rate_bp: TaxRate = 0
     active: bool = True
     by: Text = ""  # schema 3: who made it, a person (or an API credential)
 

@@ -116,7 +116,9 @@ __all__ = [
 # 4: conflict.resolved's `supersede` action and `supersedes` (a catalog override).
 # 5: conflict.resolved's effects (`sku`, `count`, `moves`): one resolution per conflict
 #    is effective, and the fold applies its effects only.
-SCHEMA_VERSION = 5
+# 6: tax computed at the sale: sale.completed's tax_mode, its lines' tax_rate_bp, refund
+#    lines' tax.
+SCHEMA_VERSION = 6
 HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32

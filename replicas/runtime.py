@@ -326,13 +326,17 @@ class Replica:
     def _app(self) -> Any:
         from replicas.api.app import create_app  # FastAPI import is slow
         from replicas.api.auth import Access, CashierLimits
+        from replicas.api.common import Shop
         from replicas.api.link import link_router
         from replicas.dashboard import mount_dashboard
         from replicas.metrics import metrics_router
 
         loopback = is_loopback(self.site.host_of(self.replica_id))
         limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
-        app = create_app(self, access=Access(self.tokens, loopback, limits))
+        access = Access(self.tokens, loopback, limits)
+        store = store_of(self.replica_id) or ""
+        shop = Shop(self.site.store_names.get(store, ""), self.site.tax_mode)
+        app = create_app(self, access=access, shop=shop)
         app.include_router(link_router(self))
         app.include_router(metrics_router(self, self.metrics, self.state_cache))
         if self.replica_id == HQ:

@@ -102,6 +102,9 @@ class Site(BaseModel):
     # What a cashier's API token may do alone (replicas.api.auth.CashierLimits).
     cashier_discount_limit_bp: int = Field(default=1000, ge=0, le=10_000)
     cashier_void_within_s: int = Field(default=900, ge=0)
+    # Do the catalog's prices include tax (EU shelves) or exclude it (US)? replicas.api.tax
+    tax_mode: Literal["inclusive", "exclusive"] = "inclusive"
+    store_names: dict[str, str] = {}  # store -> the name its receipts show (default: its id)
 
     @field_validator("stores")
     @classmethod

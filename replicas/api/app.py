@@ -33,12 +33,13 @@ from conflict import queries
 from core.batch import ClockAhead
 from core.clock import hlc_ms
 from core.errors import SchemaViolation, StorageError, TillmeshError
+from core.events import HQ, store_of
 from core.pan import safe_to_show
 from core.verify import evidence
 from replicas.api import models as m
 from replicas.api.auth import Access, authorize
 from replicas.api.catalog import catalog_router
-from replicas.api.common import ERRORS, ReplicaHandle, Till, hlc_iso
+from replicas.api.common import ERRORS, ReplicaHandle, Shop, Till, hlc_iso
 from replicas.api.conflicts import conflicts_router, count_open
 from replicas.api.keys import keys_router
 from replicas.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
@@ -122,6 +123,15 @@ def _status_router(till: Till) -> APIRouter:
             evidence=kept, stale_snapshot=replica.log.stale_snapshot,
         )  # fmt: skip
 
+    @r.get("/shop")
+    async def shop() -> m.ShopOut:
+        """What the till page prints on receipts and how it shows prices."""
+        store = store_of(replica.replica_id) or HQ
+        return m.ShopOut(
+            replica_id=replica.replica_id, store=store,
+            store_name=till.shop.store_name or store, tax_mode=till.shop.tax_mode,
+        )  # fmt: skip
+
     @r.get("/state/digest")
     async def digest() -> m.DigestOut:
         return m.DigestOut(digest=await till.read(queries.state_digest))
@@ -158,11 +168,13 @@ def create_app(
     replica: ReplicaHandle,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access: Access | None = None,
+    shop: Shop | None = None,
 ) -> FastAPI:
     """The till's HTTP API over a running replica; OpenAPI at /openapi.json, docs at /docs.
     Request bodies over `max_body_bytes` are refused (413) before they are read; every
-    route checks the caller's token against `auth.POLICY` (`access`: open if None)."""
-    till = Till(replica)
+    route checks the caller's token against `auth.POLICY` (`access`: open if None);
+    sales are taxed per the site's tax mode (`shop`, `replicas.api.tax`)."""
+    till = Till(replica, shop)
     # FastAPIOffline: /docs and /redoc from assets installed with tillmesh, not a CDN (a
     # till whose internet is down is when integrators most need them).
     app = FastAPIOffline(

@@ -49,6 +49,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): R,  # Prometheus sends a read_only token (README, "Metrics")
     ("GET", "/dashboard"): PUBLIC,  # HQ's dashboard page; it pairs with a token to read
     ("GET", "/dashboard/data"): R,
+    ("GET", "/shop"): R,
     ("GET", "/state/digest"): R,
     ("GET", "/catalog"): R,
     ("GET", "/catalog/{sku}"): R,
@@ -66,6 +67,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/reports/items"): R,
     ("GET", "/reports/stock"): R,
     ("GET", "/reports/prices"): R,
+    ("GET", "/reports/tax"): R,
     ("POST", "/sales"): C,  # a price other than the catalog's needs a manager (sales.py)
     ("GET", "/sales/{sale_id:path}"): R,
     ("POST", "/sales/{sale_id:path}/void"): C,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -22,10 +23,12 @@ from core.events import Body, Event
 from core.log import EventLog
 from core.pan import safe_to_show
 from replicas.api import models as m
+from replicas.api.tax import TaxMode
 
 __all__ = [
     "Record",
     "ReplicaHandle",
+    "Shop",
     "Sku",
     "Till",
     "event_out",
@@ -65,11 +68,20 @@ class ReplicaHandle(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Shop:
+    """What the till's receipts and prices follow, from the site file."""
+
+    store_name: str = ""  # on receipts; '' shows the store's id
+    tax_mode: TaxMode = "inclusive"  # do the catalog's prices include tax?
+
+
 class Till:
     """Per-app state: the handle, the receipt counter and the check-then-append lock."""
 
-    def __init__(self, replica: ReplicaHandle) -> None:
+    def __init__(self, replica: ReplicaHandle, shop: Shop | None = None) -> None:
         self.replica = replica
+        self.shop = shop or Shop()
         # Receipts: "<store>-<till>-<n>". The prefix is reserved for generated ones.
         self.prefix = replica.replica_id.replace("/", "-") + "-"
         self._counter: int | None = None

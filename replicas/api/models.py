@@ -12,8 +12,10 @@ them (cross-field rules such as "payments - change == total"); the API maps that
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NamedTuple
 
+import msgspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from conflict.resolve import Action
@@ -32,6 +34,7 @@ from core.events import (
     StockReceived,
 )
 from core.pan import contains_card_number, control_character
+from replicas.api.tax import Refunded, TaxMode, taxed
 
 __all__ = [
     "SKU_PATTERN",
@@ -53,11 +56,13 @@ __all__ = [
     "SaleIn",
     "SaleLineIn",
     "SaleOut",
+    "SaleTax",
     "SaleView",
     "SalesSummaryView",
     "ShiftCloseIn",
     "ShiftOpenIn",
     "ShiftView",
+    "ShopOut",
     "StatusOut",
     "StockAdjustIn",
     "StockCountIn",
@@ -121,7 +126,6 @@ class SaleLineIn(_In):
     qty: Qty
     unit_price: Money | None = Field(None, description="default: the current catalog price")
     discount: Money = 0
-    tax: Money = 0
 
 
 class PaymentIn(_In):
@@ -175,27 +179,38 @@ class SaleIn(_In):
             raise ValueError(f"change {self.change} is more than the cash tendered ({cash})")
         return self
 
-    def to_body(self, prices: dict[str, int], receipt: str, online: bool) -> SaleCompleted:
-        """The event; `prices` must hold a price for every line without `unit_price`."""
-        lines = [
-            SaleLine(ln.sku, ln.qty, _price(ln, prices), ln.discount, ln.tax) for ln in self.lines
-        ]
+    def to_body(
+        self, prices: Mapping[str, int], receipt: str, online: bool, tax: SaleTax
+    ) -> SaleCompleted:
+        """The event; `prices` must hold a price for every line without `unit_price`;
+        each line is taxed at `tax`'s rate for its SKU (`replicas.api.tax`)."""
+        lines = [SaleLine(ln.sku, ln.qty, _price(ln, prices), ln.discount) for ln in self.lines]
         payments = [p.to_payment(online) for p in self.payments]
-        change = self.change if self.change is not None else _default_change(lines, payments)
-        return SaleCompleted(
-            receipt=receipt, lines=lines, payments=payments, change=change,
+        sale = SaleCompleted(
+            receipt=receipt, lines=lines, payments=payments, change=self.change or 0,
             shift=self.shift, cashier=self.cashier,
         )  # fmt: skip
+        sale = taxed(sale, tax.rates, tax.mode)
+        if self.change is None:
+            sale = msgspec.structs.replace(sale, change=default_change(sale))
+        return sale
 
 
-def _price(line: SaleLineIn, prices: dict[str, int]) -> int:
+class SaleTax(NamedTuple):
+    """How a sale is taxed: the site's mode and the rate of each SKU at the sale."""
+
+    mode: TaxMode
+    rates: Mapping[str, int]
+
+
+def _price(line: SaleLineIn, prices: Mapping[str, int]) -> int:
     return line.unit_price if line.unit_price is not None else prices[line.sku]
 
 
-def _default_change(lines: list[SaleLine], payments: list[Payment]) -> int:
+def default_change(sale: SaleCompleted) -> int:
     """Cash tendered over the total comes back as change; card overpayment does not."""
-    over = sum(p.amount for p in payments) - sum(ln.total for ln in lines)
-    cash = sum(p.amount for p in payments if p.method == "cash")
+    over = sum(p.amount for p in sale.payments) - sale.total
+    cash = sum(p.amount for p in sale.payments if p.method == "cash")
     return over if 0 < over <= cash else 0
 
 
@@ -224,7 +239,9 @@ class RefundLineIn(_In):
     line: Annotated[int, Field(ge=0, lt=500)]
     qty: Qty
     amount: Money | None = Field(
-        None, description="default: unit_price*qty less the pro-rata share of the discount"
+        None,
+        description="default: the line's total (tax included) pro rata by quantity; its"
+        " tax is given back in proportion",
     )
 
 
@@ -237,10 +254,10 @@ class RefundIn(_In):
     reason: NoPanText = ""
     by: NoPanText = Field(default="", description=_BY)
 
-    def to_body(self, sale_id: str, amounts: list[int], method: str) -> RefundIssued:
+    def to_body(self, sale_id: str, amounts: list[Refunded], method: str) -> RefundIssued:
         lines = [
-            RefundLine(line=ln.line, qty=ln.qty, amount=amount)
-            for ln, amount in zip(self.lines, amounts, strict=True)
+            RefundLine(line=ln.line, qty=ln.qty, amount=given.amount, tax=given.tax)
+            for ln, given in zip(self.lines, amounts, strict=True)
         ]
         return RefundIssued(
             sale=sale_id, lines=lines, method=method,  # type: ignore[arg-type]
@@ -252,6 +269,7 @@ class RefundOut(BaseModel):
     refund_id: str
     sale_id: str
     amount: int
+    tax: int = Field(description="the tax given back, part of amount")
     hlc: int
     at: str
 
@@ -262,7 +280,8 @@ class LineView(BaseModel):
     qty: int
     unit_price: int
     discount: int
-    tax: int
+    tax: int = Field(description="the tax in the line (0 in sales made before tax was computed)")
+    tax_rate_bp: int = Field(0, description="the catalog's rate at the sale, basis points")
 
 
 class PaymentView(BaseModel):
@@ -291,6 +310,9 @@ class SaleView(BaseModel):
     change: int
     shift: str
     cashier: str
+    tax_mode: Literal["inclusive", "exclusive"] | None = Field(
+        None, description="prices included or excluded tax; none: made before tax was computed"
+    )
     voided: bool
     refunded: int
     lines: list[LineView]
@@ -500,6 +522,15 @@ class StatusOut(BaseModel):
         default_factory=dict,
         description="per origin, why this log's compaction snapshot holds events that are no"
         " longer state (revoked, or signed by a retired key): restore it from HQ",
+    )
+
+
+class ShopOut(BaseModel):
+    replica_id: str
+    store: str
+    store_name: str = Field(description="the name receipts show (site.json store_names)")
+    tax_mode: Literal["inclusive", "exclusive"] = Field(
+        description="inclusive: catalog prices hold the tax; exclusive: tax is added to them"
     )
 
 

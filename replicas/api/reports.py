@@ -62,6 +62,11 @@ def reports_router(till: Till) -> APIRouter:
     async def payments(window: _Window) -> Rows:
         return await till.read(lambda c: reports.payments_report(c, window))
 
+    @r.get("/tax")
+    async def tax(window: _Window) -> Rows:
+        """Tax collected per store, day and rate, less what refunds gave back."""
+        return await till.read(lambda c: reports.tax_report(c, window))
+
     @r.get("/items")
     async def items(window: _Window, top: Annotated[int, Query(ge=1, le=10_000)] = 20) -> Rows:
         return await till.read(lambda c: reports.items_report(c, window, top))

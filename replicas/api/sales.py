@@ -38,6 +38,7 @@ from core.events import (
     store_of,
 )
 from replicas.api import models as m
+from replicas.api import tax
 from replicas.api.auth import CashierLimits, caller, made_by, person_of
 from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
 from replicas.api.tokens import Role
@@ -108,15 +109,18 @@ async def _earlier_same_sale(till: Till, req: m.SaleIn, used: list[Record]) -> E
 def _repeats(req: m.SaleIn, stored: Body) -> bool:
     """Whether `req` asks for the `stored` sale. Catalog prices and card authorisation are
     the till's at the moment of the sale, not the request's (the price may have changed
-    since, the link to HQ come back): the request is priced as the stored sale was, and
-    authorisation is left out of the comparison."""
+    since, the link to HQ come back): the request is priced and taxed as the stored sale
+    was, and authorisation is left out of the comparison."""
     if not isinstance(stored, SaleCompleted):
         return False
     prices = {ln.sku: ln.unit_price for ln in stored.lines}
+    tax = m.SaleTax(stored.tax_mode or "inclusive", {ln.sku: ln.tax_rate_bp for ln in stored.lines})
     try:
-        again = req.to_body(prices, stored.receipt, online=False)
+        again = req.to_body(prices, stored.receipt, online=False, tax=tax)
     except KeyError:  # a line of a SKU the stored sale does not have
         return False
+    if stored.tax_mode is None:  # made before tills computed tax: compare without it
+        again, stored = _untaxed(again), _untaxed(stored)
     if not req.shift:  # the first time it went into the till's open shift, by default
         again = msgspec.structs.replace(again, shift=stored.shift)
     # Who approved an override is the credential's, not the request's.
@@ -161,7 +165,9 @@ async def _priced_sale(till: Till, req: m.SaleIn, products: dict[str, Record]) -
     no unit price, and validated (a bad sale must not take a receipt number)."""
     prices = _default_prices(req, products)
     await till.load_counter()
-    body = req.to_body(prices, req.receipt or "unassigned", till.replica.online())
+    rates = {sku: int(p["tax_rate_bp"]) for sku, p in products.items()}
+    tax = m.SaleTax(till.shop.tax_mode, rates)
+    body = req.to_body(prices, req.receipt or "unassigned", till.replica.online(), tax)
     encode_body(body)
     return body
 
@@ -220,6 +226,11 @@ def _beyond_cashier(line: SaleLine, listed: Record | None, limits: CashierLimits
     if line.discount * 10_000 > limits.discount_bp * line.qty * line.unit_price:
         return f"{line.sku}: a discount over {limits.discount_bp / 100:g}% of the line"
     return ""
+
+
+def _untaxed(sale: SaleCompleted) -> SaleCompleted:
+    lines = [msgspec.structs.replace(ln, tax=0, tax_rate_bp=0) for ln in sale.lines]
+    return msgspec.structs.replace(sale, lines=lines, tax_mode=None)
 
 
 def _unauthorised(body: Body) -> Body:
@@ -294,37 +305,41 @@ def _check_voidable(sale: m.SaleView, refunded: bool) -> None:
 Refunded = dict[int, lookups.LineRefunded]  # sale line -> refunded so far
 
 
-def _refund_amounts(sale: Record, done: Refunded, req: m.RefundIn) -> list[int]:
-    """Amount per refund line; refuses lines the sale lacks, and qty or money beyond what
-    each line sold (a line's earlier refunds, here and in this request, count)."""
+def _refund_amounts(sale: Record, done: Refunded, req: m.RefundIn) -> list[tax.Refunded]:
+    """Amount and tax per refund line; refuses lines the sale lacks, and qty or money
+    beyond what each line sold (a line's earlier refunds, here and in this request,
+    count)."""
     lines, so_far = sale["lines"], dict(done)
+    exclusive = sale["tax_mode"] == "exclusive"
     amounts = []
     for rl in req.lines:
         if rl.line >= len(lines):
             raise HTTPException(422, f"sale {sale['id']} has no line {rl.line}")
-        amounts.append(_refund_line(lines[rl.line], rl, so_far))
-    if sum(amounts) + sale["refunded"] > sale["total"]:
+        amounts.append(_refund_line(lines[rl.line], exclusive, rl, so_far))
+    if sum(a.amount for a in amounts) + sale["refunded"] > sale["total"]:
         raise HTTPException(409, f"refund would exceed the sale total {sale['total']}")
     return amounts
 
 
-def _refund_line(ln: Record, rl: m.RefundLineIn, so_far: Refunded) -> int:
-    """One refund line's amount, added to `so_far`; 409 past the line's qty or value."""
+def _refund_line(ln: Record, exclusive: bool, rl: m.RefundLineIn, so_far: Refunded) -> tax.Refunded:
+    """One refund line's amount and tax, added to `so_far`; 409 past the line's qty or
+    value."""
     qty_done, amount_done = so_far.get(rl.line, lookups.LineRefunded(0, 0))
     if qty_done + rl.qty > ln["qty"]:
         raise HTTPException(409, f"line {rl.line}: only {ln['qty'] - qty_done} left to refund")
-    # Pro rata, rounded down: refunding a whole line gives exactly its total.
-    line_total = ln["qty"] * ln["unit_price"] - ln["discount"]
-    amount = rl.amount if rl.amount is not None else line_total * rl.qty // ln["qty"]
-    left = max(line_total - amount_done, 0)
+    paid = ln["qty"] * ln["unit_price"] - ln["discount"] + (ln["tax"] if exclusive else 0)
+    # Pro rata by quantity, telescoped: refunding a line in parts gives exactly its total.
+    default = tax.share(paid, qty_done + rl.qty, ln["qty"]) - amount_done
+    amount = rl.amount if rl.amount is not None else max(default, 0)
+    left = max(paid - amount_done, 0)
     if amount > left:
         raise HTTPException(
             409,
-            f"line {rl.line}: refund {amount} would exceed the line's value {line_total}"
+            f"line {rl.line}: refund {amount} would exceed the line's value {paid}"
             f" ({amount_done} refunded already); refund at most {left}",
         )
     so_far[rl.line] = lookups.LineRefunded(qty_done + rl.qty, amount_done + amount)
-    return amount
+    return tax.Refunded(amount, tax.refund_tax(ln["tax"], paid, amount_done, amount))
 
 
 def _sale_out(ev: Event, body: Body) -> m.SaleOut:
@@ -407,8 +422,9 @@ def sales_router(till: Till) -> APIRouter:
             body = req.to_body(sale_id, amounts, method)
             ev = await till.append(body)
         return m.RefundOut(
-            refund_id=ev.id, sale_id=sale_id, amount=body.amount, hlc=ev.hlc, at=hlc_iso(ev.hlc)
-        )
+            refund_id=ev.id, sale_id=sale_id, amount=body.amount,
+            tax=sum(ln.tax for ln in body.lines), hlc=ev.hlc, at=hlc_iso(ev.hlc),
+        )  # fmt: skip
 
     @r.get("/receipts/{receipt:path}")
     async def get_receipt(receipt: str) -> m.ReceiptView:

@@ -1,4 +1,4 @@
-"""`tillmesh report`: sales, payments, best sellers and stock, for HQ analysts.
+"""`tillmesh report`: sales, payments, tax, best sellers and stock, for HQ analysts.
 
 Reads a replica's log read-only (WAL lets it run beside a live HQ or till): on HQ's
 log every store, on a till's its own store. Output is a table, `--json` or `--csv`
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = add_group(
         sub,
         "report",
-        "Reports for HQ analysts: sales, payments, best sellers, stock, prices (read-only).",
+        "Reports for HQ analysts: sales, payments, tax, best sellers, stock, prices (read-only).",
         "tillmesh report sales data/hq/log.db --by store,day --since 2026-11-01",
     )
     p = _command(
@@ -52,6 +52,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Money taken per store, method and authorisation; 'deferred' cards are offline "
         "store-and-forward payments the merchant carries the risk of until accepted.",
         "tillmesh report payments data/hq/log.db --store s1 --since 2026-11-25",
+    )
+    _command(
+        group,
+        "tax",
+        _tax,
+        "Tax the tills recorded per store, day and rate (basis points), less refunds; sales "
+        "made before tills computed tax show rate empty: not recorded.",
+        "tillmesh report tax data/hq/log.db --since 2026-12-01 --utc-offset +01:00",
     )
     p = _command(
         group,
@@ -139,6 +147,10 @@ def _sales(conn: Any, args: argparse.Namespace) -> list[Record]:
 
 def _payments(conn: Any, args: argparse.Namespace) -> list[Record]:
     return reports.payments_report(conn, _window(args))
+
+
+def _tax(conn: Any, args: argparse.Namespace) -> list[Record]:
+    return reports.tax_report(conn, _window(args))
 
 
 def _items(conn: Any, args: argparse.Namespace) -> list[Record]:
