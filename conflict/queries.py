@@ -233,7 +233,23 @@ def shift_totals(conn: sqlite3.Connection, shift: str) -> Record:
         "closed_by": closed[1] if closed else None,
         "counted_cash": counted,
         "over_short": None if counted is None else counted - expected,
+        "tax": shift_tax(conn, shift),
     }
+
+
+_SHIFT_TAX = """
+SELECT (SELECT COALESCE(SUM(l.tax), 0) FROM st_sales s JOIN st_sale_lines l ON l.sale_id = s.id
+        WHERE s.shift = :shift AND s.id NOT IN (SELECT sale_id FROM st_voids))
+     - (SELECT COALESCE(SUM(rl.tax), 0) FROM st_refunds r
+        JOIN st_refund_lines rl ON rl.refund_id = r.eid JOIN st_sales s ON s.id = r.sale_id
+        WHERE s.shift = :shift AND s.id NOT IN (SELECT sale_id FROM st_voids))
+"""
+
+
+def shift_tax(conn: sqlite3.Connection, shift: str) -> int:
+    """Tax in the shift's sales, less what refunds of them gave back (the conventions of
+    `net`: voided sales count for nothing, refunds against their sale's shift)."""
+    return int(conn.execute(_SHIFT_TAX, {"shift": shift}).fetchone()[0])
 
 
 _encoder = msgspec.msgpack.Encoder()

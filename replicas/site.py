@@ -137,6 +137,8 @@ class Site(BaseModel):
             raise ValueError(f"hosts names nodes the site does not have: {unknown}")
         for node, address in self.hosts.items():
             check_address(address, node)
+        if strangers := sorted(set(self.store_names) - set(self.stores)):
+            raise ValueError(f"store_names names stores the site does not have: {strangers}")
         for uplink, addresses in self.uplinks.items():
             validate_name(uplink, "uplink")
             if strangers := sorted(set(addresses) - set(self.hubs)):

@@ -161,6 +161,15 @@ def _mount_page(app: FastAPI) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    # At the root, so it may serve the page ("/") as well as its assets (a worker's scope
+    # is its own path and below).
+    @app.get("/sw.js", include_in_schema=False)
+    async def service_worker() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "sw.js", media_type="text/javascript",
+            headers={"Cache-Control": "no-cache"},
+        )  # fmt: skip
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 

@@ -45,6 +45,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/sw.js"): PUBLIC,  # the till page's service worker (its offline app shell)
     ("GET", "/status"): R,
     ("GET", "/metrics"): R,  # Prometheus sends a read_only token (README, "Metrics")
     ("GET", "/dashboard"): PUBLIC,  # HQ's dashboard page; it pairs with a token to read
@@ -76,6 +77,7 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("POST", "/shifts"): C,
     ("POST", "/shifts/{shift}/close"): M,
     ("GET", "/shifts/{shift}"): R,
+    ("GET", "/shift"): R,
     ("POST", "/stock/{sku}/receive"): C,
     ("POST", "/stock/{sku}/adjust"): M,
     ("POST", "/stock/{sku}/count"): M,

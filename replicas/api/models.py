@@ -439,6 +439,7 @@ class ShiftView(BaseModel):
     closed_by: str | None
     counted_cash: int | None
     over_short: int | None
+    tax: int = Field(description="tax in the shift's sales less what their refunds gave back")
 
 
 # --- conflicts ------------------------------------------------------------------------

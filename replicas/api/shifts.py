@@ -8,7 +8,7 @@ import secrets
 
 from fastapi import APIRouter, HTTPException, Request
 
-from conflict import queries
+from conflict import lookups, queries
 from replicas.api import models as m
 from replicas.api.auth import made_by, person_of
 from replicas.api.common import ERRORS, Record, Till, not_found
@@ -43,6 +43,15 @@ def shifts_router(till: Till) -> APIRouter:
                 raise HTTPException(409, f"shift {shift!r} is already closed")
             await till.append(req.to_body(shift))
             return m.ShiftView.model_validate(await totals(shift))
+
+    @r.get("/shift")
+    async def current_shift() -> m.ShiftView:
+        """The shift this till has open (404: none), for a front end that reloads."""
+        rid = till.replica.replica_id
+        shift = await till.read(lambda c: lookups.open_shift(c, rid))
+        if shift is None:
+            raise not_found(f"an open shift on {rid}")
+        return m.ShiftView.model_validate(await totals(shift))
 
     @r.get("/shifts/{shift}")
     async def get_shift(shift: str) -> m.ShiftView:
