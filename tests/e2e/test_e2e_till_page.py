@@ -22,19 +22,14 @@ import pytest
 
 from replicas.api.tax import line_tax
 from replicas.api.tokens import TOKENS_FILE, TokenStore
+from tests.browser_kit import ARTIFACTS, CHROMIUM_ARGS
 from tests.e2e.harness import Mesh, wait_until
 
 pytestmark = pytest.mark.browser
 async_api = pytest.importorskip("playwright.async_api")  # a test extra
 expect = async_api.expect
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-UI_TIMEOUT_MS = 20_000
+UI_TIMEOUT_MS = 20_000  # real processes on a busy machine
 TILL, PEER = "s1/t1", "s1/t2"
 # SKU -> (name, price, tax rate in basis points): prices include tax (the default).
 PRODUCTS = {
@@ -44,13 +39,6 @@ PRODUCTS = {
     "SOAP-HND": ("Hand soap", 350, 2000),
     "APPLE-KG": ("Apples 1 kg", 300, 0),
 }
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: `make system-deps` installs it (make test does)")
-    return CHROMIUM
 
 
 class Store:

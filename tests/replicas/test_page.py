@@ -197,3 +197,30 @@ def test_a_page_pairs_with_a_token_before_it_sells(chromium: Path, tmp_path: Pat
             browser.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (768, 1024)], ids=["till", "tablet"])
+def test_the_page_is_legible_on_a_till_screen_and_a_tablet(
+    chromium: Path, till: TillServer, width: int, height: int
+) -> None:
+    """Nothing runs off the side of the screen, and every field and button has a name a
+    screen reader says (a label, or an aria-label on the basket's own controls)."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(till.url)
+            scan(page, "COLA")
+            expect(page.locator("#basket-lines tr")).to_have_count(1)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            unnamed = page.evaluate(
+                """[...document.querySelectorAll('input, button, select')]
+                   .filter((el) => !(el.labels && el.labels.length) && !el.ariaLabel
+                                   && !el.textContent.trim())
+                   .map((el) => el.outerHTML)"""
+            )
+        finally:
+            browser.close()
+    assert overflow <= 0
+    assert unnamed == []
