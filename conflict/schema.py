@@ -76,7 +76,7 @@ TABLES: dict[str, str] = {
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, amount INTEGER NOT NULL,"
     " method TEXT NOT NULL, restock INTEGER NOT NULL, reason TEXT NOT NULL",
     "st_refund_lines": "refund_id TEXT NOT NULL, idx INTEGER NOT NULL, line INTEGER NOT NULL,"
-    " qty INTEGER NOT NULL, amount INTEGER NOT NULL, tax INTEGER NOT NULL,"
+    " qty INTEGER NOT NULL, amount INTEGER NOT NULL, tax INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (refund_id, idx)",
     # Voids/refunds whose sale has not arrived yet; linked when it does.
     "st_waiting": "sale_id TEXT NOT NULL, eid TEXT NOT NULL, PRIMARY KEY (sale_id, eid)",

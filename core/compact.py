@@ -201,22 +201,31 @@ def _range_rows(
 
 
 def load_snapshot(src: sqlite3.Connection, dst: sqlite3.Connection, tables: Sequence[str]) -> None:
-    """Replace `dst`'s state tables by `src`'s snapshot copies (same connection allowed)."""
+    """Replace `dst`'s state tables by `src`'s snapshot copies (same connection allowed).
+
+    Column by column, by name: a snapshot made by an older fold (`reads_snapshots_of`)
+    may lack columns a newer one added, which then take their defaults."""
     for table in tables:
         dst.execute(f"DELETE FROM {table}")
         snap = SNAP_PREFIX + table
         if not _exists(src, snap):
             continue
+        kept = set(_columns(src, snap))
+        names = ", ".join(c for c in _columns(dst, table) if c in kept)
         if src is dst:
-            dst.execute(f"INSERT INTO {table} SELECT * FROM {snap}")
+            dst.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {snap}")
         else:
-            _copy_rows(src, f"SELECT * FROM {snap}", dst, table)
+            _copy_rows(src, f"SELECT {names} FROM {snap}", dst, f"{table} ({names})")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
 
 
 def save_snapshot(src: sqlite3.Connection, dst: sqlite3.Connection, tables: Sequence[str]) -> None:
     """Write `src`'s state tables into `dst`'s snapshot copies, replacing them."""
     for table in tables:
-        columns = [row[1] for row in src.execute(f"PRAGMA table_info({table})")]
+        columns = _columns(src, table)
         if not columns:
             raise StorageError("snapshot", f"state table {table} does not exist")
         snap = SNAP_PREFIX + table

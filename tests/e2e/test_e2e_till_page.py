@@ -280,6 +280,7 @@ async def test_the_page_sells_into_its_queue_while_the_till_is_down(
         try:
             page = await _open_page(browser, store)
             await page.wait_for_function("navigator.serviceWorker.controller !== null")
+            shift = await _open_shift(page)
             online = await _sell_cash(page, [("scan", "MILK-1L")])
             till.kill(signal.SIGKILL)
             await expect(page.locator("#net-state")).to_have_text("till service unreachable")
@@ -296,6 +297,8 @@ async def test_the_page_sells_into_its_queue_while_the_till_is_down(
     for receipt in [online["receipt"], *queued]:
         found = await store.get(TILL, f"/receipts/{receipt}")
         assert len(found["sales"]) == 1, found  # acknowledged once, sold once
+        assert found["sales"][0]["shift"] == shift  # into the shift the till has open
+    assert (await store.get(TILL, f"/shifts/{shift}"))["sales"] == 4
 
 
 async def _sell_queued(page: Any, code: str, shot: str = "") -> str:

@@ -408,8 +408,9 @@ async def test_openapi_docs_and_page_are_served(client: httpx.AsyncClient) -> No
     redoc = await client.get("/redoc")
     assert redoc.status_code == 200 and "/static-offline-docs/redoc.standalone.js" in redoc.text
     page = await client.get("/")
-    assert page.status_code == 200 and "/static/till.js" in page.text
-    assert (await client.get("/static/till.js")).status_code == 200
+    assert page.status_code == 200 and "/static/js/main.js" in page.text
+    assert (await client.get("/static/js/main.js")).status_code == 200
+    assert (await client.get("/sw.js")).headers["content-type"].startswith("text/javascript")
     assert (await client.get("/static/till.css")).status_code == 200
 
 

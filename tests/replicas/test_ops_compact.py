@@ -190,9 +190,9 @@ def test_a_locked_database_is_a_one_line_error(
 def test_a_till_compacted_by_the_previous_fold_opens_after_the_upgrade(
     built: Built, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Fold 5 retired st_skewed. A log compacted under fold 4 (its snapshot made by 4)
-    refused to open ('restore this replica from HQ'): every compacted till of a store
-    would have been down after the upgrade."""
+    """Fold 5 retired st_skewed, fold 6 added tax columns. A log compacted under fold 4
+    (its snapshot made by 4) refused to open ('restore this replica from HQ'): every
+    compacted till of a store would have been down after the upgrade."""
     sync_all(built, "hq", "s1/t1", "s1/t2")
     t1 = built.db("s1/t1")
     before = digest(t1)
@@ -202,9 +202,11 @@ def test_a_till_compacted_by_the_previous_fold_opens_after_the_upgrade(
         conn.execute("UPDATE meta SET value = '4' WHERE key IN ('fold_version',"
                      " 'snapshot_fold_version')")  # fmt: skip
         conn.execute("CREATE TABLE snap_st_skewed (eid TEXT PRIMARY KEY, origin, hlc)")
+        conn.execute("ALTER TABLE snap_st_sales DROP COLUMN tax_mode")  # before fold 6
+        conn.execute("ALTER TABLE snap_st_refund_lines DROP COLUMN tax")
 
     async def reopen(site: Site) -> None:
-        await site.open("s1/t1")  # rebuilds the state on open: fold 4 -> 5
+        await site.open("s1/t1")  # rebuilds the state on open: fold 4 -> 6
 
     with_site(built.root, reopen)
     assert digest(t1) == before
