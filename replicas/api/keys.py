@@ -77,6 +77,10 @@ def keys_router(till: Till) -> APIRouter:
     async def rotate_own() -> RotatedOut:
         if till.replica.replica_id == HQ:
             raise HTTPException(422, "HQ's key is rotated with a new site bundle")
+        if till.replica.log.signer is None:
+            raise HTTPException(
+                409, "this site signs no events: add signing keys first (tillmesh site keys --add)"
+            )
         public_key, from_seq = await till.replica.rotate_key()
         return RotatedOut(replica=till.replica.replica_id, public_key=public_key,
                           from_seq=from_seq)  # fmt: skip

@@ -41,7 +41,7 @@ class OfflineReplica:
         return False
 
     async def rotate_key(self) -> tuple[str, int]:
-        raise NotImplementedError("no signing key in this kit")
+        raise AssertionError("the kit's log signs nothing: the API answers 409 before this")
 
     def unsynced_to_hq(self) -> int:
         return 2

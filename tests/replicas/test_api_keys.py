@@ -10,15 +10,17 @@ import pytest
 
 from conflict.state import StoreState
 from core.log import EventLog
+from core.signing import Ed25519Signer, new_signing_seed
 from replicas.api.tokens import Role, TokenStore
 from tests.factories import cash_sale, chain
 from tests.replicas.api_kit import Api, token_api
 
 
 async def _api(tmp_path: Path, replica_id: str) -> AsyncIterator[tuple[Api, EventLog]]:
-    log = await EventLog.open(
-        tmp_path / f"{replica_id.replace('/', '-')}.db", replica_id, StoreState()
-    )
+    log = await EventLog.open(  # signed, as on a site with signing keys: a till rotates
+        tmp_path / f"{replica_id.replace('/', '-')}.db", replica_id, StoreState(),
+        signer=Ed25519Signer(new_signing_seed()),
+    )  # fmt: skip
     store = TokenStore(tmp_path / f"{replica_id.replace('/', '-')}-tokens.json")
     tokens = {role.name: store.issue(f"{role.name} device", role.name) for role in Role}
     try:
@@ -92,3 +94,17 @@ async def test_a_till_rotates_its_key_and_hq_vouches_for_it(
     r = await hq_api.call("hq_admin", "POST", "/keys/s1/t2/rotate", vouch)
     assert r.status_code == 201, r.text
     assert r.json()["event_id"] == "hq:1"
+
+
+async def test_a_till_of_a_site_without_signing_keys_is_told_how_to_get_them(
+    tmp_path: Path,
+) -> None:
+    log = await EventLog.open(tmp_path / "t.db", "s1/t1", StoreState())  # no signer
+    store = TokenStore(tmp_path / "tokens.json")
+    tokens = {"manager": store.issue("manager device", "manager")}
+    try:
+        async with token_api(log, store, tokens, "s1/t1") as api:
+            r = await api.call("manager", "POST", "/keys/rotate")
+    finally:
+        await log.close()
+    assert r.status_code == 409 and "site keys --add" in r.text
