@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from conflict import queries, reports
+from core.events import HQ
 from replicas.api.common import ReplicaHandle
 from replicas.cache import StateCache
 from replicas.sync.protocol import holds
@@ -86,9 +87,12 @@ def _sync_figures(source: MetricsSource, sync: dict[str, Any]) -> dict[str, Any]
     peers: dict[str, Any] = sync.get("peers") or {}
     receipts: dict[str, int] = sync.get("receipts") or {}
     origins: dict[str, Any] = sync.get("origins") or {}
+    hq = [HQ] if source.replica_id != HQ else []
     return {
         "peer_age": {p: s["age"] for p, s in peers.items() if s.get("age") is not None},
-        "peer_backlog": {p: max(own - receipts.get(p, 0), 0) for p in peers},
+        # HQ is every till's peer, heard or not: cut off (its link switched off, no
+        # receipt yet) is when the backlog to it matters most.
+        "peer_backlog": {p: max(own - receipts.get(p, 0), 0) for p in {*peers, *receipts, *hq}},
         "peer_lag": {
             p: sum(max(n - vv.get(o, 0), 0) for o, n in s.get("vv", {}).items() if scope(o))
             for p, s in peers.items()
