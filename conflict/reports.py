@@ -249,6 +249,8 @@ def prices_report(conn: sqlite3.Connection, store: str | None = None) -> list[Re
     store_price, difference, set_by (the event that set it)."""
     where, params = ("WHERE o.store = ?", [store]) if store is not None else ("", [])
     return _records(conn.execute(_PRICES.format(where=where), params))
+
+
 _TAX = """
 SELECT {store} AS store, date({local}, 'unixepoch') AS day,
   CASE WHEN s.tax_mode IS NULL THEN NULL ELSE l.tax_rate_bp END AS rate_bp,
