@@ -133,7 +133,17 @@ export function scanEntered(text) {
   const chosen = (picked >= 0 && results[picked]) || lookup(text) || (results.length === 1 ? results[0] : null);
   showResults([]);
   if (chosen) addProduct(chosen);
-  else if (text) say(`${text}: no product with that code or name`);
+  else if (text) askTill(text);
+}
+
+// A code the page's copy of the catalog lacks (not loaded yet, or added at HQ since):
+// the till's own catalog decides.
+async function askTill(code) {
+  try {
+    addProduct(await api("GET", `/catalog/${encodeURIComponent(code)}`));
+  } catch (err) {
+    say(err.status === 404 || err.status === 422 ? `${code}: no product with that code or name` : `${code}: ${err.message}`);
+  }
 }
 
 export function scanTyped(text) {
