@@ -129,7 +129,7 @@ VIEWS: dict[str, str] = {
     "st_payments": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS idx,"
     " j.value ->> 0 AS method, j.value ->> 1 AS amount, j.value ->> 2 AS last4,"
     " j.value ->> 3 AS auth, j.value ->> 4 AS reference,"
-    " j.value ->> 5 AS approval, j.value ->> 6 AS override_by"
+    " NULLIF(j.value ->> 5, '') AS approval, NULLIF(j.value ->> 6, '') AS override_by"
     " FROM st_sales s, json_each(s.payments) j",
     # Every deferred card payment and the outcome in force, by precedence: captured over
     # declined over expired (money the processor took is the store's whoever else gave
