@@ -41,6 +41,7 @@ __all__ = [
     "CatalogOut",
     "DigestOut",
     "EventOut",
+    "ExposureView",
     "HealthOut",
     "LineView",
     "PaymentIn",
@@ -527,6 +528,10 @@ class StatusOut(BaseModel):
     open_conflicts: int | None = Field(
         default=None, description="unresolved business conflicts; null when ?conflicts=false"
     )
+    card_exposure: ExposureView | None = Field(
+        default=None,
+        description="this store's (at HQ: every store's) offline card payments outstanding",
+    )
     evidence: dict[str, int] | None = Field(
         default=None,
         description="refused events kept as evidence, by kind (SignatureError: not its"
@@ -538,6 +543,15 @@ class StatusOut(BaseModel):
         description="per origin, why this log's compaction snapshot holds events that are no"
         " longer state (revoked, or signed by a retired key): restore it from HQ",
     )
+
+
+class ExposureView(BaseModel):
+    """Card payments taken offline and not yet captured, declined or expired: the risk
+    the store carries (`conflict.reports.offline_exposure`)."""
+
+    payments: int
+    amount: int
+    oldest_age_s: int | None = Field(description="seconds since the oldest was taken")
 
 
 class ShopOut(BaseModel):
