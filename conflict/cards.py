@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "CardLimits",
     "card_limits",
+    "has_outcome",
     "outstanding",
     "till_outstanding",
 ]
@@ -68,3 +69,9 @@ def till_outstanding(conn: sqlite3.Connection, till: str) -> tuple[int, int]:
         (till,),
     ).fetchone()
     return int(row[0]), int(row[1])
+
+
+def has_outcome(conn: sqlite3.Connection, payment: str) -> bool:
+    """Whether any outcome of `payment` is folded here (another till's, replicated)."""
+    row = conn.execute("SELECT 1 FROM st_card_outcomes WHERE payment = ?", (payment,))
+    return row.fetchone() is not None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -118,12 +117,7 @@ class Forwarder:
     async def _record(self, row: Record, outcome: Body) -> None:
         """Append `outcome` unless one arrived meanwhile (another till's, replicated)."""
         pid = row["payment"]
-        if await self.log.read(lambda c: _has_outcome(c, pid)):
+        if await self.log.read(lambda c: cards.has_outcome(c, pid)):
             return
         await self.log.append(outcome)
         self.forwarded += 1
-
-
-def _has_outcome(conn: sqlite3.Connection, payment: str) -> bool:
-    row = conn.execute("SELECT 1 FROM st_card_outcomes WHERE payment = ?", (payment,))
-    return row.fetchone() is not None
