@@ -31,13 +31,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from conflict.detect import detect
 from conflict.errors import ReportError
+from conflict.policies import from_state
 from conflict.stock import store_sql
 from core.clock import COUNTER_BITS, pack
 
 __all__ = [
     "SALES_GROUPS",
     "Window",
+    "declines_report",
     "deferred_cards",
     "items_report",
     "offline_exposure",
@@ -223,6 +226,25 @@ def deferred_cards(conn: sqlite3.Connection, window: Window = Window()) -> list[
     the acquirer (`offline_exposure`, by sales window)."""
     where, params = window.where()
     return _records(conn.execute(_DEFERRED.format(where=where), params))
+
+
+def declines_report(conn: sqlite3.Connection, store: str | None = None) -> list[Record]:
+    """Offline card payments the processor declined or that expired, per store, outcome
+    and what the manager decided (`open` until a resolution: paid_other_way,
+    written_off, refund_reversed): how many and how much."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for c in detect(conn, from_state(conn), kinds=["card_declined"]):
+        where = str(c.details["store"])
+        if store is not None and where != store:
+            continue
+        decided = c.resolution.action if c.resolution is not None else "open"
+        acc = groups.setdefault((where, str(c.details["outcome"]), decided), [0, 0])
+        acc[0] += 1
+        acc[1] += int(c.details["amount"])
+    return [
+        {"store": k[0], "outcome": k[1], "decision": k[2], "payments": n, "amount": a}
+        for k, (n, a) in sorted(groups.items())
+    ]
 
 
 _ITEMS = """

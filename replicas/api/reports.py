@@ -77,6 +77,11 @@ def reports_router(till: Till) -> APIRouter:
         now_ms = till.replica.log.wall_ms()
         return await till.read(lambda c: reports.offline_exposure(c, store, now_ms))
 
+    @r.get("/declines")
+    async def declines(store: _Store = None) -> Rows:
+        """Offline card payments declined or expired, by store, outcome and decision."""
+        return await till.read(lambda c: reports.declines_report(c, store))
+
     @r.get("/stock")
     async def stock(
         store: _Store = None,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from conflict import cards
 from conflict.detect import detect
 from conflict.policies import Policies
-from conflict.reports import Window, offline_exposure, payments_report
+from conflict.reports import Window, declines_report, offline_exposure, payments_report
 from conflict.resolve import resolution_bodies
 from conflict.state import StoreState
 from core.events import CardCaptured, CardDeclined, CardExpired, CardLimitsSet, SaleVoided
@@ -125,6 +125,13 @@ def test_a_declined_or_expired_payment_is_a_conflict_a_capture_ends() -> None:
     bodies = resolution_bodies(conn, declined, "written_off", "M1", "customer gone",
                                author="s1/t1")  # fmt: skip
     assert len(bodies) == 1 and bodies[0].min_schema() == 7
+    with conn:
+        fold.apply(conn, [chain.make("s1/t1", bodies[0], 6_500)])
+    assert declines_report(conn) == [
+        {"store": "s1", "outcome": "declined", "decision": "written_off", "payments": 1,
+         "amount": 1500},
+        {"store": "s1", "outcome": "expired", "decision": "open", "payments": 1, "amount": 1500},
+    ]  # fmt: skip
     with conn:  # another till's capture of the expired one arrives: it was paid after all
         fold.apply(conn, [chain.make("s1/t2", CardCaptured(payment="s1/t2:2#0"), 7_000)])
     assert [c.subject for c in detect(conn, Policies(), kinds=["card_declined"])] == ["s1/t1:1#0"]
