@@ -37,6 +37,7 @@ from core.events import (
     CardLimitsSet,
     ConflictResolved,
     Event,
+    Payment,
     PriceSet,
     ProductUpserted,
     RefundIssued,
@@ -317,16 +318,21 @@ def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     else:
         shift_totals[0] += 1
         shift_totals[1] += total
-    pays = [
-        (p.method, p.amount, p.card_last4, p.auth, p.reference, p.approval, p.override_by)
-        for p in body.payments
-    ]
+    pays = [_payment_row(p) for p in body.payments]
     b.sale_ids.append(sid)
     b.rows["sales"].append(
         (sid, origin, ev.seq, hlc, body.receipt, total, body.change, body.shift,
          body.cashier, len(body.lines), _json(body.lines).decode(), _json(pays).decode(),
          body.tax_mode)
     )  # fmt: skip
+
+
+def _payment_row(p: Payment) -> tuple[object, ...]:
+    """A payment in st_sales.payments: [method, amount, last4, auth, reference], plus
+    [approval, override_by] only when either is set, so a sale of fold 5 (and a snapshot
+    of it) has the very row fold 6 makes of it."""
+    row = (p.method, p.amount, p.card_last4, p.auth, p.reference)
+    return (*row, p.approval, p.override_by) if p.approval or p.override_by else row
 
 
 def _collect_rare(b: _Batch, ev: Event, body: Body) -> None:

@@ -389,6 +389,7 @@ async def test_status_digest_and_health(
         "open_conflicts": 1,  # sold with no stock delivered: an oversell to review
         "evidence": {},  # nothing refused
         "stale_snapshot": {},  # the state is its events' (tests/core/test_compacted_keys.py)
+        "card_exposure": {"payments": 0, "amount": 0, "oldest_age_s": None},  # paid cash
     }  # fmt: skip
     replica.is_online = True
     light = (await client.get("/status", params={"digest": "false"})).json()
