@@ -414,10 +414,15 @@ def _success_line(demo: Demo) -> str:
     conflicts = sum(
         sum(demo.conflicts.get(f"{s}/{t[0]}", {}).values()) for s, t in demo.site.stores.items()
     )
+    what = (
+        "stock, money, prices and card settlements"
+        if demo.card_split
+        else ("stock, money and prices")
+    )
     return (
         f"[bold green]CONVERGED[/]: {len(demo.site.replicas)} replicas, {n['sales']} sales, "
-        f"one digest per store (HQ included), every acknowledged sale exactly once, stock, "
-        f"money and prices equal to the model everywhere ({len(demo.checks)} checks), "
+        f"one digest per store (HQ included), every acknowledged sale exactly once, {what}"
+        f" equal to the model everywhere ({len(demo.checks)} checks), "
         f"{conflicts} conflict{'' if conflicts == 1 else 's'} flagged for review"
     )
 
