@@ -135,8 +135,8 @@ class StoreState:
     # writes a `supersede` resolution takes out); 7: one effective resolution per
     # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`);
     # 8: prices per store (a till's price is its store's override: st_store_prices);
-    # 9: tax (st_sales.tax_mode, st_refund_lines.tax)
-    version = 9
+    # 9: tax (st_sales.tax_mode, st_refund_lines.tax); 10: digests kept by triggers
+    version = 10
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
     # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
     # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
@@ -145,7 +145,8 @@ class StoreState:
     # and `_sync_policy` recomputes the catalog from them (CATALOG_RULES differ).
     # Before 9 no sale had a tax mode nor a refund line tax (schema 6; stored unapplied
     # by those builds): their snapshots lack those columns, which take their defaults.
-    reads_snapshots_of = (4, 5, 6, 7, 8)
+    # Loading any of these snapshots into the tables fires their digest triggers.
+    reads_snapshots_of = (4, 5, 6, 7, 8, 9)
     tables = tuple(schema.TABLES)
 
     def __init__(
