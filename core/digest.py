@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import msgspec
 
@@ -36,6 +37,7 @@ __all__ = [
     "register",
     "row_hash",
     "scan_digest",
+    "suspended",
 ]
 
 ACC_TABLE = "digest_acc"
@@ -80,16 +82,45 @@ def maintain(conn: sqlite3.Connection, tables: Iterable[str], where: Mapping[str
     accumulator yet (it held rows before its triggers existed) gets one by scan."""
     register(conn)
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {ACC_TABLE} (tbl TEXT PRIMARY KEY, acc BLOB NOT NULL)"
-        " WITHOUT ROWID"
+        f"CREATE TABLE IF NOT EXISTS {ACC_TABLE} (tbl TEXT PRIMARY KEY, acc BLOB NOT NULL,"
+        " predicate TEXT NOT NULL) WITHOUT ROWID"
     )
     for table in tables:
-        columns = _columns(conn, table)
-        _create_triggers(conn, table, columns, where.get(table))
+        predicate = where.get(table)
+        _create_triggers(conn, table, _columns(conn, table), predicate)
         known = conn.execute(f"SELECT 1 FROM {ACC_TABLE} WHERE tbl = ?", (table,)).fetchone()
         if known is None:
-            acc = _scan_table(conn, table, where.get(table))
-            conn.execute(f"INSERT INTO {ACC_TABLE} VALUES (?, ?)", (table, acc))
+            acc = _scan_table(conn, table, predicate)
+            conn.execute(f"INSERT INTO {ACC_TABLE} VALUES (?, ?, ?)", (table, acc, predicate or ""))
+
+
+@contextmanager
+def suspended(conn: sqlite3.Connection) -> Iterator[None]:
+    """For a bulk write (a rebuild): no triggers while it runs, then each maintained
+    table's accumulator recomputed by one scan and its triggers re-created. A hash per
+    row either way, without an UPDATE of `digest_acc` per row. Run it inside the
+    caller's transaction: if the write fails, its rollback restores the triggers."""
+    maintained = _maintained(conn)
+    for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE ? ESCAPE '!'",
+        ("%!_!_digest!_%",),
+    ).fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    yield
+    for table, predicate in maintained.items():
+        if _columns_or_none(conn, table) is None:
+            continue  # dropped by the bulk write: its accumulator went with the table
+        acc = _scan_table(conn, table, predicate)
+        conn.execute(f"UPDATE {ACC_TABLE} SET acc = ? WHERE tbl = ?", (acc, table))
+        _create_triggers(conn, table, _columns(conn, table), predicate)
+
+
+def _maintained(conn: sqlite3.Connection) -> dict[str, str | None]:
+    try:
+        rows = conn.execute(f"SELECT tbl, predicate FROM {ACC_TABLE}").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return {str(t): (str(p) or None) for t, p in rows}
 
 
 def drop(conn: sqlite3.Connection) -> None:
@@ -98,10 +129,15 @@ def drop(conn: sqlite3.Connection) -> None:
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    columns = [str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")]
-    if not columns:
+    columns = _columns_or_none(conn, table)
+    if columns is None:
         raise sqlite3.OperationalError(f"no such table: {table}")
     return columns
+
+
+def _columns_or_none(conn: sqlite3.Connection, table: str) -> list[str] | None:
+    columns = [str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")]
+    return columns or None
 
 
 def _qualifies(row: str, columns: list[str], predicate: str | None) -> str:
