@@ -217,7 +217,8 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
                 written = build_checkpoints(conn, args.db, args.every, progress)
     every = list_checkpoints(args.db)
     if args.json:
-        print_json({"written": [c.events for c in written], "checkpoints": every})
+        listed = [{**vars(c), "path": str(c.path)} for c in every]
+        print_json({"written": [c.events for c in written], "checkpoints": listed})
         return 0
     if not args.list:
         print(f"wrote {len(written)} checkpoint(s) in {checkpoint_dir(args.db)}")

@@ -19,7 +19,6 @@ from conflict import lookups, queries
 from conflict.policies import state_fold
 from conflict.state import StoreState
 from conflict.stock import stock_store, store_moved_by
-from core import compact
 from core.compact import CHUNK as BATCH
 from core.compact import fold_rows
 from core.errors import TillmeshError
@@ -104,7 +103,7 @@ def replay(
     fold = state_fold(conn)
     first = _first_step(conn, cut, scope, since, last)
     ck = None
-    if log_path is not None and first is not None and not compact.has_snapshot(conn):
+    if log_path is not None and first is not None:
         ck = usable_checkpoint(conn, log_path, first, scope)
     scratch = open_checkpoint(ck) if ck else new_scratch(conn, fold, scope, cut)
     try:
