@@ -31,7 +31,7 @@ from conflict.state import StoreState
 from core import digest
 from core.compact import fold_rows, load_snapshot, read_heads
 from core.events import decode_event
-from core.sqlite import file_uri
+from core.sqlite import file_uri, keep_private
 from replicas.ops.common import STATE_TABLES, Cut, Progress, Scope, replica_of
 
 __all__ = [
@@ -181,7 +181,7 @@ def build_checkpoints(
     if every <= 0:
         raise ValueError("every must be positive")
     folder = checkpoint_dir(log_path)
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)  # copies of the state: sales, the owner's alone
     fold = state_fold(conn)
     base = next(
         (c for c in reversed(list_checkpoints(log_path)) if c.fold_version == fold.version), None
@@ -207,6 +207,7 @@ def build_checkpoints(
 
 def _start_work(work: Path, base: Checkpoint, fold: StoreState) -> None:
     work.unlink(missing_ok=True)
+    keep_private(work)
     shutil.copyfile(base.path, work)
 
 
@@ -214,6 +215,7 @@ def _from_snapshot(conn: sqlite3.Connection, work: Path, fold: StoreState) -> Ch
     """An empty state to fold from, holding the compaction snapshot if the log has one;
     then the record of what that snapshot holds (None: nothing)."""
     work.unlink(missing_ok=True)
+    keep_private(work)
     dst = sqlite3.connect(work, isolation_level=None)
     try:
         digest.register(dst)
@@ -268,6 +270,8 @@ class _Cutter:
         scratch.execute("COMMIT")
         path = checkpoint_dir(self.log_path) / f"ck-{self.events:012d}.db"
         partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        keep_private(partial)
         target = sqlite3.connect(partial)
         try:
             scratch.backup(target)
