@@ -142,14 +142,20 @@ def rows_after(
 ) -> Iterator[Row]:
     """The in-scope events past `vv`, up to `cut`, in replay order. Reads by the hlc
     index from the lowest HLC any origin still needs."""
-    starts = [_first_hlc_after(conn, o, s) for o, s in vv.items()]
-    low = min([h for h in starts if h is not None], default=None) if vv else 0
-    if low is None:  # every origin of the checkpoint is complete: only other origins remain
-        low = 0
-    where, params = "WHERE hlc >= ?", [low]
+    # Per origin the log holds (those the checkpoint lacks included: an origin whose
+    # events arrived late may hold some older than the checkpoint's newest), the HLC
+    # of its first event past `vv`; the earliest of them is where reading starts.
+    starts = [
+        _first_hlc_after(conn, o, max(vv.get(o, 0), h.base))
+        for o, h in read_heads(conn).items()
+        if h.seq > vv.get(o, 0)
+    ]
+    low = min((h for h in starts if h is not None), default=0)
+    where = "WHERE hlc >= ?"
+    params: list[object] = [low]
     if cut is not None:
         where += " AND (hlc, origin, seq) <= (?, ?, ?)"
-        params += list(cut)
+        params += [cut[0], cut[1], cut[2]]
     cursor = conn.execute(
         f"SELECT raw, flags, hlc, origin, seq, hash FROM events {where} ORDER BY hlc, origin, seq",
         params,

@@ -296,3 +296,39 @@ def test_checkpoints_of_a_compacted_log_start_from_its_snapshot(
     resumed = _replay(capsys, t2, "--until", at(60), "--state-only")
     assert resumed["checkpoint"] is not None
     assert resumed["state"] == whole["state"]
+
+
+def test_events_that_arrive_late_and_older_than_a_checkpoint_are_replayed(
+    tmp_path: Path,
+) -> None:
+    """A till's sales that reach the log only after a checkpoint was cut, stamped before
+    it: a replay from that checkpoint folds them too, as one from the start does."""
+    from contextlib import closing
+
+    from conflict.state import StoreState
+    from core.log import EventLog
+    from core.sqlite import open_sync
+    from replicas.ops.checkpoints import build_checkpoints
+    from replicas.ops.replay import replay
+    from tests.factories import cash_sale, chain
+    from tests.replicas.ops_kit import run
+
+    db = tmp_path / "hq.db"
+    early = chain("s1/t1", [cash_sale("A", receipt=f"E{i}") for i in range(40)], 1 << 40)
+    late = chain("s1/t2", [cash_sale("B", receipt=f"L{i}") for i in range(30)], (1 << 40) + 5)
+
+    async def ingest(events: list[Any]) -> None:
+        async with await EventLog.open(db, "hq", StoreState()) as log:
+            assert not (await log.ingest(events)).rejected
+
+    run(ingest(early))
+    with closing(open_sync(db, readonly=True)) as conn:
+        assert [c.events for c in build_checkpoints(conn, db, every=10)] == [10, 20, 30, 40]
+    run(ingest(late))  # s1/t2's sales, stamped among s1/t1's first ones
+    cut = (early[-1].hlc, "\U0010ffff", 1 << 62)
+    with closing(open_sync(db, readonly=True)) as conn:
+        whole = replay(conn, cut, lambda o: True, last=3)
+        resumed = replay(conn, cut, lambda o: True, log_path=db, last=3)
+    assert resumed.checkpoint is not None and resumed.checkpoint.events == 30  # before the steps
+    assert resumed.state == whole.state and resumed.state["sales"]["sales"] == 70
+    assert [s.event.id for s in resumed.steps] == [s.event.id for s in whole.steps]
