@@ -58,6 +58,7 @@ class Checkpoint:
     hashes: dict[str, str]  # origin -> hex hash of its event at vv (the chain it was cut from)
     fold_version: int
     replica: str | None
+    policy: str = ""  # the fold's price policy and window: the catalog depends on them
 
 
 def checkpoint_dir(log_path: Path) -> Path:
@@ -76,6 +77,7 @@ def _read_meta(path: Path) -> Checkpoint | None:
         return Checkpoint(
             path, int(meta["events"]), json.loads(meta["vv"]), (top[0], top[1], top[2]),
             json.loads(meta["hashes"]), int(meta["fold_version"]), meta.get("replica") or None,
+            meta.get("policy", ""),
         )  # fmt: skip
     except (sqlite3.Error, KeyError, ValueError, TypeError):
         return None
@@ -97,7 +99,7 @@ def usable_checkpoint(
     for ck in reversed(list_checkpoints(log_path)):
         if (
             ck.top < before
-            and ck.fold_version == fold.version
+            and (ck.fold_version, ck.policy) == (fold.version, _policy(fold))
             and ck.replica == replica
             and all(scope(o) for o in ck.vv)
             and all(ck.vv.get(o, 0) >= h.base for o, h in read_heads(conn).items())
@@ -105,6 +107,10 @@ def usable_checkpoint(
         ):
             return ck
     return None
+
+
+def _policy(fold: StoreState) -> str:
+    return f"{fold.price_policy}/{fold.window_ms}"
 
 
 def _same_chain(conn: sqlite3.Connection, ck: Checkpoint) -> bool:
@@ -190,7 +196,12 @@ def build_checkpoints(
     folder.mkdir(mode=0o700, exist_ok=True)  # copies of the state: sales, the owner's alone
     fold = state_fold(conn)
     base = next(
-        (c for c in reversed(list_checkpoints(log_path)) if c.fold_version == fold.version), None
+        (
+            c
+            for c in reversed(list_checkpoints(log_path))
+            if (c.fold_version, c.policy) == (fold.version, _policy(fold))
+        ),
+        None,
     )
     if base is not None and any(base.vv.get(o, 0) < h.base for o, h in read_heads(conn).items()):
         base = None  # compacted past it: start again from the compaction snapshot
@@ -245,7 +256,9 @@ def _from_snapshot(conn: sqlite3.Connection, work: Path, fold: StoreState) -> Ch
         top = max(top, (int(row[0]) - 1, origin, base))
         hashes[origin] = decode_event(row[1]).prev.hex()
     events = sum(bases.values())
-    return Checkpoint(work, events, bases, top, hashes, fold.version, replica_of(conn))
+    return Checkpoint(
+        work, events, bases, top, hashes, fold.version, replica_of(conn), _policy(fold)
+    )
 
 
 class _Cutter:
@@ -270,6 +283,7 @@ class _Cutter:
             "top": json.dumps(list(self.top)),
             "hashes": json.dumps(self.hashes, sort_keys=True),
             "fold_version": str(self.fold.version),
+            "policy": _policy(self.fold),
             "replica": replica or "",
         }
         scratch.executemany("INSERT OR REPLACE INTO ck_meta VALUES (?, ?)", meta.items())

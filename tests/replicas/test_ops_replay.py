@@ -332,3 +332,19 @@ def test_events_that_arrive_late_and_older_than_a_checkpoint_are_replayed(
     assert resumed.checkpoint is not None and resumed.checkpoint.events == 30  # before the steps
     assert resumed.state == whole.state and resumed.state["sales"]["sales"] == 70
     assert [s.event.id for s in resumed.steps] == [s.event.id for s in whole.steps]
+
+
+def test_a_checkpoint_folded_with_another_price_policy_is_never_used(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The effective catalog depends on the policy: a checkpoint of another one is stale."""
+    import sqlite3
+    from contextlib import closing
+
+    db = built.db("s1/t1")
+    _, out = cli_json(capsys, "log", "checkpoint", db, "--every", "10")
+    assert _replay(capsys, db, "--until", at(60), "--state-only")["checkpoint"] is not None
+    for ck in out["checkpoints"]:
+        with closing(sqlite3.connect(ck["path"])) as conn, conn:
+            conn.execute("UPDATE ck_meta SET value = 'lowest/5000' WHERE key = 'policy'")
+    assert _replay(capsys, db, "--until", at(60), "--state-only")["checkpoint"] is None
