@@ -72,6 +72,7 @@ from conflict.conflicts import (
     Found,
     Resolution,
     conflict_id,
+    id_of_sorted,
     sorted_events,
 )
 from conflict.detect_stock import counts_during_sales, oversell
@@ -117,10 +118,10 @@ def detect(
     found: list[Conflict] = []
     for kind in kinds:
         for f in _DETECTORS[kind](conn, policies, resolved):
-            cid = conflict_id(f.kind, f.subject, f.events, f.store)
+            events = sorted_events(f.events)
+            cid = id_of_sorted(f.kind, f.subject, events, f.store)
             res = resolved.get(cid) or f.auto
             later = every.get(cid, [])[1:]
-            events = sorted_events(f.events)
             found.append(Conflict(cid, f.kind, f.subject, events, f.details, res, f.store, later))
     out = sorted(found, key=lambda c: (KINDS.index(c.kind), c.store or "", c.subject, c.id))
     return [c for c in out if c.is_open] if open_only else out

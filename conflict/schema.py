@@ -4,7 +4,8 @@ Every table here is a function of the SET of events applied, never of their arri
 order: rows are keyed by event ids or natural keys, and anything that depends on
 several events (stock on hand, the effective product, which void restocks a sale) is
 either recomputed from the kept inputs or a view. `DIGEST_ORDER` lists each table and
-view with a total ORDER BY, which `queries.state_digest` hashes.
+view with a total ORDER BY; `queries.state_digest` covers its tables (`DIGESTED`), each
+kept as a multiset hash by triggers (`core.digest`) in the fold's own transaction.
 
 Tables are `WITHOUT ROWID` where the key is natural, so rows live in key order and no
 rowid (an arrival-order artefact) exists to leak into anything.
@@ -15,8 +16,9 @@ from __future__ import annotations
 import sqlite3
 
 from conflict.stock import store_sql
+from core import digest
 
-__all__ = ["DIGEST_ORDER", "DIGEST_WHERE", "TABLES", "VIEWS", "create", "drop"]
+__all__ = ["DIGESTED", "DIGEST_ORDER", "DIGEST_WHERE", "TABLES", "VIEWS", "create", "drop"]
 
 TABLES: dict[str, str] = {
     # Seqs of every event folded, as inclusive runs per origin: makes `apply` idempotent
@@ -195,7 +197,12 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
 # Rows that mean "nothing" and whose presence depends on arrival order, left out of the
 # digest: a bucket summed back to 0 (e.g. a void restock moved to an earlier void, or a
 # sale and a receipt in one minute) equals no bucket for every recount.
-DIGEST_WHERE: dict[str, str] = {"st_buckets": "WHERE delta != 0"}
+DIGEST_WHERE: dict[str, str] = {"st_buckets": "delta != 0"}
+
+# What `queries.state_digest` covers: every table of DIGEST_ORDER. The views are left
+# out: each is a query over these tables, so equal tables give equal views, and a view
+# cannot carry a trigger-maintained digest (`core.digest`).
+DIGESTED: tuple[str, ...] = tuple(name for name, _ in DIGEST_ORDER if name in TABLES)
 
 
 # Tables earlier fold versions kept, dropped with the state when it is rebuilt. st_skewed
@@ -211,11 +218,13 @@ def create(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx}")
     for name, select in VIEWS.items():
         conn.execute(f"CREATE VIEW IF NOT EXISTS {name} AS {select}")
+    digest.maintain(conn, DIGESTED, DIGEST_WHERE)
 
 
 def drop(conn: sqlite3.Connection) -> None:
     # Views first: dropping a table a view reads is allowed, but keep the order obvious.
     for name in VIEWS:
         conn.execute(f"DROP VIEW IF EXISTS {name}")
-    for name in (*TABLES, *RETIRED):  # indexes go with their tables
+    for name in (*TABLES, *RETIRED):  # indexes and digest triggers go with their tables
         conn.execute(f"DROP TABLE IF EXISTS {name}")
+    digest.drop(conn)

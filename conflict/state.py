@@ -142,10 +142,10 @@ class StoreState:
     # writes a `supersede` resolution takes out); 7: one effective resolution per
     # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`);
     # 8: prices per store (a till's price is its store's override: st_store_prices);
-    # 9: tax (st_sales.tax_mode, st_refund_lines.tax)
-    # 10: card payments' approval and override, floor limits, outcomes of deferred
+    # 9: tax (st_sales.tax_mode, st_refund_lines.tax); 10: digests kept by triggers;
+    # 11: card payments' approval and override, floor limits, outcomes of deferred
     # payments (st_card_*)
-    version = 10
+    version = 11
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
     # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
     # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
@@ -154,9 +154,10 @@ class StoreState:
     # and `_sync_policy` recomputes the catalog from them (CATALOG_RULES differ).
     # Before 9 no sale had a tax mode nor a refund line tax (schema 6; stored unapplied
     # by those builds): their snapshots lack those columns, which take their defaults.
-    # Before 10 no card event was folded (the st_card_* tables start empty), and a
+    # Before 11 no card event was folded (the st_card_* tables start empty), and a
     # sale's payments row is the same (approval/override_by appear only when set).
-    reads_snapshots_of = (4, 5, 6, 7, 8, 9)
+    # Loading any of these snapshots into the tables fires their digest triggers.
+    reads_snapshots_of = (4, 5, 6, 7, 8, 9, 10)
     tables = tuple(schema.TABLES)
 
     def __init__(

@@ -26,6 +26,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from core import digest
 from core.errors import StorageError, TillmeshError
 from core.events import decode_body, decode_event
 from core.fold import FLAG_REVOKED, FLAG_UNAPPLIED, Accepted, StateFold
@@ -368,10 +369,11 @@ def rebuild_state(
         raise StorageError("snapshot", "log is compacted but holds no snapshot")
     fold.drop_tables(conn)
     fold.create_tables(conn)
-    if has_snapshot(conn):
-        load_snapshot(conn, conn, tables)
-        fold.create_tables(conn)  # lets the fold re-derive anything its config changes
-    applied = fold_rows(conn, fold, _all_rows(conn), progress)
+    with digest.suspended(conn):  # kept digests: one scan at the end, not a trigger per row
+        if has_snapshot(conn):
+            load_snapshot(conn, conn, tables)
+            fold.create_tables(conn)  # lets the fold re-derive anything its config changes
+        applied = fold_rows(conn, fold, _all_rows(conn), progress)
     conn.executemany(  # events this build could apply are no longer "unapplied"
         f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE origin = ? AND seq = ?",
         [(origin, seq) for origin, seq, raw in _unapplied(conn) if _readable(raw)],

@@ -228,7 +228,8 @@ class OriginDiff:
     a_lacks: tuple[int, int] | None = None  # (first, last) B holds and A does not
     b_lacks: tuple[int, int] | None = None
     compared: tuple[int, int] | None = None  # common range whose hashes were compared
-    disagree: list[int] = field(default_factory=list)  # seqs whose bytes differ (first 20)
+    # seqs whose bytes differ: from where the chains part to the common top (first 20)
+    disagree: list[int] = field(default_factory=list)
     disagree_count: int = 0
 
     @property
@@ -269,10 +270,9 @@ def _compare_origin(
     top_a, top_b = _hash_at(a, origin, top), _hash_at(b, origin, top)
     if top_a is not None and top_a == top_b:
         return d  # the shorter log's head is in the longer one: same chain below it
-    for seq in _disagreeing(a, b, origin, lo, top):
-        d.disagree_count += 1
-        if len(d.disagree) < 20:
-            d.disagree.append(seq)
+    parted = _parting(a, b, origin, lo, top)
+    d.disagree_count = top - parted + 1
+    d.disagree = list(range(parted, min(top, parted + 19) + 1))
     return d
 
 
@@ -281,12 +281,18 @@ def _hash_at(conn: sqlite3.Connection, origin: str, seq: int) -> bytes | None:
     return bytes(row[0]) if row else None
 
 
-def _disagreeing(
-    a: sqlite3.Connection, b: sqlite3.Connection, origin: str, lo: int, hi: int
-) -> Iterator[int]:
-    """Seqs in [lo, hi] whose stored hashes differ, comparing row by row."""
-    sql = "SELECT seq, hash FROM events WHERE origin=? AND seq BETWEEN ? AND ? ORDER BY seq"
-    rows_b = dict(b.execute(sql, (origin, lo, hi)))
-    for seq, hash_a in a.execute(sql, (origin, lo, hi)):
-        if rows_b.get(seq) != hash_a:
-            yield int(seq)
+def _parting(a: sqlite3.Connection, b: sqlite3.Connection, origin: str, lo: int, hi: int) -> int:
+    """The first seq in [lo, hi] whose stored hashes differ, given that seq `hi`'s do.
+
+    Each event names its predecessor's hash, so once two chains part they never meet
+    again: equal hashes at a seq mean equal events up to it. Bisecting on that finds
+    where they part in O(log n) lookups, not a read of the whole range.
+    """
+    while lo < hi:
+        mid = (lo + hi) // 2
+        here = _hash_at(a, origin, mid)
+        if here is not None and here == _hash_at(b, origin, mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

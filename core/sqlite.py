@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import aiosqlite
 
+from core import digest
 from core.errors import DatabaseCorrupt, DatabaseLocked, SchemaTooNew, StorageError
 
 __all__ = [
@@ -73,6 +74,7 @@ async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Conn
     try:
         for pragma in _READER_PRAGMAS if readonly else _WRITER_PRAGMAS:
             await conn.execute(pragma)
+        await run_in_thread(conn, digest.register, path)  # the state tables' triggers use them
     except sqlite3.Error as e:
         await conn.close()  # else its worker thread outlives us and blocks interpreter exit
         raise translate(path, e) from e
@@ -168,6 +170,7 @@ def _open_uri(uri: str, pragmas: Sequence[str]) -> sqlite3.Connection:
     try:
         for pragma in pragmas:
             conn.execute(pragma)
+        digest.register(conn)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except BaseException:
         conn.close()

@@ -1,6 +1,7 @@
 """What every `tillmesh` command module shares: the one way to add a command (its help
 ends with an example), argument types, the `log` group's subcommand helper (`--json`,
-SQLite errors as tillmesh errors), JSON output and a progress bar shown only on a terminal.
+SQLite errors as tillmesh errors), JSON output and a progress meter on stderr
+for runs over a second.
 
 Command modules import from here, never from `main`; `main` imports them all, so the
 modules form no circle.
@@ -12,6 +13,7 @@ import argparse
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -164,17 +166,46 @@ def _translated(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return guarded
 
 
-@contextmanager
-def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on a terminal; None (no output) otherwise."""
-    if not sys.stdout.isatty():
-        yield None
-        return
-    from rich.progress import Progress
+class _Meter:
+    """Counts work done; after the first second, shows it on stderr about once a second:
+    one line rewritten in place on a terminal, a line each time otherwise (a log file)."""
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    def __init__(self, label: str, total: int | None, clock: Callable[[], float]) -> None:
+        self.label, self.total, self.clock = label, total, clock
+        self.done, self.start = 0, clock()
+        self.next_show = self.start + 1.0
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = self.clock()
+        if now >= self.next_show:
+            self.next_show = now + 1.0
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        of = f"/{self.total:,}" if self.total else ""
+        text = f"{self.label}: {self.done:,}{of} ({now - self.start:.0f} s)"
+        sys.stderr.write(f"\r{text}\033[K" if self.tty else text + "\n")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            sys.stderr.write("\r\033[K")  # the command's output follows on a clean line
+            sys.stderr.flush()
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """Progress of a long run on stderr, shown only once it has taken a second: stdout
+    stays the command's output, and a quick run prints nothing extra."""
+    meter = _Meter(label, total, time.monotonic)
+    try:
+        yield meter.advance
+    finally:
+        meter.close()
 
 
 def open_db(path: Path) -> sqlite3.Connection:

@@ -1,6 +1,8 @@
 """Conflict commands: `conflicts` (list, read-only) and `resolve` (append a resolution).
 
-`conflicts` opens the database read-only, so it runs beside a live replica. `resolve`
+`conflicts` opens the database read-only, so it runs beside a live replica; what it
+finds is kept beside the file by state digest (`ops.conflicts`), so asking again of the
+same state reads it back. `resolve`
 appends events through a real `EventLog` on the file, which must not be open in a
 running replica at the same time (two writers would hand out the same seqs): it first
 probes for other connections and, if the replica is running, says to resolve through
@@ -20,7 +22,7 @@ from typing import Any, get_args
 import msgspec
 
 from conflict import policies as pol
-from conflict.detect import KINDS, Conflict, Resolution, detect
+from conflict.detect import KINDS, Conflict, Resolution
 from conflict.resolve import Action, resolve
 from conflict.state import StoreState
 from core.errors import StorageError
@@ -29,6 +31,7 @@ from core.log import EventLog
 from core.verify import Equivocated, equivocations
 from replicas.cli.common import add_command, event_record, format_hlc, open_db, print_json
 from replicas.ops.common import ensure_stopped
+from replicas.ops.conflicts import find_conflicts, recompute_from_events
 
 __all__ = ["conflict_record", "open_conflict_count", "register"]
 
@@ -48,6 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="as JSON, for scripts")
     p.add_argument("--open", action="store_true", help="only conflicts not yet resolved")
     p.add_argument("--kind", choices=KINDS, action="append", help="only this kind (repeatable)")
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="fold the events afresh and detect there too; exit 1 if that disagrees",
+    )
     _policies_arg(p)
 
     p = add_command(
@@ -120,7 +128,12 @@ def conflict_record(c: Conflict) -> dict[str, Any]:
 def cmd_conflicts(args: argparse.Namespace) -> int:
     with closing(open_db(args.db)) as conn:
         policies = _policies(conn, args.policies)
-        found = detect(conn, policies, open_only=args.open, kinds=args.kind or KINDS)
+        every = find_conflicts(conn, policies, args.db, recompute=args.recompute)
+        if args.recompute and recompute_from_events(conn, policies) != every:
+            print("tillmesh: the events folded afresh show other conflicts", file=sys.stderr)
+            return 1
+        kinds = set(args.kind or KINDS)
+        found = [c for c in every if c.kind in kinds and (c.is_open or not args.open)]
         twins = equivocations(conn)
     if args.json:
         records = [conflict_record(c) for c in found]

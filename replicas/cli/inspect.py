@@ -56,11 +56,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "state",
         cmd_state,
         "Show the state a replica's log folds to.",
-        "tillmesh state data/s1/t1/log.db --digest",
+        "tillmesh state data/s1/t1/log.db --digest --recompute",
     )
     p.add_argument("db", type=Path, help="the replica's log.db")
     p.add_argument("--json", action="store_true", help="the whole state as JSON")
     p.add_argument("--digest", action="store_true", help="only the state digest")
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="hash every state row instead of reading the kept digest; exit 1 if they differ",
+    )
 
     logs = add_group(
         sub,
@@ -169,12 +174,25 @@ def _write_schema(out: Path, text: str) -> None:
 
 def cmd_state(args: argparse.Namespace) -> int:
     with closing(open_db(args.db)) as conn:
+        if args.recompute:
+            return _recompute(conn)
         if args.digest:
             print(queries.state_digest(conn))
         elif args.json:
             print_json(queries.state_snapshot(conn))
         else:
             _print_state_table(conn)
+    return 0
+
+
+def _recompute(conn: sqlite3.Connection) -> int:
+    """The digest from every row; a kept digest that disagrees is a defect (exit 1)."""
+    scanned = queries.state_digest(conn, recompute=True)
+    print(scanned)
+    kept = queries.state_digest(conn)
+    if kept != scanned:
+        print(f"tillmesh: the kept state digest {kept} differs from the rows'", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,12 +1,12 @@
-"""Ops commands over replica databases: `tillmesh log replay|export|import|diff|compact|
-rebuild|restore`, added to the `log` group that `cli.inspect` creates.
+"""Ops commands over replica databases: `tillmesh log replay|checkpoint|export|import|diff|
+compact|rebuild|restore`, added to the `log` group that `cli.inspect` creates.
 
 Read-only commands (replay, export, diff) open the file read-only and work beside a
 live replica. Writers (import, compact, rebuild, restore) want the replica stopped.
 Every command takes `--json`; long runs show a progress bar when stdout is a terminal.
 
 This module registers them all, in that order, and holds export, import, diff and
-restore; replay is in `cli.replay`, compact and rebuild in `cli.compact`.
+restore; replay and checkpoint are in `cli.replay`, compact and rebuild in `cli.compact`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from replicas.cli.common import (
     progress_bar,
 )
 from replicas.cli.compact import add_compact, add_rebuild
-from replicas.cli.replay import add_replay
+from replicas.cli.replay import add_checkpoint, add_replay
 from replicas.ops.common import open_log, replica_of
 from replicas.ops.diff import DbDiff, StateDiff, diff_dbs
 from replicas.ops.export import export_db, import_file
@@ -41,7 +41,16 @@ __all__ = ["register"]
 
 def register(sub: SubParsers) -> None:
     logs = log_group(sub)
-    for add in (add_replay, _export, _import, _diff, add_compact, add_rebuild, _restore):
+    for add in (
+        add_replay,
+        add_checkpoint,
+        _export,
+        _import,
+        _diff,
+        add_compact,
+        add_rebuild,
+        _restore,
+    ):
         add(logs)
 
 
@@ -133,19 +142,24 @@ def _diff(logs: SubParsers) -> None:
         logs,
         "diff",
         cmd_diff,
-        "Verify both databases, then show what each lacks, events they disagree on byte "
-        "for byte, and the state difference; exit 1 if they differ or one fails verify.",
-        "tillmesh log diff data/hq/log.db data/s12/t1/log.db",
+        "Show what each database lacks, where their chains part and the state difference,"
+        " comparing heads and state digests first; exit 1 if they differ or one is damaged.",
+        "tillmesh log diff data/hq/log.db data/s12/t1/log.db --verify",
     )
     p.add_argument("db_a", type=Path)
     p.add_argument("db_b", type=Path)
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="first verify every event of both (as `log verify`), not only each head",
+    )
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     with closing(open_log(args.db_a)) as a, closing(open_log(args.db_b)) as b:
-        total = sum(_event_count(conn) for conn in (a, b))
+        total = sum(_event_count(conn) for conn in (a, b)) if args.verify else None
         with progress_bar("verifying", total) as progress:
-            d = diff_dbs(a, b, progress)
+            d = diff_dbs(a, b, progress, verify=args.verify)
     if args.json:
         print_json(_diff_record(d))
     else:
@@ -165,6 +179,7 @@ def _diff_record(d: DbDiff) -> dict[str, Any]:
         "origins": d.origins,
         "state": d.state,
         "defects": {"a": _findings(d.defects_a), "b": _findings(d.defects_b)},
+        "verified": d.verified,
     }
 
 
@@ -177,6 +192,8 @@ def _print_diff(d: DbDiff, db_a: Path, db_b: Path) -> None:
     _print_state_diff(d.state)
     for side, db, defects in (("A", db_a, d.defects_a), ("B", db_b, d.defects_b)):
         _print_defects(side, db, defects)
+    if not d.verified:
+        print("checked: heads and head events; --verify re-checks every event")
     print(_verdict(d))
 
 

@@ -1,5 +1,7 @@
 """`tillmesh log replay`: the events up to a point folded into a scratch state, printed
-as a stream with running totals and the state as of then (library: `ops.replay`).
+as a stream with running totals and the state as of then (library: `ops.replay`); and
+`tillmesh log checkpoint`, which writes the checkpoints replay starts from
+(`ops.checkpoints`).
 """
 
 from __future__ import annotations
@@ -21,17 +23,25 @@ from replicas.cli.common import (
     format_hlc,
     log_command,
     parse_time,
+    positive_int,
     print_json,
     progress_bar,
     time_order,
 )
 from replicas.errors import SelectsNothing
+from replicas.ops.checkpoints import (
+    DEFAULT_EVERY,
+    build_checkpoints,
+    checkpoint_dir,
+    list_checkpoints,
+)
 from replicas.ops.common import Cut, open_log, scope_of
 from replicas.ops.replay import ReplayStep, event_cut, replay, replayed_store
 
-__all__ = ["add_replay", "cmd_replay"]
+__all__ = ["add_checkpoint", "add_replay", "cmd_checkpoint", "cmd_replay"]
 
 END_OF_TIME = "\U0010ffff"
+DEFAULT_LAST = 1000  # steps printed: what led up to the point, not a year of history
 
 
 def add_replay(logs: SubParsers) -> None:
@@ -53,6 +63,13 @@ def add_replay(logs: SubParsers) -> None:
     )
     p.add_argument("--store", help="only this store's origins (and HQ's)")
     p.add_argument("--since", type=parse_time, help="print events from this time (state is full)")
+    p.add_argument(
+        "--last",
+        type=int,
+        default=DEFAULT_LAST,
+        metavar="N",
+        help=f"print at most the last N events before the point (default {DEFAULT_LAST})",
+    )
     p.add_argument("--state-only", action="store_true", help="print the final state only")
     check_args(p, time_order)
 
@@ -63,10 +80,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         cut = _cut(conn, args)
         _check_against_log(conn, args, cut)
         store = replayed_store(conn, args.store)
-        total = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        with progress_bar("replaying", total) as progress:
-            result = replay(conn, cut, scope, progress, store)
-    steps = [s for s in result.steps if args.since is None or s.event.hlc >= args.since]
+        last = 0 if args.state_only else args.last
+        with progress_bar("replaying events") as progress:
+            result = replay(
+                conn, cut, scope, progress, store, log_path=args.db, since=args.since, last=last
+            )
+    steps = result.steps
     if args.json:
         # "stock" is the replayed store's (null at HQ without --store: no one store's
         # stock; "stock_by_store" has each store's apart)
@@ -77,10 +96,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 "cut": _cut_record(cut),
                 "events": [] if args.state_only else [_step_record(s) for s in steps],
                 "state": state,
+                "folded": result.folded,
+                "checkpoint": None if result.checkpoint is None else result.checkpoint.events,
             }
         )
         return 0
     print(f"replay of {args.db} up to {_cut_text(args)}: {result.events} events")
+    if result.checkpoint is not None:
+        ck = result.checkpoint
+        print(f"from the checkpoint at {ck.events} events, {result.folded} folded past it")
     if not args.state_only:
         _print_steps(steps)
     _print_state(result.state, result.stock)
@@ -164,3 +188,42 @@ def _print_state(state: dict[str, Any], stock: dict[str, dict[str, int]]) -> Non
     for store, levels in stock.items():
         for sku, qty in levels.items():
             print(f"         {store:8} {sku:{width}} {qty:>8}")
+
+
+def add_checkpoint(logs: SubParsers) -> None:
+    p = log_command(
+        logs,
+        "checkpoint",
+        cmd_checkpoint,
+        "Write replay checkpoints (the state every N events of history) beside the log, "
+        "continuing from the newest; a replay then folds only what lies past one.",
+        "tillmesh log checkpoint data/s1/t3/log.db --every 250000",
+    )
+    p.add_argument("db", type=Path)
+    p.add_argument(
+        "--every",
+        type=positive_int,
+        default=DEFAULT_EVERY,
+        help=f"events between two checkpoints (default {DEFAULT_EVERY:,})",
+    )
+    p.add_argument("--list", action="store_true", help="only list the checkpoints there are")
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    with closing(open_log(args.db)) as conn:
+        written = []
+        if not args.list:
+            with progress_bar("folding events") as progress:
+                written = build_checkpoints(conn, args.db, args.every, progress)
+    every = list_checkpoints(args.db)
+    if args.json:
+        listed = [{**vars(c), "path": str(c.path)} for c in every]
+        print_json({"written": [c.events for c in written], "checkpoints": listed})
+        return 0
+    if not args.list:
+        print(f"wrote {len(written)} checkpoint(s) in {checkpoint_dir(args.db)}")
+    print(f"{'events':>12} {'up to':29} {'MB':>8}  file")
+    for c in every:
+        size = c.path.stat().st_size / 1e6
+        print(f"{c.events:>12} {format_hlc(c.top[0]):29} {size:>8.1f}  {c.path.name}")
+    return 0

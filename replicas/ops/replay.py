@@ -1,19 +1,26 @@
-"""Replay (`tillmesh log replay`): the in-scope events up to a cut, folded one by one.
+"""Replay (`tillmesh log replay`): the state of the in-scope events up to a cut, and the
+last of those events folded one by one as a stream of steps.
 
-The fold runs in a scratch database (`ops.new_scratch`), so the replica's own state
-is never touched; each step records running sales totals and the stock of the SKUs
-the event touched.
+The fold starts from the newest checkpoint before the first step (`ops.checkpoints`,
+rolled back afterwards) or else from nothing (or the compaction snapshot) in a scratch
+database (`ops.new_scratch`), so the replica's own state is never touched and the cost
+follows what lies past that checkpoint. Events before the steps are folded in batches;
+each step records running sales totals and the stock of the SKUs the event touched.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from conflict import lookups, queries
 from conflict.policies import state_fold
+from conflict.state import StoreState
 from conflict.stock import stock_store, store_moved_by
+from core.compact import CHUNK as BATCH
+from core.compact import fold_rows
 from core.errors import TillmeshError
 from core.events import (
     HQ,
@@ -30,14 +37,8 @@ from core.events import (
 )
 from core.fold import Accepted
 from replicas.errors import SelectsNothing
-from replicas.ops.common import (
-    Cut,
-    Progress,
-    Scope,
-    cut_rows,
-    new_scratch,
-    replica_of,
-)
+from replicas.ops.checkpoints import Checkpoint, open_checkpoint, rows_after, usable_checkpoint
+from replicas.ops.common import Cut, Progress, Scope, new_scratch, replica_of
 
 __all__ = ["Replay", "ReplayStep", "event_cut", "replay", "replayed_store"]
 
@@ -54,7 +55,9 @@ class ReplayStep:
 @dataclass
 class Replay:
     cut: Cut | None
-    events: int = 0
+    events: int = 0  # events the state holds: the checkpoint's and those folded past it
+    folded: int = 0  # events folded past the starting point
+    checkpoint: Checkpoint | None = None
     steps: list[ReplayStep] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     # On hand as of the cut, per store shown: the replayed store only, or every store
@@ -86,36 +89,111 @@ def replay(
     scope: Scope,
     progress: Progress | None = None,
     store: str | None = None,
+    *,
+    log_path: Path | None = None,
+    since: int | None = None,
+    last: int | None = None,
 ) -> Replay:
-    """Fold the in-scope events up to `cut` one by one, recording running totals.
+    """Fold the in-scope events up to `cut`; the steps are those at or after `since`
+    (an HLC), only the `last` of them if given. With `log_path`, start from its newest
+    usable checkpoint before the first step.
 
     The final stock is `store`'s, or every store's apart if None (`replayed_store`).
     """
     fold = state_fold(conn)
-    scratch = new_scratch(conn, fold, scope, cut)
+    first = _first_step(conn, cut, scope, since, last)
+    ck = None
+    if log_path is not None and first is not None:
+        ck = usable_checkpoint(conn, log_path, first, scope)
+    scratch = open_checkpoint(ck) if ck else new_scratch(conn, fold, scope, cut)
     try:
-        result = Replay(cut)
-        summary = queries.sales_summary(scratch)
-        sales, gross = summary.sales, summary.gross
-        for raw, flags, _ in cut_rows(conn, scope, cut):
-            ev = decode_event(raw)
-            body = _body_or_none(ev)
-            if body is not None:
-                fold.apply(scratch, [Accepted(ev, body, flags)])
-                if isinstance(body, SaleCompleted):
-                    sales, gross = sales + 1, gross + body.total
-            stock = queries.stock_levels(
-                scratch, _touched_skus(scratch, body), store=store_moved_by(ev, body)
-            )
-            result.steps.append(ReplayStep(ev, flags, sales, gross, stock))
-            result.events += 1
-            if progress is not None:
-                progress(1)
+        result = Replay(cut, events=ck.events if ck else 0, checkpoint=ck)
+        _fold_up_to(conn, scratch, fold, result, scope, first, progress)
         result.state = queries.state_snapshot(scratch)
         result.stock = _final_stock(scratch, store)
         return result
     finally:
+        if ck is not None:
+            scratch.execute("ROLLBACK")  # the checkpoint stays as it was
         scratch.close()
+
+
+def _fold_up_to(
+    conn: sqlite3.Connection,
+    scratch: sqlite3.Connection,
+    fold: StoreState,
+    result: Replay,
+    scope: Scope,
+    first: Cut | None,
+    progress: Progress | None,
+) -> None:
+    """Events past the starting point: in batches before `first`, one by one after."""
+    vv = result.checkpoint.vv if result.checkpoint else {}
+    batch: list[tuple[bytes, int]] = []
+    sales = gross = -1
+    for raw, flags, hlc, origin, seq, _ in rows_after(conn, vv, result.cut, scope):
+        result.folded += 1
+        result.events += 1
+        if first is not None and (hlc, origin, seq) < first:
+            batch.append((raw, flags))
+            if len(batch) >= BATCH:
+                fold_rows(scratch, fold, batch, progress)
+                batch = []
+            continue
+        if sales < 0:
+            fold_rows(scratch, fold, batch, progress)
+            batch = []
+            summary = queries.sales_summary(scratch)
+            sales, gross = summary.sales, summary.gross
+        ev = decode_event(raw)
+        body = _body_or_none(ev)
+        if body is not None:
+            fold.apply(scratch, [Accepted(ev, body, flags)])
+            if isinstance(body, SaleCompleted):
+                sales, gross = sales + 1, gross + body.total
+        stock = queries.stock_levels(
+            scratch, _touched_skus(scratch, body), store=store_moved_by(ev, body)
+        )
+        result.steps.append(ReplayStep(ev, flags, sales, gross, stock))
+        if progress is not None:
+            progress(1)
+    fold_rows(scratch, fold, batch, progress)
+
+
+def _first_step(
+    conn: sqlite3.Connection, cut: Cut | None, scope: Scope, since: int | None, last: int | None
+) -> Cut | None:
+    """The (hlc, origin, seq) of the first step: the later of `since` and the `last`-th
+    in-scope event back from the cut. None: every event is a step. Past the cut if
+    there is no step at all."""
+    first: Cut | None = None if since is None else (since, "", 0)
+    if last is not None:
+        back = _nth_back(conn, cut, scope, last)
+        if back is None:
+            back = (1 << 62, "", 0)  # `last` is 0: no steps
+        first = back if first is None else max(first, back)
+    return first
+
+
+def _nth_back(conn: sqlite3.Connection, cut: Cut | None, scope: Scope, n: int) -> Cut | None:
+    if n <= 0:
+        return None
+    where, params = ("WHERE (hlc, origin, seq) <= (?, ?, ?)", cut) if cut else ("", ())
+    cursor = conn.execute(
+        f"SELECT hlc, origin, seq FROM events {where} ORDER BY hlc DESC, origin DESC, seq DESC",
+        params,
+    )
+    found: Cut | None = (0, "", 0)  # fewer than n: every event is a step
+    seen = 0
+    while seen < n and (rows := cursor.fetchmany(500)):
+        for hlc, origin, seq in rows:
+            if scope(origin):
+                seen += 1
+                if seen == n:
+                    found = (hlc, origin, seq)
+                    break
+    cursor.close()
+    return found
 
 
 def _body_or_none(ev: Event) -> Body | None:

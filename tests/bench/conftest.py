@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
+
+import pytest
+
+from tests.bench.big_log import build_till_log
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -17,4 +22,10 @@ def table(title: str, rows: list[tuple[str, str, str]]) -> None:
         print(f"  {name:<{width}}  {value:>16}  {note}")
 
 
-__all__ = ["percentile", "statistics", "table"]
+@pytest.fixture(scope="session")
+def till_log_1m(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared 1M-event till log (`big_log`), built once per session. Read it only."""
+    return build_till_log(tmp_path_factory.mktemp("till-1m") / "big.db")
+
+
+__all__ = ["percentile", "statistics", "table", "till_log_1m"]

@@ -9,7 +9,7 @@ restart <= 2 s with 1,000,000 events.
 from __future__ import annotations
 
 import asyncio
-import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +22,7 @@ from conflict.state import StoreState
 from core.batch import check_events
 from core.events import decode_event, encode_event
 from core.log import EventLog, IngestResult
+from tests.bench.big_log import BENCH_EVENTS
 from tests.bench.conftest import percentile, table
 from tests.bench.ingest_profile import FLOOR_TABLES, sqlite_floor
 from tests.factories import cash_sale, chain
@@ -183,15 +184,10 @@ def _rss_and_restart(db: Path) -> tuple[float, float, int]:
     return float(out[0]), float(out[1]), int(out[2])
 
 
-async def test_bench_restart_and_rss_with_a_million_events(tmp_path):
-    n = int(os.environ.get("TILLMESH_BENCH_EVENTS", "1000000"))
+async def test_bench_restart_and_rss_with_a_million_events(tmp_path, till_log_1m):
+    n = BENCH_EVENTS
     db = tmp_path / "big.db"
-    log = await EventLog.open(db, "s1/t1", StoreState())
-    for i in range(0, n, 5000):
-        await log.append_many(
-            [cash_sale(sku=f"SKU-{j % 500}", receipt=f"R{i + j}") for j in range(5000)]
-        )
-    await log.close()
+    shutil.copyfile(till_log_1m, db)  # the restart appends: the shared log stays as built
     ready, rss, seq = _rss_and_restart(db)
     assert seq == n + 1
     table(

@@ -147,3 +147,26 @@ def test_resolve_in_a_folder_named_with_uri_characters(
                           "--by", "Ana", "--reason", "same customer")  # fmt: skip
     assert code == 0, err
     assert not (tmp_path / "we").exists()
+
+
+def test_conflicts_kept_by_state_digest_are_those_of_the_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asked again of the same state: the kept answer. Of a state that moved on: found
+    anew. `--recompute` folds the events afresh and agrees."""
+    db = asyncio.run(_two_tills_oversell(tmp_path))
+    kept = db.with_name(db.name + ".conflicts")
+    first = _run(capsys, "conflicts", str(db), "--json")
+    assert kept.exists() and kept.stat().st_mode & 0o077 == 0
+    assert _run(capsys, "conflicts", str(db), "--json") == first
+    assert _run(capsys, "conflicts", str(db), "--json", "--recompute")[:2] == first[:2]
+
+    async def another_collision() -> None:
+        async with await EventLog.open(db, "s1/t1", StoreState()) as log:
+            await log.append(sale_body([("B", 1, 100)], "R1"))
+
+    asyncio.run(another_collision())
+    code, out, _ = _run(capsys, "conflicts", str(db), "--json", "--kind", "receipt_collision")
+    [collision] = json.loads(out)
+    assert code == 0
+    assert collision["details"]["sales"] == 3  # not the kept 2

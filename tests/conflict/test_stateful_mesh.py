@@ -36,6 +36,7 @@ from conflict.errors import ConflictError
 from conflict.policies import Policies
 from conflict.resolve import ACTIONS, resolution_bodies
 from conflict.state import StoreState
+from core import digest
 from core.events import ConflictResolved, SaleCompleted
 from core.fold import Accepted
 
@@ -57,6 +58,7 @@ def _fresh(fold: StoreState) -> sqlite3.Connection:
         _TEMPLATES[key] = fresh_db(fold)
     conn = sqlite3.connect(":memory:")
     _TEMPLATES[key].backup(conn)
+    digest.register(conn)  # a copy has the triggers, not the functions they call
     return conn
 
 

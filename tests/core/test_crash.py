@@ -1,9 +1,10 @@
 """Crash safety: SIGKILL an appending process at random moments; nothing acknowledged is lost.
 
 The set of acknowledged seqs is the oracle. After every kill the database must hold
-each of them, pass `PRAGMA integrity_check`, and verify (hash chains, contiguity,
-canonical encoding). Kill points are drawn by Hypothesis-free seeded choice of how
-many acknowledgements to wait for, so a failure names its cycle and is replayable.
+each of them, pass `PRAGMA integrity_check`, verify (hash chains, contiguity,
+canonical encoding) and keep a state digest equal to the one recomputed from its rows.
+Kill points are drawn by Hypothesis-free seeded choice of how many acknowledgements to
+wait for, so a failure names its cycle and is replayable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conflict import queries
 from core.verify import verify_log
 from replicas.cli.main import main as cli_main
 
@@ -67,6 +69,8 @@ def check_database(db: Path, acked: set[int]) -> None:
         assert acked <= stored, f"lost acknowledged events: {sorted(acked - stored)[:10]}"
         report = verify_log(conn)
         assert report.ok, [str(f) for f in report.defects]
+        # the kept digest committed with the fold or not at all: it is the rows' digest
+        assert queries.state_digest(conn) == queries.state_digest(conn, recompute=True)
     finally:
         conn.close()
 

@@ -80,7 +80,7 @@ def _move_dead_till_aside(root: Path) -> None:
 
 # (command, its occurrence in the runbook) -> what the prose before it does
 BETWEEN: dict[tuple[str, int], Callable[[Path], None]] = {
-    ("tillmesh log diff s1-t1.db s1-t2.db", 1): _lose_a_row_of_t2,
+    ("tillmesh log diff s1-t1.db s1-t2.db --verify", 1): _lose_a_row_of_t2,
     ("tillmesh log export s1-t1.db --out s1-usb.tmx", 1): _put_t2_back,
     ("tillmesh conflicts hq.db --open", 1): _sync_s2_to_hq,
     ("tillmesh log import bad.tmx hq.db", 1): _alter_export,

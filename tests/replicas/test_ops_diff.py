@@ -101,13 +101,13 @@ def test_diff_never_says_same_for_a_log_that_fails_verify(
     damage_fn, named = DAMAGE[damage]
     with closing(sqlite3.connect(t2)) as conn, conn:
         damage_fn(conn)
-    code, text, err = cli(capsys, "log", "diff", t1, t2)
+    code, text, err = cli(capsys, "log", "diff", t1, t2, "--verify")
     assert (code, err) == (1, "")
     lines = text.splitlines()
     assert lines[-1].startswith(f"DAMAGED: B fails verify ({named}")
     assert "s1/t1" in text and "NOT VERIFIED: B" in next(x for x in lines if x.startswith("s1/t1"))
     assert "SAME" not in lines
-    code, out = cli_json(capsys, "log", "diff", t2, t1)  # and from the other side
+    code, out = cli_json(capsys, "log", "diff", t2, t1, "--verify")  # and the other way
     assert code == 1 and out["damaged"]
     assert [f"{f['kind']} at {f['origin']}:{f['seq']}" for f in out["defects"]["a"]] == [named]
     assert out["defects"]["b"] == []
@@ -119,7 +119,7 @@ def test_defects_outside_the_compared_scope_do_not_count(
     """HQ's damaged copy of store s2 says nothing about what a till of s1 holds."""
     with closing(sqlite3.connect(built.db("hq"))) as conn, conn:
         conn.execute("DELETE FROM events WHERE origin = 's2/x1' AND seq = 3")
-    code, out = cli_json(capsys, "log", "diff", built.db("s1/t1"), built.db("hq"))
+    code, out = cli_json(capsys, "log", "diff", built.db("s1/t1"), built.db("hq"), "--verify")
     assert code == 1 and out["differs"] and not out["damaged"]  # HQ lacks s1's late events
 
 

@@ -228,3 +228,123 @@ def test_state_only_prints_one_row_per_sku(
     rows = _stock_rows(text)
     assert code == 0 and len(rows) == 242 and all(len(r) == 3 for r in rows)
     assert [line for line in text.splitlines()[1:] if len(line) > 100] == []  # 1st: the path
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def _replay(capsys: pytest.CaptureFixture[str], db: Path, *args: object) -> dict[str, Any]:
+    code, out = cli_json(capsys, "log", "replay", db, *args)
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("minutes", [5, 17.5, 29, 44])
+def test_a_replay_from_a_checkpoint_equals_one_from_the_start(
+    built: Built, capsys: pytest.CaptureFixture[str], minutes: float
+) -> None:
+    """Same state, same steps, same running totals: only where the fold starts differs."""
+    db = built.db("s1/t1")
+    args = ("--until", at(minutes), "--store", "s1", "--last", "6")
+    plain = _replay(capsys, db, *args)
+    assert plain["checkpoint"] is None
+    code, out = cli_json(capsys, "log", "checkpoint", db, "--every", "7")
+    assert code == 0 and out["written"] == [7 * (i + 1) for i in range(len(out["written"]))]
+    resumed = _replay(capsys, db, *args)
+    if minutes > 5:  # early on, no checkpoint lies before the last 6 events
+        assert resumed["checkpoint"] is not None and resumed["folded"] < plain["folded"]
+    assert resumed["state"] == plain["state"]
+    assert resumed["events"] == plain["events"] and len(plain["events"]) <= 6
+    expected = reference_digest(built.root, db, "WHERE hlc < ?", (hlc_at(minutes),))
+    assert resumed["state"]["digest"] == expected
+
+
+def test_checkpointing_again_continues_from_the_newest(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = built.db("s1/t1")
+    _, first = cli_json(capsys, "log", "checkpoint", db, "--every", "10")
+    _, again = cli_json(capsys, "log", "checkpoint", db, "--every", "10")
+    assert first["written"] and again["written"] == []
+    assert [c["events"] for c in again["checkpoints"]] == first["written"]
+    before = _replay(capsys, db, "--until", at(60), "--state-only")
+    assert before["checkpoint"] == first["written"][-1]
+
+
+def test_a_checkpoint_of_another_chain_is_never_used(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """s1/t2's checkpoints copied beside s1/t1's log: another replica, never folded from."""
+    t1, t2 = built.db("s1/t1"), built.db("s1/t2")
+    cli_json(capsys, "log", "checkpoint", t2, "--every", "5")
+    t2_dir = t2.with_name(t2.name + ".checkpoints")
+    t2_dir.rename(t1.with_name(t1.name + ".checkpoints"))
+    out = _replay(capsys, t1, "--until", at(60), "--state-only")
+    assert out["checkpoint"] is None
+    assert out["state"]["digest"] == reference_digest(built.root, t1, "", ())
+
+
+def test_checkpoints_of_a_compacted_log_start_from_its_snapshot(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t2 = built.db("s1/t2")
+    whole = _replay(capsys, t2, "--until", at(60), "--state-only")
+    code, _, _ = cli(capsys, "log", "compact", t2, "--peers-vv", built.db("hq"), built.db("s1/t1"))
+    assert code == 0
+    _, out = cli_json(capsys, "log", "checkpoint", t2, "--every", "4")
+    assert out["written"]
+    resumed = _replay(capsys, t2, "--until", at(60), "--state-only")
+    assert resumed["checkpoint"] is not None
+    assert resumed["state"] == whole["state"]
+
+
+def test_events_that_arrive_late_and_older_than_a_checkpoint_are_replayed(
+    tmp_path: Path,
+) -> None:
+    """A till's sales that reach the log only after a checkpoint was cut, stamped before
+    it: a replay from that checkpoint folds them too, as one from the start does."""
+    from contextlib import closing
+
+    from conflict.state import StoreState
+    from core.log import EventLog
+    from core.sqlite import open_sync
+    from replicas.ops.checkpoints import build_checkpoints
+    from replicas.ops.replay import replay
+    from tests.factories import cash_sale, chain
+    from tests.replicas.ops_kit import run
+
+    db = tmp_path / "hq.db"
+    early = chain("s1/t1", [cash_sale("A", receipt=f"E{i}") for i in range(40)], 1 << 40)
+    late = chain("s1/t2", [cash_sale("B", receipt=f"L{i}") for i in range(30)], (1 << 40) + 5)
+
+    async def ingest(events: list[Any]) -> None:
+        async with await EventLog.open(db, "hq", StoreState()) as log:
+            assert not (await log.ingest(events)).rejected
+
+    run(ingest(early))
+    with closing(open_sync(db, readonly=True)) as conn:
+        assert [c.events for c in build_checkpoints(conn, db, every=10)] == [10, 20, 30, 40]
+    run(ingest(late))  # s1/t2's sales, stamped among s1/t1's first ones
+    cut = (early[-1].hlc, "\U0010ffff", 1 << 62)
+    with closing(open_sync(db, readonly=True)) as conn:
+        whole = replay(conn, cut, lambda o: True, last=3)
+        resumed = replay(conn, cut, lambda o: True, log_path=db, last=3)
+    assert resumed.checkpoint is not None and resumed.checkpoint.events == 30  # before the steps
+    assert resumed.state == whole.state and resumed.state["sales"]["sales"] == 70
+    assert [s.event.id for s in resumed.steps] == [s.event.id for s in whole.steps]
+
+
+def test_a_checkpoint_folded_with_another_price_policy_is_never_used(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The effective catalog depends on the policy: a checkpoint of another one is stale."""
+    import sqlite3
+    from contextlib import closing
+
+    db = built.db("s1/t1")
+    _, out = cli_json(capsys, "log", "checkpoint", db, "--every", "10")
+    assert _replay(capsys, db, "--until", at(60), "--state-only")["checkpoint"] is not None
+    for ck in out["checkpoints"]:
+        with closing(sqlite3.connect(ck["path"])) as conn, conn:
+            conn.execute("UPDATE ck_meta SET value = 'lowest/5000' WHERE key = 'policy'")
+    assert _replay(capsys, db, "--until", at(60), "--state-only")["checkpoint"] is None

@@ -1,0 +1,334 @@
+"""Replay checkpoints: the state of a log's history at points along it, so replaying to
+a moment folds only what lies past the newest checkpoint before it.
+
+A checkpoint is an SQLite file in `<log>.checkpoints/` holding the fold's state tables
+(with their maintained digests) for exactly the events up to a version vector `vv`:
+per origin, seqs 1..vv[origin]. Checkpoints are cut while folding the history in replay
+order (hlc, origin, seq); an origin's HLCs rise with its seqs, so every such prefix is a
+version-vector cut. A checkpoint serves a replay to cut C when all its events are at or
+before C (its `top`, the greatest (hlc, origin, seq) it holds, is <= C), all its origins
+are in the replay's scope, it was made by this fold version, and the log still holds
+the chain it was cut from (the hash at each origin's vv is the one recorded).
+
+Replay never changes a checkpoint: it folds on top of it inside a transaction that it
+rolls back. `build_checkpoints` (`tillmesh log checkpoint`) continues from the newest
+checkpoint, so running it again (from cron, or after a busy day) costs only the events
+past it. Each checkpoint is a full copy of the state at its point: a log of 1M sales
+with one every 100,000 events keeps ten, together about five times the final state.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from conflict.policies import state_fold
+from conflict.state import StoreState
+from core import digest
+from core.compact import fold_rows, load_snapshot, read_heads
+from core.events import decode_event
+from core.sqlite import file_uri, keep_private
+from replicas.ops.common import STATE_TABLES, Cut, Progress, Scope, replica_of
+
+__all__ = [
+    "DEFAULT_EVERY",
+    "Checkpoint",
+    "build_checkpoints",
+    "checkpoint_dir",
+    "list_checkpoints",
+    "open_checkpoint",
+    "rows_after",
+    "usable_checkpoint",
+]
+
+DEFAULT_EVERY = 100_000
+_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    events: int  # how many events its state holds
+    vv: dict[str, int]
+    top: Cut  # the greatest (hlc, origin, seq) among them
+    hashes: dict[str, str]  # origin -> hex hash of its event at vv (the chain it was cut from)
+    fold_version: int
+    replica: str | None
+    policy: str = ""  # the fold's price policy and window: the catalog depends on them
+
+
+def checkpoint_dir(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".checkpoints")
+
+
+def _read_meta(path: Path) -> Checkpoint | None:
+    """A checkpoint's record, or None for a file that is not a finished checkpoint."""
+    try:
+        conn = sqlite3.connect(file_uri(path, mode="ro"), uri=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM ck_meta").fetchall())
+        finally:
+            conn.close()
+        top = json.loads(meta["top"])
+        return Checkpoint(
+            path, int(meta["events"]), json.loads(meta["vv"]), (top[0], top[1], top[2]),
+            json.loads(meta["hashes"]), int(meta["fold_version"]), meta.get("replica") or None,
+            meta.get("policy", ""),
+        )  # fmt: skip
+    except (sqlite3.Error, KeyError, ValueError, TypeError):
+        return None
+
+
+def list_checkpoints(log_path: Path) -> list[Checkpoint]:
+    """The log's finished checkpoints, oldest first."""
+    found = (_read_meta(p) for p in sorted(checkpoint_dir(log_path).glob("ck-*.db")))
+    return sorted((c for c in found if c is not None), key=lambda c: c.events)
+
+
+def usable_checkpoint(
+    conn: sqlite3.Connection, log_path: Path, before: Cut, scope: Scope
+) -> Checkpoint | None:
+    """The newest checkpoint whose events all come before `before`, for a replay of
+    `conn` over `scope`."""
+    fold = state_fold(conn)
+    replica = replica_of(conn)
+    for ck in reversed(list_checkpoints(log_path)):
+        if (
+            ck.top < before
+            and (ck.fold_version, ck.policy) == (fold.version, _policy(fold))
+            and ck.replica == replica
+            and all(scope(o) for o in ck.vv)
+            and all(ck.vv.get(o, 0) >= h.base for o, h in read_heads(conn).items())
+            and _same_chain(conn, ck)
+        ):
+            return ck
+    return None
+
+
+def _policy(fold: StoreState) -> str:
+    return f"{fold.price_policy}/{fold.window_ms}"
+
+
+def _same_chain(conn: sqlite3.Connection, ck: Checkpoint) -> bool:
+    """The log still holds, at each origin's vv, the event the checkpoint was cut after
+    (or, where compaction dropped it, the event after it names it as its predecessor)."""
+    for origin, seq in ck.vv.items():
+        if _hash_at(conn, origin, seq) != ck.hashes.get(origin):
+            return False
+    return True
+
+
+def _hash_at(conn: sqlite3.Connection, origin: str, seq: int) -> str | None:
+    sql = "SELECT hash, raw FROM events WHERE origin = ? AND seq = ?"
+    row = conn.execute(sql, (origin, seq)).fetchone()
+    if row is not None:
+        return bytes(row[0]).hex()
+    after = conn.execute(sql, (origin, seq + 1)).fetchone()
+    return None if after is None else decode_event(after[1]).prev.hex()
+
+
+Row = tuple[bytes, int, int, str, int, bytes]  # raw, flags, hlc, origin, seq, hash
+
+
+def open_checkpoint(ck: Checkpoint) -> sqlite3.Connection:
+    """The checkpoint's state, in a transaction the caller must roll back (never commit):
+    a replay folds on top of it without changing the file."""
+    conn = sqlite3.connect(ck.path, isolation_level=None)
+    digest.register(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def rows_after(
+    conn: sqlite3.Connection, vv: dict[str, int], cut: Cut | None, scope: Scope
+) -> Iterator[Row]:
+    """The in-scope events past `vv`, up to `cut`, in replay order. Reads by the hlc
+    index from the lowest HLC any origin still needs."""
+    # Per origin the log holds (those the checkpoint lacks included: an origin whose
+    # events arrived late may hold some older than the checkpoint's newest), the HLC
+    # of its first event past `vv`; the earliest of them is where reading starts.
+    starts = [
+        _first_hlc_after(conn, o, max(vv.get(o, 0), h.base))
+        for o, h in read_heads(conn).items()
+        if h.seq > vv.get(o, 0)
+    ]
+    low = min((h for h in starts if h is not None), default=0)
+    where = "WHERE hlc >= ?"
+    params: list[object] = [low]
+    if cut is not None:
+        where += " AND (hlc, origin, seq) <= (?, ?, ?)"
+        params += [cut[0], cut[1], cut[2]]
+    cursor = conn.execute(
+        f"SELECT raw, flags, hlc, origin, seq, hash FROM events {where} ORDER BY hlc, origin, seq",
+        params,
+    )
+    while rows := cursor.fetchmany(2000):
+        for row in rows:
+            if row[4] > vv.get(row[3], 0) and scope(row[3]):
+                yield row
+
+
+def _first_hlc_after(conn: sqlite3.Connection, origin: str, seq: int) -> int | None:
+    row = conn.execute(
+        "SELECT hlc FROM events WHERE origin = ? AND seq = ?", (origin, seq + 1)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def build_checkpoints(
+    conn: sqlite3.Connection,
+    log_path: Path,
+    every: int = DEFAULT_EVERY,
+    progress: Progress | None = None,
+) -> list[Checkpoint]:
+    """Fold the history past the newest checkpoint, writing one every `every` events;
+    returns the checkpoints written. The log is only read (it may be running)."""
+    if every <= 0:
+        raise ValueError("every must be positive")
+    folder = checkpoint_dir(log_path)
+    folder.mkdir(mode=0o700, exist_ok=True)  # copies of the state: sales, the owner's alone
+    fold = state_fold(conn)
+    base = next(
+        (
+            c
+            for c in reversed(list_checkpoints(log_path))
+            if (c.fold_version, c.policy) == (fold.version, _policy(fold))
+        ),
+        None,
+    )
+    if base is not None and any(base.vv.get(o, 0) < h.base for o, h in read_heads(conn).items()):
+        base = None  # compacted past it: start again from the compaction snapshot
+    work = folder / "building.tmp"
+    start = base or _from_snapshot(conn, work, fold)
+    if base is not None:
+        _start_work(work, base, fold)
+    written: list[Checkpoint] = []
+    try:
+        scratch = sqlite3.connect(work, isolation_level=None)
+        try:
+            digest.register(scratch)
+            written = _fold_and_cut(conn, scratch, log_path, fold, start, every, progress)
+        finally:
+            scratch.close()
+    finally:
+        work.unlink(missing_ok=True)
+    return written
+
+
+def _start_work(work: Path, base: Checkpoint, fold: StoreState) -> None:
+    work.unlink(missing_ok=True)
+    keep_private(work)
+    shutil.copyfile(base.path, work)
+
+
+def _from_snapshot(conn: sqlite3.Connection, work: Path, fold: StoreState) -> Checkpoint | None:
+    """An empty state to fold from, holding the compaction snapshot if the log has one;
+    then the record of what that snapshot holds (None: nothing)."""
+    work.unlink(missing_ok=True)
+    keep_private(work)
+    dst = sqlite3.connect(work, isolation_level=None)
+    try:
+        digest.register(dst)
+        dst.execute("BEGIN")
+        fold.create_tables(dst)
+        dst.execute("CREATE TABLE ck_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        bases = {o: h.base for o, h in read_heads(conn).items() if h.base}
+        if bases:
+            load_snapshot(conn, dst, STATE_TABLES)
+        dst.execute("COMMIT")
+    finally:
+        dst.close()
+    if not bases:
+        return None
+    top: Cut = (0, "", 0)
+    hashes = {}
+    for origin, base in bases.items():  # the first kept event bounds what was dropped
+        row = conn.execute(
+            "SELECT hlc, raw FROM events WHERE origin = ? AND seq = ?", (origin, base + 1)
+        ).fetchone()
+        top = max(top, (int(row[0]) - 1, origin, base))
+        hashes[origin] = decode_event(row[1]).prev.hex()
+    events = sum(bases.values())
+    return Checkpoint(
+        work, events, bases, top, hashes, fold.version, replica_of(conn), _policy(fold)
+    )
+
+
+class _Cutter:
+    """Tracks what the scratch state holds, and writes it out as a checkpoint."""
+
+    def __init__(self, log_path: Path, fold: StoreState, base: Checkpoint | None) -> None:
+        self.log_path, self.fold = log_path, fold
+        self.vv = dict(base.vv) if base else {}
+        self.hashes = dict(base.hashes) if base else {}
+        self.top: Cut = base.top if base else (0, "", 0)
+        self.events = base.events if base else 0
+
+    def saw(self, origin: str, seq: int, hlc: int, hash_hex: str) -> None:
+        self.vv[origin], self.hashes[origin] = seq, hash_hex
+        self.top = max(self.top, (hlc, origin, seq))
+        self.events += 1
+
+    def write(self, scratch: sqlite3.Connection, replica: str | None) -> Checkpoint:
+        meta = {
+            "events": str(self.events),
+            "vv": json.dumps(self.vv, sort_keys=True),
+            "top": json.dumps(list(self.top)),
+            "hashes": json.dumps(self.hashes, sort_keys=True),
+            "fold_version": str(self.fold.version),
+            "policy": _policy(self.fold),
+            "replica": replica or "",
+        }
+        scratch.executemany("INSERT OR REPLACE INTO ck_meta VALUES (?, ?)", meta.items())
+        scratch.execute("COMMIT")
+        path = checkpoint_dir(self.log_path) / f"ck-{self.events:012d}.db"
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        keep_private(partial)
+        target = sqlite3.connect(partial)
+        try:
+            scratch.backup(target)
+        finally:
+            target.close()
+        partial.replace(path)
+        scratch.execute("BEGIN")
+        ck = _read_meta(path)
+        assert ck is not None
+        return ck
+
+
+def _fold_and_cut(
+    conn: sqlite3.Connection,
+    scratch: sqlite3.Connection,
+    log_path: Path,
+    fold: StoreState,
+    base: Checkpoint | None,
+    every: int,
+    progress: Progress | None,
+) -> list[Checkpoint]:
+    cutter = _Cutter(log_path, fold, base)
+    replica = replica_of(conn)
+    written: list[Checkpoint] = []
+    batch: list[tuple[bytes, int]] = []
+    since = 0
+    scratch.execute("BEGIN")
+    for raw, flags, hlc, origin, seq, hash_ in rows_after(conn, cutter.vv, None, lambda o: True):
+        batch.append((raw, flags))
+        cutter.saw(origin, seq, hlc, bytes(hash_).hex())
+        since += 1
+        if len(batch) >= _BATCH or since >= every:
+            fold_rows(scratch, fold, batch, progress)
+            batch = []
+        if since >= every:
+            written.append(cutter.write(scratch, replica))
+            since = 0
+    fold_rows(scratch, fold, batch, progress)
+    scratch.execute("ROLLBACK")  # a tail shorter than `every` waits for the next run
+    return written
