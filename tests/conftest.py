@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from replicas.demo.netlab.network import Network, netns_unavailable
 from replicas.demo.netlab.runs import remove_stale
+from tests.acquirer_kit import AcquirerProc
 from tests.browser_kit import CHROMIUM
 from tests.unprivileged import run_unprivileged
 
@@ -60,3 +61,16 @@ def netns(netns_ready: list[str]) -> Iterator[Network]:
     in it is stopped and every namespace removed, and a leftover fails the test."""
     with Network() as net:
         yield net
+
+
+@pytest.fixture
+async def acquirer(tmp_path: Path) -> AsyncIterator[AcquirerProc]:
+    """The card acquirer as a real process, declining tokens holding "decline", answering
+    tokens holding "slow" after 5 s; stopped by its PID at teardown."""
+    proc = AcquirerProc(tmp_path / "acquirer", "--decline-tokens", "decline",
+                        "--slow-tokens", "slow", "--slow-s", "5")  # fmt: skip
+    try:
+        await proc.start()
+        yield proc
+    finally:
+        proc.stop()

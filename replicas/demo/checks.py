@@ -18,6 +18,7 @@ from conflict import lookups, queries
 from conflict.catalog import PricePolicy
 from conflict.detect import detect
 from conflict.policies import from_state
+from conflict.reports import Window, payments_report
 from conflict.state import StoreState
 from core.events import decode_body, decode_event
 from core.fold import Accepted
@@ -26,7 +27,7 @@ from replicas.demo.model import Model
 from replicas.site import Site
 from replicas.sync.protocol import holds
 
-__all__ = ["Check", "count_conflicts", "scoped_digest", "verify"]
+__all__ = ["Check", "card_money", "count_conflicts", "scoped_digest", "verify"]
 
 
 @dataclass
@@ -47,6 +48,7 @@ _CHECK_NAMES = {
     "money": "money equals the model",
     "digest": "one digest on every till and in HQ's scope of the store",
     "prices": "each store's price: the chain's, or its own override",
+    "cards": "card money online / deferred-captured / deferred-declined / expired equals the model",
 }
 
 
@@ -58,6 +60,7 @@ class Facts:
     sales: dict[str, int]  # sale id -> total
     stock: dict[tuple[str, str], int]  # (store, sku) -> on hand, zeros left out
     money: dict[str, int]
+    cards: dict[str, int]  # card money by settlement (payments report), zeros left out
 
 
 def _read_facts(db: Path) -> Facts:
@@ -74,9 +77,34 @@ def _read_facts(db: Path) -> Facts:
                 if n
             },
             {"gross": summary.gross, "voided": summary.voided, "refunded": summary.refunded},
+            _card_money(conn),
         )
     finally:
         conn.close()
+
+
+def _card_money(conn: sqlite3.Connection) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for row in payments_report(conn, Window()):
+        if row["method"] == "card":
+            out[row["settlement"]] += row["amount"]
+    return {k: v for k, v in out.items() if v}
+
+
+def card_money(data_dir: Path) -> dict[str, int]:
+    """A replica's card money by settlement (online, captured, declined, expired,
+    outstanding), from its log file, read-only."""
+    conn = open_sync(data_dir / "log.db", readonly=True)
+    try:
+        return _card_money(conn)
+    finally:
+        conn.close()
+
+
+def _card_check(rid: str, facts: Facts, want: dict[str, int]) -> Check:
+    kinds = ("online", "captured", "declined", "expired", "outstanding")
+    shown = ", ".join(f"{k} {facts.cards.get(k, 0)}" for k in kinds)
+    return Check(rid, "cards", facts.cards == want, shown)
 
 
 def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
@@ -164,8 +192,9 @@ def _check_prices(rid: str, db: Path, model: Model) -> Check:
     return Check(rid, "prices", not wrong and overrides == mine, detail)
 
 
-def verify(root: Path, site: Site, model: Model) -> list[Check]:
-    """Every replica's log file against the model and against its store's other replicas."""
+def verify(root: Path, site: Site, model: Model, cards: Model | None = None) -> list[Check]:
+    """Every replica's log file against the model and against its store's other replicas;
+    with `cards` (a demo with an acquirer), card money by settlement too."""
     facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in site.replicas}
     checks = []
     for store, tills in site.stores.items():
@@ -176,10 +205,14 @@ def verify(root: Path, site: Site, model: Model) -> list[Check]:
         checks.append(Check(store, "digest", digests == {hq}, shown))
         for rid in rids:
             checks += _compare(rid, facts[rid], _expect(model, [store]))
+            if cards is not None:
+                checks.append(_card_check(rid, facts[rid], cards.card_settlements([store])))
     checks += _compare(HQ, facts[HQ], _expect(model, list(site.stores)))
     if model.chain_prices:
         checks += [_check_prices(rid, site.data_dir(root, rid) / "log.db", model)
                    for rid in site.replicas]  # fmt: skip
+    if cards is not None:
+        checks.append(_card_check(HQ, facts[HQ], cards.card_settlements(list(site.stores))))
     return checks
 
 
