@@ -348,3 +348,42 @@ def test_a_checkpoint_folded_with_another_price_policy_is_never_used(
         with closing(sqlite3.connect(ck["path"])) as conn, conn:
             conn.execute("UPDATE ck_meta SET value = 'lowest/5000' WHERE key = 'policy'")
     assert _replay(capsys, db, "--until", at(60), "--state-only")["checkpoint"] is None
+
+
+def test_a_checkpoint_cut_before_a_revocation_is_never_used(tmp_path: Path) -> None:
+    """HQ revokes a till after a checkpoint holds its later sales: the revocation only
+    flags stored events (their hashes stay), so the checkpoint would still look current;
+    a replay from it must equal one from the start, without the revoked sales."""
+    from contextlib import closing
+
+    from conflict.state import StoreState
+    from core.events import KeyRevoked
+    from core.log import EventLog
+    from core.sqlite import open_sync
+    from replicas.ops.checkpoints import build_checkpoints
+    from replicas.ops.replay import replay
+    from tests.factories import cash_sale, chain
+    from tests.replicas.ops_kit import run
+
+    db = tmp_path / "hq.db"
+    sales = chain("s1/t1", [cash_sale("A", receipt=f"S{i}") for i in range(40)], 1 << 40)
+    (revoke,) = chain("hq", [KeyRevoked(replica="s1/t1", after_seq=15)], (1 << 40) + 100)
+
+    async def ingest(events: list[Any]) -> None:
+        async with await EventLog.open(db, "hq", StoreState()) as log:
+            assert not (await log.ingest(events)).rejected
+
+    run(ingest(sales))
+    with closing(open_sync(db, readonly=True)) as conn:
+        assert [c.events for c in build_checkpoints(conn, db, every=10)] == [10, 20, 30, 40]
+    run(ingest([revoke]))
+    cut = (revoke.hlc, "\U0010ffff", 1 << 62)
+    with closing(open_sync(db, readonly=True)) as conn:
+        whole = replay(conn, cut, lambda o: True, last=3)
+        resumed = replay(conn, cut, lambda o: True, log_path=db, last=3)
+    assert whole.state["sales"]["sales"] < 20  # the revoked sales are not in it
+    assert resumed.state == whole.state
+    with closing(open_sync(db, readonly=True)) as conn:  # new checkpoints, cut after it
+        assert build_checkpoints(conn, db, every=10)
+        again = replay(conn, cut, lambda o: True, log_path=db, last=3)
+    assert again.checkpoint is not None and again.state == whole.state
