@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 from broker.files import write_private
@@ -18,6 +19,7 @@ from core.errors import StorageError
 from core.events import Event
 from core.keys import SIGNATURE_BYTES, key_id, key_tag
 from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
+from core.sqlite import file_uri
 from replicas.errors import RetiredSigningKey
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "check_not_retired",
     "finish_rotation",
     "load_signer",
+    "own_head_on_disk",
     "rotated_keys",
     "write_rotated_key",
     "write_signing_key",
@@ -96,6 +99,21 @@ def finish_rotation(folder: Path, own_head: int) -> str | None:
     steps = [{"public_key": k, "from_seq": n} for k, n in rotated.items() if k != newest]
     _replace(folder / ROTATED_KEYS, json.dumps(steps, indent=2).encode() + b"\n")
     return f"dropped the rotation to {newest}: its seed was lost before it signed anything"
+
+
+def own_head_on_disk(log_path: Path, replica_id: str) -> int:
+    """The seq of `replica_id`'s newest event in the log file, read before the log opens
+    (opening it needs the signing key `finish_rotation` settles); 0 for no log yet."""
+    if not log_path.exists():
+        return 0
+    conn = sqlite3.connect(file_uri(log_path, mode="ro"), uri=True)
+    try:
+        found = conn.execute("SELECT seq FROM heads WHERE origin = ?", (replica_id,)).fetchone()
+    except sqlite3.OperationalError:  # a file made before its tables
+        return 0
+    finally:
+        conn.close()
+    return int(found[0]) if found else 0
 
 
 def _public_of(path: Path) -> str | None:

@@ -43,7 +43,6 @@ from core.errors import StorageError, TillmeshError
 from core.events import Event, decode_event, store_of
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_signing_seed
-from core.sqlite import file_uri
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
@@ -51,6 +50,7 @@ from replicas.keyfiles import (
     check_not_retired,
     finish_rotation,
     load_signer,
+    own_head_on_disk,
     rotated_keys,
     write_rotated_key,
 )
@@ -181,7 +181,9 @@ class Replica:
         if self.replica_id not in self.site.signing_keys:
             log.warning("%s: this site has no event-signing keys", self.replica_id)
             return None, None
-        done = finish_rotation(self.identity.directory, self._own_head_on_disk())
+        done = finish_rotation(
+            self.identity.directory, own_head_on_disk(self.data_dir / "log.db", self.replica_id)
+        )
         if done:
             log.warning("%s: a key rotation was interrupted: %s", self.replica_id, done)
         signer, registry = load_signer(self.identity.directory), self.site.key_registry()
@@ -193,22 +195,6 @@ class Replica:
                 " install this machine's bundle again",
             )
         return signer, registry
-
-    def _own_head_on_disk(self) -> int:
-        """The seq of our newest event in the log file, read before the log opens (opening
-        it needs the signing key); 0 for no log yet."""
-        path = self.data_dir / "log.db"
-        if not path.exists():
-            return 0
-        conn = sqlite3.connect(file_uri(path, mode="ro"), uri=True)
-        try:
-            row = conn.execute("SELECT seq FROM heads WHERE origin = ?", (self.replica_id,))
-            found = row.fetchone()
-        except sqlite3.OperationalError:  # a file made before its tables
-            return 0
-        finally:
-            conn.close()
-        return int(found[0]) if found else 0
 
     async def _check_signing_key(self) -> None:
         """Never sign with a key this till rotated away from (`check_not_retired`)."""
