@@ -16,7 +16,7 @@ from core.clock import hlc_ms
 from core.errors import WrongAuthor
 from core.events import CardCaptured, CardLimitsSet, Payment, SaleCompleted, SaleLine
 from core.log import EventLog
-from replicas.payments.adapter import HttpAcquirer
+from replicas.payments.adapter import CardAsk, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
 from tests.acquirer_kit import AcquirerProc
 from tests.factories import chain
@@ -62,6 +62,28 @@ async def test_a_round_captures_or_declines_each_once(
     assert [(r["key"], r["calls"], r["status"]) for r in records] == [
         (f"{a.id}#0", 1, "approved"), (f"{b.id}#0", 1, "declined")
     ]  # fmt: skip
+
+
+async def test_a_payment_the_processor_refuses_is_declined_and_the_queue_moves_on(
+    log: EventLog, acquirer: AcquirerProc
+) -> None:
+    bad = await log.append(deferred("tok_offline_010", 700, "R10"))
+    good = await log.append(deferred("tok_offline_011", 300, "R11"))
+    processor = HttpAcquirer(acquirer.url)
+    try:  # the first one's key already used for another amount: the acquirer says 409
+        await processor.capture(CardAsk(key=f"{bad.id}#0", token="tok_offline_010",
+                                        last4="4242", amount=1))  # fmt: skip
+        fwd = Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5)
+        assert await fwd.round() == 0.5
+    finally:
+        await processor.aclose()
+    assert await _outcomes(log) == [(f"{bad.id}#0", "declined"), (f"{good.id}#0", "captured")]
+    reason = await log.read(
+        lambda c: c.execute(
+            "SELECT detail FROM st_card_outcomes WHERE payment = ?", (f"{bad.id}#0",)
+        ).fetchone()[0]
+    )
+    assert reason.startswith("refused by the processor:") and "another request" in reason
 
 
 async def test_unforwarded_past_the_max_age_expires_unsent(
