@@ -13,7 +13,10 @@ queue is forwarded by its peers), and for each:
 - refused by the processor (`ProcessorRefused`, a 4xx: the same request gets the same
   refusal): `card.declined` with the refusal as its reason, so the queue moves on.
 
-One payment's trouble is its own: the rest of the round goes on. Only no answer
+One payment's trouble is its own: the rest of the round goes on. A payment whose sale
+event this log no longer holds (compacted away by a tool that did not keep it:
+`log compact` keeps outstanding sales, `conflict.cards.forwarding_floor`) is skipped
+and logged; a till or HQ that still holds the event forwards it. Only no answer
 (`ProcessorUnreachable`: the transport, which every later payment shares) ends the
 round, and the next waits longer, doubling up to `max_backoff_s`. No processor (none,
 or the link out switched off) leaves only expiry to do. Two tills may both record an
@@ -92,7 +95,13 @@ class Forwarder:
             if processor is None:
                 continue  # offline: only expiry to do, further down the queue too
             try:
-                outcome = await self._capture(processor, row)
+                ask = await self._ask(row)
+            except LookupError as e:
+                log.error("%s: cannot forward payment %s: %s", self.log.replica_id,
+                          row["payment"], e)  # fmt: skip
+                continue
+            try:
+                outcome = await self._capture(processor, ask)
             except ProcessorUnreachable as e:
                 self.failures += 1
                 log.info("%s: %s", self.log.replica_id, e)
@@ -101,11 +110,11 @@ class Forwarder:
         self.failures = 0
         return self.every_s
 
-    async def _capture(self, processor: CardProcessor, row: Record) -> Body:
+    async def _capture(self, processor: CardProcessor, ask: CardAsk) -> Body:
         """The outcome of capturing one payment; `ProcessorUnreachable` if no answer."""
-        pid = row["payment"]
+        pid = ask.key
         try:
-            answer = await processor.capture(await self._ask(row))
+            answer = await processor.capture(ask)
         except ProcessorRefused as e:  # permanent for this request: recorded, not retried
             log.warning("%s: payment %s: %s", self.log.replica_id, pid, e)
             return CardDeclined(payment=pid, reason=f"refused by the processor: {e.detail}"[:200])
@@ -114,9 +123,13 @@ class Forwarder:
         return CardDeclined(payment=pid, reason=answer.reason, reference=answer.reference)
 
     async def _ask(self, row: Record) -> CardAsk:
-        """The payment as stored in its sale event (the state keeps no token)."""
+        """The payment as stored in its sale event (the state keeps no token);
+        `LookupError` if this log no longer holds the event (compacted)."""
         origin, seq = parse_event_id(row["sale_id"])
-        (raw,) = await self.log.read_range(origin, seq, 1)
+        found = await self.log.read_range(origin, seq, 1)
+        if len(found) != 1:
+            raise LookupError(f"its sale event {row['sale_id']} is not in this log (compacted)")
+        (raw,) = found
         sale = decode_body(decode_event(raw), check_text=False)
         assert isinstance(sale, SaleCompleted)
         p = sale.payments[row["idx"]]
