@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "CardLimits",
     "card_limits",
+    "forwarding_floor",
     "has_outcome",
     "outstanding",
     "till_outstanding",
@@ -69,6 +70,20 @@ def till_outstanding(conn: sqlite3.Connection, till: str) -> tuple[int, int]:
         (till,),
     ).fetchone()
     return int(row[0]), int(row[1])
+
+
+_OLDEST_HELD = """
+SELECT s.origin, MIN(s.seq) FROM st_card_status c JOIN st_sales s ON s.id = c.sale_id
+WHERE c.outcome IS NULL AND c.sale_id NOT IN (SELECT sale_id FROM st_voids)
+GROUP BY s.origin
+"""
+
+
+def forwarding_floor(conn: sqlite3.Connection) -> dict[str, int]:
+    """Per origin with outstanding deferred payments, the highest seq compaction may
+    drop: below the oldest such sale, whose event holds the card token the forwarder
+    sends (the state keeps none)."""
+    return {origin: int(seq) - 1 for origin, seq in conn.execute(_OLDEST_HELD)}
 
 
 def has_outcome(conn: sqlite3.Connection, payment: str) -> bool:

@@ -15,7 +15,8 @@ the layer that knows what went wrong::
     │   ├── ApiUnavailable      the HTTP API cannot listen on its port
     │   ├── ApiUnprotected      the HTTP API would listen on the network with no token
     │   ├── RetiredSigningKey   a till would sign with a key it rotated away from
-    │   └── ProcessorUnreachable  no answer from the card processor (down, slow, cut off)
+    │   ├── ProcessorUnreachable  no answer from the card processor (down, slow, cut off)
+    │   └── ProcessorRefused    the card processor answered, refusing the request (4xx)
     └── SyncError               replication protocol / transport
         ├── FrameError          a sync frame is malformed or hostile
         └── LinkError           the NATS link failed (wraps nats errors)
@@ -33,6 +34,7 @@ __all__ = [
     "ApiUnprotected",
     "FrameError",
     "LinkError",
+    "ProcessorRefused",
     "ProcessorUnreachable",
     "ReplicaError",
     "ReplicaRunning",
@@ -137,6 +139,18 @@ class ProcessorUnreachable(ReplicaError):
     def __init__(self, url: str, detail: str) -> None:
         super().__init__(f"card processor {url}: no answer ({detail})")
         self.url = url
+        self.detail = detail
+
+
+class ProcessorRefused(ReplicaError):
+    """The card processor answered and refused the request itself (a 4xx: a key reused
+    for another amount, a field it does not take): an answer, so never a reason to take
+    the card offline, and retrying the same request gets the same refusal."""
+
+    def __init__(self, url: str, status: int, detail: str) -> None:
+        super().__init__(f"card processor {url} refused the request (HTTP {status}: {detail})")
+        self.url = url
+        self.status = status
         self.detail = detail
 
 

@@ -7,22 +7,30 @@ link out is switched off):
 - approved: `auth: online`, the processor's reference in `approval`;
 - declined: the sale is refused (402) with the processor's reason; nothing is stored
   (the cashier takes another method);
-- no answer (`ProcessorUnreachable`), or no processor: `auth: deferred`, taken offline
-  (store-and-forward) only under the store's floor limits (`conflict.cards`): per
-  payment, and this till's unforwarded total and count. Beyond them the sale is
-  refused (409, saying which limit) unless the payment asks for `override` with a
-  manager's token: the override is recorded on the payment (`override_by`).
+- refused (`ProcessorRefused`, a 4xx: the processor answered that it will not do the
+  request): the sale is refused (502), never taken offline - an answer is not "no
+  answer";
+- no answer (`ProcessorUnreachable`: down, timed out, a 5xx), or no processor:
+  `auth: deferred`, taken offline (store-and-forward) only under the store's floor
+  limits (`conflict.cards`): per payment, and this till's unforwarded total and
+  count. Beyond them the sale is refused (409, saying which limit) unless the payment
+  asks for `override` with a manager's token:
+  the override is recorded on the payment (`override_by`).
 
 What a client sends as `auth` is not read: an "online" it claims while the till
 reaches no processor is stored "deferred", under the limits like any other.
 
-The authorisation key is the till's and the client's receipt ("<till>|<receipt>|<n>"),
-so a sale retried after a lost answer is not approved twice; a sale with no receipt
-gets a random one (a retry of it is a new sale anyway).
+The authorisation key is the till's, the client's receipt, the payment's place and
+the attempt ("<till>|<receipt>|<n>|<attempt>", the attempt a hash of token and
+amount): a sale retried after a lost answer is not approved twice, and a retry with a
+changed basket or another card (after a decline) is a new authorisation, not a key
+the processor refuses as reused. A sale with no receipt gets a random one (a retry of
+it is a new sale anyway).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import msgspec
@@ -35,8 +43,8 @@ from replicas.api import models as m
 from replicas.api.auth import made_by
 from replicas.api.common import Till
 from replicas.api.tokens import Role
-from replicas.errors import ProcessorUnreachable
-from replicas.payments.adapter import CardAsk, CardProcessor
+from replicas.errors import ProcessorRefused, ProcessorUnreachable
+from replicas.payments.adapter import KEY_MAX, CardAsk, CardProcessor
 
 __all__ = ["authorise_cards"]
 
@@ -57,6 +65,12 @@ async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment
         answer = await processor.authorise(ask)
     except ProcessorUnreachable:
         return msgspec.structs.replace(p, auth="deferred")
+    except ProcessorRefused as e:
+        raise HTTPException(
+            502,
+            f"card ending {p.card_last4}: the processor refused the request"
+            f" (HTTP {e.status}: {e.detail}): take another method",
+        ) from e
     if not answer.approved:
         raise HTTPException(
             402,
@@ -64,6 +78,15 @@ async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment
             f" ({answer.reason or 'no reason given'}): take another method",
         )
     return msgspec.structs.replace(p, auth="online", approval=answer.reference)
+
+
+def auth_key(base: str, i: int, p: Payment) -> str:
+    """The idempotency key of payment `i` of a sale: one per (sale, place, card, amount)."""
+    attempt = hashlib.blake2b(f"{p.card_token}|{p.amount}".encode(), digest_size=8).hexdigest()
+    key = f"{base}|{i}|{attempt}"
+    if len(key) > KEY_MAX:  # a till id beyond what sites use: still one key per sale
+        key = f"{hashlib.blake2b(base.encode(), digest_size=16).hexdigest()}|{i}|{attempt}"
+    return key
 
 
 def _beyond(limits: CardLimits, amount: int, held: tuple[int, int]) -> str:
@@ -112,7 +135,7 @@ async def authorise_cards(
     payments = []
     for i, (p, asked) in enumerate(zip(body.payments, req.payments, strict=True)):
         if p.method == "card":
-            p = await _ask(processor, f"{base}|{i}", p)
+            p = await _ask(processor, auth_key(base, i, p), p)
             if p.auth == "deferred":
                 if why := _beyond(limits, p.amount, held):
                     p = msgspec.structs.replace(

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from conflict import schema
+from conflict import cards, schema
 from conflict.policies import state_fold
 from conflict.state import StoreState
 from core import compact
@@ -161,8 +161,14 @@ def cut_rows(
 def compaction_floor(
     conn: sqlite3.Connection, vectors: Mapping[str, Mapping[str, int]]
 ) -> dict[str, int]:
-    """Per origin, what every known replica holding it (HQ required) holds durably."""
-    return compact.stable_floor(list(read_heads(conn)), vectors, holds, HQ)
+    """Per origin, what every known replica holding it (HQ required) holds durably,
+    and no further than below its oldest deferred card payment still to forward: the
+    forwarder reads the card token from that sale's event."""
+    floor = compact.stable_floor(list(read_heads(conn)), vectors, holds, HQ)
+    for origin, keep_below in cards.forwarding_floor(conn).items():
+        if origin in floor:
+            floor[origin] = min(floor[origin], keep_below)
+    return floor
 
 
 def compaction_plan(

@@ -30,6 +30,8 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from replicas.payments.adapter import KEY_MAX, TERMINAL_REF_MAX
+
 __all__ = ["Behaviour", "CaptureIn", "Ledger", "create_acquirer"]
 
 Kind = Literal["authorise", "capture"]
@@ -64,11 +66,11 @@ _Token = Annotated[str, Field(min_length=8, max_length=128)]
 
 class AskIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    key: Annotated[str, Field(min_length=1, max_length=120)]  # idempotency key
+    key: Annotated[str, Field(min_length=1, max_length=KEY_MAX)]  # idempotency key
     token: _Token
     last4: Annotated[str, Field(pattern=r"^[0-9]{4}$")]
     amount: Annotated[int, Field(gt=0, le=10**12)]
-    terminal_ref: Annotated[str, Field(max_length=120)] = ""
+    terminal_ref: Annotated[str, Field(max_length=TERMINAL_REF_MAX)] = ""
 
 
 class CaptureIn(AskIn):

@@ -3,10 +3,15 @@ acquirer service (`acquirer.py`). A real processor's SDK plugs in as another cla
 the same two methods.
 
 An answer is the processor's word: approved (with its reference) or declined (with
-why). Anything else - refused connection, timeout, a 5xx, a reply that does not parse -
-is `ProcessorUnreachable`: the till could not get an answer, so a sale goes deferred
-under the floor limits and a capture waits for the next try. The key makes a retry
-safe: the processor answers a key it has seen with the answer it gave.
+why). A 4xx is the processor refusing the request itself (a key reused for another
+amount, a field it does not take): `ProcessorRefused`, an answer too, never a reason to
+take a card offline. Only no answer - refused connection, timeout, a 5xx, a 200 that
+does not parse - is `ProcessorUnreachable`: a sale goes deferred under the floor limits
+and a capture waits for the next try. The key makes a retry safe: the processor
+answers a key it has seen with the answer it gave.
+
+`KEY_MAX` and `TERMINAL_REF_MAX` are what the acquirer takes; the till API's limits on
+what goes into them (a reference, a receipt) fit inside.
 """
 
 from __future__ import annotations
@@ -16,9 +21,19 @@ from typing import Literal, Protocol
 import httpx
 import msgspec
 
-from replicas.errors import ProcessorUnreachable
+from replicas.errors import ProcessorRefused, ProcessorUnreachable
 
-__all__ = ["CardAnswer", "CardAsk", "CardProcessor", "HttpAcquirer"]
+__all__ = [
+    "KEY_MAX",
+    "TERMINAL_REF_MAX",
+    "CardAnswer",
+    "CardAsk",
+    "CardProcessor",
+    "HttpAcquirer",
+]
+
+KEY_MAX = 256  # an idempotency key: "<till>|<receipt up to 80>|<n>|<attempt>" fits
+TERMINAL_REF_MAX = 200  # the till API's payment reference (models.Text)
 
 
 class CardAsk(msgspec.Struct, frozen=True):
@@ -75,8 +90,10 @@ class HttpAcquirer:
                                       headers={"content-type": "application/json"})  # fmt: skip
         except httpx.HTTPError as e:
             raise ProcessorUnreachable(self.url, type(e).__name__) from e
-        if r.status_code != 200:
+        if r.status_code >= 500:
             raise ProcessorUnreachable(self.url, f"HTTP {r.status_code}")
+        if r.status_code != 200:  # the processor's answer: it will not do this request
+            raise ProcessorRefused(self.url, r.status_code, _detail(r))
         try:
             return _decode_answer(r.content)  # unknown fields (key, replay) are ignored
         except msgspec.DecodeError as e:
@@ -84,3 +101,12 @@ class HttpAcquirer:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _detail(r: httpx.Response) -> str:
+    """A refusal's `detail` (FastAPI's shape), short; the raw text if it has none."""
+    try:
+        detail = r.json().get("detail", r.text)
+    except (ValueError, AttributeError):
+        detail = r.text
+    return str(detail)[:200]

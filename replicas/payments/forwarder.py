@@ -9,12 +9,19 @@ queue is forwarded by its peers), and for each:
 - else captured at the processor, whose idempotency key is the payment id: two tills
   forwarding one payment after a partition, or a till that died after the capture and
   before its event, get the one answer the processor gave, so it captures once;
-  `card.captured` or `card.declined`.
+  `card.captured` or `card.declined`;
+- refused by the processor (`ProcessorRefused`, a 4xx: the same request gets the same
+  refusal): `card.declined` with the refusal as its reason, so the queue moves on.
 
-No processor (none, or the link out switched off) leaves only expiry to do. No answer
-(`ProcessorUnreachable`) ends the round and the next waits longer, doubling up to
-`max_backoff_s`. Two tills may both record an outcome of one payment: the fold keeps
-one in force (`conflict.schema`'s st_card_status), so a duplicate is harmless.
+One payment's trouble is its own: the rest of the round goes on. A payment whose sale
+event this log no longer holds (compacted away by a tool that did not keep it:
+`log compact` keeps outstanding sales, `conflict.cards.forwarding_floor`) is skipped
+and logged; a till or HQ that still holds the event forwards it. Only no answer
+(`ProcessorUnreachable`: the transport, which every later payment shares) ends the
+round, and the next waits longer, doubling up to `max_backoff_s`. No processor (none,
+or the link out switched off) leaves only expiry to do. Two tills may both record an
+outcome of one payment: the fold keeps one in force (`conflict.schema`'s
+st_card_status), so a duplicate is harmless.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from core.events import (
     parse_event_id,
 )
 from core.log import EventLog
-from replicas.errors import ProcessorUnreachable
+from replicas.errors import ProcessorRefused, ProcessorUnreachable
 from replicas.payments.adapter import CardAsk, CardProcessor
 
 __all__ = ["Forwarder"]
@@ -88,25 +95,41 @@ class Forwarder:
             if processor is None:
                 continue  # offline: only expiry to do, further down the queue too
             try:
-                answer = await processor.capture(await self._ask(row))
+                ask = await self._ask(row)
+            except LookupError as e:
+                log.error("%s: cannot forward payment %s: %s", self.log.replica_id,
+                          row["payment"], e)  # fmt: skip
+                continue
+            try:
+                outcome = await self._capture(processor, ask)
             except ProcessorUnreachable as e:
                 self.failures += 1
                 log.info("%s: %s", self.log.replica_id, e)
                 return float(min(self.max_backoff_s, self.every_s * 2.0**self.failures))
-            outcome: Body = (
-                CardCaptured(payment=row["payment"], reference=answer.reference)
-                if answer.approved
-                else CardDeclined(payment=row["payment"], reason=answer.reason,
-                                  reference=answer.reference)
-            )  # fmt: skip
             await self._record(row, outcome)
         self.failures = 0
         return self.every_s
 
+    async def _capture(self, processor: CardProcessor, ask: CardAsk) -> Body:
+        """The outcome of capturing one payment; `ProcessorUnreachable` if no answer."""
+        pid = ask.key
+        try:
+            answer = await processor.capture(ask)
+        except ProcessorRefused as e:  # permanent for this request: recorded, not retried
+            log.warning("%s: payment %s: %s", self.log.replica_id, pid, e)
+            return CardDeclined(payment=pid, reason=f"refused by the processor: {e.detail}"[:200])
+        if answer.approved:
+            return CardCaptured(payment=pid, reference=answer.reference)
+        return CardDeclined(payment=pid, reason=answer.reason, reference=answer.reference)
+
     async def _ask(self, row: Record) -> CardAsk:
-        """The payment as stored in its sale event (the state keeps no token)."""
+        """The payment as stored in its sale event (the state keeps no token);
+        `LookupError` if this log no longer holds the event (compacted)."""
         origin, seq = parse_event_id(row["sale_id"])
-        (raw,) = await self.log.read_range(origin, seq, 1)
+        found = await self.log.read_range(origin, seq, 1)
+        if len(found) != 1:
+            raise LookupError(f"its sale event {row['sale_id']} is not in this log (compacted)")
+        (raw,) = found
         sale = decode_body(decode_event(raw), check_text=False)
         assert isinstance(sale, SaleCompleted)
         p = sale.payments[row["idx"]]

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from replicas.errors import ProcessorUnreachable
+from replicas.errors import ProcessorRefused, ProcessorUnreachable
 from replicas.payments.adapter import CardAsk, HttpAcquirer
 from tests.acquirer_kit import AcquirerProc
 
@@ -55,8 +55,23 @@ async def test_a_key_used_for_another_amount_is_refused(acquirer: AcquirerProc) 
     http = HttpAcquirer(acquirer.url)
     try:
         await http.capture(ask("s1/t1:6#0", amount=100))
-        with pytest.raises(ProcessorUnreachable, match="HTTP 409"):
+        # An answer (the processor refuses), not "no answer": never a reason to defer.
+        with pytest.raises(ProcessorRefused, match="HTTP 409") as refused:
             await http.capture(ask("s1/t1:6#0", amount=999))
+        assert refused.value.status == 409 and "another request" in refused.value.detail
+    finally:
+        await http.aclose()
+
+
+async def test_fields_the_till_api_takes_fit_the_acquirer(acquirer: AcquirerProc) -> None:
+    http = HttpAcquirer(acquirer.url)
+    try:
+        long = CardAsk(key="s1/t1|" + "R" * 80 + "|0|" + "f" * 16, token="tok_visa_0001",
+                       last4="4242", amount=100, terminal_ref="T" * 200)  # fmt: skip
+        assert (await http.authorise(long)).approved
+        with pytest.raises(ProcessorRefused, match="HTTP 422"):
+            await http.authorise(CardAsk(key="k" * 257, token="tok_visa_0001", last4="4242",
+                                         amount=100))  # fmt: skip
     finally:
         await http.aclose()
 

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from core.events import CardLimitsSet, ProductUpserted, SaleCompleted
+from core.events import CardLimitsSet, Payment, ProductUpserted, SaleCompleted
 from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.auth import Access
+from replicas.api.cards import auth_key
 from replicas.api.tokens import TokenStore
-from replicas.payments.adapter import HttpAcquirer
+from replicas.payments.adapter import CardAsk, HttpAcquirer
 from tests.acquirer_kit import AcquirerProc
 from tests.replicas.api_kit import TILL, FakeReplica, event_body, from_hq, open_log
 
@@ -87,6 +88,44 @@ async def test_an_online_decline_refuses_the_sale(
     assert r.status_code == 402 and "declined by the processor (do not honour)" in r.text
     assert log.head(TILL)[0] == 0  # nothing stored
     assert [x["status"] for x in await acquirer.records()] == ["declined"]
+
+
+async def test_a_retry_after_a_decline_is_a_new_authorisation_never_offline(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    # The page retries with the same receipt after a 402: another card, a changed basket.
+    declined = await till.post({**sale(900, token="tok_decline_01"), "receipt": "R-77"})
+    assert declined.status_code == 402, declined.text
+    (pay,) = (await _stored(log, await till.post({**sale(950), "receipt": "R-77"}))).payments
+    assert pay.auth == "online" and pay.approval
+    records = await acquirer.records()
+    assert sorted(r["status"] for r in records) == ["approved", "declined"]
+    assert len({r["key"] for r in records}) == 2
+
+
+async def test_a_request_the_processor_refuses_is_refused_not_taken_offline(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    # The key this sale will use, already taken at the acquirer for another amount: 409.
+    body = {**sale(600), "receipt": "R-88"}
+    paid = Payment(method="card", amount=600, card_token="tok_visa_0001", card_last4="4242")
+    key = auth_key(f"{TILL}|R-88", 0, paid)
+    http = HttpAcquirer(acquirer.url)
+    try:
+        await http.authorise(CardAsk(key=key, token="tok_visa_0001", last4="4242", amount=1))
+    finally:
+        await http.aclose()
+    r = await till.post(body)
+    assert r.status_code == 502 and "refused the request (HTTP 409" in r.text, r.text
+    assert log.head(TILL)[0] == 0  # nothing stored, nothing deferred
+
+
+async def test_the_longest_receipt_and_reference_the_api_takes_go_online(
+    till: Till, log: EventLog
+) -> None:
+    body = {**sale(500, reference="T" * 200), "receipt": "R" * 80}
+    (pay,) = (await _stored(log, await till.post(body))).payments
+    assert pay.auth == "online"
 
 
 async def test_cut_off_from_the_processor_under_limits_deferred_above_refused(

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from conflict import cards
+from conflict.policies import state_fold
+from core import compact
 from core.clock import hlc_ms
+from core.compact import read_heads
 from core.errors import WrongAuthor
 from core.events import CardCaptured, CardLimitsSet, Payment, SaleCompleted, SaleLine
 from core.log import EventLog
-from replicas.payments.adapter import HttpAcquirer
+from replicas.ops.common import STATE_TABLES, compact_db
+from replicas.ops.common import open_log as open_ops_log
+from replicas.payments.adapter import CardAsk, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
 from tests.acquirer_kit import AcquirerProc
 from tests.factories import chain
@@ -62,6 +68,83 @@ async def test_a_round_captures_or_declines_each_once(
     assert [(r["key"], r["calls"], r["status"]) for r in records] == [
         (f"{a.id}#0", 1, "approved"), (f"{b.id}#0", 1, "declined")
     ]  # fmt: skip
+
+
+async def test_a_payment_the_processor_refuses_is_declined_and_the_queue_moves_on(
+    log: EventLog, acquirer: AcquirerProc
+) -> None:
+    bad = await log.append(deferred("tok_offline_010", 700, "R10"))
+    good = await log.append(deferred("tok_offline_011", 300, "R11"))
+    processor = HttpAcquirer(acquirer.url)
+    try:  # the first one's key already used for another amount: the acquirer says 409
+        await processor.capture(CardAsk(key=f"{bad.id}#0", token="tok_offline_010",
+                                        last4="4242", amount=1))  # fmt: skip
+        fwd = Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5)
+        assert await fwd.round() == 0.5
+    finally:
+        await processor.aclose()
+    assert await _outcomes(log) == [(f"{bad.id}#0", "declined"), (f"{good.id}#0", "captured")]
+    reason = await log.read(
+        lambda c: c.execute(
+            "SELECT detail FROM st_card_outcomes WHERE payment = ?", (f"{bad.id}#0",)
+        ).fetchone()[0]
+    )
+    assert reason.startswith("refused by the processor:") and "another request" in reason
+
+
+async def _compacted(path: Path, floor: dict[str, int] | None = None) -> dict[str, int]:
+    """Compact the (closed) log at `path` as `log compact` does, HQ and the till holding
+    all of it; or, given `floor`, drop exactly that (as a tool that keeps nothing would)."""
+    with closing(open_ops_log(path, write=True)) as conn:
+        heads = {o: h.seq for o, h in read_heads(conn).items()}
+        if floor is None:
+            floor, _ = compact_db(conn, {"hq": heads, "s1/t1": heads})
+        else:
+            compact.compact(conn, state_fold(conn), STATE_TABLES, floor)
+    return floor
+
+
+async def test_compaction_keeps_the_sales_of_payments_still_to_forward(
+    tmp_path: Path, acquirer: AcquirerProc
+) -> None:
+    path = tmp_path / "till.db"
+    log = await open_log(path, "s1/t1")
+    cash = Payment(method="cash", amount=200)
+    await log.append(SaleCompleted(receipt="R20", lines=[SaleLine("MISC", 1, 200)],
+                                   payments=[cash]))  # fmt: skip
+    held = await log.append(deferred("tok_offline_021", 400, "R21"))  # still to forward
+    processor = HttpAcquirer(acquirer.url)
+    try:
+        await log.append_many([deferred("tok_offline_022", 100, f"R2{i}") for i in (2, 3)])
+        await log.close()
+        floor = await _compacted(path)
+        assert floor["s1/t1"] == held.seq - 1
+        log = await open_log(path, "s1/t1")
+        assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
+    finally:
+        await processor.aclose()
+        await log.close()
+    assert [r["status"] for r in await acquirer.records()] == ["approved"] * 3
+
+
+async def test_a_payment_whose_sale_was_compacted_away_is_skipped_not_the_round(
+    tmp_path: Path, acquirer: AcquirerProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "till.db"
+    log = await open_log(path, "s1/t1")
+    lost = await log.append(deferred("tok_offline_030", 300, "R30"))
+    kept = await log.append(deferred("tok_offline_031", 500, "R31"))
+    await log.close()
+    await _compacted(path, {"s1/t1": lost.seq})  # as a tool that kept nothing would
+    log = await open_log(path, "s1/t1")
+    processor = HttpAcquirer(acquirer.url)
+    try:
+        assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
+        assert await _outcomes(log) == [(f"{kept.id}#0", "captured")]  # lost stays outstanding
+    finally:
+        await processor.aclose()
+        await log.close()
+    assert f"cannot forward payment {lost.id}#0" in caplog.text
 
 
 async def test_unforwarded_past_the_max_age_expires_unsent(
