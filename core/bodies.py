@@ -1,16 +1,47 @@
-"""The typed bodies of events: what a sale, a refund, a stock move or a catalog write
-says, with the rules msgspec constraints express and those each body's `check()` adds.
+"""The typed bodies of events and their registry (`BODY_TYPES`): what a sale, a refund,
+a stock move, a catalog write, a shift, a resolution or a key decision says, with the
+rules msgspec constraints express and those each body's `check()` adds.
 
 Split from `core.events` (the envelope and the canonical encoding), which re-exports
-every name here: callers keep importing bodies from `core.events`.
+every name here: callers keep importing bodies from `core.events`. The `Body` base and
+field types live in `core.body_base`, the card payment bodies in `core.card_bodies`;
+this module re-exports both.
 """
 
 from __future__ import annotations
 
-import string
 from typing import Annotated, ClassVar, Literal
 
 from msgspec import Meta, Struct
+
+from core.body_base import (
+    CARD_SCHEMA,
+    SKU_PATTERN,
+    TAX_SCHEMA,
+    Body,
+    CardToken,
+    EventId,
+    Id,
+    Last4,
+    Money,
+    PositiveQty,
+    Sku,
+    TaxRate,
+    Text,
+    by_schema,
+    check_sku,
+)
+from core.card_bodies import (
+    CARD_ACTIONS,
+    CARD_OUTCOME_TYPES,
+    CardCaptured,
+    CardDeclined,
+    CardExpired,
+    CardLimitsSet,
+    PaymentId,
+    parse_payment_id,
+    payment_id,
+)
 
 __all__ = [
     "BODY_TYPES",
@@ -57,68 +88,9 @@ __all__ = [
     "payment_id",
 ]
 
-SKU_PATTERN = r"^[A-Za-z0-9._-]+$"
-# The SKU rule is SKU_PATTERN as `re.search` reads it, and is checked by `check_sku` from
-# each body's `check()`, not by msgspec: msgspec calls into `re` per string, ~1.5 µs per
-# SKU, which was most of decoding a one-line sale. The JSON schema still states the rule.
-Sku = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SKU_PATTERN})]
-Money = Annotated[int, Meta(ge=0, le=10**12)]
-PositiveQty = Annotated[int, Meta(gt=0, le=10**9)]
-Text = Annotated[str, Meta(max_length=200)]
-Id = Annotated[str, Meta(min_length=1, max_length=80)]
-EventId = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[^:]+:[1-9][0-9]*$")]
-Last4 = Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
-CardToken = Annotated[str, Meta(min_length=8, max_length=128)]
-TaxRate = Annotated[int, Meta(ge=0, le=10_000)]  # basis points: 2000 is 20 %
-
-# Schema 6: a sale line states the tax the till computed from the catalog's rate at the
-# sale (`tax_rate_bp`, `tax_exclusive`), a refund line the tax it gives back (`tax`).
-TAX_SCHEMA = 6
-# Schema 7: a card payment's processor approval and manager override (`Payment`), and
-# the decisions on a declined card (`CARD_ACTIONS` in conflict.resolved).
-CARD_SCHEMA = 7
-
-
-_SKU_CHARS = string.ascii_letters + string.digits + "._-"
-
-
-def check_sku(sku: str) -> None:
-    """Raise ValueError unless `sku` matches SKU_PATTERN under `re.search`.
-
-    Exactly that rule, so replicas of older builds accept the same events: `$` also
-    matches before one final newline, so "A1\n" passes and "\n" or "A1\n\n" do not.
-    `str.strip` removes every allowed character from both ends, so anything left over
-    is a character the pattern refuses (min_length=1 is still checked by msgspec).
-    """
-    core = sku[:-1] if sku[-1:] == "\n" else sku
-    if not core or core.strip(_SKU_CHARS):
-        raise ValueError(f"sku {sku[:64]!r} does not match {SKU_PATTERN}")
-
-
 # --- bodies ---------------------------------------------------------------------------
 
-
-# Bodies and their parts are gc=False (untracked by the cycle collector): frozen values
-# of str/int/lists of such values cannot form cycles, and ingest makes several per event;
-# tracked, they set off collections that were ~20% of decoding a sale.
-class Body(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    TYPE: ClassVar[str]
-
-    def min_schema(self) -> int:
-        """The lowest schema that has every field this body uses."""
-        return 1
-
-    def check(self) -> None:
-        """Cross-field rules msgspec constraints cannot express."""
-
-
-def by_schema(by: str) -> int:
-    """The schema of a body whose only newer field is `by` (schema 3): 3 when it names
-    someone, else 1, so an event made without one (the open demo, a build before 3) has
-    the bytes and the schema it always had. The fold does not read `by`: who made an
-    event is for the audit (`tillmesh log dump`), not state, so an older build that
-    stores a schema-3 event unapplied is behind on what it can show, not on its digest."""
-    return 3 if by else 1
+# Parts are gc=False like `Body` itself, for the reason `core.body_base` gives.
 
 
 class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -217,18 +189,6 @@ def _check_payment(p: Payment) -> None:
             raise ValueError("only a deferred card payment is approved beyond the floor limits")
     elif p.card_token is not None or p.card_last4 is not None or p.approval or p.override_by:
         raise ValueError(f"{p.method} payment must not carry card data")
-
-
-def payment_id(sale_id: str, index: int) -> str:
-    """The id of a sale's `index`-th payment ("s1/t1:42#0"): the processor's idempotency
-    key when it is forwarded, and what the `card.*` outcome events name."""
-    return f"{sale_id}#{index}"
-
-
-def parse_payment_id(pid: str) -> tuple[str, int]:
-    """ "s1/t1:42#0" -> ("s1/t1:42", 0)."""
-    sale, _, index = pid.rpartition("#")
-    return sale, int(index)
 
 
 class SaleVoided(Body, frozen=True):
@@ -396,10 +356,12 @@ class ConflictResolved(Body, frozen=True):
     by: Text
     reason: Text = ""
     price: Money | None = None
-    supersedes: Annotated[list[EventId], Meta(max_length=100)] = []  # schema 4
+    # The `noqa`s: msgspec copies a Struct's default list per instance; ruff sees `Body`
+    # only as an import here, not as the Struct it is.
+    supersedes: Annotated[list[EventId], Meta(max_length=100)] = []  # noqa: RUF012 schema 4
     sku: Sku | None = None  # schema 5: what `price` or `count` is of
     count: Annotated[int, Meta(ge=0, le=10**9)] | None = None  # schema 5
-    moves: Annotated[list[ResolvedMove], Meta(max_length=500)] = []  # schema 5
+    moves: Annotated[list[ResolvedMove], Meta(max_length=500)] = []  # noqa: RUF012 schema 5
 
     def min_schema(self) -> int:
         if self.action in CARD_ACTIONS:
@@ -423,12 +385,6 @@ class ConflictResolved(Body, frozen=True):
             raise ValueError("count is a recount's, and needs its sku")
         if self.moves and self.action != "compensate":
             raise ValueError("moves are a compensation's")
-
-
-# What a store manager decides about a declined or expired card payment (schema 7):
-# the customer paid another way, the amount is written off, or the goods came back
-# (a refund reversed the sale).
-CARD_ACTIONS = ("paid_other_way", "written_off", "refund_reversed")
 
 
 class KeyRevoked(Body, frozen=True):
@@ -466,56 +422,6 @@ class LogSigned(Body, frozen=True):
     TYPE: ClassVar[str] = "log.signed"
     unsigned: Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
-
-PaymentId = Annotated[
-    str, Meta(min_length=5, max_length=110, pattern=r"^[^:#]+:[1-9][0-9]*#[0-9]{1,2}$")
-]
-
-
-class CardLimitsSet(Body, frozen=True):
-    """HQ's floor limits for card payments a till takes while it cannot reach the
-    processor, for `store` ('' = every store without limits of its own). The latest
-    write (by hlc, origin, seq) for a store is in force. A till refuses a deferred card
-    payment over `per_payment`, or that would take what it holds unforwarded beyond
-    `till_total` or `till_count`; a deferred payment not forwarded within `max_age_s`
-    expires (`card.expired`)."""
-
-    TYPE: ClassVar[str] = "card.limits_set"
-    per_payment: Money
-    till_total: Money
-    till_count: Annotated[int, Meta(ge=0, le=10**6)]
-    max_age_s: Annotated[int, Meta(ge=60, le=90 * 86_400)]
-    store: Text = ""
-    by: Text = ""
-
-
-class CardCaptured(Body, frozen=True):
-    """The processor captured a deferred payment (`reference`: its capture id)."""
-
-    TYPE: ClassVar[str] = "card.captured"
-    payment: PaymentId
-    reference: Text = ""
-
-
-class CardDeclined(Body, frozen=True):
-    """The processor declined a deferred payment: the store is owed its amount."""
-
-    TYPE: ClassVar[str] = "card.declined"
-    payment: PaymentId
-    reason: Text = ""
-    reference: Text = ""
-
-
-class CardExpired(Body, frozen=True):
-    """A deferred payment was not forwarded within its store's `max_age_s`: never sent."""
-
-    TYPE: ClassVar[str] = "card.expired"
-    payment: PaymentId
-
-
-# Outcomes of a deferred payment: only a replica of the payment's store writes them
-# (it holds the sale and forwards it); ingest refuses one from anywhere else.
-CARD_OUTCOME_TYPES = frozenset({CardCaptured.TYPE, CardDeclined.TYPE, CardExpired.TYPE})
 
 # Types only HQ may write, as only HQ's API writes them: products are the chain's to
 # define (a till sets store prices, never products). Ingest refuses them from any other

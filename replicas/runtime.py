@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -39,25 +38,17 @@ from broker.server import EmbeddedNatsServer, connect_options
 from broker.subjects import HQ
 from conflict.state import StoreState
 from core.clock import HybridClock, system_wall_ms
-from core.errors import StorageError, TillmeshError
-from core.events import Event, decode_event, store_of
+from core.errors import TillmeshError
+from core.events import store_of
 from core.log import EventLog
-from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_signing_seed
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
-from replicas.keyfiles import (
-    check_not_retired,
-    finish_rotation,
-    load_signer,
-    own_head_on_disk,
-    rotated_keys,
-    write_rotated_key,
-)
 from replicas.metrics import ReplicaMetrics
 from replicas.payments.adapter import CardProcessor, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
 from replicas.process import DataDirLock, ServerSupervisor
+from replicas.signer import check_signing_key, open_signing, rotate_signing_key
 from replicas.site import Site, is_loopback
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
@@ -169,7 +160,7 @@ class Replica:
 
     async def _open_log(self) -> EventLog:
         clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
-        signer, verifier = self._signing()
+        signer, verifier = open_signing(self.site, self.replica_id, self.identity, self.data_dir)
         return await EventLog.open(
             self.data_dir / "log.db",
             self.replica_id,
@@ -181,38 +172,8 @@ class Replica:
             verifier=verifier,
         )
 
-    def _signing(self) -> tuple[Ed25519Signer | None, KeyRegistry | None]:
-        """Our signing key and the site's registry; neither for a site made before
-        events were signed (it says so: its events are accepted from any peer)."""
-        if self.replica_id not in self.site.signing_keys:
-            log.warning("%s: this site has no event-signing keys", self.replica_id)
-            return None, None
-        done = finish_rotation(
-            self.identity.directory, own_head_on_disk(self.data_dir / "log.db", self.replica_id)
-        )
-        if done:
-            log.warning("%s: a key rotation was interrupted: %s", self.replica_id, done)
-        signer, registry = load_signer(self.identity.directory), self.site.key_registry()
-        rotated = encode_public_key(signer.public_key) in rotated_keys(self.identity.directory)
-        if registry.key_of(self.replica_id) != signer.public_key and not rotated:
-            raise StorageError(
-                str(self.identity.directory),
-                f"this signing key is not the one site.json names for {self.replica_id}:"
-                " install this machine's bundle again",
-            )
-        return signer, registry
-
     async def _check_signing_key(self) -> None:
-        """Never sign with a key this till rotated away from (`check_not_retired`)."""
-        signer, registry = self.log.signer, self.log.verifier
-        if not isinstance(signer, Ed25519Signer):
-            return
-        seq = self.log.head(self.replica_id)[0]
-        valid = (
-            registry.key_of(self.replica_id, seq + 1) if isinstance(registry, KeyRegistry) else None
-        )
-        head = await self.log.read(lambda c: _own_event(c, self.replica_id, seq))
-        check_not_retired(self.replica_id, self.identity.directory, signer, valid, head)
+        await check_signing_key(self.log, self.replica_id, self.identity.directory)
 
     async def _start_server(self) -> None:
         config = self.site.server_config(self.replica_id, self.identity)
@@ -478,18 +439,8 @@ class Replica:
         return sorted({*here, *peers})
 
     async def rotate_key(self) -> tuple[str, int]:
-        """A new signing key, made here, used from our next event on: its public key and
-        that seq, for HQ's admin to vouch for (`POST /keys/{replica}/rotate` at HQ)."""
-        if self.log.signer is None:
-            raise StorageError(str(self.identity.directory), "this site signs no events")
-        seed, folder = new_signing_seed(), self.identity.directory
-        signer = Ed25519Signer(seed, tagged=True)
-        from_seq = await self.log.switch_signer(
-            signer, lambda n: write_rotated_key(folder, seed, n)
-        )
-        log.warning("%s signs with a new key from seq %d: HQ must vouch for it",
-                    self.replica_id, from_seq)  # fmt: skip
-        return encode_public_key(signer.public_key), from_seq
+        """A new signing key from our next event on (`replicas.signer.rotate_signing_key`)."""
+        return await rotate_signing_key(self.log, self.replica_id, self.identity.directory)
 
     def unsynced_to_hq(self) -> int:
         if self.engine is None or self.replica_id == HQ:
@@ -512,11 +463,6 @@ class _QuietServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self._started()
-
-
-def _own_event(conn: sqlite3.Connection, origin: str, seq: int) -> Event | None:
-    row = conn.execute("SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
-    return decode_event(row[0]) if row else None
 
 
 async def _log_nats_error(e: Exception) -> None:

@@ -1,4 +1,6 @@
-"""HTTP models of the till API, and their conversion to the msgspec event bodies.
+"""HTTP models of the till API's sales, stock, catalog, shifts and conflicts, and their
+conversion to the msgspec event bodies; re-exports the replica-wide responses (status,
+health, digest, shop, `EventOut`) from `replicas.api.models_status`.
 
 pydantic lives at this edge only: it gives clients field-level 422s and the OpenAPI
 schema. Every model is strict, so `12.5` or `"12"` where money or a quantity is
@@ -34,11 +36,22 @@ from core.events import (
     StockReceived,
 )
 from core.pan import contains_card_number, control_character
+from replicas.api.models_status import (
+    ClockAheadView,
+    DigestOut,
+    EventOut,
+    ExposureView,
+    HealthOut,
+    SalesSummaryView,
+    ShopOut,
+    StatusOut,
+)
 from replicas.api.tax import Refunded, TaxMode, taxed
 
 __all__ = [
     "SKU_PATTERN",
     "CatalogOut",
+    "ClockAheadView",
     "DigestOut",
     "EventOut",
     "ExposureView",
@@ -418,6 +431,12 @@ class ProductView(BaseModel):
     )
 
 
+class CatalogOut(EventOut):
+    product: ProductView | None = Field(
+        description="the effective product after this write (the price policy decides)"
+    )
+
+
 # --- shifts ---------------------------------------------------------------------------
 
 
@@ -476,97 +495,3 @@ class ResolveIn(_In):
         description="with supersede (conflict id `catalog:<sku>`): the catalog writes it "
         "takes out of the catalog whatever their HLC, as event ids (origin:seq)",
     )
-
-
-# --- generic and status ---------------------------------------------------------------
-
-
-class EventOut(BaseModel):
-    event_id: str
-    hlc: int
-    at: str
-
-
-class CatalogOut(EventOut):
-    product: ProductView | None = Field(
-        description="the effective product after this write (the price policy decides)"
-    )
-
-
-class SalesSummaryView(BaseModel):
-    sales: int
-    gross: int
-    voided: int
-    refunded: int
-    net: int
-
-
-class ClockAheadView(BaseModel):
-    events: int
-    newest: str = Field(description="the newest such event's time, ISO 8601 UTC")
-    ahead_ms: int = Field(description="how far it was ahead of this replica's clock, now")
-
-
-class StatusOut(BaseModel):
-    replica_id: str
-    online: bool
-    version_vector: dict[str, int]
-    events: int
-    pending: int = Field(description="held: waiting for a missing predecessor")
-    quarantined: int
-    clock_ahead: dict[str, ClockAheadView] = Field(
-        default_factory=dict,
-        description="since this replica started: per origin, events received too far ahead"
-        " of this replica's clock (kept and applied; the clock was not dragged forward)",
-    )
-    unsynced_to_hq: int = Field(
-        description="own events (sales, refunds, stock moves, ...) HQ does not yet hold durably"
-    )
-    sales: SalesSummaryView
-    sync: dict[str, Any] = Field(description="the sync engine's status; {} without network")
-    digest: str | None = Field(description="state digest; null when ?digest=false")
-    open_conflicts: int | None = Field(
-        default=None, description="unresolved business conflicts; null when ?conflicts=false"
-    )
-    card_exposure: ExposureView | None = Field(
-        default=None,
-        description="this store's (at HQ: every store's) offline card payments outstanding",
-    )
-    evidence: dict[str, int] | None = Field(
-        default=None,
-        description="refused events kept as evidence, by kind (SignatureError: not its"
-        " origin's writing; Equivocation: its origin signed two versions); null when"
-        " ?conflicts=false",
-    )
-    stale_snapshot: dict[str, str] = Field(
-        default_factory=dict,
-        description="per origin, why this log's compaction snapshot holds events that are no"
-        " longer state (revoked, or signed by a retired key): restore it from HQ",
-    )
-
-
-class ExposureView(BaseModel):
-    """Card payments taken offline and not yet captured, declined or expired: the risk
-    the store carries (`conflict.reports.offline_exposure`)."""
-
-    payments: int
-    amount: int
-    oldest_age_s: int | None = Field(description="seconds since the oldest was taken")
-
-
-class ShopOut(BaseModel):
-    replica_id: str
-    store: str
-    store_name: str = Field(description="the name receipts show (site.json store_names)")
-    tax_mode: Literal["inclusive", "exclusive"] = Field(
-        description="inclusive: catalog prices hold the tax; exclusive: tax is added to them"
-    )
-
-
-class DigestOut(BaseModel):
-    digest: str
-
-
-class HealthOut(BaseModel):
-    ok: bool
-    replica_id: str
