@@ -166,6 +166,7 @@ class Replica:
             wall_ms=self.wall_ms,
             signer=signer,
             verifier=verifier,
+            check_in_worker=True,  # a catch-up's checking on the other core (issue 19)
         )
 
     def _signing(self) -> tuple[Ed25519Signer | None, KeyRegistry | None]:

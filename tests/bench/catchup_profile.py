@@ -16,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from conflict.state import StoreState
-from core.checks import check_events
+from core.checks import CHECK_SLICE, check_events
 from core.events import Event, RawEvent, decode_body, decode_event, encode_event, event_hash
 from core.keys import KeyRegistry
-from core.log import CHECK_SLICE, EventLog
+from core.log import EventLog
 from core.signing import Ed25519Signer, new_signing_seed, vouch
 from tests.bench.ingest_profile import BATCH, FLOOR_TABLES, per_event, sqlite_floor
 from tests.factories import cash_sale, chain
@@ -88,10 +91,40 @@ def writer(evs: list[Event], registry: KeyRegistry, d: Path) -> None:
     print(f"  {'SQLite floor (no Python)':<30} {floor:6.2f} wall  ({1e6 / floor:,.0f} ev/s)")
 
 
-async def whole(raws: list[bytes], registry: KeyRegistry, d: Path, in_flight: int) -> float:
-    log = await EventLog.open(d / f"whole-{in_flight}.db", "s1/t1", StoreState(), verifier=registry)
+@dataclass
+class Whole:
+    rate: float  # events/s, wall
+    loop: float  # µs/event of CPU on the event loop's thread (checking, when in-process)
+    writer: float  # ... on the writer's thread (transaction, fold, SQLite)
+    worker: float  # ... in the checking worker process (0: none)
+
+    def __str__(self) -> str:
+        return (
+            f"{1e6 / self.rate:6.2f} wall ({self.rate:,.0f} ev/s); cpu: loop {self.loop:.1f},"
+            f" writer {self.writer:.1f}, worker {self.worker:.1f} µs/event"
+        )
+
+
+def _thread_cpu() -> dict[int, float]:
+    return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+
+
+async def whole(
+    raws: list[bytes], registry: KeyRegistry, d: Path, in_flight: int, worker: bool
+) -> Whole:
+    """`ingest_raw` of pull-window frames, `in_flight` at a time; CPU per thread and
+    worker (robust on a shared machine, where wall time is what others leave us)."""
+    log = await EventLog.open(
+        d / f"whole-{in_flight}-{worker}.db",
+        "s1/t1",
+        StoreState(),
+        verifier=registry,
+        check_in_worker=worker,
+    )
+    loop_tid = threading.get_native_id()
     try:
         running: list[asyncio.Task[object]] = []
+        before = _thread_cpu()
         t0 = time.perf_counter()
         for i in range(0, len(raws), BATCH):
             running.append(asyncio.create_task(log.ingest_raw(raws[i : i + BATCH])))
@@ -99,9 +132,16 @@ async def whole(raws: list[bytes], registry: KeyRegistry, d: Path, in_flight: in
                 await running.pop(0)
         for task in running:
             await task
-        return len(raws) / (time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        after = _thread_cpu()
+        pids = log._worker.pids() if log._worker is not None else []
+        in_worker = sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
     finally:
         await log.close()
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    loop_cpu = spent.pop(loop_tid, 0.0)
+    n = len(raws) / 1e6
+    return Whole(len(raws) / wall, loop_cpu / n, max(spent.values()) / n, in_worker / n)
 
 
 def main() -> None:
@@ -116,9 +156,11 @@ def main() -> None:
         d = Path(tmp)
         writer(evs, registry, d)
         print("the whole log, EventLog.ingest_raw (wall):")
-        for k in (1, 2):
-            rate = asyncio.run(whole(raws, registry, d, k))
-            print(f"  {k} frame(s) in flight            {1e6 / rate:6.2f} wall  ({rate:,.0f} ev/s)")
+        for worker in (False, True):
+            for k in (1, 2):
+                got = asyncio.run(whole(raws, registry, d, k, worker))
+                where = "in a worker" if worker else "in-process"
+                print(f"  {k} in flight, checked {where:<12} {got}")
 
 
 if __name__ == "__main__":
