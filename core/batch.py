@@ -109,6 +109,7 @@ class IngestResult:
     clock_ahead: dict[str, ClockAhead] = field(default_factory=dict)
     duplicates: int = 0
     held: int = 0
+    too_far: int = 0  # past the head by more than MAX_HELD_AHEAD: dropped, pulled later
     rejected: list[TillmeshError] = field(default_factory=list)
 
     @property
@@ -208,6 +209,13 @@ class Transaction:
             # not on whichever honest peer later fills the gap below it.
             if checked.error is not None:
                 self._quarantine(ev, peer, checked.error)
+            if ev.seq - seq > MAX_HELD_AHEAD:
+                # Left for the pulls to bring in order, not refused: a till pushes each
+                # new sale to every peer, also to one catching up a million events behind
+                # it, and a refusal would back that honest peer off (a 1M catch-up stalled
+                # at 2,000 events, backed off for 7 minutes, before this).
+                result.too_far += 1
+                return
             self._hold(checked, seq)
             result.held += 1
         else:
