@@ -42,3 +42,28 @@ async def test_a_push_far_past_the_head_is_left_for_the_pulls_not_refused(
         assert pending == [(MAX_HELD_AHEAD,)]
     finally:
         await log.close()
+
+
+async def test_a_catch_up_behind_held_pushes_probes_pending_per_frame(tmp_path: Path) -> None:
+    """While a till catches up from one that sells, the sales pushed ahead are held; the
+    catch-up's frames then ask `pending` about once per frame, not twice per event, and
+    the held sales are still applied when the catch-up reaches them."""
+    events = chain(T2, [cash_sale(receipt=f"R{i}") for i in range(2100)])
+    log = await EventLog.open(tmp_path / "log.db", "s1/t1", StoreState())
+    probes: list[str] = []
+    try:
+        assert (await log.ingest(events[2050:], T2)).held == 50  # pushed: held
+        assert log._writer_conn is not None
+        log._writer_conn._conn.set_trace_callback(  # SQLite's own record of each statement
+            lambda sql: probes.append(sql) if "FROM pending" in sql else None
+        )
+        result = await log.ingest(events[:2000], T2)  # a pull reply, below the held ones
+        assert len(result.stored) == 2000 and not result.rejected
+        assert len(probes) <= 5, f"{len(probes)} probes of pending for 2,000 events"
+        log._writer_conn._conn.set_trace_callback(None)
+        await log.ingest(events[2000:2050], T2)  # fills the gap: the held 50 are applied
+        assert log.version_vector()[T2] == 2100
+        left = await log.read(lambda c: c.execute("SELECT count(*) FROM pending").fetchone())
+        assert left == (0,)
+    finally:
+        await log.close()
