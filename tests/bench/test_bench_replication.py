@@ -54,6 +54,9 @@ def raws_of(db: Path, origin: str) -> list[bytes]:
 # --- raw NATS baseline ----------------------------------------------------------------------
 
 
+AHEAD = 32  # frames the raw NATS publisher may be ahead of its subscriber (~14 MB)
+
+
 async def raw_nats_rate(tmp: Path, raws: list[bytes]) -> float:
     """Events/s through one nats-server, core publish -> subscribe, framed in CHUNKs."""
     from replicas.sync.protocol import build_reply
@@ -77,8 +80,14 @@ async def raw_nats_rate(tmp: Path, raws: list[bytes]) -> float:
         await sub.flush()
         await asyncio.sleep(0.2)  # interest propagated (one server: immediate)
         t0 = time.perf_counter()
-        for frame in frames:
+        for k, frame in enumerate(frames):
             await pub.publish("tm.ev.hq", frame)
+            # At most AHEAD frames unread: on a loaded box the server otherwise drops the
+            # subscriber as a slow consumer, and a 1M run waited out its timeout.
+            for _ in range(100_000):
+                if k - got[0] < AHEAD:
+                    break
+                await asyncio.sleep(0.0005)
         await pub.flush()
         await asyncio.wait_for(done.wait(), 120)
         rate = len(raws) / (time.perf_counter() - t0)
