@@ -35,8 +35,22 @@ from core.events import (
 )
 from core.signing import Verifier, vouch
 
-__all__ = ["NO_HEAD", "CheckedEvent", "Head", "check_event", "check_events", "holds_card_data"]
+__all__ = [
+    "CHECK_SLICE",
+    "NO_HEAD",
+    "CheckedEvent",
+    "Head",
+    "check_event",
+    "check_events",
+    "holds_card_data",
+]
 
+# Events checked per turn of the event loop before `EventLog.ingest` queues them: ~1-2
+# ms of Python, so a big frame neither blocks other tasks (a sale, an API call) for long
+# nor waits for a turn of its own per event. Also the run whose newest signature is kept
+# (`_check_signatures`): a log that checks signatures keeps one at least per this many
+# events of an origin, so a slice is checked alike wherever it is (core.worker_checks).
+CHECK_SLICE = 256
 Head = tuple[int, bytes]  # (seq, hash) of an origin's newest contiguous event
 NO_HEAD: Head = (0, b"")
 

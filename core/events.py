@@ -70,7 +70,7 @@ from core.errors import (
     SchemaViolation,
     UnknownEventType,
 )
-from core.pan import contains_card_number, control_character
+from core.pan import contains_card_number, control_character, could_hold_either
 
 __all__ = [
     "BODY_TYPES",
@@ -110,6 +110,7 @@ __all__ = [
     "check_envelope",
     "check_sku",
     "decode_body",
+    "decode_checked_body",
     "decode_event",
     "decode_events",
     "encode_body",
@@ -279,21 +280,49 @@ def decode_body(ev: Event, *, check_text: bool = True) -> Body:
     return body
 
 
+def decode_checked_body(ev: Event) -> Body:
+    """Typed body of an event `decode_body` already passed (in a checking worker,
+    `core.worker_checks`): decoded only, none of its rules run again."""
+    return _body_decoders[ev.type].decode(ev.body)
+
+
 def _check(event_type: str, body: Body, *, check_text: bool = True) -> None:
-    for name, text in _texts(body) if check_text else ():
-        identifier = name.rsplit(".", 1)[-1] in _IDENTIFIERS
-        if contains_card_number(text, identifier=identifier):  # never repeated in the error
-            raise CardNumberInText(event_type, f"{name} looks like a full card number")
-        if (control := control_character(text)) is not None:
-            raise SchemaViolation(event_type, f"{name} holds a control character ({control})")
+    if check_text and could_hold_either(_all_texts(body, [])):
+        _check_texts(event_type, body)
     try:
         body.check()
     except ValueError as e:
         raise SchemaViolation(event_type, str(e)) from e
 
 
+def _check_texts(event_type: str, body: Body) -> None:
+    """Each text on its own, by field name: the exact rules, and the error names the field."""
+    for name, text in _texts(body):
+        identifier = name.rsplit(".", 1)[-1] in _IDENTIFIERS
+        if contains_card_number(text, identifier=identifier):  # never repeated in the error
+            raise CardNumberInText(event_type, f"{name} looks like a full card number")
+        if (control := control_character(text)) is not None:
+            raise SchemaViolation(event_type, f"{name} holds a control character ({control})")
+
+
 # Text fields that name something (see core.pan: long numbers are common there).
 _IDENTIFIERS = frozenset({"sku", "receipt", "shift", "sale", "conflict", "payment"})
+
+
+def _all_texts(value: Struct, out: list[str]) -> list[str]:
+    """Every text in a body, into `out`: `_texts` without the names (they are needed only
+    once a text fails, and building them was most of the cost of checking a sale)."""
+    for field, nested in _text_fields(type(value)):
+        item = getattr(value, field)
+        if nested is None:
+            if isinstance(item, str):
+                out.append(item)
+        elif isinstance(item, list):
+            for part in item:
+                _all_texts(part, out)
+        elif item is not None:
+            _all_texts(item, out)
+    return out
 
 
 def _texts(value: Struct, name: str = "") -> Iterator[tuple[str, str]]:

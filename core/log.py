@@ -32,7 +32,7 @@ from typing import TypeVar
 import aiosqlite
 
 from core.batch import ClockAhead, IngestResult, Transaction
-from core.checks import NO_HEAD, CheckedEvent, Head, check_events
+from core.checks import CHECK_SLICE, NO_HEAD, CheckedEvent, Head, check_events
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state, stale_snapshot
 from core.errors import StorageError, TillmeshError
@@ -52,6 +52,7 @@ from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
 from core.stats import LogStats, read_stats
+from core.worker_checks import WorkerChecker
 
 __all__ = [
     "ClockAhead",
@@ -75,10 +76,6 @@ UNAPPLIED_INDEX = (
     f"CREATE INDEX IF NOT EXISTS events_unapplied ON events (origin, seq)"
     f" WHERE flags & {FLAG_UNAPPLIED}"
 )
-# Events checked per turn of the event loop before `ingest` queues them: ~1-2 ms of
-# Python, so a big frame neither blocks other tasks (a sale, an API call) for long nor
-# waits for a turn of its own per event.
-CHECK_SLICE = 256
 
 
 @dataclass
@@ -108,8 +105,12 @@ class EventLog:
         signer: Signer | None = None,
         verifier: Verifier | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        check_in_worker: bool = False,
     ) -> None:
         self.path = path
+        # Big frames checked in a worker process, on another core than the writer
+        # (core.worker_checks); the replica turns it on, tools and tests need not.
+        self._worker = WorkerChecker() if check_in_worker else None
         self.timer = timer  # times commits for `commit_observers`
         self.signer = signer  # signs our own events (core.signing)
         self.verifier = verifier  # checks others': None trusts every peer (tests, tools)
@@ -152,9 +153,13 @@ class EventLog:
         signer: Signer | None = None,
         verifier: Verifier | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        check_in_worker: bool = False,
     ) -> EventLog:
         clock = clock or HybridClock(wall_ms)
-        log = cls(Path(path), replica_id, fold, clock, in_scope, wall_ms, signer, verifier, timer)
+        log = cls(
+            Path(path), replica_id, fold, clock, in_scope, wall_ms, signer, verifier, timer,
+            check_in_worker,
+        )  # fmt: skip
         await log._start()
         return log
 
@@ -210,6 +215,8 @@ class EventLog:
             if conn is not None:
                 await conn.close()
         self._reader_conn = self._writer_conn = None
+        if self._worker is not None:
+            await self._worker.close()
 
     async def __aenter__(self) -> EventLog:
         return self
@@ -241,16 +248,26 @@ class EventLog:
         # while the big one is being checked, or its events would land behind a gap
         # (held) and the sync engine would judge an honest peer's reply short.
         async with self._ingest_order:
-            checked: list[CheckedEvent] = []
-            for i in range(0, len(events), CHECK_SLICE):
-                if i:
-                    await asyncio.sleep(0)
-                checked += check_events(events[i : i + CHECK_SLICE], self._heads, self.verifier)
+            checked = await self._check(events)
             request = _Request(self._new_future(), ingest=checked, peer=peer)
             self._queue_request(request)
         result = await request.future
         assert isinstance(result, IngestResult)
         return result
+
+    async def _check(self, events: Sequence[Event | RawEvent]) -> list[CheckedEvent]:
+        worker, verifier = self._worker, self.verifier
+        if worker is not None and worker.usable(events, verifier):
+            assert verifier is None or isinstance(verifier, KeyRegistry)  # usable() says so
+            found = await worker.check(events, self._heads, verifier)  # type: ignore[arg-type]
+            if found is not None:
+                return found
+        checked: list[CheckedEvent] = []
+        for i in range(0, len(events), CHECK_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            checked += check_events(events[i : i + CHECK_SLICE], self._heads, self.verifier)
+        return checked
 
     async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
         """Like `ingest`, from envelope bytes; bytes that are no envelope are refused."""

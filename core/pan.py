@@ -27,6 +27,7 @@ import unicodedata
 __all__ = [
     "contains_card_number",
     "control_character",
+    "could_hold_either",
     "luhn_ok",
     "safe_to_show",
 ]
@@ -44,6 +45,12 @@ MIN_PAN_DIGITS_IN_IDS = 15
 # check, so the prefilters never miss a number the exact check would find.
 _MAYBE = re.compile(r"(?:\d[^\dA-Za-z]*){12}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
+# Both prefilters in one pass over all of an event's texts joined by a letter (which
+# ends a digit run, so no run spans two texts): what matches in one text matches in the
+# join, so a join with no match needs no per-text check (~6 µs of a sale's ~8 to decode).
+_EITHER = re.compile(f"{_MAYBE.pattern}|{_CONTROL.pattern}")
+_JOIN = "Z"
+_DIGITS = "0123456789"  # ASCII text holds no other digits: fewer than 12 can hold no PAN
 
 
 def contains_card_number(text: str, *, identifier: bool = False) -> bool:
@@ -53,6 +60,15 @@ def contains_card_number(text: str, *, identifier: bool = False) -> bool:
         return False
     shortest = MIN_PAN_DIGITS_IN_IDS if identifier else MIN_PAN_DIGITS
     return any(shortest <= len(run) <= MAX_PAN_DIGITS and luhn_ok(run) for run in _runs(text))
+
+
+def could_hold_either(texts: list[str]) -> bool:
+    """False when no text of `texts` can hold a card number or a control character (one
+    regex pass over them all); True means: check each text exactly."""
+    joined = _JOIN.join(texts)
+    if joined.isascii() and joined.isprintable():  # C speed, and the common case
+        return sum(map(joined.count, _DIGITS)) >= MIN_PAN_DIGITS and bool(_MAYBE.search(joined))
+    return _EITHER.search(joined) is not None
 
 
 def _might_hide_one(run: str) -> bool:

@@ -170,6 +170,7 @@ class Replica:
             wall_ms=self.wall_ms,
             signer=signer,
             verifier=verifier,
+            check_in_worker=True,  # a catch-up's checking on the other core (issue 19)
         )
 
     async def _check_signing_key(self) -> None:

@@ -8,7 +8,7 @@ transitive (A-B and B-C links suffice for A and C to converge) and needs no mast
 
 Pull planning: at most one pull in flight per peer and one per origin, each at
 most `pull_window` events, spread over the peers that hold them, the most recently
-heard first. It reads ahead one frame: a full reply, once admitted, counts as held
+heard first. It reads ahead: a full reply, once admitted, counts as held
 and frees its peer for the next pull while the log ingests it (at most
 `MAX_ADMITTED_PER_PEER` replies of a peer wait). Serving is filtered by the
 requester's scope and paced by a per-requester `TokenBucket` (`PullServer`,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from broker.subjects import pull_subject
-from replicas.sync.config import ADMITTED_TIMEOUT_FACTOR, SyncConfig
+from replicas.sync.config import ADMITTED_TIMEOUT_FACTOR, MAX_ADMITTED_PER_PEER, SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import (
     Action,
@@ -80,21 +80,26 @@ def test_pull_is_windowed_and_one_per_peer() -> None:
     assert nxt["s1/t2"].ranges == [("s1/t2", 101, 200)]
 
 
-def test_reads_ahead_while_the_log_ingests_at_most_two_replies_per_peer() -> None:
-    e = engine()
-    chain = make_chain("s1/t2", 300)
-    (req,) = requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": 300}), 0.0)).values()
-    first = EventsFrame("s1/t2", chain[:100], True, req.id)
-    e.admit("s1/t2", first, 0.1)
-    ahead = requests(e.read_ahead(0.1))  # sent before the first reply is durable
-    assert ahead["s1/t2"].ranges == [("s1/t2", 101, 200)]
-    second = EventsFrame("s1/t2", chain[100:200], True, ahead["s1/t2"].id)
-    e.admit("s1/t2", second, 0.2)
-    assert requests(e.read_ahead(0.2)) == {}  # two replies of s1/t2 wait for the log
-    nxt = requests(e.on_frame("s1/t2", first, outcome(100, {"s1/t2": 100}), 0.3))
-    assert nxt["s1/t2"].ranges == [("s1/t2", 201, 300)]  # planned past the second
-    assert requests(e.on_frame("s1/t2", second, outcome(100, {"s1/t2": 200}), 0.4)) == {}
-    assert e.status(0.4).incidents == []
+def test_reads_ahead_while_the_log_ingests_a_bounded_number_of_replies_per_peer() -> None:
+    e, bound = engine(), MAX_ADMITTED_PER_PEER
+    total = (bound + 1) * 100
+    chain = make_chain("s1/t2", total)
+    (req,) = requests(e.on_vv("s1/t2", vv_msg("s1/t2", {"s1/t2": total}), 0.0)).values()
+    frames = []
+    for k in range(bound):  # each reply admitted lets the next pull go before it is durable
+        frames.append(EventsFrame("s1/t2", chain[k * 100 : (k + 1) * 100], True, req.id))
+        e.admit("s1/t2", frames[-1], 0.1 + k / 10)
+        ahead = requests(e.read_ahead(0.1 + k / 10))
+        if k < bound - 1:
+            assert ahead["s1/t2"].ranges == [("s1/t2", (k + 1) * 100 + 1, (k + 2) * 100)]
+            req = ahead["s1/t2"]
+    assert ahead == {}  # `bound` replies of s1/t2 wait for the log
+    nxt = requests(e.on_frame("s1/t2", frames[0], outcome(100, {"s1/t2": 100}), 1.0))
+    assert nxt["s1/t2"].ranges == [("s1/t2", bound * 100 + 1, total)]  # planned past them
+    for k, frame in enumerate(frames[1:], 2):
+        done = e.on_frame("s1/t2", frame, outcome(100, {"s1/t2": k * 100}), 1.0 + k / 10)
+        assert requests(done) == {}
+    assert e.status(2.0).incidents == []
 
 
 def test_a_reply_held_behind_a_gap_is_not_short() -> None:

@@ -1,0 +1,62 @@
+"""The one-pass screen over an event's texts (`core.pan.could_hold_either`) never lets
+through what the exact per-text rules refuse: it may only send more texts to them."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import CardNumberInText, SchemaViolation
+from core.events import Event, decode_body
+from core.pan import contains_card_number, control_character, could_hold_either
+from tests.factories import cash_sale, chain
+
+# Digits (ASCII and not), separators card numbers are written with, letters that end a
+# run, and control characters: the alphabet where a screen could go wrong.
+_ALPHABET = st.sampled_from(list("0123456789 -./Za\u00a0\u200b\u0663\u0000\u001b\u007f\u0085é"))
+_TEXT = st.text(_ALPHABET, max_size=40) | st.sampled_from(
+    ["4111 1111 1111 1111", "4111111111111111", "s1-t1-000123", "SKU-4006381333931"]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_TEXT, max_size=6), st.booleans())
+def test_the_screen_passes_no_text_the_exact_rules_refuse(texts: list[str], ident: bool) -> None:
+    refused = any(
+        contains_card_number(t, identifier=ident) or control_character(t) is not None for t in texts
+    )
+    if refused:
+        assert could_hold_either(texts)
+
+
+def test_a_card_number_or_control_character_split_over_two_texts_is_no_hit() -> None:
+    # Each text alone is harmless; the letter that joins them ends the digit run.
+    assert not could_hold_either(["4111 1111", "1111 1111"])
+    assert could_hold_either(["4111 1111 1111 1111"])
+    assert could_hold_either(["R1", "line\nbreak"])
+    assert could_hold_either(["\u0664\u0661\u0661\u0661" * 4])  # Arabic-Indic digits
+
+
+def _sale_from(receipt: str, sku: str) -> Event:
+    """A sale event as a peer could send it, its texts never checked by an encoder."""
+    body = {
+        "receipt": receipt,
+        "lines": [{"sku": sku, "qty": 1, "unit_price": 250}],
+        "payments": [{"method": "cash", "amount": 250}],
+    }
+    ev = chain("s1/t2", [cash_sale()])[0]
+    return msgspec.structs.replace(ev, body=msgspec.msgpack.encode(body))
+
+
+def test_a_sale_with_a_card_number_or_control_character_is_still_refused() -> None:
+    assert decode_body(_sale_from("R1", "SKU-1"))  # the same sale, harmless texts
+    with pytest.raises(CardNumberInText, match="receipt looks like a full card number"):
+        decode_body(_sale_from("4111 1111 1111 1111", "SKU-1"))
+    with pytest.raises(CardNumberInText, match=re.escape("lines[0].sku looks like")):
+        decode_body(_sale_from("R1", "4111111111111111"))
+    with pytest.raises(SchemaViolation, match="receipt holds a control character"):
+        decode_body(_sale_from("R\u001b[2J", "SKU-1"))
