@@ -1,0 +1,147 @@
+"""`tillmesh report` and `/reports/*` on HQ's PostgreSQL read model.
+
+The same figures as `conflict.reports` gives on a SQLite log, by the same conventions
+(see there): a sale counts in its origin's store at its HLC wall time in the report's
+time zone; voided = totals of sales with any void; refunded = refunds of known,
+non-voided sales; net = gross - voided - refunded. Rows come back in the same order:
+text is compared bytewise (COLLATE "C"), as SQLite does, whatever the database's locale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from conflict.errors import ReportError
+from conflict.reports import Window
+from core.clock import COUNTER_BITS
+
+__all__ = ["items_report", "payments_report", "sales_report", "stock_report"]
+
+Record = dict[str, Any]
+Conn = psycopg.Connection[Any]
+
+
+def _where(window: Window) -> tuple[str, list[Any]]:
+    where = "s.hlc >= %s AND s.hlc < %s"
+    params: list[Any] = [window.since, window.until]
+    if window.store is not None:
+        where += " AND s.store = %s"
+        params.append(window.store)
+    return where, params
+
+
+def _local(window: Window) -> str:
+    """The sale's local wall time as a timestamp (whole seconds, as SQLite's unixepoch)."""
+    secs = f"((s.hlc >> {COUNTER_BITS}) / 1000 + {int(window.utc_offset_min) * 60})"
+    return f"(timestamp '1970-01-01' + {secs} * interval '1 second')"
+
+
+def _group_exprs(window: Window) -> dict[str, str]:
+    local = _local(window)
+    return {
+        "store": 's.store COLLATE "C"',
+        "till": 's.origin COLLATE "C"',
+        "day": f"to_char({local}, 'YYYY-MM-DD')",
+        "hour": f"to_char({local}, 'YYYY-MM-DD HH24:00')",
+        "shift": 's.shift COLLATE "C"',
+        "cashier": 's.cashier COLLATE "C"',
+    }
+
+
+def _records(cur: psycopg.Cursor[Any]) -> list[Record]:
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+_SALES = """
+SELECT {keys}, COUNT(*)::int8 AS sales, SUM(s.total)::int8 AS gross,
+  SUM(CASE WHEN v.sale_id IS NULL THEN 0 ELSE s.total END)::int8 AS voided,
+  SUM(CASE WHEN v.sale_id IS NULL THEN COALESCE(r.amount, 0) ELSE 0 END)::int8 AS refunded
+FROM hq_sales s
+LEFT JOIN (SELECT DISTINCT sale_id FROM hq_voids) v ON v.sale_id = s.id
+LEFT JOIN (SELECT sale_id, SUM(amount) AS amount FROM hq_refunds GROUP BY sale_id) r
+  ON r.sale_id = s.id
+WHERE {where}
+GROUP BY {group} ORDER BY {group}
+"""
+
+
+def sales_report(conn: Conn, by: Sequence[str], window: Window) -> list[Record]:
+    exprs = _group_exprs(window)
+    unknown = [b for b in by if b not in exprs]
+    if unknown or not by:
+        raise ReportError("grouping", ",".join(unknown or by), f"use {', '.join(exprs)}")
+    keys = ", ".join(f"{exprs[b]} AS {b}" for b in by)
+    group = ", ".join(str(i + 1) for i in range(len(by)))
+    where, params = _where(window)
+    sql = _SALES.format(keys=keys, where=where, group=group)
+    rows = _records(conn.execute(sql.encode(), params))
+    for row in rows:
+        row["net"] = row["gross"] - row["voided"] - row["refunded"]
+    return rows
+
+
+_PAYMENTS = """
+SELECT s.store COLLATE "C" AS store, p.method COLLATE "C" AS method,
+  COALESCE(p.auth, '') COLLATE "C" AS auth, COUNT(*)::int8 AS payments,
+  SUM(p.amount)::int8 AS amount
+FROM hq_sales s JOIN hq_payments p ON p.sale_id = s.id
+WHERE {where} AND s.id NOT IN (SELECT sale_id FROM hq_voids)
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+
+_CHANGE = """
+SELECT s.store, SUM(s.change)::int8 FROM hq_sales s
+WHERE {where} AND s.change > 0 AND s.id NOT IN (SELECT sale_id FROM hq_voids)
+GROUP BY 1
+"""
+
+
+def payments_report(conn: Conn, window: Window) -> list[Record]:
+    where, params = _where(window)
+    rows = _records(conn.execute(_PAYMENTS.format(where=where).encode(), params))
+    change = dict(conn.execute(_CHANGE.format(where=where).encode(), params).fetchall())
+    for row in rows:
+        row["change_given"] = change.get(row["store"], 0) if row["method"] == "cash" else 0
+        row["kept"] = row["amount"] - row["change_given"]
+    return rows
+
+
+_ITEMS = """
+SELECT store, sku, qty, revenue, sales FROM (
+  SELECT l.store AS store, l.sku AS sku, SUM(l.qty)::int8 AS qty,
+    SUM(l.qty * l.unit_price - l.discount)::int8 AS revenue,
+    COUNT(DISTINCT l.sale_id)::int8 AS sales,
+    ROW_NUMBER() OVER (PARTITION BY l.store
+                       ORDER BY SUM(l.qty * l.unit_price - l.discount) DESC,
+                                l.sku COLLATE "C") AS rank
+  FROM hq_sales s JOIN hq_sale_lines l ON l.sale_id = s.id
+  WHERE {where} AND s.id NOT IN (SELECT sale_id FROM hq_voids)
+  GROUP BY l.store, l.sku) ranked
+WHERE rank <= %s ORDER BY store COLLATE "C", rank
+"""
+
+
+def items_report(conn: Conn, window: Window, top: int = 20) -> list[Record]:
+    where, params = _where(window)
+    return _records(conn.execute(_ITEMS.format(where=where).encode(), [*params, top]))
+
+
+def stock_report(conn: Conn, store: str | None = None, below: int | None = None) -> list[Record]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if store is not None:
+        clauses.append("store = %s")
+        params.append(store)
+    if below is not None:
+        clauses.append("on_hand < %s")
+        params.append(below)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = (
+        'SELECT store COLLATE "C" AS store, sku COLLATE "C" AS sku, on_hand'
+        f" FROM bi_stock_levels {where} ORDER BY 1, 2"
+    )
+    return _records(conn.execute(sql.encode(), params))

@@ -1,0 +1,399 @@
+"""HQ's event store and read model on PostgreSQL: `PgLog`, what sync needs of a log.
+
+One ingest call is one transaction: the batch's events are COPYed into a staging table
+and moved with `INSERT ... ON CONFLICT (store, origin, seq) DO NOTHING`, beside the
+read model's rows (COPY into the fact tables), the held and quarantined events and
+the new chain heads. The heads are updated only from the values this process read
+(`WHERE seq = <old>`): if another worker wrote the same origin meanwhile (two workers
+given one store by mistake), the transaction is rolled back and the heads reloaded,
+so no event or fact is ever written twice. A worker restarted after SIGKILL starts
+from the heads of its last commit: the database's version vector.
+
+`owns(origin)` is the worker's share (`shard.py`): events of other origins are
+refused as out of scope, like a till refuses another store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import AsyncConnection, sql
+
+from conflict.catalog import PricePolicy
+from conflict.state import DEFAULT_WINDOW_MS
+from core.batch import NO_HEAD, Head, IngestResult, check_events
+from core.clock import HybridClock, system_wall_ms
+from core.errors import StorageError, TillmeshError
+from core.events import Body, Event, RawEvent, decode_event, encode_body, encode_event, event_hash
+from core.fold import FLAG_REVOKED
+from core.log import Listener
+from core.signing import Signer, Verifier
+from replicas.hq.admit import Admission
+from replicas.hq.project import FACT_COLUMNS, REVOCABLE, Facts, products_of
+from replicas.hq.schema import migrate
+
+__all__ = ["PgLog", "redact"]
+
+logger = logging.getLogger(__name__)
+CHECK_SLICE = 256  # events checked per turn of the event loop (as core.log)
+EVENT_COLUMNS = ("store", "origin", "seq", "hlc", "type", "flags", "hash", "raw")
+EVENT_TYPES = ("text", "text", "int8", "int8", "text", "int4", "bytea", "bytea")
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+class PgLog:
+    """Open with `await PgLog.open(dsn, ...)`; `async with` closes it."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection[Any],
+        where: str,
+        replica_id: str,
+        owns: Callable[[str], bool],
+        clock: HybridClock,
+        wall_ms: Callable[[], int],
+        signer: Signer | None,
+        verifier: Verifier | None,
+        price_policy: PricePolicy,
+        window_ms: int,
+    ) -> None:
+        self.conn, self.where, self.replica_id = conn, where, replica_id
+        self.owns, self.clock, self.wall_ms = owns, clock, wall_ms
+        self.signer, self.verifier = signer, verifier
+        self.price_policy, self.window_ms = price_policy, window_ms
+        self._heads: dict[str, Head] = {}
+        self._pending_origins: set[str] = set()
+        self._write = asyncio.Lock()
+        self.listeners: list[Listener] = []
+        self.clock_ahead: dict[str, Any] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        replica_id: str = "hq",
+        *,
+        owns: Callable[[str], bool] = lambda origin: True,
+        clock: HybridClock | None = None,
+        wall_ms: Callable[[], int] = system_wall_ms,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
+        price_policy: PricePolicy = "latest",
+        window_ms: int = DEFAULT_WINDOW_MS,
+    ) -> PgLog:
+        where = redact(dsn)
+        try:
+            with psycopg.connect(dsn) as sync_conn:
+                migrate(sync_conn, where)
+            conn = await AsyncConnection.connect(dsn, autocommit=True)
+        except psycopg.Error as e:
+            raise StorageError(where, str(e).strip()) from e
+        log = cls(conn, where, replica_id, owns, clock or HybridClock(wall_ms), wall_ms,
+                  signer, verifier, price_policy, window_ms)  # fmt: skip
+        await log._load()
+        return log
+
+    async def _load(self) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS hq_staging (LIKE hq_events) ON COMMIT DELETE ROWS"
+            )
+            cur = await self.conn.execute("SELECT origin, seq, hash, last_hlc FROM hq_heads")
+            self._heads = {}
+            for origin, seq, h, last_hlc in await cur.fetchall():
+                if self.owns(origin):
+                    self._heads[origin] = (int(seq), bytes(h))
+                    self.clock.last = max(self.clock.last, int(last_hlc))
+            cur = await self.conn.execute("SELECT DISTINCT origin FROM hq_pending")
+            self._pending_origins = {o for (o,) in await cur.fetchall() if self.owns(o)}
+
+    async def close(self) -> None:
+        async with self._write:
+            await self.conn.close()
+
+    async def __aenter__(self) -> PgLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- what sync reads -------------------------------------------------------------
+
+    def version_vector(self) -> dict[str, int]:
+        return {origin: seq for origin, (seq, _) in self._heads.items()}
+
+    def head(self, origin: str) -> Head:
+        return self._heads.get(origin, NO_HEAD)
+
+    async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]:
+        async with self._write:  # one connection: reads wait for the batch in flight
+            cur = await self.conn.execute(
+                "SELECT raw FROM hq_events WHERE store = %s AND origin = %s AND seq >= %s"
+                " ORDER BY seq LIMIT %s",
+                (origin.partition("/")[0], origin, from_seq, limit),
+            )
+            rows = await cur.fetchall()
+        return [bytes(r) for (r,) in rows]
+
+    # --- writes --------------------------------------------------------------------
+
+    async def ingest(self, events: Sequence[Event | RawEvent], peer: str = "") -> IngestResult:
+        async with self._write:
+            checked = []
+            for i in range(0, len(events), CHECK_SLICE):
+                if i:
+                    await asyncio.sleep(0)
+                chunk = events[i : i + CHECK_SLICE]
+                checked += check_events(chunk, self._heads, self.verifier)
+            result = IngestResult()
+            adm = await self._commit(lambda a, pend: a.ingest(checked, peer, result, pend), result)
+        self._after_commit(adm, result.stored)
+        return result
+
+    async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
+        events: list[Event | RawEvent] = []
+        refused: list[TillmeshError] = []
+        for raw in raws:
+            try:
+                events.append(RawEvent(decode_event(raw), raw))
+            except TillmeshError as e:
+                refused.append(e)
+        result = await self.ingest(events, peer)
+        result.rejected.extend(refused)
+        return result
+
+    async def append(self, body: Body) -> Event:
+        return (await self.append_many([body]))[0]
+
+    async def append_many(self, bodies: Sequence[Body]) -> list[Event]:
+        """HQ's own events (catalog, prices, revocations), signed; the worker that owns
+        HQ's origin writes them."""
+        encoded = [(body, *encode_body(body)) for body in bodies]
+        made: list[RawEvent] = []
+
+        def author(adm: Admission, _: object) -> None:
+            for body, event_type, data in encoded:
+                seq, prev = adm.head(self.replica_id)
+                ev = Event(self.replica_id, seq + 1, self.clock.now(), body.min_schema(),
+                           event_type, data, prev)  # fmt: skip
+                h = event_hash(ev)
+                if self.signer is not None:
+                    ev = msgspec.structs.replace(ev, sig=self.signer.sign(h))
+                raw = encode_event(ev)
+                adm.accept(ev, h, raw, body, 0)
+                made.append(RawEvent(ev, raw))
+
+        async with self._write:
+            adm = await self._commit(author, IngestResult())
+        self._after_commit(adm, made)
+        return [m.event for m in made]
+
+    def _after_commit(self, adm: Admission, new: list[RawEvent]) -> None:
+        self._heads.update(adm.staged)
+        self._pending_origins |= {o for o, *_ in adm.held}
+        if new:
+            for listener in list(self.listeners):
+                try:
+                    listener(new)
+                except Exception:
+                    logger.exception("log listener %r failed", listener)
+
+    async def _commit(
+        self, decide: Callable[[Admission, Callable[[str, int], list[bytes]]], None],
+        result: IngestResult,
+    ) -> Admission:  # fmt: skip
+        try:
+            return await self._transaction(decide, result)
+        except psycopg.Error as e:
+            await self._load_after_failure()
+            raise StorageError(self.where, str(e).strip()) from e
+
+    async def _load_after_failure(self) -> None:
+        try:
+            await self._load()
+        except psycopg.Error:
+            logger.exception("reloading heads from %s failed", self.where)
+
+    async def _transaction(
+        self, decide: Callable[[Admission, Callable[[str, int], list[bytes]]], None],
+        result: IngestResult,
+    ) -> Admission:  # fmt: skip
+        c = self.conn
+        async with c.transaction():
+            cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked' FOR SHARE")
+            row = await cur.fetchone()
+            revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
+            adm = Admission(dict(self._heads), self.owns, self.clock, self.wall_ms, revoked,
+                            self.verifier)  # fmt: skip
+            pending = await self._pending_rows(adm)
+            decide(adm, pending)
+            result.rejected.extend(adm.check_duplicates(await self._stored_hashes(adm)))
+            await self._write_batch(adm)
+        return adm
+
+    async def _pending_rows(self, adm: Admission) -> Callable[[str, int], list[bytes]]:
+        """Held raws of the origins that hold any, read up front (rare: after a gap)."""
+        held: dict[str, list[tuple[int, bytes]]] = {}
+        if self._pending_origins:
+            cur = await self.conn.execute(
+                "SELECT origin, seq, raw FROM hq_pending WHERE origin = ANY(%s)"
+                " ORDER BY origin, seq",
+                (sorted(self._pending_origins),),
+            )
+            for origin, seq, raw in await cur.fetchall():
+                held.setdefault(origin, []).append((int(seq), bytes(raw)))
+
+        def pending(origin: str, above: int) -> list[bytes]:
+            return [raw for seq, raw in held.get(origin, []) if seq > above]
+
+        return pending
+
+    async def _stored_hashes(self, adm: Admission) -> dict[tuple[str, int], bytes]:
+        if not adm.duplicates:
+            return {}
+        keys = {(ev.origin, ev.seq) for ev, _, _ in adm.duplicates}
+        origins = [o for o, _ in keys]
+        cur = await self.conn.execute(
+            "SELECT e.origin, e.seq, e.hash FROM hq_events e"
+            " JOIN unnest(%s::text[], %s::text[], %s::int8[]) AS k(store, origin, seq)"
+            " ON e.store = k.store AND e.origin = k.origin AND e.seq = k.seq",
+            ([o.partition("/")[0] for o in origins], origins, [s for _, s in keys]),
+        )
+        return {(o, int(s)): bytes(h) for o, s, h in await cur.fetchall()}
+
+    async def _write_batch(self, adm: Admission) -> None:
+        c = self.conn
+        await self._write_events(adm)
+        facts = Facts()
+        facts.add(adm.applied)
+        for table, rows in facts.rows.items():
+            if rows:
+                await _copy(c, table, FACT_COLUMNS[table], rows)
+        if adm.held:
+            async with c.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO hq_pending VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    adm.held,
+                )
+        if adm.drained:
+            async with c.cursor() as cur:
+                await cur.executemany(
+                    "DELETE FROM hq_pending WHERE origin = %s AND seq = %s", adm.drained
+                )
+        if adm.quarantined:
+            await _copy(c, "hq_quarantine", ("received_ms", "peer", "origin", "seq", "kind",
+                                             "detail", "raw"), adm.quarantined)  # fmt: skip
+        await self._move_heads(adm)
+        if adm.newly_revoked:
+            await self._revoke(adm.newly_revoked)
+        await self._refresh_products(facts.catalog_skus)
+
+    async def _write_events(self, adm: Admission) -> None:
+        if not adm.rows:
+            return
+        async with self.conn.cursor() as cur:
+            copy_sql = f"COPY hq_staging ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            async with cur.copy(copy_sql) as copy:
+                copy.set_types(list(EVENT_TYPES))
+                for row in adm.rows:
+                    await copy.write_row(row)
+            await cur.execute(
+                "INSERT INTO hq_events SELECT * FROM hq_staging"
+                " ON CONFLICT (store, origin, seq) DO NOTHING"
+            )
+            await cur.execute("TRUNCATE hq_staging")
+
+    async def _move_heads(self, adm: Admission) -> None:
+        """Each staged head from the one this process read, or the batch is undone."""
+        for origin, (seq, h) in adm.staged.items():
+            old = self._heads.get(origin, NO_HEAD)[0]
+            last = adm.last_hlc[origin]
+            if old == 0:
+                cur = await self.conn.execute(
+                    "INSERT INTO hq_heads (origin, store, seq, hash, last_hlc)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (origin) DO NOTHING",
+                    (origin, origin.partition("/")[0], seq, h, last),
+                )
+            else:
+                cur = await self.conn.execute(
+                    "UPDATE hq_heads SET seq = %s, hash = %s, last_hlc = %s, updated_at = now()"
+                    " WHERE origin = %s AND seq = %s",
+                    (seq, h, last, origin, old),
+                )
+            if cur.rowcount != 1:
+                raise StorageError(
+                    self.where, f"{origin} was written by another worker meanwhile: reloading"
+                )
+
+    async def _revoke(self, newly: dict[str, int]) -> None:
+        """Flag what revoked origins wrote past their cut and take it out of the read model."""
+        c = self.conn
+        cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked' FOR UPDATE")
+        row = await cur.fetchone()
+        revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
+        for origin, cut in newly.items():
+            revoked[origin] = min(cut, revoked.get(origin, cut))
+            await c.execute(
+                f"UPDATE hq_events SET flags = flags | {FLAG_REVOKED}"
+                " WHERE store = %s AND origin = %s AND seq > %s",
+                (origin.partition("/")[0], origin, revoked[origin]),
+            )
+            for table, where in REVOCABLE.items():
+                await c.execute(
+                    sql.SQL("DELETE FROM {} WHERE " + where).format(sql.Identifier(table)),
+                    (origin, revoked[origin]),
+                )
+        await c.execute(
+            "UPDATE hq_meta SET value = %s WHERE key = 'revoked'", (json.dumps(revoked),)
+        )
+        await self._refresh_products(None)
+
+    async def _refresh_products(self, skus: Iterable[str] | None) -> None:
+        """hq_products of the SKUs written (None: every SKU), by the site's price policy."""
+        if skus is not None and not skus:
+            return
+        if skus is None:
+            cur = await self.conn.execute(
+                "SELECT sku FROM hq_catalog_writes UNION SELECT sku FROM hq_products"
+            )
+            wanted = sorted(s for (s,) in await cur.fetchall())
+        else:
+            wanted = sorted(skus)
+        cur = await self.conn.execute(
+            "SELECT sku, eid, hlc, origin, seq, kind, name, price, tax_rate_bp, active"
+            " FROM hq_catalog_writes WHERE sku = ANY(%s)",
+            (wanted,),
+        )
+        writes: dict[str, list[tuple[object, ...]]] = {sku: [] for sku in wanted}
+        for sku, *rest in await cur.fetchall():
+            writes[sku].append(tuple(rest))
+        upserts = products_of(sorted(writes.items()), self.price_policy, self.window_ms)
+        await self.conn.execute("DELETE FROM hq_products WHERE sku = ANY(%s)", (wanted,))
+        if upserts:
+            async with self.conn.cursor() as cur2:
+                await cur2.executemany(
+                    "INSERT INTO hq_products VALUES (%s, %s, %s, %s, %s, %s, %s)", upserts
+                )
+
+
+async def _copy(
+    conn: AsyncConnection[Any], table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> None:
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    async with conn.cursor() as cur, cur.copy(stmt) as copy:
+        for row in rows:
+            await copy.write_row(row)
