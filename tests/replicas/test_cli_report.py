@@ -14,11 +14,13 @@ from conflict.state import StoreState
 from core.events import SaleVoided
 from core.log import EventLog
 from replicas.cli.main import main
+from replicas.hq.store import PgLog
 from tests.conflict.factory import sale_body
 
 
-async def _hq_with_two_stores(root: Path) -> Path:
-    """s1/t1 sells twice (one voided), s2/t1 once; HQ ingests both tills' logs."""
+async def _hq_with_two_stores(root: Path, dsn: str | None) -> str:
+    """s1/t1 sells twice (one voided), s2/t1 once; HQ ingests both tills' logs, into its
+    SQLite log, or with `dsn` into PostgreSQL (the same reports must come out)."""
     tills = {rid: await EventLog.open(root / f"{rid[:2]}.db", rid, StoreState())
              for rid in ("s1/t1", "s2/t1")}  # fmt: skip
     kept = await tills["s1/t1"].append(sale_body([("A", 2, 150)], "R1"))
@@ -26,18 +28,19 @@ async def _hq_with_two_stores(root: Path) -> Path:
     await tills["s1/t1"].append(SaleVoided(sale=gone.id))
     await tills["s2/t1"].append(sale_body([("A", 1, 150)], "R1"))
     assert kept.seq == 1
-    hq = await EventLog.open(root / "hq.db", "hq", StoreState())
+    hq = await PgLog.open(dsn) if dsn else await EventLog.open(root / "hq.db", "hq", StoreState())
     for rid, log in tills.items():
         result = await hq.ingest_raw(await log.read_range(rid, 1, 100))
         assert not result.rejected
         await log.close()
     await hq.close()
-    return root / "hq.db"
+    return dsn or str(root / "hq.db")
 
 
-@pytest.fixture
-def hq_db(tmp_path: Path) -> str:
-    return str(asyncio.run(_hq_with_two_stores(tmp_path)))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hq_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgresql" else None
+    return asyncio.run(_hq_with_two_stores(tmp_path, dsn))
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,0 +1,34 @@
+"""Telling a PostgreSQL DSN from a log path, and read-only connections for reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from core.errors import StorageError
+from replicas.hq.store import redact
+
+__all__ = ["is_postgres", "open_readonly"]
+
+
+def is_postgres(where: object) -> bool:
+    """Whether `where` (a CLI argument) names a PostgreSQL database, not a log file."""
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+@contextmanager
+def open_readonly(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection whose transactions cannot write (a report never changes HQ)."""
+    try:
+        conn = psycopg.connect(dsn, options="-c default_transaction_read_only=on")
+    except psycopg.Error as e:
+        raise StorageError(redact(dsn), str(e).strip()) from e
+    with conn:
+        try:
+            conn.execute("SELECT 1 FROM hq_schema")
+        except psycopg.Error as e:
+            raise StorageError(redact(dsn), "not a tillmesh HQ database (no hq_schema)") from e
+        yield conn
