@@ -136,11 +136,8 @@ class Replica:
         except BaseException:
             await self.log.close()
             raise
-        self.log.commit_observers.append(self.metrics.on_commit)
-        self.state_cache = StateCache(self.log)
-        self.engine = SyncEngine(
-            self.replica_id, holds(self.replica_id), self.sync_config, vv=self.log.version_vector()
-        )
+        self._observe_log()
+        self.engine = self._new_engine()
         try:
             await self._start_server()
             await self._connect()
@@ -148,11 +145,19 @@ class Replica:
             await self._close_network()
             await self.log.close()
             raise
-        assert self.supervisor is not None
-        self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
+        if self.supervisor is not None:  # (an HQ ingest worker may use another's server)
+            self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
         watch = self._watch_uplink() if self.replica_id != HQ else self._watch_leaves()
         self._tasks.append(asyncio.create_task(watch, name="links"))
+
+    def _observe_log(self) -> None:
+        self.log.commit_observers.append(self.metrics.on_commit)
+        self.state_cache = StateCache(self.log)
+
+    def _new_engine(self) -> SyncEngine:
+        vv = self.log.version_vector()
+        return SyncEngine(self.replica_id, holds(self.replica_id), self.sync_config, vv=vv)
 
     async def _open_log(self) -> EventLog:
         clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
@@ -203,7 +208,7 @@ class Replica:
         self.supervisor = ServerSupervisor(self.server, self.replica_id)
 
     async def _connect(self) -> None:
-        assert self.server is not None and self.engine is not None
+        assert self.engine is not None
         transport: SyncTransport | None = None
 
         async def reconnected() -> None:
@@ -211,13 +216,21 @@ class Replica:
                 await transport.on_reconnected()
 
         assert self.identity.seed_file is not None  # a replica's identity has its nkey
-        options = connect_options(self.server.client_url, self.identity.seed_file, self.replica_id)
+        options = connect_options(self._nats_url(), self.identity.seed_file, self.replica_id)
         self.nc = await nats.connect(
             **options, reconnected_cb=reconnected, error_cb=_log_nats_error
         )
-        transport = SyncTransport(self.nc, self.log, self.engine, observer=self.metrics)
+        transport = self._new_transport(self.nc)
         await transport.start()
         self.transport = transport
+
+    def _nats_url(self) -> str:
+        assert self.server is not None
+        return self.server.client_url
+
+    def _new_transport(self, nc: Client) -> SyncTransport:
+        assert self.engine is not None
+        return SyncTransport(nc, self.log, self.engine, observer=self.metrics)
 
     async def stop(self) -> None:
         await self._stop_api()

@@ -57,7 +57,7 @@ _log = logging.getLogger(__name__)
 # --- errors ----------------------------------------------------------------------------
 
 
-def _install_errors(app: FastAPI) -> None:
+def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_error)
     app.add_exception_handler(SchemaViolation, _event_error)
     app.add_exception_handler(StorageError, _storage_error)
@@ -193,7 +193,7 @@ def create_app(
         dependencies=[Depends(authorize)],
     )
     app.state.access = access or Access(None)
-    _install_errors(app)
+    install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     routers = (
         sales_router, stock_router, catalog_router, shifts_router, reports_router, keys_router

@@ -59,6 +59,7 @@ class PgLog:
     def __init__(
         self,
         conn: AsyncConnection[Any],
+        reader: AsyncConnection[Any],
         where: str,
         replica_id: str,
         owns: Callable[[str], bool],
@@ -69,13 +70,16 @@ class PgLog:
         price_policy: PricePolicy,
         window_ms: int,
     ) -> None:
-        self.conn, self.where, self.replica_id = conn, where, replica_id
+        self.conn, self.reader = conn, reader  # the writer's, and one for serving reads
+        self.where, self.replica_id = where, replica_id
         self.owns, self.clock, self.wall_ms = owns, clock, wall_ms
         self.signer, self.verifier = signer, verifier
         self.price_policy, self.window_ms = price_policy, window_ms
         self._heads: dict[str, Head] = {}
         self._pending_origins: set[str] = set()
+        self._shared: dict[str, int] = {}  # heads of origins served here, written by another
         self._write = asyncio.Lock()
+        self._read = asyncio.Lock()
         self.listeners: list[Listener] = []
         self.clock_ahead: dict[str, Any] = {}
 
@@ -98,9 +102,10 @@ class PgLog:
             with psycopg.connect(dsn) as sync_conn:
                 migrate(sync_conn, where)
             conn = await AsyncConnection.connect(dsn, autocommit=True)
+            reader = await AsyncConnection.connect(dsn, autocommit=True)
         except psycopg.Error as e:
             raise StorageError(where, str(e).strip()) from e
-        log = cls(conn, where, replica_id, owns, clock or HybridClock(wall_ms), wall_ms,
+        log = cls(conn, reader, where, replica_id, owns, clock or HybridClock(wall_ms), wall_ms,
                   signer, verifier, price_policy, window_ms)  # fmt: skip
         await log._load()
         return log
@@ -120,8 +125,9 @@ class PgLog:
             self._pending_origins = {o for (o,) in await cur.fetchall() if self.owns(o)}
 
     async def close(self) -> None:
-        async with self._write:
+        async with self._write, self._read:
             await self.conn.close()
+            await self.reader.close()
 
     async def __aenter__(self) -> PgLog:
         return self
@@ -137,9 +143,28 @@ class PgLog:
     def head(self, origin: str) -> Head:
         return self._heads.get(origin, NO_HEAD)
 
+    def served_vv(self) -> dict[str, int]:
+        """What pulls are answered from: this worker's chains and the shared ones."""
+        return {**self._shared, **self.version_vector()}
+
+    async def refresh_shared(self, origins: Sequence[str]) -> None:
+        """Read the heads of `origins` (served here, written by another worker)."""
+        async with self._read:
+            cur = await self.reader.execute(
+                "SELECT origin, seq FROM hq_heads WHERE origin = ANY(%s)", (list(origins),)
+            )
+            self._shared = {o: int(s) for o, s in await cur.fetchall()}
+
+    async def events(self) -> int:
+        """Events stored, from the heads (every chain is contiguous from 1)."""
+        async with self._read:
+            cur = await self.reader.execute("SELECT COALESCE(SUM(seq), 0)::int8 FROM hq_heads")
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]:
-        async with self._write:  # one connection: reads wait for the batch in flight
-            cur = await self.conn.execute(
+        async with self._read:  # its own connection: serving never waits for an ingest
+            cur = await self.reader.execute(
                 "SELECT raw FROM hq_events WHERE store = %s AND origin = %s AND seq >= %s"
                 " ORDER BY seq LIMIT %s",
                 (origin.partition("/")[0], origin, from_seq, limit),

@@ -1,0 +1,173 @@
+"""HQ's HTTP API when HQ runs on PostgreSQL (served by ingest worker 0).
+
+What HQ's API is for, over the PostgreSQL read model: health, status (the whole
+database's version vector, this worker's sync), the catalog (HQ defines products and
+the chain's prices: HQ's own events, appended by worker 0, which owns HQ's origin)
+and the reports (`/reports/*`, the same routes and figures as on SQLite). The same
+token policy as every replica's API (`replicas.api.auth.POLICY`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi_offline import FastAPIOffline
+
+from core.events import Body
+from replicas.api import models as m
+from replicas.api.app import install_errors
+from replicas.api.auth import Access, authorize, made_by
+from replicas.api.common import ERRORS, Sku, hlc_iso, not_found
+from replicas.api.reports import report_routes
+from replicas.api.tokens import Role
+from replicas.hq import reports as pg_reports
+from replicas.hq.store import PgLog
+
+__all__ = ["PgReads", "Worker", "create_hq_app"]
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+_PRODUCT = "SELECT sku, name, price, tax_rate_bp, active FROM hq_products"
+
+
+class Worker(Protocol):
+    """What the API needs of a running ingest worker."""
+
+    replica_id: str
+    log: PgLog
+
+    def sync_status(self) -> dict[str, object]: ...
+
+    def online(self) -> bool: ...
+
+
+class PgReads:
+    """Report queries on a read-only connection of their own, in a worker thread."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: Conn | None = None
+        self._lock = asyncio.Lock()
+
+    async def read(self, fn: Callable[[Conn], T]) -> T:
+        async with self._lock:
+            return await asyncio.to_thread(self._run, fn)
+
+    def _run(self, fn: Callable[[Conn], T]) -> T:
+        if self._conn is None or self._conn.closed:
+            options = "-c default_transaction_read_only=on"
+            self._conn = psycopg.connect(self.dsn, options=options)
+        with self._conn.transaction():
+            return fn(self._conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _products(conn: Conn, sku: str | None = None) -> list[dict[str, Any]]:
+    if sku is None:
+        cur = conn.execute(f'{_PRODUCT} ORDER BY sku COLLATE "C"'.encode())
+    else:
+        cur = conn.execute(f"{_PRODUCT} WHERE sku = %s".encode(), (sku,))
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _summary(conn: Conn) -> dict[str, int]:
+    row = conn.execute(
+        "SELECT COUNT(*)::int8, COALESCE(SUM(total), 0)::int8,"
+        " COALESCE(SUM(total) FILTER (WHERE id IN (SELECT sale_id FROM hq_voids)), 0)::int8,"
+        " (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN hq_sales s"
+        "   ON s.id = r.sale_id WHERE r.sale_id NOT IN (SELECT sale_id FROM hq_voids))"
+        " FROM hq_sales"
+    ).fetchone()
+    assert row is not None
+    sales, gross, voided, refunded = (int(v) for v in row)
+    net = gross - voided - refunded
+    return {"sales": sales, "gross": gross, "voided": voided, "refunded": refunded, "net": net}
+
+
+def _heads(conn: Conn) -> dict[str, int]:
+    return {o: int(s) for o, s in conn.execute("SELECT origin, seq FROM hq_heads").fetchall()}
+
+
+def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
+    r = APIRouter(tags=["catalog"], responses=ERRORS)
+
+    async def product(sku: str) -> m.ProductView | None:
+        rows = await reads.read(lambda c: _products(c, sku))
+        return m.ProductView.model_validate(rows[0]) if rows else None
+
+    async def write(sku: str, body: Body) -> m.CatalogOut:
+        ev = await worker.log.append(body)
+        return m.CatalogOut(
+            event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc), product=await product(sku)
+        )
+
+    @r.get("/catalog")
+    async def list_catalog() -> list[m.ProductView]:
+        return [m.ProductView.model_validate(p) for p in await reads.read(_products)]
+
+    @r.get("/catalog/{sku}")
+    async def get_product(sku: Sku) -> m.ProductView:
+        found = await product(sku)
+        if found is None:
+            raise not_found(f"SKU {sku!r}")
+        return found
+
+    @r.put("/catalog/{sku}")
+    async def upsert_product(sku: Sku, req: m.ProductIn, request: Request) -> m.CatalogOut:
+        req = req.model_copy(update={"by": made_by(request, req.by, "define products")})
+        return await write(sku, req.to_body(sku))
+
+    @r.put("/catalog/{sku}/price")
+    async def set_price(sku: Sku, req: m.PriceIn, request: Request) -> m.CatalogOut:
+        role: Role | None = request.state.role
+        if role is None or role < Role.hq_admin:
+            raise HTTPException(403, "HQ's prices are the chain's: that needs the hq_admin role")
+        if await product(sku) is None:
+            raise not_found(f"SKU {sku!r}")
+        req = req.model_copy(update={"by": made_by(request, req.by, "set prices")})
+        return await write(sku, req.to_body(sku))
+
+    return r
+
+
+def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
+    r = APIRouter(tags=["status"], responses=ERRORS)
+
+    @r.get("/status")
+    async def status() -> dict[str, Any]:
+        heads, summary = await reads.read(lambda c: (_heads(c), _summary(c)))
+        return {
+            "replica_id": worker.replica_id, "store": "postgresql", "online": worker.online(),
+            "version_vector": heads, "events": sum(heads.values()), "sales": summary,
+            "sync": worker.sync_status(),
+        }  # fmt: skip
+
+    @r.get("/healthz")
+    async def healthz() -> m.HealthOut:
+        await reads.read(lambda c: c.execute("SELECT 1").fetchone())
+        return m.HealthOut(ok=True, replica_id=worker.replica_id)
+
+    return r
+
+
+def create_hq_app(worker: Worker, reads: PgReads, access: Access | None = None) -> FastAPI:
+    app = FastAPIOffline(
+        title="tillmesh HQ (PostgreSQL)",
+        description="HQ's API over its PostgreSQL read model: catalog, status, reports.",
+        version="1",
+        dependencies=[Depends(authorize)],
+    )
+    app.state.access = access or Access(None)
+    install_errors(app)
+    app.include_router(_status_router(worker, reads))
+    app.include_router(_catalog_router(worker, reads))
+    app.include_router(report_routes(reads.read, pg_reports))
+    return app

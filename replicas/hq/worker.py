@@ -1,0 +1,158 @@
+"""An HQ ingest worker on PostgreSQL: `tillmesh hq --db postgresql://... --shard K/N`.
+
+A `Replica` (runtime.py) whose log is `PgLog` and whose sync covers its share of the
+stores (`shard.py`): it hears every till's announcements and pushes, but plans pulls
+and ingests only for its stores, and answers the pulls of its stores' tills, serving
+HQ's origin too from the shared database (relay to a replacement till included).
+Worker 0 is the front: it runs HQ's hub nats-server (the others connect to it, or to
+another hub node with `--nats`), owns HQ's origin and serves HQ's API. Several
+workers announce as `hq`; a till keeps the most each origin was announced at, so it
+sees the union: what the database holds.
+
+A worker killed and started again resumes from the database's heads: nothing is
+written twice (each origin has one writer; `PgLog` refuses a head it did not read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from broker.subjects import HQ, is_pull_subject, peer_from_subject, pull_parties
+from core.clock import HybridClock, system_wall_ms
+from replicas.hq.api import PgReads, create_hq_app
+from replicas.hq.shard import Shard
+from replicas.hq.store import PgLog
+from replicas.runtime import Replica
+from replicas.site import Site
+from replicas.sync.config import SyncConfig
+from replicas.sync.engine import SyncEngine
+from replicas.sync.protocol import holds
+from replicas.sync.transport import SyncTransport
+
+__all__ = ["HqWorker", "ShardTransport"]
+
+log = logging.getLogger(__name__)
+SHARED_EVERY = 1.0  # seconds between reads of the heads this worker serves, not writes
+
+
+class ShardTransport(SyncTransport):
+    """Sync over NATS for one worker: messages of other workers' stores are theirs."""
+
+    shard: Shard
+
+    async def _dispatch(self, msg: Msg) -> None:
+        if is_pull_subject(msg.subject):
+            parties = pull_parties(msg.subject)
+            if parties is not None and not self.shard.answers(parties[1]):
+                return  # the requester's store's worker answers it
+        else:
+            peer = peer_from_subject(msg.subject)
+            if peer is not None and peer != HQ and not self.shard.owns(peer):
+                return  # another worker's store: not ours to pull from or ingest
+        await super()._dispatch(msg)
+
+
+class HqWorker(Replica):
+    """One ingest worker of HQ on PostgreSQL."""
+
+    def __init__(
+        self,
+        site: Site,
+        root: Path,
+        dsn: str,
+        shard: Shard | None = None,
+        *,
+        fresh: bool = False,
+        nats_url: str | None = None,
+        wall_ms: Callable[[], int] = system_wall_ms,
+        sync_config: SyncConfig | None = None,
+    ) -> None:
+        super().__init__(site, HQ, root, fresh=fresh, wall_ms=wall_ms, sync_config=sync_config)
+        self.dsn, self.shard, self.nats_url = dsn, shard or Shard(), nats_url
+        if not self.shard.front:  # its own lock: worker 0 holds HQ's folder
+            self.data_dir = self.data_dir / "workers" / f"{self.shard.index}-of-{self.shard.count}"
+        self.reads = PgReads(dsn)
+
+    # The log: PostgreSQL, this worker's share -------------------------------------------
+
+    async def _open_log(self) -> Any:
+        clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
+        signer, verifier = self._signing()
+        pg = await PgLog.open(
+            self.dsn, HQ, owns=self._owns, clock=clock, wall_ms=self.wall_ms,
+            signer=signer, verifier=verifier, price_policy=self.site.price_policy,
+        )  # fmt: skip
+        if not self.shard.owns(HQ):
+            await pg.refresh_shared([HQ])
+            self._tasks.append(asyncio.create_task(self._refresh_shared(pg), name="shared"))
+        return pg
+
+    def _owns(self, origin: str) -> bool:
+        return holds(HQ)(origin) and self.shard.owns(origin)
+
+    def _serves(self, origin: str) -> bool:
+        return holds(HQ)(origin) and (self.shard.owns(origin) or origin == HQ)
+
+    async def _refresh_shared(self, pg: PgLog) -> None:
+        while True:
+            await asyncio.sleep(SHARED_EVERY)
+            with contextlib.suppress(Exception):  # the database is away: try again later
+                await pg.refresh_shared([HQ])
+
+    def _new_engine(self) -> SyncEngine:
+        pg: PgLog = self.log  # type: ignore[assignment]
+        return SyncEngine(
+            HQ, self._owns, self.sync_config, vv=pg.version_vector(),
+            serves=self._serves, served_vv=pg.served_vv,
+        )  # fmt: skip
+
+    def _new_transport(self, nc: Client) -> SyncTransport:
+        assert self.engine is not None
+        transport = ShardTransport(nc, self.log, self.engine)
+        transport.shard = self.shard
+        return transport
+
+    # The network: worker 0 runs HQ's hub server, the others connect to one -------------
+
+    async def _start_server(self) -> None:
+        if self.shard.front:
+            await super()._start_server()
+
+    def _nats_url(self) -> str:
+        if self.nats_url is not None:
+            return self.nats_url
+        if self.server is not None:
+            return self.server.client_url
+        return self.site.server_config(HQ, self.identity).client_url
+
+    # The API: worker 0 serves HQ's, over PostgreSQL ------------------------------------
+
+    async def _serve_when_ready(self) -> None:
+        if self.shard.front:
+            await super()._serve_when_ready()
+        else:
+            self.ready.set()
+
+    async def _await_own_history(self) -> None:
+        if self.shard.owns(HQ):
+            await super()._await_own_history()
+
+    def _app(self) -> Any:
+        from replicas.api.auth import Access, CashierLimits
+        from replicas.site import is_loopback
+
+        loopback = is_loopback(self.site.host_of(HQ))
+        limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
+        return create_hq_app(self, self.reads, Access(self.tokens, loopback, limits))  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.reads.close()
