@@ -29,7 +29,7 @@ from replicas.hq import facts as pg_facts
 from replicas.site import Site
 from replicas.sync.protocol import holds
 
-__all__ = ["Check", "count_conflicts", "scoped_digest", "verify"]
+__all__ = ["Check", "count_conflicts", "scoped_digest", "scoped_digest_of", "verify"]
 
 
 @dataclass
@@ -117,10 +117,10 @@ def _scratch(batches: Iterable[Rows], replica_id: str, policy: PricePolicy) -> s
 
 def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
     """The digest `replica_id` should have, computed from another (wider) log."""
-    return _scoped_digest(_log_batches(db), replica_id, policy)
+    return scoped_digest_of(_log_batches(db), replica_id, policy)
 
 
-def _scoped_digest(batches: Iterable[Rows], replica_id: str, policy: PricePolicy) -> str:
+def scoped_digest_of(batches: Iterable[Rows], replica_id: str, policy: PricePolicy) -> str:
     scratch = _scratch(batches, replica_id, policy)
     try:
         return queries.state_digest(scratch)
@@ -209,7 +209,7 @@ def verify(root: Path, site: Site, model: Model, hq_dsn: str | None = None) -> l
     for store, tills in site.stores.items():
         rids = [f"{store}/{t}" for t in tills]
         batches = _hq_batches(root, site, hq_dsn)
-        hq = _scoped_digest(batches, rids[0], site.price_policy)
+        hq = scoped_digest_of(batches, rids[0], site.price_policy)
         digests = {facts[r].digest for r in rids}
         shown = " ".join(sorted(d[:12] for d in digests | {hq}))
         checks.append(Check(store, "digest", digests == {hq}, shown))
