@@ -1,0 +1,103 @@
+"""HQ's API on PostgreSQL: `/reports/*` answer as HQ on SQLite does for the same events,
+and HQ's catalog writes (HQ's own signed-or-not events) land in its read model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.events import HQ, ProductUpserted, StockReceived
+from replicas.api.app import create_app
+from replicas.hq.api import PgReads, create_hq_app
+from replicas.hq.store import PgLog
+from tests.replicas.api_kit import FakeReplica, cash, client_for, from_hq, open_log, sell
+
+TILL = "s1/t1"
+QUERIES = [
+    ("/reports/sales", {"by": "store,till,day,hour"}),
+    ("/reports/sales", {"by": "cashier", "utc_offset": -300}),
+    ("/reports/payments", {}),
+    ("/reports/payments", {"store": "s1", "since": "2020-01-01"}),
+    ("/reports/items", {"top": 1}),
+    ("/reports/stock", {"below": 100}),
+    ("/reports/stock", {"store": "s2"}),
+]
+
+
+@dataclass
+class PgHandle:
+    """What HQ's PostgreSQL app reads of a running worker, without its network."""
+
+    replica_id: str
+    log: PgLog
+
+    def sync_status(self) -> dict[str, object]:
+        return {}
+
+    def online(self) -> bool:
+        return False
+
+
+@pytest.fixture
+async def both(
+    tmp_path: Path, pg_dsn: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """HQ on SQLite and HQ on PostgreSQL, each having ingested one till's sales."""
+    till = await open_log(tmp_path / "till.db", TILL)
+    await from_hq(till, ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
+    await till.append(StockReceived(sku="COLA", qty=10))
+    async with client_for(FakeReplica(TILL, till)) as c:
+        await sell(c)
+        await sell(c, payments=[cash(500)], cashier="ann")
+        gone = await sell(c, lines=[{"sku": "COLA", "qty": 1}], payments=[cash(200)])
+        assert (await c.post(f"/sales/{gone['sale_id']}/void")).status_code == 201
+    raws = [*await till.read_range(HQ, 1, 100), *await till.read_range(TILL, 1, 100)]
+    await till.close()
+    sqlite_hq = await open_log(tmp_path / "hq.db", HQ)
+    pg_hq = await PgLog.open(pg_dsn)
+    reads = PgReads(pg_dsn)
+    for hq in (sqlite_hq, pg_hq):
+        result = await hq.ingest_raw(raws)
+        assert not result.rejected and len(result.stored) == len(raws)
+    sqlite_app = create_app(FakeReplica(HQ, sqlite_hq))
+    pg_app = create_hq_app(PgHandle(HQ, pg_hq), reads)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=sqlite_app), base_url="http://a") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=pg_app), base_url="http://b") as b,
+    ):
+        yield a, b
+    reads.close()
+    await pg_hq.close()
+    await sqlite_hq.close()
+
+
+async def test_reports_answer_the_same_on_sqlite_and_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    on_sqlite, on_pg = both
+    for path, params in QUERIES:
+        a, b = await on_sqlite.get(path, params=params), await on_pg.get(path, params=params)
+        assert a.status_code == b.status_code == 200, (path, a.text, b.text)
+        assert a.json() == b.json(), (path, params)
+    assert (await on_pg.get("/reports/sales", params={"by": "weekday"})).status_code == 422
+
+
+async def test_catalog_writes_at_hq_on_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, on_pg = both
+    r = await on_pg.put("/catalog/TEA", json={"name": "Tea", "price": 250})
+    assert r.status_code == 200, r.text
+    assert r.json()["event_id"] == "hq:2"  # after the COLA product HQ wrote before
+    r = await on_pg.put("/catalog/TEA/price", json={"price": 275})
+    assert r.status_code == 200 and r.json()["product"]["price"] == 275, r.text
+    catalog = (await on_pg.get("/catalog")).json()
+    assert [(p["sku"], p["price"]) for p in catalog] == [("COLA", 150), ("TEA", 275)]
+    status = (await on_pg.get("/status")).json()
+    assert status["version_vector"] == {HQ: 3, TILL: 5}  # a delivery, 3 sales, a void
+    assert status["sales"]["sales"] == 3 and status["sales"]["voided"] == 150
+    assert (await on_pg.get("/catalog/NOPE")).status_code == 404
