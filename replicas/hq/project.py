@@ -29,7 +29,7 @@ from core.events import (
     StockReceived,
 )
 
-__all__ = ["FACT_COLUMNS", "Facts", "products_of"]
+__all__ = ["FACT_COLUMNS", "FACT_TYPES", "REVOCABLE", "Facts", "products_of"]
 
 Row = tuple[object, ...]
 
@@ -51,6 +51,22 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "hq_shift_events": ("eid", "shift", "kind", "hlc", "origin", "seq", "amount", "cashier"),
     "hq_resolutions": ("eid", "conflict", "action", "by_", "reason", "price", "hlc", "origin",
                        "seq"),
+}  # fmt: skip
+
+# Their PostgreSQL types, for binary COPY (values are dumped in C, not adapted in Python).
+FACT_TYPES: dict[str, tuple[str, ...]] = {
+    "hq_sales": ("text", "text", "text", "int8", "int8", "text", "int8", "int8", "text", "text"),
+    "hq_sale_lines": ("text", "int4", "text", "text", "int8", "int8", "int8", "int8", "int8"),
+    "hq_payments": ("text", "int4", "text", "int8", "text", "text", "text"),
+    "hq_voids": ("text", "text", "int8", "text", "int8", "text"),
+    "hq_refunds": ("text", "text", "int8", "text", "int8", "int8", "text", "bool", "text"),
+    "hq_refund_lines": ("text", "int4", "int4", "int8", "int8"),
+    "hq_stock_moves": ("text", "text", "text", "int8", "text", "int8", "text", "int8"),
+    "hq_stock_counts": ("text", "text", "text", "int8", "text", "int8", "int8"),
+    "hq_catalog_writes": ("text", "text", "int8", "text", "int8", "text", "text", "int8",
+                          "int4", "bool"),
+    "hq_shift_events": ("text", "text", "text", "int8", "text", "int8", "int8", "text"),
+    "hq_resolutions": ("text", "text", "text", "text", "text", "int8", "int8", "text", "int8"),
 }  # fmt: skip
 
 # Each fact table's rows of one origin's events, for taking back what a revoked till

@@ -35,13 +35,14 @@ from core.fold import FLAG_REVOKED
 from core.log import Listener
 from core.signing import Signer, Verifier
 from replicas.hq.admit import Admission
-from replicas.hq.project import FACT_COLUMNS, REVOCABLE, Facts, products_of
+from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts, products_of
 from replicas.hq.schema import migrate
 
 __all__ = ["PgLog", "redact"]
 
 logger = logging.getLogger(__name__)
 CHECK_SLICE = 256  # events checked per turn of the event loop (as core.log)
+REVOKE_LOCK = 0x7E11_4D36  # advisory lock: batches shared, a revocation exclusive
 EVENT_COLUMNS = ("store", "origin", "seq", "hlc", "type", "flags", "hash", "raw")
 EVENT_TYPES = ("text", "text", "int8", "int8", "text", "int4", "bytea", "bytea")
 
@@ -78,7 +79,8 @@ class PgLog:
         self._heads: dict[str, Head] = {}
         self._pending_origins: set[str] = set()
         self._shared: dict[str, int] = {}  # heads of origins served here, written by another
-        self._write = asyncio.Lock()
+        self._order = asyncio.Lock()  # checks run in call order...
+        self._write = asyncio.Lock()  # ...and so do the transactions after them
         self._read = asyncio.Lock()
         self.listeners: list[Listener] = []
         self.clock_ahead: dict[str, Any] = {}
@@ -175,16 +177,23 @@ class PgLog:
     # --- writes --------------------------------------------------------------------
 
     async def ingest(self, events: Sequence[Event | RawEvent], peer: str = "") -> IngestResult:
-        async with self._write:
+        """Checked in call order (`_order`), then written in that order: the next batch
+        is checked (Python, signatures) while this one's transaction runs in PostgreSQL,
+        so two frames in flight (sync reads one ahead) keep both busy."""
+        async with self._order:
             checked = []
             for i in range(0, len(events), CHECK_SLICE):
                 if i:
                     await asyncio.sleep(0)
                 chunk = events[i : i + CHECK_SLICE]
                 checked += check_events(chunk, self._heads, self.verifier)
+            await self._write.acquire()  # FIFO: batches are written in the order checked
+        try:
             result = IngestResult()
             adm = await self._commit(lambda a, pend: a.ingest(checked, peer, result, pend), result)
-        self._after_commit(adm, result.stored)
+            self._after_commit(adm, result.stored)  # heads moved before the next batch reads
+        finally:
+            self._write.release()
         return result
 
     async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
@@ -222,7 +231,7 @@ class PgLog:
 
         async with self._write:
             adm = await self._commit(author, IngestResult())
-        self._after_commit(adm, made)
+            self._after_commit(adm, made)
         return [m.event for m in made]
 
     def _after_commit(self, adm: Admission, new: list[RawEvent]) -> None:
@@ -257,7 +266,11 @@ class PgLog:
     ) -> Admission:  # fmt: skip
         c = self.conn
         async with c.transaction():
-            cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked' FOR SHARE")
+            # Shared with every other worker's batch, exclusive for a revocation: a batch
+            # sees the cut a revocation made, or the revocation sees the batch's events.
+            # (An advisory lock: no row lock, which would write the row every batch.)
+            await c.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REVOKE_LOCK,))
+            cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked'")
             row = await cur.fetchone()
             revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
             adm = Admission(dict(self._heads), self.owns, self.clock, self.wall_ms, revoked,
@@ -305,7 +318,7 @@ class PgLog:
         facts.add(adm.applied)
         for table, rows in facts.rows.items():
             if rows:
-                await _copy(c, table, FACT_COLUMNS[table], rows)
+                await _copy(c, table, FACT_COLUMNS[table], rows, FACT_TYPES[table])
         if adm.held:
             async with c.cursor() as cur:
                 await cur.executemany(
@@ -365,7 +378,8 @@ class PgLog:
     async def _revoke(self, newly: dict[str, int]) -> None:
         """Flag what revoked origins wrote past their cut and take it out of the read model."""
         c = self.conn
-        cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked' FOR UPDATE")
+        await c.execute("SELECT pg_advisory_xact_lock(%s)", (REVOKE_LOCK,))
+        cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked'")
         row = await cur.fetchone()
         revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
         for origin, cut in newly.items():
@@ -414,11 +428,19 @@ class PgLog:
 
 
 async def _copy(
-    conn: AsyncConnection[Any], table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+    conn: AsyncConnection[Any],
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    types: Sequence[str] | None = None,
 ) -> None:
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    """COPY `rows` into `table`: binary with `types`, else text."""
+    form = sql.SQL(" (FORMAT BINARY)" if types else "")
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)), form
     )
     async with conn.cursor() as cur, cur.copy(stmt) as copy:
+        if types:
+            copy.set_types(list(types))
         for row in rows:
             await copy.write_row(row)
