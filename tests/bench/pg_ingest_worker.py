@@ -4,7 +4,8 @@
 site's key registry (signatures checked, as in HQ), loads the msgpack list of frames
 (each a list of envelope bytes, one origin's pull window) and keeps those of its
 shard's stores, prints `ready`, waits for a line on stdin, ingests them in order (two in flight) and
-prints `done <seconds> <events>`. Start-up stays out of the measured time.
+prints `done <seconds> <events> <CPU seconds>`, then waits for another line before it
+disconnects (its server backend's CPU time is read meanwhile). Start-up stays out.
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ async def main(dsn: str, site_dir: Path, frames_file: Path, shard: Shard) -> Non
     try:
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         results = await in_flight(log.ingest_raw, mine)
         assert not any(r.rejected for r in results), [r.rejected[:1] for r in results]
         events = sum(len(r.stored) for r in results)
-        print(f"done {time.perf_counter() - t0:.6f} {events}", flush=True)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        print(f"done {wall:.6f} {events} {cpu:.6f}", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # the server's CPU is read meanwhile
     finally:
         await log.close()
 

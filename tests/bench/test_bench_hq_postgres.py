@@ -19,13 +19,17 @@ of the COPY floor; (b) >= 1.5x the SQLite HQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import psutil  # type: ignore[import-untyped]
 import psycopg
 import pytest
 
@@ -70,20 +74,46 @@ def _frames(mesh: Mesh) -> list[list[bytes]]:
     return frames
 
 
-async def _sqlite_rate(tmp: Path, mesh: Mesh, frames: list[list[bytes]]) -> float:
+@dataclass
+class Ingest:
+    rate: float  # events/s, wall
+    client_us: float  # CPU per event of the ingesting process(es): Python (and SQLite)
+    server_us: float = 0.0  # CPU per event of PostgreSQL's processes
+
+    @property
+    def cpu_us(self) -> float:
+        return self.client_us + self.server_us
+
+
+def _server_cpu(pg: LocalPostgres) -> float:
+    """CPU seconds of the postmaster and its live children (backends, WAL writer, ...)."""
+    pid = pg.postmaster_pid()
+    assert pid is not None
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def _sqlite_rate(tmp: Path, mesh: Mesh, frames: list[list[bytes]]) -> Ingest:
     log = await EventLog.open(tmp / "hq-bench.db", HQ, StoreState(),
                               verifier=mesh.site.key_registry())  # fmt: skip
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         results = await in_flight(log.ingest_raw, frames)
         assert not any(r.rejected for r in results)
-        return TOTAL / (time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        return Ingest(TOTAL / wall, cpu / TOTAL * 1e6)
     finally:
         await log.close()
 
 
-def _pg_rate(dsn: str, mesh: Mesh, frames_file: Path, workers: int) -> float:
-    """Events/s of `workers` worker processes, from the go to the last one done."""
+def _pg_rate(pg: LocalPostgres, dsn: str, mesh: Mesh, frames_file: Path, workers: int) -> Ingest:
+    """Events/s of `workers` worker processes, from the go to the last one done, and
+    their CPU and the server's per event."""
     argv = [sys.executable, "-m", "tests.bench.pg_ingest_worker", dsn, str(mesh.root),
             str(frames_file)]  # fmt: skip
     procs = [
@@ -95,26 +125,30 @@ def _pg_rate(dsn: str, mesh: Mesh, frames_file: Path, workers: int) -> float:
     try:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        t0 = time.perf_counter()
+        server0, t0 = _server_cpu(pg), time.perf_counter()
         for p in procs:
             assert p.stdin is not None
             p.stdin.write("go\n")
             p.stdin.flush()
-        events = 0
+        events, client = 0, 0.0
         for p in procs:
             assert p.stdout is not None
-            word, _, n = p.stdout.readline().split()
+            word, _, n, cpu = p.stdout.readline().split()
             assert word == "done"
-            events += int(n)
-        elapsed = time.perf_counter() - t0
+            events, client = events + int(n), client + float(cpu)
+        elapsed, server = time.perf_counter() - t0, _server_cpu(pg) - server0
         assert events == TOTAL
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("exit\n")
+            p.stdin.flush()
     finally:
         for p in procs:
             for pipe in (p.stdin, p.stdout):
                 if pipe is not None:
                     pipe.close()
             p.wait(30)
-    return TOTAL / elapsed
+    return Ingest(TOTAL / elapsed, client / TOTAL * 1e6, server / TOTAL * 1e6)
 
 
 def _copy_rates(dsn: str, frames: list[list[bytes]]) -> tuple[float, float]:
@@ -208,8 +242,8 @@ async def test_bench_hq_on_postgres(tmp_path: Path, postgres: LocalPostgres) -> 
         frames_file.write_bytes(msgspec.msgpack.encode(frames))
 
         a_sqlite = await _sqlite_rate(tmp_path, mesh, frames)
-        a_pg1 = await asyncio.to_thread(_pg_rate, _new_db(postgres), mesh, frames_file, 1)
-        a_pg2 = await asyncio.to_thread(_pg_rate, _new_db(postgres), mesh, frames_file, 2)
+        a_pg1 = await asyncio.to_thread(_pg_rate, postgres, _new_db(postgres), mesh, frames_file, 1)
+        a_pg2 = await asyncio.to_thread(_pg_rate, postgres, _new_db(postgres), mesh, frames_file, 2)
         copy_floor, insert_floor = _copy_rates(_new_db(postgres), frames)
 
         await mesh.start(*servers, fresh=False)
@@ -222,17 +256,24 @@ async def test_bench_hq_on_postgres(tmp_path: Path, postgres: LocalPostgres) -> 
     def ev(rate: float) -> str:
         return f"{rate:,.0f} ev/s"
 
+    def cpu(i: Ingest) -> str:
+        split = f" = {i.client_us:.1f} Python + {i.server_us:.1f} server" if i.server_us else ""
+        return f"CPU {i.cpu_us:.1f} us/event{split}"
+
     table(
         f"(a) HQ ingest stage, pre-recorded frames: {STORES} stores x {TILLS} tills x "
         f"{PER_TILL} = {TOTAL:,} signed events",
         [
-            ("SQLite HQ (one log)", ev(a_sqlite), "baseline"),
-            ("PostgreSQL, 1 worker", ev(a_pg1), f"{a_pg1 / a_sqlite:.2f}x SQLite"),
-            ("PostgreSQL, 2 workers", ev(a_pg2),
-             f"{a_pg2 / a_sqlite:.2f}x SQLite (target >= 2), "
-             f"{a_pg2 / copy_floor:.2f} of COPY (target >= 0.5)"),
+            ("SQLite HQ (one log)", ev(a_sqlite.rate), f"baseline; {cpu(a_sqlite)}"),
+            ("PostgreSQL, 1 worker", ev(a_pg1.rate),
+             f"{a_pg1.rate / a_sqlite.rate:.2f}x SQLite; {cpu(a_pg1)}"),
+            ("PostgreSQL, 2 workers", ev(a_pg2.rate),
+             f"{a_pg2.rate / a_sqlite.rate:.2f}x SQLite (target >= 2), "
+             f"{a_pg2.rate / copy_floor:.2f} of COPY (target >= 0.5); {cpu(a_pg2)}"),
             ("COPY into staging (floor)", ev(copy_floor), "the same rows, one COPY"),
             ("COPY + INSERT ON CONFLICT", ev(insert_floor), "events alone, no read model"),
+            ("cores busy meanwhile", f"{os.getloadavg()[0]:.1f} load",
+             f"of {os.cpu_count()} cores: the machine is shared"),
         ],
     )  # fmt: skip
     table(
