@@ -253,6 +253,10 @@ class PgLog:
         except psycopg.Error as e:
             await self._load_after_failure()
             raise StorageError(self.where, str(e).strip()) from e
+        except StorageError:  # another writer moved a head: take the database's
+            logger.warning("%s: a head moved under this worker; reloading", self.where)
+            await self._load_after_failure()
+            raise
 
     async def _load_after_failure(self) -> None:
         try:
@@ -313,6 +317,7 @@ class PgLog:
 
     async def _write_batch(self, adm: Admission) -> None:
         c = self.conn
+        await self._move_heads(adm)  # first: a stale head stops the batch before any row
         await self._write_events(adm)
         facts = Facts()
         facts.add(adm.applied)
@@ -333,7 +338,6 @@ class PgLog:
         if adm.quarantined:
             await _copy(c, "hq_quarantine", ("received_ms", "peer", "origin", "seq", "kind",
                                              "detail", "raw"), adm.quarantined)  # fmt: skip
-        await self._move_heads(adm)
         if adm.newly_revoked:
             await self._revoke(adm.newly_revoked)
         await self._refresh_products(facts.catalog_skus)

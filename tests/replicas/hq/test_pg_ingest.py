@@ -8,8 +8,9 @@ from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 
-from core.errors import ChainBroken, Equivocation, OutOfScope, SignatureError
+from core.errors import ChainBroken, Equivocation, OutOfScope, SignatureError, StorageError
 from core.events import Event, RawEvent, encode_event, event_hash
 from core.signing import Ed25519Signer, KeyRegistry, new_signing_seed
 from replicas.hq.store import PgLog
@@ -88,3 +89,23 @@ async def test_a_worker_resumes_from_the_databases_version_vector(pg_dsn: str) -
         rest = await log.ingest(_raw(events))
         assert (len(rest.stored), rest.duplicates) == (8, 12)
         assert await log.read_range("s1/t1", 19, 5) == [encode_event(e) for e in events[18:]]
+
+
+async def test_two_writers_of_one_origin_never_double_an_event(pg_dsn: str) -> None:
+    """Two workers given the same store by mistake: the one whose head is stale has its
+    batch rolled back, reloads the database's heads, and its next try is a duplicate."""
+    events = chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(10)])
+    async with await PgLog.open(pg_dsn) as a, await PgLog.open(pg_dsn) as b:
+        await a.ingest(_raw(events[:5]))
+        with pytest.raises(StorageError, match="another worker"):
+            await b.ingest(_raw(events[:3]))  # b read no head for s1/t1: rolled back
+        assert b.version_vector() == {"s1/t1": 5}  # reloaded from the database
+        await a.ingest(_raw(events[5:8]))
+        with pytest.raises(StorageError, match="another worker"):
+            await b.ingest(_raw(events[5:]))  # b's head (5) is stale: rolled back
+        assert b.version_vector() == {"s1/t1": 8}
+        again = await b.ingest(_raw(events[5:]))
+        assert (len(again.stored), again.duplicates) == (2, 3)
+    assert _count(pg_dsn, "SELECT count(*) FROM hq_events") == 10
+    assert _count(pg_dsn, "SELECT count(DISTINCT id) FROM hq_sales") == 10
+    assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 10
