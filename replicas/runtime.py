@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -198,8 +197,15 @@ class Replica:
         valid = (
             registry.key_of(self.replica_id, seq + 1) if isinstance(registry, KeyRegistry) else None
         )
-        head = await self.log.read(lambda c: _own_event(c, self.replica_id, seq))
+        head = await self._own_event(seq)
         check_not_retired(self.replica_id, self.identity.directory, signer, valid, head)
+
+    async def _own_event(self, seq: int) -> Event | None:
+        """Our event `seq` as the log holds it (None: none, or compacted away). Through
+        `read_range`, which every log has (HQ on PostgreSQL's too)."""
+        raws = await self.log.read_range(self.replica_id, seq, 1) if seq > 0 else []
+        event = decode_event(raws[0]) if raws else None
+        return event if event is not None and event.seq == seq else None
 
     async def _start_server(self) -> None:
         config = self.site.server_config(self.replica_id, self.identity)
@@ -487,11 +493,6 @@ class _QuietServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self._started()
-
-
-def _own_event(conn: sqlite3.Connection, origin: str, seq: int) -> Event | None:
-    row = conn.execute("SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
-    return decode_event(row[0]) if row else None
 
 
 async def _log_nats_error(e: Exception) -> None:

@@ -5,7 +5,7 @@ a chain, count a duplicate, hold one past a gap, quarantine a broken chain or on
 of scope), decided in memory: the reads it needs (held events to drain, stored hashes
 of duplicates) are handed in by the caller, who batches them into a query each. The
 checks that need no log (canonical bytes, body, card data, signature) were done by
-`core.batch.check_events` before; nothing reaches PostgreSQL unchecked.
+`core.checks.check_events` before; nothing reaches PostgreSQL unchecked.
 """
 
 from __future__ import annotations
@@ -13,19 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.batch import (
-    MAX_HELD_AHEAD,
-    MAX_REFUSED_PER_REQUEST,
-    NO_HEAD,
-    CheckedEvent,
-    ClockAhead,
-    Head,
-    IngestResult,
-    check_event,
-)
+from core.batch import MAX_HELD_AHEAD, MAX_REFUSED_PER_REQUEST, ClockAhead, IngestResult
+from core.checks import NO_HEAD, CheckedEvent, Head, check_event, holds_card_data
 from core.clock import HybridClock
 from core.errors import (
-    CardNumberInText,
     ChainBroken,
     Equivocation,
     EventError,
@@ -41,7 +32,6 @@ from core.events import (
     Event,
     KeyRevoked,
     RawEvent,
-    decode_body,
     decode_event,
     encode_event,
 )
@@ -200,20 +190,8 @@ class Admission:
 
     def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
         """Keep the refused bytes as evidence (never card data), then raise."""
-        raw = b"" if _holds_card_data(ev, error) else encode_event(ev)
+        raw = b"" if holds_card_data(ev, error) else encode_event(ev)
         seq = min(ev.seq, MAX_INT64)
         kind = type(error).__name__
         self.quarantined.append((self.wall_ms(), peer, ev.origin, seq, kind, str(error), raw))
         raise error
-
-
-def _holds_card_data(ev: Event, error: TillmeshError) -> bool:
-    if isinstance(error, CardNumberInText):
-        return True
-    try:
-        decode_body(ev)
-    except CardNumberInText:
-        return True
-    except TillmeshError:
-        return False
-    return False

@@ -27,7 +27,8 @@ from psycopg import AsyncConnection, sql
 
 from conflict.catalog import PricePolicy
 from conflict.state import DEFAULT_WINDOW_MS
-from core.batch import NO_HEAD, Head, IngestResult, check_events
+from core.batch import IngestResult
+from core.checks import NO_HEAD, Head, check_events
 from core.clock import HybridClock, system_wall_ms
 from core.errors import StorageError, TillmeshError
 from core.events import Body, Event, RawEvent, decode_event, encode_body, encode_event, event_hash

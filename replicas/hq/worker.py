@@ -107,6 +107,14 @@ class HqWorker(Replica):
             with contextlib.suppress(Exception):  # the database is away: try again later
                 await pg.refresh_shared([HQ])
 
+    def _observe_log(self) -> None:
+        """No commit observers or state cache: those read a SQLite log (metrics and the
+        dashboard of HQ on PostgreSQL are not built yet)."""
+
+    async def _watch_leaves(self) -> None:
+        if self.shard.front:  # the others run no nats-server of their own to ask
+            await super()._watch_leaves()
+
     def _new_engine(self) -> SyncEngine:
         pg: PgLog = self.log  # type: ignore[assignment]
         return SyncEngine(
