@@ -1,10 +1,11 @@
 """HQ's HTTP API when HQ runs on PostgreSQL (served by ingest worker 0).
 
 What HQ's API is for, over the PostgreSQL read model: health, status (the whole
-database's version vector, this worker's sync), the catalog (HQ defines products and
-the chain's prices: HQ's own events, appended by worker 0, which owns HQ's origin)
-and the reports (`/reports/*`, the same routes and figures as on SQLite). The same
-token policy as every replica's API (`replicas.api.auth.POLICY`).
+database's version vector, this worker's sync), `/metrics` (as every replica's), the
+catalog (HQ defines products and the chain's prices: HQ's own events, appended by
+worker 0, which owns HQ's origin) and the reports (`/reports/*`, the same routes and
+figures as on SQLite). The same token policy as every replica's API
+(`replicas.api.auth.POLICY`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from conflict import queries
 from core.events import Body
 from replicas.api import models as m
 from replicas.api.app import install_errors
@@ -26,6 +29,8 @@ from replicas.api.reports import report_routes
 from replicas.api.tokens import Role
 from replicas.hq import reports as pg_reports
 from replicas.hq.store import PgLog
+from replicas.metrics import ReplicaMetrics
+from replicas.metrics.snapshot import snapshot_of
 
 __all__ = ["PgReads", "Worker", "create_hq_app"]
 
@@ -158,7 +163,27 @@ def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
     return r
 
 
-def create_hq_app(worker: Worker, reads: PgReads, access: Access | None = None) -> FastAPI:
+def _metrics_router(worker: Any, reads: PgReads, metrics: ReplicaMetrics) -> APIRouter:
+    """`GET /metrics` as every replica serves it, its state figures read here."""
+    r = APIRouter(tags=["metrics"])
+
+    @r.get("/metrics", response_class=Response)
+    async def scrape() -> Response:
+        stats = await worker.log.stats()
+        money, deferred = await reads.read(lambda c: (_summary(c), pg_reports.deferred_cards(c)))
+        summary = queries.SalesSummary(**money)
+        metrics.update(snapshot_of(worker, stats, summary, deferred))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r
+
+
+def create_hq_app(
+    worker: Worker,
+    reads: PgReads,
+    access: Access | None = None,
+    metrics: ReplicaMetrics | None = None,
+) -> FastAPI:
     app = FastAPIOffline(
         title="tillmesh HQ (PostgreSQL)",
         description="HQ's API over its PostgreSQL read model: catalog, status, reports.",
@@ -170,4 +195,6 @@ def create_hq_app(worker: Worker, reads: PgReads, access: Access | None = None) 
     app.include_router(_status_router(worker, reads))
     app.include_router(_catalog_router(worker, reads))
     app.include_router(report_routes(reads.read, pg_reports))
+    if metrics is not None:
+        app.include_router(_metrics_router(worker, reads, metrics))
     return app

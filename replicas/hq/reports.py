@@ -18,7 +18,7 @@ from conflict.errors import ReportError
 from conflict.reports import Window
 from core.clock import COUNTER_BITS
 
-__all__ = ["items_report", "payments_report", "sales_report", "stock_report"]
+__all__ = ["deferred_cards", "items_report", "payments_report", "sales_report", "stock_report"]
 
 Record = dict[str, Any]
 Conn = psycopg.Connection[Any]
@@ -145,3 +145,19 @@ def stock_report(conn: Conn, store: str | None = None, below: int | None = None)
         f" FROM bi_stock_levels {where} ORDER BY 1, 2"
     )
     return _records(conn.execute(sql.encode(), params))
+
+
+_DEFERRED = """
+SELECT s.store COLLATE "C" AS store, s.origin COLLATE "C" AS till, COUNT(*)::int8 AS payments,
+  SUM(p.amount)::int8 AS amount
+FROM hq_sales s JOIN hq_payments p ON p.sale_id = s.id
+WHERE {where} AND p.method = 'card' AND p.auth = 'deferred'
+  AND s.id NOT IN (SELECT sale_id FROM hq_voids)
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def deferred_cards(conn: Conn, window: Window | None = None) -> list[Record]:
+    """Per store and till, card payments authorised `deferred` on non-voided sales."""
+    where, params = _where(window or Window())
+    return _records(conn.execute(_DEFERRED.format(where=where).encode(), params))

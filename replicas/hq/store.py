@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -34,7 +35,9 @@ from core.errors import StorageError, TillmeshError
 from core.events import Body, Event, RawEvent, decode_event, encode_body, encode_event, event_hash
 from core.fold import FLAG_REVOKED
 from core.log import Listener
+from core.observe import CommitObserver, commit_stats
 from core.signing import Signer, Verifier
+from core.stats import LogStats
 from replicas.hq.admit import Admission
 from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts, products_of
 from replicas.hq.schema import migrate
@@ -84,6 +87,7 @@ class PgLog:
         self._write = asyncio.Lock()  # ...and so do the transactions after them
         self._read = asyncio.Lock()
         self.listeners: list[Listener] = []
+        self.commit_observers: list[CommitObserver] = []  # as EventLog's: metrics
         self.clock_ahead: dict[str, Any] = {}
 
     @classmethod
@@ -190,11 +194,12 @@ class PgLog:
                 checked += check_events(chunk, self._heads, self.verifier)
             await self._write.acquire()  # FIFO: batches are written in the order checked
         try:
-            result = IngestResult()
+            result, t0 = IngestResult(), time.perf_counter()
             adm = await self._commit(lambda a, pend: a.ingest(checked, peer, result, pend), result)
             self._after_commit(adm, result.stored)  # heads moved before the next batch reads
         finally:
             self._write.release()
+        self._observe([(peer, 0, result)], time.perf_counter() - t0)
         return result
 
     async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
@@ -231,9 +236,38 @@ class PgLog:
                 made.append(RawEvent(ev, raw))
 
         async with self._write:
+            t0 = time.perf_counter()
             adm = await self._commit(author, IngestResult())
             self._after_commit(adm, made)
+        self._observe([("", len(made), made)], time.perf_counter() - t0)
         return [m.event for m in made]
+
+    def _observe(self, done: list[tuple[str, int, object]], seconds: float) -> None:
+        if self.commit_observers:
+            stats = commit_stats(done, seconds)
+            for observer in list(self.commit_observers):
+                try:
+                    observer(stats)
+                except Exception:
+                    logger.exception("commit observer %r failed", observer)
+
+    async def stats(self) -> LogStats:
+        """Counts and the version vector of the whole database, as `EventLog.stats`."""
+        async with self._read:
+            cur = await self.reader.execute(
+                "SELECT (SELECT COALESCE(SUM(seq), 0)::int8 FROM hq_heads),"
+                " (SELECT count(*) FROM hq_pending), (SELECT count(*) FROM hq_quarantine),"
+                " pg_database_size(current_database())"
+            )
+            row = await cur.fetchone()
+            cur = await self.reader.execute("SELECT origin, seq FROM hq_heads")
+            heads = {str(o): int(n) for o, n in await cur.fetchall()}
+        assert row is not None
+        events, pending, quarantined, size = (int(v) for v in row)
+        return LogStats(
+            path=self.where, replica_id=self.replica_id, events=events, pending=pending,
+            quarantined=quarantined, version_vector=heads, file_bytes=size,
+        )  # fmt: skip
 
     def _after_commit(self, adm: Admission, new: list[RawEvent]) -> None:
         self._heads.update(adm.staged)

@@ -108,8 +108,9 @@ class HqWorker(Replica):
                 await pg.refresh_shared([HQ])
 
     def _observe_log(self) -> None:
-        """No commit observers or state cache: those read a SQLite log (metrics and the
-        dashboard of HQ on PostgreSQL are not built yet)."""
+        """Commits counted for `/metrics`; no `StateCache` (it reads a SQLite log: the
+        figures come from PostgreSQL in `api.py`, and the dashboard is SQLite HQ's)."""
+        self.log.commit_observers.append(self.metrics.on_commit)
 
     async def _watch_leaves(self) -> None:
         if self.shard.front:  # the others run no nats-server of their own to ask
@@ -124,7 +125,7 @@ class HqWorker(Replica):
 
     def _new_transport(self, nc: Client) -> SyncTransport:
         assert self.engine is not None
-        transport = ShardTransport(nc, self.log, self.engine)
+        transport = ShardTransport(nc, self.log, self.engine, observer=self.metrics)
         transport.shard = self.shard
         return transport
 
@@ -159,7 +160,8 @@ class HqWorker(Replica):
 
         loopback = is_loopback(self.site.host_of(HQ))
         limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
-        return create_hq_app(self, self.reads, Access(self.tokens, loopback, limits))  # type: ignore[arg-type]
+        access = Access(self.tokens, loopback, limits)
+        return create_hq_app(self, self.reads, access, self.metrics)  # type: ignore[arg-type]
 
     async def stop(self) -> None:
         await super().stop()

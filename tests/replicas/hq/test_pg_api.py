@@ -9,11 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.events import HQ, ProductUpserted, StockReceived
 from replicas.api.app import create_app
 from replicas.hq.api import PgReads, create_hq_app
 from replicas.hq.store import PgLog
+from replicas.metrics import ReplicaMetrics
 from tests.replicas.api_kit import FakeReplica, cash, client_for, from_hq, open_log, sell
 
 TILL = "s1/t1"
@@ -41,6 +43,13 @@ class PgHandle:
     def online(self) -> bool:
         return False
 
+    def unsynced_to_hq(self) -> int:
+        return 0
+
+    @property
+    def uplink_names(self) -> list[str]:
+        return []
+
 
 @pytest.fixture
 async def both(
@@ -59,12 +68,14 @@ async def both(
     await till.close()
     sqlite_hq = await open_log(tmp_path / "hq.db", HQ)
     pg_hq = await PgLog.open(pg_dsn)
+    metrics = ReplicaMetrics()
+    pg_hq.commit_observers.append(metrics.on_commit)
     reads = PgReads(pg_dsn)
     for hq in (sqlite_hq, pg_hq):
         result = await hq.ingest_raw(raws)
         assert not result.rejected and len(result.stored) == len(raws)
     sqlite_app = create_app(FakeReplica(HQ, sqlite_hq))
-    pg_app = create_hq_app(PgHandle(HQ, pg_hq), reads)
+    pg_app = create_hq_app(PgHandle(HQ, pg_hq), reads, metrics=metrics)
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=sqlite_app), base_url="http://a") as a,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=pg_app), base_url="http://b") as b,
@@ -101,3 +112,26 @@ async def test_catalog_writes_at_hq_on_postgres(
     assert status["version_vector"] == {HQ: 3, TILL: 5}  # a delivery, 3 sales, a void
     assert status["sales"]["sales"] == 3 and status["sales"]["voided"] == 150
     assert (await on_pg.get("/catalog/NOPE")).status_code == 404
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_of_hq_on_postgres_parse_and_move_with_sales(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, on_pg = both
+    before = _samples((await on_pg.get("/metrics")).text)
+    assert before[("tillmesh_sales", ())] == 3
+    assert before[("tillmesh_log_events", ())] == 6  # HQ's product, the till's 5 events
+    ingested = sum(v for (n, _), v in before.items() if n == "tillmesh_events_ingested_total")
+    assert ingested == 6
+    assert (await on_pg.put("/catalog/TEA", json={"name": "Tea", "price": 250})).status_code == 200
+    after = _samples((await on_pg.get("/metrics")).text)
+    assert after[("tillmesh_events_appended_total", ())] == 1
+    assert after[("tillmesh_log_events", ())] == 7
