@@ -91,6 +91,6 @@ def report_routes(read: Read, source: ModuleType) -> APIRouter:
 
     @r.get("/prices")
     async def prices(store: _Store = None) -> Rows:
-        return await till.read(lambda c: reports.prices_report(c, store))
+        return await read(lambda c: source.prices_report(c, store))
 
     return r

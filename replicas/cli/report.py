@@ -182,8 +182,9 @@ def _stock(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
 _OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
 
 
-def _prices(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.prices_report(conn, args.store)
+def _prices(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.prices_report(conn, args.store)
+    return result
 
 
 def parse_utc_offset(text: str) -> int:

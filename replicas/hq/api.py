@@ -36,7 +36,6 @@ __all__ = ["PgReads", "Worker", "create_hq_app"]
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
-_PRODUCT = "SELECT sku, name, price, tax_rate_bp, active FROM hq_products"
 
 
 class Worker(Protocol):
@@ -74,15 +73,6 @@ class PgReads:
             self._conn.close()
 
 
-def _products(conn: Conn, sku: str | None = None) -> list[dict[str, Any]]:
-    if sku is None:
-        cur = conn.execute(f'{_PRODUCT} ORDER BY sku COLLATE "C"'.encode())
-    else:
-        cur = conn.execute(f"{_PRODUCT} WHERE sku = %s".encode(), (sku,))
-    names = [d.name for d in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def _summary(conn: Conn) -> dict[str, int]:
     row = conn.execute(
         "SELECT COUNT(*)::int8, COALESCE(SUM(total), 0)::int8,"
@@ -105,7 +95,7 @@ def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
     r = APIRouter(tags=["catalog"], responses=ERRORS)
 
     async def product(sku: str) -> m.ProductView | None:
-        rows = await reads.read(lambda c: _products(c, sku))
+        rows = await reads.read(lambda c: pg_reports.catalog(c, sku))
         return m.ProductView.model_validate(rows[0]) if rows else None
 
     async def write(sku: str, body: Body) -> m.CatalogOut:
@@ -116,7 +106,7 @@ def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
 
     @r.get("/catalog")
     async def list_catalog() -> list[m.ProductView]:
-        return [m.ProductView.model_validate(p) for p in await reads.read(_products)]
+        return [m.ProductView.model_validate(p) for p in await reads.read(pg_reports.catalog)]
 
     @r.get("/catalog/{sku}")
     async def get_product(sku: Sku) -> m.ProductView:

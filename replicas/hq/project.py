@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from conflict.catalog import PricePolicy, Write, effective
+from conflict.catalog import PricePolicy, Write, effective, store_prices
 from conflict.stock import stock_store
 from core.events import (
     Body,
@@ -167,17 +167,21 @@ class Facts:
 
 def products_of(
     writes: Sequence[tuple[str, Sequence[Sequence[Any]]]], policy: PricePolicy, window_ms: int
-) -> list[Row]:
-    """hq_products rows of the SKUs with a product write, from each SKU's catalog writes
-    (eid, hlc, origin, seq, kind, name, price, tax_rate_bp, active), by the policy."""
-    upserts: list[Row] = []
+) -> tuple[list[Row], list[Row]]:
+    """(hq_products rows, hq_store_prices rows) of the SKUs with a product write, from
+    each SKU's catalog writes (eid, hlc, origin, seq, kind, name, price, tax_rate_bp,
+    active), by the policy: `conflict.catalog`'s rules, as the SQLite fold applies them."""
+    products: list[Row] = []
+    overrides: list[Row] = []
     for sku, rows in writes:
         found = [
             Write(e, h, o, s, k, n, p, t, None if a is None else int(a))
             for e, h, o, s, k, n, p, t, a in rows
         ]
         product = effective(sku, found, policy, window_ms) if found else None
-        if product is not None:
-            sku_, name, price, tax, active, peid, preid = product
-            upserts.append((sku_, name, price, tax, bool(active), peid, preid))
-    return upserts
+        if product is None:
+            continue
+        sku_, name, price, tax, active, peid, preid = product
+        products.append((sku_, name, price, tax, bool(active), peid, preid))
+        overrides += store_prices(sku, found, policy, window_ms)
+    return products, overrides

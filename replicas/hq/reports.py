@@ -18,7 +18,15 @@ from conflict.errors import ReportError
 from conflict.reports import Window
 from core.clock import COUNTER_BITS
 
-__all__ = ["deferred_cards", "items_report", "payments_report", "sales_report", "stock_report"]
+__all__ = [
+    "catalog",
+    "deferred_cards",
+    "items_report",
+    "payments_report",
+    "prices_report",
+    "sales_report",
+    "stock_report",
+]
 
 Record = dict[str, Any]
 Conn = psycopg.Connection[Any]
@@ -161,3 +169,35 @@ def deferred_cards(conn: Conn, window: Window | None = None) -> list[Record]:
     """Per store and till, card payments authorised `deferred` on non-voided sales."""
     where, params = _where(window or Window())
     return _records(conn.execute(_DEFERRED.format(where=where).encode(), params))
+
+
+_PRICES = """
+SELECT p.sku COLLATE "C" AS sku, p.name, p.price AS chain_price, o.store COLLATE "C" AS store,
+  o.price AS store_price, o.price - p.price AS difference, o.price_eid AS set_by
+FROM hq_products p JOIN hq_store_prices o ON o.sku = p.sku {where}
+ORDER BY 1, 4
+"""
+
+
+def prices_report(conn: Conn, store: str | None = None) -> list[Record]:
+    """Each store override in effect beside the chain price it replaces there."""
+    where, params = ("WHERE o.store = %s", [store]) if store is not None else ("", [])
+    return _records(conn.execute(_PRICES.format(where=where).encode(), params))
+
+
+def catalog(conn: Conn, sku: str | None = None) -> list[Record]:
+    """The chain's view of the catalog (as HQ's `queries.catalog`): each product at the
+    chain price, with every store override in effect apart."""
+    where, params = ("WHERE sku = %s", [sku]) if sku is not None else ("", [])
+    rows = _records(conn.execute(
+        f'SELECT sku, name, price, tax_rate_bp, active FROM hq_products {where}'
+        ' ORDER BY sku COLLATE "C"'.encode(), params,
+    ))  # fmt: skip
+    overrides: dict[str, dict[str, int]] = {}
+    for s, store, price in conn.execute(
+        'SELECT sku, store, price FROM hq_store_prices ORDER BY sku, store COLLATE "C"'
+    ).fetchall():
+        overrides.setdefault(s, {})[store] = int(price)
+    return [
+        {**r, "chain_price": r["price"], "overrides": overrides.get(r["sku"], {})} for r in rows
+    ]

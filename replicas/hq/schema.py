@@ -119,6 +119,12 @@ CREATE TABLE hq_products (
   sku text PRIMARY KEY, name text NOT NULL, price bigint NOT NULL, tax_rate_bp integer NOT NULL,
   active boolean NOT NULL, product_eid text NOT NULL, price_eid text NOT NULL
 );
+-- A store's own price where it is in effect (its till's price.set won by the policy);
+-- every other store sells at the chain price in hq_products.
+CREATE TABLE hq_store_prices (
+  store text NOT NULL, sku text NOT NULL, price bigint NOT NULL, price_eid text NOT NULL,
+  PRIMARY KEY (sku, store)
+);
 CREATE TABLE hq_shift_events (
   eid text PRIMARY KEY, shift text NOT NULL, kind text NOT NULL, hlc bigint NOT NULL,
   origin text NOT NULL, seq bigint NOT NULL, amount bigint NOT NULL, cashier text NOT NULL
@@ -192,7 +198,12 @@ CREATE VIEW bi_stock_counts AS
     c.origin AS till, c.count
   FROM hq_stock_counts c;
 CREATE VIEW bi_catalog AS
-  SELECT sku, name, price, tax_rate_bp, active FROM hq_products;
+  SELECT sku, name, price AS chain_price, tax_rate_bp, active FROM hq_products;
+-- Each store override in effect beside the chain price it replaces there.
+CREATE VIEW bi_store_prices AS
+  SELECT p.sku, p.name, p.price AS chain_price, o.store, o.price AS store_price,
+    o.price - p.price AS difference, o.price_eid AS set_by
+  FROM hq_products p JOIN hq_store_prices o ON o.sku = p.sku;
 -- A shift: its earliest open and latest close by (hlc, origin, seq).
 CREATE VIEW bi_shifts AS
   WITH o AS (SELECT DISTINCT ON (shift) shift, eid, amount, cashier FROM hq_shift_events

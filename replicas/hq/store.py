@@ -457,12 +457,17 @@ class PgLog:
         writes: dict[str, list[tuple[object, ...]]] = {sku: [] for sku in wanted}
         for sku, *rest in await cur.fetchall():
             writes[sku].append(tuple(rest))
-        upserts = products_of(sorted(writes.items()), self.price_policy, self.window_ms)
+        products, overrides = products_of(sorted(writes.items()), self.price_policy, self.window_ms)
         await self.conn.execute("DELETE FROM hq_products WHERE sku = ANY(%s)", (wanted,))
-        if upserts:
-            async with self.conn.cursor() as cur2:
+        await self.conn.execute("DELETE FROM hq_store_prices WHERE sku = ANY(%s)", (wanted,))
+        async with self.conn.cursor() as cur2:
+            if products:
                 await cur2.executemany(
-                    "INSERT INTO hq_products VALUES (%s, %s, %s, %s, %s, %s, %s)", upserts
+                    "INSERT INTO hq_products VALUES (%s, %s, %s, %s, %s, %s, %s)", products
+                )
+            if overrides:
+                await cur2.executemany(
+                    "INSERT INTO hq_store_prices VALUES (%s, %s, %s, %s)", overrides
                 )
 
 

@@ -48,16 +48,14 @@ def _figures_sqlite(conn: Any) -> dict[str, Any]:
         out[f"items{i}"] = reports.items_report(conn, w, 2)
     out["stock"] = reports.stock_report(conn)
     out["low"] = reports.stock_report(conn, "s1", 3)
+    out["prices"] = reports.prices_report(conn)
+    out["prices_s1"] = reports.prices_report(conn, "s1")
     return out
 
 
 def _figures_pg(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
-        cat = conn.execute(
-            'SELECT sku, name, price, tax_rate_bp, active FROM bi_catalog ORDER BY sku COLLATE "C"'
-        ).fetchall()
-        names = ("sku", "name", "price", "tax_rate_bp", "active")
-        out: dict[str, Any] = {"catalog": [dict(zip(names, r, strict=True)) for r in cat]}
+        out: dict[str, Any] = {"catalog": pg_reports.catalog(conn)}
         for i, w in enumerate(WINDOWS):
             out[f"sales{i}"] = pg_reports.sales_report(conn, SALES_GROUPS[:3], w)
             out[f"by_cashier{i}"] = pg_reports.sales_report(conn, ["shift", "cashier"], w)
@@ -65,6 +63,8 @@ def _figures_pg(dsn: str) -> dict[str, Any]:
             out[f"items{i}"] = pg_reports.items_report(conn, w, 2)
         out["stock"] = pg_reports.stock_report(conn)
         out["low"] = pg_reports.stock_report(conn, "s1", 3)
+        out["prices"] = pg_reports.prices_report(conn)
+        out["prices_s1"] = pg_reports.prices_report(conn, "s1")
     return out
 
 
