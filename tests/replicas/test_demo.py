@@ -241,7 +241,7 @@ def test_short_demo_on_postgres_matches_the_tills(pg_data_dir: Path) -> None:
     store's stock as its tills have it, and HQ's events of each store fold to the tills'
     digest."""
     data = pg_data_dir / "data"
-    args = ("--stores", "2", "--tills", "2", "--duration", "6", "--seed", "5", "--products", "60")
+    args = ("--stores", "2", "--tills", "2", "--duration", "6", "--seed", "3", "--products", "60")
     result = run_demo(data, *args, "--hq-db", "postgresql")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
