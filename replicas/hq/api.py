@@ -3,9 +3,9 @@
 What HQ's API is for, over the PostgreSQL read model: health, status (the whole
 database's version vector, this worker's sync), `/metrics` (as every replica's), the
 catalog (HQ defines products and the chain's prices: HQ's own events, appended by
-worker 0, which owns HQ's origin) and the reports (`/reports/*`, the same routes and
-figures as on SQLite). The same token policy as every replica's API
-(`replicas.api.auth.POLICY`).
+worker 0, which owns HQ's origin), a shift's figures (`/shifts/{id}`) and the reports
+(`/reports/*`, the same routes and figures as on SQLite). The same token policy as
+every replica's API (`replicas.api.auth.POLICY`).
 """
 
 from __future__ import annotations
@@ -133,6 +133,21 @@ def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
     return r
 
 
+def _shifts_router(reads: PgReads) -> APIRouter:
+    """A shift's figures as HQ on SQLite gives them (`GET /shifts/{shift}`); shifts are
+    opened and closed at tills, so HQ serves no writes of them."""
+    r = APIRouter(tags=["shifts"], responses=ERRORS)
+
+    @r.get("/shifts/{shift}")
+    async def get_shift(shift: str) -> m.ShiftView:
+        state = await reads.read(lambda c: pg_reports.shift_totals(c, shift))
+        if state["opened_by"] is None and state["closed_by"] is None:
+            raise not_found(f"shift {shift!r}")
+        return m.ShiftView.model_validate(state)
+
+    return r
+
+
 def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
     r = APIRouter(tags=["status"], responses=ERRORS)
 
@@ -184,6 +199,7 @@ def create_hq_app(
     install_errors(app)
     app.include_router(_status_router(worker, reads))
     app.include_router(_catalog_router(worker, reads))
+    app.include_router(_shifts_router(reads))
     app.include_router(report_routes(reads.read, pg_reports))
     if metrics is not None:
         app.include_router(_metrics_router(worker, reads, metrics))

@@ -43,11 +43,11 @@ _JSONB_V1 = b"\x01"
 # table -> its columns, in the order the rows below hold them (COPY names them).
 FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "hq_sales": ("id", "store", "origin", "seq", "hlc", "receipt", "total", "change", "shift",
-                 "cashier", "lines", "payments"),
+                 "cashier", "lines", "payments", "tax_mode"),
     "hq_voids": ("eid", "sale_id", "hlc", "origin", "seq", "reason"),
     "hq_refunds": ("eid", "sale_id", "hlc", "origin", "seq", "amount", "method", "restock",
                    "reason"),
-    "hq_refund_lines": ("refund_id", "idx", "line", "qty", "amount"),
+    "hq_refund_lines": ("refund_id", "idx", "line", "qty", "amount", "tax"),
     "hq_stock_moves": ("eid", "store", "sku", "hlc", "origin", "seq", "kind", "delta"),
     "hq_stock_counts": ("eid", "store", "sku", "hlc", "origin", "seq", "count"),
     "hq_catalog_writes": ("eid", "sku", "hlc", "origin", "seq", "kind", "name", "price",
@@ -60,10 +60,10 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
 # Their PostgreSQL types, for binary COPY (values are dumped in C, not adapted in Python).
 FACT_TYPES: dict[str, tuple[str, ...]] = {
     "hq_sales": ("text", "text", "text", "int8", "int8", "text", "int8", "int8", "text", "text",
-                 "bytea", "bytea"),  # lines, payments: jsonb's binary format, made here
+                 "bytea", "bytea", "text"),  # lines, payments: jsonb's binary format, made here
     "hq_voids": ("text", "text", "int8", "text", "int8", "text"),
     "hq_refunds": ("text", "text", "int8", "text", "int8", "int8", "text", "bool", "text"),
-    "hq_refund_lines": ("text", "int4", "int4", "int8", "int8"),
+    "hq_refund_lines": ("text", "int4", "int4", "int8", "int8", "int8"),
     "hq_stock_moves": ("text", "text", "text", "int8", "text", "int8", "text", "int8"),
     "hq_stock_counts": ("text", "text", "text", "int8", "text", "int8", "int8"),
     "hq_catalog_writes": ("text", "text", "int8", "text", "int8", "text", "text", "int8",
@@ -107,12 +107,11 @@ class Facts:
                     self._rare(ev, body)
 
     def _sale(self, ev: Event, body: SaleCompleted) -> None:
-        total = sum(ln.qty * ln.unit_price - ln.discount for ln in body.lines)
         pays = [(p.method, p.amount, p.card_last4, p.auth, p.reference) for p in body.payments]
         self.rows["hq_sales"].append(
-            (ev.id, stock_store(ev.origin), ev.origin, ev.seq, ev.hlc, body.receipt, total,
+            (ev.id, stock_store(ev.origin), ev.origin, ev.seq, ev.hlc, body.receipt, body.total,
              body.change, body.shift, body.cashier, _JSONB_V1 + _json(body.lines),
-             _JSONB_V1 + _json(pays))
+             _JSONB_V1 + _json(pays), body.tax_mode)
         )  # fmt: skip
 
     def _move(self, ev: Event, sku: str, kind: str, delta: int) -> None:
@@ -132,7 +131,9 @@ class Facts:
                     (ev.id, body.sale, *head, body.amount, body.method, body.restock, body.reason)
                 )
                 for i, ln in enumerate(body.lines):
-                    self.rows["hq_refund_lines"].append((ev.id, i, ln.line, ln.qty, ln.amount))
+                    self.rows["hq_refund_lines"].append(
+                        (ev.id, i, ln.line, ln.qty, ln.amount, ln.tax)
+                    )
             case ProductUpserted() | PriceSet():
                 self._catalog(ev, body)
             case _:

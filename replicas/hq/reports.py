@@ -25,7 +25,9 @@ __all__ = [
     "payments_report",
     "prices_report",
     "sales_report",
+    "shift_totals",
     "stock_report",
+    "tax_report",
 ]
 
 Record = dict[str, Any]
@@ -138,6 +140,33 @@ def items_report(conn: Conn, window: Window, top: int = 20) -> list[Record]:
     return _records(conn.execute(_ITEMS.format(where=where).encode(), [*params, top]))
 
 
+_TAX = """
+SELECT s.store COLLATE "C" AS store, to_char({local}, 'YYYY-MM-DD') AS day,
+  CASE WHEN s.tax_mode IS NULL THEN NULL ELSE l.tax_rate_bp END AS rate_bp,
+  COUNT(*)::int8 AS lines,
+  SUM(l.qty * l.unit_price - l.discount
+      + CASE WHEN s.tax_mode = 'exclusive' THEN l.tax ELSE 0 END)::int8 AS gross,
+  SUM(l.tax)::int8 AS tax, SUM(COALESCE(back.tax, 0))::int8 AS refunded_tax
+FROM hq_sales s JOIN hq_sale_lines l ON l.sale_id = s.id
+LEFT JOIN (SELECT r.sale_id, rl.line, SUM(rl.tax) AS tax
+           FROM hq_refunds r JOIN hq_refund_lines rl ON rl.refund_id = r.eid
+           GROUP BY 1, 2) back ON back.sale_id = s.id AND back.line = l.line
+WHERE {where} AND s.id NOT IN (SELECT sale_id FROM hq_voids)
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 NULLS FIRST
+"""
+
+
+def tax_report(conn: Conn, window: Window) -> list[Record]:
+    """Tax per store, day and rate (None: not recorded, first as SQLite sorts it) of
+    non-voided sales, less what refunds gave back: `conflict.reports.tax_report`."""
+    where, params = _where(window)
+    sql = _TAX.format(local=_local(window), where=where)
+    rows = _records(conn.execute(sql.encode(), params))
+    for row in rows:
+        row["net_tax"] = row["tax"] - row["refunded_tax"]
+    return rows
+
+
 def stock_report(conn: Conn, store: str | None = None, below: int | None = None) -> list[Record]:
     clauses: list[str] = []
     params: list[object] = []
@@ -201,3 +230,52 @@ def catalog(conn: Conn, sku: str | None = None) -> list[Record]:
     return [
         {**r, "chain_price": r["price"], "overrides": overrides.get(r["sku"], {})} for r in rows
     ]
+
+
+_SHIFT_SALES = """
+SELECT COUNT(*)::int8, COALESCE(SUM(s.total), 0)::int8,
+  COALESCE(SUM(s.total) FILTER (WHERE s.id IN (SELECT sale_id FROM hq_voids)), 0)::int8
+FROM hq_sales s WHERE s.shift = %(shift)s
+"""
+_SHIFT_MONEY = """
+WITH kept AS (SELECT s.id, s.change FROM hq_sales s WHERE s.shift = %(shift)s
+              AND s.id NOT IN (SELECT sale_id FROM hq_voids))
+SELECT
+  (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN kept ON kept.id = r.sale_id),
+  (SELECT COALESCE(SUM(p.amount), 0)::int8 FROM hq_payments p JOIN kept ON kept.id = p.sale_id
+   WHERE p.method = 'cash') - (SELECT COALESCE(SUM(change), 0)::int8 FROM kept),
+  (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN kept ON kept.id = r.sale_id
+   WHERE r.method = 'cash'),
+  (SELECT COALESCE(SUM(l.tax), 0)::int8 FROM hq_sale_lines l JOIN kept ON kept.id = l.sale_id)
+  - (SELECT COALESCE(SUM(rl.tax), 0)::int8 FROM hq_refunds r JOIN kept ON kept.id = r.sale_id
+     JOIN hq_refund_lines rl ON rl.refund_id = r.eid)
+"""
+
+
+def shift_totals(conn: Conn, shift: str) -> Record:
+    """A shift's sales and cash drawer, as `conflict.queries.shift_totals` (the earliest
+    open and latest close win; voided sales count for nothing, refunds against their
+    sale's shift)."""
+    arg = {"shift": shift}
+    sales, gross, voided = _one(conn, _SHIFT_SALES, arg)
+    refunded, taken, cash_refunds, tax = _one(conn, _SHIFT_MONEY, arg)
+    found = conn.execute(
+        "SELECT opened_by, cashier, float_amount, closed_by, counted_cash FROM bi_shifts"
+        " WHERE shift = %s", (shift,),
+    ).fetchone()  # fmt: skip
+    opened_by, cashier, float_amount, closed_by, counted = found or (None,) * 5
+    expected = (float_amount or 0) + taken - cash_refunds
+    return {
+        "shift": shift, "sales": sales, "gross": gross, "voided": voided,
+        "refunded": refunded, "net": gross - voided - refunded,
+        "opened_by": opened_by, "cashier": cashier, "float": float_amount or 0,
+        "cash_taken": taken, "cash_refunded": cash_refunds, "expected_cash": expected,
+        "closed_by": closed_by, "counted_cash": counted,
+        "over_short": None if counted is None else counted - expected, "tax": tax,
+    }  # fmt: skip
+
+
+def _one(conn: Conn, query: str, args: dict[str, Any]) -> tuple[Any, ...]:
+    row = conn.execute(query.encode(), args).fetchone()
+    assert row is not None  # aggregates without GROUP BY: always one row
+    return tuple(row)

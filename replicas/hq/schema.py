@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from core.errors import SchemaTooNew
+from core.fold import FLAG_UNAPPLIED
 
 __all__ = ["EVENT_PARTITIONS", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
@@ -224,7 +225,49 @@ CREATE VIEW bi_till_sync AS
   FROM hq_heads;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Tax (tillmesh schema 6): the sale's tax mode (NULL: a sale from before tills computed
+# tax), each line's rate beside its tax, the tax each refund line gave back. An exclusive
+# sale's total holds its tax from now on (as the SQLite fold's). No build before this one
+# applied a schema-6 event (it stored them unapplied, FLAG_UNAPPLIED): the rows already
+# here are exact with these defaults, and `PgLog.open` applies those stored events.
+_V2 = f"""
+ALTER TABLE hq_sales ADD COLUMN tax_mode text;
+ALTER TABLE hq_refund_lines ADD COLUMN tax bigint NOT NULL DEFAULT 0;
+CREATE INDEX hq_events_unapplied ON hq_events (origin, seq) WHERE flags & {FLAG_UNAPPLIED} <> 0;
+CREATE OR REPLACE VIEW hq_sale_lines AS
+  SELECT s.id AS sale_id, (j.n - 1)::int AS line, s.store, j.l ->> 'sku' AS sku,
+    (j.l ->> 'qty')::int8 AS qty, (j.l ->> 'unit_price')::int8 AS unit_price,
+    COALESCE((j.l ->> 'discount')::int8, 0) AS discount,
+    COALESCE((j.l ->> 'tax')::int8, 0) AS tax, s.hlc,
+    COALESCE((j.l ->> 'tax_rate_bp')::int4, 0) AS tax_rate_bp, s.tax_mode
+  FROM hq_sales s, jsonb_array_elements(s.lines) WITH ORDINALITY AS j(l, n);
+-- line_total: the goods less discount (before tax where prices exclude it); paid: what
+-- the customer paid for the line (tax added where the sale's prices excluded it).
+CREATE OR REPLACE VIEW bi_sale_lines AS
+  SELECT l.sale_id, l.line, l.store, l.sku, l.qty, l.unit_price, l.discount, l.tax,
+    l.qty * l.unit_price - l.discount AS line_total, to_timestamp((l.hlc >> 16) / 1000.0)
+      AS sold_at, l.tax_rate_bp, l.tax_mode,
+    l.qty * l.unit_price - l.discount
+      + CASE WHEN l.tax_mode = 'exclusive' THEN l.tax ELSE 0 END AS paid
+  FROM hq_sale_lines l;
+CREATE OR REPLACE VIEW bi_sales AS
+  SELECT s.id AS sale_id, s.store, s.origin AS till, s.seq,
+    to_timestamp((s.hlc >> 16) / 1000.0) AS sold_at, s.receipt, s.total, s.change,
+    s.shift, s.cashier,
+    EXISTS (SELECT 1 FROM hq_voids v WHERE v.sale_id = s.id) AS voided,
+    COALESCE((SELECT SUM(r.amount) FROM hq_refunds r WHERE r.sale_id = s.id), 0)::bigint
+      AS refunded,
+    s.tax_mode,
+    COALESCE((SELECT SUM((l ->> 'tax')::int8) FROM jsonb_array_elements(s.lines) l), 0)::bigint
+      AS tax
+  FROM hq_sales s;
+CREATE VIEW bi_refund_lines AS
+  SELECT rl.refund_id, rl.idx, r.sale_id, rl.line, split_part(r.origin, '/', 1) AS store,
+    rl.qty, rl.amount, rl.tax, to_timestamp((r.hlc >> 16) / 1000.0) AS refunded_at
+  FROM hq_refund_lines rl JOIN hq_refunds r ON r.eid = rl.refund_id;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -41,6 +41,7 @@ from core.stats import LogStats
 from replicas.hq.admit import Admission
 from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts, products_of
 from replicas.hq.schema import migrate
+from replicas.hq.upgrade import apply_readable
 
 __all__ = ["PgLog", "redact"]
 
@@ -114,7 +115,12 @@ class PgLog:
             raise StorageError(where, str(e).strip()) from e
         log = cls(conn, reader, where, replica_id, owns, clock or HybridClock(wall_ms), wall_ms,
                   signer, verifier, price_policy, window_ms)  # fmt: skip
-        await log._load()
+        try:
+            await log._load()
+            await log._apply_stored()
+        except psycopg.Error as e:
+            await log.close()
+            raise StorageError(where, str(e).strip()) from e
         return log
 
     async def _load(self) -> None:
@@ -356,9 +362,7 @@ class PgLog:
         await self._write_events(adm)
         facts = Facts()
         facts.add(adm.applied)
-        for table, rows in facts.rows.items():
-            if rows:
-                await _copy(c, table, FACT_COLUMNS[table], rows, FACT_TYPES[table])
+        await self._write_facts(facts)
         if adm.held:
             async with c.cursor() as cur:
                 await cur.executemany(
@@ -375,7 +379,20 @@ class PgLog:
                                              "detail", "raw"), adm.quarantined)  # fmt: skip
         if adm.newly_revoked:
             await self._revoke(adm.newly_revoked)
+            await self._refresh_products(None)
+
+    async def _write_facts(self, facts: Facts) -> None:
+        for table, rows in facts.rows.items():
+            if rows:
+                await _copy(self.conn, table, FACT_COLUMNS[table], rows, FACT_TYPES[table])
         await self._refresh_products(facts.catalog_skus)
+
+    async def _apply_stored(self) -> None:
+        """Events an older build stored unapplied that this one reads (`upgrade.py`)."""
+        async with self.conn.transaction():
+            n = await apply_readable(self.conn, self.owns, self._write_facts)
+        if n:
+            logger.info("%s: applied %d events stored unapplied by an older build", self.where, n)
 
     async def _write_events(self, adm: Admission) -> None:
         if not adm.rows:
@@ -436,7 +453,6 @@ class PgLog:
         await c.execute(
             "UPDATE hq_meta SET value = %s WHERE key = 'revoked'", (json.dumps(revoked),)
         )
-        await self._refresh_products(None)
 
     async def _refresh_products(self, skus: Iterable[str] | None) -> None:
         """hq_products of the SKUs written (None: every SKU), by the site's price policy."""

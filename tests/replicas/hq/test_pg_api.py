@@ -27,6 +27,9 @@ QUERIES = [
     ("/reports/items", {"top": 1}),
     ("/reports/stock", {"below": 100}),
     ("/reports/stock", {"store": "s2"}),
+    ("/reports/tax", {}),
+    ("/reports/tax", {"store": "s1", "utc_offset": 60}),
+    ("/shifts/sh1", {}),
 ]
 
 
@@ -55,15 +58,21 @@ class PgHandle:
 async def both(
     tmp_path: Path, pg_dsn: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    """HQ on SQLite and HQ on PostgreSQL, each having ingested one till's sales."""
+    """HQ on SQLite and HQ on PostgreSQL, each having ingested one till's sales (taxed at
+    20 % in the price) in a shift, one voided, one refunded in part."""
     till = await open_log(tmp_path / "till.db", TILL)
-    await from_hq(till, ProductUpserted(sku="COLA", name="Cola 33cl", price=150))
+    cola = ProductUpserted(sku="COLA", name="Cola 33cl", price=150, tax_rate_bp=2000)
+    await from_hq(till, cola)
     await till.append(StockReceived(sku="COLA", qty=10))
     async with client_for(FakeReplica(TILL, till)) as c:
-        await sell(c)
-        await sell(c, payments=[cash(500)], cashier="ann")
+        opened = await c.post("/shifts", json={"shift": "sh1", "float_amount": 1000})
+        assert opened.status_code == 201, opened.text
+        kept = await sell(c, shift="sh1")
+        await sell(c, payments=[cash(500)], cashier="ann", shift="sh1")
         gone = await sell(c, lines=[{"sku": "COLA", "qty": 1}], payments=[cash(200)])
         assert (await c.post(f"/sales/{gone['sale_id']}/void")).status_code == 201
+        back = {"lines": [{"line": 0, "qty": 1}]}
+        assert (await c.post(f"/sales/{kept['sale_id']}/refunds", json=back)).status_code == 201
     raws = [*await till.read_range(HQ, 1, 100), *await till.read_range(TILL, 1, 100)]
     await till.close()
     sqlite_hq = await open_log(tmp_path / "hq.db", HQ)
@@ -95,6 +104,12 @@ async def test_reports_answer_the_same_on_sqlite_and_postgres(
         assert a.status_code == b.status_code == 200, (path, a.text, b.text)
         assert a.json() == b.json(), (path, params)
     assert (await on_pg.get("/reports/sales", params={"by": "weekday"})).status_code == 422
+    assert (await on_pg.get("/shifts/nope")).status_code == 404
+    tax = (await on_pg.get("/reports/tax")).json()  # 2 kept sales of 2 at 150, 20 % in it
+    assert [(r["rate_bp"], r["gross"], r["tax"], r["refunded_tax"]) for r in tax] == [
+        (2000, 600, 100, 25)
+    ]
+    assert (await on_pg.get("/shifts/sh1")).json()["tax"] == 75
 
 
 async def test_catalog_writes_at_hq_on_postgres(
@@ -109,7 +124,8 @@ async def test_catalog_writes_at_hq_on_postgres(
     catalog = (await on_pg.get("/catalog")).json()
     assert [(p["sku"], p["price"]) for p in catalog] == [("COLA", 150), ("TEA", 275)]
     status = (await on_pg.get("/status")).json()
-    assert status["version_vector"] == {HQ: 3, TILL: 5}  # a delivery, 3 sales, a void
+    # a delivery, a shift, 3 sales, a void, a refund
+    assert status["version_vector"] == {HQ: 3, TILL: 7}
     assert status["sales"]["sales"] == 3 and status["sales"]["voided"] == 150
     assert (await on_pg.get("/catalog/NOPE")).status_code == 404
 
@@ -128,10 +144,10 @@ async def test_metrics_of_hq_on_postgres_parse_and_move_with_sales(
     _, on_pg = both
     before = _samples((await on_pg.get("/metrics")).text)
     assert before[("tillmesh_sales", ())] == 3
-    assert before[("tillmesh_log_events", ())] == 6  # HQ's product, the till's 5 events
+    assert before[("tillmesh_log_events", ())] == 8  # HQ's product, the till's 7 events
     ingested = sum(v for (n, _), v in before.items() if n == "tillmesh_events_ingested_total")
-    assert ingested == 6
+    assert ingested == 8
     assert (await on_pg.put("/catalog/TEA", json={"name": "Tea", "price": 250})).status_code == 200
     after = _samples((await on_pg.get("/metrics")).text)
     assert after[("tillmesh_events_appended_total", ())] == 1
-    assert after[("tillmesh_log_events", ())] == 7
+    assert after[("tillmesh_log_events", ())] == 9

@@ -2,8 +2,9 @@
 
 The same events go through the real ingest paths of both (`core.log.EventLog` with the
 SQLite fold, `replicas.hq.store.PgLog`), in the same batches; every report, the catalog
-and the stock of every store must then be equal, for hypothesis' histories of sales,
-voids and refunds (of known and unknown sales), counts, price writes and shifts.
+and the stock of every store must then be equal, for hypothesis' histories of sales
+(taxed inclusive or exclusive, or from before tills computed tax), voids and refunds (of
+known and unknown sales, giving back tax), counts, price writes and shifts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ WINDOWS = (
     Window(since=1_000_500 << 16, until=1_040_000 << 16, utc_offset_min=-180),
     Window(utc_offset_min=13 * 60 + 45, store="hq"),
 )
+SHIFTS = ("sh1", "sh2", "nope")
 
 
 def _raw(items: list[Accepted]) -> list[RawEvent]:
@@ -46,6 +48,9 @@ def _figures_sqlite(conn: Any) -> dict[str, Any]:
         out[f"by_cashier{i}"] = reports.sales_report(conn, ["shift", "cashier"], w)
         out[f"payments{i}"] = reports.payments_report(conn, w)
         out[f"items{i}"] = reports.items_report(conn, w, 2)
+        out[f"tax{i}"] = reports.tax_report(conn, w)
+    for shift in SHIFTS:
+        out[f"shift_{shift}"] = queries.shift_totals(conn, shift)
     out["stock"] = reports.stock_report(conn)
     out["low"] = reports.stock_report(conn, "s1", 3)
     out["prices"] = reports.prices_report(conn)
@@ -61,6 +66,9 @@ def _figures_pg(dsn: str) -> dict[str, Any]:
             out[f"by_cashier{i}"] = pg_reports.sales_report(conn, ["shift", "cashier"], w)
             out[f"payments{i}"] = pg_reports.payments_report(conn, w)
             out[f"items{i}"] = pg_reports.items_report(conn, w, 2)
+            out[f"tax{i}"] = pg_reports.tax_report(conn, w)
+        for shift in SHIFTS:
+            out[f"shift_{shift}"] = pg_reports.shift_totals(conn, shift)
         out["stock"] = pg_reports.stock_report(conn)
         out["low"] = pg_reports.stock_report(conn, "s1", 3)
         out["prices"] = pg_reports.prices_report(conn)
@@ -101,7 +109,7 @@ def _reset(dsn: str) -> None:
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(events=scenarios(60), cuts=st.lists(st.integers(0, 60), max_size=4))
+@given(events=scenarios(60, tax=True), cuts=st.lists(st.integers(0, 60), max_size=4))
 def test_reports_equal_on_sqlite_and_postgres(
     events: list[Accepted], cuts: list[int], pg_dsn: str, tmp_path: Path
 ) -> None:
