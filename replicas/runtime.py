@@ -321,8 +321,12 @@ class Replica:
                 log.warning("%s: its %d unsigned events vouched for by %s (log.signed)",
                             self.replica_id, checkpoint.seq - 1, checkpoint.id)  # fmt: skip
         host, port = self.site.host_of(self.replica_id), self.site.node(self.replica_id).api
+        await self._serve_api(self._app(), host, port)
+
+    async def _serve_api(self, app: Any, host: str, port: int) -> None:
+        """Serve `app` until stopped; `ready` once the port is bound, `failed` if not."""
         config = uvicorn.Config(
-            self._app(), host=host, port=port, log_level="warning", lifespan="off",
+            app, host=host, port=port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=API_GRACE,
         )  # fmt: skip
         self._api = _QuietServer(config, started=self.ready.set)

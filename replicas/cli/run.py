@@ -90,6 +90,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with --shard K/N, K > 0: the HQ hub nats-server to connect to (default: "
         "HQ's, as the site names it; on another machine, its local hub node's)",
     )
+    p.add_argument(
+        "--listen",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="with --shard K/N, K > 0: where this worker serves /healthz and /metrics "
+        "(default: HQ's API host, its port + K); its tokens are HQ's",
+    )
     _add_verbosity(p)
 
     p = add_command(
@@ -127,9 +134,9 @@ def cmd_hq(args: argparse.Namespace) -> int:
         return run_hub_node(args.data, args.node, verbose=args.verbose)
     if args.db is not None:
         return run_hq_worker(args.data, args.db, args.shard, args.nats, fresh=args.fresh,
-                             verbose=args.verbose)  # fmt: skip
-    if args.shard != Shard() or args.nats is not None:
-        raise SystemExit("tillmesh hq: --shard and --nats need --db postgresql://...")
+                             verbose=args.verbose, listen=args.listen)  # fmt: skip
+    if args.shard != Shard() or args.nats is not None or args.listen is not None:
+        raise SystemExit("tillmesh hq: --shard, --nats and --listen need --db postgresql://...")
     return run_replica(args.data, HQ, fresh=args.fresh, verbose=args.verbose)
 
 
@@ -140,12 +147,28 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return host.strip("[]"), int(port)
+
+
 def run_hq_worker(
-    root: Path, dsn: str, shard: Shard, nats_url: str | None, *, fresh: bool, verbose: bool
+    root: Path,
+    dsn: str,
+    shard: Shard,
+    nats_url: str | None,
+    *,
+    fresh: bool,
+    verbose: bool,
+    listen: tuple[str, int] | None = None,
 ) -> int:
     from replicas.hq.worker import HqWorker  # psycopg loads only for HQ on PostgreSQL
 
-    worker = HqWorker(load_site(root), root, dsn, shard, fresh=fresh, nats_url=nats_url)
+    worker = HqWorker(
+        load_site(root), root, dsn, shard, fresh=fresh, nats_url=nats_url, listen=listen
+    )
     _log_as(f"hq[{shard}]", verbose)
     asyncio.run(_run(worker))
     return 0
@@ -205,7 +228,8 @@ async def _run(replica: Replica) -> None:
 def _serving(replica: Replica) -> str:
     shard = getattr(replica, "shard", None)
     if shard is not None and not shard.front:
-        return f"{replica.replica_id} ingest worker {shard} up (PostgreSQL)"
+        url = replica.api_url()  # type: ignore[attr-defined]
+        return f"{replica.replica_id} ingest worker {shard} up (PostgreSQL), metrics on {url}"
     return f"{replica.replica_id} serving on {replica.site.api_url(replica.replica_id)}"
 
 

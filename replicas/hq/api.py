@@ -32,7 +32,7 @@ from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
 from replicas.metrics.snapshot import snapshot_of
 
-__all__ = ["PgReads", "Worker", "create_hq_app"]
+__all__ = ["PgReads", "Worker", "create_hq_app", "create_worker_app"]
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -160,8 +160,15 @@ def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
             "sync": worker.sync_status(),
         }  # fmt: skip
 
+    return r
+
+
+def _health_router(worker: Worker, reads: PgReads) -> APIRouter:
+    r = APIRouter(tags=["status"], responses=ERRORS)
+
     @r.get("/healthz")
     async def healthz() -> m.HealthOut:
+        """The worker runs and reaches the database."""
         await reads.read(lambda c: c.execute("SELECT 1").fetchone())
         return m.HealthOut(ok=True, replica_id=worker.replica_id)
 
@@ -197,10 +204,29 @@ def create_hq_app(
     )
     app.state.access = access or Access(None)
     install_errors(app)
+    app.include_router(_health_router(worker, reads))
     app.include_router(_status_router(worker, reads))
     app.include_router(_catalog_router(worker, reads))
     app.include_router(_shifts_router(reads))
     app.include_router(report_routes(reads.read, pg_reports))
     if metrics is not None:
         app.include_router(_metrics_router(worker, reads, metrics))
+    return app
+
+
+def create_worker_app(
+    worker: Worker, reads: PgReads, metrics: ReplicaMetrics, access: Access | None = None
+) -> FastAPI:
+    """What ingest worker K > 0 serves: `/healthz` and `/metrics` (its own ingest and sync
+    counters; the database's figures, the same on every worker). HQ's API is worker 0's."""
+    app = FastAPIOffline(
+        title="tillmesh HQ ingest worker (PostgreSQL)",
+        description="Health and Prometheus metrics of one HQ ingest worker.",
+        version="1",
+        dependencies=[Depends(authorize)],
+    )
+    app.state.access = access or Access(None)
+    install_errors(app)
+    app.include_router(_health_router(worker, reads))
+    app.include_router(_metrics_router(worker, reads, metrics))
     return app

@@ -5,7 +5,9 @@ stores (`shard.py`): it hears every till's announcements and pushes, but plans p
 and ingests only for its stores, and answers the pulls of its stores' tills, serving
 HQ's origin too from the shared database (relay to a replacement till included).
 Worker 0 is the front: it runs HQ's hub nats-server (the others connect to it, or to
-another hub node with `--nats`), owns HQ's origin and serves HQ's API. Several
+another hub node with `--nats`), owns HQ's origin and serves HQ's API. The others serve
+`/healthz` and `/metrics` only (at `--listen`, by default HQ's API host and port + K),
+under HQ's API tokens (the tokens file in HQ's data folder). Several
 workers announce as `hq`; a till keeps the most each origin was announced at, so it
 sees the union: what the database holds.
 
@@ -27,11 +29,13 @@ from nats.aio.msg import Msg
 
 from broker.subjects import HQ, is_pull_subject, peer_from_subject, pull_parties
 from core.clock import HybridClock, system_wall_ms
-from replicas.hq.api import PgReads, create_hq_app
+from replicas.api.tokens import TOKENS_FILE, TokenStore
+from replicas.errors import ApiUnprotected
+from replicas.hq.api import PgReads, create_hq_app, create_worker_app
 from replicas.hq.shard import Shard
 from replicas.hq.store import PgLog
 from replicas.runtime import Replica
-from replicas.site import Site
+from replicas.site import Site, is_loopback
 from replicas.sync.config import SyncConfig
 from replicas.sync.engine import SyncEngine
 from replicas.sync.protocol import holds
@@ -72,11 +76,14 @@ class HqWorker(Replica):
         *,
         fresh: bool = False,
         nats_url: str | None = None,
+        listen: tuple[str, int] | None = None,
         wall_ms: Callable[[], int] = system_wall_ms,
         sync_config: SyncConfig | None = None,
     ) -> None:
         super().__init__(site, HQ, root, fresh=fresh, wall_ms=wall_ms, sync_config=sync_config)
         self.dsn, self.shard, self.nats_url = dsn, shard or Shard(), nats_url
+        self.hq_dir = self.data_dir  # HQ's folder: its API tokens, whichever worker reads
+        self.listen = listen or (site.host_of(HQ), site.node(HQ).api + self.shard.index)
         if not self.shard.front:  # its own lock: worker 0 holds HQ's folder
             self.data_dir = self.data_dir / "workers" / f"{self.shard.index}-of-{self.shard.count}"
         self.reads = PgReads(dsn)
@@ -142,25 +149,44 @@ class HqWorker(Replica):
             return self.server.client_url
         return self.site.server_config(HQ, self.identity).client_url
 
-    # The API: worker 0 serves HQ's, over PostgreSQL ------------------------------------
+    # The API: worker 0 serves HQ's, over PostgreSQL; the others health and metrics -----
 
     async def _serve_when_ready(self) -> None:
         if self.shard.front:
             await super()._serve_when_ready()
         else:
-            self.ready.set()
+            host, port = self.listen
+            app = create_worker_app(self, self.reads, self.metrics, self._access(host))  # type: ignore[arg-type]
+            await self._serve_api(app, host, port)
+
+    @property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.hq_dir / TOKENS_FILE)
+
+    def _check_api_protected(self) -> None:
+        host = self.site.host_of(HQ) if self.shard.front else self.listen[0]
+        if not is_loopback(host) and not self.tokens.records():
+            raise ApiUnprotected(self.replica_id, host)
+
+    def api_url(self) -> str:
+        """Where this worker serves: HQ's API (worker 0), or its health and metrics."""
+        if self.shard.front:
+            return self.site.api_url(HQ)
+        host, port = self.listen
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def _access(self, host: str) -> Any:
+        from replicas.api.auth import Access, CashierLimits
+
+        limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
+        return Access(self.tokens, is_loopback(host), limits)
 
     async def _await_own_history(self) -> None:
         if self.shard.owns(HQ):
             await super()._await_own_history()
 
     def _app(self) -> Any:
-        from replicas.api.auth import Access, CashierLimits
-        from replicas.site import is_loopback
-
-        loopback = is_loopback(self.site.host_of(HQ))
-        limits = CashierLimits(self.site.cashier_discount_limit_bp, self.site.cashier_void_within_s)
-        access = Access(self.tokens, loopback, limits)
+        access = self._access(self.site.host_of(HQ))
         return create_hq_app(self, self.reads, access, self.metrics)  # type: ignore[arg-type]
 
     async def stop(self) -> None:

@@ -3,7 +3,8 @@
 Tills of two stores sell through their APIs; `tillmesh hq --db ... --shard 0/2` and
 `--shard 1/2` each ingest their store's tills (s2 -> worker 0, s1 -> worker 1): every
 acknowledged sale is in PostgreSQL exactly once and every till gets HQ's receipt. HQ's
-catalog (worker 0's origin) reaches the tills of worker 1's store. Then both workers
+catalog (worker 0's origin) reaches the tills of worker 1's store; worker 1 serves
+`/healthz` and `/metrics` of its own (its ingest counted there). Then both workers
 stop, the tills sell a backlog, and worker 1 is SIGKILLed while it catches up: started
 again, it resumes from the database's heads, and nothing is lost or doubled.
 """
@@ -15,9 +16,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from broker.config import free_port
 from tests.e2e.harness import Mesh, ReplicaProc, wait_until
 
 STORES = {"s1": ["t1", "t2"], "s2": ["t1"]}
@@ -25,17 +29,21 @@ BACKLOG = 1500  # sales per s1 till while HQ is down
 
 
 class WorkerProc(ReplicaProc):
-    """`tillmesh hq --db DSN --shard K/N`; worker 0 serves HQ's API, the others none."""
+    """`tillmesh hq --db DSN --shard K/N`; worker 0 serves HQ's API, the others health
+    and metrics at `--listen`."""
 
     def __init__(self, mesh: Mesh, dsn: str, index: int, count: int) -> None:
         super().__init__(mesh, "hq")
         self.dsn, self.shard = dsn, f"{index}/{count}"
         self.out = mesh.logs / f"hq-{index}-of-{count}.log"
+        self.listen: list[str] = []
         if index:  # its own folder: worker 0's nats-server is not its child
             self.data_dir = self.data_dir / "workers" / f"{index}-of-{count}"
+            port = free_port("127.0.0.1")
+            self.listen, self.url = ["--listen", f"127.0.0.1:{port}"], f"http://127.0.0.1:{port}"
 
     def command(self, fresh: bool) -> list[str]:
-        db = ["--db", self.dsn, "--shard", self.shard]
+        db = ["--db", self.dsn, "--shard", self.shard, *self.listen]
         return [*self.mesh.tillmesh, "hq", "--data", str(self.root), *db, "--fresh"]
 
     async def wait_serving(self, timeout: float = 60.0) -> None:
@@ -47,6 +55,16 @@ class WorkerProc(ReplicaProc):
             return word.encode() in self.out.read_bytes()[self._out_from :]
 
         await wait_until(up, f"HQ worker {self.shard} to start", timeout)
+
+
+def _ingested(scrape: httpx.Response) -> float:
+    assert scrape.status_code == 200, scrape.text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(scrape.text)
+        for s in family.samples
+        if s.name == "tillmesh_events_ingested_total"
+    )
 
 
 def _pg(dsn: str, sql: str) -> Any:
@@ -112,6 +130,13 @@ async def test_two_workers_hold_every_sale_once_and_survive_sigkill(
         return r.status_code == 200
 
     await wait_until(tea_at_s1, "HQ's catalog at a till of worker 1's store", 30)
+    assert (await mesh.http.get(f"{w1.url}/healthz")).json()["ok"] is True
+
+    async def w1_counted_s1() -> bool:  # every event of s1's tills, and only those
+        s1_events = _pg(pg_dsn, "SELECT sum(seq) FROM hq_heads WHERE store = 's1'")
+        return _ingested(await mesh.http.get(f"{w1.url}/metrics")) == s1_events
+
+    await wait_until(w1_counted_s1, "worker 1's /metrics to count s1's events", 10)
 
     assert not w0.stop() and not w1.stop()
     await asyncio.gather(*(mesh.sell(t, BACKLOG) for t in ("s1/t1", "s1/t2")))
