@@ -267,7 +267,16 @@ CREATE VIEW bi_refund_lines AS
   FROM hq_refund_lines rl JOIN hq_refunds r ON r.eid = rl.refund_id;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# The tills' links as each ingest worker sees them, for HQ's dashboard (`links.py`):
+# per origin the worker's sync status of it (held, behind, missing_for, last_seen).
+_V3 = """
+CREATE TABLE hq_links (
+  origin text PRIMARY KEY, worker text NOT NULL, status jsonb NOT NULL,
+  reported_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

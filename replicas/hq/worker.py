@@ -28,9 +28,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker.subjects import HQ, is_pull_subject, peer_from_subject, pull_parties
+from conflict.reports import Window
 from core.clock import HybridClock, system_wall_ms
 from replicas.api.tokens import TOKENS_FILE, TokenStore
+from replicas.dashboard import mount_dashboard
+from replicas.dashboard.figures import link_view, sales_figures
 from replicas.errors import ApiUnprotected
+from replicas.hq import links
+from replicas.hq import reports as pg_reports
 from replicas.hq.api import PgReads, create_hq_app, create_worker_app
 from replicas.hq.shard import Shard
 from replicas.hq.store import PgLog
@@ -100,7 +105,20 @@ class HqWorker(Replica):
         if not self.shard.owns(HQ):
             await pg.refresh_shared([HQ])
             self._tasks.append(asyncio.create_task(self._refresh_shared(pg), name="shared"))
+        if not self.shard.front:  # worker 0 serves the dashboard: it reads these
+            publish = links.publish_forever(self.dsn, str(self.shard), self._own_links)
+            self._tasks.append(asyncio.create_task(publish, name="links"))
         return pg
+
+    def _own_links(self) -> dict[str, Any]:
+        origins: dict[str, Any] = self.sync_status().get("origins") or {}  # type: ignore[assignment]
+        return {o: s for o, s in origins.items() if o != HQ and self.shard.owns(o)}
+
+    async def _links(self) -> dict[str, Any]:
+        """Worker 0's sync status, the other workers' tills added (for the dashboard)."""
+        shared = await self.reads.read(lambda c: links.read_shared(c, self.shard.owns))
+        one_hub = not self.site.hq_nodes
+        return link_view(links.merged(self.sync_status(), shared), one_hub)
 
     def _owns(self, origin: str) -> bool:
         return holds(HQ)(origin) and self.shard.owns(origin)
@@ -116,7 +134,7 @@ class HqWorker(Replica):
 
     def _observe_log(self) -> None:
         """Commits counted for `/metrics`; no `StateCache` (it reads a SQLite log: the
-        figures come from PostgreSQL in `api.py`, and the dashboard is SQLite HQ's)."""
+        figures come from PostgreSQL in `api.py` and `_app`)."""
         self.log.commit_observers.append(self.metrics.on_commit)
 
     async def _watch_leaves(self) -> None:
@@ -187,7 +205,15 @@ class HqWorker(Replica):
 
     def _app(self) -> Any:
         access = self._access(self.site.host_of(HQ))
-        return create_hq_app(self, self.reads, access, self.metrics)  # type: ignore[arg-type]
+        app = create_hq_app(self, self.reads, access, self.metrics)  # type: ignore[arg-type]
+
+        async def figures(window: Window) -> dict[str, Any]:
+            return await self.reads.read(lambda c: sales_figures(pg_reports, c, window))
+
+        one_hub = not self.site.hq_nodes
+        mount_dashboard(app, self, self.site.stores, figures, leaves_known=one_hub,
+                        links=self._links)  # fmt: skip
+        return app
 
     async def stop(self) -> None:
         await super().stop()

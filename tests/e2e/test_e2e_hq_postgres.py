@@ -4,7 +4,8 @@ Tills of two stores sell through their APIs; `tillmesh hq --db ... --shard 0/2` 
 `--shard 1/2` each ingest their store's tills (s2 -> worker 0, s1 -> worker 1): every
 acknowledged sale is in PostgreSQL exactly once and every till gets HQ's receipt. HQ's
 catalog (worker 0's origin) reaches the tills of worker 1's store; worker 1 serves
-`/healthz` and `/metrics` of its own (its ingest counted there). Then both workers
+`/healthz` and `/metrics` of its own (its ingest counted there), and worker 0's
+dashboard shows every till online, worker 1's from what it shares. Then both workers
 stop, the tills sell a backlog, and worker 1 is SIGKILLed while it catches up: started
 again, it resumes from the database's heads, and nothing is lost or doubled.
 """
@@ -65,6 +66,17 @@ def _ingested(scrape: httpx.Response) -> float:
         for s in family.samples
         if s.name == "tillmesh_events_ingested_total"
     )
+
+
+async def _dashboard_sees_every_till(mesh: Mesh, w0: WorkerProc) -> bool:
+    """Worker 0's dashboard: the tills worker 1 hears (s1's) too, from `hq_links`; the
+    day's sales from PostgreSQL; conflicts not known there (None, never 0)."""
+    data = (await mesh.http.get(f"{w0.url}/dashboard/data")).json()
+    tills = {t["till"]: t for s in data["stores"] for t in s["tills"]}
+    assert sorted(tills) == sorted(mesh.tills)
+    assert data["totals"]["open_conflicts"] is None and data["chain_conflicts"] is None
+    online = all(t["online"] and t["last_seen_s"] is not None for t in tills.values())
+    return online and data["totals"]["sales"] == len(mesh.oracle.sales)
 
 
 def _pg(dsn: str, sql: str) -> Any:
@@ -137,6 +149,9 @@ async def test_two_workers_hold_every_sale_once_and_survive_sigkill(
         return _ingested(await mesh.http.get(f"{w1.url}/metrics")) == s1_events
 
     await wait_until(w1_counted_s1, "worker 1's /metrics to count s1's events", 10)
+    await wait_until(
+        lambda: _dashboard_sees_every_till(mesh, w0), "every till online on HQ's dashboard", 20
+    )
 
     assert not w0.stop() and not w1.stop()
     await asyncio.gather(*(mesh.sell(t, BACKLOG) for t in ("s1/t1", "s1/t2")))
