@@ -1,4 +1,5 @@
-"""Telling a PostgreSQL DSN from a log path, and read-only connections for reports."""
+"""Telling a PostgreSQL DSN from a log path, read-only connections for reports, and a
+DSN fit for messages (no password)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from typing import Any
 import psycopg
 
 from core.errors import StorageError
-from replicas.hq.store import redact
 
-__all__ = ["is_postgres", "open_readonly"]
+__all__ = ["is_postgres", "open_readonly", "redact"]
 
 
 def is_postgres(where: object) -> bool:
     """Whether `where` (a CLI argument) names a PostgreSQL database, not a log file."""
     return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -39,24 +39,18 @@ from core.observe import CommitObserver, commit_stats
 from core.signing import Signer, Verifier
 from core.stats import LogStats
 from replicas.hq.admit import Admission
+from replicas.hq.connect import redact
 from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts, products_of
 from replicas.hq.schema import migrate
 from replicas.hq.upgrade import apply_readable
 
-__all__ = ["PgLog", "redact"]
+__all__ = ["PgLog"]
 
 logger = logging.getLogger(__name__)
 CHECK_SLICE = 256  # events checked per turn of the event loop (as core.log)
 REVOKE_LOCK = 0x7E11_4D36  # advisory lock: batches shared, a revocation exclusive
 EVENT_COLUMNS = ("store", "origin", "seq", "hlc", "type", "flags", "hash", "raw")
 EVENT_TYPES = ("text", "text", "int8", "int8", "text", "int4", "bytea", "bytea")
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
 
 
 class PgLog:
