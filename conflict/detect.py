@@ -35,6 +35,12 @@ each store, the same stock conflicts with the same ids as the store's tills
 - `count_during_sales` [sku, per store]: a stock count with moves of that SKU in its
   store from other origins within the window around it (the count may or may not
   have seen them).
+- `card_declined` [payment id]: a card payment taken offline (deferred) that the
+  processor declined, or that expired unforwarded (`st_card_status`), of a sale not
+  voided: the store is owed its amount. Event: the sale (so a second till's copy of
+  the outcome does not change the id). Details: store, till, cashier, receipt, amount,
+  outcome, why, and who approved it beyond the floor limits if anyone did. It goes
+  away by itself if a capture of the payment arrives (captured takes precedence).
 
 - `catalog_override` [sku]: writes of the SKU that a `supersede` resolution took out
   of the catalog whatever their HLC (`conflict.catalog`); never open: it exists only
@@ -93,6 +99,7 @@ KINDS = (
     "receipt_collision",
     "count_during_sales",
     "catalog_override",
+    "card_declined",
 )
 # --- entry points -----------------------------------------------------------------------
 
@@ -310,6 +317,31 @@ def _overrides(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) 
     return out
 
 
+# --- card payments -------------------------------------------------------------------------
+
+_DECLINED = """
+SELECT payment, sale_id, store, till, cashier, receipt, amount, outcome, detail, override_by
+FROM st_card_status WHERE outcome IN ('declined', 'expired')
+  AND sale_id NOT IN (SELECT sale_id FROM st_voids)
+ORDER BY payment
+"""
+
+
+def _card_declined(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    out = []
+    for pid, sale, store, till, cashier, receipt, amount, outcome, why, override in conn.execute(
+        _DECLINED
+    ):
+        details: Details = {
+            "store": store, "till": till, "cashier": cashier, "receipt": receipt,
+            "amount": amount, "outcome": outcome, "why": why or outcome,
+        }  # fmt: skip
+        if override:
+            details["override_by"] = override
+        out.append(Found("card_declined", pid, [sale], details))
+    return out
+
+
 _DETECTORS: dict[str, Detector] = {
     "oversell": oversell,
     "concurrent_price": _prices,
@@ -320,4 +352,5 @@ _DETECTORS: dict[str, Detector] = {
     "receipt_collision": _receipts,
     "count_during_sales": counts_during_sales,
     "catalog_override": _overrides,
+    "card_declined": _card_declined,
 }

@@ -147,7 +147,7 @@ def _full_sale(conn: sqlite3.Connection, r: Record) -> Record:
     )
     r["payments"] = _records(
         conn.execute(
-            "SELECT method, amount, last4, auth, reference FROM st_payments"
+            "SELECT method, amount, last4, auth, reference, approval, override_by FROM st_payments"
             " WHERE sale_id = ? ORDER BY idx",
             (sid,),
         )

@@ -15,10 +15,12 @@ before tills computed tax (schema 6) show as rate None, tax 0: not recorded.
 
 `payments` shows how the money of non-voided sales was taken. Card payments authorised
 "deferred" were taken offline (store-and-forward under the floor limit): until the
-acquirer accepts them, the merchant carries the risk of a decline, so they are apart.
-`deferred_cards` is that risk per till (the dashboard's and metrics' "deferred card
-exposure"): the log records no settlement yet, so every deferred card payment of a
-non-voided sale counts until one does.
+acquirer accepts them, the merchant carries the risk of a decline, so they are apart,
+split by what became of them (`settlement`: captured, declined, expired, or outstanding;
+'online' for cards the processor approved at the sale). `offline_exposure` is what is
+still outstanding, per store and till, with the oldest one's time; `deferred_cards`
+the same per till in a sales window (the dashboard's and metrics' "deferred card
+exposure").
 """
 
 from __future__ import annotations
@@ -29,15 +31,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from conflict.detect import detect
 from conflict.errors import ReportError
+from conflict.policies import from_state
 from conflict.stock import store_sql
 from core.clock import COUNTER_BITS, pack
 
 __all__ = [
     "SALES_GROUPS",
     "Window",
+    "declines_report",
     "deferred_cards",
     "items_report",
+    "offline_exposure",
     "payments_report",
     "sales_report",
     "stock_report",
@@ -152,10 +158,13 @@ def sales_report(conn: sqlite3.Connection, by: Sequence[str], window: Window) ->
 
 _PAYMENTS = """
 SELECT {store} AS store, p.method AS method, COALESCE(p.auth, '') AS auth,
+  CASE WHEN p.method != 'card' THEN '' WHEN p.auth = 'online' THEN 'online'
+    ELSE COALESCE(c.outcome, 'outstanding') END AS settlement,
   COUNT(*) AS payments, SUM(p.amount) AS amount
 FROM st_sales s JOIN st_payments p ON p.sale_id = s.id
+LEFT JOIN st_card_status c ON c.sale_id = p.sale_id AND c.idx = p.idx
 WHERE {where} AND s.id NOT IN (SELECT sale_id FROM st_voids)
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 """
 
 
@@ -167,9 +176,9 @@ GROUP BY 1
 
 
 def payments_report(conn: sqlite3.Connection, window: Window) -> list[Record]:
-    """Payments of non-voided sales per store, method and authorisation (online or
-    deferred, for cards). `kept` is what stays with the store: for cash, the amount
-    tendered less the change handed back (change is always cash)."""
+    """Payments of non-voided sales per store, method, authorisation (online or
+    deferred, for cards) and settlement (see the module doc). `kept` is what stays with
+    the store: for cash, the amount tendered less the change handed back (always cash)."""
     where, params = window.where()
     store = store_sql("s.origin")
     rows = _records(conn.execute(_PAYMENTS.format(store=store, where=where), params))
@@ -180,23 +189,62 @@ def payments_report(conn: sqlite3.Connection, window: Window) -> list[Record]:
     return rows
 
 
+_EXPOSURE = """
+SELECT c.store AS store, c.till AS till, COUNT(*) AS payments, SUM(c.amount) AS amount,
+  MIN(c.hlc) AS oldest_hlc
+FROM st_card_status c
+WHERE c.outcome IS NULL AND c.sale_id NOT IN (SELECT sale_id FROM st_voids) {where}
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def offline_exposure(
+    conn: sqlite3.Connection, store: str | None = None, now_ms: int | None = None
+) -> list[Record]:
+    """Deferred card payments not yet captured, declined or expired (the risk the
+    merchant carries), per store and till: how many, how much, the oldest one's HLC and,
+    given `now_ms`, its age in seconds. Voided sales are not counted (never forwarded)."""
+    where, params = ("AND c.store = ?", [store]) if store is not None else ("", [])
+    rows = _records(conn.execute(_EXPOSURE.format(where=where), params))
+    for row in rows:
+        if now_ms is not None:
+            row["oldest_age_s"] = max(0, (now_ms - (row["oldest_hlc"] >> COUNTER_BITS)) // 1000)
+    return rows
+
+
 _DEFERRED = """
-SELECT {store} AS store, s.origin AS till, COUNT(*) AS payments, SUM(p.amount) AS amount
-FROM st_sales s JOIN st_payments p ON p.sale_id = s.id
-WHERE {where} AND s.payments LIKE '%"deferred"%' AND p.method = 'card' AND p.auth = 'deferred'
-  AND s.id NOT IN (SELECT sale_id FROM st_voids)
+SELECT c.store AS store, c.till AS till, COUNT(*) AS payments, SUM(c.amount) AS amount
+FROM st_card_status c JOIN st_sales s ON s.id = c.sale_id
+WHERE {where} AND c.outcome IS NULL AND c.sale_id NOT IN (SELECT sale_id FROM st_voids)
 GROUP BY 1, 2 ORDER BY 1, 2
 """
 
 
 def deferred_cards(conn: sqlite3.Connection, window: Window = Window()) -> list[Record]:
-    """Per store and till, card payments authorised `deferred` on non-voided sales: the
-    money that waits on the acquirer. (The LIKE skips unpacking the payments of every
-    other sale: the filter that matters, on a table of millions at HQ.)"""
+    """Per store and till, card payments authorised `deferred` on non-voided sales of
+    the window that are not yet captured, declined or expired: the money that waits on
+    the acquirer (`offline_exposure`, by sales window)."""
     where, params = window.where()
-    return _records(
-        conn.execute(_DEFERRED.format(store=store_sql("s.origin"), where=where), params)
-    )
+    return _records(conn.execute(_DEFERRED.format(where=where), params))
+
+
+def declines_report(conn: sqlite3.Connection, store: str | None = None) -> list[Record]:
+    """Offline card payments the processor declined or that expired, per store, outcome
+    and what the manager decided (`open` until a resolution: paid_other_way,
+    written_off, refund_reversed): how many and how much."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for c in detect(conn, from_state(conn), kinds=["card_declined"]):
+        where = str(c.details["store"])
+        if store is not None and where != store:
+            continue
+        decided = c.resolution.action if c.resolution is not None else "open"
+        acc = groups.setdefault((where, str(c.details["outcome"]), decided), [0, 0])
+        acc[0] += 1
+        acc[1] += int(c.details["amount"])
+    return [
+        {"store": k[0], "outcome": k[1], "decision": k[2], "payments": n, "amount": a}
+        for k, (n, a) in sorted(groups.items())
+    ]
 
 
 _ITEMS = """

@@ -25,6 +25,8 @@ partition correct the stock once, and the later decision stays visible as supers
   (`catalog.py`). It is recorded under the id of a `catalog_override` conflict
   (`override_conflict`), which `tillmesh conflicts` lists as resolved. A replica may
   supersede what `catalog.may_supersede` allows: HQ any write, a till its own store's.
+- paid_other_way / written_off / refund_reversed (card_declined): no effect; the
+  resolution records what became of the money the processor did not pay (schema 6).
 
 Which actions fit which kind is `ACTIONS`; anything else is a `ConflictError`.
 
@@ -61,7 +63,10 @@ __all__ = [
     "resolve",
 ]
 
-Action = Literal["accept", "compensate", "choose_price", "recount", "supersede"]
+Action = Literal[
+    "accept", "compensate", "choose_price", "recount", "supersede",
+    "paid_other_way", "written_off", "refund_reversed",
+]  # fmt: skip
 CATALOG_PREFIX = "catalog:"  # `catalog:<sku>`: the writes of a SKU, to supersede some
 
 ACTIONS: dict[str, tuple[Action, ...]] = {
@@ -74,6 +79,7 @@ ACTIONS: dict[str, tuple[Action, ...]] = {
     "receipt_collision": ("accept",),
     "count_during_sales": ("accept", "recount"),
     "catalog_override": ("supersede",),
+    "card_declined": ("paid_other_way", "written_off", "refund_reversed"),  # CARD_ACTIONS
 }
 
 

@@ -60,7 +60,8 @@ TABLES: dict[str, str] = {
     # Sales register. Lines and payments are JSON arrays in the sale row (one row per
     # sale keeps ingest fast); the st_sale_lines / st_payments views expand them.
     # lines: the event's SaleLine objects as JSON (discount/tax/tax_rate_bp omitted when 0);
-    # payments: [[method, amount, last4, auth, reference], ...] - never the card token.
+    # payments: [[method, amount, last4, auth, reference(, approval, override_by)], ...]
+    # (the last two only when set) - never the card token.
     "st_sales": "id TEXT PRIMARY KEY, origin TEXT NOT NULL, seq INTEGER NOT NULL,"
     " hlc INTEGER NOT NULL, receipt TEXT NOT NULL, total INTEGER NOT NULL,"
     " change INTEGER NOT NULL, shift TEXT NOT NULL, cashier TEXT NOT NULL,"
@@ -88,6 +89,15 @@ TABLES: dict[str, str] = {
     " cashier TEXT NOT NULL",
     "st_shift_close": "shift TEXT PRIMARY KEY, eid TEXT NOT NULL, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL, seq INTEGER NOT NULL, counted_cash INTEGER NOT NULL",
+    # Card floor limits HQ set (card.limits_set): every write kept, the latest in force.
+    "st_card_limits": "eid TEXT PRIMARY KEY, store TEXT NOT NULL, hlc INTEGER NOT NULL,"
+    " origin TEXT NOT NULL, seq INTEGER NOT NULL, per_payment INTEGER NOT NULL,"
+    " till_total INTEGER NOT NULL, till_count INTEGER NOT NULL, max_age_s INTEGER NOT NULL",
+    # Outcomes of deferred card payments (card.captured / declined / expired): every
+    # one kept, even before its sale arrives or when two tills forwarded one payment;
+    # st_card_status picks the one in force.
+    "st_card_outcomes": "eid TEXT PRIMARY KEY, payment TEXT NOT NULL, kind TEXT NOT NULL,"
+    " hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, detail TEXT NOT NULL",
     "st_resolutions": "eid TEXT PRIMARY KEY, conflict TEXT NOT NULL, action TEXT NOT NULL,"
     " by_ TEXT NOT NULL, reason TEXT NOT NULL, price INTEGER, hlc INTEGER NOT NULL,"
     " origin TEXT NOT NULL",
@@ -107,6 +117,7 @@ _INDEXES = (
     "st_voids_sale ON st_voids (sale_id)",
     "st_refunds_sale ON st_refunds (sale_id)",
     "st_resolutions_conflict ON st_resolutions (conflict, hlc, origin)",
+    "st_card_outcomes_payment ON st_card_outcomes (payment)",
 )
 
 # Derived by query, so "voided" and "refunded" can never disagree with the events.
@@ -119,8 +130,27 @@ VIEWS: dict[str, str] = {
     " FROM st_sales s, json_each(s.lines) j",
     "st_payments": "SELECT s.id AS sale_id, CAST(j.key AS INTEGER) AS idx,"
     " j.value ->> 0 AS method, j.value ->> 1 AS amount, j.value ->> 2 AS last4,"
-    " j.value ->> 3 AS auth, j.value ->> 4 AS reference"
+    " j.value ->> 3 AS auth, j.value ->> 4 AS reference,"
+    " NULLIF(j.value ->> 5, '') AS approval, NULLIF(j.value ->> 6, '') AS override_by"
     " FROM st_sales s, json_each(s.payments) j",
+    # Every deferred card payment and the outcome in force, by precedence: captured over
+    # declined over expired (money the processor took is the store's whoever else gave
+    # up on it; a decline is the processor's word, an expiry only a till's), then the
+    # earliest by (hlc, origin, seq). NULL: outstanding. A function of the set of
+    # outcomes, whatever order they arrived in or how many tills wrote one.
+    "st_card_status": "SELECT p.sale_id || '#' || p.idx AS payment, p.sale_id AS sale_id,"
+    f" p.idx AS idx, {store_sql('s.origin')} AS store, s.origin AS till, s.hlc AS hlc,"
+    " p.amount AS amount, s.receipt AS receipt, s.cashier AS cashier,"
+    " p.override_by AS override_by, o.kind AS outcome, o.eid AS outcome_eid,"
+    " o.detail AS detail"
+    " FROM st_sales s JOIN st_payments p ON p.sale_id = s.id"
+    " LEFT JOIN (SELECT payment, kind, eid, detail, ROW_NUMBER() OVER (PARTITION BY payment"
+    "  ORDER BY CASE kind WHEN 'captured' THEN 0 WHEN 'declined' THEN 1 ELSE 2 END,"
+    "  hlc, origin, seq) AS rank FROM st_card_outcomes) o"
+    "  ON o.payment = p.sale_id || '#' || p.idx AND o.rank = 1"
+    # The LIKE skips, row by row, the sales with no deferred payment before their JSON
+    # is expanded: most sales (cash, online cards) never reach json_each here.
+    " WHERE s.payments LIKE '%\"deferred\"%' AND p.method = 'card' AND p.auth = 'deferred'",
     # Every stock move with its cause, sale lines included (for reports and detection).
     "st_all_moves": "SELECT store, sku, hlc, eid, line, delta FROM st_moves"
     " UNION ALL SELECT store, sku, hlc, sale_id, line, -qty FROM st_sale_lines",
@@ -156,6 +186,9 @@ DIGEST_ORDER: tuple[tuple[str, str], ...] = (
     ("st_resolutions", "eid"),
     ("st_effects", "eid, idx"),
     ("st_applied", "conflict"),
+    ("st_card_limits", "eid"),
+    ("st_card_outcomes", "eid"),
+    ("st_card_status", "payment"),
     ("st_all_moves", "sku, store, hlc, eid, line"),
     ("st_sale_status", "sale_id"),
     ("st_stock_levels", "sku, store"),

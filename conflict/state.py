@@ -31,8 +31,13 @@ from conflict import catalog, effects, links, schema, stock
 from conflict.catalog import PricePolicy
 from core.events import (
     Body,
+    CardCaptured,
+    CardDeclined,
+    CardExpired,
+    CardLimitsSet,
     ConflictResolved,
     Event,
+    Payment,
     PriceSet,
     ProductUpserted,
     RefundIssued,
@@ -80,6 +85,8 @@ _INSERTS: dict[str, str] = {
     "shift_close": _SHIFT_CLOSE,
     "resolutions": "INSERT INTO st_resolutions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "effects": "INSERT INTO st_effects VALUES (?, ?, ?, ?, ?, ?)",
+    "card_limits": "INSERT INTO st_card_limits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "card_outcomes": "INSERT INTO st_card_outcomes VALUES (?, ?, ?, ?, ?, ?, ?)",
 }
 
 
@@ -135,8 +142,10 @@ class StoreState:
     # writes a `supersede` resolution takes out); 7: one effective resolution per
     # conflict, its effects applied by the fold (st_effects, st_applied; `effects.py`);
     # 8: prices per store (a till's price is its store's override: st_store_prices);
-    # 9: tax (st_sales.tax_mode, st_refund_lines.tax); 10: digests kept by triggers
-    version = 10
+    # 9: tax (st_sales.tax_mode, st_refund_lines.tax); 10: digests kept by triggers;
+    # 11: card payments' approval and override, floor limits, outcomes of deferred
+    # payments (st_card_*)
+    version = 11
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
     # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
     # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
@@ -145,8 +154,10 @@ class StoreState:
     # and `_sync_policy` recomputes the catalog from them (CATALOG_RULES differ).
     # Before 9 no sale had a tax mode nor a refund line tax (schema 6; stored unapplied
     # by those builds): their snapshots lack those columns, which take their defaults.
+    # Before 11 no card event was folded (the st_card_* tables start empty), and a
+    # sale's payments row is the same (approval/override_by appear only when set).
     # Loading any of these snapshots into the tables fires their digest triggers.
-    reads_snapshots_of = (4, 5, 6, 7, 8, 9)
+    reads_snapshots_of = (4, 5, 6, 7, 8, 9, 10)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -308,13 +319,21 @@ def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     else:
         shift_totals[0] += 1
         shift_totals[1] += total
-    pays = [(p.method, p.amount, p.card_last4, p.auth, p.reference) for p in body.payments]
+    pays = [_payment_row(p) for p in body.payments]
     b.sale_ids.append(sid)
     b.rows["sales"].append(
         (sid, origin, ev.seq, hlc, body.receipt, total, body.change, body.shift,
          body.cashier, len(body.lines), _json(body.lines).decode(), _json(pays).decode(),
          body.tax_mode)
     )  # fmt: skip
+
+
+def _payment_row(p: Payment) -> tuple[object, ...]:
+    """A payment in st_sales.payments: [method, amount, last4, auth, reference], plus
+    [approval, override_by] only when either is set, so a sale of fold 5 (and a snapshot
+    of it) has the very row fold 6 makes of it."""
+    row = (p.method, p.amount, p.card_last4, p.auth, p.reference)
+    return (*row, p.approval, p.override_by) if p.approval or p.override_by else row
 
 
 def _collect_rare(b: _Batch, ev: Event, body: Body) -> None:
@@ -368,5 +387,25 @@ def _collect_admin(b: _Batch, ev: Event, body: Body) -> None:
             b.superseded += [(eid, ev.id, ev.origin) for eid in body.supersedes]
             b.rows["effects"] += effects.effect_rows(ev, body)
             b.resolved.add(body.conflict)
+        case _:
+            _collect_cards(b, ev, body)
+
+
+_OUTCOME_KINDS = {CardCaptured: "captured", CardDeclined: "declined", CardExpired: "expired"}
+
+
+def _collect_cards(b: _Batch, ev: Event, body: Body) -> None:
+    match body:
+        case CardLimitsSet():
+            b.rows["card_limits"].append(
+                (ev.id, body.store, ev.hlc, ev.origin, ev.seq, body.per_payment,
+                 body.till_total, body.till_count, body.max_age_s)
+            )  # fmt: skip
+        case CardCaptured() | CardDeclined() | CardExpired():
+            detail = getattr(body, "reason", "") or getattr(body, "reference", "")
+            kind = _OUTCOME_KINDS[type(body)]
+            b.rows["card_outcomes"].append(
+                (ev.id, body.payment, kind, ev.hlc, ev.origin, ev.seq, detail)
+            )
         case _:
             pass  # a body type this fold does not use: nothing to derive from it

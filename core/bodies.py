@@ -14,9 +14,15 @@ from msgspec import Meta, Struct
 
 __all__ = [
     "BODY_TYPES",
+    "CARD_ACTIONS",
+    "CARD_OUTCOME_TYPES",
     "HQ_ONLY_TYPES",
     "SKU_PATTERN",
     "Body",
+    "CardCaptured",
+    "CardDeclined",
+    "CardExpired",
+    "CardLimitsSet",
     "CardToken",
     "ConflictResolved",
     "EventId",
@@ -27,6 +33,7 @@ __all__ = [
     "LogSigned",
     "Money",
     "Payment",
+    "PaymentId",
     "PositiveQty",
     "PriceSet",
     "ProductUpserted",
@@ -46,6 +53,8 @@ __all__ = [
     "Text",
     "by_schema",
     "check_sku",
+    "parse_payment_id",
+    "payment_id",
 ]
 
 SKU_PATTERN = r"^[A-Za-z0-9._-]+$"
@@ -65,6 +74,9 @@ TaxRate = Annotated[int, Meta(ge=0, le=10_000)]  # basis points: 2000 is 20 %
 # Schema 6: a sale line states the tax the till computed from the catalog's rate at the
 # sale (`tax_rate_bp`, `tax_exclusive`), a refund line the tax it gives back (`tax`).
 TAX_SCHEMA = 6
+# Schema 7: a card payment's processor approval and manager override (`Payment`), and
+# the decisions on a declined card (`CARD_ACTIONS` in conflict.resolved).
+CARD_SCHEMA = 7
 
 
 _SKU_CHARS = string.ascii_letters + string.digits + "._-"
@@ -127,12 +139,22 @@ class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
 
 
 class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """How part of a sale was paid. A card payment carries what the terminal and the
+    processor give (token, last 4, the terminal's `reference`), never PAN, track or CVV.
+    `auth` is decided by the till, never the client: "online" if the processor approved
+    it before the sale was answered (`approval` is its reference, schema 7), "deferred"
+    if it could not be reached and the payment was taken offline under the floor limits
+    or, beyond them, on a manager's word (`override_by`, schema 7); a deferred payment is
+    forwarded later and its outcome is a `card.*` event naming its `payment_id`."""
+
     method: Literal["cash", "card", "other"]
     amount: Annotated[int, Meta(gt=0, le=10**12)]
     card_token: CardToken | None = None
     card_last4: Last4 | None = None
     auth: Literal["online", "deferred"] | None = None  # deferred: store-and-forward
     reference: Text = ""
+    approval: Text = ""  # schema 7: the processor's approval reference (online)
+    override_by: Text = ""  # schema 7: who approved a deferred card beyond the floor limits
 
 
 class SaleCompleted(Body, frozen=True):
@@ -159,6 +181,8 @@ class SaleCompleted(Body, frozen=True):
         return line.total + line.tax if self.tax_mode == "exclusive" else line.total
 
     def min_schema(self) -> int:
+        if any(p.approval or p.override_by for p in self.payments):
+            return CARD_SCHEMA
         if self.tax_mode is not None:
             return TAX_SCHEMA
         return 2 if self.approved_by or self.approval_reason else 1
@@ -189,8 +213,22 @@ def _check_payment(p: Payment) -> None:
     if p.method == "card":
         if p.card_token is None or p.card_last4 is None or p.auth is None:
             raise ValueError("card payment needs card_token, card_last4 and auth")
-    elif p.card_token is not None or p.card_last4 is not None:
+        if p.override_by and p.auth != "deferred":
+            raise ValueError("only a deferred card payment is approved beyond the floor limits")
+    elif p.card_token is not None or p.card_last4 is not None or p.approval or p.override_by:
         raise ValueError(f"{p.method} payment must not carry card data")
+
+
+def payment_id(sale_id: str, index: int) -> str:
+    """The id of a sale's `index`-th payment ("s1/t1:42#0"): the processor's idempotency
+    key when it is forwarded, and what the `card.*` outcome events name."""
+    return f"{sale_id}#{index}"
+
+
+def parse_payment_id(pid: str) -> tuple[str, int]:
+    """ "s1/t1:42#0" -> ("s1/t1:42", 0)."""
+    sale, _, index = pid.rpartition("#")
+    return sale, int(index)
 
 
 class SaleVoided(Body, frozen=True):
@@ -351,7 +389,10 @@ class ConflictResolved(Body, frozen=True):
 
     TYPE: ClassVar[str] = "conflict.resolved"
     conflict: Id
-    action: Literal["accept", "compensate", "choose_price", "recount", "supersede"]
+    action: Literal[
+        "accept", "compensate", "choose_price", "recount", "supersede",
+        "paid_other_way", "written_off", "refund_reversed",
+    ]  # fmt: skip
     by: Text
     reason: Text = ""
     price: Money | None = None
@@ -361,6 +402,8 @@ class ConflictResolved(Body, frozen=True):
     moves: Annotated[list[ResolvedMove], Meta(max_length=500)] = []  # schema 5
 
     def min_schema(self) -> int:
+        if self.action in CARD_ACTIONS:
+            return CARD_SCHEMA
         if self.sku is not None or self.count is not None or self.moves:
             return 5
         return 4 if self.supersedes or self.action == "supersede" else 1
@@ -380,6 +423,12 @@ class ConflictResolved(Body, frozen=True):
             raise ValueError("count is a recount's, and needs its sku")
         if self.moves and self.action != "compensate":
             raise ValueError("moves are a compensation's")
+
+
+# What a store manager decides about a declined or expired card payment (schema 7):
+# the customer paid another way, the amount is written off, or the goods came back
+# (a refund reversed the sale).
+CARD_ACTIONS = ("paid_other_way", "written_off", "refund_reversed")
 
 
 class KeyRevoked(Body, frozen=True):
@@ -418,10 +467,62 @@ class LogSigned(Body, frozen=True):
     unsigned: Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
 
+PaymentId = Annotated[
+    str, Meta(min_length=5, max_length=110, pattern=r"^[^:#]+:[1-9][0-9]*#[0-9]{1,2}$")
+]
+
+
+class CardLimitsSet(Body, frozen=True):
+    """HQ's floor limits for card payments a till takes while it cannot reach the
+    processor, for `store` ('' = every store without limits of its own). The latest
+    write (by hlc, origin, seq) for a store is in force. A till refuses a deferred card
+    payment over `per_payment`, or that would take what it holds unforwarded beyond
+    `till_total` or `till_count`; a deferred payment not forwarded within `max_age_s`
+    expires (`card.expired`)."""
+
+    TYPE: ClassVar[str] = "card.limits_set"
+    per_payment: Money
+    till_total: Money
+    till_count: Annotated[int, Meta(ge=0, le=10**6)]
+    max_age_s: Annotated[int, Meta(ge=60, le=90 * 86_400)]
+    store: Text = ""
+    by: Text = ""
+
+
+class CardCaptured(Body, frozen=True):
+    """The processor captured a deferred payment (`reference`: its capture id)."""
+
+    TYPE: ClassVar[str] = "card.captured"
+    payment: PaymentId
+    reference: Text = ""
+
+
+class CardDeclined(Body, frozen=True):
+    """The processor declined a deferred payment: the store is owed its amount."""
+
+    TYPE: ClassVar[str] = "card.declined"
+    payment: PaymentId
+    reason: Text = ""
+    reference: Text = ""
+
+
+class CardExpired(Body, frozen=True):
+    """A deferred payment was not forwarded within its store's `max_age_s`: never sent."""
+
+    TYPE: ClassVar[str] = "card.expired"
+    payment: PaymentId
+
+
+# Outcomes of a deferred payment: only a replica of the payment's store writes them
+# (it holds the sale and forwards it); ingest refuses one from anywhere else.
+CARD_OUTCOME_TYPES = frozenset({CardCaptured.TYPE, CardDeclined.TYPE, CardExpired.TYPE})
+
 # Types only HQ may write, as only HQ's API writes them: products are the chain's to
 # define (a till sets store prices, never products). Ingest refuses them from any other
 # origin, so a till's key or a bug cannot define the chain's catalog.
-HQ_ONLY_TYPES = frozenset({ProductUpserted.TYPE, KeyRevoked.TYPE, KeyRotated.TYPE})
+HQ_ONLY_TYPES = frozenset(
+    {ProductUpserted.TYPE, KeyRevoked.TYPE, KeyRotated.TYPE, CardLimitsSet.TYPE}
+)
 
 BODY_TYPES: dict[str, type[Body]] = {
     cls.TYPE: cls
@@ -440,5 +541,9 @@ BODY_TYPES: dict[str, type[Body]] = {
         KeyRevoked,
         KeyRotated,
         LogSigned,
+        CardLimitsSet,
+        CardCaptured,
+        CardDeclined,
+        CardExpired,
     )
 }

@@ -20,6 +20,7 @@ from core.errors import (
     WrongAuthor,
 )
 from core.events import (
+    CARD_OUTCOME_TYPES,
     HQ,
     HQ_ONLY_TYPES,
     Body,
@@ -29,6 +30,8 @@ from core.events import (
     decode_body,
     encode_event,
     event_hash,
+    parse_payment_id,
+    store_of,
 )
 from core.signing import Verifier, vouch
 
@@ -80,7 +83,19 @@ def check_event(item: Event | RawEvent) -> CheckedEvent:
         body, error = None, None
     except EventError as e:  # no traceback: it would pin frames for as long as it is kept
         body, error = None, e.with_traceback(None)
+    if body is not None and ev.type in CARD_OUTCOME_TYPES and (wrong := _foreign_outcome(ev, body)):
+        return CheckedEvent(ev, event_hash(ev), canonical, None, wrong)
     return CheckedEvent(ev, event_hash(ev), canonical, body, error)
+
+
+def _foreign_outcome(ev: Event, body: Body) -> WrongAuthor | None:
+    """A card payment's outcome is written by a replica of the payment's store (it holds
+    the sale and forwards it): from any other origin it is refused, as the API would."""
+    sale, _ = parse_payment_id(getattr(body, "payment", "#0"))
+    store = store_of(sale.partition(":")[0])
+    if store is not None and store_of(ev.origin) == store:
+        return None
+    return WrongAuthor(ev.origin, ev.seq, ev.type, f"a replica of store {store}")
 
 
 def holds_card_data(ev: Event, error: TillmeshError) -> bool:

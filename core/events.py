@@ -31,13 +31,19 @@ from msgspec import Struct
 
 from core.bodies import (
     BODY_TYPES,
+    CARD_OUTCOME_TYPES,
     HQ_ONLY_TYPES,
     Body,
+    CardCaptured,
+    CardDeclined,
+    CardExpired,
+    CardLimitsSet,
     ConflictResolved,
     KeyRevoked,
     KeyRotated,
     LogSigned,
     Payment,
+    PaymentId,
     PriceSet,
     ProductUpserted,
     RefundIssued,
@@ -53,6 +59,8 @@ from core.bodies import (
     StockReceived,
     by_schema,
     check_sku,
+    parse_payment_id,
+    payment_id,
 )
 from core.errors import (
     CardNumberInText,
@@ -66,18 +74,24 @@ from core.pan import contains_card_number, control_character
 
 __all__ = [
     "BODY_TYPES",
+    "CARD_OUTCOME_TYPES",
     "HQ",
     "HQ_ONLY_TYPES",
     "MAX_EVENT_BYTES",
     "MAX_INT64",
     "SCHEMA_VERSION",
     "Body",
+    "CardCaptured",
+    "CardDeclined",
+    "CardExpired",
+    "CardLimitsSet",
     "ConflictResolved",
     "Event",
     "KeyRevoked",
     "KeyRotated",
     "LogSigned",
     "Payment",
+    "PaymentId",
     "PriceSet",
     "ProductUpserted",
     "RawEvent",
@@ -104,6 +118,8 @@ __all__ = [
     "event_hash",
     "event_id",
     "parse_event_id",
+    "parse_payment_id",
+    "payment_id",
     "store_of",
 ]
 
@@ -118,7 +134,9 @@ __all__ = [
 #    is effective, and the fold applies its effects only.
 # 6: tax computed at the sale: sale.completed's tax_mode, its lines' tax_rate_bp, refund
 #    lines' tax.
-SCHEMA_VERSION = 6
+# 7: a card payment's `approval` / `override_by`; conflict.resolved's actions for a
+#    declined card (paid_other_way, written_off, refund_reversed).
+SCHEMA_VERSION = 7
 HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32
@@ -275,7 +293,7 @@ def _check(event_type: str, body: Body, *, check_text: bool = True) -> None:
 
 
 # Text fields that name something (see core.pan: long numbers are common there).
-_IDENTIFIERS = frozenset({"sku", "receipt", "shift", "sale", "conflict"})
+_IDENTIFIERS = frozenset({"sku", "receipt", "shift", "sale", "conflict", "payment"})
 
 
 def _texts(value: Struct, name: str = "") -> Iterator[tuple[str, str]]:

@@ -14,7 +14,8 @@ the layer that knows what went wrong::
     │   ├── UnknownReplica      not one of the site's replicas
     │   ├── ApiUnavailable      the HTTP API cannot listen on its port
     │   ├── ApiUnprotected      the HTTP API would listen on the network with no token
-    │   └── RetiredSigningKey   a till would sign with a key it rotated away from
+    │   ├── RetiredSigningKey   a till would sign with a key it rotated away from
+    │   └── ProcessorUnreachable  no answer from the card processor (down, slow, cut off)
     └── SyncError               replication protocol / transport
         ├── FrameError          a sync frame is malformed or hostile
         └── LinkError           the NATS link failed (wraps nats errors)
@@ -32,6 +33,7 @@ __all__ = [
     "ApiUnprotected",
     "FrameError",
     "LinkError",
+    "ProcessorUnreachable",
     "ReplicaError",
     "ReplicaRunning",
     "RetiredSigningKey",
@@ -126,6 +128,15 @@ class RetiredSigningKey(ReplicaError):
         )
         self.replica_id = replica_id
         self.key = key
+
+
+class ProcessorUnreachable(ReplicaError):
+    """The card processor gave no answer (refused, timed out, failed, cut off): a sale
+    goes deferred under the floor limits, a capture waits for the next try."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"card processor {url}: no answer ({detail})")
+        self.url = url
         self.detail = detail
 
 

@@ -47,6 +47,8 @@ from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
 from replicas.keyfiles import check_not_retired, load_signer, rotated_keys, write_rotated_key
 from replicas.metrics import ReplicaMetrics
+from replicas.payments.adapter import CardProcessor, HttpAcquirer
+from replicas.payments.forwarder import Forwarder
 from replicas.process import DataDirLock, ServerSupervisor
 from replicas.site import Site, is_loopback
 from replicas.sync.config import SyncConfig
@@ -102,6 +104,8 @@ class Replica:
         self.ready = asyncio.Event()  # set once the API listens (after history restore)
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
         self.failure: TillmeshError | None = None
+        self.processor: CardProcessor | None = None  # the site's acquirer, if it has one
+        self.forwarder: Forwarder | None = None  # a till's: forwards its store's deferred cards
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -149,6 +153,8 @@ class Replica:
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
         watch = self._watch_uplink() if self.replica_id != HQ else self._watch_leaves()
         self._tasks.append(asyncio.create_task(watch, name="links"))
+        if self.replica_id != HQ:
+            self._start_forwarding()
 
     def _observe_log(self) -> None:
         self.log.commit_observers.append(self.metrics.on_commit)
@@ -238,6 +244,17 @@ class Replica:
         assert self.engine is not None
         return SyncTransport(nc, self.log, self.engine, observer=self.metrics)
 
+    def _start_forwarding(self) -> None:
+        """Card payments: the site's processor, and this till's forwarding loop."""
+        if self.site.acquirer_url:
+            self.processor = HttpAcquirer(self.site.acquirer_url, self.site.acquirer_timeout_s)
+        store = store_of(self.replica_id) or ""
+        self.forwarder = Forwarder(
+            self.log, store, self.card_processor, self.wall_ms,
+            every_s=self.site.card_forward_every_s,
+        )  # fmt: skip
+        self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forward-cards"))
+
     async def stop(self) -> None:
         await self._stop_api()
         for task in self._tasks:
@@ -245,6 +262,8 @@ class Replica:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.processor is not None:
+            await self.processor.aclose()
         try:
             await self._close_network()
             await self.log.close()
@@ -456,6 +475,13 @@ class Replica:
         hq = self.engine.status(now).peers.get(HQ)
         # Only HQ heard since the link was last switched on counts, not a stale announce.
         return hq is not None and hq.age < min(ONLINE_WITHIN, now - self._link_on_at)
+
+    def card_processor(self) -> CardProcessor | None:
+        """The processor, while this till's link out is on (the same WAN as HQ's link:
+        switched off, the store is cut off from both)."""
+        if self.processor is None or not self.hq_link_enabled():
+            return None
+        return self.processor
 
     def holders(self, origin: str, seq: int) -> list[str]:
         here = [self.replica_id] if self.log.version_vector().get(origin, 0) >= seq else []

@@ -62,6 +62,7 @@ __all__ = [
     "init_site",
     "is_loopback",
     "load_site",
+    "save_site",
 ]
 
 SITE_FILE = "site.json"
@@ -105,6 +106,11 @@ class Site(BaseModel):
     # Do the catalog's prices include tax (EU shelves) or exclude it (US)? replicas.api.tax
     tax_mode: Literal["inclusive", "exclusive"] = "inclusive"
     store_names: dict[str, str] = {}  # store -> the name its receipts show (default: its id)
+    # The card processor tills ask (replicas.payments.adapter.HttpAcquirer); None: none
+    # reachable, every card payment is taken offline under the floor limits.
+    acquirer_url: str | None = None
+    acquirer_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    card_forward_every_s: float = Field(default=2.0, gt=0, le=3600)  # between forwarding rounds
 
     @field_validator("stores")
     @classmethod
@@ -439,6 +445,11 @@ _DNS_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 def _url_host(address: str) -> str:
     """An address as it stands in a URL or host:port (IPv6 in brackets)."""
     return f"[{address}]" if ":" in address else address
+
+
+def save_site(root: Path, site: Site) -> None:
+    """Write `site.json` (e.g. after setting the acquirer's address)."""
+    (root / SITE_FILE).write_text(site.model_dump_json(indent=2) + "\n")
 
 
 def load_site(root: Path) -> Site:

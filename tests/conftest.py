@@ -6,7 +6,7 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -15,6 +15,7 @@ import pytest
 from replicas.demo.netlab.network import Network, netns_unavailable
 from replicas.demo.netlab.runs import remove_stale
 from replicas.hq.cluster import LocalPostgres, postgres_missing
+from tests.acquirer_kit import AcquirerProc
 from tests.browser_kit import CHROMIUM
 from tests.unprivileged import run_unprivileged
 
@@ -94,3 +95,16 @@ def pg_dsn(postgres: LocalPostgres) -> Iterator[str]:
     yield postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+
+
+@pytest.fixture
+async def acquirer(tmp_path: Path) -> AsyncIterator[AcquirerProc]:
+    """The card acquirer as a real process, declining tokens holding "decline", answering
+    tokens holding "slow" after 5 s; stopped by its PID at teardown."""
+    proc = AcquirerProc(tmp_path / "acquirer", "--decline-tokens", "decline",
+                        "--slow-tokens", "slow", "--slow-s", "5")  # fmt: skip
+    try:
+        await proc.start()
+        yield proc
+    finally:
+        proc.stop()

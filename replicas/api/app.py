@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from conflict import queries
+from conflict.reports import offline_exposure
 from core.batch import ClockAhead
 from core.clock import hlc_ms
 from core.errors import SchemaViolation, StorageError, TillmeshError
@@ -38,6 +40,7 @@ from core.pan import safe_to_show
 from core.verify import evidence
 from replicas.api import models as m
 from replicas.api.auth import Access, authorize
+from replicas.api.card_limits import card_limits_router
 from replicas.api.catalog import catalog_router
 from replicas.api.common import ERRORS, ReplicaHandle, Shop, Till, hlc_iso
 from replicas.api.conflicts import conflicts_router, count_open
@@ -105,12 +108,14 @@ def _status_router(till: Till) -> APIRouter:
         # The page polls with ?digest=false&conflicts=false: hashing all state and running
         # conflict detection every 2 s is wasted work.
         stats = await replica.log.stats()
-        summary, dig, open_conflicts, kept = await till.read(
+        store, now_ms = store_of(replica.replica_id), replica.log.wall_ms()
+        summary, dig, open_conflicts, kept, exposure = await till.read(
             lambda c: (
                 queries.sales_summary(c),
                 queries.state_digest(c) if digest else None,
                 count_open(c) if conflicts else None,
                 evidence(c) if conflicts else None,
+                offline_exposure(c, store, now_ms),
             )
         )
         return m.StatusOut(
@@ -121,6 +126,7 @@ def _status_router(till: Till) -> APIRouter:
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
             sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
             evidence=kept, stale_snapshot=replica.log.stale_snapshot,
+            card_exposure=_exposure(exposure),
         )  # fmt: skip
 
     @r.get("/shop")
@@ -142,6 +148,14 @@ def _status_router(till: Till) -> APIRouter:
         return m.HealthOut(ok=True, replica_id=replica.replica_id)
 
     return r
+
+
+def _exposure(rows: list[dict[str, Any]]) -> m.ExposureView:
+    ages = [r["oldest_age_s"] for r in rows]
+    return m.ExposureView(
+        payments=sum(r["payments"] for r in rows), amount=sum(r["amount"] for r in rows),
+        oldest_age_s=max(ages) if ages else None,
+    )  # fmt: skip
 
 
 def _clock_ahead(seen: dict[str, ClockAhead], now_ms: int) -> dict[str, m.ClockAheadView]:
@@ -196,7 +210,8 @@ def create_app(
     install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     routers = (
-        sales_router, stock_router, catalog_router, shifts_router, reports_router, keys_router
+        sales_router, stock_router, catalog_router, shifts_router, reports_router, keys_router,
+        card_limits_router,
     )  # fmt: skip
     for router in (*routers, _status_router):
         app.include_router(router(till))

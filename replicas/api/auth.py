@@ -69,6 +69,10 @@ POLICY: dict[tuple[str, str], Role | None] = {
     ("GET", "/reports/stock"): R,
     ("GET", "/reports/prices"): R,
     ("GET", "/reports/tax"): R,
+    ("GET", "/reports/exposure"): R,
+    ("GET", "/reports/declines"): R,
+    ("GET", "/cards/limits"): R,
+    ("PUT", "/cards/limits"): A,  # at HQ only (card_limits.py)
     ("POST", "/sales"): C,  # a price other than the catalog's needs a manager (sales.py)
     ("GET", "/sales/{sale_id:path}"): R,
     ("POST", "/sales/{sale_id:path}/void"): C,

@@ -24,6 +24,7 @@ from core.log import EventLog
 from core.pan import safe_to_show
 from replicas.api import models as m
 from replicas.api.tax import TaxMode
+from replicas.payments.adapter import CardProcessor
 
 __all__ = [
     "Record",
@@ -52,6 +53,11 @@ class ReplicaHandle(Protocol):
         ...
 
     def online(self) -> bool: ...
+
+    def card_processor(self) -> CardProcessor | None:
+        """The card processor to ask now; None if there is none, or the till's link out
+        is switched off (card payments are then taken offline, under the floor limits)."""
+        ...
 
     def holders(self, origin: str, seq: int) -> list[str]:
         """The replicas known to hold `origin`'s events up to `seq` durably: this one if

@@ -41,6 +41,7 @@ __all__ = [
     "CatalogOut",
     "DigestOut",
     "EventOut",
+    "ExposureView",
     "HealthOut",
     "LineView",
     "PaymentIn",
@@ -134,9 +135,16 @@ class PaymentIn(_In):
     card_token: CardToken | None = None
     card_last4: Last4 | None = None
     auth: Literal["online", "deferred"] | None = Field(
-        None, description="card only; default: online if the till is online, else deferred"
+        None,
+        description="not read: the till decides (online only with the processor's approval,"
+        " else deferred under the floor limits); the answer's payments say which",
     )
-    reference: NoPanText = ""
+    reference: NoPanText = Field("", description="the terminal's reference for a card")
+    override: bool = Field(
+        False,
+        description="card only: take it offline beyond the floor limits (a manager's token;"
+        " recorded on the payment)",
+    )
 
     @model_validator(mode="after")
     def _card_fields(self) -> PaymentIn:
@@ -145,12 +153,14 @@ class PaymentIn(_In):
                 raise ValueError("a card payment needs card_token and card_last4")
         elif self.card_token is not None or self.card_last4 is not None or self.auth:
             raise ValueError(f"a {self.method} payment must not carry card data")
+        elif self.override:
+            raise ValueError("override is for a card payment taken offline")
         return self
 
-    def to_payment(self, online: bool) -> Payment:
-        auth = self.auth
-        if self.method == "card" and auth is None:
-            auth = "online" if online else "deferred"  # offline: store-and-forward
+    def to_payment(self) -> Payment:
+        """The payment before authorisation: a card one "deferred" until the processor
+        approves it (`api.cards.authorise_cards`)."""
+        auth: Literal["deferred"] | None = "deferred" if self.method == "card" else None
         return Payment(
             method=self.method, amount=self.amount, card_token=self.card_token,
             card_last4=self.card_last4, auth=auth, reference=self.reference,
@@ -179,13 +189,11 @@ class SaleIn(_In):
             raise ValueError(f"change {self.change} is more than the cash tendered ({cash})")
         return self
 
-    def to_body(
-        self, prices: Mapping[str, int], receipt: str, online: bool, tax: SaleTax
-    ) -> SaleCompleted:
+    def to_body(self, prices: Mapping[str, int], receipt: str, tax: SaleTax) -> SaleCompleted:
         """The event; `prices` must hold a price for every line without `unit_price`;
         each line is taxed at `tax`'s rate for its SKU (`replicas.api.tax`)."""
         lines = [SaleLine(ln.sku, ln.qty, _price(ln, prices), ln.discount) for ln in self.lines]
-        payments = [p.to_payment(online) for p in self.payments]
+        payments = [p.to_payment() for p in self.payments]
         sale = SaleCompleted(
             receipt=receipt, lines=lines, payments=payments, change=self.change or 0,
             shift=self.shift, cashier=self.cashier,
@@ -221,6 +229,18 @@ class ErrorOut(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
+class PaymentView(BaseModel):
+    method: str
+    amount: int
+    last4: str | None
+    auth: str | None = Field(description="cards: online (the processor approved) or deferred")
+    reference: str | None
+    approval: str | None = Field(default=None, description="the processor's approval (online)")
+    override_by: str | None = Field(
+        default=None, description="who took it offline beyond the floor limits"
+    )
+
+
 class SaleOut(BaseModel):
     sale_id: str = Field(description="origin:seq")
     receipt: str
@@ -228,6 +248,9 @@ class SaleOut(BaseModel):
     change: int
     hlc: int
     at: str = Field(description="the HLC's wall time, ISO 8601 UTC")
+    payments: list[PaymentView] = Field(
+        default_factory=list, description="as stored: how each card was authorised"
+    )
 
 
 class VoidIn(_In):
@@ -282,14 +305,6 @@ class LineView(BaseModel):
     discount: int
     tax: int = Field(description="the tax in the line (0 in sales made before tax was computed)")
     tax_rate_bp: int = Field(0, description="the catalog's rate at the sale, basis points")
-
-
-class PaymentView(BaseModel):
-    method: str
-    amount: int
-    last4: str | None
-    auth: str | None
-    reference: str | None
 
 
 class DeliveryView(BaseModel):
@@ -513,6 +528,10 @@ class StatusOut(BaseModel):
     open_conflicts: int | None = Field(
         default=None, description="unresolved business conflicts; null when ?conflicts=false"
     )
+    card_exposure: ExposureView | None = Field(
+        default=None,
+        description="this store's (at HQ: every store's) offline card payments outstanding",
+    )
     evidence: dict[str, int] | None = Field(
         default=None,
         description="refused events kept as evidence, by kind (SignatureError: not its"
@@ -524,6 +543,15 @@ class StatusOut(BaseModel):
         description="per origin, why this log's compaction snapshot holds events that are no"
         " longer state (revoked, or signed by a retired key): restore it from HQ",
     )
+
+
+class ExposureView(BaseModel):
+    """Card payments taken offline and not yet captured, declined or expired: the risk
+    the store carries (`conflict.reports.offline_exposure`)."""
+
+    payments: int
+    amount: int
+    oldest_age_s: int | None = Field(description="seconds since the oldest was taken")
 
 
 class ShopOut(BaseModel):

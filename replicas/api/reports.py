@@ -82,6 +82,17 @@ def report_routes(read: Read, source: ModuleType) -> APIRouter:
     async def items(window: _Window, top: Annotated[int, Query(ge=1, le=10_000)] = 20) -> Rows:
         return await read(lambda c: source.items_report(c, window, top))
 
+    @r.get("/exposure")
+    async def exposure(store: _Store = None) -> Rows:
+        """Offline card payments not yet captured, declined or expired, per store and till."""
+        now_ms = till.replica.log.wall_ms()
+        return await till.read(lambda c: reports.offline_exposure(c, store, now_ms))
+
+    @r.get("/declines")
+    async def declines(store: _Store = None) -> Rows:
+        """Offline card payments declined or expired, by store, outcome and decision."""
+        return await till.read(lambda c: reports.declines_report(c, store))
+
     @r.get("/stock")
     async def stock(
         store: _Store = None,

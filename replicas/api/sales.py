@@ -8,6 +8,9 @@ holds it by then (a front end failing over to the next till); another sale with 
 shift must not be closed here. Both are checked under the till's lock. Voids and
 refunds check the local state under the lock, and only in the sale's own store.
 
+Cards: the till decides how each card payment is authorised (`cards.authorise_cards`:
+online with the processor's approval, else deferred under the floor limits).
+
 Who: a sale's `cashier` is the person of a person's token (`auth.person_of`), or the
 one a device's token names; a manager's override records the approving credential
 (`approved_by`); a void or refund records who made it (`by`, `auth.made_by`).
@@ -40,6 +43,7 @@ from core.events import (
 from replicas.api import models as m
 from replicas.api import tax
 from replicas.api.auth import CashierLimits, caller, made_by, person_of
+from replicas.api.cards import authorise_cards
 from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
 from replicas.api.tokens import Role
 
@@ -116,7 +120,7 @@ def _repeats(req: m.SaleIn, stored: Body) -> bool:
     prices = {ln.sku: ln.unit_price for ln in stored.lines}
     tax = m.SaleTax(stored.tax_mode or "inclusive", {ln.sku: ln.tax_rate_bp for ln in stored.lines})
     try:
-        again = req.to_body(prices, stored.receipt, online=False, tax=tax)
+        again = req.to_body(prices, stored.receipt, tax=tax)
     except KeyError:  # a line of a SKU the stored sale does not have
         return False
     if stored.tax_mode is None:  # made before tills computed tax: compare without it
@@ -167,7 +171,7 @@ async def _priced_sale(till: Till, req: m.SaleIn, products: dict[str, Record]) -
     await till.load_counter()
     rates = {sku: int(p["tax_rate_bp"]) for sku, p in products.items()}
     tax = m.SaleTax(till.shop.tax_mode, rates)
-    body = req.to_body(prices, req.receipt or "unassigned", till.replica.online(), tax)
+    body = req.to_body(prices, req.receipt or "unassigned", tax)
     encode_body(body)
     return body
 
@@ -236,7 +240,9 @@ def _untaxed(sale: SaleCompleted) -> SaleCompleted:
 def _unauthorised(body: Body) -> Body:
     if not isinstance(body, SaleCompleted):
         return body
-    payments = [msgspec.structs.replace(p, auth=None) for p in body.payments]
+    payments = [
+        msgspec.structs.replace(p, auth=None, approval="", override_by="") for p in body.payments
+    ]
     return msgspec.structs.replace(body, payments=payments)
 
 
@@ -344,9 +350,15 @@ def _refund_line(ln: Record, exclusive: bool, rl: m.RefundLineIn, so_far: Refund
 
 def _sale_out(ev: Event, body: Body) -> m.SaleOut:
     assert isinstance(body, SaleCompleted)
+    payments = [
+        m.PaymentView(method=p.method, amount=p.amount, last4=p.card_last4, auth=p.auth,
+                      reference=p.reference, approval=p.approval or None,
+                      override_by=p.override_by or None)
+        for p in body.payments
+    ]  # fmt: skip
     return m.SaleOut(
         sale_id=ev.id, receipt=body.receipt, total=body.total, change=body.change,
-        hlc=ev.hlc, at=hlc_iso(ev.hlc),
+        hlc=ev.hlc, at=hlc_iso(ev.hlc), payments=payments,
     )  # fmt: skip
 
 
@@ -378,6 +390,7 @@ def sales_router(till: Till) -> APIRouter:
             body = _approved(body, local.products, request, req.approval_reason)
             if vouching:
                 _check_vouched(body, request)
+            body = await authorise_cards(till, request, req, body)
             if req.receipt is None:  # taken right before the append: no await between
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
             ev = await till.append(body)  # returns once durable: only then do we answer

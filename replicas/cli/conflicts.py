@@ -17,13 +17,13 @@ import sqlite3
 import sys
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from conflict import policies as pol
 from conflict.detect import KINDS, Conflict, Resolution
-from conflict.resolve import resolve
+from conflict.resolve import Action, resolve
 from conflict.state import StoreState
 from core.errors import StorageError
 from core.events import Event
@@ -35,7 +35,7 @@ from replicas.ops.conflicts import find_conflicts, recompute_from_events
 
 __all__ = ["conflict_record", "open_conflict_count", "register"]
 
-_ACTIONS = ("accept", "compensate", "choose_price", "recount", "supersede")
+_ACTIONS = get_args(Action)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

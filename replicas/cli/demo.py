@@ -275,6 +275,8 @@ def _majority_digests(demo: Demo) -> dict[str, str]:
 
 def render_summary(demo: Demo) -> Group:
     parts: list[Any] = [_summary_replicas(demo)]
+    if demo.card_split:
+        parts.append(_summary_cards(demo))
     if demo.catchups:
         parts.append(_summary_catchups(demo))
     parts.append(_summary_totals(demo))
@@ -314,6 +316,7 @@ def _summary_replicas(demo: Demo) -> Table:
         "stock",
         "money",
         "prices",
+        "cards",
     )
     for col in cols:
         t.add_column(col, justify="right" if col in ("events", "sales", "conflicts") else "left")
@@ -333,7 +336,27 @@ def _summary_replicas(demo: Demo) -> Table:
             _mark(demo, rid, "stock"),
             _mark(demo, rid, "money"),
             _mark(demo, rid, "prices"),
+            _mark(demo, rid, "cards"),
         )
+    return t
+
+
+def _summary_cards(demo: Demo) -> Table:
+    """HQ's payments report for cards, split by settlement, and each store's peak of
+    offline card payments not yet captured."""
+    t = Table(title="card payments at HQ (payments report)", expand=False, show_header=False)
+    t.add_column("what")
+    t.add_column("amount", justify="right")
+    split = demo.card_split
+    for what, key in (("authorised online", "online"), ("deferred, then captured", "captured"),
+                      ("deferred, then declined", "declined"), ("deferred, expired", "expired"),
+                      ("deferred, outstanding", "outstanding")):  # fmt: skip
+        t.add_row(what, f"{split.get(key, 0) / 100:,.2f}")
+    n = demo.workload.model.counts
+    t.add_row("refused offline over the floor limits (paid cash)", str(n["card_refused_409"]))
+    t.add_row("declined online (paid cash)", str(n["card_refused_402"]))
+    for store, (payments, amount, phase) in sorted(demo.exposure_peak.items()):
+        t.add_row(f"peak offline exposure {store}", f"{payments} for {amount / 100:,.2f} ({phase})")
     return t
 
 
@@ -404,10 +427,15 @@ def _success_line(demo: Demo) -> str:
     conflicts = sum(
         sum(demo.conflicts.get(f"{s}/{t[0]}", {}).values()) for s, t in demo.site.stores.items()
     )
+    what = (
+        "stock, money, prices and card settlements"
+        if demo.card_split
+        else ("stock, money and prices")
+    )
     return (
         f"[bold green]CONVERGED[/]: {len(demo.site.replicas)} replicas, {n['sales']} sales, "
-        f"one digest per store (HQ included), every acknowledged sale exactly once, stock, "
-        f"money and prices equal to the model everywhere ({len(demo.checks)} checks), "
+        f"one digest per store (HQ included), every acknowledged sale exactly once, {what}"
+        f" equal to the model everywhere ({len(demo.checks)} checks), "
         f"{conflicts} conflict{'' if conflicts == 1 else 's'} flagged for review"
     )
 

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from broker.errors import BrokerError
 from core.errors import TillmeshError
 from replicas import __version__
-from replicas.cli import conflicts, demo, inspect, ops, report, run, site, tokens
+from replicas.cli import acquirer, conflicts, demo, inspect, ops, report, run, site, tokens
 from replicas.cli.common import EXIT_ERROR, usage
 
 __all__ = ["build_parser", "main"]
 
 # In the order `tillmesh --help` lists them; `inspect` makes the `log` group that `ops`
 # adds to, so it comes first.
-COMMAND_MODULES = (site, run, tokens, inspect, ops, conflicts, report, demo)
+COMMAND_MODULES = (site, run, tokens, inspect, ops, conflicts, report, demo, acquirer)
 
 
 def build_parser() -> argparse.ArgumentParser:

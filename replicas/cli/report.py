@@ -73,6 +73,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tillmesh report items data/hq/log.db --top 10 --since 2026-11-01",
     )
     p.add_argument("--top", type=positive_int, default=20, help="SKUs per store (default 20)")
+    _command(
+        group,
+        "declines",
+        _declines,
+        "Offline card payments declined or expired, per store, outcome and the manager's"
+        " decision (open, paid_other_way, written_off, refund_reversed).",
+        "tillmesh report declines data/hq/log.db --store s1",
+        windowed=False,
+    )
     p = _command(
         group,
         "stock",
@@ -169,6 +178,11 @@ def _tax(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
 
 def _items(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
     result: list[Record] = source.items_report(conn, _window(args), args.top)
+    return result
+
+
+def _declines(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.declines_report(conn, args.store)
     return result
 
 

@@ -297,6 +297,9 @@ def _print_status(status: dict[str, Any]) -> None:
               f" newest {ahead['newest']}, {ahead['ahead_ms'] // 1000} s ahead now")  # fmt: skip
     for why in (status.get("stale_snapshot") or {}).values():
         print(f"STATE     not its events': {why}")
+    if (cards := status.get("card_exposure")) and cards["payments"]:
+        print(f"cards     {cards['payments']} taken offline, {cards['amount'] / 100:,.2f} not"
+              f" yet captured, oldest {cards['oldest_age_s']} s ago")  # fmt: skip
     if uplink := sync.get("uplink"):
         print(f"uplink    {UplinkState(**uplink).describe()}")
     if kept := status.get("evidence"):

@@ -20,6 +20,7 @@ from conflict import lookups, queries
 from conflict.catalog import PricePolicy
 from conflict.detect import detect
 from conflict.policies import from_state
+from conflict.reports import Window, payments_report
 from conflict.state import StoreState
 from core.events import decode_body, decode_event
 from core.fold import Accepted
@@ -29,7 +30,7 @@ from replicas.hq import facts as pg_facts
 from replicas.site import Site
 from replicas.sync.protocol import holds
 
-__all__ = ["Check", "count_conflicts", "scoped_digest", "scoped_digest_of", "verify"]
+__all__ = ["Check", "card_money", "count_conflicts", "scoped_digest", "scoped_digest_of", "verify"]
 
 
 @dataclass
@@ -50,6 +51,7 @@ _CHECK_NAMES = {
     "money": "money equals the model",
     "digest": "one digest on every till and in HQ's scope of the store",
     "prices": "each store's price: the chain's, or its own override",
+    "cards": "card money online / deferred-captured / deferred-declined / expired equals the model",
 }
 
 
@@ -61,6 +63,7 @@ class Facts:
     sales: dict[str, int]  # sale id -> total
     stock: dict[tuple[str, str], int]  # (store, sku) -> on hand, zeros left out
     money: dict[str, int]
+    cards: dict[str, int]  # card money by settlement (payments report), zeros left out
 
 
 def _read_facts(db: Path) -> Facts:
@@ -77,9 +80,36 @@ def _read_facts(db: Path) -> Facts:
                 if n
             },
             {"gross": summary.gross, "voided": summary.voided, "refunded": summary.refunded},
+            _card_money(conn),
         )
     finally:
         conn.close()
+
+
+def _card_money(conn: sqlite3.Connection) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for row in payments_report(conn, Window()):
+        if row["method"] == "card":
+            out[row["settlement"]] += row["amount"]
+    return {k: v for k, v in out.items() if v}
+
+
+def card_money(data_dir: Path, hq_dsn: str | None = None) -> dict[str, int]:
+    """A replica's card money by settlement (online, captured, declined, expired,
+    outstanding), from its log file (HQ's PostgreSQL database given `hq_dsn`), read-only."""
+    if hq_dsn is not None:
+        return pg_facts.card_money(hq_dsn)
+    conn = open_sync(data_dir / "log.db", readonly=True)
+    try:
+        return _card_money(conn)
+    finally:
+        conn.close()
+
+
+def _card_check(rid: str, facts: Facts, want: dict[str, int]) -> Check:
+    kinds = ("online", "captured", "declined", "expired", "outstanding")
+    shown = ", ".join(f"{k} {facts.cards.get(k, 0)}" for k in kinds)
+    return Check(rid, "cards", facts.cards == want, shown)
 
 
 Rows = list[tuple[str, bytes, int]]  # (origin, raw, flags) of stored events
@@ -195,12 +225,15 @@ def _check_prices(rid: str, conn: sqlite3.Connection, model: Model) -> Check:
 
 def _pg_facts(dsn: str) -> Facts:
     sales, stock, money = pg_facts.facts(dsn)
-    return Facts("", sales, stock, money)
+    return Facts("", sales, stock, money, pg_facts.card_money(dsn))
 
 
-def verify(root: Path, site: Site, model: Model, hq_dsn: str | None = None) -> list[Check]:
+def verify(
+    root: Path, site: Site, model: Model, hq_dsn: str | None = None, cards: Model | None = None
+) -> list[Check]:
     """Every replica's log file (HQ's database) against the model and against its
-    store's other replicas."""
+    store's other replicas; with `cards` (a demo with an acquirer), card money by
+    settlement too."""
     tills = [r for r in site.replicas if r != HQ]
     facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in tills}
     hq_db = site.data_dir(root, HQ) / "log.db"
@@ -215,10 +248,14 @@ def verify(root: Path, site: Site, model: Model, hq_dsn: str | None = None) -> l
         checks.append(Check(store, "digest", digests == {hq}, shown))
         for rid in rids:
             checks += _compare(rid, facts[rid], _expect(model, [store]))
+            if cards is not None:
+                checks.append(_card_check(rid, facts[rid], cards.card_settlements([store])))
     checks += _compare(HQ, facts[HQ], _expect(model, list(site.stores)))
     if model.chain_prices:
         checks += [_check_prices(rid, _state_of(root, site, rid, hq_dsn), model)
                    for rid in site.replicas]  # fmt: skip
+    if cards is not None:
+        checks.append(_card_check(HQ, facts[HQ], cards.card_settlements(list(site.stores))))
     return checks
 
 

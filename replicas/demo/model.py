@@ -74,6 +74,9 @@ class SaleRecord:
     total: int
     method: str  # how it was paid: refunds go back the same way
     settled: bool = False  # voided or refunded: the demo touches a sale at most once
+    card: str = ""  # a card's authorisation as the till answered: online or deferred
+    declines: bool = False  # a card the acquirer declines (its token says so)
+    voided: bool = False
 
 
 @dataclass
@@ -101,6 +104,19 @@ class Model:
 
     def add_money(self, store: str, key: str, amount: int) -> None:
         self.money.setdefault(store, Counter())[key] += amount
+
+    def card_settlements(self, stores: list[str]) -> dict[str, int]:
+        """Card money of the non-voided sales of `stores`, by how it settles: online, or
+        deferred and then captured or declined (the demo's offline cards are forwarded
+        long before they could expire)."""
+        out: Counter[str] = Counter()
+        for s in self.sales.values():
+            if s.card and not s.voided and s.till.split("/")[0] in stores:
+                kind = (
+                    "online" if s.card == "online" else ("declined" if s.declines else "captured")
+                )
+                out[kind] += s.total
+        return dict(out)
 
     def store_heads(self, store: str) -> dict[str, int]:
         """Acked heads of the origins a till of `store` holds (its store's and HQ's)."""

@@ -35,12 +35,13 @@ import httpx
 
 from broker.subjects import HQ
 from replicas.demo.access import ApiAccess
-from replicas.demo.checks import Check, count_conflicts, verify
+from replicas.demo.acquirer import DemoAcquirer
+from replicas.demo.checks import Check, card_money, count_conflicts, verify
 from replicas.demo.fleet import MARKER, DemoError, Fleet, PortTaken
 from replicas.demo.metrics import ReplicaMetricsSummary, scrape_all
 from replicas.demo.workload import TillDriver, Workload
 from replicas.hq.cluster import LocalPostgres
-from replicas.site import init_site
+from replicas.site import init_site, save_site
 from replicas.sync.protocol import holds
 
 # MARKER and DemoError are the demo's as much as the fleet's: `cli.demo` takes them here.
@@ -92,6 +93,12 @@ class Demo:
     # HQ's store: None for its SQLite log; "postgresql" for a throwaway local PostgreSQL
     # in the data folder (Debian's postgresql-15); or a postgresql:// DSN of an empty one.
     hq_db: str | None = None
+    # The site's card acquirer, a process beside the fleet (the LAN demo has none: its
+    # tills take cards offline under the floor limits, and nothing is forwarded).
+    with_acquirer: ClassVar[bool] = True
+    # store -> (payments, amount, phase) at the peak of its outstanding offline cards
+    exposure_peak: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    card_split: dict[str, int] = field(default_factory=dict)  # HQ's card money by settlement
 
     def __post_init__(self) -> None:
         self.t0 = time.monotonic()
@@ -142,6 +149,8 @@ class Demo:
         """Stop every process the demo started (what `keep` leaves running, later)."""
         if hasattr(self, "fleet"):
             await self.fleet.stop_all()
+        if hasattr(self, "acquirer"):
+            self.acquirer.stop()
         if self.postgres is not None:
             await asyncio.to_thread(self.postgres.stop)
 
@@ -165,7 +174,10 @@ class Demo:
         finally:
             poller.cancel()
         model, dsn = self.workload.model, self.hq_dsn
-        self.checks = await asyncio.to_thread(verify, self.root, self.site, model, dsn)
+        cards = model if self.with_acquirer else None
+        self.checks = await asyncio.to_thread(verify, self.root, self.site, model, dsn, cards)
+        hq_dir = self.site.data_dir(self.root, HQ)
+        self.card_split = await asyncio.to_thread(card_money, hq_dir, dsn)
         self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site, dsn)
 
     def _layout(self) -> dict[str, list[str]]:
@@ -205,7 +217,21 @@ class Demo:
                 shutil.rmtree(self.root)  # this run's own folder, made a moment ago
                 self._init_site()
 
+    async def _use_acquirer(self) -> None:
+        """Start the acquirer (once) and name it in site.json, before any till starts."""
+        if not self.with_acquirer:
+            return
+        if not hasattr(self, "acquirer"):
+            self.acquirer = DemoAcquirer(self.root / "acquirer")
+            self.acquirer_url = await self.acquirer.start()
+        self.site = self.site.model_copy(
+            update={"acquirer_url": self.acquirer_url, "card_forward_every_s": 1.0}
+        )
+        save_site(self.root, self.site)
+        self.fleet.site = self.site
+
     async def _start_all(self) -> None:
+        await self._use_acquirer()
         tasks = [asyncio.create_task(self.fleet.start(r, fresh=True)) for r in self.site.replicas]
         try:
             await asyncio.gather(*tasks)
@@ -250,11 +276,12 @@ class Demo:
         """HQ's catalog at every till, then a delivery of every SKU to each store."""
         self._phase(
             "Catalog",
-            f"HQ publishes {self.catalog_size} products; they replicate "
-            "to every till; each store takes a delivery of every SKU",
+            f"HQ publishes {self.catalog_size} products and the card floor limits; they "
+            "replicate to every till; each store takes a delivery of every SKU",
         )
         t0 = time.monotonic()
         await w.publish_catalog(self.catalog_size)
+        await w.set_card_limits()
         self.note(f"HQ published {self.catalog_size} products in {time.monotonic() - t0:.1f} s")
         tills = [r for r in self.site.replicas if r != HQ]
         await self._await(self._track("catalog at every till", tills), 30)
@@ -400,6 +427,7 @@ class Demo:
         final = self._track("final convergence", list(self.site.replicas))
         try:
             await self._await(final, self.converge_timeout)
+            await self._await_cards_settled(final.started)
             while not self._digests_agree():
                 if time.monotonic() - final.started > self.converge_timeout:
                     raise DemoError("replicas hold every event but their digests differ")
@@ -411,6 +439,19 @@ class Demo:
         for c in self.catchups:
             if c.took is None:  # never seen separately: bounded by the final convergence
                 c.took = time.monotonic() - c.started
+
+    async def _await_cards_settled(self, started: float) -> None:
+        """Every offline card payment captured, declined or expired, as HQ sees it (the
+        tills forward them once they reach the acquirer; their outcomes replicate)."""
+        if not self.with_acquirer:
+            return
+        while True:
+            exposure = self.status.get(HQ, {}).get("card_exposure") or {}
+            if self._polled_at.get(HQ, 0.0) > started and not exposure.get("payments"):
+                return
+            if time.monotonic() - started > self.converge_timeout:
+                raise DemoError(f"offline card payments still outstanding: {exposure}")
+            await asyncio.sleep(0.1)
 
     def _digests_agree(self) -> bool:
         for store, tills in self.site.stores.items():
@@ -445,8 +486,16 @@ class Demo:
                 self.status[rid], self._polled_at[rid] = r.json(), asked
                 if not digest:
                     self.status[rid]["digest"] = old_digest
+                self._note_exposure(rid)
         await self._poll_link(monitors, rid)
         self._set_online(rid)
+
+    def _note_exposure(self, rid: str) -> None:
+        """The peak of each store's offline card exposure (any of its tills sees it all)."""
+        x = self.status[rid].get("card_exposure") or {}
+        store = rid.split("/")[0]
+        if rid != HQ and x.get("amount", 0) > self.exposure_peak.get(store, (0, 0, ""))[1]:
+            self.exposure_peak[store] = (x["payments"], x["amount"], self.phase[0])
 
     async def _poll_link(self, monitors: httpx.AsyncClient, rid: str) -> None:
         """`leaf`: the leaf links the replica's nats-server itself reports."""

@@ -29,6 +29,10 @@ from replicas.demo.model import Model, SaleRecord, make_catalog
 __all__ = ["TillDriver", "Workload"]
 
 Note = Callable[[str], None]
+DECLINE_SHARE = 0.08  # cards the acquirer declines (`acquirer.DECLINE_TOKENS`)
+# HQ's floor limits for the demo: a bigger basket paid by card while the store is cut off
+# is refused (the cashier takes cash), and every offline card is forwarded within the hour.
+CARD_LIMITS = {"per_payment": 20_000, "till_total": 500_000, "till_count": 100, "max_age_s": 3600}
 
 
 @dataclass
@@ -138,6 +142,13 @@ class Workload:
                 till.stale_prices = True
         return sku, price
 
+    async def set_card_limits(self) -> None:
+        """HQ's floor limits for cards taken offline, for every store (they replicate)."""
+        out = await self._post("PUT", HQ, "/cards/limits", CARD_LIMITS)
+        if out is None:
+            raise RuntimeError("HQ refused the card floor limits")
+        self.model.ack(out["event_id"])
+
     async def initial_deliveries(self) -> None:
         """Each store receives every SKU once, at one of its tills (the back door)."""
         sem = asyncio.Semaphore(24)
@@ -165,7 +176,7 @@ class Workload:
         if not quiet:
             self.note(f"{till.rid}  delivery  {qty} x {sku}")
 
-    def _basket(self, till: TillDriver) -> dict[str, Any]:
+    def _basket(self, till: TillDriver) -> tuple[dict[str, Any], int]:
         rng = till.rng
         lines, total = [], 0
         for sku in rng.sample(sorted(self.catalog), rng.randint(1, 10)):
@@ -173,29 +184,49 @@ class Workload:
             discount = qty * till.prices[sku] // 10 if rng.random() < 0.08 else 0
             lines.append({"sku": sku, "qty": qty, "discount": discount})
             total += qty * till.prices[sku] - discount
-        return {"lines": lines, "payments": [self._payment(till, total)]}
+        pay = self._cash(till, total) if till.rng.random() < 0.4 else self._card(till, total)
+        return {"lines": lines, "payments": [pay]}, total
 
-    def _payment(self, till: TillDriver, total: int) -> dict[str, Any]:
+    def _cash(self, till: TillDriver, total: int) -> dict[str, Any]:
+        step = till.rng.choice((1, 500, 1000, 2000))  # often a round note, change given back
+        return {"method": "cash", "amount": -(-total // step) * step}
+
+    def _card(self, till: TillDriver, total: int) -> dict[str, Any]:
         rng = till.rng
-        if rng.random() < 0.4:  # cash: often a round note, change given back
-            step = rng.choice((1, 500, 1000, 2000))
-            return {"method": "cash", "amount": -(-total // step) * step}
+        # The till decides online or deferred (the processor answers, or cannot be
+        # reached); a share of cards are ones the acquirer declines.
+        head = "tok_x" if rng.random() < DECLINE_SHARE else "tok_c"
         return {
             "method": "card",
             "amount": total,
-            "card_token": "tok_" + "".join(rng.choices(string.ascii_lowercase, k=16)),
+            "card_token": head + "".join(rng.choices(string.ascii_lowercase, k=16)),
             "card_last4": f"{rng.randrange(10_000):04d}",
-            # What a terminal does: authorise now if HQ is reachable, else store-and-forward.
-            "auth": "online" if till.online else "deferred",
         }
 
+    async def _sale(self, till: TillDriver, basket: dict[str, Any], total: int) -> Any:
+        """The sale's answer; a card declined online (402) or over the offline floor
+        limits (409) is paid in cash instead, as the cashier would ask."""
+        try:
+            r = await self.api.client(till.rid).post(self.api.url(till.rid, "/sales"), json=basket)
+        except httpx.HTTPError:
+            return None
+        card = basket["payments"][0]["method"] == "card"
+        if card and (r.status_code == 402 or (r.status_code == 409 and "offline" in r.text)):
+            self.model.counts[f"card_refused_{r.status_code}"] += 1
+            basket["payments"] = [self._cash(till, total)]
+            return await self._post("POST", till.rid, "/sales", basket)
+        if r.is_success:
+            return r.json()
+        self.model.counts[f"refused_{r.status_code}"] += 1
+        return None
+
     async def sell(self, till: TillDriver) -> None:
-        basket = self._basket(till)
-        out = await self._post("POST", till.rid, "/sales", basket)
+        basket, total = self._basket(till)
+        out = await self._sale(till, basket, total)
         if out is None:  # most likely a price that changed under us: rescan and retry
             await self._refresh_prices(till)
-            basket = self._basket(till)
-            out = await self._post("POST", till.rid, "/sales", basket)
+            basket, total = self._basket(till)
+            out = await self._sale(till, basket, total)
             if out is None:
                 return
         lines = [(ln["sku"], ln["qty"]) for ln in basket["lines"]]
@@ -210,13 +241,15 @@ class Workload:
     ) -> None:
         m = self.model
         m.ack(out["sale_id"])
+        auth = out["payments"][0]["auth"] or ""  # the till's decision, as it answered
         m.sales[out["sale_id"]] = SaleRecord(
-            out["sale_id"], till.rid, lines, out["total"], payment["method"]
-        )
+            out["sale_id"], till.rid, lines, out["total"], payment["method"], card=auth,
+            declines=payment.get("card_token", "").startswith("tok_x"),
+        )  # fmt: skip
         for sku, qty in lines:
             m.move(till.store, sku, -qty)
         m.add_money(till.store, "gross", out["total"])
-        kind = payment["method"] if payment["method"] == "cash" else f"card_{payment['auth']}"
+        kind = payment["method"] if payment["method"] == "cash" else f"card_{auth}"
         m.counts["sales"] += 1
         m.counts[kind] += 1
         till.history.append(out["sale_id"])
@@ -271,7 +304,7 @@ class Workload:
         out = await self._post("POST", till.rid, f"/sales/{sale.id}/void", body)
         if out is None:
             return
-        sale.settled = True
+        sale.settled = sale.voided = True
         self.model.ack(out["event_id"])
         for sku, qty in sale.lines:
             self.model.move(till.store, sku, qty)

@@ -1,4 +1,4 @@
-"""What HQ's PostgreSQL database says, for the demo's proof: sales, stock, money, events.
+"""What HQ's PostgreSQL database says, for the demo's proof: sales, stock, money, cards.
 
 Read-only, like the demo's reads of a replica's `log.db` (`replicas.demo.checks`).
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from conflict.reports import Window
 from replicas.hq.connect import open_readonly
+from replicas.hq.reports import payments_report
 
-__all__ = ["event_batches", "facts"]
+__all__ = ["card_money", "event_batches", "facts"]
 
 Stock = dict[tuple[str, str], int]
 
@@ -33,6 +35,17 @@ def facts(dsn: str) -> tuple[dict[str, int], Stock, dict[str, int]]:
     assert row is not None
     money = {"gross": int(row[0]), "voided": int(row[1]), "refunded": int(row[2])}
     return sales, stock, money
+
+
+def card_money(dsn: str) -> dict[str, int]:
+    """Card money by settlement (online, captured, declined, expired, outstanding),
+    zeros left out: the payments report's, as the demo reads a replica's log."""
+    out: dict[str, int] = {}
+    with open_readonly(dsn) as conn:
+        for row in payments_report(conn, Window()):
+            if row["method"] == "card" and row["amount"]:
+                out[row["settlement"]] = out.get(row["settlement"], 0) + row["amount"]
+    return out
 
 
 def event_batches(dsn: str, size: int = 1000) -> Iterator[list[tuple[str, bytes, int]]]:

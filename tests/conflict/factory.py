@@ -18,6 +18,10 @@ from conflict.state import StoreState
 from core.clock import pack
 from core.events import (
     Body,
+    CardCaptured,
+    CardDeclined,
+    CardExpired,
+    CardLimitsSet,
     ConflictResolved,
     Event,
     Payment,
@@ -75,28 +79,32 @@ class Chain:
 
 
 def sale_body(
-    lines: Sequence[tuple[str, int, int]], receipt: str = "R1", shift: str = ""
+    lines: Sequence[tuple[str, int, int]], receipt: str = "R1", shift: str = "", card: str = ""
 ) -> SaleCompleted:
-    """A cash sale paid exactly; lines are (sku, qty, unit_price)."""
+    """A sale paid exactly, in cash, or by card if `card` is "online" or "deferred";
+    lines are (sku, qty, unit_price)."""
     sl = [SaleLine(sku=s, qty=q, unit_price=p) for s, q, p in lines]
     total = sum(q * p for _, q, p in lines)
-    return SaleCompleted(
-        receipt=receipt, lines=sl, payments=[Payment(method="cash", amount=total)], shift=shift
-    )
+    pay = Payment(method="cash", amount=total)
+    if card:
+        pay = Payment(method="card", amount=total, card_token="tok_test_0001",
+                      card_last4="4242", auth=card)  # type: ignore[arg-type]  # fmt: skip
+    return SaleCompleted(receipt=receipt, lines=sl, payments=[pay], shift=shift)
 
 
 def taxed_sale(
     sale: SaleCompleted, rates: Sequence[int], mode: Literal["inclusive", "exclusive"]
 ) -> SaleCompleted:
     """`sale` as a till of schema 6 makes it: each line's tax at `rates[i]` basis points,
-    in (inclusive) or on (exclusive) its value, rounded half up per line; paid exactly."""
+    in (inclusive) or on (exclusive) its value, rounded half up per line; paid exactly
+    (its one payment, in cash or by card, for the taxed total)."""
     lines = []
     for line, rate in zip(sale.lines, rates, strict=True):
         value, whole = line.total, 10_000 + rate if mode == "inclusive" else 10_000
         tax = (2 * value * rate + whole) // (2 * whole)
         lines.append(msgspec.structs.replace(line, tax=tax, tax_rate_bp=rate))
     taxed = msgspec.structs.replace(sale, lines=lines, tax_mode=mode)
-    payments = [Payment(method="cash", amount=taxed.total)]
+    payments = [msgspec.structs.replace(p, amount=taxed.total) for p in sale.payments]
     return msgspec.structs.replace(taxed, payments=payments)
 
 
@@ -148,11 +156,18 @@ def _body(draw: st.DrawFn, sale_ids: list[str], tax: bool = False) -> Body:
     targets = st.sampled_from([*sale_ids, UNKNOWN_SALE])
     if kind == "sale":
         receipt = f"R{draw(st.integers(0, 30))}"  # small pool: collisions happen
-        sale = sale_body(draw(_lines), receipt, draw(st.sampled_from(("sh1", "sh2"))))
+        card = draw(st.sampled_from(("", "", "online", "deferred", "deferred")))
+        sale = sale_body(draw(_lines), receipt, draw(st.sampled_from(("sh1", "sh2"))), card)
         mode = draw(st.sampled_from(_TAX_MODES)) if tax else None
         if mode is None:
             return sale
         return taxed_sale(sale, [draw(st.sampled_from(_RATES)) for _ in sale.lines], mode)
+    if kind == "card":  # an outcome of a (maybe) deferred payment, maybe twice or unknown
+        pid = f"{draw(targets)}#0"
+        return draw(st.sampled_from((
+            CardCaptured(payment=pid, reference="C1"), CardDeclined(payment=pid, reason="no"),
+            CardExpired(payment=pid),
+        )))  # fmt: skip
     if kind == "receive":
         return StockReceived(sku=draw(_skus), qty=draw(st.integers(1, 20)))
     if kind == "adjust":
@@ -195,12 +210,18 @@ def _admin(draw: st.DrawFn, kind: str) -> Body:
     if kind == "close":
         shift = draw(st.sampled_from(("sh1", "sh2")))
         return ShiftClosed(shift=shift, counted_cash=draw(st.integers(0, 5000)))
+    if kind == "limits":
+        return CardLimitsSet(
+            per_payment=draw(st.integers(0, 999)), till_total=5000, till_count=5,
+            max_age_s=3600, store=draw(st.sampled_from(("", "s1"))),
+        )  # fmt: skip
     return ConflictResolved(conflict="c1", action="accept", by="mgr")
 
 
 _KINDS = (
     *("sale",) * 6, "receive", "adjust", "count", "void", "void", "refund", "refund",
     "product", "product", "price", "price", "open", "close", "resolve",
+    "card", "card", "card", "limits",
 )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from replicas.api.tokens import TokenRecord, TokenStore
 from replicas.cache import StateCache
 from replicas.dashboard import mount_dashboard
 from replicas.metrics import ReplicaMetrics, metrics_router
+from replicas.payments.adapter import CardProcessor
 from tests.factories import chain
 
 __all__ = [
@@ -51,9 +52,13 @@ class FakeReplica:
     unsynced: int = 0
     peer_holders: list[str] = field(default_factory=list)  # peers that hold every event
     uplink_names: list[str] = field(default_factory=list)  # a till's uplinks (metrics)
+    processor: CardProcessor | None = None  # e.g. an HttpAcquirer to a real acquirer process
 
     def sync_status(self) -> dict[str, object]:
         return {}
+
+    def card_processor(self) -> CardProcessor | None:
+        return self.processor
 
     def online(self) -> bool:
         return self.is_online

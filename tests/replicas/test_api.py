@@ -105,8 +105,9 @@ async def test_card_payment_keeps_token_out_of_responses(client: httpx.AsyncClie
     sale = (await client.get(f"/sales/{out['sale_id']}")).json()
     assert sale["payments"] == [
         # offline till: the authorisation is deferred (store-and-forward)
-        {"method": "card", "amount": 300, "last4": "1111", "auth": "deferred", "reference": ""}
-    ]
+        {"method": "card", "amount": 300, "last4": "1111", "auth": "deferred", "reference": "",
+         "approval": None, "override_by": None}
+    ]  # fmt: skip
     assert "tok_abcdef123" not in (await client.get(f"/sales/{out['sale_id']}")).text
 
 
@@ -388,6 +389,7 @@ async def test_status_digest_and_health(
         "open_conflicts": 1,  # sold with no stock delivered: an oversell to review
         "evidence": {},  # nothing refused
         "stale_snapshot": {},  # the state is its events' (tests/core/test_compacted_keys.py)
+        "card_exposure": {"payments": 0, "amount": 0, "oldest_age_s": None},  # paid cash
     }  # fmt: skip
     replica.is_online = True
     light = (await client.get("/status", params={"digest": "false"})).json()

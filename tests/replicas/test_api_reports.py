@@ -61,5 +61,7 @@ async def test_bad_parameters_are_422(
 async def test_cash_kept_is_tendered_less_change(client: httpx.AsyncClient) -> None:
     await sell(client, payments=[cash(500)])  # 2 COLA = 300, paid 500: 200 back
     payments = (await client.get("/reports/payments")).json()
-    assert payments == [{"store": "s1", "method": "cash", "auth": "", "payments": 1,
-                         "amount": 500, "change_given": 200, "kept": 300}]  # fmt: skip
+    assert payments == [
+        {"store": "s1", "method": "cash", "auth": "", "settlement": "", "payments": 1,
+         "amount": 500, "change_given": 200, "kept": 300}
+    ]  # fmt: skip

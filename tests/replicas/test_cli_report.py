@@ -70,8 +70,8 @@ def test_payments_and_items_as_json_and_table(
     code, out, _ = _run(capsys, "report", "payments", hq_db, "--store", "s1", "--json")
     assert code == 0
     assert json.loads(out) == [
-        {"store": "s1", "method": "cash", "auth": "", "payments": 1, "amount": 300,
-         "change_given": 0, "kept": 300}
+        {"store": "s1", "method": "cash", "auth": "", "settlement": "", "payments": 1,
+         "amount": 300, "change_given": 0, "kept": 300}
     ]  # fmt: skip
     code, out, _ = _run(capsys, "report", "items", hq_db, "--top", "1")
     assert code == 0

@@ -33,6 +33,7 @@ from replicas.demo.story import Demo
 from replicas.hq import facts as pg_facts
 from replicas.hq.cluster import LocalPostgres, postgres_missing
 from replicas.site import load_site
+from tests.pan_scan import scan_for_pans
 from tests.unprivileged import run_unprivileged
 
 DEMO = [sys.executable, "-m", "replicas.cli.main", "demo"]
@@ -86,6 +87,11 @@ def test_short_demo_converges_and_matches_the_files(tmp_path: Path) -> None:
     check_files(data, printed_sales)
     check_store_override(data, out)
     assert leftovers(data) == [], "the demo left processes running"
+    # Cards: the payments report split by settlement, checked against the model; the
+    # acquirer's records are a file the run left too, and no file holds a card number.
+    assert "card payments at HQ (payments report)" in out and "deferred, then captured" in out
+    assert (data / "acquirer" / "acquirer.db").exists()
+    assert scan_for_pans(data) == []
 
 
 def check_store_override(data: Path, out: str) -> None:

@@ -1,5 +1,6 @@
 """Switching a till's HQ link off takes it offline at once: a card sale right after is
-deferred, not claimed as authorised online on the strength of HQ's last announcement."""
+deferred, not claimed as authorised online on the strength of HQ's last announcement,
+and the card processor (reached over the same link) is not asked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import httpx
 
 from broker.subjects import HQ
 from replicas.sync.config import SyncConfig
+from tests.acquirer_kit import AcquirerProc
 from tests.e2e.harness import wait_until
 from tests.replicas.lifecycle_kit import TILL, InProcess
 
@@ -31,7 +33,10 @@ async def _online(http: httpx.AsyncClient) -> bool:
     return bool(status["online"])
 
 
-async def test_switching_the_hq_link_off_is_offline_at_once(in_process: InProcess) -> None:
+async def test_switching_the_hq_link_off_is_offline_at_once(
+    in_process: InProcess, acquirer: AcquirerProc
+) -> None:
+    in_process.site = in_process.site.model_copy(update={"acquirer_url": acquirer.url})
     await in_process.start(HQ, FAST)
     till = await in_process.start(TILL, FAST)
     await asyncio.wait_for(till.ready.wait(), 30)  # its API listens
@@ -44,6 +49,7 @@ async def test_switching_the_hq_link_off_is_offline_at_once(in_process: InProces
         assert r.status_code == 200 and r.json() == {"enabled": False}
         assert not await _online(http)  # not 15 s later: now
         assert await _card_auth(http) == "deferred"
+        assert len(await acquirer.records()) == 1  # the first sale's authorisation only
 
         # Called here rather than over HTTP: no announcement can slip in between.
         assert await till.set_hq_link(True)

@@ -62,6 +62,7 @@ class LanDemo(Demo):
     """The demo on emulated machines: `Demo`'s workload and proof, this network's faults."""
 
     shares: ClassVar[dict[str, float]] = SHARES
+    with_acquirer: ClassVar[bool] = False  # no processor on the emulated network (yet)
     uplink: dict[str, Uplink] = field(default_factory=dict)  # per till, as last polled
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@
 import { TOKEN_KEY, api, whenUnauthorised } from "./api.js";
 import { loadCatalog } from "./catalog.js";
 import { kv } from "./db.js";
+import { fmt } from "./money.js";
 import { drain, onSettled, render as renderQueue, startDraining } from "./queue.js";
 import { fromSaleView, markQueued, setShop, shownReceipt, showReceipt } from "./receipt.js";
 import { findReceipt, refund, voidSale } from "./returns.js";
@@ -47,6 +48,13 @@ async function pollStatus() {
     // Every own event counts (sales, refunds, stock moves), not only sales.
     $("unsynced").textContent = `${n} ${n === 1 ? "event" : "events"} not yet at HQ`;
     $("unsynced").className = n > 0 ? "unsynced pending" : "unsynced";
+    // Card payments taken offline and not yet captured: the store carries their risk.
+    const x = s.card_exposure;
+    const held = x && x.payments > 0;
+    $("card-exposure").textContent = held
+      ? `${x.payments} offline card ${x.payments === 1 ? "payment" : "payments"} ${fmt(x.amount)} not yet captured`
+      : "";
+    $("card-exposure").className = held ? "unsynced pending" : "unsynced";
   } catch {
     badge.textContent = "till service unreachable";
     badge.className = "badge down";

@@ -1,0 +1,123 @@
+"""Card payments of a sale: the till, never the client, decides how each is authorised.
+
+Under the till's lock, before the sale is answered, each card payment is put to the
+card processor (`ReplicaHandle.card_processor`: None when the till has none or its
+link out is switched off):
+
+- approved: `auth: online`, the processor's reference in `approval`;
+- declined: the sale is refused (402) with the processor's reason; nothing is stored
+  (the cashier takes another method);
+- no answer (`ProcessorUnreachable`), or no processor: `auth: deferred`, taken offline
+  (store-and-forward) only under the store's floor limits (`conflict.cards`): per
+  payment, and this till's unforwarded total and count. Beyond them the sale is
+  refused (409, saying which limit) unless the payment asks for `override` with a
+  manager's token: the override is recorded on the payment (`override_by`).
+
+What a client sends as `auth` is not read: an "online" it claims while the till
+reaches no processor is stored "deferred", under the limits like any other.
+
+The authorisation key is the till's and the client's receipt ("<till>|<receipt>|<n>"),
+so a sale retried after a lost answer is not approved twice; a sale with no receipt
+gets a random one (a retry of it is a new sale anyway).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from fastapi import HTTPException, Request
+
+from conflict import cards
+from conflict.cards import CardLimits
+from core.events import Payment, SaleCompleted, store_of
+from replicas.api import models as m
+from replicas.api.auth import made_by
+from replicas.api.common import Till
+from replicas.api.tokens import Role
+from replicas.errors import ProcessorUnreachable
+from replicas.payments.adapter import CardAsk, CardProcessor
+
+__all__ = ["authorise_cards"]
+
+
+def _money(amount: int) -> str:
+    return f"{amount // 100:,}.{amount % 100:02d}"
+
+
+async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment:
+    """The payment as the processor leaves it: online (approved) or deferred (no answer);
+    a decline is a 402."""
+    if processor is None:
+        return msgspec.structs.replace(p, auth="deferred")
+    assert p.card_token is not None and p.card_last4 is not None  # a card payment's
+    ask = CardAsk(key=key, token=p.card_token, last4=p.card_last4, amount=p.amount,
+                  terminal_ref=p.reference)  # fmt: skip
+    try:
+        answer = await processor.authorise(ask)
+    except ProcessorUnreachable:
+        return msgspec.structs.replace(p, auth="deferred")
+    if not answer.approved:
+        raise HTTPException(
+            402,
+            f"card ending {p.card_last4} declined by the processor"
+            f" ({answer.reason or 'no reason given'}): take another method",
+        )
+    return msgspec.structs.replace(p, auth="online", approval=answer.reference)
+
+
+def _beyond(limits: CardLimits, amount: int, held: tuple[int, int]) -> str:
+    """Which floor limit a deferred payment of `amount` breaks ('' if none), given what
+    the till holds unforwarded (count, amount), this sale's earlier ones included."""
+    count, total = held
+    if amount > limits.per_payment:
+        return f"{_money(amount)} is over the offline floor limit of {_money(limits.per_payment)}"
+    if total + amount > limits.till_total:
+        return (
+            f"this till holds {_money(total)} in offline card payments not yet forwarded;"
+            f" {_money(amount)} more is over its limit of {_money(limits.till_total)}"
+        )
+    if count + 1 > limits.till_count:
+        return f"this till holds {count} offline card payments, its limit"
+    return ""
+
+
+def _override(request: Request, why: str, asked: bool) -> str:
+    """Who takes a payment beyond the floor limits: a manager's explicit decision."""
+    if not asked:
+        raise HTTPException(
+            409,
+            f"card processor unreachable and {why}: take another method, or a manager"
+            " approves it offline (the payment's override, with a manager's token)",
+        )
+    role: Role | None = request.state.role
+    if role is None or role < Role.manager:
+        raise HTTPException(403, f"{why}: taking it offline anyway needs the manager role")
+    return made_by(request, "", "approve a card offline") or "manager (open till)"
+
+
+async def authorise_cards(
+    till: Till, request: Request, req: m.SaleIn, body: SaleCompleted
+) -> SaleCompleted:
+    """`body` with each card payment authorised online or taken deferred (module doc)."""
+    if not any(p.method == "card" for p in body.payments):
+        return body
+    rid = till.replica.replica_id
+    processor = till.replica.card_processor()
+    base = f"{rid}|{req.receipt}" if req.receipt is not None else f"{rid}|{uuid.uuid4().hex}"
+    store = store_of(rid) or ""
+    limits, held = await till.read(
+        lambda c: (cards.card_limits(c, store), cards.till_outstanding(c, rid))
+    )
+    payments = []
+    for i, (p, asked) in enumerate(zip(body.payments, req.payments, strict=True)):
+        if p.method == "card":
+            p = await _ask(processor, f"{base}|{i}", p)
+            if p.auth == "deferred":
+                if why := _beyond(limits, p.amount, held):
+                    p = msgspec.structs.replace(
+                        p, override_by=_override(request, why, asked.override)
+                    )
+                held = (held[0] + 1, held[1] + p.amount)
+        payments.append(p)
+    return msgspec.structs.replace(body, payments=payments)

@@ -1,0 +1,188 @@
+"""A small card acquirer, run as its own process: authorise, capture a stored offline
+payment, and answer what it holds. For the demo and the tests, in place of a real
+processor (whose SDK plugs into `adapter.CardProcessor` the same way).
+
+Idempotent by key: an authorisation by the till's key, a capture by the payment id.
+A request seen before gets the stored answer back (`replay: true`) and counts as a
+call, never as a second charge; records live in SQLite (`acquirer.db`), so the count
+survives a restart and is what the tests call the processor-side count.
+
+Behaviour is configuration (`Behaviour`), never chance at request time: a payment is
+declined when its token matches `decline_tokens`, its amount is over `decline_over`,
+or `decline_rate` of payments picked by a hash of (seed, key); `slow_tokens` answer
+after `slow_s` (a till's timeout); `PUT /admin/mode` switches the whole service to
+`outage` (503) or back to `up`. Card data never comes here either: the terminal's
+reference, the processor token, last 4 and the amount.
+
+    tillmesh acquirer --data data/acquirer --port 8700 --decline-tokens 'decline'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Behaviour", "CaptureIn", "Ledger", "create_acquirer"]
+
+Kind = Literal["authorise", "capture"]
+
+
+class Behaviour(BaseModel):
+    """When the acquirer declines, stalls or is down (set at start, mode at run time)."""
+
+    decline_tokens: str = ""  # a regular expression searched in the token
+    decline_over: int | None = None  # minor units
+    decline_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 1
+    slow_tokens: str = ""
+    slow_s: float = 30.0
+    mode: Literal["up", "outage"] = "up"
+
+    def decline_reason(self, key: str, token: str, amount: int) -> str:
+        """Why this payment is declined ('' if approved): a function of the request and
+        the configuration only, so every ask about one payment gets one answer."""
+        if self.decline_tokens and re.search(self.decline_tokens, token):
+            return "do not honour"
+        if self.decline_over is not None and amount > self.decline_over:
+            return "insufficient funds"
+        digest = hashlib.blake2b(f"{self.seed}/{key}".encode(), digest_size=8).digest()
+        if int.from_bytes(digest) / 2**64 < self.decline_rate:
+            return "card reported lost"
+        return ""
+
+
+_Token = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class AskIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    key: Annotated[str, Field(min_length=1, max_length=120)]  # idempotency key
+    token: _Token
+    last4: Annotated[str, Field(pattern=r"^[0-9]{4}$")]
+    amount: Annotated[int, Field(gt=0, le=10**12)]
+    terminal_ref: Annotated[str, Field(max_length=120)] = ""
+
+
+class CaptureIn(AskIn):
+    """A payment the till approved offline and stored; `key` is the payment id."""
+
+
+class Answer(BaseModel):
+    key: str
+    status: Literal["approved", "declined"]
+    reference: str
+    reason: str
+    replay: bool = False
+
+
+class ModeIn(BaseModel):
+    mode: Literal["up", "outage"]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+  key TEXT PRIMARY KEY, kind TEXT NOT NULL, token TEXT NOT NULL, last4 TEXT NOT NULL,
+  amount INTEGER NOT NULL, terminal_ref TEXT NOT NULL, status TEXT NOT NULL,
+  reference TEXT NOT NULL, reason TEXT NOT NULL, calls INTEGER NOT NULL)
+"""
+
+
+class Ledger:
+    """The acquirer's records, one per key, in SQLite (WAL; one writer thread at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(_SCHEMA)
+        self.lock = threading.Lock()
+
+    def decide(self, kind: Kind, ask: AskIn, behaviour: Behaviour) -> Answer:
+        """The stored answer for `ask.key` (one more call), or a new one, stored."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                answer = self._decide(kind, ask, behaviour)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return answer
+
+    def _decide(self, kind: Kind, ask: AskIn, behaviour: Behaviour) -> Answer:
+        row = self.conn.execute(
+            "SELECT kind, amount, status, reference, reason FROM records WHERE key = ?",
+            (ask.key,),
+        ).fetchone()
+        if row is not None:
+            if (row[0], row[1]) != (kind, ask.amount):
+                raise HTTPException(409, f"key {ask.key!r} was used for another request")
+            self.conn.execute("UPDATE records SET calls = calls + 1 WHERE key = ?", (ask.key,))
+            return Answer(key=ask.key, status=row[2], reference=row[3], reason=row[4], replay=True)
+        reason = behaviour.decline_reason(ask.key, ask.token, ask.amount)
+        number = self.conn.execute("SELECT COUNT(*) + 1 FROM records").fetchone()[0]
+        reference = f"{'A' if kind == 'authorise' else 'C'}{number:08d}"
+        status: Literal["approved", "declined"] = "declined" if reason else "approved"
+        self.conn.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (ask.key, kind, ask.token, ask.last4, ask.amount, ask.terminal_ref, status,
+             reference, reason),
+        )  # fmt: skip
+        return Answer(key=ask.key, status=status, reference=reference, reason=reason)
+
+    def records(self) -> list[dict[str, Any]]:
+        with self.lock:
+            cur = self.conn.execute(
+                "SELECT key, kind, last4, amount, terminal_ref, status, reference, reason,"
+                " calls FROM records ORDER BY key"
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def create_acquirer(ledger: Ledger, behaviour: Behaviour) -> FastAPI:
+    """The acquirer's HTTP API over `ledger`."""
+    app = FastAPI(title="tillmesh demo acquirer", docs_url=None, redoc_url=None)
+
+    async def answer(kind: Kind, ask: AskIn, response: Response) -> Answer:
+        if behaviour.mode == "outage":
+            raise HTTPException(503, "acquirer unavailable")
+        if behaviour.slow_tokens and re.search(behaviour.slow_tokens, ask.token):
+            await asyncio.sleep(behaviour.slow_s)
+        out = await asyncio.to_thread(ledger.decide, kind, ask, behaviour)
+        if out.replay:
+            response.headers["Idempotent-Replay"] = "true"
+        return out
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"mode": behaviour.mode}
+
+    @app.post("/v1/authorisations")
+    async def authorise(ask: AskIn, response: Response) -> Answer:
+        return await answer("authorise", ask, response)
+
+    @app.post("/v1/captures")
+    async def capture(ask: CaptureIn, response: Response) -> Answer:
+        return await answer("capture", ask, response)
+
+    @app.get("/v1/records")
+    async def records() -> list[dict[str, Any]]:
+        return await asyncio.to_thread(ledger.records)
+
+    @app.put("/admin/mode")
+    async def set_mode(body: ModeIn) -> ModeIn:
+        behaviour.mode = body.mode
+        return body
+
+    return app

@@ -1,0 +1,123 @@
+"""Forward a store's deferred card payments to the processor, and record what became of
+each as an event that replicates like a sale.
+
+Every till of a store runs one. A round reads the store's outstanding payments, oldest
+first (`conflict.cards.outstanding`: its state holds every till's, so a dead till's
+queue is forwarded by its peers), and for each:
+
+- older than the store's `max_age_s`: never sent; `card.expired`;
+- else captured at the processor, whose idempotency key is the payment id: two tills
+  forwarding one payment after a partition, or a till that died after the capture and
+  before its event, get the one answer the processor gave, so it captures once;
+  `card.captured` or `card.declined`.
+
+No processor (none, or the link out switched off) leaves only expiry to do. No answer
+(`ProcessorUnreachable`) ends the round and the next waits longer, doubling up to
+`max_backoff_s`. Two tills may both record an outcome of one payment: the fold keeps
+one in force (`conflict.schema`'s st_card_status), so a duplicate is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from conflict import cards
+from core.clock import hlc_ms
+from core.events import (
+    Body,
+    CardCaptured,
+    CardDeclined,
+    CardExpired,
+    SaleCompleted,
+    decode_body,
+    decode_event,
+    parse_event_id,
+)
+from core.log import EventLog
+from replicas.errors import ProcessorUnreachable
+from replicas.payments.adapter import CardAsk, CardProcessor
+
+__all__ = ["Forwarder"]
+
+log = logging.getLogger(__name__)
+Record = dict[str, Any]
+ROUND_SIZE = 200  # payments per round; the rest wait for the next
+
+
+class Forwarder:
+    """One store's forwarding loop on one replica (`run`), or one round (`round`)."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        store: str,
+        processor: Callable[[], CardProcessor | None],
+        wall_ms: Callable[[], int],
+        *,
+        every_s: float = 2.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.log, self.store, self.processor, self.wall_ms = log_, store, processor, wall_ms
+        self.every_s, self.max_backoff_s = every_s, max_backoff_s
+        self.failures = 0
+        self.forwarded = 0  # outcomes this replica recorded (for status and tests)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                delay = await self.round()
+            except Exception:  # a bad round must not end forwarding for good
+                log.exception("%s: forwarding card payments failed", self.log.replica_id)
+                delay = self.max_backoff_s
+            await asyncio.sleep(delay)
+
+    async def round(self) -> float:
+        """Forward or expire what is outstanding; the seconds until the next round."""
+        store = self.store
+        rows, limits = await self.log.read(
+            lambda c: (cards.outstanding(c, store, ROUND_SIZE), cards.card_limits(c, store))
+        )
+        for row in rows:
+            if (self.wall_ms() - hlc_ms(row["hlc"])) / 1000 > limits.max_age_s:
+                await self._record(row, CardExpired(payment=row["payment"]))
+                continue
+            processor = self.processor()
+            if processor is None:
+                continue  # offline: only expiry to do, further down the queue too
+            try:
+                answer = await processor.capture(await self._ask(row))
+            except ProcessorUnreachable as e:
+                self.failures += 1
+                log.info("%s: %s", self.log.replica_id, e)
+                return float(min(self.max_backoff_s, self.every_s * 2.0**self.failures))
+            outcome: Body = (
+                CardCaptured(payment=row["payment"], reference=answer.reference)
+                if answer.approved
+                else CardDeclined(payment=row["payment"], reason=answer.reason,
+                                  reference=answer.reference)
+            )  # fmt: skip
+            await self._record(row, outcome)
+        self.failures = 0
+        return self.every_s
+
+    async def _ask(self, row: Record) -> CardAsk:
+        """The payment as stored in its sale event (the state keeps no token)."""
+        origin, seq = parse_event_id(row["sale_id"])
+        (raw,) = await self.log.read_range(origin, seq, 1)
+        sale = decode_body(decode_event(raw), check_text=False)
+        assert isinstance(sale, SaleCompleted)
+        p = sale.payments[row["idx"]]
+        assert p.card_token is not None and p.card_last4 is not None
+        return CardAsk(key=row["payment"], token=p.card_token, last4=p.card_last4,
+                       amount=p.amount, terminal_ref=p.reference)  # fmt: skip
+
+    async def _record(self, row: Record, outcome: Body) -> None:
+        """Append `outcome` unless one arrived meanwhile (another till's, replicated)."""
+        pid = row["payment"]
+        if await self.log.read(lambda c: cards.has_outcome(c, pid)):
+            return
+        await self.log.append(outcome)
+        self.forwarded += 1
