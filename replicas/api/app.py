@@ -126,7 +126,7 @@ def _status_router(till: Till) -> APIRouter:
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
             sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
             evidence=kept, stale_snapshot=replica.log.stale_snapshot,
-            card_exposure=_exposure(exposure),
+            card_exposure=exposure_view(exposure),
         )  # fmt: skip
 
     @r.get("/shop")
@@ -150,7 +150,8 @@ def _status_router(till: Till) -> APIRouter:
     return r
 
 
-def _exposure(rows: list[dict[str, Any]]) -> m.ExposureView:
+def exposure_view(rows: list[dict[str, Any]]) -> m.ExposureView:
+    """`/status`'s card exposure: the `offline_exposure` rows summed (HQ on PostgreSQL too)."""
     ages = [r["oldest_age_s"] for r in rows]
     return m.ExposureView(
         payments=sum(r["payments"] for r in rows), amount=sum(r["amount"] for r in rows),

@@ -49,11 +49,12 @@ _Window = Annotated[Window, Depends(_window)]
 
 
 def reports_router(till: Till) -> APIRouter:
-    return report_routes(till.read, reports)
+    return report_routes(till.read, reports, till.replica.log.wall_ms)
 
 
-def report_routes(read: Read, source: ModuleType) -> APIRouter:
-    """The /reports routes over `read` and a module of report queries (`source`)."""
+def report_routes(read: Read, source: ModuleType, wall_ms: Callable[[], int]) -> APIRouter:
+    """The /reports routes over `read` and a module of report queries (`source`);
+    `wall_ms` is the clock ages are measured by."""
     r = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS)
 
     @r.get("/sales")
@@ -85,13 +86,13 @@ def report_routes(read: Read, source: ModuleType) -> APIRouter:
     @r.get("/exposure")
     async def exposure(store: _Store = None) -> Rows:
         """Offline card payments not yet captured, declined or expired, per store and till."""
-        now_ms = till.replica.log.wall_ms()
-        return await till.read(lambda c: reports.offline_exposure(c, store, now_ms))
+        now_ms = wall_ms()
+        return await read(lambda c: source.offline_exposure(c, store, now_ms))
 
     @r.get("/declines")
     async def declines(store: _Store = None) -> Rows:
         """Offline card payments declined or expired, by store, outcome and decision."""
-        return await till.read(lambda c: reports.declines_report(c, store))
+        return await read(lambda c: source.declines_report(c, store))
 
     @r.get("/stock")
     async def stock(

@@ -1,10 +1,11 @@
 """HQ's HTTP API when HQ runs on PostgreSQL (served by ingest worker 0).
 
 What HQ's API is for, over the PostgreSQL read model: health, status (the whole
-database's version vector, this worker's sync), `/metrics` (as every replica's), the
-catalog (HQ defines products and the chain's prices: HQ's own events, appended by
-worker 0, which owns HQ's origin), a shift's figures (`/shifts/{id}`) and the reports
-(`/reports/*`, the same routes and figures as on SQLite). The same token policy as
+database's version vector, this worker's sync, the offline card exposure), `/metrics`
+(as every replica's), the catalog (HQ defines products and the chain's prices: HQ's own
+events, appended by worker 0, which owns HQ's origin), the card floor limits (the
+same), a shift's figures (`/shifts/{id}`) and the reports (`/reports/*`, the same
+routes and figures as on SQLite). The same token policy as
 every replica's API (`replicas.api.auth.POLICY`).
 """
 
@@ -22,8 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from conflict import queries
 from core.events import Body
 from replicas.api import models as m
-from replicas.api.app import install_errors
+from replicas.api.app import exposure_view, install_errors
 from replicas.api.auth import Access, authorize, made_by
+from replicas.api.card_limits import CardLimitsIn, CardLimitsView, LimitsStore, limits_body
 from replicas.api.common import ERRORS, Sku, hlc_iso, not_found
 from replicas.api.reports import report_routes
 from replicas.api.tokens import Role
@@ -133,6 +135,24 @@ def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
     return r
 
 
+def _cards_router(worker: Worker, reads: PgReads) -> APIRouter:
+    """HQ's card floor limits (`replicas.api.card_limits`): set by HQ (its own events,
+    appended by worker 0), read from the read model."""
+    r = APIRouter(tags=["cards"], responses=ERRORS)
+
+    @r.put("/cards/limits", status_code=201)
+    async def set_limits(req: CardLimitsIn, request: Request) -> m.EventOut:
+        ev = await worker.log.append(limits_body(req, made_by(request, req.by, "set limits")))
+        return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
+
+    @r.get("/cards/limits")
+    async def get_limits(store: LimitsStore = None) -> CardLimitsView:
+        limits = await reads.read(lambda c: pg_reports.card_limits(c, store or ""))
+        return CardLimitsView(**limits._asdict())
+
+    return r
+
+
 def _shifts_router(reads: PgReads) -> APIRouter:
     """A shift's figures as HQ on SQLite gives them (`GET /shifts/{shift}`); shifts are
     opened and closed at tills, so HQ serves no writes of them."""
@@ -153,11 +173,14 @@ def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
 
     @r.get("/status")
     async def status() -> dict[str, Any]:
-        heads, summary = await reads.read(lambda c: (_heads(c), _summary(c)))
+        now_ms = worker.log.wall_ms()
+        heads, summary, exposure = await reads.read(
+            lambda c: (_heads(c), _summary(c), pg_reports.offline_exposure(c, None, now_ms))
+        )
         return {
             "replica_id": worker.replica_id, "store": "postgresql", "online": worker.online(),
             "version_vector": heads, "events": sum(heads.values()), "sales": summary,
-            "sync": worker.sync_status(),
+            "sync": worker.sync_status(), "card_exposure": exposure_view(exposure).model_dump(),
         }  # fmt: skip
 
     return r
@@ -208,7 +231,8 @@ def create_hq_app(
     app.include_router(_status_router(worker, reads))
     app.include_router(_catalog_router(worker, reads))
     app.include_router(_shifts_router(reads))
-    app.include_router(report_routes(reads.read, pg_reports))
+    app.include_router(_cards_router(worker, reads))
+    app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
     if metrics is not None:
         app.include_router(_metrics_router(worker, reads, metrics))
     return app

@@ -17,8 +17,13 @@ from conflict.catalog import PricePolicy, Write, effective, store_prices
 from conflict.stock import stock_store
 from core.events import (
     Body,
+    CardCaptured,
+    CardDeclined,
+    CardExpired,
+    CardLimitsSet,
     ConflictResolved,
     Event,
+    Payment,
     PriceSet,
     ProductUpserted,
     RefundIssued,
@@ -55,6 +60,9 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "hq_shift_events": ("eid", "shift", "kind", "hlc", "origin", "seq", "amount", "cashier"),
     "hq_resolutions": ("eid", "conflict", "action", "by_", "reason", "price", "hlc", "origin",
                        "seq"),
+    "hq_card_limits": ("eid", "store", "hlc", "origin", "seq", "per_payment", "till_total",
+                       "till_count", "max_age_s"),
+    "hq_card_outcomes": ("eid", "payment", "kind", "hlc", "origin", "seq", "detail"),
 }  # fmt: skip
 
 # Their PostgreSQL types, for binary COPY (values are dumped in C, not adapted in Python).
@@ -70,6 +78,8 @@ FACT_TYPES: dict[str, tuple[str, ...]] = {
                           "int4", "bool"),
     "hq_shift_events": ("text", "text", "text", "int8", "text", "int8", "int8", "text"),
     "hq_resolutions": ("text", "text", "text", "text", "text", "int8", "int8", "text", "int8"),
+    "hq_card_limits": ("text", "text", "int8", "text", "int8", "int8", "int8", "int8", "int8"),
+    "hq_card_outcomes": ("text", "text", "text", "int8", "text", "int8", "text"),
 }  # fmt: skip
 
 # Each fact table's rows of one origin's events, for taking back what a revoked till
@@ -84,6 +94,8 @@ REVOCABLE: dict[str, str] = {
     "hq_catalog_writes": "origin = %s AND seq > %s",
     "hq_shift_events": "origin = %s AND seq > %s",
     "hq_resolutions": "origin = %s AND seq > %s",
+    "hq_card_limits": "origin = %s AND seq > %s",
+    "hq_card_outcomes": "origin = %s AND seq > %s",
 }
 
 
@@ -107,7 +119,7 @@ class Facts:
                     self._rare(ev, body)
 
     def _sale(self, ev: Event, body: SaleCompleted) -> None:
-        pays = [(p.method, p.amount, p.card_last4, p.auth, p.reference) for p in body.payments]
+        pays = [_payment_row(p) for p in body.payments]
         self.rows["hq_sales"].append(
             (ev.id, stock_store(ev.origin), ev.origin, ev.seq, ev.hlc, body.receipt, body.total,
              body.change, body.shift, body.cashier, _JSONB_V1 + _json(body.lines),
@@ -163,7 +175,34 @@ class Facts:
                      ev.hlc, ev.origin, ev.seq)
                 )  # fmt: skip
             case _:
+                self._cards(ev, body)
+
+    def _cards(self, ev: Event, body: Body) -> None:
+        match body:
+            case CardLimitsSet():
+                self.rows["hq_card_limits"].append(
+                    (ev.id, body.store, ev.hlc, ev.origin, ev.seq, body.per_payment,
+                     body.till_total, body.till_count, body.max_age_s)
+                )  # fmt: skip
+            case CardCaptured() | CardDeclined() | CardExpired():
+                # The detail as the SQLite fold keeps it: a decline's reason, else the
+                # processor's reference.
+                detail = getattr(body, "reason", "") or getattr(body, "reference", "")
+                kind = _OUTCOME_KINDS[type(body)]
+                row = (ev.id, body.payment, kind, ev.hlc, ev.origin, ev.seq, detail)
+                self.rows["hq_card_outcomes"].append(row)
+            case _:
                 pass  # a body type the read model does not use (key revocations, ...)
+
+
+_OUTCOME_KINDS = {CardCaptured: "captured", CardDeclined: "declined", CardExpired: "expired"}
+
+
+def _payment_row(p: Payment) -> Row:
+    """A payment in hq_sales.payments as `conflict.state` keeps it in st_sales: [method,
+    amount, last4, auth, reference], plus [approval, override_by] only when either is set."""
+    row = (p.method, p.amount, p.card_last4, p.auth, p.reference)
+    return (*row, p.approval, p.override_by) if p.approval or p.override_by else row
 
 
 def products_of(

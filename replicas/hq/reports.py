@@ -14,14 +14,19 @@ from typing import Any
 
 import psycopg
 
+from conflict.cards import DEFAULT_LIMITS, CardLimits
+from conflict.conflicts import conflict_id
 from conflict.errors import ReportError
 from conflict.reports import Window
 from core.clock import COUNTER_BITS
 
 __all__ = [
+    "card_limits",
     "catalog",
+    "declines_report",
     "deferred_cards",
     "items_report",
+    "offline_exposure",
     "payments_report",
     "prices_report",
     "sales_report",
@@ -96,11 +101,14 @@ def sales_report(conn: Conn, by: Sequence[str], window: Window) -> list[Record]:
 
 _PAYMENTS = """
 SELECT s.store COLLATE "C" AS store, p.method COLLATE "C" AS method,
-  COALESCE(p.auth, '') COLLATE "C" AS auth, COUNT(*)::int8 AS payments,
-  SUM(p.amount)::int8 AS amount
+  COALESCE(p.auth, '') COLLATE "C" AS auth,
+  CASE WHEN p.method <> 'card' THEN '' WHEN p.auth = 'online' THEN 'online'
+    ELSE COALESCE(c.outcome, 'outstanding') END COLLATE "C" AS settlement,
+  COUNT(*)::int8 AS payments, SUM(p.amount)::int8 AS amount
 FROM hq_sales s JOIN hq_payments p ON p.sale_id = s.id
+LEFT JOIN hq_card_status c ON c.sale_id = p.sale_id AND c.idx = p.idx
 WHERE {where} AND s.id NOT IN (SELECT sale_id FROM hq_voids)
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 """
 
 _CHANGE = """
@@ -184,20 +192,89 @@ def stock_report(conn: Conn, store: str | None = None, below: int | None = None)
     return _records(conn.execute(sql.encode(), params))
 
 
+_EXPOSURE = """
+SELECT c.store COLLATE "C" AS store, c.till COLLATE "C" AS till, COUNT(*)::int8 AS payments,
+  SUM(c.amount)::int8 AS amount, MIN(c.hlc)::int8 AS oldest_hlc
+FROM hq_card_status c
+WHERE c.outcome IS NULL AND c.sale_id NOT IN (SELECT sale_id FROM hq_voids) {where}
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def offline_exposure(
+    conn: Conn, store: str | None = None, now_ms: int | None = None
+) -> list[Record]:
+    """Deferred card payments not yet captured, declined or expired, per store and till:
+    how many, how much, the oldest one's HLC and, given `now_ms`, its age in seconds
+    (`conflict.reports.offline_exposure`). Voided sales are not counted."""
+    where, params = ("AND c.store = %s", [store]) if store is not None else ("", [])
+    rows = _records(conn.execute(_EXPOSURE.format(where=where).encode(), params))
+    for row in rows:
+        if now_ms is not None:
+            row["oldest_age_s"] = max(0, (now_ms - (row["oldest_hlc"] >> COUNTER_BITS)) // 1000)
+    return rows
+
+
 _DEFERRED = """
-SELECT s.store COLLATE "C" AS store, s.origin COLLATE "C" AS till, COUNT(*)::int8 AS payments,
-  SUM(p.amount)::int8 AS amount
-FROM hq_sales s JOIN hq_payments p ON p.sale_id = s.id
-WHERE {where} AND p.method = 'card' AND p.auth = 'deferred'
-  AND s.id NOT IN (SELECT sale_id FROM hq_voids)
+SELECT c.store COLLATE "C" AS store, c.till COLLATE "C" AS till, COUNT(*)::int8 AS payments,
+  SUM(c.amount)::int8 AS amount
+FROM hq_card_status c JOIN hq_sales s ON s.id = c.sale_id
+WHERE {where} AND c.outcome IS NULL AND c.sale_id NOT IN (SELECT sale_id FROM hq_voids)
 GROUP BY 1, 2 ORDER BY 1, 2
 """
 
 
 def deferred_cards(conn: Conn, window: Window | None = None) -> list[Record]:
-    """Per store and till, card payments authorised `deferred` on non-voided sales."""
+    """Per store and till, deferred card payments of non-voided sales of the window not
+    yet captured, declined or expired (`offline_exposure`, by sales window)."""
     where, params = _where(window or Window())
     return _records(conn.execute(_DEFERRED.format(where=where).encode(), params))
+
+
+_DECLINED = """
+SELECT c.payment, c.sale_id, c.store, c.outcome, c.amount FROM hq_card_status c
+WHERE c.outcome IN ('declined', 'expired') AND c.sale_id NOT IN (SELECT sale_id FROM hq_voids)
+  {where}
+"""
+# The effective resolution of each conflict: the earliest by (hlc, origin), as
+# `conflict.detect` takes it.
+_DECISIONS = """
+SELECT DISTINCT ON (conflict) conflict, action FROM hq_resolutions
+WHERE conflict = ANY(%s) ORDER BY conflict, hlc, origin COLLATE "C"
+"""
+
+
+def declines_report(conn: Conn, store: str | None = None) -> list[Record]:
+    """Offline card payments declined or expired, per store, outcome and the manager's
+    decision (`open` until a resolution of its `card_declined` conflict), as
+    `conflict.reports.declines_report`: the conflict ids are `conflict.detect`'s."""
+    where, params = ("AND c.store = %s", [store]) if store is not None else ("", [])
+    found = conn.execute(_DECLINED.format(where=where).encode(), params).fetchall()
+    ids = {str(pid): conflict_id("card_declined", str(pid), [str(sale)]) for pid, sale, *_ in found}
+    decided = dict(conn.execute(_DECISIONS.encode(), (list(ids.values()),)).fetchall())
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for pid, _, where_, outcome, amount in found:
+        key = (str(where_), str(outcome), str(decided.get(ids[str(pid)], "open")))
+        acc = groups.setdefault(key, [0, 0])
+        acc[0] += 1
+        acc[1] += int(amount)
+    return [
+        {"store": k[0], "outcome": k[1], "decision": k[2], "payments": n, "amount": a}
+        for k, (n, a) in sorted(groups.items())
+    ]
+
+
+_LIMITS = """
+SELECT per_payment, till_total, till_count, max_age_s FROM hq_card_limits
+WHERE store IN (%s, '')
+ORDER BY store = %s DESC, hlc DESC, origin COLLATE "C" DESC, seq DESC LIMIT 1
+"""
+
+
+def card_limits(conn: Conn, store: str) -> CardLimits:
+    """The floor limits in force for `store` (`conflict.cards.card_limits`)."""
+    row = conn.execute(_LIMITS.encode(), (store, store)).fetchone()
+    return DEFAULT_LIMITS if row is None else CardLimits(*(int(v) for v in row))
 
 
 _PRICES = """

@@ -276,7 +276,65 @@ CREATE TABLE hq_links (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Card payments (tillmesh schema 7, fold 11): a payment's processor approval and manager
+# override (elements 5 and 6 of its payments entry, only when set, as the SQLite fold
+# keeps them), HQ's floor limits (card.limits_set) and the outcomes of deferred payments
+# (card.captured / declined / expired), every one kept. `hq_card_status` picks the one in
+# force as `st_card_status` does: captured over declined over expired, then the earliest
+# by (hlc, origin, seq); NULL: outstanding. No build before this one applied a card event
+# nor a schema-7 sale (stored unapplied): `PgLog.open` applies them.
+_V4 = """
+CREATE TABLE hq_card_limits (
+  eid text PRIMARY KEY, store text NOT NULL, hlc bigint NOT NULL, origin text NOT NULL,
+  seq bigint NOT NULL, per_payment bigint NOT NULL, till_total bigint NOT NULL,
+  till_count bigint NOT NULL, max_age_s bigint NOT NULL
+);
+CREATE TABLE hq_card_outcomes (
+  eid text PRIMARY KEY, payment text NOT NULL, kind text NOT NULL, hlc bigint NOT NULL,
+  origin text NOT NULL, seq bigint NOT NULL, detail text NOT NULL
+);
+CREATE INDEX hq_card_outcomes_payment ON hq_card_outcomes (payment);
+CREATE OR REPLACE VIEW hq_payments AS
+  SELECT s.id AS sale_id, (j.n - 1)::int AS idx, j.p ->> 0 AS method,
+    (j.p ->> 1)::int8 AS amount, j.p ->> 2 AS last4, j.p ->> 3 AS auth, j.p ->> 4 AS reference,
+    NULLIF(j.p ->> 5, '') AS approval, NULLIF(j.p ->> 6, '') AS override_by
+  FROM hq_sales s, jsonb_array_elements(s.payments) WITH ORDINALITY AS j(p, n);
+CREATE VIEW hq_card_outcome_in_force AS
+  SELECT DISTINCT ON (payment) payment, kind, eid, detail
+  FROM hq_card_outcomes
+  ORDER BY payment, CASE kind WHEN 'captured' THEN 0 WHEN 'declined' THEN 1 ELSE 2 END,
+    hlc, origin COLLATE "C", seq;
+-- Every deferred card payment and its outcome in force. The containment test skips the
+-- sales with no deferred payment before their payments are expanded.
+CREATE VIEW hq_card_status AS
+  SELECT p.sale_id || '#' || p.idx AS payment, p.sale_id, p.idx, s.store, s.origin AS till,
+    s.hlc, p.amount, s.receipt, s.cashier, p.override_by, o.kind AS outcome,
+    o.eid AS outcome_eid, o.detail
+  FROM hq_sales s JOIN hq_payments p ON p.sale_id = s.id
+  LEFT JOIN hq_card_outcome_in_force o ON o.payment = p.sale_id || '#' || p.idx
+  WHERE s.payments @> '[["deferred"]]' AND p.method = 'card' AND p.auth = 'deferred';
+-- settlement: '' for cash and other, 'online' for a card the processor approved at the
+-- sale, else what became of the deferred one (captured, declined, expired, outstanding).
+CREATE OR REPLACE VIEW bi_payments AS
+  SELECT p.sale_id, p.idx, s.store, p.method, p.amount, p.last4, p.auth, p.reference,
+    to_timestamp((s.hlc >> 16) / 1000.0) AS sold_at, p.approval, p.override_by,
+    CASE WHEN p.method <> 'card' THEN '' WHEN p.auth = 'online' THEN 'online'
+      ELSE COALESCE(c.outcome, 'outstanding') END AS settlement
+  FROM hq_payments p JOIN hq_sales s ON s.id = p.sale_id
+  LEFT JOIN hq_card_status c ON c.sale_id = p.sale_id AND c.idx = p.idx;
+CREATE VIEW bi_card_status AS
+  SELECT payment, sale_id, store, till, to_timestamp((hlc >> 16) / 1000.0) AS sold_at,
+    amount, receipt, cashier, override_by, COALESCE(outcome, 'outstanding') AS outcome,
+    outcome_eid, detail,
+    EXISTS (SELECT 1 FROM hq_voids v WHERE v.sale_id = c.sale_id) AS voided
+  FROM hq_card_status c;
+CREATE VIEW bi_card_limits AS
+  SELECT eid, store, per_payment, till_total, till_count, max_age_s,
+    to_timestamp((hlc >> 16) / 1000.0) AS set_at
+  FROM hq_card_limits;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
