@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conflict.state import StoreState
-from core.events import RefundIssued, RefundLine, SaleVoided
+from core.events import CardDeclined, RefundIssued, RefundLine, SaleVoided
 from core.log import EventLog
 from replicas.cli.main import main
 from replicas.hq.store import PgLog
@@ -19,15 +19,17 @@ from tests.conflict.factory import sale_body, taxed_sale
 
 
 async def _hq_with_two_stores(root: Path, dsn: str | None) -> str:
-    """s1/t1 sells twice (one voided), s2/t1 twice (the second taxed 20 % on top of the
-    price, half of it refunded with its tax); HQ ingests both tills' logs, into its
+    """s1/t1 sells twice (one voided), s2/t1 twice (the first by a card taken offline,
+    which the processor declined; the second taxed 20 % on top of the price, half of it
+    refunded with its tax); HQ ingests both tills' logs, into its
     SQLite log, or with `dsn` into PostgreSQL (the same reports must come out)."""
     tills = {rid: await EventLog.open(root / f"{rid[:2]}.db", rid, StoreState())
              for rid in ("s1/t1", "s2/t1")}  # fmt: skip
     kept = await tills["s1/t1"].append(sale_body([("A", 2, 150)], "R1"))
     gone = await tills["s1/t1"].append(sale_body([("B", 1, 40)], "R2"))
     await tills["s1/t1"].append(SaleVoided(sale=gone.id))
-    await tills["s2/t1"].append(sale_body([("A", 1, 150)], "R1"))
+    offline = await tills["s2/t1"].append(sale_body([("A", 1, 150)], "R1", card="deferred"))
+    await tills["s2/t1"].append(CardDeclined(payment=f"{offline.id}#0", reason="stolen card"))
     taxed = await tills["s2/t1"].append(taxed_sale(sale_body([("C", 1, 1000)], "R2"), [2000],
                                                    "exclusive"))  # fmt: skip
     back = RefundLine(line=0, qty=1, amount=600, tax=100)
@@ -115,6 +117,23 @@ def test_offsets_west_of_utc(hq_db: str, capsys: pytest.CaptureFixture[str]) -> 
     for argv in (["--utc-offset", "UTC-03:00"], ["--utc-offset=-03:00"]):
         code, out, _ = _run(capsys, "report", "sales", hq_db, "--by", "store", *argv, "--json")
         assert code == 0 and [r["sales"] for r in json.loads(out)] == [2, 2], argv
+
+
+def test_declined_cards_and_their_settlement(
+    hq_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "report", "declines", hq_db)
+    assert code == 0 and out.splitlines() == [
+        "store  outcome   decision  payments  amount",
+        "s2     declined  open             1     150",
+    ]
+    code, out, _ = _run(capsys, "report", "payments", hq_db, "--store", "s2", "--json")
+    assert code == 0
+    assert [(r["method"], r["auth"], r["settlement"], r["amount"]) for r in json.loads(out)] == [
+        ("card", "deferred", "declined", 150), ("cash", "", "", 1200),
+    ]  # fmt: skip
+    code, out, _ = _run(capsys, "report", "declines", hq_db, "--store", "s1", "--json")
+    assert code == 0 and json.loads(out) == []
 
 
 def test_tax_per_store_day_and_rate(hq_db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,11 +11,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.events import HQ, ProductUpserted, StockReceived
+from core.events import HQ, CardDeclined, ProductUpserted, StockReceived
 from replicas.api.app import create_app
 from replicas.hq.api import PgReads, create_hq_app
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
+from tests.conflict.factory import sale_body
 from tests.replicas.api_kit import FakeReplica, cash, client_for, from_hq, open_log, sell
 
 TILL = "s1/t1"
@@ -30,6 +31,9 @@ QUERIES = [
     ("/reports/tax", {}),
     ("/reports/tax", {"store": "s1", "utc_offset": 60}),
     ("/shifts/sh1", {}),
+    ("/reports/declines", {}),
+    ("/reports/declines", {"store": "s2"}),
+    ("/cards/limits", {"store": "s1"}),
 ]
 
 
@@ -59,7 +63,8 @@ async def both(
     tmp_path: Path, pg_dsn: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """HQ on SQLite and HQ on PostgreSQL, each having ingested one till's sales (taxed at
-    20 % in the price) in a shift, one voided, one refunded in part."""
+    20 % in the price) in a shift, one voided, one refunded in part, and two card
+    payments it took offline: one declined, one outstanding."""
     till = await open_log(tmp_path / "till.db", TILL)
     cola = ProductUpserted(sku="COLA", name="Cola 33cl", price=150, tax_rate_bp=2000)
     await from_hq(till, cola)
@@ -73,6 +78,9 @@ async def both(
         assert (await c.post(f"/sales/{gone['sale_id']}/void")).status_code == 201
         back = {"lines": [{"line": 0, "qty": 1}]}
         assert (await c.post(f"/sales/{kept['sale_id']}/refunds", json=back)).status_code == 201
+    declined = await till.append(sale_body([("COLA", 1, 150)], "C1", card="deferred"))
+    await till.append(sale_body([("COLA", 2, 150)], "C2", card="deferred"))
+    await till.append(CardDeclined(payment=f"{declined.id}#0", reason="do not honour"))
     raws = [*await till.read_range(HQ, 1, 100), *await till.read_range(TILL, 1, 100)]
     await till.close()
     sqlite_hq = await open_log(tmp_path / "hq.db", HQ)
@@ -107,9 +115,26 @@ async def test_reports_answer_the_same_on_sqlite_and_postgres(
     assert (await on_pg.get("/shifts/nope")).status_code == 404
     tax = (await on_pg.get("/reports/tax")).json()  # 2 kept sales of 2 at 150, 20 % in it
     assert [(r["rate_bp"], r["gross"], r["tax"], r["refunded_tax"]) for r in tax] == [
-        (2000, 600, 100, 25)
+        (None, 450, 0, 0),  # the card sales: made without tax recorded
+        (2000, 600, 100, 25),
     ]
     assert (await on_pg.get("/shifts/sh1")).json()["tax"] == 75
+    a, b = await on_sqlite.get("/reports/exposure"), await on_pg.get("/reports/exposure")
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    exposure = a.json(), b.json()
+    for rows in exposure:  # each measured by its own clock: a second may part them
+        assert all(r.pop("oldest_age_s") >= 0 for r in rows)
+    assert exposure[0] == exposure[1] == [
+        {"store": "s1", "till": TILL, "payments": 1, "amount": 300,
+         "oldest_hlc": exposure[1][0]["oldest_hlc"]}
+    ]  # fmt: skip
+    declines = (await on_pg.get("/reports/declines")).json()
+    assert declines == [
+        {"store": "s1", "outcome": "declined", "decision": "open", "payments": 1, "amount": 150}
+    ]
+    cards = [(r["settlement"], r["amount"]) for r in (await on_pg.get("/reports/payments")).json()
+             if r["method"] == "card"]  # fmt: skip
+    assert cards == [("declined", 150), ("outstanding", 300)]
 
 
 async def test_catalog_writes_at_hq_on_postgres(
@@ -124,9 +149,11 @@ async def test_catalog_writes_at_hq_on_postgres(
     catalog = (await on_pg.get("/catalog")).json()
     assert [(p["sku"], p["price"]) for p in catalog] == [("COLA", 150), ("TEA", 275)]
     status = (await on_pg.get("/status")).json()
-    # a delivery, a shift, 3 sales, a void, a refund
-    assert status["version_vector"] == {HQ: 3, TILL: 7}
-    assert status["sales"]["sales"] == 3 and status["sales"]["voided"] == 150
+    # a delivery, a shift, 3 sales, a void, a refund, 2 card sales, a decline
+    assert status["version_vector"] == {HQ: 3, TILL: 10}
+    assert status["sales"]["sales"] == 5 and status["sales"]["voided"] == 150
+    assert status["card_exposure"]["payments"] == 1
+    assert status["card_exposure"]["amount"] == 300
     assert (await on_pg.get("/catalog/NOPE")).status_code == 404
 
 
@@ -143,11 +170,28 @@ async def test_metrics_of_hq_on_postgres_parse_and_move_with_sales(
 ) -> None:
     _, on_pg = both
     before = _samples((await on_pg.get("/metrics")).text)
-    assert before[("tillmesh_sales", ())] == 3
-    assert before[("tillmesh_log_events", ())] == 8  # HQ's product, the till's 7 events
+    assert before[("tillmesh_sales", ())] == 5
+    assert before[("tillmesh_log_events", ())] == 11  # HQ's product, the till's 10 events
     ingested = sum(v for (n, _), v in before.items() if n == "tillmesh_events_ingested_total")
-    assert ingested == 8
+    assert ingested == 11
     assert (await on_pg.put("/catalog/TEA", json={"name": "Tea", "price": 250})).status_code == 200
     after = _samples((await on_pg.get("/metrics")).text)
     assert after[("tillmesh_events_appended_total", ())] == 1
-    assert after[("tillmesh_log_events", ())] == 9
+    assert after[("tillmesh_log_events", ())] == 12
+
+
+async def test_card_limits_set_at_hq_on_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, on_pg = both
+    default = (await on_pg.get("/cards/limits", params={"store": "s1"})).json()
+    every = {"per_payment": 5000, "till_total": 20_000, "till_count": 4, "max_age_s": 600}
+    r = await on_pg.put("/cards/limits", json=every)
+    assert r.status_code == 201 and r.json()["event_id"] == "hq:2", r.text
+    s1 = {**every, "per_payment": 7000, "store": "s1"}
+    assert (await on_pg.put("/cards/limits", json=s1)).status_code == 201
+    assert (await on_pg.get("/cards/limits", params={"store": "s2"})).json() == every
+    got = (await on_pg.get("/cards/limits", params={"store": "s1"})).json()
+    assert got == {**every, "per_payment": 7000} != default
+    bad = await on_pg.put("/cards/limits", json={**every, "max_age_s": 1})
+    assert bad.status_code == 422
