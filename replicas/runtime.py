@@ -45,7 +45,14 @@ from core.signing import Ed25519Signer, KeyRegistry, encode_public_key, new_sign
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
-from replicas.keyfiles import check_not_retired, load_signer, rotated_keys, write_rotated_key
+from replicas.keyfiles import (
+    check_not_retired,
+    finish_rotation,
+    load_signer,
+    own_head_on_disk,
+    rotated_keys,
+    write_rotated_key,
+)
 from replicas.metrics import ReplicaMetrics
 from replicas.payments.adapter import CardProcessor, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
@@ -184,6 +191,11 @@ class Replica:
         if self.replica_id not in self.site.signing_keys:
             log.warning("%s: this site has no event-signing keys", self.replica_id)
             return None, None
+        done = finish_rotation(
+            self.identity.directory, own_head_on_disk(self.data_dir / "log.db", self.replica_id)
+        )
+        if done:
+            log.warning("%s: a key rotation was interrupted: %s", self.replica_id, done)
         signer, registry = load_signer(self.identity.directory), self.site.key_registry()
         rotated = encode_public_key(signer.public_key) in rotated_keys(self.identity.directory)
         if registry.key_of(self.replica_id) != signer.public_key and not rotated:

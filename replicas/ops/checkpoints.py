@@ -7,8 +7,10 @@ per origin, seqs 1..vv[origin]. Checkpoints are cut while folding the history in
 order (hlc, origin, seq); an origin's HLCs rise with its seqs, so every such prefix is a
 version-vector cut. A checkpoint serves a replay to cut C when all its events are at or
 before C (its `top`, the greatest (hlc, origin, seq) it holds, is <= C), all its origins
-are in the replay's scope, it was made by this fold version, and the log still holds
-the chain it was cut from (the hash at each origin's vv is the one recorded).
+are in the replay's scope, it was made by this fold version and price policy with the
+log's revocations as they are now (a `key.revoked` only flags stored events), and the
+log still holds the chain it was cut from (the hash at each origin's vv is the one
+recorded).
 
 Replay never changes a checkpoint: it folds on top of it inside a transaction that it
 rolls back. `build_checkpoints` (`tillmesh log checkpoint`) continues from the newest
@@ -59,6 +61,7 @@ class Checkpoint:
     fold_version: int
     replica: str | None
     policy: str = ""  # the fold's price policy and window: the catalog depends on them
+    revoked: str = "{}"  # the log's `revoked` meta when cut: what it left out as revoked
 
 
 def checkpoint_dir(log_path: Path) -> Path:
@@ -77,7 +80,7 @@ def _read_meta(path: Path) -> Checkpoint | None:
         return Checkpoint(
             path, int(meta["events"]), json.loads(meta["vv"]), (top[0], top[1], top[2]),
             json.loads(meta["hashes"]), int(meta["fold_version"]), meta.get("replica") or None,
-            meta.get("policy", ""),
+            meta.get("policy", ""), meta.get("revoked", "{}"),
         )  # fmt: skip
     except (sqlite3.Error, KeyError, ValueError, TypeError):
         return None
@@ -100,6 +103,7 @@ def usable_checkpoint(
         if (
             ck.top < before
             and (ck.fold_version, ck.policy) == (fold.version, _policy(fold))
+            and ck.revoked == _revoked(conn)
             and ck.replica == replica
             and all(scope(o) for o in ck.vv)
             and all(ck.vv.get(o, 0) >= h.base for o, h in read_heads(conn).items())
@@ -111,6 +115,15 @@ def usable_checkpoint(
 
 def _policy(fold: StoreState) -> str:
     return f"{fold.price_policy}/{fold.window_ms}"
+
+
+def _revoked(conn: sqlite3.Connection) -> str:
+    """The log's revocations (origin -> last seq it folds), as a checkpoint records them.
+    A `key.revoked` only flags events already stored, their hashes unchanged: without
+    this, a checkpoint cut before it would still pass and fold the revoked events. (Key
+    rotations need no record: the events they evict are deleted, which the hashes see.)"""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'revoked'").fetchone()
+    return json.dumps(json.loads(row[0]) if row else {}, sort_keys=True)
 
 
 def _same_chain(conn: sqlite3.Connection, ck: Checkpoint) -> bool:
@@ -194,12 +207,12 @@ def build_checkpoints(
         raise ValueError("every must be positive")
     folder = checkpoint_dir(log_path)
     folder.mkdir(mode=0o700, exist_ok=True)  # copies of the state: sales, the owner's alone
-    fold = state_fold(conn)
+    fold, revoked = state_fold(conn), _revoked(conn)
     base = next(
         (
             c
             for c in reversed(list_checkpoints(log_path))
-            if (c.fold_version, c.policy) == (fold.version, _policy(fold))
+            if (c.fold_version, c.policy, c.revoked) == (fold.version, _policy(fold), revoked)
         ),
         None,
     )
@@ -257,15 +270,18 @@ def _from_snapshot(conn: sqlite3.Connection, work: Path, fold: StoreState) -> Ch
         hashes[origin] = decode_event(row[1]).prev.hex()
     events = sum(bases.values())
     return Checkpoint(
-        work, events, bases, top, hashes, fold.version, replica_of(conn), _policy(fold)
-    )
+        work, events, bases, top, hashes, fold.version, replica_of(conn), _policy(fold),
+        _revoked(conn),
+    )  # fmt: skip
 
 
 class _Cutter:
     """Tracks what the scratch state holds, and writes it out as a checkpoint."""
 
-    def __init__(self, log_path: Path, fold: StoreState, base: Checkpoint | None) -> None:
-        self.log_path, self.fold = log_path, fold
+    def __init__(
+        self, log_path: Path, fold: StoreState, base: Checkpoint | None, revoked: str
+    ) -> None:
+        self.log_path, self.fold, self.revoked = log_path, fold, revoked
         self.vv = dict(base.vv) if base else {}
         self.hashes = dict(base.hashes) if base else {}
         self.top: Cut = base.top if base else (0, "", 0)
@@ -284,6 +300,7 @@ class _Cutter:
             "hashes": json.dumps(self.hashes, sort_keys=True),
             "fold_version": str(self.fold.version),
             "policy": _policy(self.fold),
+            "revoked": self.revoked,
             "replica": replica or "",
         }
         scratch.executemany("INSERT OR REPLACE INTO ck_meta VALUES (?, ?)", meta.items())
@@ -313,7 +330,7 @@ def _fold_and_cut(
     every: int,
     progress: Progress | None,
 ) -> list[Checkpoint]:
-    cutter = _Cutter(log_path, fold, base)
+    cutter = _Cutter(log_path, fold, base, _revoked(conn))
     replica = replica_of(conn)
     written: list[Checkpoint] = []
     batch: list[tuple[bytes, int]] = []

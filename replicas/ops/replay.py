@@ -35,7 +35,7 @@ from core.events import (
     decode_body,
     decode_event,
 )
-from core.fold import Accepted
+from core.fold import FLAG_REVOKED, Accepted
 from replicas.errors import SelectsNothing
 from replicas.ops.checkpoints import Checkpoint, open_checkpoint, rows_after, usable_checkpoint
 from replicas.ops.common import Cut, Progress, Scope, new_scratch, replica_of
@@ -146,7 +146,8 @@ def _fold_up_to(
             summary = queries.sales_summary(scratch)
             sales, gross = summary.sales, summary.gross
         ev = decode_event(raw)
-        body = _body_or_none(ev)
+        # Written after HQ revoked its origin: a step, never state (as in `fold_rows`).
+        body = None if flags & FLAG_REVOKED else _body_or_none(ev)
         if body is not None:
             fold.apply(scratch, [Accepted(ev, body, flags)])
             if isinstance(body, SaleCompleted):

@@ -348,3 +348,78 @@ def test_a_checkpoint_folded_with_another_price_policy_is_never_used(
         with closing(sqlite3.connect(ck["path"])) as conn, conn:
             conn.execute("UPDATE ck_meta SET value = 'lowest/5000' WHERE key = 'policy'")
     assert _replay(capsys, db, "--until", at(60), "--state-only")["checkpoint"] is None
+
+
+def test_a_checkpoint_cut_before_a_revocation_is_never_used(tmp_path: Path) -> None:
+    """HQ revokes a till after a checkpoint holds its later sales: the revocation only
+    flags stored events (their hashes stay), so the checkpoint would still look current;
+    a replay from it must equal one from the start, without the revoked sales."""
+    from contextlib import closing
+
+    from conflict.state import StoreState
+    from core.events import KeyRevoked
+    from core.log import EventLog
+    from core.sqlite import open_sync
+    from replicas.ops.checkpoints import build_checkpoints
+    from replicas.ops.replay import replay
+    from tests.factories import cash_sale, chain
+    from tests.replicas.ops_kit import run
+
+    db = tmp_path / "hq.db"
+    sales = chain("s1/t1", [cash_sale("A", receipt=f"S{i}") for i in range(40)], 1 << 40)
+    (revoke,) = chain("hq", [KeyRevoked(replica="s1/t1", after_seq=15)], (1 << 40) + 100)
+
+    async def ingest(events: list[Any]) -> None:
+        async with await EventLog.open(db, "hq", StoreState()) as log:
+            assert not (await log.ingest(events)).rejected
+
+    run(ingest(sales))
+    with closing(open_sync(db, readonly=True)) as conn:
+        assert [c.events for c in build_checkpoints(conn, db, every=10)] == [10, 20, 30, 40]
+    run(ingest([revoke]))
+    cut = (revoke.hlc, "\U0010ffff", 1 << 62)
+    with closing(open_sync(db, readonly=True)) as conn:
+        whole = replay(conn, cut, lambda o: True, last=3)
+        resumed = replay(conn, cut, lambda o: True, log_path=db, last=3)
+    assert whole.state["sales"]["sales"] == 15  # the revoked sales are not in it
+    assert resumed.state == whole.state
+    with closing(open_sync(db, readonly=True)) as conn:  # new checkpoints, cut after it
+        assert build_checkpoints(conn, db, every=10)
+        again = replay(conn, cut, lambda o: True, log_path=db, last=3)
+    assert again.checkpoint is not None and again.state == whole.state
+
+
+def test_revoked_events_among_the_last_steps_are_not_folded(tmp_path: Path) -> None:
+    """The last events, folded one by one as steps, skip what HQ revoked as the batch
+    fold does: the state is the same however many steps are asked for."""
+    from contextlib import closing
+
+    from conflict.state import StoreState
+    from core.events import KeyRevoked
+    from core.fold import FLAG_REVOKED
+    from core.log import EventLog
+    from core.sqlite import open_sync
+    from replicas.ops.replay import replay
+    from tests.factories import cash_sale, chain
+    from tests.replicas.ops_kit import run
+
+    db = tmp_path / "hq.db"
+    sales = chain("s1/t1", [cash_sale("A", receipt=f"S{i}") for i in range(20)], 1 << 40)
+    (revoke,) = chain("hq", [KeyRevoked(replica="s1/t1", after_seq=15)], (1 << 40) + 100)
+
+    async def ingest() -> None:
+        async with await EventLog.open(db, "hq", StoreState()) as log:
+            assert not (await log.ingest(sales)).rejected
+            assert not (await log.ingest([revoke])).rejected
+
+    run(ingest())
+    cut = (revoke.hlc, "\U0010ffff", 1 << 62)
+    with closing(open_sync(db, readonly=True)) as conn:
+        batch = replay(conn, cut, lambda o: True, last=0)
+        stepped = replay(conn, cut, lambda o: True, last=8)
+    assert batch.state["sales"]["sales"] == 15
+    assert stepped.state == batch.state
+    assert [s.flags & FLAG_REVOKED != 0 for s in stepped.steps] == [False] * 2 + [True] * 5 + [
+        False
+    ]
+    assert [s.sales for s in stepped.steps] == [14] + [15] * 7

@@ -5,18 +5,29 @@ refuses past the rotation. A clear error, before any event is signed or a port o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from broker.keyring import load_identity
 from conflict.state import StoreState
 from core.events import KeyRotated, event_hash
 from core.log import EventLog
 from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
 from replicas.bundle import install_bundle, write_bundle
-from replicas.keyfiles import ROTATED_KEYS, load_signer, write_rotated_key
+from replicas.keyfiles import (
+    NEXT_SEED,
+    ROTATED_KEYS,
+    SIGNING_SEED,
+    load_signer,
+    rotated_keys,
+    write_rotated_key,
+)
+from replicas.runtime import Replica
 from replicas.site import Site, init_site
 from tests.factories import cash_sale, chain
 
@@ -85,3 +96,93 @@ async def test_a_key_hq_rotated_away_from_is_refused(tmp_path: Path) -> None:
     proc = _start_till(machine)
     assert proc.returncode == 2, proc.stderr
     assert "HQ's rotation in the log makes" in proc.stderr
+
+
+class _Crash(BaseException):
+    """The process dying between two steps of a rotation (not an error anything handles)."""
+
+
+async def _sell_then_crash_rotating(
+    site: Site, machine: Path, monkeypatch: pytest.MonkeyPatch, crash_at: str
+) -> tuple[str, str]:
+    """t1 sells once, then rotates its key and "dies" at the first rename onto `crash_at`;
+    the old public key and the new one."""
+    folder = site.identity_dir(machine, T1)
+    log_path = site.data_dir(machine, T1) / "log.db"
+    old = load_signer(folder)
+    async with await EventLog.open(log_path, T1, StoreState(), signer=old) as log:
+        await log.append(cash_sale())
+    real_replace = os.replace
+
+    def crashing_replace(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == crash_at:
+            raise _Crash
+        real_replace(src, dst)
+
+    seed = new_signing_seed()
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(_Crash):
+        write_rotated_key(folder, seed, 2)
+    monkeypatch.setattr(os, "replace", real_replace)
+    return encode_public_key(old.public_key), encode_public_key(Ed25519Signer(seed).public_key)
+
+
+async def _key_at_start(site: Site, machine: Path) -> str:
+    """The key the till loads and checks at start (`Replica._start_parts`, before its
+    network): RetiredSigningKey if it would refuse to start."""
+    replica = Replica(site, T1, machine)
+    replica.identity = load_identity(site.identity_dir(machine, T1))
+    replica.log = await replica._open_log()
+    try:
+        await replica._check_signing_key()
+        signer = replica.log.signer
+        assert isinstance(signer, Ed25519Signer)
+        return encode_public_key(signer.public_key)
+    finally:
+        await replica.log.close()
+
+
+async def test_a_crash_before_the_new_seed_is_in_place_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = init_site(tmp_path / "site", {"s1": ["t1"]})
+    bundle = tmp_path / "t1.tar.gz"
+    write_bundle(tmp_path / "site", T1, bundle)
+    machine = tmp_path / "machine"
+    install_bundle(bundle, machine)
+    _, new = await _sell_then_crash_rotating(site, machine, monkeypatch, SIGNING_SEED)
+    assert await _key_at_start(site, machine) == new  # the rotation finished at start
+    folder = site.identity_dir(machine, T1)
+    assert list(rotated_keys(folder)) == [new] and not (folder / NEXT_SEED).exists()
+
+
+async def test_a_crash_before_the_rotated_list_keeps_the_old_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = init_site(tmp_path / "site", {"s1": ["t1"]})
+    bundle = tmp_path / "t1.tar.gz"
+    write_bundle(tmp_path / "site", T1, bundle)
+    machine = tmp_path / "machine"
+    install_bundle(bundle, machine)
+    old, _ = await _sell_then_crash_rotating(site, machine, monkeypatch, ROTATED_KEYS)
+    assert await _key_at_start(site, machine) == old  # nothing was signed with the new one
+    folder = site.identity_dir(machine, T1)
+    assert rotated_keys(folder) == {} and not (folder / NEXT_SEED).exists()
+
+
+async def test_a_rotated_key_whose_seed_was_lost_before_signing_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a crash left in a build that wrote the list before the seed: the list names
+    a new key whose seed is gone, sign.seed still holds the old one."""
+    site = init_site(tmp_path / "site", {"s1": ["t1"]})
+    bundle = tmp_path / "t1.tar.gz"
+    write_bundle(tmp_path / "site", T1, bundle)
+    machine = tmp_path / "machine"
+    install_bundle(bundle, machine)
+    old, new = await _sell_then_crash_rotating(site, machine, monkeypatch, SIGNING_SEED)
+    folder = site.identity_dir(machine, T1)
+    (folder / NEXT_SEED).unlink(missing_ok=True)
+    assert list(rotated_keys(folder)) == [new]
+    assert await _key_at_start(site, machine) == old
+    assert rotated_keys(folder) == {}
