@@ -6,9 +6,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-# Debian packages the tests use (the browser test, the clock-skew test). Installed here,
-# visibly and only where missing, never from inside a test; needs root (CI is root).
-SYSTEM_DEPS := chromium:/usr/bin/chromium faketime:/usr/bin/faketime
+# Debian packages the tests use (the browser test, the clock-skew test, HQ on PostgreSQL).
+# Installed here, visibly and only where missing, never from inside a test; needs root.
+SYSTEM_DEPS := chromium:/usr/bin/chromium faketime:/usr/bin/faketime \
+	postgresql-15:/usr/lib/postgresql/15/bin/initdb
 
 .PHONY: demo test soak bench check wheel clean system-deps
 

@@ -138,11 +138,8 @@ class Replica:
         except BaseException:
             await self.log.close()
             raise
-        self.log.commit_observers.append(self.metrics.on_commit)
-        self.state_cache = StateCache(self.log)
-        self.engine = SyncEngine(
-            self.replica_id, holds(self.replica_id), self.sync_config, vv=self.log.version_vector()
-        )
+        self._observe_log()
+        self.engine = self._new_engine()
         try:
             await self._start_server()
             await self._connect()
@@ -150,13 +147,21 @@ class Replica:
             await self._close_network()
             await self.log.close()
             raise
-        assert self.supervisor is not None
-        self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
+        if self.supervisor is not None:  # (an HQ ingest worker may use another's server)
+            self._tasks.append(asyncio.create_task(self.supervisor.run(), name="supervise-nats"))
         self._tasks.append(asyncio.create_task(self._serve_when_ready(), name="api"))
         watch = self._watch_uplink() if self.replica_id != HQ else self._watch_leaves()
         self._tasks.append(asyncio.create_task(watch, name="links"))
         if self.replica_id != HQ:
             self._start_forwarding()
+
+    def _observe_log(self) -> None:
+        self.log.commit_observers.append(self.metrics.on_commit)
+        self.state_cache = StateCache(self.log)
+
+    def _new_engine(self) -> SyncEngine:
+        vv = self.log.version_vector()
+        return SyncEngine(self.replica_id, holds(self.replica_id), self.sync_config, vv=vv)
 
     async def _open_log(self) -> EventLog:
         clock = HybridClock(self.wall_ms, max_offset_ms=self.site.max_clock_offset_ms)
@@ -183,7 +188,7 @@ class Replica:
         self.supervisor = ServerSupervisor(self.server, self.replica_id)
 
     async def _connect(self) -> None:
-        assert self.server is not None and self.engine is not None
+        assert self.engine is not None
         transport: SyncTransport | None = None
 
         async def reconnected() -> None:
@@ -191,13 +196,21 @@ class Replica:
                 await transport.on_reconnected()
 
         assert self.identity.seed_file is not None  # a replica's identity has its nkey
-        options = connect_options(self.server.client_url, self.identity.seed_file, self.replica_id)
+        options = connect_options(self._nats_url(), self.identity.seed_file, self.replica_id)
         self.nc = await nats.connect(
             **options, reconnected_cb=reconnected, error_cb=_log_nats_error
         )
-        transport = SyncTransport(self.nc, self.log, self.engine, observer=self.metrics)
+        transport = self._new_transport(self.nc)
         await transport.start()
         self.transport = transport
+
+    def _nats_url(self) -> str:
+        assert self.server is not None
+        return self.server.client_url
+
+    def _new_transport(self, nc: Client) -> SyncTransport:
+        assert self.engine is not None
+        return SyncTransport(nc, self.log, self.engine, observer=self.metrics)
 
     def _start_forwarding(self) -> None:
         """Card payments: the site's processor, and this till's forwarding loop."""
@@ -295,8 +308,12 @@ class Replica:
                 log.warning("%s: its %d unsigned events vouched for by %s (log.signed)",
                             self.replica_id, checkpoint.seq - 1, checkpoint.id)  # fmt: skip
         host, port = self.site.host_of(self.replica_id), self.site.node(self.replica_id).api
+        await self._serve_api(self._app(), host, port)
+
+    async def _serve_api(self, app: Any, host: str, port: int) -> None:
+        """Serve `app` until stopped; `ready` once the port is bound, `failed` if not."""
         config = uvicorn.Config(
-            self._app(), host=host, port=port, log_level="warning", lifespan="off",
+            app, host=host, port=port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=API_GRACE,
         )  # fmt: skip
         self._api = _QuietServer(config, started=self.ready.set)

@@ -9,7 +9,6 @@ Split from `replicas.runtime`, whose `Replica` calls these; the key files themse
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 from broker.keyring import NodeIdentity
@@ -61,7 +60,7 @@ async def check_signing_key(event_log: EventLog, replica_id: str, key_dir: Path)
         return
     seq = event_log.head(replica_id)[0]
     valid = registry.key_of(replica_id, seq + 1) if isinstance(registry, KeyRegistry) else None
-    head = await event_log.read(lambda c: _own_event(c, replica_id, seq))
+    head = await _own_event(event_log, replica_id, seq)
     check_not_retired(replica_id, key_dir, signer, valid, head)
 
 
@@ -80,6 +79,9 @@ async def rotate_signing_key(
     return encode_public_key(signer.public_key), from_seq
 
 
-def _own_event(conn: sqlite3.Connection, origin: str, seq: int) -> Event | None:
-    row = conn.execute("SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
-    return decode_event(row[0]) if row else None
+async def _own_event(event_log: EventLog, origin: str, seq: int) -> Event | None:
+    """Our event `seq` as the log holds it (None: none, or compacted away). Through
+    `read_range`, which every log has (HQ on PostgreSQL's too)."""
+    raws = await event_log.read_range(origin, seq, 1) if seq > 0 else []
+    event = decode_event(raws[0]) if raws else None
+    return event if event is not None and event.seq == seq else None

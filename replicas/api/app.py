@@ -60,7 +60,7 @@ _log = logging.getLogger(__name__)
 # --- errors ----------------------------------------------------------------------------
 
 
-def _install_errors(app: FastAPI) -> None:
+def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_error)
     app.add_exception_handler(SchemaViolation, _event_error)
     app.add_exception_handler(StorageError, _storage_error)
@@ -126,7 +126,7 @@ def _status_router(till: Till) -> APIRouter:
             unsynced_to_hq=replica.unsynced_to_hq(), sales=m.SalesSummaryView(**summary._asdict()),
             sync=replica.sync_status(), digest=dig, open_conflicts=open_conflicts,
             evidence=kept, stale_snapshot=replica.log.stale_snapshot,
-            card_exposure=_exposure(exposure),
+            card_exposure=exposure_view(exposure),
         )  # fmt: skip
 
     @r.get("/shop")
@@ -150,7 +150,8 @@ def _status_router(till: Till) -> APIRouter:
     return r
 
 
-def _exposure(rows: list[dict[str, Any]]) -> m.ExposureView:
+def exposure_view(rows: list[dict[str, Any]]) -> m.ExposureView:
+    """`/status`'s card exposure: the `offline_exposure` rows summed (HQ on PostgreSQL too)."""
     ages = [r["oldest_age_s"] for r in rows]
     return m.ExposureView(
         payments=sum(r["payments"] for r in rows), amount=sum(r["amount"] for r in rows),
@@ -207,7 +208,7 @@ def create_app(
         dependencies=[Depends(authorize)],
     )
     app.state.access = access or Access(None)
-    _install_errors(app)
+    install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     routers = (
         sales_router, stock_router, catalog_router, shifts_router, reports_router, keys_router,

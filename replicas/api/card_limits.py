@@ -20,9 +20,11 @@ from replicas.api.auth import made_by
 from replicas.api.common import ERRORS, Till, event_out
 from replicas.api.models import NoPanText
 
-__all__ = ["CardLimitsIn", "CardLimitsView", "card_limits_router"]
+__all__ = ["CardLimitsIn", "CardLimitsView", "LimitsStore", "card_limits_router", "limits_body"]
 
 _Store = Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]*$")]
+# GET's ?store= (a till's own store by default, every store's limits at HQ)
+LimitsStore = Annotated[str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class CardLimitsView(BaseModel):
@@ -44,6 +46,14 @@ class CardLimitsIn(CardLimitsView):
     by: NoPanText = ""
 
 
+def limits_body(req: CardLimitsIn, by: str) -> CardLimitsSet:
+    """The event HQ appends for `req` (also HQ's on PostgreSQL: `replicas.hq.api`)."""
+    return CardLimitsSet(
+        per_payment=req.per_payment, till_total=req.till_total, till_count=req.till_count,
+        max_age_s=req.max_age_s, store=req.store, by=by,
+    )  # fmt: skip
+
+
 def card_limits_router(till: Till) -> APIRouter:
     r = APIRouter(tags=["cards"], responses=ERRORS)
 
@@ -51,16 +61,11 @@ def card_limits_router(till: Till) -> APIRouter:
     async def set_limits(req: CardLimitsIn, request: Request) -> m.EventOut:
         if till.replica.replica_id != HQ:
             raise HTTPException(403, "floor limits are set at HQ")
-        body = CardLimitsSet(
-            per_payment=req.per_payment, till_total=req.till_total, till_count=req.till_count,
-            max_age_s=req.max_age_s, store=req.store, by=made_by(request, req.by, "set limits"),
-        )  # fmt: skip
+        body = limits_body(req, made_by(request, req.by, "set limits"))
         return event_out(await till.append(body))
 
     @r.get("/cards/limits")
-    async def get_limits(
-        store: Annotated[str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    ) -> CardLimitsView:
+    async def get_limits(store: LimitsStore = None) -> CardLimitsView:
         name = store or store_of(till.replica.replica_id) or ""
         limits = await till.read(lambda c: cards.card_limits(c, name))
         return CardLimitsView(**limits._asdict())

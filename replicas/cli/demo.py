@@ -34,6 +34,7 @@ from broker.subjects import HQ
 from replicas.cli.common import add_command, positive_int
 from replicas.demo.lan.story import LanDemo, describe_uplink, unavailable
 from replicas.demo.story import MARKER, Demo, DemoError
+from replicas.hq.connect import is_postgres
 from replicas.site import SITE_FILE
 
 __all__ = ["prepare_data", "register", "render_live", "render_summary"]
@@ -76,6 +77,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(with --lan: in the foreground, until Ctrl-C)",
     )
     p.add_argument(
+        "--hq-db",
+        metavar="postgresql|DSN",
+        help="HQ on PostgreSQL instead of its SQLite log: 'postgresql' starts a throwaway "
+        "server in --data (Debian's postgresql-15, run as the postgres user), or give the "
+        "postgresql://... DSN of an empty database; the proof then reads that database",
+    )
+    p.add_argument(
         "--lan",
         action="store_true",
         help="needs root: every replica on an emulated machine of its own (a network "
@@ -89,6 +97,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SystemExit("tillmesh: error: --duration must be > 0")
     if args.lan and (args.stores > 99 or args.tills > 200):  # 10.77.<store>.<11 + till>
         raise SystemExit("tillmesh: error: --lan takes at most 99 stores of 200 tills")
+    if args.hq_db is not None and args.lan:
+        raise SystemExit("tillmesh: error: --hq-db runs without --lan")
+    if args.hq_db not in (None, "postgresql") and not is_postgres(args.hq_db):
+        raise SystemExit("tillmesh: error: --hq-db is 'postgresql' or a postgresql:// DSN")
     if args.lan and (why := unavailable()) is not None:  # before --data is touched
         print(f"tillmesh: error: demo --lan cannot run here: {why}", file=sys.stderr)
         return 2
@@ -103,6 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tills=args.tills,
         catalog_size=args.products,
         keep=args.keep,
+        **({"hq_db": args.hq_db} if args.hq_db else {}),
     )
     try:
         return _run_and_report(demo, console, args.data)
@@ -435,6 +448,10 @@ def _print_keep(console: Console, demo: Demo) -> None:
             pids.append(str(proc.pid))
             console.print(f"  {rid:6} {demo.site.api_url(rid)}/   pid {proc.pid}")
     console.print(f"  e.g. tillmesh status --data {demo.root} --replica s1/t1")
+    if demo.postgres is not None and (pg := demo.postgres.postmaster_pid()) is not None:
+        console.print(f"  HQ's PostgreSQL {demo.postgres.dsn}   pid {pg}")
+        console.print(f"  e.g. tillmesh report sales {demo.postgres.dsn} --by store")
+        pids.append(str(pg))
     console.print(f"Stop them with:  kill {' '.join(pids)}   (each stops its own nats-server)")
 
 

@@ -1,7 +1,9 @@
 """`tillmesh report`: sales, payments, tax, best sellers and stock, for HQ analysts.
 
 Reads a replica's log read-only (WAL lets it run beside a live HQ or till): on HQ's
-log every store, on a till's its own store. Output is a table, `--json` or `--csv`
+log every store, on a till's its own store. Given a postgresql:// DSN instead, reads
+HQ's PostgreSQL read model (`replicas.hq.reports`: the same figures, in a read-only
+transaction). Output is a table, `--json` or `--csv`
 (for a spreadsheet or BI tool). Money is int minor units, as everywhere in tillmesh.
 """
 
@@ -20,6 +22,8 @@ from typing import Any
 from conflict import reports
 from conflict.reports import SALES_GROUPS, Window
 from replicas.cli.common import add_command, add_group, open_db, positive_int, print_json
+from replicas.hq import reports as pg_reports
+from replicas.hq.connect import is_postgres, open_readonly
 
 __all__ = ["parse_utc_offset", "register"]
 
@@ -101,14 +105,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _command(
     group: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    report: Callable[[Any, argparse.Namespace], list[Record]],
+    report: Callable[[Any, Any, argparse.Namespace], list[Record]],
     summary: str,
     example: str,
     *,
     windowed: bool = True,
 ) -> argparse.ArgumentParser:
     p = add_command(group, name, lambda args: _run(report, args), summary, example)
-    p.add_argument("db", type=Path, help="a replica's log.db (HQ's holds every store)")
+    p.add_argument(
+        "db",
+        help="a replica's log.db (HQ's holds every store), or HQ's postgresql://... DSN",
+    )
     p.add_argument("--store", help="only this store")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="as JSON")
@@ -132,10 +139,14 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(
-    report: Callable[[Any, argparse.Namespace], list[Record]], args: argparse.Namespace
+    report: Callable[[Any, Any, argparse.Namespace], list[Record]], args: argparse.Namespace
 ) -> int:
-    with closing(open_db(args.db)) as conn:
-        rows = report(conn, args)
+    if is_postgres(args.db):
+        with open_readonly(args.db) as pg:
+            rows = report(pg_reports, pg, args)
+    else:
+        with closing(open_db(Path(args.db))) as conn:
+            rows = report(reports, conn, args)
     if args.json:
         print_json(rows)
     elif args.csv:
@@ -149,29 +160,35 @@ def _window(args: argparse.Namespace) -> Window:
     return Window.between(args.since, args.until, args.store, args.utc_offset)
 
 
-def _sales(conn: Any, args: argparse.Namespace) -> list[Record]:
+def _sales(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
     by = [part.strip() for part in args.by.split(",") if part.strip()]
-    return reports.sales_report(conn, by, _window(args))
+    result: list[Record] = source.sales_report(conn, by, _window(args))
+    return result
 
 
-def _payments(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.payments_report(conn, _window(args))
+def _payments(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.payments_report(conn, _window(args))
+    return result
 
 
-def _tax(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.tax_report(conn, _window(args))
+def _tax(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.tax_report(conn, _window(args))
+    return result
 
 
-def _items(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.items_report(conn, _window(args), args.top)
+def _items(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.items_report(conn, _window(args), args.top)
+    return result
 
 
-def _declines(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.declines_report(conn, args.store)
+def _declines(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.declines_report(conn, args.store)
+    return result
 
 
-def _stock(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.stock_report(conn, args.store, args.below)
+def _stock(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.stock_report(conn, args.store, args.below)
+    return result
 
 
 # --- arguments -------------------------------------------------------------------
@@ -179,8 +196,9 @@ def _stock(conn: Any, args: argparse.Namespace) -> list[Record]:
 _OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
 
 
-def _prices(conn: Any, args: argparse.Namespace) -> list[Record]:
-    return reports.prices_report(conn, args.store)
+def _prices(source: Any, conn: Any, args: argparse.Namespace) -> list[Record]:
+    result: list[Record] = source.prices_report(conn, args.store)
+    return result
 
 
 def parse_utc_offset(text: str) -> int:

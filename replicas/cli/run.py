@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from broker.subjects import HQ
 from replicas.cli.common import add_command, print_json
 from replicas.errors import LinkError
+from replicas.hq.shard import Shard
 from replicas.hub import HubNode
 from replicas.metrics import ReplicaMetrics
 from replicas.runtime import Replica
@@ -52,7 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         cmd_hq,
         "Run the HQ read replica in the foreground (hub nats-server, ingest, catalog API).",
         "tillmesh hq --data data\n"
-        "  tillmesh hq --data /var/lib/tillmesh --node hq2   # HQ's second hub machine",
+        "  tillmesh hq --data /var/lib/tillmesh --node hq2   # HQ's second hub machine\n"
+        "  tillmesh hq --data data --db postgresql://hq@db1/tillmesh --shard 1/2"
+        "   # ingest worker 1 of 2 on PostgreSQL",
     )
     p.add_argument("--data", type=Path, required=True)
     p.add_argument(
@@ -66,6 +69,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="only for a brand-new site's HQ: do not wait for one till of every store to "
         "confirm HQ's history (a replacement HQ on an empty log must wait)",
+    )
+    p.add_argument(
+        "--db",
+        metavar="postgresql://...",
+        help="keep HQ's events and read model in this PostgreSQL database instead of "
+        "the SQLite log in --data (created and migrated on first use)",
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        metavar="K/N",
+        help="with --db: run ingest worker K of N, owning its share of the stores (worker "
+        "0 also runs HQ's hub nats-server and API; default 0/1: one worker for all)",
+    )
+    p.add_argument(
+        "--nats",
+        metavar="URL",
+        help="with --shard K/N, K > 0: the HQ hub nats-server to connect to (default: "
+        "HQ's, as the site names it; on another machine, its local hub node's)",
+    )
+    p.add_argument(
+        "--listen",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="with --shard K/N, K > 0: where this worker serves /healthz and /metrics "
+        "(default: HQ's API host, its port + K); its tokens are HQ's",
     )
     _add_verbosity(p)
 
@@ -102,7 +132,46 @@ def cmd_till(args: argparse.Namespace) -> int:
 def cmd_hq(args: argparse.Namespace) -> int:
     if args.node != HQ:
         return run_hub_node(args.data, args.node, verbose=args.verbose)
+    if args.db is not None:
+        return run_hq_worker(args.data, args.db, args.shard, args.nats, fresh=args.fresh,
+                             verbose=args.verbose, listen=args.listen)  # fmt: skip
+    if args.shard != Shard() or args.nats is not None or args.listen is not None:
+        raise SystemExit("tillmesh hq: --shard, --nats and --listen need --db postgresql://...")
     return run_replica(args.data, HQ, fresh=args.fresh, verbose=args.verbose)
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def run_hq_worker(
+    root: Path,
+    dsn: str,
+    shard: Shard,
+    nats_url: str | None,
+    *,
+    fresh: bool,
+    verbose: bool,
+    listen: tuple[str, int] | None = None,
+) -> int:
+    from replicas.hq.worker import HqWorker  # psycopg loads only for HQ on PostgreSQL
+
+    worker = HqWorker(
+        load_site(root), root, dsn, shard, fresh=fresh, nats_url=nats_url, listen=listen
+    )
+    _log_as(f"hq[{shard}]", verbose)
+    asyncio.run(_run(worker))
+    return 0
 
 
 def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:
@@ -148,13 +217,20 @@ async def _run(replica: Replica) -> None:
     await replica.start()
     try:
         if await _first(replica.ready, stop, replica.failed) is replica.ready:
-            url = replica.site.api_url(replica.replica_id)
-            print(f"{replica.replica_id} serving on {url}", flush=True)
+            print(_serving(replica), flush=True)
             await _first(stop, replica.failed)
     finally:
         await replica.stop()
     if replica.failure is not None:  # raised once stopped: log closed, server reaped
         raise replica.failure
+
+
+def _serving(replica: Replica) -> str:
+    shard = getattr(replica, "shard", None)
+    if shard is not None and not shard.front:
+        url = replica.api_url()  # type: ignore[attr-defined]
+        return f"{replica.replica_id} ingest worker {shard} up (PostgreSQL), metrics on {url}"
+    return f"{replica.replica_id} serving on {replica.site.api_url(replica.replica_id)}"
 
 
 async def _first(*events: asyncio.Event) -> asyncio.Event:

@@ -6,7 +6,9 @@ Two halves, kept apart so each can come from elsewhere later (a PostgreSQL HQ):
   the till last announced) and HQ's leaf links (`leaves`);
 - `state_figures`: from the state, by `conflict.reports` and `conflict.detect` on
   one read snapshot: today's takings per till, sales per hour per store, deferred card
-  exposure per till, open conflicts per store.
+  exposure per till, open conflicts per store. `sales_figures` is the part any module
+  of report queries gives (`replicas.hq.reports` on HQ's PostgreSQL, which detects no
+  conflicts yet: they are None there, "not known", never 0).
 `dashboard` joins them with the site's list of stores and tills (a till never heard
 still has its row). Money is int minor units.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from types import ModuleType
 from typing import Any
 
 from conflict import reports
@@ -25,7 +28,7 @@ from conflict.policies import from_state
 from conflict.reports import Window
 from core.events import store_of
 
-__all__ = ["HEARD_WITHIN", "dashboard", "link_view", "state_figures", "today"]
+__all__ = ["HEARD_WITHIN", "dashboard", "link_view", "sales_figures", "state_figures", "today"]
 
 Record = dict[str, Any]
 # A till announces every 5 s (SyncConfig.announce_interval); three missed is offline,
@@ -44,18 +47,24 @@ def today(now: datetime, utc_offset_min: int) -> Window:
 
 def state_figures(conn: sqlite3.Connection, window: Window) -> Record:
     """Figures read from the state on one snapshot (see the module doc)."""
-    per_till = reports.sales_report(conn, ["till"], window)
-    hourly = reports.sales_report(conn, ["store", "hour"], window)
-    deferred = reports.deferred_cards(conn)
     conflicts: dict[str, int] = {}
     for c in detect(conn, from_state(conn), open_only=True):
         for store in _stores_of(c):
             conflicts[store] = conflicts.get(store, 0) + 1
+    return {**sales_figures(reports, conn, window), "conflicts": conflicts}
+
+
+def sales_figures(source: ModuleType, conn: Any, window: Window) -> Record:
+    """Takings per till, sales per hour per store, deferred cards per till, by the
+    report queries of `source` on `conn`; conflicts None: not known from these."""
+    per_till = source.sales_report(conn, ["till"], window)
+    hourly = source.sales_report(conn, ["store", "hour"], window)
+    deferred = source.deferred_cards(conn)
     return {
         "takings": {r["till"]: (r["sales"], r["net"]) for r in per_till},
         "hourly": [(r["store"], r["hour"], r["sales"], r["net"]) for r in hourly],
         "deferred": {r["till"]: (r["payments"], r["amount"]) for r in deferred},
-        "conflicts": conflicts,
+        "conflicts": None,
     }
 
 
@@ -93,17 +102,21 @@ def dashboard(
     window: Window,
     now: datetime,
 ) -> Record:
-    """The dashboard's JSON: every store of the site with its tills, and chain totals."""
+    """The dashboard's JSON: every store of the site with its tills, and chain totals
+    (conflict counts None where the figures hold none: not known, as on PostgreSQL)."""
     out = [_store(store, tills, links, figures) for store, tills in sorted(stores.items())]
+    known = figures["conflicts"] is not None
+    totals: dict[str, int | None] = {
+        key: sum(s[key] for s in out)
+        for key in ("sales", "takings", "deferred_exposure", "not_at_hq")
+    }
+    totals["open_conflicts"] = sum(s["open_conflicts"] for s in out) if known else None
     return {
         "generated_at": now.astimezone(UTC).isoformat(timespec="seconds"),
         "utc_offset": window.utc_offset_min,
         "stores": out,
-        "chain_conflicts": figures["conflicts"].get(CHAIN, 0),
-        "totals": {
-            key: sum(s[key] for s in out)
-            for key in ("sales", "takings", "deferred_exposure", "open_conflicts", "not_at_hq")
-        },
+        "chain_conflicts": figures["conflicts"].get(CHAIN, 0) if known else None,
+        "totals": totals,
     }
 
 
@@ -120,7 +133,9 @@ def _store(
         "takings": sum(r["takings"] for r in rows),
         "deferred_exposure": sum(r["deferred_exposure"] for r in rows),
         "not_at_hq": sum(r["not_at_hq"] for r in rows),
-        "open_conflicts": figures["conflicts"].get(store, 0),
+        "open_conflicts": (
+            None if figures["conflicts"] is None else figures["conflicts"].get(store, 0)
+        ),
         "per_hour": [{"hour": h, "sales": n, "net": net} for h, (n, net) in sorted(hours.items())],
         "tills": rows,
     }

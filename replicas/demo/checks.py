@@ -1,6 +1,7 @@
 """The demo's proof: every replica's log file against the model and its store's others.
 
-Read-only over the replicas' `log.db` files once the demo has stopped selling:
+Read-only over the replicas' `log.db` files (and HQ's PostgreSQL database when HQ runs
+on one: `hq_dsn`) once the demo has stopped selling:
 `verify` holds each replica's sales, stock and money against the `Model` of what the
 API acknowledged (`model`) and checks that every till of a store and HQ's scope
 of it fold to one digest; `count_conflicts` reports what conflict detection finds.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,11 @@ from core.events import decode_body, decode_event
 from core.fold import Accepted
 from core.sqlite import open_sync
 from replicas.demo.model import Model
+from replicas.hq import facts as pg_facts
 from replicas.site import Site
 from replicas.sync.protocol import holds
 
-__all__ = ["Check", "card_money", "count_conflicts", "scoped_digest", "verify"]
+__all__ = ["Check", "card_money", "count_conflicts", "scoped_digest", "scoped_digest_of", "verify"]
 
 
 @dataclass
@@ -91,9 +94,11 @@ def _card_money(conn: sqlite3.Connection) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
-def card_money(data_dir: Path) -> dict[str, int]:
+def card_money(data_dir: Path, hq_dsn: str | None = None) -> dict[str, int]:
     """A replica's card money by settlement (online, captured, declined, expired,
-    outstanding), from its log file, read-only."""
+    outstanding), from its log file (HQ's PostgreSQL database given `hq_dsn`), read-only."""
+    if hq_dsn is not None:
+        return pg_facts.card_money(hq_dsn)
     conn = open_sync(data_dir / "log.db", readonly=True)
     try:
         return _card_money(conn)
@@ -107,22 +112,49 @@ def _card_check(rid: str, facts: Facts, want: dict[str, int]) -> Check:
     return Check(rid, "cards", facts.cards == want, shown)
 
 
-def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
-    """The digest `replica_id` should have, computed from another (wider) log: fold the
-    events in its scope into a scratch state. Fold order is free (the CRDT law)."""
-    conn, scratch = open_sync(db, readonly=True), sqlite3.connect(":memory:", isolation_level=None)
+Rows = list[tuple[str, bytes, int]]  # (origin, raw, flags) of stored events
+
+
+def _log_batches(db: Path) -> Iterator[Rows]:
+    conn = open_sync(db, readonly=True)
     try:
-        fold, scope = StoreState(price_policy=policy), holds(replica_id)
-        fold.create_tables(scratch)
-        scratch.execute("BEGIN")
         rows = conn.execute("SELECT origin, raw, flags FROM events ORDER BY hlc, origin, seq")
         while batch := rows.fetchmany(1000):
-            events = [(decode_event(raw), flags) for origin, raw, flags in batch if scope(origin)]
-            fold.apply(scratch, [Accepted(ev, decode_body(ev), fl) for ev, fl in events])
-        scratch.execute("COMMIT")
-        return queries.state_digest(scratch)
+            yield batch
     finally:
         conn.close()
+
+
+def _hq_batches(root: Path, site: Site, hq_dsn: str | None) -> Iterator[Rows]:
+    if hq_dsn is not None:
+        return pg_facts.event_batches(hq_dsn)
+    return _log_batches(site.data_dir(root, HQ) / "log.db")
+
+
+def _scratch(batches: Iterable[Rows], replica_id: str, policy: PricePolicy) -> sqlite3.Connection:
+    """The state `replica_id` should have, folded from a wider set of events into a
+    scratch database. Fold order is free (the CRDT law)."""
+    scratch = sqlite3.connect(":memory:", isolation_level=None)
+    fold, scope = StoreState(price_policy=policy), holds(replica_id)
+    fold.create_tables(scratch)
+    scratch.execute("BEGIN")
+    for batch in batches:
+        events = [(decode_event(raw), flags) for origin, raw, flags in batch if scope(origin)]
+        fold.apply(scratch, [Accepted(ev, decode_body(ev), fl) for ev, fl in events])
+    scratch.execute("COMMIT")
+    return scratch
+
+
+def scoped_digest(db: Path, replica_id: str, policy: PricePolicy) -> str:
+    """The digest `replica_id` should have, computed from another (wider) log."""
+    return scoped_digest_of(_log_batches(db), replica_id, policy)
+
+
+def scoped_digest_of(batches: Iterable[Rows], replica_id: str, policy: PricePolicy) -> str:
+    scratch = _scratch(batches, replica_id, policy)
+    try:
+        return queries.state_digest(scratch)
+    finally:
         scratch.close()
 
 
@@ -168,11 +200,10 @@ def _compare(rid: str, facts: Facts, want: Expected) -> list[Check]:
     ]
 
 
-def _check_prices(rid: str, db: Path, model: Model) -> Check:
+def _check_prices(rid: str, conn: sqlite3.Connection, model: Model) -> Check:
     """The catalog as `rid`'s store sells it against the model: the chain price, or the
     store's override where it set one; HQ shows the chain price and every override."""
     store = None if rid == HQ else rid.split("/")[0]
-    conn = open_sync(db, readonly=True)
     try:
         shown = {p["sku"]: p for p in queries.catalog(conn, store)}
     finally:
@@ -192,14 +223,26 @@ def _check_prices(rid: str, db: Path, model: Model) -> Check:
     return Check(rid, "prices", not wrong and overrides == mine, detail)
 
 
-def verify(root: Path, site: Site, model: Model, cards: Model | None = None) -> list[Check]:
-    """Every replica's log file against the model and against its store's other replicas;
-    with `cards` (a demo with an acquirer), card money by settlement too."""
-    facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in site.replicas}
+def _pg_facts(dsn: str) -> Facts:
+    sales, stock, money = pg_facts.facts(dsn)
+    return Facts("", sales, stock, money, pg_facts.card_money(dsn))
+
+
+def verify(
+    root: Path, site: Site, model: Model, hq_dsn: str | None = None, cards: Model | None = None
+) -> list[Check]:
+    """Every replica's log file (HQ's database) against the model and against its
+    store's other replicas; with `cards` (a demo with an acquirer), card money by
+    settlement too."""
+    tills = [r for r in site.replicas if r != HQ]
+    facts = {rid: _read_facts(site.data_dir(root, rid) / "log.db") for rid in tills}
+    hq_db = site.data_dir(root, HQ) / "log.db"
+    facts[HQ] = _pg_facts(hq_dsn) if hq_dsn is not None else _read_facts(hq_db)
     checks = []
     for store, tills in site.stores.items():
         rids = [f"{store}/{t}" for t in tills]
-        hq = scoped_digest(site.data_dir(root, HQ) / "log.db", rids[0], site.price_policy)
+        batches = _hq_batches(root, site, hq_dsn)
+        hq = scoped_digest_of(batches, rids[0], site.price_policy)
         digests = {facts[r].digest for r in rids}
         shown = " ".join(sorted(d[:12] for d in digests | {hq}))
         checks.append(Check(store, "digest", digests == {hq}, shown))
@@ -209,18 +252,29 @@ def verify(root: Path, site: Site, model: Model, cards: Model | None = None) -> 
                 checks.append(_card_check(rid, facts[rid], cards.card_settlements([store])))
     checks += _compare(HQ, facts[HQ], _expect(model, list(site.stores)))
     if model.chain_prices:
-        checks += [_check_prices(rid, site.data_dir(root, rid) / "log.db", model)
+        checks += [_check_prices(rid, _state_of(root, site, rid, hq_dsn), model)
                    for rid in site.replicas]  # fmt: skip
     if cards is not None:
         checks.append(_card_check(HQ, facts[HQ], cards.card_settlements(list(site.stores))))
     return checks
 
 
-def count_conflicts(root: Path, site: Site) -> dict[str, Counter[str]]:
-    """Conflicts `conflict.detect` finds in each replica's log, by kind."""
+def _state_of(root: Path, site: Site, rid: str, hq_dsn: str | None) -> sqlite3.Connection:
+    """`rid`'s state: its log file, or for HQ on PostgreSQL its events folded afresh."""
+    if rid == HQ and hq_dsn is not None:
+        return _scratch(pg_facts.event_batches(hq_dsn), HQ, site.price_policy)
+    return open_sync(site.data_dir(root, rid) / "log.db", readonly=True)
+
+
+def count_conflicts(root: Path, site: Site, hq_dsn: str | None = None) -> dict[str, Counter[str]]:
+    """Conflicts `conflict.detect` finds in each replica's log, by kind (for HQ on
+    PostgreSQL: in its events, folded into a scratch state)."""
     out = {}
     for rid in site.replicas:
-        conn = open_sync(site.data_dir(root, rid) / "log.db", readonly=True)
+        if rid == HQ and hq_dsn is not None:
+            conn = _scratch(pg_facts.event_batches(hq_dsn), HQ, site.price_policy)
+        else:
+            conn = open_sync(site.data_dir(root, rid) / "log.db", readonly=True)
         try:
             out[rid] = Counter(c.kind for c in detect(conn, from_state(conn)))
         finally:

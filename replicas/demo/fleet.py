@@ -81,9 +81,12 @@ class Fleet:
         site: Site,
         api: ApiAccess,
         wrap: Mapping[str, Sequence[str]] | None = None,
+        hq_args: Sequence[str] = (),
     ) -> None:
-        """`wrap`: replica id -> what its command line runs under (its machine)."""
+        """`wrap`: replica id -> what its command line runs under (its machine);
+        `hq_args`: more of HQ's options (`--db postgresql://...`)."""
         self.root, self.site, self.api = root, site, api
+        self.hq_args = list(hq_args)
         self.wrap = {rid: list(prefix) for rid, prefix in (wrap or {}).items()}
         self.procs = {rid: Proc(rid) for rid in site.replicas}
 
@@ -91,7 +94,7 @@ class Fleet:
         data = ["--data", str(self.root.resolve())] + (["--fresh"] if fresh else [])
         tillmesh = [*self.wrap.get(rid, []), *tillmesh_command()]
         if rid == HQ:
-            return [*tillmesh, "hq", *data]
+            return [*tillmesh, "hq", *data, *self.hq_args]
         store, till = rid.split("/")
         return [*tillmesh, "till", *data, "--store", store, "--till", till]
 

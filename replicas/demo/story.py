@@ -40,6 +40,7 @@ from replicas.demo.checks import Check, card_money, count_conflicts, verify
 from replicas.demo.fleet import MARKER, DemoError, Fleet, PortTaken
 from replicas.demo.metrics import ReplicaMetricsSummary, scrape_all
 from replicas.demo.workload import TillDriver, Workload
+from replicas.hq.cluster import LocalPostgres
 from replicas.site import init_site, save_site
 from replicas.sync.protocol import holds
 
@@ -89,6 +90,9 @@ class Demo:
     converge_took: float | None = None
     elapsed: float = 0.0
     metrics: dict[str, ReplicaMetricsSummary] = field(default_factory=dict)  # GET /metrics
+    # HQ's store: None for its SQLite log; "postgresql" for a throwaway local PostgreSQL
+    # in the data folder (Debian's postgresql-15); or a postgresql:// DSN of an empty one.
+    hq_db: str | None = None
     # The site's card acquirer, a process beside the fleet (the LAN demo has none: its
     # tills take cards offline under the floor limits, and nothing is forwarded).
     with_acquirer: ClassVar[bool] = True
@@ -99,6 +103,14 @@ class Demo:
     def __post_init__(self) -> None:
         self.t0 = time.monotonic()
         self._polled_at: dict[str, float] = {}
+        self.postgres: LocalPostgres | None = None
+
+    @property
+    def hq_dsn(self) -> str | None:
+        if self.hq_db != "postgresql":
+            return self.hq_db
+        assert self.postgres is not None, "the site's PostgreSQL is not started"
+        return self.postgres.dsn
 
     @property
     def ok(self) -> bool:
@@ -139,10 +151,14 @@ class Demo:
             await self.fleet.stop_all()
         if hasattr(self, "acquirer"):
             self.acquirer.stop()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.stop)
 
     def _starting(self) -> str:
         tills = len(self.site.replicas) - 1
         each = "each with its own nats-server and SQLite log"
+        if self.hq_db is not None:
+            return f"HQ on PostgreSQL and {tills} tills as separate processes, the tills {each}"
         return f"HQ and {tills} tills as separate processes, {each}"
 
     async def _run(self) -> None:
@@ -157,12 +173,12 @@ class Demo:
             self.metrics = await scrape_all(self.api, self.site.replicas)
         finally:
             poller.cancel()
-        cards = self.workload.model if self.with_acquirer else None
-        self.checks = await asyncio.to_thread(
-            verify, self.root, self.site, self.workload.model, cards
-        )
-        self.card_split = await asyncio.to_thread(card_money, self.site.data_dir(self.root, HQ))
-        self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site)
+        model, dsn = self.workload.model, self.hq_dsn
+        cards = model if self.with_acquirer else None
+        self.checks = await asyncio.to_thread(verify, self.root, self.site, model, dsn, cards)
+        hq_dir = self.site.data_dir(self.root, HQ)
+        self.card_split = await asyncio.to_thread(card_money, hq_dir, dsn)
+        self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site, dsn)
 
     def _layout(self) -> dict[str, list[str]]:
         """Stores s1..sN, each with tills t1..tM."""
@@ -173,7 +189,13 @@ class Demo:
     def _init_site(self) -> None:
         self.site = init_site(self.root, self._layout())
         self.api = ApiAccess(self.site)
-        self.fleet = Fleet(self.root, self.site, self.api)
+        if self.hq_db == "postgresql":  # in the site's folder: wiped with it
+            if self.postgres is not None:
+                self.postgres.stop()
+            self.postgres = LocalPostgres(self.root / "postgres")
+            self.postgres.start()
+        hq_args = ["--db", self.hq_dsn] if self.hq_dsn is not None else []
+        self.fleet = Fleet(self.root, self.site, self.api, hq_args=hq_args)
         self.fleet.save_pids()  # the marker: this folder is the demo's to wipe next time
 
     async def _start_site(self, attempts: int = 3) -> None:
@@ -190,6 +212,8 @@ class Demo:
                 self.note(f"{e}; starting over on new ports")
                 await self.fleet.stop_all()
                 await self.api.aclose()
+                if self.postgres is not None:
+                    self.postgres.stop()
                 shutil.rmtree(self.root)  # this run's own folder, made a moment ago
                 self._init_site()
 

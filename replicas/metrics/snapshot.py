@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 from conflict import queries, reports
 from core.events import HQ
+from core.stats import LogStats
 from replicas.api.common import ReplicaHandle
 from replicas.cache import StateCache
 from replicas.sync.protocol import holds
 
-__all__ = ["MetricsSource", "Snapshot", "take_snapshot"]
+__all__ = ["MetricsSource", "Snapshot", "snapshot_of", "take_snapshot"]
 
 
 class MetricsSource(ReplicaHandle, Protocol):
@@ -61,6 +62,13 @@ def _state_figures(conn: sqlite3.Connection) -> tuple[queries.SalesSummary, list
 async def take_snapshot(source: MetricsSource, cache: StateCache) -> Snapshot:
     stats = await source.log.stats()
     summary, deferred_rows = await cache.read("metrics", _state_figures)
+    return snapshot_of(source, stats, summary, deferred_rows)
+
+
+def snapshot_of(
+    source: MetricsSource, stats: LogStats, summary: queries.SalesSummary, deferred_rows: list[Any]
+) -> Snapshot:
+    """The snapshot from figures already read (HQ on PostgreSQL reads its own)."""
     sync: dict[str, Any] = source.sync_status()
     uplink = sync.get("uplink") or {}
     return Snapshot(

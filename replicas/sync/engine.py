@@ -106,14 +106,21 @@ class SyncEngine:
         *,
         vv: Mapping[str, int] | None = None,
         requester_scope: Callable[[str], Callable[[str], bool]] = holds,
+        serves: Callable[[str], bool] | None = None,
+        served_vv: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
+        """`serves` / `served_vv`: what pulls are answered from, when that is more than
+        what this engine pulls and ingests (`in_scope`, its own vector): an HQ ingest
+        worker writes its share of the stores but serves HQ's origin too, read from the
+        shared database. By default both are `in_scope` and the engine's own vector."""
         self.replica_id = replica_id
         self.in_scope = in_scope or holds(replica_id)
+        self._served_vv = served_vv
         self.config = config or SyncConfig()
         self._requester_scope = requester_scope
         self._vv: dict[str, int] = {o: s for o, s in (vv or {}).items() if self.in_scope(o)}
         self.peers = PeerTable(self.config)  # what we know of each peer, and the incidents
-        self._server = PullServer(replica_id, self.in_scope, self.config, requester_scope)
+        self._server = PullServer(replica_id, serves or self.in_scope, self.config, requester_scope)
         self._inflight: dict[str, _Pull] = {}  # by peer
         self._admitted: dict[int, _Admitted] = {}  # by pull id: replies being ingested
         self._next_pull_id = 0
@@ -398,7 +405,8 @@ class SyncEngine:
     def on_pull_request(self, peer: str, req: PullRequest, now: float) -> ServePlan:
         """Which rows to serve `peer`: in its scope and ours, held by us, within budget."""
         self.peers.get(peer)  # a requester is a known peer from now on (status lists it)
-        plan, refused = self._server.plan(peer, req, self._vv, now)
+        held = self._served_vv() if self._served_vv is not None else self._vv
+        plan, refused = self._server.plan(peer, req, held, now)
         if refused:
             self.peers.hostile(peer, OUT_OF_SCOPE_REQUEST, f"asked for {refused[0]!r}", now)
         return plan

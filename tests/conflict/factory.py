@@ -8,7 +8,9 @@ import itertools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
+import msgspec
 from hypothesis import strategies as st
 
 from conflict import queries
@@ -52,6 +54,7 @@ __all__ = [
     "scenarios",
     "split",
     "stock_by_key",
+    "taxed_sale",
 ]
 
 ORIGINS = ("s1/t1", "s1/t2", "s2/t1", "hq")  # three stores' stock: s1, s2 and HQ's own
@@ -87,6 +90,22 @@ def sale_body(
         pay = Payment(method="card", amount=total, card_token="tok_test_0001",
                       card_last4="4242", auth=card)  # type: ignore[arg-type]  # fmt: skip
     return SaleCompleted(receipt=receipt, lines=sl, payments=[pay], shift=shift)
+
+
+def taxed_sale(
+    sale: SaleCompleted, rates: Sequence[int], mode: Literal["inclusive", "exclusive"]
+) -> SaleCompleted:
+    """`sale` as a till of schema 6 makes it: each line's tax at `rates[i]` basis points,
+    in (inclusive) or on (exclusive) its value, rounded half up per line; paid exactly
+    (its one payment, in cash or by card, for the taxed total)."""
+    lines = []
+    for line, rate in zip(sale.lines, rates, strict=True):
+        value, whole = line.total, 10_000 + rate if mode == "inclusive" else 10_000
+        tax = (2 * value * rate + whole) // (2 * whole)
+        lines.append(msgspec.structs.replace(line, tax=tax, tax_rate_bp=rate))
+    taxed = msgspec.structs.replace(sale, lines=lines, tax_mode=mode)
+    payments = [msgspec.structs.replace(p, amount=taxed.total) for p in sale.payments]
+    return msgspec.structs.replace(taxed, payments=payments)
 
 
 def fresh_db(fold: StoreState) -> sqlite3.Connection:
@@ -127,14 +146,22 @@ _skus = st.sampled_from(SKUS)
 _lines = st.lists(st.tuples(_skus, st.integers(1, 5), st.integers(1, 500)), min_size=1, max_size=3)
 
 
+_TAX_MODES = (None, "inclusive", "exclusive")  # None: a sale before tills computed tax
+_RATES = (0, 550, 2000)
+
+
 @st.composite
-def _body(draw: st.DrawFn, sale_ids: list[str]) -> Body:
+def _body(draw: st.DrawFn, sale_ids: list[str], tax: bool = False) -> Body:
     kind = draw(st.sampled_from(_KINDS))
     targets = st.sampled_from([*sale_ids, UNKNOWN_SALE])
     if kind == "sale":
         receipt = f"R{draw(st.integers(0, 30))}"  # small pool: collisions happen
         card = draw(st.sampled_from(("", "", "online", "deferred", "deferred")))
-        return sale_body(draw(_lines), receipt, draw(st.sampled_from(("sh1", "sh2"))), card)
+        sale = sale_body(draw(_lines), receipt, draw(st.sampled_from(("sh1", "sh2"))), card)
+        mode = draw(st.sampled_from(_TAX_MODES)) if tax else None
+        if mode is None:
+            return sale
+        return taxed_sale(sale, [draw(st.sampled_from(_RATES)) for _ in sale.lines], mode)
     if kind == "card":  # an outcome of a (maybe) deferred payment, maybe twice or unknown
         pid = f"{draw(targets)}#0"
         return draw(st.sampled_from((
@@ -151,11 +178,11 @@ def _body(draw: st.DrawFn, sale_ids: list[str]) -> Body:
     if kind == "void":
         return SaleVoided(sale=draw(targets))
     if kind == "refund":
-        return _refund(draw, draw(targets))
+        return _refund(draw, draw(targets), tax)
     return _admin(draw, kind)
 
 
-def _refund(draw: st.DrawFn, sale: str) -> RefundIssued:
+def _refund(draw: st.DrawFn, sale: str, tax: bool = False) -> RefundIssued:
     lines = draw(
         st.lists(
             st.builds(RefundLine, line=st.integers(0, 3), qty=st.integers(1, 5),
@@ -163,6 +190,8 @@ def _refund(draw: st.DrawFn, sale: str) -> RefundIssued:
             min_size=1, max_size=2,
         )
     )  # fmt: skip
+    if tax:  # the tax in each line's amount, given back (schema 6)
+        lines = [msgspec.structs.replace(ln, tax=draw(st.integers(0, ln.amount))) for ln in lines]
     method = draw(st.sampled_from(("cash", "card")))
     return RefundIssued(sale=sale, lines=lines, method=method, restock=draw(st.booleans()))
 
@@ -197,14 +226,16 @@ _KINDS = (
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_events: int = 40) -> list[Accepted]:
-    """Valid chained events from ORIGINS, interleaved, HLCs close enough to collide."""
+def scenarios(draw: st.DrawFn, max_events: int = 40, tax: bool = False) -> list[Accepted]:
+    """Valid chained events from ORIGINS, interleaved, HLCs close enough to collide.
+    `tax`: sales of schema 6 too (taxed inclusive or exclusive, or not recorded) and
+    refund lines giving back tax."""
     chain, events, sale_ids, ms = Chain(), [], [], 1_000_000
     for _ in range(draw(st.integers(0, max_events))):
         ms += draw(st.sampled_from((0, 0, 1, 500, 3000, 20_000)))
         origin = draw(st.sampled_from(ORIGINS))
         flags = FLAG_SKEWED if draw(st.integers(0, 15)) == 0 else 0
-        acc = chain.make(origin, draw(_body(sale_ids)), ms, flags)
+        acc = chain.make(origin, draw(_body(sale_ids, tax)), ms, flags)
         if isinstance(acc.body, SaleCompleted):
             sale_ids.append(acc.event.id)
         events.append(acc)

@@ -12,8 +12,11 @@ process (nor, with --lan, namespace) left behind.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
@@ -22,11 +25,13 @@ import pytest
 from conflict import queries
 from core.sqlite import open_sync
 from replicas.cli.main import main
-from replicas.demo.checks import scoped_digest
+from replicas.demo.checks import scoped_digest, scoped_digest_of
 from replicas.demo.lan import story as lan_story
 from replicas.demo.netlab.runs import KIT
 from replicas.demo.netlab.runs import leftovers as lab_leftovers
 from replicas.demo.story import Demo
+from replicas.hq import facts as pg_facts
+from replicas.hq.cluster import LocalPostgres, postgres_missing
 from replicas.site import load_site
 from tests.pan_scan import scan_for_pans
 from tests.unprivileged import run_unprivileged
@@ -221,3 +226,47 @@ def test_lan_demo_without_namespaces_says_why_and_makes_nothing(
     err = capsys.readouterr().err
     assert "demo --lan cannot run here: network namespaces unavailable here: `ip netns" in err
     assert not (tmp_path / "data").exists()
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A folder PostgreSQL's user may enter (pytest's tmp_path is root's alone)."""
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    root = Path(tempfile.mkdtemp(prefix="tillmesh-demo-pg-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_short_demo_on_postgres_matches_the_tills(pg_data_dir: Path) -> None:
+    """HQ on PostgreSQL through the same story (HQ SIGKILLed and restarted included):
+    afterwards, with every process gone, PostgreSQL started again on the demo's folder
+    holds each acknowledged sale once (the printed count, the tills' stores summed), each
+    store's stock as its tills have it, and HQ's events of each store fold to the tills'
+    digest."""
+    data = pg_data_dir / "data"
+    args = ("--stores", "2", "--tills", "2", "--duration", "6", "--seed", "3", "--products", "60")
+    result = run_demo(data, *args, "--hq-db", "postgresql")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "HQ on PostgreSQL" in out
+    m = re.search(r"^CONVERGED: (\d+) replicas, (\d+) sales", out, re.M)
+    assert m, out
+    assert leftovers(data) == [], "the demo left processes running"
+    site = load_site(data)
+    with LocalPostgres(data / "postgres") as pg:
+        sales, stock, _ = pg_facts.facts(pg.dsn)
+        for store, tills in site.stores.items():
+            facts = [read_db(data / store / till / "log.db") for till in tills]
+            levels = {sku: n for (s, sku), n in stock.items() if s == store}
+            assert all({k: v for k, v in st[store].items() if v} == levels for _, _, st in facts), (
+                store
+            )
+            hq_view = scoped_digest_of(
+                pg_facts.event_batches(pg.dsn), f"{store}/{tills[0]}", site.price_policy
+            )
+            assert {digest for digest, _, _ in facts} == {hq_view}, store
+        till_sales = sum(read_db(data / s / t[0] / "log.db")[1] for s, t in site.stores.items())
+        assert len(sales) == till_sales == int(m[2])

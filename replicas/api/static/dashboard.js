@@ -116,7 +116,7 @@ function storeCard(s) {
   title.append(el("span", { "data-field": "store-online", class: "muted" },
     `${s.online}/${s.tills_count} tills online`));
   title.append(el("span", { "data-field": "store-conflicts", class: s.open_conflicts ? "warn" : "muted" },
-    `${s.open_conflicts} open conflicts`));
+    s.open_conflicts === null ? "conflicts not detected here" : `${s.open_conflicts} open conflicts`));
   title.append(el("span", { "data-field": "store-takings" }, money(s.takings)));
   card.append(title);
   const body = el("div", { class: "store-body" });
@@ -134,7 +134,9 @@ function render(data) {
   $("total-sales").textContent = data.totals.sales;
   $("total-deferred").textContent = money(data.totals.deferred_exposure);
   $("total-not-at-hq").textContent = data.totals.not_at_hq;
-  $("total-conflicts").textContent = data.totals.open_conflicts + data.chain_conflicts;
+  // null: this HQ (on PostgreSQL) detects no conflicts yet: not known, never 0
+  $("total-conflicts").textContent = data.totals.open_conflicts === null
+    ? "n/a" : data.totals.open_conflicts + data.chain_conflicts;
   $("stores").replaceChildren(...data.stores.map(storeCard));
   $("updated").textContent = `as of ${data.generated_at}`;
   $("updated").dataset.generatedAt = data.generated_at;

@@ -1,0 +1,197 @@
+"""Each checked event's fate against the chain heads, for HQ's PostgreSQL store.
+
+The same rules as the SQLite log's `core.batch.Transaction` (accept the next event of
+a chain, count a duplicate, hold one past a gap, quarantine a broken chain or one out
+of scope), decided in memory: the reads it needs (held events to drain, stored hashes
+of duplicates) are handed in by the caller, who batches them into a query each. The
+checks that need no log (canonical bytes, body, card data, signature) were done by
+`core.checks.check_events` before; nothing reaches PostgreSQL unchecked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.batch import MAX_HELD_AHEAD, MAX_REFUSED_PER_REQUEST, ClockAhead, IngestResult
+from core.checks import NO_HEAD, CheckedEvent, Head, check_event, holds_card_data
+from core.clock import HybridClock
+from core.errors import (
+    ChainBroken,
+    Equivocation,
+    EventError,
+    OutOfScope,
+    OversizedError,
+    SignatureError,
+    TillmeshError,
+)
+from core.events import (
+    HQ,
+    MAX_INT64,
+    Body,
+    Event,
+    KeyRevoked,
+    RawEvent,
+    decode_event,
+    encode_event,
+)
+from core.fold import FLAG_REVOKED, FLAG_SKEWED, FLAG_UNAPPLIED
+from core.signing import Verifier
+
+__all__ = ["Admission", "EventRow", "QuarantineRow"]
+
+# (store, origin, seq, hlc, type, flags, hash, raw): hq_events' columns
+EventRow = tuple[str, str, int, int, str, int, bytes, bytes]
+# (received_ms, peer, origin, seq, kind, detail, raw)
+QuarantineRow = tuple[int, str, str, int, str, str, bytes]
+
+
+def _store(origin: str) -> str:
+    return origin.partition("/")[0]
+
+
+@dataclass
+class Admission:
+    """One batch's decisions; `staged` heads are published only after COMMIT."""
+
+    heads: dict[str, Head]
+    in_scope: Callable[[str], bool]
+    clock: HybridClock
+    wall_ms: Callable[[], int]
+    revoked: dict[str, int]
+    verifier: Verifier | None = None
+    staged: dict[str, Head] = field(default_factory=dict)
+    last_hlc: dict[str, int] = field(default_factory=dict)
+    rows: list[EventRow] = field(default_factory=list)
+    applied: list[tuple[Event, Body]] = field(default_factory=list)
+    held: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+    drained: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: list[tuple[Event, bytes, str]] = field(default_factory=list)
+    quarantined: list[QuarantineRow] = field(default_factory=list)
+    newly_revoked: dict[str, int] = field(default_factory=dict)
+    new_hashes: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+    def head(self, origin: str) -> Head:
+        return self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
+
+    # --- remote --------------------------------------------------------------------
+
+    def ingest(
+        self,
+        checked: list[CheckedEvent],
+        peer: str,
+        result: IngestResult,
+        pending: Callable[[str, int], list[bytes]],
+    ) -> None:
+        """`pending(origin, above)`: raws held for `origin` past seq `above`, in seq order."""
+        drain: set[str] = set()
+        for c in checked:
+            if len(result.rejected) >= MAX_REFUSED_PER_REQUEST:
+                n = len(result.rejected)
+                refusal = OversizedError("refused events in one frame", n, MAX_REFUSED_PER_REQUEST)
+                result.rejected.append(refusal)
+                break
+            try:
+                if self._one(c, peer, result):
+                    drain.add(c.event.origin)
+            except (EventError, ChainBroken, Equivocation) as e:
+                result.rejected.append(e.with_traceback(None))
+        for origin in sorted(drain):
+            self._drain(origin, pending(origin, self.head(origin)[0]), result)
+
+    def _one(self, checked: CheckedEvent, peer: str, result: IngestResult) -> bool:
+        """Decide one event; True if it advanced a chain (held events may follow it)."""
+        ev = checked.event
+        if not self.in_scope(ev.origin):
+            self._quarantine(ev, peer, OutOfScope(ev.origin, "this HQ worker"))
+        seq, head_hash = self.head(ev.origin)
+        if ev.seq == seq + 1 and ev.prev == head_hash:
+            self._accept_remote(checked, peer, result)
+            return True
+        if ev.seq <= seq:
+            self.duplicates.append((ev, checked.hash, peer))
+            result.duplicates += 1
+        elif ev.seq > seq + 1:
+            if checked.error is not None:
+                self._quarantine(ev, peer, checked.error)
+            if ev.seq - seq > MAX_HELD_AHEAD:
+                raise OversizedError(f"gap before {ev.id}", ev.seq - seq, MAX_HELD_AHEAD)
+            self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
+            result.held += 1
+        else:
+            self._quarantine(ev, peer, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
+        return False
+
+    def _drain(self, origin: str, raws: list[bytes], result: IngestResult) -> None:
+        for raw in raws:
+            seq, head_hash = self.head(origin)
+            c = check_event(RawEvent(decode_event(raw), raw))
+            if c.event.seq != seq + 1:
+                return
+            self.drained.append((origin, seq + 1))
+            try:
+                if c.event.prev != head_hash:
+                    broken = ChainBroken(origin, c.event.seq, head_hash, c.event.prev)
+                    self._quarantine(c.event, "(held)", broken)
+                self._accept_remote(c, "(held)", result)
+            except (EventError, ChainBroken):
+                return
+
+    def _accept_remote(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
+        if checked.known:
+            checked = check_event(checked.event)
+        ev, body = checked.event, checked.body
+        if checked.error is not None:
+            self._quarantine(ev, peer, checked.error)
+        flags = 0 if body is not None else FLAG_UNAPPLIED
+        if not self.clock.observe(ev.hlc):
+            flags |= FLAG_SKEWED
+            seen = ClockAhead(1, ev.hlc)
+            result.clock_ahead[ev.origin] = seen.plus(result.clock_ahead.get(ev.origin))
+        self.accept(ev, checked.hash, checked.raw, body, flags)
+        result.stored.append(RawEvent(ev, checked.raw))
+
+    # --- shared --------------------------------------------------------------------
+
+    def accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None:
+        origin, seq = ev.origin, ev.seq
+        cut = min(self.newly_revoked.get(origin, MAX_INT64), self.revoked.get(origin, MAX_INT64))
+        if seq > cut:
+            flags, body = flags | FLAG_REVOKED, None  # kept and replicated, never state
+        elif isinstance(body, KeyRevoked) and origin == HQ:
+            old = min(self.newly_revoked.get(body.replica, MAX_INT64),
+                      self.revoked.get(body.replica, MAX_INT64))  # fmt: skip
+            self.newly_revoked[body.replica] = min(body.after_seq, old)
+        self.staged[origin] = (seq, h)
+        self.last_hlc[origin] = ev.hlc
+        self.new_hashes[(origin, seq)] = h
+        self.rows.append((_store(origin), origin, seq, ev.hlc, ev.type, flags, h, raw))
+        if body is not None:
+            self.applied.append((ev, body))
+
+    def check_duplicates(self, stored: dict[tuple[str, int], bytes]) -> list[TillmeshError]:
+        """Quarantine each duplicate whose bytes differ from the stored event's (a signed
+        twin is equivocation); `stored`: hashes read for `self.duplicates`."""
+        refused: list[TillmeshError] = []
+        for ev, h, peer in self.duplicates:
+            known = self.new_hashes.get((ev.origin, ev.seq)) or stored.get((ev.origin, ev.seq))
+            if known is None or known == h:
+                continue
+            try:
+                if self.verifier is not None:
+                    try:
+                        self.verifier.verify(ev, h)
+                    except SignatureError as e:
+                        self._quarantine(ev, peer, e.with_traceback(None))
+                self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, known, h))
+            except (EventError, Equivocation) as e:
+                refused.append(e.with_traceback(None))
+        return refused
+
+    def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
+        """Keep the refused bytes as evidence (never card data), then raise."""
+        raw = b"" if holds_card_data(ev, error) else encode_event(ev)
+        seq = min(ev.seq, MAX_INT64)
+        kind = type(error).__name__
+        self.quarantined.append((self.wall_ms(), peer, ev.origin, seq, kind, str(error), raw))
+        raise error

@@ -1,0 +1,256 @@
+"""HQ's HTTP API when HQ runs on PostgreSQL (served by ingest worker 0).
+
+What HQ's API is for, over the PostgreSQL read model: health, status (the whole
+database's version vector, this worker's sync, the offline card exposure), `/metrics`
+(as every replica's), the catalog (HQ defines products and the chain's prices: HQ's own
+events, appended by worker 0, which owns HQ's origin), the card floor limits (the
+same), a shift's figures (`/shifts/{id}`) and the reports (`/reports/*`, the same
+routes and figures as on SQLite). The same token policy as
+every replica's API (`replicas.api.auth.POLICY`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from conflict import queries
+from core.events import Body
+from replicas.api import models as m
+from replicas.api.app import exposure_view, install_errors
+from replicas.api.auth import Access, authorize, made_by
+from replicas.api.card_limits import CardLimitsIn, CardLimitsView, LimitsStore, limits_body
+from replicas.api.common import ERRORS, Sku, hlc_iso, not_found
+from replicas.api.reports import report_routes
+from replicas.api.tokens import Role
+from replicas.hq import reports as pg_reports
+from replicas.hq.store import PgLog
+from replicas.metrics import ReplicaMetrics
+from replicas.metrics.snapshot import snapshot_of
+
+__all__ = ["PgReads", "Worker", "create_hq_app", "create_worker_app"]
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+
+class Worker(Protocol):
+    """What the API needs of a running ingest worker."""
+
+    replica_id: str
+    log: PgLog
+
+    def sync_status(self) -> dict[str, object]: ...
+
+    def online(self) -> bool: ...
+
+
+class PgReads:
+    """Report queries on a read-only connection of their own, in a worker thread."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: Conn | None = None
+        self._lock = asyncio.Lock()
+
+    async def read(self, fn: Callable[[Conn], T]) -> T:
+        async with self._lock:
+            return await asyncio.to_thread(self._run, fn)
+
+    def _run(self, fn: Callable[[Conn], T]) -> T:
+        if self._conn is None or self._conn.closed:
+            options = "-c default_transaction_read_only=on"
+            self._conn = psycopg.connect(self.dsn, options=options)
+        with self._conn.transaction():
+            return fn(self._conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _summary(conn: Conn) -> dict[str, int]:
+    row = conn.execute(
+        "SELECT COUNT(*)::int8, COALESCE(SUM(total), 0)::int8,"
+        " COALESCE(SUM(total) FILTER (WHERE id IN (SELECT sale_id FROM hq_voids)), 0)::int8,"
+        " (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN hq_sales s"
+        "   ON s.id = r.sale_id WHERE r.sale_id NOT IN (SELECT sale_id FROM hq_voids))"
+        " FROM hq_sales"
+    ).fetchone()
+    assert row is not None
+    sales, gross, voided, refunded = (int(v) for v in row)
+    net = gross - voided - refunded
+    return {"sales": sales, "gross": gross, "voided": voided, "refunded": refunded, "net": net}
+
+
+def _heads(conn: Conn) -> dict[str, int]:
+    return {o: int(s) for o, s in conn.execute("SELECT origin, seq FROM hq_heads").fetchall()}
+
+
+def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
+    r = APIRouter(tags=["catalog"], responses=ERRORS)
+
+    async def product(sku: str) -> m.ProductView | None:
+        rows = await reads.read(lambda c: pg_reports.catalog(c, sku))
+        return m.ProductView.model_validate(rows[0]) if rows else None
+
+    async def write(sku: str, body: Body) -> m.CatalogOut:
+        ev = await worker.log.append(body)
+        return m.CatalogOut(
+            event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc), product=await product(sku)
+        )
+
+    @r.get("/catalog")
+    async def list_catalog() -> list[m.ProductView]:
+        return [m.ProductView.model_validate(p) for p in await reads.read(pg_reports.catalog)]
+
+    @r.get("/catalog/{sku}")
+    async def get_product(sku: Sku) -> m.ProductView:
+        found = await product(sku)
+        if found is None:
+            raise not_found(f"SKU {sku!r}")
+        return found
+
+    @r.put("/catalog/{sku}")
+    async def upsert_product(sku: Sku, req: m.ProductIn, request: Request) -> m.CatalogOut:
+        req = req.model_copy(update={"by": made_by(request, req.by, "define products")})
+        return await write(sku, req.to_body(sku))
+
+    @r.put("/catalog/{sku}/price")
+    async def set_price(sku: Sku, req: m.PriceIn, request: Request) -> m.CatalogOut:
+        role: Role | None = request.state.role
+        if role is None or role < Role.hq_admin:
+            raise HTTPException(403, "HQ's prices are the chain's: that needs the hq_admin role")
+        if await product(sku) is None:
+            raise not_found(f"SKU {sku!r}")
+        req = req.model_copy(update={"by": made_by(request, req.by, "set prices")})
+        return await write(sku, req.to_body(sku))
+
+    return r
+
+
+def _cards_router(worker: Worker, reads: PgReads) -> APIRouter:
+    """HQ's card floor limits (`replicas.api.card_limits`): set by HQ (its own events,
+    appended by worker 0), read from the read model."""
+    r = APIRouter(tags=["cards"], responses=ERRORS)
+
+    @r.put("/cards/limits", status_code=201)
+    async def set_limits(req: CardLimitsIn, request: Request) -> m.EventOut:
+        ev = await worker.log.append(limits_body(req, made_by(request, req.by, "set limits")))
+        return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
+
+    @r.get("/cards/limits")
+    async def get_limits(store: LimitsStore = None) -> CardLimitsView:
+        limits = await reads.read(lambda c: pg_reports.card_limits(c, store or ""))
+        return CardLimitsView(**limits._asdict())
+
+    return r
+
+
+def _shifts_router(reads: PgReads) -> APIRouter:
+    """A shift's figures as HQ on SQLite gives them (`GET /shifts/{shift}`); shifts are
+    opened and closed at tills, so HQ serves no writes of them."""
+    r = APIRouter(tags=["shifts"], responses=ERRORS)
+
+    @r.get("/shifts/{shift}")
+    async def get_shift(shift: str) -> m.ShiftView:
+        state = await reads.read(lambda c: pg_reports.shift_totals(c, shift))
+        if state["opened_by"] is None and state["closed_by"] is None:
+            raise not_found(f"shift {shift!r}")
+        return m.ShiftView.model_validate(state)
+
+    return r
+
+
+def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
+    r = APIRouter(tags=["status"], responses=ERRORS)
+
+    @r.get("/status")
+    async def status() -> dict[str, Any]:
+        now_ms = worker.log.wall_ms()
+        heads, summary, exposure = await reads.read(
+            lambda c: (_heads(c), _summary(c), pg_reports.offline_exposure(c, None, now_ms))
+        )
+        return {
+            "replica_id": worker.replica_id, "store": "postgresql", "online": worker.online(),
+            "version_vector": heads, "events": sum(heads.values()), "sales": summary,
+            "sync": worker.sync_status(), "card_exposure": exposure_view(exposure).model_dump(),
+        }  # fmt: skip
+
+    return r
+
+
+def _health_router(worker: Worker, reads: PgReads) -> APIRouter:
+    r = APIRouter(tags=["status"], responses=ERRORS)
+
+    @r.get("/healthz")
+    async def healthz() -> m.HealthOut:
+        """The worker runs and reaches the database."""
+        await reads.read(lambda c: c.execute("SELECT 1").fetchone())
+        return m.HealthOut(ok=True, replica_id=worker.replica_id)
+
+    return r
+
+
+def _metrics_router(worker: Any, reads: PgReads, metrics: ReplicaMetrics) -> APIRouter:
+    """`GET /metrics` as every replica serves it, its state figures read here."""
+    r = APIRouter(tags=["metrics"])
+
+    @r.get("/metrics", response_class=Response)
+    async def scrape() -> Response:
+        stats = await worker.log.stats()
+        money, deferred = await reads.read(lambda c: (_summary(c), pg_reports.deferred_cards(c)))
+        summary = queries.SalesSummary(**money)
+        metrics.update(snapshot_of(worker, stats, summary, deferred))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r
+
+
+def create_hq_app(
+    worker: Worker,
+    reads: PgReads,
+    access: Access | None = None,
+    metrics: ReplicaMetrics | None = None,
+) -> FastAPI:
+    app = FastAPIOffline(
+        title="tillmesh HQ (PostgreSQL)",
+        description="HQ's API over its PostgreSQL read model: catalog, status, reports.",
+        version="1",
+        dependencies=[Depends(authorize)],
+    )
+    app.state.access = access or Access(None)
+    install_errors(app)
+    app.include_router(_health_router(worker, reads))
+    app.include_router(_status_router(worker, reads))
+    app.include_router(_catalog_router(worker, reads))
+    app.include_router(_shifts_router(reads))
+    app.include_router(_cards_router(worker, reads))
+    app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
+    if metrics is not None:
+        app.include_router(_metrics_router(worker, reads, metrics))
+    return app
+
+
+def create_worker_app(
+    worker: Worker, reads: PgReads, metrics: ReplicaMetrics, access: Access | None = None
+) -> FastAPI:
+    """What ingest worker K > 0 serves: `/healthz` and `/metrics` (its own ingest and sync
+    counters; the database's figures, the same on every worker). HQ's API is worker 0's."""
+    app = FastAPIOffline(
+        title="tillmesh HQ ingest worker (PostgreSQL)",
+        description="Health and Prometheus metrics of one HQ ingest worker.",
+        version="1",
+        dependencies=[Depends(authorize)],
+    )
+    app.state.access = access or Access(None)
+    install_errors(app)
+    app.include_router(_health_router(worker, reads))
+    app.include_router(_metrics_router(worker, reads, metrics))
+    return app

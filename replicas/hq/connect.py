@@ -1,0 +1,41 @@
+"""Telling a PostgreSQL DSN from a log path, read-only connections for reports, and a
+DSN fit for messages (no password)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from core.errors import StorageError
+
+__all__ = ["is_postgres", "open_readonly", "redact"]
+
+
+def is_postgres(where: object) -> bool:
+    """Whether `where` (a CLI argument) names a PostgreSQL database, not a log file."""
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+@contextmanager
+def open_readonly(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection whose transactions cannot write (a report never changes HQ)."""
+    try:
+        conn = psycopg.connect(dsn, options="-c default_transaction_read_only=on")
+    except psycopg.Error as e:
+        raise StorageError(redact(dsn), str(e).strip()) from e
+    with conn:
+        try:
+            conn.execute("SELECT 1 FROM hq_schema")
+        except psycopg.Error as e:
+            raise StorageError(redact(dsn), "not a tillmesh HQ database (no hq_schema)") from e
+        yield conn

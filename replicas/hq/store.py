@@ -1,0 +1,500 @@
+"""HQ's event store and read model on PostgreSQL: `PgLog`, what sync needs of a log.
+
+One ingest call is one transaction: the batch's events are COPYed into a staging table
+and moved with `INSERT ... ON CONFLICT (store, origin, seq) DO NOTHING`, beside the
+read model's rows (COPY into the fact tables), the held and quarantined events and
+the new chain heads. The heads are updated only from the values this process read
+(`WHERE seq = <old>`): if another worker wrote the same origin meanwhile (two workers
+given one store by mistake), the transaction is rolled back and the heads reloaded,
+so no event or fact is ever written twice. A worker restarted after SIGKILL starts
+from the heads of its last commit: the database's version vector.
+
+`owns(origin)` is the worker's share (`shard.py`): events of other origins are
+refused as out of scope, like a till refuses another store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import AsyncConnection, sql
+
+from conflict.catalog import PricePolicy
+from conflict.state import DEFAULT_WINDOW_MS
+from core.batch import IngestResult
+from core.checks import NO_HEAD, Head, check_events
+from core.clock import HybridClock, system_wall_ms
+from core.errors import StorageError, TillmeshError
+from core.events import Body, Event, RawEvent, decode_event, encode_body, encode_event, event_hash
+from core.fold import FLAG_REVOKED
+from core.log import Listener
+from core.observe import CommitObserver, commit_stats
+from core.signing import Signer, Verifier
+from core.stats import LogStats
+from replicas.hq.admit import Admission
+from replicas.hq.connect import redact
+from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts, products_of
+from replicas.hq.schema import migrate
+from replicas.hq.upgrade import apply_readable
+
+__all__ = ["PgLog"]
+
+logger = logging.getLogger(__name__)
+CHECK_SLICE = 256  # events checked per turn of the event loop (as core.log)
+REVOKE_LOCK = 0x7E11_4D36  # advisory lock: batches shared, a revocation exclusive
+EVENT_COLUMNS = ("store", "origin", "seq", "hlc", "type", "flags", "hash", "raw")
+EVENT_TYPES = ("text", "text", "int8", "int8", "text", "int4", "bytea", "bytea")
+
+
+class PgLog:
+    """Open with `await PgLog.open(dsn, ...)`; `async with` closes it."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection[Any],
+        reader: AsyncConnection[Any],
+        where: str,
+        replica_id: str,
+        owns: Callable[[str], bool],
+        clock: HybridClock,
+        wall_ms: Callable[[], int],
+        signer: Signer | None,
+        verifier: Verifier | None,
+        price_policy: PricePolicy,
+        window_ms: int,
+    ) -> None:
+        self.conn, self.reader = conn, reader  # the writer's, and one for serving reads
+        self.where, self.replica_id = where, replica_id
+        self.owns, self.clock, self.wall_ms = owns, clock, wall_ms
+        self.signer, self.verifier = signer, verifier
+        self.price_policy, self.window_ms = price_policy, window_ms
+        self._heads: dict[str, Head] = {}
+        self._pending_origins: set[str] = set()
+        self._shared: dict[str, int] = {}  # heads of origins served here, written by another
+        self._order = asyncio.Lock()  # checks run in call order...
+        self._write = asyncio.Lock()  # ...and so do the transactions after them
+        self._read = asyncio.Lock()
+        self.listeners: list[Listener] = []
+        self.commit_observers: list[CommitObserver] = []  # as EventLog's: metrics
+        self.clock_ahead: dict[str, Any] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        replica_id: str = "hq",
+        *,
+        owns: Callable[[str], bool] = lambda origin: True,
+        clock: HybridClock | None = None,
+        wall_ms: Callable[[], int] = system_wall_ms,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
+        price_policy: PricePolicy = "latest",
+        window_ms: int = DEFAULT_WINDOW_MS,
+    ) -> PgLog:
+        where = redact(dsn)
+        try:
+            with psycopg.connect(dsn) as sync_conn:
+                migrate(sync_conn, where)
+            conn = await AsyncConnection.connect(dsn, autocommit=True)
+            reader = await AsyncConnection.connect(dsn, autocommit=True)
+        except psycopg.Error as e:
+            raise StorageError(where, str(e).strip()) from e
+        log = cls(conn, reader, where, replica_id, owns, clock or HybridClock(wall_ms), wall_ms,
+                  signer, verifier, price_policy, window_ms)  # fmt: skip
+        try:
+            await log._load()
+            await log._apply_stored()
+        except psycopg.Error as e:
+            await log.close()
+            raise StorageError(where, str(e).strip()) from e
+        return log
+
+    async def _load(self) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS hq_staging (LIKE hq_events) ON COMMIT DELETE ROWS"
+            )
+            cur = await self.conn.execute("SELECT origin, seq, hash, last_hlc FROM hq_heads")
+            self._heads = {}
+            for origin, seq, h, last_hlc in await cur.fetchall():
+                if self.owns(origin):
+                    self._heads[origin] = (int(seq), bytes(h))
+                    self.clock.last = max(self.clock.last, int(last_hlc))
+            cur = await self.conn.execute("SELECT DISTINCT origin FROM hq_pending")
+            self._pending_origins = {o for (o,) in await cur.fetchall() if self.owns(o)}
+
+    async def close(self) -> None:
+        async with self._write, self._read:
+            await self.conn.close()
+            await self.reader.close()
+
+    async def __aenter__(self) -> PgLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- what sync reads -------------------------------------------------------------
+
+    def version_vector(self) -> dict[str, int]:
+        return {origin: seq for origin, (seq, _) in self._heads.items()}
+
+    def head(self, origin: str) -> Head:
+        return self._heads.get(origin, NO_HEAD)
+
+    def served_vv(self) -> dict[str, int]:
+        """What pulls are answered from: this worker's chains and the shared ones."""
+        return {**self._shared, **self.version_vector()}
+
+    async def refresh_shared(self, origins: Sequence[str]) -> None:
+        """Read the heads of `origins` (served here, written by another worker)."""
+        async with self._read:
+            cur = await self.reader.execute(
+                "SELECT origin, seq FROM hq_heads WHERE origin = ANY(%s)", (list(origins),)
+            )
+            self._shared = {o: int(s) for o, s in await cur.fetchall()}
+
+    async def events(self) -> int:
+        """Events stored, from the heads (every chain is contiguous from 1)."""
+        async with self._read:
+            cur = await self.reader.execute("SELECT COALESCE(SUM(seq), 0)::int8 FROM hq_heads")
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def read_range(self, origin: str, from_seq: int, limit: int) -> list[bytes]:
+        async with self._read:  # its own connection: serving never waits for an ingest
+            cur = await self.reader.execute(
+                "SELECT raw FROM hq_events WHERE store = %s AND origin = %s AND seq >= %s"
+                " ORDER BY seq LIMIT %s",
+                (origin.partition("/")[0], origin, from_seq, limit),
+            )
+            rows = await cur.fetchall()
+        return [bytes(r) for (r,) in rows]
+
+    # --- writes --------------------------------------------------------------------
+
+    async def ingest(self, events: Sequence[Event | RawEvent], peer: str = "") -> IngestResult:
+        """Checked in call order (`_order`), then written in that order: the next batch
+        is checked (Python, signatures) while this one's transaction runs in PostgreSQL,
+        so two frames in flight (sync reads one ahead) keep both busy."""
+        async with self._order:
+            checked = []
+            for i in range(0, len(events), CHECK_SLICE):
+                if i:
+                    await asyncio.sleep(0)
+                chunk = events[i : i + CHECK_SLICE]
+                checked += check_events(chunk, self._heads, self.verifier)
+            await self._write.acquire()  # FIFO: batches are written in the order checked
+        try:
+            result, t0 = IngestResult(), time.perf_counter()
+            adm = await self._commit(lambda a, pend: a.ingest(checked, peer, result, pend), result)
+            self._after_commit(adm, result.stored)  # heads moved before the next batch reads
+        finally:
+            self._write.release()
+        self._observe([(peer, 0, result)], time.perf_counter() - t0)
+        return result
+
+    async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
+        events: list[Event | RawEvent] = []
+        refused: list[TillmeshError] = []
+        for raw in raws:
+            try:
+                events.append(RawEvent(decode_event(raw), raw))
+            except TillmeshError as e:
+                refused.append(e)
+        result = await self.ingest(events, peer)
+        result.rejected.extend(refused)
+        return result
+
+    async def append(self, body: Body) -> Event:
+        return (await self.append_many([body]))[0]
+
+    async def append_many(self, bodies: Sequence[Body]) -> list[Event]:
+        """HQ's own events (catalog, prices, revocations), signed; the worker that owns
+        HQ's origin writes them."""
+        encoded = [(body, *encode_body(body)) for body in bodies]
+        made: list[RawEvent] = []
+
+        def author(adm: Admission, _: object) -> None:
+            for body, event_type, data in encoded:
+                seq, prev = adm.head(self.replica_id)
+                ev = Event(self.replica_id, seq + 1, self.clock.now(), body.min_schema(),
+                           event_type, data, prev)  # fmt: skip
+                h = event_hash(ev)
+                if self.signer is not None:
+                    ev = msgspec.structs.replace(ev, sig=self.signer.sign(h))
+                raw = encode_event(ev)
+                adm.accept(ev, h, raw, body, 0)
+                made.append(RawEvent(ev, raw))
+
+        async with self._write:
+            t0 = time.perf_counter()
+            adm = await self._commit(author, IngestResult())
+            self._after_commit(adm, made)
+        self._observe([("", len(made), made)], time.perf_counter() - t0)
+        return [m.event for m in made]
+
+    def _observe(self, done: list[tuple[str, int, object]], seconds: float) -> None:
+        if self.commit_observers:
+            stats = commit_stats(done, seconds)
+            for observer in list(self.commit_observers):
+                try:
+                    observer(stats)
+                except Exception:
+                    logger.exception("commit observer %r failed", observer)
+
+    async def stats(self) -> LogStats:
+        """Counts and the version vector of the whole database, as `EventLog.stats`."""
+        async with self._read:
+            cur = await self.reader.execute(
+                "SELECT (SELECT COALESCE(SUM(seq), 0)::int8 FROM hq_heads),"
+                " (SELECT count(*) FROM hq_pending), (SELECT count(*) FROM hq_quarantine),"
+                " pg_database_size(current_database())"
+            )
+            row = await cur.fetchone()
+            cur = await self.reader.execute("SELECT origin, seq FROM hq_heads")
+            heads = {str(o): int(n) for o, n in await cur.fetchall()}
+        assert row is not None
+        events, pending, quarantined, size = (int(v) for v in row)
+        return LogStats(
+            path=self.where, replica_id=self.replica_id, events=events, pending=pending,
+            quarantined=quarantined, version_vector=heads, file_bytes=size,
+        )  # fmt: skip
+
+    def _after_commit(self, adm: Admission, new: list[RawEvent]) -> None:
+        self._heads.update(adm.staged)
+        self._pending_origins |= {o for o, *_ in adm.held}
+        if new:
+            for listener in list(self.listeners):
+                try:
+                    listener(new)
+                except Exception:
+                    logger.exception("log listener %r failed", listener)
+
+    async def _commit(
+        self, decide: Callable[[Admission, Callable[[str, int], list[bytes]]], None],
+        result: IngestResult,
+    ) -> Admission:  # fmt: skip
+        try:
+            return await self._transaction(decide, result)
+        except psycopg.Error as e:
+            await self._load_after_failure()
+            raise StorageError(self.where, str(e).strip()) from e
+        except StorageError:  # another writer moved a head: take the database's
+            logger.warning("%s: a head moved under this worker; reloading", self.where)
+            await self._load_after_failure()
+            raise
+
+    async def _load_after_failure(self) -> None:
+        try:
+            await self._load()
+        except psycopg.Error:
+            logger.exception("reloading heads from %s failed", self.where)
+
+    async def _transaction(
+        self, decide: Callable[[Admission, Callable[[str, int], list[bytes]]], None],
+        result: IngestResult,
+    ) -> Admission:  # fmt: skip
+        c = self.conn
+        async with c.transaction():
+            # Shared with every other worker's batch, exclusive for a revocation: a batch
+            # sees the cut a revocation made, or the revocation sees the batch's events.
+            # (An advisory lock: no row lock, which would write the row every batch.)
+            await c.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REVOKE_LOCK,))
+            cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked'")
+            row = await cur.fetchone()
+            revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
+            adm = Admission(dict(self._heads), self.owns, self.clock, self.wall_ms, revoked,
+                            self.verifier)  # fmt: skip
+            pending = await self._pending_rows(adm)
+            decide(adm, pending)
+            result.rejected.extend(adm.check_duplicates(await self._stored_hashes(adm)))
+            await self._write_batch(adm)
+        return adm
+
+    async def _pending_rows(self, adm: Admission) -> Callable[[str, int], list[bytes]]:
+        """Held raws of the origins that hold any, read up front (rare: after a gap)."""
+        held: dict[str, list[tuple[int, bytes]]] = {}
+        if self._pending_origins:
+            cur = await self.conn.execute(
+                "SELECT origin, seq, raw FROM hq_pending WHERE origin = ANY(%s)"
+                " ORDER BY origin, seq",
+                (sorted(self._pending_origins),),
+            )
+            for origin, seq, raw in await cur.fetchall():
+                held.setdefault(origin, []).append((int(seq), bytes(raw)))
+
+        def pending(origin: str, above: int) -> list[bytes]:
+            return [raw for seq, raw in held.get(origin, []) if seq > above]
+
+        return pending
+
+    async def _stored_hashes(self, adm: Admission) -> dict[tuple[str, int], bytes]:
+        if not adm.duplicates:
+            return {}
+        keys = {(ev.origin, ev.seq) for ev, _, _ in adm.duplicates}
+        origins = [o for o, _ in keys]
+        cur = await self.conn.execute(
+            "SELECT e.origin, e.seq, e.hash FROM hq_events e"
+            " JOIN unnest(%s::text[], %s::text[], %s::int8[]) AS k(store, origin, seq)"
+            " ON e.store = k.store AND e.origin = k.origin AND e.seq = k.seq",
+            ([o.partition("/")[0] for o in origins], origins, [s for _, s in keys]),
+        )
+        return {(o, int(s)): bytes(h) for o, s, h in await cur.fetchall()}
+
+    async def _write_batch(self, adm: Admission) -> None:
+        c = self.conn
+        await self._move_heads(adm)  # first: a stale head stops the batch before any row
+        await self._write_events(adm)
+        facts = Facts()
+        facts.add(adm.applied)
+        await self._write_facts(facts)
+        if adm.held:
+            async with c.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO hq_pending VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    adm.held,
+                )
+        if adm.drained:
+            async with c.cursor() as cur:
+                await cur.executemany(
+                    "DELETE FROM hq_pending WHERE origin = %s AND seq = %s", adm.drained
+                )
+        if adm.quarantined:
+            await _copy(c, "hq_quarantine", ("received_ms", "peer", "origin", "seq", "kind",
+                                             "detail", "raw"), adm.quarantined)  # fmt: skip
+        if adm.newly_revoked:
+            await self._revoke(adm.newly_revoked)
+            await self._refresh_products(None)
+
+    async def _write_facts(self, facts: Facts) -> None:
+        for table, rows in facts.rows.items():
+            if rows:
+                await _copy(self.conn, table, FACT_COLUMNS[table], rows, FACT_TYPES[table])
+        await self._refresh_products(facts.catalog_skus)
+
+    async def _apply_stored(self) -> None:
+        """Events an older build stored unapplied that this one reads (`upgrade.py`)."""
+        async with self.conn.transaction():
+            n = await apply_readable(self.conn, self.owns, self._write_facts)
+        if n:
+            logger.info("%s: applied %d events stored unapplied by an older build", self.where, n)
+
+    async def _write_events(self, adm: Admission) -> None:
+        if not adm.rows:
+            return
+        async with self.conn.cursor() as cur:
+            copy_sql = f"COPY hq_staging ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            async with cur.copy(copy_sql) as copy:
+                copy.set_types(list(EVENT_TYPES))
+                for row in adm.rows:
+                    await copy.write_row(row)
+            await cur.execute(
+                "INSERT INTO hq_events SELECT * FROM hq_staging"
+                " ON CONFLICT (store, origin, seq) DO NOTHING"
+            )
+            await cur.execute("TRUNCATE hq_staging")
+
+    async def _move_heads(self, adm: Admission) -> None:
+        """Each staged head from the one this process read, or the batch is undone."""
+        for origin, (seq, h) in adm.staged.items():
+            old = self._heads.get(origin, NO_HEAD)[0]
+            last = adm.last_hlc[origin]
+            if old == 0:
+                cur = await self.conn.execute(
+                    "INSERT INTO hq_heads (origin, store, seq, hash, last_hlc)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (origin) DO NOTHING",
+                    (origin, origin.partition("/")[0], seq, h, last),
+                )
+            else:
+                cur = await self.conn.execute(
+                    "UPDATE hq_heads SET seq = %s, hash = %s, last_hlc = %s, updated_at = now()"
+                    " WHERE origin = %s AND seq = %s",
+                    (seq, h, last, origin, old),
+                )
+            if cur.rowcount != 1:
+                raise StorageError(
+                    self.where, f"{origin} was written by another worker meanwhile: reloading"
+                )
+
+    async def _revoke(self, newly: dict[str, int]) -> None:
+        """Flag what revoked origins wrote past their cut and take it out of the read model."""
+        c = self.conn
+        await c.execute("SELECT pg_advisory_xact_lock(%s)", (REVOKE_LOCK,))
+        cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked'")
+        row = await cur.fetchone()
+        revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
+        for origin, cut in newly.items():
+            revoked[origin] = min(cut, revoked.get(origin, cut))
+            await c.execute(
+                f"UPDATE hq_events SET flags = flags | {FLAG_REVOKED}"
+                " WHERE store = %s AND origin = %s AND seq > %s",
+                (origin.partition("/")[0], origin, revoked[origin]),
+            )
+            for table, where in REVOCABLE.items():
+                await c.execute(
+                    sql.SQL("DELETE FROM {} WHERE " + where).format(sql.Identifier(table)),
+                    (origin, revoked[origin]),
+                )
+        await c.execute(
+            "UPDATE hq_meta SET value = %s WHERE key = 'revoked'", (json.dumps(revoked),)
+        )
+
+    async def _refresh_products(self, skus: Iterable[str] | None) -> None:
+        """hq_products of the SKUs written (None: every SKU), by the site's price policy."""
+        if skus is not None and not skus:
+            return
+        if skus is None:
+            cur = await self.conn.execute(
+                "SELECT sku FROM hq_catalog_writes UNION SELECT sku FROM hq_products"
+            )
+            wanted = sorted(s for (s,) in await cur.fetchall())
+        else:
+            wanted = sorted(skus)
+        cur = await self.conn.execute(
+            "SELECT sku, eid, hlc, origin, seq, kind, name, price, tax_rate_bp, active"
+            " FROM hq_catalog_writes WHERE sku = ANY(%s)",
+            (wanted,),
+        )
+        writes: dict[str, list[tuple[object, ...]]] = {sku: [] for sku in wanted}
+        for sku, *rest in await cur.fetchall():
+            writes[sku].append(tuple(rest))
+        products, overrides = products_of(sorted(writes.items()), self.price_policy, self.window_ms)
+        await self.conn.execute("DELETE FROM hq_products WHERE sku = ANY(%s)", (wanted,))
+        await self.conn.execute("DELETE FROM hq_store_prices WHERE sku = ANY(%s)", (wanted,))
+        async with self.conn.cursor() as cur2:
+            if products:
+                await cur2.executemany(
+                    "INSERT INTO hq_products VALUES (%s, %s, %s, %s, %s, %s, %s)", products
+                )
+            if overrides:
+                await cur2.executemany(
+                    "INSERT INTO hq_store_prices VALUES (%s, %s, %s, %s)", overrides
+                )
+
+
+async def _copy(
+    conn: AsyncConnection[Any],
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    types: Sequence[str] | None = None,
+) -> None:
+    """COPY `rows` into `table`: binary with `types`, else text."""
+    form = sql.SQL(" (FORMAT BINARY)" if types else "")
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)), form
+    )
+    async with conn.cursor() as cur, cur.copy(stmt) as copy:
+        if types:
+            copy.set_types(list(types))
+        for row in rows:
+            await copy.write_row(row)

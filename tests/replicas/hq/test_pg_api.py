@@ -1,0 +1,197 @@
+"""HQ's API on PostgreSQL: `/reports/*` answer as HQ on SQLite does for the same events,
+and HQ's catalog writes (HQ's own signed-or-not events) land in its read model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.events import HQ, CardDeclined, ProductUpserted, StockReceived
+from replicas.api.app import create_app
+from replicas.hq.api import PgReads, create_hq_app
+from replicas.hq.store import PgLog
+from replicas.metrics import ReplicaMetrics
+from tests.conflict.factory import sale_body
+from tests.replicas.api_kit import FakeReplica, cash, client_for, from_hq, open_log, sell
+
+TILL = "s1/t1"
+QUERIES = [
+    ("/reports/sales", {"by": "store,till,day,hour"}),
+    ("/reports/sales", {"by": "cashier", "utc_offset": -300}),
+    ("/reports/payments", {}),
+    ("/reports/payments", {"store": "s1", "since": "2020-01-01"}),
+    ("/reports/items", {"top": 1}),
+    ("/reports/stock", {"below": 100}),
+    ("/reports/stock", {"store": "s2"}),
+    ("/reports/tax", {}),
+    ("/reports/tax", {"store": "s1", "utc_offset": 60}),
+    ("/shifts/sh1", {}),
+    ("/reports/declines", {}),
+    ("/reports/declines", {"store": "s2"}),
+    ("/cards/limits", {"store": "s1"}),
+]
+
+
+@dataclass
+class PgHandle:
+    """What HQ's PostgreSQL app reads of a running worker, without its network."""
+
+    replica_id: str
+    log: PgLog
+
+    def sync_status(self) -> dict[str, object]:
+        return {}
+
+    def online(self) -> bool:
+        return False
+
+    def unsynced_to_hq(self) -> int:
+        return 0
+
+    @property
+    def uplink_names(self) -> list[str]:
+        return []
+
+
+@pytest.fixture
+async def both(
+    tmp_path: Path, pg_dsn: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """HQ on SQLite and HQ on PostgreSQL, each having ingested one till's sales (taxed at
+    20 % in the price) in a shift, one voided, one refunded in part, and two card
+    payments it took offline: one declined, one outstanding."""
+    till = await open_log(tmp_path / "till.db", TILL)
+    cola = ProductUpserted(sku="COLA", name="Cola 33cl", price=150, tax_rate_bp=2000)
+    await from_hq(till, cola)
+    await till.append(StockReceived(sku="COLA", qty=10))
+    async with client_for(FakeReplica(TILL, till)) as c:
+        opened = await c.post("/shifts", json={"shift": "sh1", "float_amount": 1000})
+        assert opened.status_code == 201, opened.text
+        kept = await sell(c, shift="sh1")
+        await sell(c, payments=[cash(500)], cashier="ann", shift="sh1")
+        gone = await sell(c, lines=[{"sku": "COLA", "qty": 1}], payments=[cash(200)])
+        assert (await c.post(f"/sales/{gone['sale_id']}/void")).status_code == 201
+        back = {"lines": [{"line": 0, "qty": 1}]}
+        assert (await c.post(f"/sales/{kept['sale_id']}/refunds", json=back)).status_code == 201
+    declined = await till.append(sale_body([("COLA", 1, 150)], "C1", card="deferred"))
+    await till.append(sale_body([("COLA", 2, 150)], "C2", card="deferred"))
+    await till.append(CardDeclined(payment=f"{declined.id}#0", reason="do not honour"))
+    raws = [*await till.read_range(HQ, 1, 100), *await till.read_range(TILL, 1, 100)]
+    await till.close()
+    sqlite_hq = await open_log(tmp_path / "hq.db", HQ)
+    pg_hq = await PgLog.open(pg_dsn)
+    metrics = ReplicaMetrics()
+    pg_hq.commit_observers.append(metrics.on_commit)
+    reads = PgReads(pg_dsn)
+    for hq in (sqlite_hq, pg_hq):
+        result = await hq.ingest_raw(raws)
+        assert not result.rejected and len(result.stored) == len(raws)
+    sqlite_app = create_app(FakeReplica(HQ, sqlite_hq))
+    pg_app = create_hq_app(PgHandle(HQ, pg_hq), reads, metrics=metrics)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=sqlite_app), base_url="http://a") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=pg_app), base_url="http://b") as b,
+    ):
+        yield a, b
+    reads.close()
+    await pg_hq.close()
+    await sqlite_hq.close()
+
+
+async def test_reports_answer_the_same_on_sqlite_and_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    on_sqlite, on_pg = both
+    for path, params in QUERIES:
+        a, b = await on_sqlite.get(path, params=params), await on_pg.get(path, params=params)
+        assert a.status_code == b.status_code == 200, (path, a.text, b.text)
+        assert a.json() == b.json(), (path, params)
+    assert (await on_pg.get("/reports/sales", params={"by": "weekday"})).status_code == 422
+    assert (await on_pg.get("/shifts/nope")).status_code == 404
+    tax = (await on_pg.get("/reports/tax")).json()  # 2 kept sales of 2 at 150, 20 % in it
+    assert [(r["rate_bp"], r["gross"], r["tax"], r["refunded_tax"]) for r in tax] == [
+        (None, 450, 0, 0),  # the card sales: made without tax recorded
+        (2000, 600, 100, 25),
+    ]
+    assert (await on_pg.get("/shifts/sh1")).json()["tax"] == 75
+    a, b = await on_sqlite.get("/reports/exposure"), await on_pg.get("/reports/exposure")
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    exposure = a.json(), b.json()
+    for rows in exposure:  # each measured by its own clock: a second may part them
+        assert all(r.pop("oldest_age_s") >= 0 for r in rows)
+    assert exposure[0] == exposure[1] == [
+        {"store": "s1", "till": TILL, "payments": 1, "amount": 300,
+         "oldest_hlc": exposure[1][0]["oldest_hlc"]}
+    ]  # fmt: skip
+    declines = (await on_pg.get("/reports/declines")).json()
+    assert declines == [
+        {"store": "s1", "outcome": "declined", "decision": "open", "payments": 1, "amount": 150}
+    ]
+    cards = [(r["settlement"], r["amount"]) for r in (await on_pg.get("/reports/payments")).json()
+             if r["method"] == "card"]  # fmt: skip
+    assert cards == [("declined", 150), ("outstanding", 300)]
+
+
+async def test_catalog_writes_at_hq_on_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, on_pg = both
+    r = await on_pg.put("/catalog/TEA", json={"name": "Tea", "price": 250})
+    assert r.status_code == 200, r.text
+    assert r.json()["event_id"] == "hq:2"  # after the COLA product HQ wrote before
+    r = await on_pg.put("/catalog/TEA/price", json={"price": 275})
+    assert r.status_code == 200 and r.json()["product"]["price"] == 275, r.text
+    catalog = (await on_pg.get("/catalog")).json()
+    assert [(p["sku"], p["price"]) for p in catalog] == [("COLA", 150), ("TEA", 275)]
+    status = (await on_pg.get("/status")).json()
+    # a delivery, a shift, 3 sales, a void, a refund, 2 card sales, a decline
+    assert status["version_vector"] == {HQ: 3, TILL: 10}
+    assert status["sales"]["sales"] == 5 and status["sales"]["voided"] == 150
+    assert status["card_exposure"]["payments"] == 1
+    assert status["card_exposure"]["amount"] == 300
+    assert (await on_pg.get("/catalog/NOPE")).status_code == 404
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_of_hq_on_postgres_parse_and_move_with_sales(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, on_pg = both
+    before = _samples((await on_pg.get("/metrics")).text)
+    assert before[("tillmesh_sales", ())] == 5
+    assert before[("tillmesh_log_events", ())] == 11  # HQ's product, the till's 10 events
+    ingested = sum(v for (n, _), v in before.items() if n == "tillmesh_events_ingested_total")
+    assert ingested == 11
+    assert (await on_pg.put("/catalog/TEA", json={"name": "Tea", "price": 250})).status_code == 200
+    after = _samples((await on_pg.get("/metrics")).text)
+    assert after[("tillmesh_events_appended_total", ())] == 1
+    assert after[("tillmesh_log_events", ())] == 12
+
+
+async def test_card_limits_set_at_hq_on_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, on_pg = both
+    default = (await on_pg.get("/cards/limits", params={"store": "s1"})).json()
+    every = {"per_payment": 5000, "till_total": 20_000, "till_count": 4, "max_age_s": 600}
+    r = await on_pg.put("/cards/limits", json=every)
+    assert r.status_code == 201 and r.json()["event_id"] == "hq:2", r.text
+    s1 = {**every, "per_payment": 7000, "store": "s1"}
+    assert (await on_pg.put("/cards/limits", json=s1)).status_code == 201
+    assert (await on_pg.get("/cards/limits", params={"store": "s2"})).json() == every
+    got = (await on_pg.get("/cards/limits", params={"store": "s1"})).json()
+    assert got == {**every, "per_payment": 7000} != default
+    bad = await on_pg.put("/cards/limits", json={**every, "max_age_s": 1})
+    assert bad.status_code == 422
