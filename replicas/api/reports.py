@@ -49,7 +49,9 @@ _Window = Annotated[Window, Depends(_window)]
 
 
 def reports_router(till: Till) -> APIRouter:
-    return report_routes(till.read, reports, till.replica.log.wall_ms)
+    # The log's clock, read when a report asks (an app made only to describe itself, for
+    # its OpenAPI spec, has no log).
+    return report_routes(till.read, reports, lambda: till.replica.log.wall_ms())
 
 
 def report_routes(read: Read, source: ModuleType, wall_ms: Callable[[], int]) -> APIRouter:
