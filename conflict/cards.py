@@ -12,12 +12,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, NamedTuple
 
+from core.events import CardCaptured, CardDeclined, CardExpired, CardLimitsSet, Event
+
 __all__ = [
     "DEFAULT_LIMITS",
     "CardLimits",
     "card_limits",
     "forwarding_floor",
     "has_outcome",
+    "limits_row",
+    "outcome_row",
     "outstanding",
     "till_outstanding",
 ]
@@ -35,6 +39,24 @@ class CardLimits(NamedTuple):
 # Until HQ sets any: cautious, as the card schemes' own floor limits are (a few hundred
 # per payment, a day to forward).
 DEFAULT_LIMITS = CardLimits(per_payment=25_000, till_total=250_000, till_count=50, max_age_s=86_400)
+
+_OUTCOME_KINDS = {CardCaptured: "captured", CardDeclined: "declined", CardExpired: "expired"}
+
+
+def limits_row(ev: Event, body: CardLimitsSet) -> tuple[Any, ...]:
+    """A `card.limits_set` as the state keeps it (SQLite's st_card_limits, HQ's
+    hq_card_limits: the same columns)."""
+    return (ev.id, body.store, ev.hlc, ev.origin, ev.seq, body.per_payment,
+            body.till_total, body.till_count, body.max_age_s)  # fmt: skip
+
+
+def outcome_row(ev: Event, body: CardCaptured | CardDeclined | CardExpired) -> tuple[Any, ...]:
+    """A card outcome as the state keeps it; its detail is a decline's reason, else the
+    processor's reference."""
+    detail = getattr(body, "reason", "") or getattr(body, "reference", "")
+    kind = _OUTCOME_KINDS[type(body)]
+    return (ev.id, body.payment, kind, ev.hlc, ev.origin, ev.seq, detail)
+
 
 _LIMITS = """
 SELECT per_payment, till_total, till_count, max_age_s FROM st_card_limits

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from conflict import catalog, effects, links, schema, stock
+from conflict import cards, catalog, effects, links, schema, stock
 from conflict.catalog import PricePolicy
 from core.events import (
     Body,
@@ -391,21 +391,11 @@ def _collect_admin(b: _Batch, ev: Event, body: Body) -> None:
             _collect_cards(b, ev, body)
 
 
-_OUTCOME_KINDS = {CardCaptured: "captured", CardDeclined: "declined", CardExpired: "expired"}
-
-
 def _collect_cards(b: _Batch, ev: Event, body: Body) -> None:
     match body:
         case CardLimitsSet():
-            b.rows["card_limits"].append(
-                (ev.id, body.store, ev.hlc, ev.origin, ev.seq, body.per_payment,
-                 body.till_total, body.till_count, body.max_age_s)
-            )  # fmt: skip
+            b.rows["card_limits"].append(cards.limits_row(ev, body))
         case CardCaptured() | CardDeclined() | CardExpired():
-            detail = getattr(body, "reason", "") or getattr(body, "reference", "")
-            kind = _OUTCOME_KINDS[type(body)]
-            b.rows["card_outcomes"].append(
-                (ev.id, body.payment, kind, ev.hlc, ev.origin, ev.seq, detail)
-            )
+            b.rows["card_outcomes"].append(cards.outcome_row(ev, body))
         case _:
             pass  # a body type this fold does not use: nothing to derive from it

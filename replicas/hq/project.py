@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from conflict import cards
 from conflict.catalog import PricePolicy, Write, effective, store_prices
 from conflict.stock import stock_store
 from core.events import (
@@ -179,23 +180,12 @@ class Facts:
 
     def _cards(self, ev: Event, body: Body) -> None:
         match body:
-            case CardLimitsSet():
-                self.rows["hq_card_limits"].append(
-                    (ev.id, body.store, ev.hlc, ev.origin, ev.seq, body.per_payment,
-                     body.till_total, body.till_count, body.max_age_s)
-                )  # fmt: skip
+            case CardLimitsSet():  # the rows the SQLite fold keeps
+                self.rows["hq_card_limits"].append(cards.limits_row(ev, body))
             case CardCaptured() | CardDeclined() | CardExpired():
-                # The detail as the SQLite fold keeps it: a decline's reason, else the
-                # processor's reference.
-                detail = getattr(body, "reason", "") or getattr(body, "reference", "")
-                kind = _OUTCOME_KINDS[type(body)]
-                row = (ev.id, body.payment, kind, ev.hlc, ev.origin, ev.seq, detail)
-                self.rows["hq_card_outcomes"].append(row)
+                self.rows["hq_card_outcomes"].append(cards.outcome_row(ev, body))
             case _:
                 pass  # a body type the read model does not use (key revocations, ...)
-
-
-_OUTCOME_KINDS = {CardCaptured: "captured", CardDeclined: "declined", CardExpired: "expired"}
 
 
 def _payment_row(p: Payment) -> Row:
