@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -68,6 +68,7 @@ from core.errors import (
     NonCanonicalEncoding,
     OversizedError,
     SchemaViolation,
+    TillmeshError,
     UnknownEventType,
 )
 from core.pan import contains_card_number, control_character, could_hold_either
@@ -113,6 +114,7 @@ __all__ = [
     "decode_checked_body",
     "decode_event",
     "decode_events",
+    "decode_raws",
     "encode_body",
     "encode_event",
     "encode_events",
@@ -214,6 +216,19 @@ def decode_event(data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> Event:
         raise DecodeError(str(e)) from e
     check_envelope(ev)
     return ev
+
+
+def decode_raws(raws: Sequence[bytes]) -> tuple[list[RawEvent], list[TillmeshError]]:
+    """Envelope bytes -> the events beside their bytes, and the errors of those that
+    are no envelope (a log's `ingest_raw` refuses them, and takes the rest)."""
+    events: list[RawEvent] = []
+    refused: list[TillmeshError] = []
+    for raw in raws:
+        try:
+            events.append(RawEvent(decode_event(raw), raw))
+        except TillmeshError as e:
+            refused.append(e)
+    return events, refused
 
 
 def decode_events(data: bytes, max_event_bytes: int = MAX_EVENT_BYTES) -> list[Event]:

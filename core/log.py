@@ -35,8 +35,8 @@ from core.batch import ClockAhead, IngestResult, Transaction
 from core.checks import CHECK_SLICE, NO_HEAD, CheckedEvent, Head, check_events
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state, stale_snapshot
-from core.errors import StorageError, TillmeshError
-from core.events import Body, Event, LogSigned, RawEvent, decode_event, encode_body
+from core.errors import StorageError
+from core.events import Body, Event, LogSigned, RawEvent, decode_raws, encode_body
 from core.fold import FLAG_UNAPPLIED, StateFold
 from core.keys import KeyRegistry
 from core.observe import CommitObserver, CommitStats, commit_stats
@@ -271,13 +271,7 @@ class EventLog:
 
     async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
         """Like `ingest`, from envelope bytes; bytes that are no envelope are refused."""
-        events: list[Event | RawEvent] = []
-        refused: list[TillmeshError] = []
-        for raw in raws:
-            try:
-                events.append(RawEvent(decode_event(raw), raw))
-            except TillmeshError as e:
-                refused.append(e)
+        events, refused = decode_raws(raws)
         result = await self.ingest(events, peer)
         result.rejected.extend(refused)
         return result

@@ -31,8 +31,16 @@ from conflict.state import DEFAULT_WINDOW_MS
 from core.batch import IngestResult
 from core.checks import NO_HEAD, Head, check_events
 from core.clock import HybridClock, system_wall_ms
-from core.errors import StorageError, TillmeshError
-from core.events import Body, Event, RawEvent, decode_event, encode_body, encode_event, event_hash
+from core.errors import StorageError
+from core.events import (
+    Body,
+    Event,
+    RawEvent,
+    decode_raws,
+    encode_body,
+    encode_event,
+    event_hash,
+)
 from core.fold import FLAG_REVOKED
 from core.log import Listener
 from core.observe import CommitObserver, commit_stats
@@ -203,13 +211,7 @@ class PgLog:
         return result
 
     async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
-        events: list[Event | RawEvent] = []
-        refused: list[TillmeshError] = []
-        for raw in raws:
-            try:
-                events.append(RawEvent(decode_event(raw), raw))
-            except TillmeshError as e:
-                refused.append(e)
+        events, refused = decode_raws(raws)
         result = await self.ingest(events, peer)
         result.rejected.extend(refused)
         return result
