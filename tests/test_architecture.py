@@ -259,3 +259,35 @@ def test_an_installing_test_is_caught(tmp_path: Path) -> None:
         'CMD = ["apt-get", "install", "-y", "chromium"]\n'
     )
     assert installs_from_tests(tmp_path) == ["tests/test_x.py: apt-get install -y chromium"]
+
+
+def imports_of_test_modules(root: Path = ROOT) -> list[str]:
+    """Test modules imported by other modules: what tests share lives in a kit (or a
+    conftest.py), so a test module is read alone and collected once."""
+    found = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        for target in imported_modules(path, root):
+            if target.startswith("tests.") and target.rpartition(".")[2].startswith("test_"):
+                found.append(f"{module_name(path, root)} -> {target}")
+    return sorted(found)
+
+
+def test_no_module_imports_a_test_module() -> None:
+    assert imports_of_test_modules() == []
+
+
+def test_an_import_of_a_test_module_is_caught(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "tests/__init__.py": "",
+            "tests/core/__init__.py": "",
+            "tests/core/test_a.py": "KEY = 1\n",
+            "tests/core/test_b.py": "from tests.core.test_a import KEY\n",
+            "tests/core/kit.py": "from tests.core import test_a\n",
+        },
+    )
+    assert imports_of_test_modules(root) == [
+        "tests.core.kit -> tests.core.test_a",
+        "tests.core.test_b -> tests.core.test_a",
+    ]

@@ -31,12 +31,15 @@ __all__ = [
     "CHUNK",
     "CatchUpAfter",
     "Progress",
+    "append_latencies",
     "catch_up_after",
     "head",
     "latency_text",
     "populate",
+    "populate_store",
     "progress",
     "propagation",
+    "raws_of",
 ]
 
 CHUNK = 2000  # = SyncConfig.pull_window: events per pull reply
@@ -92,6 +95,38 @@ def _head(conn: sqlite3.Connection, origin: str) -> int:
 def latency_text(samples: list[float]) -> str:
     p50, p99 = (percentile(samples, q) * 1e3 for q in (50, 99))
     return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+
+async def populate_store(mesh: Mesh, rid: str, tills: int, per_till: int) -> None:
+    """Fill the log of `rid` (in the mesh's site) with `per_till` sales of each of its
+    store's `tills` tills, before it starts."""
+    store = rid.split("/")[0]
+    db = mesh.site.data_dir(mesh.root, rid) / "log.db"
+    db.parent.mkdir(parents=True, exist_ok=True)  # its identity is there
+    await populate(db, rid, {f"{store}/t{t}": per_till for t in range(1, tills + 1)})
+
+
+def raws_of(db: Path, origin: str) -> list[bytes]:
+    """The stored bytes of every event of `origin` in the log `db` (read-only)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [r for (r,) in conn.execute("SELECT raw FROM events WHERE origin = ?", (origin,))]
+    finally:
+        conn.close()
+
+
+async def append_latencies(log: EventLog, appenders: int, per_appender: int) -> list[float]:
+    """How long each append took until durable (s), `appenders` appending at once."""
+    samples: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(per_appender):
+            t0 = time.perf_counter()
+            await log.append(cash_sale())
+            samples.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*[worker() for _ in range(appenders)])
+    return samples
 
 
 # --- catch-up progress ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from core.log import EventLog, IngestResult
 from tests.bench.big_log import BENCH_EVENTS
 from tests.bench.conftest import percentile, table
 from tests.bench.ingest_profile import FLOOR_TABLES, sqlite_floor
+from tests.bench.measure import append_latencies
 from tests.factories import cash_sale, chain
 
 pytestmark = pytest.mark.bench
@@ -58,19 +59,6 @@ def raw_sqlite_executemany_rate(path: Path, rows: list[tuple[str, int, bytes]]) 
     rate = len(rows) / (time.perf_counter() - t0)
     conn.close()
     return rate
-
-
-async def append_latencies(log: EventLog, appenders: int, per_appender: int) -> list[float]:
-    samples: list[float] = []
-
-    async def worker() -> None:
-        for _ in range(per_appender):
-            t0 = time.perf_counter()
-            await log.append(cash_sale())
-            samples.append(time.perf_counter() - t0)
-
-    await asyncio.gather(*[worker() for _ in range(appenders)])
-    return samples
 
 
 async def test_bench_durable_append_latency(tmp_path):

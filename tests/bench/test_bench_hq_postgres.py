@@ -40,9 +40,8 @@ from core.log import EventLog
 from replicas.hq.cluster import LocalPostgres
 from replicas.hq.schema import migrate
 from tests.bench.conftest import table
-from tests.bench.measure import CHUNK
+from tests.bench.measure import CHUNK, populate_store, raws_of
 from tests.bench.pg_ingest_worker import in_flight
-from tests.bench.test_bench_replication import _populate_store, raws_of
 from tests.e2e.harness import Mesh, ReplicaProc, wait_until
 
 pytestmark = pytest.mark.bench
@@ -236,7 +235,7 @@ async def test_bench_hq_on_postgres(tmp_path: Path, postgres: LocalPostgres) -> 
     mesh = Mesh(tmp_path, layout)
     servers = [f"s{s}/t1" for s in range(1, STORES + 1)]
     try:
-        await asyncio.gather(*(_populate_store(mesh, rid, TILLS, PER_TILL) for rid in servers))
+        await asyncio.gather(*(populate_store(mesh, rid, TILLS, PER_TILL) for rid in servers))
         frames = _frames(mesh)
         frames_file = tmp_path / "frames.msgpack"
         frames_file.write_bytes(msgspec.msgpack.encode(frames))

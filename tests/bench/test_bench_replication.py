@@ -15,7 +15,6 @@ Run with `make bench` (add `-m "bench and soak"` for the 1M catch-up).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,14 @@ from replicas.sync.protocol import holds
 from tests.bench.conftest import percentile, table
 from tests.bench.ingest_profile import FLOOR_TABLES, sqlite_floor
 from tests.bench.jetstream import jetstream_leaf_rate
-from tests.bench.measure import CHUNK, latency_text, populate, progress
+from tests.bench.measure import (
+    CHUNK,
+    latency_text,
+    populate,
+    populate_store,
+    progress,
+    raws_of,
+)
 from tests.broker.kit import Site, connect_replica, hq_config
 from tests.e2e.harness import Mesh, wait_until
 from tests.factories import cash_sale
@@ -41,14 +47,6 @@ pytestmark = pytest.mark.bench
 
 
 # --- preparing logs -------------------------------------------------------------------------
-
-
-def raws_of(db: Path, origin: str) -> list[bytes]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [r for (r,) in conn.execute("SELECT raw FROM events WHERE origin = ?", (origin,))]
-    finally:
-        conn.close()
 
 
 # --- raw NATS baseline ----------------------------------------------------------------------
@@ -295,7 +293,7 @@ async def test_bench_hq_ingest(tmp_path: Path) -> None:
     servers = [f"s{s}/t1" for s in range(1, stores + 1)]
     total = stores * tills * per_till
     try:
-        await asyncio.gather(*(_populate_store(mesh, rid, tills, per_till) for rid in servers))
+        await asyncio.gather(*(populate_store(mesh, rid, tills, per_till) for rid in servers))
         await mesh.start(*servers, fresh=False)
         t0 = time.perf_counter()
         await mesh.start("hq")
@@ -317,10 +315,3 @@ async def test_bench_hq_ingest(tmp_path: Path) -> None:
             ("from HQ spawn", f"{total / (done - t0):,.0f} ev/s", "includes HQ's start-up"),
         ],
     )
-
-
-async def _populate_store(mesh: Mesh, rid: str, tills: int, per_till: int) -> None:
-    store = rid.split("/")[0]
-    db = mesh.site.data_dir(mesh.root, rid) / "log.db"
-    db.parent.mkdir(parents=True, exist_ok=True)  # its identity is there
-    await populate(db, rid, {f"{store}/t{t}": per_till for t in range(1, tills + 1)})

@@ -14,7 +14,7 @@ from core.events import Event, encode_event, event_hash
 from core.log import EventLog
 from core.signing import Ed25519Signer, KeyRegistry, new_signing_seed
 from tests.bench.conftest import percentile, table
-from tests.bench.test_bench_core import append_latencies
+from tests.bench.measure import append_latencies
 from tests.factories import cash_sale, chain
 
 pytestmark = pytest.mark.bench

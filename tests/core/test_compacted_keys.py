@@ -21,7 +21,7 @@ from core.log import EventLog
 from core.signing import encode_public_key
 from core.verify import verify_log
 from replicas.ops.restore import restore_db
-from tests.core.test_rotation import BEFORE, HQ_KEY, NEW, REGISTRY, STOLEN, T2, _signed
+from tests.core.rotation_kit import BEFORE, HQ_KEY, NEW, REGISTRY, STOLEN, T2, signed
 from tests.factories import cash_sale, chain
 
 SALES = chain(T2, [cash_sale(receipt=f"R{i}", price=100 + i) for i in range(12)])
@@ -90,7 +90,7 @@ async def test_a_revocation_above_the_base_needs_no_restore(tmp_path: Path) -> N
 
 
 async def test_old_key_events_compacted_before_the_rotation_mark_the_log(tmp_path: Path) -> None:
-    (rotate,) = _signed(
+    (rotate,) = signed(
         chain("hq", [KeyRotated(replica=T2, public_key=encode_public_key(NEW.public_key),
                                 from_seq=6, reason="key file copied")]),
         HQ_KEY,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,36 +16,24 @@ from hypothesis import strategies as st
 from conflict import queries
 from conflict.state import StoreState
 from core.errors import SignatureError, UnknownKey, WrongAuthor
-from core.events import Event, KeyRotated, event_hash
-from core.keys import KeyRegistry, key_id
+from core.events import KeyRotated, event_hash
+from core.keys import key_id
 from core.log import EventLog
-from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
-from tests.factories import cash_sale, chain
-
-T2 = "s1/t2"
-OLD, NEW, HQ_KEY = (Ed25519Signer(new_signing_seed(), tagged=t) for t in (False, True, False))
-MALLORY = Ed25519Signer(new_signing_seed(), tagged=True)
-REGISTRY = KeyRegistry({T2: OLD.public_key, "hq": HQ_KEY.public_key})
-FROM = 6  # t2 signs with its new key from seq 6
-
-
-def _signed(events: list[Event], signer: Ed25519Signer) -> list[Event]:
-    return [msgspec.structs.replace(ev, sig=signer.sign(event_hash(ev))) for ev in events]
-
-
-def _sales(first: int, n: int, prev: bytes, price: int = 100) -> list[Event]:
-    bodies = [cash_sale(receipt=f"R{first + i}", price=price + i) for i in range(n)]
-    return chain(T2, bodies, prev=prev, first_seq=first, first_hlc=(1 << 16) + first)
-
-
-BEFORE = _signed(_sales(1, FROM - 1, b""), OLD)
-AFTER = _signed(_sales(FROM, 5, event_hash(BEFORE[-1])), NEW)  # the till, rotated
-STOLEN = _signed(_sales(FROM, 3, event_hash(BEFORE[-1]), price=1), OLD)  # a thief, old key
-(ROTATE,) = _signed(
-    chain("hq", [KeyRotated(replica=T2, public_key=encode_public_key(NEW.public_key),
-                            from_seq=FROM, reason="key file copied")]),
-    HQ_KEY,
-)  # fmt: skip
+from core.signing import encode_public_key
+from tests.core.rotation_kit import (
+    AFTER,
+    BEFORE,
+    FROM,
+    MALLORY,
+    NEW,
+    OLD,
+    REGISTRY,
+    ROTATE,
+    STOLEN,
+    T2,
+    signed,
+)
+from tests.factories import chain
 
 
 async def _log(path: Path) -> EventLog:
@@ -68,12 +55,12 @@ def test_each_key_signs_its_own_seqs_only() -> None:
     for ev in STOLEN:  # the old key past the rotation
         with pytest.raises(SignatureError, match="does not verify"):
             rotated.verify(ev, event_hash(ev))
-    (early,) = _signed(BEFORE[-1:], NEW)  # the new key below it
+    (early,) = signed(BEFORE[-1:], NEW)  # the new key below it
     with pytest.raises(SignatureError, match=f"key {key_id(NEW.public_key)}, which is not"):
         rotated.verify(early, event_hash(early))
     with pytest.raises(UnknownKey):  # before the rotation: a key it cannot know yet
         REGISTRY.verify(AFTER[0], event_hash(AFTER[0]))
-    (made_up,) = _signed(AFTER[:1], MALLORY)
+    (made_up,) = signed(AFTER[:1], MALLORY)
     with pytest.raises(UnknownKey):
         rotated.verify(made_up, event_hash(made_up))
     assert rotated.keys_of(T2) == [(1, OLD.public_key), (FROM, NEW.public_key)]
@@ -125,7 +112,7 @@ async def test_old_key_events_taken_before_the_rotation_are_evicted(tmp_path: Pa
 
 
 async def test_only_hq_rotates(tmp_path: Path) -> None:
-    (forged,) = _signed(chain(T2, [ROTATE_BODY]), OLD)
+    (forged,) = signed(chain(T2, [ROTATE_BODY]), OLD)
     async with await _log(tmp_path / "a.db") as log:
         result = await log.ingest([forged], peer=T2)
         assert isinstance(result.rejected[0], WrongAuthor)

@@ -9,8 +9,7 @@ alone), void the same sale, refund the same sale, and use the same receipt numbe
 
 from __future__ import annotations
 
-from typing import Any
-
+from tests.e2e.conflict_kit import conflicts, post, sell
 from tests.e2e.faults import store_split
 from tests.e2e.harness import Mesh
 
@@ -18,28 +17,6 @@ T1, T2, T3, HQ = "s1/t1", "s1/t2", "s1/t3", "hq"
 REPLICAS = (HQ, T1, T2, T3)
 ONE_UNIT = {"line": 0, "qty": 1}
 MADE_IN_THE_CUT = {"oversell", "double_void", "double_refund", "receipt_collision"}
-
-
-async def post(mesh: Mesh, rid: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    r = await mesh.http.post(f"{mesh[rid].url}{path}", json=body)
-    assert r.status_code == 201, f"POST {path} on {rid}: {r.status_code} {r.text}"
-    return r.json()
-
-
-async def sell(mesh: Mesh, rid: str, sku: str, qty: int, receipt: str | None = None) -> str:
-    line = {"sku": sku, "qty": qty, "unit_price": 100}
-    body: dict[str, Any] = {"lines": [line], "payments": [{"method": "cash", "amount": 100 * qty}]}
-    if receipt is not None:
-        body["receipt"] = receipt
-    out = await post(mesh, rid, "/sales", body)
-    mesh.oracle.record(out["sale_id"], out["receipt"], out["total"])  # convergence oracle
-    return str(out["sale_id"])
-
-
-async def conflicts(mesh: Mesh, rid: str, *, open_only: bool = False) -> dict[str, Any]:
-    r = await mesh.http.get(f"{mesh[rid].url}/conflicts", params={"open": open_only})
-    assert r.status_code == 200
-    return {c["id"]: c for c in r.json()}
 
 
 async def test_conflicts_of_a_partition_agree_everywhere_and_resolve_everywhere(

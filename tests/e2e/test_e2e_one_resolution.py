@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.e2e.conflict_kit import conflicts, post, sell
 from tests.e2e.faults import store_split
 from tests.e2e.harness import Mesh
-from tests.e2e.test_e2e_conflicts import conflicts, post, sell
 
 T1, T2, T3, HQ = "s1/t1", "s1/t2", "s1/t3", "hq"
 REPLICAS = (HQ, T1, T2, T3)
