@@ -48,3 +48,19 @@ def test_the_demo_help_and_the_readme_give_one_duration() -> None:
     said_by_help = re.findall(r"about (\d+) s", demo.format_help().replace("\n", " "))
     said_by_readme = re.findall(r"about (\d+) s\)", (ROOT / "README.md").read_text())
     assert said_by_help and said_by_help == said_by_readme[:1], (said_by_help, said_by_readme)
+
+
+def system_deps(makefile: str) -> list[str]:
+    """The Debian packages the Makefile's SYSTEM_DEPS installs (`package:path` pairs)."""
+    value = re.search(r"^SYSTEM_DEPS\s*:=\s*((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert value, "no SYSTEM_DEPS in the Makefile"
+    return [pair.split(":")[0] for pair in value.group(1).replace("\\\n", " ").split()]
+
+
+def test_the_readme_names_what_set_up_installs() -> None:
+    """Set-up installs the browser, faketime and PostgreSQL where missing (a test once ran
+    apt-get itself); a developer reads in the README what `make test` will install."""
+    packages = system_deps((ROOT / "Makefile").read_text())
+    assert {"chromium", "faketime"} <= set(packages)
+    readme = (ROOT / "README.md").read_text()
+    assert [p for p in packages if f"`{p}`" not in readme] == []
