@@ -1,8 +1,9 @@
-"""The wheel runs as installed: built from this checkout, installed into a fresh venv
-without extras (as `deploy/README.md` tells store IT), every command's `--help`, a
-site made with `tillmesh site init`, the till's share of it bundled and installed into
-a folder of its own, and a till (from there) and HQ from that venv that replicate one
-sale. Also: every module the packages import is a runtime dependency.
+"""The wheel runs as installed: built by `make wheel` from (a copy of) this checkout,
+installed into a fresh venv without extras (as `deploy/README.md` tells store IT),
+every command's `--help`, a site made with `tillmesh site init`, the till's share of
+it bundled and installed into a folder of its own, and a till (from there) and HQ from
+that venv that replicate one sale. Also: every module the packages import is a runtime
+dependency.
 
 The fresh venv downloads the runtime dependencies from the package index (pip's cache
 makes later runs quick), so this is the slowest test outside e2e (~1 min).
@@ -84,9 +85,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # checkout stays as it was.
     source = work / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    run([*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(source)], work)
-    (wheel,) = (work / "dist").glob("tillmesh-*.whl")
+    # Built by `make wheel`, as the README's deployment steps build it, with the pip of
+    # the venv running the tests (the Makefile's set-up stamp is given as done).
+    stamp = work / "set-up.stamp"
+    stamp.touch()  # newer than the copied pyproject.toml: make does not set up again
+    bin_of_tests = Path(sys.executable).parent
+    run(["make", "-C", str(source), "wheel", f"BIN={bin_of_tests}", f"STAMP={stamp}"], work)
+    (wheel,) = (source / "dist").glob("tillmesh-*.whl")
     run([sys.executable, "-m", "venv", str(work / "venv")], work)
     bin_dir = work / "venv" / "bin"
     run([str(bin_dir / "pip"), "--disable-pip-version-check", "-q", "install", str(wheel)], work)
