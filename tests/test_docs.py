@@ -64,3 +64,30 @@ def test_the_readme_names_what_set_up_installs() -> None:
     assert {"chromium", "faketime"} <= set(packages)
     readme = (ROOT / "README.md").read_text()
     assert [p for p in packages if f"`{p}`" not in readme] == []
+
+
+def layout_section(readme: str) -> str:
+    return readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+
+
+def unnamed_in_layout(root: Path = ROOT) -> list[str]:
+    """What `replicas/` holds (modules, rooms) that the README's Layout does not name:
+    a newcomer reads there what the parts of a replica are."""
+    layout = layout_section((root / "README.md").read_text())
+    parts = [p.name for p in (root / "replicas").glob("*.py") if p.name != "__init__.py"]
+    parts += [f"{p.name}/" for p in (root / "replicas").iterdir() if (p / "__init__.py").exists()]
+    return sorted(p for p in parts if not re.search(rf"(?<![\w/]){re.escape(p)}", layout))
+
+
+def test_the_layout_names_every_part_of_a_replica() -> None:
+    assert unnamed_in_layout() == []
+
+
+def test_a_part_the_layout_leaves_out_is_caught(tmp_path: Path) -> None:
+    (tmp_path / "replicas" / "sync").mkdir(parents=True)
+    (tmp_path / "replicas" / "sync" / "__init__.py").write_text("")
+    (tmp_path / "replicas" / "runtime.py").write_text("")
+    (tmp_path / "replicas" / "signer.py").write_text("")
+    readme = "# x\n\n## Layout\n  runtime.py  x\n  sync/  y\n\n## Next\nsigner.py\n"
+    (tmp_path / "README.md").write_text(readme)
+    assert unnamed_in_layout(tmp_path) == ["signer.py"]
