@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,31 @@ from tests.factories import cash_sale
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+@contextmanager
+def modes_while_written(path: Path) -> Iterator[list[int]]:
+    """The modes `path` had, once it held data, at each file open or chmod this process
+    made meanwhile, seen through Python's audit events (PEP 578): a file written
+    readable and narrowed after shows its wide mode at the chmod."""
+    seen: list[int] = []
+    state = {"watching": True, "inside": False}
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if not state["watching"] or state["inside"] or event not in ("open", "os.chmod"):
+            return
+        state["inside"] = True  # a stat here raises no event, but stay safe
+        try:
+            if path.exists() and path.stat().st_size > 0:
+                seen.append(mode(path))
+        finally:
+            state["inside"] = False
+
+    sys.addaudithook(hook)  # hooks cannot be removed: this one goes quiet on exit
+    try:
+        yield seen
+    finally:
+        state["watching"] = False
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +90,8 @@ async def test_a_nats_config_is_0600(tmp_path: Path) -> None:
     seed = Nkey.generate()
     leaf = LeafRemoteSpec((f"127.0.0.1:{free_port()}",), nkey=seed)
     config = ServerConfig(name="solo", port=free_port(), leaf_remotes=(leaf,))
-    async with EmbeddedNatsServer(config, tmp_path) as server:
-        assert seed.seed in server.conf_path.read_text()
-        assert mode(server.conf_path) == 0o600
+    with modes_while_written(tmp_path / "solo.conf") as modes:
+        async with EmbeddedNatsServer(config, tmp_path) as server:
+            assert seed.seed in server.conf_path.read_text()
+            assert mode(server.conf_path) == 0o600
+    assert modes and set(modes) == {0o600}  # never wider, not even until a chmod
