@@ -35,6 +35,18 @@ ROOT = Path(__file__).resolve().parents[2]
 T1 = "s1/t1"
 
 
+@pytest.fixture
+def installed_till(tmp_path: Path) -> tuple[Site, Path]:
+    """A one-till site (in tmp_path/site), and s1/t1's machine folder with its bundle
+    (tmp_path/t1.tar.gz) installed."""
+    site = init_site(tmp_path / "site", {"s1": ["t1"]})
+    bundle = tmp_path / "t1.tar.gz"
+    write_bundle(tmp_path / "site", T1, bundle)
+    machine = tmp_path / "machine"
+    install_bundle(bundle, machine)
+    return site, machine
+
+
 async def _rotate(site: Site, root: Path, *, sell_after: bool) -> tuple[str, int]:
     """t1 sells, rotates its key (as POST /keys/rotate does), maybe sells on."""
     folder = site.identity_dir(root, T1)
@@ -57,12 +69,11 @@ def _start_till(root: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-async def test_an_old_bundle_over_a_rotated_till_is_refused(tmp_path: Path) -> None:
-    site = init_site(tmp_path / "site", {"s1": ["t1"]})
+async def test_an_old_bundle_over_a_rotated_till_is_refused(
+    tmp_path: Path, installed_till: tuple[Site, Path]
+) -> None:
+    site, machine = installed_till
     old_bundle = tmp_path / "t1.tar.gz"
-    write_bundle(tmp_path / "site", T1, old_bundle)
-    machine = tmp_path / "machine"
-    install_bundle(old_bundle, machine)
     await _rotate(site, machine, sell_after=True)
 
     install_bundle(old_bundle, machine, force=True)  # the old key back in sign.seed
@@ -76,12 +87,11 @@ async def test_an_old_bundle_over_a_rotated_till_is_refused(tmp_path: Path) -> N
     assert "is retired (its own event s1/t1:2 is signed by key" in proc.stderr
 
 
-async def test_a_key_hq_rotated_away_from_is_refused(tmp_path: Path) -> None:
-    site = init_site(tmp_path / "site", {"s1": ["t1"]})
+async def test_a_key_hq_rotated_away_from_is_refused(
+    tmp_path: Path, installed_till: tuple[Site, Path]
+) -> None:
+    site, machine = installed_till
     old_bundle = tmp_path / "t1.tar.gz"
-    write_bundle(tmp_path / "site", T1, old_bundle)
-    machine = tmp_path / "machine"
-    install_bundle(old_bundle, machine)
     public_key, from_seq = await _rotate(site, machine, sell_after=False)
     hq_key = load_signer(site.identity_dir(tmp_path / "site", "hq"))
     (rotated,) = chain("hq", [KeyRotated(replica=T1, public_key=public_key, from_seq=from_seq)])
@@ -143,13 +153,9 @@ async def _key_at_start(site: Site, machine: Path) -> str:
 
 
 async def test_a_crash_before_the_new_seed_is_in_place_still_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    installed_till: tuple[Site, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = init_site(tmp_path / "site", {"s1": ["t1"]})
-    bundle = tmp_path / "t1.tar.gz"
-    write_bundle(tmp_path / "site", T1, bundle)
-    machine = tmp_path / "machine"
-    install_bundle(bundle, machine)
+    site, machine = installed_till
     _, new = await _sell_then_crash_rotating(site, machine, monkeypatch, SIGNING_SEED)
     assert await _key_at_start(site, machine) == new  # the rotation finished at start
     folder = site.identity_dir(machine, T1)
@@ -157,13 +163,9 @@ async def test_a_crash_before_the_new_seed_is_in_place_still_starts(
 
 
 async def test_a_crash_before_the_rotated_list_keeps_the_old_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    installed_till: tuple[Site, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = init_site(tmp_path / "site", {"s1": ["t1"]})
-    bundle = tmp_path / "t1.tar.gz"
-    write_bundle(tmp_path / "site", T1, bundle)
-    machine = tmp_path / "machine"
-    install_bundle(bundle, machine)
+    site, machine = installed_till
     old, _ = await _sell_then_crash_rotating(site, machine, monkeypatch, ROTATED_KEYS)
     assert await _key_at_start(site, machine) == old  # nothing was signed with the new one
     folder = site.identity_dir(machine, T1)
@@ -171,15 +173,11 @@ async def test_a_crash_before_the_rotated_list_keeps_the_old_key(
 
 
 async def test_a_rotated_key_whose_seed_was_lost_before_signing_is_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    installed_till: tuple[Site, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a crash left in a build that wrote the list before the seed: the list names
     a new key whose seed is gone, sign.seed still holds the old one."""
-    site = init_site(tmp_path / "site", {"s1": ["t1"]})
-    bundle = tmp_path / "t1.tar.gz"
-    write_bundle(tmp_path / "site", T1, bundle)
-    machine = tmp_path / "machine"
-    install_bundle(bundle, machine)
+    site, machine = installed_till
     old, new = await _sell_then_crash_rotating(site, machine, monkeypatch, SIGNING_SEED)
     folder = site.identity_dir(machine, T1)
     (folder / NEXT_SEED).unlink(missing_ok=True)
