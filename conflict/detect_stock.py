@@ -25,6 +25,7 @@ from operator import itemgetter
 
 import msgspec
 
+from conflict import oversold
 from conflict.conflicts import PREFIX_CHECK_LIMIT, Details, Found, Resolution, split_resolved
 from conflict.oversold import RUN_ENDS, sku_needle
 from conflict.policies import Policies
@@ -100,7 +101,11 @@ def _positive(conn: sqlite3.Connection) -> dict[StockKey, dict[int, int]]:
 Candidates = dict[StockKey, tuple[dict[int, int], set[int]]]
 
 
-def _candidates(conn: sqlite3.Connection, counts: dict[StockKey, list[CountRow]]) -> Candidates:
+def _candidates(
+    conn: sqlite3.Connection,
+    counts: dict[StockKey, list[CountRow]],
+    only: set[StockKey] | None = None,
+) -> Candidates:
     """(store, sku) -> (its bucket deltas, the buckets to replay), for those that may go
     below zero. One pass over st_buckets in key order: the one part of detection that
     reads every (store, sku, minute) with moves, so it does little per row."""
@@ -111,6 +116,8 @@ def _candidates(conn: sqlite3.Connection, counts: dict[StockKey, list[CountRow]]
     )
     for (sku, store), grp in groupby(rows, key=itemgetter(0, 1)):
         key: StockKey = (store, sku)
+        if only is not None and key not in only:
+            continue
         buckets = [(b, d) for _, _, b, d in grp]
         in_bucket: dict[int, list[int]] = {}
         for c in counts.get(key, ()):  # sorted by (hlc, origin, seq): the last one wins
@@ -293,10 +300,16 @@ def _replay(key: StockKey, deltas: dict[int, int], replay: set[int], fine: Fine)
     return runs
 
 
-def oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
-    """Each run of a (store, sku) below zero; running kind (see `split_resolved`)."""
+def oversell(
+    conn: sqlite3.Connection,
+    p: Policies,
+    r: dict[str, Resolution],
+    only: set[StockKey] | None = None,
+) -> list[Found]:
+    """Each run of a (store, sku) below zero (of those in `only`, if given); running
+    kind (see `split_resolved`)."""
     counts = _count_rows(conn)
-    candidates = _candidates(conn, counts)
+    candidates = _candidates(conn, counts, only)
     fine = _fine(conn, {key: replay for key, (_, replay) in candidates.items()}, counts)
     recount = p.oversell == "flag_recount"
     out = []
@@ -322,8 +335,11 @@ def kept_oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution
     without replaying any history. Each run's events are read in (origin, seq) order
     by SQLite; in time order only if a resolution may name a prefix of them."""
     recount = p.oversell == "flag_recount"
-    out: list[Found] = []
+    held = oversold.held(conn)  # replayed in full: their kept rows lag
+    out = oversell(conn, p, r, only=held) if held else []
     for (sku, store), bounds, end in _kept_runs(conn):
+        if (store, sku) in held:
+            continue
         auto = None
         if recount and end is not None:
             hlc, eid, who, n = end

@@ -35,7 +35,8 @@ import msgspec
 from conflict.stock import recount_sql, store_sql
 
 __all__ = [
-    "RUN_ENDS", "TABLES", "create", "drop", "ensure", "kept", "maintain", "sku_needle",
+    "HOLD_AFTER", "RUN_ENDS", "TABLES", "create", "drop", "ensure", "held", "kept", "maintain",
+    "sku_needle",
 ]  # fmt: skip
 
 _json = msgspec.json.Encoder().encode
@@ -52,6 +53,11 @@ TABLES: dict[str, str] = {
     " run_hlc INTEGER, run_eid TEXT, run_line INTEGER, PRIMARY KEY (sku, store)",
 }
 _DIRTY = "st_oversell_dirty"  # (store, sku, hlc) of writes to st_moves / st_counts
+# (store, sku)s held back (`_replay_or_hold`): their rows from `hlc` on are not kept
+_STALE = "st_oversell_stale"
+# A late (store, sku) is replayed at once if that reads at most a * (the batch's sale
+# lines) + b sales, else held back (`_replay_or_hold`). A list: tests set it to hold all.
+HOLD_AFTER = [4, 1000]
 _TRIGGERS = {
     f"{table}__oversell_{event.lower()}": (table, event, row)
     for table in ("st_moves", "st_counts")
@@ -79,6 +85,10 @@ def create(conn: sqlite3.Connection) -> None:
         f"CREATE TABLE IF NOT EXISTS {_DIRTY} (store TEXT NOT NULL, sku TEXT NOT NULL,"
         " hlc INTEGER NOT NULL)"
     )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {_STALE} (store TEXT NOT NULL, sku TEXT NOT NULL,"
+        " hlc INTEGER NOT NULL, PRIMARY KEY (sku, store)) WITHOUT ROWID"
+    )
     for name, (table, event, row) in _TRIGGERS.items():
         conn.execute(
             f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} BEGIN"
@@ -87,7 +97,7 @@ def create(conn: sqlite3.Connection) -> None:
 
 
 def drop(conn: sqlite3.Connection) -> None:
-    for name in (*TABLES, _DIRTY):
+    for name in (*TABLES, _DIRTY, _STALE):
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -101,13 +111,22 @@ def kept(conn: sqlite3.Connection) -> bool:
 
 
 def ensure(conn: sqlite3.Connection) -> None:
-    """Derive every run afresh unless the tables already cover the stock."""
+    """Derive every run afresh unless the tables already cover the stock; replay the
+    (store, sku)s held back."""
     if kept(conn):
+        held = dict(_stale(conn))
+        conn.execute(f"DELETE FROM {_STALE}")
+        _replay_from(conn, held)
         return
-    for name in (*TABLES, _DIRTY):
+    for name in (*TABLES, _DIRTY, _STALE):
         conn.execute(f"DELETE FROM {name}")
     keys = conn.execute("SELECT store, sku FROM st_stock").fetchall()
     _replay_from(conn, {(str(s), str(k)): -1 for s, k in keys})
+
+
+def held(conn: sqlite3.Connection) -> set[Key]:
+    """The (store, sku)s whose rows are held back: read by the full replay."""
+    return {key for key, _ in _stale(conn)}
 
 
 # --- the fold's part ---------------------------------------------------------------------
@@ -157,53 +176,106 @@ class _Writes:
 def maintain(conn: sqlite3.Connection, sale_steps: SaleSteps) -> None:
     """After a batch's writes: bring the runs of every (store, sku) it moved up to date.
     `sale_steps`: the batch's new sale lines per (store, sku), as replay steps."""
+    dirty = _drain_dirty(conn)
+    keys = sorted(sale_steps.keys() | dirty.keys())
+    if not keys:
+        return
+    stale = dict(_stale(conn))
+    w = _Writes()
+    late: dict[Key, int] = {}
+    settle: dict[Key, int] = {}
+    for key, (tail, run, on_hand) in zip(keys, _tails(conn, keys), strict=True):
+        steps = sale_steps.get(key, [])
+        first = min([s[0] for s in steps] + ([dirty[key]] if key in dirty else []))
+        in_order = key not in dirty and tail is not None and first > tail
+        if key in stale:  # held back: replayed once it is moving in order again
+            (settle if in_order else late)[key] = min(stale[key], first)
+        elif in_order or (tail is None and key not in dirty):  # the till's own sales
+            _append(w, key, sorted(steps), on_hand, run)
+        else:
+            late[key] = first
+    w.flush(conn)
+    lines = sum(map(len, sale_steps.values()))
+    _replay_or_hold(conn, late, settle, budget=HOLD_AFTER[0] * lines + HOLD_AFTER[1])
+
+
+def _drain_dirty(conn: sqlite3.Connection) -> dict[Key, int]:
+    """The (store, sku)s whose moves or counts the batch wrote, and the earliest HLC."""
     dirty = {
         (str(s), str(k)): int(h)
         for s, k, h in conn.execute(f"SELECT store, sku, MIN(hlc) FROM {_DIRTY} GROUP BY 1, 2")
     }
     if dirty:
         conn.execute(f"DELETE FROM {_DIRTY}")
-    late: dict[Key, int] = dict(dirty)
-    appended = {}
-    for key, steps in sale_steps.items():
-        first = min(s[0] for s in steps)
-        if key in dirty:
-            late[key] = min(dirty[key], first)
-        else:
-            appended[key] = first
-    if appended:
-        late.update(_append(conn, {k: sale_steps[k] for k in appended}, appended))
-    if late:
-        _replay_from(conn, late)
+    return dirty
+
+
+def _stale(conn: sqlite3.Connection) -> list[tuple[Key, int]]:
+    return [((str(s), str(k)), int(h)) for s, k, h in conn.execute(f"SELECT * FROM {_STALE}")]
 
 
 _TAILS = (
-    "SELECT t.store, t.sku, t.hlc, t.run_hlc, t.run_eid, t.run_line, s.count + s.delta_after"
-    " FROM json_each(?) k JOIN st_stock s ON s.sku = k.value ->> 1 AND s.store = k.value ->> 0"
-    " LEFT JOIN st_oversell_tail t ON t.sku = s.sku AND t.store = s.store"
+    "SELECT t.hlc, t.run_hlc, t.run_eid, t.run_line, s.count + s.delta_after"
+    " FROM json_each(?) k LEFT JOIN st_stock s ON s.sku = k.value ->> 1"
+    " AND s.store = k.value ->> 0"
+    " LEFT JOIN st_oversell_tail t ON t.sku = k.value ->> 1 AND t.store = k.value ->> 0"
+    " ORDER BY k.key"
 )
 
 
-def _append(conn: sqlite3.Connection, steps_of: SaleSteps, first: dict[Key, int]) -> dict[Key, int]:
-    """Sales past their (store, sku)'s tail continue from the level before them (the
-    stock row's level less theirs: nothing else of the (store, sku) moved in the batch).
-    Returns those not past it: (store, sku) -> the HLC to replay from."""
-    w, late = _Writes(), {}
-    keys = _json(sorted(steps_of)).decode()
-    for (store, sku), (_, _, hlc, run_hlc, run_eid, run_line, on_hand) in zip(
-        sorted(steps_of), conn.execute(_TAILS, (keys,)).fetchall(), strict=True
-    ):
-        key = (store, sku)
-        if hlc is not None and first[key] <= hlc:
-            late[key] = first[key]
-            continue
-        steps = sorted(steps_of[key])
-        level = on_hand - sum(s[4] for s in steps)
-        run = None if run_hlc is None else (run_hlc, run_eid, run_line)
-        run = w.walk(key, steps, level, run if level < 0 else None)
-        w.tail(key, steps[-1][0], run)
-    w.flush(conn)
-    return late
+def _tails(
+    conn: sqlite3.Connection, keys: list[Key]
+) -> Iterable[tuple[int | None, RunKey | None, int]]:
+    """Per key (in order): its tail HLC (None: new), the run open there, its level now."""
+    for hlc, run_hlc, run_eid, run_line, on_hand in conn.execute(_TAILS, (_json(keys).decode(),)):
+        run = None if run_hlc is None else (int(run_hlc), str(run_eid), int(run_line))
+        yield (None if hlc is None else int(hlc)), run, int(on_hand or 0)
+
+
+def _append(w: _Writes, key: Key, steps: list[Step], on_hand: int, run: RunKey | None) -> None:
+    """Sales past their (store, sku)'s tail continue from the level before them: the
+    stock row's level less theirs (nothing else of the (store, sku) moved in the batch)."""
+    level = on_hand - sum(s[4] for s in steps)
+    run = w.walk(key, steps, level, run if level < 0 else None)
+    w.tail(key, steps[-1][0], run)
+
+
+def _replay_or_hold(
+    conn: sqlite3.Connection, late: dict[Key, int], settle: dict[Key, int], budget: int
+) -> None:
+    """Replay the late (store, sku)s whose replay reads at most `budget` sales (a peer's
+    sale seconds late: the usual case), and the held ones now moving in order again.
+    Hold the rest (`st_oversell_stale`): a catch-up of hours of a peer's history would
+    otherwise replay those hours at every batch; read in full by `conflicts` meanwhile."""
+    cheap_from = conn.execute(
+        "SELECT hlc FROM st_sales ORDER BY hlc DESC LIMIT 1 OFFSET ?", (budget,)
+    ).fetchone()
+    now = dict(settle)
+    for key, h0 in late.items():
+        if cheap_from is None or h0 > cheap_from[0]:
+            now[key] = h0
+        else:
+            conn.execute(
+                f"INSERT INTO {_STALE} VALUES (?, ?, ?) ON CONFLICT (sku, store)"
+                " DO UPDATE SET hlc = min(hlc, excluded.hlc)",
+                (*key, h0),
+            )
+            _extend_tail(conn, key)
+    if now:
+        conn.executemany(f"DELETE FROM {_STALE} WHERE store = ? AND sku = ?", list(now))
+        _replay_from(conn, now)
+
+
+def _extend_tail(conn: sqlite3.Connection, key: Key) -> None:
+    """Keep a held (store, sku)'s tail at or after every move and count it has."""
+    conn.execute(
+        "INSERT INTO st_oversell_tail (store, sku, hlc) VALUES (?1, ?2, max("
+        " COALESCE((SELECT MAX(hlc) FROM st_moves WHERE sku = ?2 AND store = ?1), -1),"
+        " COALESCE((SELECT MAX(hlc) FROM st_counts WHERE sku = ?2 AND store = ?1), -1),"
+        " COALESCE((SELECT MAX(hlc) FROM st_sales), -1)))"
+        " ON CONFLICT (sku, store) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
+        key,
+    )
 
 
 def _open_run(conn: sqlite3.Connection, key: Key, level: int, before: int) -> RunKey | None:
@@ -240,6 +312,8 @@ _FEW = 4  # up to this many (store, sku)s read their own sale lines; more share 
 def _replay_from(conn: sqlite3.Connection, since: dict[Key, int]) -> None:
     """Replace the rows of each (store, sku) from its HLC on by a replay of its moves and
     counts from there (-1: its whole history)."""
+    if not since:
+        return
     lines = _sale_lines(conn, since)
     w = _Writes()
     for key, h0 in sorted(since.items()):
