@@ -290,6 +290,7 @@ def _from_snapshot(conn: sqlite3.Connection, work: Path, fold: StoreState) -> Ch
         bases = {o: h.base for o, h in read_heads(conn).items() if h.base}
         if bases:
             load_snapshot(conn, dst, STATE_TABLES)
+            fold.create_tables(dst)  # derives what the fold keeps beside the snapshot
         dst.execute("COMMIT")
     finally:
         dst.close()

@@ -5,6 +5,8 @@ spread over the history; a replay from what is kept equals one from the start.""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,14 @@ import psutil
 import pytest
 
 from replicas.ops.checkpoints import list_checkpoints
+from replicas.ops.common import open_log, scope_of, scratch_state
 from replicas.ops.keeper import CheckpointKeeper, KeepCheckpoints
 from replicas.runtime import Replica
+from tests.conflict.test_digest_maintained import assert_oversell_kept
 from tests.e2e.harness import wait_until
 from tests.factories import cash_sale
 from tests.replicas.lifecycle_kit import TILL, InProcess
-from tests.replicas.ops_kit import Built, at, cli_json, reference_digest
+from tests.replicas.ops_kit import Built, at, cli, cli_json, reference_digest
 
 
 def _replay(capsys: pytest.CaptureFixture[str], db: Path) -> dict[str, Any]:
@@ -106,3 +110,23 @@ async def _no_child() -> bool:
 
 async def _a_child() -> bool:
     return bool(_children())
+
+
+def test_states_folded_from_a_snapshot_keep_their_oversell_runs(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runs the fold keeps are not snapshotted: a replay's scratch state and the
+    checkpoints of a compacted log derive them from the snapshot's stock."""
+    t2 = built.db("s1/t2")
+    code, _, _ = cli(capsys, "log", "compact", t2, "--peers-vv", built.db("hq"), built.db("s1/t1"))
+    assert code == 0
+    _, out = cli_json(capsys, "log", "checkpoint", t2, "--every", "4")
+    with closing(open_log(t2)) as conn:
+        scratch = scratch_state(conn, scope_of(None))
+    states = [scratch, *(sqlite3.connect(c.path) for c in list_checkpoints(t2))]
+    assert len(states) > 1 and out["written"]
+    for state in states:
+        try:
+            assert_oversell_kept(state)
+        finally:
+            state.close()
