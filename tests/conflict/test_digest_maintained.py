@@ -13,7 +13,6 @@ The kill -9 half is in tests/core/test_crash.py (`check_database`).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conflict import oversold, queries
-from conflict.detect import detect
-from conflict.oversold import kept
-from conflict.policies import Policies
 from conflict.state import StoreState
 from core.compact import compact, read_heads
 from core.events import RawEvent, encode_event
@@ -34,7 +30,7 @@ from core.log import EventLog
 from core.sqlite import open_sync
 from tests.factories import cash_sale
 
-from .factory import apply_all, fresh_db, scenarios
+from .factory import apply_all, assert_oversell_kept, fresh_db, scenarios
 
 
 def _agree(conn: object) -> str:
@@ -42,16 +38,6 @@ def _agree(conn: object) -> str:
     held = queries.state_digest(conn)  # type: ignore[arg-type]
     assert held == queries.state_digest(conn, recompute=True)  # type: ignore[arg-type]
     return held
-
-
-def assert_oversell_kept(conn: sqlite3.Connection) -> None:
-    """The oversells read from the kept runs are those the full replay finds (both
-    policies: `flag_recount` reads how each run ended)."""
-    assert kept(conn)
-    for policy in ("allow_and_report", "flag_recount"):
-        p = Policies(oversell=policy)  # type: ignore[arg-type]
-        found = detect(conn, p, kinds=["oversell"])
-        assert found == detect(conn, p, kinds=["oversell"], recompute=True)
 
 
 @contextmanager

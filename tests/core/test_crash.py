@@ -22,7 +22,7 @@ import pytest
 from conflict import queries
 from core.verify import verify_log
 from replicas.cli.main import main as cli_main
-from tests.conflict.test_digest_maintained import assert_oversell_kept
+from tests.conflict.factory import assert_oversell_kept
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0

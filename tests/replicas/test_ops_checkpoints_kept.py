@@ -17,7 +17,7 @@ from replicas.ops.checkpoints import list_checkpoints
 from replicas.ops.common import open_log, scope_of, scratch_state
 from replicas.ops.keeper import CheckpointKeeper, KeepCheckpoints
 from replicas.runtime import Replica
-from tests.conflict.test_digest_maintained import assert_oversell_kept
+from tests.conflict.factory import assert_oversell_kept
 from tests.e2e.harness import wait_until
 from tests.factories import cash_sale
 from tests.replicas.lifecycle_kit import TILL, InProcess

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.log import read_stats
-from tests.conflict.test_digest_maintained import assert_oversell_kept
+from tests.conflict.factory import assert_oversell_kept
 from tests.replicas.ops_kit import (
     Built,
     Site,
