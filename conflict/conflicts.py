@@ -79,6 +79,7 @@ class Found(msgspec.Struct, frozen=True):
     details: Details
     auto: Resolution | None = None  # a resolution implied by events (flag_recount)
     store: str | None = None
+    ordered: bool = False  # events already distinct, in `sorted_events` order
 
 
 # A detector: (state, policies, resolutions by conflict id) -> what it found.

@@ -53,9 +53,9 @@ alone. Each log reports what it saw as an observation (`EventLog.clock_ahead`, s
 `tillmesh status`), and a catalog write dated far ahead is overridden by a manager's
 `supersede` (`tillmesh resolve DB catalog:SKU --action supersede --supersedes ID`).
 
-Cost: each kind is one or a few indexed queries; only oversell needs stock history,
-and it replays only the (store, sku, minute) buckets whose lower bound may go below
-zero.
+Cost: each kind is one or a few indexed queries. Oversell is read from the runs the
+fold keeps (`oversold.py`); the full replay (`recompute`, and a state that keeps no
+runs) replays only the (store, sku, minute) buckets whose lower bound may go below zero.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ from conflict.conflicts import (
     id_of_sorted,
     sorted_events,
 )
-from conflict.detect_stock import counts_during_sales, oversell
+from conflict.detect_stock import counts_during_sales, kept_oversell, oversell
+from conflict.oversold import kept
 from conflict.policies import Policies
 from core.clock import hlc_ms
 
@@ -110,15 +111,20 @@ def detect(
     *,
     open_only: bool = False,
     kinds: Iterable[str] = KINDS,
+    recompute: bool = False,
 ) -> list[Conflict]:
     """Every conflict the folded events show, resolved ones with their resolution,
-    sorted by (kind, store, subject, id)."""
+    sorted by (kind, store, subject, id). Oversells are read from the runs the fold
+    keeps (`oversold.py`) where it keeps them; `recompute` replays the stock history."""
     every = _resolutions(conn)
     resolved = {cid: rs[0] for cid, rs in every.items()}
+    detectors = dict(_DETECTORS)
+    if not recompute and kept(conn):
+        detectors["oversell"] = kept_oversell
     found: list[Conflict] = []
     for kind in kinds:
-        for f in _DETECTORS[kind](conn, policies, resolved):
-            events = sorted_events(f.events)
+        for f in detectors[kind](conn, policies, resolved):
+            events = f.events if f.ordered else sorted_events(f.events)
             cid = id_of_sorted(f.kind, f.subject, events, f.store)
             res = resolved.get(cid) or f.auto
             later = every.get(cid, [])[1:]

@@ -25,26 +25,20 @@ from operator import itemgetter
 
 import msgspec
 
-from conflict.conflicts import Details, Found, Resolution, split_resolved
+from conflict import oversold
+from conflict.conflicts import PREFIX_CHECK_LIMIT, Details, Found, Resolution, split_resolved
+from conflict.oversold import RUN_ENDS, sku_needle
 from conflict.policies import Policies
 from conflict.stock import HLC_PER_BUCKET, bucket_of, store_sql
 from core.clock import hlc_ms, pack
 from core.events import parse_event_id
 
-__all__ = ["counts_during_sales", "oversell"]
+__all__ = ["counts_during_sales", "kept_oversell", "oversell"]
 
 StockKey = tuple[str, str]  # (store, sku)
 CountRow = tuple[int, str, int, int, str]  # (hlc, origin, seq, count, eid)
 # (hlc, 0 move | 1 count, eid | origin, line | seq, delta | count, eid): replay order
 Step = tuple[int, int, str, int, int, str]
-
-_json = msgspec.json.Encoder().encode
-
-
-def _sku_needle(sku: str) -> str:
-    """The text a sale line of `sku` holds in st_sales.lines (the fold's JSON encoding):
-    `instr` on it skips, in C, the sales without the SKU before any JSON is parsed."""
-    return '"sku":' + _json(sku).decode()
 
 
 # --- count during sales ----------------------------------------------------------------
@@ -72,7 +66,7 @@ def counts_during_sales(
     for eid, store, sku, hlc, origin, count in counts.fetchall():
         lo, hi = _window(hlc, p.concurrency_window_ms)
         near = [e for (e,) in conn.execute(_MOVES_NEAR, (store, sku, lo, hi))]
-        near += [e for (e,) in conn.execute(_SALES_NEAR, (lo, hi, store, _sku_needle(sku), sku))]
+        near += [e for (e,) in conn.execute(_SALES_NEAR, (lo, hi, store, sku_needle(sku), sku))]
         others = [e for e in near if parse_event_id(e)[0] != origin]
         if others:
             details: Details = {"count": count, "moves": len(set(others))}
@@ -107,7 +101,11 @@ def _positive(conn: sqlite3.Connection) -> dict[StockKey, dict[int, int]]:
 Candidates = dict[StockKey, tuple[dict[int, int], set[int]]]
 
 
-def _candidates(conn: sqlite3.Connection, counts: dict[StockKey, list[CountRow]]) -> Candidates:
+def _candidates(
+    conn: sqlite3.Connection,
+    counts: dict[StockKey, list[CountRow]],
+    only: set[StockKey] | None = None,
+) -> Candidates:
     """(store, sku) -> (its bucket deltas, the buckets to replay), for those that may go
     below zero. One pass over st_buckets in key order: the one part of detection that
     reads every (store, sku, minute) with moves, so it does little per row."""
@@ -118,6 +116,8 @@ def _candidates(conn: sqlite3.Connection, counts: dict[StockKey, list[CountRow]]
     )
     for (sku, store), grp in groupby(rows, key=itemgetter(0, 1)):
         key: StockKey = (store, sku)
+        if only is not None and key not in only:
+            continue
         buckets = [(b, d) for _, _, b, d in grp]
         in_bucket: dict[int, list[int]] = {}
         for c in counts.get(key, ()):  # sorted by (hlc, origin, seq): the last one wins
@@ -255,11 +255,11 @@ def _sale_lines(
     shared = list(_ranges({b for bs in wanted.values() for b in bs}))
     if sum(_width(r) for r in own.values()) <= _SHARED_COST * _width(shared):
         for (store, sku), ranges in own.items():
-            args = (store, _sku_needle(sku), sku)
+            args = (store, sku_needle(sku), sku)
             for lo, hi in ranges:
                 yield from conn.execute(_LINES_OF_ONE, (*_hlc_range(lo, hi), *args))
         return
-    keys = _json(sorted(wanted)).decode()
+    keys = msgspec.json.encode(sorted(wanted)).decode()
     for lo, hi in shared:
         yield from conn.execute(_LINES_OF_MANY, (*_hlc_range(lo, hi), keys))
 
@@ -300,10 +300,16 @@ def _replay(key: StockKey, deltas: dict[int, int], replay: set[int], fine: Fine)
     return runs
 
 
-def oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
-    """Each run of a (store, sku) below zero; running kind (see `split_resolved`)."""
+def oversell(
+    conn: sqlite3.Connection,
+    p: Policies,
+    r: dict[str, Resolution],
+    only: set[StockKey] | None = None,
+) -> list[Found]:
+    """Each run of a (store, sku) below zero (of those in `only`, if given); running
+    kind (see `split_resolved`)."""
     counts = _count_rows(conn)
-    candidates = _candidates(conn, counts)
+    candidates = _candidates(conn, counts, only)
     fine = _fine(conn, {key: replay for key, (_, replay) in candidates.items()}, counts)
     recount = p.oversell == "flag_recount"
     out = []
@@ -319,3 +325,82 @@ def oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) ->
                 last = i == len(chunks) - 1
                 out.append(Found("oversell", sku, chunk, details, auto if last else None, store))
     return out
+
+
+# --- oversell: the runs the fold keeps ------------------------------------------------
+
+
+def kept_oversell(conn: sqlite3.Connection, p: Policies, r: dict[str, Resolution]) -> list[Found]:
+    """`oversell` from the runs the fold keeps (`oversold.py`): the same conflicts,
+    without replaying any history. Each run's events are read in (origin, seq) order
+    by SQLite; in time order only if a resolution may name a prefix of them."""
+    recount = p.oversell == "flag_recount"
+    held = oversold.held(conn)  # replayed in full: their kept rows lag
+    out = oversell(conn, p, r, only=held) if held else []
+    for (sku, store), bounds, end in _kept_runs(conn):
+        if (store, sku) in held:
+            continue
+        auto = None
+        if recount and end is not None:
+            hlc, eid, who, n = end
+            auto = Resolution(eid, "recount", who, f"counted {n}", hlc)
+        lowest, ids = _run_of(conn, bounds)
+        details: Details = {"lowest": lowest, "needs_recount": int(recount)}
+        if not r or len(ids) > PREFIX_CHECK_LIMIT:  # no prefix can be resolved
+            out.append(Found("oversell", sku, ids, details, auto, store, ordered=True))
+            continue
+        timeline = _timeline(conn, bounds)
+        chunks = list(split_resolved("oversell", sku, timeline, r, store))
+        for i, (chunk, _res) in enumerate(chunks):
+            last = i == len(chunks) - 1
+            out.append(Found("oversell", sku, chunk, details, auto if last else None, store))
+    return out
+
+
+# (sku, store, run_hlc, run_eid, run_line) and the next run's (hlc, eid, line) or None
+Bounds = tuple[str, str, int, str, int, tuple[int, str, int] | None]
+_IN_RUN = "sku = ?1 AND store = ?2 AND (hlc, eid, line) >= (?3, ?4, ?5)"
+_BEFORE_NEXT = " AND (hlc, eid, line) < (?6, ?7, ?8)"
+# (origin, seq) order of event ids, in SQL: an id is origin:seq, an origin holds no ':'
+# (`core.body_base.EventId`) and a seq no leading zero, so within one origin a longer
+# id has the greater seq, and ids of one length compare as their seqs do.
+_BY_ID = "substr(eid, 1, instr(eid, ':') - 1), length(eid), eid"
+
+
+def _kept_runs(
+    conn: sqlite3.Connection,
+) -> Iterator[tuple[tuple[str, str], Bounds, tuple[int, str, str, int] | None]]:
+    """Each kept run: its (sku, store), where its moves lie, the count that ended it."""
+    rows = conn.execute(RUN_ENDS + " ORDER BY sku, store, run_hlc, run_eid, run_line").fetchall()
+    for i, (sku, store, rh, re, rl, eh, ee, eo, ec) in enumerate(rows):
+        after = rows[i + 1] if i + 1 < len(rows) else None
+        upto = None if after is None or after[:2] != (sku, store) else tuple(after[2:5])
+        end = None if eh is None else (eh, ee, eo, ec)
+        yield (sku, store), (sku, store, rh, re, rl, upto), end
+
+
+def _where(bounds: Bounds) -> tuple[str, tuple[object, ...]]:
+    *start, upto = bounds
+    if upto is None:
+        return _IN_RUN, tuple(start)
+    return _IN_RUN + _BEFORE_NEXT, (*start, *upto)
+
+
+def _run_of(conn: sqlite3.Connection, bounds: Bounds) -> tuple[int, list[str]]:
+    """A run's lowest level and its distinct events in (origin, seq) order."""
+    where, args = _where(bounds)
+    lowest = conn.execute(f"SELECT MIN(level) FROM st_oversold WHERE {where}", args)
+    ids = conn.execute(f"SELECT eid FROM st_oversold WHERE {where} ORDER BY {_BY_ID}", args)
+    return int(lowest.fetchone()[0]), list(dict.fromkeys(e for (e,) in ids))  # distinct
+
+
+def _timeline(conn: sqlite3.Connection, bounds: Bounds) -> list[str]:
+    """A run's events in replay order, a sale's lines of one SKU once."""
+    where, args = _where(bounds)
+    events: list[str] = []
+    for (eid,) in conn.execute(
+        f"SELECT eid FROM st_oversold WHERE {where} ORDER BY hlc, eid, line", args
+    ):
+        if not events or events[-1] != eid:
+            events.append(eid)
+    return events

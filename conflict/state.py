@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from conflict import cards, catalog, effects, links, schema, stock
+from conflict import cards, catalog, effects, links, oversold, schema, stock
 from conflict.catalog import PricePolicy
 from core.events import (
     Body,
@@ -90,6 +90,21 @@ _INSERTS: dict[str, str] = {
 }
 
 
+class _StepsOf(dict[str, list[oversold.Step]]):
+    """One store's sale steps per sku, filed under (store, sku) in the batch's map."""
+
+    def __init__(self, store: str, into: oversold.SaleSteps) -> None:
+        super().__init__()
+        self.store, self.into = store, into
+
+    def __missing__(self, sku: str) -> list[oversold.Step]:
+        steps = self[sku] = self.into.setdefault((self.store, sku), [])  # origins share it
+        return steps
+
+
+_StoreTally = tuple[dict[str, list[int]], dict[tuple[str, int], int], _StepsOf]
+
+
 class _Batch:
     """Rows gathered from one batch, per table, before one executemany each."""
 
@@ -98,8 +113,9 @@ class _Batch:
         self.moves: list[stock.MoveRow] = []  # non-sale moves; sale lines live in st_sales
         self.agg: stock.Aggregated = {}  # store -> sku -> [total delta, min hlc]
         self.buckets: stock.Buckets = {}  # store -> (sku, bucket) -> delta
-        # origin -> its store's (agg, buckets): the per-event lookup `_sale` does inline
-        self.of_origin: dict[str, tuple[dict[str, list[int]], dict[tuple[str, int], int]]] = {}
+        # origin -> its store's (agg, buckets, sale steps per sku): the lookup `_sale` inlines
+        self.of_origin: dict[str, _StoreTally] = {}
+        self.sale_steps: oversold.SaleSteps = {}  # (store, sku) -> its new sale lines
         self.totals: dict[str, list[int]] = {}  # shift -> [sales, gross]
         self.sale_ids: list[str] = []
         self.counts: list[tuple[Event, StockCounted]] = []
@@ -109,19 +125,20 @@ class _Batch:
         self.superseded: list[tuple[str, str, str]] = []  # (write eid, by eid, by origin)
         self.resolved: set[str] = set()  # conflict ids resolved in this batch
 
-    def stock_of(self, origin: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], int]]:
-        """The (sku totals, sku buckets) of the store `origin` moves stock in."""
+    def stock_of(self, origin: str) -> _StoreTally:
+        """The (sku totals, sku buckets, sku sale steps) of the store `origin` moves."""
         found = self.of_origin.get(origin)
         if found is None:
             store = stock.stock_store(origin)
-            found = (self.agg.setdefault(store, {}), self.buckets.setdefault(store, {}))
+            found = (self.agg.setdefault(store, {}), self.buckets.setdefault(store, {}),
+                     _StepsOf(store, self.sale_steps))  # fmt: skip
             self.of_origin[origin] = found
         return found
 
     def move(self, ev: Event, sku: str, delta: int) -> None:
         store = stock.stock_store(ev.origin)
         self.moves.append((store, sku, ev.hlc, ev.id, 0, delta))
-        agg, buckets = self.stock_of(ev.origin)
+        agg, buckets, _ = self.stock_of(ev.origin)
         hlc = ev.hlc
         acc = agg.get(sku)
         if acc is None:
@@ -144,8 +161,9 @@ class StoreState:
     # 8: prices per store (a till's price is its store's override: st_store_prices);
     # 9: tax (st_sales.tax_mode, st_refund_lines.tax); 10: digests kept by triggers;
     # 11: card payments' approval and override, floor limits, outcomes of deferred
-    # payments (st_card_*)
-    version = 11
+    # payments (st_card_*); 12: oversell runs kept by the fold (`oversold.py`: derived
+    # tables, not snapshotted; a snapshot of 11 is read and its runs derived on load)
+    version = 12
     # A version-4 snapshot holds every table of version 5 (and st_skewed, left unread);
     # one of 4 to 6 lacks only tables that are empty then: no build before 6 folded a
     # supersede (schema 4), none before 7 a resolution's effects (schema 5); such events
@@ -157,7 +175,7 @@ class StoreState:
     # Before 11 no card event was folded (the st_card_* tables start empty), and a
     # sale's payments row is the same (approval/override_by appear only when set).
     # Loading any of these snapshots into the tables fires their digest triggers.
-    reads_snapshots_of = (4, 5, 6, 7, 8, 9, 10)
+    reads_snapshots_of = (4, 5, 6, 7, 8, 9, 10, 11)
     tables = tuple(schema.TABLES)
 
     def __init__(
@@ -168,10 +186,13 @@ class StoreState:
 
     def create_tables(self, conn: sqlite3.Connection) -> None:
         schema.create(conn)
+        oversold.create(conn)
         self._sync_policy(conn)
+        oversold.ensure(conn)  # after a snapshot was loaded: derived from its stock
 
     def drop_tables(self, conn: sqlite3.Connection) -> None:
         schema.drop(conn)
+        oversold.drop(conn)
 
     def apply(self, conn: sqlite3.Connection, batch: Sequence[Accepted]) -> None:
         fresh = _fresh(conn, batch)
@@ -194,6 +215,7 @@ class StoreState:
         if b.superseded:
             b.catalog_skus |= catalog.supersede(conn, b.superseded)
         catalog.refresh(conn, b.catalog_skus, self.price_policy, self.window_ms)
+        oversold.maintain(conn, b.sale_steps)
 
     def _sync_policy(self, conn: sqlite3.Connection) -> None:
         """The effective catalog depends on the policy and the rules that read the writes
@@ -296,11 +318,12 @@ def _collect(b: _Batch, acc: Accepted) -> None:
 def _sale(b: _Batch, ev: Event, body: SaleCompleted) -> None:
     # The hot path of ingest: the tally of `_Batch.move` is inlined, one bucket per sale.
     hlc, sid, origin = ev.hlc, ev.id, ev.origin
-    agg, buckets = b.of_origin.get(origin) or b.stock_of(origin)  # a batch has few origins
+    agg, buckets, steps = b.of_origin.get(origin) or b.stock_of(origin)  # few origins
     bucket, total = stock.bucket_of(hlc), 0
     exclusive = body.tax_mode == "exclusive"
-    for ln in body.lines:
+    for i, ln in enumerate(body.lines):
         sku, qty = ln.sku, ln.qty
+        steps[sku].append((hlc, 0, sid, i, -qty, sid))  # oversell replay order
         total += qty * ln.unit_price - ln.discount
         if exclusive:  # schema 4: tax on top of the price
             total += ln.tax

@@ -46,6 +46,7 @@ __all__ = [
     "bump_aggregated",
     "bump_buckets",
     "forget_if_unmoved",
+    "recount_sql",
     "remove_count",
     "remove_moves",
     "sale_store",
@@ -92,7 +93,7 @@ def bucket_of(hlc: int) -> int:
     return hlc // HLC_PER_BUCKET
 
 
-def _recount(store: str, sku: str, after: str) -> str:
+def recount_sql(store: str, sku: str, after: str) -> str:
     """SQL for SUM(delta of the store's moves of `sku` with hlc > `after`) (SQL exprs)."""
     b = f"({after} / {HLC_PER_BUCKET})"
     end = f"(({b} + 1) * {HLC_PER_BUCKET})"
@@ -124,7 +125,7 @@ INSERT INTO st_stock (store, sku, count_hlc, count_origin, count_seq, count, del
 _BUMP_AGGREGATED = f"""{_NEW_STOCK} VALUES (?1, ?2, -1, '', 0, 0, ?3)
 ON CONFLICT (sku, store) DO UPDATE SET delta_after = CASE
     WHEN ?4 > st_stock.count_hlc THEN st_stock.delta_after + ?3
-    ELSE {_recount("?1", "?2", "st_stock.count_hlc")}
+    ELSE {recount_sql("?1", "?2", "st_stock.count_hlc")}
 END
 """
 
@@ -134,7 +135,7 @@ ON CONFLICT (sku, store) DO UPDATE SET delta_after = st_stock.delta_after
     + CASE WHEN ?4 > st_stock.count_hlc THEN ?3 ELSE 0 END
 """
 
-_SET_COUNT = f"""{_NEW_STOCK} VALUES (?1, ?2, ?3, ?4, ?5, ?6, {_recount("?1", "?2", "?3")})
+_SET_COUNT = f"""{_NEW_STOCK} VALUES (?1, ?2, ?3, ?4, ?5, ?6, {recount_sql("?1", "?2", "?3")})
 ON CONFLICT (sku, store) DO UPDATE SET count_hlc = ?3, count_origin = ?4, count_seq = ?5,
     count = ?6, delta_after = excluded.delta_after
 """
@@ -210,7 +211,7 @@ def add_count(conn: sqlite3.Connection, row: CountRow) -> None:
 
 
 _UNCOUNTED = f"""UPDATE st_stock SET count_hlc = -1, count_origin = '', count_seq = 0, count = 0,
-    delta_after = {_recount("?1", "?2", "-1")} WHERE store = ?1 AND sku = ?2"""
+    delta_after = {recount_sql("?1", "?2", "-1")} WHERE store = ?1 AND sku = ?2"""
 
 
 def remove_count(conn: sqlite3.Connection, eid: str) -> None:

@@ -311,6 +311,7 @@ def _write_snapshot(
         fold.create_tables(scratch)
         if has_snapshot(conn):
             load_snapshot(conn, scratch, tables)
+            fold.create_tables(scratch)  # lets the fold re-derive what it keeps beside them
         for origin, base in bases.items():
             fold_rows(scratch, fold, _range_rows(conn, origin, heads[origin].base, base), progress)
         save_snapshot(scratch, conn, tables)

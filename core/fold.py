@@ -38,6 +38,8 @@ class StateFold(Protocol):
     version: int  # bump to make every log rebuild its state on open
     tables: tuple[str, ...]  # the state tables, snapshotted by compaction
 
+    # Also called again after a compaction snapshot was loaded into the tables: the fold
+    # re-derives there whatever it keeps beside them (not snapshotted).
     def create_tables(self, conn: sqlite3.Connection) -> None: ...
 
     def drop_tables(self, conn: sqlite3.Connection) -> None: ...

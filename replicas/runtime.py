@@ -45,6 +45,7 @@ from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.cache import StateCache
 from replicas.errors import ApiUnavailable, ApiUnprotected
 from replicas.metrics import ReplicaMetrics
+from replicas.ops.keeper import KEEP_CHECKPOINTS, CheckpointKeeper, KeepCheckpoints
 from replicas.payments.adapter import CardProcessor, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
 from replicas.process import DataDirLock, ServerSupervisor
@@ -78,6 +79,7 @@ class Replica:
         wall_ms: Callable[[], int] = system_wall_ms,
         sync_config: SyncConfig | None = None,
         metrics: ReplicaMetrics | None = None,
+        checkpoints: KeepCheckpoints | None = KEEP_CHECKPOINTS,  # None: take none
     ) -> None:
         self.site, self.replica_id, self.root = site, replica_id, root
         # Its own registry unless one is passed: replicas sharing a process stay apart.
@@ -105,6 +107,15 @@ class Replica:
         self.failure: TillmeshError | None = None
         self.processor: CardProcessor | None = None  # the site's acquirer, if it has one
         self.forwarder: Forwarder | None = None  # a till's: forwards its store's deferred cards
+        self.keeper = (
+            None
+            if checkpoints is None
+            else CheckpointKeeper(  # replay checkpoints
+                self.data_dir / "log.db",
+                lambda: sum(self.log.version_vector().values()),
+                checkpoints,
+            )
+        )
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -154,6 +165,8 @@ class Replica:
         self._tasks.append(asyncio.create_task(watch, name="links"))
         if self.replica_id != HQ:
             self._start_forwarding()
+        if self.keeper is not None:
+            self._tasks.append(asyncio.create_task(self.keeper.run(), name="checkpoints"))
 
     def _observe_log(self) -> None:
         self.log.commit_observers.append(self.metrics.on_commit)

@@ -2,7 +2,8 @@
 
 `conflicts` opens the database read-only, so it runs beside a live replica; what it
 finds is kept beside the file by state digest (`ops.conflicts`), so asking again of the
-same state reads it back. `resolve`
+same state reads it back; a new state reads the oversell runs the fold keeps
+(`conflict.oversold`) rather than replaying every sale. `resolve`
 appends events through a real `EventLog` on the file, which must not be open in a
 running replica at the same time (two writers would hand out the same seqs): it first
 probes for other connections and, if the replica is running, says to resolve through
@@ -31,7 +32,7 @@ from core.log import EventLog
 from core.verify import Equivocated, equivocations
 from replicas.cli.common import add_command, event_record, format_hlc, open_db, print_json
 from replicas.ops.common import ensure_stopped
-from replicas.ops.conflicts import find_conflicts, recompute_from_events
+from replicas.ops.conflicts import find_conflicts, kept_differs, recompute_from_events
 
 __all__ = ["conflict_record", "open_conflict_count", "register"]
 
@@ -54,7 +55,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--recompute",
         action="store_true",
-        help="fold the events afresh and detect there too; exit 1 if that disagrees",
+        help="replay the stock history instead of reading the oversell runs the fold keeps,"
+        " and fold the events afresh and detect there too; exit 1 if any disagrees",
     )
     _policies_arg(p)
 
@@ -129,6 +131,10 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     with closing(open_db(args.db)) as conn:
         policies = _policies(conn, args.policies)
         every = find_conflicts(conn, policies, args.db, recompute=args.recompute)
+        if args.recompute and kept_differs(conn, policies, every):
+            print("tillmesh: the oversell runs the fold keeps show other conflicts",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         if args.recompute and recompute_from_events(conn, policies) != every:
             print("tillmesh: the events folded afresh show other conflicts", file=sys.stderr)
             return 1

@@ -31,9 +31,11 @@ from replicas.cli.common import (
 from replicas.errors import SelectsNothing
 from replicas.ops.checkpoints import (
     DEFAULT_EVERY,
+    DEFAULT_KEEP,
     build_checkpoints,
     checkpoint_dir,
     list_checkpoints,
+    prune_checkpoints,
 )
 from replicas.ops.common import Cut, open_log, scope_of
 from replicas.ops.replay import ReplayStep, event_cut, replay, replayed_store
@@ -197,7 +199,7 @@ def add_checkpoint(logs: SubParsers) -> None:
         cmd_checkpoint,
         "Write replay checkpoints (the state every N events of history) beside the log, "
         "continuing from the newest; a replay then folds only what lies past one.",
-        "tillmesh log checkpoint data/s1/t3/log.db --every 250000",
+        "tillmesh log checkpoint data/s1/t3/log.db --every 250000 --keep 10",
     )
     p.add_argument("db", type=Path)
     p.add_argument(
@@ -205,6 +207,12 @@ def add_checkpoint(logs: SubParsers) -> None:
         type=positive_int,
         default=DEFAULT_EVERY,
         help=f"events between two checkpoints (default {DEFAULT_EVERY:,})",
+    )
+    p.add_argument(
+        "--keep",
+        type=positive_int,
+        help="then keep at most N, spread over the history (a running replica keeps"
+        f" {DEFAULT_KEEP}); default: keep every one",
     )
     p.add_argument("--list", action="store_true", help="only list the checkpoints there are")
 
@@ -215,6 +223,8 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         if not args.list:
             with progress_bar("folding events") as progress:
                 written = build_checkpoints(conn, args.db, args.every, progress)
+    if args.keep is not None and not args.list:
+        prune_checkpoints(args.db, args.keep)
     every = list_checkpoints(args.db)
     if args.json:
         listed = [{**vars(c), "path": str(c.path)} for c in every]

@@ -117,6 +117,7 @@ def new_scratch(
     if compact.has_snapshot(conn):
         _check_snapshot_usable(conn, scope, cut)
         load_snapshot(conn, scratch, STATE_TABLES)
+        fold.create_tables(scratch)  # derives what the fold keeps beside the snapshot
     return scratch
 
 

@@ -5,7 +5,8 @@ names the state in one read (`queries.state_digest`, kept by the fold's triggers
 the conflicts found once are kept in `<log>.conflicts` under (state digest, policies,
 the detection code): asked again of the same state they are read back, not found again.
 A state that moved on (one more sale) misses, and is detected and kept anew; so does a
-build whose detection code differs. `recompute=True` never reads the file.
+build whose detection code differs. `recompute=True` never reads the file, and replays
+the stock history instead of reading the oversell runs the fold keeps.
 
 The file is a cache: any failure to read it is a miss, any failure to write it (a
 read-only folder, a full disk) leaves it out; the answer is the same either way.
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import msgspec
 
-from conflict import conflicts, detect, detect_stock, queries
+from conflict import conflicts, detect, detect_stock, oversold, queries
 from conflict.detect import KINDS, Conflict
 from conflict.policies import Policies
 
-__all__ = ["cache_path", "find_conflicts", "recompute_from_events"]
+__all__ = ["cache_path", "find_conflicts", "kept_differs", "recompute_from_events"]
 
 
 class _Kept(msgspec.Struct, frozen=True):
@@ -34,7 +35,7 @@ class _Kept(msgspec.Struct, frozen=True):
 
 
 _CODE = hashlib.blake2b(
-    "".join(inspect.getsource(m) for m in (detect, detect_stock, conflicts)).encode(),
+    "".join(inspect.getsource(m) for m in (detect, detect_stock, conflicts, oversold)).encode(),
     digest_size=16,
 ).hexdigest()
 
@@ -58,16 +59,22 @@ def find_conflicts(
     """Every conflict of the state (all kinds, resolved ones too), from the kept file
     when it was found in this very state, else detected (and kept, with `log_path`)."""
     if log_path is None:
-        return detect.detect(conn, policies, kinds=KINDS)
+        return detect.detect(conn, policies, kinds=KINDS, recompute=recompute)
     key = _key(conn, policies)
     path = cache_path(log_path)
     if not recompute:
         kept = _read(path)
         if kept is not None and kept.key == key:
             return kept.found
-    found = detect.detect(conn, policies, kinds=KINDS)
+    found = detect.detect(conn, policies, kinds=KINDS, recompute=recompute)
     _write(path, _Kept(key, found))
     return found
+
+
+def kept_differs(conn: sqlite3.Connection, policies: Policies, found: list[Conflict]) -> bool:
+    """Whether the conflicts read from what the fold keeps (the oversell runs) differ
+    from `found` by a full replay of the same state (`--recompute`)."""
+    return detect.detect(conn, policies, kinds=KINDS) != found
 
 
 def recompute_from_events(conn: sqlite3.Connection, policies: Policies) -> list[Conflict]:
@@ -77,7 +84,7 @@ def recompute_from_events(conn: sqlite3.Connection, policies: Policies) -> list[
 
     scratch = scratch_state(conn, scope_of(None))
     try:
-        return detect.detect(scratch, policies, kinds=KINDS)
+        return detect.detect(scratch, policies, kinds=KINDS, recompute=True)
     finally:
         scratch.close()
 

@@ -14,6 +14,9 @@ import msgspec
 from hypothesis import strategies as st
 
 from conflict import queries
+from conflict.detect import detect
+from conflict.oversold import kept
+from conflict.policies import Policies
 from conflict.state import StoreState
 from core.clock import pack
 from core.events import (
@@ -240,3 +243,13 @@ def scenarios(draw: st.DrawFn, max_events: int = 40, tax: bool = False) -> list[
             sale_ids.append(acc.event.id)
         events.append(acc)
     return events
+
+
+def assert_oversell_kept(conn: sqlite3.Connection) -> None:
+    """The oversells read from the kept runs are those the full replay finds (both
+    policies: `flag_recount` reads how each run ended)."""
+    assert kept(conn)
+    for policy in ("allow_and_report", "flag_recount"):
+        p = Policies(oversell=policy)  # type: ignore[arg-type]
+        found = detect(conn, p, kinds=["oversell"])
+        assert found == detect(conn, p, kinds=["oversell"], recompute=True)

@@ -22,6 +22,7 @@ import pytest
 from conflict import queries
 from core.verify import verify_log
 from replicas.cli.main import main as cli_main
+from tests.conflict.factory import assert_oversell_kept
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -71,6 +72,7 @@ def check_database(db: Path, acked: set[int]) -> None:
         assert report.ok, [str(f) for f in report.defects]
         # the kept digest committed with the fold or not at all: it is the rows' digest
         assert queries.state_digest(conn) == queries.state_digest(conn, recompute=True)
+        assert_oversell_kept(conn)  # the runs the fold keeps committed with it too
     finally:
         conn.close()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.log import read_stats
+from tests.conflict.factory import assert_oversell_kept
 from tests.replicas.ops_kit import (
     Built,
     Site,
@@ -210,3 +211,5 @@ def test_a_till_compacted_by_the_previous_fold_opens_after_the_upgrade(
 
     with_site(built.root, reopen)
     assert digest(t1) == before
+    with closing(sqlite3.connect(t1)) as conn:  # the oversell runs (fold 12) derived too
+        assert_oversell_kept(conn)
