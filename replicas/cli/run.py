@@ -1,30 +1,24 @@
-"""Running replicas: `till`, `hq` (the HQ replica, or a bare hub node), `status`."""
+"""Running replicas: `till`, `hq` (the HQ replica, or a bare hub node), `status`; the
+process's main loop is `replicas.cli.serve`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry
 
 from broker.subjects import HQ
 from replicas.cli.common import add_command, print_json
 from replicas.errors import LinkError
 from replicas.hq.shard import Shard
-from replicas.hub import HubNode
-from replicas.metrics import ReplicaMetrics
-from replicas.runtime import Replica
 from replicas.site import load_site
 from replicas.uplink import UplinkState
 
-__all__ = ["TOKEN_ENV", "register", "run_replica"]
+__all__ = ["TOKEN_ENV", "fetch_status", "register"]
 
 TOKEN_ENV = "TILLMESH_TOKEN"  # `status`'s API token, kept off the command line
 
@@ -124,12 +118,16 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_till(args: argparse.Namespace) -> int:
+    from replicas.cli.serve import run_replica  # the runtime loads only to run one
+
     return run_replica(
         args.data, f"{args.store}/{args.till}", fresh=args.fresh, verbose=args.verbose
     )
 
 
 def cmd_hq(args: argparse.Namespace) -> int:
+    from replicas.cli.serve import run_hq_worker, run_hub_node, run_replica
+
     if args.node != HQ:
         return run_hub_node(args.data, args.node, verbose=args.verbose)
     if args.db is not None:
@@ -152,96 +150,6 @@ def _host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
     return host.strip("[]"), int(port)
-
-
-def run_hq_worker(
-    root: Path,
-    dsn: str,
-    shard: Shard,
-    nats_url: str | None,
-    *,
-    fresh: bool,
-    verbose: bool,
-    listen: tuple[str, int] | None = None,
-) -> int:
-    from replicas.hq.worker import HqWorker  # psycopg loads only for HQ on PostgreSQL
-
-    worker = HqWorker(
-        load_site(root), root, dsn, shard, fresh=fresh, nats_url=nats_url, listen=listen
-    )
-    _log_as(f"hq[{shard}]", verbose)
-    asyncio.run(_run(worker))
-    return 0
-
-
-def run_replica(root: Path, replica_id: str, *, fresh: bool, verbose: bool = False) -> int:
-    site = load_site(root)
-    # The process's own metrics registry (prometheus_client's global one stays unused).
-    metrics = ReplicaMetrics(CollectorRegistry())
-    replica = Replica(site, replica_id, root, fresh=fresh, metrics=metrics)  # refuses unknown ids
-    _log_as(replica_id, verbose)
-    asyncio.run(_run(replica))
-    return 0
-
-
-def run_hub_node(root: Path, node: str, *, verbose: bool = False) -> int:
-    hub = HubNode(load_site(root), node, root)  # refuses unknown nodes
-    _log_as(node, verbose)
-    asyncio.run(_run_hub(hub))
-    return 0
-
-
-def _log_as(name: str, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format=f"%(asctime)s {name} %(levelname)s %(message)s",
-    )
-
-
-async def _run_hub(hub: HubNode) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with hub:
-        assert hub.server is not None
-        print(f"{hub.node} hub node up (nats-server pid {hub.server.pid})", flush=True)
-        await stop.wait()
-
-
-async def _run(replica: Replica) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await replica.start()
-    try:
-        if await _first(replica.ready, stop, replica.failed) is replica.ready:
-            print(_serving(replica), flush=True)
-            await _first(stop, replica.failed)
-    finally:
-        await replica.stop()
-    if replica.failure is not None:  # raised once stopped: log closed, server reaped
-        raise replica.failure
-
-
-def _serving(replica: Replica) -> str:
-    shard = getattr(replica, "shard", None)
-    if shard is not None and not shard.front:
-        url = replica.api_url()  # type: ignore[attr-defined]
-        return f"{replica.replica_id} ingest worker {shard} up (PostgreSQL), metrics on {url}"
-    return f"{replica.replica_id} serving on {replica.site.api_url(replica.replica_id)}"
-
-
-async def _first(*events: asyncio.Event) -> asyncio.Event:
-    """Whichever of `events` is set first."""
-    waits = {asyncio.create_task(e.wait()): e for e in events}
-    try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            task.cancel()
-    return waits[done.pop()]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ from replicas.hq.cluster import LocalPostgres
 from replicas.site import init_site, save_site
 from replicas.sync.protocol import holds
 
-# MARKER and DemoError are the demo's as much as the fleet's: `cli.demo` takes them here.
+# MARKER and DemoError are the demo's as much as the fleet's: `demo.console` takes them here.
 __all__ = ["MARKER", "CatchUp", "Demo", "DemoError"]
 
 
@@ -126,7 +126,7 @@ class Demo:
 
     async def run(self) -> bool:
         """Start, trade, break, heal, verify. True if every check passed. `root` must be
-        empty or absent (see `cli.demo.prepare_data`)."""
+        empty or absent (see `demo.console.prepare_data`)."""
         interrupted = False
         try:
             await self._setup()
