@@ -10,6 +10,7 @@ sqlite3 into the same schema (what SQLite alone costs for this layout, with no P
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import sys
 import tempfile
@@ -95,12 +96,47 @@ def sqlite_floor(src: Path, dst: Path, tables: tuple[str, ...]) -> float:
     return wall / n * 1e6
 
 
-def log_ingest(path: Path, evs: list[Event], fold: bool = True) -> tuple[float, float]:
+class TimedConnection:
+    """A sqlite3 connection that adds each statement's thread CPU to `spent[sql]`."""
+
+    def __init__(self, conn: sqlite3.Connection, spent: collections.Counter[str]) -> None:
+        self.conn, self.spent = conn, spent
+
+    def _timed(self, fn: Callable[..., object], sql: str, *args: object) -> object:
+        t0 = time.thread_time()
+        try:
+            return fn(sql, *args)
+        finally:
+            self.spent[" ".join(sql.split())[:56]] += time.thread_time() - t0
+
+    def execute(self, sql: str, *args: object) -> object:
+        return self._timed(self.conn.execute, sql, *args)
+
+    def executemany(self, sql: str, *args: object) -> object:
+        return self._timed(self.conn.executemany, sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+def log_ingest(
+    path: Path,
+    evs: list[Event],
+    fold: bool = True,
+    spent: collections.Counter[str] | None = None,
+    triggers: bool = True,
+) -> tuple[float, float]:
     state = StoreState()
     log = EventLog(path, "s1/t1", state, HybridClock(system_wall_ms), lambda o: True,
                    system_wall_ms)  # fmt: skip
     conn = open_sync(path)
     log._prepare(conn)
+    if not triggers:
+        names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for (name,) in names:
+            conn.execute(f"DROP TRIGGER {name}")
+    if spent is not None:
+        conn = TimedConnection(conn, spent)  # type: ignore[assignment]
     if not fold:
         state.apply = lambda conn, batch: None  # type: ignore[method-assign]
     checked = [check_events(evs[i : i + BATCH], {}) for i in range(0, len(evs), BATCH)]
@@ -116,9 +152,26 @@ def log_ingest(path: Path, evs: list[Event], fold: bool = True) -> tuple[float, 
     return wall / len(evs) * 1e6, cpu / len(evs) * 1e6
 
 
+def stages(evs: list[Event], d: Path) -> None:
+    n = len(evs)
+    for triggers in (True, False):
+        spent: collections.Counter[str] = collections.Counter()
+        _, cpu = log_ingest(d / f"stages-{triggers}.db", evs, spent=spent, triggers=triggers)
+        sql = sum(spent.values()) / n * 1e6
+        print(f"writer thread, digest triggers {'on' if triggers else 'off'}: {cpu:.2f} cpu,"
+              f" of it SQL {sql:.2f}, Python {cpu - sql:.2f}")  # fmt: skip
+        for statement, seconds in spent.most_common(8):
+            print(f"  {seconds / n * 1e6:6.2f}  {statement}")
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 50_000
     evs = events(n)
+    if "--stages" in sys.argv:
+        with tempfile.TemporaryDirectory() as d:
+            stages(evs, Path(d))
+        return
     raws = [encode_event(e) for e in evs]
     print(f"{n} events, µs/event (thread CPU, best of 3)")
     print(f"  decode_event      {per_event(lambda: [decode_event(r) for r in raws], n):6.2f}")
