@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from core import segments
 from core.checks import NO_HEAD, CheckedEvent, Head, check_event, check_events, holds_card_data
 from core.clock import HybridClock
 from core.compact import unfoldable
@@ -139,7 +140,7 @@ class Transaction:
     released: IngestResult = field(default_factory=lambda: IngestResult())
     staged: dict[str, Head] = field(default_factory=dict)
     accepted: list[Accepted] = field(default_factory=list)
-    rows: list[tuple[str, int, int, str, int, bytearray, bytearray]] = field(default_factory=list)
+    rows: list[segments.EventRow] = field(default_factory=list)
     new_hashes: dict[tuple[str, int], bytes] = field(default_factory=dict)
     quarantined: list[tuple[int, str, str, int, str, str, bytes]] = field(default_factory=list)
     drained: list[tuple[str, int]] = field(default_factory=list)
@@ -229,10 +230,7 @@ class Transaction:
     def _check_duplicate(self, ev: Event, h: bytes, peer: str) -> None:
         stored = self.new_hashes.get((ev.origin, ev.seq))
         if stored is None:
-            row = self.conn.execute(
-                "SELECT hash FROM events WHERE origin=? AND seq=?", (ev.origin, ev.seq)
-            ).fetchone()
-            stored = row[0] if row else None  # None: compacted away, cannot compare
+            stored = segments.hash_at(self.conn, ev.origin, ev.seq)  # None: compacted away
         if stored is not None and stored != h:
             if self.verifier is not None:  # a twin is proof only if its origin signed it
                 try:
@@ -347,10 +345,7 @@ class Transaction:
             self._checkpoint(origin, seq)
         self.staged[origin] = (seq, h)
         self.new_hashes[(origin, seq)] = h
-        # bytearray, not bytes: sqlite3 binds bytes only after an adapter lookup that
-        # builds and drops an AttributeError (~1 µs per value, two per event here);
-        # bytearray is bound directly, as the same BLOB.
-        self.rows.append((origin, seq, ev.hlc, ev.type, flags, bytearray(h), bytearray(raw)))
+        self.rows.append((origin, seq, ev.hlc, ev.type, flags, h, raw))  # core.segments
         if body is not None:
             self.accepted.append(Accepted(ev, body, flags))
 
@@ -386,7 +381,7 @@ class Transaction:
         head, _ = self.head(origin)
         if head < from_seq:
             return
-        staged_raw = {(r[0], r[1]): bytes(r[6]) for r in self.rows if r[0] == origin}
+        staged_raw = {(r[0], r[1]): r[6] for r in self.rows if r[0] == origin}
         base = int(self.conn.execute(
             "SELECT COALESCE(MAX(base), 0) FROM heads WHERE origin=?", (origin,)
         ).fetchone()[0])  # fmt: skip
@@ -418,10 +413,7 @@ class Transaction:
             return NO_HEAD
         h = self.new_hashes.get((origin, seq))
         if h is None:
-            row = self.conn.execute(
-                "SELECT hash FROM events WHERE origin=? AND seq=?", (origin, seq)
-            ).fetchone()
-            h = bytes(row[0]) if row else b""
+            h = segments.hash_at(self.conn, origin, seq) or b""
         return (seq, h)
 
     def release_unverified(self) -> None:
@@ -445,15 +437,9 @@ class Transaction:
         arrived, some may be folded already, and then the state is rebuilt without them,
         so it is the same on every replica whichever arrived first."""
         for origin, cut in self.newly_revoked.items():
-            folded = self.conn.execute(
-                f"SELECT count(*) FROM events WHERE origin = ? AND seq > ?"
-                f" AND flags & {FLAG_UNAPPLIED | FLAG_REVOKED} = 0",
-                (origin, cut),
-            ).fetchone()[0]
-            self.conn.execute(
-                f"UPDATE events SET flags = flags | {FLAG_REVOKED} WHERE origin = ? AND seq > ?",
-                (origin, cut),
-            )
+            folded = folded_among(self.conn, origin, cut)
+            past_cut = [(origin, seq) for seq in segments.seqs(self.conn, origin, cut)]
+            segments.set_flags(self.conn, past_cut, add=FLAG_REVOKED)
             self.needs_rebuild = self.needs_rebuild or folded > 0
             before = self.revoked.get(origin, MAX_INT64)  # past it nothing was ever folded
             self.stale_marked |= unfoldable(self.conn, origin, cut, before, "revoked by HQ")
@@ -483,7 +469,7 @@ class Transaction:
         if self.accepted:
             self.fold.apply(self.conn, self.accepted)
         c = self.conn
-        c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", self.rows)
+        segments.write(c, self.rows)
         c.executemany("DELETE FROM pending WHERE origin=? AND seq=?", self.drained)
         if self.quarantined:
             c.executemany(

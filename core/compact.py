@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core import digest
+from core import digest, segments
 from core.errors import StorageError, TillmeshError
 from core.events import decode_body, decode_event
 from core.fold import FLAG_REVOKED, FLAG_UNAPPLIED, Accepted, StateFold
@@ -190,12 +190,8 @@ def _accepted_or_none(raw: bytes, flags: int) -> Accepted | None:
 def _range_rows(
     conn: sqlite3.Connection, origin: str, after: int, upto: int
 ) -> Iterable[tuple[bytes, int]]:
-    cursor = conn.execute(
-        "SELECT raw, flags FROM events WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq",
-        (origin, after, upto),
-    )
-    while rows := cursor.fetchmany(CHUNK):
-        yield from rows
+    for row in segments.rows(conn, origin, after, upto):
+        yield row[6], row[4]
 
 
 # --- snapshot tables ------------------------------------------------------------------------
@@ -287,12 +283,11 @@ def _compact_tx(
         _write_snapshot(conn, fold, tables, heads, bases, progress)
         for origin, base in bases.items():
             conn.execute("UPDATE heads SET base = ? WHERE origin = ?", (base, origin))
-            cur = conn.execute("DELETE FROM events WHERE origin = ? AND seq <= ?", (origin, base))
-            report.dropped += cur.rowcount
+            report.dropped += segments.delete_range(conn, origin, 1, base)
         merged = {**snapshot_bases(conn), **bases}
         _set_meta(conn, "snapshot_bases", json.dumps(merged, sort_keys=True))
         _set_meta(conn, "snapshot_fold_version", fold.version)
-    report.kept = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    report.kept = segments.count(conn)
     return report
 
 
@@ -375,10 +370,8 @@ def rebuild_state(
             load_snapshot(conn, conn, tables)
             fold.create_tables(conn)  # lets the fold re-derive anything its config changes
         applied = fold_rows(conn, fold, _all_rows(conn), progress)
-    conn.executemany(  # events this build could apply are no longer "unapplied"
-        f"UPDATE events SET flags = flags & ~{FLAG_UNAPPLIED} WHERE origin = ? AND seq = ?",
-        [(origin, seq) for origin, seq, raw in _unapplied(conn) if _readable(raw)],
-    )
+    readable = [(origin, seq) for origin, seq, raw in _unapplied(conn) if _readable(raw)]
+    segments.set_flags(conn, readable, remove=FLAG_UNAPPLIED)  # no longer "unapplied"
     _set_meta(conn, "fold_version", fold.version)
     return applied
 
@@ -391,9 +384,13 @@ def readable_unapplied(conn: sqlite3.Connection) -> bool:
 
 def _unapplied(conn: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
     """(origin, seq, raw) of the events stored unapplied: few (only while a store's
-    builds differ), though finding them reads the whole table."""
-    query = f"SELECT origin, seq, raw FROM events WHERE flags & {FLAG_UNAPPLIED}"
-    return conn.execute(query).fetchall()
+    builds differ), found by `event_flags`' key."""
+    found = []
+    for origin, seq, _ in segments.flagged(conn, FLAG_UNAPPLIED):
+        raw = segments.raw_at(conn, origin, seq)
+        if raw is not None:
+            found.append((origin, seq, raw))
+    return found
 
 
 def _readable(raw: bytes) -> bool:
@@ -404,9 +401,8 @@ def _readable(raw: bytes) -> bool:
 
 
 def _all_rows(conn: sqlite3.Connection) -> Iterable[tuple[bytes, int]]:
-    cursor = conn.execute("SELECT raw, flags FROM events ORDER BY origin, seq")
-    while rows := cursor.fetchmany(CHUNK):
-        yield from rows
+    for row in segments.rows(conn):
+        yield row[6], row[4]
 
 
 # --- seeding a new log from a compacted one -----------------------------------------------------
@@ -431,14 +427,12 @@ def seed_from(
         load_snapshot(src, dst, tables)
         save_snapshot(dst, dst, tables)
         for origin, base in bases.items():
-            row = src.execute(
-                "SELECT raw FROM events WHERE origin = ? AND seq = ?", (origin, base + 1)
-            ).fetchone()
-            if row is None:
+            raw = segments.raw_at(src, origin, base + 1)
+            if raw is None:
                 raise StorageError("seed", f"{origin}: no event after compaction base {base}")
             dst.execute(
                 "INSERT INTO heads (origin, seq, hash, base) VALUES (?, ?, ?, ?)",
-                (origin, base, decode_event(row[0]).prev, base),
+                (origin, base, decode_event(raw).prev, base),
             )
         _set_meta(dst, "snapshot_bases", json.dumps(bases, sort_keys=True))
         version = src.execute("SELECT value FROM meta WHERE key = 'snapshot_fold_version'")

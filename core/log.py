@@ -31,13 +31,14 @@ from typing import TypeVar
 
 import aiosqlite
 
+from core import segments
 from core.batch import ClockAhead, IngestResult, Transaction
 from core.checks import CHECK_SLICE, NO_HEAD, CheckedEvent, Head, check_events
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state, stale_snapshot
 from core.errors import StorageError
 from core.events import Body, Event, LogSigned, RawEvent, decode_raws, encode_body
-from core.fold import FLAG_UNAPPLIED, StateFold
+from core.fold import StateFold
 from core.keys import KeyRegistry
 from core.observe import CommitObserver, CommitStats, commit_stats
 from core.rotation import (
@@ -72,10 +73,6 @@ Listener = Callable[[list[RawEvent]], None]
 T = TypeVar("T")
 MAX_BATCH_EVENTS = 5000
 REBUILD_CHUNK = 5000
-UNAPPLIED_INDEX = (
-    f"CREATE INDEX IF NOT EXISTS events_unapplied ON events (origin, seq)"
-    f" WHERE flags & {FLAG_UNAPPLIED}"
-)
 
 
 @dataclass
@@ -199,10 +196,7 @@ class EventLog:
         # A new build may read events an older one stored unapplied (a newer schema):
         # it folds them in, or this till's state would lag its peers' until a rebuild.
         # Checked at every open, since a build rolled back and forward again may have
-        # stored some in between; the partial index makes that a lookup, not a scan.
-        # Not a migration: an older build keeps opening the file, and SQLite keeps the
-        # index current for its writes too.
-        conn.execute(UNAPPLIED_INDEX)
+        # stored some in between; `event_flags` (core.segments) makes that a lookup.
         if meta.get("fold_version") != self.fold.version or readable_unapplied(conn):
             self._rebuild(conn)
 
@@ -485,14 +479,7 @@ class EventLog:
         if from_seq <= self._bases.get(origin, 0):
             return []
 
-        def query(conn: sqlite3.Connection) -> list[bytes]:
-            rows = conn.execute(
-                "SELECT raw FROM events WHERE origin=? AND seq>=? ORDER BY seq LIMIT ?",
-                (origin, from_seq, limit),
-            ).fetchall()
-            return [raw for (raw,) in rows]
-
-        return await self.read(query)
+        return await self.read(lambda conn: segments.read_raws(conn, origin, from_seq, limit))
 
     async def stats(self) -> LogStats:
         """For status polls: the event count comes from the heads, not a table scan."""

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import msgspec
 
+from core import segments
 from core.errors import StorageError
 from core.vv import SeqRange
 
@@ -111,12 +112,7 @@ def select_ranges(
 
 def _raws(conn: sqlite3.Connection, ranges: Iterable[SeqRange]) -> Iterator[bytes]:
     for origin, first, last in ranges:
-        cursor = conn.execute(
-            "SELECT raw FROM events WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-            (origin, first, last),
-        )
-        while rows := cursor.fetchmany(CHUNK):
-            yield from (raw for (raw,) in rows)
+        yield from (row[6] for row in segments.rows(conn, origin, first - 1, last))
 
 
 def write_export(
@@ -277,8 +273,7 @@ def _compare_origin(
 
 
 def _hash_at(conn: sqlite3.Connection, origin: str, seq: int) -> bytes | None:
-    row = conn.execute("SELECT hash FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
-    return bytes(row[0]) if row else None
+    return segments.hash_at(conn, origin, seq)
 
 
 def _parting(a: sqlite3.Connection, b: sqlite3.Connection, origin: str, lo: int, hi: int) -> int:

@@ -21,6 +21,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 
+from core import segments
 from core.errors import SignatureError, TillmeshError
 from core.events import Event, decode_event, event_hash
 from core.fold import FLAG_REVOKED, FLAG_UNAPPLIED
@@ -107,10 +108,7 @@ class Vouchers:
     def event(self, origin: str, seq: int) -> Event | None:
         raw = self.staged.get((origin, seq))
         if raw is None:
-            row = self.conn.execute(
-                "SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)
-            ).fetchone()
-            raw = row[0] if row else None
+            raw = segments.raw_at(self.conn, origin, seq)
         try:
             return decode_event(raw) if raw is not None else None
         except TillmeshError:
@@ -136,19 +134,16 @@ def retired_suffix(
 
 
 def folded_among(conn: sqlite3.Connection, origin: str, above: int) -> int:
-    return int(
-        conn.execute(
-            f"SELECT count(*) FROM events WHERE origin = ? AND seq > ?"
-            f" AND flags & {FLAG_UNAPPLIED | FLAG_REVOKED} = 0",
-            (origin, above),
-        ).fetchone()[0]
-    )
+    """How many of `origin`'s stored events above `above` were folded (not flagged)."""
+    unfolded = conn.execute(
+        "SELECT count(*) FROM event_flags WHERE origin = ? AND seq > ? AND flags & ?",
+        (origin, above, FLAG_UNAPPLIED | FLAG_REVOKED),
+    ).fetchone()[0]
+    return segments.count(conn, origin, above) - int(unfolded)
 
 
 def evict_stored(conn: sqlite3.Connection, origin: str, above: int) -> Sequence[tuple[int, bytes]]:
     """Remove `origin`'s committed events above seq `above`; their (seq, raw)."""
-    rows = conn.execute(
-        "SELECT seq, raw FROM events WHERE origin=? AND seq>? ORDER BY seq", (origin, above)
-    ).fetchall()
-    conn.execute("DELETE FROM events WHERE origin=? AND seq>?", (origin, above))
-    return [(int(s), bytes(r)) for s, r in rows]
+    rows = [(row[1], row[6]) for row in segments.rows(conn, origin, above)]
+    segments.delete_range(conn, origin, above + 1, 1 << 62)
+    return rows

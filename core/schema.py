@@ -1,13 +1,15 @@
 """The log's own tables, as an ordered list of migrations (PRAGMA user_version).
 
 State tables belong to the fold (`conflict/`) and are created by it; they are
-derived data and can always be rebuilt from `events`.
+derived data and can always be rebuilt from the events. From schema 3 the events are
+stored as segments (`core.segments`), shown one per row by the `events` view.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
+from core import segments
 from core.sqlite import Migration
 
 __all__ = ["MIGRATIONS"]
@@ -70,4 +72,9 @@ def _v2_hlc_index(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX events_by_hlc ON events (hlc)")
 
 
-MIGRATIONS: list[Migration] = [_v1_log_tables, _v2_hlc_index]
+def _v3_segments(conn: sqlite3.Connection) -> None:
+    # One row per contiguous run of an origin's events (issue 19); see core.segments.
+    segments.migrate_events_table(conn)
+
+
+MIGRATIONS: list[Migration] = [_v1_log_tables, _v2_hlc_index, _v3_segments]

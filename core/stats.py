@@ -7,6 +7,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import segments
+
 __all__ = ["LogStats", "read_stats"]
 
 
@@ -41,7 +43,7 @@ def read_stats(conn: sqlite3.Connection, path: Path, *, exact: bool = True) -> L
     return LogStats(
         path=str(path),
         replica_id=str(meta.get("replica_id", "")),
-        events=count("events") if exact else events_from_heads(),
+        events=segments.count(conn) if exact else events_from_heads(),
         pending=count("pending"),
         quarantined=count("quarantine"),
         quarantine_dropped=int(meta.get("quarantine_dropped", 0)),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core import segments
 from core.compact import stale_snapshot
 from core.errors import SignatureError, TillmeshError, UnknownEventType
 from core.events import (
@@ -158,9 +159,9 @@ def _check_signatures(
 
 
 def _event(conn: sqlite3.Connection, origin: str, seq: int) -> Event | None:
-    row = conn.execute("SELECT raw FROM events WHERE origin=? AND seq=?", (origin, seq)).fetchone()
+    raw = segments.raw_at(conn, origin, seq)
     try:
-        return decode_event(row[0]) if row else None
+        return decode_event(raw) if raw is not None else None
     except TillmeshError:
         return None
 
@@ -186,11 +187,8 @@ def _verify_origin(
 
 
 def _rows(conn: sqlite3.Connection, origin: str) -> Iterator[tuple[int, bytes, bytes]]:
-    cursor = conn.execute(
-        "SELECT seq, hash, raw FROM events WHERE origin=? ORDER BY seq", (origin,)
-    )
-    while rows := cursor.fetchmany(5000):
-        yield from rows
+    for row in segments.rows(conn, origin):
+        yield row[1], row[5], row[6]
 
 
 def _check_event(
@@ -233,7 +231,9 @@ def _check_body(ev: Event) -> list[Finding]:
 def _orphans(
     conn: sqlite3.Connection, heads: dict[str, tuple[int, bytes, int]], report: VerifyReport
 ) -> None:
-    for origin, count in conn.execute("SELECT origin, count(*) FROM events GROUP BY origin"):
+    for origin, count in conn.execute(
+        "SELECT origin, sum(last_seq - first_seq + 1) FROM segments GROUP BY origin"
+    ):
         if origin not in heads:
             report.findings.append(
                 Finding("defect", "no-head", origin, 0, f"{count} events without a head row")
