@@ -15,13 +15,13 @@ from conflict.state import StoreState
 from core.log import EventLog
 from tests.factories import cash_sale
 
-__all__ = ["BENCH_EVENTS", "build_till_log"]
+__all__ = ["BENCH_EVENTS", "append_sales", "build_till_log"]
 
 BENCH_EVENTS = int(os.environ.get("TILLMESH_BENCH_EVENTS", "1000000"))
 _PER_COMMIT = 5000
 
 
-async def _append(db: Path, n: int) -> None:
+async def append_sales(db: Path, n: int) -> None:
     log = await EventLog.open(db, "s1/t1", StoreState())
     try:
         for i in range(0, n, _PER_COMMIT):
@@ -34,5 +34,5 @@ async def _append(db: Path, n: int) -> None:
 
 def build_till_log(db: Path, n: int = BENCH_EVENTS) -> Path:
     """s1/t1's log with `n` sales (a multiple of 5,000) at `db`."""
-    asyncio.run(_append(db, n))
+    asyncio.run(append_sales(db, n))
     return db

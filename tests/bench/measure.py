@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from conflict.state import StoreState
+from core import segments
 from core.events import event_hash
 from core.log import EventLog
 from replicas.keyfiles import load_signer
@@ -110,7 +111,7 @@ def raws_of(db: Path, origin: str) -> list[bytes]:
     """The stored bytes of every event of `origin` in the log `db` (read-only)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return [r for (r,) in conn.execute("SELECT raw FROM events WHERE origin = ?", (origin,))]
+        return segments.read_raws(conn, origin, 1, 1 << 40)
     finally:
         conn.close()
 

@@ -115,7 +115,7 @@ async def test_bench_batched_ingest(tmp_path):
                 f"{two / raw_rate:.2f}x raw; target >= 100,000",
             ),
             (
-                "floor: its events + st_sales rows, raw",
+                "floor: its segments + st_sales rows, raw",
                 f"{floor:,.0f} ev/s",
                 f"{floor / raw_rate:.2f}x raw: SQLite alone for this layout, no Python",
             ),
