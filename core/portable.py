@@ -99,12 +99,10 @@ def select_ranges(
         last, base = heads[origin]
         first = base + 1
         if since_hlc is not None:
-            row = conn.execute(
-                "SELECT min(seq) FROM events WHERE origin = ? AND hlc >= ?", (origin, since_hlc)
-            ).fetchone()
-            if row[0] is None:
+            since = segments.first_seq_since(conn, origin, since_hlc)
+            if since is None:
                 continue
-            first = int(row[0])
+            first = since
         if first <= last:
             ranges.append((origin, first, last))
     return ranges

@@ -39,6 +39,7 @@ __all__ = [
     "count",
     "create",
     "delete_range",
+    "first_seq_since",
     "flagged",
     "hash_at",
     "migrate_events_table",
@@ -282,6 +283,22 @@ def rows(
                 h = bytes(hashes[k * HASH_BYTES : (k + 1) * HASH_BYTES])
                 raw_bytes = bytes(view[start : start + length])
                 yield (o, seq, hlc, event_type, flags.get(seq, 0), h, raw_bytes)
+
+
+def first_seq_since(conn: sqlite3.Connection, origin: str, hlc: int) -> int | None:
+    """The lowest stored seq of `origin` whose hlc is >= `hlc` (None: none is). Only the
+    segments whose hlc bound reaches `hlc` are read, in seq order, to the first hit."""
+    cursor = conn.execute(
+        "SELECT first_seq, last_seq, skip, idx FROM segments WHERE origin = ? AND hlc_hi >= ?"
+        " ORDER BY first_seq",
+        (origin, hlc),
+    )
+    for first, last, skip, idx in cursor:
+        entries = _decode_idx(idx)
+        for seq in range(first, last + 1):
+            if entries[skip + seq - first][2] >= hlc:
+                return int(seq)
+    return None
 
 
 def count(conn: sqlite3.Connection, origin: str | None = None, after: int = 0) -> int:

@@ -161,6 +161,9 @@ def test_the_events_view_edits_single_events_as_the_table_did(
         assert conn.execute(ALL_ROWS).fetchall() == [model[k] for k in sorted(model)]
         assert list(segments.rows(conn)) == [model[k] for k in sorted(model)]
         assert segments.count(conn) == len(model)
+        for since in (0, 1010, 1020, 1050):  # hlcs are 1000 + seq, or 7 once put back
+            later = [k[1] for k in sorted(model) if model[k][2] >= since]
+            assert segments.first_seq_since(conn, "o", since) == (later[0] if later else None)
         for seq in range(1, 42):
             row = model.get(("o", seq))
             assert segments.raw_at(conn, "o", seq) == (row[6] if row else None)
