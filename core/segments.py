@@ -53,6 +53,9 @@ __all__ = [
 # One segment per run, up to this many events: a lookup of one event reads its
 # segment's index and bytes, so a run is cut into rows of bounded size.
 MAX_SEGMENT_EVENTS = 1024
+# Trailing segments shorter than this are merged each time an origin's seq crosses a
+# multiple of it (`_coalesce`).
+COALESCE_EVENTS = 64
 HASH_BYTES = 32
 CHUNK = 64  # segments fetched per round trip when scanning
 
@@ -62,6 +65,10 @@ _Entry = tuple[int, int, int, str]  # idx entry: start, length, hlc, type
 _encode_idx = msgspec.json.Encoder().encode
 _decode_idx = msgspec.json.Decoder(list[_Entry]).decode
 _by_origin_seq = itemgetter(0, 1)
+_INSERT = (
+    "INSERT INTO segments (origin, first_seq, last_seq, hlc_lo, hlc_hi, idx, hashes, raw)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
 
 _DDL = """
 CREATE TABLE segments (
@@ -139,6 +146,7 @@ def write(conn: sqlite3.Connection, events: Sequence[EventRow]) -> None:
     ordered = sorted(events, key=_by_origin_seq)
     segments: list[tuple[object, ...]] = []
     flags: list[tuple[str, int, int]] = []
+    small_runs: list[tuple[str, int]] = []  # (origin, last seq) of runs to coalesce
     i, n = 0, len(ordered)
     while i < n:
         origin, first = ordered[i][0], ordered[i][1]
@@ -152,14 +160,54 @@ def write(conn: sqlite3.Connection, events: Sequence[EventRow]) -> None:
             j += 1
         segments.append(_segment(ordered[i:j]))
         flags += [(o, s, f) for o, s, _, _, f, _, _ in ordered[i:j] if f]
+        if (
+            j - i < COALESCE_EVENTS
+            and (first - 1) // COALESCE_EVENTS != ordered[j - 1][1] // COALESCE_EVENTS
+        ):
+            small_runs.append((origin, ordered[j - 1][1]))
         i = j
-    conn.executemany(
-        "INSERT INTO segments (origin, first_seq, last_seq, hlc_lo, hlc_hi, idx, hashes, raw)"
-        " VALUES (?,?,?,?,?,?,?,?)",
-        segments,
-    )
+    conn.executemany(_INSERT, segments)
     if flags:
         conn.executemany("INSERT INTO event_flags VALUES (?,?,?)", flags)
+    for origin, last in small_runs:
+        _coalesce(conn, origin, last)
+
+
+def _coalesce(conn: sqlite3.Connection, origin: str, last: int) -> None:
+    """Merge the small segments that end `origin`'s stored run at `last` into one row.
+
+    A till appends its own sales one per commit, each a segment of one event; serving
+    them back costs a row per event again (read_range: 2.0 µs/event for one-event
+    segments against 0.5 for full ones). Each time a run crosses a multiple of
+    COALESCE_EVENTS, the trailing small segments (whole, contiguous, ending at `last`)
+    are rewritten as one: one rewrite of at most that many events per as many events.
+    """
+    found = conn.execute(
+        f"SELECT {_COLUMNS} FROM segments WHERE origin = ? AND first_seq > ? AND first_seq <= ?"
+        " ORDER BY first_seq DESC",
+        (origin, last - COALESCE_EVENTS, last),
+    ).fetchall()
+    merged: list[_Segment] = []
+    want = last
+    for seg in found:
+        _, _, first, seg_last, skip, idx, _, _ = seg
+        entries = _decode_idx(idx)
+        if seg_last != want or skip != 0 or len(entries) != seg_last - first + 1:
+            break  # a hole, or a window cut out of a larger run: left as it is
+        merged.append(seg)
+        want = first - 1
+    if len(merged) < 2:
+        return
+    merged.reverse()
+    rows: list[EventRow] = []
+    for _, _, first, _, _, idx, hashes, raw in merged:
+        for k, (start, length, hlc, event_type) in enumerate(_decode_idx(idx)):
+            h = bytes(hashes[k * HASH_BYTES : (k + 1) * HASH_BYTES])
+            rows.append(
+                (origin, first + k, hlc, event_type, 0, h, bytes(raw[start : start + length]))
+            )
+    conn.executemany("DELETE FROM segments WHERE id = ?", [(seg[0],) for seg in merged])
+    conn.execute(_INSERT, _segment(rows))
 
 
 def _segment(run: Sequence[EventRow]) -> tuple[object, ...]:

@@ -125,13 +125,14 @@ def _model_db(tmp_path: Path, runs: list[int]) -> tuple[sqlite3.Connection, dict
     return conn, model
 
 
-_edit = st.tuples(st.sampled_from(["delete", "update", "flag", "insert"]), st.integers(1, 40))
+_edit = st.tuples(st.sampled_from(["delete", "update", "flag", "insert"]), st.integers(1, 160))
+# Runs as commits write them: mostly one event (a till's own sales), some longer; past
+# multiples of segments.COALESCE_EVENTS the small ones are merged.
+_runs = st.lists(st.one_of(st.just(1), st.integers(1, 40)), min_size=1, max_size=40)
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    runs=st.lists(st.integers(1, 12), min_size=1, max_size=5), edits=st.lists(_edit, max_size=12)
-)
+@given(runs=_runs, edits=st.lists(_edit, max_size=12))
 def test_the_events_view_edits_single_events_as_the_table_did(
     tmp_path_factory, runs: list[int], edits: list[tuple[str, int]]
 ) -> None:
@@ -164,7 +165,7 @@ def test_the_events_view_edits_single_events_as_the_table_did(
         for since in (0, 1010, 1020, 1050):  # hlcs are 1000 + seq, or 7 once put back
             later = [k[1] for k in sorted(model) if model[k][2] >= since]
             assert segments.first_seq_since(conn, "o", since) == (later[0] if later else None)
-        for seq in range(1, 42):
+        for seq in range(1, 170):
             row = model.get(("o", seq))
             assert segments.raw_at(conn, "o", seq) == (row[6] if row else None)
             assert segments.hash_at(conn, "o", seq) == (row[5] if row else None)
@@ -172,9 +173,9 @@ def test_the_events_view_edits_single_events_as_the_table_did(
 
 @settings(max_examples=40, deadline=None)
 @given(
-    runs=st.lists(st.integers(1, 12), min_size=1, max_size=5),
-    lo=st.integers(1, 40),
-    width=st.integers(0, 40),
+    runs=_runs,
+    lo=st.integers(1, 160),
+    width=st.integers(0, 100),
 )
 def test_delete_range_cuts_windows_and_keeps_the_rest(
     tmp_path_factory, runs: list[int], lo: int, width: int
@@ -194,4 +195,27 @@ def test_delete_range_cuts_windows_and_keeps_the_rest(
             if s != 1 + len(want):
                 break
             want.append(model[("o", s)][6])
-        assert segments.read_raws(conn, "o", 1, 100) == want
+        assert segments.read_raws(conn, "o", 1, 2000) == want
+
+
+def test_a_tills_own_sales_one_per_commit_are_coalesced(tmp_path: Path) -> None:
+    """One-event segments (a sale per commit) are merged as the seqs pass each multiple
+    of COALESCE_EVENTS; what is stored and served stays the same, tool edits included."""
+    every = segments.COALESCE_EVENTS
+    conn, model = _model_db(tmp_path, [1] * (3 * every + 5))
+    with closing(conn):
+        assert conn.execute("SELECT count(*) FROM segments").fetchone()[0] == 3 + 5
+        conn.execute("DELETE FROM events WHERE origin = 'o' AND seq = ?", (3 * every + 2,))
+        del model[("o", 3 * every + 2)]
+        seq = 3 * every + 5
+        for _ in range(every):  # past the hole: merged only back to it
+            seq += 1
+            row = ("o", seq, 1000 + seq, "t", 0, b"\x03" * 32, b"later %d" % seq)
+            segments.write(conn, [row])
+            model[("o", seq)] = row
+        assert list(segments.rows(conn)) == [model[k] for k in sorted(model)]
+        sizes = [n for (n,) in conn.execute(
+            "SELECT last_seq - first_seq + 1 FROM segments ORDER BY first_seq"
+        )]  # fmt: skip
+        # 193 alone (the hole after it), 195..256 merged at 256, 257..261 not yet
+        assert sizes == [every] * 3 + [1, every - 2] + [1] * 5
