@@ -42,6 +42,7 @@ __all__ = [
     "first_seq_since",
     "flagged",
     "hash_at",
+    "hlc_at",
     "migrate_events_table",
     "raw_at",
     "read_raws",
@@ -260,6 +261,15 @@ def raw_at(conn: sqlite3.Connection, origin: str, seq: int) -> bytes | None:
     first, _, skip, idx, raw = found
     start, length, _, _ = _decode_idx(idx)[skip + seq - first]
     return bytes(raw[start : start + length])
+
+
+def hlc_at(conn: sqlite3.Connection, origin: str, seq: int) -> int | None:
+    """The hlc of (origin, seq), or None if the log does not hold it."""
+    found = _containing(conn, origin, seq, "idx")
+    if found is None:
+        return None
+    first, _, skip, idx = found
+    return int(_decode_idx(idx)[skip + seq - first][2])
 
 
 def _segments_from(

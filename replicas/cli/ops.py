@@ -18,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from core import segments
 from core.errors import StorageError
 from core.verify import Finding
 from replicas.cli.common import (
@@ -198,7 +199,7 @@ def _print_diff(d: DbDiff, db_a: Path, db_b: Path) -> None:
 
 
 def _event_count(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    return segments.count(conn)
 
 
 def _findings(defects: list[Finding]) -> list[dict[str, Any]]:

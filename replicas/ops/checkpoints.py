@@ -30,7 +30,7 @@ from pathlib import Path
 
 from conflict.policies import state_fold
 from conflict.state import StoreState
-from core import digest
+from core import digest, segments
 from core.compact import fold_rows, load_snapshot, read_heads
 from core.events import decode_event
 from core.sqlite import file_uri, keep_private
@@ -139,12 +139,11 @@ def _same_chain(conn: sqlite3.Connection, ck: Checkpoint) -> bool:
 
 
 def _hash_at(conn: sqlite3.Connection, origin: str, seq: int) -> str | None:
-    sql = "SELECT hash, raw FROM events WHERE origin = ? AND seq = ?"
-    row = conn.execute(sql, (origin, seq)).fetchone()
-    if row is not None:
-        return bytes(row[0]).hex()
-    after = conn.execute(sql, (origin, seq + 1)).fetchone()
-    return None if after is None else decode_event(after[1]).prev.hex()
+    stored = segments.hash_at(conn, origin, seq)
+    if stored is not None:
+        return stored.hex()
+    after = segments.raw_at(conn, origin, seq + 1)
+    return None if after is None else decode_event(after).prev.hex()
 
 
 Row = tuple[bytes, int, int, str, int, bytes]  # raw, flags, hlc, origin, seq, hash
@@ -199,10 +198,7 @@ def rows_after(
 
 
 def _first_hlc_after(conn: sqlite3.Connection, origin: str, seq: int) -> int | None:
-    row = conn.execute(
-        "SELECT hlc FROM events WHERE origin = ? AND seq = ?", (origin, seq + 1)
-    ).fetchone()
-    return None if row is None else int(row[0])
+    return segments.hlc_at(conn, origin, seq + 1)
 
 
 # --- pruning -------------------------------------------------------------------------------
@@ -299,11 +295,10 @@ def _from_snapshot(conn: sqlite3.Connection, work: Path, fold: StoreState) -> Ch
     top: Cut = (0, "", 0)
     hashes = {}
     for origin, base in bases.items():  # the first kept event bounds what was dropped
-        row = conn.execute(
-            "SELECT hlc, raw FROM events WHERE origin = ? AND seq = ?", (origin, base + 1)
-        ).fetchone()
-        top = max(top, (int(row[0]) - 1, origin, base))
-        hashes[origin] = decode_event(row[1]).prev.hex()
+        raw, hlc = segments.raw_at(conn, origin, base + 1), segments.hlc_at(conn, origin, base + 1)
+        assert raw is not None and hlc is not None  # compaction keeps an origin's head
+        top = max(top, (hlc - 1, origin, base))
+        hashes[origin] = decode_event(raw).prev.hex()
     events = sum(bases.values())
     return Checkpoint(
         work, events, bases, top, hashes, fold.version, replica_of(conn), _policy(fold),

@@ -22,7 +22,7 @@ from pathlib import Path
 from conflict import cards, schema
 from conflict.policies import state_fold
 from conflict.state import StoreState
-from core import compact
+from core import compact, segments
 from core.compact import CompactReport, fold_rows, load_snapshot, read_heads
 from core.errors import DatabaseLocked, StorageError
 from core.events import HQ
@@ -131,10 +131,8 @@ def _check_snapshot_usable(conn: sqlite3.Connection, scope: Scope, cut: Cut | No
     for origin, head in heads.items():
         if head.base == 0 or cut is None:
             continue
-        row = conn.execute(
-            "SELECT hlc FROM events WHERE origin = ? AND seq = ?", (origin, head.base + 1)
-        ).fetchone()
-        if row is None or (row[0], origin, head.base + 1) > cut:
+        hlc = segments.hlc_at(conn, origin, head.base + 1)
+        if hlc is None or (hlc, origin, head.base + 1) > cut:
             raise StorageError(
                 "replay",
                 f"events of {origin} up to seq {head.base} were compacted away; "

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from conflict import queries
+from core import segments
 from core.compact import read_heads
 from core.errors import StorageError
 from core.events import HQ, decode_event, event_hash, store_of
@@ -136,12 +137,11 @@ def _head_defects(
     for origin, head in read_heads(conn).items():
         if not scope(origin) or head.seq <= head.base:
             continue
-        row = conn.execute(
-            "SELECT raw, hash FROM events WHERE origin = ? AND seq = ?", (origin, head.seq)
-        ).fetchone()
-        if row is None:
+        raw = segments.raw_at(conn, origin, head.seq)
+        stored = segments.hash_at(conn, origin, head.seq)
+        if raw is None or stored is None:
             found.append(Finding("defect", "head-missing", origin, head.seq, "no event at head"))
-        elif bytes(row[1]) != head.hash or event_hash(decode_event(row[0])) != head.hash:
+        elif stored != head.hash or event_hash(decode_event(raw)) != head.hash:
             detail = "the head event's bytes or stored hash are not the head's"
             found.append(Finding("defect", "head-mismatch", origin, head.seq, detail))
     return found

@@ -19,6 +19,7 @@ from conflict import lookups, queries
 from conflict.policies import state_fold
 from conflict.state import StoreState
 from conflict.stock import stock_store, store_moved_by
+from core import segments
 from core.compact import CHUNK as BATCH
 from core.compact import fold_rows
 from core.errors import TillmeshError
@@ -66,12 +67,10 @@ class Replay:
 
 
 def event_cut(conn: sqlite3.Connection, origin: str, seq: int) -> Cut:
-    row = conn.execute(
-        "SELECT hlc FROM events WHERE origin = ? AND seq = ?", (origin, seq)
-    ).fetchone()
-    if row is None:
+    hlc = segments.hlc_at(conn, origin, seq)
+    if hlc is None:
         raise SelectsNothing("replay", f"no event {origin}:{seq} in this log")
-    return int(row[0]), origin, seq
+    return hlc, origin, seq
 
 
 def replayed_store(conn: sqlite3.Connection, store: str | None) -> str | None:

@@ -169,6 +169,7 @@ def test_the_events_view_edits_single_events_as_the_table_did(
             row = model.get(("o", seq))
             assert segments.raw_at(conn, "o", seq) == (row[6] if row else None)
             assert segments.hash_at(conn, "o", seq) == (row[5] if row else None)
+            assert segments.hlc_at(conn, "o", seq) == (row[2] if row else None)
 
 
 @settings(max_examples=40, deadline=None)
