@@ -27,8 +27,9 @@ work too, in plain SQL (a tool's sqlite3 connection has no tillmesh functions).
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 
 import msgspec
@@ -43,10 +44,13 @@ __all__ = [
     "flagged",
     "hash_at",
     "hlc_at",
+    "in_hlc_order",
     "migrate_events_table",
+    "origins",
     "raw_at",
     "read_raws",
     "rows",
+    "seqs",
     "set_flags",
     "write",
 ]
@@ -58,7 +62,7 @@ MAX_SEGMENT_EVENTS = 1024
 # multiple of it (`_coalesce`).
 COALESCE_EVENTS = 64
 HASH_BYTES = 32
-CHUNK = 64  # segments fetched per round trip when scanning
+CHUNK = 8  # segments fetched per round trip when scanning (up to ~2 MB of bytes)
 
 # (origin, seq, hlc, type, flags, hash, raw): one event as the `events` view shows it.
 EventRow = tuple[str, int, int, str, int, bytes, bytes]
@@ -320,12 +324,7 @@ def rows(
     """Stored events in (origin, seq) order, each as the `events` view shows it; of one
     origin's seqs after+1..upto if `origin` is given. Reads segment by segment: a scan
     of the whole log never sorts, nor holds more than a few segments."""
-    origins = (
-        [origin]
-        if origin is not None
-        else [o for (o,) in conn.execute("SELECT DISTINCT origin FROM segments ORDER BY origin")]
-    )
-    for o in origins:
+    for o in [origin] if origin is not None else origins(conn):
         flags = dict(
             conn.execute(
                 "SELECT seq, flags FROM event_flags WHERE origin = ? AND seq > ? AND seq <= ?",
@@ -357,6 +356,47 @@ def first_seq_since(conn: sqlite3.Connection, origin: str, hlc: int) -> int | No
             if entries[skip + seq - first][2] >= hlc:
                 return int(seq)
     return None
+
+
+def origins(conn: sqlite3.Connection) -> list[str]:
+    return [o for (o,) in conn.execute("SELECT DISTINCT origin FROM segments ORDER BY origin")]
+
+
+def in_hlc_order(
+    conn: sqlite3.Connection, of: Iterable[str], after: Mapping[str, int] | None = None
+) -> Iterator[EventRow] | None:
+    """The stored events of the origins `of`, past seq `after[origin]`, in (hlc, origin,
+    seq) order: each origin's events as stored (seq order) merged, no sort. None if some
+    origin's hlcs do not rise with its seqs (a clock that went back, a log a tool
+    edited): the caller sorts then (the `events` view, ORDER BY hlc, origin, seq)."""
+    after = after or {}
+    names = list(of)
+    if not all(_hlcs_rise(conn, o, after.get(o, 0)) for o in names):
+        return None
+    streams = [rows(conn, o, after.get(o, 0)) for o in names]
+    return heapq.merge(*streams, key=_hlc_order)
+
+
+def _hlc_order(row: EventRow) -> tuple[int, str, int]:
+    return row[2], row[0], row[1]
+
+
+def _hlcs_rise(conn: sqlite3.Connection, origin: str, after: int) -> bool:
+    """Whether `origin`'s hlcs never fall as its seqs rise past `after` (reads the
+    segments' indexes, not their bytes)."""
+    last = -1
+    for first, final, skip, idx in conn.execute(
+        "SELECT first_seq, last_seq, skip, idx FROM segments WHERE origin = ? AND last_seq > ?"
+        " ORDER BY first_seq",
+        (origin, after),
+    ):
+        entries = _decode_idx(idx)
+        for k in range(skip + max(first, after + 1) - first, skip + final - first + 1):
+            hlc = entries[k][2]
+            if hlc < last:
+                return False
+            last = hlc
+    return True
 
 
 def count(conn: sqlite3.Connection, origin: str | None = None, after: int = 0) -> int:

@@ -182,6 +182,15 @@ def rows_after(
         if h.seq > vv.get(o, 0)
     ]
     low = min((h for h in starts if h is not None), default=0)
+    in_scope = [o for o in segments.origins(conn) if scope(o)]
+    merged = segments.in_hlc_order(conn, in_scope, vv)
+    if merged is not None:
+        for origin, seq, hlc, _, flags, h, raw in merged:
+            if cut is not None and (hlc, origin, seq) > cut:
+                return
+            if hlc >= low:
+                yield raw, flags, hlc, origin, seq, h
+        return
     where = "WHERE hlc >= ?"
     params: list[object] = [low]
     if cut is not None:

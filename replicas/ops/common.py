@@ -144,6 +144,13 @@ def cut_rows(
     conn: sqlite3.Connection, scope: Scope, cut: Cut | None
 ) -> Iterator[tuple[bytes, int, int]]:
     """(raw, flags, hlc) of the in-scope events up to `cut`, in (hlc, origin, seq) order."""
+    merged = segments.in_hlc_order(conn, [o for o in segments.origins(conn) if scope(o)])
+    if merged is not None:
+        for origin, seq, hlc, _, flags, _, raw in merged:
+            if cut is not None and (hlc, origin, seq) > cut:
+                return
+            yield raw, flags, hlc
+        return
     where, params = ("WHERE (hlc, origin, seq) <= (?, ?, ?)", cut) if cut else ("", ())
     cursor = conn.execute(
         f"SELECT raw, flags, hlc, origin FROM events {where} ORDER BY hlc, origin, seq", params

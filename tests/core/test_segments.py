@@ -4,6 +4,7 @@ its events and state digest; `read_range` serves the stored bytes across segment
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -74,6 +75,9 @@ async def test_a_schema_2_log_migrates_with_events_and_digest_unchanged(tmp_path
         assert await log.read(queries.state_digest) == digest
         assert await log.read(lambda c: queries.state_digest(c, recompute=True)) == digest
         assert await log.read_range("s1/t2", 1, 5000) == served
+        in_hlc_order = "SELECT * FROM events ORDER BY hlc, origin, seq"
+        merged = await log.read(lambda c: list(segments.in_hlc_order(c, segments.origins(c)) or []))
+        assert merged == await log.read(lambda c: c.execute(in_hlc_order).fetchall())
         assert served == [row[6] for row in before if row[0] == "s1/t2"]
         version = await log.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
         assert version == 3
@@ -162,6 +166,12 @@ def test_the_events_view_edits_single_events_as_the_table_did(
         assert conn.execute(ALL_ROWS).fetchall() == [model[k] for k in sorted(model)]
         assert list(segments.rows(conn)) == [model[k] for k in sorted(model)]
         assert segments.count(conn) == len(model)
+        by_seq = [model[k] for k in sorted(model)]
+        rising = all(a[2] <= b[2] for a, b in itertools.pairwise(by_seq))
+        merged = segments.in_hlc_order(conn, ["o"])
+        assert (merged is not None) == rising  # an inserted hlc of 7 falls: sorted by SQL
+        if merged is not None:
+            assert list(merged) == by_seq
         for since in (0, 1010, 1020, 1050):  # hlcs are 1000 + seq, or 7 once put back
             later = [k[1] for k in sorted(model) if model[k][2] >= since]
             assert segments.first_seq_since(conn, "o", since) == (later[0] if later else None)
