@@ -52,7 +52,6 @@ __all__ = ["HqWorker", "ShardTransport"]
 
 log = logging.getLogger(__name__)
 SHARED_EVERY = 1.0  # seconds between reads of the heads this worker serves, not writes
-FOLD_EVERY = 2.0  # seconds between catch-ups of the fold's state (worker 0: `folded.py`)
 
 
 class ShardTransport(SyncTransport):
@@ -95,7 +94,8 @@ class HqWorker(Replica):
         if not self.shard.front:  # its own lock: worker 0 holds HQ's folder
             self.data_dir = self.data_dir / "workers" / f"{self.shard.index}-of-{self.shard.count}"
         self.reads = PgReads(dsn)
-        # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state
+        # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state,
+        # caught up when read (the dashboard's poll), so ingest never pays for it
         folded_at = self.data_dir / FOLDED_FILE
         self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
 
@@ -111,8 +111,6 @@ class HqWorker(Replica):
         if not self.shard.owns(HQ):
             await pg.refresh_shared([HQ])
             self._tasks.append(asyncio.create_task(self._refresh_shared(pg), name="shared"))
-        if self.folded is not None:
-            self._tasks.append(asyncio.create_task(self._fold_forever(self.folded), name="fold"))
         if not self.shard.front:  # worker 0 serves the dashboard: it reads these
             publish = links.publish_forever(self.dsn, str(self.shard), self._own_links)
             self._tasks.append(asyncio.create_task(publish, name="links"))
@@ -139,14 +137,6 @@ class HqWorker(Replica):
             await asyncio.sleep(SHARED_EVERY)
             with contextlib.suppress(Exception):  # the database is away: try again later
                 await pg.refresh_shared([HQ])
-
-    async def _fold_forever(self, folded: FoldedState) -> None:
-        """Keep the fold's state caught up between reads, so a read folds only the
-        last seconds' events (the first one after a long outage would fold them all)."""
-        while True:
-            with contextlib.suppress(Exception):  # the database is away: try again later
-                await folded.read(lambda c: None)
-            await asyncio.sleep(FOLD_EVERY)
 
     def _observe_log(self) -> None:
         """Commits counted for `/metrics`; no `StateCache` (it reads a SQLite log: the
