@@ -124,6 +124,25 @@ async def test_two_writers_of_one_origin_never_double_an_event(pg_dsn: str) -> N
     assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 10
 
 
+async def test_an_event_row_past_its_head_refuses_the_batch_whole(pg_dsn: str) -> None:
+    """Events are COPYed straight into hq_events, not through ON CONFLICT: a row the
+    heads do not account for (put there by hand) makes the key refuse the batch, which
+    is rolled back whole (no head, fact or event of it kept), never doubled."""
+    events = chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(6)])
+    async with await PgLog.open(pg_dsn) as log:
+        await log.ingest(_raw(events[:2]))
+        with psycopg.connect(pg_dsn) as conn:  # event 4's row, its head left at 2
+            conn.execute(
+                "INSERT INTO hq_events SELECT store, origin, 4, hlc, type, flags, hash, raw"
+                " FROM hq_events WHERE origin = 's1/t1' AND seq = 2"
+            )
+        with pytest.raises(StorageError, match="hq_events"):
+            await log.ingest(_raw(events[2:]))
+        assert log.version_vector() == {"s1/t1": 2}
+        assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 2
+        assert _count(pg_dsn, "SELECT count(*) FROM hq_events") == 3
+
+
 async def test_events_an_older_build_stored_unapplied_are_applied_once_read(pg_dsn: str) -> None:
     """A taxed sale and its refund (schema 6) as a build before tax stored them, flagged
     unapplied with no rows; the worker owning their till applies them when it opens. An
