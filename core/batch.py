@@ -76,6 +76,7 @@ __all__ = [
     "check_event",
     "check_events",
     "evidence_row",
+    "place_remote",
     "trim_quarantine",
 ]
 
@@ -192,44 +193,22 @@ class Transaction:
         if isinstance(checked.error, UnknownKey) and ev.seq > seq:
             checked = self._recheck(checked)  # a rotation committed since it was checked
             if isinstance(checked.error, UnknownKey):
-                self._hold(checked, seq, table="unverified")
+                self.hold(checked, seq, table="unverified")
                 result.held += 1
                 return
         if checked.unsigned and not self._trusts_unsigned(origin):  # checkpointed since
             why = "unsigned, past its origin's log.signed checkpoint"
             self.quarantine(ev, peer, SignatureError(origin, ev.seq, why))
-        if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
-            accept_remote(self, checked, peer, result)
+        if place_remote(self, checked, peer, result, seq, head_hash) and (
             # Not while a rotation or checkpoint of this commit waits to check the held
             # events again (`release_unverified`): they were checked with the old keys.
-            if (
-                origin in self.pending_origins
-                and self._next_held(origin) <= ev.seq + 1
-                and all(o != origin for o, _ in self.rotated)
-            ):
-                self._drain_pending(origin, peer, result)
-        elif ev.seq <= seq:
-            self._check_duplicate(ev, checked.hash, peer)
-            result.duplicates += 1
-        elif ev.seq > seq + 1:
-            # Never held when refused already (card data, not its origin's writing, a
-            # body against the rules): refused now, it is blamed on the peer that sent it,
-            # not on whichever honest peer later fills the gap below it.
-            if checked.error is not None:
-                self.quarantine(ev, peer, checked.error)
-            if ev.seq - seq > MAX_HELD_AHEAD:
-                # Left for the pulls to bring in order, not refused: a till pushes each
-                # new sale to every peer, also to one catching up a million events behind
-                # it, and a refusal would back that honest peer off (a 1M catch-up stalled
-                # at 2,000 events, backed off for 7 minutes, before this).
-                result.too_far += 1
-                return
-            self._hold(checked, seq)
-            result.held += 1
-        else:
-            self.quarantine(ev, peer, ChainBroken(origin, ev.seq, head_hash, ev.prev))
+            origin in self.pending_origins
+            and self._next_held(origin) <= ev.seq + 1
+            and all(o != origin for o, _ in self.rotated)
+        ):
+            self._drain_pending(origin, peer, result)
 
-    def _check_duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+    def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
         stored = self.new_hashes.get((ev.origin, ev.seq))
         if stored is None:
             row = self.conn.execute(
@@ -244,7 +223,7 @@ class Transaction:
                     self.quarantine(ev, peer, e.with_traceback(None))
             self.quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
 
-    def _hold(self, checked: CheckedEvent, head_seq: int, table: str = "pending") -> None:
+    def hold(self, checked: CheckedEvent, head_seq: int, table: str = "pending") -> None:
         """Keep an event for later: in `pending` until the gap below it fills, or in
         `unverified` until HQ's rotation names the key that signed it (core.rotation)."""
         ev = checked.event
@@ -499,6 +478,45 @@ class Admitting(Protocol):
     def accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None: ...
 
     def quarantine(self, ev: Event, peer: str, error: TillmeshError) -> NoReturn: ...
+
+    def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+        """One at or below its chain's head: equivocation if its bytes differ."""
+
+    def hold(self, checked: CheckedEvent, head_seq: int) -> None:
+        """One past a gap: kept until the events below it arrive."""
+
+
+def place_remote(
+    batch: Admitting, checked: CheckedEvent, peer: str, result: IngestResult,
+    seq: int, head_hash: bytes,
+) -> bool:  # fmt: skip
+    """Decide a checked remote event against its chain's head (`seq`, `head_hash`):
+    True if it was accepted (held events above it may follow it now)."""
+    ev = checked.event
+    if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
+        accept_remote(batch, checked, peer, result)
+        return True
+    if ev.seq <= seq:
+        batch.duplicate(ev, checked.hash, peer)
+        result.duplicates += 1
+    elif ev.seq > seq + 1:
+        # Never held when refused already (card data, not its origin's writing, a body
+        # against the rules): refused now, it is blamed on the peer that sent it, not on
+        # whichever honest peer later fills the gap below it.
+        if checked.error is not None:
+            batch.quarantine(ev, peer, checked.error)
+        if ev.seq - seq > MAX_HELD_AHEAD:
+            # Left for the pulls to bring in order, not refused: a till pushes each new
+            # sale to every peer, also to one catching up a million events behind it,
+            # and a refusal would back that honest peer off (a 1M catch-up stalled at
+            # 2,000 events, backed off for 7 minutes, before this).
+            result.too_far += 1
+            return False
+        batch.hold(checked, seq)
+        result.held += 1
+    else:
+        batch.quarantine(ev, peer, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
+    return False
 
 
 def accept_remote(batch: Admitting, checked: CheckedEvent, peer: str, result: IngestResult) -> None:

@@ -1,13 +1,15 @@
 """Each checked event's fate against the chain heads, for HQ's PostgreSQL store.
 
-The same rules as the SQLite log's `core.batch.Transaction` (accept the next event of
-a chain, count a duplicate, hold one past a gap, quarantine a broken chain or one out
-of scope); what a remote event next in its chain becomes (flags, clock observation,
-evidence) is one rule for both, `core.batch.accept_remote` and `evidence_row`. Decided
-in memory: the reads it needs (held events to drain, stored hashes
-of duplicates) are handed in by the caller, who batches them into a query each. The
-checks that need no log (canonical bytes, body, card data, signature) were done by
-`core.checks.check_events` before; nothing reaches PostgreSQL unchecked.
+The same rules as the SQLite log's `core.batch.Transaction` (accept the next event of a
+chain, count a duplicate, hold one past a gap, quarantine a broken chain or one out of
+scope): one rule for both, `core.batch.place_remote` (where an event goes against its
+chain's head, and what one next in its chain becomes: `accept_remote`) and
+`evidence_row`, each store keeping what it decides its own way. Decided in memory: the
+reads it needs (held events to drain, stored hashes of duplicates) are handed in by the
+caller, who batches them into a query each. A gap wider than `MAX_HELD_AHEAD` is left
+for the pulls (`too_far`), as on SQLite, not refused. The checks that need no log
+(canonical bytes, body, card data, signature) were done by `core.checks.check_events`
+before; nothing reaches PostgreSQL unchecked.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from core.batch import (
-    MAX_HELD_AHEAD,
     MAX_REFUSED_PER_REQUEST,
     IngestResult,
     accept_remote,
     evidence_row,
+    place_remote,
 )
 from core.checks import NO_HEAD, CheckedEvent, Head, check_event
 from core.clock import HybridClock
@@ -113,22 +115,14 @@ class Admission:
         if not self.in_scope(ev.origin):
             self.quarantine(ev, peer, OutOfScope(ev.origin, "this HQ worker"))
         seq, head_hash = self.head(ev.origin)
-        if ev.seq == seq + 1 and ev.prev == head_hash:
-            accept_remote(self, checked, peer, result)
-            return True
-        if ev.seq <= seq:
-            self.duplicates.append((ev, checked.hash, peer))
-            result.duplicates += 1
-        elif ev.seq > seq + 1:
-            if checked.error is not None:
-                self.quarantine(ev, peer, checked.error)
-            if ev.seq - seq > MAX_HELD_AHEAD:
-                raise OversizedError(f"gap before {ev.id}", ev.seq - seq, MAX_HELD_AHEAD)
-            self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
-            result.held += 1
-        else:
-            self.quarantine(ev, peer, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
-        return False
+        return place_remote(self, checked, peer, result, seq, head_hash)
+
+    def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+        self.duplicates.append((ev, h, peer))  # compared with the stored bytes after
+
+    def hold(self, checked: CheckedEvent, head_seq: int) -> None:
+        ev = checked.event
+        self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
 
     def _drain(self, origin: str, raws: list[bytes], result: IngestResult) -> None:
         for raw in raws:

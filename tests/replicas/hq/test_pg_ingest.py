@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from conflict.reports import Window
+from core.batch import MAX_HELD_AHEAD
 from core.errors import ChainBroken, Equivocation, OutOfScope, SignatureError, StorageError
 from core.events import (
     SCHEMA_VERSION,
@@ -67,6 +68,21 @@ async def test_a_gap_is_held_durably_and_drains_when_filled(pg_dsn: str) -> None
         assert log.version_vector() == {"s1/t1": 10}
     assert _count(pg_dsn, "SELECT count(*) FROM hq_pending") == 0
     assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 10
+
+
+async def test_an_event_too_far_ahead_is_left_for_the_pulls_not_refused(pg_dsn: str) -> None:
+    """As on SQLite (`core.batch.place_remote`, one rule for both): a push a million
+    events past the head is counted, neither held nor refused (a refusal would back
+    off an honest peer); one just within the limit is held."""
+    far = chain("s1/t1", [cash_sale()], first_seq=MAX_HELD_AHEAD + 2)
+    near = chain("s1/t1", [cash_sale()], first_seq=MAX_HELD_AHEAD)
+    async with await PgLog.open(pg_dsn) as log:
+        result = await log.ingest(_raw(far))
+        assert (result.too_far, result.held, result.rejected, result.stored) == (1, 0, [], [])
+        held = await log.ingest(_raw(near))
+        assert (held.held, held.too_far, held.rejected) == (1, 0, [])
+    assert _count(pg_dsn, "SELECT count(*) FROM hq_pending") == 1
+    assert _count(pg_dsn, "SELECT count(*) FROM hq_quarantine") == 0
 
 
 async def test_forged_equivocating_and_foreign_events_are_refused_and_kept(pg_dsn: str) -> None:
