@@ -35,6 +35,7 @@ from core.events import (
     CardExpired,
     CardLimitsSet,
     ConflictResolved,
+    KeyRevoked,
     RawEvent,
     SaleVoided,
     encode_event,
@@ -227,3 +228,25 @@ def test_card_outcomes_limits_and_decisions_equal_on_sqlite_and_postgres(
     assert sorted(declined) == [f"{events[1].event.id}#0", f"{events[2].event.id}#0"]
     assert declined[f"{events[1].event.id}#0"].action == "written_off"  # type: ignore[union-attr]
     assert on_pg["limits_s2"] == cards.CardLimits(5000, 20_000, 4, 600)
+
+
+def test_a_revocation_after_the_fold_is_taken_out_of_the_folded_state(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """HQ revokes a till after the folded state took in its sales (past the cut, and
+    a receipt collision they made): rebuilt without them, the state equals the SQLite
+    HQ's, which flags them revoked and rebuilds too; a sale after the revocation is
+    stored but never state on either."""
+    _reset(pg_dsn)
+    chain, ms = Chain(), 1_000_000
+    sold = [chain.make("s1/t1", sale_body([("A", 1, 100)], f"R{i % 3}"), ms + i) for i in range(5)]
+    other = [chain.make("s1/t2", sale_body([("A", 1, 100)], "R0"), ms + 10)]
+    revoked = [chain.make("hq", KeyRevoked(replica="s1/t1", after_seq=2), ms + 20)]
+    later = [chain.make("s1/t1", sale_body([("A", 1, 100)], "R9"), ms + 30)]
+    events = sold + other + revoked + later
+    on_sqlite, on_pg = asyncio.run(_through_both(events, [6, 7], tmp_path / "hq.db", pg_dsn))
+    for name, rows in on_sqlite.items():
+        assert on_pg[name] == rows, name
+    assert [s["id"] for s in on_pg["sales"] if s] == ["s1/t1:1", "s1/t1:2", "s1/t2:1"]
+    receipts = [c.events for c in on_pg["conflicts"] if c.kind == "receipt_collision"]
+    assert receipts == [["s1/t1:1", "s1/t2:1"]]  # s1/t1:4 (R0 too) is past the cut
