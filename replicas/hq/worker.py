@@ -32,11 +32,12 @@ from conflict.reports import Window
 from core.clock import HybridClock, system_wall_ms
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.dashboard import mount_dashboard
-from replicas.dashboard.figures import link_view, sales_figures
+from replicas.dashboard.figures import conflict_counts, link_view, sales_figures
 from replicas.errors import ApiUnprotected
 from replicas.hq import links
 from replicas.hq import reports as pg_reports
 from replicas.hq.api import PgReads, create_hq_app, create_worker_app
+from replicas.hq.folded import FOLDED_FILE, FoldedState
 from replicas.hq.shard import Shard
 from replicas.hq.store import PgLog
 from replicas.runtime import Replica
@@ -93,6 +94,10 @@ class HqWorker(Replica):
         if not self.shard.front:  # its own lock: worker 0 holds HQ's folder
             self.data_dir = self.data_dir / "workers" / f"{self.shard.index}-of-{self.shard.count}"
         self.reads = PgReads(dsn)
+        # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state,
+        # caught up when read (the dashboard's poll), so ingest never pays for it
+        folded_at = self.data_dir / FOLDED_FILE
+        self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
 
     # The log: PostgreSQL, this worker's share -------------------------------------------
 
@@ -206,10 +211,13 @@ class HqWorker(Replica):
 
     def _app(self) -> Any:
         access = self._access(self.site.host_of(HQ))
-        app = create_hq_app(self, self.reads, access, self.metrics)  # type: ignore[arg-type]
+        app = create_hq_app(self, self.reads, access, self.metrics, self.folded)  # type: ignore[arg-type]
+        folded = self.folded
+        assert folded is not None  # worker 0's
 
         async def figures(window: Window) -> dict[str, Any]:
-            return await self.reads.read(lambda c: sales_figures(pg_reports, c, window))
+            out = await self.reads.read(lambda c: sales_figures(pg_reports, c, window))
+            return {**out, "conflicts": await folded.read(conflict_counts)}
 
         one_hub = not self.site.hq_nodes
         mount_dashboard(app, self, self.site.stores, figures, leaves_known=one_hub,
@@ -219,3 +227,5 @@ class HqWorker(Replica):
     async def stop(self) -> None:
         await super().stop()
         self.reads.close()
+        if self.folded is not None:
+            self.folded.close()
