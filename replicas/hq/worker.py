@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from replicas.hq import reports as pg_reports
 from replicas.hq.api import PgReads, create_hq_app, create_worker_app
 from replicas.hq.folded import FOLDED_FILE, FoldedState
 from replicas.hq.shard import Shard
-from replicas.hq.store import PgLog
+from replicas.hq.store import OWNS_CACHE, PgLog
 from replicas.runtime import Replica
 from replicas.signer import open_signing
 from replicas.site import Site, is_loopback
@@ -94,6 +95,9 @@ class HqWorker(Replica):
         if not self.shard.front:  # its own lock: worker 0 holds HQ's folder
             self.data_dir = self.data_dir / "workers" / f"{self.shard.index}-of-{self.shard.count}"
         self.reads = PgReads(dsn)
+        # asked per event by sync's admit (twice: the sender's scope and ours), as by the
+        # log, which caches its own: py-spy put 10% of a worker's CPU in it, end to end
+        self._owns = functools.lru_cache(maxsize=OWNS_CACHE)(self._owns_origin)
         # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state,
         # caught up when read (the dashboard's poll), so ingest never pays for it
         folded_at = self.data_dir / FOLDED_FILE
@@ -126,7 +130,7 @@ class HqWorker(Replica):
         one_hub = not self.site.hq_nodes
         return link_view(links.merged(self.sync_status(), shared), one_hub)
 
-    def _owns(self, origin: str) -> bool:
+    def _owns_origin(self, origin: str) -> bool:
         return holds(HQ)(origin) and self.shard.owns(origin)
 
     def _serves(self, origin: str) -> bool:
