@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -63,25 +64,44 @@ def _raw(items: list[Accepted]) -> list[RawEvent]:
     return [RawEvent(a.event, encode_event(a.event)) for a in items]
 
 
-def _figures_sqlite(conn: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"catalog": queries.catalog(conn)}
+# The SQLite HQ's readers under the names HQ's PostgreSQL reports give them, so one
+# function asks both the same questions.
+SQLITE_READS = SimpleNamespace(
+    catalog=queries.catalog,
+    shift_totals=queries.shift_totals,
+    card_limits=cards.card_limits,
+    sales_report=reports.sales_report,
+    payments_report=reports.payments_report,
+    items_report=reports.items_report,
+    tax_report=reports.tax_report,
+    deferred_cards=reports.deferred_cards,
+    offline_exposure=reports.offline_exposure,
+    declines_report=reports.declines_report,
+    stock_report=reports.stock_report,
+    prices_report=reports.prices_report,
+)
+
+
+def _figures(conn: Any, r: Any) -> dict[str, Any]:
+    """Every report figure, read through `r` (SQLITE_READS or `replicas.hq.reports`)."""
+    out: dict[str, Any] = {"catalog": r.catalog(conn)}
     for i, w in enumerate(WINDOWS):
-        out[f"sales{i}"] = reports.sales_report(conn, SALES_GROUPS[:3], w)
-        out[f"by_cashier{i}"] = reports.sales_report(conn, ["shift", "cashier"], w)
-        out[f"payments{i}"] = reports.payments_report(conn, w)
-        out[f"items{i}"] = reports.items_report(conn, w, 2)
-        out[f"tax{i}"] = reports.tax_report(conn, w)
-        out[f"deferred{i}"] = reports.deferred_cards(conn, w)
+        out[f"sales{i}"] = r.sales_report(conn, SALES_GROUPS[:3], w)
+        out[f"by_cashier{i}"] = r.sales_report(conn, ["shift", "cashier"], w)
+        out[f"payments{i}"] = r.payments_report(conn, w)
+        out[f"items{i}"] = r.items_report(conn, w, 2)
+        out[f"tax{i}"] = r.tax_report(conn, w)
+        out[f"deferred{i}"] = r.deferred_cards(conn, w)
     for shift in SHIFTS:
-        out[f"shift_{shift}"] = queries.shift_totals(conn, shift)
+        out[f"shift_{shift}"] = r.shift_totals(conn, shift)
     for store in STORES:
-        out[f"limits_{store}"] = cards.card_limits(conn, store)
-        out[f"exposure_{store}"] = reports.offline_exposure(conn, store or None, NOW_MS)
-        out[f"declines_{store}"] = reports.declines_report(conn, store or None)
-    out["stock"] = reports.stock_report(conn)
-    out["low"] = reports.stock_report(conn, "s1", 3)
-    out["prices"] = reports.prices_report(conn)
-    out["prices_s1"] = reports.prices_report(conn, "s1")
+        out[f"limits_{store}"] = r.card_limits(conn, store)
+        out[f"exposure_{store}"] = r.offline_exposure(conn, store or None, NOW_MS)
+        out[f"declines_{store}"] = r.declines_report(conn, store or None)
+    out["stock"] = r.stock_report(conn)
+    out["low"] = r.stock_report(conn, "s1", 3)
+    out["prices"] = r.prices_report(conn)
+    out["prices_s1"] = r.prices_report(conn, "s1")
     return out
 
 
@@ -97,25 +117,7 @@ def _state_reads(conn: Any) -> dict[str, Any]:
 
 def _figures_pg(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
-        out: dict[str, Any] = {"catalog": pg_reports.catalog(conn)}
-        for i, w in enumerate(WINDOWS):
-            out[f"sales{i}"] = pg_reports.sales_report(conn, SALES_GROUPS[:3], w)
-            out[f"by_cashier{i}"] = pg_reports.sales_report(conn, ["shift", "cashier"], w)
-            out[f"payments{i}"] = pg_reports.payments_report(conn, w)
-            out[f"items{i}"] = pg_reports.items_report(conn, w, 2)
-            out[f"tax{i}"] = pg_reports.tax_report(conn, w)
-            out[f"deferred{i}"] = pg_reports.deferred_cards(conn, w)
-        for shift in SHIFTS:
-            out[f"shift_{shift}"] = pg_reports.shift_totals(conn, shift)
-        for store in STORES:
-            out[f"limits_{store}"] = pg_reports.card_limits(conn, store)
-            out[f"exposure_{store}"] = pg_reports.offline_exposure(conn, store or None, NOW_MS)
-            out[f"declines_{store}"] = pg_reports.declines_report(conn, store or None)
-        out["stock"] = pg_reports.stock_report(conn)
-        out["low"] = pg_reports.stock_report(conn, "s1", 3)
-        out["prices"] = pg_reports.prices_report(conn)
-        out["prices_s1"] = pg_reports.prices_report(conn, "s1")
-    return out
+        return _figures(conn, pg_reports)
 
 
 async def _through_both(
@@ -131,7 +133,9 @@ async def _through_both(
             assert (len(a.stored), a.duplicates, a.held) == (len(b.stored), b.duplicates, b.held)
             await folded.read(lambda c: None)  # folded batch by batch, as HQ reads them
         assert pg_log.version_vector() == sqlite_log.version_vector()
-        on_sqlite = await sqlite_log.read(lambda c: {**_figures_sqlite(c), **_state_reads(c)})
+        on_sqlite = await sqlite_log.read(
+            lambda c: {**_figures(c, SQLITE_READS), **_state_reads(c)}
+        )
         return on_sqlite, {**_figures_pg(dsn), **await folded.read(_state_reads)}
     finally:
         folded.close()
