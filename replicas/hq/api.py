@@ -259,15 +259,11 @@ def create_hq_app(
     metrics: ReplicaMetrics | None = None,
     folded: FoldedState | None = None,
 ) -> FastAPI:
-    app = FastAPIOffline(
-        title="tillmesh HQ (PostgreSQL)",
-        description="HQ's API over its PostgreSQL read model: catalog, status, reports.",
-        version="1",
-        dependencies=[Depends(authorize)],
-    )
-    app.state.access = access or Access(None)
-    install_errors(app)
-    app.include_router(_health_router(worker, reads))
+    app = _app(
+        "tillmesh HQ (PostgreSQL)",
+        "HQ's API over its PostgreSQL read model: catalog, status, reports.",
+        worker, reads, access,
+    )  # fmt: skip
     app.include_router(_status_router(worker, reads, folded))
     app.include_router(_catalog_router(worker, reads))
     app.include_router(_shifts_router(reads))
@@ -288,14 +284,23 @@ def create_worker_app(
 ) -> FastAPI:
     """What ingest worker K > 0 serves: `/healthz` and `/metrics` (its own ingest and sync
     counters; the database's figures, the same on every worker). HQ's API is worker 0's."""
+    app = _app(
+        "tillmesh HQ ingest worker (PostgreSQL)",
+        "Health and Prometheus metrics of one HQ ingest worker.",
+        worker, reads, access,
+    )  # fmt: skip
+    app.include_router(_metrics_router(worker, reads, metrics))
+    return app
+
+
+def _app(
+    title: str, description: str, worker: Worker, reads: PgReads, access: Access | None
+) -> FastAPI:
+    """An app every request of which is authorised, with tillmesh's errors and /healthz."""
     app = FastAPIOffline(
-        title="tillmesh HQ ingest worker (PostgreSQL)",
-        description="Health and Prometheus metrics of one HQ ingest worker.",
-        version="1",
-        dependencies=[Depends(authorize)],
+        title=title, description=description, version="1", dependencies=[Depends(authorize)]
     )
     app.state.access = access or Access(None)
     install_errors(app)
     app.include_router(_health_router(worker, reads))
-    app.include_router(_metrics_router(worker, reads, metrics))
     return app
