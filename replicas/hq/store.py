@@ -31,7 +31,7 @@ from psycopg.types.string import BytesBinaryDumper
 from conflict.catalog import PricePolicy
 from conflict.state import DEFAULT_WINDOW_MS
 from core.batch import IngestResult
-from core.checks import NO_HEAD, Head, check_events
+from core.checks import NO_HEAD, Head, check_events_in_turns
 from core.clock import HybridClock, system_wall_ms
 from core.errors import StorageError
 from core.events import (
@@ -58,7 +58,6 @@ __all__ = ["PgLog"]
 
 logger = logging.getLogger(__name__)
 OWNS_CACHE = 65_536  # origins whose share is remembered (bounded: origins come from peers)
-CHECK_SLICE = 256  # events checked per turn of the event loop (as core.log)
 REVOKE_LOCK = 0x7E11_4D36  # advisory lock: batches shared, a revocation exclusive
 EVENT_COLUMNS = ("store", "origin", "seq", "hlc", "type", "flags", "hash", "raw")
 EVENT_TYPES = ("text", "text", "int8", "int8", "text", "int4", "bytea", "bytea")
@@ -199,12 +198,7 @@ class PgLog:
         is checked (Python, signatures) while this one's transaction runs in PostgreSQL,
         so two frames in flight (sync reads one ahead) keep both busy."""
         async with self._order:
-            checked = []
-            for i in range(0, len(events), CHECK_SLICE):
-                if i:
-                    await asyncio.sleep(0)
-                chunk = events[i : i + CHECK_SLICE]
-                checked += check_events(chunk, self._heads, self.verifier)
+            checked = await check_events_in_turns(events, self._heads, self.verifier)
             await self._write.acquire()  # FIFO: batches are written in the order checked
         try:
             result, t0 = IngestResult(), time.perf_counter()
