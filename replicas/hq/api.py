@@ -83,20 +83,6 @@ class PgReads:
             self._conn.close()
 
 
-def _summary(conn: Conn) -> dict[str, int]:
-    row = conn.execute(
-        "SELECT COUNT(*)::int8, COALESCE(SUM(total), 0)::int8,"
-        " COALESCE(SUM(total) FILTER (WHERE id IN (SELECT sale_id FROM hq_voids)), 0)::int8,"
-        " (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN hq_sales s"
-        "   ON s.id = r.sale_id WHERE r.sale_id NOT IN (SELECT sale_id FROM hq_voids))"
-        " FROM hq_sales"
-    ).fetchone()
-    assert row is not None
-    sales, gross, voided, refunded = (int(v) for v in row)
-    net = gross - voided - refunded
-    return {"sales": sales, "gross": gross, "voided": voided, "refunded": refunded, "net": net}
-
-
 def _heads(conn: Conn) -> dict[str, int]:
     return {o: int(s) for o, s in conn.execute("SELECT origin, seq FROM hq_heads").fetchall()}
 
@@ -205,7 +191,11 @@ def _status_router(worker: Worker, reads: PgReads, folded: FoldedState | None) -
         """As HQ on SQLite: `?digest=false&conflicts=false` skip the fold's state."""
         now_ms = worker.log.wall_ms()
         heads, summary, exposure = await reads.read(
-            lambda c: (_heads(c), _summary(c), pg_reports.offline_exposure(c, None, now_ms))
+            lambda c: (
+                _heads(c),
+                pg_reports.sales_totals(c),
+                pg_reports.offline_exposure(c, None, now_ms),
+            )
         )
         dig, open_conflicts = None, None
         if folded is not None and (digest or conflicts):
@@ -244,7 +234,9 @@ def _metrics_router(worker: Any, reads: PgReads, metrics: ReplicaMetrics) -> API
     @r.get("/metrics", response_class=Response)
     async def scrape() -> Response:
         stats = await worker.log.stats()
-        money, deferred = await reads.read(lambda c: (_summary(c), pg_reports.deferred_cards(c)))
+        money, deferred = await reads.read(
+            lambda c: (pg_reports.sales_totals(c), pg_reports.deferred_cards(c))
+        )
         summary = queries.SalesSummary(**money)
         metrics.update(snapshot_of(worker, stats, summary, deferred))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
