@@ -186,28 +186,13 @@ def _ranges(buckets: set[int]) -> Iterator[tuple[int, int]]:
 
 
 def _hlc_range(lo: int, hi: int) -> tuple[int, int]:
-    """Buckets lo..hi (inclusive) as a half-open HLC range."""
-    return lo * HLC_PER_BUCKET, (hi + 1) * HLC_PER_BUCKET
+    """Buckets lo..hi (inclusive) as an inclusive HLC range."""
+    return lo * HLC_PER_BUCKET, (hi + 1) * HLC_PER_BUCKET - 1
 
 
 _MOVES_IN = (
     "SELECT hlc, eid, line, delta FROM st_moves"
-    " WHERE store = ? AND sku = ? AND hlc >= ? AND hlc < ?"
-)
-_LINES = (
-    "SELECT s.id, s.hlc, {store} AS store, j.key, j.value ->> '$.sku', j.value ->> '$.qty'"
-    " FROM st_sales s, json_each(s.lines) j WHERE s.hlc >= ? AND s.hlc < ? AND {where}"
-)
-# One (store, sku): `instr` drops other sales before their JSON is parsed.
-_LINES_OF_ONE = _LINES.format(
-    store=store_sql("s.origin"),
-    where=f"{store_sql('s.origin')} = ? AND instr(s.lines, ?) AND j.value ->> '$.sku' = ?",
-)
-# Many: one pass over the minutes, keeping (in SQL) only the (store, sku)s asked for.
-_LINES_OF_MANY = _LINES.format(
-    store=store_sql("s.origin"),
-    where=f"({store_sql('s.origin')}, j.value ->> '$.sku') IN"
-    " (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+    " WHERE store = ? AND sku = ? AND hlc >= ? AND hlc <= ?"
 )
 
 
@@ -257,11 +242,11 @@ def _sale_lines(
         for (store, sku), ranges in own.items():
             args = (store, sku_needle(sku), sku)
             for lo, hi in ranges:
-                yield from conn.execute(_LINES_OF_ONE, (*_hlc_range(lo, hi), *args))
+                yield from conn.execute(oversold.LINES_OF_ONE, (*_hlc_range(lo, hi), *args))
         return
     keys = msgspec.json.encode(sorted(wanted)).decode()
     for lo, hi in shared:
-        yield from conn.execute(_LINES_OF_MANY, (*_hlc_range(lo, hi), keys))
+        yield from conn.execute(oversold.LINES_OF_MANY, (*_hlc_range(lo, hi), keys))
 
 
 # --- oversell: the negative runs ----------------------------------------------------------

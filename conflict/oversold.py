@@ -35,7 +35,8 @@ import msgspec
 from conflict.stock import recount_sql, store_sql
 
 __all__ = [
-    "HOLD_AFTER", "RUN_ENDS", "TABLES", "create", "drop", "ensure", "held", "kept", "maintain",
+    "HLC_END", "HOLD_AFTER", "LINES_OF_MANY", "LINES_OF_ONE", "RUN_ENDS", "TABLES", "create",
+    "drop", "ensure", "held", "kept", "maintain",
     "sku_needle",
 ]  # fmt: skip
 
@@ -293,19 +294,23 @@ def _open_run(conn: sqlite3.Connection, key: Key, level: int, before: int) -> Ru
 
 # --- replaying a (store, sku) from an HLC ---------------------------------------------------
 
+# The sale lines of (store, sku)s with lo <= HLC <= hi, also read by detect_stock.
 _LINES = (
     "SELECT s.id, s.hlc, {store} AS store, j.key, j.value ->> '$.sku', j.value ->> '$.qty'"
-    " FROM st_sales s, json_each(s.lines) j WHERE s.hlc >= ? AND {where}"
+    " FROM st_sales s, json_each(s.lines) j WHERE s.hlc >= ? AND s.hlc <= ? AND {where}"
 )
-_LINES_OF_ONE = _LINES.format(
+# One (store, sku): `instr` drops other sales before their JSON is parsed.
+LINES_OF_ONE = _LINES.format(
     store=store_sql("s.origin"),
     where=f"{store_sql('s.origin')} = ? AND instr(s.lines, ?) AND j.value ->> '$.sku' = ?",
 )
-_LINES_OF_MANY = _LINES.format(
+# Many: one pass over the range, keeping (in SQL) only the (store, sku)s asked for.
+LINES_OF_MANY = _LINES.format(
     store=store_sql("s.origin"),
     where=f"({store_sql('s.origin')}, j.value ->> '$.sku') IN"
     " (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
 )
+HLC_END = 2**63 - 1  # the last HLC there can be (decoding refuses 2**63 and more)
 _FEW = 4  # up to this many (store, sku)s read their own sale lines; more share one pass
 
 
@@ -387,11 +392,11 @@ def _sale_lines(conn: sqlite3.Connection, since: dict[Key, int]) -> SaleSteps:
         rows: Iterable[tuple[str, int, str, int, str, int]] = (
             row
             for (store, sku), h0 in since.items()
-            for row in conn.execute(_LINES_OF_ONE, (h0, store, sku_needle(sku), sku))
+            for row in conn.execute(LINES_OF_ONE, (h0, HLC_END, store, sku_needle(sku), sku))
         )
     else:
         keys = _json(sorted(since)).decode()
-        rows = conn.execute(_LINES_OF_MANY, (min(since.values()), keys))
+        rows = conn.execute(LINES_OF_MANY, (min(since.values()), HLC_END, keys))
     for sale, hlc, store, line, sku, qty in rows:
         key = (store, sku)
         if key in out and hlc >= since[key]:

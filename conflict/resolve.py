@@ -40,7 +40,8 @@ and a recount without a count change no stock and work on any replica.
 from __future__ import annotations
 
 import sqlite3
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -52,12 +53,12 @@ from conflict.links import refund_moves
 from conflict.policies import Policies
 from conflict.stock import stock_store
 from core.events import Body, ConflictResolved, Event, ResolvedMove
-from core.log import EventLog
 
 __all__ = [
     "ACTIONS",
     "CATALOG_PREFIX",
     "Action",
+    "ResolvingLog",
     "override_conflict",
     "resolution_bodies",
     "resolve",
@@ -68,6 +69,20 @@ Action = Literal[
     "paid_other_way", "written_off", "refund_reversed",
 ]  # fmt: skip
 CATALOG_PREFIX = "catalog:"  # `catalog:<sku>`: the writes of a SKU, to supersede some
+T = TypeVar("T")
+
+
+class ResolvingLog(Protocol):
+    """What resolving needs of a log: reads of its folded state and appends. A SQLite
+    `EventLog` is one; HQ on PostgreSQL is another (`replicas.hq.folded.FoldingLog`)."""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def append_many(self, bodies: Sequence[Body]) -> list[Event]: ...
+
 
 ACTIONS: dict[str, tuple[Action, ...]] = {
     "oversell": ("accept", "compensate", "recount"),
@@ -191,7 +206,7 @@ def resolution_bodies(
 
 
 async def resolve(
-    log: EventLog,
+    log: ResolvingLog,
     policies: Policies,
     conflict_id: str,
     action: Action,

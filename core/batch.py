@@ -20,7 +20,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn, Protocol
 
 import msgspec
 
@@ -67,13 +67,17 @@ from core.signing import Signer, Verifier, decode_public_key
 
 __all__ = [
     "MAX_QUARANTINE_ROWS",
+    "Admitting",
     "CheckedEvent",
     "ClockAhead",
     "Head",
     "IngestResult",
     "Transaction",
+    "accept_remote",
     "check_event",
     "check_events",
+    "evidence_row",
+    "place_remote",
     "trim_quarantine",
 ]
 
@@ -158,7 +162,7 @@ class Transaction:
         if self.signer is not None:
             ev = msgspec.structs.replace(ev, sig=self.signer.sign(h))
         raw = encode_event(ev)
-        self._accept(ev, h, raw, body, 0)
+        self.accept(ev, h, raw, body, 0)
         return RawEvent(ev, raw)
 
     # --- remote ------------------------------------------------------------------
@@ -185,49 +189,27 @@ class Transaction:
         ev = checked.event
         origin = ev.origin
         if not self.in_scope(origin):
-            self._quarantine(ev, peer, OutOfScope(origin, "this replica"))
+            self.quarantine(ev, peer, OutOfScope(origin, "this replica"))
         seq, head_hash = self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
         if isinstance(checked.error, UnknownKey) and ev.seq > seq:
             checked = self._recheck(checked)  # a rotation committed since it was checked
             if isinstance(checked.error, UnknownKey):
-                self._hold(checked, seq, table="unverified")
+                self.hold(checked, seq, table="unverified")
                 result.held += 1
                 return
         if checked.unsigned and not self._trusts_unsigned(origin):  # checkpointed since
             why = "unsigned, past its origin's log.signed checkpoint"
-            self._quarantine(ev, peer, SignatureError(origin, ev.seq, why))
-        if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
-            self._accept_remote(checked, peer, result)
+            self.quarantine(ev, peer, SignatureError(origin, ev.seq, why))
+        if place_remote(self, checked, peer, result, seq, head_hash) and (
             # Not while a rotation or checkpoint of this commit waits to check the held
             # events again (`release_unverified`): they were checked with the old keys.
-            if (
-                origin in self.pending_origins
-                and self._next_held(origin) <= ev.seq + 1
-                and all(o != origin for o, _ in self.rotated)
-            ):
-                self._drain_pending(origin, peer, result)
-        elif ev.seq <= seq:
-            self._check_duplicate(ev, checked.hash, peer)
-            result.duplicates += 1
-        elif ev.seq > seq + 1:
-            # Never held when refused already (card data, not its origin's writing, a
-            # body against the rules): refused now, it is blamed on the peer that sent it,
-            # not on whichever honest peer later fills the gap below it.
-            if checked.error is not None:
-                self._quarantine(ev, peer, checked.error)
-            if ev.seq - seq > MAX_HELD_AHEAD:
-                # Left for the pulls to bring in order, not refused: a till pushes each
-                # new sale to every peer, also to one catching up a million events behind
-                # it, and a refusal would back that honest peer off (a 1M catch-up stalled
-                # at 2,000 events, backed off for 7 minutes, before this).
-                result.too_far += 1
-                return
-            self._hold(checked, seq)
-            result.held += 1
-        else:
-            self._quarantine(ev, peer, ChainBroken(origin, ev.seq, head_hash, ev.prev))
+            origin in self.pending_origins
+            and self._next_held(origin) <= ev.seq + 1
+            and all(o != origin for o, _ in self.rotated)
+        ):
+            self._drain_pending(origin, peer, result)
 
-    def _check_duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+    def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
         stored = self.new_hashes.get((ev.origin, ev.seq))
         if stored is None:
             stored = segments.hash_at(self.conn, ev.origin, ev.seq)  # None: compacted away
@@ -236,10 +218,10 @@ class Transaction:
                 try:
                     self.verifier.verify(ev, h)
                 except SignatureError as e:
-                    self._quarantine(ev, peer, e.with_traceback(None))
-            self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
+                    self.quarantine(ev, peer, e.with_traceback(None))
+            self.quarantine(ev, peer, Equivocation(ev.origin, ev.seq, stored, h))
 
-    def _hold(self, checked: CheckedEvent, head_seq: int, table: str = "pending") -> None:
+    def hold(self, checked: CheckedEvent, head_seq: int, table: str = "pending") -> None:
         """Keep an event for later: in `pending` until the gap below it fills, or in
         `unverified` until HQ's rotation names the key that signed it (core.rotation)."""
         ev = checked.event
@@ -261,24 +243,6 @@ class Transaction:
         except SignatureError as e:
             return msgspec.structs.replace(checked, error=e.with_traceback(None))
         return check_event(RawEvent(checked.event, checked.raw))
-
-    def _accept_remote(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
-        if checked.known:  # cannot happen while heads only grow; checked in full if it does
-            checked = check_event(checked.event)
-        ev, body = checked.event, checked.body
-        if checked.error is not None:
-            self._quarantine(ev, peer, checked.error)
-        # no body and no error: a type or schema this build does not know. Stored and
-        # forwarded; applied once a build that knows it rebuilds the state.
-        flags = 0 if body is not None else FLAG_UNAPPLIED
-        if not self.clock.observe(ev.hlc):
-            # Kept, but it may not drag our clock into the future. The flag is this
-            # replica's observation (its own wall clock), so the fold never reads it.
-            flags |= FLAG_SKEWED
-            seen = ClockAhead(1, ev.hlc)
-            result.clock_ahead[ev.origin] = seen.plus(result.clock_ahead.get(ev.origin))
-        self._accept(ev, checked.hash, checked.raw, body, flags)
-        result.stored.append(RawEvent(ev, checked.raw))
 
     def _next_held(self, origin: str) -> int:
         """The lowest seq of `origin` held above its head, once per transaction (and again
@@ -318,8 +282,8 @@ class Transaction:
     def _accept_held(self, checked: CheckedEvent, head_hash: bytes, result: IngestResult) -> None:
         ev = checked.event
         if ev.prev != head_hash:
-            self._quarantine(ev, HELD_PEER, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
-        self._accept_remote(checked, HELD_PEER, result)
+            self.quarantine(ev, HELD_PEER, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
+        accept_remote(self, checked, HELD_PEER, result)
 
     def _forget_if_drained(self, origin: str) -> None:
         # Held rows at or below the head are drained (deleted at write()); one indexed
@@ -332,7 +296,7 @@ class Transaction:
 
     # --- shared ------------------------------------------------------------------
 
-    def _accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None:
+    def accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None:
         origin, seq = ev.origin, ev.seq
         if seq > self._revoked_after(origin):
             flags, body = flags | FLAG_REVOKED, None  # kept and replicated, never state
@@ -448,14 +412,9 @@ class Transaction:
             revoked = json.dumps(self.revoked, sort_keys=True)
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('revoked', ?)", (revoked,))
 
-    def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
+    def quarantine(self, ev: Event, peer: str, error: TillmeshError) -> NoReturn:
         """Keep the refused bytes as evidence, then refuse (raise) the event."""
-        kind = type(error).__name__
-        # Card data never enters the log, not even as evidence: origin, seq and why only,
-        # whatever else is wrong with the event (an equivocating copy, another scope).
-        raw = b"" if holds_card_data(ev, error) else encode_event(ev)
-        seq = min(ev.seq, MAX_INT64)  # an out-of-range seq is evidence, not a crash
-        self.quarantined.append((self.wall_ms(), peer, ev.origin, seq, kind, str(error), raw))
+        self.quarantined.append(evidence_row(self.wall_ms(), peer, ev, error))
         raise error
 
     def quarantine_raw(self, peer: str, raw: bytes, error: DecodeError | OversizedError) -> None:
@@ -492,6 +451,89 @@ class Transaction:
             checkpoints = json.dumps(self.checkpoints, sort_keys=True)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoints', ?)", (checkpoints,))
         self._apply_revocations()
+
+
+class Admitting(Protocol):
+    """A batch being decided against the chain heads, whatever keeps it: the SQLite
+    log's `Transaction` and HQ's PostgreSQL `Admission` (replicas/hq/admit.py). Each
+    decides where an event goes (its chain position, what it holds); `accept_remote`
+    is the one rule for what a remote event next in its chain becomes."""
+
+    clock: HybridClock
+
+    def accept(self, ev: Event, h: bytes, raw: bytes, body: Body | None, flags: int) -> None: ...
+
+    def quarantine(self, ev: Event, peer: str, error: TillmeshError) -> NoReturn: ...
+
+    def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+        """One at or below its chain's head: equivocation if its bytes differ."""
+
+    def hold(self, checked: CheckedEvent, head_seq: int) -> None:
+        """One past a gap: kept until the events below it arrive."""
+
+
+def place_remote(
+    batch: Admitting, checked: CheckedEvent, peer: str, result: IngestResult,
+    seq: int, head_hash: bytes,
+) -> bool:  # fmt: skip
+    """Decide a checked remote event against its chain's head (`seq`, `head_hash`):
+    True if it was accepted (held events above it may follow it now)."""
+    ev = checked.event
+    if ev.seq == seq + 1 and ev.prev == head_hash:  # the common case, tested first
+        accept_remote(batch, checked, peer, result)
+        return True
+    if ev.seq <= seq:
+        batch.duplicate(ev, checked.hash, peer)
+        result.duplicates += 1
+    elif ev.seq > seq + 1:
+        # Never held when refused already (card data, not its origin's writing, a body
+        # against the rules): refused now, it is blamed on the peer that sent it, not on
+        # whichever honest peer later fills the gap below it.
+        if checked.error is not None:
+            batch.quarantine(ev, peer, checked.error)
+        if ev.seq - seq > MAX_HELD_AHEAD:
+            # Left for the pulls to bring in order, not refused: a till pushes each new
+            # sale to every peer, also to one catching up a million events behind it,
+            # and a refusal would back that honest peer off (a 1M catch-up stalled at
+            # 2,000 events, backed off for 7 minutes, before this).
+            result.too_far += 1
+            return False
+        batch.hold(checked, seq)
+        result.held += 1
+    else:
+        batch.quarantine(ev, peer, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
+    return False
+
+
+def accept_remote(batch: Admitting, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
+    """A remote event next in its chain: refused if its check failed; else stored,
+    flagged unapplied when this build cannot read its body (stored and forwarded,
+    applied once a build that knows it rebuilds the state), and skewed when its HLC is
+    too far ahead of our clock (kept, but it may not drag our clock into the future:
+    the flag is this replica's observation, so the fold never reads it)."""
+    if checked.known:  # cannot happen while heads only grow; checked in full if it does
+        checked = check_event(checked.event)
+    ev, body = checked.event, checked.body
+    if checked.error is not None:
+        batch.quarantine(ev, peer, checked.error)
+    flags = 0 if body is not None else FLAG_UNAPPLIED
+    if not batch.clock.observe(ev.hlc):
+        flags |= FLAG_SKEWED
+        seen = ClockAhead(1, ev.hlc)
+        result.clock_ahead[ev.origin] = seen.plus(result.clock_ahead.get(ev.origin))
+    batch.accept(ev, checked.hash, checked.raw, body, flags)
+    result.stored.append(RawEvent(ev, checked.raw))
+
+
+def evidence_row(
+    received_ms: int, peer: str, ev: Event, error: TillmeshError
+) -> tuple[int, str, str, int, str, str, bytes]:
+    """A quarantine row: the refused bytes as evidence, but card data never enters the
+    log, not even as evidence (origin, seq and why only, whatever else is wrong with the
+    event); an out-of-range seq is evidence, not a crash."""
+    raw = b"" if holds_card_data(ev, error) else encode_event(ev)
+    seq = min(ev.seq, MAX_INT64)
+    return (received_ms, peer, ev.origin, seq, type(error).__name__, str(error), raw)
 
 
 def trim_quarantine(conn: sqlite3.Connection, max_rows: int) -> int:

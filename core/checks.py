@@ -6,6 +6,7 @@ commit (which every queued sale waits for) holds only the work that needs the lo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import msgspec
@@ -42,6 +43,7 @@ __all__ = [
     "Head",
     "check_event",
     "check_events",
+    "check_events_in_turns",
     "holds_card_data",
 ]
 
@@ -142,6 +144,19 @@ def check_events(
     if verifier is not None:
         _check_signatures(out, verifier)
     return out
+
+
+async def check_events_in_turns(
+    events: Sequence[Event | RawEvent], heads: dict[str, Head], verifier: Verifier | None = None
+) -> list[CheckedEvent]:
+    """`check_events`, CHECK_SLICE events per turn of the event loop: a big frame does
+    not hold up the other tasks (a sale, an API call) while it is checked."""
+    checked: list[CheckedEvent] = []
+    for i in range(0, len(events), CHECK_SLICE):
+        if i:
+            await asyncio.sleep(0)
+        checked += check_events(events[i : i + CHECK_SLICE], heads, verifier)
+    return checked
 
 
 def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:

@@ -33,7 +33,7 @@ import aiosqlite
 
 from core import segments
 from core.batch import ClockAhead, IngestResult, Transaction
-from core.checks import CHECK_SLICE, NO_HEAD, CheckedEvent, Head, check_events
+from core.checks import NO_HEAD, CheckedEvent, Head, check_events_in_turns
 from core.clock import HybridClock, system_wall_ms
 from core.compact import readable_unapplied, rebuild_state, stale_snapshot
 from core.errors import StorageError
@@ -256,12 +256,7 @@ class EventLog:
             found = await worker.check(events, self._heads, verifier)  # type: ignore[arg-type]
             if found is not None:
                 return found
-        checked: list[CheckedEvent] = []
-        for i in range(0, len(events), CHECK_SLICE):
-            if i:
-                await asyncio.sleep(0)
-            checked += check_events(events[i : i + CHECK_SLICE], self._heads, self.verifier)
-        return checked
+        return await check_events_in_turns(events, self._heads, self.verifier)
 
     async def ingest_raw(self, raws: Sequence[bytes], peer: str = "") -> IngestResult:
         """Like `ingest`, from envelope bytes; bytes that are no envelope are refused."""

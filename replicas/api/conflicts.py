@@ -18,9 +18,8 @@ from fastapi import APIRouter, HTTPException, Request
 from conflict.detect import detect, open_conflict_count
 from conflict.errors import ConflictError, UnknownConflict
 from conflict.policies import Policies, from_state
-from conflict.resolve import resolve
+from conflict.resolve import ResolvingLog, resolve
 from core.events import HQ
-from core.log import EventLog
 from replicas.api.auth import made_by
 from replicas.api.common import ERRORS
 from replicas.api.models import ResolveIn  # strict, like every request model
@@ -33,7 +32,7 @@ def count_open(conn: sqlite3.Connection) -> int:
     return open_conflict_count(conn, from_state(conn))
 
 
-def conflicts_router(log: EventLog) -> APIRouter:
+def conflicts_router(log: ResolvingLog) -> APIRouter:
     r = APIRouter(tags=["conflicts"], responses=ERRORS)
 
     @r.get("/conflicts")

@@ -7,8 +7,8 @@ Two halves, kept apart so each can come from elsewhere later (a PostgreSQL HQ):
 - `state_figures`: from the state, by `conflict.reports` and `conflict.detect` on
   one read snapshot: today's takings per till, sales per hour per store, deferred card
   exposure per till, open conflicts per store. `sales_figures` is the part any module
-  of report queries gives (`replicas.hq.reports` on HQ's PostgreSQL, which detects no
-  conflicts yet: they are None there, "not known", never 0).
+  of report queries gives (`replicas.hq.reports` on HQ's PostgreSQL), `conflict_counts`
+  the part the fold's state gives (HQ on PostgreSQL keeps one: `replicas.hq.folded`).
 `dashboard` joins them with the site's list of stores and tills (a till never heard
 still has its row). Money is int minor units.
 """
@@ -28,7 +28,15 @@ from conflict.policies import from_state
 from conflict.reports import Window
 from core.events import store_of
 
-__all__ = ["HEARD_WITHIN", "dashboard", "link_view", "sales_figures", "state_figures", "today"]
+__all__ = [
+    "HEARD_WITHIN",
+    "conflict_counts",
+    "dashboard",
+    "link_view",
+    "sales_figures",
+    "state_figures",
+    "today",
+]
 
 Record = dict[str, Any]
 # A till announces every 5 s (SyncConfig.announce_interval); three missed is offline,
@@ -47,16 +55,22 @@ def today(now: datetime, utc_offset_min: int) -> Window:
 
 def state_figures(conn: sqlite3.Connection, window: Window) -> Record:
     """Figures read from the state on one snapshot (see the module doc)."""
+    return {**sales_figures(reports, conn, window), "conflicts": conflict_counts(conn)}
+
+
+def conflict_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Open conflicts per store (CHAIN: of no one store), detected on the fold's state."""
     conflicts: dict[str, int] = {}
     for c in detect(conn, from_state(conn), open_only=True):
         for store in _stores_of(c):
             conflicts[store] = conflicts.get(store, 0) + 1
-    return {**sales_figures(reports, conn, window), "conflicts": conflicts}
+    return conflicts
 
 
 def sales_figures(source: ModuleType, conn: Any, window: Window) -> Record:
     """Takings per till, sales per hour per store, deferred cards per till, by the
-    report queries of `source` on `conn`; conflicts None: not known from these."""
+    report queries of `source` on `conn`; conflicts None: not known from these (a
+    caller with the fold's state adds them: `conflict_counts`)."""
     per_till = source.sales_report(conn, ["till"], window)
     hourly = source.sales_report(conn, ["store", "hour"], window)
     deferred = source.deferred_cards(conn)

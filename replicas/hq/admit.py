@@ -1,20 +1,31 @@
 """Each checked event's fate against the chain heads, for HQ's PostgreSQL store.
 
-The same rules as the SQLite log's `core.batch.Transaction` (accept the next event of
-a chain, count a duplicate, hold one past a gap, quarantine a broken chain or one out
-of scope), decided in memory: the reads it needs (held events to drain, stored hashes
-of duplicates) are handed in by the caller, who batches them into a query each. The
-checks that need no log (canonical bytes, body, card data, signature) were done by
-`core.checks.check_events` before; nothing reaches PostgreSQL unchecked.
+The same rules as the SQLite log's `core.batch.Transaction` (accept the next event of a
+chain, count a duplicate, hold one past a gap, quarantine a broken chain or one out of
+scope): one rule for both, `core.batch.place_remote` (where an event goes against its
+chain's head, and what one next in its chain becomes: `accept_remote`) and
+`evidence_row`, each store keeping what it decides its own way. Decided in memory: the
+reads it needs (held events to drain, stored hashes of duplicates) are handed in by the
+caller, who batches them into a query each. A gap wider than `MAX_HELD_AHEAD` is left
+for the pulls (`too_far`), as on SQLite, not refused. The checks that need no log
+(canonical bytes, body, card data, signature) were done by `core.checks.check_events`
+before; nothing reaches PostgreSQL unchecked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
-from core.batch import MAX_HELD_AHEAD, MAX_REFUSED_PER_REQUEST, ClockAhead, IngestResult
-from core.checks import NO_HEAD, CheckedEvent, Head, check_event, holds_card_data
+from core.batch import (
+    MAX_REFUSED_PER_REQUEST,
+    IngestResult,
+    accept_remote,
+    evidence_row,
+    place_remote,
+)
+from core.checks import NO_HEAD, CheckedEvent, Head, check_event
 from core.clock import HybridClock
 from core.errors import (
     ChainBroken,
@@ -33,9 +44,8 @@ from core.events import (
     KeyRevoked,
     RawEvent,
     decode_event,
-    encode_event,
 )
-from core.fold import FLAG_REVOKED, FLAG_SKEWED, FLAG_UNAPPLIED
+from core.fold import FLAG_REVOKED
 from core.signing import Verifier
 
 __all__ = ["Admission", "EventRow", "QuarantineRow"]
@@ -103,24 +113,16 @@ class Admission:
         """Decide one event; True if it advanced a chain (held events may follow it)."""
         ev = checked.event
         if not self.in_scope(ev.origin):
-            self._quarantine(ev, peer, OutOfScope(ev.origin, "this HQ worker"))
+            self.quarantine(ev, peer, OutOfScope(ev.origin, "this HQ worker"))
         seq, head_hash = self.head(ev.origin)
-        if ev.seq == seq + 1 and ev.prev == head_hash:
-            self._accept_remote(checked, peer, result)
-            return True
-        if ev.seq <= seq:
-            self.duplicates.append((ev, checked.hash, peer))
-            result.duplicates += 1
-        elif ev.seq > seq + 1:
-            if checked.error is not None:
-                self._quarantine(ev, peer, checked.error)
-            if ev.seq - seq > MAX_HELD_AHEAD:
-                raise OversizedError(f"gap before {ev.id}", ev.seq - seq, MAX_HELD_AHEAD)
-            self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
-            result.held += 1
-        else:
-            self._quarantine(ev, peer, ChainBroken(ev.origin, ev.seq, head_hash, ev.prev))
-        return False
+        return place_remote(self, checked, peer, result, seq, head_hash)
+
+    def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
+        self.duplicates.append((ev, h, peer))  # compared with the stored bytes after
+
+    def hold(self, checked: CheckedEvent, head_seq: int) -> None:
+        ev = checked.event
+        self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
 
     def _drain(self, origin: str, raws: list[bytes], result: IngestResult) -> None:
         for raw in raws:
@@ -132,24 +134,10 @@ class Admission:
             try:
                 if c.event.prev != head_hash:
                     broken = ChainBroken(origin, c.event.seq, head_hash, c.event.prev)
-                    self._quarantine(c.event, "(held)", broken)
-                self._accept_remote(c, "(held)", result)
+                    self.quarantine(c.event, "(held)", broken)
+                accept_remote(self, c, "(held)", result)
             except (EventError, ChainBroken):
                 return
-
-    def _accept_remote(self, checked: CheckedEvent, peer: str, result: IngestResult) -> None:
-        if checked.known:
-            checked = check_event(checked.event)
-        ev, body = checked.event, checked.body
-        if checked.error is not None:
-            self._quarantine(ev, peer, checked.error)
-        flags = 0 if body is not None else FLAG_UNAPPLIED
-        if not self.clock.observe(ev.hlc):
-            flags |= FLAG_SKEWED
-            seen = ClockAhead(1, ev.hlc)
-            result.clock_ahead[ev.origin] = seen.plus(result.clock_ahead.get(ev.origin))
-        self.accept(ev, checked.hash, checked.raw, body, flags)
-        result.stored.append(RawEvent(ev, checked.raw))
 
     # --- shared --------------------------------------------------------------------
 
@@ -182,16 +170,13 @@ class Admission:
                     try:
                         self.verifier.verify(ev, h)
                     except SignatureError as e:
-                        self._quarantine(ev, peer, e.with_traceback(None))
-                self._quarantine(ev, peer, Equivocation(ev.origin, ev.seq, known, h))
+                        self.quarantine(ev, peer, e.with_traceback(None))
+                self.quarantine(ev, peer, Equivocation(ev.origin, ev.seq, known, h))
             except (EventError, Equivocation) as e:
                 refused.append(e.with_traceback(None))
         return refused
 
-    def _quarantine(self, ev: Event, peer: str, error: TillmeshError) -> None:
+    def quarantine(self, ev: Event, peer: str, error: TillmeshError) -> NoReturn:
         """Keep the refused bytes as evidence (never card data), then raise."""
-        raw = b"" if holds_card_data(ev, error) else encode_event(ev)
-        seq = min(ev.seq, MAX_INT64)
-        kind = type(error).__name__
-        self.quarantined.append((self.wall_ms(), peer, ev.origin, seq, kind, str(error), raw))
+        self.quarantined.append(evidence_row(self.wall_ms(), peer, ev, error))
         raise error

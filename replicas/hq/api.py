@@ -5,8 +5,9 @@ database's version vector, this worker's sync, the offline card exposure), `/met
 (as every replica's), the catalog (HQ defines products and the chain's prices: HQ's own
 events, appended by worker 0, which owns HQ's origin), the card floor limits (the
 same), a shift's figures (`/shifts/{id}`) and the reports (`/reports/*`, the same
-routes and figures as on SQLite). The same token policy as
-every replica's API (`replicas.api.auth.POLICY`).
+routes and figures as on SQLite). Conflicts (listed and resolved), the state digest and
+`GET /sales/{id}` read the fold's own state, kept beside HQ (`folded.py`). The same
+token policy as every replica's API (`replicas.api.auth.POLICY`).
 """
 
 from __future__ import annotations
@@ -17,19 +18,24 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from conflict import queries
+from conflict.detect import open_conflict_count
+from conflict.policies import from_state
 from core.events import Body
 from replicas.api import models as m
-from replicas.api.app import exposure_view, install_errors
+from replicas.api.app import STATIC_DIR, exposure_view, install_errors
 from replicas.api.auth import Access, authorize, made_by
 from replicas.api.card_limits import CardLimitsIn, CardLimitsView, LimitsStore, limits_body
 from replicas.api.common import ERRORS, Sku, hlc_iso, not_found
+from replicas.api.conflicts import conflicts_router
 from replicas.api.reports import report_routes
 from replicas.api.tokens import Role
 from replicas.hq import reports as pg_reports
+from replicas.hq.folded import FoldedState, FoldingLog
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
 from replicas.metrics.snapshot import snapshot_of
@@ -49,6 +55,8 @@ class Worker(Protocol):
     def sync_status(self) -> dict[str, object]: ...
 
     def online(self) -> bool: ...
+
+    def holders(self, origin: str, seq: int) -> list[str]: ...
 
 
 class PgReads:
@@ -73,20 +81,6 @@ class PgReads:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
-
-
-def _summary(conn: Conn) -> dict[str, int]:
-    row = conn.execute(
-        "SELECT COUNT(*)::int8, COALESCE(SUM(total), 0)::int8,"
-        " COALESCE(SUM(total) FILTER (WHERE id IN (SELECT sale_id FROM hq_voids)), 0)::int8,"
-        " (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN hq_sales s"
-        "   ON s.id = r.sale_id WHERE r.sale_id NOT IN (SELECT sale_id FROM hq_voids))"
-        " FROM hq_sales"
-    ).fetchone()
-    assert row is not None
-    sales, gross, voided, refunded = (int(v) for v in row)
-    net = gross - voided - refunded
-    return {"sales": sales, "gross": gross, "voided": voided, "refunded": refunded, "net": net}
 
 
 def _heads(conn: Conn) -> dict[str, int]:
@@ -168,19 +162,54 @@ def _shifts_router(reads: PgReads) -> APIRouter:
     return r
 
 
-def _status_router(worker: Worker, reads: PgReads) -> APIRouter:
+def _state_router(worker: Worker, folded: FoldedState) -> APIRouter:
+    """Reads of the fold's state (`folded.py`), as HQ on SQLite serves them."""
+    r = APIRouter(tags=["state"], responses=ERRORS)
+
+    @r.get("/state/digest")
+    async def digest() -> m.DigestOut:
+        return m.DigestOut(digest=await folded.read(queries.state_digest))
+
+    @r.get("/sales/{sale_id:path}", tags=["sales"])
+    async def get_sale(sale_id: str) -> m.SaleView:
+        found = await folded.read(lambda c: queries.sale(c, sale_id))
+        if found is None:
+            raise not_found(f"sale {sale_id!r}")
+        view = m.SaleView.model_validate(found)
+        held_by = worker.holders(view.origin, view.seq)
+        view.delivery = m.DeliveryView(held_by=held_by, at_hq="hq" in held_by)
+        return view
+
+    return r
+
+
+def _status_router(worker: Worker, reads: PgReads, folded: FoldedState | None) -> APIRouter:
     r = APIRouter(tags=["status"], responses=ERRORS)
 
     @r.get("/status")
-    async def status() -> dict[str, Any]:
+    async def status(digest: bool = True, conflicts: bool = True) -> dict[str, Any]:
+        """As HQ on SQLite: `?digest=false&conflicts=false` skip the fold's state."""
         now_ms = worker.log.wall_ms()
         heads, summary, exposure = await reads.read(
-            lambda c: (_heads(c), _summary(c), pg_reports.offline_exposure(c, None, now_ms))
+            lambda c: (
+                _heads(c),
+                pg_reports.sales_totals(c),
+                pg_reports.offline_exposure(c, None, now_ms),
+            )
         )
+        dig, open_conflicts = None, None
+        if folded is not None and (digest or conflicts):
+            dig, open_conflicts = await folded.read(
+                lambda c: (
+                    queries.state_digest(c) if digest else None,
+                    open_conflict_count(c, from_state(c)) if conflicts else None,
+                )
+            )
         return {
             "replica_id": worker.replica_id, "store": "postgresql", "online": worker.online(),
             "version_vector": heads, "events": sum(heads.values()), "sales": summary,
             "sync": worker.sync_status(), "card_exposure": exposure_view(exposure).model_dump(),
+            "digest": dig, "open_conflicts": open_conflicts,
         }  # fmt: skip
 
     return r
@@ -205,7 +234,9 @@ def _metrics_router(worker: Any, reads: PgReads, metrics: ReplicaMetrics) -> API
     @r.get("/metrics", response_class=Response)
     async def scrape() -> Response:
         stats = await worker.log.stats()
-        money, deferred = await reads.read(lambda c: (_summary(c), pg_reports.deferred_cards(c)))
+        money, deferred = await reads.read(
+            lambda c: (pg_reports.sales_totals(c), pg_reports.deferred_cards(c))
+        )
         summary = queries.SalesSummary(**money)
         metrics.update(snapshot_of(worker, stats, summary, deferred))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -218,23 +249,25 @@ def create_hq_app(
     reads: PgReads,
     access: Access | None = None,
     metrics: ReplicaMetrics | None = None,
+    folded: FoldedState | None = None,
 ) -> FastAPI:
-    app = FastAPIOffline(
-        title="tillmesh HQ (PostgreSQL)",
-        description="HQ's API over its PostgreSQL read model: catalog, status, reports.",
-        version="1",
-        dependencies=[Depends(authorize)],
-    )
-    app.state.access = access or Access(None)
-    install_errors(app)
-    app.include_router(_health_router(worker, reads))
-    app.include_router(_status_router(worker, reads))
+    app = _app(
+        "tillmesh HQ (PostgreSQL)",
+        "HQ's API over its PostgreSQL read model: catalog, status, reports.",
+        worker, reads, access,
+    )  # fmt: skip
+    app.include_router(_status_router(worker, reads, folded))
     app.include_router(_catalog_router(worker, reads))
     app.include_router(_shifts_router(reads))
     app.include_router(_cards_router(worker, reads))
     app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
+    if folded is not None:
+        app.include_router(_state_router(worker, folded))
+        app.include_router(conflicts_router(FoldingLog(folded, worker.log)))
     if metrics is not None:
         app.include_router(_metrics_router(worker, reads, metrics))
+    # the dashboard's script and style (`replicas.dashboard`), served by HQ itself
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
@@ -243,14 +276,23 @@ def create_worker_app(
 ) -> FastAPI:
     """What ingest worker K > 0 serves: `/healthz` and `/metrics` (its own ingest and sync
     counters; the database's figures, the same on every worker). HQ's API is worker 0's."""
+    app = _app(
+        "tillmesh HQ ingest worker (PostgreSQL)",
+        "Health and Prometheus metrics of one HQ ingest worker.",
+        worker, reads, access,
+    )  # fmt: skip
+    app.include_router(_metrics_router(worker, reads, metrics))
+    return app
+
+
+def _app(
+    title: str, description: str, worker: Worker, reads: PgReads, access: Access | None
+) -> FastAPI:
+    """An app every request of which is authorised, with tillmesh's errors and /healthz."""
     app = FastAPIOffline(
-        title="tillmesh HQ ingest worker (PostgreSQL)",
-        description="Health and Prometheus metrics of one HQ ingest worker.",
-        version="1",
-        dependencies=[Depends(authorize)],
+        title=title, description=description, version="1", dependencies=[Depends(authorize)]
     )
     app.state.access = access or Access(None)
     install_errors(app)
     app.include_router(_health_router(worker, reads))
-    app.include_router(_metrics_router(worker, reads, metrics))
     return app

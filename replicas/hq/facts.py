@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from conflict.reports import Window
 from replicas.hq.connect import open_readonly
-from replicas.hq.reports import payments_report
+from replicas.hq.reports import payments_report, sales_totals
 
 __all__ = ["card_money", "event_batches", "facts"]
 
@@ -25,15 +25,8 @@ def facts(dsn: str) -> tuple[dict[str, int], Stock, dict[str, int]]:
             for store, sku, n in conn.execute("SELECT store, sku, on_hand FROM bi_stock_levels")
             if n
         }
-        row = conn.execute(
-            "SELECT COALESCE(SUM(total), 0)::int8,"
-            " COALESCE(SUM(total) FILTER (WHERE id IN (SELECT sale_id FROM hq_voids)), 0)::int8,"
-            " (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN hq_sales s"
-            "   ON s.id = r.sale_id WHERE r.sale_id NOT IN (SELECT sale_id FROM hq_voids))"
-            " FROM hq_sales"
-        ).fetchone()
-    assert row is not None
-    money = {"gross": int(row[0]), "voided": int(row[1]), "refunded": int(row[2])}
+        totals = sales_totals(conn)
+    money = {k: totals[k] for k in ("gross", "voided", "refunded")}
     return sales, stock, money
 
 

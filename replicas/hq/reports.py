@@ -30,6 +30,7 @@ __all__ = [
     "payments_report",
     "prices_report",
     "sales_report",
+    "sales_totals",
     "shift_totals",
     "stock_report",
     "tax_report",
@@ -350,6 +351,22 @@ def shift_totals(conn: Conn, shift: str) -> Record:
         "closed_by": closed_by, "counted_cash": counted,
         "over_short": None if counted is None else counted - expected, "tax": tax,
     }  # fmt: skip
+
+
+def sales_totals(conn: Conn) -> dict[str, int]:
+    """Every sale HQ holds: count, gross, voided, refunded (not of voided sales), net."""
+    sales, gross, voided, refunded = (int(v) for v in _one(conn, _SALES_TOTALS, {}))
+    net = gross - voided - refunded
+    return {"sales": sales, "gross": gross, "voided": voided, "refunded": refunded, "net": net}
+
+
+_SALES_TOTALS = """
+SELECT COUNT(*)::int8, COALESCE(SUM(total), 0)::int8,
+       COALESCE(SUM(total) FILTER (WHERE id IN (SELECT sale_id FROM hq_voids)), 0)::int8,
+       (SELECT COALESCE(SUM(r.amount), 0)::int8 FROM hq_refunds r JOIN hq_sales s
+          ON s.id = r.sale_id WHERE r.sale_id NOT IN (SELECT sale_id FROM hq_voids))
+  FROM hq_sales
+"""
 
 
 def _one(conn: Conn, query: str, args: dict[str, Any]) -> tuple[Any, ...]:

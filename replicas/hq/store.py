@@ -1,8 +1,8 @@
 """HQ's event store and read model on PostgreSQL: `PgLog`, what sync needs of a log.
 
-One ingest call is one transaction: the batch's events are COPYed into a staging table
-and moved with `INSERT ... ON CONFLICT (store, origin, seq) DO NOTHING`, beside the
-read model's rows (COPY into the fact tables), the held and quarantined events and
+One ingest call is one transaction: the batch's events are COPYed into `hq_events`
+(binary COPY; each origin's new seqs, past the head this worker moved: `_write_events`),
+beside the read model's rows (COPY into the fact tables), the held and quarantined events and
 the new chain heads. The heads are updated only from the values this process read
 (`WHERE seq = <old>`): if another worker wrote the same origin meanwhile (two workers
 given one store by mistake), the transaction is rolled back and the heads reloaded,
@@ -16,6 +16,7 @@ refused as out of scope, like a till refuses another store's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -25,11 +26,12 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import AsyncConnection, sql
+from psycopg.types.string import BytesBinaryDumper
 
 from conflict.catalog import PricePolicy
 from conflict.state import DEFAULT_WINDOW_MS
 from core.batch import IngestResult
-from core.checks import NO_HEAD, Head, check_events
+from core.checks import NO_HEAD, Head, check_events_in_turns
 from core.clock import HybridClock, system_wall_ms
 from core.errors import StorageError
 from core.events import (
@@ -55,7 +57,7 @@ from replicas.hq.upgrade import apply_readable
 __all__ = ["PgLog"]
 
 logger = logging.getLogger(__name__)
-CHECK_SLICE = 256  # events checked per turn of the event loop (as core.log)
+OWNS_CACHE = 65_536  # origins whose share is remembered (bounded: origins come from peers)
 REVOKE_LOCK = 0x7E11_4D36  # advisory lock: batches shared, a revocation exclusive
 EVENT_COLUMNS = ("store", "origin", "seq", "hlc", "type", "flags", "hash", "raw")
 EVENT_TYPES = ("text", "text", "int8", "int8", "text", "int4", "bytea", "bytea")
@@ -80,7 +82,9 @@ class PgLog:
     ) -> None:
         self.conn, self.reader = conn, reader  # the writer's, and one for serving reads
         self.where, self.replica_id = where, replica_id
-        self.owns, self.clock, self.wall_ms = owns, clock, wall_ms
+        # asked per event; a pure function of the origin (`shard.py`): ~0.55 us to ~0.04
+        self.owns = functools.lru_cache(maxsize=OWNS_CACHE)(owns)
+        self.clock, self.wall_ms = clock, wall_ms
         self.signer, self.verifier = signer, verifier
         self.price_policy, self.window_ms = price_policy, window_ms
         self._heads: dict[str, Head] = {}
@@ -112,6 +116,9 @@ class PgLog:
             with psycopg.connect(dsn) as sync_conn:
                 migrate(sync_conn, where)
             conn = await AsyncConnection.connect(dsn, autocommit=True)
+            # COPY dumps bytea by type: psycopg's default for it is a Python subclass
+            # (dbapi20's, for its `Binary` wrapper); the plain one is C (~1 us/event less)
+            conn.adapters.register_dumper(bytes, BytesBinaryDumper)
             reader = await AsyncConnection.connect(dsn, autocommit=True)
         except psycopg.Error as e:
             raise StorageError(where, str(e).strip()) from e
@@ -127,9 +134,6 @@ class PgLog:
 
     async def _load(self) -> None:
         async with self.conn.transaction():
-            await self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS hq_staging (LIKE hq_events) ON COMMIT DELETE ROWS"
-            )
             cur = await self.conn.execute("SELECT origin, seq, hash, last_hlc FROM hq_heads")
             self._heads = {}
             for origin, seq, h, last_hlc in await cur.fetchall():
@@ -194,12 +198,7 @@ class PgLog:
         is checked (Python, signatures) while this one's transaction runs in PostgreSQL,
         so two frames in flight (sync reads one ahead) keep both busy."""
         async with self._order:
-            checked = []
-            for i in range(0, len(events), CHECK_SLICE):
-                if i:
-                    await asyncio.sleep(0)
-                chunk = events[i : i + CHECK_SLICE]
-                checked += check_events(chunk, self._heads, self.verifier)
+            checked = await check_events_in_turns(events, self._heads, self.verifier)
             await self._write.acquire()  # FIFO: batches are written in the order checked
         try:
             result, t0 = IngestResult(), time.perf_counter()
@@ -391,19 +390,17 @@ class PgLog:
             logger.info("%s: applied %d events stored unapplied by an older build", self.where, n)
 
     async def _write_events(self, adm: Admission) -> None:
+        """COPY straight into hq_events (measured 3.3 us/event, against 7.5 through a
+        staging table and INSERT ... ON CONFLICT DO NOTHING). Safe without ON CONFLICT:
+        every row is past its origin's head, and `_move_heads` has just moved each head
+        from the value this worker read (`WHERE seq = <old>`, the row locked until
+        COMMIT), so no other writer stores those seqs. Should a row be there anyway (a
+        head written without its events, by hand), the unique key refuses the batch:
+        the transaction rolls back, the heads are reloaded, and the next frame's copies
+        of those events count as duplicates (`_commit`)."""
         if not adm.rows:
             return
-        async with self.conn.cursor() as cur:
-            copy_sql = f"COPY hq_staging ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-            async with cur.copy(copy_sql) as copy:
-                copy.set_types(list(EVENT_TYPES))
-                for row in adm.rows:
-                    await copy.write_row(row)
-            await cur.execute(
-                "INSERT INTO hq_events SELECT * FROM hq_staging"
-                " ON CONFLICT (store, origin, seq) DO NOTHING"
-            )
-            await cur.execute("TRUNCATE hq_staging")
+        await _copy(self.conn, "hq_events", EVENT_COLUMNS, adm.rows, EVENT_TYPES)
 
     async def _move_heads(self, adm: Admission) -> None:
         """Each staged head from the one this process read, or the batch is undone."""

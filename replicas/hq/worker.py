@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,13 +33,14 @@ from conflict.reports import Window
 from core.clock import HybridClock, system_wall_ms
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.dashboard import mount_dashboard
-from replicas.dashboard.figures import link_view, sales_figures
+from replicas.dashboard.figures import conflict_counts, link_view, sales_figures
 from replicas.errors import ApiUnprotected
 from replicas.hq import links
 from replicas.hq import reports as pg_reports
 from replicas.hq.api import PgReads, create_hq_app, create_worker_app
+from replicas.hq.folded import FOLDED_FILE, FoldedState
 from replicas.hq.shard import Shard
-from replicas.hq.store import PgLog
+from replicas.hq.store import OWNS_CACHE, PgLog
 from replicas.runtime import Replica
 from replicas.signer import open_signing
 from replicas.site import Site, is_loopback
@@ -93,6 +95,13 @@ class HqWorker(Replica):
         if not self.shard.front:  # its own lock: worker 0 holds HQ's folder
             self.data_dir = self.data_dir / "workers" / f"{self.shard.index}-of-{self.shard.count}"
         self.reads = PgReads(dsn)
+        # asked per event by sync's admit (twice: the sender's scope and ours), as by the
+        # log, which caches its own: py-spy put 10% of a worker's CPU in it, end to end
+        self._owns = functools.lru_cache(maxsize=OWNS_CACHE)(self._owns_origin)
+        # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state,
+        # caught up when read (the dashboard's poll), so ingest never pays for it
+        folded_at = self.data_dir / FOLDED_FILE
+        self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
 
     # The log: PostgreSQL, this worker's share -------------------------------------------
 
@@ -121,7 +130,7 @@ class HqWorker(Replica):
         one_hub = not self.site.hq_nodes
         return link_view(links.merged(self.sync_status(), shared), one_hub)
 
-    def _owns(self, origin: str) -> bool:
+    def _owns_origin(self, origin: str) -> bool:
         return holds(HQ)(origin) and self.shard.owns(origin)
 
     def _serves(self, origin: str) -> bool:
@@ -206,10 +215,13 @@ class HqWorker(Replica):
 
     def _app(self) -> Any:
         access = self._access(self.site.host_of(HQ))
-        app = create_hq_app(self, self.reads, access, self.metrics)  # type: ignore[arg-type]
+        app = create_hq_app(self, self.reads, access, self.metrics, self.folded)  # type: ignore[arg-type]
+        folded = self.folded
+        assert folded is not None  # worker 0's
 
         async def figures(window: Window) -> dict[str, Any]:
-            return await self.reads.read(lambda c: sales_figures(pg_reports, c, window))
+            out = await self.reads.read(lambda c: sales_figures(pg_reports, c, window))
+            return {**out, "conflicts": await folded.read(conflict_counts)}
 
         one_hub = not self.site.hq_nodes
         mount_dashboard(app, self, self.site.stores, figures, leaves_known=one_hub,
@@ -219,3 +231,5 @@ class HqWorker(Replica):
     async def stop(self) -> None:
         await super().stop()
         self.reads.close()
+        if self.folded is not None:
+            self.folded.close()

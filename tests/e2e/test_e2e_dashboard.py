@@ -1,6 +1,7 @@
-"""HQ's dashboard in headless Chromium, over real till and HQ processes: the page
-loads from HQ alone, its figures are the API's, and a till stopped by its PID shows
-offline within seconds."""
+"""HQ's dashboard in headless Chromium, over real till and HQ processes, with HQ on
+SQLite and on PostgreSQL (`tillmesh hq --db postgresql://...`): the page loads from HQ
+alone, its figures are the API's (open conflicts included: the tills' unstocked sales
+oversell), and a till stopped by its PID shows offline within seconds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 from broker.subjects import HQ
 from tests.browser_kit import ARTIFACTS, CHROMIUM_ARGS, UI_TIMEOUT_MS
-from tests.e2e.harness import Mesh, running_mesh
+from tests.e2e.harness import Mesh, running_mesh, wait_until
+from tests.e2e.hq_pg import WorkerProc
 
 pytestmark = pytest.mark.browser
 async_api = pytest.importorskip("playwright.async_api")  # a test extra
@@ -83,7 +85,33 @@ async def test_dashboard_shows_the_chain_live(chromium: Path, tmp_path: Path) ->
                 await browser.close()
 
 
-async def _drive(browser: Any, m: Mesh) -> None:
+async def test_dashboard_on_postgres_shows_the_chain_live(
+    chromium: Path, tmp_path: Path, pg_dsn: str
+) -> None:
+    m = Mesh(tmp_path, STORES)
+    m.procs[HQ] = WorkerProc(m, pg_dsn, 0, 1)  # HQ on PostgreSQL, one ingest worker
+    try:
+        await m.start()
+        await m.sell("s1/t1", 4)
+        await m.sell("s2/t1", 3)
+        await m.sell_card("s1/t2", 2599)
+
+        async def at_hq() -> bool:  # every acknowledged sale in PostgreSQL, and in the fold
+            status = await m[HQ].status()
+            return status["sales"]["sales"] == 8 and status["digest"] is not None
+
+        await wait_until(at_hq, "HQ on PostgreSQL to hold every sale", 60)
+        async with async_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            try:
+                await _drive(browser, m, "-pg")
+            finally:
+                await browser.close()
+    finally:
+        assert await m.close() == []
+
+
+async def _drive(browser: Any, m: Mesh, shots: str = "") -> None:
     hq = m[HQ].url
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     page.set_default_timeout(UI_TIMEOUT_MS)
@@ -100,8 +128,12 @@ async def _drive(browser: Any, m: Mesh) -> None:
     data = await _check_matches_api(page, m)
     assert data["totals"]["sales"] == 8 and data["totals"]["deferred_exposure"] == 2599
     assert data["totals"]["takings"] == m.oracle.gross  # cash sales, no voids or refunds
+    assert data["totals"]["open_conflicts"] > 0  # sold with no stock received: oversells
+    await expect(page.locator("#total-conflicts")).to_have_text(
+        str(data["totals"]["open_conflicts"] + data["chain_conflicts"])
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "hq-dashboard.png"), full_page=True)
+    await page.screenshot(path=str(ARTIFACTS / f"hq-dashboard{shots}.png"), full_page=True)
 
     # A till stops (its process, by PID): the page says so within seconds.
     assert m[GONE].stop() == []
@@ -113,7 +145,8 @@ async def _drive(browser: Any, m: Mesh) -> None:
         "0/1 tills online"
     )
     await _check_matches_api(page, m)
-    await page.screenshot(path=str(ARTIFACTS / "hq-dashboard-till-offline.png"), full_page=True)
+    shot = ARTIFACTS / f"hq-dashboard{shots}-till-offline.png"
+    await page.screenshot(path=str(shot), full_page=True)
     # Everything the page needed came from HQ itself: it works with no internet.
     assert all(u.startswith(hq) for u in requested), [u for u in requested if hq not in u]
     assert not errors, errors

@@ -134,7 +134,7 @@ function render(data) {
   $("total-sales").textContent = data.totals.sales;
   $("total-deferred").textContent = money(data.totals.deferred_exposure);
   $("total-not-at-hq").textContent = data.totals.not_at_hq;
-  // null: this HQ (on PostgreSQL) detects no conflicts yet: not known, never 0
+  // null: conflicts not known from what this HQ read: shown as such, never as 0
   $("total-conflicts").textContent = data.totals.open_conflicts === null
     ? "n/a" : data.totals.open_conflicts + data.chain_conflicts;
   $("stores").replaceChildren(...data.stores.map(storeCard));

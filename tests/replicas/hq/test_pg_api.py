@@ -1,5 +1,6 @@
-"""HQ's API on PostgreSQL: `/reports/*` answer as HQ on SQLite does for the same events,
-and HQ's catalog writes (HQ's own signed-or-not events) land in its read model."""
+"""HQ's API on PostgreSQL: `/reports/*`, `/conflicts`, `/state/digest` and `/sales/{id}`
+answer as HQ on SQLite does for the same events, a conflict is resolved through it, and
+HQ's catalog writes (HQ's own signed-or-not events) land in its read model."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.events import HQ, CardDeclined, ProductUpserted, StockReceived
 from replicas.api.app import create_app
 from replicas.hq.api import PgReads, create_hq_app
+from replicas.hq.folded import FoldedState
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
 from tests.conflict.factory import sale_body
@@ -49,6 +51,9 @@ class PgHandle:
 
     def online(self) -> bool:
         return False
+
+    def holders(self, origin: str, seq: int) -> list[str]:
+        return [self.replica_id] if self.log.version_vector().get(origin, 0) >= seq else []
 
     def unsynced_to_hq(self) -> int:
         return 0
@@ -88,16 +93,18 @@ async def both(
     metrics = ReplicaMetrics()
     pg_hq.commit_observers.append(metrics.on_commit)
     reads = PgReads(pg_dsn)
+    folded = FoldedState(tmp_path / "folded.sqlite", pg_dsn)
     for hq in (sqlite_hq, pg_hq):
         result = await hq.ingest_raw(raws)
         assert not result.rejected and len(result.stored) == len(raws)
     sqlite_app = create_app(FakeReplica(HQ, sqlite_hq))
-    pg_app = create_hq_app(PgHandle(HQ, pg_hq), reads, metrics=metrics)
+    pg_app = create_hq_app(PgHandle(HQ, pg_hq), reads, metrics=metrics, folded=folded)
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=sqlite_app), base_url="http://a") as a,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=pg_app), base_url="http://b") as b,
     ):
         yield a, b
+    folded.close()
     reads.close()
     await pg_hq.close()
     await sqlite_hq.close()
@@ -135,6 +142,31 @@ async def test_reports_answer_the_same_on_sqlite_and_postgres(
     cards = [(r["settlement"], r["amount"]) for r in (await on_pg.get("/reports/payments")).json()
              if r["method"] == "card"]  # fmt: skip
     assert cards == [("declined", 150), ("outstanding", 300)]
+
+
+async def test_conflicts_digest_and_sales_answer_the_same_on_sqlite_and_postgres(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    on_sqlite, on_pg = both
+    for path in ("/conflicts", "/conflicts?open=true", "/state/digest", f"/sales/{TILL}:5"):
+        a, b = await on_sqlite.get(path), await on_pg.get(path)
+        assert a.status_code == b.status_code == 200, (path, a.text, b.text)
+        assert a.json() == b.json(), path
+    assert (await on_pg.get("/sales/s1/t1:999")).status_code == 404
+    sale = (await on_pg.get(f"/sales/{TILL}:5")).json()
+    assert (sale["total"], sale["voided"], sale["delivery"]["at_hq"]) == (150, True, True)
+    found = (await on_pg.get("/conflicts")).json()
+    assert [(c["kind"], c["resolution"]) for c in found] == [("card_declined", None)]
+    decide = {"action": "written_off", "by": "hq-mgr", "reason": "customer gone"}
+    r = await on_pg.post(f"/conflicts/{found[0]['id']}/resolve", json=decide)
+    assert r.status_code == 201 and r.json()["events"] == ["hq:2"], r.text
+    assert (await on_pg.get("/conflicts", params={"open": True})).json() == []
+    done = (await on_pg.get("/conflicts")).json()[0]["resolution"]
+    assert (done["action"], done["by"], done["event"]) == ("written_off", "hq-mgr", "hq:2")
+    again = await on_pg.post(f"/conflicts/{found[0]['id']}/resolve", json=decide)
+    assert again.status_code == 409, again.text
+    before = (await on_sqlite.get("/state/digest")).json()
+    assert (await on_pg.get("/state/digest")).json() != before  # the resolution is state
 
 
 async def test_catalog_writes_at_hq_on_postgres(

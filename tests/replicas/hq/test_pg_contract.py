@@ -7,13 +7,17 @@ and the stock of every store must then be equal, for hypothesis' histories of sa
 online or deferred), voids and refunds (of known and unknown sales, giving back tax),
 counts, price writes, shifts, card floor limits and outcomes of deferred payments
 (captured, declined, expired, in any order, twice, of unknown payments, from another
-store's till), and the managers' decisions on declined cards.
+store's till), and the managers' decisions on declined cards. The folded state HQ on
+PostgreSQL keeps for conflicts (`replicas.hq.folded`), caught up after every batch,
+must then report the same conflicts, the same state digest and the same sales
+(`GET /sales/{id}`'s read) as the SQLite log's own state.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -22,6 +26,8 @@ from hypothesis import strategies as st
 
 from conflict import cards, queries, reports
 from conflict.conflicts import conflict_id
+from conflict.detect import detect
+from conflict.policies import from_state
 from conflict.reports import SALES_GROUPS, Window
 from conflict.state import StoreState
 from core.events import (
@@ -30,6 +36,7 @@ from core.events import (
     CardExpired,
     CardLimitsSet,
     ConflictResolved,
+    KeyRevoked,
     RawEvent,
     SaleVoided,
     encode_event,
@@ -37,6 +44,7 @@ from core.events import (
 from core.fold import Accepted
 from core.log import EventLog
 from replicas.hq import reports as pg_reports
+from replicas.hq.folded import FoldedState
 from replicas.hq.schema import migrate
 from replicas.hq.store import PgLog
 from tests.conflict.factory import Chain, sale_body, scenarios, split
@@ -56,49 +64,60 @@ def _raw(items: list[Accepted]) -> list[RawEvent]:
     return [RawEvent(a.event, encode_event(a.event)) for a in items]
 
 
-def _figures_sqlite(conn: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"catalog": queries.catalog(conn)}
+# The SQLite HQ's readers under the names HQ's PostgreSQL reports give them, so one
+# function asks both the same questions.
+SQLITE_READS = SimpleNamespace(
+    catalog=queries.catalog,
+    shift_totals=queries.shift_totals,
+    card_limits=cards.card_limits,
+    sales_report=reports.sales_report,
+    payments_report=reports.payments_report,
+    items_report=reports.items_report,
+    tax_report=reports.tax_report,
+    deferred_cards=reports.deferred_cards,
+    offline_exposure=reports.offline_exposure,
+    declines_report=reports.declines_report,
+    stock_report=reports.stock_report,
+    prices_report=reports.prices_report,
+)
+
+
+def _figures(conn: Any, r: Any) -> dict[str, Any]:
+    """Every report figure, read through `r` (SQLITE_READS or `replicas.hq.reports`)."""
+    out: dict[str, Any] = {"catalog": r.catalog(conn)}
     for i, w in enumerate(WINDOWS):
-        out[f"sales{i}"] = reports.sales_report(conn, SALES_GROUPS[:3], w)
-        out[f"by_cashier{i}"] = reports.sales_report(conn, ["shift", "cashier"], w)
-        out[f"payments{i}"] = reports.payments_report(conn, w)
-        out[f"items{i}"] = reports.items_report(conn, w, 2)
-        out[f"tax{i}"] = reports.tax_report(conn, w)
-        out[f"deferred{i}"] = reports.deferred_cards(conn, w)
+        out[f"sales{i}"] = r.sales_report(conn, SALES_GROUPS[:3], w)
+        out[f"by_cashier{i}"] = r.sales_report(conn, ["shift", "cashier"], w)
+        out[f"payments{i}"] = r.payments_report(conn, w)
+        out[f"items{i}"] = r.items_report(conn, w, 2)
+        out[f"tax{i}"] = r.tax_report(conn, w)
+        out[f"deferred{i}"] = r.deferred_cards(conn, w)
     for shift in SHIFTS:
-        out[f"shift_{shift}"] = queries.shift_totals(conn, shift)
+        out[f"shift_{shift}"] = r.shift_totals(conn, shift)
     for store in STORES:
-        out[f"limits_{store}"] = cards.card_limits(conn, store)
-        out[f"exposure_{store}"] = reports.offline_exposure(conn, store or None, NOW_MS)
-        out[f"declines_{store}"] = reports.declines_report(conn, store or None)
-    out["stock"] = reports.stock_report(conn)
-    out["low"] = reports.stock_report(conn, "s1", 3)
-    out["prices"] = reports.prices_report(conn)
-    out["prices_s1"] = reports.prices_report(conn, "s1")
+        out[f"limits_{store}"] = r.card_limits(conn, store)
+        out[f"exposure_{store}"] = r.offline_exposure(conn, store or None, NOW_MS)
+        out[f"declines_{store}"] = r.declines_report(conn, store or None)
+    out["stock"] = r.stock_report(conn)
+    out["low"] = r.stock_report(conn, "s1", 3)
+    out["prices"] = r.prices_report(conn)
+    out["prices_s1"] = r.prices_report(conn, "s1")
     return out
+
+
+def _state_reads(conn: Any) -> dict[str, Any]:
+    """What HQ reads of the fold's own state: conflicts, the digest, every sale."""
+    ids = [i for (i,) in conn.execute("SELECT id FROM st_sales ORDER BY id")]
+    return {
+        "conflicts": detect(conn, from_state(conn)),
+        "digest": queries.state_digest(conn),
+        "sales": [queries.sale(conn, i) for i in [*ids, "s9/t9:1"]],
+    }
 
 
 def _figures_pg(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
-        out: dict[str, Any] = {"catalog": pg_reports.catalog(conn)}
-        for i, w in enumerate(WINDOWS):
-            out[f"sales{i}"] = pg_reports.sales_report(conn, SALES_GROUPS[:3], w)
-            out[f"by_cashier{i}"] = pg_reports.sales_report(conn, ["shift", "cashier"], w)
-            out[f"payments{i}"] = pg_reports.payments_report(conn, w)
-            out[f"items{i}"] = pg_reports.items_report(conn, w, 2)
-            out[f"tax{i}"] = pg_reports.tax_report(conn, w)
-            out[f"deferred{i}"] = pg_reports.deferred_cards(conn, w)
-        for shift in SHIFTS:
-            out[f"shift_{shift}"] = pg_reports.shift_totals(conn, shift)
-        for store in STORES:
-            out[f"limits_{store}"] = pg_reports.card_limits(conn, store)
-            out[f"exposure_{store}"] = pg_reports.offline_exposure(conn, store or None, NOW_MS)
-            out[f"declines_{store}"] = pg_reports.declines_report(conn, store or None)
-        out["stock"] = pg_reports.stock_report(conn)
-        out["low"] = pg_reports.stock_report(conn, "s1", 3)
-        out["prices"] = pg_reports.prices_report(conn)
-        out["prices_s1"] = pg_reports.prices_report(conn, "s1")
-    return out
+        return _figures(conn, pg_reports)
 
 
 async def _through_both(
@@ -106,14 +125,20 @@ async def _through_both(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     sqlite_log = await EventLog.open(db, "hq", StoreState())
     pg_log = await PgLog.open(dsn, "hq")
+    folded = FoldedState(db.with_suffix(".folded"), dsn)
     try:
         for batch in split(events, cuts):
             a = await sqlite_log.ingest(_raw(batch))
             b = await pg_log.ingest(_raw(batch))
             assert (len(a.stored), a.duplicates, a.held) == (len(b.stored), b.duplicates, b.held)
+            await folded.read(lambda c: None)  # folded batch by batch, as HQ reads them
         assert pg_log.version_vector() == sqlite_log.version_vector()
-        return await sqlite_log.read(_figures_sqlite), _figures_pg(dsn)
+        on_sqlite = await sqlite_log.read(
+            lambda c: {**_figures(c, SQLITE_READS), **_state_reads(c)}
+        )
+        return on_sqlite, {**_figures_pg(dsn), **await folded.read(_state_reads)}
     finally:
+        folded.close()
         await sqlite_log.close()
         await pg_log.close()
 
@@ -203,4 +228,29 @@ def test_card_outcomes_limits_and_decisions_equal_on_sqlite_and_postgres(
          "oldest_hlc": events[4].event.hlc, "oldest_age_s": 99},
     ]  # fmt: skip
     assert on_pg["limits_s1"] == cards.CardLimits(8000, 30_000, 5, 900)
+    declined = {c.subject: c.resolution for c in on_pg["conflicts"] if c.kind == "card_declined"}
+    assert sorted(declined) == [f"{events[1].event.id}#0", f"{events[2].event.id}#0"]
+    assert declined[f"{events[1].event.id}#0"].action == "written_off"  # type: ignore[union-attr]
     assert on_pg["limits_s2"] == cards.CardLimits(5000, 20_000, 4, 600)
+
+
+def test_a_revocation_after_the_fold_is_taken_out_of_the_folded_state(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """HQ revokes a till after the folded state took in its sales (past the cut, and
+    a receipt collision they made): rebuilt without them, the state equals the SQLite
+    HQ's, which flags them revoked and rebuilds too; a sale after the revocation is
+    stored but never state on either."""
+    _reset(pg_dsn)
+    chain, ms = Chain(), 1_000_000
+    sold = [chain.make("s1/t1", sale_body([("A", 1, 100)], f"R{i % 3}"), ms + i) for i in range(5)]
+    other = [chain.make("s1/t2", sale_body([("A", 1, 100)], "R0"), ms + 10)]
+    revoked = [chain.make("hq", KeyRevoked(replica="s1/t1", after_seq=2), ms + 20)]
+    later = [chain.make("s1/t1", sale_body([("A", 1, 100)], "R9"), ms + 30)]
+    events = sold + other + revoked + later
+    on_sqlite, on_pg = asyncio.run(_through_both(events, [6, 7], tmp_path / "hq.db", pg_dsn))
+    for name, rows in on_sqlite.items():
+        assert on_pg[name] == rows, name
+    assert [s["id"] for s in on_pg["sales"] if s] == ["s1/t1:1", "s1/t1:2", "s1/t2:1"]
+    receipts = [c.events for c in on_pg["conflicts"] if c.kind == "receipt_collision"]
+    assert receipts == [["s1/t1:1", "s1/t2:1"]]  # s1/t1:4 (R0 too) is past the cut

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from conflict.reports import Window
+from core.batch import MAX_HELD_AHEAD
 from core.errors import ChainBroken, Equivocation, OutOfScope, SignatureError, StorageError
 from core.events import (
     SCHEMA_VERSION,
@@ -69,6 +70,21 @@ async def test_a_gap_is_held_durably_and_drains_when_filled(pg_dsn: str) -> None
     assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 10
 
 
+async def test_an_event_too_far_ahead_is_left_for_the_pulls_not_refused(pg_dsn: str) -> None:
+    """As on SQLite (`core.batch.place_remote`, one rule for both): a push a million
+    events past the head is counted, neither held nor refused (a refusal would back
+    off an honest peer); one just within the limit is held."""
+    far = chain("s1/t1", [cash_sale()], first_seq=MAX_HELD_AHEAD + 2)
+    near = chain("s1/t1", [cash_sale()], first_seq=MAX_HELD_AHEAD)
+    async with await PgLog.open(pg_dsn) as log:
+        result = await log.ingest(_raw(far))
+        assert (result.too_far, result.held, result.rejected, result.stored) == (1, 0, [], [])
+        held = await log.ingest(_raw(near))
+        assert (held.held, held.too_far, held.rejected) == (1, 0, [])
+    assert _count(pg_dsn, "SELECT count(*) FROM hq_pending") == 1
+    assert _count(pg_dsn, "SELECT count(*) FROM hq_quarantine") == 0
+
+
 async def test_forged_equivocating_and_foreign_events_are_refused_and_kept(pg_dsn: str) -> None:
     till, thief = Ed25519Signer(new_signing_seed()), Ed25519Signer(new_signing_seed())
     registry = KeyRegistry({"s1/t1": till.public_key, "s2/t1": till.public_key})
@@ -122,6 +138,25 @@ async def test_two_writers_of_one_origin_never_double_an_event(pg_dsn: str) -> N
     assert _count(pg_dsn, "SELECT count(*) FROM hq_events") == 10
     assert _count(pg_dsn, "SELECT count(DISTINCT id) FROM hq_sales") == 10
     assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 10
+
+
+async def test_an_event_row_past_its_head_refuses_the_batch_whole(pg_dsn: str) -> None:
+    """Events are COPYed straight into hq_events, not through ON CONFLICT: a row the
+    heads do not account for (put there by hand) makes the key refuse the batch, which
+    is rolled back whole (no head, fact or event of it kept), never doubled."""
+    events = chain("s1/t1", [cash_sale(receipt=f"R{i}") for i in range(6)])
+    async with await PgLog.open(pg_dsn) as log:
+        await log.ingest(_raw(events[:2]))
+        with psycopg.connect(pg_dsn) as conn:  # event 4's row, its head left at 2
+            conn.execute(
+                "INSERT INTO hq_events SELECT store, origin, 4, hlc, type, flags, hash, raw"
+                " FROM hq_events WHERE origin = 's1/t1' AND seq = 2"
+            )
+        with pytest.raises(StorageError, match="hq_events"):
+            await log.ingest(_raw(events[2:]))
+        assert log.version_vector() == {"s1/t1": 2}
+        assert _count(pg_dsn, "SELECT count(*) FROM hq_sales") == 2
+        assert _count(pg_dsn, "SELECT count(*) FROM hq_events") == 3
 
 
 async def test_events_an_older_build_stored_unapplied_are_applied_once_read(pg_dsn: str) -> None:
