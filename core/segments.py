@@ -27,9 +27,8 @@ work too, in plain SQL (a tool's sqlite3 connection has no tillmesh functions).
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 
 import msgspec
@@ -39,12 +38,12 @@ __all__ = [
     "EventRow",
     "count",
     "create",
+    "decode_index",
     "delete_range",
     "first_seq_since",
     "flagged",
     "hash_at",
     "hlc_at",
-    "in_hlc_order",
     "migrate_events_table",
     "origins",
     "raw_at",
@@ -69,6 +68,7 @@ EventRow = tuple[str, int, int, str, int, bytes, bytes]
 _Entry = tuple[int, int, int, str]  # idx entry: start, length, hlc, type
 _encode_idx = msgspec.json.Encoder().encode
 _decode_idx = msgspec.json.Decoder(list[_Entry]).decode
+decode_index = _decode_idx  # a segment's idx: [start, length, hlc, type] per event
 _by_origin_seq = itemgetter(0, 1)
 _INSERT = (
     "INSERT INTO segments (origin, first_seq, last_seq, hlc_lo, hlc_hi, idx, hashes, raw)"
@@ -360,43 +360,6 @@ def first_seq_since(conn: sqlite3.Connection, origin: str, hlc: int) -> int | No
 
 def origins(conn: sqlite3.Connection) -> list[str]:
     return [o for (o,) in conn.execute("SELECT DISTINCT origin FROM segments ORDER BY origin")]
-
-
-def in_hlc_order(
-    conn: sqlite3.Connection, of: Iterable[str], after: Mapping[str, int] | None = None
-) -> Iterator[EventRow] | None:
-    """The stored events of the origins `of`, past seq `after[origin]`, in (hlc, origin,
-    seq) order: each origin's events as stored (seq order) merged, no sort. None if some
-    origin's hlcs do not rise with its seqs (a clock that went back, a log a tool
-    edited): the caller sorts then (the `events` view, ORDER BY hlc, origin, seq)."""
-    after = after or {}
-    names = list(of)
-    if not all(_hlcs_rise(conn, o, after.get(o, 0)) for o in names):
-        return None
-    streams = [rows(conn, o, after.get(o, 0)) for o in names]
-    return heapq.merge(*streams, key=_hlc_order)
-
-
-def _hlc_order(row: EventRow) -> tuple[int, str, int]:
-    return row[2], row[0], row[1]
-
-
-def _hlcs_rise(conn: sqlite3.Connection, origin: str, after: int) -> bool:
-    """Whether `origin`'s hlcs never fall as its seqs rise past `after` (reads the
-    segments' indexes, not their bytes)."""
-    last = -1
-    for first, final, skip, idx in conn.execute(
-        "SELECT first_seq, last_seq, skip, idx FROM segments WHERE origin = ? AND last_seq > ?"
-        " ORDER BY first_seq",
-        (origin, after),
-    ):
-        entries = _decode_idx(idx)
-        for k in range(skip + max(first, after + 1) - first, skip + final - first + 1):
-            hlc = entries[k][2]
-            if hlc < last:
-                return False
-            last = hlc
-    return True
 
 
 def count(conn: sqlite3.Connection, origin: str | None = None, after: int = 0) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from conflict.policies import state_fold
 from conflict.state import StoreState
-from core import digest, segments
+from core import digest, hlc_order, segments
 from core.compact import fold_rows, load_snapshot, read_heads
 from core.events import decode_event
 from core.sqlite import file_uri, keep_private
@@ -183,7 +183,7 @@ def rows_after(
     ]
     low = min((h for h in starts if h is not None), default=0)
     in_scope = [o for o in segments.origins(conn) if scope(o)]
-    merged = segments.in_hlc_order(conn, in_scope, vv)
+    merged = hlc_order.in_hlc_order(conn, in_scope, vv)
     if merged is not None:
         for origin, seq, hlc, _, flags, h, raw in merged:
             if cut is not None and (hlc, origin, seq) > cut:

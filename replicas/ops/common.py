@@ -22,7 +22,7 @@ from pathlib import Path
 from conflict import cards, schema
 from conflict.policies import state_fold
 from conflict.state import StoreState
-from core import compact, segments
+from core import compact, hlc_order, segments
 from core.compact import CompactReport, fold_rows, load_snapshot, read_heads
 from core.errors import DatabaseLocked, StorageError
 from core.events import HQ
@@ -144,7 +144,7 @@ def cut_rows(
     conn: sqlite3.Connection, scope: Scope, cut: Cut | None
 ) -> Iterator[tuple[bytes, int, int]]:
     """(raw, flags, hlc) of the in-scope events up to `cut`, in (hlc, origin, seq) order."""
-    merged = segments.in_hlc_order(conn, [o for o in segments.origins(conn) if scope(o)])
+    merged = hlc_order.in_hlc_order(conn, [o for o in segments.origins(conn) if scope(o)])
     if merged is not None:
         for origin, seq, hlc, _, flags, _, raw in merged:
             if cut is not None and (hlc, origin, seq) > cut:

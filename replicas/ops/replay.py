@@ -19,7 +19,7 @@ from conflict import lookups, queries
 from conflict.policies import state_fold
 from conflict.state import StoreState
 from conflict.stock import stock_store, store_moved_by
-from core import segments
+from core import hlc_order, segments
 from core.compact import CHUNK as BATCH
 from core.compact import fold_rows
 from core.errors import TillmeshError
@@ -178,22 +178,8 @@ def _first_step(
 def _nth_back(conn: sqlite3.Connection, cut: Cut | None, scope: Scope, n: int) -> Cut | None:
     if n <= 0:
         return None
-    where, params = ("WHERE (hlc, origin, seq) <= (?, ?, ?)", cut) if cut else ("", ())
-    cursor = conn.execute(
-        f"SELECT hlc, origin, seq FROM events {where} ORDER BY hlc DESC, origin DESC, seq DESC",
-        params,
-    )
-    found: Cut | None = (0, "", 0)  # fewer than n: every event is a step
-    seen = 0
-    while seen < n and (rows := cursor.fetchmany(500)):
-        for hlc, origin, seq in rows:
-            if scope(origin):
-                seen += 1
-                if seen == n:
-                    found = (hlc, origin, seq)
-                    break
-    cursor.close()
-    return found
+    # fewer than n: every event is a step
+    return hlc_order.nth_back(conn, n, cut, scope) or (0, "", 0)
 
 
 def _body_or_none(ev: Event) -> Body | None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conflict import queries
 from conflict.state import StoreState
-from core import segments
+from core import hlc_order, segments
 from core.events import SCHEMA_VERSION, StockReceived, encode_event, event_hash
 from core.fold import FLAG_SKEWED, FLAG_UNAPPLIED
 from core.log import EventLog
@@ -76,7 +76,9 @@ async def test_a_schema_2_log_migrates_with_events_and_digest_unchanged(tmp_path
         assert await log.read(lambda c: queries.state_digest(c, recompute=True)) == digest
         assert await log.read_range("s1/t2", 1, 5000) == served
         in_hlc_order = "SELECT * FROM events ORDER BY hlc, origin, seq"
-        merged = await log.read(lambda c: list(segments.in_hlc_order(c, segments.origins(c)) or []))
+        merged = await log.read(
+            lambda c: list(hlc_order.in_hlc_order(c, segments.origins(c)) or [])
+        )
         assert merged == await log.read(lambda c: c.execute(in_hlc_order).fetchall())
         assert served == [row[6] for row in before if row[0] == "s1/t2"]
         version = await log.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
@@ -168,7 +170,7 @@ def test_the_events_view_edits_single_events_as_the_table_did(
         assert segments.count(conn) == len(model)
         by_seq = [model[k] for k in sorted(model)]
         rising = all(a[2] <= b[2] for a, b in itertools.pairwise(by_seq))
-        merged = segments.in_hlc_order(conn, ["o"])
+        merged = hlc_order.in_hlc_order(conn, ["o"])
         assert (merged is not None) == rising  # an inserted hlc of 7 falls: sorted by SQL
         if merged is not None:
             assert list(merged) == by_seq
@@ -230,3 +232,47 @@ def test_a_tills_own_sales_one_per_commit_are_coalesced(tmp_path: Path) -> None:
         )]  # fmt: skip
         # 193 alone (the hole after it), 195..256 merged at 256, 257..261 not yet
         assert sizes == [every] * 3 + [1, every - 2] + [1] * 5
+
+
+_origin_runs = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 70), st.integers(-30, 60)),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    runs=_origin_runs,
+    cut_at=st.integers(0, 3000),
+    n=st.integers(0, 400),
+    scope=st.sampled_from(["abc", "ab", "c"]),
+    trim=st.tuples(st.integers(1, 300), st.integers(0, 40)),
+)
+def test_nth_back_is_the_nth_greatest_key_as_the_view_sorts_it(
+    tmp_path_factory, runs: list[tuple[str, int, int]], cut_at: int, n: int, scope: str,
+    trim: tuple[int, int],
+) -> None:  # fmt: skip
+    """`hlc_order.nth_back` (replay's first step) against ORDER BY over the view, on
+    several origins whose runs interleave in hlc, whose hlcs may fall within an origin
+    (`step` < 0: a clock that went back), with a window cut out of a run."""
+    conn = sqlite3.connect(tmp_path_factory.mktemp("n") / "n.db", isolation_level=None)
+    segments.create(conn)
+    with closing(conn):
+        seqs = {"a": 0, "b": 0, "c": 0}
+        hlc = 1000
+        for origin, size, step in runs:
+            rows = []
+            for _ in range(size):
+                seqs[origin] += 1
+                hlc = max(1, hlc + step)
+                rows.append((origin, seqs[origin], hlc, "t", 0, b"\0" * 32, b"e"))
+            segments.write(conn, rows)
+        segments.delete_range(conn, "a", trim[0], trim[0] + trim[1])
+        keys = conn.execute("SELECT hlc, origin, seq FROM events").fetchall()
+        cut = sorted(keys)[cut_at % len(keys)] if keys and cut_at % 4 else None
+        want = sorted(
+            (k for k in keys if k[1] in scope and (cut is None or k <= cut)), reverse=True
+        )
+        expected = want[n - 1] if 0 < n <= len(want) else None
+        assert hlc_order.nth_back(conn, n, cut, lambda o: o in scope) == expected
