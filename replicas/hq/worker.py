@@ -6,8 +6,9 @@ and ingests only for its stores, and answers the pulls of its stores' tills, ser
 HQ's origin too from the shared database (relay to a replacement till included).
 Worker 0 is the front: it runs HQ's hub nats-server (the others connect to it, or to
 another hub node with `--nats`), owns HQ's origin and serves HQ's API. The others serve
-`/healthz` and `/metrics` only (at `--listen`, by default HQ's API host and port + K),
-under HQ's API tokens (the tokens file in HQ's data folder). Several
+`/healthz`, `/metrics`, the catalog and reports from the database, and take HQ's writes,
+which they hand to worker 0 (`forward.py`) (at `--listen`, by default HQ's API host and
+port + K), under HQ's API tokens (the tokens file in HQ's data folder). Several
 workers announce as `hq`; a till keeps the most each origin was announced at, so it
 sees the union: what the database holds.
 
@@ -177,14 +178,15 @@ class HqWorker(Replica):
             return self.server.client_url
         return self.site.server_config(HQ, self.identity).client_url
 
-    # The API: worker 0 serves HQ's, over PostgreSQL; the others health and metrics -----
+    # The API: worker 0 serves HQ's, over PostgreSQL; the others a part, writes forwarded
 
     async def _serve_when_ready(self) -> None:
         if self.shard.front:
             await super()._serve_when_ready()
         else:
             host, port = self.listen
-            app = create_worker_app(self, self.reads, self.metrics, self._access(host))  # type: ignore[arg-type]
+            front = self.site.api_url(HQ)  # worker 0: HQ's writes are its
+            app = create_worker_app(self, self.reads, self.metrics, front, self._access(host))  # type: ignore[arg-type]
             await self._serve_api(app, host, port)
 
     @property
