@@ -214,6 +214,8 @@ def _status_router(worker: Worker, reads: PgReads, folded: FoldedState | None) -
             "version_vector": heads, "events": sum(heads.values()), "sales": summary,
             "sync": worker.sync_status(), "card_exposure": exposure_view(exposure).model_dump(),
             "digest": dig, "open_conflicts": open_conflicts,
+            # events PostgreSQL holds that the digest and conflicts do not cover yet
+            "folded_behind": None if folded is None else folded.behind,
         }  # fmt: skip
 
     return r

@@ -100,7 +100,7 @@ class HqWorker(Replica):
         # log, which caches its own: py-spy put 10% of a worker's CPU in it, end to end
         self._owns = functools.lru_cache(maxsize=OWNS_CACHE)(self._owns_origin)
         # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state,
-        # caught up when read (the dashboard's poll), so ingest never pays for it
+        # folded beside ingest (`FoldedState.follow`), so ingest never waits for it
         folded_at = self.data_dir / FOLDED_FILE
         self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
 
@@ -119,6 +119,8 @@ class HqWorker(Replica):
         if not self.shard.front:  # worker 0 serves the dashboard: it reads these
             publish = links.publish_forever(self.dsn, str(self.shard), self._own_links)
             self._tasks.append(asyncio.create_task(publish, name="links"))
+        if self.folded is not None:  # its reads then wait for a slice at most
+            self._tasks.append(asyncio.create_task(self.folded.follow(), name="fold"))
         return pg
 
     def _own_links(self) -> dict[str, Any]:
