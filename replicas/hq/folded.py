@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,6 +54,7 @@ CHUNK = 5_000  # events read from PostgreSQL and folded per SQLite transaction
 READ_BUDGET = 50_000
 FOLLOW_SLICE = 20_000  # events folded per turn of the follower: reads run between turns
 FOLLOW_EVERY = 0.5  # seconds the follower waits when nothing is left to fold
+BUSY_YIELD = 3  # while the worker ingests: 3 s of waiting per second of folding
 _META = "CREATE TABLE IF NOT EXISTS folded_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _AT = "CREATE TABLE IF NOT EXISTS folded_at (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -80,11 +82,14 @@ class FoldedState:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._caught_up_then, fn)
 
-    async def follow(self) -> None:
+    async def follow(self, busy: Callable[[], bool] = lambda: False) -> None:
         """Keep folding what PostgreSQL commits, a slice per turn of the state's thread
-        (reads queued meanwhile run between slices); runs until cancelled."""
+        (reads queued meanwhile run between slices); runs until cancelled. While `busy()`
+        (the worker is ingesting) it takes at most a quarter of the time: the fold shares
+        the worker's interpreter, and a backlog's ingest comes first."""
         loop = asyncio.get_running_loop()
         while True:
+            started = time.monotonic()
             try:
                 await loop.run_in_executor(self._thread, self.catch_up, FOLLOW_SLICE)
             except StorageError:  # the database is away: the next turn tries again
@@ -93,6 +98,8 @@ class FoldedState:
                 continue
             if not self.behind:
                 await asyncio.sleep(FOLLOW_EVERY)
+            elif busy():
+                await asyncio.sleep(BUSY_YIELD * (time.monotonic() - started))
 
     def _caught_up_then(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self.catch_up(READ_BUDGET)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ __all__ = ["HqWorker", "ShardTransport"]
 
 log = logging.getLogger(__name__)
 SHARED_EVERY = 1.0  # seconds between reads of the heads this worker serves, not writes
+INGESTING_WITHIN = 1.0  # seconds since events were last stored that count as ingesting
 
 
 class ShardTransport(SyncTransport):
@@ -103,6 +105,7 @@ class HqWorker(Replica):
         # folded beside ingest (`FoldedState.follow`), so ingest never waits for it
         folded_at = self.data_dir / FOLDED_FILE
         self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
+        self._ingested_at = 0.0  # time.monotonic() when events were last stored
 
     # The log: PostgreSQL, this worker's share -------------------------------------------
 
@@ -120,8 +123,16 @@ class HqWorker(Replica):
             publish = links.publish_forever(self.dsn, str(self.shard), self._own_links)
             self._tasks.append(asyncio.create_task(publish, name="links"))
         if self.folded is not None:  # its reads then wait for a slice at most
-            self._tasks.append(asyncio.create_task(self.folded.follow(), name="fold"))
+            pg.listeners.append(self._note_ingest)
+            follow = self.folded.follow(busy=self._ingesting)
+            self._tasks.append(asyncio.create_task(follow, name="fold"))
         return pg
+
+    def _note_ingest(self, new: object) -> None:
+        self._ingested_at = time.monotonic()
+
+    def _ingesting(self) -> bool:
+        return time.monotonic() - self._ingested_at < INGESTING_WITHIN
 
     def _own_links(self) -> dict[str, Any]:
         origins: dict[str, Any] = self.sync_status().get("origins") or {}  # type: ignore[assignment]
