@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--listen",
         type=_host_port,
         metavar="HOST:PORT",
-        help="with --shard K/N, K > 0: where this worker serves /healthz and /metrics "
+        help="with --shard K/N, K > 0: where this worker serves /healthz, /metrics, the "
+        "catalog and reports, and takes HQ's writes for worker 0 "
         "(default: HQ's API host, its port + K); its tokens are HQ's",
     )
     _add_verbosity(p)

@@ -36,6 +36,7 @@ from replicas.api.reports import report_routes
 from replicas.api.tokens import Role
 from replicas.hq import reports as pg_reports
 from replicas.hq.folded import FoldedState, FoldingLog
+from replicas.hq.forward import forward_router
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
 from replicas.metrics.snapshot import snapshot_of
@@ -87,18 +88,14 @@ def _heads(conn: Conn) -> dict[str, int]:
     return {o: int(s) for o, s in conn.execute("SELECT origin, seq FROM hq_heads").fetchall()}
 
 
-def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
+async def _product(reads: PgReads, sku: str) -> m.ProductView | None:
+    rows = await reads.read(lambda c: pg_reports.catalog(c, sku))
+    return m.ProductView.model_validate(rows[0]) if rows else None
+
+
+def _catalog_reads_router(reads: PgReads) -> APIRouter:
+    """The catalog and the floor limits as the read model has them: any worker's."""
     r = APIRouter(tags=["catalog"], responses=ERRORS)
-
-    async def product(sku: str) -> m.ProductView | None:
-        rows = await reads.read(lambda c: pg_reports.catalog(c, sku))
-        return m.ProductView.model_validate(rows[0]) if rows else None
-
-    async def write(sku: str, body: Body) -> m.CatalogOut:
-        ev = await worker.log.append(body)
-        return m.CatalogOut(
-            event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc), product=await product(sku)
-        )
 
     @r.get("/catalog")
     async def list_catalog() -> list[m.ProductView]:
@@ -106,10 +103,30 @@ def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
 
     @r.get("/catalog/{sku}")
     async def get_product(sku: Sku) -> m.ProductView:
-        found = await product(sku)
+        found = await _product(reads, sku)
         if found is None:
             raise not_found(f"SKU {sku!r}")
         return found
+
+    @r.get("/cards/limits", tags=["cards"])
+    async def get_limits(store: LimitsStore = None) -> CardLimitsView:
+        limits = await reads.read(lambda c: pg_reports.card_limits(c, store or ""))
+        return CardLimitsView(**limits._asdict())
+
+    return r
+
+
+def _writes_router(worker: Worker, reads: PgReads) -> APIRouter:
+    """HQ's own events: products, the chain's prices, card floor limits (`replicas.api.
+    card_limits`), appended by worker 0, which owns HQ's origin (the other workers
+    forward these routes to it: `forward.py`)."""
+    r = APIRouter(tags=["catalog"], responses=ERRORS)
+
+    async def write(sku: str, body: Body) -> m.CatalogOut:
+        ev = await worker.log.append(body)
+        return m.CatalogOut(
+            event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc), product=await _product(reads, sku)
+        )
 
     @r.put("/catalog/{sku}")
     async def upsert_product(sku: Sku, req: m.ProductIn, request: Request) -> m.CatalogOut:
@@ -121,28 +138,15 @@ def _catalog_router(worker: Worker, reads: PgReads) -> APIRouter:
         role: Role | None = request.state.role
         if role is None or role < Role.hq_admin:
             raise HTTPException(403, "HQ's prices are the chain's: that needs the hq_admin role")
-        if await product(sku) is None:
+        if await _product(reads, sku) is None:
             raise not_found(f"SKU {sku!r}")
         req = req.model_copy(update={"by": made_by(request, req.by, "set prices")})
         return await write(sku, req.to_body(sku))
 
-    return r
-
-
-def _cards_router(worker: Worker, reads: PgReads) -> APIRouter:
-    """HQ's card floor limits (`replicas.api.card_limits`): set by HQ (its own events,
-    appended by worker 0), read from the read model."""
-    r = APIRouter(tags=["cards"], responses=ERRORS)
-
-    @r.put("/cards/limits", status_code=201)
+    @r.put("/cards/limits", status_code=201, tags=["cards"])
     async def set_limits(req: CardLimitsIn, request: Request) -> m.EventOut:
         ev = await worker.log.append(limits_body(req, made_by(request, req.by, "set limits")))
         return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
-
-    @r.get("/cards/limits")
-    async def get_limits(store: LimitsStore = None) -> CardLimitsView:
-        limits = await reads.read(lambda c: pg_reports.card_limits(c, store or ""))
-        return CardLimitsView(**limits._asdict())
 
     return r
 
@@ -210,6 +214,8 @@ def _status_router(worker: Worker, reads: PgReads, folded: FoldedState | None) -
             "version_vector": heads, "events": sum(heads.values()), "sales": summary,
             "sync": worker.sync_status(), "card_exposure": exposure_view(exposure).model_dump(),
             "digest": dig, "open_conflicts": open_conflicts,
+            # events PostgreSQL holds that the digest and conflicts do not cover yet
+            "folded_behind": None if folded is None else folded.behind,
         }  # fmt: skip
 
     return r
@@ -257,9 +263,9 @@ def create_hq_app(
         worker, reads, access,
     )  # fmt: skip
     app.include_router(_status_router(worker, reads, folded))
-    app.include_router(_catalog_router(worker, reads))
+    app.include_router(_catalog_reads_router(reads))
+    app.include_router(_writes_router(worker, reads))
     app.include_router(_shifts_router(reads))
-    app.include_router(_cards_router(worker, reads))
     app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
     if folded is not None:
         app.include_router(_state_router(worker, folded))
@@ -272,16 +278,26 @@ def create_hq_app(
 
 
 def create_worker_app(
-    worker: Worker, reads: PgReads, metrics: ReplicaMetrics, access: Access | None = None
+    worker: Worker,
+    reads: PgReads,
+    metrics: ReplicaMetrics,
+    front_url: str,
+    access: Access | None = None,
 ) -> FastAPI:
     """What ingest worker K > 0 serves: `/healthz` and `/metrics` (its own ingest and sync
-    counters; the database's figures, the same on every worker). HQ's API is worker 0's."""
+    counters; the database's figures, the same on every worker), the catalog, floor
+    limits and reports from the read model, and HQ's writes, forwarded to worker 0 at
+    `front_url` (`forward.py`). Status, the dashboard and conflicts are worker 0's."""
     app = _app(
         "tillmesh HQ ingest worker (PostgreSQL)",
-        "Health and Prometheus metrics of one HQ ingest worker.",
+        "One HQ ingest worker: health, metrics, the read model's catalog and reports, and "
+        "HQ's writes handed to worker 0.",
         worker, reads, access,
     )  # fmt: skip
     app.include_router(_metrics_router(worker, reads, metrics))
+    app.include_router(_catalog_reads_router(reads))
+    app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
+    app.include_router(forward_router(front_url))
     return app
 
 

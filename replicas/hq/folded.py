@@ -8,8 +8,12 @@ the same set of events, so it reports the same conflicts with the same ids and t
 digest as a SQLite HQ holding those events (the fold is a function of the set, not of
 the order: tests/conflict). Nothing here is a second implementation of any semantics.
 
-It is derived data: caught up on every read from what PostgreSQL committed (per
-origin, the events past the seq read last, up to `hq_heads`), rebuilt from scratch when
+It is derived data, caught up from what PostgreSQL committed (per origin, the events
+past the seq read last, up to `hq_heads`): by worker 0 in the background (`follow`, in
+slices, so a catch-up of millions of events never makes a read wait for all of it), and
+by each read for at most READ_BUDGET events (a read right after a batch sees it; after a
+large backlog, `behind` says how many events the answer does not cover yet, shown in
+HQ's `/status` as `folded_behind`). Rebuilt from scratch when
 the fold's version or HQ's revocations change (a revoked till's events past its cut
 leave the state, as a SQLite log's rebuild takes them out), and deleting the file
 only costs a rebuild. Events this build cannot read (a newer schema) are stepped over,
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,8 +46,15 @@ from replicas.hq.store import PgLog
 __all__ = ["FOLDED_FILE", "FoldedState", "FoldingLog"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 FOLDED_FILE = "folded-state.sqlite"
 CHUNK = 5_000  # events read from PostgreSQL and folded per SQLite transaction
+# Events a read folds before it answers: ~1 s of folding (17 µs each); the follower
+# folds the rest.
+READ_BUDGET = 50_000
+FOLLOW_SLICE = 20_000  # events folded per turn of the follower: reads run between turns
+FOLLOW_EVERY = 0.5  # seconds the follower waits when nothing is left to fold
+BUSY_YIELD = 3  # while the worker ingests: 3 s of waiting per second of folding
 _META = "CREATE TABLE IF NOT EXISTS folded_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _AT = "CREATE TABLE IF NOT EXISTS folded_at (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -63,27 +76,54 @@ class FoldedState:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="folded-state")
         self._conn: sqlite3.Connection | None = None
         self._pg: psycopg.Connection[Any] | None = None
+        self.behind = 0  # events committed in PostgreSQL not in the state, last seen
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._caught_up_then, fn)
 
+    async def follow(self, busy: Callable[[], bool] = lambda: False) -> None:
+        """Keep folding what PostgreSQL commits, a slice per turn of the state's thread
+        (reads queued meanwhile run between slices); runs until cancelled. While `busy()`
+        (the worker is ingesting) it takes at most a quarter of the time: the fold shares
+        the worker's interpreter, and a backlog's ingest comes first."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = time.monotonic()
+            try:
+                await loop.run_in_executor(self._thread, self.catch_up, FOLLOW_SLICE)
+            except StorageError:  # the database is away: the next turn tries again
+                logger.warning("folding HQ's state: %s is unavailable", self.where)
+                await asyncio.sleep(FOLLOW_EVERY)
+                continue
+            if not self.behind:
+                await asyncio.sleep(FOLLOW_EVERY)
+            elif busy():
+                await asyncio.sleep(BUSY_YIELD * (time.monotonic() - started))
+
     def _caught_up_then(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self.catch_up()
+        conn = self.catch_up(READ_BUDGET)
         return fn(conn)
 
-    def catch_up(self) -> sqlite3.Connection:
-        """Fold what PostgreSQL committed since the last read; returns the state. Called
-        in the state's thread (`read`), or by a caller that never uses `read`."""
+    def catch_up(self, budget: int | None = None) -> sqlite3.Connection:
+        """Fold what PostgreSQL committed since the last call, at most `budget` events
+        (None: all); returns the state. Called in the state's thread (`read`, `follow`),
+        or by a caller that never uses those."""
         conn = self._state()
         try:
             pg = self._database()
             heads, revoked = _committed(pg)
             self._rebuild_if_stale(conn, revoked)
             at = dict(conn.execute("SELECT origin, seq FROM folded_at"))
+            left = MAX_INT64 if budget is None else budget
             for origin, head in sorted(heads.items()):
-                if head > at.get(origin, 0):
-                    self._fold_origin(conn, pg, origin, at.get(origin, 0), head, revoked)
+                after = at.get(origin, 0)
+                if head > after and left > 0:
+                    upto = min(head, after + left)
+                    self._fold_origin(conn, pg, origin, after, upto, revoked)
+                    left -= upto - after
+                    at[origin] = upto
+            self.behind = sum(max(0, head - at.get(o, 0)) for o, head in heads.items())
         except psycopg.Error as e:
             self._drop_database()
             raise StorageError(self.where, str(e).strip()) from e

@@ -6,8 +6,9 @@ and ingests only for its stores, and answers the pulls of its stores' tills, ser
 HQ's origin too from the shared database (relay to a replacement till included).
 Worker 0 is the front: it runs HQ's hub nats-server (the others connect to it, or to
 another hub node with `--nats`), owns HQ's origin and serves HQ's API. The others serve
-`/healthz` and `/metrics` only (at `--listen`, by default HQ's API host and port + K),
-under HQ's API tokens (the tokens file in HQ's data folder). Several
+`/healthz`, `/metrics`, the catalog and reports from the database, and take HQ's writes,
+which they hand to worker 0 (`forward.py`) (at `--listen`, by default HQ's API host and
+port + K), under HQ's API tokens (the tokens file in HQ's data folder). Several
 workers announce as `hq`; a till keeps the most each origin was announced at, so it
 sees the union: what the database holds.
 
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ __all__ = ["HqWorker", "ShardTransport"]
 
 log = logging.getLogger(__name__)
 SHARED_EVERY = 1.0  # seconds between reads of the heads this worker serves, not writes
+INGESTING_WITHIN = 1.0  # seconds since events were last stored that count as ingesting
 
 
 class ShardTransport(SyncTransport):
@@ -99,9 +102,10 @@ class HqWorker(Replica):
         # log, which caches its own: py-spy put 10% of a worker's CPU in it, end to end
         self._owns = functools.lru_cache(maxsize=OWNS_CACHE)(self._owns_origin)
         # worker 0 serves HQ's API: conflicts, the digest and sales read the fold's state,
-        # caught up when read (the dashboard's poll), so ingest never pays for it
+        # folded beside ingest (`FoldedState.follow`), so ingest never waits for it
         folded_at = self.data_dir / FOLDED_FILE
         self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
+        self._ingested_at = 0.0  # time.monotonic() when events were last stored
 
     # The log: PostgreSQL, this worker's share -------------------------------------------
 
@@ -118,7 +122,17 @@ class HqWorker(Replica):
         if not self.shard.front:  # worker 0 serves the dashboard: it reads these
             publish = links.publish_forever(self.dsn, str(self.shard), self._own_links)
             self._tasks.append(asyncio.create_task(publish, name="links"))
+        if self.folded is not None:  # its reads then wait for a slice at most
+            pg.listeners.append(self._note_ingest)
+            follow = self.folded.follow(busy=self._ingesting)
+            self._tasks.append(asyncio.create_task(follow, name="fold"))
         return pg
+
+    def _note_ingest(self, new: object) -> None:
+        self._ingested_at = time.monotonic()
+
+    def _ingesting(self) -> bool:
+        return time.monotonic() - self._ingested_at < INGESTING_WITHIN
 
     def _own_links(self) -> dict[str, Any]:
         origins: dict[str, Any] = self.sync_status().get("origins") or {}  # type: ignore[assignment]
@@ -177,14 +191,15 @@ class HqWorker(Replica):
             return self.server.client_url
         return self.site.server_config(HQ, self.identity).client_url
 
-    # The API: worker 0 serves HQ's, over PostgreSQL; the others health and metrics -----
+    # The API: worker 0 serves HQ's, over PostgreSQL; the others a part, writes forwarded
 
     async def _serve_when_ready(self) -> None:
         if self.shard.front:
             await super()._serve_when_ready()
         else:
             host, port = self.listen
-            app = create_worker_app(self, self.reads, self.metrics, self._access(host))  # type: ignore[arg-type]
+            front = self.site.api_url(HQ)  # worker 0: HQ's writes are its
+            app = create_worker_app(self, self.reads, self.metrics, front, self._access(host))  # type: ignore[arg-type]
             await self._serve_api(app, host, port)
 
     @property

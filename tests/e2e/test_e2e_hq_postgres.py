@@ -3,8 +3,9 @@
 Tills of two stores sell through their APIs; `tillmesh hq --db ... --shard 0/2` and
 `--shard 1/2` each ingest their store's tills (s2 -> worker 0, s1 -> worker 1): every
 acknowledged sale is in PostgreSQL exactly once and every till gets HQ's receipt. HQ's
-catalog (worker 0's origin) reaches the tills of worker 1's store; worker 1 serves
-`/healthz` and `/metrics` of its own (its ingest counted there), and worker 0's
+catalog (worker 0's origin; a price sent to worker 1 is forwarded to worker 0) reaches
+the tills of worker 1's store; worker 1 serves `/healthz`, `/metrics` of its own (its
+ingest counted there) and the database's catalog and reports, and worker 0's
 dashboard shows every till online, worker 1's from what it shares. Then both workers
 stop, the tills sell a backlog, and worker 1 is SIGKILLed while it catches up: started
 again, it resumes from the database's heads, and nothing is lost or doubled.
@@ -101,6 +102,10 @@ async def test_two_workers_hold_every_sale_once_and_survive_sigkill(
 
     r = await mesh.http.put(f"{w0.url}/catalog/TEA", json={"name": "Tea", "price": 250})
     assert r.status_code == 200, r.text
+    # sent to worker 1, written by worker 0 (HQ's origin has one writer): `forward.py`
+    r = await mesh.http.put(f"{w1.url}/catalog/TEA/price", json={"price": 275})
+    assert r.status_code == 200 and r.json()["event_id"] == "hq:2", r.text
+    assert r.json()["product"]["price"] == 275
     await mesh.sell_everywhere(mesh.tills, rounds=5)
 
     async def settled() -> bool:
@@ -110,9 +115,12 @@ async def test_two_workers_hold_every_sale_once_and_survive_sigkill(
 
     async def tea_at_s1() -> bool:  # HQ's origin, written by worker 0, served to s1 by 1
         r = await mesh.http.get(f"{mesh['s1/t2'].url}/catalog/TEA")
-        return r.status_code == 200
+        return r.status_code == 200 and r.json()["price"] == 275
 
     await wait_until(tea_at_s1, "HQ's catalog at a till of worker 1's store", 30)
+    for path in ("/catalog/TEA", "/reports/sales?by=store"):  # any worker reads the database
+        a, b = await mesh.http.get(f"{w0.url}{path}"), await mesh.http.get(f"{w1.url}{path}")
+        assert a.status_code == b.status_code == 200 and a.json() == b.json(), (path, b.text)
     assert (await mesh.http.get(f"{w1.url}/healthz")).json()["ok"] is True
 
     async def w1_counted_s1() -> bool:  # every event of s1's tills, and only those

@@ -12,9 +12,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.config import free_port
 from core.events import HQ, CardDeclined, ProductUpserted, StockReceived
 from replicas.api.app import create_app
-from replicas.hq.api import PgReads, create_hq_app
+from replicas.hq.api import PgReads, create_hq_app, create_worker_app
 from replicas.hq.folded import FoldedState
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
@@ -227,3 +228,33 @@ async def test_card_limits_set_at_hq_on_postgres(
     assert got == {**every, "per_payment": 7000} != default
     bad = await on_pg.put("/cards/limits", json={**every, "max_age_s": 1})
     assert bad.status_code == 422
+
+
+async def test_a_worker_hands_hqs_writes_to_worker_0_and_says_so_when_it_is_not_there(
+    pg_dsn: str,
+) -> None:
+    """Worker K > 0 takes HQ's write routes and forwards them to worker 0 (the success
+    path over real HTTP is in tests/e2e/test_e2e_hq_postgres.py); with nothing at worker
+    0's address, a 503 naming it. Reads it answers from the database itself."""
+    front = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    log = await PgLog.open(pg_dsn, HQ, owns=lambda origin: origin.startswith("s1/"))
+    reads = PgReads(pg_dsn)
+    app = create_worker_app(PgHandle(HQ, log), reads, ReplicaMetrics(), front)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://w1"
+        ) as w1:
+            for method, path, body in [
+                ("PUT", "/catalog/TEA", {"name": "Tea", "price": 250}),
+                ("PUT", "/catalog/TEA/price", {"price": 275}),
+                ("POST", "/conflicts/abc/resolve", {"action": "accepted"}),
+            ]:
+                r = await w1.request(method, path, json=body)
+                assert r.status_code == 503, (path, r.text)
+                assert "worker 0" in r.json()["detail"] and front in r.json()["detail"]
+            assert (await w1.get("/catalog")).json() == []
+            assert (await w1.get("/reports/sales")).status_code == 200
+            assert (await w1.get("/status")).status_code == 404  # worker 0's
+    finally:
+        reads.close()
+        await log.close()
