@@ -29,6 +29,7 @@ import msgspec
 
 from conflict import cards, catalog, effects, links, oversold, schema, stock
 from conflict.catalog import PricePolicy
+from core import digest
 from core.events import (
     Body,
     CardCaptured,
@@ -204,6 +205,7 @@ class StoreState:
         for name, sql in _INSERTS.items():
             if b.rows[name]:
                 conn.executemany(sql, b.rows[name])
+        digest.add_rows(conn, "st_sales", b.rows["sales"])  # schema.COUNTED_BY_FOLD
         _bump_totals(conn, b.totals)
         conn.executemany("INSERT INTO st_moves VALUES (?, ?, ?, ?, ?, ?)", b.moves)
         stock.bump_buckets(conn, b.buckets)

@@ -12,6 +12,14 @@ Generic over tables: `maintain` reads each table's columns from SQLite, so a tab
 columns change gets matching triggers when it is re-created. A `where` predicate per
 table (SQL over its columns) leaves rows out of its digest, e.g. rows that mean nothing.
 
+A table may instead be *counted by its writer* on insert (`counted`): it gets no INSERT
+trigger, and the code that inserts its rows adds their hashes with one `add_rows` per
+batch. The trigger calls back into Python once per row (~3 µs, most of a sale's digest
+cost at ingest: issue 19); `add_rows` hashes the same values in Python and writes the
+accumulator once. DELETE and UPDATE keep their triggers, and a bulk insert that is not
+the writer's (a snapshot loaded) recounts the table by scan (`recount`). Whether a table
+is counted is read back from its triggers, so nothing else records it.
+
 Every connection that writes a maintained table needs the hash functions (`register`):
 `core.sqlite` registers them on each connection it opens; one without them fails loudly
 ("no such function"), never silently drifts. `register` also turns on recursive
@@ -30,10 +38,12 @@ import msgspec
 __all__ = [
     "ACC_TABLE",
     "ZERO",
+    "add_rows",
     "combine",
     "drop",
     "maintain",
     "read_accs",
+    "recount",
     "register",
     "row_hash",
     "scan_digest",
@@ -77,21 +87,61 @@ def register(conn: sqlite3.Connection) -> None:
 # --- schema ------------------------------------------------------------------------------
 
 
-def maintain(conn: sqlite3.Connection, tables: Iterable[str], where: Mapping[str, str]) -> None:
+def maintain(
+    conn: sqlite3.Connection,
+    tables: Iterable[str],
+    where: Mapping[str, str],
+    counted: Iterable[str] = (),
+) -> None:
     """Create `digest_acc` and each table's triggers if missing. A table that has no
-    accumulator yet (it held rows before its triggers existed) gets one by scan."""
+    accumulator yet (it held rows before its triggers existed) gets one by scan. The
+    tables in `counted` get no INSERT trigger: their writer calls `add_rows`."""
     register(conn)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {ACC_TABLE} (tbl TEXT PRIMARY KEY, acc BLOB NOT NULL,"
         " predicate TEXT NOT NULL) WITHOUT ROWID"
     )
+    by_writer = set(counted)
     for table in tables:
         predicate = where.get(table)
-        _create_triggers(conn, table, _columns(conn, table), predicate)
+        if table in by_writer:
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}__digest_ins")
+        _create_triggers(conn, table, _columns(conn, table), predicate, table in by_writer)
         known = conn.execute(f"SELECT 1 FROM {ACC_TABLE} WHERE tbl = ?", (table,)).fetchone()
         if known is None:
             acc = _scan_table(conn, table, predicate)
             conn.execute(f"INSERT INTO {ACC_TABLE} VALUES (?, ?, ?)", (table, acc, predicate or ""))
+
+
+def add_rows(conn: sqlite3.Connection, table: str, rows: Iterable[Iterable[object]]) -> None:
+    """Add rows just inserted into a table its writer counts (`maintain(counted=...)`):
+    exactly the values stored, in the table's column order, each row once. Only for a
+    table with no `where` predicate (every row counts)."""
+    total = sum(row_hash(row) for row in rows)
+    (acc,) = conn.execute(f"SELECT acc FROM {ACC_TABLE} WHERE tbl = ?", (table,)).fetchone()
+    acc = ((int.from_bytes(acc) + total) % _MOD).to_bytes(32)
+    conn.execute(f"UPDATE {ACC_TABLE} SET acc = ? WHERE tbl = ?", (acc, table))
+
+
+def recount(conn: sqlite3.Connection, table: str) -> None:
+    """After rows went into a counted table by any other way than its writer's (a
+    snapshot loaded): its accumulator from a scan. A table with its INSERT trigger (or
+    none maintained) is left alone: its triggers counted every row."""
+    maintained = _maintained(conn)
+    if table in maintained and _counted_by_writer(conn, table):
+        acc = _scan_table(conn, table, maintained[table])
+        conn.execute(f"UPDATE {ACC_TABLE} SET acc = ? WHERE tbl = ?", (acc, table))
+
+
+def _counted_by_writer(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether the table's digest triggers are there without the INSERT one."""
+    names = {
+        str(n)
+        for (n,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
+        )
+    }
+    return f"{table}__digest_del" in names and f"{table}__digest_ins" not in names
 
 
 @contextmanager
@@ -101,6 +151,7 @@ def suspended(conn: sqlite3.Connection) -> Iterator[None]:
     row either way, without an UPDATE of `digest_acc` per row. Run it inside the
     caller's transaction: if the write fails, its rollback restores the triggers."""
     maintained = _maintained(conn)
+    by_writer = {t for t in maintained if _counted_by_writer(conn, t)}
     for (name,) in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE ? ESCAPE '!'",
         ("%!_!_digest!_%",),
@@ -112,7 +163,7 @@ def suspended(conn: sqlite3.Connection) -> Iterator[None]:
             continue  # dropped by the bulk write: its accumulator went with the table
         acc = _scan_table(conn, table, predicate)
         conn.execute(f"UPDATE {ACC_TABLE} SET acc = ? WHERE tbl = ?", (acc, table))
-        _create_triggers(conn, table, _columns(conn, table), predicate)
+        _create_triggers(conn, table, _columns(conn, table), predicate, table in by_writer)
 
 
 def _maintained(conn: sqlite3.Connection) -> dict[str, str | None]:
@@ -149,7 +200,11 @@ def _qualifies(row: str, columns: list[str], predicate: str | None) -> str:
 
 
 def _create_triggers(
-    conn: sqlite3.Connection, table: str, columns: list[str], predicate: str | None
+    conn: sqlite3.Connection,
+    table: str,
+    columns: list[str],
+    predicate: str | None,
+    by_writer: bool = False,
 ) -> None:
     old = ", ".join(f"OLD.{c}" for c in columns)
     new = ", ".join(f"NEW.{c}" for c in columns)
@@ -163,6 +218,8 @@ def _create_triggers(
     else:  # each half counts only if its row qualifies
         bodies["upd_old"] = ("UPDATE", "OLD", f"digest_sub(acc, {old})")
         bodies["upd_new"] = ("UPDATE", "NEW", f"digest_add(acc, {new})")
+    if by_writer:  # `add_rows` counts its inserts
+        del bodies["ins"]
     for name, (event, row, call) in bodies.items():
         when = _qualifies(row, columns, predicate) if row else ""
         conn.execute(
