@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Literal
 from msgspec import Meta, Struct
 
 from core.body_base import (
+    ATTEMPT_SCHEMA,
     CARD_SCHEMA,
     SKU_PATTERN,
     TAX_SCHEMA,
@@ -110,6 +111,11 @@ class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
         return self.qty * self.unit_price - self.discount
 
 
+# An authorisation's idempotency key as the till makes it (`replicas.api.cards.auth_key`):
+# the till's id and a base32 hash, nothing else (no free text beside the till's id).
+AttemptKey = Annotated[str, Meta(max_length=256, pattern=r"^(?:[^|]{1,200}\|)?a\|[a-z2-7]{24}$")]
+
+
 class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """How part of a sale was paid. A card payment carries what the terminal and the
     processor give (token, last 4, the terminal's `reference`), never PAN, track or CVV.
@@ -117,7 +123,10 @@ class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tru
     it before the sale was answered (`approval` is its reference, schema 7), "deferred"
     if it could not be reached and the payment was taken offline under the floor limits
     or, beyond them, on a manager's word (`override_by`, schema 7); a deferred payment is
-    forwarded later and its outcome is a `card.*` event naming its `payment_id`."""
+    forwarded later and its outcome is a `card.*` event naming its `payment_id`. A
+    deferred payment whose authorisation was sent but got no answer (a timeout, a reply
+    lost or garbled) names that request's idempotency key (`attempt`, schema 8): the
+    processor may have approved it, so the capture names it and is not charged twice."""
 
     method: Literal["cash", "card", "other"]
     amount: Annotated[int, Meta(gt=0, le=10**12)]
@@ -127,6 +136,7 @@ class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tru
     reference: Text = ""
     approval: Text = ""  # schema 7: the processor's approval reference (online)
     override_by: Text = ""  # schema 7: who approved a deferred card beyond the floor limits
+    attempt: AttemptKey = ""  # schema 8: see the docstring
 
 
 class SaleCompleted(Body, frozen=True):
@@ -153,6 +163,8 @@ class SaleCompleted(Body, frozen=True):
         return line.total + line.tax if self.tax_mode == "exclusive" else line.total
 
     def min_schema(self) -> int:
+        if any(p.attempt for p in self.payments):
+            return ATTEMPT_SCHEMA
         if any(p.approval or p.override_by for p in self.payments):
             return CARD_SCHEMA
         if self.tax_mode is not None:

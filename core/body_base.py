@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar
 from msgspec import Meta, Struct
 
 __all__ = [
+    "ATTEMPT_SCHEMA",
     "CARD_SCHEMA",
     "SKU_PATTERN",
     "TAX_SCHEMA",
@@ -51,6 +52,9 @@ TAX_SCHEMA = 6
 # Schema 7: a card payment's processor approval and manager override (`Payment`), and
 # the decisions on a declined card (`CARD_ACTIONS` in conflict.resolved).
 CARD_SCHEMA = 7
+# Schema 8: a deferred card payment whose authorisation got no answer names that
+# authorisation's key (`Payment.attempt`): the processor may have approved it.
+ATTEMPT_SCHEMA = 8
 
 
 _SKU_CHARS = string.ascii_letters + string.digits + "._-"

@@ -139,7 +139,8 @@ __all__ = [
 #    lines' tax.
 # 7: a card payment's `approval` / `override_by`; conflict.resolved's actions for a
 #    declined card (paid_other_way, written_off, refund_reversed).
-SCHEMA_VERSION = 7
+# 8: a deferred card payment's `attempt`: the key of an authorisation that got no answer.
+SCHEMA_VERSION = 8
 HQ = "hq"
 MAX_EVENT_BYTES = 64 * 1024
 HASH_BYTES = 32
@@ -321,7 +322,7 @@ def _check_texts(event_type: str, body: Body) -> None:
 
 
 # Text fields that name something (see core.pan: long numbers are common there).
-_IDENTIFIERS = frozenset({"sku", "receipt", "shift", "sale", "conflict", "payment"})
+_IDENTIFIERS = frozenset({"sku", "receipt", "shift", "sale", "conflict", "payment", "attempt"})
 
 
 def _all_texts(value: Struct, out: list[str]) -> list[str]:

@@ -4,7 +4,10 @@ processor (whose SDK plugs into `adapter.CardProcessor` the same way).
 
 Idempotent by key: an authorisation by the till's key, a capture by the payment id.
 A request seen before gets the stored answer back (`replay: true`) and counts as a
-call, never as a second charge; records live in SQLite (`acquirer.db`), so the count
+call, never as a second charge. A capture naming the authorisation that got the till
+no answer (`attempt`) gets the decision made on it, if one was made: the card
+approved then is not charged again (its record shares that authorisation's reference);
+records live in SQLite (`acquirer.db`), so the count
 survives a restart and is what the tests call the processor-side count.
 
 Behaviour is configuration (`Behaviour`), never chance at request time: a payment is
@@ -35,6 +38,7 @@ from replicas.payments.adapter import KEY_MAX, TERMINAL_REF_MAX
 __all__ = ["Behaviour", "CaptureIn", "Ledger", "create_acquirer"]
 
 Kind = Literal["authorise", "capture"]
+Status = Literal["approved", "declined"]
 
 
 class Behaviour(BaseModel):
@@ -74,12 +78,15 @@ class AskIn(BaseModel):
 
 
 class CaptureIn(AskIn):
-    """A payment the till approved offline and stored; `key` is the payment id."""
+    """A payment the till approved offline and stored; `key` is the payment id, and
+    `attempt` the key of its authorisation that got no answer, if one was sent."""
+
+    attempt: Annotated[str, Field(max_length=KEY_MAX)] = ""
 
 
 class Answer(BaseModel):
     key: str
-    status: Literal["approved", "declined"]
+    status: Status
     reference: str
     reason: str
     replay: bool = False
@@ -93,7 +100,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   key TEXT PRIMARY KEY, kind TEXT NOT NULL, token TEXT NOT NULL, last4 TEXT NOT NULL,
   amount INTEGER NOT NULL, terminal_ref TEXT NOT NULL, status TEXT NOT NULL,
-  reference TEXT NOT NULL, reason TEXT NOT NULL, calls INTEGER NOT NULL)
+  reference TEXT NOT NULL, reason TEXT NOT NULL, calls INTEGER NOT NULL,
+  attempt TEXT NOT NULL DEFAULT '')
 """
 
 
@@ -128,22 +136,37 @@ class Ledger:
                 raise HTTPException(409, f"key {ask.key!r} was used for another request")
             self.conn.execute("UPDATE records SET calls = calls + 1 WHERE key = ?", (ask.key,))
             return Answer(key=ask.key, status=row[2], reference=row[3], reason=row[4], replay=True)
-        reason = behaviour.decline_reason(ask.key, ask.token, ask.amount)
-        number = self.conn.execute("SELECT COUNT(*) + 1 FROM records").fetchone()[0]
-        reference = f"{'A' if kind == 'authorise' else 'C'}{number:08d}"
-        status: Literal["approved", "declined"] = "declined" if reason else "approved"
+        attempt = ask.attempt if isinstance(ask, CaptureIn) else ""
+        decided = self._decided(attempt, ask.amount) if attempt else None
+        if decided is not None:  # the till never heard this decision: it stands, once
+            status, reference, reason = decided
+        else:
+            reason = behaviour.decline_reason(ask.key, ask.token, ask.amount)
+            number = self.conn.execute("SELECT COUNT(*) + 1 FROM records").fetchone()[0]
+            reference = f"{'A' if kind == 'authorise' else 'C'}{number:08d}"
+            status = "declined" if reason else "approved"
         self.conn.execute(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
             (ask.key, kind, ask.token, ask.last4, ask.amount, ask.terminal_ref, status,
-             reference, reason),
+             reference, reason, attempt),
         )  # fmt: skip
         return Answer(key=ask.key, status=status, reference=reference, reason=reason)
+
+    def _decided(self, attempt: str, amount: int) -> tuple[Status, str, str] | None:
+        """The decision on the authorisation `attempt` names, if this acquirer made one
+        for that amount (a capture of another amount is a new request)."""
+        row = self.conn.execute(
+            "SELECT status, reference, reason FROM records WHERE key = ? AND kind = 'authorise'"
+            " AND amount = ?",
+            (attempt, amount),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
 
     def records(self) -> list[dict[str, Any]]:
         with self.lock:
             cur = self.conn.execute(
                 "SELECT key, kind, last4, amount, terminal_ref, status, reference, reason,"
-                " calls FROM records ORDER BY key"
+                " calls, attempt FROM records ORDER BY key"
             )
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur]

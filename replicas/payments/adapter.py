@@ -8,7 +8,10 @@ amount, a field it does not take): `ProcessorRefused`, an answer too, never a re
 take a card offline. Only no answer - refused connection, timeout, a 5xx, a 200 that
 does not parse - is `ProcessorUnreachable`: a sale goes deferred under the floor limits
 and a capture waits for the next try. The key makes a retry safe: the processor
-answers a key it has seen with the answer it gave.
+answers a key it has seen with the answer it gave. No answer is not "not approved": a
+reply lost after the processor approved leaves the card charged, so the payment taken
+offline records the authorisation's key (`attempt`) and its capture names it; the
+processor answers with the decision it made then, and the card is charged once.
 
 `KEY_MAX` and `TERMINAL_REF_MAX` are what the acquirer takes; the till API's limits on
 what goes into them (a reference, a receipt) fit inside.
@@ -32,11 +35,11 @@ __all__ = [
     "HttpAcquirer",
 ]
 
-KEY_MAX = 256  # an idempotency key: "<till>|<receipt up to 80>|<n>|<attempt>" fits
+KEY_MAX = 256  # an idempotency key: "<till>|a|<hash>" (replicas.api.cards.auth_key) fits
 TERMINAL_REF_MAX = 200  # the till API's payment reference (models.Text)
 
 
-class CardAsk(msgspec.Struct, frozen=True):
+class CardAsk(msgspec.Struct, frozen=True, omit_defaults=True):
     """One payment as the processor sees it: never PAN, track data or CVV."""
 
     key: str  # idempotency key: the till's for an authorisation, the payment id to capture
@@ -44,6 +47,10 @@ class CardAsk(msgspec.Struct, frozen=True):
     last4: str
     amount: int
     terminal_ref: str = ""
+    # A capture's: the key of the authorisation that got no answer (`Payment.attempt`).
+    # The processor may have approved it: it answers the capture with that decision
+    # instead of charging the card again.
+    attempt: str = ""
 
 
 class CardAnswer(msgspec.Struct, frozen=True):

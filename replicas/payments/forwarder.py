@@ -9,7 +9,9 @@ queue is forwarded by its peers), and for each:
 - else captured at the processor, whose idempotency key is the payment id: two tills
   forwarding one payment after a partition, or a till that died after the capture and
   before its event, get the one answer the processor gave, so it captures once;
-  `card.captured` or `card.declined`;
+  `card.captured` or `card.declined`. A payment whose authorisation got no answer names
+  it (`attempt`): the processor answers with the decision it made on it, if it made one,
+  so a card approved while its reply was lost is not charged a second time;
 - refused by the processor (`ProcessorRefused`, a 4xx: the same request gets the same
   refusal): `card.declined` with the refusal as its reason, so the queue moves on.
 
@@ -135,7 +137,7 @@ class Forwarder:
         p = sale.payments[row["idx"]]
         assert p.card_token is not None and p.card_last4 is not None
         return CardAsk(key=row["payment"], token=p.card_token, last4=p.card_last4,
-                       amount=p.amount, terminal_ref=p.reference)  # fmt: skip
+                       amount=p.amount, terminal_ref=p.reference, attempt=p.attempt)  # fmt: skip
 
     async def _record(self, row: Record, outcome: Body) -> None:
         """Append `outcome` unless one arrived meanwhile (another till's, replicated)."""

@@ -12,14 +12,24 @@ from typing import Any
 import httpx
 import pytest
 
-from core.events import CardLimitsSet, Payment, ProductUpserted, SaleCompleted
+from core.events import (
+    CardCaptured,
+    CardLimitsSet,
+    Payment,
+    ProductUpserted,
+    SaleCompleted,
+    decode_body,
+    decode_event,
+)
 from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.cards import auth_key
 from replicas.api.tokens import TokenStore
 from replicas.payments.adapter import CardAsk, HttpAcquirer
+from replicas.payments.forwarder import Forwarder
 from tests.acquirer_kit import AcquirerProc
+from tests.e2e.harness import wait_until
 from tests.replicas.api_kit import TILL, FakeReplica, event_body, from_hq, open_log
 
 
@@ -109,7 +119,7 @@ async def test_a_request_the_processor_refuses_is_refused_not_taken_offline(
     # The key this sale will use, already taken at the acquirer for another amount: 409.
     body = {**sale(600), "receipt": "R-88"}
     paid = Payment(method="card", amount=600, card_token="tok_visa_0001", card_last4="4242")
-    key = auth_key(f"{TILL}|R-88", 0, paid)
+    key = auth_key(TILL, "R-88", 0, paid)
     http = HttpAcquirer(acquirer.url)
     try:
         await http.authorise(CardAsk(key=key, token="tok_visa_0001", last4="4242", amount=1))
@@ -159,9 +169,52 @@ async def test_a_manager_takes_a_card_offline_beyond_the_limits_on_record(
     assert await acquirer.records() == []  # an outage: nothing was authorised
 
 
-async def test_a_slow_processor_is_no_answer_the_card_goes_deferred(
-    till: Till, log: EventLog
+async def test_a_slow_processor_is_no_answer_and_the_card_it_approved_is_charged_once(
+    till: Till, log: EventLog, acquirer: AcquirerProc
 ) -> None:
-    r = await till.post(sale(700, token="tok_slow_0001"))
-    (pay,) = (await _stored(log, r)).payments
-    assert pay.auth == "deferred"
+    """The till gives up on the authorisation (1 s) and takes the card offline; the
+    acquirer approves it after 5 s. The capture names that authorisation (`attempt`),
+    so it gets the approval made then: one charge, not two."""
+    r = await till.post({**sale(700, token="tok_slow_0001"), "receipt": "R-SLOW"})
+    stored = await _stored(log, r)
+    (pay,) = stored.payments
+    assert pay.auth == "deferred" and pay.attempt == auth_key(TILL, "R-SLOW", 0, pay)
+
+    async def approved_there() -> bool:
+        return [r["status"] for r in await acquirer.records()] == ["approved"]
+
+    await wait_until(approved_there, "the acquirer's late approval", 15)
+    (auth,) = await acquirer.records()
+    processor = HttpAcquirer(acquirer.url, timeout_s=15)  # this token is slow there too
+    try:
+        assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
+    finally:
+        await processor.aclose()
+    records = {r["kind"]: r for r in await acquirer.records()}
+    assert records["capture"]["attempt"] == auth["key"] == pay.attempt
+    assert records["capture"]["reference"] == auth["reference"]  # the same charge
+    captured = [b for b in await _bodies(log) if isinstance(b, CardCaptured)]
+    assert [c.reference for c in captured] == [auth["reference"]]
+
+
+async def test_a_capture_naming_an_authorisation_the_processor_never_saw_is_a_new_one(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    await acquirer.set_mode("outage")  # a 503: no answer, and nothing decided there
+    (pay,) = (await _stored(log, await till.post(sale(800)))).payments
+    assert pay.auth == "deferred" and pay.attempt
+    await acquirer.set_mode("up")
+    processor = HttpAcquirer(acquirer.url)
+    try:
+        assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
+    finally:
+        await processor.aclose()
+    (capture,) = await acquirer.records()
+    assert (capture["kind"], capture["status"], capture["attempt"]) == (
+        "capture", "approved", pay.attempt,
+    )  # fmt: skip
+
+
+async def _bodies(log: EventLog) -> list[object]:
+    raws = await log.read_range(TILL, 1, 1000)
+    return [decode_body(decode_event(raw)) for raw in raws]
