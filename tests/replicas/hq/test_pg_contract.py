@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conflict import cards, queries, reports
+from conflict import cards
 from conflict.conflicts import conflict_id
-from conflict.detect import detect
-from conflict.policies import from_state
-from conflict.reports import SALES_GROUPS, Window
-from conflict.state import StoreState
 from core.events import (
     CardCaptured,
     CardDeclined,
@@ -37,123 +30,11 @@ from core.events import (
     CardLimitsSet,
     ConflictResolved,
     KeyRevoked,
-    RawEvent,
     SaleVoided,
-    encode_event,
 )
 from core.fold import Accepted
-from core.log import EventLog
-from replicas.hq import reports as pg_reports
-from replicas.hq.folded import FoldedState
-from replicas.hq.schema import migrate
-from replicas.hq.store import PgLog
-from tests.conflict.factory import Chain, sale_body, scenarios, split
-
-WINDOWS = (
-    Window(),
-    Window(store="s1"),
-    Window(since=1_000_500 << 16, until=1_040_000 << 16, utc_offset_min=-180),
-    Window(utc_offset_min=13 * 60 + 45, store="hq"),
-)
-SHIFTS = ("sh1", "sh2", "nope")
-STORES = ("s1", "s2", "hq", "s9", "")
-NOW_MS = 1_100_000  # the clock offline exposure's ages are measured by
-
-
-def _raw(items: list[Accepted]) -> list[RawEvent]:
-    return [RawEvent(a.event, encode_event(a.event)) for a in items]
-
-
-# The SQLite HQ's readers under the names HQ's PostgreSQL reports give them, so one
-# function asks both the same questions.
-SQLITE_READS = SimpleNamespace(
-    catalog=queries.catalog,
-    shift_totals=queries.shift_totals,
-    card_limits=cards.card_limits,
-    sales_report=reports.sales_report,
-    payments_report=reports.payments_report,
-    items_report=reports.items_report,
-    tax_report=reports.tax_report,
-    deferred_cards=reports.deferred_cards,
-    offline_exposure=reports.offline_exposure,
-    declines_report=reports.declines_report,
-    stock_report=reports.stock_report,
-    prices_report=reports.prices_report,
-)
-
-
-def _figures(conn: Any, r: Any) -> dict[str, Any]:
-    """Every report figure, read through `r` (SQLITE_READS or `replicas.hq.reports`)."""
-    out: dict[str, Any] = {"catalog": r.catalog(conn)}
-    for i, w in enumerate(WINDOWS):
-        out[f"sales{i}"] = r.sales_report(conn, SALES_GROUPS[:3], w)
-        out[f"by_cashier{i}"] = r.sales_report(conn, ["shift", "cashier"], w)
-        out[f"payments{i}"] = r.payments_report(conn, w)
-        out[f"items{i}"] = r.items_report(conn, w, 2)
-        out[f"tax{i}"] = r.tax_report(conn, w)
-        out[f"deferred{i}"] = r.deferred_cards(conn, w)
-    for shift in SHIFTS:
-        out[f"shift_{shift}"] = r.shift_totals(conn, shift)
-    for store in STORES:
-        out[f"limits_{store}"] = r.card_limits(conn, store)
-        out[f"exposure_{store}"] = r.offline_exposure(conn, store or None, NOW_MS)
-        out[f"declines_{store}"] = r.declines_report(conn, store or None)
-    out["stock"] = r.stock_report(conn)
-    out["low"] = r.stock_report(conn, "s1", 3)
-    out["prices"] = r.prices_report(conn)
-    out["prices_s1"] = r.prices_report(conn, "s1")
-    return out
-
-
-def _state_reads(conn: Any) -> dict[str, Any]:
-    """What HQ reads of the fold's own state: conflicts, the digest, every sale."""
-    ids = [i for (i,) in conn.execute("SELECT id FROM st_sales ORDER BY id")]
-    return {
-        "conflicts": detect(conn, from_state(conn)),
-        "digest": queries.state_digest(conn),
-        "sales": [queries.sale(conn, i) for i in [*ids, "s9/t9:1"]],
-    }
-
-
-def _figures_pg(dsn: str) -> dict[str, Any]:
-    with psycopg.connect(dsn) as conn:
-        return _figures(conn, pg_reports)
-
-
-async def _through_both(
-    events: list[Accepted], cuts: list[int], db: Path, dsn: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    sqlite_log = await EventLog.open(db, "hq", StoreState())
-    pg_log = await PgLog.open(dsn, "hq")
-    folded = FoldedState(db.with_suffix(".folded"), dsn)
-    try:
-        for batch in split(events, cuts):
-            a = await sqlite_log.ingest(_raw(batch))
-            b = await pg_log.ingest(_raw(batch))
-            assert (len(a.stored), a.duplicates, a.held) == (len(b.stored), b.duplicates, b.held)
-            await folded.read(lambda c: None)  # folded batch by batch, as HQ reads them
-        assert pg_log.version_vector() == sqlite_log.version_vector()
-        on_sqlite = await sqlite_log.read(
-            lambda c: {**_figures(c, SQLITE_READS), **_state_reads(c)}
-        )
-        return on_sqlite, {**_figures_pg(dsn), **await folded.read(_state_reads)}
-    finally:
-        folded.close()
-        await sqlite_log.close()
-        await pg_log.close()
-
-
-def _reset(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn, dsn)
-        tables = conn.execute(
-            "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
-            " WHERE schemaname = 'public' AND tablename LIKE 'hq\\_%' AND tablename NOT IN"
-            " ('hq_schema', 'hq_meta') AND tablename NOT LIKE 'hq\\_events\\_%'"
-        ).fetchone()
-        assert tables is not None
-        conn.execute(f"TRUNCATE {tables[0]}".encode())
-        conn.execute("UPDATE hq_meta SET value = '{}' WHERE key = 'revoked'")
+from tests.conflict.factory import Chain, sale_body, scenarios
+from tests.replicas.hq.pg_kit import reset, through_both
 
 
 @settings(
@@ -163,9 +44,9 @@ def _reset(dsn: str) -> None:
 def test_reports_equal_on_sqlite_and_postgres(
     events: list[Accepted], cuts: list[int], pg_dsn: str, tmp_path: Path
 ) -> None:
-    _reset(pg_dsn)
+    reset(pg_dsn)
     db = tmp_path / f"hq-{len(list(tmp_path.iterdir()))}.db"
-    on_sqlite, on_pg = asyncio.run(_through_both(events, cuts, db, pg_dsn))
+    on_sqlite, on_pg = asyncio.run(through_both(events, cuts, db, pg_dsn))
     for name, rows in on_sqlite.items():
         assert on_pg[name] == rows, name
 
@@ -204,9 +85,9 @@ def _card_story() -> list[Accepted]:
 def test_card_outcomes_limits_and_decisions_equal_on_sqlite_and_postgres(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    _reset(pg_dsn)
+    reset(pg_dsn)
     events = _card_story()
-    on_sqlite, on_pg = asyncio.run(_through_both(events, [3, 9], tmp_path / "hq.db", pg_dsn))
+    on_sqlite, on_pg = asyncio.run(through_both(events, [3, 9], tmp_path / "hq.db", pg_dsn))
     for name, rows in on_sqlite.items():
         assert on_pg[name] == rows, name
     # and they say what the story did (the comparison alone would pass on empty reports)
@@ -241,14 +122,14 @@ def test_a_revocation_after_the_fold_is_taken_out_of_the_folded_state(
     a receipt collision they made): rebuilt without them, the state equals the SQLite
     HQ's, which flags them revoked and rebuilds too; a sale after the revocation is
     stored but never state on either."""
-    _reset(pg_dsn)
+    reset(pg_dsn)
     chain, ms = Chain(), 1_000_000
     sold = [chain.make("s1/t1", sale_body([("A", 1, 100)], f"R{i % 3}"), ms + i) for i in range(5)]
     other = [chain.make("s1/t2", sale_body([("A", 1, 100)], "R0"), ms + 10)]
     revoked = [chain.make("hq", KeyRevoked(replica="s1/t1", after_seq=2), ms + 20)]
     later = [chain.make("s1/t1", sale_body([("A", 1, 100)], "R9"), ms + 30)]
     events = sold + other + revoked + later
-    on_sqlite, on_pg = asyncio.run(_through_both(events, [6, 7], tmp_path / "hq.db", pg_dsn))
+    on_sqlite, on_pg = asyncio.run(through_both(events, [6, 7], tmp_path / "hq.db", pg_dsn))
     for name, rows in on_sqlite.items():
         assert on_pg[name] == rows, name
     assert [s["id"] for s in on_pg["sales"] if s] == ["s1/t1:1", "s1/t1:2", "s1/t2:1"]

@@ -1,0 +1,130 @@
+"""Feeding the same events to HQ on SQLite and HQ on PostgreSQL and reading back every
+figure both give: the SQLite log (`core.log.EventLog` with the SQLite fold) and
+`replicas.hq.store.PgLog` with its folded state (`replicas.hq.folded`), through their
+real ingest paths, in the same batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+
+from conflict import cards, queries, reports
+from conflict.detect import detect
+from conflict.policies import from_state
+from conflict.reports import SALES_GROUPS, Window
+from conflict.state import StoreState
+from core.events import RawEvent, encode_event
+from core.fold import Accepted
+from core.log import EventLog
+from replicas.hq import reports as pg_reports
+from replicas.hq.folded import FoldedState
+from replicas.hq.schema import migrate
+from replicas.hq.store import PgLog
+from tests.conflict.factory import split
+
+WINDOWS = (
+    Window(),
+    Window(store="s1"),
+    Window(since=1_000_500 << 16, until=1_040_000 << 16, utc_offset_min=-180),
+    Window(utc_offset_min=13 * 60 + 45, store="hq"),
+)
+SHIFTS = ("sh1", "sh2", "nope")
+STORES = ("s1", "s2", "hq", "s9", "")
+NOW_MS = 1_100_000  # the clock offline exposure's ages are measured by
+
+
+def raw_of(items: list[Accepted]) -> list[RawEvent]:
+    return [RawEvent(a.event, encode_event(a.event)) for a in items]
+
+
+# The SQLite HQ's readers under the names HQ's PostgreSQL reports give them, so one
+# function asks both the same questions.
+SQLITE_READS = SimpleNamespace(
+    catalog=queries.catalog,
+    shift_totals=queries.shift_totals,
+    card_limits=cards.card_limits,
+    sales_report=reports.sales_report,
+    payments_report=reports.payments_report,
+    items_report=reports.items_report,
+    tax_report=reports.tax_report,
+    deferred_cards=reports.deferred_cards,
+    offline_exposure=reports.offline_exposure,
+    declines_report=reports.declines_report,
+    stock_report=reports.stock_report,
+    prices_report=reports.prices_report,
+)
+
+
+def figures(conn: Any, r: Any) -> dict[str, Any]:
+    """Every report figure, read through `r` (SQLITE_READS or `replicas.hq.reports`)."""
+    out: dict[str, Any] = {"catalog": r.catalog(conn)}
+    for i, w in enumerate(WINDOWS):
+        out[f"sales{i}"] = r.sales_report(conn, SALES_GROUPS[:3], w)
+        out[f"by_cashier{i}"] = r.sales_report(conn, ["shift", "cashier"], w)
+        out[f"payments{i}"] = r.payments_report(conn, w)
+        out[f"items{i}"] = r.items_report(conn, w, 2)
+        out[f"tax{i}"] = r.tax_report(conn, w)
+        out[f"deferred{i}"] = r.deferred_cards(conn, w)
+    for shift in SHIFTS:
+        out[f"shift_{shift}"] = r.shift_totals(conn, shift)
+    for store in STORES:
+        out[f"limits_{store}"] = r.card_limits(conn, store)
+        out[f"exposure_{store}"] = r.offline_exposure(conn, store or None, NOW_MS)
+        out[f"declines_{store}"] = r.declines_report(conn, store or None)
+    out["stock"] = r.stock_report(conn)
+    out["low"] = r.stock_report(conn, "s1", 3)
+    out["prices"] = r.prices_report(conn)
+    out["prices_s1"] = r.prices_report(conn, "s1")
+    return out
+
+
+def state_reads(conn: Any) -> dict[str, Any]:
+    """What HQ reads of the fold's own state: conflicts, the digest, every sale."""
+    ids = [i for (i,) in conn.execute("SELECT id FROM st_sales ORDER BY id")]
+    return {
+        "conflicts": detect(conn, from_state(conn)),
+        "digest": queries.state_digest(conn),
+        "sales": [queries.sale(conn, i) for i in [*ids, "s9/t9:1"]],
+    }
+
+
+def figures_pg(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        return figures(conn, pg_reports)
+
+
+async def through_both(
+    events: list[Accepted], cuts: list[int], db: Path, dsn: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    sqlite_log = await EventLog.open(db, "hq", StoreState())
+    pg_log = await PgLog.open(dsn, "hq")
+    folded = FoldedState(db.with_suffix(".folded"), dsn)
+    try:
+        for batch in split(events, cuts):
+            a = await sqlite_log.ingest(raw_of(batch))
+            b = await pg_log.ingest(raw_of(batch))
+            assert (len(a.stored), a.duplicates, a.held) == (len(b.stored), b.duplicates, b.held)
+            await folded.read(lambda c: None)  # folded batch by batch, as HQ reads them
+        assert pg_log.version_vector() == sqlite_log.version_vector()
+        on_sqlite = await sqlite_log.read(lambda c: {**figures(c, SQLITE_READS), **state_reads(c)})
+        return on_sqlite, {**figures_pg(dsn), **await folded.read(state_reads)}
+    finally:
+        folded.close()
+        await sqlite_log.close()
+        await pg_log.close()
+
+
+def reset(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn, dsn)
+        tables = conn.execute(
+            "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename LIKE 'hq\\_%' AND tablename NOT IN"
+            " ('hq_schema', 'hq_meta') AND tablename NOT LIKE 'hq\\_events\\_%'"
+        ).fetchone()
+        assert tables is not None
+        conn.execute(f"TRUNCATE {tables[0]}".encode())
+        conn.execute("UPDATE hq_meta SET value = '{}' WHERE key = 'revoked'")
