@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from conflict import cards
+from conflict import cards, effects
 from conflict.catalog import PricePolicy, Write, effective, store_prices
 from conflict.stock import stock_store
 from core.events import (
@@ -64,6 +64,8 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "hq_card_limits": ("eid", "store", "hlc", "origin", "seq", "per_payment", "till_total",
                        "till_count", "max_age_s"),
     "hq_card_outcomes": ("eid", "payment", "kind", "hlc", "origin", "seq", "detail"),
+    "hq_resolution_effects": ("eid", "idx", "kind", "store", "sku", "n", "origin", "seq"),
+    "hq_superseded": ("eid", "by_eid", "by_origin", "by_seq"),
 }  # fmt: skip
 
 # Their PostgreSQL types, for binary COPY (values are dumped in C, not adapted in Python).
@@ -81,6 +83,8 @@ FACT_TYPES: dict[str, tuple[str, ...]] = {
     "hq_resolutions": ("text", "text", "text", "text", "text", "int8", "int8", "text", "int8"),
     "hq_card_limits": ("text", "text", "int8", "text", "int8", "int8", "int8", "int8", "int8"),
     "hq_card_outcomes": ("text", "text", "text", "int8", "text", "int8", "text"),
+    "hq_resolution_effects": ("text", "int4", "text", "text", "text", "int8", "text", "int8"),
+    "hq_superseded": ("text", "text", "text", "int8"),
 }  # fmt: skip
 
 # Each fact table's rows of one origin's events, for taking back what a revoked till
@@ -97,6 +101,8 @@ REVOCABLE: dict[str, str] = {
     "hq_resolutions": "origin = %s AND seq > %s",
     "hq_card_limits": "origin = %s AND seq > %s",
     "hq_card_outcomes": "origin = %s AND seq > %s",
+    "hq_resolution_effects": "origin = %s AND seq > %s",
+    "hq_superseded": "by_origin = %s AND by_seq > %s",
 }
 
 
@@ -106,6 +112,9 @@ class Facts:
     def __init__(self) -> None:
         self.rows: dict[str, list[Row]] = {name: [] for name in FACT_COLUMNS}
         self.catalog_skus: set[str] = set()
+        # what a batch's resolutions may change in the catalog (`catalog.touched_skus`)
+        self.resolved: set[str] = set()  # conflict ids resolved
+        self.superseded: set[str] = set()  # catalog writes named by a supersede
 
     def add(self, events: Iterable[tuple[Event, Body]]) -> None:
         for ev, body in events:
@@ -171,12 +180,23 @@ class Facts:
                 row = (body.shift, "close", ev.hlc, ev.origin, ev.seq, body.counted_cash)
                 self.rows["hq_shift_events"].append((*head, *row, ""))
             case ConflictResolved():
-                self.rows["hq_resolutions"].append(
-                    (ev.id, body.conflict, body.action, body.by, body.reason, body.price,
-                     ev.hlc, ev.origin, ev.seq)
-                )  # fmt: skip
+                self._resolution(ev, body)
             case _:
                 self._cards(ev, body)
+
+    def _resolution(self, ev: Event, body: ConflictResolved) -> None:
+        """The resolution, what it does if effective (`conflict.effects`' rows) and the
+        writes it supersedes; which of them count is read in views and `catalog.py`."""
+        self.rows["hq_resolutions"].append(
+            (ev.id, body.conflict, body.action, body.by, body.reason, body.price,
+             ev.hlc, ev.origin, ev.seq)
+        )  # fmt: skip
+        self.rows["hq_resolution_effects"] += [
+            (*row, ev.origin, ev.seq) for row in effects.effect_rows(ev, body)
+        ]
+        self.rows["hq_superseded"] += [(eid, ev.id, ev.origin, ev.seq) for eid in body.supersedes]
+        self.resolved.add(body.conflict)
+        self.superseded.update(body.supersedes)
 
     def _cards(self, ev: Event, body: Body) -> None:
         match body:

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from core.errors import SchemaTooNew
-from core.fold import FLAG_UNAPPLIED
+from core.fold import FLAG_REVOKED, FLAG_UNAPPLIED
 
 __all__ = ["EVENT_PARTITIONS", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
@@ -334,7 +334,66 @@ CREATE VIEW bi_card_limits AS
   FROM hq_card_limits;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Resolutions' effects (fold 7; before this, stored but never read): what each
+# `conflict.resolved` does if it is its conflict's effective one, the earliest by (hlc,
+# origin) as `conflict.effects` picks it: stock moves and a count in the resolver's
+# store, a price write (choose_price); and the catalog writes a `supersede` names, out
+# of their SKU where its author may take them out (`conflict.catalog.may_supersede`:
+# hq_products is recomputed without them). The resolutions stored before are flagged
+# unapplied and their rows dropped, so each worker's open applies them again with
+# their effects (`upgrade.py`), as it applies any event an older build did not read.
+_V5 = f"""
+CREATE TABLE hq_resolution_effects (
+  eid text NOT NULL, idx integer NOT NULL, kind text NOT NULL, store text NOT NULL,
+  sku text NOT NULL, n bigint NOT NULL, origin text NOT NULL, seq bigint NOT NULL,
+  PRIMARY KEY (eid, idx)
+);
+CREATE TABLE hq_superseded (
+  eid text NOT NULL, by_eid text NOT NULL, by_origin text NOT NULL, by_seq bigint NOT NULL,
+  PRIMARY KEY (eid, by_eid)
+);
+CREATE INDEX hq_resolutions_conflict ON hq_resolutions (conflict);
+CREATE VIEW hq_effective_resolutions AS
+  SELECT DISTINCT ON (conflict) conflict, eid, hlc, origin, seq
+  FROM hq_resolutions ORDER BY conflict, hlc, origin COLLATE "C";
+CREATE VIEW hq_applied_effects AS
+  SELECT e.eid, e.idx, e.kind, e.store, e.sku, e.n, w.hlc, w.origin, w.seq
+  FROM hq_resolution_effects e JOIN hq_effective_resolutions w ON w.eid = e.eid;
+CREATE OR REPLACE VIEW hq_all_moves AS
+  SELECT store, sku, hlc, eid, 0 AS line, delta FROM hq_stock_moves
+  UNION ALL SELECT store, sku, hlc, sale_id, line, -qty FROM hq_sale_lines
+  UNION ALL SELECT l.store, l.sku, v.hlc, v.void_eid, l.line, l.qty
+    FROM hq_void_applied v JOIN hq_sale_lines l ON l.sale_id = v.sale_id
+  UNION ALL SELECT split_part(r.origin, '/', 1), l.sku, r.hlc, r.eid, rl.idx, rl.qty
+    FROM hq_refunds r JOIN hq_refund_lines rl ON rl.refund_id = r.eid
+    JOIN hq_sale_lines l ON l.sale_id = r.sale_id AND l.line = rl.line
+    WHERE r.restock
+  UNION ALL SELECT store, sku, hlc, eid, idx, n FROM hq_applied_effects WHERE kind = 'move';
+-- Every count: the stock counts and the effective recounts' (in the resolver's store).
+CREATE VIEW hq_all_counts AS
+  SELECT eid, store, sku, hlc, origin, seq, count FROM hq_stock_counts
+  UNION ALL SELECT eid, store, sku, hlc, origin, seq, n FROM hq_applied_effects
+    WHERE kind = 'count';
+CREATE OR REPLACE VIEW hq_winning_counts AS
+  SELECT DISTINCT ON (store, sku) store, sku, hlc, origin, seq, count
+  FROM hq_all_counts ORDER BY store, sku, hlc DESC, origin COLLATE "C" DESC, seq DESC;
+CREATE OR REPLACE VIEW bi_stock_levels AS
+  SELECT k.store, k.sku,
+    (COALESCE(c.count, 0) + COALESCE((SELECT SUM(m.delta) FROM hq_all_moves m
+       WHERE m.store = k.store AND m.sku = k.sku AND m.hlc > COALESCE(c.hlc, -1)), 0))::bigint
+      AS on_hand
+  FROM (SELECT store, sku FROM hq_all_moves UNION SELECT store, sku FROM hq_all_counts) k
+  LEFT JOIN hq_winning_counts c ON c.store = k.store AND c.sku = k.sku;
+CREATE OR REPLACE VIEW bi_stock_counts AS
+  SELECT c.eid AS count_id, c.store, c.sku, to_timestamp((c.hlc >> 16) / 1000.0) AS counted_at,
+    c.origin AS till, c.count
+  FROM hq_all_counts c;
+DELETE FROM hq_resolutions;
+UPDATE hq_events SET flags = flags | {FLAG_UNAPPLIED}
+  WHERE type = 'conflict.resolved' AND flags & {FLAG_REVOKED} = 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

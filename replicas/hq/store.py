@@ -49,8 +49,9 @@ from core.observe import CommitObserver, commit_stats
 from core.signing import Signer, Verifier
 from core.stats import LogStats
 from replicas.hq.admit import Admission
+from replicas.hq.catalog import refresh_products, touched_skus
 from replicas.hq.connect import redact
-from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts, products_of
+from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts
 from replicas.hq.schema import migrate
 from replicas.hq.upgrade import apply_readable
 
@@ -380,7 +381,7 @@ class PgLog:
         for table, rows in facts.rows.items():
             if rows:
                 await _copy(self.conn, table, FACT_COLUMNS[table], rows, FACT_TYPES[table])
-        await self._refresh_products(facts.catalog_skus)
+        await self._refresh_products(await touched_skus(self.conn, facts))
 
     async def _apply_stored(self) -> None:
         """Events an older build stored unapplied that this one reads (`upgrade.py`)."""
@@ -448,36 +449,7 @@ class PgLog:
         )
 
     async def _refresh_products(self, skus: Iterable[str] | None) -> None:
-        """hq_products of the SKUs written (None: every SKU), by the site's price policy."""
-        if skus is not None and not skus:
-            return
-        if skus is None:
-            cur = await self.conn.execute(
-                "SELECT sku FROM hq_catalog_writes UNION SELECT sku FROM hq_products"
-            )
-            wanted = sorted(s for (s,) in await cur.fetchall())
-        else:
-            wanted = sorted(skus)
-        cur = await self.conn.execute(
-            "SELECT sku, eid, hlc, origin, seq, kind, name, price, tax_rate_bp, active"
-            " FROM hq_catalog_writes WHERE sku = ANY(%s)",
-            (wanted,),
-        )
-        writes: dict[str, list[tuple[object, ...]]] = {sku: [] for sku in wanted}
-        for sku, *rest in await cur.fetchall():
-            writes[sku].append(tuple(rest))
-        products, overrides = products_of(sorted(writes.items()), self.price_policy, self.window_ms)
-        await self.conn.execute("DELETE FROM hq_products WHERE sku = ANY(%s)", (wanted,))
-        await self.conn.execute("DELETE FROM hq_store_prices WHERE sku = ANY(%s)", (wanted,))
-        async with self.conn.cursor() as cur2:
-            if products:
-                await cur2.executemany(
-                    "INSERT INTO hq_products VALUES (%s, %s, %s, %s, %s, %s, %s)", products
-                )
-            if overrides:
-                await cur2.executemany(
-                    "INSERT INTO hq_store_prices VALUES (%s, %s, %s, %s)", overrides
-                )
+        await refresh_products(self.conn, skus, self.price_policy, self.window_ms)
 
 
 async def _copy(
