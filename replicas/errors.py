@@ -44,6 +44,7 @@ __all__ = [
     "SiteFileError",
     "SyncError",
     "UnknownReplica",
+    "WrittenThroughHq",
 ]
 
 
@@ -91,6 +92,19 @@ class UnknownReplica(ReplicaError):
         super().__init__(f"no replica {replica_id!r} in this site; it has: {', '.join(known)}")
         self.replica_id = replica_id
         self.known = list(known)
+
+
+class WrittenThroughHq(ReplicaError):
+    """A write of HQ's own chain asked of HQ's PostgreSQL database: only the ingest worker
+    that owns HQ's origin (worker 0) appends HQ's events, so the write goes through the
+    API it serves (a second writer's events would be refused by the chain heads)."""
+
+    def __init__(self, what: str, route: str, role: str) -> None:
+        super().__init__(
+            f"HQ on PostgreSQL does not {what} from a database: HQ's events are written by"
+            f" its ingest worker 0, through HQ's API: {route} (with a {role}'s token)"
+        )
+        self.what, self.route, self.role = what, route, role
 
 
 class ApiUnavailable(ReplicaError):

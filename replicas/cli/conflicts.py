@@ -31,6 +31,8 @@ from core.events import Event
 from core.log import EventLog
 from core.verify import Equivocated, equivocations
 from replicas.cli.common import add_command, event_record, format_hlc, open_db, print_json
+from replicas.hq import conflicts as pg_conflicts
+from replicas.hq.connect import is_postgres
 from replicas.ops.common import ensure_stopped
 from replicas.ops.conflicts import find_conflicts, kept_differs, recompute_from_events
 
@@ -46,9 +48,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         cmd_conflicts,
         "List the conflicts a replica's events show, resolved ones with who/when/why"
         " (and any later resolution the effective one superseded).",
-        "tillmesh conflicts data/s1/t1/log.db --open",
+        "tillmesh conflicts data/s1/t1/log.db --open\n"
+        "  tillmesh conflicts postgresql://tillmesh@db1/tillmesh --kind oversell",
     )
-    p.add_argument("db", type=Path, help="the replica's log.db (opened read-only)")
+    p.add_argument(
+        "db",
+        help="the replica's log.db (opened read-only), or HQ's postgresql://... database"
+        " (its events folded into a scratch state; nothing written there)",
+    )
     p.add_argument("--json", action="store_true", help="as JSON, for scripts")
     p.add_argument("--open", action="store_true", help="only conflicts not yet resolved")
     p.add_argument("--kind", choices=KINDS, action="append", help="only this kind (repeatable)")
@@ -70,7 +77,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  tillmesh resolve data/hq/log.db catalog:B2 --action supersede --supersedes hq:7"
         ' --by "Ana" --reason "dated 2036 by a wrong clock"',
     )
-    p.add_argument("db", type=Path, help="the replica's log.db (the replica must be stopped)")
+    p.add_argument(
+        "db",
+        help="the replica's log.db (the replica must be stopped); HQ on PostgreSQL resolves"
+        " through its API (POST /conflicts/ID/resolve), so a postgresql:// DSN is refused",
+    )
     p.add_argument(
         "conflict_id", help="the id `tillmesh conflicts` shows, or catalog:SKU to supersede"
     )
@@ -128,19 +139,24 @@ def conflict_record(c: Conflict) -> dict[str, Any]:
 
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
-    with closing(open_db(args.db)) as conn:
-        policies = _policies(conn, args.policies)
-        every = find_conflicts(conn, policies, args.db, recompute=args.recompute)
-        if args.recompute and kept_differs(conn, policies, every):
-            print("tillmesh: the oversell runs the fold keeps show other conflicts",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        if args.recompute and recompute_from_events(conn, policies) != every:
-            print("tillmesh: the events folded afresh show other conflicts", file=sys.stderr)
-            return 1
-        kinds = set(args.kind or KINDS)
-        found = [c for c in every if c.kind in kinds and (c.is_open or not args.open)]
-        twins = equivocations(conn)
+    if is_postgres(args.db):
+        every, twins = _on_postgres(args)
+    else:
+        with closing(open_db(Path(args.db))) as conn:
+            policies = _policies(conn, args.policies)
+            every = find_conflicts(conn, policies, Path(args.db), recompute=args.recompute)
+            if args.recompute and kept_differs(conn, policies, every):
+                print("tillmesh: the oversell runs the fold keeps show other conflicts",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            if args.recompute and recompute_from_events(conn, policies) != every:
+                print("tillmesh: the events folded afresh show other conflicts", file=sys.stderr)
+                return 1
+            twins = equivocations(conn)
+    if every is None:
+        return 1
+    kinds = set(args.kind or KINDS)
+    found = [c for c in every if c.kind in kinds and (c.is_open or not args.open)]
     if args.json:
         records = [conflict_record(c) for c in found]
         print_json(records + [_equivocation_record(t) for t in twins])
@@ -154,6 +170,23 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     extra = f", {len(twins)} equivocation(s)" if twins else ""
     print(f"{len(found)} conflict(s), {still_open} open{extra}")
     return 0
+
+
+def _on_postgres(args: argparse.Namespace) -> tuple[list[Conflict] | None, list[Equivocated]]:
+    """HQ's database: its events folded afresh (`replicas.hq.conflicts`); None if the
+    oversell runs that fold keeps disagree with a full replay (`--recompute`)."""
+    given = pol.load_policies(args.policies) if args.policies else None
+
+    def read(conn: sqlite3.Connection) -> list[Conflict] | None:
+        policies = given or pol.from_state(conn)
+        every = find_conflicts(conn, policies, recompute=args.recompute)
+        if args.recompute and kept_differs(conn, policies, every):
+            print("tillmesh: the oversell runs the fold keeps show other conflicts",
+                  file=sys.stderr)  # fmt: skip
+            return None
+        return every
+
+    return pg_conflicts.read_folded(args.db, given, read), pg_conflicts.equivocations(args.db)
 
 
 def _equivocation_record(t: Equivocated) -> dict[str, Any]:
@@ -189,6 +222,9 @@ def _owner(path: Path) -> str:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
+    if is_postgres(args.db):
+        raise pg_conflicts.no_local_resolve(args.conflict_id)
+    args.db = Path(args.db)
     with closing(open_db(args.db)) as conn:
         policies = _policies(conn, args.policies)
         folded = pol.from_state(conn)

@@ -116,6 +116,11 @@ class PgLog:
         try:
             with psycopg.connect(dsn) as sync_conn:
                 migrate(sync_conn, where)
+                sync_conn.execute(  # what `tillmesh conflicts` on the database folds by
+                    "INSERT INTO hq_meta VALUES ('price_policy', %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (f"{price_policy}/{window_ms}",),
+                )
             conn = await AsyncConnection.connect(dsn, autocommit=True)
             # COPY dumps bytea by type: psycopg's default for it is a Python subclass
             # (dbapi20's, for its `Binary` wrapper); the plain one is C (~1 us/event less)
@@ -318,7 +323,9 @@ class PgLog:
                             self.verifier)  # fmt: skip
             pending = await self._pending_rows(adm)
             decide(adm, pending)
-            result.rejected.extend(adm.check_duplicates(await self._stored_hashes(adm)))
+            twins = adm.check_duplicates(await self._stored_hashes(adm))
+            result.rejected.extend(twins)
+            result.duplicates -= len(twins)  # refused, not duplicates (as the SQLite log)
             await self._write_batch(adm)
         return adm
 
