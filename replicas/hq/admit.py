@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+import msgspec
+
 from core.batch import (
+    MAX_HELD_AHEAD,
     MAX_REFUSED_PER_REQUEST,
     IngestResult,
     accept_remote,
@@ -35,6 +38,7 @@ from core.errors import (
     OversizedError,
     SignatureError,
     TillmeshError,
+    UnknownKey,
 )
 from core.events import (
     HQ,
@@ -42,11 +46,14 @@ from core.events import (
     Body,
     Event,
     KeyRevoked,
+    KeyRotated,
     RawEvent,
     decode_event,
 )
 from core.fold import FLAG_REVOKED
-from core.signing import Verifier
+from core.keys import KeyRegistry
+from core.rotation import Rotations
+from core.signing import Verifier, decode_public_key
 
 __all__ = ["Admission", "EventRow", "QuarantineRow"]
 
@@ -80,6 +87,13 @@ class Admission:
     quarantined: list[QuarantineRow] = field(default_factory=list)
     newly_revoked: dict[str, int] = field(default_factory=dict)
     new_hashes: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    # key rotations (`core.rotation`): HQ's as known, those learned in this batch, the
+    # events held for a key not known yet, and those a rotation released (no request's)
+    rotations: Rotations = field(default_factory=dict)
+    rotated: list[tuple[str, int]] = field(default_factory=list)
+    unverified: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+    released: IngestResult = field(default_factory=IngestResult)
+    catalog_stale: bool = False  # events left the chain: every SKU's product is recomputed
 
     def head(self, origin: str) -> Head:
         return self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
@@ -115,7 +129,24 @@ class Admission:
         if not self.in_scope(ev.origin):
             self.quarantine(ev, peer, OutOfScope(ev.origin, "this HQ worker"))
         seq, head_hash = self.head(ev.origin)
+        if isinstance(checked.error, UnknownKey) and ev.seq > seq:
+            checked = self._recheck(checked)  # a rotation learned since it was checked
+            if isinstance(checked.error, UnknownKey):  # held until HQ's rotation names it
+                if ev.seq - seq > MAX_HELD_AHEAD:
+                    raise OversizedError(f"gap before {ev.id}", ev.seq - seq, MAX_HELD_AHEAD)
+                self.unverified.append((ev.origin, ev.seq, checked.hash, checked.raw))
+                result.held += 1
+                return False
         return place_remote(self, checked, peer, result, seq, head_hash)
+
+    def _recheck(self, checked: CheckedEvent) -> CheckedEvent:
+        if self.verifier is None:
+            return checked
+        try:
+            self.verifier.verify(checked.event, checked.hash)
+        except SignatureError as e:
+            return msgspec.structs.replace(checked, error=e.with_traceback(None))
+        return check_event(RawEvent(checked.event, checked.raw))
 
     def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
         self.duplicates.append((ev, h, peer))  # compared with the stored bytes after
@@ -150,12 +181,25 @@ class Admission:
             old = min(self.newly_revoked.get(body.replica, MAX_INT64),
                       self.revoked.get(body.replica, MAX_INT64))  # fmt: skip
             self.newly_revoked[body.replica] = min(body.after_seq, old)
+        elif isinstance(body, KeyRotated) and origin == HQ:
+            self._rotate(body)
         self.staged[origin] = (seq, h)
         self.last_hlc[origin] = ev.hlc
         self.new_hashes[(origin, seq)] = h
         self.rows.append((_store(origin), origin, seq, ev.hlc, ev.type, flags, h, raw))
         if body is not None:
             self.applied.append((ev, body))
+
+    def _rotate(self, body: KeyRotated) -> None:
+        """Learn HQ's rotation, as the SQLite log's `Transaction._rotate`: the new key
+        checks the replica's events from `from_seq` on; the store evicts what the old key
+        wrote there and checks the held events again (`rotation.py`)."""
+        key, origin = decode_public_key(body.public_key), body.replica
+        steps = [s for s in self.rotations.get(origin, []) if s[0] < body.from_seq]
+        self.rotations[origin] = [*steps, (body.from_seq, key)]
+        if isinstance(self.verifier, KeyRegistry):
+            self.verifier = self.verifier.rotated(origin, body.from_seq, key)
+        self.rotated.append((origin, body.from_seq))
 
     def check_duplicates(self, stored: dict[tuple[str, int], bytes]) -> list[TillmeshError]:
         """Quarantine each duplicate whose bytes differ from the stored event's (a signed

@@ -14,8 +14,9 @@ slices, so a catch-up of millions of events never makes a read wait for all of i
 by each read for at most READ_BUDGET events (a read right after a batch sees it; after a
 large backlog, `behind` says how many events the answer does not cover yet, shown in
 HQ's `/status` as `folded_behind`). Rebuilt from scratch when
-the fold's version or HQ's revocations change (a revoked till's events past its cut
-leave the state, as a SQLite log's rebuild takes them out), and deleting the file
+the fold's version or HQ's revocations change or a key rotation evicted events (a
+revoked till's events past its cut, or a retired key's, leave the state, as a SQLite
+log's rebuild takes them out), and deleting the file
 only costs a rebuild. Events this build cannot read (a newer schema) are stepped over,
 as a SQLite log stores them unapplied.
 """
@@ -112,8 +113,8 @@ class FoldedState:
         conn = self._state()
         try:
             pg = self._database()
-            heads, revoked = _committed(pg)
-            self._rebuild_if_stale(conn, revoked)
+            heads, revoked, keys = _committed(pg)
+            self._rebuild_if_stale(conn, revoked, keys)
             at = dict(conn.execute("SELECT origin, seq FROM folded_at"))
             left = MAX_INT64 if budget is None else budget
             for origin, head in sorted(heads.items()):
@@ -156,9 +157,11 @@ class FoldedState:
             with _transaction(conn):
                 _mark(conn, origin, head)
 
-    def _rebuild_if_stale(self, conn: sqlite3.Connection, revoked: dict[str, int]) -> None:
+    def _rebuild_if_stale(
+        self, conn: sqlite3.Connection, revoked: dict[str, int], keys: str
+    ) -> None:
         want = {"fold_version": str(self.fold.version), "source": self.where,
-                "revoked": json.dumps(revoked, sort_keys=True)}  # fmt: skip
+                "revoked": json.dumps(revoked, sort_keys=True), "keys": keys}  # fmt: skip
         have = dict(conn.execute("SELECT key, value FROM folded_meta"))
         if have == want:
             return
@@ -211,14 +214,15 @@ class FoldingLog:
         return await self.log.append_many(bodies)
 
 
-def _committed(pg: psycopg.Connection[Any]) -> tuple[dict[str, int], dict[str, int]]:
-    """Heads and revocations in one snapshot: events up to a head are all committed."""
+def _committed(pg: psycopg.Connection[Any]) -> tuple[dict[str, int], dict[str, int], str]:
+    """Heads, revocations and rotations in one snapshot: events up to a head are all
+    committed. A rotation may have evicted events folded already: rebuilt then."""
     with pg.transaction():
         pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         heads = {str(o): int(s) for o, s in pg.execute("SELECT origin, seq FROM hq_heads")}
-        row = pg.execute("SELECT value FROM hq_meta WHERE key = 'revoked'").fetchone()
-    revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
-    return heads, revoked
+        meta = dict(pg.execute("SELECT key, value FROM hq_meta WHERE key IN ('revoked', 'keys')"))
+    revoked = {str(k): int(v) for k, v in json.loads(meta.get("revoked", "{}")).items()}
+    return heads, revoked, str(meta.get("keys", "{}"))
 
 
 def _chunks(

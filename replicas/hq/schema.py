@@ -393,7 +393,18 @@ UPDATE hq_events SET flags = flags | {FLAG_UNAPPLIED}
   WHERE type = 'conflict.resolved' AND flags & {FLAG_REVOKED} = 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# Key rotations (`rotation.py`): events signed by a key HQ has not vouched for yet, held
+# until its `key.rotated` arrives (as the SQLite log's `unverified`). HQ's rotations are
+# kept in hq_meta ('keys'), which every worker reads per batch.
+_V6 = """
+CREATE TABLE hq_unverified (
+  origin text NOT NULL, seq bigint NOT NULL, hash bytea NOT NULL, raw bytea NOT NULL,
+  PRIMARY KEY (origin, seq)
+);
+INSERT INTO hq_meta VALUES ('keys', '{}') ON CONFLICT (key) DO NOTHING;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -43,15 +43,18 @@ from core.events import (
     encode_event,
     event_hash,
 )
-from core.fold import FLAG_REVOKED
+from core.keys import KeyRegistry
 from core.log import Listener
 from core.observe import CommitObserver, commit_stats
+from core.rotation import Rotations, load_rotations, with_rotations
 from core.signing import Signer, Verifier
 from core.stats import LogStats
 from replicas.hq.admit import Admission
 from replicas.hq.catalog import refresh_products, touched_skus
 from replicas.hq.connect import redact
-from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, REVOCABLE, Facts
+from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, Facts
+from replicas.hq.reads import pending_rows, read_meta, stored_hashes
+from replicas.hq.rotation import apply_rotations, changed_origins, revoke, store_rotations
 from replicas.hq.schema import migrate
 from replicas.hq.upgrade import apply_readable
 
@@ -97,6 +100,8 @@ class PgLog:
         self.listeners: list[Listener] = []
         self.commit_observers: list[CommitObserver] = []  # as EventLog's: metrics
         self.clock_ahead: dict[str, Any] = {}
+        self.site_keys = verifier  # the site's keys; HQ's rotations (hq_meta) go on top
+        self.rotations: Rotations = {}
 
     @classmethod
     async def open(
@@ -148,6 +153,27 @@ class PgLog:
                     self.clock.last = max(self.clock.last, int(last_hlc))
             cur = await self.conn.execute("SELECT DISTINCT origin FROM hq_pending")
             self._pending_origins = {o for (o,) in await cur.fetchall() if self.owns(o)}
+            # checked with HQ's rotations from now on; `rotations` stays what this process
+            # applied (evictions, held events released), so the next batch applies the rest
+            self._learn(load_rotations(await read_meta(self.conn)), self.rotations)
+
+    def _learn(self, rotations: Rotations, applied: Rotations) -> None:
+        """Check with `rotations` (the site's keys, then these); `applied`: those whose
+        evictions and releases this worker made (`rotation.py`)."""
+        self.rotations = applied
+        if isinstance(self.site_keys, KeyRegistry):
+            self.verifier = with_rotations(self.site_keys, rotations)
+
+    async def refresh_keys(self) -> bool:
+        """Apply the rotations another worker took in since this one's last batch (its
+        tills' held events released, a retired key's evicted), in a batch of no events;
+        whether there were any. Worker K > 0 calls it beside `refresh_shared`."""
+        async with self._read:
+            meta = await read_meta(self.reader)
+        if load_rotations(meta) == self.rotations:
+            return False
+        await self.ingest([])
+        return True
 
     async def close(self) -> None:
         async with self._write, self._read:
@@ -279,6 +305,9 @@ class PgLog:
     def _after_commit(self, adm: Admission, new: list[RawEvent]) -> None:
         self._heads.update(adm.staged)
         self._pending_origins |= {o for o, *_ in adm.held}
+        if adm.rotations != self.rotations:
+            self._learn(adm.rotations, adm.rotations)
+        new = [*new, *adm.released.stored]  # released by a rotation: no request's
         if new:
             for listener in list(self.listeners):
                 try:
@@ -316,48 +345,28 @@ class PgLog:
             # sees the cut a revocation made, or the revocation sees the batch's events.
             # (An advisory lock: no row lock, which would write the row every batch.)
             await c.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REVOKE_LOCK,))
-            cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked'")
-            row = await cur.fetchone()
-            revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
+            meta = await read_meta(c)
+            revoked = {str(k): int(v) for k, v in json.loads(meta.get("revoked", "{}")).items()}
+            rotations = load_rotations(meta)  # another worker may have taken one in
+            learned = changed_origins(self.rotations, rotations)
+            verifier = self.verifier
+            if learned and isinstance(self.site_keys, KeyRegistry):
+                verifier = with_rotations(self.site_keys, rotations)
             adm = Admission(dict(self._heads), self.owns, self.clock, self.wall_ms, revoked,
-                            self.verifier)  # fmt: skip
-            pending = await self._pending_rows(adm)
+                            verifier, rotations=rotations)  # fmt: skip
+            pending = await pending_rows(c, self._pending_origins)
             decide(adm, pending)
-            twins = adm.check_duplicates(await self._stored_hashes(adm))
+            if adm.rotated:  # HQ's key.rotated in this batch: every worker's from now on
+                await c.execute("SELECT pg_advisory_xact_lock(%s)", (REVOKE_LOCK,))
+                await store_rotations(c, adm.rotations)
+            steps = [s for s in [*learned, *adm.rotated] if self.owns(s[0])]
+            if steps:
+                await apply_rotations(c, adm, steps, self.wall_ms())
+            twins = adm.check_duplicates(await stored_hashes(c, adm.duplicates))
             result.rejected.extend(twins)
             result.duplicates -= len(twins)  # refused, not duplicates (as the SQLite log)
             await self._write_batch(adm)
         return adm
-
-    async def _pending_rows(self, adm: Admission) -> Callable[[str, int], list[bytes]]:
-        """Held raws of the origins that hold any, read up front (rare: after a gap)."""
-        held: dict[str, list[tuple[int, bytes]]] = {}
-        if self._pending_origins:
-            cur = await self.conn.execute(
-                "SELECT origin, seq, raw FROM hq_pending WHERE origin = ANY(%s)"
-                " ORDER BY origin, seq",
-                (sorted(self._pending_origins),),
-            )
-            for origin, seq, raw in await cur.fetchall():
-                held.setdefault(origin, []).append((int(seq), bytes(raw)))
-
-        def pending(origin: str, above: int) -> list[bytes]:
-            return [raw for seq, raw in held.get(origin, []) if seq > above]
-
-        return pending
-
-    async def _stored_hashes(self, adm: Admission) -> dict[tuple[str, int], bytes]:
-        if not adm.duplicates:
-            return {}
-        keys = {(ev.origin, ev.seq) for ev, _, _ in adm.duplicates}
-        origins = [o for o, _ in keys]
-        cur = await self.conn.execute(
-            "SELECT e.origin, e.seq, e.hash FROM hq_events e"
-            " JOIN unnest(%s::text[], %s::text[], %s::int8[]) AS k(store, origin, seq)"
-            " ON e.store = k.store AND e.origin = k.origin AND e.seq = k.seq",
-            ([o.partition("/")[0] for o in origins], origins, [s for _, s in keys]),
-        )
-        return {(o, int(s)): bytes(h) for o, s, h in await cur.fetchall()}
 
     async def _write_batch(self, adm: Admission) -> None:
         c = self.conn
@@ -377,11 +386,18 @@ class PgLog:
                 await cur.executemany(
                     "DELETE FROM hq_pending WHERE origin = %s AND seq = %s", adm.drained
                 )
+        if adm.unverified:
+            async with c.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO hq_unverified VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    adm.unverified,
+                )
         if adm.quarantined:
             await _copy(c, "hq_quarantine", ("received_ms", "peer", "origin", "seq", "kind",
                                              "detail", "raw"), adm.quarantined)  # fmt: skip
         if adm.newly_revoked:
-            await self._revoke(adm.newly_revoked)
+            await revoke(c, adm.newly_revoked, REVOKE_LOCK)
+        if adm.newly_revoked or adm.catalog_stale:
             await self._refresh_products(None)
 
     async def _write_facts(self, facts: Facts) -> None:
@@ -431,29 +447,6 @@ class PgLog:
                 raise StorageError(
                     self.where, f"{origin} was written by another worker meanwhile: reloading"
                 )
-
-    async def _revoke(self, newly: dict[str, int]) -> None:
-        """Flag what revoked origins wrote past their cut and take it out of the read model."""
-        c = self.conn
-        await c.execute("SELECT pg_advisory_xact_lock(%s)", (REVOKE_LOCK,))
-        cur = await c.execute("SELECT value FROM hq_meta WHERE key = 'revoked'")
-        row = await cur.fetchone()
-        revoked = {str(k): int(v) for k, v in json.loads(row[0] if row else "{}").items()}
-        for origin, cut in newly.items():
-            revoked[origin] = min(cut, revoked.get(origin, cut))
-            await c.execute(
-                f"UPDATE hq_events SET flags = flags | {FLAG_REVOKED}"
-                " WHERE store = %s AND origin = %s AND seq > %s",
-                (origin.partition("/")[0], origin, revoked[origin]),
-            )
-            for table, where in REVOCABLE.items():
-                await c.execute(
-                    sql.SQL("DELETE FROM {} WHERE " + where).format(sql.Identifier(table)),
-                    (origin, revoked[origin]),
-                )
-        await c.execute(
-            "UPDATE hq_meta SET value = %s WHERE key = 'revoked'", (json.dumps(revoked),)
-        )
 
     async def _refresh_products(self, skus: Iterable[str] | None) -> None:
         await refresh_products(self.conn, skus, self.price_policy, self.window_ms)

@@ -155,6 +155,7 @@ class HqWorker(Replica):
             await asyncio.sleep(SHARED_EVERY)
             with contextlib.suppress(Exception):  # the database is away: try again later
                 await pg.refresh_shared([HQ])
+                await pg.refresh_keys()  # HQ's rotations, taken in by worker 0
 
     def _observe_log(self) -> None:
         """Commits counted for `/metrics`; no `StateCache` (it reads a SQLite log: the

@@ -127,4 +127,4 @@ def reset(dsn: str) -> None:
         ).fetchone()
         assert tables is not None
         conn.execute(f"TRUNCATE {tables[0]}".encode())
-        conn.execute("UPDATE hq_meta SET value = '{}' WHERE key = 'revoked'")
+        conn.execute("UPDATE hq_meta SET value = '{}' WHERE key IN ('revoked', 'keys')")

@@ -1,0 +1,146 @@
+"""HQ on PostgreSQL takes a key rotation (`key.rotated`) in as the SQLite log does.
+
+s1/t2 signs seqs 1-5 with its old key and from 6 on with its new one; a thief signs
+6-8 with the old key (`tests.core.rotation_kit`). The frames (the old key's history, the
+new key's events, the thief's, HQ's rotation) reach a SQLite HQ log and HQ on
+PostgreSQL in any order, one ingest each: every frame's outcome (stored, duplicates,
+held, refused), the version vector, the evidence kept and every figure must be the
+same. The SQLite log holds the new key's events until the rotation (`unverified`),
+then checks them again; the thief's events, stored before the rotation, are evicted
+for quarantine and the chain's head goes back (`core.rotation`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conflict.state import StoreState
+from core.batch import IngestResult
+from core.events import Event, RawEvent, encode_event
+from core.log import EventLog
+from replicas.hq import reports as pg_reports
+from replicas.hq.folded import FoldedState
+from replicas.hq.store import PgLog
+from tests.core.rotation_kit import AFTER, BEFORE, REGISTRY, ROTATE, STOLEN, T2
+from tests.replicas.hq.pg_kit import SQLITE_READS, figures, reset, state_reads
+
+FRAMES: dict[str, list[Event]] = {
+    "before": BEFORE, "after": AFTER, "stolen": STOLEN, "rotate": [ROTATE],
+}  # fmt: skip
+
+
+def _outcome(r: IngestResult) -> tuple[int, int, int, list[str]]:
+    return len(r.stored), r.duplicates, r.held, sorted(type(e).__name__ for e in r.rejected)
+
+
+def _raws(events: list[Event]) -> list[RawEvent]:
+    return [RawEvent(ev, encode_event(ev)) for ev in events]
+
+
+async def _feed(order: list[str], db: Path, dsn: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    sqlite_log = await EventLog.open(db, "hq", StoreState(), verifier=REGISTRY)
+    pg_log = await PgLog.open(dsn, "hq", verifier=REGISTRY)
+    folded = FoldedState(db.with_suffix(".folded"), dsn)
+    got: dict[str, Any] = {"sqlite": {"outcomes": []}, "pg": {"outcomes": []}}
+    try:
+        for name in order:
+            got["sqlite"]["outcomes"].append(_outcome(await sqlite_log.ingest(_raws(FRAMES[name]))))
+            got["pg"]["outcomes"].append(_outcome(await pg_log.ingest(_raws(FRAMES[name]))))
+            await folded.read(lambda c: None)  # folded frame by frame, as HQ reads them
+        got["sqlite"]["vv"], got["pg"]["vv"] = sqlite_log.version_vector(), pg_log.version_vector()
+        got["sqlite"].update(await sqlite_log.read(
+            lambda c: {**figures(c, SQLITE_READS), **state_reads(c),
+                       "evidence": Counter(c.execute("SELECT origin, seq, kind FROM quarantine"))}
+        ))  # fmt: skip
+        with psycopg.connect(dsn) as conn:
+            got["pg"].update(figures(conn, pg_reports))
+            rows = conn.execute("SELECT origin, seq, kind FROM hq_quarantine").fetchall()
+            got["pg"]["evidence"] = Counter((o, int(s), k) for o, s, k in rows)
+        got["pg"].update(await folded.read(state_reads))
+    finally:
+        folded.close()
+        await sqlite_log.close()
+        await pg_log.close()
+    return got["sqlite"], got["pg"]
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations(list(FRAMES)))
+def test_a_rotation_treats_held_later_and_stolen_events_as_on_sqlite(
+    order: list[str], pg_dsn: str, tmp_path: Path
+) -> None:
+    reset(pg_dsn)
+    db = tmp_path / f"hq-{len(list(tmp_path.iterdir()))}.db"
+    on_sqlite, on_pg = asyncio.run(_feed(order, db, pg_dsn))
+    for name, value in on_sqlite.items():
+        assert on_pg[name] == value, (name, order)
+    assert on_pg["vv"][T2] >= len(BEFORE)  # the old key's history is in, whatever came
+
+
+def _sales_of_t2(got: dict[str, Any]) -> list[str]:
+    return sorted(s["id"] for s in got["sales"] if s and s["origin"] == T2)
+
+
+def test_held_events_apply_and_stolen_ones_leave_when_the_rotation_comes(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The two stories that matter, spelled out: the new key's events held until the
+    rotation, then applied; the thief's events stored first, then evicted for evidence
+    and replaced by the till's own."""
+    for i, order in enumerate((["before", "after", "rotate", "stolen"],
+                               ["before", "stolen", "rotate", "after"])):  # fmt: skip
+        reset(pg_dsn)
+        on_sqlite, on_pg = asyncio.run(_feed(order, tmp_path / f"hq{i}.db", pg_dsn))
+        for name, value in on_sqlite.items():
+            assert on_pg[name] == value, (name, order)
+        assert on_pg["vv"][T2] == 10
+        assert _sales_of_t2(on_pg) == sorted(f"{T2}:{n}" for n in range(1, 11))
+        kept = {(o, s): k for (o, s, k) in on_pg["evidence"]}
+        assert {kept[(T2, n)] for n in (6, 7, 8)} == {"SignatureError"}, order
+
+
+async def _two_workers(order: list[str], dsn: str) -> dict[str, Any]:
+    """The frames through two ingest workers: worker 0 owns HQ's origin (it takes the
+    rotation in), worker 1 the till's store; worker 1 applies the rotation when it
+    reads HQ's rotations (`refresh_keys`, as it does beside its shared heads)."""
+    front = await PgLog.open(dsn, "hq", owns=lambda o: o == "hq", verifier=REGISTRY)
+    stores = await PgLog.open(dsn, "hq", owns=lambda o: o != "hq", verifier=REGISTRY)
+    try:
+        for name in order:
+            worker = front if name == "rotate" else stores
+            await worker.ingest(_raws(FRAMES[name]))
+            if name == "rotate":
+                assert await stores.refresh_keys()
+                assert not await stores.refresh_keys()  # applied once
+        got: dict[str, Any] = {"vv": {**front.version_vector(), **stores.version_vector()}}
+    finally:
+        await front.close()
+        await stores.close()
+    with psycopg.connect(dsn) as conn:
+        got.update(figures(conn, pg_reports))
+        rows = conn.execute("SELECT origin, seq, kind FROM hq_quarantine").fetchall()
+        got["evidence"] = Counter((o, int(s), k) for o, s, k in rows)
+    return got
+
+
+def test_a_rotation_taken_in_by_worker_0_applies_at_the_till_s_worker(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    for i, order in enumerate((["before", "after", "rotate", "stolen"],
+                               ["before", "stolen", "rotate", "after"])):  # fmt: skip
+        reset(pg_dsn)
+        on_sqlite, _ = asyncio.run(_feed(order, tmp_path / f"one{i}.db", pg_dsn))
+        reset(pg_dsn)
+        on_pg = asyncio.run(_two_workers(order, pg_dsn))
+        for name, value in on_pg.items():
+            assert value == on_sqlite[name], (name, order)
+        assert on_pg["vv"][T2] == 10
