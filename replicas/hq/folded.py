@@ -113,8 +113,8 @@ class FoldedState:
         conn = self._state()
         try:
             pg = self._database()
-            heads, revoked, keys = _committed(pg)
-            self._rebuild_if_stale(conn, revoked, keys)
+            heads, revoked, evictions = _committed(pg)
+            self._rebuild_if_stale(conn, revoked, evictions)
             at = dict(conn.execute("SELECT origin, seq FROM folded_at"))
             left = MAX_INT64 if budget is None else budget
             for origin, head in sorted(heads.items()):
@@ -158,10 +158,11 @@ class FoldedState:
                 _mark(conn, origin, head)
 
     def _rebuild_if_stale(
-        self, conn: sqlite3.Connection, revoked: dict[str, int], keys: str
+        self, conn: sqlite3.Connection, revoked: dict[str, int], evictions: str
     ) -> None:
         want = {"fold_version": str(self.fold.version), "source": self.where,
-                "revoked": json.dumps(revoked, sort_keys=True), "keys": keys}  # fmt: skip
+                "revoked": json.dumps(revoked, sort_keys=True),
+                "evictions": evictions}  # fmt: skip
         have = dict(conn.execute("SELECT key, value FROM folded_meta"))
         if have == want:
             return
@@ -215,14 +216,17 @@ class FoldingLog:
 
 
 def _committed(pg: psycopg.Connection[Any]) -> tuple[dict[str, int], dict[str, int], str]:
-    """Heads, revocations and rotations in one snapshot: events up to a head are all
-    committed. A rotation may have evicted events folded already: rebuilt then."""
+    """Heads, revocations and evictions in one snapshot: events up to a head are all
+    committed. A rotation may have evicted events folded already (`rotation.py` counts
+    them in hq_meta): rebuilt then."""
     with pg.transaction():
         pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         heads = {str(o): int(s) for o, s in pg.execute("SELECT origin, seq FROM hq_heads")}
-        meta = dict(pg.execute("SELECT key, value FROM hq_meta WHERE key IN ('revoked', 'keys')"))
+        meta = dict(
+            pg.execute("SELECT key, value FROM hq_meta WHERE key IN ('revoked', 'evictions')")
+        )
     revoked = {str(k): int(v) for k, v in json.loads(meta.get("revoked", "{}")).items()}
-    return heads, revoked, str(meta.get("keys", "{}"))
+    return heads, revoked, str(meta.get("evictions", "0"))
 
 
 def _chunks(

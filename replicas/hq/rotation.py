@@ -37,6 +37,7 @@ from replicas.hq.project import REVOCABLE
 __all__ = ["apply_rotations", "changed_origins", "revoke", "store_rotations"]
 
 Steps = list[tuple[str, int]]  # (origin, from_seq) whose retired key's events go
+VOUCH_CHUNK = 256  # stored events read at a time looking for the newest the key vouches
 
 
 def changed_origins(known: Rotations, now: Rotations) -> Steps:
@@ -88,15 +89,14 @@ async def _evict(
     if head < from_seq:
         return
     store = origin.partition("/")[0]
-    cur = await conn.execute(
-        "SELECT seq, raw FROM hq_events WHERE store = %s AND origin = %s AND seq >= %s",
-        (store, origin, from_seq - 1),
-    )
-    raws = {int(s): bytes(r) for s, r in await cur.fetchall()}
-    raws |= {r[2]: r[7] for r in adm.rows if r[1] == origin and r[2] >= from_seq - 1}
-    keep = retired_suffix(_Stored(raws), adm.verifier, origin, from_seq, head, 0)
+    staged = {r[2]: r[7] for r in adm.rows if r[1] == origin and r[2] >= from_seq - 1}
+    keep, raws = await _vouched(conn, adm.verifier, origin, store, from_seq, head, staged)
     if keep >= head:
         return
+    await conn.execute(  # the folded state was folded with them: rebuilt (`folded.py`)
+        "INSERT INTO hq_meta VALUES ('evictions', '1') ON CONFLICT (key)"
+        " DO UPDATE SET value = (hq_meta.value::int8 + 1)::text"
+    )
     await conn.execute(
         "DELETE FROM hq_events WHERE store = %s AND origin = %s AND seq > %s", (store, origin, keep)
     )
@@ -115,6 +115,31 @@ async def _evict(
     adm.staged[origin] = (keep, event_hash(kept)) if kept is not None else NO_HEAD
     adm.last_hlc[origin] = kept.hlc if kept is not None else 0
     adm.catalog_stale = True
+
+
+async def _vouched(
+    conn: AsyncConnection[Any], registry: KeyRegistry, origin: str, store: str,
+    from_seq: int, head: int, staged: Mapping[int, bytes],
+) -> tuple[int, dict[int, bytes]]:  # fmt: skip
+    """`retired_suffix` over the stored events, read newest first a chunk at a time (the
+    newest usually verifies: a rotation long applied costs one read, not the till's
+    history since); the seq that stays, and the raws read down to it (and the one below)."""
+    raws: dict[int, bytes] = {}
+    top = head
+    while top >= from_seq:
+        lo = max(from_seq, top - VOUCH_CHUNK + 1)
+        cur = await conn.execute(
+            "SELECT seq, raw FROM hq_events WHERE store = %s AND origin = %s"
+            " AND seq >= %s AND seq <= %s",
+            (store, origin, lo - 1, top),
+        )
+        raws |= {int(s): bytes(r) for s, r in await cur.fetchall()}
+        raws |= {s: r for s, r in staged.items() if lo - 1 <= s <= top}
+        keep = retired_suffix(_Stored(raws), registry, origin, lo, top, 0)
+        if keep >= lo:
+            return keep, raws
+        top = lo - 1
+    return from_seq - 1, raws
 
 
 async def _release(conn: AsyncConnection[Any], adm: Admission, origin: str, from_seq: int) -> None:

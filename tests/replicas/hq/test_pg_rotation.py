@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from core.batch import IngestResult
 from core.events import Event, RawEvent, encode_event
 from core.log import EventLog
 from replicas.hq import reports as pg_reports
+from replicas.hq import rotation
 from replicas.hq.folded import FoldedState
 from replicas.hq.store import PgLog
 from tests.core.rotation_kit import AFTER, BEFORE, REGISTRY, ROTATE, STOLEN, T2
@@ -90,12 +92,15 @@ def _sales_of_t2(got: dict[str, Any]) -> list[str]:
     return sorted(s["id"] for s in got["sales"] if s and s["origin"] == T2)
 
 
+@pytest.mark.parametrize("chunk", [rotation.VOUCH_CHUNK, 2])
 def test_held_events_apply_and_stolen_ones_leave_when_the_rotation_comes(
-    pg_dsn: str, tmp_path: Path
+    chunk: int, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The two stories that matter, spelled out: the new key's events held until the
     rotation, then applied; the thief's events stored first, then evicted for evidence
-    and replaced by the till's own."""
+    and replaced by the till's own (the stored events read a chunk at a time: with
+    chunks of 2, over several)."""
+    monkeypatch.setattr(rotation, "VOUCH_CHUNK", chunk)
     for i, order in enumerate((["before", "after", "rotate", "stolen"],
                                ["before", "stolen", "rotate", "after"])):  # fmt: skip
         reset(pg_dsn)
