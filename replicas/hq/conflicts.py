@@ -55,7 +55,8 @@ def read_folded(dsn: str, policies: Policies | None, fn: Callable[[sqlite3.Conne
     with tempfile.TemporaryDirectory(prefix="tillmesh-conflicts-") as scratch:
         state = FoldedState(Path(scratch) / "folded-state.sqlite", dsn, price, window)
         try:
-            return asyncio.run(state.read(fn))
+            # a read folds at most READ_BUDGET events; all of them here, in its thread
+            return asyncio.run(state.read(lambda _: fn(state.catch_up())))
         finally:
             state.close()
 

@@ -14,12 +14,16 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conflict.conflicts import conflict_id
 from conflict.detect import detect
-from conflict.policies import Policies
+from conflict.policies import Policies, from_state
 from conflict.state import StoreState
 from core.events import ConflictResolved, PriceSet, ProductUpserted, StockReceived
 from core.fold import Accepted
+from replicas.hq import conflicts as pg_conflicts
+from replicas.hq import folded
 from tests.conflict.factory import Chain, apply_all, fresh_db, sale_body
 from tests.e2e.harness import TILLMESH
 from tests.replicas.hq.pg_kit import through_both
@@ -99,3 +103,16 @@ def test_resolve_on_postgres_names_hq_s_api(pg_dsn: str, tmp_path: Path) -> None
         " (with a manager's token)\n"
     )
     assert "abc123" not in tillmesh("conflicts", pg_dsn).stdout  # nothing appended
+
+
+def test_conflicts_on_postgres_fold_every_event_not_a_read_s_budget(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of HQ's folded state folds at most READ_BUDGET events (the rest later, in
+    the background); the command has no later: it folds them all first."""
+    asyncio.run(through_both(_story(), [], tmp_path / "log.db", pg_dsn))
+    monkeypatch.setattr(folded, "READ_BUDGET", 2)
+    found = pg_conflicts.read_folded(pg_dsn, None, lambda c: detect(c, from_state(c)))
+    assert sorted(c.kind for c in found) == [
+        "catalog_override", "oversell", "oversell", "receipt_collision",
+    ]  # fmt: skip
