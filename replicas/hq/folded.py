@@ -9,11 +9,12 @@ digest as a SQLite HQ holding those events (the fold is a function of the set, n
 the order: tests/conflict). Nothing here is a second implementation of any semantics.
 
 It is derived data, caught up from what PostgreSQL committed (per origin, the events
-past the seq read last, up to `hq_heads`): by worker 0 in the background (`follow`, in
-slices, so a catch-up of millions of events never makes a read wait for all of it), and
-by each read for at most READ_BUDGET events (a read right after a batch sees it; after a
-large backlog, `behind` says how many events the answer does not cover yet, shown in
-HQ's `/status` as `folded_behind`). Rebuilt from scratch when
+past the seq read last, up to `hq_heads`): by worker 0 in the background when it is not
+ingesting (`follow`, in slices, so a catch-up of millions of events never makes a read
+wait for all of it), and by each read for at most READ_BUDGET events (a read right
+after a batch sees it; after a large backlog, `behind` says how many events the answer
+does not cover yet, shown in HQ's `/status` as `folded_behind`). Rebuilt from scratch
+when
 the fold's version or HQ's revocations change or a key rotation evicted events (a
 revoked till's events past its cut, or a retired key's, leave the state, as a SQLite
 log's rebuild takes them out), and deleting the file
@@ -27,7 +28,6 @@ import asyncio
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,8 +54,7 @@ CHUNK = 5_000  # events read from PostgreSQL and folded per SQLite transaction
 # folds the rest.
 READ_BUDGET = 50_000
 FOLLOW_SLICE = 20_000  # events folded per turn of the follower: reads run between turns
-FOLLOW_EVERY = 0.5  # seconds the follower waits when nothing is left to fold
-BUSY_YIELD = 3  # while the worker ingests: 3 s of waiting per second of folding
+FOLLOW_EVERY = 0.5  # seconds the follower waits: nothing left to fold, or the worker ingests
 _META = "CREATE TABLE IF NOT EXISTS folded_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _AT = "CREATE TABLE IF NOT EXISTS folded_at (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -84,13 +83,15 @@ class FoldedState:
         return await loop.run_in_executor(self._thread, self._caught_up_then, fn)
 
     async def follow(self, busy: Callable[[], bool] = lambda: False) -> None:
-        """Keep folding what PostgreSQL commits, a slice per turn of the state's thread
-        (reads queued meanwhile run between slices); runs until cancelled. While `busy()`
-        (the worker is ingesting) it takes at most a quarter of the time: the fold shares
-        the worker's interpreter, and a backlog's ingest comes first."""
+        """Fold what PostgreSQL commits while `busy()` is false (the worker is not
+        ingesting), a slice per turn of the state's thread (reads queued meanwhile run
+        between slices); runs until cancelled. The fold shares the worker's interpreter,
+        and a backlog's ingest comes first: meanwhile, each read folds its own budget."""
         loop = asyncio.get_running_loop()
         while True:
-            started = time.monotonic()
+            if busy():
+                await asyncio.sleep(FOLLOW_EVERY)
+                continue
             try:
                 await loop.run_in_executor(self._thread, self.catch_up, FOLLOW_SLICE)
             except StorageError:  # the database is away: the next turn tries again
@@ -99,8 +100,6 @@ class FoldedState:
                 continue
             if not self.behind:
                 await asyncio.sleep(FOLLOW_EVERY)
-            elif busy():
-                await asyncio.sleep(BUSY_YIELD * (time.monotonic() - started))
 
     def _caught_up_then(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self.catch_up(READ_BUDGET)

@@ -1,7 +1,7 @@
 """HQ's folded state on PostgreSQL (`replicas.hq.folded`) after a large backlog: a read
 folds at most READ_BUDGET events before it answers and says how far behind it is; the
-follower folds the rest in slices (a quarter of the time while the worker ingests), to
-the same state a single full fold reaches."""
+follower folds the rest in slices once the worker is not ingesting, to the same state a
+single full fold reaches."""
 
 from __future__ import annotations
 
@@ -55,13 +55,19 @@ async def test_a_read_after_a_backlog_answers_after_its_budget_and_the_follower_
         sales = await state.read(lambda c: c.execute("SELECT count(*) FROM st_sales").fetchone())
         assert sales == (50,) and state.behind == backlog - 50  # each read folds its budget
 
-        # as while the worker ingests: a quarter of the time, but it gets there
-        follower = asyncio.create_task(state.follow(busy=lambda: True))
+        asked = []  # the worker ingests for the first 3 turns: the follower waits
+
+        def busy() -> bool:
+            asked.append(state.behind)
+            return len(asked) <= 3
+
+        follower = asyncio.create_task(state.follow(busy=busy))
 
         async def caught_up() -> bool:
             return state.behind == 0
 
         await wait_until(caught_up, "the follower to fold the backlog", 30, every=0.02)
+        assert asked[:4] == [backlog - 50] * 4  # nothing folded while busy
         assert await state.read(queries.state_digest) == everything
     finally:
         if follower is not None:
