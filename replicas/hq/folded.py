@@ -13,7 +13,9 @@ past the seq read last, up to `hq_heads`): by worker 0 in the background when it
 ingesting (`follow`, in slices, so a catch-up of millions of events never makes a read
 wait for all of it), and by each read for at most READ_BUDGET events (a read right
 after a batch sees it; after a large backlog, `behind` says how many events the answer
-does not cover yet, shown in HQ's `/status` as `folded_behind`). Rebuilt from scratch
+does not cover yet, shown in HQ's `/status` as `folded_behind`). Once caught up, worker
+0 writes the conflicts into PostgreSQL (`hq_conflicts`, the view `bi_conflicts`), so
+BI tools see them beside the figures. Rebuilt from scratch
 when
 the fold's version or HQ's revocations change or a key rotation evicted events (a
 revoked till's events past its cut, or a retired key's, leave the state, as a SQLite
@@ -33,9 +35,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 
+from conflict import queries
 from conflict.catalog import PricePolicy
+from conflict.conflicts import Conflict
+from conflict.detect import detect
+from conflict.policies import from_state
 from conflict.state import DEFAULT_WINDOW_MS, StoreState
 from core import sqlite as core_sqlite
 from core.errors import StorageError, TillmeshError
@@ -77,16 +85,18 @@ class FoldedState:
         self._conn: sqlite3.Connection | None = None
         self._pg: psycopg.Connection[Any] | None = None
         self.behind = 0  # events committed in PostgreSQL not in the state, last seen
+        self._published = ""  # the state digest whose conflicts hq_conflicts holds
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._caught_up_then, fn)
 
     async def follow(self, busy: Callable[[], bool] = lambda: False) -> None:
-        """Fold what PostgreSQL commits while `busy()` is false (the worker is not
-        ingesting), a slice per turn of the state's thread (reads queued meanwhile run
-        between slices); runs until cancelled. The fold shares the worker's interpreter,
-        and a backlog's ingest comes first: meanwhile, each read folds its own budget."""
+        """Fold what PostgreSQL commits while `busy()` is false (the worker is not taking
+        in a backlog), a slice per turn of the state's thread (reads queued meanwhile run
+        between slices), and publish the conflicts once caught up (`publish`); runs
+        until cancelled. The fold shares the worker's interpreter, and a backlog's ingest
+        comes first: meanwhile, each read folds its own budget."""
         loop = asyncio.get_running_loop()
         while True:
             if busy():
@@ -94,12 +104,38 @@ class FoldedState:
                 continue
             try:
                 await loop.run_in_executor(self._thread, self.catch_up, FOLLOW_SLICE)
+                if not self.behind:
+                    await loop.run_in_executor(self._thread, self.publish)
             except StorageError:  # the database is away: the next turn tries again
                 logger.warning("folding HQ's state: %s is unavailable", self.where)
                 await asyncio.sleep(FOLLOW_EVERY)
                 continue
             if not self.behind:
                 await asyncio.sleep(FOLLOW_EVERY)
+
+    def publish(self) -> None:
+        """Write the fold's conflicts into `hq_conflicts` (for BI tools and SQL) if the
+        state changed since they were last written (its digest says). In the state's
+        thread; one transaction, so a reader sees one state's list or the one before."""
+        conn = self._state()
+        digest = queries.state_digest(conn)
+        if digest == self._published:
+            return
+        rows = [_conflict_row(c) for c in detect(conn, from_state(conn))]
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as pg, pg.transaction():
+                pg.execute("DELETE FROM hq_conflicts")
+                pg.cursor().executemany(
+                    "INSERT INTO hq_conflicts VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows
+                )
+                pg.execute(
+                    "INSERT INTO hq_conflicts_at VALUES (1, %s, now()) ON CONFLICT (one)"
+                    " DO UPDATE SET digest = excluded.digest, published_at = now()",
+                    (digest,),
+                )
+        except psycopg.Error as e:
+            raise StorageError(self.where, str(e).strip()) from e
+        self._published = digest
 
     def _caught_up_then(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self.catch_up(READ_BUDGET)
@@ -257,6 +293,13 @@ def _readable(raws: Sequence[bytes]) -> list[Accepted]:
             continue
         out.append(Accepted(ev, body))
     return out
+
+
+def _conflict_row(c: Conflict) -> tuple[object, ...]:
+    """A row of hq_conflicts: the conflict as `GET /conflicts` lists it."""
+    resolution = None if c.resolution is None else Jsonb(msgspec.to_builtins(c.resolution))
+    return (c.id, c.kind, c.subject, c.store, c.is_open, Jsonb(c.events),
+            Jsonb(msgspec.to_builtins(c.details)), resolution)  # fmt: skip
 
 
 def _mark(conn: sqlite3.Connection, origin: str, seq: int) -> None:

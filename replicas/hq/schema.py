@@ -404,7 +404,26 @@ CREATE TABLE hq_unverified (
 INSERT INTO hq_meta VALUES ('keys', '{}') ON CONFLICT (key) DO NOTHING;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# The fold's conflicts as worker 0 last published them (`folded.py`), for BI tools and
+# SQL: HQ's API reads the fold itself. `hq_conflicts_at` says of which state (digest) and
+# when; a table, not a view, since the conflicts are the fold's, not SQL's.
+_V7 = """
+CREATE TABLE hq_conflicts (
+  id text PRIMARY KEY, kind text NOT NULL, subject text NOT NULL, store text,
+  open boolean NOT NULL, events jsonb NOT NULL, details jsonb NOT NULL, resolution jsonb
+);
+CREATE TABLE hq_conflicts_at (
+  one integer PRIMARY KEY CHECK (one = 1), digest text NOT NULL,
+  published_at timestamptz NOT NULL
+);
+CREATE VIEW bi_conflicts AS
+  SELECT id, kind, subject, store, open, jsonb_array_length(events) AS events, details,
+    resolution ->> 'action' AS action, resolution ->> 'by' AS decided_by,
+    resolution ->> 'reason' AS reason, resolution ->> 'event' AS resolution_event
+  FROM hq_conflicts;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -19,6 +19,7 @@ written twice (each origin has one writer; `PgLog` refuses a head it did not rea
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -55,7 +56,10 @@ __all__ = ["HqWorker", "ShardTransport"]
 
 log = logging.getLogger(__name__)
 SHARED_EVERY = 1.0  # seconds between reads of the heads this worker serves, not writes
-INGESTING_WITHIN = 1.0  # seconds since events were last stored that count as ingesting
+# Events per second this worker stores above which it is taking in a backlog (a
+# catch-up): worker 0's background fold then waits. A chain's steady flow is far below
+# it per worker (5,000 stores: ~7,000 ev/s in all), so the fold keeps up with that.
+BACKLOG_RATE = 5_000
 
 
 class ShardTransport(SyncTransport):
@@ -105,7 +109,7 @@ class HqWorker(Replica):
         # folded beside ingest (`FoldedState.follow`), so ingest never waits for it
         folded_at = self.data_dir / FOLDED_FILE
         self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
-        self._ingested_at = 0.0  # time.monotonic() when events were last stored
+        self._stored: collections.deque[tuple[float, int]] = collections.deque()  # last 1 s
 
     # The log: PostgreSQL, this worker's share -------------------------------------------
 
@@ -128,11 +132,15 @@ class HqWorker(Replica):
             self._tasks.append(asyncio.create_task(follow, name="fold"))
         return pg
 
-    def _note_ingest(self, new: object) -> None:
-        self._ingested_at = time.monotonic()
+    def _note_ingest(self, new: list[Any]) -> None:
+        self._stored.append((time.monotonic(), len(new)))
 
     def _ingesting(self) -> bool:
-        return time.monotonic() - self._ingested_at < INGESTING_WITHIN
+        """Whether this worker stored more than BACKLOG_RATE events in the last second."""
+        since = time.monotonic() - 1.0
+        while self._stored and self._stored[0][0] < since:
+            self._stored.popleft()
+        return sum(n for _, n in self._stored) > BACKLOG_RATE
 
     def _own_links(self) -> dict[str, Any]:
         origins: dict[str, Any] = self.sync_status().get("origins") or {}  # type: ignore[assignment]

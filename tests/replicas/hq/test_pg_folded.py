@@ -1,7 +1,7 @@
 """HQ's folded state on PostgreSQL (`replicas.hq.folded`) after a large backlog: a read
 folds at most READ_BUDGET events before it answers and says how far behind it is; the
 follower folds the rest in slices once the worker is not ingesting, to the same state a
-single full fold reaches."""
+single full fold reaches, then publishes its conflicts into PostgreSQL (`bi_conflicts`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conflict import queries
+from conflict.detect import detect
+from conflict.policies import from_state
 from core.events import encode_event
 from replicas.hq import folded as folded_module
 from replicas.hq.folded import FoldedState
@@ -69,6 +72,22 @@ async def test_a_read_after_a_backlog_answers_after_its_budget_and_the_follower_
         await wait_until(caught_up, "the follower to fold the backlog", 30, every=0.02)
         assert asked[:4] == [backlog - 50] * 4  # nothing folded while busy
         assert await state.read(queries.state_digest) == everything
+
+        # caught up, it publishes the fold's conflicts for BI tools: the API's list
+        listed = await state.read(lambda c: detect(c, from_state(c)))
+        # three SKUs sold, never stocked; both tills used receipts R0-R39
+        assert {c.kind for c in listed} == {"oversell", "receipt_collision"}
+
+        async def published() -> bool:
+            with psycopg.connect(pg_dsn) as conn:
+                at = conn.execute("SELECT digest FROM hq_conflicts_at").fetchone()
+                rows = conn.execute(
+                    "SELECT id, kind, subject, store, open, events FROM bi_conflicts ORDER BY id"
+                ).fetchall()
+            want = sorted((c.id, c.kind, c.subject, c.store, True, len(c.events)) for c in listed)
+            return at == (everything,) and rows == want
+
+        await wait_until(published, "the conflicts in hq_conflicts", 10, every=0.05)
     finally:
         if follower is not None:
             follower.cancel()
