@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,8 +62,11 @@ CHUNK = 5_000  # events read from PostgreSQL and folded per SQLite transaction
 # Events a read folds before it answers: ~1 s of folding (17 µs each); the follower
 # folds the rest.
 READ_BUDGET = 50_000
-FOLLOW_SLICE = 20_000  # events folded per turn of the follower: reads run between turns
+# Events folded per turn of the follower (~0.1 s): reads, and the check for a backlog
+# that has started meanwhile, come between turns.
+FOLLOW_SLICE = 5_000
 FOLLOW_EVERY = 0.5  # seconds the follower waits: nothing left to fold, or the worker ingests
+PUBLISH_EVERY = 5.0  # seconds at least between two writes of the conflicts (`publish`)
 _META = "CREATE TABLE IF NOT EXISTS folded_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _AT = "CREATE TABLE IF NOT EXISTS folded_at (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL)"
 
@@ -98,14 +102,16 @@ class FoldedState:
         until cancelled. The fold shares the worker's interpreter, and a backlog's ingest
         comes first: meanwhile, each read folds its own budget."""
         loop = asyncio.get_running_loop()
+        published = -PUBLISH_EVERY
         while True:
             if busy():
                 await asyncio.sleep(FOLLOW_EVERY)
                 continue
             try:
                 await loop.run_in_executor(self._thread, self.catch_up, FOLLOW_SLICE)
-                if not self.behind:
+                if not self.behind and time.monotonic() - published >= PUBLISH_EVERY:
                     await loop.run_in_executor(self._thread, self.publish)
+                    published = time.monotonic()
             except StorageError:  # the database is away: the next turn tries again
                 logger.warning("folding HQ's state: %s is unavailable", self.where)
                 await asyncio.sleep(FOLLOW_EVERY)

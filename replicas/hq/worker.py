@@ -19,7 +19,6 @@ written twice (each origin has one writer; `PgLog` refuses a head it did not rea
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -56,10 +55,11 @@ __all__ = ["HqWorker", "ShardTransport"]
 
 log = logging.getLogger(__name__)
 SHARED_EVERY = 1.0  # seconds between reads of the heads this worker serves, not writes
-# Events per second this worker stores above which it is taking in a backlog (a
-# catch-up): worker 0's background fold then waits. A chain's steady flow is far below
-# it per worker (5,000 stores: ~7,000 ev/s in all), so the fold keeps up with that.
-BACKLOG_RATE = 5_000
+# A worker storing a frame of this many events or more is taking in a backlog (a
+# catch-up's pull windows are full), and worker 0's background fold waits until a
+# second has passed without one. A chain's steady flow comes as tills' pushes of a few
+# events each, however many stores, so the fold keeps up with that as it comes.
+BACKLOG_FRAME = 100
 
 
 class ShardTransport(SyncTransport):
@@ -109,7 +109,7 @@ class HqWorker(Replica):
         # folded beside ingest (`FoldedState.follow`), so ingest never waits for it
         folded_at = self.data_dir / FOLDED_FILE
         self.folded = FoldedState(folded_at, dsn, site.price_policy) if self.shard.front else None
-        self._stored: collections.deque[tuple[float, int]] = collections.deque()  # last 1 s
+        self._backlog_at = -1.0  # time.monotonic() when a backlog's frame was last stored
 
     # The log: PostgreSQL, this worker's share -------------------------------------------
 
@@ -133,14 +133,12 @@ class HqWorker(Replica):
         return pg
 
     def _note_ingest(self, new: list[Any]) -> None:
-        self._stored.append((time.monotonic(), len(new)))
+        if len(new) >= BACKLOG_FRAME:
+            self._backlog_at = time.monotonic()
 
     def _ingesting(self) -> bool:
-        """Whether this worker stored more than BACKLOG_RATE events in the last second."""
-        since = time.monotonic() - 1.0
-        while self._stored and self._stored[0][0] < since:
-            self._stored.popleft()
-        return sum(n for _, n in self._stored) > BACKLOG_RATE
+        """Whether this worker stored a backlog's frame within the last second."""
+        return time.monotonic() - self._backlog_at < 1.0
 
     def _own_links(self) -> dict[str, Any]:
         origins: dict[str, Any] = self.sync_status().get("origins") or {}  # type: ignore[assignment]
