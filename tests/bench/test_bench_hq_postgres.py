@@ -229,7 +229,7 @@ class WorkerProc(ReplicaProc):
 
 def _timeline(who: str, seen: list[tuple[float, int]]) -> None:
     """When the first events came in (the tills' leaf links to a hub just started
-    reconnect on nats-server's timer) and when the rest did."""
+    reconnect every `leaf_reconnect_seconds`) and when the rest did."""
     marks = [next(t for t, n in seen if n >= TOTAL * f) for f in (0.01, 0.5, 0.9, 1.0)]
     print(f"  {who}: 1% / 50% / 90% / all of the events in after "
           + " / ".join(f"{t:.2f}" for t in marks) + " s")  # fmt: skip
