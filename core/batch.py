@@ -278,6 +278,11 @@ class Transaction:
                 del e  # its quarantine row is the record
                 self._forget_if_drained(origin)
                 break
+            if any(o == origin for o, _ in self.rotated):
+                # It was the origin's log.signed checkpoint: those held above it were
+                # taken on its unsigned history's trust, so they are checked again, now
+                # signed or refused (`release_unverified`), never drained unchecked.
+                break
 
     def _accept_held(self, checked: CheckedEvent, head_hash: bytes, result: IngestResult) -> None:
         ev = checked.event

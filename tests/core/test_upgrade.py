@@ -136,3 +136,24 @@ async def test_unsigned_events_held_past_the_checkpoint_are_checked_again(
         assert rows == [(12, "SignatureError")]
         genuine = _next(AFTER[-1], cash_sale(receipt="R11", price=302))
         assert len((await log.ingest([genuine], peer=T2)).accepted) == 1
+
+
+async def test_an_unsigned_event_held_above_a_held_checkpoint_is_checked_as_they_drain(
+    tmp_path: Path,
+) -> None:
+    """The checkpoint and the forgery above it both wait for the gap below: when it
+    fills, the drain stops at the checkpoint and what it held above is checked again
+    (before, the forgery drained in with it, taken on the trust the checkpoint ends)."""
+    async with await EventLog.open(tmp_path / "a.db", "s1/t1", StoreState(),
+                                   verifier=UPGRADING) as log:  # fmt: skip
+        assert (await log.ingest([FORGED], peer="s1/t3")).held == 1
+        assert (await log.ingest([CHECKPOINT, *AFTER], peer=T2)).held == 3
+        filled = await log.ingest(UNSIGNED, peer=T2)
+        assert len(filled.accepted) == 9  # 1-8 and the checkpoint; 10-11 released after it
+        assert log.version_vector()[T2] == 11
+        rows = await log.read(
+            lambda c: c.execute(
+                "SELECT seq, kind FROM quarantine WHERE origin = ?", (T2,)
+            ).fetchall()
+        )
+        assert rows == [(12, "SignatureError")]
