@@ -47,6 +47,7 @@ from core.events import (
     Event,
     KeyRevoked,
     KeyRotated,
+    LogSigned,
     RawEvent,
     decode_event,
 )
@@ -94,6 +95,11 @@ class Admission:
     unverified: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
     released: IngestResult = field(default_factory=IngestResult)
     catalog_stale: bool = False  # events left the chain: every SKU's product is recomputed
+    # `log.signed` checkpoints (`core.keys`): origin -> its seq, as known and learned
+    # here, and (origin, seq + 1) of each learned in this batch: its held events above
+    # it, checked on an unsigned history's trust, are checked again (`rotation.py`)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    checkpointed: list[tuple[str, int]] = field(default_factory=list)
 
     def head(self, origin: str) -> Head:
         return self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
@@ -123,6 +129,9 @@ class Admission:
         for origin in sorted(drain):
             self._drain(origin, pending(origin, self.head(origin)[0]), result)
 
+    def _checkpointed_now(self, origin: str) -> bool:
+        return any(o == origin for o, _ in self.checkpointed)
+
     def _one(self, checked: CheckedEvent, peer: str, result: IngestResult) -> bool:
         """Decide one event; True if it advanced a chain (held events may follow it)."""
         ev = checked.event
@@ -137,7 +146,13 @@ class Admission:
                 self.unverified.append((ev.origin, ev.seq, checked.hash, checked.raw))
                 result.held += 1
                 return False
+        if checked.unsigned and not self._trusts_unsigned(ev.origin):  # checkpointed since
+            why = "unsigned, past its origin's log.signed checkpoint"
+            self.quarantine(ev, peer, SignatureError(ev.origin, ev.seq, why))
         return place_remote(self, checked, peer, result, seq, head_hash)
+
+    def _trusts_unsigned(self, origin: str) -> bool:
+        return not isinstance(self.verifier, KeyRegistry) or self.verifier.trusts_unsigned(origin)
 
     def _recheck(self, checked: CheckedEvent) -> CheckedEvent:
         if self.verifier is None:
@@ -156,7 +171,12 @@ class Admission:
         self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
 
     def _drain(self, origin: str, raws: list[bytes], result: IngestResult) -> None:
+        """Accept the held events next in `origin`'s chain, until one is missing or its
+        checkpoint is taken (as the SQLite log's drain): those above a checkpoint were
+        held on trust and are checked again, signed or refused (`rotation.py`)."""
         for raw in raws:
+            if self._checkpointed_now(origin):
+                return
             seq, head_hash = self.head(origin)
             c = check_event(RawEvent(decode_event(raw), raw))
             if c.event.seq != seq + 1:
@@ -183,6 +203,8 @@ class Admission:
             self.newly_revoked[body.replica] = min(body.after_seq, old)
         elif isinstance(body, KeyRotated) and origin == HQ:
             self._rotate(body)
+        elif isinstance(body, LogSigned) and origin not in self.checkpoints:
+            self._checkpoint(origin, seq)
         self.staged[origin] = (seq, h)
         self.last_hlc[origin] = ev.hlc
         self.new_hashes[(origin, seq)] = h
@@ -200,6 +222,14 @@ class Admission:
         if isinstance(self.verifier, KeyRegistry):
             self.verifier = self.verifier.rotated(origin, body.from_seq, key)
         self.rotated.append((origin, body.from_seq))
+
+    def _checkpoint(self, origin: str, seq: int) -> None:
+        """As the SQLite log's `Transaction._checkpoint`: `origin` signs from its
+        `log.signed` at `seq` on, so its unsigned events are refused from now."""
+        self.checkpoints[origin] = seq
+        if isinstance(self.verifier, KeyRegistry):
+            self.verifier = self.verifier.checkpointed(origin)
+        self.checkpointed.append((origin, seq + 1))
 
     def check_duplicates(self, stored: dict[tuple[str, int], bytes]) -> list[TillmeshError]:
         """Quarantine each duplicate whose bytes differ from the stored event's (a signed

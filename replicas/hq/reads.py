@@ -1,6 +1,7 @@
 """The reads one ingest batch's decisions need of HQ's PostgreSQL store, made up front
 in its transaction so `admit.Admission` decides in memory: HQ's revocations and key
-rotations (`hq_meta`), the events held after a gap, the stored hashes of duplicates."""
+rotations (`hq_meta`), the events held after a gap, the stored hashes of duplicates;
+and, at a worker's start, its tills' `log.signed` checkpoints."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from psycopg import AsyncConnection
 
 from core.events import Event
 
-__all__ = ["pending_rows", "read_meta", "stored_hashes"]
+__all__ = ["pending_rows", "read_checkpoints", "read_meta", "stored_hashes"]
 
 
 async def read_meta(conn: AsyncConnection[Any]) -> dict[str, str]:
     """HQ's revocations and rotations, as JSON ('revoked', 'keys')."""
     cur = await conn.execute("SELECT key, value FROM hq_meta WHERE key IN ('revoked', 'keys')")
     return {str(k): str(v) for k, v in await cur.fetchall()}
+
+
+async def read_checkpoints(
+    conn: AsyncConnection[Any], owns: Callable[[str], bool]
+) -> dict[str, int]:
+    """origin -> seq of its `log.signed` checkpoint, of the origins a worker owns."""
+    cur = await conn.execute("SELECT origin, seq FROM hq_checkpoints")
+    return {str(o): int(s) for o, s in await cur.fetchall() if owns(str(o))}
 
 
 async def pending_rows(

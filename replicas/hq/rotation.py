@@ -15,6 +15,12 @@ from `hq_meta` when another worker took it in), in that batch's transaction it:
   valid key vouches for (`core.rotation.retired_suffix`);
 - checks again the events held for an unknown key of that till, and those held for a
   gap past the rotation's seq (checked with the old key), as if just received.
+
+A till's `log.signed` checkpoint (`core.keys`: its history from before signing vouched
+for) is taken by the worker that owns the till (`admit.Admission`), kept in
+`hq_checkpoints` and read at its start: from then on the till's unsigned events are
+refused, and those held above the checkpoint (taken on trust) are checked again, as the
+SQLite log's `Transaction._checkpoint` does (`apply_checkpoints`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from core.rotation import Rotations, Vouchers, dump_rotations, retired_suffix
 from replicas.hq.admit import Admission
 from replicas.hq.project import REVOCABLE
 
-__all__ = ["apply_rotations", "changed_origins", "revoke", "store_rotations"]
+__all__ = ["apply_checkpoints", "apply_rotations", "changed_origins", "revoke", "store_rotations"]
 
 Steps = list[tuple[str, int]]  # (origin, from_seq) whose retired key's events go
 VOUCH_CHUNK = 256  # stored events read at a time looking for the newest the key vouches
@@ -78,6 +84,16 @@ async def apply_rotations(
     for origin, from_seq in steps:
         if isinstance(adm.verifier, KeyRegistry):
             await _evict(conn, adm, origin, from_seq, wall_ms)
+        await _release(conn, adm, origin, from_seq)
+
+
+async def apply_checkpoints(conn: AsyncConnection[Any], adm: Admission) -> None:
+    """In the batch's transaction: keep each checkpoint learned, release what it holds."""
+    for origin, from_seq in adm.checkpointed:
+        await conn.execute(
+            "INSERT INTO hq_checkpoints VALUES (%s, %s) ON CONFLICT (origin) DO NOTHING",
+            (origin, from_seq - 1),
+        )
         await _release(conn, adm, origin, from_seq)
 
 

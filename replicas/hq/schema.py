@@ -423,7 +423,18 @@ CREATE VIEW bi_conflicts AS
   FROM hq_conflicts;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Each origin's `log.signed` checkpoint (`core.keys`), as the SQLite log's meta
+# 'checkpoints': from it on that origin's unsigned events are refused. A row per origin,
+# written by the worker that owns it (no shared blob to merge); those stored before are
+# found once, here, among the events (the first one folded, as the SQLite log took it).
+_V8 = f"""
+CREATE TABLE hq_checkpoints (origin text PRIMARY KEY, seq bigint NOT NULL);
+INSERT INTO hq_checkpoints
+  SELECT origin, min(seq) FROM hq_events
+  WHERE type = 'log.signed' AND flags & {FLAG_REVOKED | FLAG_UNAPPLIED} = 0 GROUP BY origin;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

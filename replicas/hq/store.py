@@ -46,15 +46,21 @@ from core.events import (
 from core.keys import KeyRegistry
 from core.log import Listener
 from core.observe import CommitObserver, commit_stats
-from core.rotation import Rotations, load_rotations, with_rotations
+from core.rotation import Rotations, load_rotations, with_checkpoints, with_rotations
 from core.signing import Signer, Verifier
 from core.stats import LogStats
 from replicas.hq.admit import Admission
 from replicas.hq.catalog import refresh_products, touched_skus
 from replicas.hq.connect import redact
 from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, Facts
-from replicas.hq.reads import pending_rows, read_meta, stored_hashes
-from replicas.hq.rotation import apply_rotations, changed_origins, revoke, store_rotations
+from replicas.hq.reads import pending_rows, read_checkpoints, read_meta, stored_hashes
+from replicas.hq.rotation import (
+    apply_checkpoints,
+    apply_rotations,
+    changed_origins,
+    revoke,
+    store_rotations,
+)
 from replicas.hq.schema import migrate
 from replicas.hq.upgrade import apply_readable
 
@@ -102,6 +108,7 @@ class PgLog:
         self.clock_ahead: dict[str, Any] = {}
         self.site_keys = verifier  # the site's keys; HQ's rotations (hq_meta) go on top
         self.rotations: Rotations = {}
+        self.checkpoints: dict[str, int] = {}  # its tills' log.signed seqs (core.keys)
 
     @classmethod
     async def open(
@@ -153,6 +160,7 @@ class PgLog:
                     self.clock.last = max(self.clock.last, int(last_hlc))
             cur = await self.conn.execute("SELECT DISTINCT origin FROM hq_pending")
             self._pending_origins = {o for (o,) in await cur.fetchall() if self.owns(o)}
+            self.checkpoints = await read_checkpoints(self.conn, self.owns)
             # checked with HQ's rotations from now on; `rotations` stays what this process
             # applied (evictions, held events released), so the next batch applies the rest
             self._learn(load_rotations(await read_meta(self.conn)), self.rotations)
@@ -161,8 +169,13 @@ class PgLog:
         """Check with `rotations` (the site's keys, then these); `applied`: those whose
         evictions and releases this worker made (`rotation.py`)."""
         self.rotations = applied
-        if isinstance(self.site_keys, KeyRegistry):
-            self.verifier = with_rotations(self.site_keys, rotations)
+        self.verifier = self._keys(rotations)
+
+    def _keys(self, rotations: Rotations) -> Verifier | None:
+        """The site's keys, HQ's `rotations` and the checkpoints known here, in force."""
+        if not isinstance(self.site_keys, KeyRegistry):
+            return self.verifier
+        return with_checkpoints(with_rotations(self.site_keys, rotations), self.checkpoints)
 
     async def refresh_keys(self) -> bool:
         """Apply the rotations another worker took in since this one's last batch (its
@@ -305,7 +318,9 @@ class PgLog:
     def _after_commit(self, adm: Admission, new: list[RawEvent]) -> None:
         self._heads.update(adm.staged)
         self._pending_origins |= {o for o, *_ in adm.held}
-        if adm.rotations != self.rotations:
+        if adm.checkpointed:
+            self.checkpoints = adm.checkpoints
+        if adm.rotations != self.rotations or adm.checkpointed:
             self._learn(adm.rotations, adm.rotations)
         new = [*new, *adm.released.stored]  # released by a rotation: no request's
         if new:
@@ -349,11 +364,10 @@ class PgLog:
             revoked = {str(k): int(v) for k, v in json.loads(meta.get("revoked", "{}")).items()}
             rotations = load_rotations(meta)  # another worker may have taken one in
             learned = changed_origins(self.rotations, rotations)
-            verifier = self.verifier
-            if learned and isinstance(self.site_keys, KeyRegistry):
-                verifier = with_rotations(self.site_keys, rotations)
+            verifier = self._keys(rotations) if learned else self.verifier
             adm = Admission(dict(self._heads), self.owns, self.clock, self.wall_ms, revoked,
-                            verifier, rotations=rotations)  # fmt: skip
+                            verifier, rotations=rotations,
+                            checkpoints=dict(self.checkpoints))  # fmt: skip
             pending = await pending_rows(c, self._pending_origins)
             decide(adm, pending)
             if adm.rotated:  # HQ's key.rotated in this batch: every worker's from now on
@@ -362,6 +376,8 @@ class PgLog:
             steps = [s for s in [*learned, *adm.rotated] if self.owns(s[0])]
             if steps:
                 await apply_rotations(c, adm, steps, self.wall_ms())
+            if adm.checkpointed:  # a till's history from before signing, vouched for
+                await apply_checkpoints(c, adm)
             twins = adm.check_duplicates(await stored_hashes(c, adm.duplicates))
             result.rejected.extend(twins)
             result.duplicates -= len(twins)  # refused, not duplicates (as the SQLite log)

@@ -5,6 +5,8 @@ real ingest paths, in the same batches."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,9 +18,11 @@ from conflict.detect import detect
 from conflict.policies import from_state
 from conflict.reports import SALES_GROUPS, Window
 from conflict.state import StoreState
-from core.events import RawEvent, encode_event
+from core.batch import IngestResult
+from core.events import Event, RawEvent, encode_event
 from core.fold import Accepted
 from core.log import EventLog
+from core.signing import Verifier
 from replicas.hq import reports as pg_reports
 from replicas.hq.folded import FoldedState
 from replicas.hq.schema import migrate
@@ -128,3 +132,44 @@ def reset(dsn: str) -> None:
         assert tables is not None
         conn.execute(f"TRUNCATE {tables[0]}".encode())
         conn.execute("UPDATE hq_meta SET value = '{}' WHERE key IN ('revoked', 'keys')")
+
+
+def outcome(r: IngestResult) -> tuple[int, int, int, list[str]]:
+    """What one ingest did: stored, duplicates, held, the kinds refused."""
+    return len(r.stored), r.duplicates, r.held, sorted(type(e).__name__ for e in r.rejected)
+
+
+def raws(events: list[Event]) -> list[RawEvent]:
+    return [RawEvent(ev, encode_event(ev)) for ev in events]
+
+
+async def feed_frames(
+    frames: Mapping[str, list[Event]], order: list[str], db: Path, dsn: str, keys: Verifier
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`frames` in `order`, one ingest each, into a SQLite HQ log at `db` and HQ on
+    PostgreSQL at `dsn`, both checking with `keys`: each frame's outcome, the version
+    vector, the evidence kept (origin, seq, kind), every figure and the folded state."""
+    sqlite_log = await EventLog.open(db, "hq", StoreState(), verifier=keys)
+    pg_log = await PgLog.open(dsn, "hq", verifier=keys)
+    folded = FoldedState(db.with_suffix(".folded"), dsn)
+    got: dict[str, Any] = {"sqlite": {"outcomes": []}, "pg": {"outcomes": []}}
+    try:
+        for name in order:
+            got["sqlite"]["outcomes"].append(outcome(await sqlite_log.ingest(raws(frames[name]))))
+            got["pg"]["outcomes"].append(outcome(await pg_log.ingest(raws(frames[name]))))
+            await folded.read(lambda c: None)  # folded frame by frame, as HQ reads them
+        got["sqlite"]["vv"], got["pg"]["vv"] = sqlite_log.version_vector(), pg_log.version_vector()
+        got["sqlite"].update(await sqlite_log.read(
+            lambda c: {**figures(c, SQLITE_READS), **state_reads(c),
+                       "evidence": Counter(c.execute("SELECT origin, seq, kind FROM quarantine"))}
+        ))  # fmt: skip
+        with psycopg.connect(dsn) as conn:
+            got["pg"].update(figures(conn, pg_reports))
+            rows = conn.execute("SELECT origin, seq, kind FROM hq_quarantine").fetchall()
+            got["pg"]["evidence"] = Counter((o, int(s), k) for o, s, k in rows)
+        got["pg"].update(await folded.read(state_reads))
+    finally:
+        folded.close()
+        await sqlite_log.close()
+        await pg_log.close()
+    return got["sqlite"], got["pg"]

@@ -22,55 +22,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conflict.state import StoreState
-from core.batch import IngestResult
-from core.events import Event, RawEvent, encode_event
-from core.log import EventLog
+from core.events import Event
 from replicas.hq import reports as pg_reports
 from replicas.hq import rotation
-from replicas.hq.folded import FoldedState
 from replicas.hq.store import PgLog
 from tests.core.rotation_kit import AFTER, BEFORE, REGISTRY, ROTATE, STOLEN, T2
-from tests.replicas.hq.pg_kit import SQLITE_READS, figures, reset, state_reads
+from tests.replicas.hq.pg_kit import feed_frames, figures, raws, reset
 
 FRAMES: dict[str, list[Event]] = {
     "before": BEFORE, "after": AFTER, "stolen": STOLEN, "rotate": [ROTATE],
 }  # fmt: skip
 
 
-def _outcome(r: IngestResult) -> tuple[int, int, int, list[str]]:
-    return len(r.stored), r.duplicates, r.held, sorted(type(e).__name__ for e in r.rejected)
-
-
-def _raws(events: list[Event]) -> list[RawEvent]:
-    return [RawEvent(ev, encode_event(ev)) for ev in events]
-
-
 async def _feed(order: list[str], db: Path, dsn: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    sqlite_log = await EventLog.open(db, "hq", StoreState(), verifier=REGISTRY)
-    pg_log = await PgLog.open(dsn, "hq", verifier=REGISTRY)
-    folded = FoldedState(db.with_suffix(".folded"), dsn)
-    got: dict[str, Any] = {"sqlite": {"outcomes": []}, "pg": {"outcomes": []}}
-    try:
-        for name in order:
-            got["sqlite"]["outcomes"].append(_outcome(await sqlite_log.ingest(_raws(FRAMES[name]))))
-            got["pg"]["outcomes"].append(_outcome(await pg_log.ingest(_raws(FRAMES[name]))))
-            await folded.read(lambda c: None)  # folded frame by frame, as HQ reads them
-        got["sqlite"]["vv"], got["pg"]["vv"] = sqlite_log.version_vector(), pg_log.version_vector()
-        got["sqlite"].update(await sqlite_log.read(
-            lambda c: {**figures(c, SQLITE_READS), **state_reads(c),
-                       "evidence": Counter(c.execute("SELECT origin, seq, kind FROM quarantine"))}
-        ))  # fmt: skip
-        with psycopg.connect(dsn) as conn:
-            got["pg"].update(figures(conn, pg_reports))
-            rows = conn.execute("SELECT origin, seq, kind FROM hq_quarantine").fetchall()
-            got["pg"]["evidence"] = Counter((o, int(s), k) for o, s, k in rows)
-        got["pg"].update(await folded.read(state_reads))
-    finally:
-        folded.close()
-        await sqlite_log.close()
-        await pg_log.close()
-    return got["sqlite"], got["pg"]
+    return await feed_frames(FRAMES, order, db, dsn, REGISTRY)
 
 
 @settings(
@@ -122,7 +87,7 @@ async def _two_workers(order: list[str], dsn: str) -> dict[str, Any]:
     try:
         for name in order:
             worker = front if name == "rotate" else stores
-            await worker.ingest(_raws(FRAMES[name]))
+            await worker.ingest(raws(FRAMES[name]))
             if name == "rotate":
                 assert await stores.refresh_keys()
                 assert not await stores.refresh_keys()  # applied once
