@@ -13,11 +13,13 @@ signs with it from its next event on and answers its public key and that seq; th
 (`core.bodies.KeyRotated`). Meanwhile the till sells on: its new events are held, not
 applied, elsewhere until HQ's word arrives; from then on the old key is refused at and
 past that seq everywhere. HQ alone writes both (ingest refuses them from any other
-origin).
+origin). HQ on PostgreSQL serves the same routes (`hq_keys_router`), its worker 0
+writing the events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
@@ -25,12 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker.errors import InvalidReplicaId
 from broker.subjects import parse_replica_id
-from core.events import HQ, KeyRevoked, KeyRotated
+from core.events import HQ, Body, Event, KeyRevoked, KeyRotated
 from replicas.api import models as m
 from replicas.api.common import ERRORS, Till, hlc_iso
 from replicas.api.models import NoPanText
 
-__all__ = ["RevokeIn", "RotateIn", "RotatedOut", "keys_router"]
+__all__ = ["RevokeIn", "RotateIn", "RotatedOut", "hq_keys_router", "keys_router"]
 
 
 class RevokeIn(BaseModel):
@@ -71,11 +73,30 @@ def _till_id(replica: str, what: str) -> str:
 
 
 def keys_router(till: Till) -> APIRouter:
+    """The key routes of a replica's API: a till rotates its own; HQ writes the rest."""
+    return _keys_routes(till, till.append)
+
+
+def hq_keys_router(append: Callable[[Body], Awaitable[Event]]) -> APIRouter:
+    """The same routes where HQ is no `Till` (HQ on PostgreSQL: `append` is worker 0's
+    log, HQ's one writer), answering as HQ on SQLite does."""
+    return _keys_routes(None, append)
+
+
+def _event_out(ev: Event) -> m.EventOut:
+    return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
+
+
+def _keys_routes(till: Till | None, append: Callable[[Body], Awaitable[Event]]) -> APIRouter:
+    """`till` None: HQ without a till's replica."""
     r = APIRouter(tags=["keys"], responses=ERRORS)
+
+    def at_hq() -> bool:
+        return till is None or till.replica.replica_id == HQ
 
     @r.post("/keys/rotate", status_code=201)
     async def rotate_own() -> RotatedOut:
-        if till.replica.replica_id == HQ:
+        if till is None or at_hq():
             raise HTTPException(422, "HQ's key is rotated with a new site bundle")
         if till.replica.log.signer is None:
             raise HTTPException(
@@ -87,20 +108,18 @@ def keys_router(till: Till) -> APIRouter:
 
     @r.post("/keys/{replica:path}/rotate", status_code=201)
     async def rotate(replica: str, req: RotateIn) -> m.EventOut:
-        if till.replica.replica_id != HQ:
+        if not at_hq():
             raise HTTPException(403, "HQ vouches for a rotated key")
         body = KeyRotated(replica=_till_id(replica, "rotate"), public_key=req.public_key,
                           from_seq=req.from_seq, reason=req.reason)  # fmt: skip
-        ev = await till.append(body)
-        return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
+        return _event_out(await append(body))
 
     @r.post("/keys/{replica:path}/revoke", status_code=201)
     async def revoke(replica: str, req: RevokeIn) -> m.EventOut:
-        if till.replica.replica_id != HQ:
+        if not at_hq():
             raise HTTPException(403, "replicas are revoked at HQ")
         replica = _till_id(replica, "revoke")
-        ev = await till.append(KeyRevoked(replica=replica, after_seq=req.after_seq,
-                                          reason=req.reason))  # fmt: skip
-        return m.EventOut(event_id=ev.id, hlc=ev.hlc, at=hlc_iso(ev.hlc))
+        return _event_out(await append(KeyRevoked(replica=replica, after_seq=req.after_seq,
+                                                  reason=req.reason)))  # fmt: skip
 
     return r

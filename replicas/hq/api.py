@@ -3,11 +3,12 @@
 What HQ's API is for, over the PostgreSQL read model: health, status (the whole
 database's version vector, this worker's sync, the offline card exposure), `/metrics`
 (as every replica's), the catalog (HQ defines products and the chain's prices: HQ's own
-events, appended by worker 0, which owns HQ's origin), the card floor limits (the
-same), a shift's figures (`/shifts/{id}`) and the reports (`/reports/*`, the same
-routes and figures as on SQLite). Conflicts (listed and resolved), the state digest and
-`GET /sales/{id}` read the fold's own state, kept beside HQ (`folded.py`). The same
-token policy as every replica's API (`replicas.api.auth.POLICY`).
+events, appended by worker 0, which owns HQ's origin), the card floor limits and the
+replicas' keys (`/keys/*`: revocations and rotations; the same), a shift's figures
+(`/shifts/{id}`) and the reports (`/reports/*`, the same routes and figures as on
+SQLite). Conflicts (listed and resolved), the state digest and `GET /sales/{id}` read
+the fold's own state, kept beside HQ (`folded.py`). The same token policy as every
+replica's API (`replicas.api.auth.POLICY`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from replicas.api.auth import Access, authorize, made_by
 from replicas.api.card_limits import CardLimitsIn, CardLimitsView, LimitsStore, limits_body
 from replicas.api.common import ERRORS, Sku, hlc_iso, not_found
 from replicas.api.conflicts import conflicts_router
+from replicas.api.keys import hq_keys_router
 from replicas.api.reports import report_routes
 from replicas.api.tokens import Role
 from replicas.hq import reports as pg_reports
@@ -265,6 +267,7 @@ def create_hq_app(
     app.include_router(_status_router(worker, reads, folded))
     app.include_router(_catalog_reads_router(reads))
     app.include_router(_writes_router(worker, reads))
+    app.include_router(hq_keys_router(worker.log.append))
     app.include_router(_shifts_router(reads))
     app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
     if folded is not None:

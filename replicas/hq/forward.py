@@ -1,13 +1,14 @@
 """HQ's writes taken on any worker: a worker K > 0 hands each to worker 0, HQ's writer.
 
-HQ's own events (products, the chain's prices, card floor limits, conflict resolutions)
-are one hash chain, HQ's origin, and a chain has one writer: worker 0, which signs them.
-So that an integrator may send HQ's writes to whichever worker they reach (the issue's
-"authored through the HQ API on any node"), the other workers take the same routes and
-forward each request over HTTP to worker 0 (`Site.api_url("hq")`), with the caller's
-credentials: the worker authorises it first (its own token check, the same tokens
-file), worker 0 authorises it again and answers, and that answer goes back as it is.
-With worker 0 not running, the answer is a 503 that says where HQ's writer should be.
+HQ's own events (products, the chain's prices, card floor limits, conflict resolutions,
+key revocations and rotations) are one hash chain, HQ's origin, and a chain has one
+writer: worker 0, which signs them. So that an integrator may send HQ's writes to
+whichever worker they reach (the issue's "authored through the HQ API on any node"),
+the other workers take the same routes and forward each request over HTTP to worker 0
+(`Site.api_url("hq")`), with the caller's credentials: the worker authorises it first
+(its own token check, the same tokens file), worker 0 authorises it again and answers,
+and that answer goes back as it is. With worker 0 not running, the answer is a 503
+that says where HQ's writer should be.
 
     app.include_router(forward_router("http://10.0.0.5:8080"))
 """
@@ -29,6 +30,8 @@ FORWARDED: tuple[tuple[str, str], ...] = (
     ("PUT", "/catalog/{sku}/price"),
     ("PUT", "/cards/limits"),
     ("POST", "/conflicts/{conflict_id}/resolve"),
+    ("POST", "/keys/{replica:path}/revoke"),
+    ("POST", "/keys/{replica:path}/rotate"),
 )
 # Headers that describe the caller's request, handed on; hop-by-hop ones are not.
 _PASSED = ("authorization", "content-type", "accept")

@@ -1,6 +1,7 @@
 """HQ's API on PostgreSQL: `/reports/*`, `/conflicts`, `/state/digest` and `/sales/{id}`
-answer as HQ on SQLite does for the same events, a conflict is resolved through it, and
-HQ's catalog writes (HQ's own signed-or-not events) land in its read model."""
+answer as HQ on SQLite does for the same events, a conflict is resolved through it,
+HQ's catalog writes (HQ's own signed-or-not events) land in its read model, and its
+`/keys/*` routes answer and write as HQ on SQLite's."""
 
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.config import free_port
 from core.events import HQ, CardDeclined, ProductUpserted, StockReceived
+from core.signing import Ed25519Signer, encode_public_key, new_signing_seed
 from replicas.api.app import create_app
+from replicas.api.auth import POLICY
 from replicas.hq.api import PgReads, create_hq_app, create_worker_app
 from replicas.hq.folded import FoldedState
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
 from tests.conflict.factory import sale_body
 from tests.replicas.api_kit import FakeReplica, cash, client_for, from_hq, open_log, sell
+from tests.replicas.test_api_auth import _api_routes
 
 TILL = "s1/t1"
-QUERIES = [
+QUERIES: list[tuple[str, dict[str, str | int]]] = [
     ("/reports/sales", {"by": "store,till,day,hour"}),
     ("/reports/sales", {"by": "cashier", "utc_offset": -300}),
     ("/reports/payments", {}),
@@ -248,6 +252,8 @@ async def test_a_worker_hands_hqs_writes_to_worker_0_and_says_so_when_it_is_not_
                 ("PUT", "/catalog/TEA", {"name": "Tea", "price": 250}),
                 ("PUT", "/catalog/TEA/price", {"price": 275}),
                 ("POST", "/conflicts/abc/resolve", {"action": "accepted"}),
+                ("POST", f"/keys/{TILL}/revoke", {"after_seq": 3}),
+                ("POST", f"/keys/{TILL}/rotate", {"public_key": "A" * 43, "from_seq": 4}),
             ]:
                 r = await w1.request(method, path, json=body)
                 assert r.status_code == 503, (path, r.text)
@@ -256,5 +262,59 @@ async def test_a_worker_hands_hqs_writes_to_worker_0_and_says_so_when_it_is_not_
             assert (await w1.get("/reports/sales")).status_code == 200
             assert (await w1.get("/status")).status_code == 404  # worker 0's
     finally:
+        reads.close()
+        await log.close()
+
+
+async def test_keys_revoked_and_rotated_at_hq_on_postgres_as_on_sqlite(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    """The same answers, refusals included, and the same HQ events: the revocation takes
+    what the till wrote after seq 5 out of every figure on both."""
+    on_sqlite, on_pg = both
+    before = (await on_pg.get("/reports/sales")).json()
+    key = encode_public_key(Ed25519Signer(new_signing_seed(), tagged=True).public_key)
+    calls = [
+        ("/keys/rotate", {}),  # HQ's own key: a new site bundle
+        ("/keys/hq/revoke", {"after_seq": 1}),
+        ("/keys/nope/rotate", {"public_key": key, "from_seq": 3}),
+        (f"/keys/{TILL}/rotate", {"public_key": "short", "from_seq": 11}),
+        (f"/keys/{TILL}/rotate", {"public_key": key, "from_seq": 11, "reason": "new disk"}),
+        (f"/keys/{TILL}/revoke", {"after_seq": 5, "reason": "stolen"}),
+    ]
+    for path, body in calls:
+        a, b = await on_sqlite.post(path, json=body), await on_pg.post(path, json=body)
+        assert a.status_code == b.status_code, (path, a.text, b.text)
+        if a.status_code == 201:
+            assert a.json()["event_id"] == b.json()["event_id"], path
+        else:
+            assert a.status_code == 422 and a.json() == b.json(), (path, a.text)
+    assert b.json()["event_id"] == "hq:3"  # the revocation, after the rotation's hq:2
+    for path, params in [*QUERIES, ("/state/digest", {}), ("/conflicts", {})]:
+        a, b = await on_sqlite.get(path, params=params), await on_pg.get(path, params=params)
+        assert a.status_code == b.status_code == 200, (path, a.text, b.text)
+        assert a.json() == b.json(), (path, params)
+    assert (await on_pg.get("/reports/sales")).json() != before
+    assert (await on_pg.get("/status")).json()["version_vector"] == {HQ: 3, TILL: 10}
+
+
+async def test_every_route_of_hq_on_postgres_is_in_the_policy(pg_dsn: str, tmp_path: Path) -> None:
+    """Worker 0's routes and worker K's, `/keys/*` among them: authorised, never refused
+    for want of a policy (`replicas.api.auth.authorize` fails closed)."""
+    log = await PgLog.open(pg_dsn, HQ)
+    reads, folded = PgReads(pg_dsn), FoldedState(tmp_path / "folded.sqlite", pg_dsn)
+    try:
+        handle = PgHandle(HQ, log)
+        apps = [
+            create_hq_app(handle, reads, metrics=ReplicaMetrics(), folded=folded),
+            create_worker_app(handle, reads, ReplicaMetrics(), "http://127.0.0.1:1"),
+        ]
+        for app in apps:
+            routes = {(m, r.path) for r in _api_routes(app.routes) for m in r.methods or ()}
+            assert routes <= set(POLICY), routes - set(POLICY)
+            assert ("POST", "/keys/{replica:path}/revoke") in routes
+            assert ("POST", "/keys/{replica:path}/rotate") in routes
+    finally:
+        folded.close()
         reads.close()
         await log.close()
