@@ -15,33 +15,21 @@ import msgspec
 from conflict import queries
 from conflict.state import StoreState
 from core.errors import SignatureError
-from core.events import Event, LogSigned, event_hash
 from core.keys import KeyRegistry
 from core.log import EventLog
-from core.signing import Ed25519Signer, new_signing_seed
 from core.verify import verify_log
-from tests.factories import cash_sale, chain
-
-T2 = "s1/t2"
-KEY = Ed25519Signer(new_signing_seed())
-STRICT = KeyRegistry({T2: KEY.public_key})  # a site made with keys
-UPGRADING = KeyRegistry({T2: KEY.public_key}, unsigned=[T2])  # `site keys --add`
-UNSIGNED = chain(T2, [cash_sale(receipt=f"R{i}", price=100 + i) for i in range(8)])
-
-
-def _sign(ev: Event) -> Event:
-    return msgspec.structs.replace(ev, sig=KEY.sign(event_hash(ev)))
-
-
-def _next(prev: Event, body: object, *, signed: bool = True) -> Event:
-    (ev,) = chain(T2, [body], prev=event_hash(prev), first_seq=prev.seq + 1)  # type: ignore[list-item]
-    return _sign(ev) if signed else ev
-
-
-CHECKPOINT = _next(UNSIGNED[-1], LogSigned(unsigned=8))
-AFTER = [_next(CHECKPOINT, cash_sale(receipt="R9", price=300))]
-AFTER.append(_next(AFTER[0], cash_sale(receipt="R10", price=301)))
-FORGED = _next(AFTER[-1], cash_sale(receipt="FORGED", price=1), signed=False)
+from tests.core.upgrade_kit import (
+    AFTER,
+    CHECKPOINT,
+    FORGED,
+    KEY,
+    STRICT,
+    T2,
+    UNSIGNED,
+    UPGRADING,
+    next_event,
+)
+from tests.factories import cash_sale
 
 
 async def _state(log: EventLog) -> tuple[object, int]:
@@ -134,7 +122,7 @@ async def test_unsigned_events_held_past_the_checkpoint_are_checked_again(
             ).fetchall()
         )
         assert rows == [(12, "SignatureError")]
-        genuine = _next(AFTER[-1], cash_sale(receipt="R11", price=302))
+        genuine = next_event(AFTER[-1], cash_sale(receipt="R11", price=302))
         assert len((await log.ingest([genuine], peer=T2)).accepted) == 1
 
 

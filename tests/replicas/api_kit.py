@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.routing import APIRoute
 
 from conflict.state import StoreState
 from core.events import HQ, Body, decode_body, decode_event, parse_event_id
@@ -30,6 +31,7 @@ __all__ = [
     "Api",
     "FakeReplica",
     "SpecOnly",
+    "api_routes",
     "cash",
     "client_for",
     "event_body",
@@ -165,3 +167,14 @@ async def event_body(log: EventLog, event_id: str) -> Body:
     body = decode_body(ev)
     assert ev.schema == body.min_schema(), (ev.schema, body)
     return body
+
+
+def api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, inside included routers too (FastAPI keeps those wrapped)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found += api_routes(route.original_router.routes)
+    return found

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 
 from core.events import ProductUpserted, SaleCompleted
 from core.log import EventLog
@@ -31,7 +30,15 @@ from replicas.metrics import ReplicaMetrics, metrics_router
 from replicas.runtime import Replica
 from replicas.site import init_site, load_site
 from tests.factories import cash_sale, chain
-from tests.replicas.api_kit import Api, FakeReplica, SpecOnly, event_body, open_log, token_api
+from tests.replicas.api_kit import (
+    Api,
+    FakeReplica,
+    SpecOnly,
+    api_routes,
+    event_body,
+    open_log,
+    token_api,
+)
 
 SALE = {"lines": [{"sku": "COLA", "qty": 1}], "payments": [{"method": "cash", "amount": 150}]}
 
@@ -140,19 +147,8 @@ def test_every_route_is_in_the_policy() -> None:
     cache = StateCache(None)  # type: ignore[arg-type]  # routes are listed, never called
     app.include_router(metrics_router(SpecOnly(), ReplicaMetrics(), cache))  # type: ignore[arg-type]
     mount_dashboard(app, SpecOnly(), {}, cache)  # type: ignore[arg-type]
-    routes = {(method, route.path) for route in _api_routes(app.routes) for method in route.methods}
+    routes = {(method, route.path) for route in api_routes(app.routes) for method in route.methods}
     assert routes == set(POLICY)
-
-
-def _api_routes(routes: list[Any]) -> list[APIRoute]:
-    """Every APIRoute, inside included routers too (FastAPI keeps those wrapped)."""
-    found: list[APIRoute] = []
-    for route in routes:
-        if isinstance(route, APIRoute):
-            found.append(route)
-        elif hasattr(route, "original_router"):
-            found += _api_routes(route.original_router.routes)
-    return found
 
 
 async def test_no_tokens_on_loopback_is_the_open_demo(tmp_path: Path) -> None:

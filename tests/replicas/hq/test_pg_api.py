@@ -23,8 +23,15 @@ from replicas.hq.folded import FoldedState
 from replicas.hq.store import PgLog
 from replicas.metrics import ReplicaMetrics
 from tests.conflict.factory import sale_body
-from tests.replicas.api_kit import FakeReplica, cash, client_for, from_hq, open_log, sell
-from tests.replicas.test_api_auth import _api_routes
+from tests.replicas.api_kit import (
+    FakeReplica,
+    api_routes,
+    cash,
+    client_for,
+    from_hq,
+    open_log,
+    sell,
+)
 
 TILL = "s1/t1"
 QUERIES: list[tuple[str, dict[str, str | int]]] = [
@@ -310,7 +317,7 @@ async def test_every_route_of_hq_on_postgres_is_in_the_policy(pg_dsn: str, tmp_p
             create_worker_app(handle, reads, ReplicaMetrics(), "http://127.0.0.1:1"),
         ]
         for app in apps:
-            routes = {(m, r.path) for r in _api_routes(app.routes) for m in r.methods or ()}
+            routes = {(m, r.path) for r in api_routes(app.routes) for m in r.methods or ()}
             assert routes <= set(POLICY), routes - set(POLICY)
             assert ("POST", "/keys/{replica:path}/revoke") in routes
             assert ("POST", "/keys/{replica:path}/rotate") in routes

@@ -3,7 +3,7 @@ vouched for: `core.keys`) as the SQLite log does.
 
 s1/t2 wrote 8 events before its site had keys, then its checkpoint (9) and two signed
 sales (10, 11); an unsigned event at 12 is a forgery once the checkpoint is known, and
-an unsigned "checkpoint" at 9 is always one (`tests.core.test_upgrade`'s frames). The
+an unsigned "checkpoint" at 9 is always one (`tests.core.upgrade_kit`). The
 frames reach a SQLite HQ log and HQ on PostgreSQL in any order, one ingest each: every
 frame's outcome, the version vector, the evidence and every figure must be the same,
 and whatever the order the forgery is never stored (held on trust before the
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from core.errors import SignatureError
 from core.events import Event
 from replicas.hq.store import PgLog
-from tests.core.test_upgrade import AFTER, CHECKPOINT, FORGED, T2, UNSIGNED, UPGRADING
+from tests.core.upgrade_kit import AFTER, CHECKPOINT, FORGED, T2, UNSIGNED, UPGRADING
 from tests.replicas.hq.pg_kit import feed_frames, raws, reset
 
 FRAMES: dict[str, list[Event]] = {
