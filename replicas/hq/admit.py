@@ -95,6 +95,7 @@ class Admission:
     unverified: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
     released: IngestResult = field(default_factory=IngestResult)
     catalog_stale: bool = False  # events left the chain: every SKU's product is recomputed
+    holding: set[str] = field(default_factory=set)  # origins with events held after a gap
     # `log.signed` checkpoints (`core.keys`): origin -> its seq, as known and learned
     # here, and (origin, seq + 1) of each learned in this batch: its held events above
     # it, checked on an unsigned history's trust, are checked again (`rotation.py`)
@@ -113,8 +114,9 @@ class Admission:
         result: IngestResult,
         pending: Callable[[str, int], list[bytes]],
     ) -> None:
-        """`pending(origin, above)`: raws held for `origin` past seq `above`, in seq order."""
-        drain: set[str] = set()
+        """`pending(origin, above)`: raws held for `origin` past seq `above`, in seq order.
+        As the SQLite log, the events held next in a chain follow the event that fills
+        the gap at once, before the frame's next event (which may be their twin)."""
         for c in checked:
             if len(result.rejected) >= MAX_REFUSED_PER_REQUEST:
                 n = len(result.rejected)
@@ -122,12 +124,20 @@ class Admission:
                 result.rejected.append(refusal)
                 break
             try:
-                if self._one(c, peer, result):
-                    drain.add(c.event.origin)
+                if self._one(c, peer, result) and c.event.origin in self.holding:
+                    self._drain(c.event.origin, self._held(c.event.origin, pending), result)
             except (EventError, ChainBroken, Equivocation) as e:
                 result.rejected.append(e.with_traceback(None))
-        for origin in sorted(drain):
-            self._drain(origin, pending(origin, self.head(origin)[0]), result)
+
+    def _held(self, origin: str, pending: Callable[[str, int], list[bytes]]) -> list[bytes]:
+        """`origin`'s raws held past its head, in seq order: in this batch too, as the
+        SQLite log's `pending` table has them at once; of two at one seq, the first held."""
+        above = self.head(origin)[0]
+        raws = {decode_event(raw).seq: raw for raw in pending(origin, above)}
+        for o, seq, _, raw in self.held:
+            if o == origin and seq > above:
+                raws.setdefault(seq, raw)
+        return [raws[seq] for seq in sorted(raws)]
 
     def _checkpointed_now(self, origin: str) -> bool:
         return any(o == origin for o, _ in self.checkpointed)
@@ -169,6 +179,7 @@ class Admission:
     def hold(self, checked: CheckedEvent, head_seq: int) -> None:
         ev = checked.event
         self.held.append((ev.origin, ev.seq, checked.hash, checked.raw))
+        self.holding.add(ev.origin)
 
     def _drain(self, origin: str, raws: list[bytes], result: IngestResult) -> None:
         """Accept the held events next in `origin`'s chain, until one is missing or its

@@ -367,7 +367,8 @@ class PgLog:
             verifier = self._keys(rotations) if learned else self.verifier
             adm = Admission(dict(self._heads), self.owns, self.clock, self.wall_ms, revoked,
                             verifier, rotations=rotations,
-                            checkpoints=dict(self.checkpoints))  # fmt: skip
+                            checkpoints=dict(self.checkpoints),
+                            holding=set(self._pending_origins))  # fmt: skip
             pending = await pending_rows(c, self._pending_origins)
             decide(adm, pending)
             if adm.rotated:  # HQ's key.rotated in this batch: every worker's from now on

@@ -70,6 +70,8 @@ def test_a_checkpoint_treats_history_and_forgeries_as_on_sqlite(
         ["early", "forged", "late", "checkpoint", "fake"],  # held; checked at the checkpoint
         ["forged", "checkpoint", "early", "late", "fake"],  # drained with it: checked again
         ["fake", "checkpoint", "forged", "late", "early"],
+        # the checkpoint drains in after 8, before the fake 9 behind it in the frame
+        ["early", "checkpoint", "forged", "fake", "late"],
     ],
 )
 def test_the_stories_that_matter(order: list[str], pg_dsn: str, tmp_path: Path) -> None:
