@@ -25,7 +25,15 @@ from typing import NamedTuple, NoReturn, Protocol
 import msgspec
 
 from core import segments
-from core.checks import NO_HEAD, CheckedEvent, Head, check_event, check_events, holds_card_data
+from core.checks import (
+    NO_HEAD,
+    CheckedEvent,
+    Head,
+    check_event,
+    check_events,
+    holds_card_data,
+    recheck,
+)
 from core.clock import HybridClock
 from core.compact import unfoldable
 from core.errors import (
@@ -192,7 +200,7 @@ class Transaction:
             self.quarantine(ev, peer, OutOfScope(origin, "this replica"))
         seq, head_hash = self.staged.get(origin) or self.heads.get(origin, NO_HEAD)
         if isinstance(checked.error, UnknownKey) and ev.seq > seq:
-            checked = self._recheck(checked)  # a rotation committed since it was checked
+            checked = recheck(checked, self.verifier)  # a rotation committed since it was checked
             if isinstance(checked.error, UnknownKey):
                 self.hold(checked, seq, table="unverified")
                 result.held += 1
@@ -234,15 +242,6 @@ class Transaction:
         if table == "pending":
             self.pending_origins.add(ev.origin)
             self.next_held.pop(ev.origin, None)
-
-    def _recheck(self, checked: CheckedEvent) -> CheckedEvent:
-        if self.verifier is None:
-            return checked
-        try:
-            self.verifier.verify(checked.event, checked.hash)
-        except SignatureError as e:
-            return msgspec.structs.replace(checked, error=e.with_traceback(None))
-        return check_event(RawEvent(checked.event, checked.raw))
 
     def _next_held(self, origin: str) -> int:
         """The lowest seq of `origin` held above its head, once per transaction (and again

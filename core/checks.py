@@ -16,6 +16,7 @@ from core.errors import (
     DecodeError,
     EventError,
     NonCanonicalEncoding,
+    SignatureError,
     TillmeshError,
     UnknownEventType,
     WrongAuthor,
@@ -45,6 +46,7 @@ __all__ = [
     "check_events",
     "check_events_in_turns",
     "holds_card_data",
+    "recheck",
 ]
 
 # Events checked per turn of the event loop before `EventLog.ingest` queues them: ~1-2
@@ -157,6 +159,18 @@ async def check_events_in_turns(
             await asyncio.sleep(0)
         checked += check_events(events[i : i + CHECK_SLICE], heads, verifier)
     return checked
+
+
+def recheck(checked: CheckedEvent, verifier: Verifier | None) -> CheckedEvent:
+    """An event held for an unknown key, checked again once a rotation names it: its own
+    signature, then the rest of `check_event` (SQLite's log and HQ's PostgreSQL store)."""
+    if verifier is None:
+        return checked
+    try:
+        verifier.verify(checked.event, checked.hash)
+    except SignatureError as e:
+        return msgspec.structs.replace(checked, error=e.with_traceback(None))
+    return check_event(RawEvent(checked.event, checked.raw))
 
 
 def _check_signatures(checked: list[CheckedEvent], verifier: Verifier) -> None:

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-import msgspec
-
 from core.batch import (
     MAX_HELD_AHEAD,
     MAX_REFUSED_PER_REQUEST,
@@ -28,7 +26,7 @@ from core.batch import (
     evidence_row,
     place_remote,
 )
-from core.checks import NO_HEAD, CheckedEvent, Head, check_event
+from core.checks import NO_HEAD, CheckedEvent, Head, check_event, recheck
 from core.clock import HybridClock
 from core.errors import (
     ChainBroken,
@@ -149,7 +147,7 @@ class Admission:
             self.quarantine(ev, peer, OutOfScope(ev.origin, "this HQ worker"))
         seq, head_hash = self.head(ev.origin)
         if isinstance(checked.error, UnknownKey) and ev.seq > seq:
-            checked = self._recheck(checked)  # a rotation learned since it was checked
+            checked = recheck(checked, self.verifier)  # a rotation learned since it was checked
             if isinstance(checked.error, UnknownKey):  # held until HQ's rotation names it
                 if ev.seq - seq > MAX_HELD_AHEAD:
                     raise OversizedError(f"gap before {ev.id}", ev.seq - seq, MAX_HELD_AHEAD)
@@ -163,15 +161,6 @@ class Admission:
 
     def _trusts_unsigned(self, origin: str) -> bool:
         return not isinstance(self.verifier, KeyRegistry) or self.verifier.trusts_unsigned(origin)
-
-    def _recheck(self, checked: CheckedEvent) -> CheckedEvent:
-        if self.verifier is None:
-            return checked
-        try:
-            self.verifier.verify(checked.event, checked.hash)
-        except SignatureError as e:
-            return msgspec.structs.replace(checked, error=e.with_traceback(None))
-        return check_event(RawEvent(checked.event, checked.raw))
 
     def duplicate(self, ev: Event, h: bytes, peer: str) -> None:
         self.duplicates.append((ev, h, peer))  # compared with the stored bytes after
