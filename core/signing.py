@@ -25,7 +25,7 @@ import nacl.signing
 
 from core.errors import SignatureError, TillmeshError
 from core.events import Event, decode_event
-from core.keys import SIGNATURE_BYTES, KeyRegistry, key_id, key_tag
+from core.keys import SIGNATURE_BYTES, SIGNED_ONLY_TYPES, KeyRegistry, key_id, key_tag
 
 __all__ = [
     "SIGNATURE_BYTES",
@@ -110,7 +110,10 @@ def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
     chain allows.
 
     The newest event is verified; each event whose hash the verified one's `prev` names
-    is covered, and so on down. What no verified signature covers is verified alone.
+    is covered, and so on down. What no verified signature covers is verified alone. An
+    unsigned event taken on its history's trust covers nothing that must be signed
+    (`SIGNED_ONLY_TYPES`: a checkpoint, a key event): that one is verified alone, so an
+    unsigned one is refused even under an unsigned event chained to it.
     """
     items = list(run)
     order = sorted(range(len(items)), key=lambda i: items[i][0].seq, reverse=True)
@@ -119,7 +122,8 @@ def vouch(run: Iterable[tuple[Event, bytes]], verifier: Verifier) -> Vouched:
     on_trust = False  # what vouches for the events below is an unsigned event
     for i in order:
         ev, digest = items[i]
-        if expected is not None and digest == expected:
+        vouched = not (on_trust and ev.type in SIGNED_ONLY_TYPES)
+        if expected is not None and digest == expected and vouched:
             found.covered.add(i)
             if on_trust:
                 found.trusted.add(i)

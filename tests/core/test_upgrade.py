@@ -15,8 +15,10 @@ import msgspec
 from conflict import queries
 from conflict.state import StoreState
 from core.errors import SignatureError
+from core.events import LogSigned, event_hash
 from core.keys import KeyRegistry
 from core.log import EventLog
+from core.signing import vouch
 from core.verify import verify_log
 from tests.core.upgrade_kit import (
     AFTER,
@@ -145,3 +147,15 @@ async def test_an_unsigned_event_held_above_a_held_checkpoint_is_checked_as_they
             ).fetchall()
         )
         assert rows == [(12, "SignatureError")]
+
+
+def test_an_unsigned_checkpoint_is_refused_even_under_an_unsigned_event_that_chains_to_it() -> None:
+    """A `log.signed` must carry a signature of its own (core.keys SIGNED_ONLY_TYPES). An
+    unsigned sale chaining to it is taken on the history's trust, but that trust does not
+    reach down to a checkpoint: else a relay could end a till's unsigned history with a
+    checkpoint the till never signed, by sending it under one unsigned event."""
+    fake = next_event(UNSIGNED[-1], LogSigned(unsigned=8), signed=False)
+    above = next_event(fake, cash_sale(receipt="R9", price=300), signed=False)
+    found = vouch([(ev, event_hash(ev)) for ev in (fake, above)], UPGRADING)
+    assert 1 not in found.refused  # the sale: unsigned history, on trust
+    assert isinstance(found.refused.get(0), SignatureError)  # the checkpoint: refused
