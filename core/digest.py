@@ -118,6 +118,8 @@ def add_rows(conn: sqlite3.Connection, table: str, rows: Iterable[Iterable[objec
     exactly the values stored, in the table's column order, each row once. Only for a
     table with no `where` predicate (every row counts)."""
     total = sum(row_hash(row) for row in rows)
+    if not total:  # no rows (a batch with no sale): nothing to write
+        return
     (acc,) = conn.execute(f"SELECT acc FROM {ACC_TABLE} WHERE tbl = ?", (table,)).fetchone()
     acc = ((int.from_bytes(acc) + total) % _MOD).to_bytes(32)
     conn.execute(f"UPDATE {ACC_TABLE} SET acc = ? WHERE tbl = ?", (acc, table))
