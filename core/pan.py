@@ -50,7 +50,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 # join, so a join with no match needs no per-text check (~6 µs of a sale's ~8 to decode).
 _EITHER = re.compile(f"{_MAYBE.pattern}|{_CONTROL.pattern}")
 _JOIN = "Z"
-_DIGITS = "0123456789"  # ASCII text holds no other digits: fewer than 12 can hold no PAN
 
 
 def contains_card_number(text: str, *, identifier: bool = False) -> bool:
@@ -67,7 +66,8 @@ def could_hold_either(texts: list[str]) -> bool:
     regex pass over them all); True means: check each text exactly."""
     joined = _JOIN.join(texts)
     if joined.isascii() and joined.isprintable():  # C speed, and the common case
-        return sum(map(joined.count, _DIGITS)) >= MIN_PAN_DIGITS and bool(_MAYBE.search(joined))
+        # the regex alone: counting the digits first (ten passes) cost more than it saved
+        return len(joined) >= MIN_PAN_DIGITS and _MAYBE.search(joined) is not None
     return _EITHER.search(joined) is not None
 
 

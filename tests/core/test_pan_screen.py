@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.bodies import BODY_TYPES
 from core.errors import CardNumberInText, SchemaViolation
-from core.events import Event, decode_body
+from core.events import Event, _all_texts, _texts, _unwrap, decode_body
 from core.pan import contains_card_number, control_character, could_hold_either
 from tests.factories import cash_sale, chain
 
@@ -60,3 +61,44 @@ def test_a_sale_with_a_card_number_or_control_character_is_still_refused() -> No
         decode_body(_sale_from("R1", "4111111111111111"))
     with pytest.raises(SchemaViolation, match="receipt holds a control character"):
         decode_body(_sale_from("R\u001b[2J", "SKU-1"))
+
+
+def test_the_screen_reads_every_text_of_every_body_type_the_exact_check_reads() -> None:
+    """`_all_texts` (one C call per struct) and `_texts` (the exact check's walk, by
+    field name) read the same texts: a field the screen skipped would let a card number
+    through unchecked. Every text field of every body type gets a distinct text."""
+    for cls in BODY_TYPES.values():
+        body = _filled(cls)
+        exact = [text for _, text in _texts(body)]
+        assert sorted(_all_texts(body, [])) == sorted(exact), cls
+    sale = [text for _, text in _texts(_filled(BODY_TYPES["sale.completed"]))]
+    assert "lines[0].sku" in sale and "payments[0].reference" in sale  # nested ones too
+
+
+def _filled(cls: type[msgspec.Struct], tag: str = "") -> msgspec.Struct:
+    """An instance of `cls` (constructed, not validated) with a distinct text in every
+    text field, one filled item in every list of structs, every nested struct filled."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return cls(**{f.name: _value(f.type, f"{tag}{f.name}") for f in info.fields})
+
+
+def _value(kind: msgspec.inspect.Type, path: str) -> object:
+    match kind:
+        case msgspec.inspect.Metadata() | msgspec.inspect.UnionType():
+            return _value(_unwrap(kind), path)
+        case msgspec.inspect.StrType():
+            return path
+        case msgspec.inspect.LiteralType():
+            return kind.values[0]
+        case msgspec.inspect.StructType():
+            return _filled(kind.cls, f"{path}.")
+        case msgspec.inspect.ListType():
+            return [_value(kind.item_type, f"{path}[0]")]
+        case msgspec.inspect.BoolType():
+            return True
+        case msgspec.inspect.IntType():
+            return 1
+        case msgspec.inspect.BytesType():
+            return b"x"
+    raise AssertionError(f"{path}: no filler for {kind}")
