@@ -36,7 +36,7 @@ from conflict.stock import recount_sql, store_sql
 
 __all__ = [
     "HLC_END", "HOLD_AFTER", "LINES_OF_MANY", "LINES_OF_ONE", "RUN_ENDS", "TABLES", "create",
-    "drop", "ensure", "held", "kept", "maintain",
+    "drop", "ensure", "held", "kept", "maintain", "settle_one",
     "sku_needle",
 ]  # fmt: skip
 
@@ -123,6 +123,20 @@ def ensure(conn: sqlite3.Connection) -> None:
         conn.execute(f"DELETE FROM {name}")
     keys = conn.execute("SELECT store, sku FROM st_stock").fetchall()
     _replay_from(conn, {(str(s), str(k)): -1 for s, k in keys})
+
+
+def settle_one(conn: sqlite3.Connection) -> bool:
+    """Replay one held (store, sku), as `ensure` replays them all; True while more are
+    held. Called in the writer's idle time (`StoreState.settle`): after a long catch-up,
+    the first sale of each held SKU would otherwise replay the SKU's history inside the
+    sale's transaction (150 ms per SKU at 200,000 events, measured)."""
+    rows = conn.execute(f"SELECT store, sku, hlc FROM {_STALE} LIMIT 2").fetchall()
+    if not rows:
+        return False
+    store, sku, h0 = rows[0]
+    conn.execute(f"DELETE FROM {_STALE} WHERE store = ? AND sku = ?", (store, sku))
+    _replay_from(conn, {(str(store), str(sku)): int(h0)})
+    return len(rows) > 1
 
 
 def held(conn: sqlite3.Connection) -> set[Key]:

@@ -219,6 +219,10 @@ class StoreState:
         catalog.refresh(conn, b.catalog_skus, self.price_policy, self.window_ms)
         oversold.maintain(conn, b.sale_steps)
 
+    def settle(self, conn: sqlite3.Connection) -> bool:
+        """One (store, sku) whose oversell runs `apply` held back, replayed."""
+        return oversold.settle_one(conn)
+
     def _sync_policy(self, conn: sqlite3.Connection) -> None:
         """The effective catalog depends on the policy and the rules that read the writes
         (a snapshot of an older fold): recompute it when either changes."""

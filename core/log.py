@@ -72,6 +72,8 @@ Listener = Callable[[list[RawEvent]], None]
 
 T = TypeVar("T")
 MAX_BATCH_EVENTS = 5000
+# The writer idle this long: the fold's held-back work, a slice at a time (`_settle`)
+SETTLE_WHEN_IDLE_S = 0.5
 REBUILD_CHUNK = 5000
 
 
@@ -129,6 +131,7 @@ class EventLog:
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._unsettled = True  # the fold may hold work back (`StateFold.settle`)
         self.listeners: list[Listener] = []
         self.commit_observers: list[CommitObserver] = []
         # Since opening: per origin, events received too far ahead of our clock and the
@@ -298,7 +301,7 @@ class EventLog:
 
     async def _write_loop(self) -> None:
         while True:
-            first = await self._queue.get()
+            first = await self._next_request()
             if first is None:
                 return
             batch, size = [first], first.size
@@ -310,6 +313,37 @@ class EventLog:
                 batch.append(nxt)
                 size += nxt.size
             await self._commit(batch)
+
+    async def _next_request(self) -> _Request | None:
+        """The next request. Once none has come for SETTLE_WHEN_IDLE_S, the work the fold
+        held back, a slice per transaction until a request comes: that request waits for
+        one slice at most, instead of doing the work itself (a sale of a held SKU)."""
+        while self._unsettled:
+            try:
+                return await asyncio.wait_for(self._queue.get(), SETTLE_WHEN_IDLE_S)
+            except TimeoutError:
+                pass
+            while self._unsettled and self._queue.empty():
+                self._unsettled = await self._settle()
+        return await self._queue.get()
+
+    async def _settle(self) -> bool:
+        assert self._writer_conn is not None
+        try:
+            return await run_in_thread(self._writer_conn, self._settle_tx, self.path)
+        except Exception:  # the writer must outlive it: every later sale needs the writer
+            logger.exception("%s: settling the fold's held-back work failed", self.path)
+            return False
+
+    def _settle_tx(self, conn: sqlite3.Connection) -> bool:
+        conn.execute("BEGIN")  # deferred: nothing held back, no write lock taken
+        try:
+            more = self.fold.settle(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return more
 
     async def _commit(self, batch: list[_Request]) -> None:
         assert self._writer_conn is not None
@@ -326,6 +360,7 @@ class EventLog:
                 raise
             return
         self._heads.update(staged)
+        self._unsettled = self._unsettled or any(req.ingest for req in batch)
         seconds = self.timer() - started
         new_events: list[RawEvent] = []
         if len(results) > len(batch):  # events released by a rotation, no request's

@@ -23,12 +23,13 @@ from hypothesis import strategies as st
 
 from conflict import oversold, queries
 from conflict.state import StoreState
+from core import log as log_module
 from core.compact import compact, load_snapshot, read_heads, save_snapshot
 from core.events import RawEvent, encode_event
 from core.fold import Accepted
 from core.log import EventLog
 from core.sqlite import open_sync
-from tests.factories import cash_sale
+from tests.factories import cash_sale, chain
 
 from .factory import apply_all, assert_oversell_kept, fresh_db, scenarios
 
@@ -72,6 +73,9 @@ def test_kept_digest_equals_recomputed_after_any_batches(
         with _holding(hold, one_pass):
             apply_all(fold, conn, with_dups, cuts)
         _agree(conn)
+        for _ in range(data.draw(st.integers(0, 3))):  # the log's idle time, a slice each
+            fold.settle(conn)
+            _agree(conn)
         fold.create_tables(conn)  # settles what was held back
         assert not oversold.held(conn)
         _agree(conn)
@@ -110,6 +114,7 @@ _OPS = st.lists(
         st.tuples(st.just("compact"), st.integers(0, 3), st.booleans()),
         st.tuples(st.just("rebuild"), st.just(0), st.booleans()),
         st.tuples(st.just("reopen"), st.just(0), st.booleans()),
+        st.tuples(st.just("idle"), st.just(0), st.booleans()),
     ),
     max_size=8,
 )
@@ -144,6 +149,10 @@ class _Run:
             bodies = [cash_sale(sku="A", receipt=f"L{self.appended + i}") for i in range(n)]
             self.appended += n
             await self.log.append_many(bodies)
+        elif op == "idle":  # the writer settles what the fold held back, by itself
+            async with asyncio.timeout(10):
+                while await self.log.read(oversold.held):
+                    await asyncio.sleep(0.01)
         elif op == "rebuild":
             before = await self.digest()
             await self.log.rebuild()
@@ -183,5 +192,38 @@ def test_kept_digest_equals_recomputed_through_the_log(
         finally:
             await r.log.close()  # type: ignore[union-attr]
 
-    with tempfile.TemporaryDirectory() as tmp, _holding(hold):
+    with tempfile.TemporaryDirectory() as tmp, _holding(hold), _idle_after(0.01):
         asyncio.run(run(Path(tmp) / "log.db"))
+
+
+@contextmanager
+def _idle_after(seconds: float) -> Iterator[None]:
+    """The log's writer settles held-back work after `seconds` idle (0.5 s in use)."""
+    kept = log_module.SETTLE_WHEN_IDLE_S
+    log_module.SETTLE_WHEN_IDLE_S = seconds
+    try:
+        yield
+    finally:
+        log_module.SETTLE_WHEN_IDLE_S = kept
+
+
+async def test_the_log_settles_held_back_skus_while_idle(tmp_path: Path) -> None:
+    """After a catch-up held SKUs back (a peer's history arriving behind another's), the
+    writer replays them when idle, one per transaction, so the first sale of each does
+    not; the kept runs then equal the full replay, and selling meanwhile works."""
+    late = chain("s1/t3", [cash_sale(sku=f"S{i % 4}", receipt=f"L{i}") for i in range(40)])
+    ahead = chain("s1/t2", [cash_sale(sku=f"S{i % 4}", receipt=f"A{i}") for i in range(40)],
+                  first_hlc=1 << 20)  # fmt: skip
+    with _holding(True), _idle_after(0.05):
+        log = await EventLog.open(tmp_path / "log.db", "s1/t1", StoreState())
+        try:
+            for events in (ahead, late):
+                await log.ingest([RawEvent(e, encode_event(e)) for e in events])
+            assert len(await log.read(oversold.held)) == 4  # as the catch-up left them
+            await log.append(cash_sale(sku="S0", receipt="OWN"))
+            async with asyncio.timeout(10):
+                while await log.read(oversold.held):
+                    await asyncio.sleep(0.01)
+            await log.read(_agree)
+        finally:
+            await log.close()

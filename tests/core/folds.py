@@ -34,6 +34,9 @@ class CountingFold:
                 (item.event.origin,),
             )
 
+    def settle(self, conn: sqlite3.Connection) -> bool:
+        return False
+
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT origin, n FROM st_counts").fetchall())

@@ -43,6 +43,9 @@ class NoFold:
 
     def apply(self, conn: sqlite3.Connection, batch: Sequence[Accepted]) -> None: ...
 
+    def settle(self, conn: sqlite3.Connection) -> bool:
+        return False
+
 
 def test_peer_names_come_from_fenced_subjects() -> None:
     assert peer_from_subject("tm.ev.s1.t2") == "s1/t2"
