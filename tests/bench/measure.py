@@ -9,14 +9,16 @@ machines of replicas/demo/netlab/): what the benchmarks share. Figures only, no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from conflict.state import StoreState
 from core import segments
@@ -137,24 +139,46 @@ async def append_latencies(log: EventLog, appenders: int, per_appender: int) -> 
 class Progress:
     rate: float  # events/s, from the first sample showing progress to the last
     first: float  # perf_counter of the first sample showing progress
+    # per name of `cpu`: s of its processes' CPU per event over the same span
+    cpu_per_event: dict[str, float] = field(default_factory=dict)
 
 
 async def progress(
-    mesh: Mesh, rid: str, origin: str, total: int, timeout: float, start: int = 0
+    mesh: Mesh,
+    rid: str,
+    origin: str,
+    total: int,
+    timeout: float,
+    start: int = 0,
+    cpu: Callable[[], dict[str, list[psutil.Process]]] | None = None,
 ) -> Progress:
     """Sample `rid`'s version vector (its API) every 50 ms until it holds `origin` up to
-    `total`; how fast it got there from its first step past `start`."""
-    samples: list[tuple[float, int]] = []
+    `total`; how fast it got there from its first step past `start`, and with `cpu`
+    (named groups of processes), the CPU each group spent per event meanwhile."""
+    samples: list[tuple[float, int, dict[str, float]]] = []
 
     async def done() -> bool:
         vv = (await mesh[rid].status(digest=False))["version_vector"]
-        samples.append((time.perf_counter(), vv.get(origin, 0)))
+        used = {name: cpu_seconds(procs) for name, procs in (cpu() if cpu else {}).items()}
+        samples.append((time.perf_counter(), vv.get(origin, 0), used))
         return samples[-1][1] >= total
 
     await wait_until(done, f"{rid} to hold {origin} up to {total}", timeout, every=0.05)
-    t_first, have_first = next(((t, k) for t, k in samples if k > start), samples[-1])
-    t_last, have_last = samples[-1]
-    return Progress((have_last - have_first) / max(t_last - t_first, 1e-3), t_first)
+    t_first, have_first, cpu_first = next((s for s in samples if s[1] > start), samples[-1])
+    t_last, have_last, cpu_last = samples[-1]
+    n = max(have_last - have_first, 1)
+    used = {name: (cpu_last[name] - cpu_first[name]) / n for name in cpu_last}
+    return Progress(n / max(t_last - t_first, 1e-3), t_first, used)
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds the processes have used (their threads included)."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 # --- in-store propagation -------------------------------------------------------------------
