@@ -13,6 +13,7 @@ checkpoint, it is checked again when the checkpoint comes).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,13 @@ def test_a_checkpoint_treats_history_and_forgeries_as_on_sqlite(
 ) -> None:
     got = _check(order, tmp_path / f"hq-{len(list(tmp_path.iterdir()))}.db", pg_dsn)
     _assert_forgery_refused(got, order)
+
+
+@pytest.mark.soak
+def test_every_order_treats_history_and_forgeries_as_on_sqlite(pg_dsn: str, tmp_path: Path) -> None:
+    """All 120 orders of the five frames, where the default run draws 30 at random."""
+    for i, order in enumerate(itertools.permutations(FRAMES)):
+        _assert_forgery_refused(_check(list(order), tmp_path / f"hq-{i}.db", pg_dsn), list(order))
 
 
 @pytest.mark.parametrize(

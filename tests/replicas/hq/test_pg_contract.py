@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,18 +38,33 @@ from tests.conflict.factory import Chain, sale_body, scenarios
 from tests.replicas.hq.pg_kit import reset, through_both
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(events=scenarios(60, tax=True), cuts=st.lists(st.integers(0, 60), max_size=4))
+def _reports_equal(events: list[Accepted], cuts: list[int], dsn: str, tmp_path: Path) -> None:
+    reset(dsn)
+    db = tmp_path / f"hq-{len(list(tmp_path.iterdir()))}.db"
+    on_sqlite, on_pg = asyncio.run(through_both(events, cuts, db, dsn))
+    for name, rows in on_sqlite.items():
+        assert on_pg[name] == rows, name
+
+
+HISTORIES = given(events=scenarios(60, tax=True), cuts=st.lists(st.integers(0, 60), max_size=4))
+_ONE_DATABASE = [HealthCheck.function_scoped_fixture]  # reset between examples
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=_ONE_DATABASE)
+@HISTORIES
 def test_reports_equal_on_sqlite_and_postgres(
     events: list[Accepted], cuts: list[int], pg_dsn: str, tmp_path: Path
 ) -> None:
-    reset(pg_dsn)
-    db = tmp_path / f"hq-{len(list(tmp_path.iterdir()))}.db"
-    on_sqlite, on_pg = asyncio.run(through_both(events, cuts, db, pg_dsn))
-    for name, rows in on_sqlite.items():
-        assert on_pg[name] == rows, name
+    _reports_equal(events, cuts, pg_dsn, tmp_path)
+
+
+@pytest.mark.soak
+@settings(max_examples=250, deadline=None, suppress_health_check=_ONE_DATABASE)
+@HISTORIES
+def test_reports_equal_on_sqlite_and_postgres_for_many_histories(
+    events: list[Accepted], cuts: list[int], pg_dsn: str, tmp_path: Path
+) -> None:
+    _reports_equal(events, cuts, pg_dsn, tmp_path)
 
 
 def _card_story() -> list[Accepted]:

@@ -14,6 +14,7 @@ import asyncio
 from pathlib import Path
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,19 +84,10 @@ def _events(order: list[int]) -> list[Accepted]:
     return out
 
 
-@settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    order=st.permutations(range(len(STORY))),
-    cuts=st.lists(st.integers(0, len(STORY)), max_size=4),
-)
-def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite(
-    order: list[int], cuts: list[int], pg_dsn: str, tmp_path: Path
-) -> None:
-    reset(pg_dsn)
+def _resolutions_equal(order: list[int], cuts: list[int], dsn: str, tmp_path: Path) -> None:
+    reset(dsn)
     db = tmp_path / f"hq-{len(list(tmp_path.iterdir()))}.db"
-    on_sqlite, on_pg = asyncio.run(through_both(_events(order), cuts, db, pg_dsn))
+    on_sqlite, on_pg = asyncio.run(through_both(_events(order), cuts, db, dsn))
     for name, rows in on_sqlite.items():
         assert on_pg[name] == rows, name
     # and they say what the story did (equal but empty reports would pass the above)
@@ -107,6 +99,30 @@ def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite(
     assert stock[("s1", "A")] == -2 + 5  # the earlier compensation (t1's) wins
     assert stock[("s2", "C")] == 7 - 1  # the earliest recount, then a sale
     assert ("hq", "C") not in stock  # HQ's recount came later: never applied
+
+
+INTERLEAVINGS = given(
+    order=st.permutations(range(len(STORY))),
+    cuts=st.lists(st.integers(0, len(STORY)), max_size=4),
+)
+_ONE_DATABASE = [HealthCheck.function_scoped_fixture]  # reset between examples
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=_ONE_DATABASE)
+@INTERLEAVINGS
+def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite(
+    order: list[int], cuts: list[int], pg_dsn: str, tmp_path: Path
+) -> None:
+    _resolutions_equal(order, cuts, pg_dsn, tmp_path)
+
+
+@pytest.mark.soak
+@settings(max_examples=150, deadline=None, suppress_health_check=_ONE_DATABASE)
+@INTERLEAVINGS
+def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite_in_many_orders(
+    order: list[int], cuts: list[int], pg_dsn: str, tmp_path: Path
+) -> None:
+    _resolutions_equal(order, cuts, pg_dsn, tmp_path)
 
 
 def test_resolutions_stored_before_their_effects_were_read_are_applied_at_open(
