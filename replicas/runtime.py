@@ -48,6 +48,8 @@ from replicas.metrics import ReplicaMetrics
 from replicas.ops.keeper import KEEP_CHECKPOINTS, CheckpointKeeper, KeepCheckpoints
 from replicas.payments.adapter import CardProcessor, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
+from replicas.payments.reversals import FILE as REVERSALS_FILE
+from replicas.payments.reversals import PendingReversals
 from replicas.process import DataDirLock, ServerSupervisor
 from replicas.signer import check_signing_key, open_signing, rotate_signing_key
 from replicas.site import Site, is_loopback
@@ -106,6 +108,7 @@ class Replica:
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
         self.failure: TillmeshError | None = None
         self.processor: CardProcessor | None = None  # the site's acquirer, if it has one
+        self.reversals: PendingReversals | None = None  # a till's owed card reversals
         self.forwarder: Forwarder | None = None  # a till's: forwards its store's deferred cards
         self.keeper = (
             None
@@ -230,9 +233,10 @@ class Replica:
         if self.site.acquirer_url:
             self.processor = HttpAcquirer(self.site.acquirer_url, self.site.acquirer_timeout_s)
         store = store_of(self.replica_id) or ""
+        self.reversals = PendingReversals(self.data_dir / REVERSALS_FILE)
         self.forwarder = Forwarder(
             self.log, store, self.card_processor, self.wall_ms,
-            every_s=self.site.card_forward_every_s,
+            every_s=self.site.card_forward_every_s, reversals=self.reversals,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forward-cards"))
 

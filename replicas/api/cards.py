@@ -18,6 +18,11 @@ link out is switched off):
   asks for `override` with a manager's token:
   the override is recorded on the payment (`override_by`).
 
+A sale refused after an authorisation (a later card declined or refused, a limit with
+no override), or whose append fails, is not stored: the authorisations it asked for
+that may have been approved are reversed (`replicas.payments.reversals`; owed and sent
+again by the forwarder while the processor does not answer).
+
 What a client sends as `auth` is not read: an "online" it claims while the till
 reaches no processor is stored "deferred", under the limits like any other.
 
@@ -37,6 +42,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from typing import NamedTuple
 
 import msgspec
 from fastapi import HTTPException, Request
@@ -49,9 +55,10 @@ from replicas.api.auth import made_by
 from replicas.api.common import Till
 from replicas.api.tokens import Role
 from replicas.errors import ProcessorRefused, ProcessorUnreachable
+from replicas.payments import reversals
 from replicas.payments.adapter import KEY_MAX, CardAsk, CardProcessor
 
-__all__ = ["authorise_cards"]
+__all__ = ["Authorised", "authorise_cards", "give_back"]
 
 
 def _money(amount: int) -> str:
@@ -85,11 +92,14 @@ async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment
     return msgspec.structs.replace(p, auth="online", approval=answer.reference)
 
 
-def auth_key(till: str, receipt: str, i: int, p: Payment) -> str:
+def auth_key(till: str, receipt: str, i: int, p: Payment, cards_of_sale: list[Payment]) -> str:
     """The idempotency key of payment `i` of a sale: one per (till, receipt, place, card,
-    amount). Lowercase base32 (digits 2-7 only between letters), so the key a payment
-    keeps (`attempt`) passes the card-number rules every event's texts must."""
-    what = f"{receipt}|{i}|{p.card_token}|{p.amount}".encode()
+    amount, and the sale's card payments: a retry with another second card after a
+    decline asks anew for the first, whose earlier authorisation was reversed).
+    Lowercase base32 (digits 2-7 only between letters), so the key a payment keeps
+    (`attempt`) passes the card-number rules every event's texts must."""
+    others = ",".join(f"{c.card_token}:{c.amount}" for c in cards_of_sale)
+    what = f"{receipt}|{i}|{p.card_token}|{p.amount}|{others}".encode()
     digest = base64.b32encode(hashlib.blake2b(what, digest_size=15).digest()).decode().lower()
     key = f"{till}|a|{digest}"
     if len(key) > KEY_MAX:  # a till id beyond what sites use: still one key per sale
@@ -128,10 +138,37 @@ def _override(request: Request, why: str, asked: bool) -> str:
     return made_by(request, "", "approve a card offline") or "manager (open till)"
 
 
+class Authorised(NamedTuple):
+    """A sale's body with its card payments decided, and the authorisations that may
+    have been approved (approved, or no answer): reversed if the sale is not stored."""
+
+    body: SaleCompleted
+    keys: list[str]
+
+
 async def authorise_cards(
     till: Till, request: Request, req: m.SaleIn, body: SaleCompleted
+) -> Authorised:
+    """`body` with each card payment authorised online or taken deferred (module doc).
+    A refusal after an authorisation (a later card declined, a limit with no override)
+    reverses what was asked (`give_back`) before it is answered."""
+    asked: list[str] = []
+    try:
+        return Authorised(await _authorise(till, request, req, body, asked), asked)
+    except BaseException:
+        await give_back(till, asked)
+        raise
+
+
+async def give_back(till: Till, keys: list[str]) -> None:
+    """Reverse `keys`: their sale is not stored (`replicas.payments.reversals`)."""
+    if keys:
+        await reversals.give_back(till.replica.card_processor(), till.replica.reversals, keys)
+
+
+async def _authorise(
+    till: Till, request: Request, req: m.SaleIn, body: SaleCompleted, asked: list[str]
 ) -> SaleCompleted:
-    """`body` with each card payment authorised online or taken deferred (module doc)."""
     if not any(p.method == "card" for p in body.payments):
         return body
     rid = till.replica.replica_id
@@ -141,14 +178,18 @@ async def authorise_cards(
     limits, held = await till.read(
         lambda c: (cards.card_limits(c, store), cards.till_outstanding(c, rid))
     )
+    of_sale = [p for p in body.payments if p.method == "card"]
     payments = []
-    for i, (p, asked) in enumerate(zip(body.payments, req.payments, strict=True)):
+    for i, (p, asking) in enumerate(zip(body.payments, req.payments, strict=True)):
         if p.method == "card":
-            p = await _ask(processor, auth_key(rid, receipt, i, p), p)
+            key = auth_key(rid, receipt, i, p, of_sale)
+            p = await _ask(processor, key, p)
+            if p.auth == "online" or p.attempt:  # approved there, or perhaps
+                asked.append(key)
             if p.auth == "deferred":
                 if why := _beyond(limits, p.amount, held):
                     p = msgspec.structs.replace(
-                        p, override_by=_override(request, why, asked.override)
+                        p, override_by=_override(request, why, asking.override)
                     )
                 held = (held[0] + 1, held[1] + p.amount)
         payments.append(p)

@@ -25,6 +25,7 @@ from core.pan import safe_to_show
 from replicas.api import models as m
 from replicas.api.tax import TaxMode
 from replicas.payments.adapter import CardProcessor
+from replicas.payments.reversals import PendingReversals
 
 __all__ = [
     "Record",
@@ -58,6 +59,10 @@ class ReplicaHandle(Protocol):
         """The card processor to ask now; None if there is none, or the till's link out
         is switched off (card payments are then taken offline, under the floor limits)."""
         ...
+
+    # Reversals of card authorisations this till owes the processor (a till's; None
+    # elsewhere): its forwarder sends them again until answered.
+    reversals: PendingReversals | None
 
     def holders(self, origin: str, seq: int) -> list[str]:
         """The replicas known to hold `origin`'s events up to `seq` durably: this one if

@@ -43,7 +43,7 @@ from core.events import (
 from replicas.api import models as m
 from replicas.api import tax
 from replicas.api.auth import CashierLimits, caller, made_by, person_of
-from replicas.api.cards import authorise_cards
+from replicas.api.cards import authorise_cards, give_back
 from replicas.api.common import ERRORS, Record, Till, event_out, hlc_iso, not_found
 from replicas.api.tokens import Role
 
@@ -390,10 +390,14 @@ def sales_router(till: Till) -> APIRouter:
             body = _approved(body, local.products, request, req.approval_reason)
             if vouching:
                 _check_vouched(body, request)
-            body = await authorise_cards(till, request, req, body)
+            body, asked = await authorise_cards(till, request, req, body)
             if req.receipt is None:  # taken right before the append: no await between
                 body = msgspec.structs.replace(body, receipt=till.take_receipt())
-            ev = await till.append(body)  # returns once durable: only then do we answer
+            try:
+                ev = await till.append(body)  # returns once durable: only then do we answer
+            except Exception:  # rolled back (not a cancel: that may yet commit): no sale,
+                await give_back(till, asked)  # so no charge for its cards
+                raise
         return _sale_out(ev, body)
 
     @r.get("/sales/{sale_id:path}")

@@ -3,6 +3,9 @@ payment, and answer what it holds. For the demo and the tests, in place of a rea
 processor (whose SDK plugs into `adapter.CardProcessor` the same way).
 
 Idempotent by key: an authorisation by the till's key, a capture by the payment id.
+A reversal (`POST /v1/reversals`) undoes an authorisation whose sale the till did not
+store: the card is not charged for it; one that comes before its authorisation takes
+the key, and the late authorisation is refused (409).
 A request seen before gets the stored answer back (`replay: true`) and counts as a
 call, never as a second charge. A capture naming the authorisation that got the till
 no answer (`attempt`) gets the decision made on it, if one was made: the card
@@ -27,6 +30,7 @@ import hashlib
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from replicas.payments.adapter import KEY_MAX, TERMINAL_REF_MAX
 
-__all__ = ["Behaviour", "CaptureIn", "Ledger", "create_acquirer"]
+__all__ = ["Behaviour", "CaptureIn", "Ledger", "ReverseIn", "create_acquirer"]
 
-Kind = Literal["authorise", "capture"]
-Status = Literal["approved", "declined"]
+Kind = Literal["authorise", "capture", "reverse"]
+Status = Literal["approved", "declined", "reversed"]
 
 
 class Behaviour(BaseModel):
@@ -92,6 +96,13 @@ class Answer(BaseModel):
     replay: bool = False
 
 
+class ReverseIn(BaseModel):
+    """An authorisation to undo: the till's sale was not stored after all."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    key: Annotated[str, Field(min_length=1, max_length=KEY_MAX)]
+
+
 class ModeIn(BaseModel):
     mode: Literal["up", "outage"]
 
@@ -101,7 +112,7 @@ CREATE TABLE IF NOT EXISTS records (
   key TEXT PRIMARY KEY, kind TEXT NOT NULL, token TEXT NOT NULL, last4 TEXT NOT NULL,
   amount INTEGER NOT NULL, terminal_ref TEXT NOT NULL, status TEXT NOT NULL,
   reference TEXT NOT NULL, reason TEXT NOT NULL, calls INTEGER NOT NULL,
-  attempt TEXT NOT NULL DEFAULT '')
+  attempt TEXT NOT NULL DEFAULT '', reversed INTEGER NOT NULL DEFAULT 0)
 """
 
 
@@ -112,26 +123,63 @@ class Ledger:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(_SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(records)")}
+        if "reversed" not in columns:  # a ledger from before reversals
+            self.conn.execute("ALTER TABLE records ADD COLUMN reversed INTEGER NOT NULL DEFAULT 0")
         self.lock = threading.Lock()
 
     def decide(self, kind: Kind, ask: AskIn, behaviour: Behaviour) -> Answer:
         """The stored answer for `ask.key` (one more call), or a new one, stored."""
+        return self._in_tx(lambda: self._decide(kind, ask, behaviour))
+
+    def reverse(self, key: str) -> Answer:
+        """Undo the authorisation `key`: nothing is charged for it. One the ledger has
+        not seen yet (its request still on the way) is refused when it comes: the key
+        is taken by the reversal. Idempotent: a second reversal is a replay."""
+        return self._in_tx(lambda: self._reverse(key))
+
+    def _in_tx(self, work: Callable[[], Answer]) -> Answer:
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                answer = self._decide(kind, ask, behaviour)
+                answer = work()
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
         return answer
 
+    def _reverse(self, key: str) -> Answer:
+        row = self.conn.execute(
+            "SELECT kind, status, reference, reversed FROM records WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            number = self.conn.execute("SELECT COUNT(*) + 1 FROM records").fetchone()[0]
+            reference, reason = f"R{number:08d}", "no authorisation under this key: none will be"
+            self.conn.execute(
+                "INSERT INTO records VALUES (?, 'reverse', '', '', 0, '', 'reversed', ?, ?, 1,"
+                " '', 1)",
+                (key, reference, reason),
+            )
+            return Answer(key=key, status="reversed", reference=reference, reason=reason)
+        kind, status, reference, done = row
+        if kind == "capture":
+            raise HTTPException(409, f"key {key!r} is a capture, not an authorisation")
+        self.conn.execute(
+            "UPDATE records SET calls = calls + 1, reversed = 1 WHERE key = ?", (key,)
+        )
+        reason = "" if status == "approved" else f"it was {status}: nothing was charged"
+        return Answer(key=key, status="reversed", reference=reference, reason=reason,
+                      replay=bool(done))  # fmt: skip
+
     def _decide(self, kind: Kind, ask: AskIn, behaviour: Behaviour) -> Answer:
         row = self.conn.execute(
-            "SELECT kind, amount, status, reference, reason FROM records WHERE key = ?",
+            "SELECT kind, amount, status, reference, reason, reversed FROM records WHERE key = ?",
             (ask.key,),
         ).fetchone()
         if row is not None:
+            if row[0] == "reverse" or row[5]:  # never an approval for a sale given up
+                raise HTTPException(409, f"key {ask.key!r} was reversed: the till gave it up")
             if (row[0], row[1]) != (kind, ask.amount):
                 raise HTTPException(409, f"key {ask.key!r} was used for another request")
             self.conn.execute("UPDATE records SET calls = calls + 1 WHERE key = ?", (ask.key,))
@@ -146,7 +194,7 @@ class Ledger:
             reference = f"{'A' if kind == 'authorise' else 'C'}{number:08d}"
             status = "declined" if reason else "approved"
         self.conn.execute(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 0)",
             (ask.key, kind, ask.token, ask.last4, ask.amount, ask.terminal_ref, status,
              reference, reason, attempt),
         )  # fmt: skip
@@ -157,7 +205,7 @@ class Ledger:
         for that amount (a capture of another amount is a new request)."""
         row = self.conn.execute(
             "SELECT status, reference, reason FROM records WHERE key = ? AND kind = 'authorise'"
-            " AND amount = ?",
+            " AND amount = ? AND reversed = 0",
             (attempt, amount),
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
@@ -166,7 +214,7 @@ class Ledger:
         with self.lock:
             cur = self.conn.execute(
                 "SELECT key, kind, last4, amount, terminal_ref, status, reference, reason,"
-                " calls, attempt FROM records ORDER BY key"
+                " calls, attempt, reversed FROM records ORDER BY key"
             )
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur]
@@ -200,6 +248,15 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour) -> FastAPI:
     @app.post("/v1/captures")
     async def capture(ask: CaptureIn, response: Response) -> Answer:
         return await answer("capture", ask, response)
+
+    @app.post("/v1/reversals")
+    async def reverse(body: ReverseIn, response: Response) -> Answer:
+        if behaviour.mode == "outage":
+            raise HTTPException(503, "acquirer unavailable")
+        out = await asyncio.to_thread(ledger.reverse, body.key)
+        if out.replay:
+            response.headers["Idempotent-Replay"] = "true"
+        return out
 
     @app.get("/v1/records")
     async def records() -> list[dict[str, Any]]:

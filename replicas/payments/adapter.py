@@ -54,7 +54,7 @@ class CardAsk(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class CardAnswer(msgspec.Struct, frozen=True):
-    status: Literal["approved", "declined"]
+    status: Literal["approved", "declined", "reversed"]
     reference: str = ""
     reason: str = ""
 
@@ -72,7 +72,16 @@ class CardProcessor(Protocol):
         """Capture a payment the till approved offline; idempotent by `ask.key`."""
         ...
 
+    async def reverse(self, key: str) -> CardAnswer:
+        """Undo the authorisation `key` (its sale was not stored): nothing is charged for
+        it, and an authorisation under `key` still on its way is refused. Idempotent."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class _Reversal(msgspec.Struct, frozen=True):
+    key: str
 
 
 _decode_answer = msgspec.json.Decoder(CardAnswer).decode
@@ -91,7 +100,10 @@ class HttpAcquirer:
     async def capture(self, ask: CardAsk) -> CardAnswer:
         return await self._ask("/v1/captures", ask)
 
-    async def _ask(self, path: str, ask: CardAsk) -> CardAnswer:
+    async def reverse(self, key: str) -> CardAnswer:
+        return await self._ask("/v1/reversals", _Reversal(key))
+
+    async def _ask(self, path: str, ask: CardAsk | _Reversal) -> CardAnswer:
         try:
             r = await self._http.post(path, content=msgspec.json.encode(ask),
                                       headers={"content-type": "application/json"})  # fmt: skip

@@ -15,6 +15,9 @@ queue is forwarded by its peers), and for each:
 - refused by the processor (`ProcessorRefused`, a 4xx: the same request gets the same
   refusal): `card.declined` with the refusal as its reason, so the queue moves on.
 
+Each round first sends the reversals this till owes (`replicas.payments.reversals`:
+authorisations of sales it did not store, whose reversal got no answer).
+
 One payment's trouble is its own: the rest of the round goes on. A payment whose sale
 event this log no longer holds (compacted away by a tool that did not keep it:
 `log compact` keeps outstanding sales, `conflict.cards.forwarding_floor`) is skipped
@@ -48,6 +51,7 @@ from core.events import (
 from core.log import EventLog
 from replicas.errors import ProcessorRefused, ProcessorUnreachable
 from replicas.payments.adapter import CardAsk, CardProcessor
+from replicas.payments.reversals import PendingReversals
 
 __all__ = ["Forwarder"]
 
@@ -68,8 +72,10 @@ class Forwarder:
         *,
         every_s: float = 2.0,
         max_backoff_s: float = 30.0,
+        reversals: PendingReversals | None = None,
     ) -> None:
         self.log, self.store, self.processor, self.wall_ms = log_, store, processor, wall_ms
+        self.reversals = reversals
         self.every_s, self.max_backoff_s = every_s, max_backoff_s
         self.failures = 0
         self.forwarded = 0  # outcomes this replica recorded (for status and tests)
@@ -84,7 +90,10 @@ class Forwarder:
             await asyncio.sleep(delay)
 
     async def round(self) -> float:
-        """Forward or expire what is outstanding; the seconds until the next round."""
+        """Send the reversals owed, then forward or expire what is outstanding; the
+        seconds until the next round."""
+        if self.reversals is not None and self.processor() is not None:
+            await self.reversals.retry(self.processor())
         store = self.store
         rows, limits = await self.log.read(
             lambda c: (cards.outstanding(c, store, ROUND_SIZE), cards.card_limits(c, store))

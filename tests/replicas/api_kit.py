@@ -24,6 +24,7 @@ from replicas.cache import StateCache
 from replicas.dashboard import mount_dashboard
 from replicas.metrics import ReplicaMetrics, metrics_router
 from replicas.payments.adapter import CardProcessor
+from replicas.payments.reversals import PendingReversals
 from tests.factories import chain
 
 __all__ = [
@@ -55,6 +56,7 @@ class FakeReplica:
     peer_holders: list[str] = field(default_factory=list)  # peers that hold every event
     uplink_names: list[str] = field(default_factory=list)  # a till's uplinks (metrics)
     processor: CardProcessor | None = None  # e.g. an HttpAcquirer to a real acquirer process
+    reversals: PendingReversals | None = None  # owed card reversals (a real SQLite file)
 
     def sync_status(self) -> dict[str, object]:
         return {}

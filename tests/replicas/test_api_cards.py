@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from broker.config import free_port
 from core.events import (
     CardCaptured,
     CardLimitsSet,
@@ -26,8 +27,10 @@ from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.cards import auth_key
 from replicas.api.tokens import TokenStore
+from replicas.errors import ProcessorRefused
 from replicas.payments.adapter import CardAsk, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
+from replicas.payments.reversals import PendingReversals, give_back
 from tests.acquirer_kit import AcquirerProc
 from tests.e2e.harness import wait_until
 from tests.replicas.api_kit import TILL, FakeReplica, event_body, from_hq, open_log
@@ -119,7 +122,7 @@ async def test_a_request_the_processor_refuses_is_refused_not_taken_offline(
     # The key this sale will use, already taken at the acquirer for another amount: 409.
     body = {**sale(600), "receipt": "R-88"}
     paid = Payment(method="card", amount=600, card_token="tok_visa_0001", card_last4="4242")
-    key = auth_key(TILL, "R-88", 0, paid)
+    key = auth_key(TILL, "R-88", 0, paid, [paid])
     http = HttpAcquirer(acquirer.url)
     try:
         await http.authorise(CardAsk(key=key, token="tok_visa_0001", last4="4242", amount=1))
@@ -178,7 +181,7 @@ async def test_a_slow_processor_is_no_answer_and_the_card_it_approved_is_charged
     r = await till.post({**sale(700, token="tok_slow_0001"), "receipt": "R-SLOW"})
     stored = await _stored(log, r)
     (pay,) = stored.payments
-    assert pay.auth == "deferred" and pay.attempt == auth_key(TILL, "R-SLOW", 0, pay)
+    assert pay.auth == "deferred" and pay.attempt == auth_key(TILL, "R-SLOW", 0, pay, [pay])
 
     async def approved_there() -> bool:
         return [r["status"] for r in await acquirer.records()] == ["approved"]
@@ -218,3 +221,83 @@ async def test_a_capture_naming_an_authorisation_the_processor_never_saw_is_a_ne
 async def _bodies(log: EventLog) -> list[object]:
     raws = await log.read_range(TILL, 1, 1000)
     return [decode_body(decode_event(raw)) for raw in raws]
+
+
+def two_cards(first: str, second: str, each: int = 500) -> dict[str, Any]:
+    return {"lines": [{"sku": "MISC", "qty": 1, "unit_price": 2 * each}],
+            "payments": [card(each, token=first), card(each, token=second)]}  # fmt: skip
+
+
+async def test_a_second_card_declined_reverses_the_first_and_a_retry_charges_once(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    """The first card approved, the second declined: the sale is refused and the first
+    card's authorisation reversed (no charge without a sale). The page's retry with
+    another second card asks anew for both, and only the stored sale's cards are
+    charged."""
+    r = await till.post({**two_cards("tok_visa_0001", "tok_decline_02"), "receipt": "R-2C"})
+    assert r.status_code == 402, r.text
+    assert log.head(TILL)[0] == 0
+    first, second = sorted(await acquirer.records(), key=lambda x: x["reference"])
+    assert (first["status"], first["reversed"]) == ("approved", 1)  # given back
+    assert (second["status"], second["reversed"]) == ("declined", 0)
+    retry = await till.post({**two_cards("tok_visa_0001", "tok_visa_0003"), "receipt": "R-2C"})
+    payments = (await _stored(log, retry)).payments
+    assert [p.auth for p in payments] == ["online", "online"]
+    charged = [
+        x for x in await acquirer.records() if x["status"] == "approved" and not x["reversed"]
+    ]
+    assert sorted(x["reference"] for x in charged) == sorted(p.approval for p in payments)
+
+
+async def test_a_card_beyond_the_limits_reverses_the_others_and_a_late_approval_is_refused(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    """The second card gets no answer in time (the acquirer answers it after 5 s) and is
+    over the offline limit, with no manager: 409. Both authorisations are reversed: the
+    first's approval, and the second's key, so its late authorisation is refused there."""
+    await from_hq(log, CardLimitsSet(per_payment=100, till_total=8_000, till_count=3,
+                                     max_age_s=3600, store="s1"))  # fmt: skip
+    r = await till.post({**two_cards("tok_visa_0001", "tok_slow_0002"), "receipt": "R-LIM"})
+    assert r.status_code == 409 and "over the offline floor limit" in r.text, r.text
+    assert log.head(TILL)[0] == 0  # no sale
+
+    async def all_given_back() -> bool:
+        records = await acquirer.records()
+        return len(records) == 2 and all(x["reversed"] for x in records)
+
+    await wait_until(all_given_back, "both authorisations reversed", 15)
+    kinds = sorted((x["kind"], x["status"]) for x in await acquirer.records())
+    assert kinds == [("authorise", "approved"), ("reverse", "reversed")]
+    # The second authorisation, still on its way there: refused when it arrives.
+    paid = [Payment(method="card", amount=500, card_token=t, card_last4="4242")
+            for t in ("tok_visa_0001", "tok_slow_0002")]  # fmt: skip
+    late = CardAsk(key=auth_key(TILL, "R-LIM", 1, paid[1], paid), token="tok_visa_0009",
+                   last4="4242", amount=500)  # fmt: skip
+    http = HttpAcquirer(acquirer.url)
+    try:
+        with pytest.raises(ProcessorRefused, match="was reversed"):
+            await http.authorise(late)
+    finally:
+        await http.aclose()
+
+
+async def test_a_reversal_that_gets_no_answer_is_owed_and_sent_by_the_forwarder(
+    tmp_path: Path, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    processor = HttpAcquirer(acquirer.url)
+    nowhere = HttpAcquirer(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
+    owed = PendingReversals(tmp_path / "card-reversals.db")
+    try:
+        ask = CardAsk(key="s1/t1|a|given-up", token="tok_visa_0001", last4="4242", amount=300)
+        assert (await processor.authorise(ask)).approved
+        await give_back(nowhere, owed, [ask.key])
+        assert await PendingReversals(tmp_path / "card-reversals.db").keys() == [ask.key]
+        forwarder = Forwarder(log, "s1", lambda: processor, log.wall_ms, reversals=owed)
+        await forwarder.round()
+        assert await owed.keys() == []
+        (record,) = await acquirer.records()
+        assert (record["status"], record["reversed"]) == ("approved", 1)
+    finally:
+        await processor.aclose()
+        await nowhere.aclose()

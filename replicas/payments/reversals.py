@@ -1,0 +1,111 @@
+"""Reversals a till owes the card processor: authorisations of sales it did not store.
+
+A sale's card payments are put to the processor before the sale is stored
+(`replicas.api.cards`). When the sale is refused after that (a second card declined,
+a payment beyond the floor limits with no override) or its append fails, every
+authorisation it asked for that may have been approved - an approval, or a request
+that got no answer - is reversed (`give_back`), so no card is charged for a sale that
+does not exist. A reversal that gets no answer (or finds no processor) is kept in
+SQLite beside the log (`card-reversals.db`) and sent again by the card forwarder's
+rounds (`Forwarder.round`) until the processor answers: a till restarted meanwhile
+still owes it. A reversal the processor refuses (a 4xx: it will not do it) is logged
+and dropped: sending it again would get the same refusal.
+
+Only keys are kept: no token, no card data.
+
+    owed = PendingReversals(data_dir / "card-reversals.db")
+    await give_back(processor, owed, ["s1/t1|a|..."])
+    await owed.retry(processor)   # each forwarder round
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from replicas.errors import ProcessorRefused, ProcessorUnreachable
+from replicas.payments.adapter import CardProcessor
+
+__all__ = ["FILE", "PendingReversals", "give_back"]
+
+log = logging.getLogger(__name__)
+FILE = "card-reversals.db"
+
+
+class PendingReversals:
+    """The authorisation keys whose reversal got no answer yet, durably."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        conn = self._connect()
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, since_ms INTEGER"
+                " NOT NULL, tries INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '')"
+            )
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # owed money: durable once it says so
+        return conn
+
+    def _run(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        conn = self._connect()
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    async def owe(self, key: str, error: str) -> None:
+        await asyncio.to_thread(
+            self._run,
+            "INSERT INTO pending VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE SET"
+            " tries = tries + 1, last_error = excluded.last_error",
+            (key, int(time.time() * 1000), error[:200]),
+        )
+
+    async def paid(self, key: str) -> None:
+        await asyncio.to_thread(self._run, "DELETE FROM pending WHERE key = ?", (key,))
+
+    async def keys(self) -> list[str]:
+        rows = await asyncio.to_thread(self._run, "SELECT key FROM pending ORDER BY since_ms")
+        return [str(key) for (key,) in rows]
+
+    async def retry(self, processor: CardProcessor | None) -> int:
+        """Send every owed reversal again; how many are still owed."""
+        keys = await self.keys()
+        if keys:
+            await give_back(processor, self, keys)
+        return len(await self.keys())
+
+
+async def give_back(
+    processor: CardProcessor | None, owed: PendingReversals | None, keys: Sequence[str]
+) -> None:
+    """Reverse the authorisations `keys`; those that get no answer are owed (`owed`)."""
+    for key in keys:
+        error = "no card processor reachable (none, or the till's link out is off)"
+        if processor is not None:
+            try:
+                await processor.reverse(key)
+            except ProcessorRefused as e:
+                log.error("card authorisation %s: the processor refused its reversal: %s", key, e)
+                error = ""
+            except ProcessorUnreachable as e:
+                error = str(e)
+            else:
+                error = ""
+        if error and owed is not None:
+            log.warning("card authorisation %s: reversal owed (%s)", key, error)
+            await owed.owe(key, error)
+        elif error:
+            log.error("card authorisation %s: reversal not sent, nowhere to keep it owed", key)
+        elif owed is not None:
+            await owed.paid(key)
