@@ -30,6 +30,7 @@ FORWARDED: tuple[tuple[str, str], ...] = (
     ("PUT", "/catalog/{sku}/price"),
     ("PUT", "/cards/limits"),
     ("POST", "/conflicts/{conflict_id}/resolve"),
+    ("POST", "/keys/rotate"),  # worker 0 answers why HQ's own key is not rotated here
     ("POST", "/keys/{replica:path}/revoke"),
     ("POST", "/keys/{replica:path}/rotate"),
 )

@@ -261,6 +261,7 @@ async def test_a_worker_hands_hqs_writes_to_worker_0_and_says_so_when_it_is_not_
                 ("POST", "/conflicts/abc/resolve", {"action": "accepted"}),
                 ("POST", f"/keys/{TILL}/revoke", {"after_seq": 3}),
                 ("POST", f"/keys/{TILL}/rotate", {"public_key": "A" * 43, "from_seq": 4}),
+                ("POST", "/keys/rotate", {}),
             ]:
                 r = await w1.request(method, path, json=body)
                 assert r.status_code == 503, (path, r.text)
