@@ -43,7 +43,7 @@ from core.events import store_of
 from core.log import EventLog
 from replicas.api.tokens import TOKENS_FILE, TokenStore
 from replicas.cache import StateCache
-from replicas.errors import ApiUnavailable, ApiUnprotected
+from replicas.errors import ApiUnavailable, ApiUnprotected, SiteFileError
 from replicas.metrics import ReplicaMetrics
 from replicas.ops.keeper import KEEP_CHECKPOINTS, CheckpointKeeper, KeepCheckpoints
 from replicas.payments.adapter import CardProcessor, HttpAcquirer
@@ -231,7 +231,9 @@ class Replica:
     def _start_forwarding(self) -> None:
         """Card payments: the site's processor, and this till's forwarding loop."""
         if self.site.acquirer_url:
-            self.processor = HttpAcquirer(self.site.acquirer_url, self.site.acquirer_timeout_s)
+            self.processor = HttpAcquirer(
+                self.site.acquirer_url, self.site.acquirer_timeout_s, self._acquirer_key()
+            )
         store = store_of(self.replica_id) or ""
         self.reversals = PendingReversals(self.data_dir / REVERSALS_FILE)
         self.forwarder = Forwarder(
@@ -239,6 +241,19 @@ class Replica:
             every_s=self.site.card_forward_every_s, reversals=self.reversals,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forward-cards"))
+
+    def _acquirer_key(self) -> str:
+        """The acquirer's API key from the site's `acquirer_key_file` ('' if none named:
+        a processor that takes calls without one). Named and unreadable: an error."""
+        if self.site.acquirer_key_file is None:
+            return ""
+        path = self.root / self.site.acquirer_key_file  # an absolute one stays as it is
+        try:
+            return path.read_text().strip()
+        except OSError as e:
+            raise SiteFileError(
+                path, f"the acquirer's API key (acquirer_key_file): {e.strerror}"
+            ) from e
 
     async def stop(self) -> None:
         await self._stop_api()

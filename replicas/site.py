@@ -110,6 +110,9 @@ class Site(BaseModel):
     # reachable, every card payment is taken offline under the floor limits.
     acquirer_url: str | None = None
     acquirer_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    # Where each till's machine keeps the acquirer's API key (relative: to the site's
+    # folder); the key itself never enters this file, which holds nothing secret.
+    acquirer_key_file: str | None = None
     card_forward_every_s: float = Field(default=2.0, gt=0, le=3600)  # between forwarding rounds
 
     @field_validator("stores")

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from replicas.payments.service import URL_FILE
+from replicas.payments.adapter import HttpAcquirer
+from replicas.payments.service import KEY_FILE, URL_FILE
 
 __all__ = ["AcquirerProc"]
 
@@ -32,6 +33,7 @@ class AcquirerProc:
         self.data, self.args = data, list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.key = ""  # its API key (<data>/acquirer.key)
 
     async def start(self) -> str:
         (self.data / URL_FILE).unlink(missing_ok=True)
@@ -46,7 +48,16 @@ class AcquirerProc:
                 raise AssertionError(f"acquirer did not start: {self.tail()}")
             await asyncio.sleep(0.05)
         self.url = (self.data / URL_FILE).read_text().strip()
+        self.key = (self.data / KEY_FILE).read_text().strip()  # written before the URL
         return self.url
+
+    def client(self, timeout_s: float = 3.0) -> HttpAcquirer:
+        """The till's adapter to this acquirer, with its API key."""
+        return HttpAcquirer(self.url, timeout_s, self.key)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
     def tail(self) -> str:
         path = self.data / "acquirer.out"
@@ -77,12 +88,12 @@ class AcquirerProc:
 
     async def records(self) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(timeout=10) as http:
-            r = await http.get(f"{self.url}/v1/records")
+            r = await http.get(f"{self.url}/v1/records", headers=self.auth)
             r.raise_for_status()
             out: list[dict[str, Any]] = r.json()
             return out
 
     async def set_mode(self, mode: str) -> None:
         async with httpx.AsyncClient(timeout=10) as http:
-            r = await http.put(f"{self.url}/admin/mode", json={"mode": mode})
+            r = await http.put(f"{self.url}/admin/mode", json={"mode": mode}, headers=self.auth)
             r.raise_for_status()

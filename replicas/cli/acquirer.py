@@ -16,8 +16,11 @@ def register(sub: SubParsers) -> None:
         sub,
         "acquirer",
         _run,
-        "Run a small card acquirer (authorise, capture, idempotent by key) for the demo"
-        " and tests; prints its URL and writes it to <data>/acquirer.url.",
+        "Run a small card acquirer (authorise, capture, reverse, idempotent by key) for"
+        " the demo and tests; prints its URL and writes it to <data>/acquirer.url. Calls"
+        " carry its API key (Authorization: Bearer), made at first start in"
+        " <data>/acquirer.key unless --api-key-file names another file; tills read it from"
+        " the site's acquirer_key_file.",
         "tillmesh acquirer --data data/acquirer --port 8700 --decline-tokens decline",
     )
     p.add_argument("--data", type=Path, required=True, help="folder for acquirer.db")
@@ -29,6 +32,10 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--slow-tokens", default="", help="answer these tokens after --slow-s")
     p.add_argument("--slow-s", type=float, default=30.0)
+    p.add_argument(
+        "--api-key-file", type=Path, default=None,
+        help="the API key calls must carry (made if missing; default <data>/acquirer.key)",
+    )  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -40,5 +47,5 @@ def _run(args: argparse.Namespace) -> int:
         decline_rate=args.decline_rate, seed=args.seed, slow_tokens=args.slow_tokens,
         slow_s=args.slow_s,
     )  # fmt: skip
-    serve_acquirer(args.data, args.host, args.port, behaviour)
+    serve_acquirer(args.data, args.host, args.port, behaviour, args.api_key_file)
     return 0

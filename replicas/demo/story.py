@@ -41,6 +41,7 @@ from replicas.demo.fleet import MARKER, DemoError, Fleet, PortTaken
 from replicas.demo.metrics import ReplicaMetricsSummary, scrape_all
 from replicas.demo.workload import TillDriver, Workload
 from replicas.hq.cluster import LocalPostgres
+from replicas.payments.service import KEY_FILE
 from replicas.site import init_site, save_site
 from replicas.sync.protocol import holds
 
@@ -225,7 +226,11 @@ class Demo:
             self.acquirer = DemoAcquirer(self.root / "acquirer")
             self.acquirer_url = await self.acquirer.start()
         self.site = self.site.model_copy(
-            update={"acquirer_url": self.acquirer_url, "card_forward_every_s": 1.0}
+            update={
+                "acquirer_url": self.acquirer_url,
+                "card_forward_every_s": 1.0,
+                "acquirer_key_file": f"acquirer/{KEY_FILE}",
+            }
         )
         save_site(self.root, self.site)
         self.fleet.site = self.site

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import re
 import sqlite3
 import threading
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from replicas.payments.adapter import KEY_MAX, TERMINAL_REF_MAX
@@ -223,9 +224,19 @@ class Ledger:
         self.conn.close()
 
 
-def create_acquirer(ledger: Ledger, behaviour: Behaviour) -> FastAPI:
-    """The acquirer's HTTP API over `ledger`."""
+def create_acquirer(ledger: Ledger, behaviour: Behaviour, api_key: str) -> FastAPI:
+    """The acquirer's HTTP API over `ledger`: every call but `/healthz` carries
+    `Authorization: Bearer <api_key>`, as a processor's API does (401 otherwise): a
+    reversal or a capture from anyone on the network would move a merchant's money."""
+
+    async def merchant(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            raise HTTPException(401, "the merchant's API key is missing or wrong",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
     app = FastAPI(title="tillmesh demo acquirer", docs_url=None, redoc_url=None)
+    keyed = [Depends(merchant)]
 
     async def answer(kind: Kind, ask: AskIn, response: Response) -> Answer:
         if behaviour.mode == "outage":
@@ -241,15 +252,15 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"mode": behaviour.mode}
 
-    @app.post("/v1/authorisations")
+    @app.post("/v1/authorisations", dependencies=keyed)
     async def authorise(ask: AskIn, response: Response) -> Answer:
         return await answer("authorise", ask, response)
 
-    @app.post("/v1/captures")
+    @app.post("/v1/captures", dependencies=keyed)
     async def capture(ask: CaptureIn, response: Response) -> Answer:
         return await answer("capture", ask, response)
 
-    @app.post("/v1/reversals")
+    @app.post("/v1/reversals", dependencies=keyed)
     async def reverse(body: ReverseIn, response: Response) -> Answer:
         if behaviour.mode == "outage":
             raise HTTPException(503, "acquirer unavailable")
@@ -258,11 +269,11 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour) -> FastAPI:
             response.headers["Idempotent-Replay"] = "true"
         return out
 
-    @app.get("/v1/records")
+    @app.get("/v1/records", dependencies=keyed)
     async def records() -> list[dict[str, Any]]:
         return await asyncio.to_thread(ledger.records)
 
-    @app.put("/admin/mode")
+    @app.put("/admin/mode", dependencies=keyed)
     async def set_mode(body: ModeIn) -> ModeIn:
         behaviour.mode = body.mode
         return body

@@ -88,11 +88,13 @@ _decode_answer = msgspec.json.Decoder(CardAnswer).decode
 
 
 class HttpAcquirer:
-    """The acquirer service over HTTP (httpx), each call bounded by `timeout_s`."""
+    """The acquirer service over HTTP (httpx), each call bounded by `timeout_s` and
+    carrying the merchant's `api_key`."""
 
-    def __init__(self, url: str, timeout_s: float = 3.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 3.0, api_key: str = "") -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s)
+        auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, headers=auth)
 
     async def authorise(self, ask: CardAsk) -> CardAnswer:
         return await self._ask("/v1/authorisations", ask)

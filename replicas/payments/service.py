@@ -8,6 +8,7 @@ rather than picking a free port in advance (a race between parallel runs).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import uvicorn
 
 from replicas.payments.acquirer import Behaviour, Ledger, create_acquirer
 
-__all__ = ["URL_FILE", "serve_acquirer"]
+__all__ = ["KEY_FILE", "URL_FILE", "api_key", "serve_acquirer"]
 
 URL_FILE = "acquirer.url"
+KEY_FILE = "acquirer.key"  # the merchant's API key, made at first start (0600)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -29,9 +31,23 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_acquirer(data: Path, host: str, port: int, behaviour: Behaviour) -> None:
-    """Serve until SIGTERM/SIGINT (uvicorn's handlers); records in `data/acquirer.db`."""
+def api_key(path: Path) -> str:
+    """The API key in `path`, made (random, readable by its owner only) if missing."""
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(32) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def serve_acquirer(
+    data: Path, host: str, port: int, behaviour: Behaviour, key_file: Path | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT (uvicorn's handlers); records in `data/acquirer.db`,
+    its API key in `key_file` (default `data/acquirer.key`, made if missing)."""
     data.mkdir(parents=True, exist_ok=True)
+    key = api_key(key_file or data / KEY_FILE)
     ledger = Ledger(data / "acquirer.db")
     sock = _bind(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
@@ -39,7 +55,8 @@ def serve_acquirer(data: Path, host: str, port: int, behaviour: Behaviour) -> No
     tmp.write_text(url + "\n")
     tmp.replace(data / URL_FILE)  # readers never see half a line
     print(f"acquirer listening on {url}", flush=True)
-    config = uvicorn.Config(create_acquirer(ledger, behaviour), log_level="warning", lifespan="off")
+    app = create_acquirer(ledger, behaviour, key)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     try:
         asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from broker.subjects import HQ
+from replicas.payments.service import KEY_FILE
 from replicas.site import save_site
 from tests.acquirer_kit import AcquirerProc
 from tests.e2e.harness import Mesh, signal_and_wait, wait_until
@@ -34,7 +35,11 @@ def card_sale(amount: int, token: str) -> dict[str, Any]:
 async def store(tmp_path: Path, acquirer: AcquirerProc) -> AsyncIterator[Mesh]:
     mesh = Mesh(tmp_path, {"s1": ["t1", "t2"]})
     mesh.site = mesh.site.model_copy(
-        update={"acquirer_url": acquirer.url, "card_forward_every_s": 0.3}
+        update={
+            "acquirer_url": acquirer.url,
+            "card_forward_every_s": 0.3,
+            "acquirer_key_file": str(acquirer.data / KEY_FILE),
+        }
     )
     save_site(mesh.root, mesh.site)
     try:

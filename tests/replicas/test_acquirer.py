@@ -10,6 +10,7 @@ import pytest
 
 from replicas.errors import ProcessorRefused, ProcessorUnreachable
 from replicas.payments.adapter import CardAsk, HttpAcquirer
+from replicas.payments.service import KEY_FILE
 from tests.acquirer_kit import AcquirerProc
 
 
@@ -18,7 +19,7 @@ def ask(key: str, token: str = "tok_visa_0001", amount: int = 1250) -> CardAsk:
 
 
 async def test_online_approval_and_decline(acquirer: AcquirerProc) -> None:
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         ok = await http.authorise(ask("s1/t1|R-1|0"))
         no = await http.authorise(ask("s1/t1|R-2|0", token="tok_decline_0002"))
@@ -31,7 +32,7 @@ async def test_online_approval_and_decline(acquirer: AcquirerProc) -> None:
 async def test_a_capture_sent_twice_is_one_record_and_outlives_a_restart(
     acquirer: AcquirerProc,
 ) -> None:
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         first = await http.capture(ask("s1/t1:5#0"))
         again = await http.capture(ask("s1/t1:5#0"))
@@ -40,7 +41,7 @@ async def test_a_capture_sent_twice_is_one_record_and_outlives_a_restart(
     assert first == again and first.approved
     acquirer.kill(signal.SIGKILL)
     await acquirer.start()
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         after = await http.capture(ask("s1/t1:5#0"))
     finally:
@@ -52,7 +53,7 @@ async def test_a_capture_sent_twice_is_one_record_and_outlives_a_restart(
 
 
 async def test_a_key_used_for_another_amount_is_refused(acquirer: AcquirerProc) -> None:
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         await http.capture(ask("s1/t1:6#0", amount=100))
         # An answer (the processor refuses), not "no answer": never a reason to defer.
@@ -64,7 +65,7 @@ async def test_a_key_used_for_another_amount_is_refused(acquirer: AcquirerProc) 
 
 
 async def test_fields_the_till_api_takes_fit_the_acquirer(acquirer: AcquirerProc) -> None:
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         long = CardAsk(key="s1/t1|" + "R" * 80 + "|0|" + "f" * 16, token="tok_visa_0001",
                        last4="4242", amount=100, terminal_ref="T" * 200)  # fmt: skip
@@ -77,7 +78,7 @@ async def test_fields_the_till_api_takes_fit_the_acquirer(acquirer: AcquirerProc
 
 
 async def test_outage_timeout_and_a_dead_process_are_unreachable(acquirer: AcquirerProc) -> None:
-    http = HttpAcquirer(acquirer.url, timeout_s=0.5)
+    http = acquirer.client(timeout_s=0.5)
     try:
         with pytest.raises(ProcessorUnreachable, match="Timeout"):
             await http.authorise(ask("k-slow", token="tok_slow_0001"))
@@ -89,3 +90,24 @@ async def test_outage_timeout_and_a_dead_process_are_unreachable(acquirer: Acqui
             await http.authorise(ask("k-2"))
     finally:
         await http.aclose()
+
+
+@pytest.mark.parametrize("key", ["", "not-the-merchants-key"])
+async def test_a_call_without_the_merchants_api_key_is_refused_and_moves_no_money(
+    acquirer: AcquirerProc, key: str
+) -> None:
+    """Anyone on the network could otherwise capture, reverse or read the merchant's
+    payments: every call but /healthz carries the key the acquirer made at first start."""
+    stranger = HttpAcquirer(acquirer.url, api_key=key)
+    try:
+        for call in (stranger.authorise, stranger.capture):
+            with pytest.raises(ProcessorRefused, match="API key is missing or wrong") as e:
+                await call(ask("s1/t1|R-9|0"))
+            assert e.value.status == 401
+        with pytest.raises(ProcessorRefused, match="401"):
+            await stranger.reverse("s1/t1|R-9|0")
+    finally:
+        await stranger.aclose()
+    assert await acquirer.records() == []
+    key_file = acquirer.data / KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(acquirer.key) >= 32

@@ -68,7 +68,7 @@ async def till(tmp_path: Path, log: EventLog, acquirer: AcquirerProc) -> AsyncIt
     store = TokenStore(tmp_path / "api-tokens.json")
     tokens = {"cashier": store.issue("front end", "cashier"),
               "manager": store.issue("Mia's badge", "manager", person="M007")}  # fmt: skip
-    processor = HttpAcquirer(acquirer.url, timeout_s=1.0)
+    processor = acquirer.client(timeout_s=1.0)
     replica = FakeReplica(TILL, log, processor=processor)
     app = create_app(replica, access=Access(store, loopback_only=True))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
@@ -123,7 +123,7 @@ async def test_a_request_the_processor_refuses_is_refused_not_taken_offline(
     body = {**sale(600), "receipt": "R-88"}
     paid = Payment(method="card", amount=600, card_token="tok_visa_0001", card_last4="4242")
     key = auth_key(TILL, "R-88", 0, paid, [paid])
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         await http.authorise(CardAsk(key=key, token="tok_visa_0001", last4="4242", amount=1))
     finally:
@@ -188,7 +188,7 @@ async def test_a_slow_processor_is_no_answer_and_the_card_it_approved_is_charged
 
     await wait_until(approved_there, "the acquirer's late approval", 15)
     (auth,) = await acquirer.records()
-    processor = HttpAcquirer(acquirer.url, timeout_s=15)  # this token is slow there too
+    processor = acquirer.client(timeout_s=15)  # this token is slow there too
     try:
         assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
     finally:
@@ -207,7 +207,7 @@ async def test_a_capture_naming_an_authorisation_the_processor_never_saw_is_a_ne
     (pay,) = (await _stored(log, await till.post(sale(800)))).payments
     assert pay.auth == "deferred" and pay.attempt
     await acquirer.set_mode("up")
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     try:
         assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
     finally:
@@ -274,7 +274,7 @@ async def test_a_card_beyond_the_limits_reverses_the_others_and_a_late_approval_
             for t in ("tok_visa_0001", "tok_slow_0002")]  # fmt: skip
     late = CardAsk(key=auth_key(TILL, "R-LIM", 1, paid[1], paid), token="tok_visa_0009",
                    last4="4242", amount=500)  # fmt: skip
-    http = HttpAcquirer(acquirer.url)
+    http = acquirer.client()
     try:
         with pytest.raises(ProcessorRefused, match="was reversed"):
             await http.authorise(late)
@@ -285,7 +285,7 @@ async def test_a_card_beyond_the_limits_reverses_the_others_and_a_late_approval_
 async def test_a_reversal_that_gets_no_answer_is_owed_and_sent_by_the_forwarder(
     tmp_path: Path, log: EventLog, acquirer: AcquirerProc
 ) -> None:
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     nowhere = HttpAcquirer(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
     owed = PendingReversals(tmp_path / "card-reversals.db")
     try:

@@ -22,7 +22,7 @@ from core.events import CardCaptured, CardLimitsSet, Payment, SaleCompleted, Sal
 from core.log import EventLog
 from replicas.ops.common import STATE_TABLES, compact_db
 from replicas.ops.common import open_log as open_ops_log
-from replicas.payments.adapter import CardAsk, HttpAcquirer
+from replicas.payments.adapter import CardAsk
 from replicas.payments.forwarder import Forwarder
 from tests.acquirer_kit import AcquirerProc
 from tests.factories import chain
@@ -56,7 +56,7 @@ async def test_a_round_captures_or_declines_each_once(
 ) -> None:
     a = await log.append(deferred("tok_offline_001", 1200, "R1"))
     b = await log.append(deferred("tok_decline_002", 800, "R2"))
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     try:
         fwd = Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5)
         assert await fwd.round() == 0.5
@@ -75,7 +75,7 @@ async def test_a_payment_the_processor_refuses_is_declined_and_the_queue_moves_o
 ) -> None:
     bad = await log.append(deferred("tok_offline_010", 700, "R10"))
     good = await log.append(deferred("tok_offline_011", 300, "R11"))
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     try:  # the first one's key already used for another amount: the acquirer says 409
         await processor.capture(CardAsk(key=f"{bad.id}#0", token="tok_offline_010",
                                         last4="4242", amount=1))  # fmt: skip
@@ -113,7 +113,7 @@ async def test_compaction_keeps_the_sales_of_payments_still_to_forward(
     await log.append(SaleCompleted(receipt="R20", lines=[SaleLine("MISC", 1, 200)],
                                    payments=[cash]))  # fmt: skip
     held = await log.append(deferred("tok_offline_021", 400, "R21"))  # still to forward
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     try:
         await log.append_many([deferred("tok_offline_022", 100, f"R2{i}") for i in (2, 3)])
         await log.close()
@@ -137,7 +137,7 @@ async def test_a_payment_whose_sale_was_compacted_away_is_skipped_not_the_round(
     await log.close()
     await _compacted(path, {"s1/t1": lost.seq})  # as a tool that kept nothing would
     log = await open_log(path, "s1/t1")
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     try:
         assert await Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=0.5).round()
         assert await _outcomes(log) == [(f"{kept.id}#0", "captured")]  # lost stays outstanding
@@ -153,7 +153,7 @@ async def test_unforwarded_past_the_max_age_expires_unsent(
     old = await log.append(deferred("tok_offline_003", 500, "R3"))
     limits = cards.DEFAULT_LIMITS
     later = hlc_ms(old.hlc) + (limits.max_age_s + 1) * 1000
-    processor = HttpAcquirer(acquirer.url)
+    processor = acquirer.client()
     try:
         await Forwarder(log, "s1", lambda: processor, lambda: later).round()
     finally:
@@ -167,7 +167,7 @@ async def test_no_answer_backs_off_and_keeps_the_payment(
 ) -> None:
     await log.append(deferred("tok_offline_004", 500, "R4"))
     acquirer.kill(signal.SIGKILL)
-    processor = HttpAcquirer(acquirer.url, timeout_s=0.5)
+    processor = acquirer.client(timeout_s=0.5)
     try:
         fwd = Forwarder(log, "s1", lambda: processor, log.wall_ms, every_s=1.0, max_backoff_s=3)
         delays = [await fwd.round() for _ in range(3)]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from broker.subjects import HQ
+from replicas.payments.service import KEY_FILE
 from replicas.sync.config import SyncConfig
 from tests.acquirer_kit import AcquirerProc
 from tests.e2e.harness import wait_until
@@ -36,7 +37,9 @@ async def _online(http: httpx.AsyncClient) -> bool:
 async def test_switching_the_hq_link_off_is_offline_at_once(
     in_process: InProcess, acquirer: AcquirerProc
 ) -> None:
-    in_process.site = in_process.site.model_copy(update={"acquirer_url": acquirer.url})
+    in_process.site = in_process.site.model_copy(
+        update={"acquirer_url": acquirer.url, "acquirer_key_file": str(acquirer.data / KEY_FILE)}
+    )
     await in_process.start(HQ, FAST)
     till = await in_process.start(TILL, FAST)
     await asyncio.wait_for(till.ready.wait(), 30)  # its API listens
