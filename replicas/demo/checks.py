@@ -52,6 +52,7 @@ _CHECK_NAMES = {
     "digest": "one digest on every till and in HQ's scope of the store",
     "prices": "each store's price: the chain's, or its own override",
     "cards": "card money online / deferred-captured / deferred-declined / expired equals the model",
+    "charged": "the processor charged each approved card once, and nothing for a sale not stored",
 }
 
 
@@ -104,6 +105,26 @@ def card_money(data_dir: Path, hq_dsn: str | None = None) -> dict[str, int]:
         return _card_money(conn)
     finally:
         conn.close()
+
+
+def processor_check(acquirer_db: Path, model: Model) -> Check:
+    """The processor's own ledger against the model: each charge once (a capture that
+    names an authorisation approved earlier shares its reference), nothing charged for
+    a sale the tills did not store (reversed), nothing missing."""
+    conn = sqlite3.connect(f"file:{acquirer_db}?mode=ro", uri=True)
+    try:
+        charges = dict(
+            conn.execute(
+                "SELECT reference, amount FROM records WHERE status = 'approved'"
+                " AND reversed = 0 AND kind IN ('authorise', 'capture')"
+            ).fetchall()
+        )
+        reversed_ = conn.execute("SELECT count(*) FROM records WHERE reversed = 1").fetchone()[0]
+    finally:
+        conn.close()
+    charged, want = sum(charges.values()), model.card_charged()
+    shown = f"charged {charged} in {len(charges)} charges, the model {want}; {reversed_} reversed"
+    return Check("acquirer", "charged", charged == want, shown)
 
 
 def _card_check(rid: str, facts: Facts, want: dict[str, int]) -> Check:

@@ -118,6 +118,13 @@ class Model:
                 out[kind] += s.total
         return dict(out)
 
+    def card_charged(self) -> int:
+        """What the processor should have charged: every card sale the tills acknowledged
+        that was approved online or captured later (a void or refund at the till gives
+        no money back at the processor: the demo has no refund call)."""
+        settled = [s for s in self.sales.values() if s.card]
+        return sum(s.total for s in settled if s.card == "online" or not s.declines)
+
     def store_heads(self, store: str) -> dict[str, int]:
         """Acked heads of the origins a till of `store` holds (its store's and HQ's)."""
         return {o: s for o, s in self.heads.items() if o == "hq" or o.startswith(f"{store}/")}

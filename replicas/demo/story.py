@@ -36,7 +36,7 @@ import httpx
 from broker.subjects import HQ
 from replicas.demo.access import ApiAccess
 from replicas.demo.acquirer import DemoAcquirer
-from replicas.demo.checks import Check, card_money, count_conflicts, verify
+from replicas.demo.checks import Check, card_money, count_conflicts, processor_check, verify
 from replicas.demo.fleet import MARKER, DemoError, Fleet, PortTaken
 from replicas.demo.metrics import ReplicaMetricsSummary, scrape_all
 from replicas.demo.workload import TillDriver, Workload
@@ -177,6 +177,9 @@ class Demo:
         model, dsn = self.workload.model, self.hq_dsn
         cards = model if self.with_acquirer else None
         self.checks = await asyncio.to_thread(verify, self.root, self.site, model, dsn, cards)
+        if self.with_acquirer:
+            ledger = self.acquirer.data / "acquirer.db"
+            self.checks.append(await asyncio.to_thread(processor_check, ledger, model))
         hq_dir = self.site.data_dir(self.root, HQ)
         self.card_split = await asyncio.to_thread(card_money, hq_dir, dsn)
         self.conflicts = await asyncio.to_thread(count_conflicts, self.root, self.site, dsn)

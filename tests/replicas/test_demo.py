@@ -25,13 +25,15 @@ import pytest
 from conflict import queries
 from core.sqlite import open_sync
 from replicas.cli.main import main
-from replicas.demo.checks import scoped_digest, scoped_digest_of
+from replicas.demo.checks import processor_check, scoped_digest, scoped_digest_of
 from replicas.demo.lan import story as lan_story
+from replicas.demo.model import Model, SaleRecord
 from replicas.demo.netlab.runs import KIT
 from replicas.demo.netlab.runs import leftovers as lab_leftovers
 from replicas.demo.story import Demo
 from replicas.hq import facts as pg_facts
 from replicas.hq.cluster import LocalPostgres, postgres_missing
+from replicas.payments.acquirer import AskIn, Behaviour, CaptureIn, Ledger
 from replicas.site import load_site
 from tests.pan_scan import scan_for_pans
 from tests.unprivileged import run_unprivileged
@@ -270,3 +272,38 @@ def test_short_demo_on_postgres_matches_the_tills(pg_data_dir: Path) -> None:
             assert {digest for digest, _, _ in facts} == {hq_view}, store
         till_sales = sum(read_db(data / s / t[0] / "log.db")[1] for s, t in site.stores.items())
         assert len(sales) == till_sales == int(m[2])
+
+
+def test_the_processor_check_counts_each_charge_once_and_no_reversed_one(tmp_path: Path) -> None:
+    """The demo's check of the acquirer's ledger (`processor_check`), on a real ledger:
+    an online approval, a deferred card's capture sharing the reference of the
+    authorisation that got no answer, and a reversed approval (no sale stored)."""
+    ledger = Ledger(tmp_path / "acquirer.db")
+    up = Behaviour()
+    try:
+        ledger.decide(
+            "authorise", AskIn(key="k1", token="tok_visa_0001", last4="4242", amount=500), up
+        )
+        lost = AskIn(key="k2", token="tok_visa_0002", last4="4242", amount=700)
+        ledger.decide("authorise", lost, up)  # approved; the till heard nothing
+        capture = CaptureIn(key="s1/t1:9#0", token="tok_visa_0002", last4="4242", amount=700,
+                            attempt="k2")  # fmt: skip
+        ledger.decide("capture", capture, up)
+        ledger.decide(
+            "authorise", AskIn(key="k3", token="tok_visa_0003", last4="4242", amount=900), up
+        )
+        ledger.reverse("k3")
+    finally:
+        ledger.close()
+    model = Model()
+    model.sales["a"] = SaleRecord("a", "s1/t1", [], 500, "card", card="online")
+    model.sales["b"] = SaleRecord("b", "s1/t1", [], 700, "card", card="deferred")
+    check = processor_check(tmp_path / "acquirer.db", model)
+    assert check.ok, check
+    assert "charged 1200 in 2 charges" in check.detail and "1 reversed" in check.detail
+    model.sales["c"] = SaleRecord("c", "s1/t1", [], 900, "card", card="online")  # not stored
+    assert not processor_check(tmp_path / "acquirer.db", model).ok
+
+
+def _ask(key: str, token: str, amount: int) -> AskIn:
+    return AskIn(key=key, token=token, last4="4242", amount=amount)
