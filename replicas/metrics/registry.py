@@ -158,6 +158,9 @@ class SnapshotCollector(Collector):
         yield _gauge("tillmesh_deferred_card_payments",
                      "How many card payments are authorised deferred, not settled",
                      {(st,): n for st, (n, _) in s.deferred.items()}, ["store"])  # fmt: skip
+        yield _gauge("tillmesh_card_reversals_owed",
+                     "Card authorisations of sales not stored whose reversal got no answer yet",
+                     {(): s.reversals_owed})  # fmt: skip
 
 
 def _gauge(

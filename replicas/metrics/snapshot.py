@@ -53,6 +53,7 @@ class Snapshot:
     sales: int = 0
     net: int = 0
     deferred: dict[str, tuple[int, int]] = field(default_factory=dict)  # store: (n, amount)
+    reversals_owed: int = 0  # card authorisations of sales not stored, not yet reversed
 
 
 def _state_figures(conn: sqlite3.Connection) -> tuple[queries.SalesSummary, list[Any]]:
@@ -62,11 +63,16 @@ def _state_figures(conn: sqlite3.Connection) -> tuple[queries.SalesSummary, list
 async def take_snapshot(source: MetricsSource, cache: StateCache) -> Snapshot:
     stats = await source.log.stats()
     summary, deferred_rows = await cache.read("metrics", _state_figures)
-    return snapshot_of(source, stats, summary, deferred_rows)
+    owed = len(await source.reversals.keys()) if source.reversals is not None else 0
+    return snapshot_of(source, stats, summary, deferred_rows, owed)
 
 
 def snapshot_of(
-    source: MetricsSource, stats: LogStats, summary: queries.SalesSummary, deferred_rows: list[Any]
+    source: MetricsSource,
+    stats: LogStats,
+    summary: queries.SalesSummary,
+    deferred_rows: list[Any],
+    reversals_owed: int = 0,
 ) -> Snapshot:
     """The snapshot from figures already read (HQ on PostgreSQL reads its own)."""
     sync: dict[str, Any] = source.sync_status()
@@ -82,7 +88,7 @@ def snapshot_of(
         uplink=uplink.get("uplink") if uplink.get("connected") else None,
         leaves=dict(sync.get("leaves") or {}),
         sales=summary.sales, net=summary.net,
-        deferred=_per_store(deferred_rows),
+        deferred=_per_store(deferred_rows), reversals_owed=reversals_owed,
     )  # fmt: skip
 
 

@@ -27,7 +27,9 @@ from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.cards import auth_key
 from replicas.api.tokens import TokenStore
+from replicas.cache import StateCache
 from replicas.errors import ProcessorRefused
+from replicas.metrics import take_snapshot
 from replicas.payments.adapter import CardAsk, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
 from replicas.payments.reversals import PendingReversals, give_back
@@ -293,9 +295,12 @@ async def test_a_reversal_that_gets_no_answer_is_owed_and_sent_by_the_forwarder(
         assert (await processor.authorise(ask)).approved
         await give_back(nowhere, owed, [ask.key])
         assert await PendingReversals(tmp_path / "card-reversals.db").keys() == [ask.key]
+        till = FakeReplica(TILL, log, reversals=owed)
+        assert (await take_snapshot(till, StateCache(log))).reversals_owed == 1  # ops see it
         forwarder = Forwarder(log, "s1", lambda: processor, log.wall_ms, reversals=owed)
         await forwarder.round()
         assert await owed.keys() == []
+        assert (await take_snapshot(till, StateCache(log))).reversals_owed == 0
         (record,) = await acquirer.records()
         assert (record["status"], record["reversed"]) == ("approved", 1)
     finally:
