@@ -60,6 +60,8 @@ from replicas.payments.adapter import KEY_MAX, CardAsk, CardProcessor
 
 __all__ = ["Authorised", "authorise_cards", "give_back"]
 
+MAX_GENERATIONS = 100  # retries of one refused sale (receipt and cards) that ask anew
+
 
 def _money(amount: int) -> str:
     return f"{amount // 100:,}.{amount % 100:02d}"
@@ -92,20 +94,41 @@ async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment
     return msgspec.structs.replace(p, auth="online", approval=answer.reference)
 
 
-def auth_key(till: str, receipt: str, i: int, p: Payment, cards_of_sale: list[Payment]) -> str:
+def auth_key(
+    till: str, receipt: str, i: int, p: Payment, cards_of_sale: list[Payment], generation: int = 1
+) -> str:
     """The idempotency key of payment `i` of a sale: one per (till, receipt, place, card,
     amount, and the sale's card payments: a retry with another second card after a
     decline asks anew for the first, whose earlier authorisation was reversed).
     Lowercase base32 (digits 2-7 only between letters), so the key a payment keeps
-    (`attempt`) passes the card-number rules every event's texts must."""
+    (`attempt`) passes the card-number rules every event's texts must. `generation`
+    > 1: the same payment asked again after its key was given back (`_fresh_key`)."""
     others = ",".join(f"{c.card_token}:{c.amount}" for c in cards_of_sale)
-    what = f"{receipt}|{i}|{p.card_token}|{p.amount}|{others}".encode()
+    again = f"|{generation}" if generation > 1 else ""
+    what = f"{receipt}|{i}|{p.card_token}|{p.amount}|{others}{again}".encode()
     digest = base64.b32encode(hashlib.blake2b(what, digest_size=15).digest()).decode().lower()
     key = f"{till}|a|{digest}"
     if len(key) > KEY_MAX:  # a till id beyond what sites use: still one key per sale
         long = hashlib.blake2b(key.encode(), digest_size=15).digest()
         return f"a|{base64.b32encode(long).decode().lower()}"
     return key
+
+
+async def _fresh_key(
+    till: Till, rid: str, receipt: str, i: int, p: Payment, of_sale: list[Payment]
+) -> str:
+    """The payment's key, unless that was given back (its sale refused, its reversal
+    perhaps still owed): then the next generation's. A retry of a refused sale with the
+    same receipt and cards is a new authorisation, never one being reversed."""
+    owed = till.replica.reversals
+    for generation in range(1, MAX_GENERATIONS + 1):
+        key = auth_key(rid, receipt, i, p, of_sale, generation)
+        if owed is None or not await owed.was_given(key):
+            return key
+    raise HTTPException(
+        409, f"card ending {p.card_last4}: this sale was refused {MAX_GENERATIONS} times with"
+        " these cards: start it again under a new receipt",
+    )  # fmt: skip
 
 
 def _beyond(limits: CardLimits, amount: int, held: tuple[int, int]) -> str:
@@ -182,7 +205,7 @@ async def _authorise(
     payments = []
     for i, (p, asking) in enumerate(zip(body.payments, req.payments, strict=True)):
         if p.method == "card":
-            key = auth_key(rid, receipt, i, p, of_sale)
+            key = await _fresh_key(till, rid, receipt, i, p, of_sale)
             p = await _ask(processor, key, p)
             if p.auth == "online" or p.attempt:  # approved there, or perhaps
                 asked.append(key)

@@ -47,6 +47,8 @@ class PendingReversals:
                 "CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, since_ms INTEGER"
                 " NOT NULL, tries INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '')"
             )
+            # Every key given back, answered or not: never asked again (`fresh`)
+            conn.execute("CREATE TABLE IF NOT EXISTS given_back (key TEXT PRIMARY KEY)")
         finally:
             conn.close()
 
@@ -60,6 +62,26 @@ class PendingReversals:
         conn = self._connect()
         try:
             return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    async def was_given(self, key: str) -> bool:
+        """Whether `key` was given back: a retry of its refused sale must not ask it
+        again (the processor would answer it approved, then the owed reversal would
+        undo that approval under a sale that is stored)."""
+        rows = await asyncio.to_thread(self._run, "SELECT 1 FROM given_back WHERE key = ?", (key,))
+        return bool(rows)
+
+    async def given(self, keys: Sequence[str]) -> None:
+        """Note `keys` as given back, before their reversals are sent."""
+        await asyncio.to_thread(self._many, "INSERT OR IGNORE INTO given_back VALUES (?)", keys)
+
+    def _many(self, sql: str, keys: Sequence[str]) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(sql, [(k,) for k in keys])
+            conn.execute("COMMIT")
         finally:
             conn.close()
 
@@ -90,6 +112,8 @@ async def give_back(
     processor: CardProcessor | None, owed: PendingReversals | None, keys: Sequence[str]
 ) -> None:
     """Reverse the authorisations `keys`; those that get no answer are owed (`owed`)."""
+    if owed is not None:
+        await owed.given(keys)
     for key in keys:
         error = "no card processor reachable (none, or the till's link out is off)"
         if processor is not None:

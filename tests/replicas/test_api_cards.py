@@ -71,7 +71,8 @@ async def till(tmp_path: Path, log: EventLog, acquirer: AcquirerProc) -> AsyncIt
     tokens = {"cashier": store.issue("front end", "cashier"),
               "manager": store.issue("Mia's badge", "manager", person="M007")}  # fmt: skip
     processor = acquirer.client(timeout_s=1.0)
-    replica = FakeReplica(TILL, log, processor=processor)
+    owed = PendingReversals(tmp_path / "card-reversals.db")
+    replica = FakeReplica(TILL, log, processor=processor, reversals=owed)
     app = create_app(replica, access=Access(store, loopback_only=True))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         yield Till(c, tokens, replica)
@@ -306,3 +307,28 @@ async def test_a_reversal_that_gets_no_answer_is_owed_and_sent_by_the_forwarder(
     finally:
         await processor.aclose()
         await nowhere.aclose()
+
+
+async def test_a_refused_sale_retried_with_the_same_cards_never_reuses_a_reversed_key(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    """The second card gets no answer and is over the offline limit: 409, and both keys
+    are given back. The manager's retry of the very same sale (receipt and cards) asks
+    anew under keys never given back: the first card's earlier approval stays reversed
+    and a new one is what the stored sale carries. Reusing the old key would have the
+    processor refuse it as reversed, or, while the reversal is still owed, answer it
+    approved and then undo that approval under a stored sale."""
+    await from_hq(log, CardLimitsSet(per_payment=100, till_total=8_000, till_count=3,
+                                     max_age_s=3600, store="s1"))  # fmt: skip
+    body = {**two_cards("tok_visa_0001", "tok_slow_0002"), "receipt": "R-AGAIN"}
+    assert (await till.post(body)).status_code == 409
+    body["payments"][1]["override"] = True
+    stored = await _stored(log, await till.post(body, "manager"))
+    first, second = stored.payments
+    assert (first.auth, second.auth, second.override_by) == ("online", "deferred", "M007")
+    records = await acquirer.records()
+    approvals = [x for x in records if x["kind"] == "authorise" and x["last4"] == "4242"
+                 and x["amount"] == 500 and x["status"] == "approved"]  # fmt: skip
+    reversed_ = [x["reference"] for x in approvals if x["reversed"]]
+    kept = [x["reference"] for x in approvals if not x["reversed"]]
+    assert first.approval in kept and first.approval not in reversed_ and reversed_
