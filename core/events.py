@@ -343,7 +343,9 @@ def _text_collector(cls: type[Struct]) -> _Collector:
     for a sale against 1.5 walking the fields one by one in Python)."""
     fields = _text_fields(cls)
     plain = [name for name, nested in fields if nested is None]
-    inner = [(name, _text_collector(nested)) for name, nested in fields if nested is not None]
+    texts = [name for name, nested in fields if nested is str]  # lists of texts
+    inner = [(name, _text_collector(nested)) for name, nested in fields
+             if nested is not None and nested is not str]  # fmt: skip
     many = operator.attrgetter(*plain) if len(plain) > 1 else None
     one = operator.attrgetter(plain[0]) if len(plain) == 1 else None
 
@@ -359,6 +361,8 @@ def _text_collector(cls: type[Struct]) -> _Collector:
                     collect_inner(part, out)
             elif item is not None:
                 collect_inner(item, out)
+        for name in texts:
+            out.extend(filter(None, getattr(value, name)))
         return out
 
     return collect
@@ -374,6 +378,9 @@ def _texts(value: Struct, name: str = "") -> Iterator[tuple[str, str]]:
         if nested is None:
             if isinstance(item, str):
                 yield path, item
+        elif nested is str:
+            for i, text in enumerate(item):
+                yield f"{path}[{i}]", text
         elif isinstance(item, list):
             for i, part in enumerate(item):
                 yield from _texts(part, f"{path}[{i}]")
@@ -382,10 +389,11 @@ def _texts(value: Struct, name: str = "") -> Iterator[tuple[str, str]]:
 
 
 @functools.cache
-def _text_fields(cls: type[Struct]) -> tuple[tuple[str, type[Struct] | None], ...]:
-    """(field, None) for a text field, (field, struct type) for a struct or a list of
-    structs; fields holding neither (numbers, bytes) are left out."""
-    out: list[tuple[str, type[Struct] | None]] = []
+def _text_fields(cls: type[Struct]) -> tuple[tuple[str, type[Struct] | type[str] | None], ...]:
+    """(field, None) for a text field, (field, str) for a list of texts, (field, struct
+    type) for a struct or a list of structs; fields holding none of these (numbers,
+    bytes) are left out."""
+    out: list[tuple[str, type[Struct] | type[str] | None]] = []
     info = msgspec.inspect.type_info(cls)
     assert isinstance(info, msgspec.inspect.StructType)
     for f in info.fields:
@@ -398,6 +406,8 @@ def _text_fields(cls: type[Struct]) -> tuple[tuple[str, type[Struct] | None], ..
             item = _unwrap(kind.item_type)
             if isinstance(item, msgspec.inspect.StructType):
                 out.append((f.name, item.cls))
+            elif isinstance(item, msgspec.inspect.StrType):
+                out.append((f.name, str))
     return tuple(out)
 
 

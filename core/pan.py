@@ -43,7 +43,17 @@ MIN_PAN_DIGITS_IN_IDS = 15
 # Fast necessary conditions (C speed: this runs on every text of every event decoded):
 # 12 digits with no ASCII letter between them. Non-ASCII letters are left to the exact
 # check, so the prefilters never miss a number the exact check would find.
-_MAYBE = re.compile(r"(?:\d[^\dA-Za-z]*){12}")
+# `_runs` counts what `str.isdigit` does: `\d` (decimal digits) and these 128 more
+# (superscripts, circled and parenthesised digits, ...: `⁴¹¹¹ ¹¹¹¹ ¹¹¹¹ ¹¹¹¹`), all the
+# characters that are digits but not decimal (tests/core/test_pan_screen.py lists them).
+OTHER_DIGITS = (
+    "\u00b2-\u00b3\u00b9\u1369-\u1371\u19da\u2070\u2074-\u2079\u2080-\u2089"
+    "\u2460-\u2468\u2474-\u247c\u2488-\u2490\u24ea\u24f5-\u24fd\u24ff\u2776-\u277e"
+    "\u2780-\u2788\u278a-\u2792\U00010a40-\U00010a43\U00010e60-\U00010e68"
+    "\U00011052-\U0001105a\U0001f100-\U0001f10a"
+)
+_DIGIT = f"[\\d{OTHER_DIGITS}]"
+_MAYBE = re.compile(f"(?:{_DIGIT}[^\\d{OTHER_DIGITS}A-Za-z]*){{12}}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 # Both prefilters in one pass over all of an event's texts joined by a letter (which
 # ends a digit run, so no run spans two texts): what matches in one text matches in the
