@@ -206,9 +206,14 @@ async def _authorise(
     for i, (p, asking) in enumerate(zip(body.payments, req.payments, strict=True)):
         if p.method == "card":
             key = await _fresh_key(till, rid, receipt, i, p, of_sale)
-            p = await _ask(processor, key, p)
-            if p.auth == "online" or p.attempt:  # approved there, or perhaps
-                asked.append(key)
+            asked.append(key)  # before asking: cancelled mid-ask, it may be approved there
+            try:
+                p = await _ask(processor, key, p)
+            except HTTPException:  # declined or refused: an answer, nothing approved
+                asked.remove(key)
+                raise
+            if p.auth == "deferred" and not p.attempt:  # no processor: never asked
+                asked.remove(key)
             if p.auth == "deferred":
                 if why := _beyond(limits, p.amount, held):
                     p = msgspec.structs.replace(

@@ -8,8 +8,11 @@ that got no answer - is reversed (`give_back`), so no card is charged for a sale
 does not exist. A reversal that gets no answer (or finds no processor) is kept in
 SQLite beside the log (`card-reversals.db`) and sent again by the card forwarder's
 rounds (`Forwarder.round`) until the processor answers: a till restarted meanwhile
-still owes it. A reversal the processor refuses (a 4xx: it will not do it) is logged
-and dropped: sending it again would get the same refusal.
+still owes it. A key is owed from before its reversal is sent, so a cancel or a crash
+meanwhile leaves it owed. A reversal the processor refuses (a 4xx: it will not do it)
+is logged and dropped: sending it again would get the same refusal; but not a refusal
+that says nothing of the reversal (401, 403, 408, 429: a key, a rate limit), which
+leaves it owed.
 
 Only keys are kept: no token, no card data.
 
@@ -34,6 +37,9 @@ __all__ = ["FILE", "PendingReversals", "give_back"]
 
 log = logging.getLogger(__name__)
 FILE = "card-reversals.db"
+# Refusals that say nothing of the reversal itself (a wrong or rotated API key, a
+# rate limit, a timeout there): the reversal stays owed and is sent again
+NOT_AN_ANSWER = frozenset({401, 403, 408, 429})
 
 
 class PendingReversals:
@@ -115,13 +121,19 @@ async def give_back(
     if owed is not None:
         await owed.given(keys)
     for key in keys:
+        if owed is not None:  # owed before it is sent: a cancel or a crash keeps it owed
+            await owed.owe(key, "sending")
         error = "no card processor reachable (none, or the till's link out is off)"
         if processor is not None:
             try:
                 await processor.reverse(key)
             except ProcessorRefused as e:
-                log.error("card authorisation %s: the processor refused its reversal: %s", key, e)
-                error = ""
+                if e.status in NOT_AN_ANSWER:
+                    error = str(e)
+                else:
+                    log.error("card authorisation %s: the processor refused its reversal: %s",
+                              key, e)  # fmt: skip
+                    error = ""
             except ProcessorUnreachable as e:
                 error = str(e)
             else:

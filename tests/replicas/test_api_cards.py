@@ -4,6 +4,7 @@ offline, only under the floor limits HQ set; beyond them, a manager's recorded w
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -332,3 +333,84 @@ async def test_a_refused_sale_retried_with_the_same_cards_never_reuses_a_reverse
     reversed_ = [x["reference"] for x in approvals if x["reversed"]]
     kept = [x["reference"] for x in approvals if not x["reversed"]]
     assert first.approval in kept and first.approval not in reversed_ and reversed_
+
+
+async def test_an_owed_reversal_never_reverses_the_stored_retry_of_its_sale(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    """Processor down: the card is deferred, over the limit, no override: 409, and its
+    key is owed a reversal. The manager retries the same receipt with an override once
+    the processor is back: it is approved under a new key and stored; the forwarder's
+    round then sends the owed reversal of the old key, never the stored sale's (found
+    in review: the same key was asked again, approved, then reversed)."""
+    await from_hq(log, CardLimitsSet(per_payment=100, till_total=8_000, till_count=3,
+                                     max_age_s=3600, store="s1"))  # fmt: skip
+    await acquirer.set_mode("outage")
+    assert (await till.post({**sale(500), "receipt": "R-OWE"})).status_code == 409
+    owed = till.replica.reversals
+    assert owed is not None and len(await owed.keys()) == 1
+    await acquirer.set_mode("up")
+    retry = await till.post({**sale(500, override=True), "receipt": "R-OWE"}, "manager")
+    (pay,) = (await _stored(log, retry)).payments
+    assert pay.auth == "online"
+    processor = acquirer.client()
+    try:
+        await Forwarder(log, "s1", lambda: processor, log.wall_ms, reversals=owed).round()
+    finally:
+        await processor.aclose()
+    assert await owed.keys() == []
+    (record,) = [r for r in await acquirer.records() if r["reference"] == pay.approval]
+    assert record["reversed"] == 0, "the stored sale's approval was reversed"
+
+
+async def test_a_sale_cancelled_while_its_card_is_asked_reverses_that_authorisation(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    """The request is cancelled (a shutdown's grace ends) while the acquirer decides:
+    no sale is stored, and the authorisation it approves after is reversed (a tombstone
+    there first: its approval is refused). Found in review."""
+    task = asyncio.create_task(till.post({**sale(700, token="tok_slow_0001"), "receipt": "R-C"}))
+    # Cancelled before or after its request left, the sale gives its key back: 0.3 s
+    # picks "after" (the acquirer holds a slow token's authorisation for 5 s).
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log.head(TILL)[0] == 0  # no sale
+
+    async def given_back() -> bool:
+        return any(r["reversed"] for r in await acquirer.records())
+
+    await wait_until(given_back, "the in-flight authorisation reversed", 15)
+    paid = Payment(method="card", amount=700, card_token="tok_slow_0001", card_last4="4242")
+    late = CardAsk(key=auth_key(TILL, "R-C", 0, paid, [paid]), token="tok_visa_0001",
+                   last4="4242", amount=700)  # fmt: skip
+    http = acquirer.client()
+    try:
+        with pytest.raises(ProcessorRefused, match="was reversed"):
+            await http.authorise(late)  # as the slow one will be when it lands
+    finally:
+        await http.aclose()
+
+
+async def test_an_owed_reversal_stays_owed_when_the_processor_refuses_the_till_401(
+    tmp_path: Path, acquirer: AcquirerProc
+) -> None:
+    """The forwarder's retry is answered 401 (the till's API key is stale): that says
+    nothing of the reversal, so it stays owed (found in review: it was dropped)."""
+    owed = PendingReversals(tmp_path / "owed.db")
+    processor = acquirer.client()
+    stale = HttpAcquirer(acquirer.url, 3.0, "not-the-key")
+    try:
+        ask = CardAsk(key="s1/t1|a|owed", token="tok_visa_0001", last4="4242", amount=300)
+        assert (await processor.authorise(ask)).approved
+        await give_back(stale, owed, [ask.key])
+        (record,) = await acquirer.records()
+        assert record["reversed"] == 0
+        assert await owed.keys() == [ask.key]
+        await owed.retry(processor)
+        assert await owed.keys() == []
+        assert (await acquirer.records())[0]["reversed"] == 1
+    finally:
+        await processor.aclose()
+        await stale.aclose()
