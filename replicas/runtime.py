@@ -108,6 +108,7 @@ class Replica:
         self.failed = asyncio.Event()  # set when the replica cannot go on; see `failure`
         self.failure: TillmeshError | None = None
         self.processor: CardProcessor | None = None  # the site's acquirer, if it has one
+        self._processor_key = ""  # the acquirer's API key (site acquirer_key_file), read at start
         self.reversals: PendingReversals | None = None  # a till's owed card reversals
         self.forwarder: Forwarder | None = None  # a till's: forwards its store's deferred cards
         self.keeper = (
@@ -136,6 +137,8 @@ class Replica:
         try:
             self._check_api_protected()
             self.identity = load_identity(self.site.identity_dir(self.root, self.replica_id))
+            # read before anything opens: an error later would leave the log's thread on
+            self._processor_key = self._acquirer_key() if self.replica_id != HQ else ""
         except BaseException:
             self._lock.release()
             raise
@@ -232,7 +235,7 @@ class Replica:
         """Card payments: the site's processor, and this till's forwarding loop."""
         if self.site.acquirer_url:
             self.processor = HttpAcquirer(
-                self.site.acquirer_url, self.site.acquirer_timeout_s, self._acquirer_key()
+                self.site.acquirer_url, self.site.acquirer_timeout_s, self._processor_key
             )
         store = store_of(self.replica_id) or ""
         self.reversals = PendingReversals(self.data_dir / REVERSALS_FILE)

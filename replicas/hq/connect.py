@@ -3,6 +3,7 @@ DSN fit for messages (no password)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,7 @@ import psycopg
 
 from core.errors import StorageError
 
-__all__ = ["NO_JIT", "READ_ONLY", "is_postgres", "open_readonly", "redact"]
+__all__ = ["NO_JIT", "READ_ONLY", "is_postgres", "open_readonly", "redact", "with_options"]
 
 
 def is_postgres(where: object) -> bool:
@@ -34,11 +35,19 @@ NO_JIT = "-c jit=off"
 READ_ONLY = f"-c default_transaction_read_only=on {NO_JIT}"
 
 
+def with_options(dsn: str, extra: str) -> str:
+    """The server options for a connection to `dsn`: the DSN's own (or PGOPTIONS's,
+    which an `options` given to connect would replace) and then `extra`, so a site's
+    search_path or statement_timeout is kept."""
+    given = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
+    return f"{given} {extra}".strip()
+
+
 @contextmanager
 def open_readonly(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection whose transactions cannot write (a report never changes HQ)."""
     try:
-        conn = psycopg.connect(dsn, options=READ_ONLY)
+        conn = psycopg.connect(dsn, options=with_options(dsn, READ_ONLY))
     except psycopg.Error as e:
         raise StorageError(redact(dsn), str(e).strip()) from e
     with conn:

@@ -51,7 +51,7 @@ from core.signing import Signer, Verifier
 from core.stats import LogStats
 from replicas.hq.admit import Admission
 from replicas.hq.catalog import refresh_products, touched_skus
-from replicas.hq.connect import NO_JIT, redact
+from replicas.hq.connect import NO_JIT, redact, with_options
 from replicas.hq.project import FACT_COLUMNS, FACT_TYPES, Facts
 from replicas.hq.reads import pending_rows, read_checkpoints, read_meta, stored_hashes
 from replicas.hq.rotation import (
@@ -137,7 +137,9 @@ class PgLog:
             # COPY dumps bytea by type: psycopg's default for it is a Python subclass
             # (dbapi20's, for its `Binary` wrapper); the plain one is C (~1 us/event less)
             conn.adapters.register_dumper(bytes, BytesBinaryDumper)
-            reader = await AsyncConnection.connect(dsn, autocommit=True, options=NO_JIT)
+            reader = await AsyncConnection.connect(
+                dsn, autocommit=True, options=with_options(dsn, NO_JIT)
+            )
         except psycopg.Error as e:
             raise StorageError(where, str(e).strip()) from e
         log = cls(conn, reader, where, replica_id, owns, clock or HybridClock(wall_ms), wall_ms,

@@ -8,6 +8,7 @@ rather than picking a free port in advance (a race between parallel runs).
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -32,13 +33,19 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def api_key(path: Path) -> str:
-    """The API key in `path`, made (random, readable by its owner only) if missing."""
+    """The API key in `path`, made (random, readable by its owner only from its first
+    byte) if missing; an empty file is an error, never a key everyone knows."""
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(32) + "\n")
-        tmp.chmod(0o600)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
         tmp.replace(path)
-    return path.read_text().strip()
+    key = path.read_text().strip()
+    if not key:
+        raise SystemExit(f"tillmesh acquirer: {path} is empty: delete it to make a new key")
+    return key
 
 
 def serve_acquirer(

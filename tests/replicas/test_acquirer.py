@@ -4,7 +4,10 @@ restart, and every failure to answer is `ProcessorUnreachable`."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
+import time
 
 import pytest
 
@@ -12,6 +15,7 @@ from replicas.errors import ProcessorRefused, ProcessorUnreachable
 from replicas.payments.adapter import CardAsk, HttpAcquirer
 from replicas.payments.service import KEY_FILE
 from tests.acquirer_kit import AcquirerProc
+from tests.e2e.harness import Mesh
 
 
 def ask(key: str, token: str = "tok_visa_0001", amount: int = 1250) -> CardAsk:
@@ -111,3 +115,22 @@ async def test_a_call_without_the_merchants_api_key_is_refused_and_moves_no_mone
     assert await acquirer.records() == []
     key_file = acquirer.data / KEY_FILE
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(acquirer.key) >= 32
+
+
+async def test_a_till_without_the_acquirer_key_file_its_site_names_says_so_and_exits(
+    no_till: Mesh,
+) -> None:
+    """Read before the log or a port is opened: it used to be read after, and the till
+    printed the error and then hung on the log's thread (found in review)."""
+    site_file = no_till.root / "site.json"
+    site = json.loads(site_file.read_text())
+    site.update(acquirer_url="http://127.0.0.1:9", acquirer_key_file="nowhere/acquirer.key")
+    site_file.write_text(json.dumps(site))
+    proc = no_till.procs["s1/t1"]
+    proc.spawn(fresh=True)
+    deadline = time.monotonic() + 30
+    while proc.running and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    out = proc.tail()
+    assert "acquirer_key_file" in out and "No such file" in out, out
+    assert not proc.running, f"the till still runs 30 s after the error:\n{out}"

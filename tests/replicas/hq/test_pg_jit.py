@@ -33,3 +33,23 @@ async def test_hq_reads_its_database_without_jit(pg_dsn: str) -> None:
     finally:
         reads.close()
         await log.close()
+
+
+async def test_hq_reads_keep_what_the_sites_dsn_sets(pg_dsn: str) -> None:
+    """JIT off is added to the DSN's own server options, not put in their place (found
+    in review: the reader dropped a site's statement_timeout)."""
+    dsn = pg_dsn + "?options=-c%20statement_timeout%3D4321"
+    log = await PgLog.open(dsn, "hq")
+    reads = PgReads(dsn)
+    try:
+        writer = await (await log.conn.execute("SHOW statement_timeout")).fetchone()
+        reader = await (await log.reader.execute("SHOW statement_timeout")).fetchone()
+        assert writer == reader == ("4321ms",)
+        shown = await reads.read(lambda c: c.execute("SHOW statement_timeout").fetchone())
+        assert shown == ("4321ms",)
+        with open_readonly(dsn) as cli:
+            assert cli.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+            assert cli.execute("SHOW jit").fetchone() == ("off",)
+    finally:
+        reads.close()
+        await log.close()
