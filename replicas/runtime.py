@@ -353,9 +353,12 @@ class Replica:
 
     async def _serve_api(self, app: Any, host: str, port: int) -> None:
         """Serve `app` until stopped; `ready` once the port is bound, `failed` if not."""
+        tls = self.identity.tls if self.site.api_tls else None
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=API_GRACE,
+            ssl_certfile=str(tls.cert_file) if tls else None,
+            ssl_keyfile=str(tls.key_file) if tls else None,
         )  # fmt: skip
         self._api = _QuietServer(config, started=self.ready.set)
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -114,6 +115,10 @@ class Site(BaseModel):
     # folder); the key itself never enters this file, which holds nothing secret.
     acquirer_key_file: str | None = None
     card_forward_every_s: float = Field(default=2.0, gt=0, le=3600)  # between forwarding rounds
+    # Each replica's API (and till page) over HTTPS with its site certificate, which its
+    # clients check against the site CA (`ca.pem`): API tokens and card tokens never
+    # cross a store's LAN in clear. Off: plain HTTP, for an API on loopback only.
+    api_tls: bool = False
 
     @field_validator("stores")
     @classmethod
@@ -188,7 +193,13 @@ class Site(BaseModel):
         return self.data_dir(root, node) / IDENTITY_DIR
 
     def api_url(self, replica_id: str) -> str:
-        return f"http://{_url_host(self.host_of(replica_id))}:{self.node(replica_id).api}"
+        scheme = "https" if self.api_tls else "http"
+        return f"{scheme}://{_url_host(self.host_of(replica_id))}:{self.node(replica_id).api}"
+
+    def api_verify(self, ca_file: Path) -> ssl.SSLContext | bool:
+        """What a client of the site's APIs checks their certificates against: the site
+        CA in `ca_file` (the site folder's, or a machine's identity folder's)."""
+        return ssl.create_default_context(cafile=str(ca_file)) if self.api_tls else True
 
     def hq_leaf_addrs(self, till: str | None = None) -> list[str]:
         """Where `till`'s leaf link dials, in order: every hub node over the WAN, then over

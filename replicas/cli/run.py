@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from broker.keyring import CA_CERT
 from broker.subjects import HQ
 from replicas.cli.common import add_command, print_json
 from replicas.errors import LinkError
@@ -155,7 +157,8 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     url = args.url or _url_from_site(args.data, args.replica)
-    status = fetch_status(url, args.token or os.environ.get(TOKEN_ENV))
+    verify = load_site(args.data).api_verify(args.data / CA_CERT) if args.data else True
+    status = fetch_status(url, args.token or os.environ.get(TOKEN_ENV), verify)
     if args.json:
         print_json(status)
     else:
@@ -163,11 +166,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def fetch_status(url: str, token: str | None) -> dict[str, Any]:
-    """A replica's `/status`; LinkError if it does not answer, or wants a token."""
+def fetch_status(
+    url: str, token: str | None, verify: ssl.SSLContext | bool = True
+) -> dict[str, Any]:
+    """A replica's `/status` (an https one's certificate checked by `verify`: the site
+    CA, given the site's folder); LinkError if it does not answer, or wants a token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"{url}/status", headers=headers, timeout=5)
+        response = httpx.get(f"{url}/status", headers=headers, timeout=5, verify=verify)
     except httpx.HTTPError as e:
         raise LinkError(f"no replica answering at {url}: {e}") from e
     if response.status_code == 401:

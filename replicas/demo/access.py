@@ -28,8 +28,10 @@ class ApiAccess:
         site: Site,
         sockets: Mapping[str, Path] | None = None,
         tokens: Mapping[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.site = site
+        self.ca_file = ca_file  # the site CA, for APIs over https (`Site.api_tls`)
         self.sockets, self.tokens = dict(sockets or {}), dict(tokens or {})
         self._clients: dict[str | None, httpx.AsyncClient] = {}
 
@@ -45,12 +47,13 @@ class ApiAccess:
         return self._clients[key]
 
     def _new_client(self, rid: str | None) -> httpx.AsyncClient:
+        verify = self.site.api_verify(self.ca_file) if self.ca_file else True
         if rid is None:
-            return httpx.AsyncClient(timeout=TIMEOUT)
+            return httpx.AsyncClient(timeout=TIMEOUT, verify=verify)
         socket = str(self.sockets[rid]) if rid in self.sockets else None
         token = self.tokens.get(rid)
         return httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=socket),
+            transport=httpx.AsyncHTTPTransport(uds=socket, verify=verify),
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=TIMEOUT,
         )

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from broker.keyring import CA_CERT
 from broker.subjects import HQ
 from replicas.demo.access import ApiAccess
 from replicas.demo.acquirer import DemoAcquirer
@@ -192,7 +193,7 @@ class Demo:
 
     def _init_site(self) -> None:
         self.site = init_site(self.root, self._layout())
-        self.api = ApiAccess(self.site)
+        self.api = ApiAccess(self.site, ca_file=self.root / CA_CERT)
         if self.hq_db == "postgresql":  # in the site's folder: wiped with it
             if self.postgres is not None:
                 self.postgres.stop()

@@ -14,6 +14,7 @@ replica's API (`replicas.api.auth.POLICY`).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -286,6 +287,7 @@ def create_worker_app(
     metrics: ReplicaMetrics,
     front_url: str,
     access: Access | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> FastAPI:
     """What ingest worker K > 0 serves: `/healthz` and `/metrics` (its own ingest and sync
     counters; the database's figures, the same on every worker), the catalog, floor
@@ -300,7 +302,7 @@ def create_worker_app(
     app.include_router(_metrics_router(worker, reads, metrics))
     app.include_router(_catalog_reads_router(reads))
     app.include_router(report_routes(reads.read, pg_reports, worker.log.wall_ms))
-    app.include_router(forward_router(front_url))
+    app.include_router(forward_router(front_url, verify))
     return app
 
 

@@ -15,6 +15,7 @@ that says where HQ's writer should be.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -39,23 +40,26 @@ _PASSED = ("authorization", "content-type", "accept")
 TIMEOUT_S = 10.0  # a write is one transaction at worker 0: seconds mean it is not there
 
 
-def forward_router(front_url: str) -> APIRouter:
-    """HQ's write routes, each forwarded to worker 0 at `front_url`."""
+def forward_router(front_url: str, verify: ssl.SSLContext | bool = True) -> APIRouter:
+    """HQ's write routes, each forwarded to worker 0 at `front_url` (its certificate
+    checked by `verify` when the site's APIs speak HTTPS)."""
     r = APIRouter(tags=["HQ writes (forwarded to worker 0)"], responses=ERRORS)
     for method, path in FORWARDED:
         r.add_api_route(
-            path, _forwarder(front_url), methods=[method],
+            path, _forwarder(front_url, verify), methods=[method],
             summary=f"{method} {path} at worker 0, HQ's one writer",
         )  # fmt: skip
     return r
 
 
-def _forwarder(front_url: str) -> Callable[[Request], Awaitable[Response]]:
+def _forwarder(
+    front_url: str, verify: ssl.SSLContext | bool
+) -> Callable[[Request], Awaitable[Response]]:
     async def forward(request: Request) -> Response:
         url = front_url.rstrip("/") + request.url.path
         headers = {k: v for k, v in request.headers.items() if k.lower() in _PASSED}
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S, verify=verify) as client:
                 answer = await client.request(
                     request.method, url, params=request.query_params,
                     content=await request.body(), headers=headers,

@@ -206,7 +206,9 @@ class HqWorker(Replica):
         else:
             host, port = self.listen
             front = self.site.api_url(HQ)  # worker 0: HQ's writes are its
-            app = create_worker_app(self, self.reads, self.metrics, front, self._access(host))  # type: ignore[arg-type]
+            verify = self.site.api_verify(self.identity.tls.ca_file)
+            app = create_worker_app(self, self.reads, self.metrics, front, self._access(host),  # type: ignore[arg-type]
+                                    verify=verify)  # fmt: skip
             await self._serve_api(app, host, port)
 
     @property
@@ -223,7 +225,8 @@ class HqWorker(Replica):
         if self.shard.front:
             return self.site.api_url(HQ)
         host, port = self.listen
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        scheme = "https" if self.site.api_tls else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
     def _access(self, host: str) -> Any:
         from replicas.api.auth import Access, CashierLimits

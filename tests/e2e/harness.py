@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.keyring import IDENTITY_DIR
+from broker.keyring import CA_CERT, IDENTITY_DIR
 from broker.subjects import HQ
 from replicas.cli.main import main as cli_main
 from replicas.site import Site, init_site, load_site
@@ -344,7 +345,12 @@ class Mesh:
         self.site = load_site(self.root)
         self.procs = {rid: ReplicaProc(self, rid) for rid in self.site.replicas}
         self.oracle = Oracle()
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+        ca = self.root / CA_CERT
+        # the site's APIs over https (`Site.api_tls`) are checked against its CA
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca)) if ca.exists() else True
+        )
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0), verify=self.verify)
         # Replicas on emulated machines are reached through a Unix socket each, with an
         # API token each (a replica on a network address refuses to run without one).
         self.sockets: dict[str, Path] = dict(sockets or {})
@@ -361,7 +367,7 @@ class Mesh:
             uds = str(self.sockets[rid]) if rid in self.sockets else None
             headers = {"Authorization": f"Bearer {self.tokens[rid]}"} if rid in self.tokens else {}
             self._clients[rid] = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=uds),
+                transport=httpx.AsyncHTTPTransport(uds=uds, verify=self.verify),
                 headers=headers,
                 timeout=httpx.Timeout(10.0, connect=2.0),
             )

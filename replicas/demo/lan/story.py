@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from broker.keyring import CA_CERT
 from broker.subjects import HQ
 from replicas.demo.access import ApiAccess
 from replicas.demo.fleet import DemoError, Fleet, tillmesh_command
@@ -44,6 +45,7 @@ from replicas.demo.netlab.network import Network, netns_unavailable
 from replicas.demo.netlab.runs import remove_stale
 from replicas.demo.story import Demo
 from replicas.demo.workload import Workload
+from replicas.site import save_site
 
 __all__ = ["HQ_MACHINES", "LanDemo", "describe_uplink", "unavailable"]
 
@@ -94,13 +96,15 @@ class LanDemo(Demo):
         remove_stale()  # of demo or test runs killed before their teardown
         self.net.open()
         self.machines: LanMachines = lan_machines(self.net, self._layout(), HQ_MACHINES)
-        self.site = self.machines.write_site(self.root)
+        # Machines on a LAN: their APIs speak HTTPS with their site certificates
+        self.site = self.machines.write_site(self.root).model_copy(update={"api_tls": True})
+        save_site(self.root, self.site)
         tokens = self.machines.issue_tokens(self.root, self.site, "demo")
         self.relays = Path(tempfile.mkdtemp(prefix="tillmesh-demo-"))  # short socket paths
         sockets = {
             r: self.machines.start_relay(self.site, r, self.relays) for r in self.site.replicas
         }
-        self.api = ApiAccess(self.site, sockets, tokens)
+        self.api = ApiAccess(self.site, sockets, tokens, self.root / CA_CERT)
         wrap = {rid: self.machines.host(rid).exec_prefix for rid in self.site.replicas}
         self.fleet = Fleet(self.root, self.site, self.api, wrap)
         self.fleet.save_pids()  # the marker: this folder is the demo's to wipe next time
