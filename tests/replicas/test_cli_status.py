@@ -41,7 +41,7 @@ def test_hq_status_lists_every_till_with_its_backlog(capsys: pytest.CaptureFixtu
 
 
 def _answering(monkeypatch: pytest.MonkeyPatch, code: int, seen: list[dict[str, str]]) -> None:
-    def get(url: str, headers: dict[str, str], timeout: float) -> httpx.Response:
+    def get(url: str, headers: dict[str, str], timeout: float, verify: object) -> httpx.Response:
         seen.append(headers)
         return httpx.Response(code, json={"replica_id": "s1/t1"}, request=httpx.Request("GET", url))
 
