@@ -53,6 +53,7 @@ from core.schema import MIGRATIONS
 from core.signing import Signer, Verifier
 from core.sqlite import connect, migrate, run_in_thread
 from core.stats import LogStats, read_stats
+from core.walcheck import WalCheckpointer
 from core.worker_checks import WorkerChecker
 
 __all__ = [
@@ -132,6 +133,7 @@ class EventLog:
         self._reader_conn: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._unsettled = True  # the fold may hold work back (`StateFold.settle`)
+        self._wal = WalCheckpointer(path)  # checkpoints off the writer's thread
         self.listeners: list[Listener] = []
         self.commit_observers: list[CommitObserver] = []
         # Since opening: per origin, events received too far ahead of our clock and the
@@ -171,6 +173,7 @@ class EventLog:
             await self._writer_conn.close()
             raise
         self._reader_conn = await connect(self.path, readonly=True)
+        await self._wal.open()
         self._writer_task = asyncio.create_task(self._write_loop(), name=f"log-writer {self.path}")
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -208,6 +211,7 @@ class EventLog:
             await self._queue.put(None)
             await self._writer_task
             self._writer_task = None
+        await self._wal.close()
         for conn in (self._reader_conn, self._writer_conn):
             if conn is not None:
                 await conn.close()
@@ -360,6 +364,7 @@ class EventLog:
                 raise
             return
         self._heads.update(staged)
+        self._wal.committed()
         self._unsettled = self._unsettled or any(req.ingest for req in batch)
         seconds = self.timer() - started
         new_events: list[RawEvent] = []
