@@ -3,7 +3,7 @@
 A checkpoint copies the write-ahead log back into the database file. Run by the writer
 (`wal_autocheckpoint`, core.sqlite), it happens inside the commit of whichever sale
 crosses the mark: measured on a 200,000-event log, one sale in ~700 took 55 ms instead
-of 0.6 (and a till's idle sales at 1,000,000 events had a p99 of 422 ms). A connection
+of 0.6. A connection
 of its own runs PASSIVE checkpoints instead, at most once per `every_s` after commits,
 on its own thread, so those pages are already copied when the writer's autocheckpoint
 comes due, which is left as the backstop that resets the log's file.
