@@ -92,8 +92,9 @@ class Forwarder:
     async def round(self) -> float:
         """Send the reversals owed, then forward or expire what is outstanding; the
         seconds until the next round."""
-        if self.reversals is not None and self.processor() is not None:
-            await self.reversals.retry(self.processor())
+        processor = self.processor()
+        if self.reversals is not None and processor is not None:
+            await self.reversals.retry(processor)
         store = self.store
         rows, limits = await self.log.read(
             lambda c: (cards.outstanding(c, store, ROUND_SIZE), cards.card_limits(c, store))

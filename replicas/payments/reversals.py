@@ -53,7 +53,7 @@ class PendingReversals:
                 "CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, since_ms INTEGER"
                 " NOT NULL, tries INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '')"
             )
-            # Every key given back, answered or not: never asked again (`fresh`)
+            # Every key given back, answered or not: never asked again (`was_given`)
             conn.execute("CREATE TABLE IF NOT EXISTS given_back (key TEXT PRIMARY KEY)")
         finally:
             conn.close()
@@ -78,25 +78,28 @@ class PendingReversals:
         rows = await asyncio.to_thread(self._run, "SELECT 1 FROM given_back WHERE key = ?", (key,))
         return bool(rows)
 
-    async def given(self, keys: Sequence[str]) -> None:
-        """Note `keys` as given back, before their reversals are sent."""
-        await asyncio.to_thread(self._many, "INSERT OR IGNORE INTO given_back VALUES (?)", keys)
+    async def owe(self, keys: Sequence[str]) -> None:
+        """Note `keys` given back and owed, before their reversals are sent: a cancel or
+        a crash meanwhile leaves them owed (and never asked again)."""
+        await asyncio.to_thread(self._owe, keys, int(time.time() * 1000))
 
-    def _many(self, sql: str, keys: Sequence[str]) -> None:
+    def _owe(self, keys: Sequence[str], now_ms: int) -> None:
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            conn.executemany(sql, [(k,) for k in keys])
+            conn.executemany("INSERT OR IGNORE INTO given_back VALUES (?)", [(k,) for k in keys])
+            conn.executemany("INSERT OR IGNORE INTO pending (key, since_ms) VALUES (?, ?)",
+                             [(k, now_ms) for k in keys])  # fmt: skip
             conn.execute("COMMIT")
         finally:
             conn.close()
 
-    async def owe(self, key: str, error: str) -> None:
+    async def failed(self, key: str, error: str) -> None:
+        """A reversal sent and not answered: still owed, and why."""
         await asyncio.to_thread(
             self._run,
-            "INSERT INTO pending VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE SET"
-            " tries = tries + 1, last_error = excluded.last_error",
-            (key, int(time.time() * 1000), error[:200]),
+            "UPDATE pending SET tries = tries + 1, last_error = ? WHERE key = ?",
+            (error[:200], key),
         )
 
     async def paid(self, key: str) -> None:
@@ -106,42 +109,41 @@ class PendingReversals:
         rows = await asyncio.to_thread(self._run, "SELECT key FROM pending ORDER BY since_ms")
         return [str(key) for (key,) in rows]
 
-    async def retry(self, processor: CardProcessor | None) -> int:
-        """Send every owed reversal again; how many are still owed."""
-        keys = await self.keys()
-        if keys:
+    async def retry(self, processor: CardProcessor | None) -> None:
+        """Send every owed reversal again."""
+        if keys := await self.keys():
             await give_back(processor, self, keys)
-        return len(await self.keys())
 
 
 async def give_back(
     processor: CardProcessor | None, owed: PendingReversals | None, keys: Sequence[str]
 ) -> None:
-    """Reverse the authorisations `keys`; those that get no answer are owed (`owed`)."""
+    """Reverse the authorisations `keys`; those that get no answer stay owed (`owed`)."""
     if owed is not None:
-        await owed.given(keys)
+        await owed.owe(keys)
     for key in keys:
-        if owed is not None:  # owed before it is sent: a cancel or a crash keeps it owed
-            await owed.owe(key, "sending")
-        error = "no card processor reachable (none, or the till's link out is off)"
-        if processor is not None:
-            try:
-                await processor.reverse(key)
-            except ProcessorRefused as e:
-                if e.status in NOT_AN_ANSWER:
-                    error = str(e)
-                else:
-                    log.error("card authorisation %s: the processor refused its reversal: %s",
-                              key, e)  # fmt: skip
-                    error = ""
-            except ProcessorUnreachable as e:
-                error = str(e)
-            else:
-                error = ""
-        if error and owed is not None:
-            log.warning("card authorisation %s: reversal owed (%s)", key, error)
-            await owed.owe(key, error)
-        elif error:
-            log.error("card authorisation %s: reversal not sent, nowhere to keep it owed", key)
+        error = await _reverse(processor, key)
+        if not error:
+            if owed is not None:
+                await owed.paid(key)
         elif owed is not None:
-            await owed.paid(key)
+            log.warning("card authorisation %s: reversal owed (%s)", key, error)
+            await owed.failed(key, error)
+        else:
+            log.error("card authorisation %s: reversal not sent, nowhere to keep it owed", key)
+
+
+async def _reverse(processor: CardProcessor | None, key: str) -> str:
+    """Reverse `key` at the processor: '' once answered (or refused for good), else why
+    it is still owed."""
+    if processor is None:
+        return "no card processor reachable (none, or the till's link out is off)"
+    try:
+        await processor.reverse(key)
+    except ProcessorUnreachable as e:
+        return str(e)
+    except ProcessorRefused as e:
+        if e.status in NOT_AN_ANSWER:
+            return str(e)
+        log.error("card authorisation %s: the processor refused its reversal: %s", key, e)
+    return ""
