@@ -3,10 +3,9 @@
 A checkpoint copies the write-ahead log back into the database file. Run by the writer
 (`wal_autocheckpoint`, core.sqlite), it happens inside the commit of whichever sale
 crosses the mark: measured on a 200,000-event log, one sale in ~700 took 55 ms instead
-of 0.6. A connection
-of its own runs PASSIVE checkpoints instead, at most once per `every_s` after commits,
-on its own thread, so those pages are already copied when the writer's autocheckpoint
-comes due, which is left as the backstop that resets the log's file.
+of 0.6. A connection of its own runs PASSIVE checkpoints instead, at most once per
+`every_s` after commits, on its own thread, so those pages are already copied when the
+writer's autocheckpoint comes due, which is left as the backstop that resets the file.
 
     wal = WalCheckpointer(path)
     await wal.open()
@@ -25,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
+
+from core.sqlite import connect
 
 __all__ = ["CHECKPOINT_EVERY_S", "WalCheckpointer"]
 
@@ -49,8 +50,7 @@ class WalCheckpointer:
         self.checkpoints = 0  # done (for tests)
 
     async def open(self) -> None:
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = await connect(self.path)  # the log's own settings (busy timeout, ...)
 
     def committed(self) -> None:
         """A commit happened: a checkpoint soon (at most one running, one a second)."""
