@@ -193,8 +193,11 @@ class Site(BaseModel):
         return self.data_dir(root, node) / IDENTITY_DIR
 
     def api_url(self, replica_id: str) -> str:
-        scheme = "https" if self.api_tls else "http"
-        return f"{scheme}://{_url_host(self.host_of(replica_id))}:{self.node(replica_id).api}"
+        return self.api_url_at(self.host_of(replica_id), self.node(replica_id).api)
+
+    def api_url_at(self, host: str, port: int) -> str:
+        """The URL of an API of this site served at `host`:`port` (https with `api_tls`)."""
+        return f"{'https' if self.api_tls else 'http'}://{_url_host(host)}:{port}"
 
     def api_verify(self, ca_file: Path) -> ssl.SSLContext | bool:
         """What a client of the site's APIs checks their certificates against: the site

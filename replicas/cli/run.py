@@ -17,7 +17,7 @@ from broker.subjects import HQ
 from replicas.cli.common import add_command, print_json
 from replicas.errors import LinkError
 from replicas.hq.shard import Shard
-from replicas.site import load_site
+from replicas.site import Site, load_site
 from replicas.uplink import UplinkState
 
 __all__ = ["TOKEN_ENV", "fetch_status", "register"]
@@ -156,8 +156,9 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url = args.url or _url_from_site(args.data, args.replica)
-    verify = load_site(args.data).api_verify(args.data / CA_CERT) if args.data else True
+    site = load_site(args.data) if args.data is not None else None
+    url = args.url or _url_from_site(site, args.replica)
+    verify = site.api_verify(args.data / CA_CERT) if site is not None else True
     status = fetch_status(url, args.token or os.environ.get(TOKEN_ENV), verify)
     if args.json:
         print_json(status)
@@ -189,11 +190,11 @@ def fetch_status(
     return status
 
 
-def _url_from_site(root: Path | None, replica_id: str) -> str:
-    if root is None:
+def _url_from_site(site: Site | None, replica_id: str) -> str:
+    if site is None:
         print("tillmesh: error: give --data (with --replica) or --url", file=sys.stderr)
         raise SystemExit(2)
-    return load_site(root).api_url(replica_id)
+    return site.api_url(replica_id)
 
 
 def _print_status(status: dict[str, Any]) -> None:

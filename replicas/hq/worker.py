@@ -224,9 +224,7 @@ class HqWorker(Replica):
         """Where this worker serves: HQ's API (worker 0), or its health and metrics."""
         if self.shard.front:
             return self.site.api_url(HQ)
-        host, port = self.listen
-        scheme = "https" if self.site.api_tls else "http"
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        return self.site.api_url_at(*self.listen)
 
     def _access(self, host: str) -> Any:
         from replicas.api.auth import Access, CashierLimits
