@@ -38,7 +38,7 @@ from replicas.api.keys import hq_keys_router
 from replicas.api.reports import report_routes
 from replicas.api.tokens import Role
 from replicas.hq import reports as pg_reports
-from replicas.hq.connect import READ_ONLY, with_options
+from replicas.hq.connect import connect_readonly
 from replicas.hq.folded import FoldedState, FoldingLog
 from replicas.hq.forward import forward_router
 from replicas.hq.store import PgLog
@@ -78,7 +78,7 @@ class PgReads:
 
     def _run(self, fn: Callable[[Conn], T]) -> T:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, options=with_options(self.dsn, READ_ONLY))
+            self._conn = connect_readonly(self.dsn)
         with self._conn.transaction():
             return fn(self._conn)
 

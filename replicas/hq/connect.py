@@ -12,7 +12,10 @@ import psycopg
 
 from core.errors import StorageError
 
-__all__ = ["NO_JIT", "READ_ONLY", "is_postgres", "open_readonly", "redact", "with_options"]
+__all__ = [
+    "NO_JIT", "READ_ONLY", "connect_readonly", "is_postgres", "open_readonly", "redact",
+    "with_options",
+]  # fmt: skip
 
 
 def is_postgres(where: object) -> bool:
@@ -43,11 +46,17 @@ def with_options(dsn: str, extra: str) -> str:
     return f"{given} {extra}".strip()
 
 
+def connect_readonly(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A connection of HQ's own reads: its transactions cannot write, no JIT, the DSN's
+    own options kept."""
+    return psycopg.connect(dsn, options=with_options(dsn, READ_ONLY), autocommit=autocommit)
+
+
 @contextmanager
 def open_readonly(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection whose transactions cannot write (a report never changes HQ)."""
     try:
-        conn = psycopg.connect(dsn, options=with_options(dsn, READ_ONLY))
+        conn = connect_readonly(dsn)
     except psycopg.Error as e:
         raise StorageError(redact(dsn), str(e).strip()) from e
     with conn:

@@ -50,7 +50,7 @@ from core import sqlite as core_sqlite
 from core.errors import StorageError, TillmeshError
 from core.events import MAX_INT64, Body, Event, decode_body, decode_event
 from core.fold import Accepted
-from replicas.hq.connect import READ_ONLY, redact, with_options
+from replicas.hq.connect import connect_readonly, redact
 from replicas.hq.store import PgLog
 
 __all__ = ["FOLDED_FILE", "FoldedState", "FoldingLog"]
@@ -228,8 +228,7 @@ class FoldedState:
 
     def _database(self) -> psycopg.Connection[Any]:
         if self._pg is None or self._pg.closed:
-            options = with_options(self.dsn, READ_ONLY)
-            self._pg = psycopg.connect(self.dsn, options=options, autocommit=True)
+            self._pg = connect_readonly(self.dsn, autocommit=True)
         return self._pg
 
     def _drop_database(self) -> None:
