@@ -26,6 +26,7 @@ reference, the processor token, last 4 and the amount.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -156,7 +157,7 @@ class Ledger:
         ).fetchone()
         if row is None:
             number = self.conn.execute("SELECT COUNT(*) + 1 FROM records").fetchone()[0]
-            reference, reason = f"R{number:08d}", "no authorisation under this key: none will be"
+            reference, reason = f"R{number:08d}", "no authorisation under this key: none taken"
             self.conn.execute(
                 "INSERT INTO records VALUES (?, 'reverse', '', '', 0, '', 'reversed', ?, ?, 1,"
                 " '', 1)",
@@ -239,11 +240,20 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour, api_key: str) -> FastA
     keyed = [Depends(merchant)]
 
     async def answer(kind: Kind, ask: AskIn, response: Response) -> Answer:
+        slow = bool(behaviour.slow_tokens and re.search(behaviour.slow_tokens, ask.token))
+        decide = functools.partial(ledger.decide, kind, ask, behaviour)
+        return await recorded(decide, response, behaviour.slow_s if slow else 0.0)
+
+    async def recorded(
+        work: Callable[[], Answer], response: Response, after_s: float = 0.0
+    ) -> Answer:
+        """`work` on the ledger (off the loop) `after_s` seconds, unless in an outage;
+        a replay says so."""
         if behaviour.mode == "outage":
             raise HTTPException(503, "acquirer unavailable")
-        if behaviour.slow_tokens and re.search(behaviour.slow_tokens, ask.token):
-            await asyncio.sleep(behaviour.slow_s)
-        out = await asyncio.to_thread(ledger.decide, kind, ask, behaviour)
+        if after_s:
+            await asyncio.sleep(after_s)
+        out = await asyncio.to_thread(work)
         if out.replay:
             response.headers["Idempotent-Replay"] = "true"
         return out
@@ -262,12 +272,7 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour, api_key: str) -> FastA
 
     @app.post("/v1/reversals", dependencies=keyed)
     async def reverse(body: ReverseIn, response: Response) -> Answer:
-        if behaviour.mode == "outage":
-            raise HTTPException(503, "acquirer unavailable")
-        out = await asyncio.to_thread(ledger.reverse, body.key)
-        if out.replay:
-            response.headers["Idempotent-Replay"] = "true"
-        return out
+        return await recorded(functools.partial(ledger.reverse, body.key), response)
 
     @app.get("/v1/records", dependencies=keyed)
     async def records() -> list[dict[str, Any]]:
