@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import psycopg
+from hypothesis import HealthCheck, settings
 
 from conflict import cards, queries, reports
 from conflict.detect import detect
@@ -173,3 +174,13 @@ async def feed_frames(
         await sqlite_log.close()
         await pg_log.close()
     return got["sqlite"], got["pg"]
+
+
+def on_one_database(max_examples: int) -> settings:
+    """Hypothesis settings for examples that share the test's one PostgreSQL database,
+    `reset` between them (so the function-scoped `pg_dsn` fixture is meant)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )

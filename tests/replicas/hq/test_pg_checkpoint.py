@@ -20,14 +20,14 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import SignatureError
 from core.events import Event
 from replicas.hq.store import PgLog
 from tests.core.upgrade_kit import AFTER, CHECKPOINT, FORGED, T2, UNSIGNED, UPGRADING
-from tests.replicas.hq.pg_kit import feed_frames, raws, reset
+from tests.replicas.hq.pg_kit import feed_frames, on_one_database, raws, reset
 
 FRAMES: dict[str, list[Event]] = {
     "early": UNSIGNED[:4],
@@ -53,9 +53,7 @@ def _assert_forgery_refused(got: dict[str, Any], order: list[str]) -> None:
     assert f"{T2}:12" not in receipts
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@on_one_database(30)
 @given(order=st.permutations(list(FRAMES)))
 def test_a_checkpoint_treats_history_and_forgeries_as_on_sqlite(
     order: list[str], pg_dsn: str, tmp_path: Path

@@ -19,7 +19,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from conflict import cards
@@ -35,7 +35,7 @@ from core.events import (
 )
 from core.fold import Accepted
 from tests.conflict.factory import Chain, sale_body, scenarios
-from tests.replicas.hq.pg_kit import reset, through_both
+from tests.replicas.hq.pg_kit import on_one_database, reset, through_both
 
 
 def _reports_equal(events: list[Accepted], cuts: list[int], dsn: str, tmp_path: Path) -> None:
@@ -47,10 +47,9 @@ def _reports_equal(events: list[Accepted], cuts: list[int], dsn: str, tmp_path: 
 
 
 HISTORIES = given(events=scenarios(60, tax=True), cuts=st.lists(st.integers(0, 60), max_size=4))
-_ONE_DATABASE = [HealthCheck.function_scoped_fixture]  # reset between examples
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=_ONE_DATABASE)
+@on_one_database(25)
 @HISTORIES
 def test_reports_equal_on_sqlite_and_postgres(
     events: list[Accepted], cuts: list[int], pg_dsn: str, tmp_path: Path
@@ -59,7 +58,7 @@ def test_reports_equal_on_sqlite_and_postgres(
 
 
 @pytest.mark.soak
-@settings(max_examples=250, deadline=None, suppress_health_check=_ONE_DATABASE)
+@on_one_database(250)
 @HISTORIES
 def test_reports_equal_on_sqlite_and_postgres_for_many_histories(
     events: list[Accepted], cuts: list[int], pg_dsn: str, tmp_path: Path

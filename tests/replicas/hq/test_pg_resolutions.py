@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from conflict.conflicts import conflict_id
@@ -31,7 +31,7 @@ from core.fold import FLAG_UNAPPLIED, Accepted
 from replicas.hq import reports as pg_reports
 from replicas.hq.store import PgLog
 from tests.conflict.factory import Chain, sale_body
-from tests.replicas.hq.pg_kit import figures, reset, through_both
+from tests.replicas.hq.pg_kit import figures, on_one_database, reset, through_both
 
 MS = 1_000_000
 AHEAD = MS + 50_000_000  # a write dated far ahead by a wrong clock
@@ -105,10 +105,9 @@ INTERLEAVINGS = given(
     order=st.permutations(range(len(STORY))),
     cuts=st.lists(st.integers(0, len(STORY)), max_size=4),
 )
-_ONE_DATABASE = [HealthCheck.function_scoped_fixture]  # reset between examples
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=_ONE_DATABASE)
+@on_one_database(15)
 @INTERLEAVINGS
 def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite(
     order: list[int], cuts: list[int], pg_dsn: str, tmp_path: Path
@@ -117,7 +116,7 @@ def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite(
 
 
 @pytest.mark.soak
-@settings(max_examples=150, deadline=None, suppress_health_check=_ONE_DATABASE)
+@on_one_database(150)
 @INTERLEAVINGS
 def test_resolutions_change_catalog_prices_and_stock_as_on_sqlite_in_many_orders(
     order: list[int], cuts: list[int], pg_dsn: str, tmp_path: Path
