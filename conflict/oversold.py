@@ -35,9 +35,9 @@ import msgspec
 from conflict.stock import recount_sql, store_sql
 
 __all__ = [
-    "HLC_END", "HOLD_AFTER", "LINES_OF_MANY", "LINES_OF_ONE", "RUN_ENDS", "TABLES", "create",
-    "drop", "ensure", "held", "kept", "maintain", "settle_one",
-    "sku_needle",
+    "HLC_END", "HOLD_AFTER", "LAZY_LINES", "LINES_OF_MANY", "LINES_OF_ONE", "PASS", "RUN_ENDS",
+    "SETTLING", "TABLES", "Writes", "create", "drop", "ensure", "held", "kept", "maintain",
+    "open_run", "pass_cursor", "settling", "sku_needle", "stocked", "take_stale",
 ]  # fmt: skip
 
 _json = msgspec.json.Encoder().encode
@@ -54,11 +54,21 @@ TABLES: dict[str, str] = {
     " run_hlc INTEGER, run_eid TEXT, run_line INTEGER, PRIMARY KEY (sku, store)",
 }
 _DIRTY = "st_oversell_dirty"  # (store, sku, hlc) of writes to st_moves / st_counts
-# (store, sku)s held back (`_replay_or_hold`): their rows from `hlc` on are not kept
+# (store, sku)s held back (`_replay_or_hold`, `_hold_in_order`): their rows from `hlc` on
+# are not kept; `level`, when known, is the level just before `hlc` (`oversell_settle`)
 _STALE = "st_oversell_stale"
+# The settling pass in progress (`oversell_settle`): the (store, sku)s it took from
+# _STALE, each replayed from its `h0` up to the pass's cursor, with the level and run
+# reached there and the last HLC walked; _PASS holds the cursor.
+SETTLING = "st_oversell_settling"
+PASS = "st_oversell_pass"
 # A late (store, sku) is replayed at once if that reads at most a * (the batch's sale
 # lines) + b sales, else held back (`_replay_or_hold`). A list: tests set it to hold all.
 HOLD_AFTER = [4, 1000]
+# A batch with this many sale lines is a catch-up's frame: its (store, sku)s are held
+# (`_hold_in_order`) and settled a slice at a time in the writer's spare time, not walked
+# in the frame's transaction (issue 19: the catch-up's per-event path).
+LAZY_LINES = 256
 _TRIGGERS = {
     f"{table}__oversell_{event.lower()}": (table, event, row)
     for table in ("st_moves", "st_counts")
@@ -88,8 +98,17 @@ def create(conn: sqlite3.Connection) -> None:
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {_STALE} (store TEXT NOT NULL, sku TEXT NOT NULL,"
-        " hlc INTEGER NOT NULL, PRIMARY KEY (sku, store)) WITHOUT ROWID"
+        " hlc INTEGER NOT NULL, level INTEGER, PRIMARY KEY (sku, store)) WITHOUT ROWID"
     )
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_STALE})")}
+    if "level" not in columns:  # held by a build before the settling passes: not known
+        conn.execute(f"ALTER TABLE {_STALE} ADD COLUMN level INTEGER")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {SETTLING} (store TEXT NOT NULL, sku TEXT NOT NULL,"
+        " h0 INTEGER NOT NULL, level INTEGER NOT NULL, run_hlc INTEGER, run_eid TEXT,"
+        " run_line INTEGER, last INTEGER NOT NULL, PRIMARY KEY (sku, store)) WITHOUT ROWID"
+    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {PASS} (cursor INTEGER NOT NULL)")
     for name, (table, event, row) in _TRIGGERS.items():
         conn.execute(
             f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} BEGIN"
@@ -98,7 +117,7 @@ def create(conn: sqlite3.Connection) -> None:
 
 
 def drop(conn: sqlite3.Connection) -> None:
-    for name in (*TABLES, _DIRTY, _STALE):
+    for name in (*TABLES, _DIRTY, _STALE, SETTLING, PASS):
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -112,42 +131,49 @@ def kept(conn: sqlite3.Connection) -> bool:
 
 
 def ensure(conn: sqlite3.Connection) -> None:
-    """Derive every run afresh unless the tables already cover the stock; replay the
-    (store, sku)s held back."""
+    """Derive every run afresh unless the tables already cover the stock. What is held
+    back stays held, for the settling passes (`oversell_settle`): replaying it here, at a
+    log's open, would hold up a till's restart (seconds at 1,000,000 events)."""
     if kept(conn):
-        held = dict(_stale(conn))
-        conn.execute(f"DELETE FROM {_STALE}")
-        _replay_from(conn, held)
         return
-    for name in (*TABLES, _DIRTY, _STALE):
+    for name in (*TABLES, _DIRTY, _STALE, SETTLING, PASS):
         conn.execute(f"DELETE FROM {name}")
     keys = conn.execute("SELECT store, sku FROM st_stock").fetchall()
     _replay_from(conn, {(str(s), str(k)): -1 for s, k in keys})
 
 
-def settle_one(conn: sqlite3.Connection) -> bool:
-    """Replay one held (store, sku), as `ensure` replays them all; True while more are
-    held. Called in the writer's idle time (`StoreState.settle`): after a long catch-up,
-    the first sale of each held SKU would otherwise replay the SKU's history inside the
-    sale's transaction (150 ms per SKU at 200,000 events, measured)."""
-    rows = conn.execute(f"SELECT store, sku, hlc FROM {_STALE} LIMIT 2").fetchall()
-    if not rows:
-        return False
-    store, sku, h0 = rows[0]
-    conn.execute(f"DELETE FROM {_STALE} WHERE store = ? AND sku = ?", (store, sku))
-    _replay_from(conn, {(str(store), str(sku)): int(h0)})
-    return len(rows) > 1
-
-
 def held(conn: sqlite3.Connection) -> set[Key]:
-    """The (store, sku)s whose rows are held back: read by the full replay."""
-    return {key for key, _ in _stale(conn)}
+    """The (store, sku)s whose rows are held back or being settled: read by the full
+    replay."""
+    return {key for key, _ in _stale(conn)} | settling(conn).keys()
+
+
+def settling(conn: sqlite3.Connection) -> dict[Key, int]:
+    """The (store, sku)s of the settling pass in progress, each with its `h0`."""
+    rows = conn.execute(f"SELECT store, sku, h0 FROM {SETTLING}")
+    return {(str(s), str(k)): int(h) for s, k, h in rows}
+
+
+def pass_cursor(conn: sqlite3.Connection) -> int | None:
+    """Where the settling pass in progress has got to (None: no pass)."""
+    row = conn.execute(f"SELECT cursor FROM {PASS}").fetchone()
+    return None if row is None else int(row[0])
+
+
+def take_stale(conn: sqlite3.Connection, most: int) -> list[tuple[Key, int, int | None]]:
+    """Up to `most` held (store, sku)s, taken out of _STALE: (key, hlc, level or None)."""
+    rows = conn.execute(f"SELECT store, sku, hlc, level FROM {_STALE} LIMIT ?", (most,))
+    taken = [((str(s), str(k)), int(h), None if v is None else int(v)) for s, k, h, v in rows]
+    conn.executemany(
+        f"DELETE FROM {_STALE} WHERE store = ? AND sku = ?", [key for key, _, _ in taken]
+    )
+    return taken
 
 
 # --- the fold's part ---------------------------------------------------------------------
 
 
-class _Writes:
+class Writes:
     """What the walks of one batch write, in one statement per table."""
 
     def __init__(self) -> None:
@@ -157,9 +183,9 @@ class _Writes:
 
     def walk(
         self, key: Key, steps: Iterable[Step], level: int, run: RunKey | None
-    ) -> RunKey | None:
+    ) -> tuple[int, RunKey | None]:
         """Replay `steps` (in order) from `level`, inside `run` if one is open, as
-        `detect_stock._replay` does; returns the run still open after them."""
+        `detect_stock._replay` does; returns the level and the run still open after them."""
         store, sku = key
         rows, runs = self.rows, self.runs
         for hlc, is_count, who, num, n, eid in steps:
@@ -173,7 +199,7 @@ class _Writes:
             elif run is not None:
                 runs[(store, sku, run)] = (hlc, eid, who, n) if is_count else None
                 run = None
-        return run
+        return level, run
 
     def tail(self, key: Key, hlc: int, run: RunKey | None) -> None:
         self.tails.append((*key, hlc, *(run or (None, None, None))))
@@ -196,22 +222,38 @@ def maintain(conn: sqlite3.Connection, sale_steps: SaleSteps) -> None:
     if not keys:
         return
     stale = dict(_stale(conn))
-    w = _Writes()
+    in_pass, cursor = settling(conn), pass_cursor(conn)
+    lines = sum(map(len, sale_steps.values()))
+    w = Writes()
     late: dict[Key, int] = {}
-    settle: dict[Key, int] = {}
+    lazy: dict[Key, tuple[int, int, int]] = {}  # in order, held: (first, level, tail)
+    restarted: list[Key] = []
     for key, (tail, run, on_hand) in zip(keys, _tails(conn, keys), strict=True):
         steps = sale_steps.get(key, [])
         first = min([s[0] for s in steps] + ([dirty[key]] if key in dirty else []))
+        if key in in_pass:  # the pass reads what lands ahead of it; behind it, restart
+            if cursor is None or first < max(cursor, in_pass[key]):
+                late[key] = min(in_pass[key], first)
+                restarted.append(key)
+            continue
         in_order = key not in dirty and tail is not None and first > tail
-        if key in stale:  # held back: replayed once it is moving in order again
-            (settle if in_order else late)[key] = min(stale[key], first)
+        if key in stale:  # held back: settled a slice at a time (`oversell_settle`)
+            late[key] = min(stale[key], first)
         elif in_order or (tail is None and key not in dirty):  # the till's own sales
-            _append(w, key, sorted(steps), on_hand, run)
+            steps.sort()
+            if lines >= LAZY_LINES:
+                lazy[key] = (first, on_hand - sum(s[4] for s in steps), steps[-1][0])
+            else:
+                _append(w, key, steps, on_hand, run)
         else:
             late[key] = first
     w.flush(conn)
-    lines = sum(map(len, sale_steps.values()))
-    _replay_or_hold(conn, late, settle, budget=HOLD_AFTER[0] * lines + HOLD_AFTER[1])
+    conn.executemany(f"DELETE FROM {SETTLING} WHERE store = ? AND sku = ?", restarted)
+    _hold_in_order(conn, lazy)
+    if lines >= LAZY_LINES:  # a catch-up's frame: nothing replayed in it, all held
+        _hold(conn, late)
+    else:
+        _replay_or_hold(conn, late, budget=HOLD_AFTER[0] * lines + HOLD_AFTER[1])
 
 
 def _drain_dirty(conn: sqlite3.Connection) -> dict[Key, int]:
@@ -226,7 +268,10 @@ def _drain_dirty(conn: sqlite3.Connection) -> dict[Key, int]:
 
 
 def _stale(conn: sqlite3.Connection) -> list[tuple[Key, int]]:
-    return [((str(s), str(k)), int(h)) for s, k, h in conn.execute(f"SELECT * FROM {_STALE}")]
+    return [
+        ((str(s), str(k)), int(h))
+        for s, k, h in conn.execute(f"SELECT store, sku, hlc FROM {_STALE}")
+    ]
 
 
 _TAILS = (
@@ -247,38 +292,62 @@ def _tails(
         yield (None if hlc is None else int(hlc)), run, int(on_hand or 0)
 
 
-def _append(w: _Writes, key: Key, steps: list[Step], on_hand: int, run: RunKey | None) -> None:
+def _append(w: Writes, key: Key, steps: list[Step], on_hand: int, run: RunKey | None) -> None:
     """Sales past their (store, sku)'s tail continue from the level before them: the
     stock row's level less theirs (nothing else of the (store, sku) moved in the batch)."""
     level = on_hand - sum(s[4] for s in steps)
-    run = w.walk(key, steps, level, run if level < 0 else None)
+    _, run = w.walk(key, steps, level, run if level < 0 else None)
     w.tail(key, steps[-1][0], run)
 
 
-def _replay_or_hold(
-    conn: sqlite3.Connection, late: dict[Key, int], settle: dict[Key, int], budget: int
-) -> None:
+# Held from `hlc` on; the level just before it is kept only while nothing earlier
+# came (an earlier hold replaces it, and knows its own level or not).
+_HOLD = f"""
+INSERT INTO {_STALE} VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sku, store) DO UPDATE SET
+    level = CASE WHEN excluded.hlc < hlc THEN excluded.level ELSE level END,
+    hlc = min(hlc, excluded.hlc)
+"""
+
+
+def _replay_or_hold(conn: sqlite3.Connection, late: dict[Key, int], budget: int) -> None:
     """Replay the late (store, sku)s whose replay reads at most `budget` sales (a peer's
-    sale seconds late: the usual case), and the held ones now moving in order again.
-    Hold the rest (`st_oversell_stale`): a catch-up of hours of a peer's history would
-    otherwise replay those hours at every batch; read in full by `conflicts` meanwhile."""
+    sale seconds late: the usual case). Hold the rest (`st_oversell_stale`): a catch-up
+    of hours of a peer's history would otherwise replay those hours at every batch; read
+    in full by `conflicts` meanwhile, settled in the writer's spare time."""
     cheap_from = conn.execute(
         "SELECT hlc FROM st_sales ORDER BY hlc DESC LIMIT 1 OFFSET ?", (budget,)
     ).fetchone()
-    now = dict(settle)
+    now: dict[Key, int] = {}
+    hold: dict[Key, int] = {}
     for key, h0 in late.items():
         if cheap_from is None or h0 > cheap_from[0]:
             now[key] = h0
         else:
-            conn.execute(
-                f"INSERT INTO {_STALE} VALUES (?, ?, ?) ON CONFLICT (sku, store)"
-                " DO UPDATE SET hlc = min(hlc, excluded.hlc)",
-                (*key, h0),
-            )
-            _extend_tail(conn, key)
+            hold[key] = h0
+    _hold(conn, hold)
     if now:
         conn.executemany(f"DELETE FROM {_STALE} WHERE store = ? AND sku = ?", list(now))
         _replay_from(conn, now)
+
+
+def _hold(conn: sqlite3.Connection, late: dict[Key, int]) -> None:
+    """Hold (store, sku)s from their HLCs on, the level there not known (a held one
+    keeps the level it knew before an HLC it still starts at)."""
+    conn.executemany(_HOLD, [(*key, h0, None) for key, h0 in late.items()])
+    for key in late:
+        _extend_tail(conn, key)
+
+
+def _hold_in_order(conn: sqlite3.Connection, lazy: dict[Key, tuple[int, int, int]]) -> None:
+    """Hold a catch-up frame's (store, sku)s that moved in order, each with the level
+    before its first step (so its settling starts there, with no read of its history)
+    and its tail moved past its last step."""
+    conn.executemany(_HOLD, [(*key, first, level) for key, (first, level, _) in lazy.items()])
+    conn.executemany(
+        "INSERT INTO st_oversell_tail (store, sku, hlc) VALUES (?, ?, ?)"
+        " ON CONFLICT (sku, store) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
+        [(*key, last) for key, (_, _, last) in lazy.items()],
+    )
 
 
 def _extend_tail(conn: sqlite3.Connection, key: Key) -> None:
@@ -293,7 +362,7 @@ def _extend_tail(conn: sqlite3.Connection, key: Key) -> None:
     )
 
 
-def _open_run(conn: sqlite3.Connection, key: Key, level: int, before: int) -> RunKey | None:
+def open_run(conn: sqlite3.Connection, key: Key, level: int, before: int) -> RunKey | None:
     """The run still open just before HLC `before` (the level there is below zero)."""
     if level >= 0:
         return None
@@ -334,7 +403,7 @@ def _replay_from(conn: sqlite3.Connection, since: dict[Key, int]) -> None:
     if not since:
         return
     lines = _sale_lines(conn, since)
-    w = _Writes()
+    w = Writes()
     for key, h0 in sorted(since.items()):
         store, sku = key
         tail = conn.execute(
@@ -344,20 +413,20 @@ def _replay_from(conn: sqlite3.Connection, since: dict[Key, int]) -> None:
             conn.execute(
                 f"DELETE FROM {table} WHERE sku = ? AND store = ? AND {col} >= ?", (sku, store, h0)
             )
-        if not _stocked(conn, key):  # an undone resolution took its last move away
+        if not stocked(conn, key):  # an undone resolution took its last move away
             conn.execute("DELETE FROM st_oversell_tail WHERE sku = ? AND store = ?", (sku, store))
             continue
         steps = sorted(lines[key] + _moves_and_counts(conn, key, h0))
         level = _level_before(conn, key, h0, steps)
-        run = _open_run(conn, key, level, h0)
+        run = open_run(conn, key, level, h0)
         if run is not None:
             w.runs[(store, sku, run)] = None  # open again: whatever ended it is replayed
-        run = w.walk(key, steps, level, run)
+        _, run = w.walk(key, steps, level, run)
         w.tail(key, max([s[0] for s in steps[-1:]] + ([tail[0]] if tail else []), default=-1), run)
     w.flush(conn)
 
 
-def _stocked(conn: sqlite3.Connection, key: Key) -> bool:
+def stocked(conn: sqlite3.Connection, key: Key) -> bool:
     row = conn.execute(
         "SELECT 1 FROM st_stock WHERE sku = ? AND store = ?", (key[1], key[0])
     ).fetchone()

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from conflict import cards, catalog, effects, links, oversold, schema, stock
+from conflict import cards, catalog, effects, links, oversell_settle, oversold, schema, stock
 from conflict.catalog import PricePolicy
 from core import digest
 from core.events import (
@@ -220,8 +220,8 @@ class StoreState:
         oversold.maintain(conn, b.sale_steps)
 
     def settle(self, conn: sqlite3.Connection) -> bool:
-        """One (store, sku) whose oversell runs `apply` held back, replayed."""
-        return oversold.settle_one(conn)
+        """A slice of the oversell runs `apply` held back, replayed (`oversell_settle`)."""
+        return oversell_settle.settle_slice(conn)
 
     def _sync_policy(self, conn: sqlite3.Connection) -> None:
         """The effective catalog depends on the policy and the rules that read the writes

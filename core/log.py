@@ -75,6 +75,9 @@ T = TypeVar("T")
 MAX_BATCH_EVENTS = 5000
 # The writer idle this long: the fold's held-back work, a slice at a time (`_settle`)
 SETTLE_WHEN_IDLE_S = 0.5
+# ... and a slice at least this often while requests keep it busy (a till never idle
+# for SETTLE_WHEN_IDLE_S would otherwise never settle)
+SETTLE_WHILE_BUSY_S = 1.0
 REBUILD_CHUNK = 5000
 
 
@@ -133,6 +136,7 @@ class EventLog:
         self._reader_conn: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._unsettled = True  # the fold may hold work back (`StateFold.settle`)
+        self._settled_at = timer()  # the last slice of it
         self._wal = WalCheckpointer(path)  # checkpoints off the writer's thread
         self.listeners: list[Listener] = []
         self.commit_observers: list[CommitObserver] = []
@@ -321,8 +325,12 @@ class EventLog:
     async def _next_request(self) -> _Request | None:
         """The next request. Once none has come for SETTLE_WHEN_IDLE_S, the work the fold
         held back, a slice per transaction until a request comes: that request waits for
-        one slice at most, instead of doing the work itself (a sale of a held SKU)."""
+        one slice at most, instead of doing the work itself (a sale of a held SKU); and one
+        slice every SETTLE_WHILE_BUSY_S between requests that never leave it idle."""
         while self._unsettled:
+            if self.timer() - self._settled_at >= SETTLE_WHILE_BUSY_S:
+                self._unsettled = await self._settle()
+                continue
             try:
                 return await asyncio.wait_for(self._queue.get(), SETTLE_WHEN_IDLE_S)
             except TimeoutError:
@@ -333,6 +341,7 @@ class EventLog:
 
     async def _settle(self) -> bool:
         assert self._writer_conn is not None
+        self._settled_at = self.timer()
         try:
             return await run_in_thread(self._writer_conn, self._settle_tx, self.path)
         except Exception:  # the writer must outlive it: every later sale needs the writer

@@ -13,25 +13,35 @@ The kill -9 half is in tests/core/test_crash.py (`check_database`).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conflict import oversold, queries
+from conflict import oversell_settle, oversold, queries
 from conflict.state import StoreState
 from core import log as log_module
 from core.compact import compact, load_snapshot, read_heads, save_snapshot
-from core.events import RawEvent, encode_event
+from core.events import RawEvent, StockCounted, StockReceived, encode_event
 from core.fold import Accepted
 from core.log import EventLog
 from core.sqlite import open_sync
 from tests.factories import cash_sale, chain
 
-from .factory import apply_all, assert_oversell_kept, fresh_db, scenarios
+from .factory import (
+    Chain,
+    apply_all,
+    assert_oversell_kept,
+    fresh_db,
+    sale_body,
+    scenarios,
+    split,
+)
 
 
 def _agree(conn: object) -> str:
@@ -76,13 +86,58 @@ def test_kept_digest_equals_recomputed_after_any_batches(
         for _ in range(data.draw(st.integers(0, 3))):  # the log's idle time, a slice each
             fold.settle(conn)
             _agree(conn)
-        fold.create_tables(conn)  # settles what was held back
+        held = oversold.held(conn)
+        fold.create_tables(conn)  # as a log's open: what is held stays held
+        assert oversold.held(conn) == held
+        _settle_all(fold, conn)
         assert not oversold.held(conn)
         _agree(conn)
         StoreState(price_policy="lowest").create_tables(conn)  # re-derives st_products
         _agree(conn)
         conn.execute("DELETE FROM st_oversell_tail")  # as if a snapshot had just been loaded
         StoreState(price_policy="lowest").create_tables(conn)  # derives the runs afresh
+        _agree(conn)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _lazy(lines: int, slice_sales: int) -> Iterator[None]:
+    """Batches of `lines` sale lines or more are held (as a catch-up's frames are), and
+    settling passes walk `slice_sales` sales per slice."""
+    kept_lines, kept_slice = oversold.LAZY_LINES, oversell_settle.SLICE_SALES
+    oversold.LAZY_LINES, oversell_settle.SLICE_SALES = lines, slice_sales
+    try:
+        yield
+    finally:
+        oversold.LAZY_LINES, oversell_settle.SLICE_SALES = kept_lines, kept_slice
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), events=scenarios(), lazy=st.booleans(), slice_sales=st.integers(1, 4))
+def test_held_runs_settled_a_slice_at_a_time_between_batches(
+    data: st.DataObject, events: list[Accepted], lazy: bool, slice_sales: int
+) -> None:
+    """Settling passes interleaved with batches that move their SKUs behind, at and ahead
+    of the pass's cursor; once nothing is held the kept runs equal the full replay."""
+    fold = StoreState()
+    conn = fresh_db(fold)
+    try:
+        with_dups = data.draw(st.permutations(events + events[: len(events) // 3]))
+        cuts = data.draw(st.lists(st.integers(0, 60), max_size=8))
+        with _holding(True), _lazy(1 if lazy else 10**9, slice_sales):
+            for batch in split(with_dups, cuts):
+                with conn:
+                    fold.apply(conn, batch)
+                for _ in range(data.draw(st.integers(0, 3))):
+                    with conn:
+                        fold.settle(conn)
+                _agree(conn)
+            for _ in range(10_000):  # far more than the slices any scenario needs
+                with conn:
+                    if not fold.settle(conn):
+                        break
+        assert not oversold.held(conn)
         _agree(conn)
     finally:
         conn.close()
@@ -224,6 +279,88 @@ async def test_the_log_settles_held_back_skus_while_idle(tmp_path: Path) -> None
             async with asyncio.timeout(10):
                 while await log.read(oversold.held):
                     await asyncio.sleep(0.01)
+            await log.read(_agree)
+        finally:
+            await log.close()
+
+
+def _settle_all(fold: StoreState, conn: sqlite3.Connection) -> None:
+    for _ in range(1_000):
+        with conn:
+            if not fold.settle(conn):
+                return
+    raise AssertionError("settling did not finish in 1,000 slices")
+
+
+def _batches(fold: StoreState, conn: sqlite3.Connection, *batches: list[Accepted]) -> None:
+    for batch in batches:
+        with conn:
+            fold.apply(conn, batch)
+
+
+@pytest.mark.parametrize("late_ms", [1_000_200, 1_070_000])  # the count's minute, the next
+def test_a_held_sku_settles_from_the_count_before_it(late_ms: int) -> None:
+    """A sale held late after a count starts its replay from the count's level: at the
+    count if it is in the sale's bucket (a minute), else at the bucket's start, from the
+    count and the buckets between. 3 counted, 3 sold after it (level 0: no oversell),
+    then 1 more (a run)."""
+    c, fold = Chain(), StoreState()
+    conn = fresh_db(fold)
+    count = c.make("s1/t1", StockCounted(sku="A", count=3), 1_000_100)
+    later = c.make("s1/t1", sale_body([("A", 1, 100)], "R1"), late_ms + 100)
+    late = c.make("s1/t2", sale_body([("A", 3, 100)], "R2"), late_ms)
+    with _holding(True), _lazy(10**9, 1):
+        receipt = c.make("s1/t1", StockReceived(sku="A", qty=9), 1_000_000)
+        _batches(fold, conn, [receipt], [count, later])
+        _settle_all(fold, conn)  # kept up to `later`; then `late` comes behind it
+        _batches(fold, conn, [late])
+        assert oversold.held(conn) == {("s1", "A")}
+        _settle_all(fold, conn)
+    assert not oversold.held(conn)
+    _agree(conn)
+    runs = conn.execute("SELECT run_eid FROM st_oversell_runs").fetchall()
+    assert runs == [(later.event.id,)]
+
+
+def test_a_move_between_the_cursor_and_a_settling_skus_start_restarts_it() -> None:
+    """SKU B settles from 8 s, the pass's cursor is at A's 2 s: a sale of B at 5 s lands
+    ahead of the cursor but behind B's start, so B must be replayed from 5 s."""
+    c, fold = Chain(), StoreState()
+    conn = fresh_db(fold)
+    with _holding(True), _lazy(1, 1):
+        _batches(fold, conn, [c.make("s1/t1", sale_body([("A", 1, 100)], "R1"), 2_000)],
+                 [c.make("s1/t1", sale_body([("B", 1, 100)], "R2"), 8_000)])  # fmt: skip
+        with conn:
+            assert fold.settle(conn)  # the pass starts: A from 2 s, B from 8 s
+        assert oversold.settling(conn).keys() == {("s1", "A"), ("s1", "B")}
+        b_at_5 = c.make("s1/t2", sale_body([("B", 2, 100)], "R3"), 5_000)
+        _batches(fold, conn, [b_at_5])
+        assert ("s1", "B") not in oversold.settling(conn)
+        _settle_all(fold, conn)
+    _agree(conn)
+    runs = conn.execute("SELECT sku, run_eid FROM st_oversell_runs ORDER BY sku").fetchall()
+    assert runs == [("A", "s1/t1:1"), ("B", b_at_5.event.id)]
+
+
+async def test_a_writer_never_idle_still_settles_held_skus(tmp_path: Path) -> None:
+    """Sales every 50 ms never leave the writer idle for SETTLE_WHEN_IDLE_S (set to a
+    minute here): held SKUs are settled a slice every SETTLE_WHILE_BUSY_S all the same."""
+    late = chain("s1/t3", [cash_sale(sku=f"S{i % 4}", receipt=f"L{i}") for i in range(40)])
+    ahead = chain("s1/t2", [cash_sale(sku=f"S{i % 4}", receipt=f"A{i}") for i in range(40)],
+                  first_hlc=1 << 20)  # fmt: skip
+    with _holding(True), _idle_after(60.0):
+        log = await EventLog.open(tmp_path / "log.db", "s1/t1", StoreState())
+        try:
+            for events in (ahead, late):
+                await log.ingest([RawEvent(e, encode_event(e)) for e in events])
+            assert await log.read(oversold.held)
+            sold = 0
+            async with asyncio.timeout(20):
+                while await log.read(oversold.held):
+                    await log.append(cash_sale(sku="OTHER", receipt=f"B{sold}"))
+                    sold += 1
+                    await asyncio.sleep(0.05)  # the pace of a busy till, not a wait
+            assert sold >= 10  # it was busy all along: settled between sales, never idle
             await log.read(_agree)
         finally:
             await log.close()
