@@ -221,24 +221,28 @@ def maintain(conn: sqlite3.Connection, sale_steps: SaleSteps) -> None:
     keys = sorted(sale_steps.keys() | dirty.keys())
     if not keys:
         return
-    stale = dict(_stale(conn))
-    in_pass, cursor = settling(conn), pass_cursor(conn)
     lines = sum(map(len, sale_steps.values()))
     w = Writes()
     late: dict[Key, int] = {}
     lazy: dict[Key, tuple[int, int, int]] = {}  # in order, held: (first, level, tail)
     restarted: list[Key] = []
-    for key, (tail, run, on_hand) in zip(keys, _tails(conn, keys), strict=True):
+    cursor = -1  # read once a key of the batch is in the settling pass
+    for key, (tail, run, on_hand, held_from, pass_from) in zip(
+        keys, _tails(conn, keys), strict=True
+    ):
         steps = sale_steps.get(key, [])
         first = min([s[0] for s in steps] + ([dirty[key]] if key in dirty else []))
-        if key in in_pass:  # the pass reads what lands ahead of it; behind it, restart
-            if cursor is None or first < max(cursor, in_pass[key]):
-                late[key] = min(in_pass[key], first)
+        if pass_from is not None:  # the pass reads what lands ahead of it; behind it, restart
+            if cursor < 0:
+                at = pass_cursor(conn)
+                cursor = HLC_END if at is None else at
+            if first < max(cursor, pass_from):
+                late[key] = min(pass_from, first)
                 restarted.append(key)
             continue
         in_order = key not in dirty and tail is not None and first > tail
-        if key in stale:  # held back: settled a slice at a time (`oversell_settle`)
-            late[key] = min(stale[key], first)
+        if held_from is not None:  # held back: settled a slice at a time (`oversell_settle`)
+            late[key] = min(held_from, first)
         elif in_order or (tail is None and key not in dirty):  # the till's own sales
             steps.sort()
             if lines >= LAZY_LINES:
@@ -275,21 +279,27 @@ def _stale(conn: sqlite3.Connection) -> list[tuple[Key, int]]:
 
 
 _TAILS = (
-    "SELECT t.hlc, t.run_hlc, t.run_eid, t.run_line, s.count + s.delta_after"
+    "SELECT t.hlc, t.run_hlc, t.run_eid, t.run_line, s.count + s.delta_after, h.hlc, p.h0"
     " FROM json_each(?) k LEFT JOIN st_stock s ON s.sku = k.value ->> 1"
     " AND s.store = k.value ->> 0"
     " LEFT JOIN st_oversell_tail t ON t.sku = k.value ->> 1 AND t.store = k.value ->> 0"
+    f" LEFT JOIN {_STALE} h ON h.sku = k.value ->> 1 AND h.store = k.value ->> 0"
+    f" LEFT JOIN {SETTLING} p ON p.sku = k.value ->> 1 AND p.store = k.value ->> 0"
     " ORDER BY k.key"
 )
+# Per key: tail HLC (None: new), the run open there, the level now, and since when it is
+# held or in the settling pass (None: not)
+_KeyNow = tuple[int | None, RunKey | None, int, int | None, int | None]
 
 
-def _tails(
-    conn: sqlite3.Connection, keys: list[Key]
-) -> Iterable[tuple[int | None, RunKey | None, int]]:
-    """Per key (in order): its tail HLC (None: new), the run open there, its level now."""
-    for hlc, run_hlc, run_eid, run_line, on_hand in conn.execute(_TAILS, (_json(keys).decode(),)):
+def _tails(conn: sqlite3.Connection, keys: list[Key]) -> Iterable[_KeyNow]:
+    """Per key (in order): its tail HLC (None: new), the run open there, its level now,
+    and since when it is held or settling (one read for the batch's keys)."""
+    for hlc, run_hlc, run_eid, run_line, on_hand, held_from, pass_from in conn.execute(
+        _TAILS, (_json(keys).decode(),)
+    ):
         run = None if run_hlc is None else (int(run_hlc), str(run_eid), int(run_line))
-        yield (None if hlc is None else int(hlc)), run, int(on_hand or 0)
+        yield (None if hlc is None else int(hlc)), run, int(on_hand or 0), held_from, pass_from
 
 
 def _append(w: Writes, key: Key, steps: list[Step], on_hand: int, run: RunKey | None) -> None:
