@@ -109,15 +109,28 @@ def _thread_cpu() -> dict[int, float]:
     return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
 
 
+class NoFold(StoreState):
+    """The fold's tables, never written: what ingest would cost if the fold were all
+    deferred (the bound of folding lazily; issue 19)."""
+
+    def apply(self, conn: object, batch: object) -> None:  # type: ignore[override]
+        return None
+
+
 async def whole(
-    raws: list[bytes], registry: KeyRegistry, d: Path, in_flight: int, worker: bool
+    raws: list[bytes],
+    registry: KeyRegistry,
+    d: Path,
+    in_flight: int,
+    worker: bool,
+    fold: StoreState | None = None,
 ) -> Whole:
     """`ingest_raw` of pull-window frames, `in_flight` at a time; CPU per thread and
     worker (robust on a shared machine, where wall time is what others leave us)."""
     log = await EventLog.open(
-        d / f"whole-{in_flight}-{worker}.db",
+        d / f"whole-{in_flight}-{worker}-{type(fold).__name__}.db",
         "s1/t1",
-        StoreState(),
+        fold or StoreState(),
         verifier=registry,
         check_in_worker=worker,
     )
@@ -161,6 +174,8 @@ def main() -> None:
                 got = asyncio.run(whole(raws, registry, d, k, worker))
                 where = "in a worker" if worker else "in-process"
                 print(f"  {k} in flight, checked {where:<12} {got}")
+        got = asyncio.run(whole(raws, registry, d, 2, True, NoFold()))
+        print(f"  {'2 in flight, worker, no fold':<34} {got}")
 
 
 if __name__ == "__main__":
