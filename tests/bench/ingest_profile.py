@@ -1,6 +1,6 @@
 """Per-event cost of each ingest stage, in thread CPU time (robust on a shared machine).
 
-Run: .venv/bin/python -m tests.bench.ingest_profile [events]
+Run: .venv/bin/python -m tests.bench.ingest_profile [events] [--stages | --settle]
 Prints µs/event for envelope decode, hash, re-encode, body decode+validate and all of
 `check_events` (done in the caller's thread), then the writer's durable transaction
 without and with the fold, plus the same bytes through raw sqlite3 executemany, and
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from conflict import oversold
 from conflict.state import StoreState
 from core import segments
 from core.batch import IngestResult, check_events
@@ -173,6 +174,27 @@ def stages(evs: list[Event], d: Path) -> None:
             print(f"  {seconds / n * 1e6:6.2f}  {statement}")
 
 
+def settle(evs: list[Event], d: Path) -> None:
+    """After the five tills' interleaved sales (a catch-up's frames), the oversell runs
+    the fold held back, settled a slice per transaction as the idle writer does."""
+    _, cpu = log_ingest(d / "settle.db", evs)
+    conn = open_sync(d / "settle.db")
+    fold, slices, worst = StoreState(), 0, 0.0
+    held = len(oversold.held(conn))
+    t0 = time.perf_counter()
+    more = True
+    while more:
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        more = fold.settle(conn)
+        conn.execute("COMMIT")
+        worst, slices = max(worst, time.perf_counter() - t), slices + 1
+    conn.close()
+    print(f"{len(evs):,} events ingested, writer {cpu:.2f} µs/event CPU; {held} SKUs held;")
+    print(f"settled in {slices} slices, {time.perf_counter() - t0:.2f} s, worst slice"
+          f" {worst * 1e3:.1f} ms")  # fmt: skip
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 50_000
@@ -180,6 +202,10 @@ def main() -> None:
     if "--stages" in sys.argv:
         with tempfile.TemporaryDirectory() as d:
             stages(evs, Path(d))
+        return
+    if "--settle" in sys.argv:
+        with tempfile.TemporaryDirectory() as d:
+            settle(evs, Path(d))
         return
     raws = [encode_event(e) for e in evs]
     print(f"{n} events, µs/event (thread CPU, best of 3)")
