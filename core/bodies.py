@@ -111,7 +111,7 @@ class SaleLine(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
         return self.qty * self.unit_price - self.discount
 
 
-# An authorisation's idempotency key as the till makes it (`replicas.api.cards.auth_key`):
+# An authorisation's idempotency key as the till makes it (`replicas.payments.keys.auth_key`):
 # the till's id and a base32 hash, nothing else (no free text beside the till's id).
 AttemptKey = Annotated[str, Meta(max_length=256, pattern=r"^(?:[^|]{1,200}\|)?a\|[a-z2-7]{24}$")]
 
@@ -126,7 +126,9 @@ class Payment(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tru
     forwarded later and its outcome is a `card.*` event naming its `payment_id`. A
     deferred payment whose authorisation was sent but got no answer (a timeout, a reply
     lost or garbled) names that request's idempotency key (`attempt`, schema 8): the
-    processor may have approved it, so the capture names it and is not charged twice."""
+    processor may have approved it, so the capture names it and is not charged twice.
+    An approved (online) payment names the key it was approved under too: a till that
+    stopped mid-sale finds by it which of its asks a stored sale holds."""
 
     method: Literal["cash", "card", "other"]
     amount: Annotated[int, Meta(gt=0, le=10**12)]

@@ -242,6 +242,7 @@ class Replica:
         self.forwarder = Forwarder(
             self.log, store, self.card_processor, self.wall_ms,
             every_s=self.site.card_forward_every_s, reversals=self.reversals,
+            resolve_after_s=self.site.card_resolve_after_s,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forward-cards"))
 

@@ -115,6 +115,9 @@ class Site(BaseModel):
     # folder); the key itself never enters this file, which holds nothing secret.
     acquirer_key_file: str | None = None
     card_forward_every_s: float = Field(default=2.0, gt=0, le=3600)  # between forwarding rounds
+    # A card authorisation asked this long ago with no sale stored (its till stopped
+    # mid-sale) is reversed (`replicas.payments.asking`): longer than any sale takes
+    card_resolve_after_s: float = Field(default=300.0, gt=0, le=86400)
     # Each replica's API (and till page) over HTTPS with its site certificate, which its
     # clients check against the site CA (`ca.pem`): API tokens and card tokens never
     # cross a store's LAN in clear. Off: plain HTTP, for an API on loopback only.

@@ -93,6 +93,13 @@ class AcquirerProc:
             out: list[dict[str, Any]] = r.json()
             return out
 
+    async def in_flight(self) -> int:
+        """Payments the acquirer has received and not answered yet."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(f"{self.url}/healthz")
+            r.raise_for_status()
+            return int(r.json()["in_flight"])
+
     async def set_mode(self, mode: str) -> None:
         async with httpx.AsyncClient(timeout=10) as http:
             r = await http.put(f"{self.url}/admin/mode", json={"mode": mode}, headers=self.auth)

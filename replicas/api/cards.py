@@ -33,14 +33,17 @@ a decline) is a new authorisation, not a key the processor refuses as reused. A 
 with no receipt gets a random one (a retry of it is a new sale anyway). When an
 authorisation got no answer, the deferred payment keeps its key (`attempt`): the
 processor may have approved it (the reply lost, timed out or garbled), and the capture
-names it so that the card is charged once. The key holds no receipt text, so nothing
-in it can look like a card number.
+names it so that the card is charged once. An approved payment keeps its key too. The
+key holds no receipt text, so nothing in it can look like a card number.
+
+Each key is noted durably before it is asked (`PendingReversals.asking`) and the note
+dropped once the sale is stored, declined or given back: a till killed between an
+approval and the sale's append leaves the note, and the forwarder reverses the key
+unless a stored sale holds it (`replicas.payments.asking`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
 from typing import NamedTuple
 
@@ -56,23 +59,26 @@ from replicas.api.common import Till
 from replicas.api.tokens import Role
 from replicas.errors import ProcessorRefused, ProcessorUnreachable
 from replicas.payments import reversals
-from replicas.payments.adapter import KEY_MAX, CardAsk, CardProcessor
+from replicas.payments.adapter import CardAsk, CardProcessor
+from replicas.payments.keys import MAX_GENERATIONS, auth_key
 
-__all__ = ["Authorised", "authorise_cards", "give_back"]
-
-MAX_GENERATIONS = 100  # retries of one refused sale (receipt and cards) that ask anew
+__all__ = ["Authorised", "auth_key", "authorise_cards", "give_back"]
 
 
 def _money(amount: int) -> str:
     return f"{amount // 100:,}.{amount % 100:02d}"
 
 
-async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment:
-    """The payment as the processor leaves it: online (approved) or deferred (no answer);
-    a decline is a 402."""
+async def _ask(
+    processor: CardProcessor | None, owed: reversals.PendingReversals | None, key: str, p: Payment
+) -> Payment:
+    """The payment as the processor leaves it: online (approved) or deferred (no answer),
+    either keeping the key it was asked under (`attempt`); a decline is a 402."""
     if processor is None:
         return msgspec.structs.replace(p, auth="deferred")
     assert p.card_token is not None and p.card_last4 is not None  # a card payment's
+    if owed is not None:  # before the request leaves: a crash after it leaves the note
+        await owed.asking(key)
     ask = CardAsk(key=key, token=p.card_token, last4=p.card_last4, amount=p.amount,
                   terminal_ref=p.reference)  # fmt: skip
     try:
@@ -91,27 +97,7 @@ async def _ask(processor: CardProcessor | None, key: str, p: Payment) -> Payment
             f"card ending {p.card_last4} declined by the processor"
             f" ({answer.reason or 'no reason given'}): take another method",
         )
-    return msgspec.structs.replace(p, auth="online", approval=answer.reference)
-
-
-def auth_key(
-    till: str, receipt: str, i: int, p: Payment, cards_of_sale: list[Payment], generation: int = 1
-) -> str:
-    """The idempotency key of payment `i` of a sale: one per (till, receipt, place, card,
-    amount, and the sale's card payments: a retry with another second card after a
-    decline asks anew for the first, whose earlier authorisation was reversed).
-    Lowercase base32 (digits 2-7 only between letters), so the key a payment keeps
-    (`attempt`) passes the card-number rules every event's texts must. `generation`
-    > 1: the same payment asked again after its key was given back (`_fresh_key`)."""
-    others = ",".join(f"{c.card_token}:{c.amount}" for c in cards_of_sale)
-    again = f"|{generation}" if generation > 1 else ""
-    what = f"{receipt}|{i}|{p.card_token}|{p.amount}|{others}{again}".encode()
-    digest = base64.b32encode(hashlib.blake2b(what, digest_size=15).digest()).decode().lower()
-    key = f"{till}|a|{digest}"
-    if len(key) > KEY_MAX:  # a till id beyond what sites use: still one key per sale
-        long = hashlib.blake2b(key.encode(), digest_size=15).digest()
-        return f"a|{base64.b32encode(long).decode().lower()}"
-    return key
+    return msgspec.structs.replace(p, auth="online", approval=answer.reference, attempt=key)
 
 
 async def _fresh_key(
@@ -208,9 +194,11 @@ async def _authorise(
             key = await _fresh_key(till, rid, receipt, i, p, of_sale)
             asked.append(key)  # before asking: cancelled mid-ask, it may be approved there
             try:
-                p = await _ask(processor, key, p)
+                p = await _ask(processor, till.replica.reversals, key, p)
             except HTTPException:  # declined or refused: an answer, nothing approved
                 asked.remove(key)
+                if till.replica.reversals is not None:
+                    await till.replica.reversals.settled([key])
                 raise
             if p.auth == "deferred" and not p.attempt:  # no processor: never asked
                 asked.remove(key)

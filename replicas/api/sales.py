@@ -18,6 +18,7 @@ one a device's token names; a manager's override records the approving credentia
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -390,14 +391,21 @@ def sales_router(till: Till) -> APIRouter:
             body = _approved(body, local.products, request, req.approval_reason)
             if vouching:
                 _check_vouched(body, request)
-            body, asked = await authorise_cards(till, request, req, body)
-            if req.receipt is None:  # taken right before the append: no await between
-                body = msgspec.structs.replace(body, receipt=till.take_receipt())
-            try:
-                ev = await till.append(body)  # returns once durable: only then do we answer
-            except Exception:  # rolled back (not a cancel: that may yet commit): no sale,
-                await give_back(till, asked)  # so no charge for its cards
-                raise
+            owed = (
+                till.replica.reversals if any(p.method == "card" for p in body.payments) else None
+            )
+            # from the first ask to the append: no key of this sale is resolved meanwhile
+            async with owed.deciding if owed is not None else contextlib.nullcontext():
+                body, asked = await authorise_cards(till, request, req, body)
+                if req.receipt is None:  # taken right before the append: no await between
+                    body = msgspec.structs.replace(body, receipt=till.take_receipt())
+                try:
+                    ev = await till.append(body)  # returns once durable: then we answer
+                except Exception:  # rolled back (not a cancel: that may yet commit): no
+                    await give_back(till, asked)  # sale, so no charge for its cards
+                    raise
+                if owed is not None:
+                    await owed.settled(asked)  # stored: no reversal for these
         return _sale_out(ev, body)
 
     @r.get("/sales/{sale_id:path}")

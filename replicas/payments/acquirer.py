@@ -239,10 +239,16 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour, api_key: str) -> FastA
     app = FastAPI(title="tillmesh demo acquirer", docs_url=None, redoc_url=None)
     keyed = [Depends(merchant)]
 
+    in_flight = [0]  # requests received and not answered yet (`/healthz`)
+
     async def answer(kind: Kind, ask: AskIn, response: Response) -> Answer:
         slow = bool(behaviour.slow_tokens and re.search(behaviour.slow_tokens, ask.token))
         decide = functools.partial(ledger.decide, kind, ask, behaviour)
-        return await recorded(decide, response, behaviour.slow_s if slow else 0.0)
+        in_flight[0] += 1
+        try:
+            return await recorded(decide, response, behaviour.slow_s if slow else 0.0)
+        finally:
+            in_flight[0] -= 1
 
     async def recorded(
         work: Callable[[], Answer], response: Response, after_s: float = 0.0
@@ -259,8 +265,10 @@ def create_acquirer(ledger: Ledger, behaviour: Behaviour, api_key: str) -> FastA
         return out
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"mode": behaviour.mode}
+    async def healthz() -> dict[str, str | int]:
+        """Up or in an outage, and how many payments it is deciding right now (a slow
+        token's, say): what a test waits for before it kills a till mid-request."""
+        return {"mode": behaviour.mode, "in_flight": in_flight[0]}
 
     @app.post("/v1/authorisations", dependencies=keyed)
     async def authorise(ask: AskIn, response: Response) -> Answer:

@@ -35,7 +35,7 @@ __all__ = [
     "HttpAcquirer",
 ]
 
-KEY_MAX = 256  # an idempotency key: "<till>|a|<hash>" (replicas.api.cards.auth_key) fits
+KEY_MAX = 256  # an idempotency key: "<till>|a|<hash>" (replicas.payments.keys.auth_key) fits
 TERMINAL_REF_MAX = 200  # the till API's payment reference (models.Text)
 
 

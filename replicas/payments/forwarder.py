@@ -15,8 +15,10 @@ queue is forwarded by its peers), and for each:
 - refused by the processor (`ProcessorRefused`, a 4xx: the same request gets the same
   refusal): `card.declined` with the refusal as its reason, so the queue moves on.
 
-Each round first sends the reversals this till owes (`replicas.payments.reversals`:
-authorisations of sales it did not store, whose reversal got no answer).
+Each round first reverses the authorisations this till asked for before it stopped
+mid-sale, with no sale stored (`replicas.payments.asking`), then sends the reversals
+it owes (`replicas.payments.reversals`: authorisations of sales it did not store,
+whose reversal got no answer).
 
 One payment's trouble is its own: the rest of the round goes on. A payment whose sale
 event this log no longer holds (compacted away by a tool that did not keep it:
@@ -50,6 +52,7 @@ from core.events import (
 )
 from core.log import EventLog
 from replicas.errors import ProcessorRefused, ProcessorUnreachable
+from replicas.payments import asking
 from replicas.payments.adapter import CardAsk, CardProcessor
 from replicas.payments.reversals import PendingReversals
 
@@ -73,9 +76,10 @@ class Forwarder:
         every_s: float = 2.0,
         max_backoff_s: float = 30.0,
         reversals: PendingReversals | None = None,
+        resolve_after_s: float = asking.RESOLVE_AFTER_S,
     ) -> None:
         self.log, self.store, self.processor, self.wall_ms = log_, store, processor, wall_ms
-        self.reversals = reversals
+        self.reversals, self.resolve_after_s = reversals, resolve_after_s
         self.every_s, self.max_backoff_s = every_s, max_backoff_s
         self.failures = 0
         self.forwarded = 0  # outcomes this replica recorded (for status and tests)
@@ -93,6 +97,10 @@ class Forwarder:
         """Send the reversals owed, then forward or expire what is outstanding; the
         seconds until the next round."""
         processor = self.processor()
+        if self.reversals is not None:  # the keys a stopped till asked with no sale stored
+            await asking.resolve(
+                self.log, self.reversals, processor, self.wall_ms(), self.resolve_after_s
+            )
         if self.reversals is not None and processor is not None:
             await self.reversals.retry(processor)
         store = self.store

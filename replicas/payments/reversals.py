@@ -47,6 +47,9 @@ class PendingReversals:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Held by a sale from its first ask to its append (or giving back), and by
+        # `asking.resolve`: neither decides a key the other is deciding
+        self.deciding = asyncio.Lock()
         conn = self._connect()
         try:
             conn.execute(
@@ -55,6 +58,13 @@ class PendingReversals:
             )
             # Every key given back, answered or not: never asked again (`was_given`)
             conn.execute("CREATE TABLE IF NOT EXISTS given_back (key TEXT PRIMARY KEY)")
+            # Keys being asked, from before the ask until their sale is stored or they are
+            # given back or declined: one left behind by a crash is resolved against the
+            # log (`replicas.payments.asking`)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS asking"
+                " (key TEXT PRIMARY KEY, since_ms INTEGER NOT NULL)"
+            )
         finally:
             conn.close()
 
@@ -78,6 +88,36 @@ class PendingReversals:
         rows = await asyncio.to_thread(self._run, "SELECT 1 FROM given_back WHERE key = ?", (key,))
         return bool(rows)
 
+    async def asking(self, key: str) -> None:
+        """Note `key` about to be asked, durably, before the request leaves: a till killed
+        before its sale is stored leaves it here, to be reversed (`asking.resolve`)."""
+        await asyncio.to_thread(
+            self._run,
+            "INSERT INTO asking VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET since_ms ="
+            " excluded.since_ms",  # a retry of a lost sale asks it again: young again
+            (key, int(time.time() * 1000)),
+        )
+
+    async def settled(self, keys: Sequence[str]) -> None:
+        """`keys` need no reversal: their sale is stored, or the processor declined them."""
+        if keys:
+            await asyncio.to_thread(self._forget_asking, keys)
+
+    def _forget_asking(self, keys: Sequence[str]) -> None:
+        conn = self._connect()
+        try:
+            conn.executemany("DELETE FROM asking WHERE key = ?", [(k,) for k in keys])
+        finally:
+            conn.close()
+
+    async def left_asking(self, before_ms: int) -> list[tuple[str, int]]:
+        """(key, since_ms) of the keys asked before `before_ms` and still unresolved."""
+        rows = await asyncio.to_thread(
+            self._run, "SELECT key, since_ms FROM asking WHERE since_ms < ? ORDER BY since_ms",
+            (before_ms,),
+        )  # fmt: skip
+        return [(str(k), int(ms)) for k, ms in rows]  # type: ignore[call-overload]
+
     async def owe(self, keys: Sequence[str]) -> None:
         """Note `keys` given back and owed, before their reversals are sent: a cancel or
         a crash meanwhile leaves them owed (and never asked again)."""
@@ -90,6 +130,7 @@ class PendingReversals:
             conn.executemany("INSERT OR IGNORE INTO given_back VALUES (?)", [(k,) for k in keys])
             conn.executemany("INSERT OR IGNORE INTO pending (key, since_ms) VALUES (?, ?)",
                              [(k, now_ms) for k in keys])  # fmt: skip
+            conn.executemany("DELETE FROM asking WHERE key = ?", [(k,) for k in keys])
             conn.execute("COMMIT")
         finally:
             conn.close()

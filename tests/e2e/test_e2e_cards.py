@@ -7,14 +7,19 @@ the declines are conflicts at every replica of the store and at HQ, resolved onc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from broker.subjects import HQ
+from replicas.payments.reversals import FILE as REVERSALS_FILE
 from replicas.payments.service import KEY_FILE
 from replicas.site import save_site
 from tests.acquirer_kit import AcquirerProc
@@ -170,6 +175,78 @@ async def test_offline_cards_are_forwarded_once_and_declines_land(
     ):
         assert (await _post(mesh, T1, "/sales", bad)).status_code == 422
     assert scan_for_pans(tmp_path) == []
+
+
+async def test_a_till_killed_between_an_approval_and_its_sale_reverses_it(
+    tmp_path: Path, acquirer: AcquirerProc
+) -> None:
+    """SIGKILL while the processor is approving (a slow token: it answers after 5 s):
+    the card is approved there and no sale is stored. The restarted till's forwarder
+    finds the key it noted before asking, held by no stored sale, and reverses it."""
+    mesh = Mesh(tmp_path, {"s1": ["t1"]})
+    mesh.site = mesh.site.model_copy(
+        update={
+            "acquirer_url": acquirer.url,
+            "acquirer_key_file": str(acquirer.data / KEY_FILE),
+            "acquirer_timeout_s": 15.0,  # the till waits out the slow approval
+            "card_forward_every_s": 0.3,
+            "card_resolve_after_s": 1.0,
+        }
+    )
+    save_site(mesh.root, mesh.site)
+    notes = mesh.site.data_dir(mesh.root, T1) / REVERSALS_FILE
+
+    def asked() -> list[str]:
+        if not notes.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(notes)) as conn:
+            return [k for (k,) in conn.execute("SELECT key FROM asking")]
+
+    selling: asyncio.Task[Any] | None = None
+    try:
+        await mesh.start(T1)
+        selling = asyncio.create_task(_post(mesh, T1, "/sales", card_sale(1_200, "tok_slow_01")))
+
+        async def noted() -> bool:
+            return bool(asked())
+
+        await wait_until(noted, "the key noted before the ask", 10, every=0.01)
+        (key,) = asked()
+
+        async def deciding() -> bool:
+            return await acquirer.in_flight() == 1
+
+        await wait_until(deciding, "the processor deciding it", 10, every=0.01)
+        mesh[T1].kill(signal.SIGKILL)
+        with pytest.raises(httpx.HTTPError):
+            await selling
+
+        async def approval() -> dict[str, Any] | None:
+            found = [r for r in await acquirer.records() if r["key"] == key]
+            return found[0] if found else None
+
+        record = await wait_until(approval, "the processor's approval of the lost sale", 15)
+        assert (record["kind"], record["status"], record["reversed"]) == (
+            "authorise",
+            "approved",
+            0,
+        )  # fmt: skip: the card is charged, and its till holds no sale
+        mesh[T1].stop()
+        mesh[T1].spawn(fresh=False)
+        await mesh[T1].wait_serving()
+
+        async def reversed_() -> bool:
+            got = await approval()
+            return got is not None and got["reversed"] == 1
+
+        await wait_until(reversed_, "the restarted till reversing it", 30)
+        assert asked() == []
+        rows = await _get(mesh, T1, "/reports/payments")
+        assert sum(r["payments"] for r in rows) == 0  # no sale: nothing to keep it
+    finally:
+        if selling is not None and not selling.done():
+            selling.cancel()
+        assert not await mesh.close()
 
 
 def test_the_pan_scan_finds_what_it_looks_for(tmp_path: Path) -> None:

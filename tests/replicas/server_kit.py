@@ -20,6 +20,8 @@ from core.log import EventLog
 from replicas.api.app import create_app
 from replicas.api.auth import Access
 from replicas.api.tokens import TokenStore
+from replicas.payments.adapter import CardProcessor
+from replicas.payments.reversals import PendingReversals
 
 __all__ = ["TILL", "OfflineReplica", "TillServer"]
 
@@ -33,6 +35,10 @@ class OfflineReplica:
     replica_id: str
     log: EventLog
     hq_holds_all: bool = False  # the test flips it: HQ's vector reached us
+    reversals: PendingReversals | None = None  # no card processor: nothing asked
+
+    def card_processor(self) -> CardProcessor | None:
+        return None
 
     def sync_status(self) -> dict[str, object]:
         return {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from replicas.api.tokens import TokenStore
 from replicas.cache import StateCache
 from replicas.errors import ProcessorRefused
 from replicas.metrics import take_snapshot
+from replicas.payments import asking
 from replicas.payments.adapter import CardAsk, HttpAcquirer
 from replicas.payments.forwarder import Forwarder
 from replicas.payments.reversals import PendingReversals, give_back
@@ -414,3 +416,32 @@ async def test_an_owed_reversal_stays_owed_when_the_processor_refuses_the_till_4
     finally:
         await processor.aclose()
         await stale.aclose()
+
+
+async def test_an_approval_left_by_a_till_stopped_mid_sale_is_reversed(
+    till: Till, log: EventLog, acquirer: AcquirerProc
+) -> None:
+    """What a till killed between the processor's approval and the sale's append leaves:
+    the key noted as being asked, approved at the processor, no sale. The forwarder's
+    round, its clock past the resolve delay, reverses it. A key whose sale is stored
+    (noted again, as a kill right after the append leaves it) is left alone. The lost
+    sale, asked again under its receipt, is a new authorisation."""
+    owed, processor = till.replica.reversals, till.replica.processor
+    assert owed is not None and processor is not None
+    (kept,) = (await _stored(log, await till.post({**sale(700), "receipt": "R-KEPT"}))).payments
+    assert kept.auth == "online" and kept.attempt  # approved under this key
+    assert await owed.left_asking(2**62) == []  # stored: the note is gone
+    await owed.asking(kept.attempt)  # as a kill right after the append leaves it
+    lost = Payment(method="card", amount=800, card_token="tok_visa_0002", card_last4="4242")
+    key = auth_key(TILL, "R-LOST", 0, lost, [lost])
+    await owed.asking(key)  # noted, then asked; the till dies before its append
+    ask = CardAsk(key=key, token="tok_visa_0002", last4="4242", amount=800)
+    assert (await processor.authorise(ask)).approved
+    later = int(time.time() * 1000) + (asking.RESOLVE_AFTER_S + 1) * 1000
+    await Forwarder(log, "s1", lambda: processor, lambda: later, reversals=owed).round()
+    approvals = {r["key"]: r for r in await acquirer.records() if r["kind"] == "authorise"}
+    assert approvals[key]["reversed"] == 1 and approvals[kept.attempt]["reversed"] == 0
+    assert await owed.left_asking(2**62) == [] and await owed.keys() == []
+    retried = await till.post({**sale(800, token="tok_visa_0002"), "receipt": "R-LOST"})
+    (again,) = (await _stored(log, retried)).payments
+    assert again.auth == "online" and again.attempt not in (key, "")
