@@ -262,18 +262,25 @@ def _idle_after(seconds: float) -> Iterator[None]:
         log_module.SETTLE_WHEN_IDLE_S = kept
 
 
-async def test_the_log_settles_held_back_skus_while_idle(tmp_path: Path) -> None:
-    """After a catch-up held SKUs back (a peer's history arriving behind another's), the
-    writer replays them when idle, one per transaction, so the first sale of each does
-    not; the kept runs then equal the full replay, and selling meanwhile works."""
+async def _held_by_a_catch_up(path: Path) -> EventLog:
+    """A log whose four SKUs a catch-up held back: a peer's history arriving behind
+    another's (call under `_holding(True)`)."""
     late = chain("s1/t3", [cash_sale(sku=f"S{i % 4}", receipt=f"L{i}") for i in range(40)])
     ahead = chain("s1/t2", [cash_sale(sku=f"S{i % 4}", receipt=f"A{i}") for i in range(40)],
                   first_hlc=1 << 20)  # fmt: skip
+    log = await EventLog.open(path, "s1/t1", StoreState())
+    for events in (ahead, late):
+        await log.ingest([RawEvent(e, encode_event(e)) for e in events])
+    return log
+
+
+async def test_the_log_settles_held_back_skus_while_idle(tmp_path: Path) -> None:
+    """After a catch-up held SKUs back, the writer settles them when idle, a slice per
+    transaction, so the first sale of each does not; the kept runs then equal the full
+    replay, and selling meanwhile works."""
     with _holding(True), _idle_after(0.05):
-        log = await EventLog.open(tmp_path / "log.db", "s1/t1", StoreState())
+        log = await _held_by_a_catch_up(tmp_path / "log.db")
         try:
-            for events in (ahead, late):
-                await log.ingest([RawEvent(e, encode_event(e)) for e in events])
             assert len(await log.read(oversold.held)) == 4  # as the catch-up left them
             await log.append(cash_sale(sku="S0", receipt="OWN"))
             async with asyncio.timeout(10):
@@ -345,14 +352,9 @@ def test_a_move_between_the_cursor_and_a_settling_skus_start_restarts_it() -> No
 async def test_a_writer_never_idle_still_settles_held_skus(tmp_path: Path) -> None:
     """Sales every 50 ms never leave the writer idle for SETTLE_WHEN_IDLE_S (set to a
     minute here): held SKUs are settled a slice every SETTLE_WHILE_BUSY_S all the same."""
-    late = chain("s1/t3", [cash_sale(sku=f"S{i % 4}", receipt=f"L{i}") for i in range(40)])
-    ahead = chain("s1/t2", [cash_sale(sku=f"S{i % 4}", receipt=f"A{i}") for i in range(40)],
-                  first_hlc=1 << 20)  # fmt: skip
     with _holding(True), _idle_after(60.0):
-        log = await EventLog.open(tmp_path / "log.db", "s1/t1", StoreState())
+        log = await _held_by_a_catch_up(tmp_path / "log.db")
         try:
-            for events in (ahead, late):
-                await log.ingest([RawEvent(e, encode_event(e)) for e in events])
             assert await log.read(oversold.held)
             sold = 0
             async with asyncio.timeout(20):
