@@ -88,7 +88,7 @@ def _start(conn: sqlite3.Connection) -> bool:
     for key, hlc, known in sorted(taken):
         store, sku = key
         if not oversold.stocked(conn, key):  # an undone resolution took its last move
-            conn.execute("DELETE FROM st_oversell_tail WHERE sku = ? AND store = ?", (sku, store))
+            _forget(conn, key)
             continue
         h0, level = (hlc, known) if known is not None else _level_at(conn, key, hlc)
         for table, col in (("st_oversold", "hlc"), ("st_oversell_runs", "run_hlc")):
@@ -153,13 +153,27 @@ def _advance(conn: sqlite3.Connection, cursor: int) -> None:
 
 
 def _finish(conn: sqlite3.Connection, walking: dict[Key, _Walking], w: oversold.Writes) -> None:
-    """The pass is past the newest sale: each tail at or after every step, runs kept."""
+    """The pass is past the newest sale: each tail at or after every step, runs kept;
+    a (store, SKU) whose last move went meanwhile (ahead of the cursor) keeps nothing."""
     tails = {(str(s), str(k)): int(h) for s, k, h in conn.execute(_TAILS)}
+    w.flush(conn)
+    w = oversold.Writes()
     for key, (_, _, run, last) in walking.items():
-        w.tail(key, max(last, tails.get(key, -1)), run)
+        if oversold.stocked(conn, key):
+            w.tail(key, max(last, tails.get(key, -1)), run)
+        else:
+            _forget(conn, key)
     w.flush(conn)
     conn.execute(f"DELETE FROM {SETTLING}")
     conn.execute(f"DELETE FROM {PASS}")
+
+
+def _forget(conn: sqlite3.Connection, key: Key) -> None:
+    """A (store, SKU) with no stock row has no moves: no runs, no tail (`kept` counts
+    tails against stock rows)."""
+    store, sku = key
+    for table in ("st_oversold", "st_oversell_runs", "st_oversell_tail"):
+        conn.execute(f"DELETE FROM {table} WHERE sku = ? AND store = ?", (sku, store))
 
 
 def _walking(conn: sqlite3.Connection) -> dict[Key, _Walking]:

@@ -374,7 +374,7 @@ class EventLog:
             return
         self._heads.update(staged)
         self._wal.committed()
-        self._unsettled = self._unsettled or any(req.ingest for req in batch)
+        self._unsettled = True  # an ingest, or an append of a catch-up's size, may hold
         seconds = self.timer() - started
         new_events: list[RawEvent] = []
         if len(results) > len(batch):  # events released by a rotation, no request's

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from conflict import oversell_settle, oversold, queries
 from conflict.state import StoreState
 from core import log as log_module
+from core.bodies import ConflictResolved, ResolvedMove
 from core.compact import compact, load_snapshot, read_heads, save_snapshot
 from core.events import RawEvent, StockCounted, StockReceived, encode_event
 from core.fold import Accepted
@@ -366,3 +367,76 @@ async def test_a_writer_never_idle_still_settles_held_skus(tmp_path: Path) -> No
             await log.read(_agree)
         finally:
             await log.close()
+
+
+def test_a_held_sku_whose_stock_row_vanished_keeps_no_run() -> None:
+    """A resolution's move takes Z below zero (a run); an earlier resolution of the same
+    conflict (no effects) then wins, its move is taken out and Z's stock row dropped.
+    Held (a sale of A is newer), Z is settled by a pass: its old run must go too."""
+    c, fold = Chain(), StoreState()
+    conn = fresh_db(fold)
+    with _holding(True), _lazy(10**9, 1):
+        move = ResolvedMove(sku="Z", delta=-2)
+        late = ConflictResolved(conflict="c1", action="compensate", by="mgr", moves=[move])
+        _batches(fold, conn, [c.make("s1/t1", late, 5_000)])
+        assert conn.execute("SELECT count(*) FROM st_oversell_runs").fetchone()[0] == 1
+        _batches(fold, conn, [c.make("s1/t1", sale_body([("A", 1, 100)], "R1"), 6_000)])
+        early = ConflictResolved(conflict="c1", action="accept", by="mgr")
+        _batches(fold, conn, [c.make("s1/t2", early, 1_000)])
+        assert conn.execute("SELECT 1 FROM st_stock WHERE sku = 'Z'").fetchone() is None
+        assert ("s1", "Z") in oversold.held(conn)
+        _settle_all(fold, conn)
+    assert not oversold.held(conn)
+    assert_oversell_kept(conn)
+
+
+def test_a_settling_sku_whose_stock_row_vanishes_ahead_of_the_cursor_keeps_no_tail() -> None:
+    """Z is in a pass whose cursor is behind Z's only move (a resolution's); an earlier
+    resolution then takes that move out (ahead of the cursor: Z stays in the pass) and
+    Z's stock row goes. The pass's end must not write Z a tail: `kept` counts tails
+    against stock rows, and a till's next open would re-derive every run."""
+    c, fold = Chain(), StoreState()
+    conn = fresh_db(fold)
+    with _holding(True), _lazy(1, 1):
+        for ms in (2_000, 3_000):
+            _batches(fold, conn, [c.make("s1/t1", sale_body([("A", 1, 100)], f"R{ms}"), ms)])
+        move = ResolvedMove(sku="Z", delta=-2)
+        late = ConflictResolved(conflict="c1", action="compensate", by="mgr", moves=[move])
+        _batches(fold, conn, [c.make("s1/t1", sale_body([("A", 1, 100)], "R8"), 8_000)],
+                 [c.make("s1/t3", late, 7_000)])  # fmt: skip
+        with conn:
+            assert fold.settle(conn)  # the pass starts
+        with conn:
+            assert fold.settle(conn)  # one slice: the cursor is past 2 s, before 7 s
+        cursor = oversold.pass_cursor(conn)
+        assert cursor is not None and ("s1", "Z") in oversold.settling(conn)
+        early = ConflictResolved(conflict="c1", action="accept", by="mgr")
+        _batches(fold, conn, [c.make("s1/t2", early, 1_000)])
+        assert conn.execute("SELECT 1 FROM st_stock WHERE sku = 'Z'").fetchone() is None
+        assert ("s1", "Z") in oversold.settling(conn)  # the move went ahead of the cursor
+        _settle_all(fold, conn)
+    assert not oversold.held(conn)
+    assert_oversell_kept(conn)
+
+
+async def test_skus_held_by_an_own_append_of_a_catch_ups_size_are_settled(
+    tmp_path: Path,
+) -> None:
+    """A till's own append of LAZY_LINES sale lines or more holds its SKUs as a catch-up's
+    frame does: the writer settles them too, with no ingest to mark the log unsettled."""
+    with _idle_after(0.01):
+        log = await EventLog.open(tmp_path / "log.db", "s1/t1", StoreState())
+    try:
+        async with asyncio.timeout(10):  # the open's own settling round ends: none held
+            while log._unsettled:
+                await asyncio.sleep(0.01)
+        with _idle_after(0.5):  # as in use: the read right after the append comes first
+            bodies = [cash_sale(sku="A", receipt=f"R{i}") for i in range(oversold.LAZY_LINES)]
+            await log.append_many(bodies)
+            assert await log.read(oversold.held) == {("s1", "A")}  # held, as a frame's
+            async with asyncio.timeout(10):
+                while await log.read(oversold.held):
+                    await asyncio.sleep(0.01)
+        await log.read(_agree)
+    finally:
+        await log.close()
