@@ -23,6 +23,7 @@ __all__ = [
     "limits_row",
     "outcome_row",
     "outstanding",
+    "sales_since",
     "till_outstanding",
 ]
 
@@ -116,3 +117,12 @@ def has_outcome(conn: sqlite3.Connection, payment: str) -> bool:
     """Whether any outcome of `payment` is folded here (another till's, replicated)."""
     row = conn.execute("SELECT 1 FROM st_card_outcomes WHERE payment = ?", (payment,))
     return row.fetchone() is not None
+
+
+def sales_since(conn: sqlite3.Connection, till: str, hlc: int) -> list[int]:
+    """The seqs of `till`'s own sales at or after `hlc`, in order: where a till looks for
+    the authorisation keys its stored sales hold (`replicas.payments.asking`)."""
+    rows = conn.execute(
+        "SELECT seq FROM st_sales WHERE origin = ? AND hlc >= ? ORDER BY seq", (till, hlc)
+    )
+    return [int(seq) for (seq,) in rows]

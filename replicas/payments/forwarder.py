@@ -98,9 +98,7 @@ class Forwarder:
         seconds until the next round."""
         processor = self.processor()
         if self.reversals is not None:  # the keys a stopped till asked with no sale stored
-            await asking.resolve(
-                self.log, self.reversals, processor, self.wall_ms(), self.resolve_after_s
-            )
+            await asking.resolve(self.log, self.reversals, self.wall_ms(), self.resolve_after_s)
         if self.reversals is not None and processor is not None:
             await self.reversals.retry(processor)
         store = self.store
