@@ -361,7 +361,13 @@ def _hold_in_order(conn: sqlite3.Connection, lazy: dict[Key, tuple[int, int, int
 
 
 def _extend_tail(conn: sqlite3.Connection, key: Key) -> None:
-    """Keep a held (store, sku)'s tail at or after every move and count it has."""
+    """Keep a held (store, sku)'s tail at or after every move and count it has; and a
+    tail only while it has a stock row (`kept` counts one against the other): the batch
+    may have taken its last move out (a resolution undone), its runs then go when it
+    is settled."""
+    if not stocked(conn, key):
+        conn.execute("DELETE FROM st_oversell_tail WHERE store = ? AND sku = ?", key)
+        return
     conn.execute(
         "INSERT INTO st_oversell_tail (store, sku, hlc) VALUES (?1, ?2, max("
         " COALESCE((SELECT MAX(hlc) FROM st_moves WHERE sku = ?2 AND store = ?1), -1),"

@@ -32,6 +32,7 @@ from core.events import (
     ProductUpserted,
     RefundIssued,
     RefundLine,
+    ResolvedMove,
     SaleCompleted,
     SaleLine,
     SaleVoided,
@@ -154,7 +155,7 @@ _RATES = (0, 550, 2000)
 
 
 @st.composite
-def _body(draw: st.DrawFn, sale_ids: list[str], tax: bool = False) -> Body:
+def _body(draw: st.DrawFn, sale_ids: list[str], tax: bool = False, effects: bool = False) -> Body:
     kind = draw(st.sampled_from(_KINDS))
     targets = st.sampled_from([*sale_ids, UNKNOWN_SALE])
     if kind == "sale":
@@ -182,7 +183,7 @@ def _body(draw: st.DrawFn, sale_ids: list[str], tax: bool = False) -> Body:
         return SaleVoided(sale=draw(targets))
     if kind == "refund":
         return _refund(draw, draw(targets), tax)
-    return _admin(draw, kind)
+    return _admin(draw, kind, effects)
 
 
 def _refund(draw: st.DrawFn, sale: str, tax: bool = False) -> RefundIssued:
@@ -199,7 +200,7 @@ def _refund(draw: st.DrawFn, sale: str, tax: bool = False) -> RefundIssued:
     return RefundIssued(sale=sale, lines=lines, method=method, restock=draw(st.booleans()))
 
 
-def _admin(draw: st.DrawFn, kind: str) -> Body:
+def _admin(draw: st.DrawFn, kind: str, effects: bool = False) -> Body:
     if kind == "product":
         return ProductUpserted(
             sku=draw(_skus), name=draw(st.sampled_from(("tea", "Tea", "coffee"))),
@@ -218,7 +219,27 @@ def _admin(draw: st.DrawFn, kind: str) -> Body:
             per_payment=draw(st.integers(0, 999)), till_total=5000, till_count=5,
             max_age_s=3600, store=draw(st.sampled_from(("", "s1"))),
         )  # fmt: skip
+    if effects:
+        return _resolution(draw)
     return ConflictResolved(conflict="c1", action="accept", by="mgr")
+
+
+def _resolution(draw: st.DrawFn) -> ConflictResolved:
+    """One of two conflicts' resolutions, with effects or none: the earliest of each
+    conflict applies (a later-arriving earlier one takes the other's moves and counts
+    out again, the stock row with them if nothing else moved that SKU)."""
+    conflict = draw(st.sampled_from(("c1", "c2")))
+    action = draw(st.sampled_from(("accept", "compensate", "recount")))
+    if action == "compensate":
+        moves = draw(st.lists(st.builds(ResolvedMove, sku=st.sampled_from((*SKUS, "Z")),
+                                        delta=st.integers(-5, 5).filter(bool)),
+                              min_size=1, max_size=2))  # fmt: skip
+        return ConflictResolved(conflict=conflict, action=action, by="mgr", moves=moves)
+    if action == "recount":
+        return ConflictResolved(conflict=conflict, action=action, by="mgr",
+                                sku=draw(st.sampled_from((*SKUS, "Z"))),
+                                count=draw(st.integers(0, 40)))  # fmt: skip
+    return ConflictResolved(conflict=conflict, action=action, by="mgr")
 
 
 _KINDS = (
@@ -229,8 +250,12 @@ _KINDS = (
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_events: int = 40, tax: bool = False) -> list[Accepted]:
+def scenarios(
+    draw: st.DrawFn, max_events: int = 40, tax: bool = False, effects: bool = False
+) -> list[Accepted]:
     """Valid chained events from ORIGINS, interleaved, HLCs close enough to collide.
+    `effects`: resolutions of two conflicts carry moves or recounts too (the models some
+    tests compare with read resolutions as having none).
     `tax`: sales of schema 6 too (taxed inclusive or exclusive, or not recorded) and
     refund lines giving back tax."""
     chain, events, sale_ids, ms = Chain(), [], [], 1_000_000
@@ -238,7 +263,7 @@ def scenarios(draw: st.DrawFn, max_events: int = 40, tax: bool = False) -> list[
         ms += draw(st.sampled_from((0, 0, 1, 500, 3000, 20_000)))
         origin = draw(st.sampled_from(ORIGINS))
         flags = FLAG_SKEWED if draw(st.integers(0, 15)) == 0 else 0
-        acc = chain.make(origin, draw(_body(sale_ids, tax)), ms, flags)
+        acc = chain.make(origin, draw(_body(sale_ids, tax, effects)), ms, flags)
         if isinstance(acc.body, SaleCompleted):
             sale_ids.append(acc.event.id)
         events.append(acc)

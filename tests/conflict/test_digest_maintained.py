@@ -71,7 +71,7 @@ def _holding(hold: bool, one_pass: bool = False) -> Iterator[None]:
 
 
 @settings(max_examples=80, deadline=None)
-@given(data=st.data(), events=scenarios(), hold=st.booleans(), one_pass=st.booleans())
+@given(data=st.data(), events=scenarios(effects=True), hold=st.booleans(), one_pass=st.booleans())
 def test_kept_digest_equals_recomputed_after_any_batches(
     data: st.DataObject, events: list[Accepted], hold: bool, one_pass: bool
 ) -> None:
@@ -115,7 +115,12 @@ def _lazy(lines: int, slice_sales: int) -> Iterator[None]:
 
 
 @settings(max_examples=80, deadline=None)
-@given(data=st.data(), events=scenarios(), lazy=st.booleans(), slice_sales=st.integers(1, 4))
+@given(
+    data=st.data(),
+    events=scenarios(effects=True),
+    lazy=st.booleans(),
+    slice_sales=st.integers(1, 4),
+)
 def test_held_runs_settled_a_slice_at_a_time_between_batches(
     data: st.DataObject, events: list[Accepted], lazy: bool, slice_sales: int
 ) -> None:
