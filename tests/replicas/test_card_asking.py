@@ -18,7 +18,11 @@ from replicas.payments.keys import auth_key
 from replicas.payments.reversals import PendingReversals
 
 TILL = "s1/t1"
-LATER_MS = int(time.time() * 1000) + (asking.RESOLVE_AFTER_S + 100) * 1000
+
+
+def later_ms() -> int:
+    """A wall clock past the resolve delay of every note taken so far."""
+    return int(time.time() * 1000) + (asking.RESOLVE_AFTER_S + 100) * 1000
 
 
 def _card_sale(receipt: str) -> tuple[SaleCompleted, str]:
@@ -55,7 +59,7 @@ async def test_notes_of_stored_sales_are_dropped_and_a_lost_one_is_owed(tmp_path
     log = await EventLog.open(tmp_path / "log.db", TILL, StoreState())
     try:
         assert await asking.resolve(log, owed, int(time.time() * 1000)) == []  # too young
-        assert await asking.resolve(log, owed, LATER_MS) == [lost_key]
+        assert await asking.resolve(log, owed, later_ms()) == [lost_key]
     finally:
         await log.close()
     assert await owed.left_asking(2**62) == []
@@ -79,7 +83,7 @@ async def test_a_log_compacted_past_a_sale_of_the_window_reverses_nothing(
         conn.close()
     log = await EventLog.open(path, TILL, StoreState())
     try:
-        assert await asking.resolve(log, owed, LATER_MS) == []
+        assert await asking.resolve(log, owed, later_ms()) == []
     finally:
         await log.close()
     assert await owed.keys() == [] and not await owed.was_given(first)
