@@ -289,12 +289,18 @@ async def test_the_log_settles_held_back_skus_while_idle(tmp_path: Path) -> None
         try:
             assert len(await log.read(oversold.held)) == 4  # as the catch-up left them
             await log.append(cash_sale(sku="S0", receipt="OWN"))
-            async with asyncio.timeout(10):
-                while await log.read(oversold.held):
-                    await asyncio.sleep(0.01)
-            await log.read(_agree)
+            await _until_settled(log)
         finally:
             await log.close()
+
+
+async def _until_settled(log: EventLog) -> None:
+    """Until the writer has settled all it held (10 s at most); then the kept runs equal
+    the full replay."""
+    async with asyncio.timeout(10):
+        while await log.read(oversold.held):
+            await asyncio.sleep(0.01)
+    await log.read(_agree)
 
 
 def _settle_all(fold: StoreState, conn: sqlite3.Connection) -> None:
@@ -439,9 +445,6 @@ async def test_skus_held_by_an_own_append_of_a_catch_ups_size_are_settled(
             bodies = [cash_sale(sku="A", receipt=f"R{i}") for i in range(oversold.LAZY_LINES)]
             await log.append_many(bodies)
             assert await log.read(oversold.held) == {("s1", "A")}  # held, as a frame's
-            async with asyncio.timeout(10):
-                while await log.read(oversold.held):
-                    await asyncio.sleep(0.01)
-        await log.read(_agree)
+            await _until_settled(log)
     finally:
         await log.close()
