@@ -91,10 +91,7 @@ def _start(conn: sqlite3.Connection) -> bool:
             _forget(conn, key)
             continue
         h0, level = (hlc, known) if known is not None else _level_at(conn, key, hlc)
-        for table, col in (("st_oversold", "hlc"), ("st_oversell_runs", "run_hlc")):
-            conn.execute(
-                f"DELETE FROM {table} WHERE sku = ? AND store = ? AND {col} >= ?", (sku, store, h0)
-            )
+        oversold.clear_from(conn, key, h0)
         run = oversold.open_run(conn, key, level, h0)
         if run is not None:
             w.runs[(store, sku, run)] = None  # open again: whatever ended it is replayed
@@ -156,14 +153,12 @@ def _finish(conn: sqlite3.Connection, walking: dict[Key, _Walking], w: oversold.
     """The pass is past the newest sale: each tail at or after every step, runs kept;
     a (store, SKU) whose last move went meanwhile (ahead of the cursor) keeps nothing."""
     tails = {(str(s), str(k)): int(h) for s, k, h in conn.execute(_TAILS)}
-    w.flush(conn)
-    w = oversold.Writes()
+    gone = [key for key in walking if not oversold.stocked(conn, key)]
     for key, (_, _, run, last) in walking.items():
-        if oversold.stocked(conn, key):
-            w.tail(key, max(last, tails.get(key, -1)), run)
-        else:
-            _forget(conn, key)
+        w.tail(key, max(last, tails.get(key, -1)), run)
     w.flush(conn)
+    for key in gone:  # after the flush: what it wrote of them goes too
+        _forget(conn, key)
     conn.execute(f"DELETE FROM {SETTLING}")
     conn.execute(f"DELETE FROM {PASS}")
 

@@ -36,8 +36,8 @@ from conflict.stock import recount_sql, store_sql
 
 __all__ = [
     "HLC_END", "HOLD_AFTER", "LAZY_LINES", "LINES_OF_MANY", "LINES_OF_ONE", "PASS", "RUN_ENDS",
-    "SETTLING", "TABLES", "Writes", "create", "drop", "ensure", "held", "kept", "maintain",
-    "open_run", "pass_cursor", "settling", "sku_needle", "stocked", "take_stale",
+    "SETTLING", "TABLES", "Writes", "clear_from", "create", "drop", "ensure", "held", "kept",
+    "maintain", "open_run", "pass_cursor", "settling", "sku_needle", "stocked", "take_stale",
 ]  # fmt: skip
 
 _json = msgspec.json.Encoder().encode
@@ -222,6 +222,7 @@ def maintain(conn: sqlite3.Connection, sale_steps: SaleSteps) -> None:
     if not keys:
         return
     lines = sum(map(len, sale_steps.values()))
+    frame = lines >= LAZY_LINES  # a catch-up's: nothing walked or replayed in it, all held
     w = Writes()
     late: dict[Key, int] = {}
     lazy: dict[Key, tuple[int, int, int]] = {}  # in order, held: (first, level, tail)
@@ -245,7 +246,7 @@ def maintain(conn: sqlite3.Connection, sale_steps: SaleSteps) -> None:
             late[key] = min(held_from, first)
         elif in_order or (tail is None and key not in dirty):  # the till's own sales
             steps.sort()
-            if lines >= LAZY_LINES:
+            if frame:
                 lazy[key] = (first, on_hand - sum(s[4] for s in steps), steps[-1][0])
             else:
                 _append(w, key, steps, on_hand, run)
@@ -254,7 +255,7 @@ def maintain(conn: sqlite3.Connection, sale_steps: SaleSteps) -> None:
     w.flush(conn)
     conn.executemany(f"DELETE FROM {SETTLING} WHERE store = ? AND sku = ?", restarted)
     _hold_in_order(conn, lazy)
-    if lines >= LAZY_LINES:  # a catch-up's frame: nothing replayed in it, all held
+    if frame:
         _hold(conn, late)
     else:
         _replay_or_hold(conn, late, budget=HOLD_AFTER[0] * lines + HOLD_AFTER[1])
@@ -425,10 +426,7 @@ def _replay_from(conn: sqlite3.Connection, since: dict[Key, int]) -> None:
         tail = conn.execute(
             "SELECT hlc FROM st_oversell_tail WHERE sku = ? AND store = ?", (sku, store)
         ).fetchone()
-        for table, col in (("st_oversold", "hlc"), ("st_oversell_runs", "run_hlc")):
-            conn.execute(
-                f"DELETE FROM {table} WHERE sku = ? AND store = ? AND {col} >= ?", (sku, store, h0)
-            )
+        clear_from(conn, key, h0)
         if not stocked(conn, key):  # an undone resolution took its last move away
             conn.execute("DELETE FROM st_oversell_tail WHERE sku = ? AND store = ?", (sku, store))
             continue
@@ -440,6 +438,16 @@ def _replay_from(conn: sqlite3.Connection, since: dict[Key, int]) -> None:
         _, run = w.walk(key, steps, level, run)
         w.tail(key, max([s[0] for s in steps[-1:]] + ([tail[0]] if tail else []), default=-1), run)
     w.flush(conn)
+
+
+def clear_from(conn: sqlite3.Connection, key: Key, h0: int) -> None:
+    """Delete the (store, sku)'s negative moves and runs from HLC `h0` on: a replay of
+    it from there writes them again."""
+    store, sku = key
+    for table, col in (("st_oversold", "hlc"), ("st_oversell_runs", "run_hlc")):
+        conn.execute(
+            f"DELETE FROM {table} WHERE sku = ? AND store = ? AND {col} >= ?", (sku, store, h0)
+        )
 
 
 def stocked(conn: sqlite3.Connection, key: Key) -> bool:
